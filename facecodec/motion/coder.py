@@ -1,0 +1,312 @@
+"""Motion coder: uniform quantisation, integer temporal prediction, adaptive range coding.
+
+Per frame the flat motion vector (`Motion.to_vector()`, expression cut or zero padded to
+`k`) is quantised per dimension: q = round((v - mean) / step), clipped to [-QMAX, QMAX]
+(QMAX = 32767; with the preset steps that spans +-65 rad of rotation and +-49 crop fractions
+of translation, far beyond any real face, so only garbage input is clipped).
+
+A packet holds consecutive frames. An intra packet (RESYNC) codes its first frame against the
+prior means with fixed per-dimension priors (`intra_scales`) and resets all state, so it
+decodes on its own. Every other frame is predicted from earlier quantised frames, in
+integers so both ends agree exactly; each dimension picks, by an integer running cost, the
+better of "previous value" and "previous value plus half the last change" (damped linear
+prediction: smooth head turns favour it, tracker jitter favours the former). Residuals are
+range coded with models that adapt to each dimension's recent residual magnitude
+(`facecodec.motion.entropy`).
+
+Losses: an inter packet (MOTION) depends on every packet since the last intra packet. After
+a lost or corrupt packet the receiver calls `MotionDecoder.reset()` and drops inter packets
+until the next intra packet; decoding an inter packet without state raises `BitstreamError`.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facecodec.errors import BitstreamError, FacecodecError
+from facecodec.motion import entropy
+from facecodec.motion.entropy import QMAX
+from facecodec.motion.motion import FIXED_SIZE, Motion
+
+K_MAX = 64
+MAX_FRAMES = 4096  # per packet; bounds decoding work on any input
+_MAGIC = b"FMC"
+_VERSION = 1
+_HEAD = struct.Struct("<3sBBBH")  # magic, version, k, adapt shift, initial inter state
+_PREDICTORS = 2  # 0: previous value; 1: previous plus half the last change
+_COST_SHIFT = 3  # rate of the predictor cost averages
+
+# Base steps and priors of the fixed dimensions (medium preset): rotation (rad), translation
+# (crop fraction), log scale, gaze and openness (canonical units; 1 unit ~ 60 px at 256 px).
+_BASE_STEPS = np.array([0.002] * 3 + [0.0015] * 2 + [0.002] + [0.004] * 4 + [0.004] * 3)
+_EXPR_STEP = 0.004
+_MEANS = np.array([0.0] * 3 + [0.5] * 2 + [-1.8] + [0.0] * 4 + [0.15] * 2 + [0.1])
+_INTRA = np.array([0.2] * 3 + [0.1] * 2 + [0.3] + [0.03] * 4 + [0.08] * 3)
+_PRESETS = {"low": (0.5, 1.6), "medium": (1.0, 1.0), "high": (2.0, 0.6)}  # k factor, steps
+
+
+def _f32(a: np.ndarray | list[float], n: int, name: str) -> np.ndarray:
+    # Stored as float32 in the header, so hold exactly those values on both ends.
+    arr = np.asarray(a, dtype=np.float64).reshape(-1)
+    if arr.shape[0] != n:
+        raise FacecodecError(f"coder config: {name} has {arr.shape[0]} values, expected {n}")
+    with np.errstate(over="ignore"):
+        arr = arr.astype(np.float32).astype(np.float64)
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class CoderConfig:
+    """Everything both ends need to code motion; serialised into the stream header."""
+
+    k: int
+    steps: np.ndarray  # quantiser step per dimension (13 + k)
+    intra_scales: np.ndarray  # prior spread of each dimension around `means`, for intra frames
+    means: np.ndarray = field(default_factory=lambda: np.array([]))  # prior mean; empty: default
+    adapt_shift: int = 2  # adaptation rate 2^-shift of the residual scale states
+    inter_init: int = 16  # scale state after an intra frame, 1/16 steps
+    _intra_index: tuple[int, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.k, int | np.integer) or not 1 <= int(self.k) <= K_MAX:
+            raise FacecodecError(f"coder config: k must be 1..{K_MAX}, got {self.k}")
+        n = FIXED_SIZE + int(self.k)
+        means = self.means if len(self.means) else np.concatenate([_MEANS, np.zeros(self.k)])
+        object.__setattr__(self, "k", int(self.k))
+        object.__setattr__(self, "steps", _f32(self.steps, n, "steps"))
+        object.__setattr__(self, "intra_scales", _f32(self.intra_scales, n, "intra_scales"))
+        object.__setattr__(self, "means", _f32(means, n, "means"))
+        for name in ("steps", "intra_scales"):
+            a = getattr(self, name)
+            if not (np.all(np.isfinite(a)) and np.all(a >= 1e-6) and np.all(a <= 1e3)):
+                raise FacecodecError(f"coder config: {name} must lie in [1e-6, 1e3]")
+        if not (np.all(np.isfinite(self.means)) and np.all(np.abs(self.means) <= 1e3)):
+            raise FacecodecError("coder config: means must be finite and within +-1e3")
+        if not 0 <= self.adapt_shift <= 8:
+            raise FacecodecError("coder config: adapt_shift must be 0..8")
+        if not 0 <= self.inter_init <= entropy.STATE_CAP:
+            raise FacecodecError(f"coder config: inter_init must be 0..{entropy.STATE_CAP}")
+        # Float division once, here: both ends derive the same integers from the same floats.
+        idx = tuple(entropy.index_for_scale(float(s / d))
+                    for s, d in zip(self.intra_scales, self.steps, strict=True))
+        object.__setattr__(self, "_intra_index", idx)
+
+    @property
+    def size(self) -> int:
+        return FIXED_SIZE + self.k
+
+    def to_bytes(self) -> bytes:
+        head = _HEAD.pack(_MAGIC, _VERSION, self.k, self.adapt_shift, self.inter_init)
+        body = np.concatenate([self.steps, self.intra_scales, self.means]).astype("<f4")
+        return head + body.tobytes()
+
+    @classmethod
+    def from_bytes(cls, b: bytes) -> CoderConfig:
+        b = bytes(b)
+        if len(b) < _HEAD.size:
+            raise BitstreamError(f"motion coder config: {len(b)} bytes is too short")
+        magic, version, k, shift, init = _HEAD.unpack_from(b)
+        if magic != _MAGIC:
+            raise BitstreamError("motion coder config: bad magic")
+        if version != _VERSION:
+            raise BitstreamError(f"motion coder config: unsupported version {version}")
+        if not 1 <= k <= K_MAX:
+            raise BitstreamError(f"motion coder config: k={k} outside 1..{K_MAX}")
+        n = FIXED_SIZE + k
+        if len(b) != _HEAD.size + 12 * n:
+            raise BitstreamError(f"motion coder config: {len(b)} bytes, expected {_HEAD.size + 12 * n}")
+        v = np.frombuffer(b, dtype="<f4", offset=_HEAD.size).astype(np.float64)
+        try:
+            return cls(k, v[:n], v[n : 2 * n], v[2 * n :], adapt_shift=shift, inter_init=init)
+        except FacecodecError as e:
+            raise BitstreamError(f"motion {e}") from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CoderConfig) and self.to_bytes() == other.to_bytes()
+
+    def __hash__(self) -> int:
+        return hash(self.to_bytes())
+
+    def quantize(self, m: Motion) -> np.ndarray:
+        """int32 vector of 13 + k values in [-QMAX, QMAX]; extra expression dropped, missing 0."""
+        v = m.to_vector()
+        v = np.concatenate([v, np.zeros(max(0, self.size - v.shape[0]))])[: self.size]
+        if np.isnan(v).any():
+            raise FacecodecError("motion contains NaN; cannot quantise it")
+        with np.errstate(over="ignore", invalid="ignore"):
+            q = np.rint((v - self.means) / self.steps)
+        return np.clip(q, -QMAX, QMAX).astype(np.int32)
+
+    def dequantize(self, q: np.ndarray) -> Motion:
+        q = np.asarray(q)
+        if q.shape != (self.size,) or np.abs(q).max() > QMAX:
+            raise FacecodecError(f"quantised motion must be {self.size} integers within +-{QMAX}")
+        return Motion.from_vector(self.means + q.astype(np.float64) * self.steps)
+
+
+def _build(k: int, step_mul: float, expr_std: np.ndarray) -> CoderConfig:
+    expr_std = np.asarray(expr_std, dtype=np.float64).reshape(-1)
+    if expr_std.shape[0] < k or not np.all(np.isfinite(expr_std[:k])):
+        raise FacecodecError(f"expr_std needs {k} finite values, got {expr_std.shape[0]}")
+    steps = np.concatenate([_BASE_STEPS, np.full(k, _EXPR_STEP)]) * step_mul
+    # A prior no sharper than one step: a degenerate basis must not make intra frames escape.
+    intra = np.concatenate([_INTRA, np.maximum(expr_std[:k], _EXPR_STEP)])
+    return CoderConfig(k, steps, intra)
+
+
+def make_config(preset: str, k: int, expr_std: np.ndarray) -> CoderConfig:
+    """Preset config. `k` is the medium preset's coefficient count; "low" codes k//2
+    coefficients with 1.6x coarser steps, "high" up to 2k (as many as `expr_std` has) with
+    0.6x the steps."""
+    if preset not in _PRESETS:
+        raise FacecodecError(f"unknown motion preset {preset!r} (use low, medium or high)")
+    kf, mul = _PRESETS[preset]
+    n = len(np.asarray(expr_std).reshape(-1))
+    kc = max(1, min(int(k * kf), n, K_MAX))
+    return _build(kc, mul, expr_std)
+
+
+def make_config_q(quality: float, k_max: int, expr_std: np.ndarray) -> CoderConfig:
+    """Continuous quality in [0, 1], monotone in rate: k from k_max/4 to k_max, steps from
+    1.7x to 0.6x the medium preset's (quality 0.5 ~ medium with k = k_max * 5/8)."""
+    if not 0.0 <= quality <= 1.0:
+        raise FacecodecError(f"motion quality must be in [0, 1], got {quality}")
+    kc = max(1, min(round(k_max * (0.25 + 0.75 * quality)), K_MAX))
+    return _build(kc, 1.7 ** (1.0 - 2.0 * quality) if quality <= 0.5 else 0.6 ** (2 * quality - 1),
+                  expr_std)
+
+
+@dataclass
+class _State:
+    """What inter frames are predicted from; identical on both ends after every packet."""
+
+    prev: list[int]  # last quantised frame
+    change: list[int]  # last frame-to-frame change
+    scale: list[int]  # residual scale states (1/16 steps)
+    cost: list[list[int]]  # running |error| per predictor per dimension
+
+    @classmethod
+    def after_intra(cls, q: list[int], init: int) -> _State:
+        n = len(q)
+        return cls(list(q), [0] * n, [init] * n, [[0] * n for _ in range(_PREDICTORS)])
+
+    def copy(self) -> _State:
+        return _State(list(self.prev), list(self.change), list(self.scale),
+                      [list(c) for c in self.cost])
+
+    def predict(self, d: int) -> int:
+        c = self.cost
+        if c[1][d] < c[0][d]:
+            return max(-QMAX, min(QMAX, self.prev[d] + (self.change[d] >> 1)))
+        return self.prev[d]
+
+    def update(self, d: int, q: int, residual: int, shift: int) -> None:
+        p, ch = self.prev[d], self.change[d]
+        for i, pred in enumerate((p, max(-QMAX, min(QMAX, p + (ch >> 1))))):
+            a = min(abs(q - pred) << 4, entropy.STATE_CAP)
+            self.cost[i][d] += (a - self.cost[i][d]) >> _COST_SHIFT
+        self.scale[d] = entropy.update_state(self.scale[d], residual, shift)
+        self.change[d] = q - p
+        self.prev[d] = q
+
+
+class MotionEncoder:
+    """Codes packets of consecutive frames; keeps the prediction state between packets."""
+
+    def __init__(self, config: CoderConfig) -> None:
+        self.config = config
+        self._state: _State | None = None
+
+    def encode(self, motions: list[Motion], intra: bool) -> bytes:
+        cfg = self.config
+        if len(motions) > MAX_FRAMES:
+            raise FacecodecError(f"at most {MAX_FRAMES} frames per motion packet")
+        if intra and not motions:
+            raise FacecodecError("an intra motion packet needs at least one frame")
+        if not intra and self._state is None:
+            raise FacecodecError("the first motion packet must be intra")
+        frames = [cfg.quantize(m).tolist() for m in motions]
+        enc = entropy.encoder()
+        log: list[tuple[int, int]] = []
+        state = self._state
+        for i, q in enumerate(frames):
+            if intra and i == 0:
+                for d, v in enumerate(q):
+                    entropy.encode_symbol(enc, cfg._intra_index[d], v, v, log)
+                state = _State.after_intra(q, cfg.inter_init)
+                continue
+            assert state is not None
+            for d, v in enumerate(q):
+                r = v - state.predict(d)
+                entropy.encode_symbol(enc, entropy.model_index(state.scale[d]), r, v, log)
+                state.update(d, v, r, cfg.adapt_shift)
+        self._state = state
+        return entropy.finish(enc, log)
+
+
+class MotionDecoder:
+    """Exact inverse of `MotionEncoder`. Any malformed input raises `BitstreamError` and
+    resets the state; the caller then waits for the next intra packet."""
+
+    def __init__(self, config: CoderConfig) -> None:
+        self.config = config
+        self._state: _State | None = None
+
+    def reset(self) -> None:
+        """Forget the prediction state (a packet was lost): only intra packets decode now."""
+        self._state = None
+
+    def decode(self, data: bytes, n_frames: int, intra: bool) -> list[Motion]:
+        cfg = self.config
+        if not isinstance(n_frames, int) or not 0 <= n_frames <= MAX_FRAMES:
+            raise BitstreamError(f"motion packet frame count {n_frames!r} outside 0..{MAX_FRAMES}")
+        if intra and n_frames == 0:
+            raise BitstreamError("intra motion packet with no frames")
+        if not intra and self._state is None:
+            raise BitstreamError("inter motion packet without decoder state: wait for an intra packet")
+        # No symbol takes more than ~41 bits, so a longer payload cannot be a real packet.
+        if len(data) > 6 * n_frames * cfg.size + 8:
+            self.reset()
+            raise BitstreamError(f"motion packet of {len(data)} bytes is too long for {n_frames} frames")
+        try:
+            frames, state = self._decode(bytes(data), n_frames, intra)
+        except BitstreamError:
+            self.reset()
+            raise
+        except BaseException as e:  # constriction's Rust panics derive from BaseException
+            if isinstance(e, KeyboardInterrupt | SystemExit | MemoryError):
+                raise
+            self.reset()
+            raise BitstreamError(f"corrupt motion packet ({e.__class__.__name__})") from None
+        self._state = state
+        return [cfg.dequantize(np.array(q, dtype=np.int32)) for q in frames]
+
+    def _decode(self, data: bytes, n: int, intra: bool) -> tuple[list[list[int]], _State | None]:
+        cfg = self.config
+        dec = entropy.decoder(data)
+        state = None if self._state is None else self._state.copy()
+        frames: list[list[int]] = []
+        for i in range(n):
+            if intra and i == 0:
+                q = [entropy.decode_symbol(dec, cfg._intra_index[d], 0) for d in range(cfg.size)]
+                state = _State.after_intra(q, cfg.inter_init)
+            else:
+                assert state is not None
+                q = []
+                for d in range(cfg.size):
+                    pred = state.predict(d)
+                    v = entropy.decode_symbol(dec, entropy.model_index(state.scale[d]), pred)
+                    if not -QMAX <= v <= QMAX:
+                        raise BitstreamError("corrupt motion packet (value out of range)")
+                    state.update(d, v, v - pred, cfg.adapt_shift)
+                    q.append(v)
+            if intra and i == 0 and any(not -QMAX <= v <= QMAX for v in q):
+                raise BitstreamError("corrupt motion packet (value out of range)")
+            frames.append(q)
+        if not dec.maybe_exhausted():
+            raise BitstreamError("corrupt motion packet (trailing data)")
+        return frames, state
