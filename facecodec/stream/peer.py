@@ -1,0 +1,326 @@
+"""One side of a live call: an aiortc RTCPeerConnection carrying codec packets and audio.
+
+Two data channels, created pre-negotiated (same ids on both sides) so neither peer waits for
+the other to announce them:
+
+- "keyframes" (id 0): reliable, ordered. Keyframes, END, and JSON control messages (stream
+  start with the codec header, keyframe requests).
+- "motion" (id 1): unordered, maxRetransmits=0. One small MOTION/RESYNC packet per frame: a
+  retransmitted packet would arrive after its frame was due, so it is better lost.
+
+Audio is an ordinary Opus track (from a media file, or silence).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aioice.ice
+import av
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.contrib.media import MediaPlayer
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
+
+from facecodec.errors import BitstreamError, FacecodecError
+from facecodec.stream.impair import Impairment
+from facecodec.stream.signaling import SignalingClient
+from facecodec.stream.wire import RELIABLE_TYPES, PacketInfo, parse_control, peek_packet
+
+_ORIGINAL_HOST_ADDRESSES = aioice.ice.get_host_addresses
+# Motion packets queued behind a congested channel are stale by the time they would go out.
+MAX_MOTION_BUFFERED = 64 * 1024
+MAX_QUEUED_PACKETS = 512
+
+
+def use_loopback_candidates(enabled: bool = True) -> None:
+    """Make ICE offer 127.0.0.1 (aioice skips loopback, so two local peers never meet).
+
+    Process-wide: aioice reads the module function when it gathers candidates.
+    """
+
+    def loopback_only(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return ["127.0.0.1"]
+
+    aioice.ice.get_host_addresses = loopback_only if enabled else _ORIGINAL_HOST_ADDRESSES
+
+
+@dataclass(frozen=True, slots=True)
+class PeerOptions:
+    loopback: bool = False
+    audio: str | None = None  # media file whose audio track is sent; None sends silence
+    send_audio: bool = True
+    impairment: Impairment | None = None
+    connect_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class PacketReceived:
+    data: bytes
+    info: PacketInfo
+    arrival: float  # time.time() when the application got it (after any impairment)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlReceived:
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerClosed:
+    reason: str
+
+
+PeerEvent = PacketReceived | ControlReceived | PeerClosed
+
+
+@dataclass
+class PeerStats:
+    packets_sent: int = 0
+    motion_bytes_sent: int = 0  # MOTION and RESYNC packets
+    keyframe_bytes_sent: int = 0  # KEYFRAME and END packets
+    control_bytes_sent: int = 0
+    packets_dropped_congestion: int = 0
+    packets_received: int = 0
+    motion_bytes_received: int = 0
+    keyframe_bytes_received: int = 0
+    malformed_received: int = 0
+    audio_frames_received: int = 0
+    _first_seq: int | None = field(default=None, repr=False)
+    _last_ext_seq: int = field(default=0, repr=False)
+    _max_ext_seq: int = field(default=0, repr=False)
+
+    def note_seq(self, seq: int) -> None:
+        """Track sequence numbers RTP-style (u16, unwrapped), so losses can be counted."""
+        if self._first_seq is None:
+            self._first_seq = self._last_ext_seq = self._max_ext_seq = seq
+            return
+        delta = (seq - self._last_ext_seq) & 0xFFFF
+        delta = delta - 0x10000 if delta >= 0x8000 else delta
+        self._last_ext_seq += delta
+        self._max_ext_seq = max(self._max_ext_seq, self._last_ext_seq)
+
+    @property
+    def packets_lost(self) -> int:
+        if self._first_seq is None:
+            return 0
+        return max(0, self._max_ext_seq - self._first_seq + 1 - self.packets_received)
+
+
+class Peer:
+    """A negotiated connection to the other side; events arrive on `events`."""
+
+    def __init__(self, options: PeerOptions | None = None) -> None:
+        self.options = options or PeerOptions()
+        if self.options.loopback:
+            use_loopback_candidates(True)
+        # No STUN server: aiortc would otherwise query a public one; calls here are direct.
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.events: asyncio.Queue[PeerEvent] = asyncio.Queue()
+        self.stats = PeerStats()
+        self.on_audio: Callable[[av.AudioFrame], None] | None = None
+        self._keyframes: RTCDataChannel | None = None
+        self._motion: RTCDataChannel | None = None
+        self._player: MediaPlayer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.pc.on("track", self._on_track)
+        self.pc.on("connectionstatechange", self._on_state)
+
+    # --- setup ---------------------------------------------------------------------------------
+
+    def _open_channels(self) -> None:
+        self._keyframes = self.pc.createDataChannel("keyframes", negotiated=True, id=0)
+        self._motion = self.pc.createDataChannel(
+            "motion", ordered=False, maxRetransmits=0, negotiated=True, id=1
+        )
+        for channel, reliable in ((self._keyframes, True), (self._motion, False)):
+            channel.on("message", self._message_handler(reliable))
+            channel.on("close", lambda: self._emit_closed("data channel closed"))
+
+    def _add_audio(self) -> None:
+        if not self.options.send_audio:
+            return
+        track: MediaStreamTrack | None = None
+        if self.options.audio is not None:
+            try:
+                self._player = MediaPlayer(self.options.audio, loop=True)
+            except (av.FFmpegError, OSError) as exc:
+                raise FacecodecError(f"cannot open audio source {self.options.audio}: {exc}")
+            track = self._player.audio
+        self.pc.addTrack(track if track is not None else AudioStreamTrack())
+
+    async def negotiate(self, signaling: SignalingClient, initiator: bool) -> None:
+        """Offer (initiator) or answer through the signaling server, then wait until both data
+        channels are open. Raises FacecodecError if the other side leaves or time runs out."""
+        try:
+            await asyncio.wait_for(self._negotiate(signaling, initiator),
+                                   self.options.connect_timeout_s)
+        except TimeoutError:
+            raise FacecodecError(
+                f"call not connected within {self.options.connect_timeout_s:.0f} s"
+            ) from None
+
+    async def _negotiate(self, signaling: SignalingClient, initiator: bool) -> None:
+        if initiator:
+            self._open_channels()
+            self._add_audio()
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+            await signaling.send({"type": "offer", "sdp": self.pc.localDescription.sdp})
+            answer = await _expect(signaling, "answer")
+            await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        else:
+            offer = await _expect(signaling, "offer")
+            await self.pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+            self._open_channels()
+            self._add_audio()
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+            await signaling.send({"type": "answer", "sdp": self.pc.localDescription.sdp})
+        while not self.connected:
+            if self._closed or self.pc.connectionState in ("failed", "closed"):
+                raise FacecodecError(f"call failed to connect ({self.pc.connectionState})")
+            await asyncio.sleep(0.01)
+
+    @property
+    def connected(self) -> bool:
+        return (
+            self._keyframes is not None
+            and self._motion is not None
+            and self._keyframes.readyState == "open"
+            and self._motion.readyState == "open"
+        )
+
+    # --- sending -------------------------------------------------------------------------------
+
+    def send_packet(self, data: bytes) -> bool:
+        """Send one codec packet on the channel its type calls for; False if not sent."""
+        if not self.connected:
+            return False
+        info = peek_packet(data)
+        if info.type in RELIABLE_TYPES:
+            assert self._keyframes is not None
+            self._keyframes.send(data)
+            self.stats.keyframe_bytes_sent += len(data)
+        else:
+            assert self._motion is not None
+            if self._motion.bufferedAmount > MAX_MOTION_BUFFERED:
+                self.stats.packets_dropped_congestion += 1
+                return False
+            self._motion.send(data)
+            self.stats.motion_bytes_sent += len(data)
+        self.stats.packets_sent += 1
+        return True
+
+    def send_control(self, text: str) -> bool:
+        if not self.connected:
+            return False
+        assert self._keyframes is not None
+        self._keyframes.send(text)
+        self.stats.control_bytes_sent += len(text)
+        return True
+
+    async def audio_bytes(self) -> tuple[int, int]:
+        """(sent, received) RTP audio bytes so far."""
+        sent = received = 0
+        for report in (await self.pc.getStats()).values():
+            kind = getattr(report, "kind", None)
+            if report.type == "outbound-rtp" and kind == "audio":
+                sent += report.bytesSent
+            elif report.type == "inbound-rtp" and kind == "audio":
+                received += getattr(report, "bytesReceived", 0)
+        return sent, received
+
+    # --- receiving -----------------------------------------------------------------------------
+
+    def _message_handler(self, reliable: bool) -> Callable[[str | bytes], None]:
+        def on_message(message: str | bytes) -> None:
+            if isinstance(message, str):
+                if not reliable:
+                    self.stats.malformed_received += 1  # control belongs on the reliable channel
+                    return
+                try:
+                    self.events.put_nowait(ControlReceived(parse_control(message)))
+                except BitstreamError:
+                    self.stats.malformed_received += 1
+                return
+            if self.options.impairment is not None and self.options.impairment.active:
+                self.options.impairment.deliver(message, self._on_packet, reliable=reliable)
+            else:
+                self._on_packet(message)
+
+        return on_message
+
+    def _on_packet(self, data: bytes) -> None:
+        try:
+            info = peek_packet(data)
+        except BitstreamError:
+            self.stats.malformed_received += 1
+            return
+        if info.type not in RELIABLE_TYPES and self.events.qsize() >= MAX_QUEUED_PACKETS:
+            self.stats.packets_dropped_congestion += 1  # the consumer is behind: shed motion
+            return
+        self.stats.packets_received += 1
+        self.stats.note_seq(info.seq)
+        if info.type in RELIABLE_TYPES:
+            self.stats.keyframe_bytes_received += len(data)
+        else:
+            self.stats.motion_bytes_received += len(data)
+        self.events.put_nowait(PacketReceived(data, info, time.time()))
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != "audio":
+            return
+        # Always drain remote audio: aiortc buffers undrained frames without bound.
+        task = asyncio.ensure_future(self._drain_audio(track))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drain_audio(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                self.stats.audio_frames_received += 1
+                if self.on_audio is not None and isinstance(frame, av.AudioFrame):
+                    self.on_audio(frame)
+
+    def _on_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed"):
+            self._emit_closed(f"connection {self.pc.connectionState}")
+
+    def _emit_closed(self, reason: str) -> None:
+        if not self._closed:
+            self._closed = True
+            self.events.put_nowait(PeerClosed(reason))
+
+    async def close(self) -> None:
+        self._emit_closed("closed locally")
+        for task in list(self._tasks):
+            task.cancel()
+        await self.pc.close()
+        if self._player is not None:
+            # Stopping the player's tracks ends its decode thread.
+            for track in (self._player.audio, self._player.video):
+                if track is not None:
+                    track.stop()
+
+
+async def _expect(signaling: SignalingClient, kind: str) -> dict[str, Any]:
+    """Wait for an `kind` message from the other peer; a bye or error aborts the call setup."""
+    while True:
+        msg = await signaling.receive()
+        if msg.get("type") == kind and isinstance(msg.get("sdp"), str):
+            return msg
+        if msg.get("type") in ("bye", "closed"):
+            raise FacecodecError(f"the other peer left before sending its {kind}")
+        if msg.get("type") == "error":
+            raise FacecodecError(f"signaling error: {msg.get('message')}")

@@ -1,0 +1,304 @@
+"""The `facecodec signal` server and its client: pairs two peers in a room and relays SDP.
+
+Protocol (JSON text frames over one WebSocket per peer):
+
+    client -> server   {"type": "join", "room": "<[A-Za-z0-9_-]{1,64}>"}
+                       {"type": "offer" | "answer", "sdp": "<session description>"}
+                       {"type": "bye"}                 leave the room (the other side is told)
+    server -> client   {"type": "joined", "room": ..., "peers": n}
+                       {"type": "ready", "initiator": bool}   both peers present; the one that
+                                                      waited longer makes the offer
+                       {"type": "offer" | "answer", "sdp": ...}   relayed from the other peer
+                       {"type": "bye"}                 the other peer left or dropped
+                       {"type": "error", "message": ...}
+
+The server trusts nothing: every message is size-checked, schema-checked and rate-limited, and a
+misbehaving connection gets an error reply or is closed without disturbing anyone else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from facecodec.errors import FacecodecError
+
+ROOM_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MESSAGE_TYPES = frozenset({"join", "offer", "answer", "bye"})
+
+
+@dataclass(frozen=True, slots=True)
+class SignalLimits:
+    max_message_bytes: int = 64 * 1024  # an SDP with two data channels and audio is ~2 KiB
+    rate_per_s: float = 10.0  # steady message rate per connection
+    burst: int = 20
+    max_errors: int = 5  # protocol errors tolerated before the connection is closed
+    max_connections: int = 256
+    join_timeout_s: float = 30.0
+
+
+class ProtocolError(Exception):
+    """A message this server refuses; the text goes back to the client."""
+
+
+def validate_message(raw: str, limits: SignalLimits) -> dict[str, Any]:
+    """Parse and schema-check one client message; raise ProtocolError on anything else."""
+    if len(raw.encode()) > limits.max_message_bytes:
+        raise ProtocolError("message too large")
+    try:
+        msg = json.loads(raw)
+    except ValueError:
+        raise ProtocolError("message is not valid JSON") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("message must be a JSON object")
+    kind = msg.get("type")
+    if not isinstance(kind, str) or kind not in MESSAGE_TYPES:
+        raise ProtocolError(f"type must be one of {sorted(MESSAGE_TYPES)}")
+    allowed = {"join": {"type", "room"}, "offer": {"type", "sdp"}, "answer": {"type", "sdp"}}
+    extra = set(msg) - allowed.get(kind, {"type"})
+    if extra:
+        raise ProtocolError(f"unexpected field(s) in {kind}: {sorted(extra)}")
+    if kind == "join":
+        room = msg.get("room")
+        if not isinstance(room, str) or not ROOM_PATTERN.fullmatch(room):
+            raise ProtocolError("room must match [A-Za-z0-9_-]{1,64}")
+    if kind in ("offer", "answer"):
+        sdp = msg.get("sdp")
+        if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+            raise ProtocolError(f"{kind} needs an SDP string starting with v=0")
+    return msg
+
+
+@dataclass
+class _TokenBucket:
+    rate: float
+    burst: int
+    tokens: float = 0.0
+    stamp: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.tokens = float(self.burst)
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+class SignalingServer:
+    """Rooms of at most two peers; relays offer/answer/bye between them."""
+
+    def __init__(self, limits: SignalLimits | None = None) -> None:
+        self.limits = limits or SignalLimits()
+        self.rooms: dict[str, list[web.WebSocketResponse]] = {}
+        self._connections = 0
+        self._runner: web.AppRunner | None = None
+        self.app = web.Application()
+        self.app.router.add_get("/", self._handle)
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen and return the ws:// URL (port 0 picks a free port)."""
+        self._runner = web.AppRunner(self.app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()  # type: ignore[union-attr]
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        return f"ws://{shown}:{bound[1]}/"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self._connections >= self.limits.max_connections:
+            return web.Response(status=503, text="too many connections")
+        ws = web.WebSocketResponse(max_msg_size=self.limits.max_message_bytes, heartbeat=20.0)
+        await ws.prepare(request)
+        self._connections += 1
+        room: str | None = None
+        try:
+            room = await self._serve(ws)
+        finally:
+            self._connections -= 1
+            if room is not None:
+                await self._leave(ws, room)
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+    async def _serve(self, ws: web.WebSocketResponse) -> str | None:
+        """Handle one connection's messages; return the room it is in when it goes away."""
+        bucket = _TokenBucket(self.limits.rate_per_s, self.limits.burst)
+        errors = 0
+        room: str | None = None
+        while not ws.closed:
+            timeout = self.limits.join_timeout_s if room is None else None
+            try:
+                frame = await ws.receive(timeout=timeout)
+            except TimeoutError:
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"join timeout")
+                break
+            if frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                break
+            if frame.type == WSMsgType.ERROR:  # e.g. a frame over max_msg_size: aiohttp closes
+                break
+            if not bucket.take():
+                await _send(ws, {"type": "error", "message": "rate limit exceeded"})
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"rate limit")
+                break
+            try:
+                if frame.type != WSMsgType.TEXT:
+                    raise ProtocolError("only JSON text messages are accepted")
+                msg = validate_message(frame.data, self.limits)
+                room = await self._dispatch(ws, room, msg)
+            except ProtocolError as exc:
+                errors += 1
+                await _send(ws, {"type": "error", "message": str(exc)})
+                if errors >= self.limits.max_errors:
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many errors")
+                    break
+        return room
+
+    async def _dispatch(
+        self, ws: web.WebSocketResponse, room: str | None, msg: dict[str, Any]
+    ) -> str | None:
+        kind = msg["type"]
+        if kind == "join":
+            if room is not None:
+                raise ProtocolError(f"already in room {room}")
+            members = self.rooms.setdefault(msg["room"], [])
+            if len(members) >= 2:
+                raise ProtocolError("room is full")
+            members.append(ws)
+            await _send(ws, {"type": "joined", "room": msg["room"], "peers": len(members)})
+            if len(members) == 2:
+                await _send(members[0], {"type": "ready", "initiator": True})
+                await _send(members[1], {"type": "ready", "initiator": False})
+            return msg["room"]
+        if room is None:
+            raise ProtocolError(f"join a room before sending {kind}")
+        if kind == "bye":
+            await self._leave(ws, room)
+            return None
+        other = self._other(ws, room)
+        if other is None:
+            raise ProtocolError("no other peer in the room")
+        await _send(other, msg)
+        return room
+
+    def _other(self, ws: web.WebSocketResponse, room: str) -> web.WebSocketResponse | None:
+        return next((m for m in self.rooms.get(room, []) if m is not ws), None)
+
+    async def _leave(self, ws: web.WebSocketResponse, room: str) -> None:
+        members = self.rooms.get(room, [])
+        if ws in members:
+            members.remove(ws)
+            for other in members:
+                await _send(other, {"type": "bye"})
+        if not members:
+            self.rooms.pop(room, None)
+
+
+async def _send(ws: web.WebSocketResponse, msg: dict[str, Any]) -> None:
+    if ws.closed:
+        return
+    try:
+        await ws.send_str(json.dumps(msg))
+    except (ConnectionError, RuntimeError):
+        pass  # the peer went away mid-send; its own handler cleans up
+
+
+class SignalingClient:
+    """One peer's connection to the signaling server."""
+
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse):
+        self._session = session
+        self._ws = ws
+
+    @classmethod
+    async def connect(cls, url: str, timeout: float = 10.0) -> SignalingClient:
+        session = aiohttp.ClientSession()
+        try:
+            ws = await session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout))
+        except (aiohttp.ClientError, OSError) as exc:
+            await session.close()
+            raise FacecodecError(f"cannot reach signaling server {url}: {exc}") from None
+        return cls(session, ws)
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        await self._ws.send_str(json.dumps(msg))
+
+    async def receive(self, timeout: float | None = None) -> dict[str, Any]:
+        """Next server message; {"type": "closed"} once the server is gone."""
+        try:
+            frame = await self._ws.receive(timeout=timeout)
+        except TimeoutError:
+            raise FacecodecError("signaling server did not answer in time") from None
+        if frame.type != WSMsgType.TEXT:
+            return {"type": "closed"}
+        msg = json.loads(frame.data)
+        if not isinstance(msg, dict):
+            raise FacecodecError("signaling server sent a malformed message")
+        return msg
+
+    async def join(self, room: str, timeout: float = 10.0) -> int:
+        """Join a room; return how many peers are in it now."""
+        await self.send({"type": "join", "room": room})
+        reply = await self.receive(timeout)
+        if reply.get("type") != "joined":
+            raise FacecodecError(f"cannot join room {room!r}: {reply.get('message', reply)}")
+        return int(reply["peers"])
+
+    @property
+    def closed(self) -> bool:
+        return self._ws.closed
+
+    async def close(self) -> None:
+        await self._ws.close()
+        await self._session.close()
+
+
+def add_signal_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8765, help="TCP port (0 picks a free one)")
+    parser.add_argument(
+        "--max-message-kb", type=int, default=64, help="largest accepted message, KiB"
+    )
+    parser.add_argument("--rate", type=float, default=10.0, help="messages per second per peer")
+
+
+def signal_main(args: argparse.Namespace) -> int:
+    """Run the signaling server until interrupted."""
+    limits = SignalLimits(max_message_bytes=args.max_message_kb * 1024, rate_per_s=args.rate)
+
+    async def serve() -> None:
+        server = SignalingServer(limits)
+        try:
+            url = await server.start(args.host, args.port)
+        except OSError as exc:
+            raise FacecodecError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
+        print(f"signaling server on {url} (Ctrl-C to stop)", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,107 @@
+"""What the live transport needs to know about codec packets, and its own control messages.
+
+The transport only routes packets: it reads the fixed-size prefix (sync, type, seq, timestamp)
+to pick a data channel and to count gaps, and leaves full validation (length, CRC) to the
+decoder, which must reject a damaged packet anyway. Control messages travel as JSON text on the
+reliable channel, so they can never be mistaken for a codec packet (always binary).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from facecodec.errors import BitstreamError
+
+SYNC = 0xFC
+_PREFIX = struct.Struct("<BBHI")  # sync, type, seq, timestamp
+MAX_CONTROL_BYTES = 4096
+MAX_HEADER_BYTES = 1 << 16
+
+
+class PacketType(IntEnum):
+    KEYFRAME = 1
+    MOTION = 2
+    RESYNC = 3
+    END = 4
+
+
+# Types that must arrive intact and in order; the rest are one-per-frame and better lost than late.
+RELIABLE_TYPES = frozenset({PacketType.KEYFRAME, PacketType.END})
+
+
+@dataclass(frozen=True, slots=True)
+class PacketInfo:
+    type: PacketType
+    seq: int
+    timestamp: int
+
+
+def peek_packet(data: bytes) -> PacketInfo:
+    """Read a packet's routing prefix; raise BitstreamError if it cannot be a packet."""
+    if len(data) < _PREFIX.size + 1 + 4:
+        raise BitstreamError(f"packet too short ({len(data)} bytes)")
+    sync, ptype, seq, timestamp = _PREFIX.unpack_from(data)
+    if sync != SYNC:
+        raise BitstreamError(f"bad packet sync byte 0x{sync:02x}")
+    try:
+        kind = PacketType(ptype)
+    except ValueError:
+        raise BitstreamError(f"unknown packet type {ptype}") from None
+    return PacketInfo(kind, seq, timestamp)
+
+
+def seq_gap(previous: int, current: int) -> int:
+    """Packets missing between two sequence numbers (u16, wrapping); 0 for reordering/dups."""
+    delta = (current - previous) & 0xFFFF
+    return delta - 1 if 0 < delta < 0x8000 else 0
+
+
+# --- control messages (text frames on the reliable channel) ---------------------------------
+
+
+def start_message(header: bytes, t0: float, fps: float) -> str:
+    """Stream start: codec header plus the capture clock, so the receiver can time frame i as
+    captured at t0 + i / fps (sender and receiver share a clock on loopback or with NTP)."""
+    return json.dumps(
+        {"type": "start", "header": base64.b64encode(header).decode(), "t0": t0, "fps": fps}
+    )
+
+
+def keyframe_request() -> str:
+    """A picture-loss indication: the receiver lost or could not decode a keyframe."""
+    return json.dumps({"type": "pli"})
+
+
+def parse_control(text: str) -> dict[str, Any]:
+    """Validate a control message; raise BitstreamError on anything unexpected."""
+    if len(text) > MAX_CONTROL_BYTES + MAX_HEADER_BYTES * 4 // 3:
+        raise BitstreamError("control message too large")
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        raise BitstreamError("control message is not JSON") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise BitstreamError("control message has no type")
+    kind = msg["type"]
+    if kind == "pli":
+        return {"type": "pli"}
+    if kind == "start":
+        t0, fps, header = msg.get("t0"), msg.get("fps"), msg.get("header")
+        if not isinstance(t0, int | float) or not isinstance(fps, int | float) or fps <= 0:
+            raise BitstreamError("start message needs numeric t0 and positive fps")
+        if not isinstance(header, str):
+            raise BitstreamError("start message needs a base64 header")
+        try:
+            raw = base64.b64decode(header, validate=True)
+        except (binascii.Error, ValueError):
+            raise BitstreamError("start message header is not base64") from None
+        if len(raw) > MAX_HEADER_BYTES:
+            raise BitstreamError("stream header too large")
+        return {"type": "start", "header": raw, "t0": float(t0), "fps": float(fps)}
+    raise BitstreamError(f"unknown control message type {kind!r}")
