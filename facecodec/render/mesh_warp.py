@@ -1,0 +1,269 @@
+"""Training-free renderer: piecewise-affine warp of the reference over the face mesh.
+
+The 478 landmarks are triangulated with MediaPipe's tessellation; fans from the iris centres
+and a strip between the lips fill the eye and mouth openings, so a closed mouth can open by
+stretching its border pixels. Around the face, two rings of control points (scaled copies of
+the face oval) and fixed points just outside the image border are Delaunay-triangulated once
+per reference. The inner ring follows the head's similarity transform (fitted on rigid
+landmarks) plus part of the jaw's own motion, the outer ring follows it half way (neck,
+shoulders), and the border stays still, so hair, ears and background move without tearing.
+
+Per frame the warp rasterises a triangle-index map of the *target* mesh at reduced
+resolution, maps each pixel back to the reference with its triangle's affine transform,
+upsamples that (continuous, piecewise-linear) map bilinearly and resamples the reference
+with `cv2.remap`. Pixels no usable triangle covers (folds, garbage landmarks) keep the
+identity map, so every output pixel is defined.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+
+from facecodec.render import topology as topo
+
+MIN_SIZE, MAX_SIZE = 128, 512
+
+# Control-point rings as scalings of the face oval about its centroid, and how far each
+# follows the head: inner ring (hair, ears, jaw line) fully, outer ring (neck, shoulders) half.
+RING_SCALES = (1.3, 1.75)
+RING_FOLLOW = (1.0, 0.5)
+# Share of the oval's non-rigid motion (jaw opening, cheek puffing) the rings take along.
+RING_JAW_FOLLOW = (0.6, 0.2)
+BORDER_FADE = 0.12  # control points within this fraction of the size of the border move less
+BORDER_STEP = 8  # fixed border points per side
+
+# Target triangles thinner than this (px) are not drawn: their inverse affine is unstable and
+# neighbours (or the identity map) cover their few pixels.
+MIN_ALTITUDE = 0.35
+
+# Mouth interior: the darkening applied where the target mouth is more open than the
+# reference's (lips stretched over closed-mouth pixels otherwise look like a lip blob).
+MOUTH_COLOUR = np.array([45.0, 22.0, 22.0], dtype=np.float32)  # RGB
+MOUTH_MAX_SHADE = 0.6
+
+_EYE_FANS = (
+    (topo.RIGHT_IRIS[0], topo.RIGHT_EYE),
+    (topo.LEFT_IRIS[0], topo.LEFT_EYE),
+)
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares 2D similarity (Umeyama) as a 2x3 matrix mapping src onto dst."""
+    ms, md = src.mean(axis=0), dst.mean(axis=0)
+    s, d = src - ms, dst - md
+    var = float((s * s).sum())
+    if var < 1e-9:
+        raise ValueError("rigid landmarks are collapsed onto one point")
+    u, sig, vt = np.linalg.svd(d.T @ s)
+    e = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    r = u @ e @ vt
+    scale = float((sig * np.diag(e)).sum()) / var
+    m = np.empty((2, 3))
+    m[:, :2] = scale * r
+    m[:, 2] = md - m[:, :2] @ ms
+    return m
+
+
+def _apply(m: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return p @ m[:, :2].T + m[:, 2]
+
+
+def _check_points(points: np.ndarray, name: str) -> np.ndarray:
+    p = np.asarray(points, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] != topo.N_LANDMARKS or p.shape[1] < 2:
+        raise ValueError(f"{name} must be ({topo.N_LANDMARKS}, 2) pixels, got {p.shape}")
+    p = p[:, :2]
+    if not np.isfinite(p).all():
+        raise ValueError(f"{name} contains NaN or infinite coordinates")
+    return p
+
+
+def _inside(poly: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    c = poly.astype(np.float32).reshape(-1, 1, 2)
+    return np.array([cv2.pointPolygonTest(c, (float(x), float(y)), False) > 0 for x, y in pts])
+
+
+class MeshWarper:
+    """Warps one reference face crop so its landmarks move to given target positions.
+
+    `warp` never fails on finite input: landmarks far outside the image are clipped to a
+    margin around it, collapsed or folded meshes fall back to the identity map where no
+    triangle is usable. Non-finite landmarks raise ValueError (there is no sensible frame).
+    """
+
+    def __init__(self, size: int, *, map_scale: float = 0.5, shade_mouth: bool = True) -> None:
+        if not MIN_SIZE <= size <= MAX_SIZE:
+            raise ValueError(f"size must be {MIN_SIZE}..{MAX_SIZE}, got {size}")
+        if not 0.1 <= map_scale <= 1.0:
+            raise ValueError(f"map_scale must be 0.1..1, got {map_scale}")
+        self.size = size
+        self.shade_mouth = shade_mouth
+        self._lo = max(16, round(size * map_scale))  # side of the map before upsampling
+        self._s = self._lo / size
+        # Full-resolution coordinates of the low-resolution pixel centres (cv2.resize's
+        # half-pixel convention), so bilinear upsampling of the map is exact inside triangles.
+        g = (np.arange(self._lo, dtype=np.float32) + 0.5) / self._s - 0.5
+        self._gx, self._gy = np.meshgrid(g, g)
+        self._image: np.ndarray | None = None
+
+    # -- reference -------------------------------------------------------------------------
+
+    def set_reference(self, image: np.ndarray, ref_points: np.ndarray) -> None:
+        """Use `image` (size, size, 3) uint8 RGB with landmarks `ref_points` (478, 2) px."""
+        n = self.size
+        if image.shape != (n, n, 3) or image.dtype != np.uint8:
+            raise ValueError(f"reference must be ({n}, {n}, 3) uint8, got {image.shape} "
+                             f"{image.dtype}")
+        ref = _check_points(ref_points, "ref_points")
+        self._rigid_ref = ref[list(topo.RIGID)]
+        _similarity(self._rigid_ref, self._rigid_ref)  # rejects a collapsed reference early
+
+        oval = ref[list(topo.FACE_OVAL)]
+        centre = oval.mean(axis=0)
+        rings, follow, jaw = [], [], []
+        for scale, f, j in zip(RING_SCALES, RING_FOLLOW, RING_JAW_FOLLOW, strict=True):
+            rings.append(centre + scale * (oval - centre))
+            follow.append(np.full(len(oval), f))
+            jaw.append(np.full(len(oval), j))
+        ring = np.clip(np.concatenate(rings), 1.0, n - 2.0)
+        t = np.linspace(-1.0, float(n), BORDER_STEP + 1)[:-1]  # one side, corner first
+        u = n - 1.0 - t  # the same, walked backwards
+        lo, hi = np.full_like(t, -1.0), np.full_like(t, float(n))
+        border = np.concatenate([np.stack(c, 1) for c in ((t, lo), (hi, t), (u, hi), (lo, u))])
+        # Ring points pushed onto each other by clipping would make slivers: keep the first.
+        keep: list[int] = []
+        for i, p in enumerate(ring):
+            near_border = np.min(np.abs(border - p).max(axis=1)) < 3.0
+            if not near_border and all(np.abs(ring[k] - p).max() >= 3.0 for k in keep):
+                keep.append(i)
+        ring = ring[keep]
+        follow_a = np.concatenate(follow)[keep]
+        jaw_a = np.concatenate(jaw)[keep]
+        # Points near the border move less so they cannot overtake the fixed border points.
+        dist = np.minimum(ring, n - 1 - ring).min(axis=1)
+        fade = np.clip(dist / (BORDER_FADE * n), 0.0, 1.0)
+        fade = fade * fade * (3 - 2 * fade)
+        self._ring_ref = ring
+        self._ring_follow = (follow_a * fade)[:, None]
+        self._ring_jaw = (jaw_a * fade)[:, None]
+        self._ring_oval = np.tile(np.arange(len(oval)), len(RING_SCALES))[keep]
+        self._border = border
+
+        n_lm, n_ring = topo.N_LANDMARKS, len(ring)
+        # Outer region: Delaunay over oval + rings + border, minus what lies inside the oval.
+        oval_ids = np.array(topo.FACE_OVAL)
+        outer_ids = np.concatenate([oval_ids, n_lm + np.arange(n_ring + len(border))])
+        outer_pts = np.concatenate([oval, ring, border])
+        dl = Delaunay(outer_pts).simplices
+        cen = outer_pts[dl].mean(axis=1)
+        outer = outer_ids[dl[~_inside(oval, cen)]]
+
+        eyes = []
+        for c, loop in _EYE_FANS:
+            ring_e = np.array(loop)
+            eyes.append(np.stack([np.full(len(ring_e), c), ring_e, np.roll(ring_e, -1)], 1))
+        mouth = topo.strip_triangles(topo.LIPS_INNER_UPPER, topo.LIPS_INNER_LOWER)
+        # Painter's order: later triangles win where the target mesh folds over itself.
+        self._tris = np.concatenate([outer, *eyes, mouth, topo.MESH_TRIANGLES]).astype(np.int32)
+        self._ref_all = np.concatenate([ref, ring, border])
+        self._ref_tri = self._ref_all[self._tris]  # (T, 3, 2)
+        inner = ref[list(topo.LIPS_INNER)]
+        self._ref_mouth_area = abs(_area(inner))
+        self._image = np.ascontiguousarray(image)
+
+    # -- per frame -------------------------------------------------------------------------
+
+    def control_points(self, dst_points: np.ndarray) -> np.ndarray:
+        """All target vertices: the 478 landmarks, then ring points, then border points."""
+        if self._image is None:
+            raise RuntimeError("set_reference must be called before warp")
+        n = self.size
+        dst = np.clip(_check_points(dst_points, "dst_points"), -2.0 * n, 3.0 * n)
+        try:
+            m = _similarity(self._rigid_ref, dst[list(topo.RIGID)])
+        except ValueError:  # collapsed target: shrink the head onto that point
+            m = np.zeros((2, 3))
+            m[:, 2] = dst[list(topo.RIGID)].mean(axis=0)
+        oval_ref = self._ref_all[list(topo.FACE_OVAL)]
+        jaw = dst[list(topo.FACE_OVAL)] - _apply(m, oval_ref)
+        head = _apply(m, self._ring_ref) - self._ring_ref
+        ring = self._ring_ref + self._ring_follow * head + self._ring_jaw * jaw[self._ring_oval]
+        return np.concatenate([dst, ring, self._border])
+
+    def warp(self, dst_points: np.ndarray) -> np.ndarray:
+        """The reference warped so its landmarks land on `dst_points` (478, 2) px."""
+        pts = self.control_points(dst_points)
+        image = self._image
+        assert image is not None
+        n, lo, s = self.size, self._lo, self._s
+
+        d = pts[self._tris]  # (T, 3, 2) target vertices
+        e1, e2 = d[:, 1] - d[:, 0], d[:, 2] - d[:, 0]
+        det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+        longest = np.sqrt(np.maximum.reduce([(e1 * e1).sum(1), (e2 * e2).sum(1),
+                                             ((e2 - e1) ** 2).sum(1)]))
+        usable = np.abs(det) > MIN_ALTITUDE * np.maximum(longest, 1e-6)
+
+        # Affine target -> reference per triangle: A = [r1-r0, r2-r0] @ inv([d1-d0, d2-d0]).
+        safe = np.where(usable, det, 1.0)
+        inv = np.stack([np.stack([e2[:, 1], -e2[:, 0]], 1),
+                        np.stack([-e1[:, 1], e1[:, 0]], 1)], 1) / safe[:, None, None]
+        r = self._ref_tri
+        rm = np.stack([r[:, 1] - r[:, 0], r[:, 2] - r[:, 0]], 2)  # columns are edges
+        lin = rm @ inv
+        aff = np.zeros((len(d) + 1, 2, 3), dtype=np.float32)
+        aff[:-1, :, :2] = lin
+        aff[:-1, :, 2] = r[:, 0] - (lin @ d[:, 0, :, None])[..., 0]
+        aff[-1, :, :2] = np.eye(2)  # the identity, for pixels no triangle covers
+
+        # Triangle-index map of the target at low resolution (fixed-point, 4 fractional bits).
+        idx = np.full((lo, lo), len(d), dtype=np.int32)
+        q = np.round(((d + 0.5) * s - 0.5) * 16.0).astype(np.int32)
+        for t in np.flatnonzero(usable).tolist():
+            cv2.fillConvexPoly(idx, q[t], t, cv2.LINE_8, 4)
+
+        a = aff[idx]  # (lo, lo, 2, 3)
+        gx, gy = self._gx, self._gy
+        m = np.empty((lo, lo, 2), dtype=np.float32)
+        m[..., 0] = a[..., 0, 0] * gx + a[..., 0, 1] * gy + a[..., 0, 2]
+        m[..., 1] = a[..., 1, 0] * gx + a[..., 1, 1] * gy + a[..., 1, 2]
+        np.clip(m, -1.0, float(n), out=m)
+        if lo != n:
+            m = cv2.resize(m, (n, n), interpolation=cv2.INTER_LINEAR)
+        out = cv2.remap(image, m, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if self.shade_mouth:
+            self._shade_mouth(out, pts)
+        return out
+
+    def _shade_mouth(self, out: np.ndarray, pts: np.ndarray) -> None:
+        """Darken the target's inner-lip polygon by how much more open it is than the ref's.
+
+        Stretching closed-lip pixels over an opening gives a lip-coloured blob; a dark,
+        feathered fill reads as a mouth cavity and is closer to a real open mouth.
+        """
+        inner = pts[list(topo.LIPS_INNER)]
+        area = abs(_area(inner))
+        if area < 1.0:
+            return
+        shade = MOUTH_MAX_SHADE * max(0.0, 1.0 - self._ref_mouth_area / area)
+        if shade < 0.02:
+            return
+        x0, y0 = np.floor(inner.min(axis=0)).astype(int) - 3
+        x1, y1 = np.ceil(inner.max(axis=0)).astype(int) + 4
+        x0, y0 = max(x0, 0), max(y0, 0)
+        x1, y1 = min(x1, self.size), min(y1, self.size)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return
+        mask = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
+        poly = np.round((inner - [x0, y0]) * 16.0).astype(np.int32)
+        cv2.fillPoly(mask, [poly], 1.0, cv2.LINE_AA, 4)
+        mask = cv2.GaussianBlur(mask, (5, 5), 1.2)[..., None] * shade
+        roi = out[y0:y1, x0:x1].astype(np.float32)
+        out[y0:y1, x0:x1] = np.clip(roi + mask * (MOUTH_COLOUR - roi) + 0.5, 0, 255)
+
+
+def _area(poly: np.ndarray) -> float:
+    x, y = poly[:, 0], poly[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
