@@ -1,0 +1,122 @@
+"""Reading and writing video files with PyAV (FFmpeg), with one-line errors for bad input."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from facecodec.errors import FacecodecError
+
+MIN_SIDE = 64  # below this no face can be tracked reliably
+MAX_SIDE = 8192  # above this a frame is almost certainly not a camera picture
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: Fraction
+    frames: int | None  # as the container claims; may be absent or wrong
+
+
+def _open(path: str | Path) -> av.container.InputContainer:
+    p = Path(path)
+    if not p.is_file():
+        raise FacecodecError(f"{p}: no such file")
+    try:
+        c = av.open(str(p), "r")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise FacecodecError(f"{p}: not a video file PyAV can read ({e.__class__.__name__})") from e
+    if not c.streams.video:
+        c.close()
+        raise FacecodecError(f"{p}: contains no video stream")
+    return c
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Size and frame rate, checked against the limits the codec supports."""
+    with _open(path) as c:
+        s = c.streams.video[0]
+        w, h = s.codec_context.width, s.codec_context.height
+        rate = s.average_rate or s.guessed_rate or Fraction(25)
+        frames = s.frames or None
+    if min(w, h) < MIN_SIDE:
+        raise FacecodecError(f"{path}: frames of {w}x{h} are too small (minimum side {MIN_SIDE})")
+    if max(w, h) > MAX_SIDE:
+        raise FacecodecError(f"{path}: frames of {w}x{h} are too large (maximum side {MAX_SIDE})")
+    fps = Fraction(rate).limit_denominator(1001)
+    if not (1 <= fps <= 120):
+        raise FacecodecError(f"{path}: implausible frame rate {float(fps):.3f}")
+    return VideoInfo(w, h, fps, frames)
+
+
+def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """RGB uint8 frames in display order. A stream that breaks mid-way ends with an error."""
+    probe(path)
+    with _open(path) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        n = 0
+        try:
+            for frame in c.decode(s):
+                yield frame.to_ndarray(format="rgb24")
+                n += 1
+                if max_frames is not None and n >= max_frames:
+                    return
+        except av.error.FFmpegError as e:
+            if n == 0:
+                raise FacecodecError(f"{path}: cannot decode video ({e.__class__.__name__})") from e
+            raise FacecodecError(f"{path}: video data is damaged after frame {n}") from e
+    if n == 0:
+        raise FacecodecError(f"{path}: video has no decodable frames")
+
+
+class VideoWriter:
+    """H.264 mp4 writer that only makes the output appear when it is complete."""
+
+    def __init__(self, path: str | Path, fps: Fraction, width: int, height: int, crf: int = 18):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=self.path.suffix or ".mp4", dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._c = av.open(str(self._tmp), "w")
+        self._s = self._c.add_stream("libx264", rate=fps)
+        self._s.width, self._s.height = width, height
+        self._s.pix_fmt = "yuv420p"
+        self._s.options = {"crf": str(crf), "preset": "veryfast"}
+        self.frames = 0
+
+    def write(self, rgb: np.ndarray) -> None:
+        f = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        for pkt in self._s.encode(f):
+            self._c.mux(pkt)
+        self.frames += 1
+
+    def close(self) -> None:
+        for pkt in self._s.encode():
+            self._c.mux(pkt)
+        self._c.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self._c.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

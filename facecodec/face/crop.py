@@ -1,0 +1,60 @@
+"""The square face crop: fixed between keyframes, re-centred when the face drifts.
+
+A crop that follows the face every frame would jitter and would make the background move;
+a crop fixed for the whole clip loses a face that walks away. So the crop stays put and a
+new one (with a new keyframe) is chosen only when the face nears its edge or changes size a
+lot, with a VoxCeleb-style margin that leaves room for ordinary head motion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+MARGIN = 1.8  # crop side / face landmark box side; room for head turns and hair
+DRIFT = 0.14  # re-centre when the face centre moves this fraction of the side off-centre
+ZOOM = 1.35  # ... or when the face grows or shrinks by this factor
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """Square region of the source frame, in source pixels (may extend past its edges)."""
+
+    x: float
+    y: float
+    side: float
+
+    @classmethod
+    def around(cls, centre: tuple[float, float], face_size: float) -> CropBox:
+        side = max(face_size * MARGIN, 16.0)
+        return cls(centre[0] - side / 2, centre[1] - side / 2, side)
+
+    def needs_recentre(self, centre: tuple[float, float], face_size: float) -> bool:
+        cx, cy = self.x + self.side / 2, self.y + self.side / 2
+        off = max(abs(centre[0] - cx), abs(centre[1] - cy)) / self.side
+        ratio = face_size * MARGIN / self.side
+        return off > DRIFT or not (1 / ZOOM < ratio < ZOOM)
+
+    def to_crop(self, points: np.ndarray, size: int) -> np.ndarray:
+        """Source-pixel landmarks (N,3) to crop pixels; z scales like x."""
+        k = size / self.side
+        out = points.astype(np.float64) * k
+        out[:, 0] -= self.x * k
+        out[:, 1] -= self.y * k
+        return out
+
+    def cut(self, frame: np.ndarray, size: int) -> np.ndarray:
+        """The crop resized to size x size; edges replicated where it leaves the frame."""
+        k = size / self.side
+        m = np.array([[k, 0, -self.x * k], [0, k, -self.y * k]], dtype=np.float64)
+        if k < 1:
+            # Downscaling: pre-filter like INTER_AREA would, then sample.
+            blur = cv2.resize(frame, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+            kb = (blur.shape[1] / frame.shape[1], blur.shape[0] / frame.shape[0])
+            m = np.array([[k / kb[0], 0, -self.x * k], [0, k / kb[1], -self.y * k]])
+            frame = blur
+        return cv2.warpAffine(
+            frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )

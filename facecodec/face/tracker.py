@@ -1,0 +1,149 @@
+"""MediaPipe face mesh in tracking mode: 478 3D landmarks (468 + 10 iris) per face."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from facecodec.errors import FacecodecError
+
+N_LANDMARKS = 478
+
+
+def _quiet_import_mediapipe():  # type: ignore[no-untyped-def]
+    # MediaPipe and TFLite print start-up chatter on stderr; a codec's CLI should not.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            import mediapipe as mp
+    except ImportError as e:  # pragma: no cover - install problem
+        raise FacecodecError("mediapipe==0.10.14 is not installed (run `make`)") from e
+    return mp
+
+
+@dataclass(frozen=True)
+class Face:
+    """Landmarks of one face in pixel units of the image they were found in.
+
+    x, y are pixels; z uses the same scale as x (MediaPipe's convention), origin near the
+    face centre, smaller is closer to the camera.
+    """
+
+    points: np.ndarray  # (478, 3) float32
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """x0, y0, x1, y1 of the 2D landmark bounding box."""
+        p = self.points
+        lo, hi = p[:, :2].min(axis=0), p[:, :2].max(axis=0)
+        return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+    @property
+    def size(self) -> float:
+        x0, y0, x1, y1 = self.box
+        return max(x1 - x0, y1 - y0)
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        x0, y0, x1, y1 = self.box
+        return (x0 + x1) / 2, (y0 + y1) / 2
+
+
+def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class FaceMesh:
+    """Thin wrapper that returns `Face` values instead of protobufs."""
+
+    def __init__(self, max_faces: int = 1, static: bool = False, min_confidence: float = 0.5):
+        mp = _quiet_import_mediapipe()
+        with contextlib.redirect_stderr(io.StringIO()):
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=static,
+                max_num_faces=max_faces,
+                refine_landmarks=True,
+                min_detection_confidence=min_confidence,
+                min_tracking_confidence=min_confidence,
+            )
+
+    def __call__(self, rgb: np.ndarray) -> list[Face]:
+        h, w = rgb.shape[:2]
+        res = self._mesh.process(np.ascontiguousarray(rgb))
+        faces = []
+        for lm in res.multi_face_landmarks or []:
+            a = np.array([(p.x, p.y, p.z) for p in lm.landmark], dtype=np.float32)
+            if a.shape[0] != N_LANDMARKS:
+                continue
+            a[:, 0] *= w
+            a[:, 1] *= h
+            a[:, 2] *= w
+            faces.append(Face(a))
+        return faces
+
+    def close(self) -> None:
+        self._mesh.close()
+
+
+class FaceTracker:
+    """Follows one face through a video.
+
+    Tracking runs MediaPipe with one face (fast: detection only when tracking is lost). A
+    second, multi-face detector runs when tracking (re)starts, to notice several people and
+    to keep following the same person rather than whoever the tracker locks onto.
+    """
+
+    def __init__(self, allow_several: bool = False, max_faces: int = 4):
+        self.allow_several = allow_several
+        self._track = FaceMesh(max_faces=1)
+        self._detect = FaceMesh(max_faces=max_faces, static=True)
+        self._last: Face | None = None
+        self._started = False
+        self.several_seen = 0  # frames at (re)acquisition where more than one face was found
+
+    def _acquire(self, rgb: np.ndarray, frame_index: int) -> Face | None:
+        faces = self._detect(rgb)
+        if not faces:
+            return None
+        if len(faces) > 1:
+            self.several_seen += 1
+            if not self.allow_several and not self._started:
+                raise FacecodecError(
+                    f"{len(faces)} faces in frame {frame_index}; facecodec codes one person "
+                    "(use --face largest to code the largest face)"
+                )
+        last = self._last
+        if last is not None:
+            return max(faces, key=lambda f: iou(f.box, last.box) + 1e-6 * f.size)
+        return max(faces, key=lambda f: f.size)
+
+    def __call__(self, rgb: np.ndarray, frame_index: int = 0) -> Face | None:
+        """The tracked face in this frame, or None when it is not visible."""
+        last = self._last
+        tracked = self._track(rgb)
+        if last is not None and tracked and iou(tracked[0].box, last.box) > 0.3:
+            self._last = tracked[0]
+            return self._last
+        # (Re)acquisition, or the tracker jumped to somebody else: look for our face.
+        face = self._acquire(rgb, frame_index)
+        if face is not None and (last is None or iou(face.box, last.box) > 0.1):
+            if tracked and iou(tracked[0].box, face.box) > 0.5:
+                face = tracked[0]  # same face; the tracker's landmarks are temporally smoother
+            self._last = face
+            self._started = True
+            return face
+        self._last = None  # lost: the next frame looks for a face afresh
+        return None
+
+    def close(self) -> None:
+        self._track.close()
+        self._detect.close()
