@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import aioice.ice
@@ -29,7 +30,6 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
 from facecodec.errors import BitstreamError, FacecodecError
@@ -131,7 +131,6 @@ class Peer:
         self.on_audio: Callable[[av.AudioFrame], None] | None = None
         self._keyframes: RTCDataChannel | None = None
         self._motion: RTCDataChannel | None = None
-        self._player: MediaPlayer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.pc.on("track", self._on_track)
@@ -151,21 +150,18 @@ class Peer:
     def _add_audio(self) -> None:
         if not self.options.send_audio:
             return
-        track: MediaStreamTrack | None = None
-        if self.options.audio is not None:
-            try:
-                self._player = MediaPlayer(self.options.audio, loop=True)
-            except (av.FFmpegError, OSError) as exc:
-                raise FacecodecError(f"cannot open audio source {self.options.audio}: {exc}")
-            track = self._player.audio
-        self.pc.addTrack(track if track is not None else AudioStreamTrack())
+        track: MediaStreamTrack = AudioStreamTrack()  # silence
+        if self.options.audio is not None and FileAudioTrack.has_audio(self.options.audio):
+            track = FileAudioTrack(self.options.audio)
+        self.pc.addTrack(track)
 
     async def negotiate(self, signaling: SignalingClient, initiator: bool) -> None:
         """Offer (initiator) or answer through the signaling server, then wait until both data
         channels are open. Raises FacecodecError if the other side leaves or time runs out."""
         try:
-            await asyncio.wait_for(self._negotiate(signaling, initiator),
-                                   self.options.connect_timeout_s)
+            await asyncio.wait_for(
+                self._negotiate(signaling, initiator), self.options.connect_timeout_s
+            )
         except TimeoutError:
             raise FacecodecError(
                 f"call not connected within {self.options.connect_timeout_s:.0f} s"
@@ -307,11 +303,62 @@ class Peer:
         for task in list(self._tasks):
             task.cancel()
         await self.pc.close()
-        if self._player is not None:
-            # Stopping the player's tracks ends its decode thread.
-            for track in (self._player.audio, self._player.video):
-                if track is not None:
-                    track.stop()
+
+
+class FileAudioTrack(MediaStreamTrack):
+    """A media file's sound, looped and paced in real time, as 20 ms 48 kHz frames.
+
+    aiortc's MediaPlayer would also decode (and queue without bound) the file's video, which
+    the codec reads on its own; this reads the audio stream only.
+    """
+
+    kind = "audio"
+    RATE = 48000
+    FRAME = 960  # 20 ms, Opus's packet duration
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._path = path
+        self._frames: Iterator[av.AudioFrame] = iter(())
+        self._resampler = av.AudioResampler("s16", "stereo", self.RATE, frame_size=self.FRAME)
+        self._start: float | None = None
+        self._sent = 0
+
+    @staticmethod
+    def has_audio(path: str) -> bool:
+        try:
+            with av.open(path) as container:
+                return bool(container.streams.audio)
+        except (av.FFmpegError, OSError) as exc:
+            raise FacecodecError(f"cannot open audio source {path}: {exc}") from None
+
+    def _decoded(self) -> Iterator[av.AudioFrame]:
+        while self.readyState == "live":
+            with av.open(self._path) as container:
+                produced = False
+                for frame in container.decode(container.streams.audio[0]):
+                    for out in self._resampler.resample(frame):
+                        produced = True
+                        yield out
+                if not produced:
+                    return
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+            self._frames = self._decoded()
+        frame = next(self._frames, None)
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
+        await asyncio.sleep(self._start + self._sent / self.RATE - time.monotonic())
+        frame.pts = self._sent
+        frame.sample_rate = self.RATE
+        frame.time_base = Fraction(1, self.RATE)
+        self._sent += frame.samples
+        return frame
 
 
 async def _expect(signaling: SignalingClient, kind: str) -> dict[str, Any]:

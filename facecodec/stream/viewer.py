@@ -1,0 +1,300 @@
+"""A small browser viewer: rendered frames as MJPEG, received audio as a streamed WAV.
+
+The same server is the "cloud rendering" mode: a machine that runs the decoder and renderer
+streams ordinary video (JPEG frames) to a thin browser that needs no codec at all.
+
+Endpoints: `/` the page, `/stream.mjpg` multipart JPEG frames, `/audio.wav` live PCM (when the
+call has audio), `/status` JSON, `/report` where the page posts how many frames it has shown
+(so a test, or an operator, can tell the browser really decodes them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import time
+from dataclasses import dataclass
+
+import av
+import cv2
+import numpy as np
+from aiohttp import web
+
+from facecodec.errors import FacecodecError
+
+BOUNDARY = "facecodecframe"
+MAX_AUDIO_QUEUE = 50  # 1 s of 20 ms frames; a slow listener loses audio, it never stalls the call
+
+_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;background:#111;color:#ddd;margin:2em}}
+img{{image-rendering:auto;width:512px;height:512px;background:#000;object-fit:contain}}</style>
+</head><body>
+<h1>{title}</h1>
+<img id="video" alt="waiting for the first frame">
+<p id="stats">connecting&hellip;</p>
+<p id="audio-state">{audio_text}</p>
+<button id="play-audio" {audio_disabled}>Play audio</button>
+<audio id="audio" preload="none"></audio>
+<script>
+// Frames are read from the multipart stream by hand (rather than <img src=...mjpg>) so the
+// page knows exactly how many it has decoded and can report it back.
+const img = document.getElementById("video");
+const stats = document.getElementById("stats");
+let shown = 0, lastUrl = null, started = performance.now();
+function report() {{
+  fetch("/report", {{method: "POST", body: JSON.stringify({{frames: shown,
+    width: img.naturalWidth, height: img.naturalHeight}})}}).catch(() => {{}});
+}}
+setInterval(report, 500);
+function indexOf(buf, len, pattern) {{
+  outer: for (let i = 0; i + pattern.length <= len; i++) {{
+    for (let j = 0; j < pattern.length; j++) if (buf[i + j] !== pattern[j]) continue outer;
+    return i;
+  }}
+  return -1;
+}}
+async function run() {{
+  const response = await fetch("/stream.mjpg");
+  const reader = response.body.getReader();
+  const sep = new TextEncoder().encode("\\r\\n\\r\\n");
+  let buf = new Uint8Array(0);
+  for (;;) {{
+    const {{value, done}} = await reader.read();
+    if (done) {{ stats.textContent = "stream ended after " + shown + " frames"; return; }}
+    const joined = new Uint8Array(buf.length + value.length);
+    joined.set(buf); joined.set(value, buf.length); buf = joined;
+    for (;;) {{
+      const end = indexOf(buf, Math.min(buf.length, 512), sep);
+      if (end < 0) break;
+      const head = new TextDecoder().decode(buf.subarray(0, end));
+      const m = /Content-Length: *(\\d+)/i.exec(head);
+      if (!m) {{ buf = buf.subarray(end + 4); continue; }}
+      const n = parseInt(m[1]);
+      if (buf.length < end + 4 + n) break;
+      const jpeg = buf.slice(end + 4, end + 4 + n);
+      buf = buf.subarray(end + 4 + n);
+      const url = URL.createObjectURL(new Blob([jpeg], {{type: "image/jpeg"}}));
+      img.onload = () => {{ shown++; if (lastUrl) URL.revokeObjectURL(lastUrl); lastUrl = url;
+        const fps = shown / ((performance.now() - started) / 1000);
+        stats.textContent = shown + " frames shown, " + fps.toFixed(1) + " fps"; }};
+      img.src = url;
+    }}
+  }}
+}}
+run().catch(e => {{ stats.textContent = "stream error: " + e; }});
+document.getElementById("play-audio").onclick = () => {{
+  // Browsers only start sound after a click; the WAV stream is live PCM from the call.
+  const a = document.getElementById("audio"); a.src = "/audio.wav"; a.play();
+  document.getElementById("audio-state").textContent = "Audio: playing the call's sound.";
+}};
+</script></body></html>
+"""
+
+
+@dataclass
+class ViewerStats:
+    frames_published: int = 0
+    frames_served: int = 0  # JPEGs written to browser connections
+    browser_frames_shown: int = 0  # last count the page reported
+    browser_size: tuple[int, int] = (0, 0)
+
+
+class Viewer:
+    """Serves the latest rendered frame to any number of browsers."""
+
+    def __init__(
+        self, title: str = "facecodec call", has_audio: bool = True, jpeg_quality: int = 85
+    ) -> None:
+        self.title = title
+        self.has_audio = has_audio
+        self.jpeg_quality = jpeg_quality
+        self.stats = ViewerStats()
+        self._jpeg: bytes | None = None
+        self._frame_index = -1
+        self._new_frame = asyncio.Condition()
+        self._audio_listeners: set[asyncio.Queue[bytes]] = set()
+        self._audio_format: tuple[int, int] | None = None  # (rate, channels)
+        self._stopping = False
+        self._runner: web.AppRunner | None = None
+        self._started = time.monotonic()
+        app = web.Application()
+        app.router.add_get("/", self._page)
+        app.router.add_get("/stream.mjpg", self._mjpeg)
+        app.router.add_get("/audio.wav", self._audio)
+        app.router.add_get("/status", self._status)
+        app.router.add_post("/report", self._report)
+        self.app = app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen and return the page URL (port 0 picks a free port)."""
+        self._runner = web.AppRunner(self.app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise FacecodecError(f"viewer cannot listen on {host}:{port}: {exc}") from None
+        bound = site._server.sockets[0].getsockname()  # type: ignore[union-attr]
+        shown = "127.0.0.1" if bound[0] in ("0.0.0.0", "::") else bound[0]
+        return f"http://{shown}:{bound[1]}/"
+
+    async def stop(self) -> None:
+        self._stopping = True
+        async with self._new_frame:
+            self._new_frame.notify_all()
+        for queue in self._audio_listeners:
+            queue.put_nowait(b"")
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def publish_frame(self, rgb: np.ndarray, index: int) -> None:
+        """Show a rendered frame (H x W x 3 uint8 RGB)."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 RGB frame, got {rgb.shape} {rgb.dtype}")
+        ok, jpeg = cv2.imencode(
+            ".jpg",
+            cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+            [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality],
+        )
+        if not ok:
+            raise ValueError("JPEG encoding failed")
+        async with self._new_frame:
+            self._jpeg = jpeg.tobytes()
+            self._frame_index = index
+            self.stats.frames_published += 1
+            self._new_frame.notify_all()
+
+    def publish_audio(self, frame: av.AudioFrame) -> None:
+        """Forward one received audio frame to listening browsers as 16-bit PCM."""
+        if not self._audio_listeners:
+            return
+        pcm = frame.to_ndarray()
+        if frame.format.name != "s16":
+            pcm = (np.clip(pcm, -1.0, 1.0) * 32767).astype(np.int16)
+        channels = len(frame.layout.channels)
+        if frame.format.is_planar:
+            pcm = pcm.T  # (channels, samples) -> interleaved
+        if self._audio_format is None:
+            self._audio_format = (frame.sample_rate, channels)
+        if self._audio_format != (frame.sample_rate, channels):
+            return  # a WAV stream cannot change format midway
+        data = np.ascontiguousarray(pcm, dtype="<i2").tobytes()
+        for queue in self._audio_listeners:
+            if queue.qsize() < MAX_AUDIO_QUEUE:
+                queue.put_nowait(data)
+
+    # --- handlers ------------------------------------------------------------------------------
+
+    async def _page(self, request: web.Request) -> web.Response:
+        audio_text = (
+            "Audio: press Play audio to hear the call (browsers block sound until a click)."
+            if self.has_audio
+            else "Audio: this call carries no audio, so none is played."
+        )
+        body = _PAGE.format(
+            title=self.title,
+            audio_text=audio_text,
+            audio_disabled="" if self.has_audio else "disabled",
+        )
+        return web.Response(text=body, content_type="text/html")
+
+    async def _mjpeg(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+                "Cache-Control": "no-store",
+            }
+        )
+        await response.prepare(request)
+        sent_index = -2
+        try:
+            while not self._stopping:
+                async with self._new_frame:
+                    await self._new_frame.wait_for(
+                        lambda last=sent_index: self._stopping or self._frame_index != last
+                    )
+                    jpeg, sent_index = self._jpeg, self._frame_index
+                if self._stopping or jpeg is None:
+                    break
+                head = (
+                    f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                    f"Content-Length: {len(jpeg)}\r\n\r\n"
+                ).encode()
+                await response.write(head + jpeg + b"\r\n")
+                self.stats.frames_served += 1
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the browser went away
+        return response
+
+    async def _audio(self, request: web.Request) -> web.StreamResponse:
+        if not self.has_audio:
+            raise web.HTTPNotFound(text="this call carries no audio")
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._audio_listeners.add(queue)
+        response = web.StreamResponse(
+            headers={"Content-Type": "audio/wav", "Cache-Control": "no-store"}
+        )
+        try:
+            await response.prepare(request)
+            first = await queue.get()
+            rate, channels = self._audio_format or (48000, 2)
+            await response.write(wav_header(rate, channels) + first)
+            while not self._stopping:
+                chunk = await queue.get()
+                if not chunk:
+                    break
+                await response.write(chunk)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._audio_listeners.discard(queue)
+        return response
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "frames_published": self.stats.frames_published,
+                "frames_served": self.stats.frames_served,
+                "browser_frames_shown": self.stats.browser_frames_shown,
+                "frame_index": self._frame_index,
+                "has_audio": self.has_audio,
+                "uptime_s": round(time.monotonic() - self._started, 1),
+            }
+        )
+
+    async def _report(self, request: web.Request) -> web.Response:
+        raw = await request.content.read(1024)
+        try:
+            msg = json.loads(raw)
+            frames, width, height = int(msg["frames"]), int(msg["width"]), int(msg["height"])
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(text="expected {frames, width, height}") from None
+        self.stats.browser_frames_shown = max(self.stats.browser_frames_shown, frames)
+        self.stats.browser_size = (width, height)
+        return web.Response(status=204)
+
+
+def wav_header(rate: int, channels: int) -> bytes:
+    """A 16-bit PCM WAV header for a stream of unknown length (sizes set to the maximum)."""
+    block = channels * 2
+    return (
+        b"RIFF"
+        + struct.pack("<I", 0xFFFFFFFF)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block, block, 16)
+        + b"data"
+        + struct.pack("<I", 0xFFFFFFFF)
+    )
+
+
+def try_open_window(name: str) -> bool:
+    """A desktop window when OpenCV has a GUI backend; opencv-python-headless has none."""
+    try:
+        cv2.namedWindow(name, cv2.WINDOW_AUTOSIZE)
+    except cv2.error:
+        print("desktop window unavailable (OpenCV built without GUI); use the browser viewer")
+        return False
+    return True
