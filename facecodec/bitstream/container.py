@@ -1,0 +1,341 @@
+"""The .fcv file: a stream header followed by packets (docs/bitstream.md).
+
+`FcvWriter` never leaves a half-written output: it writes to a hidden temporary file beside
+the target and renames it into place only when closed successfully. `FcvReader` yields the
+packets of a file one by one and, on damage, raises after the last intact packet, so a
+player can show everything up to the damage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from facecodec.bitstream.packets import (
+    Packet,
+    PacketError,
+    PacketType,
+    decode_packet,
+    encode_packet,
+)
+from facecodec.errors import BitstreamError, FacecodecError
+
+MAGIC = b"FCDC"
+VERSION_MAJOR = 1
+VERSION_MINOR = 0
+MAX_TEXT = 64  # basis_id, model_id, preset
+MAX_HEADER = 0xFFFF  # header_length is a u16
+_LEAD = struct.Struct("<4sBBH")  # magic, major, minor, header_length
+_FIXED = struct.Struct("<HIIHHH")  # size, fps_num, fps_den, source w, h, resync_interval
+_CRC = struct.Struct("<I")
+MIN_HEADER = _LEAD.size + _FIXED.size + 3 + 2 + _CRC.size  # three empty strings, empty config
+
+
+def _check_text(value: str, field: str) -> bytes:
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise BitstreamError(f"{field} must be a string of at most {MAX_TEXT} characters")
+    if any(not 0x20 <= ord(c) <= 0x7E for c in value):
+        raise BitstreamError(f"{field} {value!r} must be printable ASCII")
+    return value.encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHeader:
+    """Everything a receiver needs before the first packet.
+
+    `size`: side of the square face crop in pixels; `fps_num/fps_den`: frame rate;
+    `source_width/height`: the captured frame the crop came from; `basis_id`: expression
+    basis the motion refers to; `model_id`: renderer model the stream was tuned for (may be
+    empty); `preset`: encoder preset name; `resync_interval`: frames between RESYNC packets
+    (0: none); `coder_config`: opaque bytes owned by the motion coder.
+    """
+
+    size: int
+    fps_num: int
+    fps_den: int
+    source_width: int
+    source_height: int
+    basis_id: str
+    model_id: str = ""
+    preset: str = ""
+    resync_interval: int = 0
+    coder_config: bytes = b""
+
+    @property
+    def fps(self) -> Fraction:
+        return Fraction(self.fps_num, self.fps_den)
+
+    def validate(self) -> None:
+        if not 128 <= self.size <= 512:
+            raise BitstreamError(f"crop size {self.size} out of range (128..512)")
+        for name, v, hi in (
+            ("fps numerator", self.fps_num, 0xFFFFFFFF),
+            ("fps denominator", self.fps_den, 0xFFFFFFFF),
+            ("source width", self.source_width, 0xFFFF),
+            ("source height", self.source_height, 0xFFFF),
+        ):
+            if not 1 <= v <= hi:
+                raise BitstreamError(f"{name} {v} out of range (1..{hi})")
+        if not 0 <= self.resync_interval <= 0xFFFF:
+            raise BitstreamError(f"resync interval {self.resync_interval} out of range (0..65535)")
+        for name, text in (
+            ("basis id", self.basis_id),
+            ("model id", self.model_id),
+            ("preset", self.preset),
+        ):
+            _check_text(text, name)
+        room = MAX_HEADER - MIN_HEADER - len(self.basis_id) - len(self.model_id) - len(self.preset)
+        if len(self.coder_config) > room:
+            raise BitstreamError(f"coder config of {len(self.coder_config)} bytes is too large")
+
+    def to_bytes(self) -> bytes:
+        self.validate()
+        fields = bytearray(
+            _FIXED.pack(
+                self.size,
+                self.fps_num,
+                self.fps_den,
+                self.source_width,
+                self.source_height,
+                self.resync_interval,
+            )
+        )
+        for text in (self.basis_id, self.model_id, self.preset):
+            raw = text.encode("ascii")
+            fields += bytes([len(raw)]) + raw
+        fields += struct.pack("<H", len(self.coder_config)) + bytes(self.coder_config)
+        total = _LEAD.size + len(fields) + _CRC.size
+        body = _LEAD.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, total) + fields
+        return body + _CRC.pack(zlib.crc32(body))
+
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview) -> StreamHeader:
+        """Parse a header at the start of `data` (bytes after it are ignored)."""
+        return parse_header(data)[0]
+
+
+def parse_header(data: bytes | memoryview) -> tuple[StreamHeader, int, tuple[int, int]]:
+    """Header at the start of `data`: (header, its length in bytes, (major, minor))."""
+    view = memoryview(data).cast("B")
+    if len(view) < 4 or bytes(view[:4]) != MAGIC:
+        raise BitstreamError("not an .fcv file (no FCDC signature)")
+    if len(view) < 5:
+        raise BitstreamError("truncated .fcv header")
+    major = view[4]
+    if major != VERSION_MAJOR:
+        raise BitstreamError(f"unsupported .fcv version {major} (this build reads {VERSION_MAJOR})")
+    if len(view) < _LEAD.size:
+        raise BitstreamError("truncated .fcv header")
+    _, _, minor, total = _LEAD.unpack_from(view)
+    if total < MIN_HEADER:
+        raise BitstreamError(f"bad .fcv header length {total} (at least {MIN_HEADER})")
+    if len(view) < total:
+        raise BitstreamError(f"truncated .fcv header ({len(view)} of {total} bytes)")
+    (crc,) = _CRC.unpack_from(view, total - _CRC.size)
+    if zlib.crc32(view[: total - _CRC.size]) != crc:
+        raise BitstreamError(".fcv header CRC mismatch")
+    fields = view[_LEAD.size : total - _CRC.size]
+    size, fps_num, fps_den, width, height, resync = _FIXED.unpack_from(fields)
+    pos = _FIXED.size
+    texts: list[str] = []
+    for name in ("basis id", "model id", "preset"):
+        if pos >= len(fields):
+            raise BitstreamError(f"truncated .fcv header in {name}")
+        n = fields[pos]
+        raw = bytes(fields[pos + 1 : pos + 1 + n])
+        if len(raw) != n:
+            raise BitstreamError(f"truncated .fcv header in {name}")
+        try:
+            texts.append(raw.decode("ascii"))
+        except UnicodeDecodeError:
+            raise BitstreamError(f".fcv header {name} is not ASCII") from None
+        pos += 1 + n
+    if pos + 2 > len(fields):
+        raise BitstreamError("truncated .fcv header in coder config")
+    (n,) = struct.unpack_from("<H", fields, pos)
+    config = bytes(fields[pos + 2 : pos + 2 + n])
+    if len(config) != n:
+        raise BitstreamError("truncated .fcv header in coder config")
+    pos += 2 + n
+    # A later minor version may append fields; this build reads the ones it knows.
+    if pos != len(fields) and minor <= VERSION_MINOR:
+        raise BitstreamError(f".fcv header has {len(fields) - pos} unexpected trailing bytes")
+    header = StreamHeader(size, fps_num, fps_den, width, height, *texts, resync, config)
+    header.validate()
+    return header, total, (major, minor)
+
+
+class FcvWriter:
+    """Write an .fcv file atomically: header first, then packets; rename on `close()`.
+
+    Use as a context manager: an exception inside the block, or `abort()`, deletes the
+    temporary file and leaves any existing file at `path` untouched.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self.bytes_written = 0
+        self._header_written = False
+        try:
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+            )
+        except OSError as e:
+            raise FacecodecError(f"cannot write {self.path}: {e.strerror or e}") from None
+        self._tmp = Path(tmp)
+        self._file: BinaryIO | None = os.fdopen(fd, "wb")
+
+    def __enter__(self) -> FcvWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    @property
+    def closed(self) -> bool:
+        return self._file is None
+
+    def _write(self, data: bytes) -> None:
+        if self._file is None:
+            raise FacecodecError(f"{self.path}: writer is closed")
+        try:
+            self._file.write(data)
+        except OSError as e:
+            self.abort()
+            raise FacecodecError(f"cannot write {self.path}: {e.strerror or e}") from None
+        self.bytes_written += len(data)
+
+    def write_header(self, header: StreamHeader) -> None:
+        if self._header_written:
+            raise FacecodecError(f"{self.path}: stream header written twice")
+        self._write(header.to_bytes())
+        self._header_written = True
+
+    def write_packet(self, packet: Packet) -> int:
+        """Append one packet; returns its size in bytes."""
+        if not self._header_written:
+            raise FacecodecError(f"{self.path}: write the stream header before packets")
+        data = encode_packet(packet)
+        self._write(data)
+        return len(data)
+
+    def close(self) -> None:
+        """Finish the file and move it into place (no-op once closed or aborted)."""
+        if self._file is None:
+            return
+        if not self._header_written:
+            self.abort()
+            raise FacecodecError(f"{self.path}: no stream header written; nothing saved")
+        f, self._file = self._file, None
+        try:
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            os.replace(self._tmp, self.path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                f.close()
+            self._tmp.unlink(missing_ok=True)
+            raise FacecodecError(f"cannot write {self.path}: {e.strerror or e}") from None
+
+    def abort(self) -> None:
+        """Drop everything written so far."""
+        if self._file is not None:
+            f, self._file = self._file, None
+            with contextlib.suppress(OSError):
+                f.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedPacket:
+    """A packet of a type this build does not know, skipped by the reader."""
+
+    index: int
+    type: int
+    seq: int
+    offset: int
+    size: int
+
+
+class FcvReader:
+    """Read an .fcv file: `header` at once, packets by iterating.
+
+    Iteration yields packets of known types in file order and records unknown types in
+    `skipped`. On damage it raises `BitstreamError` naming the packet, after yielding every
+    packet before it. `entries()` yields the same packets with their offset and size.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        try:
+            self._data = self.path.read_bytes()
+        except OSError as e:
+            raise FacecodecError(f"cannot read {self.path}: {e.strerror or e}") from None
+        try:
+            self.header, self.header_size, self.version = parse_header(self._data)
+        except BitstreamError as e:
+            raise BitstreamError(f"{self.path}: {e}") from None
+        self.file_size = len(self._data)
+        self.skipped: list[SkippedPacket] = []
+
+    def __iter__(self) -> Iterator[Packet]:
+        return (packet for packet, _, _ in self.entries())
+
+    def entries(self) -> Iterator[tuple[Packet, int, int]]:
+        """(packet, byte offset, size in bytes) of each packet of a known type."""
+        self.skipped.clear()
+        offset, index = self.header_size, 0
+        while offset < len(self._data):
+            try:
+                packet, end = decode_packet(self._data, offset)
+            except PacketError as e:
+                raise BitstreamError(f"packet {index} ({e.where()}): {e.reason}") from None
+            if packet.known:
+                yield packet, offset, end - offset
+            else:
+                self.skipped.append(
+                    SkippedPacket(index, packet.type, packet.seq, offset, end - offset)
+                )
+            if packet.type == PacketType.END and end != len(self._data):
+                raise BitstreamError(
+                    f"packet {index + 1} (at byte {end}): {len(self._data) - end} bytes "
+                    "after the END packet"
+                )
+            offset, index = end, index + 1
+
+
+def read_fcv(path: str | os.PathLike[str]) -> tuple[StreamHeader, Iterator[Packet]]:
+    """The header of an .fcv file and an iterator over its packets (see `FcvReader`)."""
+    reader = FcvReader(path)
+    return reader.header, iter(reader)
+
+
+__all__ = [
+    "MAGIC",
+    "VERSION_MAJOR",
+    "VERSION_MINOR",
+    "FcvReader",
+    "FcvWriter",
+    "SkippedPacket",
+    "StreamHeader",
+    "parse_header",
+    "read_fcv",
+]

@@ -1,0 +1,122 @@
+"""What an .fcv file holds and what it costs: the numbers behind `facecodec info`.
+
+Rates are per second of video (frames / fps), counting whole packets (header, length, CRC),
+because that is what a file or a data channel actually carries.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from facecodec.bitstream.container import FcvReader
+from facecodec.bitstream.packets import EndPayload, MotionPayload, PacketType, type_name
+from facecodec.errors import BitstreamError
+
+_MOTION_TYPES = (PacketType.MOTION, PacketType.RESYNC)
+
+
+def _kbps(nbytes: int, duration_s: float) -> float:
+    return nbytes * 8 / duration_s / 1000 if duration_s > 0 else 0.0
+
+
+def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Summary of an .fcv file. Raises `BitstreamError` only if the header is unreadable;
+    damage after the header is reported in `damaged` (the counts cover packets before it)."""
+    reader = FcvReader(path)
+    h = reader.header
+    per_type: dict[str, dict[str, Any]] = {}
+    end_frames: int | None = None
+    counted = 0
+    damaged: str | None = None
+
+    def add(name: str, size: int) -> None:
+        entry = per_type.setdefault(name, {"count": 0, "bytes": 0})
+        entry["count"] += 1
+        entry["bytes"] += size
+
+    try:
+        for packet, _, size in reader.entries():
+            add(type_name(packet.type), size)
+            if packet.type in _MOTION_TYPES:
+                try:
+                    m = MotionPayload.from_bytes(packet.payload)
+                except BitstreamError as e:
+                    damaged = damaged or f"packet seq {packet.seq}: {e}"
+                    continue
+                counted = max(counted, packet.timestamp + m.frame_count)
+            elif packet.type == PacketType.END:
+                end_frames = _end_frames(packet.payload)
+    except BitstreamError as e:
+        damaged = str(e)
+    for s in reader.skipped:
+        add(type_name(s.type), s.size)
+
+    frames = end_frames if end_frames is not None else counted
+    fps = float(h.fps)
+    duration = frames / fps
+    for entry in per_type.values():
+        entry["kbps"] = _kbps(entry["bytes"], duration)
+    motion_bytes = sum(per_type.get(t.name, {}).get("bytes", 0) for t in _MOTION_TYPES)
+    major, minor = reader.version
+    return {
+        "path": str(reader.path),
+        "version": f"{major}.{minor}",
+        "size": h.size,
+        "fps_num": h.fps_num,
+        "fps_den": h.fps_den,
+        "source_width": h.source_width,
+        "source_height": h.source_height,
+        "basis_id": h.basis_id,
+        "model_id": h.model_id,
+        "preset": h.preset,
+        "resync_interval": h.resync_interval,
+        "coder_config_bytes": len(h.coder_config),
+        "frames": frames,
+        "frames_from": "END" if end_frames is not None else "counted",
+        "fps": fps,
+        "duration_s": duration,
+        "header_bytes": reader.header_size,
+        "file_bytes": reader.file_size,
+        "packets": per_type,
+        "skipped_unknown": len(reader.skipped),
+        "motion_kbps": _kbps(motion_bytes, duration),
+        "keyframe_bytes": per_type.get(PacketType.KEYFRAME.name, {}).get("bytes", 0),
+        "total_kbps": _kbps(reader.file_size, duration),
+        "damaged": damaged,
+    }
+
+
+def _end_frames(payload: bytes) -> int | None:
+    try:
+        return EndPayload.from_bytes(payload).total_frames
+    except BitstreamError:
+        return None
+
+
+def format_info(d: dict[str, Any]) -> str:
+    """A readable multi-line report of `describe()`'s result."""
+    lines = [
+        f"{d['path']}: .fcv {d['version']}",
+        f"  crop {d['size']}x{d['size']} from {d['source_width']}x{d['source_height']}, "
+        f"{d['fps']:.3f} fps ({d['fps_num']}/{d['fps_den']})",
+        f"  {d['frames']} frames ({d['frames_from']}), {d['duration_s']:.2f} s",
+        f"  basis {d['basis_id'] or '-'}, model {d['model_id'] or '-'}, "
+        f"preset {d['preset'] or '-'}, resync every {d['resync_interval'] or '-'} frames, "
+        f"coder config {d['coder_config_bytes']} B",
+        "",
+        f"  {'packets':<10} {'count':>7} {'bytes':>10} {'kbps':>9}",
+    ]
+    for name, e in sorted(d["packets"].items()):
+        lines.append(f"  {name:<10} {e['count']:>7} {e['bytes']:>10} {e['kbps']:>9.2f}")
+    lines.append(f"  {'header':<10} {1:>7} {d['header_bytes']:>10}")
+    lines += [
+        "",
+        f"  motion     {d['motion_kbps']:.2f} kbps (MOTION + RESYNC, with packet overhead)",
+        f"  keyframes  {d['keyframe_bytes']} B",
+        f"  total      {d['total_kbps']:.2f} kbps ({d['file_bytes']} B)",
+    ]
+    if d["skipped_unknown"]:
+        lines.append(f"  skipped    {d['skipped_unknown']} packets of unknown type")
+    lines.append(f"  damaged    {d['damaged']}" if d["damaged"] else "  intact")
+    return "\n".join(lines)

@@ -1,0 +1,301 @@
+"""Packets of the .fcv bitstream and their payloads (docs/bitstream.md is the normative spec).
+
+Every packet carries its own length and CRC, so it parses on its own: the same bytes are
+written to .fcv files and sent as single WebRTC data-channel messages. Parsing is defensive:
+any byte string either decodes or raises `BitstreamError`; every length is bounded before
+anything is allocated.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from facecodec.errors import BitstreamError
+
+SYNC = 0xFC
+MAX_PAYLOAD = 16 * 1024 * 1024  # 16 MiB: far above any keyframe, small enough to allocate
+_PREFIX = struct.Struct("<BBHI")  # sync, type, seq, timestamp
+_CRC = struct.Struct("<I")
+MAX_VARINT_BYTES = 4  # 4 x 7 bits cover MAX_PAYLOAD
+MIN_PACKET = _PREFIX.size + 1 + _CRC.size  # empty payload: 13 bytes
+
+
+class PacketType(IntEnum):
+    KEYFRAME = 1
+    MOTION = 2
+    RESYNC = 3  # a MOTION packet whose first frame is intra-coded
+    END = 4
+    LAYER = 5  # reserved for a low-resolution video layer; not produced by this version
+
+
+_KNOWN_TYPES = frozenset(int(t) for t in PacketType)
+
+
+def type_name(ptype: int) -> str:
+    """`MOTION` for a known type, `type 200` for an unknown one (error messages, reports)."""
+    try:
+        return PacketType(ptype).name
+    except ValueError:
+        return f"type {ptype}"
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """One packet. `type` is a `PacketType` when known, else the raw byte (forward compat)."""
+
+    type: int
+    seq: int
+    timestamp: int
+    payload: bytes
+
+    @property
+    def known(self) -> bool:
+        return int(self.type) in _KNOWN_TYPES
+
+
+class PacketError(BitstreamError):
+    """A packet that cannot be decoded; keeps where it was so a reader can name it."""
+
+    def __init__(self, reason: str, offset: int, ptype: int | None = None, seq: int | None = None):
+        self.reason, self.offset, self.ptype, self.seq = reason, offset, ptype, seq
+        super().__init__(f"packet ({self.where()}): {reason}")
+
+    def where(self) -> str:
+        parts = [] if self.ptype is None else [type_name(self.ptype)]
+        if self.seq is not None:
+            parts.append(f"seq {self.seq}")
+        parts.append(f"at byte {self.offset}")
+        return ", ".join(parts)
+
+
+def encode_varint(n: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, low bits first, high bit set on all but the last."""
+    if not 0 <= n <= MAX_PAYLOAD:
+        raise BitstreamError(f"payload length {n} out of range (0..{MAX_PAYLOAD})")
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _decode_varint(buf: memoryview, pos: int) -> tuple[int | None, int, str]:
+    """(value, next position, error); value None with a reason if absent or invalid."""
+    value = 0
+    for i in range(MAX_VARINT_BYTES):
+        if pos + i >= len(buf):
+            return None, pos, "truncated"
+        byte = buf[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if i and byte == 0:  # an overlong encoding would give one length two spellings
+                return None, pos, "non-minimal payload length"
+            if value > MAX_PAYLOAD:
+                return None, pos, f"payload length {value} over the {MAX_PAYLOAD}-byte limit"
+            return value, pos + i + 1, ""
+    return None, pos, "payload length over 4 bytes"
+
+
+def encode_packet(p: Packet) -> bytes:
+    """Sync, type, seq, timestamp, LEB128 length, payload, CRC-32 of all that (little endian)."""
+    if not 0 <= int(p.type) <= 0xFF:
+        raise BitstreamError(f"packet type {p.type} out of range (0..255)")
+    if not 0 <= p.seq <= 0xFFFF:
+        raise BitstreamError(f"sequence number {p.seq} out of range (0..65535)")
+    if not 0 <= p.timestamp <= 0xFFFFFFFF:
+        raise BitstreamError(f"timestamp {p.timestamp} out of range (u32)")
+    body = (
+        _PREFIX.pack(SYNC, int(p.type), p.seq, p.timestamp)
+        + encode_varint(len(p.payload))
+        + bytes(p.payload)
+    )
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def decode_packet(buf: bytes | bytearray | memoryview, offset: int = 0) -> tuple[Packet, int]:
+    """Decode the packet starting at `offset`; return it and the offset just past it.
+
+    Raises `PacketError` (a `BitstreamError`) when the bytes there are not a whole, intact
+    packet; its `reason` is "truncated ..." when the buffer ends inside the packet.
+    """
+    view = memoryview(buf).cast("B") if not isinstance(buf, memoryview) else buf.cast("B")
+    if not 0 <= offset <= len(view):
+        raise PacketError("offset outside the buffer", offset)
+    avail = len(view) - offset
+    if avail < _PREFIX.size:
+        raise PacketError(f"truncated ({avail} of at least {MIN_PACKET} bytes)", offset)
+    sync, ptype, seq, timestamp = _PREFIX.unpack_from(view, offset)
+    if sync != SYNC:
+        raise PacketError(f"bad sync byte 0x{sync:02x} (expected 0x{SYNC:02X})", offset)
+    length, pos, err = _decode_varint(view, offset + _PREFIX.size)
+    if length is None:
+        if err == "truncated":
+            err = f"truncated ({avail} of at least {MIN_PACKET} bytes)"
+        raise PacketError(err, offset, ptype, seq)
+    end = pos + length
+    total = end + _CRC.size - offset
+    if end + _CRC.size > len(view):
+        raise PacketError(f"truncated ({avail} of {total} bytes)", offset, ptype, seq)
+    (crc,) = _CRC.unpack_from(view, end)
+    if zlib.crc32(view[offset:end]) != crc:
+        raise PacketError("CRC mismatch", offset, ptype, seq)
+    kind = PacketType(ptype) if ptype in _KNOWN_TYPES else ptype
+    return Packet(kind, seq, timestamp, bytes(view[pos:end])), end + _CRC.size
+
+
+# --- payloads -------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Bounds-checked cursor over a payload; every short read is a BitstreamError."""
+
+    def __init__(self, data: bytes, what: str):
+        self.data, self.pos, self.what = memoryview(data), 0, what
+
+    def take(self, n: int, field: str) -> memoryview:
+        if n > len(self.data) - self.pos:
+            raise BitstreamError(f"{self.what} payload truncated in {field}")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str, field: str) -> tuple:
+        s = struct.Struct("<" + fmt)
+        return s.unpack(self.take(s.size, field))
+
+    def rest(self) -> bytes:
+        out = bytes(self.data[self.pos :])
+        self.pos = len(self.data)
+        return out
+
+    def done(self) -> None:
+        if self.pos != len(self.data):
+            raise BitstreamError(
+                f"{self.what} payload has {len(self.data) - self.pos} unexpected trailing bytes"
+            )
+
+
+def _check_u16(value: int, field: str) -> None:
+    if not 0 <= value <= 0xFFFF:
+        raise BitstreamError(f"{field} {value} out of range (0..65535)")
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_f32(value: float, field: str) -> None:
+    if not math.isfinite(value) or abs(value) > _F32_MAX:
+        raise BitstreamError(f"{field} {value} is not a finite float32")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyframePayload:
+    """A reference picture: the square crop it was cut from, its motion, its coded image.
+
+    `crop` is (x, y, side) of the crop's top-left corner and side in source pixels, so a
+    receiver can paste the face back into the source frame. `motion` is the flat
+    `Motion.to_vector()` of the picture (float32 on the wire).
+    """
+
+    keyframe_id: int
+    crop: tuple[float, float, float]
+    codec_id: int
+    motion: tuple[float, ...]
+    image: bytes
+
+    MAX_MOTION = 255
+
+    def validate(self) -> None:
+        _check_u16(self.keyframe_id, "keyframe id")
+        if len(self.crop) != 3:
+            raise BitstreamError(f"keyframe crop needs 3 values, got {len(self.crop)}")
+        for name, v in zip(("crop x", "crop y", "crop side"), self.crop, strict=True):
+            _check_f32(v, name)
+        if not self.crop[2] > 0:
+            raise BitstreamError(f"keyframe crop side {self.crop[2]} must be positive")
+        if not 0 <= self.codec_id <= 0xFF:
+            raise BitstreamError(f"image codec id {self.codec_id} out of range (0..255)")
+        if len(self.motion) > self.MAX_MOTION:
+            raise BitstreamError(f"{len(self.motion)} motion values (at most {self.MAX_MOTION})")
+        for v in self.motion:
+            _check_f32(v, "keyframe motion value")
+        if not self.image:
+            raise BitstreamError("keyframe has no image data")
+
+    def to_bytes(self) -> bytes:
+        self.validate()
+        return (
+            struct.pack("<H3fBB", self.keyframe_id, *self.crop, self.codec_id, len(self.motion))
+            + np.asarray(self.motion, dtype="<f4").tobytes()
+            + bytes(self.image)
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> KeyframePayload:
+        r = _Reader(data, "keyframe")
+        keyframe_id, x, y, side, codec_id, count = r.unpack("H3fBB", "fixed fields")
+        motion = np.frombuffer(r.take(4 * count, "motion"), dtype="<f4")
+        p = cls(
+            keyframe_id,
+            (float(x), float(y), float(side)),
+            codec_id,
+            tuple(float(v) for v in motion),
+            r.rest(),
+        )
+        p.validate()
+        return p
+
+
+@dataclass(frozen=True, slots=True)
+class MotionPayload:
+    """`frame_count` frames of coded motion (MOTION or RESYNC) relative to one keyframe."""
+
+    keyframe_id: int
+    frame_count: int
+    data: bytes
+
+    def validate(self) -> None:
+        _check_u16(self.keyframe_id, "keyframe id")
+        if not 1 <= self.frame_count <= 255:
+            raise BitstreamError(f"motion frame count {self.frame_count} out of range (1..255)")
+
+    def to_bytes(self) -> bytes:
+        self.validate()
+        return struct.pack("<HB", self.keyframe_id, self.frame_count) + bytes(self.data)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MotionPayload:
+        r = _Reader(data, "motion")
+        keyframe_id, frame_count = r.unpack("HB", "fixed fields")
+        p = cls(keyframe_id, frame_count, r.rest())
+        p.validate()
+        return p
+
+
+@dataclass(frozen=True, slots=True)
+class EndPayload:
+    """End of stream: the number of frames it holds (lets a reader tell a clean end)."""
+
+    total_frames: int
+
+    def to_bytes(self) -> bytes:
+        if not 0 <= self.total_frames <= 0xFFFFFFFF:
+            raise BitstreamError(f"total frame count {self.total_frames} out of range (u32)")
+        return struct.pack("<I", self.total_frames)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EndPayload:
+        r = _Reader(data, "end")
+        (total,) = r.unpack("I", "frame count")
+        r.done()
+        return cls(total)
