@@ -68,7 +68,7 @@ class CoderConfig:
     intra_scales: np.ndarray  # prior spread of each dimension around `means`, for intra frames
     means: np.ndarray = field(default_factory=lambda: np.array([]))  # prior mean; empty: default
     adapt_shift: int = 2  # adaptation rate 2^-shift of the residual scale states
-    inter_init: int = 16  # scale state after an intra frame, 1/16 steps
+    inter_init: int = 128  # scale state after an intra frame, 1/256 steps
     _intra_index: tuple[int, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -88,8 +88,8 @@ class CoderConfig:
             raise FacecodecError("coder config: means must be finite and within +-1e3")
         if not 0 <= self.adapt_shift <= 8:
             raise FacecodecError("coder config: adapt_shift must be 0..8")
-        if not 0 <= self.inter_init <= entropy.STATE_CAP:
-            raise FacecodecError(f"coder config: inter_init must be 0..{entropy.STATE_CAP}")
+        if not 0 <= self.inter_init <= 0xFFFF:
+            raise FacecodecError("coder config: inter_init must be 0..65535")
         # Float division once, here: both ends derive the same integers from the same floats.
         idx = tuple(entropy.index_for_scale(float(s / d))
                     for s, d in zip(self.intra_scales, self.steps, strict=True))
@@ -118,7 +118,8 @@ class CoderConfig:
             raise BitstreamError(f"motion coder config: k={k} outside 1..{K_MAX}")
         n = FIXED_SIZE + k
         if len(b) != _HEAD.size + 12 * n:
-            raise BitstreamError(f"motion coder config: {len(b)} bytes, expected {_HEAD.size + 12 * n}")
+            want = _HEAD.size + 12 * n
+            raise BitstreamError(f"motion coder config: {len(b)} bytes, expected {want}")
         v = np.frombuffer(b, dtype="<f4", offset=_HEAD.size).astype(np.float64)
         try:
             return cls(k, v[:n], v[n : 2 * n], v[2 * n :], adapt_shift=shift, inter_init=init)
@@ -166,6 +167,8 @@ def make_config(preset: str, k: int, expr_std: np.ndarray) -> CoderConfig:
         raise FacecodecError(f"unknown motion preset {preset!r} (use low, medium or high)")
     kf, mul = _PRESETS[preset]
     n = len(np.asarray(expr_std).reshape(-1))
+    if not 1 <= k <= min(n, K_MAX):
+        raise FacecodecError(f"motion preset needs 1 <= k <= {min(n, K_MAX)} (expr_std), got {k}")
     kc = max(1, min(int(k * kf), n, K_MAX))
     return _build(kc, mul, expr_std)
 
@@ -186,7 +189,7 @@ class _State:
 
     prev: list[int]  # last quantised frame
     change: list[int]  # last frame-to-frame change
-    scale: list[int]  # residual scale states (1/16 steps)
+    scale: list[int]  # residual scale states (1/256 steps)
     cost: list[list[int]]  # running |error| per predictor per dimension
 
     @classmethod
@@ -207,7 +210,7 @@ class _State:
     def update(self, d: int, q: int, residual: int, shift: int) -> None:
         p, ch = self.prev[d], self.change[d]
         for i, pred in enumerate((p, max(-QMAX, min(QMAX, p + (ch >> 1))))):
-            a = min(abs(q - pred) << 4, entropy.STATE_CAP)
+            a = min(abs(q - pred) << 4, 1 << 20)
             self.cost[i][d] += (a - self.cost[i][d]) >> _COST_SHIFT
         self.scale[d] = entropy.update_state(self.scale[d], residual, shift)
         self.change[d] = q - p
@@ -267,11 +270,11 @@ class MotionDecoder:
         if intra and n_frames == 0:
             raise BitstreamError("intra motion packet with no frames")
         if not intra and self._state is None:
-            raise BitstreamError("inter motion packet without decoder state: wait for an intra packet")
+            raise BitstreamError("inter motion packet without state: wait for an intra packet")
         # No symbol takes more than ~41 bits, so a longer payload cannot be a real packet.
         if len(data) > 6 * n_frames * cfg.size + 8:
             self.reset()
-            raise BitstreamError(f"motion packet of {len(data)} bytes is too long for {n_frames} frames")
+            raise BitstreamError(f"motion packet too long: {len(data)} B for {n_frames} frames")
         try:
             frames, state = self._decode(bytes(data), n_frames, intra)
         except BitstreamError:

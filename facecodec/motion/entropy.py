@@ -22,7 +22,7 @@ import constriction
 import numpy as np
 
 QMAX = 32767  # quantised values are clipped to [-QMAX, QMAX]
-STATE_FRAC_BITS = 4  # states and scales are in 1/16 of a quantiser step
+STATE_FRAC_BITS = 8  # states and scales are in 1/256 of a quantiser step
 STATE_CAP = 4096 << STATE_FRAC_BITS  # one wild residual must not blind the state for long
 _MIN_RANGE = 8  # smallest R: escapes stay rare even for the sharpest model
 _RANGE_PER_SCALE = 10  # R = 10 scales: the Laplace tail beyond holds e^-10 of the mass
@@ -31,8 +31,9 @@ _UNIFORM = constriction.stream.model.Uniform(2 * QMAX + 1)
 
 
 def _scales() -> tuple[int, ...]:
-    # Linear in 1/16 steps up to one step (fine resolution where most residuals are 0),
-    # then geometric (x1.19) up to 1024 steps, the widest intra prior worth modelling.
+    # Geometric (x1.19, integer increments of at least 1) from 1/256 step, for dimensions that
+    # stay still (a residual of 0 then costs ~0.01 bit), to 1024 steps, the widest intra
+    # prior worth modelling.
     s = [1]
     while s[-1] < 1024 << STATE_FRAC_BITS:
         s.append(s[-1] + max(1, (s[-1] * 3) >> 4))
@@ -64,7 +65,7 @@ _THRESHOLDS = tuple(
 
 
 def model_index(state: int) -> int:
-    """Model for a state (mean |residual| in 1/16 steps)."""
+    """Model for a state (mean |residual| in 1/256 steps)."""
     return bisect.bisect_right(_THRESHOLDS, state)
 
 
