@@ -35,7 +35,7 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.stream.impair import Impairment
 from facecodec.stream.signaling import SignalingClient
-from facecodec.stream.wire import RELIABLE_TYPES, PacketInfo, parse_control, peek_packet
+from facecodec.stream.wire import PacketInfo, parse_control, peek_packet
 
 _ORIGINAL_HOST_ADDRESSES = aioice.ice.get_host_addresses
 # Motion packets queued behind a congested channel are stale by the time they would go out.
@@ -203,7 +203,7 @@ class Peer:
         if not self.connected:
             return False
         info = peek_packet(data)
-        if info.type in RELIABLE_TYPES:
+        if info.reliable:
             assert self._keyframes is not None
             self._keyframes.send(data)
             self.stats.keyframe_bytes_sent += len(data)
@@ -262,12 +262,12 @@ class Peer:
         except BitstreamError:
             self.stats.malformed_received += 1
             return
-        if info.type not in RELIABLE_TYPES and self.events.qsize() >= MAX_QUEUED_PACKETS:
+        if not info.reliable and self.events.qsize() >= MAX_QUEUED_PACKETS:
             self.stats.packets_dropped_congestion += 1  # the consumer is behind: shed motion
             return
         self.stats.packets_received += 1
         self.stats.note_seq(info.seq)
-        if info.type in RELIABLE_TYPES:
+        if info.reliable:
             self.stats.keyframe_bytes_received += len(data)
         else:
             self.stats.motion_bytes_received += len(data)

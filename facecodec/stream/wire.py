@@ -31,15 +31,20 @@ class PacketType(IntEnum):
     END = 4
 
 
-# Types that must arrive intact and in order; the rest are one-per-frame and better lost than late.
-RELIABLE_TYPES = frozenset({PacketType.KEYFRAME, PacketType.END})
+# One-per-frame types, better lost than late. Everything else (keyframes, END, and types a
+# newer sender may add) must arrive intact and in order.
+LOSSY_TYPES = frozenset({PacketType.MOTION, PacketType.RESYNC})
 
 
 @dataclass(frozen=True, slots=True)
 class PacketInfo:
-    type: PacketType
+    type: int  # a PacketType when known; unknown types are forwarded for newer decoders
     seq: int
     timestamp: int
+
+    @property
+    def reliable(self) -> bool:
+        return self.type not in LOSSY_TYPES
 
 
 def peek_packet(data: bytes) -> PacketInfo:
@@ -49,11 +54,7 @@ def peek_packet(data: bytes) -> PacketInfo:
     sync, ptype, seq, timestamp = _PREFIX.unpack_from(data)
     if sync != SYNC:
         raise BitstreamError(f"bad packet sync byte 0x{sync:02x}")
-    try:
-        kind = PacketType(ptype)
-    except ValueError:
-        raise BitstreamError(f"unknown packet type {ptype}") from None
-    return PacketInfo(kind, seq, timestamp)
+    return PacketInfo(ptype, seq, timestamp)
 
 
 def seq_gap(previous: int, current: int) -> int:

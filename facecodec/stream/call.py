@@ -1,0 +1,465 @@
+"""A live call: capture (a file paced in real time) -> StreamEncoder -> WebRTC -> StreamDecoder
+-> viewer, with loss concealment, keyframe requests, reconnects and measurements.
+
+Each side of a call runs `run_call`. A side with a `source` sends; every side receives whatever
+the other sends. Frame timing: frame i of a session counts as captured at t0 + i / fps (the
+source is paced to exactly that clock), and the sender tells the receiver t0, so latency is
+render time minus capture time: it includes encoding, transport, decoding and rendering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from facecodec.capture.video import probe, read_frames
+from facecodec.errors import BitstreamError, FacecodecError
+from facecodec.stream.impair import Impairment
+from facecodec.stream.peer import (
+    ControlReceived,
+    PacketReceived,
+    Peer,
+    PeerClosed,
+    PeerOptions,
+)
+from facecodec.stream.signaling import (
+    ROOM_PATTERN,
+    SignalingClient,
+    add_signal_arguments,
+    signal_main,
+)
+from facecodec.stream.viewer import Viewer, try_open_window
+from facecodec.stream.wire import keyframe_request, start_message
+
+__all__ = [
+    "CallOptions",
+    "CallStats",
+    "add_call_arguments",
+    "add_signal_arguments",
+    "call_main",
+    "run_call",
+    "signal_main",
+]
+
+RENDER_MODES = ("local", "cloud", "none")
+
+
+@dataclass
+class CallOptions:
+    seconds: float | None = None  # stop after this long (None: when the source ends / peer leaves)
+    loop_source: bool = False  # restart the file when it ends (long benchmarks from short clips)
+    audio: str = "auto"  # auto (the source's sound, else silence) | silence | none | a file
+    loopback: bool = False  # offer 127.0.0.1 ICE candidates (both peers on this machine)
+    impairment: Impairment | None = None
+    reconnect: bool = False  # after the other peer leaves, wait for the next one
+    wait_peer_s: float = 60.0  # how long to wait for a peer to (re)join
+    viewer_host: str = "127.0.0.1"
+    viewer_port: int = 0
+    window: bool = False  # also try a desktop window (needs an OpenCV build with a GUI)
+    size: int = 256
+    preset: str = "medium"
+    renderer: str = "warp"
+    pli_interval_s: float = 0.5  # at most one keyframe request per interval
+    on_viewer: Callable[[str], None] | None = None  # told the viewer URL once it listens
+    on_frame: Callable[[int, np.ndarray], None] | None = None  # every rendered frame
+
+
+@dataclass
+class CallStats:
+    sessions: int = 0
+    frames_sent: int = 0
+    frames_skipped: int = 0  # captured while the encoder was behind real time: not encoded
+    frames_rendered: int = 0
+    frames_concealed: int = 0  # frame indices never rendered (last frame held instead)
+    decode_errors: int = 0
+    keyframe_requests_sent: int = 0
+    keyframe_requests_received: int = 0
+    packets_lost: int = 0
+    motion_bytes_sent: int = 0
+    keyframe_bytes_sent: int = 0
+    audio_bytes_sent: int = 0
+    send_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    render_times: list[float] = field(default_factory=list)
+    viewer_url: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The numbers a report needs (rates over the time this side was sending/rendering)."""
+        send_s = max(self.send_seconds, 1e-9)
+        lat = sorted(self.latencies_ms)
+        span = self.render_times[-1] - self.render_times[0] if len(self.render_times) > 1 else 0
+        return {
+            "sessions": self.sessions,
+            "frames_sent": self.frames_sent,
+            "frames_skipped": self.frames_skipped,
+            "frames_rendered": self.frames_rendered,
+            "frames_concealed": self.frames_concealed,
+            "decode_errors": self.decode_errors,
+            "keyframe_requests_sent": self.keyframe_requests_sent,
+            "keyframe_requests_received": self.keyframe_requests_received,
+            "packets_lost": self.packets_lost,
+            "fps": (len(self.render_times) - 1) / span if span > 0 else 0.0,
+            "motion_kbps": self.motion_bytes_sent * 8 / 1000 / send_s if self.send_seconds else 0,
+            "keyframe_kbps": (
+                self.keyframe_bytes_sent * 8 / 1000 / send_s if self.send_seconds else 0
+            ),
+            "audio_kbps": self.audio_bytes_sent * 8 / 1000 / max(self.wall_seconds, 1e-9),
+            "latency_p50_ms": _percentile(lat, 50),
+            "latency_p95_ms": _percentile(lat, 95),
+            "cpu_seconds": self.cpu_seconds,
+            "cpu_percent": 100 * self.cpu_seconds / max(self.wall_seconds, 1e-9),
+            "wall_seconds": self.wall_seconds,
+        }
+
+
+def _percentile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    return statistics.quantiles(sorted_values, n=100, method="inclusive")[int(q) - 1]
+
+
+def _codec() -> tuple[Any, Any]:
+    try:
+        from facecodec.codec.stream import StreamDecoder, StreamEncoder
+    except ImportError as exc:
+        raise FacecodecError(f"the streaming codec is not available: {exc}") from None
+    return StreamEncoder, StreamDecoder
+
+
+class _Source:
+    """A video file's frames, looped if asked, read off the event loop."""
+
+    def __init__(self, path: str, loop: bool) -> None:
+        self.path = path
+        self.loop = loop
+        self.fps = probe(path).fps
+        self._frames: Iterator[np.ndarray] = read_frames(path)
+
+    def next_frame(self) -> np.ndarray | None:
+        frame = next(self._frames, None)
+        if frame is None and self.loop:
+            self._frames = read_frames(self.path)
+            frame = next(self._frames, None)
+        return frame
+
+
+class _Call:
+    def __init__(self, source: str | None, render: str, options: CallOptions) -> None:
+        if render not in RENDER_MODES:
+            raise FacecodecError(f"render must be one of {', '.join(RENDER_MODES)}, not {render}")
+        self.render = render
+        self.options = options
+        self.stats = CallStats()
+        self.encoder_cls, self.decoder_cls = _codec()
+        self.source = _Source(source, options.loop_source) if source is not None else None
+        self.encoder: Any = None
+        if self.source is not None:
+            self.encoder = self.encoder_cls(
+                size=options.size, fps=Fraction(self.source.fps), preset=options.preset, live=True
+            )
+        # One worker per direction keeps encoder and decoder calls ordered and off the loop.
+        self._encode_pool = ThreadPoolExecutor(1, thread_name_prefix="facecodec-encode")
+        self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="facecodec-decode")
+        self.viewer: Viewer | None = None
+        self.window = False
+        self.next_index = 0  # frame indices keep counting across sessions
+        self.source_done = False
+        self.deadline = time.monotonic() + options.seconds if options.seconds else None
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def audio_source(self) -> tuple[bool, str | None]:
+        audio = self.options.audio
+        if audio == "none":
+            return False, None
+        if audio == "silence":
+            return True, None
+        if audio == "auto":
+            return True, self.source.path if self.source is not None else None
+        return True, audio
+
+    async def run(self, room: str, signal_url: str) -> CallStats:
+        wall0, cpu0 = time.monotonic(), time.process_time()
+        if self.render in ("local", "cloud"):
+            self.viewer = Viewer(has_audio=self.options.audio != "none")
+            host = self.options.viewer_host if self.render == "cloud" else "127.0.0.1"
+            self.stats.viewer_url = await self.viewer.start(host, self.options.viewer_port)
+            if self.options.on_viewer is not None:
+                self.options.on_viewer(self.stats.viewer_url)
+            if self.options.window:
+                self.window = try_open_window("facecodec")
+        signaling = await SignalingClient.connect(signal_url)
+        try:
+            await signaling.join(room)
+            while not self.source_done:
+                remaining = self.remaining()
+                wait = (
+                    self.options.wait_peer_s
+                    if remaining is None
+                    else min(remaining, self.options.wait_peer_s)
+                )
+                if wait <= 0:
+                    break
+                msg = await _wait_ready(signaling, wait)
+                if msg is None:
+                    if self.stats.sessions == 0:
+                        raise FacecodecError(f"no peer joined room {room} within {wait:.0f} s")
+                    break
+                left = await self.session(signaling, bool(msg["initiator"]))
+                if not (left and self.options.reconnect):
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await signaling.send({"type": "bye"})
+            await signaling.close()
+            if self.viewer is not None:
+                await self.viewer.stop()
+            self._encode_pool.shutdown(wait=True)
+            self._decode_pool.shutdown(wait=True)
+            self.stats.wall_seconds = time.monotonic() - wall0
+            self.stats.cpu_seconds = time.process_time() - cpu0
+        return self.stats
+
+    async def session(self, signaling: SignalingClient, initiator: bool) -> bool:
+        """One connection to the other peer; True if it ended because that peer left."""
+        send_audio, audio_file = self.audio_source()
+        peer = Peer(
+            PeerOptions(
+                loopback=self.options.loopback,
+                audio=audio_file,
+                send_audio=send_audio,
+                impairment=self.options.impairment,
+            )
+        )
+        if self.viewer is not None:
+            peer.on_audio = self.viewer.publish_audio
+        self.stats.sessions += 1
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            try:
+                await peer.negotiate(signaling, initiator)
+            except FacecodecError:
+                if not self.options.reconnect:
+                    raise
+                return True  # the other side left mid-setup: wait for the next one
+            receiver = asyncio.ensure_future(self.receive(peer))
+            watcher = asyncio.ensure_future(_wait_bye(signaling))
+            tasks = [receiver, watcher]
+            if self.encoder is not None:
+                tasks.append(asyncio.ensure_future(self.send(peer)))
+            remaining = self.remaining()
+            done, _ = await asyncio.wait(
+                tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                task.result()  # surface errors from any side of the session
+            return watcher in done or receiver in done
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.stats.audio_bytes_sent += (await peer.audio_bytes())[0]
+            self.stats.packets_lost += peer.stats.packets_lost
+            self.stats.motion_bytes_sent += peer.stats.motion_bytes_sent
+            self.stats.keyframe_bytes_sent += peer.stats.keyframe_bytes_sent
+            await peer.close()
+
+    async def send(self, peer: Peer) -> None:
+        """Encode the source in real time; returns when it ends (then the call hangs up)."""
+        assert self.source is not None
+        loop = asyncio.get_running_loop()
+        fps = float(self.source.fps)
+        if self.stats.sessions > 1:
+            self.encoder.request_keyframe()  # the new receiver has no reference picture
+        start = time.time()
+        t0 = start - self.next_index / fps
+        peer.send_control(start_message(self.encoder.header_bytes(), t0, fps))
+        try:
+            while True:
+                index = self.next_index
+                delay = t0 + index / fps - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                frame = await loop.run_in_executor(self._encode_pool, self.source.next_frame)
+                if frame is None:
+                    break
+                self.next_index += 1
+                if time.time() - (t0 + index / fps) > 1.0 / fps:
+                    self.stats.frames_skipped += 1  # a live camera would have moved on too
+                    continue
+                packets = await loop.run_in_executor(
+                    self._encode_pool, self.encoder.push, frame, index
+                )
+                for packet in packets:
+                    peer.send_packet(packet)
+                self.stats.frames_sent += 1
+        finally:
+            self.stats.send_seconds += time.time() - start
+        self.source_done = True
+        await asyncio.sleep(0.3)  # let the last packets leave before hanging up
+
+    async def receive(self, peer: Peer) -> None:
+        """Decode what arrives until the connection closes."""
+        loop = asyncio.get_running_loop()
+        decoder: Any = None
+        t0 = fps = 0.0
+        last_pli = -1e9
+        last_index: int | None = None
+        while True:
+            event = await peer.events.get()
+            if isinstance(event, PeerClosed):
+                return
+            if isinstance(event, ControlReceived):
+                msg = event.message
+                if msg["type"] == "pli" and self.encoder is not None:
+                    self.stats.keyframe_requests_received += 1
+                    self.encoder.request_keyframe()
+                elif msg["type"] == "start":
+                    decoder = await loop.run_in_executor(
+                        self._decode_pool, self.decoder_cls, msg["header"], self.options.renderer
+                    )
+                    t0, fps, last_index = msg["t0"], msg["fps"], None
+                continue
+            assert isinstance(event, PacketReceived)
+            if decoder is None:
+                continue  # motion that overtook the stream start on the other channel
+            try:
+                frames = await loop.run_in_executor(self._decode_pool, decoder.push, event.data)
+            except BitstreamError:
+                self.stats.decode_errors += 1
+                frames = []
+            for index, rgb in frames:
+                await self.show(index, rgb, t0 + index / fps)
+                if last_index is not None and index > last_index + 1:
+                    self.stats.frames_concealed += index - last_index - 1
+                last_index = index if last_index is None else max(last_index, index)
+            if (
+                decoder.needs_keyframe()
+                and time.monotonic() - last_pli > self.options.pli_interval_s
+            ):
+                last_pli = time.monotonic()
+                if peer.send_control(keyframe_request()):
+                    self.stats.keyframe_requests_sent += 1
+
+    async def show(self, index: int, rgb: np.ndarray, captured: float) -> None:
+        now = time.time()
+        self.stats.frames_rendered += 1
+        self.stats.latencies_ms.append((now - captured) * 1000)
+        self.stats.render_times.append(now)
+        if self.viewer is not None:
+            await self.viewer.publish_frame(rgb, index)
+        if self.window:
+            import cv2
+
+            cv2.imshow("facecodec", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            cv2.waitKey(1)
+        if self.options.on_frame is not None:
+            self.options.on_frame(index, rgb)
+
+
+async def _wait_ready(signaling: SignalingClient, timeout: float) -> dict[str, Any] | None:
+    """Wait for the server to pair us with a peer; None on timeout or a closed server."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = await signaling.receive(timeout=left)
+        except FacecodecError:
+            return None
+        if msg.get("type") == "ready":
+            return msg
+        if msg.get("type") == "closed":
+            return None
+    return None
+
+
+async def _wait_bye(signaling: SignalingClient) -> None:
+    """Return when the other peer leaves (or the signaling server goes away)."""
+    while True:
+        msg = await signaling.receive()
+        if msg.get("type") in ("bye", "closed"):
+            return
+
+
+async def run_call(
+    room: str,
+    signal_url: str,
+    source: str | None,
+    render: str = "local",
+    options: CallOptions | None = None,
+) -> CallStats:
+    """Join `room` on the signaling server at `signal_url` and run one side of a call.
+
+    source: a video file to send (paced in real time), or None to only receive.
+    render: "local" (browser viewer on 127.0.0.1), "cloud" (viewer on options.viewer_host, so
+    a thin browser elsewhere watches ordinary video), or "none" (decode and measure only).
+    """
+    if not ROOM_PATTERN.fullmatch(room):
+        raise FacecodecError(f"room {room!r} must match [A-Za-z0-9_-]{{1,64}}")
+    return await _Call(source, render, options or CallOptions()).run(room, signal_url)
+
+
+def add_call_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("room", help="room name shared by both peers ([A-Za-z0-9_-]{1,64})")
+    parser.add_argument("--signal", default="ws://127.0.0.1:8765/", help="signaling server URL")
+    parser.add_argument("--source", help="video file to send (omit to only receive)")
+    parser.add_argument("--render", choices=RENDER_MODES, default="local")
+    parser.add_argument("--seconds", type=float, help="hang up after this many seconds")
+    parser.add_argument("--loop", action="store_true", help="loop the source file")
+    parser.add_argument("--audio", default="auto", help="auto | silence | none | FILE")
+    parser.add_argument("--loopback", action="store_true", help="offer 127.0.0.1 to ICE")
+    parser.add_argument("--reconnect", action="store_true", help="wait for the peer to rejoin")
+    parser.add_argument("--viewer-host", default="0.0.0.0", help="viewer address (cloud mode)")
+    parser.add_argument("--viewer-port", type=int, default=8080)
+    parser.add_argument("--window", action="store_true", help="also try a desktop window")
+    parser.add_argument("--loss", type=float, default=0.0, help="drop this share of packets")
+    parser.add_argument("--jitter-ms", type=float, default=0.0, help="random extra delay")
+    parser.add_argument("--preset", default="medium")
+    parser.add_argument("--renderer", default="warp")
+
+
+def call_main(args: argparse.Namespace) -> int:
+    """Run one side of a call from parsed arguments; print a one-line summary."""
+    impairment = None
+    if args.loss or args.jitter_ms:
+        impairment = Impairment(loss=args.loss, jitter_ms=args.jitter_ms)
+    options = CallOptions(
+        seconds=args.seconds,
+        loop_source=args.loop,
+        audio=args.audio,
+        loopback=args.loopback,
+        impairment=impairment,
+        reconnect=args.reconnect,
+        viewer_host=args.viewer_host,
+        viewer_port=args.viewer_port,
+        window=args.window,
+        preset=args.preset,
+        renderer=args.renderer,
+        on_viewer=lambda url: print(f"viewer: {url}", flush=True),
+    )
+    try:
+        stats = asyncio.run(run_call(args.room, args.signal, args.source, args.render, options))
+    except KeyboardInterrupt:
+        return 130
+    s = stats.summary()
+    print(
+        f"sent {s['frames_sent']} frames, rendered {s['frames_rendered']} at {s['fps']:.1f} fps, "
+        f"motion {s['motion_kbps']:.2f} kbps, audio {s['audio_kbps']:.1f} kbps, "
+        f"latency p50 {s['latency_p50_ms'] or 0:.0f} ms",
+        flush=True,
+    )
+    return 0

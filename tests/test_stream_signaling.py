@@ -1,0 +1,202 @@
+"""The signaling server pairs peers and survives malformed or hostile input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from facecodec.stream.signaling import (
+    ProtocolError,
+    SignalingClient,
+    SignalingServer,
+    SignalLimits,
+    validate_message,
+)
+
+OFFER = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n"
+
+
+def run(body: Callable[[str, SignalingServer], Awaitable[None]], **limits: Any) -> None:
+    async def main() -> None:
+        server = SignalingServer(SignalLimits(**limits))
+        url = await server.start()
+        try:
+            await asyncio.wait_for(body(url, server), 15)
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
+
+
+async def raw_ws(url: str) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
+    session = aiohttp.ClientSession()
+    return session, await session.ws_connect(url)
+
+
+async def next_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    frame = await ws.receive(timeout=5)
+    assert frame.type == aiohttp.WSMsgType.TEXT, frame
+    return json.loads(frame.data)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"type": "hello"}', "type must be"),
+        ('{"type": 5}', "type must be"),
+        ('{"room": "a"}', "type must be"),
+        ('{"type": "join"}', "room must match"),
+        ('{"type": "join", "room": ""}', "room must match"),
+        ('{"type": "join", "room": "a/b"}', "room must match"),
+        ('{"type": "join", "room": "' + "x" * 65 + '"}', "room must match"),
+        ('{"type": "join", "room": 7}', "room must match"),
+        ('{"type": "join", "room": "a", "admin": true}', "unexpected field"),
+        ('{"type": "offer", "sdp": 3}', "SDP string"),
+        ('{"type": "answer", "sdp": "hello"}', "SDP string"),
+        ('{"type": "bye", "sdp": "v=0"}', "unexpected field"),
+        ('{"type": "offer", "sdp": "v=0' + "a" * 70000 + '"}', "too large"),
+    ],
+)
+def test_validate_rejects(raw: str, reason: str) -> None:
+    with pytest.raises(ProtocolError, match=reason):
+        validate_message(raw, SignalLimits())
+
+
+def test_validate_accepts_well_formed() -> None:
+    limits = SignalLimits()
+    assert validate_message('{"type": "join", "room": "Ab_9-z"}', limits)["room"] == "Ab_9-z"
+    assert validate_message(json.dumps({"type": "offer", "sdp": OFFER}), limits)["sdp"] == OFFER
+    assert validate_message('{"type": "bye"}', limits) == {"type": "bye"}
+
+
+def test_pairs_two_peers_and_relays() -> None:
+    async def body(url: str, server: SignalingServer) -> None:
+        a = await SignalingClient.connect(url)
+        b = await SignalingClient.connect(url)
+        assert await a.join("room1") == 1
+        assert await b.join("room1") == 2
+        assert await a.receive(5) == {"type": "ready", "initiator": True}
+        assert await b.receive(5) == {"type": "ready", "initiator": False}
+        await a.send({"type": "offer", "sdp": OFFER})
+        assert await b.receive(5) == {"type": "offer", "sdp": OFFER}
+        await b.send({"type": "answer", "sdp": OFFER + "a=x\r\n"})
+        assert (await a.receive(5))["type"] == "answer"
+        # A third peer is turned away; the two inside are undisturbed.
+        c = await SignalingClient.connect(url)
+        await c.send({"type": "join", "room": "room1"})
+        assert await c.receive(5) == {"type": "error", "message": "room is full"}
+        # bye is relayed and frees the slot, so the third peer can now join.
+        await a.send({"type": "bye"})
+        assert await b.receive(5) == {"type": "bye"}
+        assert await c.join("room1") == 2
+        assert await b.receive(5) == {"type": "ready", "initiator": True}
+        for client in (a, b, c):
+            await client.close()
+        await asyncio.sleep(0.1)
+        assert server.rooms == {}
+
+    run(body)
+
+
+def test_dropped_peer_is_announced() -> None:
+    async def body(url: str, server: SignalingServer) -> None:
+        a = await SignalingClient.connect(url)
+        session, ws = await raw_ws(url)
+        await a.join("r")
+        await ws.send_str('{"type": "join", "room": "r"}')
+        assert (await next_json(ws))["type"] == "joined"
+        assert (await a.receive(5))["type"] == "ready"
+        await session.close()  # drops without a bye
+        assert await a.receive(5) == {"type": "bye"}
+        assert server.rooms == {"r": server.rooms["r"]} and len(server.rooms["r"]) == 1
+        await a.close()
+
+    run(body)
+
+
+def test_hostile_input_gets_errors_then_close() -> None:
+    async def body(url: str, server: SignalingServer) -> None:
+        # A well-behaved pair in another room must be unaffected by all of this.
+        a = await SignalingClient.connect(url)
+        b = await SignalingClient.connect(url)
+        await a.join("calm")
+        await b.join("calm")
+        await a.receive(5)
+        await b.receive(5)
+
+        session, ws = await raw_ws(url)
+        await ws.send_bytes(b"\x00\xff" * 10)
+        assert "text" in (await next_json(ws))["message"]
+        await ws.send_str("{bad json")
+        assert "JSON" in (await next_json(ws))["message"]
+        await ws.send_str('{"type": "offer", "sdp": "v=0"}')
+        assert "join a room" in (await next_json(ws))["message"]
+        await ws.send_str('{"type": "join", "room": "nobody-else"}')
+        assert (await next_json(ws))["type"] == "joined"
+        await ws.send_str('{"type": "offer", "sdp": "v=0"}')  # unknown peer: nobody to relay to
+        assert "no other peer" in (await next_json(ws))["message"]
+        await ws.send_str('{"type": "join", "room": "again"}')
+        assert "already in room" in (await next_json(ws))["message"]
+        # That was the fifth error: the server closes this connection.
+        assert (await ws.receive(timeout=5)).type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSED,
+        )
+        await session.close()
+
+        await a.send({"type": "offer", "sdp": OFFER})
+        assert await b.receive(5) == {"type": "offer", "sdp": OFFER}
+        await a.close()
+        await b.close()
+
+    run(body)
+
+
+def test_huge_frame_closes_only_that_connection() -> None:
+    async def body(url: str, server: SignalingServer) -> None:
+        session, ws = await raw_ws(url)
+        await ws.send_str("x" * 5000)
+        frame = await ws.receive(timeout=5)
+        assert frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        await session.close()
+        client = await SignalingClient.connect(url)
+        assert await client.join("after") == 1
+        await client.close()
+
+    run(body, max_message_bytes=1024)
+
+
+def test_rate_limit() -> None:
+    async def body(url: str, server: SignalingServer) -> None:
+        session, ws = await raw_ws(url)
+        await ws.send_str('{"type": "join", "room": "flood"}')
+        for _ in range(10):
+            await ws.send_str('{"type": "bye"}')
+        messages = []
+        while True:
+            frame = await ws.receive(timeout=5)
+            if frame.type != aiohttp.WSMsgType.TEXT:
+                break
+            messages.append(json.loads(frame.data))
+        assert {"type": "error", "message": "rate limit exceeded"} in messages
+        assert len(messages) < 10
+        await session.close()
+
+    run(body, rate_per_s=0.1, burst=4, max_errors=100)
+
+
+def test_join_timeout_closes_idle_connection() -> None:
+    async def body(url: str, server: SignalingServer) -> None:
+        session, ws = await raw_ws(url)
+        frame = await ws.receive(timeout=5)
+        assert frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        await session.close()
+
+    run(body, join_timeout_s=0.2)
