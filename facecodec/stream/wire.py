@@ -13,22 +13,14 @@ import binascii
 import json
 import struct
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
+from facecodec.bitstream.packets import SYNC, PacketType
 from facecodec.errors import BitstreamError
 
-SYNC = 0xFC
 _PREFIX = struct.Struct("<BBHI")  # sync, type, seq, timestamp
 MAX_CONTROL_BYTES = 4096
 MAX_HEADER_BYTES = 1 << 16
-
-
-class PacketType(IntEnum):
-    KEYFRAME = 1
-    MOTION = 2
-    RESYNC = 3
-    END = 4
 
 
 # One-per-frame types, better lost than late. Everything else (keyframes, END, and types a
