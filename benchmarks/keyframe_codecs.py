@@ -1,0 +1,134 @@
+"""Rate-distortion of the keyframe image codecs on 256x256 face crops.
+
+Crops the first frame of a few shared clips (centre square, area-resized to 256x256: these
+clips are face-centred, so the crop is mostly face), codes each with every codec of
+`facecodec.codec.keyframe` at several qualities, and prints bytes, PSNR-Y and encode time,
+then PSNR-Y interpolated at fixed byte budgets: the table behind the default codec choice.
+
+    .venv/bin/python benchmarks/keyframe_codecs.py [--size 256] [--clips a.mp4 b.mpg ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from facecodec.codec import keyframe as kf
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CLIPS = [
+    "clips/liveportrait_d19.mp4",
+    "clips/liveportrait_d9.mp4",
+    "clips/liveportrait_d14.mp4",
+    "clips/grid_swiz3n.mpg",
+    "clips/pcavs_Input_00098.mp4",
+    "clips/edtalk_expression_source.mp4",
+]
+QUALITIES = [10, 20, 30, 40, 50, 60, 70, 80, 90]
+BUDGETS = [1000, 2000, 4000, 8000, 16000]  # bytes
+
+
+def face_crop(path: Path, size: int) -> np.ndarray:
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    h, w = frame.shape[:2]
+    s = min(h, w)
+    y, x = (h - s) // 2, (w - s) // 2
+    return cv2.resize(frame[y : y + s, x : x + s], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def psnr_y(a: np.ndarray, b: np.ndarray) -> float:
+    weights = np.array([0.299, 0.587, 0.114])
+    mse = float(np.mean((a.astype(np.float64) @ weights - b.astype(np.float64) @ weights) ** 2))
+    return 10 * np.log10(255.0**2 / max(mse, 1e-10))
+
+
+def _variant(encoder: str, decoder: str, options: Callable[[int], dict[str, str]]):
+    """An encoder setting outside the shipped coder, to show why its presets were picked."""
+
+    def run(rgb: np.ndarray, q: int) -> tuple[bytes, np.ndarray]:
+        data = kf.encode_intra(encoder, rgb, options(q))
+        return data, kf.decode_intra(decoder, data)
+
+    return run
+
+
+def _shipped(name: str):
+    def run(rgb: np.ndarray, q: int) -> tuple[bytes, np.ndarray]:
+        cid, data = kf.encode_image(rgb, q, name)
+        return data, kf.decode_image(cid, data, rgb.shape[0])
+
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--clips", nargs="*", default=CLIPS, help="paths relative to shared/data")
+    args = ap.parse_args()
+    images = [face_crop(DATA / c, args.size) for c in args.clips]
+
+    coders = {name: _shipped(name) for name in kf.CODEC_IDS}
+    coders["av1 preset 4"] = _variant(
+        "libsvtav1", "libdav1d", lambda q: {"crf": str(kf._ladder(q, 63, 1)), "preset": "4"}
+    )
+    coders["av1 preset 8"] = _variant(
+        "libsvtav1", "libdav1d", lambda q: {"crf": str(kf._ladder(q, 63, 1)), "preset": "8"}
+    )
+    coders["hevc slow"] = _variant(
+        "libx265",
+        "hevc",
+        lambda q: {
+            "crf": str(kf._ladder(q, 51, 0)),
+            "preset": "slow",
+            "x265-params": "info=0:log-level=error",
+        },
+    )
+
+    print(f"{len(images)} crops of {args.size}x{args.size}: " + ", ".join(args.clips))
+    print(f"\n{'codec':<14} {'quality':>7} {'bytes':>8} {'PSNR-Y':>7} {'enc ms':>7}")
+    curves: dict[str, list[list[tuple[float, float]]]] = {}
+    timing: dict[str, float] = {}
+    for name, run in coders.items():
+        per_image: list[list[tuple[float, float]]] = [[] for _ in images]
+        times = []
+        for q in QUALITIES:
+            sizes, psnrs = [], []
+            for i, img in enumerate(images):
+                t = time.perf_counter()
+                data, out = run(img, q)
+                times.append(time.perf_counter() - t)
+                p = psnr_y(img, out)
+                per_image[i].append((len(data), p))
+                sizes.append(len(data))
+                psnrs.append(p)
+            enc_ms = 1000 * np.mean(times[-len(images) :])
+            print(f"{name:<14} {q:>7} {np.mean(sizes):>8.0f} {np.mean(psnrs):>7.2f} {enc_ms:>7.1f}")
+        curves[name] = per_image
+        timing[name] = 1000 * float(np.median(times))
+
+    print("\nPSNR-Y (dB) at a byte budget, mean over crops (interpolated in log bytes;")
+    print("'-' where a codec's quality range does not reach the budget on every crop)")
+    print(f"{'codec':<14} " + " ".join(f"{b:>7}B" for b in BUDGETS) + f" {'enc ms':>7}")
+    for name, per_image in curves.items():
+        cells = []
+        for budget in BUDGETS:
+            vals = []
+            for points in per_image:
+                pts = sorted(points)
+                xs = np.log([p[0] for p in pts])
+                if not xs[0] <= np.log(budget) <= xs[-1]:
+                    break
+                vals.append(np.interp(np.log(budget), xs, [p[1] for p in pts]))
+            cells.append(f"{np.mean(vals):>8.2f}" if len(vals) == len(per_image) else f"{'-':>8}")
+        print(f"{name:<14} " + " ".join(cells) + f" {timing[name]:>7.1f}")
+
+
+if __name__ == "__main__":
+    main()
