@@ -1,0 +1,170 @@
+"""The `facecodec` command: parses arguments and calls the library. Errors are one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from facecodec import __version__
+from facecodec.errors import FacecodecError
+
+
+def _encode(a: argparse.Namespace) -> int:
+    from facecodec.codec.encoder import EncoderSettings, encode_file
+
+    settings = EncoderSettings(
+        size=a.size,
+        preset=a.quality,
+        target_kbps=a.target_kbps,
+        keyframe_quality=a.keyframe_quality,
+        refresh_s=a.refresh,
+        allow_several=a.face == "largest",
+    )
+    r = encode_file(a.input, a.output, settings, progress=sys.stderr.isatty())
+    rep = r.report
+    if rep.frames_without_face:
+        f = rep.frames_without_face
+        print(
+            f"warning: no face in {len(f)} of {rep.frames} frames (first {f[0]}, last {f[-1]}); "
+            "the last pose was held there and a new keyframe sent when the face came back",
+            file=sys.stderr,
+        )
+    if rep.several_faces and a.face == "largest":
+        print("note: several faces seen; the largest/tracked one was coded", file=sys.stderr)
+    total_kbps = r.total_bytes * 8 / 1000 / r.duration_s
+    print(
+        f"{a.output}: {rep.frames} frames, {len(r.keyframes)} keyframe(s), "
+        f"motion {r.motion_kbps:.2f} kbps, total {total_kbps:.2f} kbps"
+    )
+    return 0
+
+
+def _decode(a: argparse.Namespace) -> int:
+    from facecodec.codec.decoder import decode_file
+    from facecodec.render.edits import PoseEdit
+
+    pose = PoseEdit(a.pose == "frontal", a.yaw, a.pitch, a.roll)
+    r = decode_file(a.input, a.output, renderer=a.renderer, pose=pose, avatar=a.avatar)
+    if r.error:
+        print(
+            f"facecodec: error: {r.error}; the {r.frames_written} frames before it were "
+            f"written to {a.output}",
+            file=sys.stderr,
+        )
+        return 3
+    print(f"{a.output}: {r.frames_written} frames ({r.stats.frames_rendered} rendered)")
+    return 0
+
+
+def _info(a: argparse.Namespace) -> int:
+    from facecodec.bitstream.info import describe, format_info
+
+    d = describe(a.input)
+    print(json.dumps(d) if a.json else format_info(d))
+    return 0 if not d.get("damaged") else 3
+
+
+def _demo(a: argparse.Namespace) -> int:
+    from facecodec.demo import run_demo
+
+    return run_demo(a.input, a.out, a.quality)
+
+
+def _bench(a: argparse.Namespace) -> int:
+    from facecodec.bench.runner import bench_main
+
+    return bench_main(a)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facecodec", description="Talking-head video codec")
+    p.add_argument("--version", action="version", version=f"facecodec {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("encode", help="encode a video into an .fcv stream")
+    e.add_argument("input", type=Path)
+    e.add_argument("-o", "--output", type=Path, required=True)
+    e.add_argument("--quality", choices=("low", "medium", "high"), default="medium")
+    e.add_argument("--target-kbps", type=float, default=None, help="motion rate to aim for")
+    e.add_argument("--size", type=int, default=256, help="face crop side in pixels (128..512)")
+    e.add_argument("--keyframe-quality", type=int, default=60, help="reference picture 0..100")
+    e.add_argument("--refresh", type=float, default=0.0, help="refresh keyframe every N s")
+    e.add_argument("--face", choices=("single", "largest"), default="single",
+                   help="several faces: error out (single) or code the largest")
+    e.set_defaults(func=_encode)
+
+    d = sub.add_parser("decode", help="decode an .fcv stream into a video")
+    d.add_argument("input", type=Path)
+    d.add_argument("-o", "--output", type=Path, required=True)
+    d.add_argument("--renderer", default="warp")
+    d.add_argument("--pose", choices=("source", "frontal"), default="source",
+                   help="frontal: turn the head to face the camera")
+    d.add_argument("--yaw", type=float, default=0.0, help="degrees added to the head yaw")
+    d.add_argument("--pitch", type=float, default=0.0, help="degrees added to the head pitch")
+    d.add_argument("--roll", type=float, default=0.0, help="degrees added to the head roll")
+    d.add_argument("--avatar", type=Path, default=None, help="portrait to drive instead")
+    d.set_defaults(func=_decode)
+
+    i = sub.add_parser("info", help="describe an .fcv stream")
+    i.add_argument("input", type=Path)
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_info)
+
+    m = sub.add_parser("demo", help="encode + decode a clip, compare with H.264")
+    m.add_argument("input", type=Path, nargs="?",
+                   default=Path("../shared/data/clips/liveportrait_d19.mp4"))
+    m.add_argument("--out", type=Path, default=Path("out/demo"))
+    m.add_argument("--quality", choices=("low", "medium", "high"), default="medium")
+    m.set_defaults(func=_demo)
+
+    try:
+        from facecodec.bench.runner import add_bench_arguments
+    except ImportError:  # pragma: no cover - partial install
+        pass
+    else:
+        b = sub.add_parser("bench", help="rate-quality comparison against conventional codecs")
+        add_bench_arguments(b)
+        b.set_defaults(func=_bench)
+
+    try:
+        from facecodec.stream.call import (
+            add_call_arguments,
+            add_signal_arguments,
+            call_main,
+            signal_main,
+        )
+    except ImportError:  # pragma: no cover - optional live-call dependencies missing
+        pass
+    else:
+        s = sub.add_parser("signal", help="signaling server pairing call peers")
+        add_signal_arguments(s)
+        s.set_defaults(func=signal_main)
+        c = sub.add_parser("call", help="join a live call")
+        add_call_arguments(c)
+        c.set_defaults(func=call_main)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FacecodecError as e:
+        print(f"facecodec: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("facecodec: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
+        if os.environ.get("FACECODEC_DEBUG"):
+            raise
+        print(f"facecodec: internal error: {e.__class__.__name__}: {e} "
+              "(set FACECODEC_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

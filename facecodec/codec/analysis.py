@@ -1,0 +1,111 @@
+"""Sender analysis: frames in, keyframe and Motion events out (causal, one frame at a time).
+
+This is everything the sender decides before coding: which face, which crop, when a new
+reference picture is needed, and the stabilised Motion of every frame. File encoding and
+live calls both run it, so they make the same decisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facecodec.face.crop import CropBox
+from facecodec.face.tracker import FaceTracker
+from facecodec.motion.basis import ExpressionBasis
+from facecodec.motion.motion import Motion
+from facecodec.motion.stabilize import MotionStabiliser
+
+
+@dataclass(frozen=True)
+class KeyframeEvent:
+    """A new reference picture, valid from frame `index` on."""
+
+    index: int
+    crop: CropBox
+    image: np.ndarray  # (size, size, 3) uint8
+    motion: Motion
+    reason: str  # "start", "recentre", "reappeared", "refresh", "requested"
+
+
+@dataclass(frozen=True)
+class MotionEvent:
+    index: int
+    motion: Motion
+    face_seen: bool  # False: the face was not visible and the last Motion is held
+
+
+@dataclass
+class AnalysisReport:
+    frames: int = 0
+    frames_without_face: list[int] = field(default_factory=list)
+    keyframes: list[tuple[int, str]] = field(default_factory=list)
+    several_faces: int = 0
+
+
+class FaceAnalyzer:
+    def __init__(
+        self,
+        basis: ExpressionBasis,
+        size: int,
+        fps: float,
+        k: int | None = None,
+        allow_several: bool = False,
+        refresh_s: float = 0.0,
+    ) -> None:
+        self.basis, self.size = basis, size
+        self.k = basis.k_max if k is None else k
+        self.tracker = FaceTracker(allow_several=allow_several)
+        self.stabiliser = MotionStabiliser(basis, self.k, fps)
+        self.refresh = int(round(refresh_s * fps)) if refresh_s > 0 else 0
+        self.crop: CropBox | None = None
+        self.last: Motion | None = None
+        self.last_key = -1
+        self.lost = False
+        self.want_keyframe = False
+        self.report = AnalysisReport()
+
+    def request_keyframe(self) -> None:
+        self.want_keyframe = True
+
+    def push(self, frame: np.ndarray, index: int) -> list[KeyframeEvent | MotionEvent]:
+        self.report.frames += 1
+        face = self.tracker(frame, index)
+        self.report.several_faces = self.tracker.several_seen
+        if face is None:
+            self.report.frames_without_face.append(index)
+            self.lost = self.crop is not None
+            if self.last is None:
+                return []  # nothing to show yet: the receiver fills these with the first frame
+            return [MotionEvent(index, self.last, face_seen=False)]
+        events: list[KeyframeEvent | MotionEvent] = []
+        reason = ""
+        if self.crop is None:
+            reason = "start"
+        elif self.lost:
+            reason = "reappeared"
+        elif self.crop.needs_recentre(face.centre, face.size):
+            reason = "recentre"
+        elif self.want_keyframe:
+            reason = "requested"
+        elif self.refresh and index - self.last_key >= self.refresh:
+            reason = "refresh"
+        if reason:
+            if reason != "refresh" and reason != "requested":
+                self.crop = CropBox.around(face.centre, face.size)
+            self.stabiliser.reset()  # crop coordinates changed: no smoothing across the cut
+        assert self.crop is not None
+        points = self.crop.to_crop(face.points, self.size)
+        motion = self.stabiliser(self.basis.fit(points, self.size, self.k))
+        if reason:
+            image = self.crop.cut(frame, self.size)
+            events.append(KeyframeEvent(index, self.crop, image, motion, reason))
+            self.report.keyframes.append((index, reason))
+            self.last_key, self.lost, self.want_keyframe = index, False, False
+        self.last = motion
+        events.append(MotionEvent(index, motion, face_seen=True))
+        return events
+
+    def close(self) -> None:
+        self.tracker.close()

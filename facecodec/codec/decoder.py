@@ -1,0 +1,230 @@
+"""Receiver: packets -> Motions -> rendered frames, for files and live streams alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facecodec.bitstream.container import FcvReader, StreamHeader
+from facecodec.bitstream.packets import (
+    EndPayload,
+    KeyframePayload,
+    MotionPayload,
+    Packet,
+    PacketType,
+)
+from facecodec.capture.video import VideoWriter
+from facecodec.codec.keyframe import decode_image
+from facecodec.errors import BitstreamError, FacecodecError
+from facecodec.motion.basis import basis_for_id
+from facecodec.motion.coder import CoderConfig, MotionDecoder
+from facecodec.motion.motion import Motion
+from facecodec.render.base import Renderer
+from facecodec.render.edits import Avatar, PoseEdit
+from facecodec.render.registry import DEFAULT_RENDERER, make_renderer
+
+
+@dataclass
+class Keyframe:
+    image: np.ndarray
+    motion: Motion
+    crop: tuple[float, float, float]
+
+
+@dataclass
+class DecodeStats:
+    frames_rendered: int = 0
+    motion_packets_lost: int = 0
+    keyframes: int = 0
+    keyframes_bad: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class StreamDecoder:
+    """Decodes packets as they come (in order per channel; motion packets may be lost).
+
+    A MOTION packet that does not continue the last decoded frame means something was lost:
+    frames are held until the next RESYNC packet. A keyframe that cannot be decoded, or
+    motion for a keyframe never received, sets `needs_keyframe` so that a live sender can
+    be asked for a new one.
+    """
+
+    def __init__(
+        self,
+        header: StreamHeader,
+        renderer: str | Renderer = DEFAULT_RENDERER,
+        pose: PoseEdit | None = None,
+        avatar: Path | None = None,
+    ) -> None:
+        self.header = header
+        self.basis = basis_for_id(header.basis_id)
+        self.config = CoderConfig.from_bytes(header.coder_config)
+        if isinstance(renderer, str):
+            renderer = make_renderer(renderer, self.basis, header.size)
+        if header.model_id and header.model_id != renderer.model_id:
+            raise FacecodecError(
+                f"stream was made for renderer model {header.model_id!r}; "
+                f"renderer {renderer.name!r} has {renderer.model_id or 'no model'!r}"
+            )
+        self.renderer = renderer
+        self.pose = pose or PoseEdit()
+        self.avatar = (
+            Avatar(avatar, self.basis, header.size, self.config.k) if avatar is not None else None
+        )
+        self.motion = MotionDecoder(self.config)
+        self.keyframes: dict[int, Keyframe] = {}
+        self.active: int | None = None
+        self.next_index: int | None = None  # first frame the next inter packet must carry
+        self.total_frames: int | None = None
+        self.stats = DecodeStats()
+        self._needs_keyframe = False
+
+    def needs_keyframe(self) -> bool:
+        return self._needs_keyframe
+
+    def _use(self, kid: int) -> bool:
+        if kid == self.active:
+            return True
+        kf = self.keyframes.get(kid)
+        if kf is None:
+            self._needs_keyframe = True
+            return False
+        if self.avatar is not None:
+            self.renderer.set_reference(self.avatar.image, self.avatar.motion)
+        else:
+            self.renderer.set_reference(kf.image, kf.motion)
+        self.active = kid
+        return True
+
+    def _target(self, m: Motion) -> Motion:
+        if self.avatar is not None and self.active is not None:
+            m = self.avatar.drive(self.keyframes[self.active].motion, m)
+        return self.pose(m)
+
+    def push(self, packet: Packet) -> list[tuple[int, np.ndarray]]:
+        if packet.type == PacketType.KEYFRAME:
+            self._keyframe(packet)
+            return []
+        if packet.type == PacketType.END:
+            self.total_frames = EndPayload.from_bytes(packet.payload).total_frames
+            return []
+        if packet.type not in (PacketType.MOTION, PacketType.RESYNC):
+            return []  # unknown types are skipped (forward compatibility)
+        p = MotionPayload.from_bytes(packet.payload)
+        intra = packet.type == PacketType.RESYNC
+        if not intra and packet.timestamp != self.next_index:
+            self.stats.motion_packets_lost += 1
+            self.motion.reset()
+            self.next_index = None
+            return []  # hold until the next RESYNC
+        if not self._use(p.keyframe_id):
+            self.motion.reset()
+            self.next_index = None
+            return []
+        try:
+            motions = self.motion.decode(p.data, p.frame_count, intra)
+        except BitstreamError:
+            self.motion.reset()
+            self.next_index = None
+            raise
+        self.next_index = packet.timestamp + len(motions)
+        out = []
+        for i, m in enumerate(motions):
+            out.append((packet.timestamp + i, self.renderer.render(self._target(m))))
+        self.stats.frames_rendered += len(out)
+        return out
+
+    def _keyframe(self, packet: Packet) -> None:
+        try:
+            p = KeyframePayload.from_bytes(packet.payload)
+            image = decode_image(p.codec_id, p.image, self.header.size)
+            motion = Motion.from_vector(np.array(p.motion))
+        except (BitstreamError, ValueError):
+            self.stats.keyframes_bad += 1
+            self._needs_keyframe = True
+            raise
+        self.keyframes[p.keyframe_id] = Keyframe(image, motion, p.crop)
+        # Keep only a few references: a live stream refreshes them indefinitely.
+        for old in sorted(self.keyframes)[:-4]:
+            if old != p.keyframe_id:
+                del self.keyframes[old]
+        if self.active not in self.keyframes:
+            self.active = None
+        self.stats.keyframes += 1
+        self._needs_keyframe = False
+
+
+class FrameSink:
+    """Writes rendered frames in order, holding the last frame over gaps (lost packets, no
+    face) so that the output has exactly one frame per input frame."""
+
+    def __init__(self, writer: VideoWriter) -> None:
+        self.writer = writer
+        self.next = 0
+        self.last: np.ndarray | None = None
+        self.held = 0
+
+    def put(self, index: int, frame: np.ndarray) -> None:
+        if index < self.next:
+            return
+        fill = self.last if self.last is not None else frame
+        while self.next < index:
+            self.writer.write(fill)
+            self.held += 1
+            self.next += 1
+        self.writer.write(frame)
+        self.last = frame
+        self.next = index + 1
+
+    def finish(self, total: int | None) -> None:
+        if self.last is None:
+            return
+        while total is not None and self.next < total:
+            self.writer.write(self.last)
+            self.held += 1
+            self.next += 1
+
+
+@dataclass
+class DecodeResult:
+    header: StreamHeader
+    frames_written: int
+    stats: DecodeStats
+    error: str | None = None  # damage that stopped decoding; frames before it were written
+
+
+def decode_file(
+    src: str | Path,
+    dst: str | Path,
+    renderer: str = DEFAULT_RENDERER,
+    pose: PoseEdit | None = None,
+    avatar: Path | None = None,
+    on_frame: object = None,
+) -> DecodeResult:
+    """Decode an .fcv file to a video. On damage, the frames before it are still written and
+    the result carries the error; nothing is written if no frame could be rendered."""
+    reader = FcvReader(src)
+    header = reader.header
+    dec = StreamDecoder(header, renderer, pose, avatar)
+    writer = VideoWriter(dst, header.fps, header.size, header.size)
+    sink = FrameSink(writer)
+    error = None
+    try:
+        for packet in reader:
+            for index, frame in dec.push(packet):
+                sink.put(index, frame)
+                if callable(on_frame):
+                    on_frame(index, frame)
+    except BitstreamError as e:
+        error = str(e)
+    except BaseException:
+        writer.abort()
+        raise
+    if sink.last is None:
+        writer.abort()
+        raise BitstreamError(error or f"{src}: the stream holds no decodable frame")
+    sink.finish(dec.total_frames if error is None else None)
+    writer.close()
+    return DecodeResult(header, sink.next, dec.stats, error)

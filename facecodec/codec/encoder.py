@@ -1,0 +1,273 @@
+"""Sender: analysis events -> packets (keyframes, motion, resync, end), and file encoding."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from facecodec.bitstream.container import FcvWriter, StreamHeader
+from facecodec.bitstream.packets import (
+    EndPayload,
+    KeyframePayload,
+    MotionPayload,
+    Packet,
+    PacketType,
+    encode_packet,
+)
+from facecodec.capture.video import probe, read_frames
+from facecodec.codec.analysis import AnalysisReport, FaceAnalyzer, KeyframeEvent, MotionEvent
+from facecodec.codec.keyframe import encode_image
+from facecodec.errors import FacecodecError
+from facecodec.motion.basis import ExpressionBasis, load_basis
+from facecodec.motion.coder import CoderConfig, MotionEncoder, make_config, make_config_q
+from facecodec.motion.motion import Motion
+
+PRESETS = ("low", "medium", "high")
+K_MEDIUM = 24  # expression coefficients at the medium preset (low: 12, high: 48)
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    size: int = 256
+    preset: str = "medium"
+    target_kbps: float | None = None  # motion rate; overrides the preset's quantiser
+    keyframe_quality: int = 60  # 0..100, the user-facing quality of reference pictures
+    packet_frames: int | None = None  # frames per motion packet; None: about 1/4 s
+    resync_s: float = 1.0  # a lost packet damages at most this long
+    refresh_s: float = 0.0  # periodic keyframe refresh (0: only when needed)
+    allow_several: bool = False  # code the largest face when several are present
+
+    def validate(self) -> None:
+        if not 128 <= self.size <= 512:
+            raise FacecodecError(f"--size {self.size} out of range (128..512)")
+        if self.preset not in PRESETS:
+            raise FacecodecError(f"unknown preset {self.preset!r} (low, medium, high)")
+        if not 0 <= self.keyframe_quality <= 100:
+            raise FacecodecError("--keyframe-quality must be within 0..100")
+        if self.target_kbps is not None and not 0.2 <= self.target_kbps <= 100:
+            raise FacecodecError("--target-kbps must be within 0.2..100")
+        if not 0 < self.resync_s <= 1.0:
+            raise FacecodecError("resync interval must be within (0, 1] s")
+
+
+def coder_config(basis: ExpressionBasis, preset: str) -> CoderConfig:
+    return make_config(preset, K_MEDIUM, basis.std)
+
+
+class Packetizer:
+    """Turns analysis events into packets. Motion packets never span a keyframe or a resync
+    point; the first packet after either is a RESYNC (intra) packet."""
+
+    def __init__(
+        self,
+        config: CoderConfig,
+        resync_interval: int,
+        packet_frames: int,
+        keyframe_quality: int,
+    ) -> None:
+        self.config = config
+        self.coder = MotionEncoder(config)
+        self.resync_interval = max(1, resync_interval)
+        self.packet_frames = max(1, min(packet_frames, 255))
+        self.keyframe_quality = keyframe_quality
+        self.seq = 0
+        self.keyframe_id = -1
+        self.pending: list[MotionEvent] = []
+        self.last_resync = -(10**9)
+        self.force_intra = True
+
+    def _packet(self, ptype: PacketType, timestamp: int, payload: bytes) -> Packet:
+        p = Packet(ptype, self.seq, timestamp, payload)
+        self.seq = (self.seq + 1) & 0xFFFF
+        return p
+
+    def flush(self) -> list[Packet]:
+        if not self.pending:
+            return []
+        first = self.pending[0].index
+        intra = self.force_intra
+        data = self.coder.encode([e.motion for e in self.pending], intra=intra)
+        payload = MotionPayload(self.keyframe_id, len(self.pending), data).to_bytes()
+        self.pending = []
+        self.force_intra = False
+        return [self._packet(PacketType.RESYNC if intra else PacketType.MOTION, first, payload)]
+
+    def push(self, event: KeyframeEvent | MotionEvent) -> list[Packet]:
+        out: list[Packet] = []
+        if isinstance(event, KeyframeEvent):
+            out += self.flush()
+            self.keyframe_id = (self.keyframe_id + 1) & 0xFFFF
+            codec_id, image = encode_image(event.image, self.keyframe_quality)
+            ref = self.config.dequantize(self.config.quantize(event.motion))
+            c = event.crop
+            payload = KeyframePayload(
+                self.keyframe_id,
+                (c.x, c.y, c.side),
+                codec_id,
+                tuple(float(v) for v in ref.to_vector()),
+                image,
+            )
+            out.append(self._packet(PacketType.KEYFRAME, event.index, payload.to_bytes()))
+            self.force_intra, self.last_resync = True, event.index
+            return out
+        if self.keyframe_id < 0:
+            return out
+        if event.index - self.last_resync >= self.resync_interval:
+            out += self.flush()
+            self.force_intra, self.last_resync = True, event.index
+        self.pending.append(event)
+        if len(self.pending) >= self.packet_frames:
+            out += self.flush()
+        return out
+
+    def end(self, total_frames: int) -> list[Packet]:
+        out = self.flush()
+        out.append(self._packet(PacketType.END, total_frames, EndPayload(total_frames).to_bytes()))
+        return out
+
+
+@dataclass
+class EncodeResult:
+    header: StreamHeader
+    packets: list[Packet]
+    report: AnalysisReport
+    keyframes: list[KeyframeEvent]
+    motions: dict[int, Motion] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return self.report.frames / float(self.header.fps)
+
+    def bytes_of(self, *types: PacketType) -> int:
+        return sum(len(encode_packet(p)) for p in self.packets if p.type in types)
+
+    @property
+    def motion_kbps(self) -> float:
+        b = self.bytes_of(PacketType.MOTION, PacketType.RESYNC)
+        return b * 8 / 1000 / self.duration_s
+
+    @property
+    def total_bytes(self) -> int:
+        return len(self.header.to_bytes()) + sum(len(encode_packet(p)) for p in self.packets)
+
+
+def packetize(
+    events: list[KeyframeEvent | MotionEvent],
+    config: CoderConfig,
+    settings: EncoderSettings,
+    fps: Fraction,
+    total_frames: int,
+) -> list[Packet]:
+    resync = max(1, math.floor(float(fps) * settings.resync_s))
+    per_packet = settings.packet_frames or max(1, round(float(fps) / 4))
+    pk = Packetizer(config, resync, per_packet, settings.keyframe_quality)
+    packets: list[Packet] = []
+    for e in events:
+        packets += pk.push(e)
+    return packets + pk.end(total_frames)
+
+
+def _search_config(
+    basis: ExpressionBasis,
+    events: list[KeyframeEvent | MotionEvent],
+    settings: EncoderSettings,
+    fps: Fraction,
+    total: int,
+) -> CoderConfig:
+    """The finest quantiser whose motion stream fits `target_kbps` (bisection on quality)."""
+    duration = total / float(fps)
+    motion_types = (PacketType.MOTION, PacketType.RESYNC)
+
+    def kbps(cfg: CoderConfig) -> float:
+        packets = packetize(events, cfg, settings, fps, total)
+        n = sum(len(encode_packet(p)) for p in packets if p.type in motion_types)
+        return n * 8 / 1000 / duration
+
+    lo, hi = 0.0, 1.0
+    target = float(settings.target_kbps or 0)
+    if kbps(make_config_q(lo, basis.k_max, basis.std)) > target:
+        raise FacecodecError(
+            f"--target-kbps {target} is below the lowest motion rate this clip allows "
+            f"({kbps(make_config_q(lo, basis.k_max, basis.std)):.2f} kbps)"
+        )
+    for _ in range(10):
+        mid = (lo + hi) / 2
+        if kbps(make_config_q(mid, basis.k_max, basis.std)) <= target:
+            lo = mid
+        else:
+            hi = mid
+    return make_config_q(lo, basis.k_max, basis.std)
+
+
+def encode_file(
+    src: str | Path,
+    dst: str | Path | None,
+    settings: EncoderSettings = EncoderSettings(),  # noqa: B008 - frozen dataclass
+    progress: bool = False,
+) -> EncodeResult:
+    """Encode a video file. `dst` None: encode in memory only (the bench uses this)."""
+    settings.validate()
+    info = probe(src)
+    basis = load_basis()
+    fps = info.fps
+    analyzer = FaceAnalyzer(
+        basis, settings.size, float(fps), allow_several=settings.allow_several,
+        refresh_s=settings.refresh_s,
+    )
+    events: list[KeyframeEvent | MotionEvent] = []
+    try:
+        frames = read_frames(src)
+        if progress:
+            frames = tqdm(frames, total=info.frames, desc="encode", unit="frame", leave=False)
+        for i, frame in enumerate(frames):
+            events += analyzer.push(frame, i)
+    finally:
+        analyzer.close()
+    report = analyzer.report
+    keyframes = [e for e in events if isinstance(e, KeyframeEvent)]
+    if not keyframes:
+        raise FacecodecError(f"{src}: no face found in {report.frames} frames")
+    if settings.target_kbps is not None:
+        config = _search_config(basis, events, settings, fps, report.frames)
+        preset = f"target{settings.target_kbps:g}"
+    else:
+        config = coder_config(basis, settings.preset)
+        preset = settings.preset
+    header = StreamHeader(
+        size=settings.size,
+        fps_num=fps.numerator,
+        fps_den=fps.denominator,
+        source_width=info.width,
+        source_height=info.height,
+        basis_id=basis.basis_id,
+        model_id="",
+        preset=preset,
+        resync_interval=max(1, math.floor(float(fps) * settings.resync_s)),
+        coder_config=config.to_bytes(),
+    )
+    packets = packetize(events, config, settings, fps, report.frames)
+    if dst is not None:
+        with FcvWriter(dst) as w:
+            w.write_header(header)
+            for p in packets:
+                w.write_packet(p)
+    motions = {e.index: e.motion for e in events if isinstance(e, MotionEvent)}
+    return EncodeResult(header, packets, report, keyframes, motions)
+
+
+def original_crops(src: str | Path, keyframes: list[KeyframeEvent], size: int) -> np.ndarray:
+    """The source frames cut with the crops the encoder chose: what the receiver should show.
+    Frames before the first keyframe use the first crop."""
+    sched = sorted((k.index, k.crop) for k in keyframes)
+    out = []
+    j = 0
+    for i, frame in enumerate(read_frames(src)):
+        while j + 1 < len(sched) and sched[j + 1][0] <= i:
+            j += 1
+        out.append(sched[j][1].cut(frame, size))
+    return np.stack(out)

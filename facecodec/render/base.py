@@ -1,0 +1,52 @@
+"""The `Renderer` interface: (reference frame, reference Motion, target Motion) -> frame.
+
+The codec does not know which renderer runs; each keyframe sets a new reference, and every
+frame after it is rendered from that reference and the frame's Motion.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from facecodec.errors import FacecodecError
+from facecodec.motion.basis import ExpressionBasis
+from facecodec.motion.motion import Motion
+
+
+class Renderer(ABC):
+    name: str = ""
+
+    def __init__(self, basis: ExpressionBasis, size: int) -> None:
+        self.basis = basis
+        self.size = size
+        self.reference: np.ndarray | None = None
+        self.ref_motion: Motion | None = None
+
+    @property
+    def model_id(self) -> str:
+        """The trained model a stream must name to be rendered by this renderer ('' if none)."""
+        return ""
+
+    def set_reference(self, image: np.ndarray, motion: Motion) -> None:
+        if image.shape != (self.size, self.size, 3):
+            raise FacecodecError(f"reference of shape {image.shape}, expected {self.size}^2 RGB")
+        self.reference, self.ref_motion = image, motion
+        self._prepare(image, motion)
+
+    def render(self, target: Motion) -> np.ndarray:
+        if self.reference is None or self.ref_motion is None:
+            raise FacecodecError("renderer has no reference frame yet")
+        return self._render(target)
+
+    def __call__(self, reference: np.ndarray, ref_motion: Motion, target: Motion) -> np.ndarray:
+        if reference is not self.reference or ref_motion is not self.ref_motion:
+            self.set_reference(reference, ref_motion)
+        return self.render(target)
+
+    @abstractmethod
+    def _prepare(self, image: np.ndarray, motion: Motion) -> None: ...
+
+    @abstractmethod
+    def _render(self, target: Motion) -> np.ndarray: ...
