@@ -25,12 +25,11 @@ from facecodec.render import topology as topo
 
 MIN_SIZE, MAX_SIZE = 128, 512
 
-# Control-point rings as scalings of the face oval about its centroid, and how far each
-# follows the head: inner ring (hair, ears, jaw line) fully, outer ring (neck, shoulders) half.
-RING_SCALES = (1.3, 1.75)
-RING_FOLLOW = (1.0, 0.5)
-# Share of the oval's non-rigid motion (jaw opening, cheek puffing) the rings take along.
-RING_JAW_FOLLOW = (0.6, 0.2)
+# Control-point rings, as scalings of the face oval about its centroid: (scale, share of the
+# head motion followed above / below the face, share of the oval's own non-rigid motion such
+# as jaw opening). Above the face the inner ring carries hair and ears with the head; below
+# it the neck and collar belong to the torso and barely move, so they follow much less.
+RINGS = ((1.25, 1.0, 0.4, 0.5), (1.7, 0.5, 0.0, 0.0))
 BORDER_FADE = 0.12  # control points within this fraction of the size of the border move less
 BORDER_STEP = 8  # fixed border points per side
 
@@ -122,10 +121,14 @@ class MeshWarper:
 
         oval = ref[list(topo.FACE_OVAL)]
         centre = oval.mean(axis=0)
+        # 0 for directions from the centre at or above horizontal, 1 straight down.
+        v = oval - centre
+        down = np.clip(v[:, 1] / np.maximum(np.hypot(v[:, 0], v[:, 1]), 1e-9) / 0.8, 0.0, 1.0)
+        down = down * down * (3 - 2 * down)
         rings, follow, jaw = [], [], []
-        for scale, f, j in zip(RING_SCALES, RING_FOLLOW, RING_JAW_FOLLOW, strict=True):
+        for scale, f_top, f_bottom, j in RINGS:
             rings.append(centre + scale * (oval - centre))
-            follow.append(np.full(len(oval), f))
+            follow.append(f_top + (f_bottom - f_top) * down)
             jaw.append(np.full(len(oval), j))
         ring = np.clip(np.concatenate(rings), 1.0, n - 2.0)
         t = np.linspace(-1.0, float(n), BORDER_STEP + 1)[:-1]  # one side, corner first
@@ -148,7 +151,8 @@ class MeshWarper:
         self._ring_ref = ring
         self._ring_follow = (follow_a * fade)[:, None]
         self._ring_jaw = (jaw_a * fade)[:, None]
-        self._ring_oval = np.tile(np.arange(len(oval)), len(RING_SCALES))[keep]
+        self._oval_ref = oval
+        self._ring_oval = np.tile(np.arange(len(oval)), len(RINGS))[keep]
         self._border = border
 
         n_lm, n_ring = topo.N_LANDMARKS, len(ring)
@@ -175,8 +179,8 @@ class MeshWarper:
 
     # -- per frame -------------------------------------------------------------------------
 
-    def control_points(self, dst_points: np.ndarray) -> np.ndarray:
-        """All target vertices: the 478 landmarks, then ring points, then border points."""
+    def _targets(self, dst_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """All target vertices (landmarks, ring, border) and the head's similarity ref->dst."""
         if self._image is None:
             raise RuntimeError("set_reference must be called before warp")
         n = self.size
@@ -186,15 +190,14 @@ class MeshWarper:
         except ValueError:  # collapsed target: shrink the head onto that point
             m = np.zeros((2, 3))
             m[:, 2] = dst[list(topo.RIGID)].mean(axis=0)
-        oval_ref = self._ref_all[list(topo.FACE_OVAL)]
-        jaw = dst[list(topo.FACE_OVAL)] - _apply(m, oval_ref)
+        jaw = dst[list(topo.FACE_OVAL)] - _apply(m, self._oval_ref)
         head = _apply(m, self._ring_ref) - self._ring_ref
         ring = self._ring_ref + self._ring_follow * head + self._ring_jaw * jaw[self._ring_oval]
-        return np.concatenate([dst, ring, self._border])
+        return np.concatenate([dst, ring, self._border]), m
 
     def warp(self, dst_points: np.ndarray) -> np.ndarray:
         """The reference warped so its landmarks land on `dst_points` (478, 2) px."""
-        pts = self.control_points(dst_points)
+        pts, head = self._targets(dst_points)
         image = self._image
         assert image is not None
         n, lo, s = self.size, self._lo, self._s
@@ -213,16 +216,19 @@ class MeshWarper:
         r = self._ref_tri
         rm = np.stack([r[:, 1] - r[:, 0], r[:, 2] - r[:, 0]], 2)  # columns are edges
         lin = rm @ inv
-        aff = np.zeros((len(d) + 1, 2, 3), dtype=np.float32)
+        aff = np.empty((len(d) + 1, 2, 3), dtype=np.float32)
         aff[:-1, :, :2] = lin
         aff[:-1, :, 2] = r[:, 0] - (lin @ d[:, 0, :, None])[..., 0]
-        aff[-1, :, :2] = np.eye(2)  # the identity, for pixels no triangle covers
+        # Slivers (their inverse is unstable) still cover a few pixels: map those with the
+        # inverse head motion, which is close to right anywhere on the face.
+        aff[:-1][~usable] = _invert(head)
+        aff[-1] = np.eye(2, 3)  # the identity, for pixels no triangle covers
 
-        # Triangle-index map of the target at low resolution (fixed-point, 4 fractional bits).
+        # Triangle-index map of the target at low resolution; slivers first so that any
+        # proper triangle overwrites them.
+        order = np.concatenate([np.flatnonzero(~usable), np.flatnonzero(usable)])
         idx = np.full((lo, lo), len(d), dtype=np.int32)
-        q = np.round(((d + 0.5) * s - 0.5) * 16.0).astype(np.int32)
-        for t in np.flatnonzero(usable).tolist():
-            cv2.fillConvexPoly(idx, q[t], t, cv2.LINE_8, 4)
+        _rasterise(idx, (d + 0.5) * s - 0.5, order)
 
         a = aff[idx]  # (lo, lo, 2, 3)
         gx, gy = self._gx, self._gy
@@ -232,7 +238,9 @@ class MeshWarper:
         np.clip(m, -1.0, float(n), out=m)
         if lo != n:
             m = cv2.resize(m, (n, n), interpolation=cv2.INTER_LINEAR)
-        out = cv2.remap(image, m, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # Fixed-point maps (1/32 px) halve the cost of remap.
+        m1, m2 = cv2.convertMaps(m, None, cv2.CV_16SC2)
+        out = cv2.remap(image, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         if self.shade_mouth:
             self._shade_mouth(out, pts)
         return out
@@ -267,3 +275,57 @@ class MeshWarper:
 def _area(poly: np.ndarray) -> float:
     x, y = poly[:, 0], poly[:, 1]
     return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
+def _invert(m: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine map; the identity where it is singular (collapsed head)."""
+    lin = m[:, :2]
+    if abs(np.linalg.det(lin)) < 1e-9:
+        return np.eye(2, 3)
+    inv = np.linalg.inv(lin)
+    return np.concatenate([inv, -inv @ m[:, 2:]], axis=1)
+
+
+# Bounding-box sides (map pixels) of the size classes rasterised in bulk; larger triangles (the
+# few around the face) go through cv2.fillConvexPoly one by one.
+BULK_SIDES = (4, 7)
+_OFFSETS = {
+    k: np.stack(np.meshgrid(*[np.arange(k, dtype=np.float32)] * 2), -1).reshape(-1, 2)
+    for k in BULK_SIDES
+}
+
+
+def _rasterise(idx: np.ndarray, tri: np.ndarray, order: np.ndarray) -> None:
+    """Paint triangle ids into `idx` (pixel centres at integer coordinates), `order` last wins.
+
+    Hundreds of small face triangles are tested in vectorised passes over the pixels of their
+    bounding boxes, several times faster than one OpenCV call each; only big triangles use
+    cv2.fillConvexPoly (which also paints boundary pixels, so the outside has no cracks).
+    Where bulk and single calls overlap (folds only) the bulk ones win.
+    """
+    h, w = idx.shape
+    t = tri[order].astype(np.float32)
+    lo = np.floor(t.min(axis=1))
+    side = (np.ceil(t.max(axis=1)) - lo).max(axis=1) + 1
+    big = side > BULK_SIDES[-1]
+    q = np.round(np.clip(t[big], -4.0 * w, 5.0 * w) * 16.0).astype(np.int32)
+    for k, poly in zip(order[big].tolist(), q, strict=True):
+        cv2.fillConvexPoly(idx, poly, k, cv2.LINE_8, 4)
+    cls = np.searchsorted(np.array(BULK_SIDES), side)
+    flat = idx.reshape(-1)
+    for c, k in enumerate(BULK_SIDES):
+        sel = cls == c
+        if not sel.any():
+            continue
+        ts = t[sel][:, :, None, :]  # (m, 3, 1, 2)
+        px = lo[sel][:, None, :] + _OFFSETS[k][None]  # (m, k*k, 2) candidate pixel centres
+        x, y = px[..., 0], px[..., 1]
+        v0, v1, v2 = ts[:, 0], ts[:, 1], ts[:, 2]
+        area = ((v1 - v0)[..., 0] * (v2 - v0)[..., 1] - (v1 - v0)[..., 1] * (v2 - v0)[..., 0])
+        sign = np.where(area < 0, -1.0, 1.0)
+        inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+        for u, v in ((v0, v1), (v1, v2), (v2, v0)):
+            d = v - u
+            inside &= (d[..., 0] * (y - u[..., 1]) - d[..., 1] * (x - u[..., 0])) * sign >= 0
+        hit = (y * w + x)[inside].astype(np.intp)
+        flat[hit] = np.broadcast_to(order[sel][:, None], inside.shape)[inside]

@@ -1,0 +1,180 @@
+"""Mesh-warp renderer: topology, exactness at rest, quality on real clips, hostile input."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from facecodec.render import topology as topo
+from facecodec.render.mesh_warp import MeshWarper
+
+ROOT = Path(__file__).parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+# The clip loader (fixed face crop + MediaPipe tracking) lives with the benchmark.
+_spec = importlib.util.spec_from_file_location("bench_mesh_warp", ROOT / "benchmarks" / "mesh_warp.py")
+assert _spec and _spec.loader
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+@pytest.fixture(scope="module")
+def grid() -> tuple[np.ndarray, np.ndarray]:
+    return bench.load_clip(DATA / "clips" / "grid_swiz3n.mpg", max_frames=75)
+
+
+@pytest.fixture(scope="module")
+def warper(grid: tuple[np.ndarray, np.ndarray]) -> MeshWarper:
+    frames, marks = grid
+    w = MeshWarper(256)
+    w.set_reference(frames[0], marks[0])
+    return w
+
+
+# -- topology ------------------------------------------------------------------------------
+
+
+def test_index_sets_are_consistent() -> None:
+    assert len(topo.FACE_OVAL) == len(set(topo.FACE_OVAL)) == 36
+    for upper, lower in [
+        (topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER),
+        (topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER),
+        (topo.LIPS_INNER_UPPER, topo.LIPS_INNER_LOWER),
+        (topo.LIPS_OUTER_UPPER, topo.LIPS_OUTER_LOWER),
+    ]:
+        assert len(upper) == len(lower)
+        assert (upper[0], upper[-1]) == (lower[0], lower[-1])
+        assert not set(upper[1:-1]) & set(lower[1:-1])
+    # MediaPipe's "left" is the subject's left: on the image's right in a frontal face.
+    assert topo.LEFT_IRIS[0] == 473 and topo.RIGHT_IRIS[0] == 468
+    assert {263, 362} <= set(topo.LEFT_EYE) and {33, 133} <= set(topo.RIGHT_EYE)
+    assert len(set(topo.RIGID)) == len(topo.RIGID)
+    assert not set(topo.RIGID) & set(topo.LIPS_OUTER + topo.LIPS_INNER)
+
+
+def test_triangles_cover_every_mesh_point_and_the_openings() -> None:
+    assert topo.MESH_TRIANGLES.shape == (852, 3)
+    assert set(np.unique(topo.MESH_TRIANGLES)) == set(range(topo.N_MESH))
+    assert len({tuple(t) for t in np.sort(topo.MESH_TRIANGLES, axis=1)}) == 852
+    mouth = topo.strip_triangles(topo.LIPS_INNER_UPPER, topo.LIPS_INNER_LOWER)
+    assert set(np.unique(mouth)) == set(topo.LIPS_INNER)
+    with pytest.raises(ValueError):
+        topo.strip_triangles((1, 2, 3), (1, 4, 5))
+
+
+def test_left_is_on_the_image_right(grid: tuple[np.ndarray, np.ndarray]) -> None:
+    _, marks = grid
+    assert marks[0, topo.LEFT_IRIS[0], 0] > marks[0, topo.RIGHT_IRIS[0], 0]
+
+
+# -- behaviour on real data ------------------------------------------------------------------
+
+
+def test_rest_pose_returns_the_reference(grid: tuple[np.ndarray, np.ndarray]) -> None:
+    frames, marks = grid
+    w = MeshWarper(256)
+    w.set_reference(frames[0], marks[0])
+    assert bench.psnr_y(w.warp(marks[0]), frames[0]) > 40.0
+
+
+@pytest.mark.parametrize("clip", ["grid_swiz3n.mpg", "liveportrait_d19.mp4"])
+def test_warp_beats_static_frame(clip: str) -> None:
+    frames, marks = bench.load_clip(DATA / "clips" / clip, max_frames=75)
+    warp, static = bench.evaluate(frames, bench.smooth(marks, sigma=2.0))
+    assert warp > static + 0.3, (warp, static)
+
+
+def test_background_far_from_the_head_stays_put(grid: tuple[np.ndarray, np.ndarray]) -> None:
+    frames, marks = grid
+    w = MeshWarper(256, shade_mouth=False)
+    w.set_reference(frames[0], marks[0])
+    out = w.warp(marks[0] + [6.0, -4.0])  # the whole head moves
+    for sl in (np.s_[:6, :6], np.s_[:6, -6:], np.s_[-6:, :6], np.s_[-6:, -6:]):
+        assert np.abs(out[sl].astype(int) - frames[0][sl].astype(int)).max() <= 1
+    face = np.s_[100:150, 100:150]
+    assert np.abs(out[face].astype(int) - frames[0][face].astype(int)).mean() > 2
+
+
+def test_opening_mouth_darkens_it(grid: tuple[np.ndarray, np.ndarray]) -> None:
+    frames, marks = grid
+    dst = marks[0].copy()
+    # Drop the lower lip and chin as if the jaw opened.
+    lower = list(set(topo.LIPS_INNER_LOWER[1:-1]) | set(topo.LIPS_OUTER_LOWER[1:-1]) | {152})
+    dst[lower, 1] += 10.0
+    inner = dst[list(topo.LIPS_INNER)]
+    cx, cy = np.round(inner.mean(axis=0)).astype(int)
+    shaded, plain = MeshWarper(256), MeshWarper(256, shade_mouth=False)
+    means = []
+    for w in (shaded, plain):
+        w.set_reference(frames[0], marks[0])
+        means.append(w.warp(dst)[cy - 2:cy + 3, cx - 6:cx + 7].mean())
+    assert means[0] < means[1] - 10
+
+
+# -- hostile input -----------------------------------------------------------------------------
+
+
+def test_bad_input_is_refused(warper: MeshWarper, grid: tuple[np.ndarray, np.ndarray]) -> None:
+    frames, marks = grid
+    bad = marks[0].copy()
+    bad[5, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        warper.warp(bad)
+    with pytest.raises(ValueError, match="478"):
+        warper.warp(marks[0][:468])
+    with pytest.raises(ValueError):
+        MeshWarper(100)
+    with pytest.raises(ValueError):
+        MeshWarper(256).set_reference(frames[0][:128], marks[0])
+    with pytest.raises(ValueError, match="collapsed"):
+        MeshWarper(256).set_reference(frames[0], np.zeros((478, 2)))
+    with pytest.raises(RuntimeError):
+        MeshWarper(256).warp(marks[0])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: np.full_like(p, 128.0),  # everything collapsed onto one point
+        lambda p: p * 1e6,  # far outside the image
+        lambda p: p[::-1].copy(),  # every triangle folded and scrambled
+        lambda p: 256.0 - p,  # head upside down
+    ],
+)
+def test_garbage_landmarks_give_a_frame(
+    warper: MeshWarper, grid: tuple[np.ndarray, np.ndarray], make
+) -> None:
+    frames, marks = grid
+    out = warper.warp(make(marks[0]))
+    assert out.shape == (256, 256, 3) and out.dtype == np.uint8
+    # Corners are background held by fixed border points (or the identity fallback).
+    assert np.abs(out[:3, :3].astype(int) - frames[0][:3, :3].astype(int)).max() <= 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), amp=st.floats(0.0, 40.0))
+def test_random_jitter_never_breaks(
+    warper: MeshWarper, grid: tuple[np.ndarray, np.ndarray], seed: int, amp: float
+) -> None:
+    _, marks = grid
+    rng = np.random.default_rng(seed)
+    out = warper.warp(marks[0] + rng.normal(0, amp, marks[0].shape))
+    assert out.shape == (256, 256, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("size", [128, 512])
+def test_other_sizes(grid: tuple[np.ndarray, np.ndarray], size: int) -> None:
+    import cv2
+
+    frames, marks = grid
+    s = size / 256
+    w = MeshWarper(size)
+    ref = cv2.resize(frames[0], (size, size), interpolation=cv2.INTER_AREA)
+    w.set_reference(ref, marks[0] * s)
+    assert bench.psnr_y(w.warp(marks[0] * s), ref) > 40.0
+    assert w.warp(marks[10] * s).shape == (size, size, 3)
