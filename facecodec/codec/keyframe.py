@@ -75,12 +75,12 @@ def decode_intra(decoder: str, data: bytes) -> np.ndarray:
     ctx.thread_count = 1  # one small picture: threads cost more than they save
     frames = list(ctx.decode(av.Packet(data))) + list(ctx.decode(None))
     if len(frames) != 1:
-        raise BitstreamError(f"keyframe image holds {len(frames)} pictures, expected 1")
+        raise BitstreamError(f"image holds {len(frames)} pictures, expected 1")
     frame = frames[0]
     if frame.format.name != "yuv420p":
-        raise BitstreamError(f"keyframe image is {frame.format.name}, expected yuv420p")
+        raise BitstreamError(f"image is {frame.format.name}, expected yuv420p")
     if frame.width % 2 or frame.height % 2:
-        raise BitstreamError(f"keyframe image has odd sides {frame.width}x{frame.height}")
+        raise BitstreamError(f"image has odd sides {frame.width}x{frame.height}")
     return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
 
 
@@ -115,9 +115,15 @@ def _cv2_encoder(ext: str, param: int, worst: int, extra: tuple[int, ...] = ()) 
 
 
 def _decode_cv2(data: bytes) -> np.ndarray:
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    # OpenCV logs every failed decode to stderr; the BitstreamError below says it once.
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if bgr is None:
-        raise BitstreamError("keyframe image could not be decoded")
+        raise BitstreamError("image could not be decoded")
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
@@ -187,16 +193,17 @@ def decode_image(codec_id: int, data: bytes, size: int) -> np.ndarray:
         raise BitstreamError(f"keyframe size {size} out of range ({MIN_SIDE}..{MAX_SIDE})")
     if not data or len(data) > MAX_PAYLOAD:
         raise BitstreamError(f"keyframe image of {len(data)} bytes")
+    name = CODEC_NAMES[codec_id]
     try:
         rgb = spec.decode(bytes(data))
-    except BitstreamError:
-        raise
+    except BitstreamError as e:
+        raise BitstreamError(f"{name} keyframe {e}") from None
     except (av.FFmpegError, cv2.error, ValueError, RuntimeError, MemoryError) as e:
-        name = CODEC_NAMES[codec_id]
         raise BitstreamError(f"{name} keyframe image could not be decoded: {e}") from None
     if rgb.shape != (size, size, 3) or rgb.dtype != np.uint8:
         raise BitstreamError(
-            f"keyframe image decodes to {rgb.shape[1]}x{rgb.shape[0]}, expected {size}x{size}"
+            f"{name} keyframe image decodes to {rgb.shape[1]}x{rgb.shape[0]}, "
+            f"expected {size}x{size}"
         )
     return rgb
 
