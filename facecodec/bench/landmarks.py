@@ -1,0 +1,44 @@
+"""MediaPipe face-mesh landmarks for the bench (crop protocol, AKD, temporal jitter).
+
+The bench keeps its own thin wrapper rather than the sender's tracker so that its numbers
+stay comparable with BASELINES.md whatever the sender's tracking turns into.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+N_LANDMARKS = 478  # 468 mesh points + 10 iris points with refine_landmarks=True
+
+
+def track_landmarks(frames: Iterable[np.ndarray], static: bool = False) -> np.ndarray:
+    """Pixel (x, y) of the 478 landmarks per RGB frame: [T, 478, 2] float32, NaN where no face.
+
+    Tracking mode (static=False) follows the BASELINES protocol: the detector runs only when
+    the tracker loses the face, which is both faster and steadier than per-frame detection.
+    """
+    import mediapipe as mp  # heavy import: only when landmarks are needed
+
+    out: list[np.ndarray] = []
+    with mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=static,
+        max_num_faces=1,
+        refine_landmarks=True,
+        min_detection_confidence=0.5,
+        min_tracking_confidence=0.5,
+    ) as mesh:
+        for frame in frames:
+            rgb = np.ascontiguousarray(frame)
+            h, w = rgb.shape[:2]
+            res = mesh.process(rgb)
+            if not res.multi_face_landmarks:
+                out.append(np.full((N_LANDMARKS, 2), np.nan, np.float32))
+                continue
+            lm = res.multi_face_landmarks[0].landmark
+            pts = np.array([(p.x * w, p.y * h) for p in lm], dtype=np.float32)
+            out.append(pts)
+    if not out:
+        return np.zeros((0, N_LANDMARKS, 2), np.float32)
+    return np.stack(out)
