@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from facecodec import __version__
@@ -148,8 +149,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_native_stderr() -> None:
+    """Native libraries (MediaPipe, TFLite) log to file descriptor 2 from their own threads.
+    Keep Python's sys.stderr on the real terminal and send descriptor 2 to /dev/null, so the
+    user sees only facecodec's own messages."""
+    if os.environ.get("FACECODEC_DEBUG"):
+        return
+    sys.stderr.flush()
+    real = os.dup(2)
+    sys.stderr = os.fdopen(real, "w", buffering=1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    warnings.filterwarnings("ignore", category=UserWarning, module="google.protobuf")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if argv is None:
+        _quiet_native_stderr()
     try:
         return int(args.func(args) or 0)
     except FacecodecError as e:

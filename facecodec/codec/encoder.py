@@ -28,7 +28,7 @@ from facecodec.motion.coder import CoderConfig, MotionEncoder, make_config, make
 from facecodec.motion.motion import Motion
 
 PRESETS = ("low", "medium", "high")
-K_MEDIUM = 24  # expression coefficients at the medium preset (low: 12, high: 48)
+K_MEDIUM = 16  # expression coefficients at the medium preset (low: 8, high: 32)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sys
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,12 +17,28 @@ from facecodec.errors import FacecodecError
 N_LANDMARKS = 478
 
 
-def _quiet_import_mediapipe():  # type: ignore[no-untyped-def]
-    # MediaPipe and TFLite print start-up chatter on stderr; a codec's CLI should not.
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """MediaPipe's C++ side prints start-up chatter straight to file descriptor 2; a codec's
+    command line should print only its own one-line messages."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _import_mediapipe():  # type: ignore[no-untyped-def]
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        with contextlib.redirect_stderr(io.StringIO()):
+        with _quiet_stderr():
             import mediapipe as mp
     except ImportError as e:  # pragma: no cover - install problem
         raise FacecodecError("mediapipe==0.10.14 is not installed (run `make`)") from e
@@ -66,8 +85,9 @@ class FaceMesh:
     """Thin wrapper that returns `Face` values instead of protobufs."""
 
     def __init__(self, max_faces: int = 1, static: bool = False, min_confidence: float = 0.5):
-        mp = _quiet_import_mediapipe()
-        with contextlib.redirect_stderr(io.StringIO()):
+        mp = _import_mediapipe()
+        self._warm = False
+        with _quiet_stderr():
             self._mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=static,
                 max_num_faces=max_faces,
@@ -78,7 +98,12 @@ class FaceMesh:
 
     def __call__(self, rgb: np.ndarray) -> list[Face]:
         h, w = rgb.shape[:2]
-        res = self._mesh.process(np.ascontiguousarray(rgb))
+        if not self._warm:  # the first call prints more chatter
+            with _quiet_stderr():
+                res = self._mesh.process(np.ascontiguousarray(rgb))
+            self._warm = True
+        else:
+            res = self._mesh.process(np.ascontiguousarray(rgb))
         faces = []
         for lm in res.multi_face_landmarks or []:
             a = np.array([(p.x, p.y, p.z) for p in lm.landmark], dtype=np.float32)

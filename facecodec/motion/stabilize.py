@@ -35,7 +35,7 @@ class OneEuro:
         self,
         units: np.ndarray,
         fps: float,
-        min_cutoff: float = 1.5,
+        min_cutoff: float = 0.2,
         beta: float = 0.02,
         d_cutoff: float = 4.0,
     ) -> None:
