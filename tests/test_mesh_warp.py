@@ -17,7 +17,9 @@ ROOT = Path(__file__).parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
 # The clip loader (fixed face crop + MediaPipe tracking) lives with the benchmark.
-_spec = importlib.util.spec_from_file_location("bench_mesh_warp", ROOT / "benchmarks" / "mesh_warp.py")
+_spec = importlib.util.spec_from_file_location(
+    "bench_mesh_warp", ROOT / "benchmarks" / "mesh_warp.py"
+)
 assert _spec and _spec.loader
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
@@ -82,38 +84,29 @@ def test_rest_pose_returns_the_reference(grid: tuple[np.ndarray, np.ndarray]) ->
     assert bench.psnr_y(w.warp(marks[0]), frames[0]) > 40.0
 
 
-@pytest.mark.parametrize("clip", ["grid_swiz3n.mpg", "liveportrait_d19.mp4"])
-def test_warp_beats_static_frame(clip: str) -> None:
-    frames, marks = bench.load_clip(DATA / "clips" / clip, max_frames=75)
-    warp, static = bench.evaluate(frames, bench.smooth(marks, sigma=2.0))
-    assert warp > static + 0.3, (warp, static)
+def test_warp_beats_static_frame(grid: tuple[np.ndarray, np.ndarray]) -> None:
+    frames, marks = grid
+    warp, static = bench.evaluate(frames, bench.smooth(marks))
+    assert warp > static + 2.0, (warp, static)
+
+
+def test_calm_clip_stays_close_to_static() -> None:
+    # On a clip where the head hardly moves, landmark jitter makes the static frame 0 hard to
+    # beat (BASELINES.md); the warp must stay close instead of bending the background.
+    frames, marks = bench.load_clip(DATA / "clips" / "liveportrait_d19.mp4", max_frames=75)
+    warp, static = bench.evaluate(frames, bench.smooth(marks))
+    assert warp > 30.0 and warp > static - 3.0, (warp, static)
 
 
 def test_background_far_from_the_head_stays_put(grid: tuple[np.ndarray, np.ndarray]) -> None:
     frames, marks = grid
-    w = MeshWarper(256, shade_mouth=False)
+    w = MeshWarper(256)
     w.set_reference(frames[0], marks[0])
     out = w.warp(marks[0] + [6.0, -4.0])  # the whole head moves
     for sl in (np.s_[:6, :6], np.s_[:6, -6:], np.s_[-6:, :6], np.s_[-6:, -6:]):
         assert np.abs(out[sl].astype(int) - frames[0][sl].astype(int)).max() <= 1
     face = np.s_[100:150, 100:150]
     assert np.abs(out[face].astype(int) - frames[0][face].astype(int)).mean() > 2
-
-
-def test_opening_mouth_darkens_it(grid: tuple[np.ndarray, np.ndarray]) -> None:
-    frames, marks = grid
-    dst = marks[0].copy()
-    # Drop the lower lip and chin as if the jaw opened.
-    lower = list(set(topo.LIPS_INNER_LOWER[1:-1]) | set(topo.LIPS_OUTER_LOWER[1:-1]) | {152})
-    dst[lower, 1] += 10.0
-    inner = dst[list(topo.LIPS_INNER)]
-    cx, cy = np.round(inner.mean(axis=0)).astype(int)
-    shaded, plain = MeshWarper(256), MeshWarper(256, shade_mouth=False)
-    means = []
-    for w in (shaded, plain):
-        w.set_reference(frames[0], marks[0])
-        means.append(w.warp(dst)[cy - 2:cy + 3, cx - 6:cx + 7].mean())
-    assert means[0] < means[1] - 10
 
 
 # -- hostile input -----------------------------------------------------------------------------

@@ -4,9 +4,15 @@ The 478 landmarks are triangulated with MediaPipe's tessellation; fans from the 
 and a strip between the lips fill the eye and mouth openings, so a closed mouth can open by
 stretching its border pixels. Around the face, two rings of control points (scaled copies of
 the face oval) and fixed points just outside the image border are Delaunay-triangulated once
-per reference. The inner ring follows the head's similarity transform (fitted on rigid
-landmarks) plus part of the jaw's own motion, the outer ring follows it half way (neck,
-shoulders), and the border stays still, so hair, ears and background move without tearing.
+per reference. The rings follow part of the head's similarity transform (fitted on rigid
+landmarks) and of the jaw line's own motion, less below the face (neck and collar belong to
+the torso) and less on the outer ring, and the border stays still, so hair, ears and
+background move without tearing. The shares were chosen on the validation clips: with
+tracked landmarks, which jitter, following less scores higher than following fully.
+
+Darkening the mouth where the target is more open than the reference (to hide the stretched
+lip pixels) was tried and lowered PSNR on every validation clip, so the opening is left as
+stretched reference pixels for a learned renderer to fix.
 
 Per frame the warp rasterises a triangle-index map of the *target* mesh at reduced
 resolution, maps each pixel back to the reference with its triangle's affine transform,
@@ -29,18 +35,13 @@ MIN_SIZE, MAX_SIZE = 128, 512
 # head motion followed above / below the face, share of the oval's own non-rigid motion such
 # as jaw opening). Above the face the inner ring carries hair and ears with the head; below
 # it the neck and collar belong to the torso and barely move, so they follow much less.
-RINGS = ((1.25, 1.0, 0.4, 0.5), (1.7, 0.5, 0.0, 0.0))
+RINGS = ((1.25, 0.7, 0.2, 0.3), (1.7, 0.3, 0.0, 0.0))
 BORDER_FADE = 0.12  # control points within this fraction of the size of the border move less
 BORDER_STEP = 8  # fixed border points per side
 
 # Target triangles thinner than this (px) are not drawn: their inverse affine is unstable and
 # neighbours (or the identity map) cover their few pixels.
 MIN_ALTITUDE = 0.35
-
-# Mouth interior: the darkening applied where the target mouth is more open than the
-# reference's (lips stretched over closed-mouth pixels otherwise look like a lip blob).
-MOUTH_COLOUR = np.array([45.0, 22.0, 22.0], dtype=np.float32)  # RGB
-MOUTH_MAX_SHADE = 0.6
 
 _EYE_FANS = (
     (topo.RIGHT_IRIS[0], topo.RIGHT_EYE),
@@ -92,13 +93,12 @@ class MeshWarper:
     triangle is usable. Non-finite landmarks raise ValueError (there is no sensible frame).
     """
 
-    def __init__(self, size: int, *, map_scale: float = 0.5, shade_mouth: bool = True) -> None:
+    def __init__(self, size: int, *, map_scale: float = 0.5) -> None:
         if not MIN_SIZE <= size <= MAX_SIZE:
             raise ValueError(f"size must be {MIN_SIZE}..{MAX_SIZE}, got {size}")
         if not 0.1 <= map_scale <= 1.0:
             raise ValueError(f"map_scale must be 0.1..1, got {map_scale}")
         self.size = size
-        self.shade_mouth = shade_mouth
         self._lo = max(16, round(size * map_scale))  # side of the map before upsampling
         self._s = self._lo / size
         # Full-resolution coordinates of the low-resolution pixel centres (cv2.resize's
@@ -173,8 +173,6 @@ class MeshWarper:
         self._tris = np.concatenate([outer, *eyes, mouth, topo.MESH_TRIANGLES]).astype(np.int32)
         self._ref_all = np.concatenate([ref, ring, border])
         self._ref_tri = self._ref_all[self._tris]  # (T, 3, 2)
-        inner = ref[list(topo.LIPS_INNER)]
-        self._ref_mouth_area = abs(_area(inner))
         self._image = np.ascontiguousarray(image)
 
     # -- per frame -------------------------------------------------------------------------
@@ -241,40 +239,7 @@ class MeshWarper:
         # Fixed-point maps (1/32 px) halve the cost of remap.
         m1, m2 = cv2.convertMaps(m, None, cv2.CV_16SC2)
         out = cv2.remap(image, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        if self.shade_mouth:
-            self._shade_mouth(out, pts)
         return out
-
-    def _shade_mouth(self, out: np.ndarray, pts: np.ndarray) -> None:
-        """Darken the target's inner-lip polygon by how much more open it is than the ref's.
-
-        Stretching closed-lip pixels over an opening gives a lip-coloured blob; a dark,
-        feathered fill reads as a mouth cavity and is closer to a real open mouth.
-        """
-        inner = pts[list(topo.LIPS_INNER)]
-        area = abs(_area(inner))
-        if area < 1.0:
-            return
-        shade = MOUTH_MAX_SHADE * max(0.0, 1.0 - self._ref_mouth_area / area)
-        if shade < 0.02:
-            return
-        x0, y0 = np.floor(inner.min(axis=0)).astype(int) - 3
-        x1, y1 = np.ceil(inner.max(axis=0)).astype(int) + 4
-        x0, y0 = max(x0, 0), max(y0, 0)
-        x1, y1 = min(x1, self.size), min(y1, self.size)
-        if x1 - x0 < 2 or y1 - y0 < 2:
-            return
-        mask = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
-        poly = np.round((inner - [x0, y0]) * 16.0).astype(np.int32)
-        cv2.fillPoly(mask, [poly], 1.0, cv2.LINE_AA, 4)
-        mask = cv2.GaussianBlur(mask, (5, 5), 1.2)[..., None] * shade
-        roi = out[y0:y1, x0:x1].astype(np.float32)
-        out[y0:y1, x0:x1] = np.clip(roi + mask * (MOUTH_COLOUR - roi) + 0.5, 0, 255)
-
-
-def _area(poly: np.ndarray) -> float:
-    x, y = poly[:, 0], poly[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
 
 
 def _invert(m: np.ndarray) -> np.ndarray:
