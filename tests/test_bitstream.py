@@ -6,6 +6,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -210,9 +211,17 @@ def test_payload_validation() -> None:
         KeyframePayload(1, (0.0, 0.0, 1.0), 5, (0.0,) * 256, b"img"),
         KeyframePayload(1, (0.0, 0.0, 1.0), 5, (), b""),
         KeyframePayload(70000, (0.0, 0.0, 1.0), 5, (), b"img"),
+        KeyframePayload(1, (0.0, 0.0), 5, (), b"img"),
+        KeyframePayload(1, (0.0, 0.0, 1.0), 5, (1e39,), b"img"),  # beyond float32
     ):
         with pytest.raises(BitstreamError):
             bad.to_bytes()
+    with pytest.raises(BitstreamError, match="numbers"):
+        KeyframePayload(1, (0.0, 0.0, 1.0), 5, ("a",), b"img")
+    # values are float32 from the start, so the sender holds what the receiver will read
+    rounded = KeyframePayload(1, (0.1, 0.2, 0.3), 5, (0.1,), b"img")
+    assert rounded.motion == (float(np.float32(0.1)),)
+    assert KeyframePayload.from_bytes(rounded.to_bytes()) == rounded
     raw = good.to_bytes()
     with pytest.raises(BitstreamError, match="truncated"):
         KeyframePayload.from_bytes(raw[:16])  # motion count says 1, value missing

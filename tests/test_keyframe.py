@@ -72,7 +72,7 @@ def test_default_codec_and_coder_object(face: np.ndarray) -> None:
 
 def test_keyframe_travels_in_a_packet(face: np.ndarray) -> None:
     cid, data = kf.encode_image(face, 50)
-    payload = KeyframePayload(3, (100.0, 40.5, 380.0), cid, (0.25,) * 29, data)  # f32-exact
+    payload = KeyframePayload(3, (100.0, 40.5, 380.0), cid, (0.1,) * 29, data)
     raw = encode_packet(Packet(PacketType.KEYFRAME, 0, 0, payload.to_bytes()))
     packet, _ = decode_packet(raw)
     got = KeyframePayload.from_bytes(packet.payload)

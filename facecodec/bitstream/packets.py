@@ -190,11 +190,18 @@ def _check_u16(value: int, field: str) -> None:
         raise BitstreamError(f"{field} {value} out of range (0..65535)")
 
 
-_F32_MAX = float(np.finfo(np.float32).max)
+def _as_f32(values: object, field: str) -> tuple[float, ...]:
+    """Round to float32 now, so the payload object holds exactly what the receiver reads."""
+    try:
+        arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise BitstreamError(f"{field} must be numbers") from None
+    with np.errstate(over="ignore"):  # out-of-range values become inf and fail validation
+        return tuple(float(v) for v in arr.astype(np.float32))
 
 
 def _check_f32(value: float, field: str) -> None:
-    if not math.isfinite(value) or abs(value) > _F32_MAX:
+    if not math.isfinite(value):
         raise BitstreamError(f"{field} {value} is not a finite float32")
 
 
@@ -204,7 +211,8 @@ class KeyframePayload:
 
     `crop` is (x, y, side) of the crop's top-left corner and side in source pixels, so a
     receiver can paste the face back into the source frame. `motion` is the flat
-    `Motion.to_vector()` of the picture (float32 on the wire).
+    `Motion.to_vector()` of the picture. Both are float32 on the wire and are rounded to
+    float32 on construction, so sender and receiver see the same numbers.
     """
 
     keyframe_id: int
@@ -214,6 +222,10 @@ class KeyframePayload:
     image: bytes
 
     MAX_MOTION = 255
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "crop", _as_f32(self.crop, "keyframe crop"))
+        object.__setattr__(self, "motion", _as_f32(self.motion, "keyframe motion"))
 
     def validate(self) -> None:
         _check_u16(self.keyframe_id, "keyframe id")
