@@ -36,6 +36,7 @@ MIN_SIZE, MAX_SIZE = 128, 512
 # as jaw opening). Above the face the inner ring carries hair and ears with the head; below
 # it the neck and collar belong to the torso and barely move, so they follow much less.
 RINGS = ((1.25, 0.7, 0.2, 0.3), (1.7, 0.3, 0.0, 0.0))
+MAX_LAG = 0.5  # how far (share of its distance to the oval) a ring point may trail the face
 BORDER_FADE = 0.12  # control points within this fraction of the size of the border move less
 BORDER_STEP = 8  # fixed border points per side
 
@@ -153,6 +154,8 @@ class MeshWarper:
         self._ring_jaw = (jaw_a * fade)[:, None]
         self._oval_ref = oval
         self._ring_oval = np.tile(np.arange(len(oval)), len(RINGS))[keep]
+        self._ring_fade = fade[:, None]
+        self._ring_gap = np.linalg.norm(ring - oval[self._ring_oval], axis=1)[:, None]
         self._border = border
 
         n_lm, n_ring = topo.N_LANDMARKS, len(ring)
@@ -190,7 +193,14 @@ class MeshWarper:
             m[:, 2] = dst[list(topo.RIGID)].mean(axis=0)
         jaw = dst[list(topo.FACE_OVAL)] - _apply(m, self._oval_ref)
         head = _apply(m, self._ring_ref) - self._ring_ref
-        ring = self._ring_ref + self._ring_follow * head + self._ring_jaw * jaw[self._ring_oval]
+        move = self._ring_follow * head + self._ring_jaw * jaw[self._ring_oval]
+        # A ring point must not fall behind its oval point by more than half their distance,
+        # or the face would fold over it (a hard cut at the jaw under large head motion).
+        lag = (dst[list(topo.FACE_OVAL)] - self._oval_ref)[self._ring_oval] - move
+        size = np.linalg.norm(lag, axis=1, keepdims=True)
+        excess = np.maximum(size - MAX_LAG * self._ring_gap, 0.0)
+        move += lag * (excess / np.maximum(size, 1e-9)) * self._ring_fade
+        ring = self._ring_ref + move
         return np.concatenate([dst, ring, self._border]), m
 
     def warp(self, dst_points: np.ndarray) -> np.ndarray:
