@@ -228,3 +228,23 @@ def decode_file(
     sink.finish(dec.total_frames if error is None else None)
     writer.close()
     return DecodeResult(header, sink.next, dec.stats, error)
+
+
+def decode_packets(
+    header: StreamHeader, packets: list[Packet], n_frames: int, renderer: str = DEFAULT_RENDERER
+) -> np.ndarray:
+    """Decode an in-memory stream to [n_frames, S, S, 3], holding frames over gaps like the
+    file decoder does (used by benchmarks, which score many streams without writing files)."""
+    dec = StreamDecoder(header, renderer)
+    out: list[np.ndarray | None] = [None] * n_frames
+    for p in packets:
+        for i, f in dec.push(p):
+            if 0 <= i < n_frames:
+                out[i] = f
+    first = next((f for f in out if f is not None), None)
+    if first is None:
+        raise BitstreamError("the stream holds no decodable frame")
+    last = first
+    for i, f in enumerate(out):
+        out[i] = last = f if f is not None else last
+    return np.stack(out)  # type: ignore[arg-type]

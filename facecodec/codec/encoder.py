@@ -19,7 +19,7 @@ from facecodec.bitstream.packets import (
     PacketType,
     encode_packet,
 )
-from facecodec.capture.video import probe, read_frames
+from facecodec.capture.video import VideoInfo, probe, read_frames
 from facecodec.codec.analysis import AnalysisReport, FaceAnalyzer, KeyframeEvent, MotionEvent
 from facecodec.codec.keyframe import encode_image
 from facecodec.errors import FacecodecError
@@ -204,34 +204,54 @@ def _search_config(
     return make_config_q(lo, basis.k_max, basis.std)
 
 
-def encode_file(
+@dataclass
+class Analysis:
+    """What tracking a whole file produced; coding it at several rates reuses it."""
+
+    info: VideoInfo
+    events: list[KeyframeEvent | MotionEvent]
+    report: AnalysisReport
+
+    @property
+    def keyframes(self) -> list[KeyframeEvent]:
+        return [e for e in self.events if isinstance(e, KeyframeEvent)]
+
+
+def analyze_file(
     src: str | Path,
-    dst: str | Path | None,
     settings: EncoderSettings = EncoderSettings(),  # noqa: B008 - frozen dataclass
     progress: bool = False,
-) -> EncodeResult:
-    """Encode a video file. `dst` None: encode in memory only (the bench uses this)."""
+    max_frames: int | None = None,
+) -> Analysis:
     settings.validate()
     info = probe(src)
-    basis = load_basis()
-    fps = info.fps
     analyzer = FaceAnalyzer(
-        basis, settings.size, float(fps), allow_several=settings.allow_several,
+        load_basis(), settings.size, float(info.fps), allow_several=settings.allow_several,
         refresh_s=settings.refresh_s,
     )
     events: list[KeyframeEvent | MotionEvent] = []
     try:
-        frames = read_frames(src)
+        frames = read_frames(src, max_frames)
         if progress:
             frames = tqdm(frames, total=info.frames, desc="encode", unit="frame", leave=False)
         for i, frame in enumerate(frames):
             events += analyzer.push(frame, i)
     finally:
         analyzer.close()
-    report = analyzer.report
-    keyframes = [e for e in events if isinstance(e, KeyframeEvent)]
-    if not keyframes:
-        raise FacecodecError(f"{src}: no face found in {report.frames} frames")
+    if not any(isinstance(e, KeyframeEvent) for e in events):
+        raise FacecodecError(f"{src}: no face found in {analyzer.report.frames} frames")
+    return Analysis(info, events, analyzer.report)
+
+
+def code_analysis(
+    analysis: Analysis,
+    settings: EncoderSettings = EncoderSettings(),  # noqa: B008 - frozen dataclass
+) -> EncodeResult:
+    """Packets for an analysed file at the settings' preset or target rate."""
+    settings.validate()
+    basis = load_basis()
+    info, events, report = analysis.info, analysis.events, analysis.report
+    fps = info.fps
     if settings.target_kbps is not None:
         config = _search_config(basis, events, settings, fps, report.frames)
         preset = f"target{settings.target_kbps:g}"
@@ -251,22 +271,35 @@ def encode_file(
         coder_config=config.to_bytes(),
     )
     packets = packetize(events, config, settings, fps, report.frames)
+    motions = {e.index: e.motion for e in events if isinstance(e, MotionEvent)}
+    return EncodeResult(header, packets, report, analysis.keyframes, motions)
+
+
+def encode_file(
+    src: str | Path,
+    dst: str | Path | None,
+    settings: EncoderSettings = EncoderSettings(),  # noqa: B008 - frozen dataclass
+    progress: bool = False,
+) -> EncodeResult:
+    """Encode a video file. `dst` None: encode in memory only."""
+    result = code_analysis(analyze_file(src, settings, progress), settings)
     if dst is not None:
         with FcvWriter(dst) as w:
-            w.write_header(header)
-            for p in packets:
+            w.write_header(result.header)
+            for p in result.packets:
                 w.write_packet(p)
-    motions = {e.index: e.motion for e in events if isinstance(e, MotionEvent)}
-    return EncodeResult(header, packets, report, keyframes, motions)
+    return result
 
 
-def original_crops(src: str | Path, keyframes: list[KeyframeEvent], size: int) -> np.ndarray:
+def original_crops(
+    src: str | Path, keyframes: list[KeyframeEvent], size: int, max_frames: int | None = None
+) -> np.ndarray:
     """The source frames cut with the crops the encoder chose: what the receiver should show.
     Frames before the first keyframe use the first crop."""
     sched = sorted((k.index, k.crop) for k in keyframes)
     out = []
     j = 0
-    for i, frame in enumerate(read_frames(src)):
+    for i, frame in enumerate(read_frames(src, max_frames)):
         while j + 1 < len(sched) and sched[j + 1][0] <= i:
             j += 1
         out.append(sched[j][1].cut(frame, size))

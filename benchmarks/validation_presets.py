@@ -1,0 +1,80 @@
+"""Rate and quality of every preset on the validation clips (mesh-warp renderer).
+
+    .venv/bin/python benchmarks/validation_presets.py [--split validation] [--json OUT]
+        [--side-by-side CLIP_STEM --out DIR]
+
+Per clip and preset: motion kbps (MOTION + RESYNC packets with their overhead), total kbps
+(header, keyframes and motion over the clip's duration), and PSNR-Y / MS-SSIM of the
+reconstruction against the source cut with the encoder's own crops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from facecodec.bench.metrics import luma, ms_ssim, psnr_y
+from facecodec.codec.decoder import decode_packets
+from facecodec.codec.encoder import (
+    PRESETS,
+    EncoderSettings,
+    analyze_file,
+    code_analysis,
+    original_crops,
+)
+from facecodec.demo import side_by_side
+from facecodec.train.landmarks import load_split
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--split", default="validation")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--side-by-side", default=None, help="clip stem to write a video for")
+    ap.add_argument("--out", type=Path, default=Path("out/validation"))
+    a = ap.parse_args()
+    rows = []
+    print(f"{'clip':28} {'preset':7} {'frames':>6} {'motion':>8} {'total':>8} {'PSNR-Y':>7} "
+          f"{'MS-SSIM':>7}")
+    for clip in load_split(DATA, a.split):
+        analysis = analyze_file(clip)
+        crops = original_crops(clip, analysis.keyframes, 256)
+        for preset in PRESETS:
+            r = code_analysis(analysis, EncoderSettings(preset=preset))
+            rec = decode_packets(r.header, r.packets, len(crops))
+            row = {
+                "clip": clip.stem,
+                "preset": preset,
+                "frames": len(crops),
+                "fps": float(r.header.fps),
+                "motion_kbps": r.motion_kbps,
+                "total_kbps": r.total_bytes * 8 / 1000 / r.duration_s,
+                "keyframes": len(r.keyframes),
+                "psnr_y": float(np.mean(psnr_y(luma(crops), luma(rec)))),
+                "ms_ssim": float(np.mean(ms_ssim(crops, rec))),
+            }
+            rows.append(row)
+            print(f"{clip.stem:28} {preset:7} {row['frames']:6d} {row['motion_kbps']:8.2f} "
+                  f"{row['total_kbps']:8.2f} {row['psnr_y']:7.2f} {row['ms_ssim']:7.4f}",
+                  flush=True)
+            if a.side_by_side == clip.stem and preset == "medium":
+                side_by_side(crops, rec, a.out / f"{clip.stem}_side_by_side.mp4", r.header.fps)
+    for preset in PRESETS:
+        sel = [r for r in rows if r["preset"] == preset]
+        print(f"{'mean':28} {preset:7} {'':6} "
+              f"{np.mean([r['motion_kbps'] for r in sel]):8.2f} "
+              f"{np.mean([r['total_kbps'] for r in sel]):8.2f} "
+              f"{np.mean([r['psnr_y'] for r in sel]):7.2f} "
+              f"{np.mean([r['ms_ssim'] for r in sel]):7.4f}")
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""facecodec as a system under test in the bench.
+
+The reference every codec gets is facecodec's own face crop of the source (the crop the
+receiver reproduces), so facecodec's output is compared pixel for pixel without any
+re-framing; conventional codecs code exactly those frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from facecodec.bench.reference import ReferenceClip
+from facecodec.bench.system import SystemFn, SystemPoint
+from facecodec.bitstream.packets import PacketType, encode_packet
+from facecodec.codec.decoder import decode_packets
+from facecodec.codec.encoder import Analysis, EncoderSettings, analyze_file, code_analysis
+from facecodec.codec.encoder import original_crops as _crops
+
+# (label, motion preset, keyframe quality): rate rises along the list.
+LADDER = (
+    ("low-k40", "low", 40),
+    ("medium-k60", "medium", 60),
+    ("high-k80", "high", 80),
+    ("high-k92", "high", 92),
+)
+QUICK_LADDER = LADDER[:2]
+
+_analyses: dict[tuple[str, int, int], Analysis] = {}
+
+
+def _analysis(path: Path, size: int, max_frames: int) -> Analysis:
+    key = (str(Path(path).resolve()), size, max_frames)
+    if key not in _analyses:
+        _analyses[key] = analyze_file(path, EncoderSettings(size=size), max_frames=max_frames)
+    return _analyses[key]
+
+
+def facecodec_reference(path: Path, size: int = 256, max_frames: int = 150) -> ReferenceClip:
+    """Source frames cut with the crops facecodec's sender chooses."""
+    a = _analysis(path, size, max_frames)
+    frames = _crops(path, a.keyframes, size, max_frames)
+    return ReferenceClip(frames, a.info.fps, Path(path).stem)
+
+
+def facecodec_system(renderers: tuple[str, ...] = ("warp",), quick: bool = False) -> SystemFn:
+    ladder = QUICK_LADDER if quick else LADDER
+
+    def run(ref: ReferenceClip, source: Path) -> list[SystemPoint]:
+        a = _analysis(source, ref.size, len(ref.frames))
+        points = []
+        for label, preset, kq in ladder:
+            r = code_analysis(a, EncoderSettings(size=ref.size, preset=preset,
+                                                 keyframe_quality=kq))
+            sizes = [(p.type, len(encode_packet(p))) for p in r.packets]
+            total = r.total_bytes
+            first_key = next(n for t, n in sizes if t == PacketType.KEYFRAME)
+            steady = total - len(r.header.to_bytes()) - first_key
+            for renderer in renderers:
+                frames = decode_packets(r.header, r.packets, len(ref.frames), renderer)
+                points.append(
+                    SystemPoint(f"facecodec-{renderer}", label, frames, total, total, steady)
+                )
+        return points
+
+    run.__name__ = "facecodec"
+    return run
