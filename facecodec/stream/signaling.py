@@ -110,7 +110,7 @@ class SignalingServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen and return the ws:// URL (port 0 picks a free port)."""
-        self._runner = web.AppRunner(self.app, handle_signals=False)
+        self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()

@@ -129,7 +129,7 @@ class Viewer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen and return the page URL (port 0 picks a free port)."""
-        self._runner = web.AppRunner(self.app, handle_signals=False)
+        self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         try:
@@ -214,7 +214,9 @@ class Viewer:
             while not self._stopping:
                 async with self._new_frame:
                     await self._new_frame.wait_for(
-                        lambda last=sent_index: self._stopping or self._frame_index != last
+                        lambda last=sent_index: (
+                            self._stopping or (self._jpeg is not None and self._frame_index != last)
+                        )
                     )
                     jpeg, sent_index = self._jpeg, self._frame_index
                 if self._stopping or jpeg is None:

@@ -1,0 +1,143 @@
+"""The browser viewer: HTTP endpoints directly, and the page in headless Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import struct
+import subprocess
+import tempfile
+import time
+
+import aiohttp
+import av
+import numpy as np
+import pytest
+
+from facecodec.stream.viewer import BOUNDARY, Viewer, wav_header
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def frame(i: int) -> np.ndarray:
+    rgb = np.zeros((64, 48, 3), np.uint8)
+    rgb[..., 0] = (i * 40) % 256
+    rgb[: i % 64, :, 1] = 255
+    return rgb
+
+
+def test_wav_header_layout() -> None:
+    head = wav_header(48000, 2)
+    assert head[:4] == b"RIFF" and head[8:16] == b"WAVEfmt " and head[36:40] == b"data"
+    fmt = struct.unpack("<IHHIIHH", head[16:36])
+    assert fmt == (16, 1, 2, 48000, 192000, 4, 16)
+
+
+def test_endpoints_serve_frames_audio_and_reject_bad_reports() -> None:
+    async def main() -> None:
+        viewer = Viewer(title="t")
+        url = await viewer.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                page = await (await http.get(url)).text()
+                assert "Play audio" in page and "stream.mjpg" in page
+                with pytest.raises(ValueError):
+                    await viewer.publish_frame(np.zeros((4, 4), np.uint8), 0)
+                mjpeg = await http.get(url + "stream.mjpg")
+                assert BOUNDARY in mjpeg.headers["Content-Type"]
+                for i in range(3):
+                    await viewer.publish_frame(frame(i), i)
+                    await asyncio.sleep(0.05)
+                body = b""
+                while body.count(b"\xff\xd9") < 3:  # three complete JPEGs
+                    chunk = await asyncio.wait_for(mjpeg.content.read(65536), 5)
+                    assert chunk, "stream ended early"
+                    body += chunk
+                assert body.startswith(f"--{BOUNDARY}".encode()) and body.count(b"\xff\xd8") >= 3
+                mjpeg.close()
+
+                audio = await http.get(url + "audio.wav")
+                pcm = av.AudioFrame.from_ndarray(
+                    np.full((1, 960 * 2), 1000, np.int16), format="s16", layout="stereo"
+                )
+                pcm.sample_rate = 48000
+                await asyncio.sleep(0.05)
+                viewer.publish_audio(pcm)
+                data = await asyncio.wait_for(audio.content.readexactly(44 + 3840), 5)
+                assert data[:44] == wav_header(48000, 2)
+                assert np.all(np.frombuffer(data[44:], "<i2") == 1000)
+                audio.close()
+
+                bad = await http.post(url + "report", data=b"{nope")
+                assert bad.status == 400
+                ok = await http.post(
+                    url + "report", data=b'{"frames": 4, "width": 48, "height": 64}'
+                )
+                assert ok.status == 204 and viewer.stats.browser_frames_shown == 4
+                status = await (await http.get(url + "status")).json()
+                assert status["frames_published"] == 3 and status["frame_index"] == 2
+        finally:
+            await viewer.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_silent_call_says_so() -> None:
+    async def main() -> None:
+        viewer = Viewer(has_audio=False)
+        url = await viewer.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                assert "carries no audio" in await (await http.get(url)).text()
+                assert (await http.get(url + "audio.wav")).status == 404
+        finally:
+            await viewer.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install -y chromium)")
+def test_page_in_headless_chromium_shows_frames() -> None:
+    async def main() -> None:
+        viewer = Viewer()
+        url = await viewer.start()
+        profile = tempfile.TemporaryDirectory()
+        browser = subprocess.Popen(
+            [
+                str(CHROMIUM),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile.name}",
+                url,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            i = 0
+            # Publish at 25 fps until the page reports it has decoded and shown 10 frames.
+            while viewer.stats.browser_frames_shown < 10 and time.monotonic() < deadline:
+                assert browser.poll() is None, "chromium exited early"
+                await viewer.publish_frame(frame(i), i)
+                i += 1
+                await asyncio.sleep(0.04)
+            assert viewer.stats.browser_frames_shown >= 10, viewer.stats
+            assert viewer.stats.browser_size == (48, 64)
+            assert viewer.stats.frames_served >= 10
+        finally:
+            browser.terminate()
+            try:
+                browser.wait(10)
+            except subprocess.TimeoutExpired:
+                browser.kill()
+                browser.wait()
+            await viewer.stop()
+            profile.cleanup()
+
+    asyncio.run(main())
