@@ -1,0 +1,34 @@
+"""Cross-check the conventional ladders against BASELINES.md on the validation split.
+
+Runs every conventional codec with the BASELINES crop protocol and writes the usual
+report (out/crosscheck/report.md); docs/bench_crosscheck.md compares it with the table.
+Only the metrics BASELINES reports are computed, to keep the run short.
+
+    .venv/bin/python benchmarks/bench_crosscheck.py [--clips N] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from facecodec.bench.runner import DATA_DIR, run_bench
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", type=int, default=6, help="first N validation clips")
+    ap.add_argument("--out", type=Path, default=Path("out/crosscheck"))
+    ap.add_argument("--codecs", nargs="*", default=None)
+    args = ap.parse_args()
+    names = json.loads((DATA_DIR / "splits.json").read_text())["validation"][: args.clips]
+    result = run_bench(
+        [DATA_DIR / n for n in names], args.out, systems=args.codecs,
+        metrics=("psnr_y", "ms_ssim", "vmaf"),
+    )
+    print(f"{result['config']['seconds']} s; report: {args.out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()

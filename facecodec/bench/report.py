@@ -1,0 +1,277 @@
+"""Bench results: results.json, results.csv, rate-quality plots, BD-rates, report.md.
+
+Curves are validation means: for each system and setting, rates and metrics averaged over
+the clips (as BASELINES.md does), then compared in log-rate at equal quality.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facecodec.bench.curves import bd_rate, meet, rate_at_quality
+from facecodec.bench.metrics import ALL_METRICS, HIGHER_IS_BETTER
+
+RATE_KINDS = ("kbps_all", "kbps_net", "kbps_steady")
+ANCHOR = "x264-rt"
+# Quality targets of BASELINES.md's table, to cross-check and to read rates off the curves.
+TARGETS: tuple[tuple[str, float], ...] = (
+    ("vmaf", 30.0), ("vmaf", 40.0), ("vmaf", 50.0), ("vmaf", 60.0), ("ms_ssim", 0.95),
+)
+
+
+def mean_curves(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per system: one row per setting with rates and metrics averaged over clips,
+    rate ascending. Settings not run on every clip of the system are left out, so a mean
+    never mixes different clip sets."""
+    clips_of: dict[str, set[str]] = defaultdict(set)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for p in points:
+        clips_of[p["system"]].add(p["clip"])
+        groups[(p["system"], p["setting"])].append(p)
+    curves: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (system, setting), rows in groups.items():
+        if {r["clip"] for r in rows} != clips_of[system]:
+            continue
+        row: dict[str, Any] = {"system": system, "setting": setting, "clips": len(rows)}
+        for k in (*RATE_KINDS, *ALL_METRICS):
+            vals = [r[k] for r in rows if k in r and r[k] is not None and not math.isnan(r[k])]
+            if vals:
+                row[k] = float(np.mean(vals))
+        curves[system].append(row)
+    for rows in curves.values():
+        rows.sort(key=lambda r: r["kbps_all"])
+    return dict(curves)
+
+
+def _curve(rows: list[dict[str, Any]], rate: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    ok = [r for r in rows if rate in r and metric in r]
+    return np.array([r[rate] for r in ok]), np.array([r[metric] for r in ok])
+
+
+def headline(
+    curves: dict[str, list[dict[str, Any]]], test: str | None, anchor: str = ANCHOR
+) -> dict[str, Any]:
+    """Bitrate ratio test / anchor at equal quality per metric and rate kind, read where
+    the curves meet, or how far apart they are when they do not."""
+    if test is None or test not in curves:
+        return {"status": "no system under test in this run", "test": test, "anchor": anchor}
+    if anchor not in curves:
+        return {"status": f"anchor {anchor} not in this run", "test": test, "anchor": anchor}
+    out: dict[str, Any] = {"status": "ok", "test": test, "anchor": anchor, "metrics": {}}
+    for metric in ALL_METRICS:
+        per_rate = {}
+        for rate in ("kbps_all", "kbps_steady"):
+            ra, qa = _curve(curves[anchor], rate, metric)
+            rt, qt = _curve(curves[test], rate, metric)
+            if not len(ra) or not len(rt):
+                continue
+            m = meet(ra, qa, rt, qt, HIGHER_IS_BETTER[metric])
+            per_rate[rate] = {**m.__dict__, "text": m.describe(test, anchor, metric)}
+        if per_rate:
+            out["metrics"][metric] = per_rate
+    return out
+
+
+def bd_rates(
+    curves: dict[str, list[dict[str, Any]]], chosen: str, rate: str = "kbps_all"
+) -> dict[str, dict[str, float | None]]:
+    """BD-rate (%) of `chosen` against every other system, per metric (None: no overlap)."""
+    out: dict[str, dict[str, float | None]] = {}
+    if chosen not in curves:
+        return out
+    for other, rows in curves.items():
+        if other == chosen:
+            continue
+        out[other] = {}
+        for metric in ALL_METRICS:
+            ra, qa = _curve(rows, rate, metric)
+            rt, qt = _curve(curves[chosen], rate, metric)
+            out[other][metric] = (
+                bd_rate(ra, qa, rt, qt, HIGHER_IS_BETTER[metric]) if len(ra) and len(rt) else None
+            )
+    return out
+
+
+def rates_at_targets(
+    curves: dict[str, list[dict[str, Any]]], rate: str = "kbps_all"
+) -> dict[str, dict[str, Any]]:
+    """Per system: lowest rate reached (and VMAF there) and the rate for each TARGETS
+    quality, or "below floor" / "above top" where the curve does not reach it."""
+    out: dict[str, dict[str, Any]] = {}
+    for system, rows in curves.items():
+        floor = min(rows, key=lambda r: r[rate])
+        entry: dict[str, Any] = {"lowest_rate": floor[rate], "vmaf_at_lowest": floor.get("vmaf")}
+        for metric, target in TARGETS:
+            r, q = _curve(rows, rate, metric)
+            key = f"{metric}_{target:g}"
+            got = rate_at_quality(r, q, target, HIGHER_IS_BETTER[metric]) if len(r) else None
+            if got is not None:
+                entry[key] = got
+            elif len(q) and (
+                q.min() > target if HIGHER_IS_BETTER[metric] else q.max() < target
+            ):
+                entry[key] = "below floor"  # even the lowest rate does better than this
+            else:
+                entry[key] = "above top"
+        out[system] = entry
+    return out
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else str(v)
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, np.generic):
+        return _json_safe(v.item())
+    return v
+
+
+def plot_curves(curves: dict[str, list[dict[str, Any]]], out_dir: Path) -> list[Path]:
+    """One rate-quality PNG per metric, every system, clip means, log-rate axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for metric in ALL_METRICS:
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        drawn = False
+        for system, rows in sorted(curves.items()):
+            r, q = _curve(rows, "kbps_all", metric)
+            if len(r):
+                ax.plot(r, q, "o-", label=system, ms=3, lw=2.5 if system == ANCHOR else 1.2)
+                drawn = True
+        if not drawn:
+            plt.close(fig)
+            continue
+        ax.set_xscale("log")
+        ax.set_xlabel("kbit/s (all bytes)")
+        ax.set_ylabel(metric + ("" if HIGHER_IS_BETTER[metric] else " (lower is better)"))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"{metric} vs rate, mean over clips")
+        fig.tight_layout()
+        path = out_dir / f"rd_{metric}.png"
+        tmp = out_dir / f".rd_{metric}.{os.getpid()}.png"
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, float) and math.isnan(v):
+        return "-"
+    return f"{v:.{digits}g}"
+
+
+def _markdown(result: dict[str, Any], plots: list[Path]) -> str:
+    lines = ["# facecodec bench report", ""]
+    cfg = result["config"]
+    lines += [
+        f"Clips: {', '.join(cfg['clips'])}; frames per clip: up to {cfg['max_frames']}; "
+        f"quick: {cfg['quick']}; metric sampling: {cfg['sampling']}.",
+        "",
+        "## Headline",
+        "",
+    ]
+    head = result["headline"]
+    if head.get("status") != "ok":
+        lines.append(f"No headline: {head.get('status')}.")
+    else:
+        for per_rate in head["metrics"].values():
+            for rate, m in per_rate.items():
+                lines.append(f"- ({rate}) {m['text']}")
+    lines += ["", "## Rates at quality targets (mean over clips, kbit/s, all bytes)", ""]
+    keys = [f"{m}_{t:g}" for m, t in TARGETS]
+    lines.append("| system | lowest rate | VMAF there | " + " | ".join(keys) + " |")
+    lines.append("|---" * (3 + len(keys)) + "|")
+    for system, e in result["rates_at_targets"].items():
+        cells = [_fmt(e["lowest_rate"]), _fmt(e["vmaf_at_lowest"])]
+        cells += [_fmt(e.get(k)) for k in keys]
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    chosen = result["bd_rate_system"]
+    lines += ["", f"## BD-rate of {chosen} against each system (%, negative = saves rate)", ""]
+    lines.append("| against | " + " | ".join(ALL_METRICS) + " |")
+    lines.append("|---" * (1 + len(ALL_METRICS)) + "|")
+    for other, per in result["bd_rate"].items():
+        lines.append(f"| {other} | " + " | ".join(_fmt(per.get(m)) for m in ALL_METRICS) + " |")
+    lines += ["", "## Mean curves", ""]
+    cols = [*RATE_KINDS, *ALL_METRICS]
+    lines.append("| system | setting | " + " | ".join(cols) + " |")
+    lines.append("|---" * (2 + len(cols)) + "|")
+    for system, rows in result["curves"].items():
+        for r in rows:
+            lines.append(
+                f"| {system} | {r['setting']} | " + " | ".join(_fmt(r.get(c), 4) for c in cols)
+                + " |"
+            )
+    missing = [p for p in result["points"] if p.get("no_face_frames")]
+    if missing:
+        lines += ["", "## Reconstructions where no face was found", ""]
+        for p in missing:
+            lines.append(
+                f"- {p['clip']} {p['system']} {p['setting']}: {len(p['no_face_frames'])} frames"
+            )
+    lines += ["", "## Plots", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    points: list[dict[str, Any]],
+    out_dir: Path,
+    config: dict[str, Any],
+    test_system: str | None = None,
+    anchor: str = ANCHOR,
+) -> dict[str, Any]:
+    """Write results.json, results.csv, rd_<metric>.png and report.md; return the result."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    curves = mean_curves(points)
+    chosen = test_system if test_system in curves else anchor
+    result: dict[str, Any] = {
+        "config": config,
+        "headline": headline(curves, test_system, anchor),
+        "bd_rate_system": chosen,
+        "bd_rate": bd_rates(curves, chosen),
+        "rates_at_targets": rates_at_targets(curves),
+        "rates_at_targets_steady": rates_at_targets(curves, "kbps_steady"),
+        "curves": curves,
+        "points": points,
+    }
+    _atomic_write(out_dir / "results.json", json.dumps(_json_safe(result), indent=1))
+    cols = ["clip", "system", "setting", "frames", "fps", "bytes_all", "bytes_net",
+            "bytes_steady", *RATE_KINDS, *ALL_METRICS, "no_face_frames"]
+    tmp = out_dir / f".results.csv.{os.getpid()}.tmp"
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for p in points:
+            w.writerow({**p, "no_face_frames": len(p.get("no_face_frames", []))})
+    os.replace(tmp, out_dir / "results.csv")
+    plots = plot_curves(curves, out_dir)
+    _atomic_write(out_dir / "report.md", _markdown(result, plots))
+    return result
