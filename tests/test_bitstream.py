@@ -407,6 +407,25 @@ def test_damage_is_named_after_the_good_packets(tmp_path: Path) -> None:
     assert "damaged" in format_info(d)
 
 
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=200))
+def test_reader_on_random_packet_bytes(
+    tmp_path_factory: pytest.TempPathFactory, tail: bytes
+) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "f.fcv"
+    good = b"".join(encode_packet(p) for p in small_stream()[:2])
+    for body in (tail, good + tail, good[:-3] + tail):
+        path.write_bytes(HEADER.to_bytes() + body)
+        got = []
+        try:
+            for p in FcvReader(path):
+                got.append(p)
+        except BitstreamError:
+            pass
+        if body.startswith(good):
+            assert got[:2] == small_stream()[:2]
+
+
 def test_data_after_end_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "e.fcv"
     write_stream(path, small_stream())
