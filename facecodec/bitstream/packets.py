@@ -128,7 +128,7 @@ def decode_packet(buf: bytes | bytearray | memoryview, offset: int = 0) -> tuple
     Raises `PacketError` (a `BitstreamError`) when the bytes there are not a whole, intact
     packet; its `reason` is "truncated ..." when the buffer ends inside the packet.
     """
-    view = memoryview(buf).cast("B") if not isinstance(buf, memoryview) else buf.cast("B")
+    view = memoryview(buf).cast("B")
     if not 0 <= offset <= len(view):
         raise PacketError("offset outside the buffer", offset)
     avail = len(view) - offset
