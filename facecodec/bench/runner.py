@@ -83,6 +83,7 @@ def run_bench(
     frames = max_frames or (40 if quick else 150)
     sampling = _sampling(quick)
     points: list[dict[str, Any]] = []
+    result: dict[str, Any] = {}
     t0 = time.time()
     for clip in tqdm(clips, desc="clips", unit="clip"):
         ref = reference_clip(clip, 256, frames, cache_dir, reference_fn)
@@ -102,12 +103,16 @@ def run_bench(
                     "bytes_net": p.bytes_net, "bytes_steady": p.bytes_steady,
                     **p.kbps(fps), **s.mean, "no_face_frames": s.no_face_frames,
                 })
-    config = {
-        "clips": [str(c) for c in clips], "systems": list(runners), "quick": quick,
-        "max_frames": frames, "sampling": sampling, "anchor": HEADLINE_ANCHOR,
-        "seconds": round(time.time() - t0, 1),
-    }
-    return write_report(points, out_dir, config, test_system, HEADLINE_ANCHOR)
+        # Rewrite the report after every clip: a long run that is stopped still leaves
+        # complete results for the clips it finished.
+        config = {
+            "clips": [str(c) for c in clips], "clips_done": sorted({p["clip"] for p in points}),
+            "systems": list(runners), "quick": quick, "max_frames": frames,
+            "sampling": sampling, "anchor": HEADLINE_ANCHOR,
+            "seconds": round(time.time() - t0, 1),
+        }
+        result = write_report(points, out_dir, config, test_system, HEADLINE_ANCHOR)
+    return result
 
 
 def resolve_clips(items: list[str], quick: bool) -> list[Path]:
