@@ -19,7 +19,7 @@ import torch
 from facecodec.bitstream.container import StreamHeader
 from facecodec.capture.video import probe, read_frames
 from facecodec.codec.analysis import FaceAnalyzer
-from facecodec.codec.decoder import StreamDecoder
+from facecodec.codec.decoder import PacketDecoder
 from facecodec.codec.encoder import EncoderSettings, Packetizer, coder_config
 from facecodec.motion.basis import load_basis
 
@@ -57,7 +57,7 @@ def main() -> None:
 
     header = StreamHeader(a.size, fps.numerator, fps.denominator, a.size, a.size,
                           basis.basis_id, "", "medium", int(fps), cfg.to_bytes())
-    dec = StreamDecoder(header, "warp")
+    dec = PacketDecoder(header, "warp")
     t = time.perf_counter()
     n = 0
     for p in packets:

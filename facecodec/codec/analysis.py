@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facecodec.face.crop import CropBox
+from facecodec.face.crop import CropBox, drifted
 from facecodec.face.tracker import FaceTracker
 from facecodec.motion.basis import ExpressionBasis
 from facecodec.motion.motion import Motion
@@ -60,6 +60,8 @@ class FaceAnalyzer:
         self.stabiliser = MotionStabiliser(basis, self.k, fps)
         self.refresh = int(round(refresh_s * fps)) if refresh_s > 0 else 0
         self.crop: CropBox | None = None
+        self.anchor: tuple[float, float] = (0.0, 0.0)
+        self.anchor_size = 1.0
         self.last: Motion | None = None
         self.last_key = -1
         self.lost = False
@@ -85,7 +87,7 @@ class FaceAnalyzer:
             reason = "start"
         elif self.lost:
             reason = "reappeared"
-        elif self.crop.needs_recentre(face.centre, face.size):
+        elif drifted(self.anchor, self.anchor_size, face.centre, face.size, self.crop.side):
             reason = "recentre"
         elif self.want_keyframe:
             reason = "requested"
@@ -93,7 +95,9 @@ class FaceAnalyzer:
             reason = "refresh"
         if reason:
             if reason != "refresh" and reason != "requested":
-                self.crop = CropBox.around(face.centre, face.size)
+                h, w = frame.shape[:2]
+                self.crop = CropBox.around(face.centre, face.size, (w, h))
+                self.anchor, self.anchor_size = face.centre, face.size
             self.stabiliser.reset()  # crop coordinates changed: no smoothing across the cut
         assert self.crop is not None
         points = self.crop.to_crop(face.points, self.size)

@@ -42,11 +42,11 @@ class DecodeStats:
     notes: list[str] = field(default_factory=list)
 
 
-class StreamDecoder:
+class PacketDecoder:
     """Decodes packets as they come (in order per channel; motion packets may be lost).
 
-    A MOTION packet that does not continue the last decoded frame means something was lost:
-    frames are held until the next RESYNC packet. A keyframe that cannot be decoded, or
+    A MOTION packet whose sequence number does not follow the last motion packet's means one
+    was lost: frames are held until the next RESYNC packet. A keyframe that cannot be decoded, or
     motion for a keyframe never received, sets `needs_keyframe` so that a live sender can
     be asked for a new one.
     """
@@ -76,7 +76,7 @@ class StreamDecoder:
         self.motion = MotionDecoder(self.config)
         self.keyframes: dict[int, Keyframe] = {}
         self.active: int | None = None
-        self.next_index: int | None = None  # first frame the next inter packet must carry
+        self.next_seq: int | None = None  # sequence number the next inter packet must carry
         self.total_frames: int | None = None
         self.stats = DecodeStats()
         self._needs_keyframe = False
@@ -114,22 +114,22 @@ class StreamDecoder:
             return []  # unknown types are skipped (forward compatibility)
         p = MotionPayload.from_bytes(packet.payload)
         intra = packet.type == PacketType.RESYNC
-        if not intra and packet.timestamp != self.next_index:
+        if not intra and packet.seq != self.next_seq:
             self.stats.motion_packets_lost += 1
             self.motion.reset()
-            self.next_index = None
+            self.next_seq = None
             return []  # hold until the next RESYNC
         if not self._use(p.keyframe_id):
             self.motion.reset()
-            self.next_index = None
+            self.next_seq = None
             return []
         try:
             motions = self.motion.decode(p.data, p.frame_count, intra)
         except BitstreamError:
             self.motion.reset()
-            self.next_index = None
+            self.next_seq = None
             raise
-        self.next_index = packet.timestamp + len(motions)
+        self.next_seq = (packet.seq + 1) & 0xFFFF
         out = []
         for i, m in enumerate(motions):
             out.append((packet.timestamp + i, self.renderer.render(self._target(m))))
@@ -207,7 +207,7 @@ def decode_file(
     the result carries the error; nothing is written if no frame could be rendered."""
     reader = FcvReader(src)
     header = reader.header
-    dec = StreamDecoder(header, renderer, pose, avatar)
+    dec = PacketDecoder(header, renderer, pose, avatar)
     writer = VideoWriter(dst, header.fps, header.size, header.size)
     sink = FrameSink(writer)
     error = None
@@ -235,7 +235,7 @@ def decode_packets(
 ) -> np.ndarray:
     """Decode an in-memory stream to [n_frames, S, S, 3], holding frames over gaps like the
     file decoder does (used by benchmarks, which score many streams without writing files)."""
-    dec = StreamDecoder(header, renderer)
+    dec = PacketDecoder(header, renderer)
     out: list[np.ndarray | None] = [None] * n_frames
     for p in packets:
         for i, f in dec.push(p):

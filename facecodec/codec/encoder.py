@@ -75,15 +75,16 @@ class Packetizer:
         self.resync_interval = max(1, resync_interval)
         self.packet_frames = max(1, min(packet_frames, 255))
         self.keyframe_quality = keyframe_quality
-        self.seq = 0
+        self.seq = {True: 0, False: 0}  # motion packets / other packets (docs/bitstream.md)
         self.keyframe_id = -1
         self.pending: list[MotionEvent] = []
         self.last_resync = -(10**9)
         self.force_intra = True
 
     def _packet(self, ptype: PacketType, timestamp: int, payload: bytes) -> Packet:
-        p = Packet(ptype, self.seq, timestamp, payload)
-        self.seq = (self.seq + 1) & 0xFFFF
+        channel = ptype in (PacketType.MOTION, PacketType.RESYNC)
+        p = Packet(ptype, self.seq[channel], timestamp, payload)
+        self.seq[channel] = (self.seq[channel] + 1) & 0xFFFF
         return p
 
     def flush(self) -> list[Packet]:

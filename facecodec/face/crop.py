@@ -18,6 +18,18 @@ DRIFT = 0.14  # re-centre when the face centre moves this fraction of the side o
 ZOOM = 1.35  # ... or when the face grows or shrinks by this factor
 
 
+def drifted(
+    anchor: tuple[float, float], anchor_size: float, centre: tuple[float, float], size: float,
+    side: float,
+) -> bool:
+    """Has the face moved or scaled enough since its crop was chosen to need a new one?
+    Measured from where the face was (not from the crop centre, which may have been shifted
+    to stay inside the frame)."""
+    off = max(abs(centre[0] - anchor[0]), abs(centre[1] - anchor[1])) / side
+    ratio = size / max(anchor_size, 1e-6)
+    return off > DRIFT or not (1 / ZOOM < ratio < ZOOM)
+
+
 @dataclass(frozen=True)
 class CropBox:
     """Square region of the source frame, in source pixels (may extend past its edges)."""
@@ -27,15 +39,23 @@ class CropBox:
     side: float
 
     @classmethod
-    def around(cls, centre: tuple[float, float], face_size: float) -> CropBox:
+    def around(
+        cls, centre: tuple[float, float], face_size: float, frame: tuple[int, int] | None = None
+    ) -> CropBox:
+        """Square of MARGIN x the face around it. Given the frame's (width, height), the
+        square is shrunk and shifted to stay inside the frame where the face allows, since
+        edge-replicated borders look like streaks and cost bits in every codec."""
         side = max(face_size * MARGIN, 16.0)
-        return cls(centre[0] - side / 2, centre[1] - side / 2, side)
-
-    def needs_recentre(self, centre: tuple[float, float], face_size: float) -> bool:
-        cx, cy = self.x + self.side / 2, self.y + self.side / 2
-        off = max(abs(centre[0] - cx), abs(centre[1] - cy)) / self.side
-        ratio = face_size * MARGIN / self.side
-        return off > DRIFT or not (1 / ZOOM < ratio < ZOOM)
+        x, y = centre[0] - side / 2, centre[1] - side / 2
+        if frame is not None:
+            w, h = frame
+            side = max(min(side, float(min(w, h))), min(face_size * 1.25, side))
+            x, y = centre[0] - side / 2, centre[1] - side / 2
+            if side <= w:
+                x = min(max(x, 0.0), w - side)
+            if side <= h:
+                y = min(max(y, 0.0), h - side)
+        return cls(x, y, side)
 
     def to_crop(self, points: np.ndarray, size: int) -> np.ndarray:
         """Source-pixel landmarks (N,3) to crop pixels; z scales like x."""
