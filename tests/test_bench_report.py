@@ -1,0 +1,111 @@
+"""Curve arithmetic and reports on synthetic curves whose answers are known."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facecodec.bench.curves import bd_rate, envelope, meet, rate_at_quality
+from facecodec.bench.report import write_report
+
+RATES = np.array([10.0, 20.0, 40.0, 80.0])
+VMAF = np.array([30.0, 45.0, 60.0, 75.0])
+
+
+def test_rate_at_quality_interpolates_in_log_rate() -> None:
+    assert rate_at_quality(RATES, VMAF, 37.5) == pytest.approx(math.sqrt(200))
+    assert rate_at_quality(RATES, VMAF, 30.0) == pytest.approx(10.0)
+    assert rate_at_quality(RATES, VMAF, 29.0) is None
+    assert rate_at_quality(RATES, VMAF, 76.0) is None
+    # Lower-is-better metric (a distance): 2 px at 10 kbps, 1 px at 40 kbps.
+    assert rate_at_quality(np.array([10, 40]), np.array([2.0, 1.0]), 1.5, False) == (
+        pytest.approx(20.0)
+    )
+
+
+def test_envelope_drops_dominated_points() -> None:
+    lr, g = envelope(np.array([10, 15, 20, 30]), np.array([30, 25, 40, 40]))
+    np.testing.assert_allclose(np.exp(lr), [10, 20])
+    np.testing.assert_allclose(g, [30, 40])
+
+
+def test_bd_rate_known_ratios() -> None:
+    assert bd_rate(RATES, VMAF, RATES * 0.5, VMAF) == pytest.approx(-50.0, abs=1e-6)
+    assert bd_rate(RATES, VMAF, RATES * 2, VMAF) == pytest.approx(100.0, abs=1e-6)
+    # Partial overlap: only the shared quality range counts.
+    assert bd_rate(RATES, VMAF, RATES[2:] * 0.25, VMAF[2:]) == pytest.approx(-75.0, abs=1e-6)
+    # Distances: lower is better, the same ratio must come out.
+    akd = np.array([4.0, 3.0, 2.0, 1.0])
+    assert bd_rate(RATES, akd, RATES * 0.5, akd, False) == pytest.approx(-50.0, abs=1e-6)
+    assert bd_rate(RATES, VMAF, np.array([1.0, 2.0]), np.array([5.0, 10.0])) is None
+
+
+def test_meet_overlapping_curves() -> None:
+    m = meet(RATES, VMAF, RATES / 10, VMAF)
+    assert m.status == "overlap"
+    assert m.ratio == pytest.approx(0.1) and m.overlap == (30.0, 75.0)
+    assert "0.1x" in m.describe("facecodec", "x264-rt", "vmaf")
+
+
+def test_meet_curves_that_do_not_overlap() -> None:
+    # The test system stays below the anchor's floor: 3..20 VMAF at 2..4 kbps.
+    below = meet(RATES, VMAF, np.array([2.0, 4.0]), np.array([3.0, 20.0]))
+    assert below.status == "below" and below.ratio is None
+    assert below.quality_gap == pytest.approx(10.0)
+    assert below.rate_ratio == pytest.approx(0.4)
+    text = below.describe("facecodec", "x264-rt", "vmaf")
+    assert "do not overlap" in text and "10" in text and "0.4x" in text
+    above = meet(RATES, VMAF, np.array([100.0, 200.0]), np.array([80.0, 90.0]))
+    assert above.status == "above" and above.quality_gap == pytest.approx(5.0)
+    assert above.rate_ratio == pytest.approx(100 / 80)
+    assert meet(RATES, VMAF, np.array([]), np.array([])).status == "insufficient"
+
+
+def _points(system: str, scale: float, vmaf_shift: float) -> list[dict]:
+    out = []
+    for clip in ("a", "b"):
+        for i, (r, q) in enumerate(zip(RATES, VMAF, strict=True)):
+            out.append({
+                "clip": clip, "system": system, "setting": f"q{i}", "frames": 10, "fps": 25.0,
+                "bytes_all": 1, "bytes_net": 1, "bytes_steady": 1,
+                "kbps_all": r * scale, "kbps_net": r * scale, "kbps_steady": r * scale * 0.8,
+                "psnr_y": 30 + q / 10, "ms_ssim": 0.9 + q / 1000, "vmaf": q + vmaf_shift,
+                "akd": 5 - q / 20, "aed": 0.5 - q / 200, "jitter": 1 - q / 100,
+                "no_face_frames": [],
+            })
+    return out
+
+
+def test_write_report_files_and_headline(tmp_path: Path) -> None:
+    points = _points("x264-rt", 1.0, 0.0) + _points("facecodec", 0.1, -50.0)
+    points.append({**points[0], "system": "svtav1-ld", "clip": "a"})  # only on one clip
+    res = write_report(points, tmp_path, {"clips": ["a", "b"], "max_frames": 10,
+                                          "quick": True, "sampling": {}}, "facecodec")
+    for name in ("results.json", "results.csv", "report.md", "rd_vmaf.png", "rd_akd.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert len(saved["points"]) == len(points)
+    with (tmp_path / "results.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == len(points)
+    head = saved["headline"]["metrics"]
+    # VMAF: facecodec's best (25) is below x264's floor (30): no overlap, said plainly.
+    assert head["vmaf"]["kbps_all"]["status"] == "below"
+    assert head["vmaf"]["kbps_all"]["quality_gap"] == pytest.approx(5.0)
+    # PSNR tracks the same settings without the shift: a 0.1x ratio.
+    assert head["psnr_y"]["kbps_all"]["ratio"] == pytest.approx(0.1)
+    assert res["bd_rate"]["x264-rt"]["psnr_y"] == pytest.approx(-90.0, abs=1e-6)
+    assert res["bd_rate"]["x264-rt"]["vmaf"] is None
+    assert "do not overlap" in (tmp_path / "report.md").read_text()
+
+
+def test_write_report_without_system_under_test(tmp_path: Path) -> None:
+    res = write_report(_points("x264-rt", 1.0, 0.0), tmp_path, {"clips": [], "max_frames": 1,
+                                                                 "quick": True, "sampling": {}})
+    assert res["headline"]["status"].startswith("no system under test")
+    assert res["rates_at_targets"]["x264-rt"]["vmaf_40"] == pytest.approx(10 * 2 ** (10 / 15))
+    assert res["rates_at_targets"]["x264-rt"]["vmaf_30"] == pytest.approx(10.0)
