@@ -1,0 +1,74 @@
+"""The bench end to end on a short real clip, with a plug-in system, and its bad paths."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facecodec.bench.reference import ReferenceClip
+from facecodec.bench.runner import add_bench_arguments, bench_main, run_bench
+from facecodec.bench.still import still_system
+from facecodec.bench.system import SystemPoint
+from facecodec.errors import FacecodecError
+
+DATA = Path(__file__).parents[1].parent / "shared" / "data"
+CLIP = DATA / "clips" / "grid_swiz3n.mpg"
+
+
+def test_run_bench_with_plugin(tmp_path: Path) -> None:
+    res = run_bench(
+        [CLIP], tmp_path / "out", systems=["x264-rt"], quick=True,
+        extra={"still": still_system((20, 80))}, max_frames=10,
+        metrics=("psnr_y", "vmaf"), cache_dir=tmp_path / "cache",
+    )
+    systems = {p["system"] for p in res["points"]}
+    assert systems == {"x264-rt", "still"}
+    assert res["headline"]["status"] == "ok" and res["headline"]["test"] == "still"
+    still = [p for p in res["points"] if p["system"] == "still"]
+    assert all(p["kbps_steady"] == 0 and p["kbps_all"] > 0 for p in still)
+    x264 = sorted((p for p in res["points"] if p["system"] == "x264-rt"),
+                  key=lambda p: p["kbps_all"])
+    assert x264[0]["vmaf"] < x264[-1]["vmaf"]
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["config"]["clips_done"] == ["grid_swiz3n"]
+    assert "vmaf" in saved["headline"]["metrics"]
+
+
+def test_plugin_with_wrong_frame_count_is_rejected(tmp_path: Path) -> None:
+    def short(ref: ReferenceClip, source: Path) -> list[SystemPoint]:
+        return [SystemPoint("short", "s", ref.frames[:-1], 10, 10, 5)]
+
+    with pytest.raises(FacecodecError, match="gave frames"):
+        run_bench([CLIP], tmp_path, systems=[], extra={"short": short}, max_frames=5,
+                  metrics=("psnr_y",), cache_dir=tmp_path / "cache")
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_bench_main_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(_args(str(tmp_path / "missing.mp4"), "--out", str(tmp_path))) == 2
+    assert "no such file" in capsys.readouterr().out
+    assert bench_main(_args(str(CLIP), "--renderers", "nope", "--out", str(tmp_path))) == 2
+    assert "unknown renderer" in capsys.readouterr().out
+    assert bench_main(_args(str(CLIP), "--codecs", "mpeg1", "--out", str(tmp_path))) == 2
+    assert "unknown codec" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert bench_main(_args(str(empty), "--out", str(tmp_path))) == 2
+    assert "no video files" in capsys.readouterr().out
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_still_system_points(tmp_path: Path) -> None:
+    frames = np.full((4, 64, 64, 3), 100, np.uint8)
+    pts = still_system((10, 90))(ReferenceClip(frames, 25, "flat"), tmp_path)
+    assert [p.setting for p in pts] == ["jpeg_q=10", "jpeg_q=90"]
+    assert all(p.frames.shape == frames.shape and p.bytes_steady == 0 for p in pts)
