@@ -37,7 +37,7 @@ class EncoderSettings:
     preset: str = "medium"
     target_kbps: float | None = None  # motion rate; overrides the preset's quantiser
     keyframe_quality: int = 60  # 0..100, the user-facing quality of reference pictures
-    packet_frames: int | None = None  # frames per motion packet; None: about 1/4 s
+    packet_frames: int | None = None  # frames per motion packet; None: about 1/2 s
     resync_s: float = 1.0  # a lost packet damages at most this long
     refresh_s: float = 0.0  # periodic keyframe refresh (0: only when needed)
     allow_several: bool = False  # code the largest face when several are present
@@ -165,7 +165,7 @@ def packetize(
     total_frames: int,
 ) -> list[Packet]:
     resync = max(1, math.floor(float(fps) * settings.resync_s))
-    per_packet = settings.packet_frames or max(1, round(float(fps) / 4))
+    per_packet = settings.packet_frames or max(1, round(float(fps) / 2))
     pk = Packetizer(config, resync, per_packet, settings.keyframe_quality)
     packets: list[Packet] = []
     for e in events:

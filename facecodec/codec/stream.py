@@ -39,7 +39,7 @@ class StreamEncoder:
         basis = load_basis()
         config = coder_config(basis, preset)
         resync = max(1, int(float(fps)))
-        per_packet = 1 if live else max(1, round(float(fps) / 4))
+        per_packet = 1 if live else max(1, round(float(fps) / 2))
         w, h = source_size or (size, size)
         self.header = StreamHeader(
             size, fps.numerator, fps.denominator, w, h, basis.basis_id, "", preset, resync,

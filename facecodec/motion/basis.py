@@ -18,20 +18,26 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from facecodec.errors import FacecodecError
-from facecodec.face import regions as R
 from facecodec.motion.geometry import euler_to_matrix, matrix_to_euler, umeyama
 from facecodec.motion.motion import Motion
+from facecodec.render import topology as T
 
 DEFAULT_BASIS = "basis_v1"
 _EYE_MID = 3  # the middle three lid points measure how open an eye is
 
 
+N_MESH = 468  # landmarks without the iris refinement: the expression basis covers these
+RIGID = np.array(T.RIGID)
+LEFT_IRIS, RIGHT_IRIS = np.array(T.LEFT_IRIS), np.array(T.RIGHT_IRIS)
+EYE_CONTOUR = {"left": np.array(T.LEFT_EYE), "right": np.array(T.RIGHT_EYE)}
+
+
 def _lid_weights(n: int) -> np.ndarray:
-    """1 on the middle three lid points, tapering to the corners, so an openness change
-    moves the lid as a curve rather than a block."""
+    """1 on the middle three points of a corner-to-corner lid (or lip) chain, tapering to 0
+    at the shared corners, so an openness change bends the lid rather than moving a block."""
     c = (n - 1) / 2
     d = np.abs(np.arange(n) - c)
-    return np.clip(1.0 - np.maximum(d - 1, 0) / (c), 0.15, 1.0)
+    return np.clip(1.0 - np.maximum(d - 1, 0) / (c - 1), 0.0, 1.0)
 
 
 def _mid(idx: np.ndarray) -> np.ndarray:
@@ -39,10 +45,13 @@ def _mid(idx: np.ndarray) -> np.ndarray:
     return idx[c - 1 : c + 2]
 
 
-_OPENNESS_PAIRS = (
-    (R.LEFT_EYE_UPPER, R.LEFT_EYE_LOWER),
-    (R.RIGHT_EYE_UPPER, R.RIGHT_EYE_LOWER),
-    (R.INNER_LIP_UPPER, R.INNER_LIP_LOWER),
+_OPENNESS_PAIRS = tuple(
+    (np.array(up), np.array(lo))
+    for up, lo in (
+        (T.LEFT_EYE_UPPER, T.LEFT_EYE_LOWER),
+        (T.RIGHT_EYE_UPPER, T.RIGHT_EYE_LOWER),
+        (T.LIPS_INNER_UPPER, T.LIPS_INNER_LOWER),
+    )
 )
 
 
@@ -55,15 +64,15 @@ def openness(shape: np.ndarray) -> np.ndarray:
 
 def _openness_fields() -> np.ndarray:
     """Displacement fields F_j with openness(S + a F_j) = openness(S) + a e_j."""
-    f = np.zeros((3, R.N_MESH, 3))
+    f = np.zeros((3, N_MESH, 3))
     for j, (up, lo) in enumerate(_OPENNESS_PAIRS):
-        f[j, up, 1] = -0.5 * _lid_weights(len(up))
-        f[j, lo, 1] = 0.5 * _lid_weights(len(lo))
+        f[j, up, 1] += -0.5 * _lid_weights(len(up))
+        f[j, lo, 1] += 0.5 * _lid_weights(len(lo))
     return f
 
 
 def _eye_centre(shape: np.ndarray, side: str) -> np.ndarray:
-    return shape[R.eye_contour(side), :2].mean(0)
+    return shape[EYE_CONTOUR[side], :2].mean(0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,15 +94,15 @@ class ExpressionBasis:
     def fit(self, points: np.ndarray, size: int, k: int | None = None) -> Motion:
         """Motion of a face whose landmarks (478x3) are in pixels of a size x size crop."""
         p = np.asarray(points, dtype=np.float64)
-        s, rot, t = umeyama(self.mean[R.RIGID], p[R.RIGID])
+        s, rot, t = umeyama(self.mean[RIGID], p[RIGID])
         aligned = (p - t) @ rot / s
         k = self.k_max if k is None else k
-        residual = (aligned[: R.N_MESH] - self.mean[: R.N_MESH]).reshape(-1)
+        residual = (aligned[: N_MESH] - self.mean[: N_MESH]).reshape(-1)
         expr = self.components[:k] @ residual
         gaze = np.concatenate(
             [
-                aligned[R.LEFT_IRIS[0], :2] - _eye_centre(aligned, "left"),
-                aligned[R.RIGHT_IRIS[0], :2] - _eye_centre(aligned, "right"),
+                aligned[LEFT_IRIS[0], :2] - _eye_centre(aligned, "left"),
+                aligned[RIGHT_IRIS[0], :2] - _eye_centre(aligned, "right"),
             ]
         )
         return Motion(
@@ -109,19 +118,19 @@ class ExpressionBasis:
     def shape(self, m: Motion) -> np.ndarray:
         """Canonical 478x3 shape of a Motion: expression, then openness and gaze."""
         k = min(m.k, self.k_max)
-        mesh = self.mean[: R.N_MESH] + (m.expression[:k] @ self.components[:k]).reshape(-1, 3)
+        mesh = self.mean[: N_MESH] + (m.expression[:k] @ self.components[:k]).reshape(-1, 3)
         mesh = mesh + np.tensordot(m.openness - openness(mesh), _FIELDS, axes=1)
         iris = []
-        eyes = (("left", R.LEFT_IRIS, m.gaze[:2]), ("right", R.RIGHT_IRIS, m.gaze[2:]))
+        eyes = (("left", LEFT_IRIS, m.gaze[:2]), ("right", RIGHT_IRIS, m.gaze[2:]))
         for side, idx, g in eyes:
             ring = self.mean[idx] - self.mean[idx[0]]
-            depth = mesh[R.eye_contour(side), 2].mean()
+            depth = mesh[EYE_CONTOUR[side], 2].mean()
             centre = np.array([*(_eye_centre(mesh, side) + g), depth])
             iris.append(centre + ring)
         out = np.empty((478, 3))
-        out[: R.N_MESH] = mesh
-        out[R.LEFT_IRIS] = iris[0]
-        out[R.RIGHT_IRIS] = iris[1]
+        out[: N_MESH] = mesh
+        out[LEFT_IRIS] = iris[0]
+        out[RIGHT_IRIS] = iris[1]
         return out
 
     def landmarks(self, m: Motion, size: int) -> np.ndarray:

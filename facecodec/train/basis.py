@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecodec.face import regions as R
-from facecodec.motion.basis import ExpressionBasis
+from facecodec.motion.basis import N_MESH, RIGID, ExpressionBasis
 from facecodec.motion.geometry import umeyama
 from facecodec.train.landmarks import build_cache, load_split
 
@@ -24,14 +23,14 @@ K_REPORT = (4, 8, 12, 16, 24, 32, 48)
 
 
 def _normalise(p: np.ndarray) -> np.ndarray:
-    c = p - p[: R.N_MESH].mean(0)
-    return c / np.sqrt((c[: R.N_MESH] ** 2).sum(1).mean())
+    c = p - p[: N_MESH].mean(0)
+    return c / np.sqrt((c[: N_MESH] ** 2).sum(1).mean())
 
 
 def _align(frames: np.ndarray, mean: np.ndarray) -> np.ndarray:
     out = np.empty_like(frames)
     for i, p in enumerate(frames):
-        s, rot, t = umeyama(mean[R.RIGID], p[R.RIGID])
+        s, rot, t = umeyama(mean[RIGID], p[RIGID])
         out[i] = (p - t) @ rot / s
     return out
 
@@ -64,7 +63,7 @@ def fit(data: Path, cache: Path, out: Path, stride: int = 2) -> ExpressionBasis:
     train = _frames(cache, splits["train"], stride)
     stack = np.concatenate(train)
     mean = generalised_procrustes(stack)
-    residual = (_align(stack, mean)[:, : R.N_MESH] - mean[: R.N_MESH]).reshape(len(stack), -1)
+    residual = (_align(stack, mean)[:, : N_MESH] - mean[: N_MESH]).reshape(len(stack), -1)
     _, sing, vt = np.linalg.svd(residual, full_matrices=False)
     comps = vt[:K_MAX]
     std = sing[:K_MAX] / np.sqrt(len(stack))
@@ -77,7 +76,7 @@ def fit(data: Path, cache: Path, out: Path, stride: int = 2) -> ExpressionBasis:
     }
     for split in ("train", "validation", "validation_unseen"):
         fr = stack if split == "train" else np.concatenate(_frames(cache, splits[split], 1))
-        res = (_align(fr, mean)[:, : R.N_MESH] - mean[: R.N_MESH]).reshape(len(fr), -1)
+        res = (_align(fr, mean)[:, : N_MESH] - mean[: N_MESH]).reshape(len(fr), -1)
         ev = {str(k): round(explained(res, comps, k), 4) for k in K_REPORT}
         stats["explained_variance"][split] = ev
     basis = ExpressionBasis(mean, comps, std, ExpressionBasis.content_id(mean, comps), stats)
