@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +25,22 @@ ALL_METRICS = ("psnr_y", "ms_ssim", "vmaf", "akd", "aed", "jitter")
 # Higher is better for these; lower for the rest (distances).
 HIGHER_IS_BETTER = {"psnr_y": True, "ms_ssim": True, "vmaf": True,
                     "akd": False, "aed": False, "jitter": False}
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block.
+
+    The metrics are small convolutions; on a 2-core machine shared with other work, torch's
+    thread pool spends its time waiting for cores (VMAF measured 5x slower with 2 threads
+    than with 1 under load), and the bench is a batch job that gains little from it.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def luma(frames: np.ndarray) -> np.ndarray:
@@ -199,8 +217,9 @@ class ReferenceFeatures:
         y = luma(frames)
         idx = np.arange(0, len(frames), max(1, aed_every))
         emb = face_embeddings(frames[idx], landmark_boxes(lm[idx]))
-        return cls(frames, y, lm, vmaf_motion2(y), max(1, vmaf_every), max(1, ssim_every),
-                   idx, emb)
+        with single_thread():
+            m2 = vmaf_motion2(y)
+        return cls(frames, y, lm, m2, max(1, vmaf_every), max(1, ssim_every), idx, emb)
 
 
 @dataclass
@@ -237,13 +256,14 @@ def evaluate(
     y = rec_y if rec_y is not None else (luma(rec) if {"psnr_y", "vmaf"} & set(metrics) else None)
     if "psnr_y" in metrics:
         s.frames["psnr_y"] = psnr_y(ref.y, y)
-    if "ms_ssim" in metrics:
-        sel = slice(None, None, ref.ssim_every)
-        per = np.full(len(rec), np.nan)
-        per[sel] = ms_ssim(ref.frames[sel], rec[sel])
-        s.frames["ms_ssim"] = per
-    if "vmaf" in metrics:
-        s.frames["vmaf"] = vmaf(ref.y, y, ref.vmaf_every, ref.motion2)
+    with single_thread():
+        if "ms_ssim" in metrics:
+            sel = slice(None, None, ref.ssim_every)
+            per = np.full(len(rec), np.nan)
+            per[sel] = ms_ssim(ref.frames[sel], rec[sel])
+            s.frames["ms_ssim"] = per
+        if "vmaf" in metrics:
+            s.frames["vmaf"] = vmaf(ref.y, y, ref.vmaf_every, ref.motion2)
     if {"akd", "jitter"} & set(metrics):
         rec_lm = track_landmarks(rec)
         missing = np.isnan(rec_lm[:, :, 0]).any(axis=1) & ~np.isnan(ref.landmarks[:, :, 0]).any(
