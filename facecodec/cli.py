@@ -80,7 +80,8 @@ def _bench(a: argparse.Namespace) -> int:
     return bench_main(a)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser; `argv` (without the program name) says which command will run."""
     p = argparse.ArgumentParser(prog="facecodec", description="Talking-head video codec")
     p.add_argument("--version", action="version", version=f"facecodec {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -121,29 +122,27 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quality", choices=("low", "medium", "high"), default="medium")
     m.set_defaults(func=_demo)
 
-    try:
+    # The bench and live-call modules pull in torch and aiortc (seconds of imports): declare
+    # their options only when their command is the one being run.
+    wanted = argv[0] if argv else None
+    b = sub.add_parser("bench", help="rate-quality comparison against conventional codecs")
+    b.set_defaults(func=_bench)
+    s = sub.add_parser("signal", help="signaling server pairing call peers")
+    c = sub.add_parser("call", help="join a live call")
+    if wanted == "bench":
         from facecodec.bench.runner import add_bench_arguments
-    except ImportError:  # pragma: no cover - partial install
-        pass
-    else:
-        b = sub.add_parser("bench", help="rate-quality comparison against conventional codecs")
-        add_bench_arguments(b)
-        b.set_defaults(func=_bench)
 
-    try:
+        add_bench_arguments(b)
+    elif wanted in ("signal", "call"):
         from facecodec.stream.call import (
             add_call_arguments,
             add_signal_arguments,
             call_main,
             signal_main,
         )
-    except ImportError:  # pragma: no cover - optional live-call dependencies missing
-        pass
-    else:
-        s = sub.add_parser("signal", help="signaling server pairing call peers")
+
         add_signal_arguments(s)
         s.set_defaults(func=signal_main)
-        c = sub.add_parser("call", help="join a live call")
         add_call_arguments(c)
         c.set_defaults(func=call_main)
     return p
@@ -165,8 +164,13 @@ def _quiet_native_stderr() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     if argv is None:
+        argv = sys.argv[1:]
+        quiet = True
+    else:
+        quiet = False
+    args = build_parser(argv).parse_args(argv)
+    if quiet:
         _quiet_native_stderr()
     try:
         return int(args.func(args) or 0)

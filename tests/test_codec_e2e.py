@@ -120,12 +120,6 @@ def test_target_rate_reachable_is_honoured(encoded_grid: EncodedClip, tmp_path: 
     assert 2.0 <= d["motion_kbps"] <= 2.5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the target-rate search floor (make_config_q(0): k_max/4 = 12 coefficients, 1.7x "
-    "steps) codes more than the low preset (8 coefficients, 1.6x), so its lowest rate is above "
-    "--quality low and --target-kbps 1.5 is refused as 'below the lowest motion rate'",
-)
 def test_target_rate_1_5_kbps(encoded_grid: EncodedClip, tmp_path: Path) -> None:
     d = _cli_encode(encoded_grid.source, tmp_path / "t15.fcv", "--target-kbps", "1.5")
     assert d["motion_kbps"] <= 1.5

@@ -191,18 +191,18 @@ def _search_config(
 
     lo, hi = 0.0, 1.0
     target = float(settings.target_kbps or 0)
-    if kbps(make_config_q(lo, basis.k_max, basis.std)) > target:
+    if kbps(make_config_q(lo, 2 * K_MEDIUM, basis.std)) > target:
         raise FacecodecError(
             f"--target-kbps {target} is below the lowest motion rate this clip allows "
-            f"({kbps(make_config_q(lo, basis.k_max, basis.std)):.2f} kbps)"
+            f"({kbps(make_config_q(lo, 2 * K_MEDIUM, basis.std)):.2f} kbps)"
         )
     for _ in range(10):
         mid = (lo + hi) / 2
-        if kbps(make_config_q(mid, basis.k_max, basis.std)) <= target:
+        if kbps(make_config_q(mid, 2 * K_MEDIUM, basis.std)) <= target:
             lo = mid
         else:
             hi = mid
-    return make_config_q(lo, basis.k_max, basis.std)
+    return make_config_q(lo, 2 * K_MEDIUM, basis.std)
 
 
 @dataclass

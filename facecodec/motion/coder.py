@@ -174,13 +174,14 @@ def make_config(preset: str, k: int, expr_std: np.ndarray) -> CoderConfig:
 
 
 def make_config_q(quality: float, k_max: int, expr_std: np.ndarray) -> CoderConfig:
-    """Continuous quality in [0, 1], monotone in rate: k from k_max/4 to k_max, steps from
-    1.7x to 0.6x the medium preset's (quality 0.5 ~ medium with k = k_max * 5/8)."""
+    """Continuous quality in [0, 1], monotone in rate: k from k_max/8 to k_max, steps from
+    2.5x to 0.6x the medium preset's. With k_max twice the medium k, quality 0 codes less
+    than the "low" preset (k/2, 1.6x) and quality 1 matches "high" (2k, 0.6x), so a target
+    rate between the presets' rates is always reachable."""
     if not 0.0 <= quality <= 1.0:
         raise FacecodecError(f"motion quality must be in [0, 1], got {quality}")
-    kc = max(1, min(round(k_max * (0.25 + 0.75 * quality)), K_MAX))
-    return _build(kc, 1.7 ** (1.0 - 2.0 * quality) if quality <= 0.5 else 0.6 ** (2 * quality - 1),
-                  expr_std)
+    kc = max(1, min(round(k_max * (0.125 + 0.875 * quality)), K_MAX))
+    return _build(kc, 2.5 * (0.6 / 2.5) ** quality, expr_std)
 
 
 @dataclass
