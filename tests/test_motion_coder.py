@@ -216,8 +216,12 @@ def test_presets_and_quality_knob() -> None:
     assert [CONFIGS[p].k for p in ("low", "medium", "high")] == [8, 16, 32]
     assert np.all(CONFIGS["low"].steps > CONFIGS["medium"].steps[: CONFIGS["low"].size])
     assert np.all(CONFIGS["high"].steps[: CONFIGS["medium"].size] < CONFIGS["medium"].steps)
-    ks = [make_config_q(q, 32, EXPR_STD).k for q in np.linspace(0, 1, 11)]
-    assert ks == sorted(ks) and ks[0] == 8 and ks[-1] == 32
+    knob = [make_config_q(q, 32, EXPR_STD) for q in np.linspace(0, 1, 11)]
+    ks = [c.k for c in knob]
+    assert ks == sorted(ks) and ks[0] == 4 and ks[-1] == 32
+    # The knob's ends reach past the presets: coarser than "low", as fine as "high".
+    assert knob[0].k < CONFIGS["low"].k and np.all(knob[0].steps[:13] > CONFIGS["low"].steps[:13])
+    assert np.allclose(knob[-1].steps, CONFIGS["high"].steps)
     for bad in (lambda: make_config("ultra", 16, EXPR_STD),
                 lambda: make_config_q(1.5, 16, EXPR_STD),
                 lambda: make_config("medium", 16, EXPR_STD[:4]),
