@@ -1,4 +1,4 @@
-"""A loopback live call from a clip: one process per peer, so CPU use is measured per peer.
+"""A live call from a clip: one process per peer, so CPU use is measured per peer.
 
     python benchmarks/live_call.py --source ../shared/data/clips/liveportrait_d19.mp4 \
         --seconds 10 --json out/live_call.json [--loss 0.05] [--jitter-ms 20]
@@ -6,18 +6,38 @@
 The sender paces the clip in real time (looping it if shorter than --seconds); the receiver
 decodes and renders without a viewer. Latency is capture (the frame's slot on the sender's
 clock) to rendered frame, both peers on one machine and one clock.
+
+By default both peers talk over loopback and the loss/jitter is applied in the receiving
+application (facecodec.stream.impair). With --netns (root or CAP_NET_ADMIN) the call crosses
+real kernel networking instead: sender and signaling server in one network namespace, the
+receiver in another, joined through a third that routes between them via two TUN devices and a
+small relay process dropping and delaying IP packets (every packet, both directions: ICE,
+DTLS, SCTP, audio and the signaling TCP). It does what `tc qdisc ... netem delay D J loss P`
+does, for kernels built without sch_netem.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import fcntl
+import heapq
 import json
 import multiprocessing
 import os
+import random
+import select
+import shutil
+import signal
+import struct
+import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +65,7 @@ def _peer(
     return summary
 
 
-async def _bench(args: argparse.Namespace) -> dict[str, Any]:
+async def _loopback_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     server = SignalingServer()
     url = await server.start()
     loop = asyncio.get_running_loop()
@@ -61,10 +81,308 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             sent, received = await asyncio.gather(sender, receiver)
     finally:
         await server.stop()
+    return sent, received
+
+
+# --- real networking: namespaces and an impairing relay ----------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+_TUNSETIFF = 0x400454CA
+_IFF_TUN, _IFF_NO_PI = 0x0001, 0x1000
+CMD_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class NetnsRig:
+    """Namespaces a (10.213.77.1), b (10.213.77.6) and the relay m between them."""
+
+    a: str
+    b: str
+    m: str
+    addr_a: str = "10.213.77.1"
+    addr_b: str = "10.213.77.6"
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        ["ip", *args], capture_output=True, text=True, timeout=CMD_TIMEOUT_S, check=False
+    )
+    if check and result.returncode != 0:
+        raise FacecodecError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+    return result
+
+
+def netns_unavailable() -> str | None:
+    """Why --netns cannot work here, or None."""
+    if shutil.which("ip") is None:
+        return "iproute2 `ip` is not installed"
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun is missing (no TUN support)"
+    probe_ns = f"fc-{os.getpid()}-probe"
+    result = _ip("netns", "add", probe_ns, check=False)
+    if result.returncode != 0:
+        return f"`ip netns add` failed (needs root/CAP_NET_ADMIN): {result.stderr.strip()}"
+    _ip("netns", "del", probe_ns, check=False)
+    return None
+
+
+@contextlib.contextmanager
+def netns_rig(loss: float, delay_ms: float, jitter_ms: float, seed: int = 0) -> Iterator[NetnsRig]:
+    """Three fresh namespaces wired a <-> m <-> b, the relay running in m; all removed after.
+
+    Only addresses inside 10.213.77.0/29 in these namespaces are used; the links are created
+    inside them, so the host's network namespace never sees them.
+    """
+    tag = f"fc-{os.getpid()}"
+    rig = NetnsRig(f"{tag}-a", f"{tag}-b", f"{tag}-m")
+    made: list[str] = []
+    relay: subprocess.Popen[bytes] | None = None
+    try:
+        for ns in (rig.a, rig.b, rig.m):
+            _ip("netns", "add", ns)
+            made.append(ns)
+        m = rig.m
+        _ip(
+            "-n",
+            m,
+            "link",
+            "add",
+            "name",
+            "fcma",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "fca0",
+            "netns",
+            rig.a,
+        )
+        _ip(
+            "-n",
+            m,
+            "link",
+            "add",
+            "name",
+            "fcmb",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "fcb0",
+            "netns",
+            rig.b,
+        )
+        for ns, dev, addr, gw in (
+            (rig.a, "fca0", f"{rig.addr_a}/30", "10.213.77.2"),
+            (rig.b, "fcb0", f"{rig.addr_b}/30", "10.213.77.5"),
+        ):
+            _ip("-n", ns, "addr", "add", addr, "dev", dev)
+            _ip("-n", ns, "link", "set", dev, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", ns, "route", "add", "default", "via", gw)
+        _ip("-n", m, "addr", "add", "10.213.77.2/30", "dev", "fcma")
+        _ip("-n", m, "addr", "add", "10.213.77.5/30", "dev", "fcmb")
+        for dev in ("fcma", "fcmb", "lo"):
+            _ip("-n", m, "link", "set", dev, "up")
+        for tun in ("fcta", "fctb"):
+            _ip("-n", m, "tuntap", "add", "dev", tun, "mode", "tun")
+            _ip("-n", m, "link", "set", tun, "up")
+        # Whatever arrives from a goes to TUN fcta, from b to TUN fctb; the relay reads each and
+        # writes it (maybe later, maybe never) into the other TUN, whence m forwards it on.
+        _ip("-n", m, "rule", "add", "iif", "fcma", "lookup", "100")
+        _ip("-n", m, "route", "add", "default", "dev", "fcta", "table", "100")
+        _ip("-n", m, "rule", "add", "iif", "fcmb", "lookup", "101")
+        _ip("-n", m, "route", "add", "default", "dev", "fctb", "table", "101")
+        sysctls = ["net.ipv4.ip_forward=1"] + [
+            f"net.ipv4.conf.{dev}.rp_filter=0" for dev in ("all", "default", "fcta", "fctb")
+        ]
+        for setting in sysctls:
+            result = subprocess.run(
+                ["ip", "netns", "exec", m, "sysctl", "-qw", setting],
+                capture_output=True,
+                text=True,
+                timeout=CMD_TIMEOUT_S,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise FacecodecError(f"sysctl {setting} in {m}: {result.stderr.strip()}")
+        relay = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                m,
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--relay",
+                "--loss",
+                str(loss),
+                "--delay-ms",
+                str(delay_ms),
+                "--jitter-ms",
+                str(jitter_ms),
+                "--seed",
+                str(seed),
+            ],
+            stdout=subprocess.PIPE,
+        )
+        assert relay.stdout is not None
+        ready, _, _ = select.select([relay.stdout], [], [], 20.0)
+        if not ready or not relay.stdout.readline().startswith(b"relay ready"):
+            raise FacecodecError("the impairing relay did not start")
+        yield rig
+    finally:
+        if relay is not None:
+            _stop(relay)
+        for ns in made:
+            _ip("netns", "del", ns, check=False)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def relay_main(loss: float, delay_ms: float, jitter_ms: float, seed: int) -> int:
+    """Move IP packets between TUNs fcta and fctb, dropping a share `loss` and delaying each by
+    delay_ms +- jitter_ms (uniform; packets may reorder, as with netem). Runs until SIGTERM."""
+    rng = random.Random(seed)
+    fds = {}
+    for name in ("fcta", "fctb"):
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+        fcntl.ioctl(fd, _TUNSETIFF, struct.pack("16sH", name.encode(), _IFF_TUN | _IFF_NO_PI))
+        fds[name] = fd
+    other = {fds["fcta"]: fds["fctb"], fds["fctb"]: fds["fcta"]}
+    queue: list[tuple[float, int, int, bytes]] = []  # (due, order, out fd, packet)
+    order = 0
+    counts = {"in": 0, "dropped": 0}
+    stop = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    print("relay ready", flush=True)
+    while not stop:
+        timeout = max(0.0, queue[0][0] - time.monotonic()) if queue else 0.5
+        try:
+            readable, _, _ = select.select(list(other), [], [], timeout)
+        except InterruptedError:
+            continue
+        for fd in readable:
+            while True:
+                try:
+                    packet = os.read(fd, 65536)
+                except BlockingIOError:
+                    break
+                counts["in"] += 1
+                if rng.random() < loss:
+                    counts["dropped"] += 1
+                    continue
+                delay = max(0.0, delay_ms + rng.uniform(-jitter_ms, jitter_ms)) / 1000
+                heapq.heappush(queue, (time.monotonic() + delay, order, other[fd], packet))
+                order += 1
+        now = time.monotonic()
+        while queue and queue[0][0] <= now:
+            _, _, out, packet = heapq.heappop(queue)
+            with contextlib.suppress(OSError):
+                os.write(out, packet)
+    print(json.dumps({"relay": counts}), file=sys.stderr, flush=True)
+    return 0
+
+
+def _spawn(ns: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "facecodec.cli", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+
+def netns_call(
+    rig: NetnsRig, source: Path, seconds: float, workdir: Path, timeout: float = 60.0
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Signaling server and sender (`facecodec call --source ... --loop`) in namespace a, the
+    receiver in b, both `--render none --stats-json`; returns (sender, receiver) summaries."""
+    url = f"ws://{rig.addr_a}:8765/"
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = {name: workdir / f"{name}.log" for name in ("signal", "send", "recv")}
+    try:
+        server = _spawn(rig.a, ["signal", "--host", rig.addr_a, "--port", "8765"], logs["signal"])
+        procs.append(server)
+        deadline = time.monotonic() + 20
+        while "signaling server on" not in logs["signal"].read_text(errors="replace"):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise FacecodecError(f"signaling server: {logs['signal'].read_text()}")
+            time.sleep(0.1)
+        common = ["call", "netns", "--signal", url, "--render", "none"]
+        receiver = _spawn(
+            rig.b,
+            [*common, "--seconds", str(seconds + 30), "--stats-json", str(workdir / "recv.json")],
+            logs["recv"],
+        )
+        sender = _spawn(
+            rig.a,
+            [
+                *common,
+                "--source",
+                str(source),
+                "--loop",
+                "--seconds",
+                str(seconds),
+                "--stats-json",
+                str(workdir / "send.json"),
+            ],
+            logs["send"],
+        )
+        procs += [receiver, sender]
+        deadline = time.monotonic() + timeout
+        for proc, name in ((sender, "send"), (receiver, "recv")):
+            try:
+                rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise FacecodecError(f"{name} still running after {timeout:.0f} s") from None
+            if rc != 0:
+                raise FacecodecError(f"{name} exited {rc}: {logs[name].read_text()}")
+        sent = json.loads((workdir / "send.json").read_text())
+        received = json.loads((workdir / "recv.json").read_text())
+        return sent, received
+    finally:
+        for proc in procs:
+            _stop(proc)
+
+
+async def _netns_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    reason = netns_unavailable()
+    if reason is not None:
+        raise FacecodecError(f"--netns: {reason}")
+
+    def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        with (
+            netns_rig(args.loss, args.delay_ms, args.jitter_ms) as rig,
+            tempfile.TemporaryDirectory() as tmp,
+        ):
+            return netns_call(rig, args.source, args.seconds, Path(tmp), args.seconds + 60)
+
+    return await asyncio.to_thread(run)
+
+
+async def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    sent, received = await (_netns_call(args) if args.netns else _loopback_call(args))
     return {
         "source": str(args.source),
         "seconds": args.seconds,
+        "network": "netns" if args.netns else "loopback",
         "loss": args.loss,
+        "delay_ms": args.delay_ms if args.netns else 0.0,
         "jitter_ms": args.jitter_ms,
         "frames_sent": sent["frames_sent"],
         "frames_skipped": sent["frames_skipped"],
@@ -77,6 +395,8 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "audio_kbps": sent["audio_kbps"],
         "latency_p50_ms": received["latency_p50_ms"],
         "latency_p95_ms": received["latency_p95_ms"],
+        "max_render_gap_ms": received.get("max_render_gap_ms"),
+        "packets_lost": received["packets_lost"],
         "cpu_percent": {"sender": sent["cpu_percent"], "receiver": received["cpu_percent"]},
         "peers": {"sender": sent, "receiver": received},
     }
@@ -84,12 +404,22 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", required=True, type=Path, help="video clip to send")
+    parser.add_argument("--source", type=Path, help="video clip to send")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--json", required=True, type=Path, help="where to write the results")
-    parser.add_argument("--loss", type=float, default=0.0, help="motion packet loss probability")
+    parser.add_argument("--json", type=Path, help="where to write the results")
+    parser.add_argument(
+        "--loss", type=float, default=0.0, help="packet loss probability (loopback: motion only)"
+    )
     parser.add_argument("--jitter-ms", type=float, default=0.0)
+    parser.add_argument("--netns", action="store_true", help="call across network namespaces")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay (--netns)")
+    parser.add_argument("--relay", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.relay:
+        return relay_main(args.loss, args.delay_ms, args.jitter_ms, args.seed)
+    if args.source is None or args.json is None:
+        parser.error("--source and --json are required")
     if not args.source.is_file():
         print(f"error: {args.source}: no such file", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -100,6 +101,7 @@ class CallStats:
         send_s = max(self.send_seconds, 1e-9)
         lat = sorted(self.latencies_ms)
         span = self.render_times[-1] - self.render_times[0] if len(self.render_times) > 1 else 0
+        gaps = [b - a for a, b in zip(self.render_times, self.render_times[1:], strict=False)]
         return {
             "sessions": self.sessions,
             "frames_sent": self.frames_sent,
@@ -118,6 +120,7 @@ class CallStats:
             "audio_kbps": self.audio_bytes_sent * 8 / 1000 / max(self.wall_seconds, 1e-9),
             "latency_p50_ms": _percentile(lat, 50),
             "latency_p95_ms": _percentile(lat, 95),
+            "max_render_gap_ms": max(gaps) * 1000 if gaps else None,  # longest freeze seen
             "cpu_seconds": self.cpu_seconds,
             "cpu_percent": 100 * self.cpu_seconds / max(self.wall_seconds, 1e-9),
             "wall_seconds": self.wall_seconds,
@@ -430,6 +433,7 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="random extra delay")
     parser.add_argument("--preset", default="medium")
     parser.add_argument("--renderer", default="warp")
+    parser.add_argument("--stats-json", help="write this side's call summary to this JSON file")
 
 
 def call_main(args: argparse.Namespace) -> int:
@@ -456,6 +460,9 @@ def call_main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     s = stats.summary()
+    if args.stats_json:
+        with open(args.stats_json, "w") as f:
+            json.dump(s, f, indent=2)
     print(
         f"sent {s['frames_sent']} frames, rendered {s['frames_rendered']} at {s['fps']:.1f} fps, "
         f"motion {s['motion_kbps']:.2f} kbps, audio {s['audio_kbps']:.1f} kbps, "
