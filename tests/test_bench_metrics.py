@@ -142,3 +142,12 @@ def test_no_face_frames_are_reported(ref: ReferenceClip, feats: M.ReferenceFeatu
     s = M.evaluate(feats, grey, metrics=("akd",))
     assert s.no_face_frames == list(range(len(grey)))
     assert np.isnan(s.mean["akd"])
+
+
+def test_vmaf_matches_ffmpeg_libvmaf(ref: ReferenceClip, feats: M.ReferenceFeatures) -> None:
+    from facecodec.bench.libvmaf import libvmaf_mean
+
+    for sigma in (1.0, 3.0):
+        rec_y = M.luma(_blur(ref.frames, sigma))
+        ours = float(np.mean(M.vmaf(feats.y, rec_y)))
+        assert ours == pytest.approx(libvmaf_mean(feats.y, rec_y, ref.fps), abs=0.1)
