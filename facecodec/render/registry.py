@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from facecodec.errors import FacecodecError
 from facecodec.motion.basis import ExpressionBasis
 from facecodec.render.base import Renderer
 from facecodec.render.warp import WarpRenderer
 
-RENDERERS = {"warp": WarpRenderer}
+
+def _neural(basis: ExpressionBasis, size: int) -> Renderer:
+    # Imported on use: the refiner needs torch, which the warp-only decoder never loads.
+    from facecodec.render.neural import NeuralRenderer
+
+    return NeuralRenderer(basis, size)
+
+
+RENDERERS: dict[str, Callable[[ExpressionBasis, int], Renderer]] = {
+    "warp": WarpRenderer,
+    "neural": _neural,
+}
 DEFAULT_RENDERER = "warp"
 
 

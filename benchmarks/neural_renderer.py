@@ -1,0 +1,107 @@
+"""Neural renderer cost at 256x256: parameters, conv GMACs, fps of the net alone and of a
+whole render (mesh warp + conditioning + net), eager PyTorch, channels_last, 2 threads.
+
+    .venv/bin/python benchmarks/neural_renderer.py [--weights PATH] [--frames N]
+
+Uses the shipped weights when present (speed does not depend on the values), a real
+validation clip for the landmarks, and reports the best of several batches of frames, so
+other processes on a shared machine inflate the numbers less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facecodec.codec.analysis import MotionEvent
+from facecodec.codec.encoder import EncoderSettings, analyze_file
+from facecodec.motion.basis import load_basis
+from facecodec.render.neural import (
+    COND_CHANNELS,
+    DEFAULT_WEIGHTS,
+    NeuralRenderer,
+    RefinerNet,
+    load_net,
+)
+from facecodec.render.warp import WarpRenderer
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CLIP = DATA / "clips" / "grid_lbbc2a.mpg"  # validation split
+
+
+def conv_macs(net: torch.nn.Module, size: int) -> int:
+    """Multiply-accumulates of all convolutions for one size x size frame (forward hooks)."""
+    total = 0
+
+    def hook(m: torch.nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(m, torch.nn.Conv2d)
+        k = m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups
+        total += out.numel() * k
+
+    hs = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        net(torch.zeros(1, 6, size, size), torch.zeros(1, COND_CHANNELS, size // 2, size // 2))
+    for h in hs:
+        h.remove()
+    return total
+
+
+def timed_ms(fn: object, n: int, repeats: int = 3) -> tuple[float, float]:
+    """(min, median) ms per call over `repeats` passes of n calls."""
+    assert callable(fn)
+    ts = []
+    for _ in range(repeats):
+        for i in range(n):
+            t = time.perf_counter()
+            fn(i)
+            ts.append((time.perf_counter() - t) * 1000)
+    return float(np.min(ts)), float(np.median(ts))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--frames", type=int, default=20)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    net = load_net(a.weights) if a.weights.exists() else RefinerNet()
+    size = 256
+    params = sum(t.numel() for t in net.parameters())
+    print(f"params {params / 1e6:.3f} M, conv {conv_macs(net, size) / 1e9:.3f} GMAC "
+          f"({2 * conv_macs(net, size) / 1e9:.3f} GFLOP) per {size}x{size} frame")
+
+    analysis = analyze_file(CLIP, EncoderSettings(size=size), max_frames=a.frames + 1)
+    key = analysis.keyframes[0]
+    motions = [e.motion for e in analysis.events if isinstance(e, MotionEvent)][1:]
+    basis = load_basis()
+    neural = NeuralRenderer(basis, size, net=net, threads=a.threads)
+    warp = WarpRenderer(basis, size)
+    for r in (neural, warp):
+        r.set_reference(key.image, key.motion)
+
+    x = torch.rand(1, 6, size, size).contiguous(memory_format=torch.channels_last)
+    c = torch.rand(1, COND_CHANNELS, size // 2, size // 2).contiguous(
+        memory_format=torch.channels_last)
+    n = len(motions)
+    with torch.inference_mode():
+        for _ in range(3):
+            neural.net(x, c)
+        net_ms = timed_ms(lambda _i: neural.net(x, c), n)
+    neural.render(motions[0])
+    full_ms = timed_ms(lambda i: neural.render(motions[i]), n)
+    warp_ms = timed_ms(lambda i: warp.render(motions[i]), n)
+    print(f"{a.threads} thread(s); ms per frame: min / median (fps at the min / median)")
+    for name, (lo, med) in (("net alone", net_ms), ("full render", full_ms),
+                            ("warp only", warp_ms)):
+        print(f"{name:12s} {lo:6.1f} / {med:6.1f} ms  ({1000 / lo:5.1f} / {1000 / med:5.1f} fps)")
+    print("full render = mesh warp + conditioning + net + tensor conversions")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""The trained renderer: the mesh warp plus a small learned refiner.
+
+Why a refiner on top of the warp rather than a generator from scratch: the piecewise-affine
+warp already puts every reference pixel where the landmarks say, at 4 ms a frame, and is
+right for most of the picture. What it cannot do is invent what the reference does not show
+(the inside of a mouth that opens, teeth, eyelids closing over an open eye, background
+uncovered by a turning head) and it bends hair and collars with the mesh. A network that only
+corrects the warp starts from the warp's quality (its last layer is zero-initialised, so the
+untrained net returns the warp exactly) and spends its few parameters on those regions.
+
+Inputs, all computable at the receiver from the reference and the two Motions:
+- the warped reference and the reference itself (full resolution, 3 + 3 channels);
+- at half resolution: the dense displacement target -> reference of the same mesh warp
+  (2 channels, obtained by warping a coordinate image with the same triangulation, so it
+  is exactly the warp's map up to rounding), where the reference's inner mouth lands after
+  the warp (1), and soft masks of the target's inner mouth and eyes (2). The difference
+  between the warped and the target mouth mask is where the warp stretches lip pixels.
+
+Output: out = warp + m * (g - warp) + r, predicted at half resolution and upsampled
+bilinearly: an occlusion-aware blend towards generated colour g where m > 0 (mouth interior,
+eyes) plus a small residual r (shading). m is a clamp to [0, 1], so both terms are exactly
+zero at initialisation. The heavy part runs at 1/4 .. 1/16 resolution (a small U-Net with
+additive skips); no convolution runs at full resolution, which keeps the net near 20 ms on
+two cores (benchmarks/neural_renderer.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from facecodec.errors import FacecodecError
+from facecodec.motion.basis import ExpressionBasis
+from facecodec.motion.motion import Motion
+from facecodec.render import topology as topo
+from facecodec.render.base import Renderer
+from facecodec.render.mesh_warp import MeshWarper
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+DEFAULT_WEIGHTS = ASSETS / "refiner_v1.safetensors"
+MODEL_PREFIX = "refiner-v1"
+COND_CHANNELS = 5  # flow dx, dy; warped reference mouth; target mouth; target eyes
+ALIGN = 16  # the U-Net downsamples four times
+FLOW_SCALE = 8.0  # displacements are given in units of size / FLOW_SCALE (|d| ~ 1)
+
+
+@dataclass(frozen=True)
+class RefinerConfig:
+    """Channel widths of the refiner at 1/2, 1/4, 1/8 and 1/16 resolution."""
+
+    widths: tuple[int, int, int, int] = (32, 48, 96, 128)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> RefinerConfig:
+        w = d.get("widths", cls.widths)
+        assert isinstance(w, list | tuple) and len(w) == 4
+        return cls(widths=tuple(int(x) for x in w))  # type: ignore[arg-type]
+
+
+def _conv(cin: int, cout: int, stride: int = 1, k: int = 3) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)
+
+
+class _Res(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.a, self.b = _conv(c, c), _conv(c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.b(F.leaky_relu(self.a(x), 0.2))
+
+
+class RefinerNet(nn.Module):
+    """(image (B,6,H,W): warp | reference in [0,1], cond (B,5,H/2,W/2)) -> (B,3,H,W) in [0,1].
+
+    H and W must be multiples of 16.
+    """
+
+    def __init__(self, config: RefinerConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or RefinerConfig()
+        c1, c2, c3, c4 = self.config.widths
+        self.stem = _conv(6, c1, stride=2)
+        self.fuse = _conv(c1 + COND_CHANNELS, c1)
+        self.down2, self.down3, self.down4 = _conv(c1, c2, 2), _conv(c2, c3, 2), _conv(c3, c4, 2)
+        self.res3, self.res4 = _Res(c3), _Res(c4)
+        self.lat3, self.lat2, self.lat1 = _conv(c4, c3, k=1), _conv(c3, c2, k=1), _conv(c2, c1, k=1)
+        self.up3, self.up2, self.up1 = _conv(c3, c3), _conv(c2, c2), _conv(c1, c1)
+        self.head = _conv(c1, 7)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, image: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        act = nn.functional.leaky_relu
+        e1 = act(self.fuse(torch.cat([act(self.stem(image), 0.2), cond], 1)), 0.2)
+        e2 = act(self.down2(e1), 0.2)
+        e3 = self.res3(act(self.down3(e2), 0.2))
+        e4 = self.res4(act(self.down4(e3), 0.2))
+        # Additive skips (FPN style) instead of concatenation: half the MACs of the decoder.
+        d3 = act(self.up3(e3 + _up(self.lat3(e4))), 0.2)
+        d2 = act(self.up2(e2 + _up(self.lat2(d3))), 0.2)
+        d1 = act(self.up1(e1 + _up(self.lat1(d2))), 0.2)
+        h = _up(self.head(d1))
+        warp = image[:, :3]
+        mask = h[:, 3:4].clamp(0.0, 1.0)
+        return (warp + mask * (h[:, 4:7] - warp) + h[:, :3]).clamp(0.0, 1.0)
+
+
+def _up(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def model_id_of(net: nn.Module) -> str:
+    """A content hash of the weights: the bitstream names the exact model it was made for."""
+    h = hashlib.sha256()
+    for name, t in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to(torch.float32).contiguous().numpy().tobytes())
+    return f"{MODEL_PREFIX}-{h.hexdigest()[:8]}"
+
+
+def save_weights(net: RefinerNet, path: Path, meta: dict[str, object] | None = None) -> str:
+    """Write safetensors + a JSON beside it (config, model id, `meta`); returns the model id."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp))
+    tmp.replace(path)
+    mid = model_id_of(net)
+    info = {"model_id": mid, "config": asdict(net.config), **(meta or {})}
+    path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    return mid
+
+
+def load_net(path: Path) -> RefinerNet:
+    cfg_path = path.with_suffix(".json")
+    if not path.exists() or not cfg_path.exists():
+        raise FacecodecError(f"refiner weights not found: {path} (+ .json)")
+    info = json.loads(cfg_path.read_text())
+    net = RefinerNet(RefinerConfig.from_dict(info["config"]))
+    net.load_state_dict(load_file(str(path)))
+    return net.eval()
+
+
+# -- conditioning ---------------------------------------------------------------------------
+
+_MOUTH = np.array(topo.LIPS_INNER)
+_EYES = (np.array(topo.LEFT_EYE), np.array(topo.RIGHT_EYE))
+
+
+def _fill(shape: int, polys: list[np.ndarray]) -> np.ndarray:
+    """Antialiased filled polygons as a uint8 mask (polygons in pixel units of `shape`)."""
+    m = np.zeros((shape, shape), np.uint8)
+    cv2.fillPoly(m, [np.round(p * 16).astype(np.int32) for p in polys], 255, cv2.LINE_AA, 4)
+    return m
+
+
+class Conditioner:
+    """Warps a reference and rasterises the refiner's conditioning channels per target.
+
+    Shared by the renderer and the training data so both see exactly the same inputs.
+    """
+
+    def __init__(self, size: int) -> None:
+        if size % ALIGN:
+            raise FacecodecError(f"the neural renderer needs a size divisible by {ALIGN}")
+        self.size, self.half = size, size // 2
+        self.warper = MeshWarper(size)
+        self.coords = MeshWarper(self.half)  # raises for sizes below 2 * MIN_SIZE
+        g = np.arange(self.half, dtype=np.float32)
+        self._gx, self._gy = np.meshgrid(g, g)
+        # Coordinate image: 2 grey levels per pixel, exact after uint8 bilinear resampling
+        # to about half a pixel at half resolution.
+        self._step = 255.0 / (self.half - 1)
+
+    def set_reference(self, image: np.ndarray, ref_points: np.ndarray) -> None:
+        self.warper.set_reference(image, ref_points)
+        hp = ref_points[:, :2] * 0.5
+        cimg = np.empty((self.half, self.half, 3), np.uint8)
+        cimg[..., 0] = np.round(self._gx * self._step).astype(np.uint8)
+        cimg[..., 1] = np.round(self._gy * self._step).astype(np.uint8)
+        cimg[..., 2] = _fill(self.half, [hp[_MOUTH]])
+        self.coords.set_reference(cimg, hp)
+
+    def __call__(self, dst_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(warped (size,size,3) uint8, cond (half,half,5) float32)."""
+        warped = self.warper.warp(dst_points)
+        hp = dst_points[:, :2] * 0.5
+        c = self.coords.warp(hp)
+        cond = np.empty((self.half, self.half, COND_CHANNELS), np.float32)
+        k = FLOW_SCALE / self.half
+        cond[..., 0] = (c[..., 0] / self._step - self._gx) * k
+        cond[..., 1] = (c[..., 1] / self._step - self._gy) * k
+        cond[..., 2] = c[..., 2] * (1.0 / 255.0)
+        cond[..., 3] = _fill(self.half, [hp[_MOUTH]]) * (1.0 / 255.0)
+        cond[..., 4] = _fill(self.half, [hp[e] for e in _EYES]) * (1.0 / 255.0)
+        return warped, cond
+
+
+def to_inputs(
+    warped: np.ndarray, reference: np.ndarray, cond: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched NCHW float tensors (channels_last memory) from HWC arrays, or BHWC batches."""
+    img = np.concatenate([warped, reference], axis=-1)
+    if img.ndim == 3:
+        img, cond = img[None], cond[None]
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(0, 3, 1, 2).float().mul_(1 / 255)
+    c = torch.from_numpy(np.ascontiguousarray(cond)).permute(0, 3, 1, 2)
+    return (x.contiguous(memory_format=torch.channels_last),
+            c.contiguous(memory_format=torch.channels_last))
+
+
+def to_image(out: torch.Tensor) -> np.ndarray:
+    """(1,3,H,W) in [0,1] -> (H,W,3) uint8."""
+    return out[0].mul(255.0).round_().permute(1, 2, 0).to(torch.uint8).contiguous().numpy()
+
+
+# -- renderer -------------------------------------------------------------------------------
+
+
+class NeuralRenderer(Renderer):
+    """Mesh warp + learned refiner. `weights`: a .safetensors with its .json beside it;
+    `net`: use this network instead (tests, training), its id is still its content hash."""
+
+    name = "neural"
+
+    def __init__(
+        self,
+        basis: ExpressionBasis,
+        size: int,
+        weights: Path | str | None = DEFAULT_WEIGHTS,
+        net: RefinerNet | None = None,
+        threads: int | None = 2,
+    ) -> None:
+        super().__init__(basis, size)
+        if net is None:
+            if weights is None:
+                raise FacecodecError("NeuralRenderer needs weights or a net")
+            net = load_net(Path(weights))
+        self.net = net.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self._model_id = model_id_of(self.net)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.cond = Conditioner(size)
+        self._ref_t: torch.Tensor | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    def _prepare(self, image: np.ndarray, motion: Motion) -> None:
+        self.cond.set_reference(image, self.basis.landmarks(motion, self.size))
+
+    def _render(self, target: Motion) -> np.ndarray:
+        assert self.reference is not None
+        warped, cond = self.cond(self.basis.landmarks(target, self.size))
+        x, c = to_inputs(warped, self.reference, cond)
+        with torch.inference_mode():
+            return to_image(self.net(x, c))
+
+
+# -- ONNX -----------------------------------------------------------------------------------
+
+
+def export_onnx(net: RefinerNet, path: Path, size: int = 256) -> None:
+    """Export the refiner (inputs `image`, `cond`; output `frame`), sizes dynamic."""
+    net = net.eval()
+    x = torch.zeros(1, 6, size, size)
+    c = torch.zeros(1, COND_CHANNELS, size // 2, size // 2)
+    axes = {0: "batch", 2: "h", 3: "w"}
+    torch.onnx.export(
+        net, (x, c), str(path), input_names=["image", "cond"], output_names=["frame"],
+        dynamic_axes={"image": axes, "cond": {0: "batch", 2: "h2", 3: "w2"}, "frame": axes},
+        opset_version=17, dynamo=False,
+    )
+
+
+class OnnxRefiner:
+    """The exported refiner under onnxruntime: a callable like RefinerNet on numpy inputs."""
+
+    def __init__(self, path: Path, threads: int = 2) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:  # optional dependency
+            raise FacecodecError("onnxruntime is not installed") from e
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def __call__(self, image: np.ndarray, cond: np.ndarray) -> np.ndarray:
+        """image (B,6,H,W), cond (B,5,H/2,W/2) float32 -> (B,3,H,W) float32."""
+        out = self.session.run(["frame"], {"image": image.astype(np.float32),
+                                           "cond": cond.astype(np.float32)})
+        return np.asarray(out[0])

@@ -1,0 +1,18 @@
+"""`python -m facecodec.train --config C --data D --out RUN/` (also under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from facecodec.train.trainer import add_train_arguments, train_main
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="facecodec train", description=__doc__)
+    add_train_arguments(p)
+    return train_main(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Training pairs for the refiner: (source frame, driving frame) of one clip and crop.
+
+The cache is built once per split from the sender's own analysis, so the net learns from the
+Motions the receiver will see (stabilised, fitted to the basis), not from raw landmarks:
+per clip, up to `max_frames` frames tracked, every `stride`-th kept as a 256 crop with its
+rendered landmarks and the keyframe segment it belongs to. Crops change at keyframes, so
+pairs are drawn within one segment only. Warping happens on the fly (~5 ms a pair), which
+keeps the cache at crops + landmarks (about 200 kB a frame).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from facecodec.codec.analysis import MotionEvent
+from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops
+from facecodec.motion.basis import load_basis
+from facecodec.render.neural import Conditioner
+from facecodec.train.landmarks import load_split
+
+SIZE = 256
+CACHE_VERSION = 1
+
+
+@dataclass
+class ClipData:
+    name: str
+    crops: np.ndarray  # (N, S, S, 3) uint8, memory-mapped
+    points: np.ndarray  # (N, 478, 2) float32 landmarks rendered from the frame's Motion
+    segment: np.ndarray  # (N,) keyframe index the frame's crop belongs to
+    index: np.ndarray  # (N,) frame number in the clip
+
+
+def build_clip(path: Path, out_dir: Path, max_frames: int, stride: int) -> None:
+    """Analyse one clip like the encoder does and store what the pairs need."""
+    basis = load_basis()
+    analysis = analyze_file(path, EncoderSettings(size=SIZE), max_frames=max_frames)
+    keys = sorted(k.index for k in analysis.keyframes)
+    crops = original_crops(path, analysis.keyframes, SIZE, max_frames)
+    rows = [e for e in analysis.events
+            if isinstance(e, MotionEvent) and e.face_seen and e.index % stride == 0
+            and e.index < len(crops)]
+    idx = np.array([e.index for e in rows], dtype=np.int64)
+    seg = np.array([max(k for k in keys if k <= i) if i >= keys[0] else keys[0] for i in idx])
+    pts = np.stack([basis.landmarks(e.motion, SIZE)[:, :2] for e in rows]).astype(np.float32)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.save(out_dir / "crops.npy", np.ascontiguousarray(crops[idx]))
+    np.savez(out_dir / "meta.npz", points=pts, segment=seg, index=idx)
+
+
+def build_cache(
+    data_dir: Path, split: str, cache_dir: Path, max_frames: int = 150, stride: int = 2,
+    max_clips: int | None = None, progress: bool = True,
+) -> list[ClipData]:
+    """Build (missing clips only) and load the cache of one split (its first `max_clips`)."""
+    root = cache_dir / f"{split}_f{max_frames}_s{stride}_v{CACHE_VERSION}"
+    clips = load_split(data_dir, split)[:max_clips]
+    for path in tqdm(clips, desc=f"cache {split}", unit="clip", disable=not progress):
+        d = root / path.stem
+        if not (d / "meta.npz").exists():
+            try:
+                build_clip(path, d, max_frames, stride)
+            except Exception as e:  # a clip without a face: skip it, say so
+                (root / "skipped.json").write_text(json.dumps({path.stem: str(e)}))
+    return load_cache(root, [p.stem for p in clips])
+
+
+def load_cache(root: Path, names: list[str]) -> list[ClipData]:
+    out = []
+    for n in names:
+        d = root / n
+        if not (d / "meta.npz").exists():
+            continue
+        meta = np.load(d / "meta.npz")
+        out.append(ClipData(n, np.load(d / "crops.npy", mmap_mode="r"), meta["points"],
+                            meta["segment"], meta["index"]))
+    return out
+
+
+def segment_pairs(clip: ClipData) -> list[np.ndarray]:
+    """Frame row indices of each keyframe segment with at least two frames."""
+    return [np.flatnonzero(clip.segment == s) for s in np.unique(clip.segment)
+            if (clip.segment == s).sum() >= 2]
+
+
+@dataclass
+class Sample:
+    image: torch.Tensor  # (6, P, P): warped | reference, [0, 1]
+    cond: torch.Tensor  # (5, P/2, P/2)
+    target: torch.Tensor  # (3, P, P)
+
+
+def make_sample(
+    clip: ClipData, src: int, drv: int, cond: Conditioner, rng: np.random.Generator | None,
+    patch: int = SIZE,
+) -> Sample:
+    """One pair, warped; with `rng`: a random patch, horizontal flip and colour jitter."""
+    ref, tgt = np.asarray(clip.crops[src]), np.asarray(clip.crops[drv])
+    cond.set_reference(ref, clip.points[src])
+    warped, c = cond(clip.points[drv])
+    img = np.concatenate([warped, ref, tgt], axis=-1).astype(np.float32) * (1.0 / 255.0)
+    if rng is not None:
+        n = img.shape[0]
+        y, x = (rng.integers(0, (n - patch) // 2 + 1, size=2) * 2).tolist()
+        img = img[y:y + patch, x:x + patch]
+        c = c[y // 2:(y + patch) // 2, x // 2:(x + patch) // 2]
+        if rng.random() < 0.5:
+            img, c = img[:, ::-1], c[:, ::-1].copy()
+            c[..., 0] *= -1.0  # horizontal displacement changes sign
+        gain = rng.uniform(0.8, 1.2, size=3).astype(np.float32)
+        bias = rng.uniform(-0.06, 0.06, size=3).astype(np.float32)
+        img = np.clip(img * np.tile(gain, 3) + np.tile(bias, 3), 0.0, 1.0)
+    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+    return Sample(t[:6].contiguous(), torch.from_numpy(np.ascontiguousarray(c)).permute(2, 0, 1)
+                  .contiguous(), t[6:].contiguous())
+
+
+class PairSampler:
+    """Endless random pairs: a clip uniformly, a segment, two distinct frames of it."""
+
+    def __init__(self, clips: list[ClipData], seed: int, patch: int) -> None:
+        self.items = [(c, s) for c in clips for s in segment_pairs(c)]
+        if not self.items:
+            raise ValueError("no clip has a segment with two frames")
+        self.rng = np.random.default_rng(seed)
+        self.patch = patch
+        self.cond = Conditioner(SIZE)
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        samples = []
+        for _ in range(n):
+            clip, rows = self.items[int(self.rng.integers(len(self.items)))]
+            src, drv = self.rng.choice(rows, size=2, replace=False)
+            samples.append(make_sample(clip, int(src), int(drv), self.cond, self.rng,
+                                       self.patch))
+        return stack(samples)
+
+
+def stack(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    cl = torch.channels_last
+    return (torch.stack([s.image for s in samples]).contiguous(memory_format=cl),
+            torch.stack([s.cond for s in samples]).contiguous(memory_format=cl),
+            torch.stack([s.target for s in samples]).contiguous(memory_format=cl))
+
+
+def validation_pairs(clips: list[ClipData], per_clip: int) -> Iterator[Sample]:
+    """Fixed full-frame pairs: each segment's first frame drives `per_clip` evenly spaced
+    later frames of the clip (the receiver's situation: keyframe -> following frames)."""
+    cond = Conditioner(SIZE)
+    for clip in clips:
+        segs = segment_pairs(clip)
+        if not segs:
+            continue
+        rows = segs[0]
+        for drv in rows[np.linspace(1, len(rows) - 1, min(per_clip, len(rows) - 1)).astype(int)]:
+            yield make_sample(clip, int(rows[0]), int(drv), cond, None)

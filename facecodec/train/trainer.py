@@ -1,0 +1,249 @@
+"""Train the neural renderer's refiner: `facecodec train --config C --data D --out RUN/`.
+
+One loop for CPU, one GPU, or several processes under `torchrun` (DistributedDataParallel,
+gloo on CPU, nccl on GPUs). Each rank draws its own pairs from its own seeded generator;
+rank 0 validates, logs (train.csv, val.csv) and checkpoints (last.safetensors + optim.pt +
+state.json, and best.safetensors by validation PSNR). Re-running with the same --out
+resumes from the last checkpoint: weights, optimiser, step count and the pair sampler's
+random state, so a stopped run continues where it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel
+
+from facecodec.render.neural import RefinerConfig, RefinerNet, model_id_of, save_weights
+from facecodec.train.dataset import PairSampler, Sample, build_cache, stack, validation_pairs
+from facecodec.train.losses import MIN_PATCH, LossWeights, refiner_loss
+
+DEFAULT_CACHE = Path("cache/refiner")
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    steps: int = 20000
+    time_limit_min: float = 0.0  # stop (and checkpoint) after this long; 0: no limit
+    batch: int = 4
+    patch: int = 192
+    lr: float = 2e-4
+    lr_final: float = 0.1  # cosine decay to this fraction of lr at `steps`
+    log_every: int = 10
+    val_every: int = 200
+    val_per_clip: int = 6
+    ckpt_every_min: float = 3.0
+    max_frames: int = 150
+    stride: int = 2
+    max_clips: int | None = None
+    threads: int = 2
+    loss: LossWeights = field(default_factory=LossWeights)
+    model: RefinerConfig = field(default_factory=RefinerConfig)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        d = json.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
+        loss = LossWeights(**d.pop("loss", {}))
+        model = RefinerConfig.from_dict(d.pop("model", {}))
+        cfg = cls(**d, loss=loss, model=model)
+        if cfg.patch < MIN_PATCH or cfg.patch % 16:
+            raise ValueError(f"patch must be a multiple of 16 and >= {MIN_PATCH}")
+        return cfg
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, required=True, help="JSON training config")
+    p.add_argument("--data", type=Path, required=True, help="data dir with splits.json")
+    p.add_argument("--out", type=Path, required=True, help="run dir (resumed if it exists)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="pair cache dir")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def train_main(args: argparse.Namespace) -> int:
+    cfg = TrainConfig.load(args.config)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+    try:
+        train(cfg, args.data, args.out, args.cache, device, rank, world, not args.quiet)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+    return 0
+
+
+def _evaluate(net: RefinerNet, samples: list[Sample], device: torch.device) -> dict[str, float]:
+    """Mean RGB PSNR and MS-SSIM of the warp and of the refined frame against the target."""
+    from pytorch_msssim import ms_ssim
+
+    net.eval()
+    res: dict[str, list[float]] = {"psnr_warp": [], "psnr_refined": [], "ssim_warp": [],
+                                   "ssim_refined": []}
+    with torch.inference_mode():
+        for i in range(0, len(samples), 8):
+            x, c, t = (v.to(device) for v in stack(samples[i:i + 8]))
+            out = net(x, c)
+            for name, y in (("warp", x[:, :3]), ("refined", out)):
+                y = y.mul(255).round().div(255)  # score what is shown: 8-bit frames
+                mse = (y - t).pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
+                res[f"psnr_{name}"] += (10 * torch.log10(1 / mse)).tolist()
+                res[f"ssim_{name}"] += ms_ssim(y, t, data_range=1.0, size_average=False).tolist()
+    net.train()
+    return {k: float(np.mean(v)) for k, v in res.items()}
+
+
+def _append_csv(path: Path, row: dict[str, float | int]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _hardware(device: torch.device, world: int) -> str:
+    if device.type == "cuda":
+        return f"{world} x {torch.cuda.get_device_name(device)}"
+    return f"{world} x CPU ({platform.processor() or platform.machine()}, " \
+           f"{torch.get_num_threads()} threads)"
+
+
+def train(
+    cfg: TrainConfig, data_dir: Path, out: Path, cache: Path, device: torch.device,
+    rank: int = 0, world: int = 1, progress: bool = True,
+) -> dict[str, float]:
+    """Run (or resume) training; returns rank 0's last validation scores ({} elsewhere)."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    main = rank == 0
+    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+        train_clips = build_cache(data_dir, "train", cache, cfg.max_frames, cfg.stride,
+                                  cfg.max_clips, progress)
+        val_clips = build_cache(data_dir, "validation", cache, cfg.max_frames, cfg.stride,
+                                cfg.max_clips, progress)
+    if world > 1:
+        dist.barrier()  # rank 0 built the cache; the others only read it
+    if not main:
+        train_clips = build_cache(data_dir, "train", cache, cfg.max_frames, cfg.stride,
+                                  cfg.max_clips, False)
+    sampler = PairSampler(train_clips, cfg.seed * 1000 + rank, cfg.patch)
+
+    net = RefinerNet(cfg.model).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    step, elapsed, best = 0, 0.0, -math.inf
+    state_path = out / "state.json"
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+        net.load_state_dict(load_file(str(out / "last.safetensors")))
+        opt.load_state_dict(torch.load(out / "optim.pt", weights_only=True))
+        step, elapsed, best = state["step"], state["elapsed_s"], state["best_psnr"]
+        rngs = state.get("rng", [])
+        if rank < len(rngs):
+            sampler.rng.bit_generator.state = rngs[rank]
+    model: torch.nn.Module = net
+    if world > 1:
+        model = DistributedDataParallel(net)
+
+    val_samples = list(validation_pairs(val_clips, cfg.val_per_clip)) if main else []
+
+    def lr_at(s: int) -> float:
+        t = min(1.0, s / max(1, cfg.steps))
+        return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * t)))
+
+    def checkpoint(scores: dict[str, float] | None) -> None:
+        nonlocal best
+        meta = {"steps": step, "train_time_s": round(elapsed, 1),
+                "hardware": _hardware(device, world), "batch": cfg.batch * world,
+                "patch": cfg.patch}
+        save_weights(net, out / "last.safetensors", meta)
+        torch.save(opt.state_dict(), out / "optim.pt")
+        rng = [sampler.rng.bit_generator.state]
+        if world > 1:
+            gathered: list[object] = [None] * world
+            dist.all_gather_object(gathered, rng[0])  # every rank reaches checkpoint()
+            rng = gathered  # type: ignore[assignment]
+        if not main:
+            return
+        if scores is not None and scores["psnr_refined"] > best:
+            best = scores["psnr_refined"]
+            save_weights(net, out / "best.safetensors", {**meta, "validation": scores})
+        tmp = state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"step": step, "elapsed_s": elapsed, "best_psnr": best,
+                                   "model_id": model_id_of(net), "rng": rng}))
+        tmp.replace(state_path)
+
+    scores: dict[str, float] = {}
+    net.train()
+    last_ckpt = time.monotonic()
+    t_start = time.monotonic() - elapsed
+    while step < cfg.steps:
+        t0 = time.monotonic()
+        x, c, t = (v.to(device) for v in sampler.batch(cfg.batch))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        loss, parts = refiner_loss(model(x, c), t, c, cfg.loss)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        elapsed = time.monotonic() - t_start
+        if main and step % cfg.log_every == 0:
+            _append_csv(out / "train.csv", {"step": step, "elapsed_s": round(elapsed, 1),
+                                           "lr": lr_at(step), **parts,
+                                           "step_s": round(time.monotonic() - t0, 3)})
+            if progress:
+                print(f"step {step} loss {parts['loss']:.4f} ({elapsed / 60:.1f} min)",
+                      flush=True)
+        val_now = step % cfg.val_every == 0 or step == cfg.steps
+        out_of_time = cfg.time_limit_min > 0 and elapsed >= cfg.time_limit_min * 60
+        if world > 1:  # all ranks must agree on stopping (the clocks differ)
+            flag = torch.tensor([float(out_of_time)])
+            dist.broadcast(flag, 0)
+            out_of_time = bool(flag.item())
+        if main and (val_now or out_of_time):
+            scores = _evaluate(net, val_samples, device) if val_samples else {}
+            if scores:
+                _append_csv(out / "val.csv", {"step": step, **{k: round(v, 4)
+                                                              for k, v in scores.items()}})
+                if progress:
+                    print(f"val {step}: " + " ".join(f"{k} {v:.4f}" for k, v in scores.items()),
+                          flush=True)
+        ckpt_due = time.monotonic() - last_ckpt >= cfg.ckpt_every_min * 60
+        if world > 1:
+            flag = torch.tensor([float(ckpt_due or val_now)])
+            dist.broadcast(flag, 0)
+            ckpt_due = bool(flag.item())
+        if ckpt_due or val_now or out_of_time or step == cfg.steps:
+            checkpoint(scores if (val_now or out_of_time) and scores else None)
+            last_ckpt = time.monotonic()
+        if out_of_time:
+            break
+    return scores

@@ -1,0 +1,157 @@
+"""Neural renderer: shapes, exact warp at initialisation, shipped weights on a real validation
+frame, model-id checks against the stream header, ONNX parity."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facecodec.codec.decoder import PacketDecoder
+from facecodec.codec.encoder import original_crops
+from facecodec.errors import FacecodecError
+from facecodec.motion.basis import load_basis
+from facecodec.render.neural import (
+    COND_CHANNELS,
+    DEFAULT_WEIGHTS,
+    Conditioner,
+    NeuralRenderer,
+    OnnxRefiner,
+    RefinerNet,
+    export_onnx,
+    load_net,
+    model_id_of,
+    to_inputs,
+)
+from facecodec.render.registry import make_renderer
+from facecodec.render.warp import WarpRenderer
+from tests.conftest import EncodedClip
+
+SIZE = 256
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * np.log10(255.0**2 / max(mse, 1e-10))
+
+
+@pytest.fixture(scope="module")
+def frames(encoded_grid: EncodedClip) -> tuple[np.ndarray, list[object], object]:
+    """Original crops of the first 30 frames, the keyframe, and the per-frame Motions."""
+    key = encoded_grid.result.keyframes[0]
+    crops = original_crops(encoded_grid.source, encoded_grid.result.keyframes, SIZE, 30)
+    motions = [encoded_grid.result.motions[i] for i in range(30)]
+    return crops, motions, key
+
+
+def test_net_shapes() -> None:
+    net = RefinerNet()
+    with torch.no_grad():
+        out = net(torch.rand(2, 6, 128, 96), torch.rand(2, COND_CHANNELS, 64, 48))
+    assert out.shape == (2, 3, 128, 96)
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_conditioner_rejects_unaligned_size() -> None:
+    with pytest.raises(FacecodecError):
+        Conditioner(264 + 4)
+
+
+def test_untrained_net_returns_the_warp_exactly(frames: tuple) -> None:
+    crops, motions, key = frames
+    basis = load_basis()
+    neural = NeuralRenderer(basis, SIZE, net=RefinerNet())
+    warp = WarpRenderer(basis, SIZE)
+    for r in (neural, warp):
+        r.set_reference(key.image, key.motion)
+    for i in (3, 17, 29):
+        a, b = neural.render(motions[i]), warp.render(motions[i])
+        assert a.shape == (SIZE, SIZE, 3) and a.dtype == np.uint8
+        assert np.array_equal(a, b)
+
+
+def test_conditioning_flow_points_at_reference_landmarks(frames: tuple) -> None:
+    """The displacement channels map the target's landmarks back onto the reference's."""
+    _, motions, key = frames
+    basis = load_basis()
+    cond = Conditioner(SIZE)
+    ref_pts = basis.landmarks(key.motion, SIZE)[:, :2]
+    cond.set_reference(key.image, ref_pts)
+    dst = basis.landmarks(motions[20], SIZE)[:, :2]
+    _, c = cond(dst)
+    half = dst / 2
+    ix = np.clip(np.round(half).astype(int), 0, SIZE // 2 - 1)
+    src = half + c[ix[:, 1], ix[:, 0], :2] * (SIZE // 2) / 8.0
+    assert np.median(np.abs(src - ref_pts / 2)) < 0.5
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="shipped weights not present")
+def test_shipped_weights_render_a_validation_frame(frames: tuple) -> None:
+    crops, motions, key = frames
+    basis = load_basis()
+    neural = make_renderer("neural", basis, SIZE)
+    warp = WarpRenderer(basis, SIZE)
+    assert neural.model_id.startswith("refiner-v1-")
+    assert neural.model_id == model_id_of(load_net(DEFAULT_WEIGHTS))
+    gains = []
+    for r in (neural, warp):
+        r.set_reference(key.image, key.motion)
+    for i in range(5, 30, 6):
+        a, b = neural.render(motions[i]), warp.render(motions[i])
+        assert a.shape == (SIZE, SIZE, 3) and a.dtype == np.uint8
+        assert not np.array_equal(a, b)  # the trained refiner changes the warp
+        gains.append(_psnr(a, crops[i]) - _psnr(b, crops[i]))
+    # Not worse than the warp it refines on this unseen-in-training clip.
+    assert np.mean(gains) > -0.3
+
+
+def test_model_id_mismatch_is_refused(encoded_grid: EncodedClip) -> None:
+    basis = load_basis()
+    net = RefinerNet()
+    renderer = NeuralRenderer(basis, SIZE, net=net)
+    header = encoded_grid.result.header
+    assert header.model_id == ""  # made without a model: any renderer may draw it
+    PacketDecoder(header, renderer=renderer)
+    other = dataclasses.replace(header, model_id="refiner-v1-00000000")
+    with pytest.raises(FacecodecError, match="refiner-v1-00000000"):
+        PacketDecoder(other, renderer=renderer)
+    with pytest.raises(FacecodecError):
+        PacketDecoder(other, renderer="warp")
+    same = dataclasses.replace(header, model_id=renderer.model_id)
+    PacketDecoder(same, renderer=renderer)
+
+
+def test_model_id_is_a_content_hash() -> None:
+    torch.manual_seed(0)
+    a, b = RefinerNet(), RefinerNet()
+    assert model_id_of(a) != model_id_of(b)  # different random convs
+    b.load_state_dict(a.state_dict())
+    assert model_id_of(a) == model_id_of(b)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
+                    reason="onnxruntime is not installed")
+def test_onnx_parity(frames: tuple, tmp_path: Path) -> None:
+    crops, motions, key = frames
+    torch.manual_seed(1)
+    net = RefinerNet()
+    with torch.no_grad():  # a non-trivial head: zero weights would make parity vacuous
+        net.head.weight.normal_(0, 0.05)
+        net.head.bias.uniform_(-0.1, 0.3)
+    basis = load_basis()
+    cond = Conditioner(SIZE)
+    cond.set_reference(key.image, basis.landmarks(key.motion, SIZE))
+    warped, c = cond(basis.landmarks(motions[12], SIZE))
+    x, ct = to_inputs(warped, key.image, c)
+    path = tmp_path / "refiner.onnx"
+    export_onnx(net, path)
+    with torch.no_grad():
+        ref = net.eval()(x, ct).numpy()
+    got = OnnxRefiner(path)(x.contiguous().numpy(), ct.contiguous().numpy())
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() < 1e-4
+    assert np.abs(ref - x[:, :3].numpy()).max() > 0.01  # the head did change the frame
