@@ -11,6 +11,8 @@ other processes on a shared machine inflate the numbers less.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +26,9 @@ from facecodec.render.neural import (
     COND_CHANNELS,
     DEFAULT_WEIGHTS,
     NeuralRenderer,
+    OnnxRefiner,
     RefinerNet,
+    export_onnx,
     load_net,
 )
 from facecodec.render.warp import WarpRenderer
@@ -89,6 +93,7 @@ def main() -> None:
     c = torch.rand(1, COND_CHANNELS, size // 2, size // 2).contiguous(
         memory_format=torch.channels_last)
     n = len(motions)
+    ort_ms: tuple[float, float] | None = None
     with torch.inference_mode():
         for _ in range(3):
             neural.net(x, c)
@@ -96,9 +101,17 @@ def main() -> None:
     neural.render(motions[0])
     full_ms = timed_ms(lambda i: neural.render(motions[i]), n)
     warp_ms = timed_ms(lambda i: warp.render(motions[i]), n)
+    if importlib.util.find_spec("onnxruntime") is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            export_onnx(net, Path(tmp) / "refiner.onnx", size)
+            ort = OnnxRefiner(Path(tmp) / "refiner.onnx", a.threads)
+            xn, cn = x.contiguous().numpy(), c.contiguous().numpy()
+            ort(xn, cn)
+            ort_ms = timed_ms(lambda _i: ort(xn, cn), n)
     print(f"{a.threads} thread(s); ms per frame: min / median (fps at the min / median)")
     for name, (lo, med) in (("net alone", net_ms), ("full render", full_ms),
-                            ("warp only", warp_ms)):
+                            ("warp only", warp_ms), *([("net, ort", ort_ms)]
+                                                      if ort_ms else [])):
         print(f"{name:12s} {lo:6.1f} / {med:6.1f} ms  ({1000 / lo:5.1f} / {1000 / med:5.1f} fps)")
     print("full render = mesh warp + conditioning + net + tensor conversions")
 

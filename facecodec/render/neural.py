@@ -229,7 +229,9 @@ def to_image(out: torch.Tensor) -> np.ndarray:
 
 class NeuralRenderer(Renderer):
     """Mesh warp + learned refiner. `weights`: a .safetensors with its .json beside it;
-    `net`: use this network instead (tests, training), its id is still its content hash."""
+    `net`: use this network instead (tests, training), its id is still its content hash.
+    `onnx`: run the refiner from this exported file under onnxruntime instead of PyTorch
+    (the file is written from the net if missing)."""
 
     name = "neural"
 
@@ -240,6 +242,7 @@ class NeuralRenderer(Renderer):
         weights: Path | str | None = DEFAULT_WEIGHTS,
         net: RefinerNet | None = None,
         threads: int | None = 2,
+        onnx: Path | None = None,
     ) -> None:
         super().__init__(basis, size)
         if net is None:
@@ -251,7 +254,11 @@ class NeuralRenderer(Renderer):
         if threads is not None:
             torch.set_num_threads(threads)
         self.cond = Conditioner(size)
-        self._ref_t: torch.Tensor | None = None
+        self.ort: OnnxRefiner | None = None
+        if onnx is not None:
+            if not onnx.exists():
+                export_onnx(self.net, onnx, size)
+            self.ort = OnnxRefiner(onnx, threads or 2)
 
     @property
     def model_id(self) -> str:
@@ -264,6 +271,9 @@ class NeuralRenderer(Renderer):
         assert self.reference is not None
         warped, cond = self.cond(self.basis.landmarks(target, self.size))
         x, c = to_inputs(warped, self.reference, cond)
+        if self.ort is not None:
+            out = self.ort(x.contiguous().numpy(), c.contiguous().numpy())
+            return to_image(torch.from_numpy(out))
         with torch.inference_mode():
             return to_image(self.net(x, c))
 
@@ -295,6 +305,8 @@ class OnnxRefiner:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # Busy-waiting worker threads collapse when other processes share the cores.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def __call__(self, image: np.ndarray, cond: np.ndarray) -> np.ndarray:

@@ -1,0 +1,104 @@
+"""Neural renderer against the mesh warp on held-out clips: PSNR-Y, MS-SSIM, VMAF, AKD.
+
+    .venv/bin/python benchmarks/neural_validation.py [--split validation] [--frames 150]
+        [--weights PATH] [--videos 2] [--out out/neural]
+
+Per clip: the sender's analysis of the first `frames` frames gives the crops and the
+(unquantised) Motions; each keyframe segment is rendered from its keyframe's crop (frame 0
+of the segment) and Motion, by both renderers, and scored against the original crops with
+`facecodec.bench.metrics.evaluate`. Frames before the first face use the first keyframe.
+Writes `<out>/<split>.json` and, for the first `videos` clips, side-by-side videos
+(original | warp | neural) `<out>/<clip>_side_by_side.mp4`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from facecodec.bench.metrics import ReferenceFeatures, evaluate
+from facecodec.capture.video import VideoWriter
+from facecodec.codec.analysis import MotionEvent
+from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops
+from facecodec.motion.basis import load_basis
+from facecodec.render.base import Renderer
+from facecodec.render.neural import DEFAULT_WEIGHTS, NeuralRenderer, load_net
+from facecodec.render.warp import WarpRenderer
+from facecodec.train.landmarks import load_split
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+METRICS = ("psnr_y", "ms_ssim", "vmaf", "akd")
+SIZE = 256
+
+
+def render_clip(path: Path, frames: int, renderers: dict[str, Renderer]) -> tuple[
+        np.ndarray, dict[str, np.ndarray], float]:
+    analysis = analyze_file(path, EncoderSettings(size=SIZE), max_frames=frames)
+    crops = original_crops(path, analysis.keyframes, SIZE, frames)
+    keys = {k.index: k for k in analysis.keyframes}
+    motions = {e.index: e.motion for e in analysis.events if isinstance(e, MotionEvent)}
+    first = min(keys)
+    out: dict[str, list[np.ndarray]] = {n: [] for n in renderers}
+    for i in range(len(crops)):
+        if i in keys:
+            for r in renderers.values():
+                r.set_reference(keys[i].image, keys[i].motion)
+        elif i < first:
+            for n in renderers:
+                out[n].append(keys[first].image)
+            continue
+        m = motions[i]
+        for n, r in renderers.items():
+            out[n].append(r.render(m))
+    return crops, {n: np.stack(v) for n, v in out.items()}, float(analysis.info.fps)
+
+
+def side_by_side(path: Path, crops: np.ndarray, rec: dict[str, np.ndarray], fps: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with VideoWriter(path, Fraction(fps).limit_denominator(1001), 3 * SIZE, SIZE) as w:
+        for i in range(len(crops)):
+            w.write(np.concatenate([crops[i], rec["warp"][i], rec["neural"][i]], axis=1))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--split", default="validation")
+    p.add_argument("--frames", type=int, default=150)
+    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--videos", type=int, default=2)
+    p.add_argument("--clips", type=int, default=None, help="first N clips only")
+    p.add_argument("--out", type=Path, default=Path("out/neural"))
+    a = p.parse_args()
+    basis = load_basis()
+    renderers: dict[str, Renderer] = {
+        "warp": WarpRenderer(basis, SIZE),
+        "neural": NeuralRenderer(basis, SIZE, net=load_net(a.weights)),
+    }
+    model_id = renderers["neural"].model_id
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for k, clip in enumerate(load_split(DATA, a.split)[:a.clips]):
+        crops, rec, fps = render_clip(clip, a.frames, renderers)
+        feats = ReferenceFeatures.compute(crops)
+        results[clip.stem] = {n: evaluate(feats, r, metrics=METRICS).mean for n, r in rec.items()}
+        row = "  ".join(f"{n}: " + " ".join(f"{m} {v:.4f}" for m, v in s.items())
+                        for n, s in results[clip.stem].items())
+        print(f"{clip.stem:28s} {row}", flush=True)
+        if k < a.videos:
+            side_by_side(a.out / f"{clip.stem}_side_by_side.mp4", crops, rec, fps)
+    mean = {n: {m: float(np.nanmean([results[c][n][m] for c in results])) for m in METRICS}
+            for n in renderers}
+    print("mean (clips weighted equally)")
+    for n, s in mean.items():
+        print(f"  {n:7s} " + "  ".join(f"{m} {v:.4f}" for m, v in s.items()))
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / f"{a.split}.json").write_text(json.dumps(
+        {"model_id": model_id, "split": a.split, "frames": a.frames, "mean": mean,
+         "clips": results}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
