@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import fcntl
 import heapq
@@ -375,6 +376,89 @@ async def _netns_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
     return await asyncio.to_thread(run)
 
 
+# --- a screenshot of the receiver's browser viewer ------------------------------------------------
+
+
+async def screenshot_call(source: Path, png: Path, frames: int = 50, timeout: float = 90.0) -> int:
+    """Loopback call whose receiver renders to its browser viewer; headless Chromium (driven over
+    the DevTools protocol) opens the page, and once the page reports `frames` frames shown, the
+    page is captured as PNG. Returns how many frames the browser had shown."""
+    import aiohttp
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise FacecodecError("chromium is not installed")
+    server = SignalingServer()
+    url = await server.start()
+    loop = asyncio.get_running_loop()
+    viewer_url: asyncio.Future[str] = loop.create_future()
+    options = CallOptions(
+        seconds=timeout,
+        loopback=True,
+        wait_peer_s=30.0,
+        on_viewer=lambda u: viewer_url.set_result(u),
+    )
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool, tempfile.TemporaryDirectory() as profile:
+        sender = loop.run_in_executor(pool, _peer, "sender", url, str(source), timeout, 0.0, 0.0)
+        receiver = asyncio.ensure_future(run_call("bench", url, None, "local", options))
+        page = await asyncio.wait_for(viewer_url, 60)
+        browser = subprocess.Popen(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                "--window-size=720,900",
+                page,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            async with aiohttp.ClientSession() as http:
+                deadline = time.monotonic() + timeout
+                status: dict[str, Any] = {}
+                while (shown := status.get("browser_frames_shown", 0)) < frames:
+                    if time.monotonic() > deadline or browser.poll() is not None:
+                        raise FacecodecError(
+                            f"the browser showed only {shown} frames (chromium exit code "
+                            f"{browser.poll()}, viewer status {status})"
+                        )
+                    await asyncio.sleep(0.5)
+                    async with http.get(page + "status") as r:
+                        status = await r.json()
+                port = (Path(profile) / "DevToolsActivePort").read_text().split()[0]
+                async with http.get(f"http://127.0.0.1:{port}/json/list") as r:
+                    targets = await r.json()
+                target = next(t for t in targets if t.get("type") == "page")
+                async with http.ws_connect(target["webSocketDebuggerUrl"]) as ws:
+                    await ws.send_json({"id": 1, "method": "Page.captureScreenshot"})
+                    while (reply := await ws.receive_json(timeout=30)).get("id") != 1:
+                        pass
+            png.parent.mkdir(parents=True, exist_ok=True)
+            png.write_bytes(base64.b64decode(reply["result"]["data"]))
+        finally:
+            browser.terminate()
+            try:
+                browser.wait(10)
+            except subprocess.TimeoutExpired:
+                browser.kill()
+                browser.wait()
+            receiver.cancel()
+            with contextlib.suppress(BaseException):
+                await receiver
+            sender.cancel()
+            await server.stop()  # the sender hangs up when its peer is gone
+    return shown
+
+
 async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     sent, received = await (_netns_call(args) if args.netns else _loopback_call(args))
     return {
@@ -413,11 +497,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jitter-ms", type=float, default=0.0)
     parser.add_argument("--netns", action="store_true", help="call across network namespaces")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay (--netns)")
+    parser.add_argument(
+        "--screenshot", type=Path, help="instead: PNG of the receiver's viewer page in Chromium"
+    )
     parser.add_argument("--relay", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.relay:
         return relay_main(args.loss, args.delay_ms, args.jitter_ms, args.seed)
+    if args.screenshot is not None:
+        if args.source is None:
+            parser.error("--screenshot needs --source")
+        shown = asyncio.run(screenshot_call(args.source, args.screenshot))
+        print(f"{args.screenshot}: viewer page after {shown} frames shown in the browser")
+        return 0
     if args.source is None or args.json is None:
         parser.error("--source and --json are required")
     if not args.source.is_file():
