@@ -109,3 +109,19 @@ def test_write_report_without_system_under_test(tmp_path: Path) -> None:
     assert res["headline"]["status"].startswith("no system under test")
     assert res["rates_at_targets"]["x264-rt"]["vmaf_40"] == pytest.approx(10 * 2 ** (10 / 15))
     assert res["rates_at_targets"]["x264-rt"]["vmaf_30"] == pytest.approx(10.0)
+
+
+def test_per_clip_rates_at_targets() -> None:
+    from facecodec.bench.report import per_clip_rates_at_targets
+
+    points = _points("x264-rt", 1.0, 0.0)
+    for p in points:
+        if p["clip"] == "b":  # clip b is 10 VMAF better at every rate: 30 is below its floor
+            p["vmaf"] += 10
+    got = per_clip_rates_at_targets(points)["x264-rt"]
+    # VMAF 40: clip a needs 10 * 2**(10/15), clip b 10 kbps (its floor reaches 40 exactly).
+    assert got["vmaf_40"] == f"{(10 * 2 ** (10 / 15) + 10) / 2:.3g}"
+    assert got["vmaf_30"] == "<= 10"
+    assert got["vmaf_60"].startswith("n/a") is False
+    hard = per_clip_rates_at_targets(_points("x264-rt", 1.0, -40.0))["x264-rt"]
+    assert hard["vmaf_60"] == "n/a (0 of 2 clips reach it)"

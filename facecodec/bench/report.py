@@ -125,6 +125,46 @@ def rates_at_targets(
     return out
 
 
+def per_clip_rates_at_targets(
+    points: list[dict[str, Any]], rate: str = "kbps_all"
+) -> dict[str, dict[str, str]]:
+    """Per system: the mean over clips of each clip's own rate for each TARGETS quality
+    (the BASELINES.md convention), as display strings.
+
+    A clip whose lowest rate already beats the target counts with that lowest rate and
+    the mean is marked "<=" (an upper bound); a clip whose curve never reaches the target
+    makes the entry "n/a (k of n clips reach it)".
+    """
+    by: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for p in points:
+        by[p["system"]][p["clip"]].append(p)
+    out: dict[str, dict[str, str]] = {}
+    for system, clips in by.items():
+        entry: dict[str, str] = {}
+        for metric, target in TARGETS:
+            hib = HIGHER_IS_BETTER[metric]
+            vals, bound, missing = [], False, 0
+            for rows in clips.values():
+                r, q = _curve(rows, rate, metric)
+                if not len(r):
+                    missing += 1
+                    continue
+                got = rate_at_quality(r, q, target, hib)
+                if got is None and (q.min() > target if hib else q.max() < target):
+                    got, bound = float(r.min()), True
+                if got is None:
+                    missing += 1
+                else:
+                    vals.append(got)
+            key = f"{metric}_{target:g}"
+            if missing:
+                entry[key] = f"n/a ({len(vals)} of {len(clips)} clips reach it)"
+            else:
+                entry[key] = ("<= " if bound else "") + f"{float(np.mean(vals)):.3g}"
+        out[system] = entry
+    return out
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
@@ -213,6 +253,20 @@ def _markdown(result: dict[str, Any], plots: list[Path]) -> str:
         cells = [_fmt(e["lowest_rate"]), _fmt(e["vmaf_at_lowest"])]
         cells += [_fmt(e.get(k)) for k in keys]
         lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Rates at quality targets, mean of per-clip rates (BASELINES.md convention)",
+        "",
+        "Each clip's rate at the target, then the mean over clips (all / net / steady kbit/s;",
+        "'<=': some clips beat the target at their lowest rate, counted at that rate).",
+        "",
+        "| system | " + " | ".join(keys) + " |",
+        "|---" * (1 + len(keys)) + "|",
+    ]
+    per_clip = result["per_clip_rates_at_targets"]
+    for system in per_clip["kbps_all"]:
+        cells = [" / ".join(per_clip[k][system][key] for k in RATE_KINDS) for key in keys]
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
     chosen = result["bd_rate_system"]
     lines += ["", f"## BD-rate of {chosen} against each system (%, negative = saves rate)", ""]
     lines.append("| against | " + " | ".join(ALL_METRICS) + " |")
@@ -259,6 +313,9 @@ def write_report(
         "bd_rate": bd_rates(curves, chosen),
         "rates_at_targets": rates_at_targets(curves),
         "rates_at_targets_steady": rates_at_targets(curves, "kbps_steady"),
+        "per_clip_rates_at_targets": {
+            kind: per_clip_rates_at_targets(points, kind) for kind in RATE_KINDS
+        },
         "curves": curves,
         "points": points,
     }
