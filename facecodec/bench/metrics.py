@@ -73,7 +73,7 @@ def ms_ssim(ref: np.ndarray, rec: np.ndarray, batch: int = 16) -> np.ndarray:
     from pytorch_msssim import ms_ssim as _ms_ssim
 
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), single_thread():
         for i in range(0, len(ref), batch):
             a = torch.from_numpy(ref[i : i + batch]).permute(0, 3, 1, 2).float() / 255
             b = torch.from_numpy(rec[i : i + batch]).permute(0, 3, 1, 2).float() / 255
@@ -96,7 +96,7 @@ def vmaf_motion2(ref_y: np.ndarray, chunk: int = 64) -> np.ndarray:
     model = _vmaf_model()
     t = len(ref_y)
     out = np.empty((t, 1), np.float32)
-    with torch.no_grad():
+    with torch.no_grad(), single_thread():
         for start in range(0, t, chunk):
             # motion2 of frame i needs frames i-1 and i+1: chunks overlap by one frame
             # each side and drop the overlap, so the result equals one pass.
@@ -123,7 +123,7 @@ def vmaf(
     m2 = vmaf_motion2(ref_y) if motion2 is None else motion2
     idx = np.arange(0, len(ref_y), max(1, every))
     scores = np.full(len(ref_y), np.nan)
-    with torch.no_grad():
+    with torch.no_grad(), single_thread():
         for k in range(0, len(idx), chunk):
             sel = idx[k : k + chunk]
             a = torch.from_numpy(ref_y[sel]).float()[:, None]
@@ -217,9 +217,7 @@ class ReferenceFeatures:
         y = luma(frames)
         idx = np.arange(0, len(frames), max(1, aed_every))
         emb = face_embeddings(frames[idx], landmark_boxes(lm[idx]))
-        with single_thread():
-            m2 = vmaf_motion2(y)
-        return cls(frames, y, lm, m2, max(1, vmaf_every), max(1, ssim_every), idx, emb)
+        return cls(frames, y, lm, vmaf_motion2(y), max(1, vmaf_every), max(1, ssim_every), idx, emb)
 
 
 @dataclass
@@ -256,14 +254,13 @@ def evaluate(
     y = rec_y if rec_y is not None else (luma(rec) if {"psnr_y", "vmaf"} & set(metrics) else None)
     if "psnr_y" in metrics:
         s.frames["psnr_y"] = psnr_y(ref.y, y)
-    with single_thread():
-        if "ms_ssim" in metrics:
-            sel = slice(None, None, ref.ssim_every)
-            per = np.full(len(rec), np.nan)
-            per[sel] = ms_ssim(ref.frames[sel], rec[sel])
-            s.frames["ms_ssim"] = per
-        if "vmaf" in metrics:
-            s.frames["vmaf"] = vmaf(ref.y, y, ref.vmaf_every, ref.motion2)
+    if "ms_ssim" in metrics:
+        sel = slice(None, None, ref.ssim_every)
+        per = np.full(len(rec), np.nan)
+        per[sel] = ms_ssim(ref.frames[sel], rec[sel])
+        s.frames["ms_ssim"] = per
+    if "vmaf" in metrics:
+        s.frames["vmaf"] = vmaf(ref.y, y, ref.vmaf_every, ref.motion2)
     if {"akd", "jitter"} & set(metrics):
         rec_lm = track_landmarks(rec)
         missing = np.isnan(rec_lm[:, :, 0]).any(axis=1) & ~np.isnan(ref.landmarks[:, :, 0]).any(
