@@ -19,7 +19,7 @@ import numpy as np
 
 from facecodec.bench.curves import rate_at_quality
 from facecodec.bench.reference import ReferenceClip
-from facecodec.bench.system import SystemPoint
+from facecodec.bench.system import SystemFn, SystemPoint
 
 # SVT-AV1 prints its whole configuration at info level on every encoder it opens.
 os.environ.setdefault("SVT_LOG", "1")
@@ -206,7 +206,7 @@ def run_ladder(ref: ReferenceClip, system: str, quick: bool = False) -> list[Sys
     return [encode_decode(ref, cfg, v) for v in (cfg.quick_ladder if quick else cfg.ladder)]
 
 
-def conventional_system(system: str, quick: bool = False):
+def conventional_system(system: str, quick: bool = False) -> SystemFn:
     """A `SystemFn` for one conventional configuration (the runner treats it like any plug-in)."""
     if system not in CODECS:
         raise KeyError(f"unknown codec {system!r}; known: {', '.join(CODECS)}")
