@@ -50,6 +50,7 @@ class TrainConfig:
     stride: int = 2
     max_clips: int | None = None
     threads: int = 2
+    init: str | None = None  # weights to start a fresh run from (a previous stage)
     loss: LossWeights = field(default_factory=LossWeights)
     model: RefinerConfig = field(default_factory=RefinerConfig)
 
@@ -160,6 +161,8 @@ def train(
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     step, elapsed, best = 0, 0.0, -math.inf
     state_path = out / "state.json"
+    if cfg.init and not state_path.exists():
+        net.load_state_dict(load_file(cfg.init))
     if state_path.exists():
         state = json.loads(state_path.read_text())
         net.load_state_dict(load_file(str(out / "last.safetensors")))
