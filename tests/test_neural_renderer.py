@@ -21,6 +21,7 @@ from facecodec.render.neural import (
     Conditioner,
     NeuralRenderer,
     OnnxRefiner,
+    RefinerConfig,
     RefinerNet,
     export_onnx,
     load_net,
@@ -72,6 +73,21 @@ def test_untrained_net_returns_the_warp_exactly(frames: tuple) -> None:
         a, b = neural.render(motions[i]), warp.render(motions[i])
         assert a.shape == (SIZE, SIZE, 3) and a.dtype == np.uint8
         assert np.array_equal(a, b)
+
+
+def test_mask_dead_zone_keeps_the_warp_exactly() -> None:
+    """Without the residual, mask logits under the floor leave every pixel the warp's."""
+    torch.manual_seed(0)
+    x, c = torch.rand(1, 6, 64, 64), torch.rand(1, COND_CHANNELS, 32, 32)
+    net = RefinerNet(RefinerConfig(widths=(8, 8, 16, 16), residual=False, mask_floor=0.5))
+    with torch.no_grad():
+        net.head.weight.normal_(0, 0.01)
+        net.head.bias.fill_(0.3)  # logits near 0.3: below the floor
+        out, mask = net(x, c, with_mask=True)
+        assert float(mask.max()) == 0.0
+        assert torch.equal(out, x[:, :3])
+        net.head.bias.fill_(0.9)
+        assert not torch.equal(net(x, c), x[:, :3])
 
 
 def test_conditioning_flow_points_at_reference_landmarks(frames: tuple) -> None:

@@ -26,6 +26,7 @@ class LossWeights:
     ms_ssim: float = 0.5
     region: float = 4.0  # extra L1 weight inside the target's mouth and eyes
     scales: int = 3
+    mask: float = 0.0  # L1 on the blend mask: where the warp is right, leave it alone
 
 
 def multiscale_l1(
@@ -46,7 +47,8 @@ def ms_ssim_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def refiner_loss(
-    out: torch.Tensor, target: torch.Tensor, cond: torch.Tensor, w: LossWeights
+    out: torch.Tensor, target: torch.Tensor, cond: torch.Tensor, w: LossWeights,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its parts; `cond` channels 3 and 4 are the target mouth / eye masks."""
     weight = None
@@ -61,5 +63,9 @@ def refiner_loss(
         ss = ms_ssim_loss(out, target)
         total = total + w.ms_ssim * ss
         parts["ms_ssim"] = float(ss.detach())
+    if w.mask > 0 and mask is not None:
+        mm = (mask * (mask > 0)).mean()  # no push on pixels already at exactly the warp
+        total = total + w.mask * mm
+        parts["mask"] = float(mm.detach())
     parts["loss"] = float(total.detach())
     return total, parts

@@ -212,7 +212,8 @@ def train(
         x, c, t = (v.to(device) for v in sampler.batch(cfg.batch))
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        loss, parts = refiner_loss(model(x, c), t, c, cfg.loss)
+        out_t, mask = model(x, c, with_mask=True)
+        loss, parts = refiner_loss(out_t, t, c, cfg.loss, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
