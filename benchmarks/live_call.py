@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import heapq
 import json
@@ -102,6 +103,12 @@ class NetnsRig:
     m: str
     addr_a: str = "10.213.77.1"
     addr_b: str = "10.213.77.6"
+    relay_pid: int = 0
+    loss_on_signal: bool = False  # the relay drops nothing until start_loss()
+
+    def start_loss(self) -> None:
+        """Switch the relay's packet loss on (delay and jitter apply from the start)."""
+        os.kill(self.relay_pid, signal.SIGUSR1)
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -128,14 +135,19 @@ def netns_unavailable() -> str | None:
 
 
 @contextlib.contextmanager
-def netns_rig(loss: float, delay_ms: float, jitter_ms: float, seed: int = 0) -> Iterator[NetnsRig]:
+def netns_rig(
+    loss: float, delay_ms: float, jitter_ms: float, seed: int = 0, loss_on_signal: bool = False
+) -> Iterator[NetnsRig]:
     """Three fresh namespaces wired a <-> m <-> b, the relay running in m; all removed after.
+
+    loss_on_signal: start without loss until `rig.start_loss()` (netns_call does that once both
+    peers are connected), so that the measured call is not eaten by a slow setup.
 
     Only addresses inside 10.213.77.0/29 in these namespaces are used; the links are created
     inside them, so the host's network namespace never sees them.
     """
     tag = f"fc-{os.getpid()}"
-    rig = NetnsRig(f"{tag}-a", f"{tag}-b", f"{tag}-m")
+    rig = NetnsRig(f"{tag}-a", f"{tag}-b", f"{tag}-m", loss_on_signal=loss_on_signal)
     made: list[str] = []
     relay: subprocess.Popen[bytes] | None = None
     try:
@@ -224,6 +236,7 @@ def netns_rig(loss: float, delay_ms: float, jitter_ms: float, seed: int = 0) -> 
                 str(jitter_ms),
                 "--seed",
                 str(seed),
+                *(["--loss-on-signal"] if loss_on_signal else []),
             ],
             stdout=subprocess.PIPE,
         )
@@ -231,7 +244,7 @@ def netns_rig(loss: float, delay_ms: float, jitter_ms: float, seed: int = 0) -> 
         ready, _, _ = select.select([relay.stdout], [], [], 20.0)
         if not ready or not relay.stdout.readline().startswith(b"relay ready"):
             raise FacecodecError("the impairing relay did not start")
-        yield rig
+        yield dataclasses.replace(rig, relay_pid=relay.pid)
     finally:
         if relay is not None:
             _stop(relay)
@@ -249,9 +262,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=5)
 
 
-def relay_main(loss: float, delay_ms: float, jitter_ms: float, seed: int) -> int:
+def relay_main(
+    loss: float, delay_ms: float, jitter_ms: float, seed: int, loss_on_signal: bool = False
+) -> int:
     """Move IP packets between TUNs fcta and fctb, dropping a share `loss` and delaying each by
-    delay_ms +- jitter_ms (uniform; packets may reorder, as with netem). Runs until SIGTERM."""
+    delay_ms +- jitter_ms (uniform; packets may reorder, as with netem). Runs until SIGTERM;
+    with loss_on_signal, drops nothing until SIGUSR1."""
     rng = random.Random(seed)
     fds = {}
     for name in ("fcta", "fctb"):
@@ -263,12 +279,18 @@ def relay_main(loss: float, delay_ms: float, jitter_ms: float, seed: int) -> int
     order = 0
     counts = {"in": 0, "dropped": 0}
     stop = False
+    active_loss = 0.0 if loss_on_signal else loss
 
     def on_term(signum: int, frame: object) -> None:
         nonlocal stop
         stop = True
 
+    def on_usr1(signum: int, frame: object) -> None:
+        nonlocal active_loss
+        active_loss = loss
+
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGUSR1, on_usr1)
     print("relay ready", flush=True)
     while not stop:
         timeout = max(0.0, queue[0][0] - time.monotonic()) if queue else 0.5
@@ -283,7 +305,7 @@ def relay_main(loss: float, delay_ms: float, jitter_ms: float, seed: int) -> int
                 except BlockingIOError:
                     break
                 counts["in"] += 1
-                if rng.random() < loss:
+                if rng.random() < active_loss:
                     counts["dropped"] += 1
                     continue
                 delay = max(0.0, delay_ms + rng.uniform(-jitter_ms, jitter_ms)) / 1000
@@ -309,7 +331,12 @@ def _spawn(ns: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def netns_call(
-    rig: NetnsRig, source: Path, seconds: float, workdir: Path, timeout: float = 60.0
+    rig: NetnsRig,
+    source: Path,
+    seconds: float,
+    workdir: Path,
+    timeout: float = 60.0,
+    audio: str = "auto",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Signaling server and sender (`facecodec call --source ... --loop`) in namespace a, the
     receiver in b, both `--render none --stats-json`; returns (sender, receiver) summaries."""
@@ -324,7 +351,7 @@ def netns_call(
             if server.poll() is not None or time.monotonic() > deadline:
                 raise FacecodecError(f"signaling server: {logs['signal'].read_text()}")
             time.sleep(0.1)
-        common = ["call", "netns", "--signal", url, "--render", "none"]
+        common = ["call", "netns", "--signal", url, "--render", "none", "--audio", audio]
         receiver = _spawn(
             rig.b,
             [*common, "--seconds", str(seconds + 30), "--stats-json", str(workdir / "recv.json")],
@@ -346,6 +373,17 @@ def netns_call(
         )
         procs += [receiver, sender]
         deadline = time.monotonic() + timeout
+        if rig.loss_on_signal:
+            # Both sides print "connected" once their data channels are open.
+            while not all(
+                "connected" in logs[n].read_text(errors="replace") for n in ("send", "recv")
+            ):
+                if sender.poll() is not None or receiver.poll() is not None:
+                    break
+                if time.monotonic() > deadline:
+                    raise FacecodecError("the peers did not connect")
+                time.sleep(0.05)
+            rig.start_loss()
         for proc, name in ((sender, "send"), (receiver, "recv")):
             try:
                 rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -502,9 +540,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--relay", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--loss-on-signal", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.relay:
-        return relay_main(args.loss, args.delay_ms, args.jitter_ms, args.seed)
+        return relay_main(args.loss, args.delay_ms, args.jitter_ms, args.seed, args.loss_on_signal)
     if args.screenshot is not None:
         if args.source is None:
             parser.error("--screenshot needs --source")

@@ -73,6 +73,7 @@ class CallOptions:
     pli_interval_s: float = 0.5  # at most one keyframe request per interval
     on_viewer: Callable[[str], None] | None = None  # told the viewer URL once it listens
     on_frame: Callable[[int, np.ndarray], None] | None = None  # every rendered frame
+    on_connected: Callable[[], None] | None = None  # each time a session's channels are open
 
 
 @dataclass
@@ -260,6 +261,8 @@ class _Call:
                 if not self.options.reconnect:
                     raise
                 return True  # the other side left mid-setup: wait for the next one
+            if self.options.on_connected is not None:
+                self.options.on_connected()
             receiver = asyncio.ensure_future(self.receive(peer))
             watcher = asyncio.ensure_future(_wait_bye(signaling))
             tasks = [receiver, watcher]
@@ -454,6 +457,7 @@ def call_main(args: argparse.Namespace) -> int:
         preset=args.preset,
         renderer=args.renderer,
         on_viewer=lambda url: print(f"viewer: {url}", flush=True),
+        on_connected=lambda: print("connected", flush=True),
     )
     try:
         stats = asyncio.run(run_call(args.room, args.signal, args.source, args.render, options))
