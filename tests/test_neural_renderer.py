@@ -90,6 +90,20 @@ def test_mask_dead_zone_keeps_the_warp_exactly() -> None:
         assert not torch.equal(net(x, c), x[:, :3])
 
 
+def test_region_gate_leaves_pixels_away_from_mouth_and_eyes_alone() -> None:
+    torch.manual_seed(0)
+    x, c = torch.rand(1, 6, 64, 64), torch.zeros(1, COND_CHANNELS, 32, 32)
+    c[:, 3, 20:24, 10:20] = 1.0  # a target mouth
+    net = RefinerNet(RefinerConfig(widths=(8, 8, 16, 16), residual=False, region=2))
+    with torch.no_grad():
+        net.head.weight.normal_(0, 0.01)
+        net.head.bias.fill_(0.9)
+        out = net(x, c)
+    changed = (out != x[:, :3]).any(dim=1)[0]
+    assert changed[40:48, 20:40].all()  # the mouth (full resolution)
+    assert not changed[:30].any() and not changed[:, 46:].any()  # far from it
+
+
 def test_conditioning_flow_points_at_reference_landmarks(frames: tuple) -> None:
     """The displacement channels map the target's landmarks back onto the reference's."""
     _, motions, key = frames
