@@ -7,7 +7,8 @@ Per clip: the sender's analysis of the first `frames` frames gives the crops and
 (unquantised) Motions; each keyframe segment is rendered from its keyframe's crop (frame 0
 of the segment) and Motion, by both renderers, and scored against the original crops with
 `facecodec.bench.metrics.evaluate`. Frames before the first face use the first keyframe.
-Writes `<out>/<split>.json` and, for the first `videos` clips, side-by-side videos
+Clips are scored in parallel worker processes (`--jobs`, one thread each). Writes
+`<out>/<split>.json` and, for the first `videos` clips, side-by-side videos
 (original | warp | neural) `<out>/<clip>_side_by_side.mp4`.
 """
 
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from facecodec.bench.metrics import ReferenceFeatures, evaluate
 from facecodec.capture.video import VideoWriter
@@ -26,7 +29,7 @@ from facecodec.codec.analysis import MotionEvent
 from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops
 from facecodec.motion.basis import load_basis
 from facecodec.render.base import Renderer
-from facecodec.render.neural import DEFAULT_WEIGHTS, NeuralRenderer, load_net
+from facecodec.render.neural import DEFAULT_WEIGHTS, NeuralRenderer, load_net, model_id_of
 from facecodec.render.warp import WarpRenderer
 from facecodec.train.landmarks import load_split
 
@@ -64,6 +67,22 @@ def side_by_side(path: Path, crops: np.ndarray, rec: dict[str, np.ndarray], fps:
             w.write(np.concatenate([crops[i], rec["warp"][i], rec["neural"][i]], axis=1))
 
 
+def eval_clip(job: tuple[Path, int, Path, Path | None]) -> tuple[str, dict[str, dict[str, float]]]:
+    """Scores of both renderers on one clip (run in a worker process, one thread)."""
+    clip, frames, weights, video = job
+    torch.set_num_threads(1)
+    basis = load_basis()
+    renderers: dict[str, Renderer] = {
+        "warp": WarpRenderer(basis, SIZE),
+        "neural": NeuralRenderer(basis, SIZE, net=load_net(weights), threads=1),
+    }
+    crops, rec, fps = render_clip(clip, frames, renderers)
+    feats = ReferenceFeatures.compute(crops)
+    if video is not None:
+        side_by_side(video, crops, rec, fps)
+    return clip.stem, {n: evaluate(feats, r, metrics=METRICS).mean for n, r in rec.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--split", default="validation")
@@ -71,33 +90,29 @@ def main() -> None:
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     p.add_argument("--videos", type=int, default=2)
     p.add_argument("--clips", type=int, default=None, help="first N clips only")
+    p.add_argument("--jobs", type=int, default=2, help="clips scored in parallel")
     p.add_argument("--out", type=Path, default=Path("out/neural"))
     a = p.parse_args()
-    basis = load_basis()
-    renderers: dict[str, Renderer] = {
-        "warp": WarpRenderer(basis, SIZE),
-        "neural": NeuralRenderer(basis, SIZE, net=load_net(a.weights)),
-    }
-    model_id = renderers["neural"].model_id
+    clips = load_split(DATA, a.split)[:a.clips]
+    jobs = [(c, a.frames, a.weights, a.out / f"{c.stem}_side_by_side.mp4" if k < a.videos
+             else None) for k, c in enumerate(clips)]
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for k, clip in enumerate(load_split(DATA, a.split)[:a.clips]):
-        crops, rec, fps = render_clip(clip, a.frames, renderers)
-        feats = ReferenceFeatures.compute(crops)
-        results[clip.stem] = {n: evaluate(feats, r, metrics=METRICS).mean for n, r in rec.items()}
-        row = "  ".join(f"{n}: " + " ".join(f"{m} {v:.4f}" for m, v in s.items())
-                        for n, s in results[clip.stem].items())
-        print(f"{clip.stem:28s} {row}", flush=True)
-        if k < a.videos:
-            side_by_side(a.out / f"{clip.stem}_side_by_side.mp4", crops, rec, fps)
+    with mp.get_context("spawn").Pool(a.jobs) as pool:
+        for stem, scores in pool.imap_unordered(eval_clip, jobs):
+            results[stem] = scores
+            row = "  ".join(f"{n}: " + " ".join(f"{m} {v:.4f}" for m, v in s.items())
+                            for n, s in scores.items())
+            print(f"{stem:28s} {row}", flush=True)
+    names = ("warp", "neural")
     mean = {n: {m: float(np.nanmean([results[c][n][m] for c in results])) for m in METRICS}
-            for n in renderers}
+            for n in names}
     print("mean (clips weighted equally)")
     for n, s in mean.items():
         print(f"  {n:7s} " + "  ".join(f"{m} {v:.4f}" for m, v in s.items()))
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"{a.split}.json").write_text(json.dumps(
-        {"model_id": model_id, "split": a.split, "frames": a.frames, "mean": mean,
-         "clips": results}, indent=1) + "\n")
+        {"model_id": model_id_of(load_net(a.weights)), "split": a.split, "frames": a.frames,
+         "mean": mean, "clips": dict(sorted(results.items()))}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

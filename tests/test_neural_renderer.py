@@ -119,7 +119,6 @@ def test_conditioning_flow_points_at_reference_landmarks(frames: tuple) -> None:
     assert np.median(np.abs(src - ref_pts / 2)) < 0.5
 
 
-@pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="shipped weights not present")
 def test_shipped_weights_render_a_validation_frame(frames: tuple) -> None:
     crops, motions, key = frames
     basis = load_basis()

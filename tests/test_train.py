@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,10 +92,10 @@ def test_checkpoint_and_resume(data_dir: Path, cache: Path, tmp_path: Path) -> N
                zip(first.state_dict().values(), second.state_dict().values(), strict=True))
 
 
-def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig, data: Path, out: Path,
+def _ddp_worker(rank: int, world: int, store: Path, cfg: TrainConfig, data: Path, out: Path,
                 cache: Path) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+    # A file store: no free-port search that another process could race.
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         train(cfg, data, out, cache, torch.device("cpu"), rank, world, progress=False)
     finally:
@@ -104,12 +103,10 @@ def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig, data: Path, 
 
 
 def test_ddp_two_cpu_processes(data_dir: Path, cache: Path, tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     cfg = _config(tmp_path, steps=2, threads=1)
     out = tmp_path / "ddp"
-    mp.spawn(_ddp_worker, args=(2, port, cfg, data_dir, out, cache), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, tmp_path / "store", cfg, data_dir, out, cache), nprocs=2,
+             join=True)
     state = json.loads((out / "state.json").read_text())
     assert state["step"] == 2
     assert len(state["rng"]) == 2  # both ranks' sampler states were gathered

@@ -74,6 +74,7 @@ class RefinerConfig:
     residual: bool = True
     mask_floor: float = 0.0  # mask logits below this give exactly the warp (a dead zone)
     region: int = 0  # > 0: the mask acts only within this many half-res px of mouth / eyes
+    region_eyes: bool = True  # False: of the mouth only
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> RefinerConfig:
@@ -82,7 +83,8 @@ class RefinerConfig:
         return cls(widths=tuple(int(x) for x in w),  # type: ignore[arg-type]
                    residual=bool(d.get("residual", True)),
                    mask_floor=float(d.get("mask_floor", 0.0)),  # type: ignore[arg-type]
-                   region=int(d.get("region", 0)))  # type: ignore[call-overload]
+                   region=int(d.get("region", 0)),  # type: ignore[call-overload]
+                   region_eyes=bool(d.get("region_eyes", True)))
 
 
 def _conv(cin: int, cout: int, stride: int = 1, k: int = 3) -> nn.Conv2d:
@@ -144,7 +146,8 @@ class RefinerNet(nn.Module):
         if self.config.region > 0:
             # Target mouth and eyes, and where the reference's mouth lands, dilated.
             k = 2 * self.config.region + 1
-            near = F.max_pool2d(cond[:, 2:5].amax(dim=1, keepdim=True), k, 1, k // 2)
+            parts = cond[:, 2:5] if self.config.region_eyes else cond[:, 2:4]
+            near = F.max_pool2d(parts.amax(dim=1, keepdim=True), k, 1, k // 2)
             mask = mask * _up(near)
         out = warp + mask * (h[:, 4:7] - warp)
         if self.config.residual:
@@ -157,8 +160,11 @@ def _up(x: torch.Tensor) -> torch.Tensor:
 
 
 def model_id_of(net: nn.Module) -> str:
-    """A content hash of the weights: the bitstream names the exact model it was made for."""
+    """A content hash of the config and weights: the bitstream names the exact model."""
     h = hashlib.sha256()
+    config = getattr(net, "config", None)
+    if config is not None:  # the same weights under another gate draw other frames
+        h.update(json.dumps(asdict(config), sort_keys=True).encode())
     for name, t in sorted(net.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().to(torch.float32).contiguous().numpy().tobytes())
