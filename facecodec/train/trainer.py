@@ -186,15 +186,15 @@ def train(
         meta = {"steps": step, "train_time_s": round(elapsed, 1),
                 "hardware": _hardware(device, world), "batch": cfg.batch * world,
                 "patch": cfg.patch}
-        save_weights(net, out / "last.safetensors", meta)
-        torch.save(opt.state_dict(), out / "optim.pt")
         rng = [sampler.rng.bit_generator.state]
         if world > 1:
             gathered: list[object] = [None] * world
             dist.all_gather_object(gathered, rng[0])  # every rank reaches checkpoint()
             rng = gathered  # type: ignore[assignment]
-        if not main:
+        if not main:  # the weights are the same on every rank: one writer
             return
+        save_weights(net, out / "last.safetensors", meta)
+        torch.save(opt.state_dict(), out / "optim.pt")
         if scores is not None and scores["psnr_refined"] > best:
             best = scores["psnr_refined"]
             save_weights(net, out / "best.safetensors", {**meta, "validation": scores})
