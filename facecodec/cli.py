@@ -75,8 +75,10 @@ def _demo(a: argparse.Namespace) -> int:
 
 
 def _bench(a: argparse.Namespace) -> int:
+    from facecodec.bench.facecodec_system import register_renderers
     from facecodec.bench.runner import bench_main
 
+    register_renderers()
     return bench_main(a)
 
 
@@ -127,12 +129,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     wanted = argv[0] if argv else None
     b = sub.add_parser("bench", help="rate-quality comparison against conventional codecs")
     b.set_defaults(func=_bench)
+    t = sub.add_parser("train", help="train the neural renderer (also under torchrun)")
     s = sub.add_parser("signal", help="signaling server pairing call peers")
     c = sub.add_parser("call", help="join a live call")
     if wanted == "bench":
         from facecodec.bench.runner import add_bench_arguments
 
         add_bench_arguments(b)
+    elif wanted == "train":
+        from facecodec.train.trainer import add_train_arguments, train_main
+
+        add_train_arguments(t)
+        t.set_defaults(func=train_main)
     elif wanted in ("signal", "call"):
         from facecodec.stream.call import (
             add_call_arguments,

@@ -72,3 +72,24 @@ def test_still_system_points(tmp_path: Path) -> None:
     pts = still_system((10, 90))(ReferenceClip(frames, 25, "flat"), tmp_path)
     assert [p.setting for p in pts] == ["jpeg_q=10", "jpeg_q=90"]
     assert all(p.frames.shape == frames.shape and p.bytes_steady == 0 for p in pts)
+
+
+def test_bench_facecodec_renderer_on_its_own_crop(tmp_path: Path) -> None:
+    from facecodec.bench.facecodec_system import facecodec_reference, register_renderers
+
+    register_renderers()
+    out = tmp_path / "out"
+    argv = (str(CLIP), "--quick", "--renderers", "warp", "--codecs", "x264-rt", "--out", str(out))
+    assert bench_main(_args(*argv)) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["headline"]["test"] == "facecodec-warp"
+    assert res["headline"]["status"] == "ok"
+    fc = sorted((p for p in res["points"] if p["system"] == "facecodec-warp"),
+                key=lambda p: p["bytes_all"])
+    assert [p["setting"] for p in fc] == ["low-k40", "medium-k60"]
+    # Rates count the whole stream; the steady rate drops the reference picture.
+    assert all(0 < p["kbps_steady"] < p["kbps_all"] for p in fc)
+    assert all(p["psnr_y"] > 25 and p["ms_ssim"] > 0.85 for p in fc)
+    # Every codec was scored against facecodec's crop, not the BASELINES one.
+    assert res["config"]["reference"] == facecodec_reference.__name__
+    assert {p["frames"] for p in res["points"]} == {40}

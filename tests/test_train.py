@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import CliRun
 
+from facecodec.errors import FacecodecError
 from facecodec.render.neural import RefinerConfig, RefinerNet, load_net
 from facecodec.train.dataset import PairSampler, build_cache
 from facecodec.train.losses import LossWeights, refiner_loss
@@ -38,11 +40,28 @@ def _config(tmp: Path, **kw: object) -> TrainConfig:
 
 def test_config_rejects_unknown_keys_and_small_patches(tmp_path: Path) -> None:
     (tmp_path / "a.json").write_text(json.dumps({"stpes": 3}))
-    with pytest.raises(ValueError, match="stpes"):
+    with pytest.raises(FacecodecError, match="stpes"):
         TrainConfig.load(tmp_path / "a.json")
     (tmp_path / "b.json").write_text(json.dumps({"patch": 64}))
-    with pytest.raises(ValueError, match="patch"):
+    with pytest.raises(FacecodecError, match="patch"):
         TrainConfig.load(tmp_path / "b.json")
+    (tmp_path / "c.json").write_text("[1, 2")
+    with pytest.raises(FacecodecError, match="bad training config"):
+        TrainConfig.load(tmp_path / "c.json")
+
+
+def test_train_command_bad_input_is_one_line(
+    tmp_path: Path, run_cli: Callable[..., CliRun]
+) -> None:
+    (tmp_path / "cfg.json").write_text(json.dumps(TINY))
+    r = run_cli("train", "--config", tmp_path / "cfg.json", "--data", tmp_path,
+                "--out", tmp_path / "run")
+    assert r.returncode == 2 and "no splits.json" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
+    r = run_cli("train", "--config", tmp_path / "missing.json", "--data", tmp_path,
+                "--out", tmp_path / "run")
+    assert r.returncode == 2 and "bad training config" in r.stderr
+    assert len(r.stderr.splitlines()) == 1
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from facecodec.bench.reference import ReferenceClip
+from facecodec.bench.runner import register_system
 from facecodec.bench.system import SystemFn, SystemPoint
 from facecodec.bitstream.packets import PacketType, encode_packet
 from facecodec.codec.decoder import decode_packets
@@ -43,6 +44,8 @@ def facecodec_reference(path: Path, size: int = 256, max_frames: int = 150) -> R
 
 
 def facecodec_system(renderers: tuple[str, ...] = ("warp",), quick: bool = False) -> SystemFn:
+    """facecodec over its ladder, one point per (setting, renderer), named
+    `facecodec-<renderer>`; the rate counts every byte of the .fcv stream."""
     ladder = QUICK_LADDER if quick else LADDER
 
     def run(ref: ReferenceClip, source: Path) -> list[SystemPoint]:
@@ -64,3 +67,13 @@ def facecodec_system(renderers: tuple[str, ...] = ("warp",), quick: bool = False
 
     run.__name__ = "facecodec"
     return run
+
+
+def register_renderers() -> None:
+    """Offer every renderer to `facecodec bench --renderers`, scored on facecodec's crop."""
+    from facecodec.render.registry import RENDERERS
+
+    for name in RENDERERS:
+        register_system(
+            name, lambda quick, n=name: facecodec_system((n,), quick), facecodec_reference
+        )

@@ -245,6 +245,11 @@ def _markdown(result: dict[str, Any], plots: list[Path]) -> str:
         for per_rate in head["metrics"].values():
             for rate, m in per_rate.items():
                 lines.append(f"- ({rate}) {m['text']}")
+    for system, other in result.get("headlines", {}).items():
+        if other.get("status") == "ok":
+            lines += ["", f"{system}:", ""]
+            lines += [f"- ({rate}) {m['text']}" for per_rate in other["metrics"].values()
+                      for rate, m in per_rate.items()]
     lines += ["", "## Rates at quality targets (mean over clips, kbit/s, all bytes)", ""]
     keys = [f"{m}_{t:g}" for m, t in TARGETS]
     lines.append("| system | lowest rate | VMAF there | " + " | ".join(keys) + " |")
@@ -301,14 +306,20 @@ def write_report(
     config: dict[str, Any],
     test_system: str | None = None,
     anchor: str = ANCHOR,
+    tested: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Write results.json, results.csv, rd_<metric>.png and report.md; return the result."""
+    """Write results.json, results.csv, rd_<metric>.png and report.md; return the result.
+
+    test_system gets the headline; every system in `tested` (the plug-ins, e.g. facecodec
+    with each renderer) also gets its own in `headlines`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = mean_curves(points)
     chosen = test_system if test_system in curves else anchor
+    others = [t for t in tested or [] if t != test_system]
     result: dict[str, Any] = {
         "config": config,
         "headline": headline(curves, test_system, anchor),
+        "headlines": {t: headline(curves, t, anchor) for t in others},
         "bd_rate_system": chosen,
         "bd_rate": bd_rates(curves, chosen),
         "rates_at_targets": rates_at_targets(curves),

@@ -34,13 +34,22 @@ QUICK_CLIPS = ("clips/grid_swiz3n.mpg", "clips/liveportrait_d19.mp4")
 
 
 # Systems under test that `--renderers NAME` can name. A factory takes `quick` and returns
-# a SystemFn; the codec registers its renderers here (register_system) before bench_main.
+# a SystemFn; the codec registers its renderers here (register_system) before bench_main,
+# with the reference crop its output must be scored against.
 SYSTEM_FACTORIES: dict[str, Callable[[bool], SystemFn]] = {}
+SYSTEM_REFERENCES: dict[str, ReferenceFn] = {}
 
 
-def register_system(name: str, factory: Callable[[bool], SystemFn]) -> None:
-    """Make a system under test available to `--renderers name`."""
+def register_system(
+    name: str, factory: Callable[[bool], SystemFn], reference: ReferenceFn = baselines_reference
+) -> None:
+    """Make a system under test available to `--renderers name`.
+
+    reference: the crop the system reproduces; every codec in a run with this system is
+    given (and scored against) that crop, so all systems code identical frames.
+    """
     SYSTEM_FACTORIES[name] = factory
+    SYSTEM_REFERENCES[name] = reference
 
 
 def _sampling(quick: bool) -> dict[str, int]:
@@ -78,8 +87,9 @@ def run_bench(
         raise FacecodecError(f"unknown codec(s) {', '.join(unknown)}; known: {', '.join(CODECS)}")
     runners: dict[str, SystemFn] = {s: conventional_system(s, quick) for s in systems}
     runners.update(extra or {})
-    if test_system is None and extra:
-        test_system = next(iter(extra))
+    # Systems the plug-ins produced (a plug-in names its points), in order of appearance:
+    # each gets a headline against the anchor; the first is the default test system.
+    tested: list[str] = []
     frames = max_frames or (40 if quick else 150)
     sampling = _sampling(quick)
     points: list[dict[str, Any]] = []
@@ -97,6 +107,8 @@ def run_bench(
                         f"reference is {ref.frames.shape}"
                     )
                 s = evaluate(feats, p.frames, p.y, metrics)
+                if name in (extra or {}) and p.system not in tested:
+                    tested.append(p.system)
                 points.append({
                     "clip": ref.name, "system": p.system, "setting": p.setting,
                     "frames": len(p.frames), "fps": fps, "bytes_all": p.bytes_all,
@@ -107,11 +119,15 @@ def run_bench(
         # complete results for the clips it finished.
         config = {
             "clips": [str(c) for c in clips], "clips_done": sorted({p["clip"] for p in points}),
-            "systems": list(runners), "quick": quick, "max_frames": frames,
+            "systems": list(runners), "reference": getattr(reference_fn, "__name__", "?"),
+            "quick": quick, "max_frames": frames,
             "sampling": sampling, "anchor": HEADLINE_ANCHOR,
             "seconds": round(time.time() - t0, 1),
         }
-        result = write_report(points, out_dir, config, test_system, HEADLINE_ANCHOR)
+        result = write_report(
+            points, out_dir, config, test_system or (tested[0] if tested else None),
+            HEADLINE_ANCHOR, tested,
+        )
     return result
 
 
@@ -162,8 +178,12 @@ def bench_main(args: argparse.Namespace) -> int:
         if unknown:
             known = ", ".join(SYSTEM_FACTORIES) or "none registered"
             raise FacecodecError(f"unknown renderer(s) {', '.join(unknown)}; known: {known}")
+        refs = {SYSTEM_REFERENCES[r] for r in args.renderers}
+        if len(refs) > 1:
+            raise FacecodecError("the chosen renderers need different reference crops")
+        reference = refs.pop() if refs else baselines_reference
         extra = {r: SYSTEM_FACTORIES[r](args.quick) for r in args.renderers}
-        result = run_bench(clips, args.out, args.codecs, args.quick, extra)
+        result = run_bench(clips, args.out, args.codecs, args.quick, extra, reference)
     except FacecodecError as e:
         print(f"error: {e}")
         return 2

@@ -1,4 +1,5 @@
-"""`python -m facecodec.train --config C --data D --out RUN/` (also under torchrun)."""
+"""`python -m facecodec.train --config C --data D --out RUN/`: the same as `facecodec train`,
+in the form torchrun launches (`torchrun --nproc-per-node N -m facecodec.train ...`)."""
 
 from __future__ import annotations
 

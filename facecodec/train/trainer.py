@@ -26,6 +26,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 
+from facecodec.errors import FacecodecError
 from facecodec.render.neural import RefinerConfig, RefinerNet, model_id_of, save_weights
 from facecodec.train.dataset import PairSampler, Sample, build_cache, stack, validation_pairs
 from facecodec.train.losses import MIN_PATCH, LossWeights, refiner_loss
@@ -56,16 +57,23 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        d = json.loads(path.read_text())
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
-        loss = LossWeights(**d.pop("loss", {}))
-        model = RefinerConfig.from_dict(d.pop("model", {}))
-        cfg = cls(**d, loss=loss, model=model)
+        """The config in `path`; FacecodecError (one line) for a missing or malformed file."""
+        try:
+            d = json.loads(path.read_text())
+            if not isinstance(d, dict):
+                raise ValueError("not a JSON object")
+            known = {f.name for f in fields(cls)}
+            unknown = set(d) - known
+            if unknown:
+                raise ValueError(f"unknown config keys {sorted(unknown)}")
+            loss = LossWeights(**d.pop("loss", {}))
+            model = RefinerConfig.from_dict(d.pop("model", {}))
+            cfg = cls(**d, loss=loss, model=model)
+        except (OSError, ValueError, TypeError) as e:
+            raise FacecodecError(f"bad training config {path}: {e}") from None
         if cfg.patch < MIN_PATCH or cfg.patch % 16:
-            raise ValueError(f"patch must be a multiple of 16 and >= {MIN_PATCH}")
+            raise FacecodecError(f"bad training config {path}: patch must be a multiple of 16 "
+                                 f"and >= {MIN_PATCH}")
         return cfg
 
 
@@ -80,6 +88,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def train_main(args: argparse.Namespace) -> int:
     cfg = TrainConfig.load(args.config)
+    if not (args.data / "splits.json").is_file():
+        raise FacecodecError(f"no splits.json in {args.data}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if args.device == "auto":
