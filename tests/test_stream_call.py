@@ -103,12 +103,19 @@ def test_peek_and_control_messages() -> None:
             parse_control(bad)
 
 
-def test_sequence_loss_accounting_wraps() -> None:
+def test_sequence_loss_accounting_wraps_per_channel() -> None:
     stats = PeerStats()
     for seq in (65533, 65535, 0, 2, 1):  # 65534 lost, wrap, then 1 arrives late
-        stats.packets_received += 1
         stats.note_seq(seq)
+    for seq in (0, 1, 2):  # keyframe channel, numbered on its own: no loss
+        stats.note_seq(seq, reliable=True)
     assert stats.packets_lost == 1
+    stats.note_seq(4, reliable=True)
+    assert stats.packets_lost == 2
+    late = PeerStats()
+    for seq in (3, 1, 4):  # 1 overtook by jitter; 0 and 2 are lost or still to come
+        late.note_seq(seq)
+    assert late.packets_lost == 1
 
 
 def test_impairment_validates_and_is_seeded() -> None:
@@ -169,19 +176,25 @@ def test_impaired_path_loses_motion_never_keyframes() -> None:
         sa, pa, sb, pb = await connect_pair(
             url, "lossy", PeerOptions(loopback=True), PeerOptions(loopback=True, impairment=lossy)
         )
-        sent = []
-        for i in range(101):  # the last is a keyframe, so the highest seq always arrives
+        sent: dict[tuple[int, int], bytes] = {}
+        seq = {PacketType.KEYFRAME: 0, PacketType.MOTION: 0}  # numbered per channel
+        for i in range(101):  # the last is a keyframe: it lands after every motion packet
             kind = PacketType.KEYFRAME if i % 25 == 0 else PacketType.MOTION
-            sent.append(packet(kind, i, i, bytes([i % 256]) * 40))
-            pa.send_packet(sent[-1])
-        events = await drain(pb, lambda g: any(p.info.seq == 100 for p in packets_of(g)))
+            data = packet(kind, seq[kind], i, bytes([i % 256]) * 40)
+            sent[(kind, seq[kind])] = data
+            seq[kind] += 1
+            pa.send_packet(data)
+        events = await drain(pb, lambda g: any(
+            p.info.type == PacketType.KEYFRAME and p.info.seq == 4 for p in packets_of(g)))
         await asyncio.sleep(0.2)  # jittered stragglers land
         got = packets_of(events + await drain(pb, lambda g: False, timeout=0.2))
-        seqs = [p.info.seq for p in got]
-        assert {0, 25, 50, 75, 100} <= set(seqs)  # every keyframe
-        assert 50 < len(got) < 96
-        assert pb.stats.packets_lost == 101 - len(got) == lossy.dropped
-        assert all(p.data == sent[p.info.seq] for p in got)  # nothing damaged
+        keys = [p.info.seq for p in got if p.info.type == PacketType.KEYFRAME]
+        motion = [p.info.seq for p in got if p.info.type == PacketType.MOTION]
+        assert keys == [0, 1, 2, 3, 4]  # every keyframe, in order
+        assert 50 < len(motion) < 91 and lossy.dropped == 96 - len(motion)
+        # Losses before the first and after the last motion packet received cannot be seen.
+        assert pb.stats.packets_lost == max(motion) - min(motion) + 1 - len(motion)
+        assert all(p.data == sent[(p.info.type, p.info.seq)] for p in got)  # nothing damaged
         for p in (pa, pb):
             await p.close()
         for s in (sa, sb):

@@ -85,6 +85,37 @@ PeerEvent = PacketReceived | ControlReceived | PeerClosed
 
 
 @dataclass
+class SeqTracker:
+    """Loss counting on one sequence-number channel, RTP-style (u16, unwrapped).
+
+    Losses after the highest number received are not seen until a later packet arrives,
+    as in RTP receiver reports."""
+
+    received: int = 0
+    _min_ext: int | None = field(default=None, repr=False)
+    _last_ext: int = field(default=0, repr=False)
+    _max_ext: int = field(default=0, repr=False)
+
+    def note(self, seq: int) -> None:
+        self.received += 1
+        if self._min_ext is None:
+            self._min_ext = self._last_ext = self._max_ext = seq
+            return
+        delta = (seq - self._last_ext) & 0xFFFF
+        delta = delta - 0x10000 if delta >= 0x8000 else delta
+        self._last_ext += delta
+        self._max_ext = max(self._max_ext, self._last_ext)
+        # A packet reordered ahead of the first one received still belongs to the span.
+        self._min_ext = min(self._min_ext, self._last_ext)
+
+    @property
+    def lost(self) -> int:
+        if self._min_ext is None:
+            return 0
+        return max(0, self._max_ext - self._min_ext + 1 - self.received)
+
+
+@dataclass
 class PeerStats:
     packets_sent: int = 0
     motion_bytes_sent: int = 0  # MOTION and RESYNC packets
@@ -96,25 +127,17 @@ class PeerStats:
     keyframe_bytes_received: int = 0
     malformed_received: int = 0
     audio_frames_received: int = 0
-    _first_seq: int | None = field(default=None, repr=False)
-    _last_ext_seq: int = field(default=0, repr=False)
-    _max_ext_seq: int = field(default=0, repr=False)
+    # The sender numbers motion packets and all others separately (docs/bitstream.md).
+    motion_seq: SeqTracker = field(default_factory=SeqTracker, repr=False)
+    other_seq: SeqTracker = field(default_factory=SeqTracker, repr=False)
 
-    def note_seq(self, seq: int) -> None:
-        """Track sequence numbers RTP-style (u16, unwrapped), so losses can be counted."""
-        if self._first_seq is None:
-            self._first_seq = self._last_ext_seq = self._max_ext_seq = seq
-            return
-        delta = (seq - self._last_ext_seq) & 0xFFFF
-        delta = delta - 0x10000 if delta >= 0x8000 else delta
-        self._last_ext_seq += delta
-        self._max_ext_seq = max(self._max_ext_seq, self._last_ext_seq)
+    def note_seq(self, seq: int, reliable: bool = False) -> None:
+        """Count a received packet's sequence number on its channel."""
+        (self.other_seq if reliable else self.motion_seq).note(seq)
 
     @property
     def packets_lost(self) -> int:
-        if self._first_seq is None:
-            return 0
-        return max(0, self._max_ext_seq - self._first_seq + 1 - self.packets_received)
+        return self.motion_seq.lost + self.other_seq.lost
 
 
 class Peer:
@@ -266,7 +289,7 @@ class Peer:
             self.stats.packets_dropped_congestion += 1  # the consumer is behind: shed motion
             return
         self.stats.packets_received += 1
-        self.stats.note_seq(info.seq)
+        self.stats.note_seq(info.seq, info.reliable)
         if info.reliable:
             self.stats.keyframe_bytes_received += len(data)
         else:
