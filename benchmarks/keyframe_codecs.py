@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import av
-import cv2
 import numpy as np
 
+from facecodec.bench.metrics import image_psnr_y
+from facecodec.bench.reference import centre_square
 from facecodec.codec import keyframe as kf
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -32,21 +32,6 @@ CLIPS = [
 ]
 QUALITIES = [10, 20, 30, 40, 50, 60, 70, 80, 90]
 BUDGETS = [1000, 2000, 4000, 8000, 16000]  # bytes
-
-
-def face_crop(path: Path, size: int) -> np.ndarray:
-    with av.open(str(path)) as container:
-        frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
-    h, w = frame.shape[:2]
-    s = min(h, w)
-    y, x = (h - s) // 2, (w - s) // 2
-    return cv2.resize(frame[y : y + s, x : x + s], (size, size), interpolation=cv2.INTER_AREA)
-
-
-def psnr_y(a: np.ndarray, b: np.ndarray) -> float:
-    weights = np.array([0.299, 0.587, 0.114])
-    mse = float(np.mean((a.astype(np.float64) @ weights - b.astype(np.float64) @ weights) ** 2))
-    return 10 * np.log10(255.0**2 / max(mse, 1e-10))
 
 
 def _variant(encoder: str, decoder: str, options: Callable[[int], dict[str, str]]):
@@ -72,7 +57,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--clips", nargs="*", default=CLIPS, help="paths relative to shared/data")
     args = ap.parse_args()
-    images = [face_crop(DATA / c, args.size) for c in args.clips]
+    images = [centre_square(DATA / c, args.size) for c in args.clips]
 
     coders = {name: _shipped(name) for name in kf.CODEC_IDS}
     coders["av1 preset 4"] = _variant(
@@ -104,7 +89,7 @@ def main() -> None:
                 t = time.perf_counter()
                 data, out = run(img, q)
                 times.append(time.perf_counter() - t)
-                p = psnr_y(img, out)
+                p = image_psnr_y(img, out)
                 per_image[i].append((len(data), p))
                 sizes.append(len(data))
                 psnrs.append(p)

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from facecodec.errors import FacecodecError
+from facecodec.stream.browser import find_chromium, headless_chromium
 from facecodec.stream.call import CallOptions, run_call
 from facecodec.stream.impair import Impairment
 from facecodec.stream.signaling import SignalingServer
@@ -423,8 +424,7 @@ async def screenshot_call(source: Path, png: Path, frames: int = 50, timeout: fl
     page is captured as PNG. Returns how many frames the browser had shown."""
     import aiohttp
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
+    if find_chromium() is None:
         raise FacecodecError("chromium is not installed")
     server = SignalingServer()
     url = await server.start()
@@ -437,58 +437,37 @@ async def screenshot_call(source: Path, png: Path, frames: int = 50, timeout: fl
         on_viewer=lambda u: viewer_url.set_result(u),
     )
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=ctx) as pool, tempfile.TemporaryDirectory() as profile:
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
         sender = loop.run_in_executor(pool, _peer, "sender", url, str(source), timeout, 0.0, 0.0)
         receiver = asyncio.ensure_future(run_call("bench", url, None, "local", options))
-        page = await asyncio.wait_for(viewer_url, 60)
-        browser = subprocess.Popen(
-            [
-                chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-                "--remote-debugging-port=0",
-                "--window-size=720,900",
-                page,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
         try:
-            async with aiohttp.ClientSession() as http:
-                deadline = time.monotonic() + timeout
-                status: dict[str, Any] = {}
-                while (shown := status.get("browser_frames_shown", 0)) < frames:
-                    if time.monotonic() > deadline or browser.poll() is not None:
-                        raise FacecodecError(
-                            f"the browser showed only {shown} frames (chromium exit code "
-                            f"{browser.poll()}, viewer status {status})"
-                        )
-                    await asyncio.sleep(0.5)
-                    async with http.get(page + "status") as r:
-                        status = await r.json()
-                port = (Path(profile) / "DevToolsActivePort").read_text().split()[0]
-                async with http.get(f"http://127.0.0.1:{port}/json/list") as r:
-                    targets = await r.json()
-                target = next(t for t in targets if t.get("type") == "page")
-                async with http.ws_connect(target["webSocketDebuggerUrl"]) as ws:
-                    await ws.send_json({"id": 1, "method": "Page.captureScreenshot"})
-                    while (reply := await ws.receive_json(timeout=30)).get("id") != 1:
-                        pass
+            page = await asyncio.wait_for(viewer_url, 60)
+            with headless_chromium(
+                page, "--remote-debugging-port=0", "--window-size=720,900"
+            ) as (browser, profile):
+                async with aiohttp.ClientSession() as http:
+                    deadline = time.monotonic() + timeout
+                    status: dict[str, Any] = {}
+                    while (shown := status.get("browser_frames_shown", 0)) < frames:
+                        if time.monotonic() > deadline or browser.poll() is not None:
+                            raise FacecodecError(
+                                f"the browser showed only {shown} frames (chromium exit code "
+                                f"{browser.poll()}, viewer status {status})"
+                            )
+                        await asyncio.sleep(0.5)
+                        async with http.get(page + "status") as r:
+                            status = await r.json()
+                    port = (profile / "DevToolsActivePort").read_text().split()[0]
+                    async with http.get(f"http://127.0.0.1:{port}/json/list") as r:
+                        targets = await r.json()
+                    target = next(t for t in targets if t.get("type") == "page")
+                    async with http.ws_connect(target["webSocketDebuggerUrl"]) as ws:
+                        await ws.send_json({"id": 1, "method": "Page.captureScreenshot"})
+                        while (reply := await ws.receive_json(timeout=30)).get("id") != 1:
+                            pass
             png.parent.mkdir(parents=True, exist_ok=True)
             png.write_bytes(base64.b64decode(reply["result"]["data"]))
         finally:
-            browser.terminate()
-            try:
-                browser.wait(10)
-            except subprocess.TimeoutExpired:
-                browser.kill()
-                browser.wait()
             receiver.cancel()
             with contextlib.suppress(BaseException):
                 await receiver

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
-import cv2
 import numpy as np
 import pytest
 
+from facecodec.bench.metrics import image_psnr_y
+from facecodec.bench.reference import centre_square
 from facecodec.bitstream.packets import (
     KeyframePayload,
     Packet,
@@ -29,18 +29,8 @@ def face() -> np.ndarray:
     """Frame 0 of a face-centred clip, centre square cut, area-resized to 256x256."""
     if not CLIP.exists():
         pytest.skip(f"shared data missing: {CLIP}")
-    with av.open(str(CLIP)) as container:
-        frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
-    h, w = frame.shape[:2]
-    s = min(h, w)
-    y, x = (h - s) // 2, (w - s) // 2
-    return cv2.resize(frame[y : y + s, x : x + s], (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+    return centre_square(CLIP, SIZE)
 
-
-def psnr_y(a: np.ndarray, b: np.ndarray) -> float:
-    weights = np.array([0.299, 0.587, 0.114])
-    mse = np.mean((a.astype(np.float64) @ weights - b.astype(np.float64) @ weights) ** 2)
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
 
 
 @pytest.mark.parametrize("codec", list(kf.CODEC_IDS))
@@ -53,7 +43,7 @@ def test_round_trip_quality_and_rate_order(face: np.ndarray, codec: str) -> None
         assert out.shape == (SIZE, SIZE, 3) and out.dtype == np.uint8
         if quality == 60:
             # Measured 41-43 dB at this quality; 36 dB catches a broken colour path.
-            assert psnr_y(face, out) > 36.0, codec
+            assert image_psnr_y(face, out) > 36.0, codec
         sizes.append(len(data))
     assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 4, sizes
 
@@ -63,7 +53,7 @@ def test_default_codec_and_coder_object(face: np.ndarray) -> None:
     cid, data = coder.encode(face)
     assert cid == kf.AV1 == kf.CODEC_IDS[kf.DEFAULT_CODEC]
     assert len(data) < 8000  # ~3.3 KB measured for a 256 px face at the default quality
-    assert psnr_y(face, coder.decode(cid, data, SIZE)) > 38.0
+    assert image_psnr_y(face, coder.decode(cid, data, SIZE)) > 38.0
     with pytest.raises(FacecodecError, match="unknown keyframe codec"):
         kf.KeyframeCoder(codec="png")
     with pytest.raises(FacecodecError, match="quality"):

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import struct
-import subprocess
-import tempfile
 import time
 
 import aiohttp
@@ -14,9 +11,10 @@ import av
 import numpy as np
 import pytest
 
+from facecodec.stream.browser import find_chromium, headless_chromium
 from facecodec.stream.viewer import BOUNDARY, Viewer, wav_header
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = find_chromium()
 
 
 def frame(i: int) -> np.ndarray:
@@ -101,43 +99,20 @@ def test_page_in_headless_chromium_shows_frames() -> None:
     async def main() -> None:
         viewer = Viewer()
         url = await viewer.start()
-        profile = tempfile.TemporaryDirectory()
-        browser = subprocess.Popen(
-            [
-                str(CHROMIUM),
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile.name}",
-                url,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
         try:
-            deadline = time.monotonic() + 30
-            i = 0
-            # Publish at 25 fps until the page reports it has decoded and shown 10 frames.
-            while viewer.stats.browser_frames_shown < 10 and time.monotonic() < deadline:
-                assert browser.poll() is None, "chromium exited early"
-                await viewer.publish_frame(frame(i), i)
-                i += 1
-                await asyncio.sleep(0.04)
+            with headless_chromium(url) as (browser, _):
+                deadline = time.monotonic() + 30
+                i = 0
+                # Publish at 25 fps until the page reports it has decoded and shown 10 frames.
+                while viewer.stats.browser_frames_shown < 10 and time.monotonic() < deadline:
+                    assert browser.poll() is None, "chromium exited early"
+                    await viewer.publish_frame(frame(i), i)
+                    i += 1
+                    await asyncio.sleep(0.04)
             assert viewer.stats.browser_frames_shown >= 10, viewer.stats
             assert viewer.stats.browser_size == (48, 64)
             assert viewer.stats.frames_served >= 10
         finally:
-            browser.terminate()
-            try:
-                browser.wait(10)
-            except subprocess.TimeoutExpired:
-                browser.kill()
-                browser.wait()
             await viewer.stop()
-            profile.cleanup()
 
     asyncio.run(main())

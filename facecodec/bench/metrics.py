@@ -68,6 +68,14 @@ def psnr_y(ref_y: np.ndarray, rec_y: np.ndarray) -> np.ndarray:
     return np.minimum(p, PSNR_CAP)
 
 
+def image_psnr_y(ref: np.ndarray, rec: np.ndarray) -> float:
+    """PSNR in dB of the full-range BT.601 luma of two RGB images: a quick score for single
+    pictures (keyframe tables); clips are scored on FFmpeg's Y plane (`luma`)."""
+    weights = np.array([0.299, 0.587, 0.114])
+    d = ref.astype(np.float64) @ weights - rec.astype(np.float64) @ weights
+    return float(10 * np.log10(255.0**2 / max(float(np.mean(d * d)), 1e-10)))
+
+
 def ms_ssim(ref: np.ndarray, rec: np.ndarray, batch: int = 16) -> np.ndarray:
     """Per-frame MS-SSIM of RGB frames [T, H, W, 3] uint8, computed on RGB in [0, 1]."""
     from pytorch_msssim import ms_ssim as _ms_ssim

@@ -110,6 +110,14 @@ def cut_square(frame: np.ndarray, cx: float, cy: float, side: float, size: int) 
     return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
 
 
+def centre_square(path: Path, size: int) -> np.ndarray:
+    """Frame 0 of `path`, its centre square area-resized to `size` (face-centred clips: a
+    picture that is mostly face, without tracking)."""
+    frame = read_video(Path(path), 1)[0][0]
+    h, w = frame.shape[:2]
+    return cut_square(frame, w / 2, h / 2, min(h, w), size)
+
+
 def _cache_key(path: Path, size: int, max_frames: int) -> str:
     st = path.stat()
     raw = f"{_PROTOCOL}|{path.resolve()}|{st.st_mtime_ns}|{st.st_size}|{size}|{max_frames}"
