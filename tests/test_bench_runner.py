@@ -38,6 +38,26 @@ def test_run_bench_with_plugin(tmp_path: Path) -> None:
     assert "vmaf" in saved["headline"]["metrics"]
 
 
+def test_rerun_reuses_conventional_points(tmp_path: Path) -> None:
+    kw = {"systems": ["x264-rt"], "quick": True, "max_frames": 8, "metrics": ("psnr_y",),
+          "cache_dir": tmp_path / "cache"}
+    first = run_bench([CLIP], tmp_path / "a", **kw)
+    calls: list[str] = []
+
+    def still(ref: ReferenceClip, source: Path) -> list[SystemPoint]:
+        calls.append(ref.name)
+        return still_system((50,))(ref, source)
+
+    again = run_bench([CLIP], tmp_path / "b", extra={"still": still}, reuse=first, **kw)
+    x264 = [p for p in again["points"] if p["system"] == "x264-rt"]
+    assert x264 == [p for p in first["points"] if p["system"] == "x264-rt"]
+    assert calls == ["grid_swiz3n"]  # the plug-in still ran
+    with pytest.raises(FacecodecError, match="max_frames differ"):
+        run_bench([CLIP], tmp_path / "c", reuse=first, **{**kw, "max_frames": 9})
+    with pytest.raises(FacecodecError, match="without clip"):
+        run_bench([CLIP], tmp_path / "c", reuse={**first, "points": [1]}, **kw)
+
+
 def test_plugin_with_wrong_frame_count_is_rejected(tmp_path: Path) -> None:
     def short(ref: ReferenceClip, source: Path) -> list[SystemPoint]:
         return [SystemPoint("short", "s", ref.frames[:-1], 10, 10, 5)]
@@ -60,6 +80,10 @@ def test_bench_main_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "unknown renderer" in capsys.readouterr().out
     assert bench_main(_args(str(CLIP), "--codecs", "mpeg1", "--out", str(tmp_path))) == 2
     assert "unknown codec" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("{not json")
+    argv = (str(CLIP), "--reuse", str(tmp_path / "bad.json"), "--out", str(tmp_path))
+    assert bench_main(_args(*argv)) == 2
+    assert "cannot read" in capsys.readouterr().out
     empty = tmp_path / "empty"
     empty.mkdir()
     assert bench_main(_args(str(empty), "--out", str(tmp_path))) == 2

@@ -71,12 +71,15 @@ def run_bench(
     metrics: tuple[str, ...] = ALL_METRICS,
     test_system: str | None = None,
     cache_dir: Path | None = DEFAULT_CACHE,
+    reuse: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Bench `systems` (conventional codec names) and `extra` plug-ins on `clips`.
 
     quick: 40 frames a clip, sparse ladders, sampled metrics (CI smoke run, ~1 minute).
     test_system: the system the headline compares with x264 real time (default: the first
-    plug-in in `extra`). Returns what results.json holds.
+    plug-in in `extra`). reuse: an earlier results.json of the same protocol, whose points of
+    conventional codecs are taken instead of coding those clips again (plug-ins always run).
+    Returns what results.json holds.
     """
     if not clips:
         raise FacecodecError("no clips to bench")
@@ -92,6 +95,7 @@ def run_bench(
     tested: list[str] = []
     frames = max_frames or (40 if quick else 150)
     sampling = _sampling(quick)
+    reused = _reusable(reuse, reference_fn, frames, sampling, quick)
     points: list[dict[str, Any]] = []
     result: dict[str, Any] = {}
     t0 = time.time()
@@ -100,7 +104,9 @@ def run_bench(
         feats = ReferenceFeatures.compute(ref.frames, **sampling)
         fps = float(ref.fps)
         for name, fn in tqdm(runners.items(), desc=ref.name, unit="system", leave=False):
-            for p in fn(ref, clip):
+            earlier = reused.get((ref.name, name), []) if name in systems else []
+            points += earlier
+            for p in [] if earlier else fn(ref, clip):
                 if p.frames.shape != ref.frames.shape:
                     raise FacecodecError(
                         f"{name} {p.setting} on {ref.name}: gave frames {p.frames.shape}, "
@@ -129,6 +135,28 @@ def run_bench(
             HEADLINE_ANCHOR, tested,
         )
     return result
+
+
+def _reusable(
+    reuse: dict[str, Any] | None, reference_fn: ReferenceFn, frames: int,
+    sampling: dict[str, int], quick: bool,
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Points of an earlier run by (clip, system), after checking it scored the same way."""
+    if not reuse:
+        return {}
+    cfg = reuse.get("config", {})
+    want = {"reference": getattr(reference_fn, "__name__", "?"), "max_frames": frames,
+            "sampling": sampling, "quick": quick}
+    diff = [k for k, v in want.items() if cfg.get(k) != v]
+    if diff:
+        raise FacecodecError(f"cannot reuse the earlier results: {', '.join(diff)} differ")
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for p in reuse.get("points", []):
+        if not (isinstance(p, dict) and isinstance(p.get("clip"), str)
+                and isinstance(p.get("system"), str)):
+            raise FacecodecError("cannot reuse the earlier results: a point without clip/system")
+        out.setdefault((p["clip"], p["system"]), []).append(p)
+    return out
 
 
 def resolve_clips(items: list[str], quick: bool) -> list[Path]:
@@ -168,6 +196,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--renderers", nargs="*", default=[], metavar="NAME",
         help="registered facecodec systems to bench against the codecs",
     )
+    parser.add_argument(
+        "--reuse", type=Path, default=None, metavar="RESULTS_JSON",
+        help="take conventional-codec points from an earlier run with the same protocol",
+    )
 
 
 def bench_main(args: argparse.Namespace) -> int:
@@ -182,8 +214,16 @@ def bench_main(args: argparse.Namespace) -> int:
         if len(refs) > 1:
             raise FacecodecError("the chosen renderers need different reference crops")
         reference = refs.pop() if refs else baselines_reference
+        reuse = None
+        if args.reuse is not None:
+            try:
+                reuse = json.loads(args.reuse.read_text())
+            except (OSError, ValueError) as e:
+                raise FacecodecError(f"cannot read {args.reuse}: {e}") from None
         extra = {r: SYSTEM_FACTORIES[r](args.quick) for r in args.renderers}
-        result = run_bench(clips, args.out, args.codecs, args.quick, extra, reference)
+        result = run_bench(
+            clips, args.out, args.codecs, args.quick, extra, reference, reuse=reuse
+        )
     except FacecodecError as e:
         print(f"error: {e}")
         return 2
