@@ -23,6 +23,7 @@ def _encode(a: argparse.Namespace) -> int:
         keyframe_quality=a.keyframe_quality,
         refresh_s=a.refresh,
         allow_several=a.face == "largest",
+        layer_kbps=a.layer_kbps,
     )
     r = encode_file(a.input, a.output, settings, progress=sys.stderr.isatty())
     rep = r.report
@@ -36,9 +37,14 @@ def _encode(a: argparse.Namespace) -> int:
     if rep.several_faces and a.face == "largest":
         print("note: several faces seen; the largest/tracked one was coded", file=sys.stderr)
     total_kbps = r.total_bytes * 8 / 1000 / r.duration_s
+    layer = ""
+    if r.header.layer is not None:
+        lay = r.header.layer
+        layer = (f", layer {r.layer_kbps:.2f} kbps ({lay.size} px, 1 picture in "
+                 f"{lay.divisor} frames)")
     print(
         f"{a.output}: {rep.frames} frames, {len(r.keyframes)} keyframe(s), "
-        f"motion {r.motion_kbps:.2f} kbps, total {total_kbps:.2f} kbps"
+        f"motion {r.motion_kbps:.2f} kbps{layer}, total {total_kbps:.2f} kbps"
     )
     return 0
 
@@ -48,7 +54,8 @@ def _decode(a: argparse.Namespace) -> int:
     from facecodec.render.edits import PoseEdit
 
     pose = PoseEdit(a.pose == "frontal", a.yaw, a.pitch, a.roll)
-    r = decode_file(a.input, a.output, renderer=a.renderer, pose=pose, avatar=a.avatar)
+    r = decode_file(a.input, a.output, renderer=a.renderer, pose=pose, avatar=a.avatar,
+                    layer=a.layer)
     if r.error:
         print(
             f"facecodec: error: {r.error}; the {r.frames_written} frames before it were "
@@ -56,7 +63,13 @@ def _decode(a: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 3
-    print(f"{a.output}: {r.frames_written} frames ({r.stats.frames_rendered} rendered)")
+    st = r.stats
+    layer = ""
+    if r.header.layer is not None:
+        layer = (f", {st.frames_fused} with the layer ({st.layer_pictures} layer pictures"
+                 + (f", {st.layer_lost} lost" if st.layer_lost else "")
+                 + (f", {st.layer_bad} bad" if st.layer_bad else "") + ")")
+    print(f"{a.output}: {r.frames_written} frames ({st.frames_rendered} rendered{layer})")
     return 0
 
 
@@ -92,7 +105,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("input", type=Path)
     e.add_argument("-o", "--output", type=Path, required=True)
     e.add_argument("--quality", choices=("low", "medium", "high"), default="medium")
-    e.add_argument("--target-kbps", type=float, default=None, help="motion rate to aim for")
+    e.add_argument("--target-kbps", type=float, default=None,
+                   help="motion (+ layer, above ~6 kbps) rate to aim for")
+    e.add_argument("--layer-kbps", type=float, default=0.0,
+                   help="low-resolution layer rate (0: off, motion only)")
     e.add_argument("--size", type=int, default=256, help="face crop side in pixels (128..512)")
     e.add_argument("--keyframe-quality", type=int, default=60, help="reference picture 0..100")
     e.add_argument("--refresh", type=float, default=0.0, help="refresh keyframe every N s")
@@ -110,6 +126,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     d.add_argument("--pitch", type=float, default=0.0, help="degrees added to the head pitch")
     d.add_argument("--roll", type=float, default=0.0, help="degrees added to the head roll")
     d.add_argument("--avatar", type=Path, default=None, help="portrait to drive instead")
+    d.add_argument("--layer", choices=("net", "gate", "bicubic", "off"), default="net",
+                   help="use of a low-resolution layer: fusion network, training-free "
+                        "fusion, the layer alone, or motion only")
     d.set_defaults(func=_decode)
 
     i = sub.add_parser("info", help="describe an .fcv stream")

@@ -110,7 +110,7 @@ def test_bench_facecodec_renderer_on_its_own_crop(tmp_path: Path) -> None:
     assert res["headline"]["status"] == "ok"
     fc = sorted((p for p in res["points"] if p["system"] == "facecodec-warp"),
                 key=lambda p: p["bytes_all"])
-    assert [p["setting"] for p in fc] == ["low-k40", "medium-k60"]
+    assert [p["setting"] for p in fc] == ["low-k40", "medium-k60", "medium-k60-layer8"]
     # Rates count the whole stream; the steady rate drops the reference picture.
     assert all(0 < p["kbps_steady"] < p["kbps_all"] for p in fc)
     assert all(p["psnr_y"] > 25 and p["ms_ssim"] > 0.85 for p in fc)

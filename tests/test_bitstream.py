@@ -290,13 +290,14 @@ def test_header_crc_and_length_checks() -> None:
 
 def test_newer_minor_version_fields_are_skipped() -> None:
     data = HEADER.to_bytes()[:-4]
-    body = bytearray(data + b"new field")
+    no_layer = bytes(5)  # the minor-1 layer fields: codec 0, size 0, divisor 0, empty model
+    body = bytearray(data + no_layer + b"new field")
     body[5] = 3  # minor version 3 appended a field this build does not know
     struct.pack_into("<H", body, 6, len(body) + 4)
     h, size, version = parse_header(bytes(body) + struct.pack("<I", zlib.crc32(body)))
     assert h == HEADER and size == len(body) + 4 and version == (1, 3)
     # ... but the same bytes at this build's minor version are an error
-    body[5] = 0
+    body[5] = 1
     with pytest.raises(BitstreamError, match="trailing"):
         parse_header(bytes(body) + struct.pack("<I", zlib.crc32(body)))
 

@@ -17,14 +17,19 @@ from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import Analysis, EncoderSettings, analyze_file, code_analysis
 from facecodec.codec.encoder import original_crops as _crops
 
-# (label, motion preset, keyframe quality): rate rises along the list.
+# (label, motion preset, keyframe quality, layer kbps): motion only (layer 0) from ~1 kbps,
+# then the low-resolution layer (docs/layer.md) up to ~40 kbps. Rate rises along the list.
 LADDER = (
-    ("low-k40", "low", 40),
-    ("medium-k60", "medium", 60),
-    ("high-k80", "high", 80),
-    ("high-k92", "high", 92),
+    ("low-k40", "low", 40, 0.0),
+    ("medium-k60", "medium", 60, 0.0),
+    ("high-k80", "high", 80, 0.0),
+    ("high-k92", "high", 92, 0.0),
+    ("medium-k60-layer4", "medium", 60, 4.0),
+    ("medium-k60-layer8", "medium", 60, 8.0),
+    ("medium-k70-layer15", "medium", 70, 15.0),
+    ("high-k80-layer30", "high", 80, 30.0),
 )
-QUICK_LADDER = LADDER[:2]
+QUICK_LADDER = (LADDER[0], LADDER[1], LADDER[5])
 
 _analyses: dict[tuple[str, int, int], Analysis] = {}
 
@@ -51,9 +56,9 @@ def facecodec_system(renderers: tuple[str, ...] = ("warp",), quick: bool = False
     def run(ref: ReferenceClip, source: Path) -> list[SystemPoint]:
         a = _analysis(source, ref.size, len(ref.frames))
         points = []
-        for label, preset, kq in ladder:
+        for label, preset, kq, layer_kbps in ladder:
             r = code_analysis(a, EncoderSettings(size=ref.size, preset=preset,
-                                                 keyframe_quality=kq))
+                                                 keyframe_quality=kq, layer_kbps=layer_kbps))
             sizes = [(p.type, len(encode_packet(p))) for p in r.packets]
             total = r.total_bytes
             first_key = next(n for t, n in sizes if t == PacketType.KEYFRAME)

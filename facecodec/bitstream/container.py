@@ -31,13 +31,16 @@ from facecodec.errors import BitstreamError, FacecodecError
 
 MAGIC = b"FCDC"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1  # 1.1: the low-resolution layer; motion-only streams are written as 1.0
 MAX_TEXT = 64  # basis_id, model_id, preset
 MAX_HEADER = 0xFFFF  # header_length is a u16
 _LEAD = struct.Struct("<4sBBH")  # magic, major, minor, header_length
 _FIXED = struct.Struct("<HIIHHH")  # size, fps_num, fps_den, source w, h, resync_interval
 _CRC = struct.Struct("<I")
 MIN_HEADER = _LEAD.size + _FIXED.size + 3 + 2 + _CRC.size  # three empty strings, empty config
+_LAYER = struct.Struct("<BHB")  # layer codec, layer size, layer divisor (minor >= 1)
+LAYER_SIZES = (64, 96, 128)
+MAX_LAYER_DIVISOR = 30
 
 
 def _check_text(value: str, field: str) -> bytes:
@@ -49,6 +52,28 @@ def _check_text(value: str, field: str) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class LayerParams:
+    """The low-resolution layer of a stream (header fields of minor version 1): codec id
+    (docs/bitstream.md, Layer codecs), picture side, one picture every `divisor` frames, and
+    the fusion model the sender made it for."""
+
+    codec: int
+    size: int
+    divisor: int
+    model: str = ""
+
+    def validate(self) -> None:
+        if not 1 <= self.codec <= 0xFF:
+            raise BitstreamError(f"layer codec id {self.codec} out of range (1..255)")
+        if self.size not in LAYER_SIZES:
+            raise BitstreamError(f"layer size {self.size} not one of {LAYER_SIZES}")
+        if not 1 <= self.divisor <= MAX_LAYER_DIVISOR:
+            raise BitstreamError(f"layer divisor {self.divisor} out of range "
+                                 f"(1..{MAX_LAYER_DIVISOR})")
+        _check_text(self.model, "layer model id")
+
+
+@dataclass(frozen=True, slots=True)
 class StreamHeader:
     """Everything a receiver needs before the first packet.
 
@@ -56,7 +81,8 @@ class StreamHeader:
     `source_width/height`: the captured frame the crop came from; `basis_id`: expression
     basis the motion refers to; `model_id`: renderer model the stream was tuned for (may be
     empty); `preset`: encoder preset name; `resync_interval`: frames between RESYNC packets
-    (0: none); `coder_config`: opaque bytes owned by the motion coder.
+    (0: none); `coder_config`: opaque bytes owned by the motion coder; `layer`: the
+    low-resolution layer, if the stream has one (written as minor version 1).
     """
 
     size: int
@@ -69,6 +95,7 @@ class StreamHeader:
     preset: str = ""
     resync_interval: int = 0
     coder_config: bytes = b""
+    layer: LayerParams | None = None
 
     @property
     def fps(self) -> Fraction:
@@ -93,7 +120,11 @@ class StreamHeader:
             ("preset", self.preset),
         ):
             _check_text(text, name)
+        if self.layer is not None:
+            self.layer.validate()
         room = MAX_HEADER - MIN_HEADER - len(self.basis_id) - len(self.model_id) - len(self.preset)
+        if self.layer is not None:
+            room -= _LAYER.size + 1 + len(self.layer.model)
         if len(self.coder_config) > room:
             raise BitstreamError(f"coder config of {len(self.coder_config)} bytes is too large")
 
@@ -113,8 +144,14 @@ class StreamHeader:
             raw = text.encode("ascii")
             fields += bytes([len(raw)]) + raw
         fields += struct.pack("<H", len(self.coder_config)) + bytes(self.coder_config)
+        minor = 0  # motion-only streams keep the 1.0 layout, readable by every reader
+        if self.layer is not None:
+            minor = 1
+            lay = self.layer
+            model = lay.model.encode("ascii")
+            fields += _LAYER.pack(lay.codec, lay.size, lay.divisor) + bytes([len(model)]) + model
         total = _LEAD.size + len(fields) + _CRC.size
-        body = _LEAD.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, total) + fields
+        body = _LEAD.pack(MAGIC, VERSION_MAJOR, minor, total) + fields
         return body + _CRC.pack(zlib.crc32(body))
 
     @classmethod
@@ -166,12 +203,37 @@ def parse_header(data: bytes | memoryview) -> tuple[StreamHeader, int, tuple[int
     if len(config) != n:
         raise BitstreamError("truncated .fcv header in coder config")
     pos += 2 + n
+    layer = None
+    if minor >= 1:
+        layer, pos = _parse_layer(fields, pos)
     # A later minor version may append fields; this build reads the ones it knows.
     if pos != len(fields) and minor <= VERSION_MINOR:
         raise BitstreamError(f".fcv header has {len(fields) - pos} unexpected trailing bytes")
-    header = StreamHeader(size, fps_num, fps_den, width, height, *texts, resync, config)
+    header = StreamHeader(size, fps_num, fps_den, width, height, *texts, resync, config, layer)
     header.validate()
     return header, total, (major, minor)
+
+
+def _parse_layer(fields: memoryview, pos: int) -> tuple[LayerParams | None, int]:
+    """The layer fields of minor version 1 at `pos`: (layer or None, position after them)."""
+    if pos + _LAYER.size + 1 > len(fields):
+        raise BitstreamError("truncated .fcv header in layer fields")
+    codec, side, divisor = _LAYER.unpack_from(fields, pos)
+    pos += _LAYER.size
+    n = fields[pos]
+    raw = bytes(fields[pos + 1 : pos + 1 + n])
+    if len(raw) != n:
+        raise BitstreamError("truncated .fcv header in layer model id")
+    try:
+        model = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise BitstreamError(".fcv header layer model id is not ASCII") from None
+    pos += 1 + n
+    if codec == 0:
+        if side or divisor or model:
+            raise BitstreamError("layer fields set without a layer codec")
+        return None, pos
+    return LayerParams(codec, side, divisor, model), pos
 
 
 class FcvWriter:
@@ -334,6 +396,7 @@ __all__ = [
     "VERSION_MINOR",
     "FcvReader",
     "FcvWriter",
+    "LayerParams",
     "SkippedPacket",
     "StreamHeader",
     "parse_header",

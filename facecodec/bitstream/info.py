@@ -13,6 +13,8 @@ from facecodec.bitstream.container import FcvReader
 from facecodec.bitstream.packets import EndPayload, MotionPayload, PacketType, type_name
 from facecodec.errors import BitstreamError
 
+LAYER_CODECS = {1: "av1"}  # docs/bitstream.md, Layer codecs (no video codec import here)
+
 _MOTION_TYPES = (PacketType.MOTION, PacketType.RESYNC)
 
 
@@ -58,6 +60,8 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     for entry in per_type.values():
         entry["kbps"] = _kbps(entry["bytes"], duration)
     motion_bytes = sum(per_type.get(t.name, {}).get("bytes", 0) for t in _MOTION_TYPES)
+    layer_bytes = per_type.get(PacketType.LAYER.name, {}).get("bytes", 0)
+    lay = h.layer
     major, minor = reader.version
     return {
         "path": str(reader.path),
@@ -81,6 +85,10 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         "packets": per_type,
         "skipped_unknown": len(reader.skipped),
         "motion_kbps": _kbps(motion_bytes, duration),
+        "layer": None if lay is None else {
+            "codec": lay.codec, "size": lay.size, "divisor": lay.divisor, "model": lay.model,
+        },
+        "layer_kbps": _kbps(layer_bytes, duration),
         "keyframe_bytes": per_type.get(PacketType.KEYFRAME.name, {}).get("bytes", 0),
         "total_kbps": _kbps(reader.file_size, duration),
         "damaged": damaged,
@@ -92,6 +100,15 @@ def _end_frames(payload: bytes) -> int | None:
         return EndPayload.from_bytes(payload).total_frames
     except BitstreamError:
         return None
+
+
+def _layer_line(d: dict[str, Any]) -> str:
+    lay = d.get("layer")
+    if not lay:
+        return "  layer      none (motion only)"
+    name = LAYER_CODECS.get(lay["codec"], f"codec {lay['codec']}")
+    return (f"  layer      {d['layer_kbps']:.2f} kbps ({name} {lay['size']}x{lay['size']}, "
+            f"1 picture every {lay['divisor']} frames, model {lay['model'] or '-'})")
 
 
 def format_info(d: dict[str, Any]) -> str:
@@ -113,6 +130,7 @@ def format_info(d: dict[str, Any]) -> str:
     lines += [
         "",
         f"  motion     {d['motion_kbps']:.2f} kbps (MOTION + RESYNC, with packet overhead)",
+        _layer_line(d),
         f"  keyframes  {d['keyframe_bytes']} B",
         f"  total      {d['total_kbps']:.2f} kbps ({d['file_bytes']} B)",
     ]

@@ -31,7 +31,7 @@ class PacketType(IntEnum):
     MOTION = 2
     RESYNC = 3  # a MOTION packet whose first frame is intra-coded
     END = 4
-    LAYER = 5  # reserved for a low-resolution video layer; not produced by this version
+    LAYER = 5  # one picture of the low-resolution layer (minor version 1)
 
 
 _KNOWN_TYPES = frozenset(int(t) for t in PacketType)
@@ -290,6 +290,35 @@ class MotionPayload:
         r = _Reader(data, "motion")
         keyframe_id, frame_count = r.unpack("HB", "fixed fields")
         p = cls(keyframe_id, frame_count, r.rest())
+        p.validate()
+        return p
+
+
+@dataclass(frozen=True, slots=True)
+class LayerPayload:
+    """One coded picture of the low-resolution layer, cut with keyframe `keyframe_id`'s crop;
+    `intra`: it starts a run of pictures (a decoder may start or restart there)."""
+
+    keyframe_id: int
+    intra: bool
+    picture: bytes
+
+    def validate(self) -> None:
+        _check_u16(self.keyframe_id, "keyframe id")
+        if not self.picture:
+            raise BitstreamError("layer packet has no picture data")
+
+    def to_bytes(self) -> bytes:
+        self.validate()
+        return struct.pack("<HB", self.keyframe_id, int(bool(self.intra))) + bytes(self.picture)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LayerPayload:
+        r = _Reader(data, "layer")
+        keyframe_id, flags = r.unpack("HB", "fixed fields")
+        if flags & ~1:
+            raise BitstreamError(f"layer flags 0x{flags:02x} set reserved bits")
+        p = cls(keyframe_id, bool(flags & 1), r.rest())
         p.validate()
         return p
 

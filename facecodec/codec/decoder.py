@@ -11,12 +11,14 @@ from facecodec.bitstream.container import FcvReader, StreamHeader
 from facecodec.bitstream.packets import (
     EndPayload,
     KeyframePayload,
+    LayerPayload,
     MotionPayload,
     Packet,
     PacketType,
 )
 from facecodec.capture.video import VideoWriter
 from facecodec.codec.keyframe import decode_image
+from facecodec.codec.layer import LayerDecoder
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.motion.basis import basis_for_id
 from facecodec.motion.coder import CoderConfig, MotionDecoder
@@ -39,6 +41,10 @@ class DecodeStats:
     motion_packets_lost: int = 0
     keyframes: int = 0
     keyframes_bad: int = 0
+    layer_pictures: int = 0  # layer pictures decoded
+    layer_lost: int = 0  # gaps in the LAYER sequence (the layer pauses until an intra picture)
+    layer_bad: int = 0  # LAYER packets that did not decode (dropped like lost ones)
+    frames_fused: int = 0  # frames drawn with the layer
     notes: list[str] = field(default_factory=list)
 
 
@@ -57,7 +63,10 @@ class PacketDecoder:
         renderer: str | Renderer = DEFAULT_RENDERER,
         pose: PoseEdit | None = None,
         avatar: Path | None = None,
+        layer: str = "net",
     ) -> None:
+        """`layer`: how to use a stream's low-resolution layer: "net" (the fusion network),
+        "gate" (training-free fusion), "bicubic" (the layer alone), "off" (motion only)."""
         self.header = header
         self.basis = basis_for_id(header.basis_id)
         self.config = CoderConfig.from_bytes(header.coder_config)
@@ -80,6 +89,7 @@ class PacketDecoder:
         self.total_frames: int | None = None
         self.stats = DecodeStats()
         self._needs_keyframe = False
+        self.layer = _LayerState(header, layer, self.stats) if header.layer else None
 
     def needs_keyframe(self) -> bool:
         return self._needs_keyframe
@@ -107,6 +117,10 @@ class PacketDecoder:
         if packet.type == PacketType.KEYFRAME:
             self._keyframe(packet)
             return []
+        if packet.type == PacketType.LAYER:
+            if self.layer is not None:
+                self.layer.push(packet)
+            return []
         if packet.type == PacketType.END:
             self.total_frames = EndPayload.from_bytes(packet.payload).total_frames
             return []
@@ -132,7 +146,10 @@ class PacketDecoder:
         self.next_seq = (packet.seq + 1) & 0xFFFF
         out = []
         for i, m in enumerate(motions):
-            out.append((packet.timestamp + i, self.renderer.render(self._target(m))))
+            frame = self.renderer.render(self._target(m))
+            if self.layer is not None:
+                frame = self.layer.fuse(packet.timestamp + i, p.keyframe_id, frame)
+            out.append((packet.timestamp + i, frame))
         self.stats.frames_rendered += len(out)
         return out
 
@@ -154,6 +171,70 @@ class PacketDecoder:
             self.active = None
         self.stats.keyframes += 1
         self._needs_keyframe = False
+
+
+class _LayerState:
+    """The receiving end of the low-resolution layer: decodes LAYER packets, pauses after a
+    lost or bad one until the next intra picture, and fuses the latest picture of the same
+    crop into each rendered frame. Never raises: the motion must survive any layer damage."""
+
+    HISTORY = 8  # pictures kept: a motion packet covers ~1/2 s, layer pictures arrive first
+
+    def __init__(self, header: StreamHeader, mode: str, stats: DecodeStats) -> None:
+        from facecodec.render.layer_fusion import LayerFusion  # torch: only for a layer
+
+        assert header.layer is not None
+        self.params = header.layer
+        self.decoder = LayerDecoder(self.params.size, self.params.codec)
+        self.mode = mode
+        self.stats = stats
+        self.fusion = None if mode == "off" else LayerFusion(mode)
+        if (self.fusion is not None and mode == "net" and self.params.model
+                and self.params.model != self.fusion.model_id):
+            raise FacecodecError(
+                f"stream's layer was made for fusion model {self.params.model!r}, this build "
+                f"has {self.fusion.model_id!r}; decode with a matching facecodec or with "
+                "--layer off"
+            )
+        self.next_seq: int | None = None
+        self.pictures: dict[int, tuple[int, np.ndarray]] = {}  # timestamp -> (keyframe, RGB)
+
+    def push(self, packet: Packet) -> None:
+        try:
+            p = LayerPayload.from_bytes(packet.payload)
+            if not p.intra and packet.seq != self.next_seq:
+                if self.next_seq is not None:
+                    self.stats.layer_lost += 1
+                self.decoder.reset()
+                self.next_seq = None
+                return
+            picture = self.decoder.decode(p.picture, p.intra)
+        except BitstreamError:
+            self.stats.layer_bad += 1
+            self.decoder.reset()
+            self.next_seq = None
+            return
+        self.next_seq = (packet.seq + 1) & 0xFFFF
+        if picture is None:
+            return
+        self.stats.layer_pictures += 1
+        self.pictures[packet.timestamp] = (p.keyframe_id, picture)
+        for old in sorted(self.pictures)[:-self.HISTORY]:
+            del self.pictures[old]
+
+    def fuse(self, index: int, keyframe_id: int, frame: np.ndarray) -> np.ndarray:
+        """The frame fused with the latest layer picture at or before it, of the same crop
+        and at most one layer period old; the frame itself otherwise."""
+        if self.fusion is None:
+            return frame
+        ts = max((t for t in self.pictures if t <= index), default=None)
+        if ts is None or index - ts >= self.params.divisor:
+            return frame
+        kid, picture = self.pictures[ts]
+        if kid != keyframe_id:
+            return frame
+        self.stats.frames_fused += 1
+        return self.fusion(frame, picture, index - ts)
 
 
 class FrameSink:
@@ -202,12 +283,13 @@ def decode_file(
     pose: PoseEdit | None = None,
     avatar: Path | None = None,
     on_frame: object = None,
+    layer: str = "net",
 ) -> DecodeResult:
     """Decode an .fcv file to a video. On damage, the frames before it are still written and
     the result carries the error; nothing is written if no frame could be rendered."""
     reader = FcvReader(src)
     header = reader.header
-    dec = PacketDecoder(header, renderer, pose, avatar)
+    dec = PacketDecoder(header, renderer, pose, avatar, layer)
     writer = VideoWriter(dst, header.fps, header.size, header.size)
     sink = FrameSink(writer)
     error = None
@@ -231,11 +313,12 @@ def decode_file(
 
 
 def decode_packets(
-    header: StreamHeader, packets: list[Packet], n_frames: int, renderer: str = DEFAULT_RENDERER
+    header: StreamHeader, packets: list[Packet], n_frames: int, renderer: str = DEFAULT_RENDERER,
+    layer: str = "net",
 ) -> np.ndarray:
     """Decode an in-memory stream to [n_frames, S, S, 3], holding frames over gaps like the
     file decoder does (used by benchmarks, which score many streams without writing files)."""
-    dec = PacketDecoder(header, renderer)
+    dec = PacketDecoder(header, renderer, layer=layer)
     out: list[np.ndarray | None] = [None] * n_frames
     for p in packets:
         for i, f in dec.push(p):

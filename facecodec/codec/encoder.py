@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -10,10 +11,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from facecodec.bitstream.container import FcvWriter, StreamHeader
+from facecodec.bitstream.container import FcvWriter, LayerParams, StreamHeader
 from facecodec.bitstream.packets import (
     EndPayload,
     KeyframePayload,
+    LayerPayload,
     MotionPayload,
     Packet,
     PacketType,
@@ -22,10 +24,19 @@ from facecodec.bitstream.packets import (
 from facecodec.capture.video import VideoInfo, probe, read_frames
 from facecodec.codec.analysis import AnalysisReport, FaceAnalyzer, KeyframeEvent, MotionEvent
 from facecodec.codec.keyframe import encode_image
+from facecodec.codec.layer import downscale
+from facecodec.codec.layer_rate import (
+    LAYER_MOTION_PRESET,
+    MAX_LAYER_KBPS,
+    LayerPlan,
+    plan_layer,
+    uses_layer,
+)
 from facecodec.errors import FacecodecError
 from facecodec.motion.basis import ExpressionBasis, load_basis
 from facecodec.motion.coder import CoderConfig, MotionEncoder, make_config, make_config_q
 from facecodec.motion.motion import Motion
+from facecodec.render.fusion_model import default_fusion_id
 
 PRESETS = ("low", "medium", "high")
 K_MEDIUM = 16  # expression coefficients at the medium preset (low: 8, high: 32)
@@ -41,6 +52,7 @@ class EncoderSettings:
     resync_s: float = 1.0  # a lost packet damages at most this long
     refresh_s: float = 0.0  # periodic keyframe refresh (0: only when needed)
     allow_several: bool = False  # code the largest face when several are present
+    layer_kbps: float = 0.0  # low-resolution layer rate (0: motion only)
 
     def validate(self) -> None:
         if not 128 <= self.size <= 512:
@@ -51,6 +63,11 @@ class EncoderSettings:
             raise FacecodecError("--keyframe-quality must be within 0..100")
         if self.target_kbps is not None and not 0.2 <= self.target_kbps <= 100:
             raise FacecodecError("--target-kbps must be within 0.2..100")
+        if not 0 <= self.layer_kbps <= MAX_LAYER_KBPS:
+            raise FacecodecError(
+                f"--layer-kbps must be within 0..{MAX_LAYER_KBPS:g} (0: no layer), "
+                f"got {self.layer_kbps:g}"
+            )
         if not 0 < self.resync_s <= 1.0:
             raise FacecodecError("resync interval must be within (0, 1] s")
 
@@ -75,14 +92,16 @@ class Packetizer:
         self.resync_interval = max(1, resync_interval)
         self.packet_frames = max(1, min(packet_frames, 255))
         self.keyframe_quality = keyframe_quality
-        self.seq = {True: 0, False: 0}  # motion packets / other packets (docs/bitstream.md)
+        self.seq = {"motion": 0, "layer": 0, "other": 0}  # sequences (docs/bitstream.md)
+        self.layer: LayerPlan | None = None
         self.keyframe_id = -1
         self.pending: list[MotionEvent] = []
         self.last_resync = -(10**9)
         self.force_intra = True
 
     def _packet(self, ptype: PacketType, timestamp: int, payload: bytes) -> Packet:
-        channel = ptype in (PacketType.MOTION, PacketType.RESYNC)
+        channel = ("motion" if ptype in (PacketType.MOTION, PacketType.RESYNC)
+                   else "layer" if ptype == PacketType.LAYER else "other")
         p = Packet(ptype, self.seq[channel], timestamp, payload)
         self.seq[channel] = (self.seq[channel] + 1) & 0xFFFF
         return p
@@ -118,6 +137,13 @@ class Packetizer:
             return out
         if self.keyframe_id < 0:
             return out
+        picture = self.layer.pictures.get(event.index) if self.layer is not None else None
+        if picture is not None:
+            # Before the motion packet that covers this frame: a receiver has the picture
+            # when it renders the frame.
+            intra, data = picture
+            payload = LayerPayload(self.keyframe_id, intra, data).to_bytes()
+            out.append(self._packet(PacketType.LAYER, event.index, payload))
         if event.index - self.last_resync >= self.resync_interval:
             out += self.flush()
             self.force_intra, self.last_resync = True, event.index
@@ -153,6 +179,10 @@ class EncodeResult:
         return b * 8 / 1000 / self.duration_s
 
     @property
+    def layer_kbps(self) -> float:
+        return self.bytes_of(PacketType.LAYER) * 8 / 1000 / self.duration_s
+
+    @property
     def total_bytes(self) -> int:
         return len(self.header.to_bytes()) + sum(len(encode_packet(p)) for p in self.packets)
 
@@ -163,10 +193,12 @@ def packetize(
     settings: EncoderSettings,
     fps: Fraction,
     total_frames: int,
+    layer: LayerPlan | None = None,
 ) -> list[Packet]:
     resync = max(1, math.floor(float(fps) * settings.resync_s))
     per_packet = settings.packet_frames or max(1, round(float(fps) / 2))
     pk = Packetizer(config, resync, per_packet, settings.keyframe_quality)
+    pk.layer = layer
     packets: list[Packet] = []
     for e in events:
         packets += pk.push(e)
@@ -212,10 +244,26 @@ class Analysis:
     info: VideoInfo
     events: list[KeyframeEvent | MotionEvent]
     report: AnalysisReport
+    source: Path | None = None  # read again, only for a layer
+    max_frames: int | None = None
+    _pictures: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def keyframes(self) -> list[KeyframeEvent]:
         return [e for e in self.events if isinstance(e, KeyframeEvent)]
+
+    def layer_pictures(self, size: int, crop_size: int) -> np.ndarray:
+        """Every frame's crop downscaled to the layer `size` (kept, since rate control codes
+        them several times; 12 KB a frame at 64 px). The crop is cut at `crop_size` first,
+        like the receiver's frame, then area-downscaled, like training did."""
+        if size not in self._pictures:
+            if self.source is None:
+                raise FacecodecError("this analysis has no source to cut layer pictures from")
+            self._pictures[size] = np.stack([
+                downscale(c, size) for c in iter_crops(self.source, self.keyframes, crop_size,
+                                                       self.max_frames)
+            ])
+        return self._pictures[size]
 
 
 def analyze_file(
@@ -241,7 +289,7 @@ def analyze_file(
         analyzer.close()
     if not any(isinstance(e, KeyframeEvent) for e in events):
         raise FacecodecError(f"{src}: no face found in {analyzer.report.frames} frames")
-    return Analysis(info, events, analyzer.report)
+    return Analysis(info, events, analyzer.report, Path(src), max_frames)
 
 
 def code_analysis(
@@ -253,12 +301,27 @@ def code_analysis(
     basis = load_basis()
     info, events, report = analysis.info, analysis.events, analysis.report
     fps = info.fps
+    layer_kbps = settings.layer_kbps
     if settings.target_kbps is not None:
-        config = _search_config(basis, events, settings, fps, report.frames)
+        if uses_layer(settings.target_kbps):
+            # Above the motion-only range: the layer gets what the motion leaves.
+            config = coder_config(basis, LAYER_MOTION_PRESET)
+            motion_bytes = sum(
+                len(encode_packet(p)) for p in packetize(events, config, settings, fps,
+                                                         report.frames)
+                if p.type in (PacketType.MOTION, PacketType.RESYNC)
+            )
+            duration = report.frames / float(fps)
+            layer_kbps = settings.target_kbps - motion_bytes * 8 / 1000 / duration
+        else:
+            config = _search_config(basis, events, settings, fps, report.frames)
         preset = f"target{settings.target_kbps:g}"
     else:
         config = coder_config(basis, settings.preset)
         preset = settings.preset
+    layer = None
+    if layer_kbps > 0:
+        layer = plan_layer(analysis, layer_kbps, settings.size, float(fps))
     header = StreamHeader(
         size=settings.size,
         fps_num=fps.numerator,
@@ -270,8 +333,11 @@ def code_analysis(
         preset=preset,
         resync_interval=max(1, math.floor(float(fps) * settings.resync_s)),
         coder_config=config.to_bytes(),
+        layer=None if layer is None else LayerParams(
+            layer.codec, layer.size, layer.divisor, default_fusion_id()
+        ),
     )
-    packets = packetize(events, config, settings, fps, report.frames)
+    packets = packetize(events, config, settings, fps, report.frames, layer)
     motions = {e.index: e.motion for e in events if isinstance(e, MotionEvent)}
     return EncodeResult(header, packets, report, analysis.keyframes, motions)
 
@@ -292,16 +358,21 @@ def encode_file(
     return result
 
 
-def original_crops(
+def iter_crops(
     src: str | Path, keyframes: list[KeyframeEvent], size: int, max_frames: int | None = None
-) -> np.ndarray:
-    """The source frames cut with the crops the encoder chose: what the receiver should show.
-    Frames before the first keyframe use the first crop."""
+) -> Iterator[np.ndarray]:
+    """The source frames cut with the crops the encoder chose, one by one. Frames before
+    the first keyframe use the first crop."""
     sched = sorted((k.index, k.crop) for k in keyframes)
-    out = []
     j = 0
     for i, frame in enumerate(read_frames(src, max_frames)):
         while j + 1 < len(sched) and sched[j + 1][0] <= i:
             j += 1
-        out.append(sched[j][1].cut(frame, size))
-    return np.stack(out)
+        yield sched[j][1].cut(frame, size)
+
+
+def original_crops(
+    src: str | Path, keyframes: list[KeyframeEvent], size: int, max_frames: int | None = None
+) -> np.ndarray:
+    """The source frames cut with the crops the encoder chose: what the receiver should show."""
+    return np.stack(list(iter_crops(src, keyframes, size, max_frames)))

@@ -1,0 +1,136 @@
+"""Rate control of the low-resolution layer: picture size, frame rate and quantiser.
+
+Size and frame rate come from a table measured on validation clips (benchmarks/layer_codecs.py,
+docs/layer.md): a 25-30 fps layer costs ~20 bytes a picture plus 16 bytes of packet framing
+whatever its quality, so at low rates the layer drops to a fraction of the frame rate, where
+the warp carries the motion in between. The quantiser is then searched on the clip itself
+(file encoding sees the whole clip): the integer SVT-AV1 crf whose layer rate is nearest the
+target in log rate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from facecodec.codec.analysis import KeyframeEvent
+from facecodec.codec.layer import AV1, MAX_Q, MIN_Q, LayerEncoder
+from facecodec.errors import FacecodecError
+
+if TYPE_CHECKING:
+    from facecodec.codec.encoder import Analysis
+
+MAX_LAYER_KBPS = 60.0
+# (up to this layer kbps, size, divisor). Measured on validation (docs/layer.md): at every
+# rate from 2 to 10 kbps a 128 px layer beat 96 and 64 px ones by 10-30 VMAF points (bicubic
+# alone), and fewer pictures at a finer quantiser beat more pictures at a coarser one: 1 in 4
+# up to ~5.5 kbps, 1 in 3 up to ~10; the fusion carries the motion in between.
+SCHEDULE: tuple[tuple[float, int, int], ...] = (
+    (5.5, 128, 4),
+    (12.0, 128, 3),
+    (24.0, 128, 2),
+    (math.inf, 128, 1),
+)
+MAX_DIVISOR_FALLBACK = 8  # below the scheduled size's floor, fewer pictures still
+# --target-kbps: up to this, motion only (the motion coder spans ~0.5-4 kbps); above it the
+# motion is coded at the medium preset and the rest goes to the layer.
+MOTION_ONLY_MAX_KBPS = 5.0
+LAYER_MOTION_PRESET = "medium"
+
+
+@dataclass
+class LayerPlan:
+    """What the sender codes: codec, size, one picture every `divisor` frames at crf `q`,
+    and the coded pictures by frame index: (intra, bytes)."""
+
+    codec: int
+    size: int
+    divisor: int
+    q: int
+    pictures: dict[int, tuple[bool, bytes]] = field(default_factory=dict)
+
+    def packet_bytes(self) -> int:
+        return sum(layer_packet_bytes(len(d)) for _, d in self.pictures.values())
+
+
+def layer_packet_bytes(picture_bytes: int) -> int:
+    """Bytes of the LAYER packet carrying a picture (docs/bitstream.md: 13 or 14 bytes of
+    framing, 3 bytes of payload header)."""
+    n = picture_bytes + 3
+    return 8 + (1 if n < 128 else 2 if n < 16384 else 3) + n + 4
+
+
+def uses_layer(target_kbps: float) -> bool:
+    """Whether an overall --target-kbps (motion + layer; keyframes not counted) is above
+    the motion-only range: the encoder then gives the layer what the motion leaves."""
+    return target_kbps > MOTION_ONLY_MAX_KBPS
+
+
+def schedule(kbps: float) -> tuple[int, int]:
+    """(size, divisor) for a layer rate."""
+    for up_to, size, divisor in SCHEDULE:
+        if kbps <= up_to:
+            return size, divisor
+    raise AssertionError("the schedule ends with inf")
+
+
+def code_layer(
+    analysis: Analysis, pictures: np.ndarray, size: int, divisor: int, q: int
+) -> dict[int, tuple[bool, bytes]]:
+    """Code the layer of an analysed clip: an intra picture at every keyframe (a fresh
+    encoder: the crop may have moved), then one picture every `divisor` frames."""
+    enc = LayerEncoder(size, q)
+    out: dict[int, tuple[bool, bytes]] = {}
+    phase: int | None = None
+    for e in analysis.events:
+        if isinstance(e, KeyframeEvent):
+            enc.restart()
+            phase = e.index
+            continue
+        if phase is None or (e.index - phase) % divisor or e.index in out:
+            continue
+        if e.index >= len(pictures):
+            break
+        data, intra = enc.encode(pictures[e.index])
+        out[e.index] = (intra, data)
+    return out
+
+
+def plan_layer(analysis: Analysis, kbps: float, crop_size: int, fps: float) -> LayerPlan:
+    """The layer for a target rate: size and divisor from SCHEDULE, the crf nearest the rate
+    (bisection over integers; the rate falls monotonically with crf)."""
+    size, divisor = schedule(kbps)
+    pictures = analysis.layer_pictures(size, crop_size)
+    duration = analysis.report.frames / fps
+    cache: dict[tuple[int, int], LayerPlan] = {}
+
+    def plan(q: int) -> LayerPlan:
+        if (divisor, q) not in cache:
+            cache[divisor, q] = LayerPlan(AV1, size, divisor, q,
+                                          code_layer(analysis, pictures, size, divisor, q))
+        return cache[divisor, q]
+
+    def rate(q: int) -> float:
+        return plan(q).packet_bytes() * 8 / 1000 / duration
+
+    while rate(MAX_Q) > kbps * 1.1:
+        if divisor >= MAX_DIVISOR_FALLBACK:
+            raise FacecodecError(
+                f"layer rate {kbps:g} kbps is below the lowest this clip allows "
+                f"({rate(MAX_Q):.2f} kbps at {size} px, 1 picture in {divisor} frames)"
+            )
+        divisor += 1
+    lo, hi = MIN_Q, MAX_Q  # rate(lo) >= rate(hi); find the adjacent pair around kbps
+    if rate(lo) <= kbps:
+        return plan(lo)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if rate(mid) > kbps:
+            lo = mid
+        else:
+            hi = mid
+    best = min((lo, hi), key=lambda q: abs(math.log(rate(q) / kbps)))
+    return plan(best)

@@ -1,0 +1,274 @@
+"""Train the layer fusion network: `python -m facecodec.train.layer --data D --out RUN/`.
+
+Data (train split only): the refiner's cache of 256 px crops and Motion landmarks (every
+2nd frame of the first 150, facecodec/train/dataset.py). The codec is in the loop: per clip,
+a few layer streams are coded and decoded by the real layer codec (SVT-AV1 low delay,
+intra at each keyframe segment, random size and quantiser), and the reference each segment
+is warped from is the real AV1-coded keyframe. A sample is a random frame of a segment with
+the layer picture of that frame or of 1-2 cached frames before it (2-4 source frames: the
+age a reduced layer rate produces), a random 128 px patch, flipped half the time.
+
+Loss: L1 + 0.3 (1 - MS-SSIM). Validation on the validation split's cache (fixed frames,
+128 px layer at crf 52, ages 0 and 4) every `--val-every` steps; the best by PSNR is kept.
+Seeded; one process; `--threads` torch threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_msssim import ms_ssim
+
+from facecodec.codec.keyframe import decode_image, encode_image
+from facecodec.codec.layer import code_sequence, downscale
+from facecodec.render.fusion_model import DEFAULT_WEIGHTS
+from facecodec.render.layer_fusion import (
+    FusionConfig,
+    FusionNet,
+    age_input,
+    gate_base,
+    low_pass,
+    save_fusion,
+)
+from facecodec.render.mesh_warp import MeshWarper
+from facecodec.train.dataset import ClipData, build_cache
+
+STRIDE = 2  # the cache keeps every 2nd frame
+SIZES = ((128, 0.6), (96, 0.2), (64, 0.2))
+Q_RANGE = (36, 66)
+
+
+@dataclass
+class ClipLayers:
+    clip: ClipData
+    segments: list[np.ndarray]  # row indices of each segment (>= 2 rows)
+    references: dict[int, np.ndarray]  # first row of a segment -> AV1-coded reference
+    layers: list[tuple[int, np.ndarray]]  # (size, decoded pictures (N, s, s, 3)) per variant
+
+
+def prepare_clip(clip: ClipData, rng: np.random.Generator, variants: int) -> ClipLayers:
+    segs = [np.flatnonzero(clip.segment == s) for s in np.unique(clip.segment)]
+    starts = frozenset(int(r[0]) for r in segs)
+    refs = {}
+    for rows in segs:
+        cid, data = encode_image(np.asarray(clip.crops[rows[0]]), 60)
+        refs[int(rows[0])] = decode_image(cid, data, clip.crops.shape[1])
+    layers = []
+    for _ in range(variants):
+        size = int(rng.choice([s for s, _ in SIZES], p=[p for _, p in SIZES]))
+        q = int(rng.integers(Q_RANGE[0], Q_RANGE[1] + 1))
+        small = np.stack([downscale(np.asarray(c), size) for c in clip.crops])
+        _, decoded = code_sequence(small, size, q, intra_at=starts)
+        layers.append((size, np.stack(decoded)))
+    return ClipLayers(clip, [r for r in segs if len(r) >= 2], refs, layers)
+
+
+class Warps:
+    """Mesh warpers per (clip, segment), set up once (setting a reference costs ~10 ms)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.cache: dict[tuple[str, int], MeshWarper] = {}
+
+    def __call__(self, cl: ClipLayers, ref_row: int, row: int) -> np.ndarray:
+        key = (cl.clip.name, ref_row)
+        w = self.cache.get(key)
+        if w is None:
+            w = MeshWarper(self.size)
+            w.set_reference(cl.references[ref_row], cl.clip.points[ref_row])
+            self.cache[key] = w
+        return w.warp(cl.clip.points[row])
+
+
+def sample(
+    cl: ClipLayers, variant: int, rows: np.ndarray, t: int, age_rows: int, warps: Warps
+) -> tuple[np.ndarray, float]:
+    """(HxWx12 float32: warp | up(layer) | low(warp) | target, age in frames)."""
+    t_row = int(rows[t])
+    l_row = int(rows[max(0, t - age_rows)])
+    warp = warps(cl, int(rows[0]), t_row)
+    size, pics = cl.layers[variant]
+    full = warp.shape[0]
+    up = cv2.resize(pics[l_row], (full, full), interpolation=cv2.INTER_CUBIC)
+    low = low_pass(warp, size)
+    target = np.asarray(cl.clip.crops[t_row])
+    stackd = np.concatenate([warp, up, low, target], -1).astype(np.float32) * (1 / 255)
+    return stackd, float((t_row - l_row) * STRIDE)
+
+
+def to_batch(items: list[tuple[np.ndarray, float]]) -> tuple[torch.Tensor, ...]:
+    x = torch.from_numpy(np.stack([i[0] for i in items])).permute(0, 3, 1, 2).contiguous()
+    age = torch.tensor([[age_input(i[1])] for i in items], dtype=torch.float32)
+    return x[:, 0:3], x[:, 3:6], x[:, 6:9], age, x[:, 9:12]
+
+
+def random_batch(
+    data: list[ClipLayers], rng: np.random.Generator, warps: Warps, n: int, patch: int
+) -> tuple[torch.Tensor, ...]:
+    items = []
+    for _ in range(n):
+        cl = data[int(rng.integers(len(data)))]
+        if not cl.segments:
+            continue
+        rows = cl.segments[int(rng.integers(len(cl.segments)))]
+        t = int(rng.integers(len(rows)))
+        age = int(rng.choice([0, 1, 2], p=[0.4, 0.3, 0.3]))
+        img, a = sample(cl, int(rng.integers(len(cl.layers))), rows, t, age, warps)
+        full = img.shape[0]
+        y, x = (rng.integers(0, (full - patch) // 4 + 1, size=2) * 4).tolist()
+        img = img[y:y + patch, x:x + patch]
+        if rng.random() < 0.5:
+            img = img[:, ::-1]
+        items.append((np.ascontiguousarray(img), a))
+    return to_batch(items)
+
+
+def validation_set(clips: list[ClipData], warps: Warps, per_clip: int = 6) -> list[tuple]:
+    """Fixed full frames: a 128 px layer at crf 52, ages 0 and 4 frames."""
+    rng = np.random.default_rng(1234)
+    out = []
+    for clip in clips:
+        cl = prepare_clip(clip, rng, 0)
+        small = np.stack([downscale(np.asarray(c), 128) for c in clip.crops])
+        starts = frozenset(int(r[0]) for r in cl.segments)
+        _, dec = code_sequence(small, 128, 52, intra_at=starts)
+        cl.layers = [(128, np.stack(dec))]
+        if not cl.segments:
+            continue
+        rows = cl.segments[0]
+        for t in np.linspace(2, len(rows) - 1, per_clip).astype(int):
+            for age in (0, 2):
+                out.append(to_batch([sample(cl, 0, rows, int(t), age, warps)]))
+    return out
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a - b) ** 2).mean())
+    return 10 * math.log10(1.0 / max(mse, 1e-10))
+
+
+def evaluate(net: FusionNet, val: list[tuple]) -> dict[str, float]:
+    """Mean PSNR (RGB) on the validation frames of the net, the training-free gate, the
+    layer alone (bicubic) and the warp alone."""
+    acc = {"net": 0.0, "gate": 0.0, "bicubic": 0.0, "warp": 0.0}
+    net.eval()
+    with torch.inference_mode():
+        for warp, up, low, age, target in val:
+            acc["net"] += psnr(net(warp, up, low, age), target)
+            acc["gate"] += psnr(gate_base(warp, up, low, net.config.gate_tau).clamp(0, 1), target)
+            acc["bicubic"] += psnr(up, target)
+            acc["warp"] += psnr(warp, target)
+    net.train()
+    return {k: v / max(1, len(val)) for k, v in acc.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m facecodec.train.layer", description=__doc__)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--cache", type=Path, default=Path("cache/refiner"))
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--time-limit-min", type=float, default=25.0)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--patch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--variants", type=int, default=3, help="coded layer streams per clip")
+    ap.add_argument("--val-every", type=int, default=250)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-clips", type=int, default=None)
+    ap.add_argument("--export", type=Path, default=None,
+                    help=f"also write the best weights here (e.g. {DEFAULT_WEIGHTS.name})")
+    a = ap.parse_args(argv)
+    torch.manual_seed(a.seed)
+    torch.set_num_threads(a.threads)
+    rng = np.random.default_rng(a.seed)
+    t0 = time.time()
+    train_clips = build_cache(a.data, "train", a.cache, max_clips=a.max_clips)
+    val_clips = build_cache(a.data, "validation", a.cache, max_clips=a.max_clips)
+    data = [prepare_clip(c, rng, a.variants) for c in train_clips]
+    warps = Warps(train_clips[0].crops.shape[1])
+    val = validation_set(val_clips, warps)
+    prep_s = time.time() - t0
+    print(f"data: {len(data)} train clips x {a.variants} coded layers, {len(val)} validation "
+          f"frames, {prep_s:.0f} s", flush=True)
+
+    net = FusionNet(FusionConfig())
+    opt = torch.optim.Adam(net.parameters(), lr=a.lr)
+    a.out.mkdir(parents=True, exist_ok=True)
+    best = evaluate(net, val)
+    print(f"step 0 val {json.dumps({k: round(v, 3) for k, v in best.items()})}", flush=True)
+    best_state = {k: v.clone() for k, v in net.state_dict().items()}
+    best_step = 0
+    t_train = time.time()
+    step = 0
+    log: list[dict[str, float]] = []
+    while step < a.steps and (time.time() - t_train) < a.time_limit_min * 60:
+        lr = a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / a.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        warp, up, low, age, target = random_batch(data, rng, warps, a.batch, a.patch)
+        out = net(warp, up, low, age)
+        l1 = F.l1_loss(out, target)
+        ss = 1.0 - ms_ssim(out, target, data_range=1.0, win_size=7)
+        loss = l1 + 0.3 * ss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 50 == 0:
+            print(f"step {step} loss {float(loss):.4f} l1 {float(l1):.4f} lr {lr:.2e} "
+                  f"{time.time() - t_train:.0f} s", flush=True)
+        if step % a.val_every == 0:
+            v = evaluate(net, val)
+            v["step"] = step
+            log.append(v)
+            print(f"step {step} val {json.dumps({k: round(x, 3) for k, x in v.items()})}",
+                  flush=True)
+            if v["net"] > best["net"]:
+                best, best_step = v, step
+                best_state = {k: t.clone() for k, t in net.state_dict().items()}
+    train_s = time.time() - t_train
+    v = evaluate(net, val)
+    v["step"] = step
+    log.append(v)
+    if v["net"] > best["net"]:
+        best, best_step = v, step
+        best_state = {k: t.clone() for k, t in net.state_dict().items()}
+    save_fusion(net, a.out / "last.safetensors")
+    net.load_state_dict(best_state)
+    meta = {
+        "training": {
+            "command": "python -m facecodec.train.layer " + " ".join(
+                sys.argv[1:] if argv is None else argv),
+            "seed": a.seed, "steps": step, "best_step": best_step, "batch": a.batch,
+            "patch": a.patch, "lr": a.lr, "variants": a.variants, "threads": a.threads,
+            "data_prep_s": round(prep_s, 1), "train_time_s": round(train_s, 1),
+            "data": "train split only: refiner cache (150 frames, every 2nd), layer coded by "
+                    "SVT-AV1 low delay at random size (128/96/64) and crf 36..66, "
+                    "AV1-coded references",
+            "hardware": "2-core x86_64 CPU, no GPU",
+        },
+        "validation_psnr_rgb": {k: round(float(x), 3) for k, x in best.items()},
+        "validation_log": log,
+    }
+    mid = save_fusion(net, a.out / "best.safetensors", meta)
+    if a.export is not None:
+        save_fusion(net, a.export, meta)
+    print(f"best step {best_step}: {mid} val {json.dumps(best)}; {step} steps in "
+          f"{train_s:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

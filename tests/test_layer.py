@@ -1,0 +1,202 @@
+"""The low-resolution layer on a real clip: round trip, rate control, loss and damage of
+LAYER packets, fuzzing, `info`, the fusion model check and bad command-line input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import GRID_CLIP, GRID_FRAMES, CliRun, require
+
+from facecodec.bitstream.container import FcvWriter, LayerParams, StreamHeader, parse_header
+from facecodec.bitstream.packets import LayerPayload, Packet, PacketType
+from facecodec.codec.decoder import PacketDecoder, decode_packets
+from facecodec.codec.encoder import (
+    Analysis,
+    EncodeResult,
+    EncoderSettings,
+    analyze_file,
+    code_analysis,
+    original_crops,
+)
+from facecodec.codec.layer import LayerDecoder
+from facecodec.errors import BitstreamError, FacecodecError
+
+RATE_TOLERANCE = 0.15  # integer quantisers step the rate by ~6-10 %
+
+
+@pytest.fixture(scope="module")
+def analysis() -> Analysis:
+    return analyze_file(require(GRID_CLIP), EncoderSettings())
+
+
+@pytest.fixture(scope="module")
+def layered(analysis: Analysis) -> EncodeResult:
+    return code_analysis(analysis, EncoderSettings(layer_kbps=8.0))
+
+
+@pytest.fixture(scope="module")
+def crops(analysis: Analysis) -> np.ndarray:
+    return original_crops(GRID_CLIP, analysis.keyframes, 256)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * np.log10(255.0**2 / mse)
+
+
+def _layer_packets(r: EncodeResult) -> list[Packet]:
+    return [p for p in r.packets if p.type == PacketType.LAYER]
+
+
+def test_round_trip_beats_motion_only(
+    analysis: Analysis, layered: EncodeResult, crops: np.ndarray
+) -> None:
+    h = layered.header
+    assert h.layer is not None and h.layer.size in (64, 96, 128) and h.layer.divisor >= 1
+    assert parse_header(h.to_bytes())[2] == (1, 1)
+    lay = _layer_packets(layered)
+    assert lay and LayerPayload.from_bytes(lay[0].payload).intra
+    # Each LAYER packet precedes the motion packet covering its frame.
+    motion_at = {p.timestamp: i for i, p in enumerate(layered.packets)
+                 if p.type in (PacketType.MOTION, PacketType.RESYNC)}
+    first_motion = min(motion_at.values())
+    assert layered.packets.index(lay[0]) < first_motion
+    fused = decode_packets(h, layered.packets, GRID_FRAMES)
+    plain = code_analysis(analysis, EncoderSettings())
+    assert plain.header.layer is None and parse_header(plain.header.to_bytes())[2] == (1, 0)
+    motion_only = decode_packets(plain.header, plain.packets, GRID_FRAMES)
+    assert fused.shape == motion_only.shape == crops.shape
+    assert _psnr(crops, fused) > _psnr(crops, motion_only) + 1.0
+
+
+@pytest.mark.parametrize("kbps", [4.0, 15.0])
+def test_rate_control_lands_near_target(analysis: Analysis, kbps: float) -> None:
+    r = code_analysis(analysis, EncoderSettings(layer_kbps=kbps))
+    assert r.layer_kbps == pytest.approx(kbps, rel=RATE_TOLERANCE)
+
+
+def test_layer_rate_of_the_8_kbps_stream(layered: EncodeResult) -> None:
+    assert layered.layer_kbps == pytest.approx(8.0, rel=RATE_TOLERANCE)
+
+
+def test_target_kbps_above_motion_range_adds_a_layer(analysis: Analysis) -> None:
+    r = code_analysis(analysis, EncoderSettings(target_kbps=12.0))
+    assert r.header.layer is not None
+    assert r.motion_kbps + r.layer_kbps == pytest.approx(12.0, rel=RATE_TOLERANCE)
+    low = code_analysis(analysis, EncoderSettings(target_kbps=2.0))
+    assert low.header.layer is None
+
+
+def _decode(header: StreamHeader, packets: list[Packet]) -> tuple[PacketDecoder, int]:
+    dec = PacketDecoder(header)
+    frames = 0
+    for p in packets:
+        frames += len(dec.push(p))
+    return dec, frames
+
+
+def test_lost_layer_packet_pauses_only_the_layer(layered: EncodeResult) -> None:
+    lay = _layer_packets(layered)
+    victim = lay[3]
+    assert not LayerPayload.from_bytes(victim.payload).intra
+    dec, frames = _decode(layered.header, [p for p in layered.packets if p is not victim])
+    assert frames == GRID_FRAMES  # every motion frame still rendered
+    assert dec.stats.layer_lost == 1
+    # The layer pauses until the next intra picture (none in this one-keyframe clip): only
+    # frames before the loss were fused.
+    assert 0 < dec.stats.frames_fused <= victim.timestamp
+
+
+def test_corrupt_layer_payload_is_dropped(layered: EncodeResult) -> None:
+    packets = list(layered.packets)
+    lay = _layer_packets(layered)
+    i = packets.index(lay[2])
+    p = packets[i]
+    garbage = bytes(b ^ 0x5A for b in p.payload[3:])
+    packets[i] = replace(p, payload=p.payload[:3] + garbage)
+    dec, frames = _decode(layered.header, packets)
+    assert frames == GRID_FRAMES
+    assert dec.stats.layer_bad + dec.stats.layer_lost >= 1 or dec.stats.layer_pictures == len(lay)
+
+
+def test_fuzzed_layer_payloads_raise_only_bitstream_errors(layered: EncodeResult) -> None:
+    rng = np.random.default_rng(0)
+    lay = _layer_packets(layered)
+    intra = LayerPayload.from_bytes(lay[0].payload)
+    inter = LayerPayload.from_bytes(lay[1].payload)
+    size = layered.header.layer.size  # type: ignore[union-attr]
+    dec = PacketDecoder(layered.header)
+    for _ in range(300):
+        kind = rng.integers(3)
+        if kind == 0:
+            data = rng.bytes(int(rng.integers(0, 40)))
+        else:
+            base = bytearray(lay[int(rng.integers(len(lay)))].payload)
+            for _ in range(int(rng.integers(1, 6))):
+                base[int(rng.integers(len(base)))] = int(rng.integers(256))
+            data = bytes(base[: int(rng.integers(1, len(base) + 1))]) if kind == 1 else bytes(base)
+        try:
+            p = LayerPayload.from_bytes(data)
+        except BitstreamError:
+            continue
+        ld = LayerDecoder(size)
+        try:
+            ld.decode(intra.picture, True)
+            ld.decode(p.picture, p.intra)
+            ld.decode(inter.picture, False)
+        except BitstreamError:
+            pass
+        # The stream decoder never raises on a LAYER packet.
+        dec.push(Packet(PacketType.LAYER, int(rng.integers(65536)), 0, data))
+
+
+def test_layer_header_fields_are_checked() -> None:
+    h = StreamHeader(256, 25, 1, 360, 288, "b", layer=LayerParams(1, 128, 4, "m"))
+    assert parse_header(h.to_bytes())[0] == h
+    for bad in (LayerParams(1, 100, 4), LayerParams(1, 128, 0), LayerParams(0, 128, 4)):
+        with pytest.raises(BitstreamError, match="layer"):
+            replace(h, layer=bad).to_bytes()
+
+
+def test_fusion_model_mismatch_is_a_clear_error(layered: EncodeResult) -> None:
+    lay = layered.header.layer
+    assert lay is not None
+    header = replace(layered.header, layer=replace(lay, model="layerfuse-v1-00000000"))
+    with pytest.raises(FacecodecError, match="fusion model 'layerfuse-v1-00000000'"):
+        PacketDecoder(header)
+    PacketDecoder(header, layer="off")  # motion only still plays
+
+
+def test_info_json_reports_layer_kbps(
+    layered: EncodeResult, tmp_path: Path, run_main: Callable[..., CliRun]
+) -> None:
+    fcv = tmp_path / "layer.fcv"
+    with FcvWriter(fcv) as w:
+        w.write_header(layered.header)
+        for p in layered.packets:
+            w.write_packet(p)
+    r = run_main("info", fcv, "--json")
+    assert r.returncode == 0
+    d = json.loads(r.stdout)
+    assert d["version"] == "1.1"
+    assert d["layer_kbps"] == pytest.approx(layered.layer_kbps, rel=0.01)
+    assert d["layer"]["size"] == layered.header.layer.size  # type: ignore[union-attr]
+    assert "layer" in run_main("info", fcv).stdout
+    out = tmp_path / "layer.mp4"
+    r = run_main("decode", fcv, "-o", out)
+    assert r.returncode == 0 and "with the layer" in r.stdout
+
+
+@pytest.mark.parametrize("value", ["-3", "500"])
+def test_cli_bad_layer_kbps(value: str, tmp_path: Path, run_main: Callable[..., CliRun]) -> None:
+    out = tmp_path / "x.fcv"
+    r = run_main("encode", require(GRID_CLIP), "-o", out, "--layer-kbps", value)
+    assert r.returncode == 2
+    assert r.stderr_lines == [f"facecodec: error: --layer-kbps must be within 0..60 "
+                              f"(0: no layer), got {float(value):g}"]
+    assert not out.exists()
