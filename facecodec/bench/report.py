@@ -232,7 +232,8 @@ def _markdown(result: dict[str, Any], plots: list[Path]) -> str:
     lines = ["# facecodec bench report", ""]
     cfg = result["config"]
     lines += [
-        f"Clips: {', '.join(cfg['clips'])}; frames per clip: up to {cfg['max_frames']}; "
+        f"Clips: {', '.join(Path(c).name for c in cfg['clips'])}; "
+        f"reference crop: {cfg.get('reference', '?')}; frames per clip: up to {cfg['max_frames']}; "
         f"quick: {cfg['quick']}; metric sampling: {cfg['sampling']}.",
         "",
         "## Headline",
