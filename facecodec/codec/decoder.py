@@ -25,6 +25,7 @@ from facecodec.motion.coder import CoderConfig, MotionDecoder
 from facecodec.motion.motion import Motion
 from facecodec.render.base import Renderer
 from facecodec.render.edits import Avatar, PoseEdit
+from facecodec.render.fusion_model import GATE_MODEL_ID
 from facecodec.render.registry import DEFAULT_RENDERER, make_renderer
 
 
@@ -186,6 +187,8 @@ class _LayerState:
         assert header.layer is not None
         self.params = header.layer
         self.decoder = LayerDecoder(self.params.size, self.params.codec)
+        if mode == "net" and self.params.model == GATE_MODEL_ID:
+            mode = "gate"  # made by a build without the network: draw what it checked
         self.mode = mode
         self.stats = stats
         self.fusion = None if mode == "off" else LayerFusion(mode)

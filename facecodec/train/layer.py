@@ -214,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     step = 0
     log: list[dict[str, float]] = []
     while step < a.steps and (time.time() - t_train) < a.time_limit_min * 60:
-        lr = a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / a.steps)))
+        # Cosine decay over whichever ends first, the steps or the time limit.
+        done = max(step / a.steps, (time.time() - t_train) / (a.time_limit_min * 60))
+        lr = a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
         for g in opt.param_groups:
             g["lr"] = lr
         warp, up, low, age, target = random_batch(data, rng, warps, a.batch, a.patch)

@@ -1,0 +1,79 @@
+"""The layer on validation clips: fusion network vs the training-free fusion vs the layer alone
+(bicubic) vs the warp alone (motion only), at several layer rates.
+
+Per clip (first 150 frames, facecodec's own 256 px crop as the reference, as in the bench),
+the real stream is coded once per layer rate and decoded with each receiver mode; PSNR-Y,
+MS-SSIM and VMAF (facecodec.bench.metrics) against the crop. Rates: the whole stream (header,
+keyframe, motion, layer) per second, and the layer alone.
+
+    .venv/bin/python benchmarks/layer_validation.py [--rates 4 8 15] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from facecodec.bench.facecodec_system import _analysis, facecodec_reference
+from facecodec.bench.metrics import ReferenceFeatures, evaluate, luma, vmaf_motion2
+from facecodec.codec.decoder import decode_packets
+from facecodec.codec.encoder import EncoderSettings, code_analysis
+from facecodec.train.landmarks import load_split
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MODES = ("net", "gate", "bicubic", "off")
+METRICS = ("psnr_y", "ms_ssim", "vmaf")
+
+
+def features(frames: np.ndarray) -> ReferenceFeatures:
+    """What PSNR, MS-SSIM and VMAF need (no landmarks or face embeddings)."""
+    y = luma(frames)
+    none = np.empty(0)
+    return ReferenceFeatures(frames, y, none, vmaf_motion2(y), 1, 1, none, none)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--split", default="validation")
+    ap.add_argument("--rates", type=float, nargs="+", default=[4.0, 8.0, 15.0])
+    ap.add_argument("--modes", nargs="+", default=list(MODES))
+    ap.add_argument("--clips", nargs="+", default=None, help="clip stems (default: all)")
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args()
+    rows = []
+    for clip in load_split(DATA, a.split):
+        if a.clips and clip.stem not in a.clips:
+            continue
+        ref = facecodec_reference(clip)
+        feats = features(ref.frames)
+        analysis = _analysis(clip, ref.size, len(ref.frames))
+        for rate in a.rates:
+            r = code_analysis(analysis, EncoderSettings(layer_kbps=rate))
+            total = r.total_bytes * 8 / 1000 / r.duration_s
+            for mode in a.modes:
+                frames = decode_packets(r.header, r.packets, len(ref.frames), layer=mode)
+                s = evaluate(feats, frames, metrics=METRICS).mean
+                row = {"clip": clip.stem, "layer_target": rate, "layer_kbps": r.layer_kbps,
+                       "total_kbps": total, "mode": mode, **s}
+                rows.append(row)
+                print(f"{clip.stem:22s} layer {rate:4.1f} ({r.layer_kbps:5.2f} kbps, total "
+                      f"{total:5.1f})  {mode:8s} PSNR-Y {s['psnr_y']:5.2f}  MS-SSIM "
+                      f"{s['ms_ssim']:.4f}  VMAF {s['vmaf']:5.1f}", flush=True)
+    print("\nmean over clips")
+    for rate in a.rates:
+        for mode in a.modes:
+            sel = [x for x in rows if x["layer_target"] == rate and x["mode"] == mode]
+            m = {k: float(np.mean([x[k] for x in sel]))
+                 for k in ("layer_kbps", "total_kbps", *METRICS)}
+            print(f"layer {rate:4.1f} ({m['layer_kbps']:5.2f} kbps, total {m['total_kbps']:5.1f})"
+                  f"  {mode:8s} PSNR-Y {m['psnr_y']:5.2f}  MS-SSIM {m['ms_ssim']:.4f}  "
+                  f"VMAF {m['vmaf']:5.1f}")
+    if a.json:
+        a.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
