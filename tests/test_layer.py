@@ -24,7 +24,9 @@ from facecodec.codec.encoder import (
     original_crops,
 )
 from facecodec.codec.layer import LayerDecoder
+from facecodec.codec.layer_rate import NET_FUSION_MAX_KBPS
 from facecodec.errors import BitstreamError, FacecodecError
+from facecodec.render.fusion_model import GATE_MODEL_ID, default_fusion_id
 
 RATE_TOLERANCE = 0.15  # integer quantisers step the rate by ~6-10 %
 
@@ -78,6 +80,10 @@ def test_round_trip_beats_motion_only(
 def test_rate_control_lands_near_target(analysis: Analysis, kbps: float) -> None:
     r = code_analysis(analysis, EncoderSettings(layer_kbps=kbps))
     assert r.layer_kbps == pytest.approx(kbps, rel=RATE_TOLERANCE)
+    # The sender names the fusion measured best at the rate: the network at low rates.
+    assert r.header.layer is not None
+    expected = default_fusion_id() if kbps <= NET_FUSION_MAX_KBPS else GATE_MODEL_ID
+    assert r.header.layer.model == expected
 
 
 def test_layer_rate_of_the_8_kbps_stream(layered: EncodeResult) -> None:

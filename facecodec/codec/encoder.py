@@ -28,6 +28,7 @@ from facecodec.codec.layer import downscale
 from facecodec.codec.layer_rate import (
     LAYER_MOTION_PRESET,
     MAX_LAYER_KBPS,
+    NET_FUSION_MAX_KBPS,
     LayerPlan,
     plan_layer,
     uses_layer,
@@ -36,7 +37,7 @@ from facecodec.errors import FacecodecError
 from facecodec.motion.basis import ExpressionBasis, load_basis
 from facecodec.motion.coder import CoderConfig, MotionEncoder, make_config, make_config_q
 from facecodec.motion.motion import Motion
-from facecodec.render.fusion_model import default_fusion_id
+from facecodec.render.fusion_model import GATE_MODEL_ID, default_fusion_id
 
 PRESETS = ("low", "medium", "high")
 K_MEDIUM = 16  # expression coefficients at the medium preset (low: 8, high: 32)
@@ -334,7 +335,8 @@ def code_analysis(
         resync_interval=max(1, math.floor(float(fps) * settings.resync_s)),
         coder_config=config.to_bytes(),
         layer=None if layer is None else LayerParams(
-            layer.codec, layer.size, layer.divisor, default_fusion_id()
+            layer.codec, layer.size, layer.divisor,
+            default_fusion_id() if layer_kbps <= NET_FUSION_MAX_KBPS else GATE_MODEL_ID,
         ),
     )
     packets = packetize(events, config, settings, fps, report.frames, layer)

@@ -34,6 +34,11 @@ SCHEDULE: tuple[tuple[float, int, int], ...] = (
     (24.0, 128, 2),
     (math.inf, 128, 1),
 )
+# The fusion the sender names (docs/layer.md, validation): the trained network beat the
+# training-free fusion on every metric at ~4 kbps layers (1 picture in 4, coarse pictures),
+# but at 8-15 kbps the training-free fusion scored higher PSNR-Y and VMAF on most clips
+# (the network smooths good layer pictures), so above this rate the sender names it.
+NET_FUSION_MAX_KBPS = 6.0
 MAX_DIVISOR_FALLBACK = 8  # below the scheduled size's floor, fewer pictures still
 # --target-kbps: up to this, motion only (the motion coder spans ~0.5-4 kbps); above it the
 # motion is coded at the medium preset and the rest goes to the layer.
