@@ -39,7 +39,8 @@ _FIXED = struct.Struct("<HIIHHH")  # size, fps_num, fps_den, source w, h, resync
 _CRC = struct.Struct("<I")
 MIN_HEADER = _LEAD.size + _FIXED.size + 3 + 2 + _CRC.size  # three empty strings, empty config
 _LAYER = struct.Struct("<BHB")  # layer codec, layer size, layer divisor (minor >= 1)
-LAYER_SIZES = (64, 96, 128)
+LAYER_SIZES = (64, 96, 128)  # SVT-AV1 needs 64 px; 128 measured best (docs/layer.md)
+LAYER_CODEC_NAMES = {1: "av1"}  # docs/bitstream.md, Layer codecs
 MAX_LAYER_DIVISOR = 30
 
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from facecodec.bitstream.container import FcvReader
+from facecodec.bitstream.container import LAYER_CODEC_NAMES, FcvReader
 from facecodec.bitstream.packets import EndPayload, MotionPayload, PacketType, type_name
 from facecodec.errors import BitstreamError
-
-LAYER_CODECS = {1: "av1"}  # docs/bitstream.md, Layer codecs (no video codec import here)
 
 _MOTION_TYPES = (PacketType.MOTION, PacketType.RESYNC)
 
@@ -106,7 +104,7 @@ def _layer_line(d: dict[str, Any]) -> str:
     lay = d.get("layer")
     if not lay:
         return "  layer      none (motion only)"
-    name = LAYER_CODECS.get(lay["codec"], f"codec {lay['codec']}")
+    name = LAYER_CODEC_NAMES.get(lay["codec"], f"codec {lay['codec']}")
     return (f"  layer      {d['layer_kbps']:.2f} kbps ({name} {lay['size']}x{lay['size']}, "
             f"1 picture every {lay['divisor']} frames, model {lay['model'] or '-'})")
 

@@ -24,12 +24,10 @@ import av  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from facecodec.bitstream.container import LAYER_SIZES  # noqa: E402
 from facecodec.errors import BitstreamError, FacecodecError  # noqa: E402
 
-AV1 = 1
-LAYER_CODECS = {AV1: "av1"}
-LAYER_SIZES = (64, 96, 128)  # SVT-AV1 needs 64 px; above 128 the layer is a video codec
-MAX_DIVISOR = 30
+AV1 = 1  # LAYER_CODEC_NAMES in the container module
 MIN_Q, MAX_Q = 20, 70  # SVT-AV1 crf; above 63 only through svtav1-params
 LAYER_PAYLOAD_HEADER = 3  # keyframe id u16, flags u8
 LAYER_PACKET_OVERHEAD = 13 + LAYER_PAYLOAD_HEADER  # packet framing of a picture under 128 B
