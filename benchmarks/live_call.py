@@ -490,6 +490,8 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "frames_rendered": received["frames_rendered"],
         "frames_concealed": received["frames_concealed"],
         "keyframe_requests": received["keyframe_requests_sent"],
+        "loss_reports": received["loss_reports_sent"],
+        "intra_only_reports": sent["resilient_reports"],
         "fps": received["fps"],
         "motion_kbps": sent["motion_kbps"],
         "keyframe_kbps": sent["keyframe_kbps"],

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from facecodec.bitstream.packets import Packet, PacketType, encode_packet
+from facecodec.capture.video import read_frames
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.stream.impair import Impairment
 from facecodec.stream.peer import (
@@ -21,7 +22,13 @@ from facecodec.stream.peer import (
     PeerStats,
 )
 from facecodec.stream.signaling import SignalingClient, SignalingServer
-from facecodec.stream.wire import keyframe_request, parse_control, peek_packet, start_message
+from facecodec.stream.wire import (
+    keyframe_request,
+    loss_report,
+    parse_control,
+    peek_packet,
+    start_message,
+)
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 CLIP_WITH_AUDIO = DATA / "clips" / "grid_swiz3n.mpg"
@@ -101,6 +108,46 @@ def test_peek_and_control_messages() -> None:
     ):
         with pytest.raises(BitstreamError):
             parse_control(bad)
+
+
+def test_loss_reports_parse_and_reject_bad_fractions() -> None:
+    assert parse_control(loss_report(0.05)) == {"type": "loss", "fraction": 0.05}
+    assert parse_control(loss_report(7.0))["fraction"] == 1.0  # clamped when made
+    for bad in ('{"type": "loss"}', '{"type": "loss", "fraction": -0.1}',
+                '{"type": "loss", "fraction": 1.5}', '{"type": "loss", "fraction": true}',
+                '{"type": "loss", "fraction": "5%"}', '{"type": "loss", "fraction": NaN}'):
+        with pytest.raises(BitstreamError):
+            parse_control(bad)
+
+
+def test_sender_goes_intra_only_while_the_receiver_reports_loss() -> None:
+    from facecodec.bitstream.packets import decode_packet
+    from facecodec.codec.stream import LOSS_MEMORY, StreamDecoder, StreamEncoder
+
+    frames = list(read_frames(str(CLIP)))[:20]
+    enc = StreamEncoder(fps=25, source_size=(frames[0].shape[1], frames[0].shape[0]))
+    dec = StreamDecoder(enc.header_bytes())
+
+    def types(first: int, last: int) -> list[PacketType]:
+        out = []
+        for i in range(first, last):
+            for data in enc.push(frames[i], i):
+                out.append(decode_packet(data)[0].type)
+                if i % 3 != 1 or out[-1] == PacketType.KEYFRAME:  # lose every 3rd motion
+                    dec.push(data)
+        return [t for t in out if t != PacketType.KEYFRAME]
+
+    assert types(0, 6)[1:] == [PacketType.MOTION] * 5  # clean: one RESYNC a second
+    enc.report_loss(0.2)
+    assert enc.resilient and types(6, 12) == [PacketType.RESYNC] * 6
+    shown = len(dec.push(enc.push(frames[12], 12)[-1]))
+    assert shown == 1  # intra-only motion decodes right after the losses
+    for _ in range(LOSS_MEMORY - 1):
+        enc.report_loss(0.0)
+    assert enc.resilient  # one lossy report is still remembered
+    enc.report_loss(0.0)
+    assert not enc.resilient and types(13, 18) == [PacketType.MOTION] * 5
+    enc.close()
 
 
 def test_sequence_loss_accounting_wraps_per_channel() -> None:

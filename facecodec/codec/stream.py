@@ -19,6 +19,11 @@ from facecodec.errors import BitstreamError
 from facecodec.motion.basis import load_basis
 from facecodec.render.registry import DEFAULT_RENDERER
 
+# Loss reports: a share of lost motion packets at or above LOSSY switches the sender to
+# intra-only motion until LOSS_MEMORY reports in a row come back clean.
+LOSSY = 0.01
+LOSS_MEMORY = 5
+
 
 class StreamEncoder:
     """Sender side of a call: push camera frames, get packets to send."""
@@ -48,12 +53,29 @@ class StreamEncoder:
         # A call keeps going when someone walks behind the speaker: follow the largest face.
         self.analyzer = FaceAnalyzer(basis, size, float(fps), allow_several=allow_several)
         self.packetizer = Packetizer(config, resync, per_packet, keyframe_quality)
+        self._resync = resync
+        self._loss_history: list[bool] = []
 
     def header_bytes(self) -> bytes:
         return self.header.to_bytes()
 
     def request_keyframe(self) -> None:
         self.analyzer.request_keyframe()
+
+    def report_loss(self, fraction: float) -> None:
+        """Adapt to the receiver's loss reports (about one a second).
+
+        Motion packets are predicted from the previous frame, so one lost packet costs every
+        frame up to the next RESYNC. While any of the last LOSS_MEMORY reports saw loss,
+        every packet is a RESYNC: a loss then costs one frame, for ~4 kbps more (measured on
+        a validation clip: 6.5 kbps with a RESYNC a second, 10.7 with one every frame)."""
+        self._loss_history = [*self._loss_history, fraction >= LOSSY][-LOSS_MEMORY:]
+        self.packetizer.resync_interval = 1 if any(self._loss_history) else self._resync
+
+    @property
+    def resilient(self) -> bool:
+        """True while every motion packet is sent intra-coded."""
+        return self.packetizer.resync_interval == 1
 
     def push(self, frame_rgb: np.ndarray, index: int) -> list[bytes]:
         packets = []

@@ -40,7 +40,7 @@ from facecodec.stream.signaling import (
     signal_main,
 )
 from facecodec.stream.viewer import Viewer, try_open_window
-from facecodec.stream.wire import keyframe_request, start_message
+from facecodec.stream.wire import keyframe_request, loss_report, start_message
 
 __all__ = [
     "CallOptions",
@@ -71,6 +71,7 @@ class CallOptions:
     preset: str = "medium"
     renderer: str = "warp"
     pli_interval_s: float = 0.5  # at most one keyframe request per interval
+    loss_report_s: float = 1.0  # how often the receiver reports motion-packet loss
     on_viewer: Callable[[str], None] | None = None  # told the viewer URL once it listens
     on_frame: Callable[[int, np.ndarray], None] | None = None  # every rendered frame
     on_connected: Callable[[], None] | None = None  # each time a session's channels are open
@@ -86,6 +87,8 @@ class CallStats:
     decode_errors: int = 0
     keyframe_requests_sent: int = 0
     keyframe_requests_received: int = 0
+    loss_reports_sent: int = 0
+    resilient_reports: int = 0  # loss reports after which the sender sent intra-only motion
     packets_lost: int = 0
     motion_bytes_sent: int = 0
     keyframe_bytes_sent: int = 0
@@ -112,6 +115,8 @@ class CallStats:
             "decode_errors": self.decode_errors,
             "keyframe_requests_sent": self.keyframe_requests_sent,
             "keyframe_requests_received": self.keyframe_requests_received,
+            "loss_reports_sent": self.loss_reports_sent,
+            "resilient_reports": self.resilient_reports,
             "packets_lost": self.packets_lost,
             "fps": (len(self.render_times) - 1) / span if span > 0 else 0.0,
             "motion_kbps": self.motion_bytes_sent * 8 / 1000 / send_s if self.send_seconds else 0,
@@ -325,6 +330,8 @@ class _Call:
         decoder: Any = None
         t0 = fps = 0.0
         last_pli = -1e9
+        last_report = time.monotonic()
+        reported = (0, 0)  # motion packets (lost, received) at the last loss report
         last_index: int | None = None
         while True:
             event = await peer.events.get()
@@ -335,6 +342,9 @@ class _Call:
                 if msg["type"] == "pli" and self.encoder is not None:
                     self.stats.keyframe_requests_received += 1
                     self.encoder.request_keyframe()
+                elif msg["type"] == "loss" and self.encoder is not None:
+                    self.encoder.report_loss(msg["fraction"])
+                    self.stats.resilient_reports += self.encoder.resilient
                 elif msg["type"] == "start":
                     decoder = await loop.run_in_executor(
                         self._decode_pool, self.decoder_cls, msg["header"], self.options.renderer
@@ -354,6 +364,15 @@ class _Call:
                 if last_index is not None and index > last_index + 1:
                     self.stats.frames_concealed += index - last_index - 1
                 last_index = index if last_index is None else max(last_index, index)
+            if time.monotonic() - last_report > self.options.loss_report_s:
+                last_report = time.monotonic()
+                lost, got = peer.stats.motion_seq.lost, peer.stats.motion_seq.received
+                new_lost, new_got = lost - reported[0], got - reported[1]
+                reported = (lost, got)
+                if new_lost + new_got > 0 and peer.send_control(
+                    loss_report(max(new_lost, 0) / (max(new_lost, 0) + new_got))
+                ):
+                    self.stats.loss_reports_sent += 1
             if (
                 decoder.needs_keyframe()
                 and time.monotonic() - last_pli > self.options.pli_interval_s

@@ -71,6 +71,12 @@ def keyframe_request() -> str:
     return json.dumps({"type": "pli"})
 
 
+def loss_report(fraction: float) -> str:
+    """A receiver report: the share of motion packets lost since the previous report (as
+    RTCP's fraction lost), so the sender can make its packets independent while loss lasts."""
+    return json.dumps({"type": "loss", "fraction": round(min(max(fraction, 0.0), 1.0), 4)})
+
+
 def parse_control(text: str) -> dict[str, Any]:
     """Validate a control message; raise BitstreamError on anything unexpected."""
     if len(text) > MAX_CONTROL_BYTES + MAX_HEADER_BYTES * 4 // 3:
@@ -84,6 +90,11 @@ def parse_control(text: str) -> dict[str, Any]:
     kind = msg["type"]
     if kind == "pli":
         return {"type": "pli"}
+    if kind == "loss":
+        f = msg.get("fraction")
+        if isinstance(f, bool) or not isinstance(f, int | float) or not 0 <= f <= 1:
+            raise BitstreamError("loss report needs a fraction between 0 and 1")
+        return {"type": "loss", "fraction": float(f)}
     if kind == "start":
         t0, fps, header = msg.get("t0"), msg.get("fps"), msg.get("header")
         if not isinstance(t0, int | float) or not isinstance(fps, int | float) or fps <= 0:
