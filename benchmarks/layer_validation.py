@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecodec.bench.facecodec_system import _analysis, facecodec_reference
+from facecodec.bench.facecodec_system import analysis_of, facecodec_reference
 from facecodec.bench.metrics import ReferenceFeatures, evaluate, luma, vmaf_motion2
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, code_analysis
@@ -49,7 +49,7 @@ def main() -> None:
             continue
         ref = facecodec_reference(clip)
         feats = features(ref.frames)
-        analysis = _analysis(clip, ref.size, len(ref.frames))
+        analysis = analysis_of(clip, ref.size, len(ref.frames))
         for rate in a.rates:
             r = code_analysis(analysis, EncoderSettings(layer_kbps=rate))
             total = r.total_bytes * 8 / 1000 / r.duration_s

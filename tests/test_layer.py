@@ -76,6 +76,17 @@ def test_round_trip_beats_motion_only(
     assert _psnr(crops, fused) > _psnr(crops, motion_only) + 1.0
 
 
+def test_every_frame_is_fused_at_one_picture_per_frame(analysis: Analysis) -> None:
+    # At the top of the schedule the layer has a picture for every frame, all of which come
+    # before the ~1/2 s motion packet that renders them: the receiver must keep them all.
+    r = code_analysis(analysis, EncoderSettings(layer_kbps=40.0))
+    assert r.header.layer is not None and r.header.layer.divisor == 1
+    dec = PacketDecoder(r.header)
+    rendered = sum(len(dec.push(p)) for p in r.packets)
+    assert rendered == GRID_FRAMES
+    assert dec.stats.frames_fused == dec.stats.layer_pictures == GRID_FRAMES
+
+
 @pytest.mark.parametrize("kbps", [4.0, 15.0])
 def test_rate_control_lands_near_target(analysis: Analysis, kbps: float) -> None:
     r = code_analysis(analysis, EncoderSettings(layer_kbps=kbps))

@@ -34,7 +34,8 @@ QUICK_LADDER = (LADDER[0], LADDER[1], LADDER[5])
 _analyses: dict[tuple[str, int, int], Analysis] = {}
 
 
-def _analysis(path: Path, size: int, max_frames: int) -> Analysis:
+def analysis_of(path: Path, size: int, max_frames: int) -> Analysis:
+    """The sender's analysis of a clip (tracking, crops, Motion), once per process."""
     key = (str(Path(path).resolve()), size, max_frames)
     if key not in _analyses:
         _analyses[key] = analyze_file(path, EncoderSettings(size=size), max_frames=max_frames)
@@ -43,7 +44,7 @@ def _analysis(path: Path, size: int, max_frames: int) -> Analysis:
 
 def facecodec_reference(path: Path, size: int = 256, max_frames: int = 150) -> ReferenceClip:
     """Source frames cut with the crops facecodec's sender chooses."""
-    a = _analysis(path, size, max_frames)
+    a = analysis_of(path, size, max_frames)
     frames = _crops(path, a.keyframes, size, max_frames)
     return ReferenceClip(frames, a.info.fps, Path(path).stem)
 
@@ -54,7 +55,7 @@ def facecodec_system(renderers: tuple[str, ...] = ("warp",), quick: bool = False
     ladder = QUICK_LADDER if quick else LADDER
 
     def run(ref: ReferenceClip, source: Path) -> list[SystemPoint]:
-        a = _analysis(source, ref.size, len(ref.frames))
+        a = analysis_of(source, ref.size, len(ref.frames))
         points = []
         for label, preset, kq, layer_kbps in ladder:
             r = code_analysis(a, EncoderSettings(size=ref.size, preset=preset,

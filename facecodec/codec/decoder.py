@@ -179,7 +179,9 @@ class _LayerState:
     lost or bad one until the next intra picture, and fuses the latest picture of the same
     crop into each rendered frame. Never raises: the motion must survive any layer damage."""
 
-    HISTORY = 8  # pictures kept: a motion packet covers ~1/2 s, layer pictures arrive first
+    # Pictures kept. A file's motion packet covers ~1/2 s and its layer pictures come first,
+    # so this must hold a packet's worth at one picture per frame (2.5 s at 25 fps).
+    HISTORY = 64
 
     def __init__(self, header: StreamHeader, mode: str, stats: DecodeStats) -> None:
         from facecodec.render.layer_fusion import LayerFusion  # torch: only for a layer
@@ -317,11 +319,11 @@ def decode_file(
 
 def decode_packets(
     header: StreamHeader, packets: list[Packet], n_frames: int, renderer: str = DEFAULT_RENDERER,
-    layer: str = "net",
+    layer: str = "net", pose: PoseEdit | None = None, avatar: Path | None = None,
 ) -> np.ndarray:
     """Decode an in-memory stream to [n_frames, S, S, 3], holding frames over gaps like the
     file decoder does (used by benchmarks, which score many streams without writing files)."""
-    dec = PacketDecoder(header, renderer, layer=layer)
+    dec = PacketDecoder(header, renderer, pose, avatar, layer)
     out: list[np.ndarray | None] = [None] * n_frames
     for p in packets:
         for i, f in dec.push(p):
