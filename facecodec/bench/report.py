@@ -184,34 +184,51 @@ def _json_safe(v: Any) -> Any:
 
 
 def plot_curves(curves: dict[str, list[dict[str, Any]]], out_dir: Path) -> list[Path]:
-    """One rate-quality PNG per metric, every system, clip means, log-rate axis."""
+    """One PNG per metric: all-bytes and steady-state rate side by side, every system, clip
+    means, log-rate axis. Lines follow each system's monotone envelope (the settings the
+    comparisons use); settings off it are drawn as bare markers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    from facecodec.bench.curves import envelope
 
     paths = []
+    colours = {s: f"C{i % 10}" for i, s in enumerate(sorted(curves))}
     for metric in ALL_METRICS:
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        better = HIGHER_IS_BETTER[metric]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
         drawn = False
-        for system, rows in sorted(curves.items()):
-            r, q = _curve(rows, "kbps_all", metric)
-            if len(r):
-                ax.plot(r, q, "o-", label=system, ms=3, lw=2.5 if system == ANCHOR else 1.2)
+        for ax, rate in zip(axes, ("kbps_all", "kbps_steady"), strict=True):
+            for system, rows in sorted(curves.items()):
+                r, q = _curve(rows, rate, metric)
+                if not len(r):
+                    continue
+                lr, g = envelope(r, q, better)
+                ax.plot(np.exp(lr), g if better else -g, "o-", color=colours[system],
+                        label=system, ms=3, lw=2.5 if system == ANCHOR else 1.2)
+                ax.plot(r, q, "o", color=colours[system], ms=3, mfc="none")
                 drawn = True
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+            ax.set_xticks([t for t in (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 200)
+                           if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]])
+            ax.set_xlabel("kbit/s (all bytes)" if rate == "kbps_all"
+                          else "kbit/s (steady state: first keyframe excluded)")
+            ax.grid(True, which="both", alpha=0.3)
         if not drawn:
             plt.close(fig)
             continue
-        ax.set_xscale("log")
-        ax.set_xlabel("kbit/s (all bytes)")
-        ax.set_ylabel(metric + ("" if HIGHER_IS_BETTER[metric] else " (lower is better)"))
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.set_title(f"{metric} vs rate, mean over clips")
+        axes[0].set_ylabel(metric + ("" if better else " (lower is better)"))
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"{metric} vs rate, mean over clips (open markers: off the envelope)")
         fig.tight_layout()
         path = out_dir / f"rd_{metric}.png"
         tmp = out_dir / f".rd_{metric}.{os.getpid()}.png"
-        fig.savefig(tmp, dpi=110)
+        fig.savefig(tmp, dpi=100)
         plt.close(fig)
         os.replace(tmp, path)
         paths.append(path)
