@@ -37,12 +37,13 @@ AVATAR = DATA / "portraits" / "liveportrait_s0.jpg"
 
 
 def _label(frame: np.ndarray, lines: list[str]) -> np.ndarray:
+    """White text on a darkened band at the top of the panel."""
     out = np.ascontiguousarray(frame)
+    band = out[: 6 + 16 * len(lines)]
+    band[:] = (band * 0.45).astype(np.uint8)
     for i, text in enumerate(lines):
-        y = 16 + 16 * i
-        cv2.putText(out, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(out, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
-                    cv2.LINE_AA)
+        cv2.putText(out, text, (6, 16 + 16 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
+                    (255, 255, 255), 1, cv2.LINE_AA)
     return out
 
 

@@ -453,6 +453,25 @@ def test_writer_leaves_no_file_on_exception(tmp_path: Path) -> None:
     assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
 
 
+def test_outputs_get_the_umask_mode_not_the_temporary_files(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    import numpy as np
+
+    from facecodec.capture.video import VideoWriter
+
+    old = os.umask(0o027)
+    try:
+        write_stream(tmp_path / "a.fcv", small_stream())
+        with VideoWriter(tmp_path / "a.mp4", HEADER.fps, 64, 64) as v:
+            v.write(np.zeros((64, 64, 3), np.uint8))
+    finally:
+        os.umask(old)
+    for name in ("a.fcv", "a.mp4"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o640, name
+
+
 def test_writer_misuse(tmp_path: Path) -> None:
     path = tmp_path / "m.fcv"
     w = FcvWriter(path)

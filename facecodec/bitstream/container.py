@@ -28,6 +28,7 @@ from facecodec.bitstream.packets import (
     encode_packet,
 )
 from facecodec.errors import BitstreamError, FacecodecError
+from facecodec.files import publish
 
 MAGIC = b"FCDC"
 VERSION_MAJOR = 1
@@ -311,7 +312,7 @@ class FcvWriter:
             f.flush()
             os.fsync(f.fileno())
             f.close()
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path)
         except OSError as e:
             with contextlib.suppress(OSError):
                 f.close()

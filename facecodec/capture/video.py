@@ -13,6 +13,7 @@ import av
 import numpy as np
 
 from facecodec.errors import FacecodecError
+from facecodec.files import publish
 
 MIN_SIDE = 64  # below this no face can be tracked reliably
 MAX_SIDE = 8192  # above this a frame is almost certainly not a camera picture
@@ -104,7 +105,7 @@ class VideoWriter:
         for pkt in self._s.encode():
             self._c.mux(pkt)
         self._c.close()
-        os.replace(self._tmp, self.path)
+        publish(self._tmp, self.path)
 
     def abort(self) -> None:
         try:
