@@ -20,20 +20,18 @@ keeps the fusion near 10 ms a frame on two cores (benchmarks/layer_fusion_speed.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from facecodec.errors import FacecodecError
 from facecodec.render.fusion_model import DEFAULT_WEIGHTS, GATE_MODEL_ID, MODEL_PREFIX
+from facecodec.render.weights import content_id, read_model, save_model
 
 AGE_SCALE = 4.0  # age in frames / AGE_SCALE, clipped at 2, as the net's age input
 GATE_TAU = 0.06  # low-frequency disagreement (mean |RGB| in [0,1]) where the gate is 1/e
@@ -106,32 +104,18 @@ class FusionNet(nn.Module):
 
 
 def model_id_of(net: FusionNet) -> str:
-    """A content hash of config and weights: the stream header names the exact model."""
-    h = hashlib.sha256(json.dumps(asdict(net.config), sort_keys=True).encode())
-    for name, t in sorted(net.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().to(torch.float32).contiguous().numpy().tobytes())
-    return f"{MODEL_PREFIX}-{h.hexdigest()[:8]}"
+    return content_id(net, MODEL_PREFIX)
 
 
 def save_fusion(net: FusionNet, path: Path, meta: dict[str, object] | None = None) -> str:
     """safetensors + a JSON beside it (config, model id, `meta`); returns the model id."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    tmp.replace(path)
-    mid = model_id_of(net)
-    info = {"model_id": mid, "config": asdict(net.config), **(meta or {})}
-    path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
-    return mid
+    return save_model(net, path, model_id_of(net), meta)
 
 
 def load_fusion(path: Path) -> FusionNet:
-    meta = path.with_suffix(".json")
-    if not path.exists() or not meta.exists():
-        raise FacecodecError(f"layer fusion weights not found: {path} (+ .json)")
-    net = FusionNet(FusionConfig.from_dict(json.loads(meta.read_text())["config"]))
-    net.load_state_dict(load_file(str(path)))
+    config, state = read_model(path, "layer fusion weights")
+    net = FusionNet(FusionConfig.from_dict(config))
+    net.load_state_dict(state)
     return net.eval()
 
 

@@ -38,16 +38,13 @@ convolution runs at full resolution, which keeps the net near 20 ms on two cores
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from facecodec.errors import FacecodecError
@@ -56,6 +53,7 @@ from facecodec.motion.motion import Motion
 from facecodec.render import topology as topo
 from facecodec.render.base import Renderer
 from facecodec.render.mesh_warp import MeshWarper
+from facecodec.render.weights import content_id, read_model, save_model
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEFAULT_WEIGHTS = ASSETS / "refiner_v1.safetensors"
@@ -160,37 +158,18 @@ def _up(x: torch.Tensor) -> torch.Tensor:
 
 
 def model_id_of(net: nn.Module) -> str:
-    """A content hash of the config and weights: the bitstream names the exact model."""
-    h = hashlib.sha256()
-    config = getattr(net, "config", None)
-    if config is not None:  # the same weights under another gate draw other frames
-        h.update(json.dumps(asdict(config), sort_keys=True).encode())
-    for name, t in sorted(net.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().to(torch.float32).contiguous().numpy().tobytes())
-    return f"{MODEL_PREFIX}-{h.hexdigest()[:8]}"
+    return content_id(net, MODEL_PREFIX)
 
 
 def save_weights(net: RefinerNet, path: Path, meta: dict[str, object] | None = None) -> str:
     """Write safetensors + a JSON beside it (config, model id, `meta`); returns the model id."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp))
-    tmp.replace(path)
-    mid = model_id_of(net)
-    info = {"model_id": mid, "config": asdict(net.config), **(meta or {})}
-    path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
-    return mid
+    return save_model(net, path, model_id_of(net), meta)
 
 
 def load_net(path: Path) -> RefinerNet:
-    cfg_path = path.with_suffix(".json")
-    if not path.exists() or not cfg_path.exists():
-        raise FacecodecError(f"refiner weights not found: {path} (+ .json)")
-    info = json.loads(cfg_path.read_text())
-    net = RefinerNet(RefinerConfig.from_dict(info["config"]))
-    net.load_state_dict(load_file(str(path)))
+    config, state = read_model(path, "refiner weights")
+    net = RefinerNet(RefinerConfig.from_dict(config))
+    net.load_state_dict(state)
     return net.eval()
 
 

@@ -1,0 +1,48 @@
+"""Trained weights on disk: safetensors beside a JSON of config, model id and training notes,
+and the content hash that names a model in the bitstream."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from facecodec.errors import FacecodecError
+
+
+def content_id(net: nn.Module, prefix: str) -> str:
+    """`prefix-xxxxxxxx`: a hash of the config and weights, so the stream header names the
+    exact model (the same weights under another config draw other frames)."""
+    h = hashlib.sha256()
+    config = getattr(net, "config", None)
+    if config is not None:
+        h.update(json.dumps(asdict(config), sort_keys=True).encode())
+    for name, t in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to(torch.float32).contiguous().numpy().tobytes())
+    return f"{prefix}-{h.hexdigest()[:8]}"
+
+
+def save_model(net: nn.Module, path: Path, model_id: str, meta: dict[str, object] | None) -> str:
+    """Write `path` (safetensors) and `path`.json (model id, config, `meta`); return the id."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+    info = {"model_id": model_id, "config": asdict(net.config), **(meta or {})}  # type: ignore[arg-type]
+    path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    return model_id
+
+
+def read_model(path: Path, what: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(the JSON's config, the tensors) of weights written by `save_model`."""
+    meta = path.with_suffix(".json")
+    if not path.exists() or not meta.exists():
+        raise FacecodecError(f"{what} not found: {path} (+ .json)")
+    return json.loads(meta.read_text())["config"], load_file(str(path))
