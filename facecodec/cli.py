@@ -65,7 +65,9 @@ def _decode(a: argparse.Namespace) -> int:
         return 3
     st = r.stats
     layer = ""
-    if r.header.layer is not None:
+    if r.header.layer is not None and (pose.active or a.avatar is not None):
+        layer = "; the low-resolution layer is not used with --pose/--yaw/--pitch/--roll/--avatar"
+    elif r.header.layer is not None:
         layer = (f", {st.frames_fused} with the layer ({st.layer_pictures} layer pictures"
                  + (f", {st.layer_lost} lost" if st.layer_lost else "")
                  + (f", {st.layer_bad} bad" if st.layer_bad else "") + ")")

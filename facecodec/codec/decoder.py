@@ -20,13 +20,16 @@ from facecodec.capture.video import VideoWriter
 from facecodec.codec.keyframe import decode_image
 from facecodec.codec.layer import LayerDecoder
 from facecodec.errors import BitstreamError, FacecodecError
-from facecodec.motion.basis import basis_for_id
+from facecodec.motion.basis import ExpressionBasis, basis_for_id
 from facecodec.motion.coder import CoderConfig, MotionDecoder
 from facecodec.motion.motion import Motion
 from facecodec.render.base import Renderer
 from facecodec.render.edits import Avatar, PoseEdit
 from facecodec.render.fusion_model import GATE_MODEL_ID
 from facecodec.render.registry import DEFAULT_RENDERER, make_renderer
+from facecodec.render.warp import WarpRenderer
+
+MOTION_COMPENSATE = True  # warp held layer pictures by the motion since their frame
 
 
 @dataclass
@@ -90,7 +93,11 @@ class PacketDecoder:
         self.total_frames: int | None = None
         self.stats = DecodeStats()
         self._needs_keyframe = False
-        self.layer = _LayerState(header, layer, self.stats) if header.layer else None
+        # The layer shows the sender's own face as it was: fused into a redirected head or
+        # an avatar it would paint the original back in, so receiver-side edits drop it.
+        self.layer_ignored = bool(header.layer) and (self.pose.active or self.avatar is not None)
+        self.layer = (_LayerState(header, layer, self.stats, self.basis)
+                      if header.layer and not self.layer_ignored else None)
 
     def needs_keyframe(self) -> bool:
         return self._needs_keyframe
@@ -149,7 +156,7 @@ class PacketDecoder:
         for i, m in enumerate(motions):
             frame = self.renderer.render(self._target(m))
             if self.layer is not None:
-                frame = self.layer.fuse(packet.timestamp + i, p.keyframe_id, frame)
+                frame = self.layer.fuse(packet.timestamp + i, p.keyframe_id, frame, m)
             out.append((packet.timestamp + i, frame))
         self.stats.frames_rendered += len(out)
         return out
@@ -183,7 +190,9 @@ class _LayerState:
     # so this must hold a packet's worth at one picture per frame (2.5 s at 25 fps).
     HISTORY = 64
 
-    def __init__(self, header: StreamHeader, mode: str, stats: DecodeStats) -> None:
+    def __init__(
+        self, header: StreamHeader, mode: str, stats: DecodeStats, basis: ExpressionBasis
+    ) -> None:
         from facecodec.render.layer_fusion import LayerFusion  # torch: only for a layer
 
         assert header.layer is not None
@@ -203,6 +212,10 @@ class _LayerState:
             )
         self.next_seq: int | None = None
         self.pictures: dict[int, tuple[int, np.ndarray]] = {}  # timestamp -> (keyframe, RGB)
+        # Motion of recent frames, to bring a held layer picture up to the current frame.
+        self.motions: dict[int, Motion] = {}
+        self.mover = WarpRenderer(basis, self.params.size) if MOTION_COMPENSATE else None
+        self._moving: int | None = None  # timestamp of the picture the mover holds
 
     def push(self, packet: Packet) -> None:
         try:
@@ -227,9 +240,13 @@ class _LayerState:
         for old in sorted(self.pictures)[:-self.HISTORY]:
             del self.pictures[old]
 
-    def fuse(self, index: int, keyframe_id: int, frame: np.ndarray) -> np.ndarray:
+    def fuse(self, index: int, keyframe_id: int, frame: np.ndarray, motion: Motion) -> np.ndarray:
         """The frame fused with the latest layer picture at or before it, of the same crop
-        and at most one layer period old; the frame itself otherwise."""
+        and at most one layer period old; the frame itself otherwise. A picture older than
+        the frame is first warped by the motion between its frame and this one."""
+        self.motions[index] = motion
+        for old in sorted(self.motions)[:-self.HISTORY]:
+            del self.motions[old]
         if self.fusion is None:
             return frame
         ts = max((t for t in self.pictures if t <= index), default=None)
@@ -238,8 +255,15 @@ class _LayerState:
         kid, picture = self.pictures[ts]
         if kid != keyframe_id:
             return frame
+        age = index - ts
+        if age and self.mover is not None and ts in self.motions:
+            if self._moving != ts:
+                self.mover.set_reference(picture, self.motions[ts])
+                self._moving = ts
+            picture = self.mover.render(motion)
+            age = 0
         self.stats.frames_fused += 1
-        return self.fusion(frame, picture, index - ts)
+        return self.fusion(frame, picture, age)
 
 
 class FrameSink:
