@@ -9,7 +9,7 @@ frames), each panel labelled with its system, rate and VMAF:
 - `<clip>_redirect.mp4`: original | warp and neural with the head turned 20 degrees (yaw).
 - `<clip>_avatar.mp4`: original | warp and neural driving another portrait.
 
-    .venv/bin/python benchmarks/side_by_side.py [--clips NAME ...] [--out docs/video]
+    .venv/bin/python benchmarks/side_by_side.py [--clips NAME ...] [--out out/video]
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clips", nargs="+", default=["liveportrait_d19", "grid_swiz3n"],
                     help="validation clip names (files under ../shared/data/clips)")
-    ap.add_argument("--out", type=Path, default=Path("docs/video"))
+    ap.add_argument("--out", type=Path, default=Path("out/video"))
     args = ap.parse_args()
     for name in args.clips:
         matches = sorted((DATA / "clips").glob(f"{name}.*"))
