@@ -55,7 +55,7 @@ def _decode(a: argparse.Namespace) -> int:
 
     pose = PoseEdit(a.pose == "frontal", a.yaw, a.pitch, a.roll)
     r = decode_file(a.input, a.output, renderer=a.renderer, pose=pose, avatar=a.avatar,
-                    layer=a.layer)
+                    layer=a.layer, upscale=a.upscale)
     if r.error:
         print(
             f"facecodec: error: {r.error}; the {r.frames_written} frames before it were "
@@ -72,6 +72,14 @@ def _decode(a: argparse.Namespace) -> int:
                  + (f", {st.layer_lost} lost" if st.layer_lost else "")
                  + (f", {st.layer_bad} bad" if st.layer_bad else "") + ")")
     print(f"{a.output}: {r.frames_written} frames ({st.frames_rendered} rendered{layer})")
+    return 0
+
+
+def _upscale(a: argparse.Namespace) -> int:
+    from facecodec.render.upscale import upscale_file
+
+    n = upscale_file(a.input, a.output)
+    print(f"{a.output}: {n} frames, two times the input's size")
     return 0
 
 
@@ -131,7 +139,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     d.add_argument("--layer", choices=("net", "gate", "bicubic", "off"), default="net",
                    help="use of a low-resolution layer: fusion network, training-free "
                         "fusion, the layer alone, or motion only")
+    d.add_argument("--upscale", action="store_true",
+                   help="write frames at twice the stream's size (super-resolution network)")
     d.set_defaults(func=_decode)
+
+    u = sub.add_parser("upscale", help="upscale a video two times (super-resolution network)")
+    u.add_argument("input", type=Path)
+    u.add_argument("-o", "--output", type=Path, required=True)
+    u.set_defaults(func=_upscale)
 
     i = sub.add_parser("info", help="describe an .fcv stream")
     i.add_argument("input", type=Path)

@@ -313,19 +313,27 @@ def decode_file(
     avatar: Path | None = None,
     on_frame: object = None,
     layer: str = "net",
+    upscale: bool = False,
 ) -> DecodeResult:
     """Decode an .fcv file to a video. On damage, the frames before it are still written and
-    the result carries the error; nothing is written if no frame could be rendered."""
+    the result carries the error; nothing is written if no frame could be rendered.
+    `upscale`: write frames at twice the stream's size (render/upscale.py)."""
     reader = FcvReader(src)
     header = reader.header
     dec = PacketDecoder(header, renderer, pose, avatar, layer)
-    writer = VideoWriter(dst, header.fps, header.size, header.size)
+    up = None
+    if upscale:
+        from facecodec.render.upscale import Upscaler
+
+        up = Upscaler()
+    side = header.size * (2 if up is not None else 1)
+    writer = VideoWriter(dst, header.fps, side, side)
     sink = FrameSink(writer)
     error = None
     try:
         for packet in reader:
             for index, frame in dec.push(packet):
-                sink.put(index, frame)
+                sink.put(index, up(frame) if up is not None else frame)
                 if callable(on_frame):
                     on_frame(index, frame)
     except BitstreamError as e:
