@@ -20,16 +20,11 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from facecodec.bench.metrics import image_psnr_y
 from facecodec.capture.video import read_frames
 from facecodec.render.upscale import Upscaler
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _psnr_y(a: np.ndarray, b: np.ndarray) -> float:
-    w = np.array([0.299, 0.587, 0.114])
-    ya, yb = a.astype(np.float64) @ w, b.astype(np.float64) @ w
-    return float(10 * np.log10(255.0**2 / np.mean((ya - yb) ** 2)))
 
 
 def main() -> None:
@@ -62,8 +57,9 @@ def main() -> None:
                 continue
             hr = hr[: hr.shape[0] // 2 * 2, : hr.shape[1] // 2 * 2]
             lr = cv2.resize(hr, (hr.shape[1] // 2, hr.shape[0] // 2), interpolation=cv2.INTER_AREA)
-            net.append(_psnr_y(up(lr), hr))
-            bic.append(_psnr_y(cv2.resize(lr, hr.shape[1::-1], interpolation=cv2.INTER_CUBIC), hr))
+            net.append(image_psnr_y(up(lr), hr))
+            bicubic = cv2.resize(lr, hr.shape[1::-1], interpolation=cv2.INTER_CUBIC)
+            bic.append(image_psnr_y(bicubic, hr))
         net_all += net
         bic_all += bic
         print(f"{Path(c).stem:28s} PSNR-Y network {np.mean(net):6.2f}  bicubic {np.mean(bic):6.2f}")

@@ -11,18 +11,13 @@ import numpy as np
 import pytest
 from conftest import CLIPS, GRID_FRAMES, CliRun, EncodedClip, require
 
+from facecodec.bench.metrics import image_psnr_y
 from facecodec.capture.video import probe, read_frames
 from facecodec.errors import FacecodecError
 from facecodec.render.upscale import DEFAULT_WEIGHTS, MAX_OUTPUT_SIDE, Upscaler, model_id_of
 
 VALIDATION_CLIP = CLIPS / "liveportrait_d19.mp4"  # never trained on
 MARGIN_DB = 0.3  # measured +0.7 dB on this clip (benchmarks/upscale.py)
-
-
-def _psnr_y(a: np.ndarray, b: np.ndarray) -> float:
-    w = np.array([0.299, 0.587, 0.114])
-    ya, yb = a.astype(np.float64) @ w, b.astype(np.float64) @ w
-    return float(10 * np.log10(255.0**2 / np.mean((ya - yb) ** 2)))
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +41,9 @@ def test_network_beats_bicubic_on_an_unseen_clip(upscaler: Upscaler) -> None:
         lr = cv2.resize(hr, (hr.shape[1] // 2, hr.shape[0] // 2), interpolation=cv2.INTER_AREA)
         up = upscaler(lr)
         assert up.shape == hr.shape and up.dtype == np.uint8
-        net.append(_psnr_y(up, hr))
-        bic.append(_psnr_y(cv2.resize(lr, hr.shape[1::-1], interpolation=cv2.INTER_CUBIC), hr))
+        net.append(image_psnr_y(up, hr))
+        bicubic = cv2.resize(lr, hr.shape[1::-1], interpolation=cv2.INTER_CUBIC)
+        bic.append(image_psnr_y(bicubic, hr))
     assert np.mean(net) > np.mean(bic) + MARGIN_DB, (np.mean(net), np.mean(bic))
 
 
