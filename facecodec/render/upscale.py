@@ -80,6 +80,12 @@ def load_upscaler(path: Path = DEFAULT_WEIGHTS) -> UpscaleNet:
     return net.eval()
 
 
+def check_size(width: int, height: int, what: str = "frames") -> None:
+    if 2 * max(width, height) > MAX_OUTPUT_SIDE:
+        raise FacecodecError(f"{what} of {width}x{height} would upscale past "
+                             f"{MAX_OUTPUT_SIDE} px; downscale them first")
+
+
 class Upscaler:
     """uint8 RGB frame (H, W, 3) -> (2H, 2W, 3) with the shipped network."""
 
@@ -91,10 +97,7 @@ class Upscaler:
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         h, w = rgb.shape[:2]
-        if 2 * max(h, w) > MAX_OUTPUT_SIDE:
-            raise FacecodecError(
-                f"frames of {w}x{h} would upscale past {MAX_OUTPUT_SIDE} px; downscale them first"
-            )
+        check_size(w, h)
         # The network needs even sides: pad by one replicated row/column where odd.
         ph, pw = h % 2, w % 2
         src = cv2.copyMakeBorder(rgb, 0, ph, 0, pw, cv2.BORDER_REPLICATE) if ph or pw else rgb
@@ -111,11 +114,7 @@ def upscale_file(src: Path, dst: Path, weights: Path = DEFAULT_WEIGHTS) -> int:
     from facecodec.capture.video import VideoWriter, probe, read_frames
 
     info = probe(src)
-    if 2 * max(info.width, info.height) > MAX_OUTPUT_SIDE:
-        raise FacecodecError(
-            f"{src}: frames of {info.width}x{info.height} would upscale past "
-            f"{MAX_OUTPUT_SIDE} px; downscale them first"
-        )
+    check_size(info.width, info.height, f"{src}: frames")  # before any output is created
     up = Upscaler(weights)
     # H.264 in yuv420p needs even sides; doubling makes them even.
     with VideoWriter(dst, info.fps, 2 * info.width, 2 * info.height) as w:

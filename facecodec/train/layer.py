@@ -15,7 +15,6 @@ Seeded; one process; `--threads` torch threads.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -42,6 +41,7 @@ from facecodec.render.layer_fusion import (
 )
 from facecodec.render.mesh_warp import MeshWarper
 from facecodec.train.dataset import ClipData, build_cache
+from facecodec.train.options import seeded, training_parser
 
 STRIDE = 2  # the cache keeps every 2nd frame
 SIZES = ((128, 0.6), (96, 0.2), (64, 0.2))
@@ -173,26 +173,12 @@ def evaluate(net: FusionNet, val: list[tuple]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m facecodec.train.layer", description=__doc__)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
+    ap = training_parser("python -m facecodec.train.layer", __doc__, steps=4000, minutes=25.0,
+                         batch=8, patch=128, weights=DEFAULT_WEIGHTS)
     ap.add_argument("--cache", type=Path, default=Path("cache/refiner"))
-    ap.add_argument("--steps", type=int, default=4000)
-    ap.add_argument("--time-limit-min", type=float, default=25.0)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--patch", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--variants", type=int, default=3, help="coded layer streams per clip")
-    ap.add_argument("--val-every", type=int, default=250)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-clips", type=int, default=None)
-    ap.add_argument("--export", type=Path, default=None,
-                    help=f"also write the best weights here (e.g. {DEFAULT_WEIGHTS.name})")
     a = ap.parse_args(argv)
-    torch.manual_seed(a.seed)
-    torch.set_num_threads(a.threads)
-    rng = np.random.default_rng(a.seed)
+    rng = seeded(a)
     t0 = time.time()
     train_clips = build_cache(a.data, "train", a.cache, max_clips=a.max_clips)
     val_clips = build_cache(a.data, "validation", a.cache, max_clips=a.max_clips)

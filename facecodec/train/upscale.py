@@ -9,7 +9,6 @@ Loss L1. Validation (validation split, 4 whole frames per clip, same degradation
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -29,6 +28,7 @@ from facecodec.render.upscale import (
     save_upscaler,
 )
 from facecodec.train.landmarks import load_split
+from facecodec.train.options import seeded, training_parser
 
 MAX_SIDE = 512
 
@@ -57,42 +57,34 @@ def luma_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(1.0 / F.mse_loss(ya, yb)))
 
 
-def evaluate(net: UpscaleNet, val: list[np.ndarray]) -> dict[str, float]:
-    scores: dict[str, list[float]] = {"psnr_net": [], "psnr_bicubic": []}
+def bicubic_psnr(val: list[np.ndarray]) -> float:
+    """The baseline the network must beat, computed once per run."""
+    scores = []
+    for hr in val:
+        x = _t([degrade(hr)])
+        bic = F.interpolate(x, scale_factor=2.0, mode="bicubic", align_corners=False)
+        scores.append(luma_psnr(bic, _t([hr])))
+    return float(np.mean(scores))
+
+
+def evaluate(net: UpscaleNet, val: list[np.ndarray]) -> float:
+    """Mean PSNR-Y of the network on the validation frames."""
     with torch.inference_mode():
-        for hr in val:
-            x, y = _t([degrade(hr)]), _t([hr])
-            scores["psnr_net"].append(luma_psnr(net(x), y))
-            bic = F.interpolate(x, scale_factor=2.0, mode="bicubic", align_corners=False)
-            scores["psnr_bicubic"].append(luma_psnr(bic, y))
-    return {k: float(np.mean(v)) for k, v in scores.items()}
+        return float(np.mean([luma_psnr(net(_t([degrade(hr)])), _t([hr])) for hr in val]))
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m facecodec.train.upscale", description=__doc__)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--steps", type=int, default=6000)
-    ap.add_argument("--time-limit-min", type=float, default=20.0)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--patch", type=int, default=96)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--val-every", type=int, default=250)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-clips", type=int, default=None)
-    ap.add_argument("--export", type=Path, default=None,
-                    help=f"copy the best weights here (the shipped ones: {DEFAULT_WEIGHTS})")
+    ap = training_parser("python -m facecodec.train.upscale", __doc__, steps=6000,
+                         minutes=20.0, batch=16, patch=96, weights=DEFAULT_WEIGHTS)
     a = ap.parse_args(argv)
-    torch.manual_seed(a.seed)
-    torch.set_num_threads(a.threads)
-    rng = np.random.default_rng(a.seed)
+    rng = seeded(a)
     t0 = time.monotonic()
     train = [f for c in load_split(a.data, "train")[: a.max_clips] for f in _frames(c, 6, 60)]
     train = [f for f in train if min(f.shape[:2]) >= a.patch]
     val = [f for c in load_split(a.data, "validation") for f in _frames(c, 15, 60)]
     prep_s = time.monotonic() - t0
     print(f"{len(train)} training frames, {len(val)} validation frames ({prep_s:.0f} s)")
+    psnr_bicubic = bicubic_psnr(val)
 
     net = UpscaleNet(UpscaleConfig())
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
@@ -125,21 +117,21 @@ def main(argv: list[str] | None = None) -> int:
         step += 1
         if step % a.val_every == 0 or step == a.steps:
             net.eval()
-            s = evaluate(net, val)
+            psnr = evaluate(net, val)
             net.train()
             log.write(f"{step},{time.monotonic() - t_train:.1f},{np.mean(losses):.5f},"
-                      f"{s['psnr_net']:.3f},{s['psnr_bicubic']:.3f}\n")
+                      f"{psnr:.3f},{psnr_bicubic:.3f}\n")
             log.flush()
             print(f"step {step}: loss {np.mean(losses):.4f}  validation PSNR-Y "
-                  f"{s['psnr_net']:.2f} dB (bicubic {s['psnr_bicubic']:.2f})", flush=True)
+                  f"{psnr:.2f} dB (bicubic {psnr_bicubic:.2f})", flush=True)
             losses = []
-            if s["psnr_net"] > best:
-                best, best_step = s["psnr_net"], step
+            if psnr > best:
+                best, best_step = psnr, step
                 save_upscaler(net, a.out / "best.safetensors")
     net.eval()
     final = evaluate(net, val)
     best_net = load_upscaler(a.out / "best.safetensors") if best_step else net
-    scores = evaluate(best_net, val)
+    scores = {"psnr_net": best if best_step else final, "psnr_bicubic": psnr_bicubic}
     meta = {"training": {
         "command": "python -m facecodec.train.upscale " + " ".join(argv or sys.argv[1:]),
         "seed": a.seed, "steps": step, "best_step": best_step or step, "batch": a.batch,
@@ -148,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_time_s": round(time.monotonic() - t_train, 1),
         "hardware": "CPU", "data": "train split only",
     }, "validation": {**{k: round(v, 3) for k, v in scores.items()},
-                      "final_step_psnr_net": round(final["psnr_net"], 3),
+                      "final_step_psnr_net": round(final, 3),
                       "frames": len(val), "protocol": "x2 of area-downscaled frames, PSNR-Y"}}
     mid = save_upscaler(best_net, a.out / "best.safetensors", meta)
     if a.export is not None:

@@ -1,0 +1,40 @@
+"""Command-line options and seeding shared by the single-process trainers (layer fusion,
+upscaler): the same names mean the same thing in both."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def training_parser(
+    prog: str, doc: str | None, *, steps: int, minutes: float, batch: int, patch: int,
+    weights: Path,
+) -> argparse.ArgumentParser:
+    """--data --out --steps --time-limit-min --batch --patch --lr --val-every --threads --seed
+    --max-clips --export, with this trainer's defaults; add its own options to the result."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--time-limit-min", type=float, default=minutes)
+    ap.add_argument("--batch", type=int, default=batch)
+    ap.add_argument("--patch", type=int, default=patch)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--val-every", type=int, default=250)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-clips", type=int, default=None)
+    ap.add_argument("--export", type=Path, default=None,
+                    help=f"also write the best weights here (the shipped ones: {weights})")
+    return ap
+
+
+def seeded(a: argparse.Namespace) -> np.random.Generator:
+    """Seed torch, set its thread count, and return the trainer's numpy generator."""
+    torch.manual_seed(a.seed)
+    torch.set_num_threads(a.threads)
+    return np.random.default_rng(a.seed)
