@@ -14,6 +14,8 @@ from facecodec.errors import FacecodecError
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 CLIP = DATA / "clips" / "liveportrait_d19.mp4"
+# Every test here scores real footage (directly or through a fixture).
+pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"shared data missing: {CLIP}")
 
 
 @pytest.fixture(scope="module")

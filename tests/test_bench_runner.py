@@ -17,6 +17,8 @@ from facecodec.errors import FacecodecError
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 CLIP = DATA / "clips" / "grid_swiz3n.mpg"
+# Every test here scores real footage (directly or through a fixture).
+pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"shared data missing: {CLIP}")
 
 
 def test_run_bench_with_plugin(tmp_path: Path) -> None:

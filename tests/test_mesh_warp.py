@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +28,7 @@ _spec.loader.exec_module(bench)
 
 @pytest.fixture(scope="module")
 def grid() -> tuple[np.ndarray, np.ndarray]:
-    return bench.load_clip(DATA / "clips" / "grid_swiz3n.mpg", max_frames=75)
+    return bench.load_clip(require(DATA / "clips" / "grid_swiz3n.mpg"), max_frames=75)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,8 @@ def test_warp_beats_static_frame(grid: tuple[np.ndarray, np.ndarray]) -> None:
 def test_calm_clip_stays_close_to_static() -> None:
     # On a clip where the head hardly moves, landmark jitter makes the static frame 0 hard to
     # beat (BASELINES.md); the warp must stay close instead of bending the background.
-    frames, marks = bench.load_clip(DATA / "clips" / "liveportrait_d19.mp4", max_frames=75)
+    frames, marks = bench.load_clip(require(DATA / "clips" / "liveportrait_d19.mp4"),
+                                    max_frames=75)
     warp, static = bench.evaluate(frames, bench.smooth(marks))
     assert warp > 30.0 and warp > static - 3.0, (warp, static)
 

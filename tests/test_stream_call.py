@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from conftest import require
 
 from facecodec.bitstream.packets import Packet, PacketType, encode_packet
 from facecodec.capture.video import read_frames
@@ -124,7 +125,7 @@ def test_sender_goes_intra_only_while_the_receiver_reports_loss() -> None:
     from facecodec.bitstream.packets import decode_packet
     from facecodec.codec.stream import LOSS_MEMORY, StreamDecoder, StreamEncoder
 
-    frames = list(read_frames(str(CLIP)))[:20]
+    frames = list(read_frames(str(require(CLIP))))[:20]
     enc = StreamEncoder(fps=25, source_size=(frames[0].shape[1], frames[0].shape[0]))
     dec = StreamDecoder(enc.header_bytes())
 
