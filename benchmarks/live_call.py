@@ -51,7 +51,8 @@ from facecodec.stream.signaling import SignalingServer
 
 
 def _peer(
-    role: str, url: str, source: str | None, seconds: float, loss: float, jitter_ms: float
+    role: str, url: str, source: str | None, seconds: float, loss: float, jitter_ms: float,
+    layer_kbps: float = 0.0,
 ) -> dict[str, Any]:
     """One side of the call, run in its own process."""
     impairment = Impairment(loss=loss, jitter_ms=jitter_ms, seed=0) if loss or jitter_ms else None
@@ -61,6 +62,7 @@ def _peer(
         loopback=True,
         impairment=impairment if role == "receiver" else None,
         wait_peer_s=30.0,
+        layer_kbps=layer_kbps,
     )
     stats = asyncio.run(run_call("bench", url, source, "none", options))
     summary = stats.summary()
@@ -79,7 +81,7 @@ async def _loopback_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict
                 pool, _peer, "receiver", url, None, args.seconds, args.loss, args.jitter_ms
             )
             sender = loop.run_in_executor(
-                pool, _peer, "sender", url, args.source, args.seconds, 0.0, 0.0
+                pool, _peer, "sender", url, args.source, args.seconds, 0.0, 0.0, args.layer_kbps
             )
             sent, received = await asyncio.gather(sender, receiver)
     finally:
@@ -338,6 +340,7 @@ def netns_call(
     workdir: Path,
     timeout: float = 60.0,
     audio: str = "auto",
+    layer_kbps: float = 0.0,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Signaling server and sender (`facecodec call --source ... --loop`) in namespace a, the
     receiver in b, both `--render none --stats-json`; returns (sender, receiver) summaries."""
@@ -369,6 +372,8 @@ def netns_call(
                 str(seconds),
                 "--stats-json",
                 str(workdir / "send.json"),
+                "--layer-kbps",
+                str(layer_kbps),
             ],
             logs["send"],
         )
@@ -410,7 +415,8 @@ async def _netns_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
             netns_rig(args.loss, args.delay_ms, args.jitter_ms) as rig,
             tempfile.TemporaryDirectory() as tmp,
         ):
-            return netns_call(rig, args.source, args.seconds, Path(tmp), args.seconds + 60)
+            return netns_call(rig, args.source, args.seconds, Path(tmp), args.seconds + 60,
+                              layer_kbps=args.layer_kbps)
 
     return await asyncio.to_thread(run)
 
@@ -495,6 +501,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "fps": received["fps"],
         "motion_kbps": sent["motion_kbps"],
         "keyframe_kbps": sent["keyframe_kbps"],
+        "layer_kbps": sent["layer_kbps"],
         "audio_kbps": sent["audio_kbps"],
         "latency_p50_ms": received["latency_p50_ms"],
         "latency_p95_ms": received["latency_p95_ms"],
@@ -514,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
         "--loss", type=float, default=0.0, help="packet loss probability (loopback: motion only)"
     )
     parser.add_argument("--jitter-ms", type=float, default=0.0)
+    parser.add_argument("--layer-kbps", type=float, default=0.0,
+                        help="also send the low-resolution layer at this rate")
     parser.add_argument("--netns", action="store_true", help="call across network namespaces")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay (--netns)")
     parser.add_argument(

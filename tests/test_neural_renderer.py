@@ -104,6 +104,25 @@ def test_region_gate_leaves_pixels_away_from_mouth_and_eyes_alone() -> None:
     assert not changed[:30].any() and not changed[:, 46:].any()  # far from it
 
 
+def test_disocclusion_gate_acts_only_where_the_mouth_opens_beyond_the_reference() -> None:
+    torch.manual_seed(0)
+    x, c = torch.rand(1, 6, 64, 64), torch.zeros(1, COND_CHANNELS, 32, 32)
+    c[:, 2, 20:24, 10:20] = 1.0  # where the reference's mouth lands after the warp
+    c[:, 3, 20:24, 10:20] = 1.0  # the target's mouth: the same place, nothing uncovered
+    c[:, 4, 8:12, 8:24] = 1.0  # eyes
+    net = RefinerNet(RefinerConfig(widths=(8, 8, 16, 16), residual=False, region=2,
+                                   disocclusion=True))
+    with torch.no_grad():
+        net.head.weight.normal_(0, 0.01)
+        net.head.bias.fill_(0.9)
+        assert torch.equal(net(x, c), x[:, :3])  # a closed or unchanged mouth: the warp
+        c[:, 3, 24:28, 10:20] = 1.0  # the target's mouth opens downwards
+        out = net(x, c)
+    changed = (out != x[:, :3]).any(dim=1)[0]
+    assert changed[48:56, 20:40].all()  # the uncovered part (full resolution)
+    assert not changed[:36].any()  # above it: the reference's mouth area and the eyes
+
+
 def test_conditioning_flow_points_at_reference_landmarks(frames: tuple) -> None:
     """The displacement channels map the target's landmarks back onto the reference's."""
     _, motions, key = frames

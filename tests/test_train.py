@@ -130,3 +130,37 @@ def test_ddp_two_cpu_processes(data_dir: Path, cache: Path, tmp_path: Path) -> N
     assert state["step"] == 2
     assert len(state["rng"]) == 2  # both ranks' sampler states were gathered
     assert state["rng"][0] != state["rng"][1]  # ranks draw different pairs
+
+
+def test_coded_references_are_what_the_receiver_sees(data_dir: Path, cache: Path) -> None:
+    clips = build_cache(data_dir, "train", cache, 16, 2, 1, progress=False)
+    raw = PairSampler(clips, seed=3, patch=112).batch(2)
+    low = PairSampler(clips, seed=3, patch=112, ref_quality=(20, 20)).batch(2)
+    # Same pairs and patches; only the reference (and so the warp of it) went through the
+    # keyframe codec, and the target did not.
+    assert torch.equal(raw[2], low[2])
+    err = (raw[0][:, 3:] - low[0][:, 3:]).abs().mean().item()
+    assert 0.002 < err < 0.05
+
+
+def test_a_stage_adding_the_full_resolution_head_starts_from_the_previous_output(
+    data_dir: Path, cache: Path, tmp_path: Path
+) -> None:
+    first = tmp_path / "first"
+    train(_config(tmp_path, steps=2), data_dir, first, cache, torch.device("cpu"),
+          progress=False)
+    prev = load_net(first / "last.safetensors")
+    model = {**TINY["model"], "full_res": True}  # type: ignore[dict-item]
+    cfg = _config(tmp_path, steps=1, lr=0.0, model=model, init=str(first / "last.safetensors"))
+    train(cfg, data_dir, tmp_path / "second", cache, torch.device("cpu"), progress=False)
+    grown = load_net(tmp_path / "second" / "last.safetensors")
+    assert grown.config.full_res and hasattr(grown, "full")
+    x, c, _ = PairSampler(build_cache(data_dir, "train", cache, 16, 2, 1, progress=False),
+                          seed=1, patch=112).batch(1)
+    with torch.no_grad():
+        assert torch.equal(prev(x, c), grown(x, c))
+    # Weights of another shape are refused in one line.
+    bad = _config(tmp_path, steps=0, model={"widths": [8, 8, 16, 32]},
+                  init=str(first / "last.safetensors"))
+    with pytest.raises(FacecodecError, match="do not fit"):
+        train(bad, data_dir, tmp_path / "third", cache, torch.device("cpu"), progress=False)

@@ -73,6 +73,11 @@ class EncoderSettings:
             raise FacecodecError("resync interval must be within (0, 1] s")
 
 
+def fusion_model_for(layer_kbps: float) -> str:
+    """The fusion a layer of this rate is made for (see NET_FUSION_MAX_KBPS)."""
+    return default_fusion_id() if layer_kbps <= NET_FUSION_MAX_KBPS else GATE_MODEL_ID
+
+
 def coder_config(basis: ExpressionBasis, preset: str) -> CoderConfig:
     return make_config(preset, K_MEDIUM, basis.std)
 
@@ -335,8 +340,7 @@ def code_analysis(
         resync_interval=max(1, math.floor(float(fps) * settings.resync_s)),
         coder_config=config.to_bytes(),
         layer=None if layer is None else LayerParams(
-            layer.codec, layer.size, layer.divisor,
-            default_fusion_id() if layer_kbps <= NET_FUSION_MAX_KBPS else GATE_MODEL_ID,
+            layer.codec, layer.size, layer.divisor, fusion_model_for(layer_kbps)
         ),
     )
     packets = packetize(events, config, settings, fps, report.frames, layer)

@@ -14,6 +14,7 @@ Codec ids are part of the bitstream spec (docs/bitstream.md); never renumber the
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -89,6 +90,12 @@ class LayerEncoder:
         self.pts = 0
 
     def restart(self) -> None:
+        """End the current run: the next picture is intra, from a fresh encoder."""
+        if self.ctx is not None:
+            # Tell the encoder the run ended (SVT-AV1 complains on stderr otherwise); low
+            # delay holds nothing back, so this returns no packets.
+            with contextlib.suppress(av.FFmpegError):
+                self.ctx.encode(None)
         self.ctx = None
 
     def encode(self, crop: np.ndarray) -> tuple[bytes, bool]:
@@ -177,6 +184,7 @@ def code_sequence(
         (frame,) = dec_ctx.decode(av.Packet(raw))
         coded.append(data)
         decoded.append(cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420))
+    enc.restart()
     return coded, decoded
 
 

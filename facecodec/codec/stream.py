@@ -1,7 +1,8 @@
 """Frame-at-a-time encoder and decoder for live calls, speaking packet bytes.
 
 The same analysis, packetiser and decoder as file mode, with one frame per motion packet
-(no batching delay) and a keyframe whenever the receiver asks for one.
+(no batching delay), a keyframe whenever the receiver asks for one, and optionally the
+low-resolution layer under live rate control (layer_rate.LiveLayer).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from fractions import Fraction
 
 import numpy as np
 
-from facecodec.bitstream.container import StreamHeader
+from facecodec.bitstream.container import LayerParams, StreamHeader
 from facecodec.bitstream.packets import decode_packet, encode_packet
-from facecodec.codec.analysis import FaceAnalyzer
+from facecodec.codec.analysis import FaceAnalyzer, KeyframeEvent, MotionEvent
 from facecodec.codec.decoder import PacketDecoder
-from facecodec.codec.encoder import EncoderSettings, Packetizer, coder_config
+from facecodec.codec.encoder import EncoderSettings, Packetizer, coder_config, fusion_model_for
+from facecodec.codec.layer import AV1
+from facecodec.codec.layer_rate import LayerPlan, LiveLayer
 from facecodec.errors import BitstreamError
 from facecodec.motion.basis import load_basis
 from facecodec.render.registry import DEFAULT_RENDERER
@@ -37,8 +40,10 @@ class StreamEncoder:
         keyframe_quality: int = 60,
         source_size: tuple[int, int] | None = None,
         allow_several: bool = True,
+        layer_kbps: float = 0.0,
     ) -> None:
-        settings = EncoderSettings(size=size, preset=preset, keyframe_quality=keyframe_quality)
+        settings = EncoderSettings(size=size, preset=preset, keyframe_quality=keyframe_quality,
+                                   layer_kbps=layer_kbps)
         settings.validate()
         fps = Fraction(fps).limit_denominator(1001)
         basis = load_basis()
@@ -46,13 +51,19 @@ class StreamEncoder:
         resync = max(1, int(float(fps)))
         per_packet = 1 if live else max(1, round(float(fps) / 2))
         w, h = source_size or (size, size)
+        self.layer = LiveLayer(layer_kbps, float(fps)) if layer_kbps > 0 else None
         self.header = StreamHeader(
             size, fps.numerator, fps.denominator, w, h, basis.basis_id, "", preset, resync,
             config.to_bytes(),
+            layer=None if self.layer is None else LayerParams(
+                AV1, self.layer.size, self.layer.divisor, fusion_model_for(layer_kbps)),
         )
         # A call keeps going when someone walks behind the speaker: follow the largest face.
         self.analyzer = FaceAnalyzer(basis, size, float(fps), allow_several=allow_several)
         self.packetizer = Packetizer(config, resync, per_packet, keyframe_quality)
+        if self.layer is not None:
+            self.packetizer.layer = LayerPlan(AV1, self.layer.size, self.layer.divisor, 0)
+        self.size = size
         self._resync = resync
         self._loss_history: list[bool] = []
 
@@ -80,12 +91,31 @@ class StreamEncoder:
     def push(self, frame_rgb: np.ndarray, index: int) -> list[bytes]:
         packets = []
         for event in self.analyzer.push(frame_rgb, index):
+            if self.layer is not None:
+                self._layer_picture(event, frame_rgb)
             packets += self.packetizer.push(event)
         packets += self.packetizer.flush()
         return [encode_packet(p) for p in packets]
 
+    def _layer_picture(self, event: KeyframeEvent | MotionEvent, frame_rgb: np.ndarray) -> None:
+        """Code this frame's layer picture, if it carries one, for the packetiser to send."""
+        assert self.layer is not None and self.packetizer.layer is not None
+        pictures = self.packetizer.layer.pictures
+        pictures.clear()
+        if isinstance(event, KeyframeEvent):
+            self.layer.restart(event.index)
+            return
+        crop = self.analyzer.crop
+        if not event.face_seen or crop is None:
+            return  # a held Motion: nothing new to show
+        picture = self.layer.picture(event.index, crop.cut(frame_rgb, self.size))
+        if picture is not None:
+            pictures[event.index] = picture
+
     def close(self) -> None:
         self.analyzer.close()
+        if self.layer is not None:
+            self.layer.encoder.restart()
 
 
 class StreamDecoder:

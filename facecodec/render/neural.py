@@ -29,7 +29,11 @@ training. And trained with L1 + MS-SSIM the mask still settled as a faint outlin
 edge (blurring where landmarks are uncertain), which lowered VMAF by 7 points on a
 validation clip; so v1 confines m to the target's mouth and eyes (dilated, plus where the
 reference's mouth lands): the regions the warp cannot draw, and everywhere else the frame
-is exactly the warp's.
+is exactly the warp's. Measured afterwards on the validation ladder, even that cost VMAF
+(-0.85 against the warp), almost all of it from blurred eyes (open in reference and target,
+where the warp was right), so the shipped config narrows m further, at inference only, to
+where the target's mouth opens beyond where the reference's mouth lands (`disocclusion`):
+the pixels the warp can only fill by stretching lips (docs/neural_renderer.md).
 
 The heavy part runs at 1/4 .. 1/16 resolution (a small U-Net with additive skips); no
 convolution runs at full resolution, which keeps the net near 20 ms on two cores
@@ -73,6 +77,10 @@ class RefinerConfig:
     mask_floor: float = 0.0  # mask logits below this give exactly the warp (a dead zone)
     region: int = 0  # > 0: the mask acts only within this many half-res px of mouth / eyes
     region_eyes: bool = True  # False: of the mouth only
+    full_res: bool = False  # add a full-resolution correction to the mask and colour
+    # The mask acts only where the target's mouth opens beyond where the reference's mouth
+    # lands (dilated by `region`): the one place the warp must stretch lip pixels.
+    disocclusion: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> RefinerConfig:
@@ -82,7 +90,9 @@ class RefinerConfig:
                    residual=bool(d.get("residual", True)),
                    mask_floor=float(d.get("mask_floor", 0.0)),  # type: ignore[arg-type]
                    region=int(d.get("region", 0)),  # type: ignore[call-overload]
-                   region_eyes=bool(d.get("region_eyes", True)))
+                   region_eyes=bool(d.get("region_eyes", True)),
+                   full_res=bool(d.get("full_res", False)),
+                   disocclusion=bool(d.get("disocclusion", False)))
 
 
 def _conv(cin: int, cout: int, stride: int = 1, k: int = 3) -> nn.Conv2d:
@@ -117,6 +127,14 @@ class RefinerNet(nn.Module):
         self.head = _conv(c1, 7)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        if self.config.full_res:
+            # One 3x3 convolution at full resolution over the upsampled features and the
+            # warp | reference pixels: generated colour (teeth, lip edges) keeps full-res
+            # detail instead of a 2x bilinear blur. Zero-initialised: a net trained without
+            # it starts from exactly its previous output.
+            self.full = _conv(c1 + 6, 4)
+            nn.init.zeros_(self.full.weight)
+            nn.init.zeros_(self.full.bias)
 
     def forward(
         self, image: torch.Tensor, cond: torch.Tensor, with_mask: bool = False
@@ -136,6 +154,8 @@ class RefinerNet(nn.Module):
         d2 = act(self.up2(e2 + _up(self.lat2(d3))), 0.2)
         d1 = act(self.up1(e1 + _up(self.lat1(d2))), 0.2)
         h = _up(self.head(d1))
+        if self.config.full_res:
+            h = h + F.pad(self.full(torch.cat([_up(d1), image], 1)), (0, 0, 0, 0, 3, 0))
         warp = image[:, :3]
         logit = h[:, 3:4] - self.config.mask_floor
         # Clamped mask (exactly 0: the warp's own pixel) with a straight-through gradient, so
@@ -144,7 +164,10 @@ class RefinerNet(nn.Module):
         if self.config.region > 0:
             # Target mouth and eyes, and where the reference's mouth lands, dilated.
             k = 2 * self.config.region + 1
-            parts = cond[:, 2:5] if self.config.region_eyes else cond[:, 2:4]
+            if self.config.disocclusion:
+                parts = (cond[:, 3:4] - cond[:, 2:3]).clamp_min(0.0)
+            else:
+                parts = cond[:, 2:5] if self.config.region_eyes else cond[:, 2:4]
             near = F.max_pool2d(parts.amax(dim=1, keepdim=True), k, 1, k // 2)
             mask = mask * _up(near)
         out = warp + mask * (h[:, 4:7] - warp)

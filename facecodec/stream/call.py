@@ -70,6 +70,7 @@ class CallOptions:
     size: int = 256
     preset: str = "medium"
     renderer: str = "warp"
+    layer_kbps: float = 0.0  # low-resolution layer beside the motion (0: motion only)
     pli_interval_s: float = 0.5  # at most one keyframe request per interval
     loss_report_s: float = 1.0  # how often the receiver reports motion-packet loss
     on_viewer: Callable[[str], None] | None = None  # told the viewer URL once it listens
@@ -92,6 +93,7 @@ class CallStats:
     packets_lost: int = 0
     motion_bytes_sent: int = 0
     keyframe_bytes_sent: int = 0
+    layer_bytes_sent: int = 0
     audio_bytes_sent: int = 0
     send_seconds: float = 0.0
     wall_seconds: float = 0.0
@@ -123,6 +125,7 @@ class CallStats:
             "keyframe_kbps": (
                 self.keyframe_bytes_sent * 8 / 1000 / send_s if self.send_seconds else 0
             ),
+            "layer_kbps": self.layer_bytes_sent * 8 / 1000 / send_s if self.send_seconds else 0,
             "audio_kbps": self.audio_bytes_sent * 8 / 1000 / max(self.wall_seconds, 1e-9),
             "latency_p50_ms": _percentile(lat, 50),
             "latency_p95_ms": _percentile(lat, 95),
@@ -178,7 +181,8 @@ class _Call:
         self.encoder: Any = None
         if self.source is not None:
             self.encoder = self.encoder_cls(
-                size=options.size, fps=Fraction(self.source.fps), preset=options.preset, live=True
+                size=options.size, fps=Fraction(self.source.fps), preset=options.preset, live=True,
+                layer_kbps=options.layer_kbps,
             )
         # One worker per direction keeps encoder and decoder calls ordered and off the loop.
         self._encode_pool = ThreadPoolExecutor(1, thread_name_prefix="facecodec-encode")
@@ -288,6 +292,7 @@ class _Call:
             self.stats.packets_lost += peer.stats.packets_lost
             self.stats.motion_bytes_sent += peer.stats.motion_bytes_sent
             self.stats.keyframe_bytes_sent += peer.stats.keyframe_bytes_sent
+            self.stats.layer_bytes_sent += peer.stats.layer_bytes_sent
             await peer.close()
 
     async def send(self, peer: Peer) -> None:
@@ -455,6 +460,8 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="random extra delay")
     parser.add_argument("--preset", default="medium")
     parser.add_argument("--renderer", default="warp")
+    parser.add_argument("--layer-kbps", type=float, default=0.0,
+                        help="send the low-resolution layer at this rate (0: motion only)")
     parser.add_argument("--stats-json", help="write this side's call summary to this JSON file")
 
 
@@ -475,6 +482,7 @@ def call_main(args: argparse.Namespace) -> int:
         window=args.window,
         preset=args.preset,
         renderer=args.renderer,
+        layer_kbps=args.layer_kbps,
         on_viewer=lambda url: print(f"viewer: {url}", flush=True),
         on_connected=lambda: print("connected", flush=True),
     )
@@ -488,7 +496,7 @@ def call_main(args: argparse.Namespace) -> int:
             json.dump(s, f, indent=2)
     print(
         f"sent {s['frames_sent']} frames, rendered {s['frames_rendered']} at {s['fps']:.1f} fps, "
-        f"motion {s['motion_kbps']:.2f} kbps, audio {s['audio_kbps']:.1f} kbps, "
+        f"motion {s['motion_kbps']:.2f} kbps, layer {s['layer_kbps']:.2f} kbps, audio {s['audio_kbps']:.1f} kbps, "
         f"latency p50 {s['latency_p50_ms'] or 0:.0f} ms",
         flush=True,
     )

@@ -3,8 +3,10 @@
 Two data channels, created pre-negotiated (same ids on both sides) so neither peer waits for
 the other to announce them:
 
-- "keyframes" (id 0): reliable, ordered. Keyframes, END, and JSON control messages (stream
-  start with the codec header, keyframe requests).
+- "keyframes" (id 0): reliable, ordered. Keyframes, END, low-resolution layer pictures
+  (each predicted from the one before: a lost one would stop the layer until the next
+  intra picture) and JSON control messages (stream start with the codec header, keyframe
+  requests, loss reports).
 - "motion" (id 1): unordered, maxRetransmits=0. One small MOTION/RESYNC packet per frame: a
   retransmitted packet would arrive after its frame was due, so it is better lost.
 
@@ -32,6 +34,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
+from facecodec.bitstream.packets import PacketType
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.stream.impair import Impairment
 from facecodec.stream.signaling import SignalingClient
@@ -120,6 +123,7 @@ class PeerStats:
     packets_sent: int = 0
     motion_bytes_sent: int = 0  # MOTION and RESYNC packets
     keyframe_bytes_sent: int = 0  # KEYFRAME and END packets
+    layer_bytes_sent: int = 0  # LAYER packets
     control_bytes_sent: int = 0
     packets_dropped_congestion: int = 0
     packets_received: int = 0
@@ -229,7 +233,10 @@ class Peer:
         if info.reliable:
             assert self._keyframes is not None
             self._keyframes.send(data)
-            self.stats.keyframe_bytes_sent += len(data)
+            if info.type == PacketType.LAYER:
+                self.stats.layer_bytes_sent += len(data)
+            else:
+                self.stats.keyframe_bytes_sent += len(data)
         else:
             assert self._motion is not None
             if self._motion.bufferedAmount > MAX_MOTION_BUFFERED:

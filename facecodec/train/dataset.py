@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from facecodec.codec.analysis import MotionEvent
 from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops
+from facecodec.codec.keyframe import decode_image, encode_image
 from facecodec.motion.basis import load_basis
 from facecodec.render.neural import Conditioner
 from facecodec.train.landmarks import load_split
@@ -97,12 +98,22 @@ class Sample:
     target: torch.Tensor  # (3, P, P)
 
 
+def coded(image: np.ndarray, quality: int) -> np.ndarray:
+    """The picture as the receiver gets a keyframe: through the keyframe codec."""
+    cid, data = encode_image(image, quality)
+    return decode_image(cid, data, image.shape[0])
+
+
 def make_sample(
     clip: ClipData, src: int, drv: int, cond: Conditioner, rng: np.random.Generator | None,
-    patch: int = SIZE,
+    patch: int = SIZE, ref_quality: tuple[int, int] | None = None,
 ) -> Sample:
-    """One pair, warped; with `rng`: a random patch, horizontal flip and colour jitter."""
+    """One pair, warped; with `rng`: a random patch, horizontal flip and colour jitter;
+    with `ref_quality` too: the reference through the keyframe codec at a random quality
+    in that range, as the receiver has it."""
     ref, tgt = np.asarray(clip.crops[src]), np.asarray(clip.crops[drv])
+    if rng is not None and ref_quality is not None:
+        ref = coded(ref, int(rng.integers(ref_quality[0], ref_quality[1] + 1)))
     cond.set_reference(ref, clip.points[src])
     warped, c = cond(clip.points[drv])
     img = np.concatenate([warped, ref, tgt], axis=-1).astype(np.float32) * (1.0 / 255.0)
@@ -125,12 +136,14 @@ def make_sample(
 class PairSampler:
     """Endless random pairs: a clip uniformly, a segment, two distinct frames of it."""
 
-    def __init__(self, clips: list[ClipData], seed: int, patch: int) -> None:
+    def __init__(self, clips: list[ClipData], seed: int, patch: int,
+                 ref_quality: tuple[int, int] | None = None) -> None:
         self.items = [(c, s) for c in clips for s in segment_pairs(c)]
         if not self.items:
             raise ValueError("no clip has a segment with two frames")
         self.rng = np.random.default_rng(seed)
         self.patch = patch
+        self.ref_quality = ref_quality
         self.cond = Conditioner(SIZE)
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -139,7 +152,7 @@ class PairSampler:
             clip, rows = self.items[int(self.rng.integers(len(self.items)))]
             src, drv = self.rng.choice(rows, size=2, replace=False)
             samples.append(make_sample(clip, int(src), int(drv), self.cond, self.rng,
-                                       self.patch))
+                                       self.patch, self.ref_quality))
         return stack(samples)
 
 

@@ -52,6 +52,8 @@ class TrainConfig:
     max_clips: int | None = None
     threads: int = 2
     init: str | None = None  # weights to start a fresh run from (a previous stage)
+    # Keyframe quality range the training references are coded at (None: uncoded crops).
+    ref_quality: tuple[int, int] | None = None
     loss: LossWeights = field(default_factory=LossWeights)
     model: RefinerConfig = field(default_factory=RefinerConfig)
 
@@ -165,14 +167,25 @@ def train(
     if not main:
         train_clips = build_cache(data_dir, "train", cache, cfg.max_frames, cfg.stride,
                                   cfg.max_clips, False)
-    sampler = PairSampler(train_clips, cfg.seed * 1000 + rank, cfg.patch)
+    rq = (int(cfg.ref_quality[0]), int(cfg.ref_quality[1])) if cfg.ref_quality else None
+    sampler = PairSampler(train_clips, cfg.seed * 1000 + rank, cfg.patch, rq)
 
     net = RefinerNet(cfg.model).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     step, elapsed, best = 0, 0.0, -math.inf
     state_path = out / "state.json"
     if cfg.init and not state_path.exists():
-        net.load_state_dict(load_file(cfg.init))
+        # A previous stage may lack layers this config adds (zero-initialised, so the
+        # network starts from the previous stage's output); anything else must match.
+        try:
+            missing, unexpected = net.load_state_dict(load_file(cfg.init), strict=False)
+        except RuntimeError as e:  # a tensor of another shape
+            raise FacecodecError(f"init weights {cfg.init} do not fit the model config: "
+                                 f"{str(e).splitlines()[-1].strip()}") from None
+        added = [k for k in missing if not k.startswith("full.")]
+        if added or unexpected:
+            raise FacecodecError(f"init weights {cfg.init} do not fit the model config "
+                                 f"(missing {added}, unexpected {unexpected})")
     if state_path.exists():
         state = json.loads(state_path.read_text())
         net.load_state_dict(load_file(str(out / "last.safetensors")))
