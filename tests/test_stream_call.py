@@ -398,3 +398,22 @@ def test_loopback_call_renders_frames_with_loss() -> None:
         assert got.latencies_ms and min(got.latencies_ms) >= 0
 
     run(body, timeout=40)
+
+
+def test_loopback_call_carries_the_layer() -> None:
+    from facecodec.stream.call import CallOptions, run_call
+
+    async def body(url: str) -> None:
+        sender = CallOptions(seconds=6, loopback=True, audio="none", layer_kbps=8.0)
+        receiver = CallOptions(seconds=8, loopback=True, audio="none")
+        sent, got = await asyncio.gather(
+            run_call("layer", url, str(CLIP), "none", sender),
+            run_call("layer", url, None, "none", receiver),
+        )
+        assert sent.frames_sent > 20 and sent.layer_bytes_sent > 0
+        # The receiver decodes the header's layer on its own and draws most frames with it
+        # (the layer starts with the first keyframe; frames before it have none).
+        assert got.frames_rendered > 20
+        assert got.frames_fused > 0.8 * got.frames_rendered
+
+    run(body, timeout=40)

@@ -14,7 +14,7 @@ import numpy as np
 from facecodec.bitstream.container import LayerParams, StreamHeader
 from facecodec.bitstream.packets import decode_packet, encode_packet
 from facecodec.codec.analysis import FaceAnalyzer, KeyframeEvent, MotionEvent
-from facecodec.codec.decoder import PacketDecoder
+from facecodec.codec.decoder import DecodeStats, PacketDecoder
 from facecodec.codec.encoder import EncoderSettings, Packetizer, coder_config, fusion_model_for
 from facecodec.codec.layer import AV1
 from facecodec.codec.layer_rate import LayerPlan, LiveLayer
@@ -132,3 +132,7 @@ class StreamDecoder:
 
     def needs_keyframe(self) -> bool:
         return self.decoder.needs_keyframe()
+
+    @property
+    def stats(self) -> DecodeStats:
+        return self.decoder.stats

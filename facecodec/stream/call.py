@@ -85,6 +85,7 @@ class CallStats:
     frames_skipped: int = 0  # captured while the encoder was behind real time: not encoded
     frames_rendered: int = 0
     frames_concealed: int = 0  # frame indices never rendered (last frame held instead)
+    frames_fused: int = 0  # frames drawn with the low-resolution layer
     decode_errors: int = 0
     keyframe_requests_sent: int = 0
     keyframe_requests_received: int = 0
@@ -114,6 +115,7 @@ class CallStats:
             "frames_skipped": self.frames_skipped,
             "frames_rendered": self.frames_rendered,
             "frames_concealed": self.frames_concealed,
+            "frames_fused": self.frames_fused,
             "decode_errors": self.decode_errors,
             "keyframe_requests_sent": self.keyframe_requests_sent,
             "keyframe_requests_received": self.keyframe_requests_received,
@@ -359,11 +361,13 @@ class _Call:
             assert isinstance(event, PacketReceived)
             if decoder is None:
                 continue  # motion that overtook the stream start on the other channel
+            fused = decoder.stats.frames_fused
             try:
                 frames = await loop.run_in_executor(self._decode_pool, decoder.push, event.data)
             except BitstreamError:
                 self.stats.decode_errors += 1
                 frames = []
+            self.stats.frames_fused += decoder.stats.frames_fused - fused
             for index, rgb in frames:
                 await self.show(index, rgb, t0 + index / fps)
                 if last_index is not None and index > last_index + 1:
