@@ -6,9 +6,10 @@ the first 60 frames, area-downscaled two times and upscaled back; PSNR-Y of the 
 of bicubic against the original frame. Then `decode --upscale` itself: the validation clips
 whose source face is at least 480 px are coded at 256 px (medium) and their first 150
 reconstructed frames upscaled to 512 by the network and by bicubic, scored (PSNR-Y, MS-SSIM,
-VMAF) against the source cut at 512 px with the same crops.
+VMAF) against the source cut at 512 px with the same crops; `--layer-kbps K` codes them
+with a K kbps low-resolution layer as well (the upscaler then works on the fused frames).
 
-    .venv/bin/python benchmarks/upscale.py [--threads 2]
+    .venv/bin/python benchmarks/upscale.py [--threads 2] [--layer-kbps 15]
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--layer-kbps", type=float, default=0.0,
+                    help="code the reconstructions with a layer of this rate")
     a = ap.parse_args()
     up = Upscaler(threads=a.threads)
     params = sum(p.numel() for p in up.net.parameters())
@@ -67,18 +70,21 @@ def main() -> None:
         bic_all += bic
         print(f"{Path(c).stem:28s} PSNR-Y network {np.mean(net):6.2f}  bicubic {np.mean(bic):6.2f}")
     print(f"{'mean':28s} PSNR-Y network {np.mean(net_all):6.2f}  bicubic {np.mean(bic_all):6.2f}")
-    reconstructions(up, [DATA / c for c in clips if "liveportrait" in c])
+    reconstructions(up, [DATA / c for c in clips if "liveportrait" in c], a.layer_kbps)
 
 
-def reconstructions(up: Upscaler, clips: list[Path], frames: int = 150) -> None:
+def reconstructions(
+    up: Upscaler, clips: list[Path], layer_kbps: float = 0.0, frames: int = 150
+) -> None:
     from facecodec.bench.metrics import ReferenceFeatures, evaluate
     from facecodec.codec.decoder import decode_packets
     from facecodec.codec.encoder import EncoderSettings, analyze_file, code_analysis, original_crops
 
-    print("decode --upscale (256 px stream -> 512 px) against the source cut at 512 px:")
+    print(f"decode --upscale (256 px stream, layer {layer_kbps:g} kbps -> 512 px) against the "
+          "source cut at 512 px:")
     for clip in clips:
         a = analyze_file(clip, EncoderSettings(), max_frames=frames)
-        r = code_analysis(a, EncoderSettings())
+        r = code_analysis(a, EncoderSettings(layer_kbps=layer_kbps))
         n = len(original_crops(clip, a.keyframes, 256, frames))
         rec = decode_packets(r.header, r.packets, n, "warp")
         feats = ReferenceFeatures.compute(original_crops(clip, a.keyframes, 512, frames),
