@@ -295,3 +295,16 @@ def test_live_layer_rejects_rates_out_of_range() -> None:
     for kbps in (0.0, -1.0, 1000.0):
         with pytest.raises(FacecodecError, match="layer"):
             LiveLayer(kbps, 25.0)
+
+
+def test_reference_pictures_are_coarser_beside_a_layer(
+    analysis: Analysis, layered: EncodeResult
+) -> None:
+    # With the layer carrying the picture, the reference only lends fine detail: unless
+    # asked, the sender codes it at the lower quality the layer rate calls for.
+    plain = code_analysis(analysis, EncoderSettings())
+    asked = code_analysis(analysis, EncoderSettings(layer_kbps=8.0, keyframe_quality=60))
+    key = PacketType.KEYFRAME
+    assert layered.bytes_of(key) < 0.6 * plain.bytes_of(key)
+    assert asked.bytes_of(key) == plain.bytes_of(key)
+    assert EncoderSettings().keyframe_quality_for(4.0) > EncoderSettings().keyframe_quality_for(8.0)

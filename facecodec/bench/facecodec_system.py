@@ -18,16 +18,17 @@ from facecodec.codec.encoder import Analysis, EncoderSettings, analyze_file, cod
 from facecodec.codec.encoder import original_crops as _crops
 
 # (label, motion preset, keyframe quality, layer kbps): motion only (layer 0) from ~1 kbps,
-# then the low-resolution layer (docs/layer.md) up to ~40 kbps. Rate rises along the list.
-LADDER = (
+# then the low-resolution layer (docs/layer.md) up to ~40 kbps, its reference pictures at
+# the encoder's default for the layer's rate (None). Rate rises along the list.
+LADDER: tuple[tuple[str, str, int | None, float], ...] = (
     ("low-k40", "low", 40, 0.0),
     ("medium-k60", "medium", 60, 0.0),
     ("high-k80", "high", 80, 0.0),
     ("high-k92", "high", 92, 0.0),
-    ("medium-k60-layer4", "medium", 60, 4.0),
-    ("medium-k60-layer8", "medium", 60, 8.0),
-    ("medium-k70-layer15", "medium", 70, 15.0),
-    ("high-k80-layer30", "high", 80, 30.0),
+    ("medium-layer4", "medium", None, 4.0),
+    ("medium-layer8", "medium", None, 8.0),
+    ("medium-layer15", "medium", None, 15.0),
+    ("high-layer30", "high", None, 30.0),
 )
 QUICK_LADDER = (LADDER[0], LADDER[1], LADDER[5])
 

@@ -30,6 +30,7 @@ from facecodec.codec.layer_rate import (
     MAX_LAYER_KBPS,
     NET_FUSION_MAX_KBPS,
     LayerPlan,
+    keyframe_quality_with_layer,
     plan_layer,
     uses_layer,
 )
@@ -40,6 +41,7 @@ from facecodec.motion.motion import Motion
 from facecodec.render.fusion_model import GATE_MODEL_ID, default_fusion_id
 
 PRESETS = ("low", "medium", "high")
+DEFAULT_KEYFRAME_QUALITY = 60
 K_MEDIUM = 16  # expression coefficients at the medium preset (low: 8, high: 32)
 
 
@@ -48,7 +50,9 @@ class EncoderSettings:
     size: int = 256
     preset: str = "medium"
     target_kbps: float | None = None  # motion rate; overrides the preset's quantiser
-    keyframe_quality: int = 60  # 0..100, the user-facing quality of reference pictures
+    # 0..100, the user-facing quality of reference pictures; None: DEFAULT_KEYFRAME_QUALITY,
+    # or with a layer the lower quality the layer's rate calls for (layer_rate.py)
+    keyframe_quality: int | None = None
     packet_frames: int | None = None  # frames per motion packet; None: about 1/2 s
     resync_s: float = 1.0  # a lost packet damages at most this long
     refresh_s: float = 0.0  # periodic keyframe refresh (0: only when needed)
@@ -60,7 +64,7 @@ class EncoderSettings:
             raise FacecodecError(f"--size {self.size} out of range (128..512)")
         if self.preset not in PRESETS:
             raise FacecodecError(f"unknown preset {self.preset!r} (low, medium, high)")
-        if not 0 <= self.keyframe_quality <= 100:
+        if self.keyframe_quality is not None and not 0 <= self.keyframe_quality <= 100:
             raise FacecodecError("--keyframe-quality must be within 0..100")
         if self.target_kbps is not None and not 0.2 <= self.target_kbps <= 100:
             raise FacecodecError("--target-kbps must be within 0.2..100")
@@ -71,6 +75,14 @@ class EncoderSettings:
             )
         if not 0 < self.resync_s <= 1.0:
             raise FacecodecError("resync interval must be within (0, 1] s")
+
+
+    def keyframe_quality_for(self, layer_kbps: float) -> int:
+        if self.keyframe_quality is not None:
+            return self.keyframe_quality
+        if layer_kbps > 0:
+            return keyframe_quality_with_layer(layer_kbps)
+        return DEFAULT_KEYFRAME_QUALITY
 
 
 def fusion_model_for(layer_kbps: float) -> str:
@@ -200,10 +212,11 @@ def packetize(
     fps: Fraction,
     total_frames: int,
     layer: LayerPlan | None = None,
+    layer_kbps: float = 0.0,
 ) -> list[Packet]:
     resync = max(1, math.floor(float(fps) * settings.resync_s))
     per_packet = settings.packet_frames or max(1, round(float(fps) / 2))
-    pk = Packetizer(config, resync, per_packet, settings.keyframe_quality)
+    pk = Packetizer(config, resync, per_packet, settings.keyframe_quality_for(layer_kbps))
     pk.layer = layer
     packets: list[Packet] = []
     for e in events:
@@ -343,7 +356,8 @@ def code_analysis(
             layer.codec, layer.size, layer.divisor, fusion_model_for(layer_kbps)
         ),
     )
-    packets = packetize(events, config, settings, fps, report.frames, layer)
+    packets = packetize(events, config, settings, fps, report.frames, layer,
+                        layer_kbps if layer is not None else 0.0)
     motions = {e.index: e.motion for e in events if isinstance(e, MotionEvent)}
     return EncodeResult(header, packets, report, analysis.keyframes, motions)
 

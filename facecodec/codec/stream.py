@@ -37,7 +37,7 @@ class StreamEncoder:
         fps: Fraction | float = Fraction(25),
         preset: str = "medium",
         live: bool = True,
-        keyframe_quality: int = 60,
+        keyframe_quality: int | None = None,
         source_size: tuple[int, int] | None = None,
         allow_several: bool = True,
         layer_kbps: float = 0.0,
@@ -60,7 +60,8 @@ class StreamEncoder:
         )
         # A call keeps going when someone walks behind the speaker: follow the largest face.
         self.analyzer = FaceAnalyzer(basis, size, float(fps), allow_several=allow_several)
-        self.packetizer = Packetizer(config, resync, per_packet, keyframe_quality)
+        self.packetizer = Packetizer(config, resync, per_packet,
+                                     settings.keyframe_quality_for(layer_kbps))
         if self.layer is not None:
             self.packetizer.layer = LayerPlan(AV1, self.layer.size, self.layer.divisor, 0)
         self.size = size
