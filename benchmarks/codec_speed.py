@@ -45,7 +45,8 @@ def main() -> None:
     warm.push(frames[0], 0)
     warm.close()
     analyzer = FaceAnalyzer(basis, a.size, float(fps))
-    pk = Packetizer(cfg, int(fps), max(1, round(float(fps) / 2)), settings.keyframe_quality_for(0.0))
+    pk = Packetizer(cfg, int(fps), max(1, round(float(fps) / 2)),
+                    settings.keyframe_quality_for(0.0))
     packets = []
     t = time.perf_counter()
     for i, f in enumerate(frames):

@@ -500,7 +500,8 @@ def call_main(args: argparse.Namespace) -> int:
             json.dump(s, f, indent=2)
     print(
         f"sent {s['frames_sent']} frames, rendered {s['frames_rendered']} at {s['fps']:.1f} fps, "
-        f"motion {s['motion_kbps']:.2f} kbps, layer {s['layer_kbps']:.2f} kbps, audio {s['audio_kbps']:.1f} kbps, "
+        f"motion {s['motion_kbps']:.2f} kbps, layer {s['layer_kbps']:.2f} kbps, "
+        f"audio {s['audio_kbps']:.1f} kbps, "
         f"latency p50 {s['latency_p50_ms'] or 0:.0f} ms",
         flush=True,
     )
