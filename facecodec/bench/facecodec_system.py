@@ -19,8 +19,7 @@ from facecodec.codec.encoder import original_crops as _crops
 
 # (label, motion preset, keyframe quality, layer kbps): motion only (layer 0) from ~1 kbps,
 # then the low-resolution layer (docs/layer.md) up to ~40 kbps, with the motion preset and
-# reference quality `--target-kbps` gives a layer (the top rung: finer motion). Rate rises
-# along the list.
+# reference quality `--target-kbps` gives a layer. Rate rises along the list.
 LADDER: tuple[tuple[str, str, int | None, float], ...] = (
     ("low-k40", "low", 40, 0.0),
     ("medium-k60", "medium", 60, 0.0),
@@ -29,7 +28,7 @@ LADDER: tuple[tuple[str, str, int | None, float], ...] = (
     ("low-layer4", "low", None, 4.0),
     ("low-layer8", "low", None, 8.0),
     ("low-layer15", "low", None, 15.0),
-    ("high-layer30", "high", None, 30.0),
+    ("low-layer30", "low", None, 30.0),
 )
 QUICK_LADDER = (LADDER[0], LADDER[1], LADDER[5])
 
