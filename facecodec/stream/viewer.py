@@ -42,10 +42,11 @@ img{{image-rendering:auto;width:512px;height:512px;background:#000;object-fit:co
 // page knows exactly how many it has decoded and can report it back.
 const img = document.getElementById("video");
 const stats = document.getElementById("stats");
-let shown = 0, lastUrl = null, started = performance.now();
+// Size of the last frame shown: img.naturalWidth reads 0 while the next frame loads.
+let shown = 0, lastUrl = null, started = performance.now(), width = 0, height = 0;
 function report() {{
   fetch("/report", {{method: "POST", body: JSON.stringify({{frames: shown,
-    width: img.naturalWidth, height: img.naturalHeight}})}}).catch(() => {{}});
+    width: width, height: height}})}}).catch(() => {{}});
 }}
 setInterval(report, 500);
 function indexOf(buf, len, pattern) {{
@@ -77,6 +78,7 @@ async function run() {{
       buf = buf.subarray(end + 4 + n);
       const url = URL.createObjectURL(new Blob([jpeg], {{type: "image/jpeg"}}));
       img.onload = () => {{ shown++; if (lastUrl) URL.revokeObjectURL(lastUrl); lastUrl = url;
+        width = img.naturalWidth; height = img.naturalHeight;
         const fps = shown / ((performance.now() - started) / 1000);
         stats.textContent = shown + " frames shown, " + fps.toFixed(1) + " fps"; }};
       img.src = url;
