@@ -32,7 +32,7 @@ from facecodec.render.edits import PoseEdit
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # (label, preset, keyframe quality, layer kbps): the bench ladder's rungs nearest 5 and 15 kbps.
-RUNGS = (("5kbps", "low", 40, 0.0), ("15kbps", "medium", None, 8.0))
+RUNGS = (("5kbps", "low", 40, 0.0), ("15kbps", "low", None, 11.0))
 AVATAR = DATA / "portraits" / "liveportrait_s0.jpg"
 
 
