@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from facecodec.capture.video import probe, read_frames
+from facecodec.codec.layer_rate import LAYER_MOTION_PRESET
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.stream.impair import Impairment
 from facecodec.stream.peer import (
@@ -462,7 +463,7 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", action="store_true", help="also try a desktop window")
     parser.add_argument("--loss", type=float, default=0.0, help="drop this share of packets")
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="random extra delay")
-    parser.add_argument("--preset", default="medium")
+    parser.add_argument("--preset", help="motion preset (default medium; low with a layer)")
     parser.add_argument("--renderer", default="warp")
     parser.add_argument("--layer-kbps", type=float, default=0.0,
                         help="send the low-resolution layer at this rate (0: motion only)")
@@ -484,7 +485,7 @@ def call_main(args: argparse.Namespace) -> int:
         viewer_host=args.viewer_host,
         viewer_port=args.viewer_port,
         window=args.window,
-        preset=args.preset,
+        preset=args.preset or (LAYER_MOTION_PRESET if args.layer_kbps > 0 else "medium"),
         renderer=args.renderer,
         layer_kbps=args.layer_kbps,
         on_viewer=lambda url: print(f"viewer: {url}", flush=True),
