@@ -164,3 +164,20 @@ def test_a_stage_adding_the_full_resolution_head_starts_from_the_previous_output
                   init=str(first / "last.safetensors"))
     with pytest.raises(FacecodecError, match="do not fit"):
         train(bad, data_dir, tmp_path / "third", cache, torch.device("cpu"), progress=False)
+
+
+def test_layer_training_codes_references_in_the_asked_quality_range(
+    data_dir: Path, cache: Path
+) -> None:
+    import numpy as np
+
+    from facecodec.train.layer import prepare_clip
+
+    clip = build_cache(data_dir, "train", cache, 16, 2, 1, progress=False)[0]
+    errors = {}
+    for rq in ((10, 10), (60, 60)):
+        cl = prepare_clip(clip, np.random.default_rng(0), 1, rq)
+        assert len(cl.layers) == 1 and cl.layers[0][1].shape[0] == len(clip.crops)
+        errors[rq] = np.mean([np.abs(ref.astype(float) - clip.crops[row]).mean()
+                              for row, ref in cl.references.items()])
+    assert errors[(10, 10)] > errors[(60, 60)] > 0

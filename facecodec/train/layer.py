@@ -56,12 +56,18 @@ class ClipLayers:
     layers: list[tuple[int, np.ndarray]]  # (size, decoded pictures (N, s, s, 3)) per variant
 
 
-def prepare_clip(clip: ClipData, rng: np.random.Generator, variants: int) -> ClipLayers:
+def prepare_clip(
+    clip: ClipData, rng: np.random.Generator, variants: int,
+    ref_quality: tuple[int, int] = (60, 60),
+) -> ClipLayers:
+    """Coded references (keyframe quality drawn from `ref_quality`) and coded layers."""
     segs = [np.flatnonzero(clip.segment == s) for s in np.unique(clip.segment)]
     starts = frozenset(int(r[0]) for r in segs)
     refs = {}
     for rows in segs:
-        cid, data = encode_image(np.asarray(clip.crops[rows[0]]), 60)
+        lo, hi = ref_quality  # a fixed quality draws nothing: v1's random stream is kept
+        q = lo if lo == hi else int(rng.integers(lo, hi + 1))
+        cid, data = encode_image(np.asarray(clip.crops[rows[0]]), q)
         refs[int(rows[0])] = decode_image(cid, data, clip.crops.shape[1])
     layers = []
     for _ in range(variants):
@@ -133,12 +139,15 @@ def random_batch(
     return to_batch(items)
 
 
-def validation_set(clips: list[ClipData], warps: Warps, per_clip: int = 6) -> list[tuple]:
+def validation_set(
+    clips: list[ClipData], warps: Warps, per_clip: int = 6,
+    ref_quality: tuple[int, int] = (60, 60),
+) -> list[tuple]:
     """Fixed full frames: a 128 px layer at crf 52, ages 0 and 4 frames."""
     rng = np.random.default_rng(1234)
     out = []
     for clip in clips:
-        cl = prepare_clip(clip, rng, 0)
+        cl = prepare_clip(clip, rng, 0, ref_quality)
         small = np.stack([downscale(np.asarray(c), 128) for c in clip.crops])
         starts = frozenset(int(r[0]) for r in cl.segments)
         _, dec = code_sequence(small, 128, 52, intra_at=starts)
@@ -177,14 +186,17 @@ def main(argv: list[str] | None = None) -> int:
                          batch=8, patch=128, weights=DEFAULT_WEIGHTS)
     ap.add_argument("--cache", type=Path, default=Path("cache/refiner"))
     ap.add_argument("--variants", type=int, default=3, help="coded layer streams per clip")
+    ap.add_argument("--ref-quality", type=int, nargs=2, default=(60, 60), metavar=("LO", "HI"),
+                    help="keyframe quality range of the references (v1: 60 60)")
     a = ap.parse_args(argv)
     rng = seeded(a)
     t0 = time.time()
     train_clips = build_cache(a.data, "train", a.cache, max_clips=a.max_clips)
     val_clips = build_cache(a.data, "validation", a.cache, max_clips=a.max_clips)
-    data = [prepare_clip(c, rng, a.variants) for c in train_clips]
+    rq = (a.ref_quality[0], a.ref_quality[1])
+    data = [prepare_clip(c, rng, a.variants, rq) for c in train_clips]
     warps = Warps(train_clips[0].crops.shape[1])
-    val = validation_set(val_clips, warps)
+    val = validation_set(val_clips, warps, ref_quality=rq)
     prep_s = time.time() - t0
     print(f"data: {len(data)} train clips x {a.variants} coded layers, {len(val)} validation "
           f"frames, {prep_s:.0f} s", flush=True)
