@@ -94,7 +94,7 @@ def _info(a: argparse.Namespace) -> int:
 def _demo(a: argparse.Namespace) -> int:
     from facecodec.demo import run_demo
 
-    return run_demo(a.input, a.out, a.quality)
+    return run_demo(a.input, a.out, a.quality, a.target_kbps)
 
 
 def _bench(a: argparse.Namespace) -> int:
@@ -159,6 +159,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     m.add_argument("input", type=Path, nargs="?",
                    default=Path("../shared/data/clips/liveportrait_d19.mp4"))
     m.add_argument("--out", type=Path, default=Path("out/demo"))
+    m.add_argument("--target-kbps", type=float,
+                   help="motion + layer rate (above 5 kbps the low-resolution layer is sent)")
     m.add_argument("--quality", choices=("low", "medium", "high"), default="medium")
     m.set_defaults(func=_demo)
 

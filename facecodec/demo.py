@@ -25,10 +25,15 @@ def side_by_side(left: np.ndarray, right: np.ndarray, dst: Path, fps: object) ->
             w.write(np.concatenate([a, b], axis=1))
 
 
-def run_demo(src: Path, out: Path, quality: str = "medium") -> int:
+def run_demo(
+    src: Path, out: Path, quality: str = "medium", target_kbps: float | None = None
+) -> int:
+    """`target_kbps` above 5: motion + the low-resolution layer (docs/layer.md)."""
+    settings = EncoderSettings(preset=quality, target_kbps=target_kbps)
+    settings.validate()  # before any output exists
     out.mkdir(parents=True, exist_ok=True)
     fcv, recon = out / "clip.fcv", out / "reconstruction.mp4"
-    enc = encode_file(src, fcv, EncoderSettings(preset=quality), progress=True)
+    enc = encode_file(src, fcv, settings, progress=True)
     dec = decode_file(fcv, recon)
     size = enc.header.size
     original = original_crops(src, enc.keyframes, size)
@@ -42,8 +47,9 @@ def run_demo(src: Path, out: Path, quality: str = "medium") -> int:
     total_kbps = enc.total_bytes * 8 / 1000 / enc.duration_s
     steady_kbps = enc.motion_kbps
     print(f"\nclip          {src}  ({n} frames, {float(enc.header.fps):.2f} fps, {size}x{size})")
+    layer = f", layer {enc.layer_kbps:.2f} kbps" if enc.header.layer else ""
     print(f"facecodec     total {total_kbps:6.2f} kbps (keyframe included), "
-          f"motion {steady_kbps:.2f} kbps")
+          f"motion {steady_kbps:.2f} kbps{layer}")
     print("quality       " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     for metric in ("vmaf", "ms_ssim"):
         need = h264_rate_for_quality(ref, metric, scores[metric])

@@ -375,3 +375,10 @@ def test_damage_errors_subprocess(layout: Layout, run_cli: Run, tmp_path: Path) 
     run = run_cli("decode", src, "-o", out_dir / "x.mp4")
     assert "unsupported .fcv version 7" in assert_one_line_error(run, code=3)
     assert list(out_dir.iterdir()) == []
+
+
+def test_demo_rejects_an_impossible_rate_before_writing(run_main: Run, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    r = run_main("demo", "--target-kbps", "500", "--out", out)
+    assert r.returncode == 2 and "--target-kbps" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
