@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from facecodec.codec.layer_rate import LAYER_MOTION_PRESET
 from facecodec.errors import FacecodecError
 from facecodec.stream.browser import find_chromium, headless_chromium
 from facecodec.stream.call import CallOptions, run_call
@@ -64,7 +63,6 @@ def _peer(
         impairment=impairment if role == "receiver" else None,
         wait_peer_s=30.0,
         layer_kbps=layer_kbps,
-        preset=LAYER_MOTION_PRESET if layer_kbps > 0 else "medium",  # as `facecodec call`
     )
     stats = asyncio.run(run_call("bench", url, source, "none", options))
     summary = stats.summary()

@@ -84,16 +84,18 @@ def uses_layer(target_kbps: float) -> bool:
     return target_kbps > MOTION_ONLY_MAX_KBPS
 
 
+def _by_rate(table: tuple[tuple[float, int], ...], kbps: float) -> int:
+    """The value of the first `(up to kbps, value)` row covering `kbps` (tables end at inf)."""
+    return next(v for up_to, v in table if kbps <= up_to)
+
+
 def keyframe_quality_with_layer(kbps: float) -> int:
-    return next(q for up_to, q in LAYER_KEYFRAME_QUALITY if kbps <= up_to)
+    return _by_rate(LAYER_KEYFRAME_QUALITY, kbps)
 
 
 def schedule(kbps: float) -> tuple[int, int]:
     """(size, divisor) for a layer rate."""
-    for up_to, size, divisor in SCHEDULE:
-        if kbps <= up_to:
-            return size, divisor
-    raise AssertionError("the schedule ends with inf")
+    return next((size, divisor) for up_to, size, divisor in SCHEDULE if kbps <= up_to)
 
 
 def code_layer(
@@ -181,7 +183,7 @@ class LiveLayer:
             raise FacecodecError(f"layer rate {kbps:g} kbps out of range (0..{MAX_LAYER_KBPS:g})")
         self.kbps, self.fps = kbps, fps
         self.size, self.divisor = schedule(kbps)
-        self.q = next(q for up_to, q in LIVE_START_Q if kbps <= up_to)
+        self.q = _by_rate(LIVE_START_Q, kbps)
         self.encoder = LayerEncoder(self.size, self.q)
         self.phase: int | None = None  # frame of the current run's first picture
         self.run_bytes = 0

@@ -69,7 +69,7 @@ class CallOptions:
     viewer_port: int = 0
     window: bool = False  # also try a desktop window (needs an OpenCV build with a GUI)
     size: int = 256
-    preset: str = "medium"
+    preset: str | None = None  # motion preset; None: medium, or low beside a layer
     renderer: str = "warp"
     layer_kbps: float = 0.0  # low-resolution layer beside the motion (0: motion only)
     pli_interval_s: float = 0.5  # at most one keyframe request per interval
@@ -184,7 +184,9 @@ class _Call:
         self.encoder: Any = None
         if self.source is not None:
             self.encoder = self.encoder_cls(
-                size=options.size, fps=Fraction(self.source.fps), preset=options.preset, live=True,
+                size=options.size, fps=Fraction(self.source.fps), live=True,
+                preset=options.preset
+                or (LAYER_MOTION_PRESET if options.layer_kbps > 0 else "medium"),
                 layer_kbps=options.layer_kbps,
             )
         # One worker per direction keeps encoder and decoder calls ordered and off the loop.
@@ -485,7 +487,7 @@ def call_main(args: argparse.Namespace) -> int:
         viewer_host=args.viewer_host,
         viewer_port=args.viewer_port,
         window=args.window,
-        preset=args.preset or (LAYER_MOTION_PRESET if args.layer_kbps > 0 else "medium"),
+        preset=args.preset,
         renderer=args.renderer,
         layer_kbps=args.layer_kbps,
         on_viewer=lambda url: print(f"viewer: {url}", flush=True),
