@@ -403,6 +403,8 @@ def test_loopback_call_renders_frames_with_loss() -> None:
 def test_loopback_call_carries_the_layer() -> None:
     from facecodec.stream.call import CallOptions, run_call
 
+    require(CLIP)
+
     async def body(url: str) -> None:
         sender = CallOptions(seconds=6, loopback=True, audio="none", layer_kbps=8.0)
         receiver = CallOptions(seconds=8, loopback=True, audio="none")
