@@ -195,17 +195,20 @@ def test_packets_flow_both_ways_over_data_channels() -> None:
         for i in range(1, 26):
             assert pa.send_packet(packet(PacketType.MOTION, i, i, bytes([i]) * 30))
             assert pb.send_packet(packet(PacketType.MOTION, i, i, b"back" * 5))
-        pb.send_control(keyframe_request())
+        # Feedback rides the unreliable channel; a stream start there is refused (it must arrive).
+        assert pb.send_control(keyframe_request(), reliable=False)
+        assert pb.send_control(start_message(b"HDR", time.time(), 25.0), reliable=False)
 
         got_b = await drain(pb, lambda g: len(packets_of(g)) >= 26)
-        got_a = await drain(pa, lambda g: len(g) >= 26)
+        got_a = await drain(pa, lambda g: len(g) >= 26 and pa.stats.malformed_received >= 1)
         assert isinstance(got_b[0], ControlReceived) and got_b[0].message["header"] == b"HDR"
         assert packets_of(got_b)[0].data == keyframe  # reliable, ordered: after the start
         assert sorted(p.info.seq for p in packets_of(got_b)) == list(range(26))
         assert [p.data for p in packets_of(got_a)][0] == packet(
             PacketType.MOTION, 1, 1, b"back" * 5
         )
-        assert {"type": "pli"} in [e.message for e in got_a if isinstance(e, ControlReceived)]
+        assert [e.message for e in got_a if isinstance(e, ControlReceived)] == [{"type": "pli"}]
+        assert pa.stats.malformed_received == 1
         assert pa.stats.keyframe_bytes_sent == len(keyframe)
         assert pa.stats.motion_bytes_sent == 25 * len(packet(PacketType.MOTION, 1, 1, b"x" * 30))
         assert pb.stats.packets_lost == 0

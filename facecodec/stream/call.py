@@ -382,7 +382,7 @@ class _Call:
                 new_lost, new_got = lost - reported[0], got - reported[1]
                 reported = (lost, got)
                 if new_lost + new_got > 0 and peer.send_control(
-                    loss_report(max(new_lost, 0) / (max(new_lost, 0) + new_got))
+                    loss_report(max(new_lost, 0) / (max(new_lost, 0) + new_got)), reliable=False
                 ):
                     self.stats.loss_reports_sent += 1
             if (
@@ -390,7 +390,7 @@ class _Call:
                 and time.monotonic() - last_pli > self.options.pli_interval_s
             ):
                 last_pli = time.monotonic()
-                if peer.send_control(keyframe_request()):
+                if peer.send_control(keyframe_request(), reliable=False):
                     self.stats.keyframe_requests_sent += 1
 
     async def show(self, index: int, rgb: np.ndarray, captured: float) -> None:

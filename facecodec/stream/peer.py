@@ -5,10 +5,12 @@ the other to announce them:
 
 - "keyframes" (id 0): reliable, ordered. Keyframes, END, low-resolution layer pictures
   (each predicted from the one before: a lost one would stop the layer until the next
-  intra picture) and JSON control messages (stream start with the codec header, keyframe
-  requests, loss reports).
+  intra picture) and the JSON stream start message (with the codec header).
 - "motion" (id 1): unordered, maxRetransmits=0. One small MOTION/RESYNC packet per frame: a
-  retransmitted packet would arrive after its frame was due, so it is better lost.
+  retransmitted packet would arrive after its frame was due, so it is better lost. Also the
+  receiver's feedback (loss reports, keyframe requests), as RTCP rides beside RTP: both are
+  repeated while they matter, and on a lossy path a reliable channel would hold them behind
+  retransmissions (backing off for seconds) until they are stale.
 
 Audio is an ordinary Opus track (from a media file, or silence).
 """
@@ -44,6 +46,8 @@ _ORIGINAL_HOST_ADDRESSES = aioice.ice.get_host_addresses
 # Motion packets queued behind a congested channel are stale by the time they would go out.
 MAX_MOTION_BUFFERED = 64 * 1024
 MAX_QUEUED_PACKETS = 512
+# Control messages that may come on the unreliable channel (the receiver's feedback).
+FEEDBACK = frozenset({"loss", "pli"})
 
 
 def use_loopback_candidates(enabled: bool = True) -> None:
@@ -247,11 +251,13 @@ class Peer:
         self.stats.packets_sent += 1
         return True
 
-    def send_control(self, text: str) -> bool:
+    def send_control(self, text: str, reliable: bool = True) -> bool:
+        """Send a JSON control message; feedback (reliable=False) goes on the motion channel."""
         if not self.connected:
             return False
-        assert self._keyframes is not None
-        self._keyframes.send(text)
+        channel = self._keyframes if reliable else self._motion
+        assert channel is not None
+        channel.send(text)
         self.stats.control_bytes_sent += len(text)
         return True
 
@@ -271,13 +277,15 @@ class Peer:
     def _message_handler(self, reliable: bool) -> Callable[[str | bytes], None]:
         def on_message(message: str | bytes) -> None:
             if isinstance(message, str):
-                if not reliable:
-                    self.stats.malformed_received += 1  # control belongs on the reliable channel
-                    return
                 try:
-                    self.events.put_nowait(ControlReceived(parse_control(message)))
+                    control = parse_control(message)
                 except BitstreamError:
                     self.stats.malformed_received += 1
+                    return
+                if not reliable and control["type"] not in FEEDBACK:
+                    self.stats.malformed_received += 1  # the stream start must not be lost
+                    return
+                self.events.put_nowait(ControlReceived(control))
                 return
             if self.options.impairment is not None and self.options.impairment.active:
                 self.options.impairment.deliver(message, self._on_packet, reliable=reliable)
