@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 from conftest import GRID_CLIP, GRID_FRAMES, CliRun, require
 
-from facecodec.bitstream.container import FcvWriter, LayerParams, StreamHeader, parse_header
+from facecodec.bitstream.container import (
+    LAYER_SIZES,
+    FcvWriter,
+    LayerParams,
+    StreamHeader,
+    parse_header,
+)
 from facecodec.bitstream.packets import LayerPayload, Packet, PacketType
 from facecodec.codec.decoder import PacketDecoder, decode_packets
 from facecodec.codec.encoder import (
@@ -59,7 +65,7 @@ def test_round_trip_beats_motion_only(
     analysis: Analysis, layered: EncodeResult, crops: np.ndarray
 ) -> None:
     h = layered.header
-    assert h.layer is not None and h.layer.size in (64, 96, 128) and h.layer.divisor >= 1
+    assert h.layer is not None and h.layer.size in LAYER_SIZES and h.layer.divisor >= 1
     assert parse_header(h.to_bytes())[2] == (1, 1)
     lay = _layer_packets(layered)
     assert lay and LayerPayload.from_bytes(lay[0].payload).intra

@@ -40,7 +40,8 @@ _FIXED = struct.Struct("<HIIHHH")  # size, fps_num, fps_den, source w, h, resync
 _CRC = struct.Struct("<I")
 MIN_HEADER = _LEAD.size + _FIXED.size + 3 + 2 + _CRC.size  # three empty strings, empty config
 _LAYER = struct.Struct("<BHB")  # layer codec, layer size, layer divisor (minor >= 1)
-LAYER_SIZES = (64, 96, 128)  # SVT-AV1 needs 64 px; 128 measured best (docs/layer.md)
+# SVT-AV1 needs 64 px; 128 px measured best up to ~5.5 kbps, 256 above (docs/layer.md).
+LAYER_SIZES = (64, 96, 128, 192, 256)
 LAYER_CODEC_NAMES = {1: "av1"}  # docs/bitstream.md, Layer codecs
 MAX_LAYER_DIVISOR = 30
 

@@ -77,11 +77,11 @@ class EncoderSettings:
             raise FacecodecError("resync interval must be within (0, 1] s")
 
 
-    def keyframe_quality_for(self, layer_kbps: float) -> int:
+    def keyframe_quality_for(self, layer_kbps: float, live: bool = False) -> int:
         if self.keyframe_quality is not None:
             return self.keyframe_quality
         if layer_kbps > 0:
-            return keyframe_quality_with_layer(layer_kbps)
+            return keyframe_quality_with_layer(layer_kbps, self.size, live)
         return DEFAULT_KEYFRAME_QUALITY
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facecodec.bitstream.container import LAYER_SIZES
 from facecodec.codec.analysis import KeyframeEvent
 from facecodec.codec.layer import AV1, MAX_Q, MIN_Q, LayerEncoder
 from facecodec.errors import FacecodecError
@@ -24,15 +25,18 @@ if TYPE_CHECKING:
     from facecodec.codec.encoder import Analysis
 
 MAX_LAYER_KBPS = 60.0
-# (up to this layer kbps, size, divisor). Measured on validation (docs/layer.md): at every
-# rate from 2 to 10 kbps a 128 px layer beat 96 and 64 px ones by 10-30 VMAF points (bicubic
-# alone), and fewer pictures at a finer quantiser beat more pictures at a coarser one: 1 in 4
-# up to ~5.5 kbps, 1 in 3 up to ~10; the fusion carries the motion in between.
+# (up to this layer kbps, size, divisor). Up to ~5.5 kbps: measured on validation
+# (docs/layer.md), a 128 px layer beat 96 and 64 px ones by 10-30 VMAF points (bicubic alone)
+# and fewer pictures at a finer quantiser beat more at a coarser one; the fusion network,
+# trained at <= 128 px, carries the motion in between. Above: on 6 train clips (real streams,
+# low motion, fusion as named) a 256 px layer beat the 128 px one at every rate, +2.7 VMAF /
+# +0.12 dB PSNR-Y at 8 kbps (1 in 3), +3.6 / +0.37 at 15 (1 in 2), +4.4 / +1.14 at 30 (every
+# frame); there 1 in 2 beat every frame at 15 kbps (58.1 vs 51.3 VMAF) and lost at 30.
 SCHEDULE: tuple[tuple[float, int, int], ...] = (
     (5.5, 128, 4),
-    (12.0, 128, 3),
-    (24.0, 128, 2),
-    (math.inf, 128, 1),
+    (12.0, 256, 3),
+    (24.0, 256, 2),
+    (math.inf, 256, 1),
 )
 # The fusion the sender names (docs/layer.md, validation): the trained network beat the
 # training-free fusion on every metric at ~4 kbps layers (1 picture in 4, coarse pictures),
@@ -46,6 +50,12 @@ MAX_DIVISOR_FALLBACK = 8  # below the scheduled size's floor, fewer pictures sti
 # from 30 to 5 cost 0.4-0.5 VMAF for 1.5 kbps more; at a 4 kbps layer, 30 -> 15 cost 3 VMAF
 # for 1 kbps. Motion-only streams keep EncoderSettings' default (the warp is the picture).
 LAYER_KEYFRAME_QUALITY: tuple[tuple[float, int], ...] = ((NET_FUSION_MAX_KBPS, 30), (math.inf, 10))
+# A file whose layer is as large as the crop: every frame is drawn from a layer picture (one
+# comes with each keyframe) and the reference only from the layer's own pictures, so its
+# quality changed nothing (6 train clips, 8 and 15 kbps layers: quality 10 and 0 gave
+# identical PSNR-Y, MS-SSIM and VMAF; 0 saved 0.57 kbps). A live call keeps the table's:
+# a layer picture lost in transit leaves the warp of the reference on screen.
+FULL_LAYER_KEYFRAME_QUALITY = 0
 # --target-kbps: up to this, motion only (the motion coder spans ~0.5-4 kbps); above it the
 # motion is coded at the low preset and the rest goes to the layer. With the layer drawing
 # the picture, the low preset's coarser motion cost little: on 6 train clips (4 / 8 / 15 kbps
@@ -89,13 +99,19 @@ def _by_rate(table: tuple[tuple[float, int], ...], kbps: float) -> int:
     return next(v for up_to, v in table if kbps <= up_to)
 
 
-def keyframe_quality_with_layer(kbps: float) -> int:
+def keyframe_quality_with_layer(kbps: float, crop_size: int = 256, live: bool = False) -> int:
+    """Reference quality beside a layer of this rate (see LAYER_KEYFRAME_QUALITY)."""
+    if not live and schedule(kbps, crop_size)[0] >= crop_size:
+        return FULL_LAYER_KEYFRAME_QUALITY
     return _by_rate(LAYER_KEYFRAME_QUALITY, kbps)
 
 
-def schedule(kbps: float) -> tuple[int, int]:
-    """(size, divisor) for a layer rate."""
-    return next((size, divisor) for up_to, size, divisor in SCHEDULE if kbps <= up_to)
+def schedule(kbps: float, crop_size: int = 256) -> tuple[int, int]:
+    """(size, divisor) for a layer rate; never larger than the crop it is cut from."""
+    size, divisor = next((s, d) for up_to, s, d in SCHEDULE if kbps <= up_to)
+    if size > crop_size:  # a small crop: the largest layer size it holds
+        size = max((s for s in LAYER_SIZES if s <= crop_size), default=LAYER_SIZES[0])
+    return size, divisor
 
 
 def code_layer(
@@ -124,7 +140,7 @@ def code_layer(
 def plan_layer(analysis: Analysis, kbps: float, crop_size: int, fps: float) -> LayerPlan:
     """The layer for a target rate: size and divisor from SCHEDULE, the crf nearest the rate
     (bisection over integers; the rate falls monotonically with crf)."""
-    size, divisor = schedule(kbps)
+    size, divisor = schedule(kbps, crop_size)
     pictures = analysis.layer_pictures(size, crop_size)
     duration = analysis.report.frames / fps
     cache: dict[tuple[int, int], LayerPlan] = {}
@@ -165,10 +181,12 @@ def plan_layer(analysis: Analysis, kbps: float, crop_size: int, fps: float) -> L
 LIVE_RUN_S = 3.0
 CRF_PER_DOUBLING = 6.0
 MAX_CRF_STEP = 6
-# Starting crf by layer rate, so the first run is near its target: the median crf the file
-# encoder's search chose on the 6 validation clips (150 frames) at 4 / 8 / 15 / 30 kbps
-# (per clip it ranged 48-66 / 37-62 / 30-55 / 24-48).
-LIVE_START_Q: tuple[tuple[float, int], ...] = ((5.5, 55), (12.0, 43), (24.0, 35), (math.inf, 29))
+# Starting crf by layer rate, so the first run is near its target. 4 kbps (128 px): the median
+# crf the file encoder's search chose on the 6 validation clips (150 frames; per clip 48-66).
+# 8 / 15 / 30 kbps (256 px, 1 in 3 / 2 / 1): where the mean rate over those clips crosses the
+# target (benchmarks/layer_codecs.py's measurement: crf 59 made 7.2 kbps, 50 made 14.0, 44
+# made 28.1).
+LIVE_START_Q: tuple[tuple[float, int], ...] = ((5.5, 55), (12.0, 58), (24.0, 49), (math.inf, 43))
 
 
 class LiveLayer:
@@ -178,11 +196,11 @@ class LiveLayer:
     every frame with a face, returning (intra, coded picture) on the frames that carry one.
     """
 
-    def __init__(self, kbps: float, fps: float) -> None:
+    def __init__(self, kbps: float, fps: float, crop_size: int = 256) -> None:
         if not 0 < kbps <= MAX_LAYER_KBPS:
             raise FacecodecError(f"layer rate {kbps:g} kbps out of range (0..{MAX_LAYER_KBPS:g})")
         self.kbps, self.fps = kbps, fps
-        self.size, self.divisor = schedule(kbps)
+        self.size, self.divisor = schedule(kbps, crop_size)
         self.q = _by_rate(LIVE_START_Q, kbps)
         self.encoder = LayerEncoder(self.size, self.q)
         self.phase: int | None = None  # frame of the current run's first picture

@@ -51,7 +51,7 @@ class StreamEncoder:
         resync = max(1, int(float(fps)))
         per_packet = 1 if live else max(1, round(float(fps) / 2))
         w, h = source_size or (size, size)
-        self.layer = LiveLayer(layer_kbps, float(fps)) if layer_kbps > 0 else None
+        self.layer = LiveLayer(layer_kbps, float(fps), size) if layer_kbps > 0 else None
         self.header = StreamHeader(
             size, fps.numerator, fps.denominator, w, h, basis.basis_id, "", preset, resync,
             config.to_bytes(),
@@ -61,7 +61,7 @@ class StreamEncoder:
         # A call keeps going when someone walks behind the speaker: follow the largest face.
         self.analyzer = FaceAnalyzer(basis, size, float(fps), allow_several=allow_several)
         self.packetizer = Packetizer(config, resync, per_packet,
-                                     settings.keyframe_quality_for(layer_kbps))
+                                     settings.keyframe_quality_for(layer_kbps, live))
         if self.layer is not None:
             self.packetizer.layer = LayerPlan(AV1, self.layer.size, self.layer.divisor, 0)
         self.size = size
