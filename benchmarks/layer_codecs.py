@@ -7,7 +7,11 @@ bicubically to 256 px and holds it until the next picture. Rates count what a LA
 would carry (packet framing and layer header included; AV1 temporal delimiters and x264's
 settings SEI dropped). Prints per configuration the mean kbps and PSNR-Y / VMAF.
 
-    .venv/bin/python benchmarks/layer_codecs.py [--clips N] [--stage codecs|sizes] [--json OUT]
+    .venv/bin/python benchmarks/layer_codecs.py [--clips N] [--stage codecs|sizes|large]
+        [--json OUT]
+
+`--stage large` compares 128, 192 and 256 px at 1 picture in 1-4 frames on all validation
+clips (the sizes a layer above ~5.5 kbps may use).
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ SPECS = {
     "x264-rt": LayerCodecSpec("libx264", "h264", "h264", (51, 46, 41, 36, 31)),
     "vp9-rt": LayerCodecSpec("libvpx-vp9", "vp9", "vp9", (63, 56, 50, 44, 38)),
 }
+
+# crf per size for --stage large: from about 4 to 40 kbps over 1 in 1..4 frames.
+LARGE_LADDER = {128: (58, 52, 46, 40, 34, 28), 192: (61, 56, 52, 46, 40, 34),
+                256: (63, 59, 56, 50, 44, 38)}
 
 
 def crops(path: Path) -> np.ndarray:
@@ -60,18 +68,24 @@ def score(frames: np.ndarray, name: str, size: int, divisor: int, q: int) -> dic
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=3)
-    ap.add_argument("--stage", choices=("codecs", "sizes"), default="codecs")
+    ap.add_argument("--stage", choices=("codecs", "sizes", "large"), default="codecs")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
-    clips = [p for p in load_split(DATA, "validation") if "liveportrait" in p.stem][: a.clips]
+    clips = load_split(DATA, "validation")
+    if a.stage != "large":
+        clips = [p for p in clips if "liveportrait" in p.stem][: a.clips]
     data = {p.stem: crops(p) for p in clips}
     if a.stage == "codecs":
         grid = [(n, 64, d) for n in SPECS for d in (1, 2)]
-    else:
+    elif a.stage == "sizes":
         grid = [("svtav1-ld", s, d) for s in (64, 96, 128) for d in (1, 2, 3, 4)]
+    else:
+        grid = [("svtav1-ld", s, d) for s in (128, 192, 256) for d in (1, 2, 3, 4)]
     rows = []
     for name, size, divisor in grid:
-        for q in SPECS[name].ladder:
+        ladder = LARGE_LADDER.get(size, SPECS[name].ladder) if a.stage == "large" else \
+            SPECS[name].ladder
+        for q in ladder:
             per = [score(f, name, size, divisor, q) for f in data.values()]
             m = {k: float(np.mean([r[k] for r in per])) for k in per[0]}
             rows.append({"codec": name, "size": size, "divisor": divisor, "q": q, **m})

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from facecodec.bench.facecodec_system import analysis_of, facecodec_reference
-from facecodec.bench.metrics import ReferenceFeatures, evaluate, luma, vmaf_motion2
+from facecodec.bench.metrics import ReferenceFeatures, evaluate
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, code_analysis
 from facecodec.train.landmarks import load_split
@@ -26,13 +26,6 @@ from facecodec.train.landmarks import load_split
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MODES = ("net", "gate", "bicubic", "off")
 METRICS = ("psnr_y", "ms_ssim", "vmaf")
-
-
-def features(frames: np.ndarray) -> ReferenceFeatures:
-    """What PSNR, MS-SSIM and VMAF need (no landmarks or face embeddings)."""
-    y = luma(frames)
-    none = np.empty(0)
-    return ReferenceFeatures(frames, y, none, vmaf_motion2(y), 1, 1, none, none)
 
 
 def main() -> None:
@@ -48,7 +41,7 @@ def main() -> None:
         if a.clips and clip.stem not in a.clips:
             continue
         ref = facecodec_reference(clip)
-        feats = features(ref.frames)
+        feats = ReferenceFeatures.pixels(ref.frames)
         analysis = analysis_of(clip, ref.size, len(ref.frames))
         for rate in a.rates:
             r = code_analysis(analysis, EncoderSettings(layer_kbps=rate))

@@ -30,7 +30,7 @@ from facecodec.codec.encoder import (
     original_crops,
 )
 from facecodec.codec.layer import LayerDecoder
-from facecodec.codec.layer_rate import NET_FUSION_MAX_KBPS
+from facecodec.codec.layer_rate import NET_FUSION_MAX_KBPS, schedule
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.render.fusion_model import GATE_MODEL_ID, default_fusion_id
 
@@ -215,6 +215,18 @@ def test_layer_header_fields_are_checked() -> None:
     for bad in (LayerParams(1, 100, 4), LayerParams(1, 128, 0), LayerParams(0, 128, 4)):
         with pytest.raises(BitstreamError, match="layer"):
             replace(h, layer=bad).to_bytes()
+    # A layer may be as large as the crop, never larger.
+    assert parse_header(replace(h, layer=LayerParams(1, 256, 1)).to_bytes())[0].layer.size == 256
+    with pytest.raises(BitstreamError, match="larger than the 192 px crop"):
+        replace(h, size=192, layer=LayerParams(1, 256, 1)).to_bytes()
+
+
+def test_layer_is_never_larger_than_the_crop() -> None:
+    # 256 px above 5.5 kbps on the default crop; a 192 px crop gets a 192 px layer, a 128 px
+    # crop a 128 px one, and a 512 px crop keeps 256 (the warp adds the detail above it).
+    assert schedule(15.0) == (256, 2) and schedule(4.0) == (128, 4)
+    assert schedule(15.0, 192)[0] == 192 and schedule(30.0, 128)[0] == 128
+    assert schedule(15.0, 512)[0] == 256
 
 
 def test_fusion_model_mismatch_is_a_clear_error(layered: EncodeResult) -> None:

@@ -227,6 +227,13 @@ class ReferenceFeatures:
         emb = face_embeddings(frames[idx], landmark_boxes(lm[idx]))
         return cls(frames, y, lm, vmaf_motion2(y), max(1, vmaf_every), max(1, ssim_every), idx, emb)
 
+    @classmethod
+    def pixels(cls, frames: np.ndarray) -> ReferenceFeatures:
+        """What PSNR, MS-SSIM and VMAF need, every frame (no landmarks or face embeddings)."""
+        y = luma(frames)
+        none = np.empty(0)
+        return cls(frames, y, none, vmaf_motion2(y), 1, 1, none, none)
+
 
 @dataclass
 class Scores:

@@ -125,6 +125,9 @@ class StreamHeader:
             _check_text(text, name)
         if self.layer is not None:
             self.layer.validate()
+            if self.layer.size > self.size:
+                raise BitstreamError(f"layer size {self.layer.size} is larger than the "
+                                     f"{self.size} px crop")
         room = MAX_HEADER - MIN_HEADER - len(self.basis_id) - len(self.model_id) - len(self.preset)
         if self.layer is not None:
             room -= _LAYER.size + 1 + len(self.layer.model)
