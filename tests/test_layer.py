@@ -19,7 +19,7 @@ from facecodec.bitstream.container import (
     StreamHeader,
     parse_header,
 )
-from facecodec.bitstream.packets import LayerPayload, Packet, PacketType
+from facecodec.bitstream.packets import LayerGroupPayload, LayerPayload, Packet, PacketType
 from facecodec.codec.decoder import PacketDecoder, decode_packets
 from facecodec.codec.encoder import (
     Analysis,
@@ -48,6 +48,12 @@ def layered(analysis: Analysis) -> EncodeResult:
 
 
 @pytest.fixture(scope="module")
+def single(analysis: Analysis) -> EncodeResult:
+    """The same layer with one frame a packet: a LAYER packet a picture, as a live call."""
+    return code_analysis(analysis, EncoderSettings(layer_kbps=8.0, packet_frames=1))
+
+
+@pytest.fixture(scope="module")
 def crops(analysis: Analysis) -> np.ndarray:
     return original_crops(GRID_CLIP, analysis.keyframes, 256)
 
@@ -58,7 +64,13 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _layer_packets(r: EncodeResult) -> list[Packet]:
-    return [p for p in r.packets if p.type == PacketType.LAYER]
+    return [p for p in r.packets if p.type in (PacketType.LAYER, PacketType.LAYER_GROUP)]
+
+
+def _first_intra(p: Packet) -> bool:
+    if p.type == PacketType.LAYER_GROUP:
+        return LayerGroupPayload.from_bytes(p.payload).pictures[0][1]
+    return LayerPayload.from_bytes(p.payload).intra
 
 
 def test_round_trip_beats_motion_only(
@@ -66,10 +78,10 @@ def test_round_trip_beats_motion_only(
 ) -> None:
     h = layered.header
     assert h.layer is not None and h.layer.size in LAYER_SIZES and h.layer.divisor >= 1
-    assert parse_header(h.to_bytes())[2] == (1, 1)
+    assert parse_header(h.to_bytes())[2] == (1, 2)
     lay = _layer_packets(layered)
-    assert lay and LayerPayload.from_bytes(lay[0].payload).intra
-    # Each LAYER packet precedes the motion packet covering its frame.
+    assert lay and all(p.type == PacketType.LAYER_GROUP for p in lay) and _first_intra(lay[0])
+    # Each layer group precedes the motion packet covering its frames.
     motion_at = {p.timestamp: i for i, p in enumerate(layered.packets)
                  if p.type in (PacketType.MOTION, PacketType.RESYNC)}
     first_motion = min(motion_at.values())
@@ -154,11 +166,15 @@ def _decode(header: StreamHeader, packets: list[Packet]) -> tuple[PacketDecoder,
     return dec, frames
 
 
-def test_lost_layer_packet_pauses_only_the_layer(layered: EncodeResult) -> None:
-    lay = _layer_packets(layered)
-    victim = lay[3]
-    assert not LayerPayload.from_bytes(victim.payload).intra
-    dec, frames = _decode(layered.header, [p for p in layered.packets if p is not victim])
+@pytest.mark.parametrize("stream", ["layered", "single"])
+def test_lost_layer_packet_pauses_only_the_layer(
+    stream: str, request: pytest.FixtureRequest
+) -> None:
+    coded: EncodeResult = request.getfixturevalue(stream)
+    lay = _layer_packets(coded)
+    victim = lay[3 if stream == "single" else 1]
+    assert not _first_intra(victim)
+    dec, frames = _decode(coded.header, [p for p in coded.packets if p is not victim])
     assert frames == GRID_FRAMES  # every motion frame still rendered
     assert dec.stats.layer_lost == 1
     # The layer pauses until the next intra picture (none in this one-keyframe clip): only
@@ -166,7 +182,9 @@ def test_lost_layer_packet_pauses_only_the_layer(layered: EncodeResult) -> None:
     assert 0 < dec.stats.frames_fused <= victim.timestamp
 
 
-def test_corrupt_layer_payload_is_dropped(layered: EncodeResult) -> None:
+@pytest.mark.parametrize("stream", ["layered", "single"])
+def test_corrupt_layer_payload_is_dropped(stream: str, request: pytest.FixtureRequest) -> None:
+    layered: EncodeResult = request.getfixturevalue(stream)
     packets = list(layered.packets)
     lay = _layer_packets(layered)
     i = packets.index(lay[2])
@@ -178,7 +196,8 @@ def test_corrupt_layer_payload_is_dropped(layered: EncodeResult) -> None:
     assert dec.stats.layer_bad + dec.stats.layer_lost >= 1 or dec.stats.layer_pictures == len(lay)
 
 
-def test_fuzzed_layer_payloads_raise_only_bitstream_errors(layered: EncodeResult) -> None:
+def test_fuzzed_layer_payloads_raise_only_bitstream_errors(single: EncodeResult) -> None:
+    layered = single
     rng = np.random.default_rng(0)
     lay = _layer_packets(layered)
     intra = LayerPayload.from_bytes(lay[0].payload)
@@ -207,6 +226,47 @@ def test_fuzzed_layer_payloads_raise_only_bitstream_errors(layered: EncodeResult
             pass
         # The stream decoder never raises on a LAYER packet.
         dec.push(Packet(PacketType.LAYER, int(rng.integers(65536)), 0, data))
+
+
+def test_fuzzed_layer_groups_raise_only_bitstream_errors(layered: EncodeResult) -> None:
+    rng = np.random.default_rng(1)
+    lay = _layer_packets(layered)
+    dec = PacketDecoder(layered.header)
+    parsed = 0
+    for _ in range(300):
+        base = bytearray(lay[int(rng.integers(len(lay)))].payload)
+        for _ in range(int(rng.integers(1, 6))):
+            base[int(rng.integers(len(base)))] = int(rng.integers(256))
+        data = bytes(base[: int(rng.integers(1, len(base) + 1))]) if rng.random() < 0.5 \
+            else bytes(base)
+        try:
+            LayerGroupPayload.from_bytes(data)
+            parsed += 1
+        except BitstreamError:
+            pass
+        # The stream decoder never raises on a LAYER_GROUP packet either.
+        dec.push(Packet(PacketType.LAYER_GROUP, int(rng.integers(65536)), 0, data))
+    assert 0 < parsed < 300  # both paths were exercised
+    frames = [f for p in layered.packets for f in dec.push(p)]
+    assert len(frames) > 0
+
+
+def test_layer_groups_carry_the_same_pictures_in_fewer_bytes(
+    layered: EncodeResult, single: EncodeResult
+) -> None:
+    # One LAYER_GROUP per ~1/2 s instead of a LAYER packet a picture: 3-4 bytes of framing a
+    # picture instead of 16-17, so at the same target the grouped layer spends its bytes on
+    # pictures (a finer crf); both decode every frame with the layer.
+    g, s = _layer_packets(layered), _layer_packets(single)
+    assert len(g) < len(s) / 3  # 1 picture in 3 frames, ~12 frames a group
+    pictures = sum(len(LayerGroupPayload.from_bytes(p.payload).pictures) for p in g)
+    assert pictures == len(s)
+    for coded in (layered, single):
+        dec, frames = _decode(coded.header, coded.packets)
+        assert frames == GRID_FRAMES and dec.stats.layer_pictures == len(s)
+    assert layered.layer_kbps == pytest.approx(single.layer_kbps, rel=RATE_TOLERANCE)
+    # Same rate, finer pictures: the grouped stream's pictures hold more bytes.
+    assert sum(len(p.payload) for p in g) > sum(len(p.payload) - 3 for p in s) * 1.05
 
 
 def test_layer_header_fields_are_checked() -> None:
@@ -249,7 +309,7 @@ def test_info_json_reports_layer_kbps(
     r = run_main("info", fcv, "--json")
     assert r.returncode == 0
     d = json.loads(r.stdout)
-    assert d["version"] == "1.1"
+    assert d["version"] == "1.2"
     assert d["layer_kbps"] == pytest.approx(layered.layer_kbps, rel=0.01)
     assert d["layer"]["size"] == layered.header.layer.size  # type: ignore[union-attr]
     assert "layer" in run_main("info", fcv).stdout

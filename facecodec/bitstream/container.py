@@ -32,7 +32,9 @@ from facecodec.files import publish
 
 MAGIC = b"FCDC"
 VERSION_MAJOR = 1
-VERSION_MINOR = 1  # 1.1: the low-resolution layer; motion-only streams are written as 1.0
+# 1.1: the low-resolution layer; 1.2: LAYER_GROUP packets. Motion-only streams are written
+# as 1.0, streams with a layer as 1.2 (a 1.1 reader plays them as motion only).
+VERSION_MINOR = 2
 MAX_TEXT = 64  # basis_id, model_id, preset
 MAX_HEADER = 0xFFFF  # header_length is a u16
 _LEAD = struct.Struct("<4sBBH")  # magic, major, minor, header_length
@@ -152,7 +154,7 @@ class StreamHeader:
         fields += struct.pack("<H", len(self.coder_config)) + bytes(self.coder_config)
         minor = 0  # motion-only streams keep the 1.0 layout, readable by every reader
         if self.layer is not None:
-            minor = 1
+            minor = VERSION_MINOR
             lay = self.layer
             model = lay.model.encode("ascii")
             fields += _LAYER.pack(lay.codec, lay.size, lay.divisor) + bytes([len(model)]) + model

@@ -58,7 +58,8 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     for entry in per_type.values():
         entry["kbps"] = _kbps(entry["bytes"], duration)
     motion_bytes = sum(per_type.get(t.name, {}).get("bytes", 0) for t in _MOTION_TYPES)
-    layer_bytes = per_type.get(PacketType.LAYER.name, {}).get("bytes", 0)
+    layer_bytes = sum(per_type.get(t.name, {}).get("bytes", 0)
+                      for t in (PacketType.LAYER, PacketType.LAYER_GROUP))
     lay = h.layer
     major, minor = reader.version
     return {

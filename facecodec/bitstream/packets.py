@@ -32,6 +32,7 @@ class PacketType(IntEnum):
     RESYNC = 3  # a MOTION packet whose first frame is intra-coded
     END = 4
     LAYER = 5  # one picture of the low-resolution layer (minor version 1)
+    LAYER_GROUP = 6  # several layer pictures in one packet (minor version 2; files)
 
 
 _KNOWN_TYPES = frozenset(int(t) for t in PacketType)
@@ -319,6 +320,54 @@ class LayerPayload:
         if flags & ~1:
             raise BitstreamError(f"layer flags 0x{flags:02x} set reserved bits")
         p = cls(keyframe_id, bool(flags & 1), r.rest())
+        p.validate()
+        return p
+
+
+@dataclass(frozen=True, slots=True)
+class LayerGroupPayload:
+    """Consecutive layer pictures of one keyframe's crop in one packet (a file's half
+    second): 3-4 bytes of framing a picture instead of a LAYER packet's 16-17. `pictures`:
+    (frame offset from the packet's timestamp, intra, coded picture), offsets increasing
+    from 0."""
+
+    keyframe_id: int
+    pictures: tuple[tuple[int, bool, bytes], ...]
+
+    def validate(self) -> None:
+        _check_u16(self.keyframe_id, "keyframe id")
+        if not 1 <= len(self.pictures) <= 255:
+            raise BitstreamError(f"layer group of {len(self.pictures)} pictures (1..255)")
+        last = -1
+        for offset, _, picture in self.pictures:
+            if not last < offset <= 255 or (last < 0 and offset != 0):
+                raise BitstreamError("layer group frame offsets must rise from 0 (max 255)")
+            if not picture:
+                raise BitstreamError("layer group picture has no data")
+            last = offset
+
+    def to_bytes(self) -> bytes:
+        self.validate()
+        out = bytearray(struct.pack("<HB", self.keyframe_id, len(self.pictures)))
+        for offset, intra, picture in self.pictures:
+            out += bytes([offset, int(bool(intra))]) + encode_varint(len(picture)) + picture
+        return bytes(out)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LayerGroupPayload:
+        r = _Reader(data, "layer group")
+        keyframe_id, count = r.unpack("HB", "fixed fields")
+        pictures = []
+        for _ in range(count):
+            offset, flags = r.unpack("BB", "picture fields")
+            if flags & ~1:
+                raise BitstreamError(f"layer flags 0x{flags:02x} set reserved bits")
+            n, r.pos, err = _decode_varint(r.data, r.pos)
+            if n is None:
+                raise BitstreamError(f"layer group picture length: {err}")
+            pictures.append((offset, bool(flags & 1), bytes(r.take(n, "picture"))))
+        r.done()
+        p = cls(keyframe_id, tuple(pictures))
         p.validate()
         return p
 

@@ -11,6 +11,7 @@ from facecodec.bitstream.container import FcvReader, StreamHeader
 from facecodec.bitstream.packets import (
     EndPayload,
     KeyframePayload,
+    LayerGroupPayload,
     LayerPayload,
     MotionPayload,
     Packet,
@@ -125,7 +126,7 @@ class PacketDecoder:
         if packet.type == PacketType.KEYFRAME:
             self._keyframe(packet)
             return []
-        if packet.type == PacketType.LAYER:
+        if packet.type in (PacketType.LAYER, PacketType.LAYER_GROUP):
             if self.layer is not None:
                 self.layer.push(packet)
             return []
@@ -218,27 +219,45 @@ class _LayerState:
         self._moving: int | None = None  # timestamp of the picture the mover holds
 
     def push(self, packet: Packet) -> None:
+        """A LAYER packet (one picture) or a LAYER_GROUP packet (several, in frame order)."""
         try:
-            p = LayerPayload.from_bytes(packet.payload)
-            if not p.intra and packet.seq != self.next_seq:
-                if self.next_seq is not None:
-                    self.stats.layer_lost += 1
-                self.decoder.reset()
-                self.next_seq = None
-                return
-            picture = self.decoder.decode(p.picture, p.intra)
+            if packet.type == PacketType.LAYER_GROUP:
+                g = LayerGroupPayload.from_bytes(packet.payload)
+                pictures = [(packet.timestamp + o, g.keyframe_id, intra, data)
+                            for o, intra, data in g.pictures]
+            else:
+                p = LayerPayload.from_bytes(packet.payload)
+                pictures = [(packet.timestamp, p.keyframe_id, p.intra, p.picture)]
         except BitstreamError:
-            self.stats.layer_bad += 1
+            self._bad()
+            return
+        if packet.seq != self.next_seq and self.next_seq is not None:
+            self.stats.layer_lost += 1
             self.decoder.reset()
-            self.next_seq = None
-            return
+        in_run = packet.seq == self.next_seq
         self.next_seq = (packet.seq + 1) & 0xFFFF
-        if picture is None:
-            return
-        self.stats.layer_pictures += 1
-        self.pictures[packet.timestamp] = (p.keyframe_id, picture)
+        for timestamp, keyframe_id, intra, data in pictures:
+            if not (in_run or intra):
+                continue  # after a gap, only an intra picture restarts the run
+            try:
+                picture = self.decoder.decode(data, intra)
+            except BitstreamError:
+                self._bad()
+                return
+            in_run = True
+            if picture is None:
+                continue
+            self.stats.layer_pictures += 1
+            self.pictures[timestamp] = (keyframe_id, picture)
         for old in sorted(self.pictures)[:-self.HISTORY]:
             del self.pictures[old]
+        if not in_run:
+            self.next_seq = None  # nothing decoded: the next packet must start a run too
+
+    def _bad(self) -> None:
+        self.stats.layer_bad += 1
+        self.decoder.reset()
+        self.next_seq = None
 
     def fuse(self, index: int, keyframe_id: int, frame: np.ndarray, motion: Motion) -> np.ndarray:
         """The frame fused with the latest layer picture at or before it, of the same crop

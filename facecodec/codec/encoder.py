@@ -15,6 +15,7 @@ from facecodec.bitstream.container import FcvWriter, LayerParams, StreamHeader
 from facecodec.bitstream.packets import (
     EndPayload,
     KeyframePayload,
+    LayerGroupPayload,
     LayerPayload,
     MotionPayload,
     Packet,
@@ -90,6 +91,11 @@ def fusion_model_for(layer_kbps: float) -> str:
     return default_fusion_id() if layer_kbps <= NET_FUSION_MAX_KBPS else GATE_MODEL_ID
 
 
+def frames_per_packet(settings: EncoderSettings, fps: Fraction) -> int:
+    """Frames a file's motion packet carries (and its layer group): about 1/2 s."""
+    return settings.packet_frames or max(1, round(float(fps) / 2))
+
+
 def coder_config(basis: ExpressionBasis, preset: str) -> CoderConfig:
     return make_config(preset, K_MEDIUM, basis.std)
 
@@ -112,6 +118,9 @@ class Packetizer:
         self.keyframe_quality = keyframe_quality
         self.seq = {"motion": 0, "layer": 0, "other": 0}  # sequences (docs/bitstream.md)
         self.layer: LayerPlan | None = None
+        # Layer pictures of the pending frames; with several frames a packet (files) they go
+        # out as one LAYER_GROUP before the motion packet, else each as a LAYER packet.
+        self.layer_pending: list[tuple[int, bool, bytes]] = []
         self.keyframe_id = -1
         self.pending: list[MotionEvent] = []
         self.last_resync = -(10**9)
@@ -119,21 +128,33 @@ class Packetizer:
 
     def _packet(self, ptype: PacketType, timestamp: int, payload: bytes) -> Packet:
         channel = ("motion" if ptype in (PacketType.MOTION, PacketType.RESYNC)
-                   else "layer" if ptype == PacketType.LAYER else "other")
+                   else "layer" if ptype in (PacketType.LAYER, PacketType.LAYER_GROUP)
+                   else "other")
         p = Packet(ptype, self.seq[channel], timestamp, payload)
         self.seq[channel] = (self.seq[channel] + 1) & 0xFFFF
         return p
 
-    def flush(self) -> list[Packet]:
-        if not self.pending:
+    def _layer_group(self) -> list[Packet]:
+        if not self.layer_pending:
             return []
+        first = self.layer_pending[0][0]
+        group = tuple((i - first, intra, data) for i, intra, data in self.layer_pending)
+        self.layer_pending = []
+        payload = LayerGroupPayload(self.keyframe_id, group).to_bytes()
+        return [self._packet(PacketType.LAYER_GROUP, first, payload)]
+
+    def flush(self) -> list[Packet]:
+        out = self._layer_group()  # before the motion: the pictures are there when it renders
+        if not self.pending:
+            return out
         first = self.pending[0].index
         intra = self.force_intra
         data = self.coder.encode([e.motion for e in self.pending], intra=intra)
         payload = MotionPayload(self.keyframe_id, len(self.pending), data).to_bytes()
         self.pending = []
         self.force_intra = False
-        return [self._packet(PacketType.RESYNC if intra else PacketType.MOTION, first, payload)]
+        return [*out, self._packet(PacketType.RESYNC if intra else PacketType.MOTION, first,
+                                   payload)]
 
     def push(self, event: KeyframeEvent | MotionEvent) -> list[Packet]:
         out: list[Packet] = []
@@ -156,15 +177,16 @@ class Packetizer:
         if self.keyframe_id < 0:
             return out
         picture = self.layer.pictures.get(event.index) if self.layer is not None else None
-        if picture is not None:
-            # Before the motion packet that covers this frame: a receiver has the picture
-            # when it renders the frame.
-            intra, data = picture
-            payload = LayerPayload(self.keyframe_id, intra, data).to_bytes()
-            out.append(self._packet(PacketType.LAYER, event.index, payload))
         if event.index - self.last_resync >= self.resync_interval:
             out += self.flush()
             self.force_intra, self.last_resync = True, event.index
+        if picture is not None:
+            intra, data = picture
+            if self.packet_frames > 1:
+                self.layer_pending.append((event.index, intra, data))
+            else:  # before the motion packet that covers this frame
+                payload = LayerPayload(self.keyframe_id, intra, data).to_bytes()
+                out.append(self._packet(PacketType.LAYER, event.index, payload))
         self.pending.append(event)
         if len(self.pending) >= self.packet_frames:
             out += self.flush()
@@ -198,7 +220,7 @@ class EncodeResult:
 
     @property
     def layer_kbps(self) -> float:
-        return self.bytes_of(PacketType.LAYER) * 8 / 1000 / self.duration_s
+        return self.bytes_of(PacketType.LAYER, PacketType.LAYER_GROUP) * 8 / 1000 / self.duration_s
 
     @property
     def total_bytes(self) -> int:
@@ -215,7 +237,7 @@ def packetize(
     layer_kbps: float = 0.0,
 ) -> list[Packet]:
     resync = max(1, math.floor(float(fps) * settings.resync_s))
-    per_packet = settings.packet_frames or max(1, round(float(fps) / 2))
+    per_packet = frames_per_packet(settings, fps)
     pk = Packetizer(config, resync, per_packet, settings.keyframe_quality_for(layer_kbps))
     pk.layer = layer
     packets: list[Packet] = []
@@ -340,7 +362,8 @@ def code_analysis(
         preset = settings.preset
     layer = None
     if layer_kbps > 0:
-        layer = plan_layer(analysis, layer_kbps, settings.size, float(fps))
+        layer = plan_layer(analysis, layer_kbps, settings.size, float(fps),
+                           frames_per_packet(settings, fps))
     header = StreamHeader(
         size=settings.size,
         fps_num=fps.numerator,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facecodec.bitstream.container import LAYER_SIZES
+from facecodec.bitstream.packets import encode_varint
 from facecodec.codec.analysis import KeyframeEvent
 from facecodec.codec.layer import AV1, MAX_Q, MIN_Q, LayerEncoder
 from facecodec.errors import FacecodecError
@@ -77,8 +78,14 @@ class LayerPlan:
     q: int
     pictures: dict[int, tuple[bool, bytes]] = field(default_factory=dict)
 
-    def packet_bytes(self) -> int:
-        return sum(layer_packet_bytes(len(d)) for _, d in self.pictures.values())
+    def packet_bytes(self, group_frames: int = 1) -> int:
+        """Bytes on the wire: a LAYER packet a picture, or with `group_frames` > 1 (a file's
+        frames per motion packet) a LAYER_GROUP packet per group of frames."""
+        if group_frames <= 1:
+            return sum(layer_packet_bytes(len(d)) for _, d in self.pictures.values())
+        groups = len({i // group_frames for i in self.pictures})
+        return groups * layer_packet_bytes(0) + sum(
+            2 + len(encode_varint(len(d))) + len(d) for _, d in self.pictures.values())
 
 
 def layer_packet_bytes(picture_bytes: int) -> int:
@@ -137,7 +144,9 @@ def code_layer(
     return out
 
 
-def plan_layer(analysis: Analysis, kbps: float, crop_size: int, fps: float) -> LayerPlan:
+def plan_layer(
+    analysis: Analysis, kbps: float, crop_size: int, fps: float, group_frames: int = 1
+) -> LayerPlan:
     """The layer for a target rate: size and divisor from SCHEDULE, the crf nearest the rate
     (bisection over integers; the rate falls monotonically with crf)."""
     size, divisor = schedule(kbps, crop_size)
@@ -152,7 +161,7 @@ def plan_layer(analysis: Analysis, kbps: float, crop_size: int, fps: float) -> L
         return cache[divisor, q]
 
     def rate(q: int) -> float:
-        return plan(q).packet_bytes() * 8 / 1000 / duration
+        return plan(q).packet_bytes(group_frames) * 8 / 1000 / duration
 
     while rate(MAX_Q) > kbps * 1.1:
         if divisor >= MAX_DIVISOR_FALLBACK:
