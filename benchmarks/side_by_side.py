@@ -52,7 +52,7 @@ def _write(dst: Path, fps: object, panels: list[tuple[list[str], np.ndarray]]) -
     with VideoWriter(dst, fps, s * len(panels), s, crf=20) as w:  # type: ignore[arg-type]
         for i in range(n):
             w.write(np.concatenate([_label(f[i].copy(), text) for text, f in panels], axis=1))
-    print(f"wrote {dst}")
+    print(f"wrote {dst}: " + " | ".join(", ".join(text) for text, _ in panels))
 
 
 def _x264_at(ref: object, target_bytes: int) -> SystemPoint:
