@@ -121,11 +121,11 @@ def format_info(d: dict[str, Any]) -> str:
         f"preset {d['preset'] or '-'}, resync every {d['resync_interval'] or '-'} frames, "
         f"coder config {d['coder_config_bytes']} B",
         "",
-        f"  {'packets':<10} {'count':>7} {'bytes':>10} {'kbps':>9}",
+        f"  {'packets':<11} {'count':>7} {'bytes':>10} {'kbps':>9}",
     ]
     for name, e in sorted(d["packets"].items()):
-        lines.append(f"  {name:<10} {e['count']:>7} {e['bytes']:>10} {e['kbps']:>9.2f}")
-    lines.append(f"  {'header':<10} {1:>7} {d['header_bytes']:>10}")
+        lines.append(f"  {name:<11} {e['count']:>7} {e['bytes']:>10} {e['kbps']:>9.2f}")
+    lines.append(f"  {'header':<11} {1:>7} {d['header_bytes']:>10}")
     lines += [
         "",
         f"  motion     {d['motion_kbps']:.2f} kbps (MOTION + RESYNC, with packet overhead)",
