@@ -3,7 +3,10 @@ browser client sees, without a screen."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -34,18 +37,30 @@ def headless_chromium(url: str, *flags: str) -> Iterator[tuple[subprocess.Popen[
     chromium = find_chromium()
     if chromium is None:
         raise FileNotFoundError("chromium is not installed")
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes (renderer, GPU, crash handler) can outlive the main one and
+    # keep writing to the profile: run it in its own process group and stop the whole group,
+    # and never let a straggler's file turn clean-up into an error.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         browser = subprocess.Popen(
             [chromium, *_FLAGS, f"--user-data-dir={profile}", *flags, url],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             yield browser, Path(profile)
         finally:
-            browser.terminate()
-            try:
-                browser.wait(10)
-            except subprocess.TimeoutExpired:
-                browser.kill()
-                browser.wait()
+            _stop_group(browser)
+
+
+def _stop_group(browser: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to Chromium's process group, SIGKILL to what is left after 10 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(browser.pid, signal.SIGTERM)
+    try:
+        browser.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(browser.pid, signal.SIGKILL)
+    browser.wait()
