@@ -121,8 +121,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="low-resolution layer rate (0: off, motion only)")
     e.add_argument("--size", type=int, default=256, help="face crop side in pixels (128..512)")
     e.add_argument("--keyframe-quality", type=int, default=None,
-                   help="reference picture 0..100 (default 60; with a layer 30, or 10 above "
-                        "a 6 kbps layer)")
+                   help="reference picture 0..100 (default 60; with a layer 30 up to a 6 kbps "
+                        "layer, 10 above, 0 when the layer is as large as the crop)")
     e.add_argument("--refresh", type=float, default=0.0, help="refresh keyframe every N s")
     e.add_argument("--face", choices=("single", "largest"), default="single",
                    help="several faces: error out (single) or code the largest")

@@ -10,7 +10,13 @@ import os
 from typing import Any
 
 from facecodec.bitstream.container import LAYER_CODEC_NAMES, FcvReader
-from facecodec.bitstream.packets import EndPayload, MotionPayload, PacketType, type_name
+from facecodec.bitstream.packets import (
+    LAYER_TYPES,
+    EndPayload,
+    MotionPayload,
+    PacketType,
+    type_name,
+)
 from facecodec.errors import BitstreamError
 
 _MOTION_TYPES = (PacketType.MOTION, PacketType.RESYNC)
@@ -58,8 +64,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     for entry in per_type.values():
         entry["kbps"] = _kbps(entry["bytes"], duration)
     motion_bytes = sum(per_type.get(t.name, {}).get("bytes", 0) for t in _MOTION_TYPES)
-    layer_bytes = sum(per_type.get(t.name, {}).get("bytes", 0)
-                      for t in (PacketType.LAYER, PacketType.LAYER_GROUP))
+    layer_bytes = sum(per_type.get(t.name, {}).get("bytes", 0) for t in LAYER_TYPES)
     lay = h.layer
     major, minor = reader.version
     return {

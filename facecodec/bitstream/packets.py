@@ -36,6 +36,7 @@ class PacketType(IntEnum):
 
 
 _KNOWN_TYPES = frozenset(int(t) for t in PacketType)
+LAYER_TYPES = (PacketType.LAYER, PacketType.LAYER_GROUP)  # what carries layer pictures
 
 
 def type_name(ptype: int) -> str:

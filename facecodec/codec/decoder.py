@@ -9,6 +9,7 @@ import numpy as np
 
 from facecodec.bitstream.container import FcvReader, StreamHeader
 from facecodec.bitstream.packets import (
+    LAYER_TYPES,
     EndPayload,
     KeyframePayload,
     LayerGroupPayload,
@@ -126,7 +127,7 @@ class PacketDecoder:
         if packet.type == PacketType.KEYFRAME:
             self._keyframe(packet)
             return []
-        if packet.type in (PacketType.LAYER, PacketType.LAYER_GROUP):
+        if packet.type in LAYER_TYPES:
             if self.layer is not None:
                 self.layer.push(packet)
             return []

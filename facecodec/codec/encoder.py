@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from facecodec.bitstream.container import FcvWriter, LayerParams, StreamHeader
 from facecodec.bitstream.packets import (
+    LAYER_TYPES,
     EndPayload,
     KeyframePayload,
     LayerGroupPayload,
@@ -128,8 +129,7 @@ class Packetizer:
 
     def _packet(self, ptype: PacketType, timestamp: int, payload: bytes) -> Packet:
         channel = ("motion" if ptype in (PacketType.MOTION, PacketType.RESYNC)
-                   else "layer" if ptype in (PacketType.LAYER, PacketType.LAYER_GROUP)
-                   else "other")
+                   else "layer" if ptype in LAYER_TYPES else "other")
         p = Packet(ptype, self.seq[channel], timestamp, payload)
         self.seq[channel] = (self.seq[channel] + 1) & 0xFFFF
         return p
@@ -220,7 +220,7 @@ class EncodeResult:
 
     @property
     def layer_kbps(self) -> float:
-        return self.bytes_of(PacketType.LAYER, PacketType.LAYER_GROUP) * 8 / 1000 / self.duration_s
+        return self.bytes_of(*LAYER_TYPES) * 8 / 1000 / self.duration_s
 
     @property
     def total_bytes(self) -> int:

@@ -15,7 +15,13 @@ from facecodec.bitstream.container import LayerParams, StreamHeader
 from facecodec.bitstream.packets import decode_packet, encode_packet
 from facecodec.codec.analysis import FaceAnalyzer, KeyframeEvent, MotionEvent
 from facecodec.codec.decoder import DecodeStats, PacketDecoder
-from facecodec.codec.encoder import EncoderSettings, Packetizer, coder_config, fusion_model_for
+from facecodec.codec.encoder import (
+    EncoderSettings,
+    Packetizer,
+    coder_config,
+    frames_per_packet,
+    fusion_model_for,
+)
 from facecodec.codec.layer import AV1
 from facecodec.codec.layer_rate import LayerPlan, LiveLayer
 from facecodec.errors import BitstreamError
@@ -49,7 +55,7 @@ class StreamEncoder:
         basis = load_basis()
         config = coder_config(basis, preset)
         resync = max(1, int(float(fps)))
-        per_packet = 1 if live else max(1, round(float(fps) / 2))
+        per_packet = 1 if live else frames_per_packet(settings, fps)
         w, h = source_size or (size, size)
         self.layer = LiveLayer(layer_kbps, float(fps), size) if layer_kbps > 0 else None
         self.header = StreamHeader(

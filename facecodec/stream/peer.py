@@ -36,7 +36,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
-from facecodec.bitstream.packets import PacketType
+from facecodec.bitstream.packets import LAYER_TYPES
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.stream.impair import Impairment
 from facecodec.stream.signaling import SignalingClient
@@ -237,7 +237,7 @@ class Peer:
         if info.reliable:
             assert self._keyframes is not None
             self._keyframes.send(data)
-            if info.type == PacketType.LAYER:
+            if info.type in LAYER_TYPES:
                 self.stats.layer_bytes_sent += len(data)
             else:
                 self.stats.keyframe_bytes_sent += len(data)
