@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from facecodec.bitstream.container import (
     MAGIC,
+    VERSION_MINOR,
     FcvReader,
     FcvWriter,
     StreamHeader,
@@ -292,10 +293,10 @@ def test_newer_minor_version_fields_are_skipped() -> None:
     data = HEADER.to_bytes()[:-4]
     no_layer = bytes(5)  # the minor-1 layer fields: codec 0, size 0, divisor 0, empty model
     body = bytearray(data + no_layer + b"new field")
-    body[5] = 3  # minor version 3 appended a field this build does not know
+    body[5] = VERSION_MINOR + 1  # a later minor version appended a field this build does not know
     struct.pack_into("<H", body, 6, len(body) + 4)
     h, size, version = parse_header(bytes(body) + struct.pack("<I", zlib.crc32(body)))
-    assert h == HEADER and size == len(body) + 4 and version == (1, 3)
+    assert h == HEADER and size == len(body) + 4 and version == (1, VERSION_MINOR + 1)
     # ... but the same bytes at this build's minor version are an error
     body[5] = 1
     with pytest.raises(BitstreamError, match="trailing"):

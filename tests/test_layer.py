@@ -19,7 +19,14 @@ from facecodec.bitstream.container import (
     StreamHeader,
     parse_header,
 )
-from facecodec.bitstream.packets import LayerGroupPayload, LayerPayload, Packet, PacketType
+from facecodec.bitstream.packets import (
+    IMAGE_FROM_LAYER,
+    KeyframePayload,
+    LayerGroupPayload,
+    LayerPayload,
+    Packet,
+    PacketType,
+)
 from facecodec.codec.decoder import PacketDecoder, decode_packets
 from facecodec.codec.encoder import (
     Analysis,
@@ -78,7 +85,7 @@ def test_round_trip_beats_motion_only(
 ) -> None:
     h = layered.header
     assert h.layer is not None and h.layer.size in LAYER_SIZES and h.layer.divisor >= 1
-    assert parse_header(h.to_bytes())[2] == (1, 2)
+    assert parse_header(h.to_bytes())[2] == (1, 3)
     lay = _layer_packets(layered)
     assert lay and all(p.type == PacketType.LAYER_GROUP for p in lay) and _first_intra(lay[0])
     # Each layer group precedes the motion packet covering its frames.
@@ -131,9 +138,63 @@ def test_receiver_side_edits_leave_the_layer_out(layered: EncodeResult) -> None:
     plain = PacketDecoder(layered.header)
     edited = PacketDecoder(layered.header, pose=PoseEdit(yaw=15.0))
     assert plain.layer is not None and not plain.layer_ignored
-    assert edited.layer is None and edited.layer_ignored
+    # Still decoded (a keyframe's picture may be a layer picture), never fused.
+    assert edited.layer is not None and edited.layer.fusion is None and edited.layer_ignored
     frames = [f for p in layered.packets for _, f in edited.push(p)]
     assert len(frames) == GRID_FRAMES and edited.stats.frames_fused == 0
+
+
+def _keyframes(r: EncodeResult) -> list[KeyframePayload]:
+    return [KeyframePayload.from_bytes(p.payload) for p in r.packets
+            if p.type == PacketType.KEYFRAME]
+
+
+def test_full_size_layer_lends_the_keyframe_its_picture(
+    analysis: Analysis, layered: EncodeResult, crops: np.ndarray
+) -> None:
+    # An 8 kbps layer is as large as the crop: the keyframe sends no image, its picture is
+    # the layer's intra picture of the same frame. Asked for a quality, it codes one.
+    h = layered.header
+    assert h.layer is not None and h.layer.size == h.size
+    keys = _keyframes(layered)
+    assert keys and all(k.codec_id == IMAGE_FROM_LAYER and not k.image for k in keys)
+    asked = code_analysis(analysis, EncoderSettings(layer_kbps=8.0, keyframe_quality=0))
+    assert all(k.codec_id != IMAGE_FROM_LAYER and k.image for k in _keyframes(asked))
+    key = PacketType.KEYFRAME
+    assert layered.bytes_of(key) + 100 < asked.bytes_of(key)
+    borrowed = _psnr(crops, decode_packets(h, layered.packets, GRID_FRAMES))
+    coded = _psnr(crops, decode_packets(asked.header, asked.packets, GRID_FRAMES))
+    assert borrowed > coded - 0.1
+    # A smaller layer cannot stand in for the reference: a real picture is coded.
+    small = code_analysis(analysis, EncoderSettings(layer_kbps=4.0))
+    assert all(k.codec_id != IMAGE_FROM_LAYER for k in _keyframes(small))
+
+
+def test_keyframe_whose_layer_picture_is_lost_holds_frames(layered: EncodeResult) -> None:
+    first_layer = _layer_packets(layered)[0]
+    assert _first_intra(first_layer)
+    dec, frames = _decode(layered.header, [p for p in layered.packets if p is not first_layer])
+    assert frames == 0 and dec.needs_keyframe()  # nothing to draw from; a sender is asked
+    with pytest.raises(BitstreamError, match="no decodable frame"):
+        decode_packets(layered.header, [p for p in layered.packets if p is not first_layer],
+                       GRID_FRAMES)
+
+
+def test_keyframe_from_layer_needs_a_layer_as_large_as_the_crop(layered: EncodeResult) -> None:
+    lay = layered.header.layer
+    assert lay is not None
+    key = next(p for p in layered.packets if p.type == PacketType.KEYFRAME)
+    for header in (replace(layered.header, layer=None),
+                   replace(layered.header, layer=replace(lay, size=128))):
+        dec = PacketDecoder(header)
+        with pytest.raises(BitstreamError, match="no layer as large as its crop"):
+            dec.push(key)
+        assert dec.needs_keyframe()
+    k = _keyframes(layered)[0]
+    with pytest.raises(BitstreamError, match="carries image data"):
+        replace(k, image=b"\x00").to_bytes()
+    with pytest.raises(BitstreamError, match="no image data"):
+        replace(k, codec_id=IMAGE_FROM_LAYER - 1).to_bytes()
 
 
 @pytest.mark.parametrize("kbps", [4.0, 15.0])
@@ -309,7 +370,7 @@ def test_info_json_reports_layer_kbps(
     r = run_main("info", fcv, "--json")
     assert r.returncode == 0
     d = json.loads(r.stdout)
-    assert d["version"] == "1.2"
+    assert d["version"] == "1.3"
     assert d["layer_kbps"] == pytest.approx(layered.layer_kbps, rel=0.01)
     assert d["layer"]["size"] == layered.header.layer.size  # type: ignore[union-attr]
     assert "layer" in run_main("info", fcv).stdout

@@ -32,9 +32,11 @@ from facecodec.files import publish
 
 MAGIC = b"FCDC"
 VERSION_MAJOR = 1
-# 1.1: the low-resolution layer; 1.2: LAYER_GROUP packets. Motion-only streams are written
-# as 1.0, streams with a layer as 1.2 (a 1.1 reader plays them as motion only).
-VERSION_MINOR = 2
+# 1.1: the low-resolution layer; 1.2: LAYER_GROUP packets; 1.3: keyframes whose picture is
+# the layer's (IMAGE_FROM_LAYER). Motion-only streams are written as 1.0, streams with a
+# layer as 1.3 (a 1.1 or 1.2 reader plays those without such keyframes, with a layer
+# smaller than the crop, and says which keyframe it cannot decode otherwise).
+VERSION_MINOR = 3
 MAX_TEXT = 64  # basis_id, model_id, preset
 MAX_HEADER = 0xFFFF  # header_length is a u16
 _LEAD = struct.Struct("<4sBBH")  # magic, major, minor, header_length

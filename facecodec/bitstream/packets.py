@@ -37,6 +37,9 @@ class PacketType(IntEnum):
 
 _KNOWN_TYPES = frozenset(int(t) for t in PacketType)
 LAYER_TYPES = (PacketType.LAYER, PacketType.LAYER_GROUP)  # what carries layer pictures
+# Keyframe image codec id with no image bytes (minor version 3): the reference picture is the
+# stream's layer picture of the keyframe's frame, an intra picture as large as the crop.
+IMAGE_FROM_LAYER = 6
 
 
 def type_name(ptype: int) -> str:
@@ -243,7 +246,10 @@ class KeyframePayload:
             raise BitstreamError(f"{len(self.motion)} motion values (at most {self.MAX_MOTION})")
         for v in self.motion:
             _check_f32(v, "keyframe motion value")
-        if not self.image:
+        if self.codec_id == IMAGE_FROM_LAYER:
+            if self.image:
+                raise BitstreamError("keyframe drawn from the layer carries image data")
+        elif not self.image:
             raise BitstreamError("keyframe has no image data")
 
     def to_bytes(self) -> bytes:

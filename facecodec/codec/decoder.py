@@ -9,6 +9,7 @@ import numpy as np
 
 from facecodec.bitstream.container import FcvReader, StreamHeader
 from facecodec.bitstream.packets import (
+    IMAGE_FROM_LAYER,
     LAYER_TYPES,
     EndPayload,
     KeyframePayload,
@@ -36,9 +37,10 @@ MOTION_COMPENSATE = True  # warp held layer pictures by the motion since their f
 
 @dataclass
 class Keyframe:
-    image: np.ndarray
+    image: np.ndarray | None  # None: the layer's picture of `timestamp`, not yet taken
     motion: Motion
     crop: tuple[float, float, float]
+    timestamp: int = 0
 
 
 @dataclass
@@ -98,8 +100,9 @@ class PacketDecoder:
         # The layer shows the sender's own face as it was: fused into a redirected head or
         # an avatar it would paint the original back in, so receiver-side edits drop it.
         self.layer_ignored = bool(header.layer) and (self.pose.active or self.avatar is not None)
-        self.layer = (_LayerState(header, layer, self.stats, self.basis)
-                      if header.layer and not self.layer_ignored else None)
+        # Ignored, the layer is still decoded: a keyframe's picture may be one of its pictures.
+        self.layer = (_LayerState(header, "off" if self.layer_ignored else layer, self.stats,
+                                  self.basis) if header.layer else None)
 
     def needs_keyframe(self) -> bool:
         return self._needs_keyframe
@@ -111,6 +114,11 @@ class PacketDecoder:
         if kf is None:
             self._needs_keyframe = True
             return False
+        if kf.image is None:
+            kf.image = self.layer.picture_at(kf.timestamp, kid) if self.layer else None
+            if kf.image is None:  # that layer picture was lost: hold until the next keyframe
+                self._needs_keyframe = True
+                return False
         if self.avatar is not None:
             self.renderer.set_reference(self.avatar.image, self.avatar.motion)
         else:
@@ -166,13 +174,20 @@ class PacketDecoder:
     def _keyframe(self, packet: Packet) -> None:
         try:
             p = KeyframePayload.from_bytes(packet.payload)
-            image = decode_image(p.codec_id, p.image, self.header.size)
+            image = None
+            if p.codec_id != IMAGE_FROM_LAYER:
+                image = decode_image(p.codec_id, p.image, self.header.size)
+            elif self.header.layer is None or self.header.layer.size != self.header.size:
+                raise BitstreamError(
+                    f"keyframe {p.keyframe_id} takes its picture from the layer, but the "
+                    "stream has no layer as large as its crop"
+                )
             motion = Motion.from_vector(np.array(p.motion))
         except (BitstreamError, ValueError):
             self.stats.keyframes_bad += 1
             self._needs_keyframe = True
             raise
-        self.keyframes[p.keyframe_id] = Keyframe(image, motion, p.crop)
+        self.keyframes[p.keyframe_id] = Keyframe(image, motion, p.crop, packet.timestamp)
         # Keep only a few references: a live stream refreshes them indefinitely.
         for old in sorted(self.keyframes)[:-4]:
             if old != p.keyframe_id:
@@ -254,6 +269,11 @@ class _LayerState:
             del self.pictures[old]
         if not in_run:
             self.next_seq = None  # nothing decoded: the next packet must start a run too
+
+    def picture_at(self, timestamp: int, keyframe_id: int) -> np.ndarray | None:
+        """The decoded picture of that frame and keyframe, if it arrived intact."""
+        kid, picture = self.pictures.get(timestamp, (None, None))
+        return picture if kid == keyframe_id else None
 
     def _bad(self) -> None:
         self.stats.layer_bad += 1

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from facecodec.bitstream.container import FcvWriter, LayerParams, StreamHeader
 from facecodec.bitstream.packets import (
+    IMAGE_FROM_LAYER,
     LAYER_TYPES,
     EndPayload,
     KeyframePayload,
@@ -122,6 +123,9 @@ class Packetizer:
         # Layer pictures of the pending frames; with several frames a packet (files) they go
         # out as one LAYER_GROUP before the motion packet, else each as a LAYER packet.
         self.layer_pending: list[tuple[int, bool, bytes]] = []
+        # A file whose layer is as large as the crop: a keyframe whose frame carries an intra
+        # layer picture sends no image of its own, the receiver takes that picture.
+        self.reference_from_layer = False
         self.keyframe_id = -1
         self.pending: list[MotionEvent] = []
         self.last_resync = -(10**9)
@@ -161,7 +165,11 @@ class Packetizer:
         if isinstance(event, KeyframeEvent):
             out += self.flush()
             self.keyframe_id = (self.keyframe_id + 1) & 0xFFFF
-            codec_id, image = encode_image(event.image, self.keyframe_quality)
+            picture = self.layer.pictures.get(event.index) if self.layer is not None else None
+            if self.reference_from_layer and picture is not None and picture[0]:
+                codec_id, image = IMAGE_FROM_LAYER, b""
+            else:
+                codec_id, image = encode_image(event.image, self.keyframe_quality)
             ref = self.config.dequantize(self.config.quantize(event.motion))
             c = event.crop
             payload = KeyframePayload(
@@ -240,6 +248,9 @@ def packetize(
     per_packet = frames_per_packet(settings, fps)
     pk = Packetizer(config, resync, per_packet, settings.keyframe_quality_for(layer_kbps))
     pk.layer = layer
+    # Unless a reference quality was asked for (then the reference is coded as asked).
+    pk.reference_from_layer = (layer is not None and layer.size >= settings.size
+                               and settings.keyframe_quality is None)
     packets: list[Packet] = []
     for e in events:
         packets += pk.push(e)
