@@ -28,11 +28,12 @@ from facecodec.bench.system import SystemPoint
 from facecodec.capture.video import VideoWriter
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, code_analysis
+from facecodec.codec.layer_rate import LAYER_MOTION_PRESET
 from facecodec.render.edits import PoseEdit
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # (label, preset, keyframe quality, layer kbps): the bench ladder's rungs nearest 5 and 15 kbps.
-RUNGS = (("5kbps", "low", 40, 0.0), ("15kbps", "low", None, 11.0))
+RUNGS = (("5kbps", "low", 40, 0.0), ("15kbps", LAYER_MOTION_PRESET, None, 11.0))
 AVATAR = DATA / "portraits" / "liveportrait_s0.jpg"
 
 

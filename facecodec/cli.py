@@ -107,6 +107,8 @@ def _bench(a: argparse.Namespace) -> int:
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The full parser; `argv` (without the program name) says which command will run."""
+    from facecodec.motion.coder import PRESETS
+
     p = argparse.ArgumentParser(prog="facecodec", description="Talking-head video codec")
     p.add_argument("--version", action="version", version=f"facecodec {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -114,7 +116,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     e = sub.add_parser("encode", help="encode a video into an .fcv stream")
     e.add_argument("input", type=Path)
     e.add_argument("-o", "--output", type=Path, required=True)
-    e.add_argument("--quality", choices=("low", "medium", "high"), default="medium")
+    e.add_argument("--quality", choices=PRESETS, default="medium")
     e.add_argument("--target-kbps", type=float, default=None,
                    help="motion (+ layer, above ~6 kbps) rate to aim for")
     e.add_argument("--layer-kbps", type=float, default=0.0,
@@ -161,7 +163,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     m.add_argument("--out", type=Path, default=Path("out/demo"))
     m.add_argument("--target-kbps", type=float,
                    help="motion + layer rate (above 5 kbps the low-resolution layer is sent)")
-    m.add_argument("--quality", choices=("low", "medium", "high"), default="medium")
+    m.add_argument("--quality", choices=PRESETS, default="medium")
     m.set_defaults(func=_demo)
 
     # The bench and live-call modules pull in torch and aiortc (seconds of imports): declare

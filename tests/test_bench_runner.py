@@ -111,10 +111,10 @@ def test_bench_facecodec_renderer_on_its_own_crop(tmp_path: Path) -> None:
     assert res["headline"]["test"] == "facecodec-warp"
     assert res["headline"]["status"] == "ok"
     fc = [p for p in res["points"] if p["system"] == "facecodec-warp"]
-    assert sorted(p["setting"] for p in fc) == ["low-k40", "low-layer8", "medium-k60"]
+    assert sorted(p["setting"] for p in fc) == ["low-k40", "lowest-layer8", "medium-k60"]
     by = {p["setting"]: p for p in fc}
     assert by["low-k40"]["bytes_all"] < by["medium-k60"]["bytes_all"]
-    assert by["low-layer8"]["psnr_y"] > by["medium-k60"]["psnr_y"] + 1.0  # the layer shows
+    assert by["lowest-layer8"]["psnr_y"] > by["medium-k60"]["psnr_y"] + 1.0  # the layer shows
     # Rates count the whole stream; the steady rate drops the reference picture.
     assert all(0 < p["kbps_steady"] < p["kbps_all"] for p in fc)
     assert all(p["psnr_y"] > 25 and p["ms_ssim"] > 0.85 for p in fc)

@@ -25,7 +25,7 @@ from facecodec.motion.motion import FIXED_SIZE, Motion
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT.parent / "shared" / "data" / "clips" / "liveportrait_d19.mp4"
 EXPR_STD = np.geomspace(0.05, 0.003, 32)
-CONFIGS = {p: make_config(p, 16, EXPR_STD) for p in ("low", "medium", "high")}
+CONFIGS = {p: make_config(p, 16, EXPR_STD) for p in ("lowest", "low", "medium", "high")}
 
 
 def _bench():  # type: ignore[no-untyped-def]
@@ -213,14 +213,16 @@ def test_config_garbage(b: bytes) -> None:
 
 
 def test_presets_and_quality_knob() -> None:
-    assert [CONFIGS[p].k for p in ("low", "medium", "high")] == [8, 16, 32]
+    assert [CONFIGS[p].k for p in ("lowest", "low", "medium", "high")] == [4, 8, 16, 32]
+    assert np.all(CONFIGS["lowest"].steps > CONFIGS["low"].steps[: CONFIGS["lowest"].size])
     assert np.all(CONFIGS["low"].steps > CONFIGS["medium"].steps[: CONFIGS["low"].size])
     assert np.all(CONFIGS["high"].steps[: CONFIGS["medium"].size] < CONFIGS["medium"].steps)
     knob = [make_config_q(q, 32, EXPR_STD) for q in np.linspace(0, 1, 11)]
     ks = [c.k for c in knob]
     assert ks == sorted(ks) and ks[0] == 4 and ks[-1] == 32
-    # The knob's ends reach past the presets: coarser than "low", as fine as "high".
+    # The knob's ends are the outer presets: as coarse as "lowest", as fine as "high".
     assert knob[0].k < CONFIGS["low"].k and np.all(knob[0].steps[:13] > CONFIGS["low"].steps[:13])
+    assert knob[0] == CONFIGS["lowest"]
     assert np.allclose(knob[-1].steps, CONFIGS["high"].steps)
     for bad in (lambda: make_config("ultra", 16, EXPR_STD),
                 lambda: make_config_q(1.5, 16, EXPR_STD),
@@ -234,14 +236,14 @@ def test_compression_on_real_clip(clip: tuple[list[Motion], float]) -> None:
     ms, fps = clip
     std = np.stack([m.expression for m in ms]).std(0)
     rates = {}
-    for preset in ("low", "medium", "high"):
+    for preset in ("lowest", "low", "medium", "high"):
         cfg = make_config(preset, 16, std)
         sizes, decoded = _bench().code_stream(cfg, ms, fps)
         assert decoded == [cfg.dequantize(cfg.quantize(m)) for m in ms]
         rates[preset] = sum(sizes) / len(ms)
     # Measured medium: 6.6 B per frame; intra-only coding costs 16, and the best single fixed
     # residual scale (no adaptation) 7.4.
-    assert rates["low"] < rates["medium"] < rates["high"]
+    assert rates["lowest"] < rates["low"] < rates["medium"] < rates["high"]
     assert rates["medium"] < 7.2, rates
     # Without motion the adaptive models must shrink to almost nothing per frame.
     cfg = make_config("medium", 16, std)

@@ -25,10 +25,10 @@ LADDER: tuple[tuple[str, str, int | None, float], ...] = (
     ("medium-k60", "medium", 60, 0.0),
     ("high-k80", "high", 80, 0.0),
     ("high-k92", "high", 92, 0.0),
-    ("low-layer4", "low", None, 4.0),
-    ("low-layer8", "low", None, 8.0),
-    ("low-layer15", "low", None, 15.0),
-    ("low-layer30", "low", None, 30.0),
+    ("lowest-layer4", "lowest", None, 4.0),
+    ("lowest-layer8", "lowest", None, 8.0),
+    ("lowest-layer15", "lowest", None, 15.0),
+    ("lowest-layer30", "lowest", None, 30.0),
 )
 QUICK_LADDER = (LADDER[0], LADDER[1], LADDER[5])
 

@@ -39,13 +39,12 @@ from facecodec.codec.layer_rate import (
 )
 from facecodec.errors import FacecodecError
 from facecodec.motion.basis import ExpressionBasis, load_basis
-from facecodec.motion.coder import CoderConfig, MotionEncoder, make_config, make_config_q
+from facecodec.motion.coder import PRESETS, CoderConfig, MotionEncoder, make_config, make_config_q
 from facecodec.motion.motion import Motion
 from facecodec.render.fusion_model import GATE_MODEL_ID, default_fusion_id
 
-PRESETS = ("low", "medium", "high")
 DEFAULT_KEYFRAME_QUALITY = 60
-K_MEDIUM = 16  # expression coefficients at the medium preset (low: 8, high: 32)
+K_MEDIUM = 16  # expression coefficients at the medium preset (lowest: 4, low: 8, high: 32)
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class EncoderSettings:
         if not 128 <= self.size <= 512:
             raise FacecodecError(f"--size {self.size} out of range (128..512)")
         if self.preset not in PRESETS:
-            raise FacecodecError(f"unknown preset {self.preset!r} (low, medium, high)")
+            raise FacecodecError(f"unknown preset {self.preset!r} ({', '.join(PRESETS)})")
         if self.keyframe_quality is not None and not 0 <= self.keyframe_quality <= 100:
             raise FacecodecError("--keyframe-quality must be within 0..100")
         if self.target_kbps is not None and not 0.2 <= self.target_kbps <= 100:
@@ -88,9 +87,13 @@ class EncoderSettings:
         return DEFAULT_KEYFRAME_QUALITY
 
 
-def fusion_model_for(layer_kbps: float) -> str:
-    """The fusion a layer of this rate is made for (see NET_FUSION_MAX_KBPS)."""
-    return default_fusion_id() if layer_kbps <= NET_FUSION_MAX_KBPS else GATE_MODEL_ID
+def fusion_model_for(layer_kbps: float, layer_size: int, crop_size: int) -> str:
+    """The fusion a layer of this rate and size is made for (see NET_FUSION_MAX_KBPS): the
+    network was trained on layers smaller than the crop only, and a layer as large as the
+    crop is drawn as it is (the training-free fusion adds no detail then)."""
+    if layer_kbps <= NET_FUSION_MAX_KBPS and layer_size < crop_size:
+        return default_fusion_id()
+    return GATE_MODEL_ID
 
 
 def frames_per_packet(settings: EncoderSettings, fps: Fraction) -> int:
@@ -387,7 +390,8 @@ def code_analysis(
         resync_interval=max(1, math.floor(float(fps) * settings.resync_s)),
         coder_config=config.to_bytes(),
         layer=None if layer is None else LayerParams(
-            layer.codec, layer.size, layer.divisor, fusion_model_for(layer_kbps)
+            layer.codec, layer.size, layer.divisor,
+            fusion_model_for(layer_kbps, layer.size, settings.size)
         ),
     )
     packets = packetize(events, config, settings, fps, report.frames, layer,

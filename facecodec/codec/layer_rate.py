@@ -58,13 +58,17 @@ LAYER_KEYFRAME_QUALITY: tuple[tuple[float, int], ...] = ((NET_FUSION_MAX_KBPS, 3
 # a layer picture lost in transit leaves the warp of the reference on screen.
 FULL_LAYER_KEYFRAME_QUALITY = 0
 # --target-kbps: up to this, motion only (the motion coder spans ~0.5-4 kbps); above it the
-# motion is coded at the low preset and the rest goes to the layer. With the layer drawing
-# the picture, the low preset's coarser motion cost little: on 6 train clips (4 / 8 / 15 kbps
-# layers) it saved 1.24 kbps against medium for 0.65 / 0.02 / 0.43 VMAF and 0.04 / 0.02 /
-# 0.01 AKD, less than those 1.24 kbps buy in layer rate; beside a 30 kbps layer it saved
-# 3.5 kbps against high for 0.04 VMAF.
+# motion is coded at the lowest preset and the rest goes to the layer. With the layer drawing
+# the picture, coarse motion costs little and its bits buy more as layer rate: on 6 train
+# clips the low preset saved 1.24 kbps against medium for 0.65 / 0.02 / 0.43 VMAF (4 / 8 /
+# 15 kbps layers), and the lowest (4 expression coefficients, 2.5x steps) saved another
+# 0.57 kbps against low; at equal --target-kbps 6.5 / 10 / 17 it scored +0.33 / +0.10 /
+# +0.10 dB PSNR-Y and +2.2 / +0.9 / +0.7 VMAF over low (out of ~1.4 kbps of motion).
 MOTION_ONLY_MAX_KBPS = 5.0
-LAYER_MOTION_PRESET = "low"
+LAYER_MOTION_PRESET = "lowest"
+# A live call keeps the low preset beside its layer: a layer picture lost in transit leaves
+# the motion's warp of the reference on screen (the comparison above was of files only).
+LIVE_LAYER_MOTION_PRESET = "low"
 
 
 @dataclass

@@ -62,7 +62,8 @@ class StreamEncoder:
             size, fps.numerator, fps.denominator, w, h, basis.basis_id, "", preset, resync,
             config.to_bytes(),
             layer=None if self.layer is None else LayerParams(
-                AV1, self.layer.size, self.layer.divisor, fusion_model_for(layer_kbps)),
+                AV1, self.layer.size, self.layer.divisor,
+                fusion_model_for(layer_kbps, self.layer.size, size)),
         )
         # A call keeps going when someone walks behind the speaker: follow the largest face.
         self.analyzer = FaceAnalyzer(basis, size, float(fps), allow_several=allow_several)

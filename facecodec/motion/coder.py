@@ -45,7 +45,9 @@ _BASE_STEPS = np.array([0.002] * 3 + [0.0015] * 2 + [0.002] + [0.004] * 4 + [0.0
 _EXPR_STEP = 0.004
 _MEANS = np.array([0.0] * 3 + [0.5] * 2 + [-1.8] + [0.0] * 4 + [0.15] * 2 + [0.1])
 _INTRA = np.array([0.2] * 3 + [0.1] * 2 + [0.3] + [0.03] * 4 + [0.08] * 3)
-_PRESETS = {"low": (0.5, 1.6), "medium": (1.0, 1.0), "high": (2.0, 0.6)}  # k factor, steps
+_PRESETS = {"lowest": (0.25, 2.5), "low": (0.5, 1.6), "medium": (1.0, 1.0),
+            "high": (2.0, 0.6)}  # k factor, step multiplier
+PRESETS = tuple(_PRESETS)  # coarsest first
 
 
 def _f32(a: np.ndarray | list[float], n: int, name: str) -> np.ndarray:
@@ -161,10 +163,10 @@ def _build(k: int, step_mul: float, expr_std: np.ndarray) -> CoderConfig:
 
 def make_config(preset: str, k: int, expr_std: np.ndarray) -> CoderConfig:
     """Preset config. `k` is the medium preset's coefficient count; "low" codes k//2
-    coefficients with 1.6x coarser steps, "high" up to 2k (as many as `expr_std` has) with
-    0.6x the steps."""
+    coefficients with 1.6x coarser steps, "lowest" k//4 with 2.5x (the motion beside a
+    layer), "high" up to 2k (as many as `expr_std` has) with 0.6x the steps."""
     if preset not in _PRESETS:
-        raise FacecodecError(f"unknown motion preset {preset!r} (use low, medium or high)")
+        raise FacecodecError(f"unknown motion preset {preset!r} (use {', '.join(_PRESETS)})")
     kf, mul = _PRESETS[preset]
     n = len(np.asarray(expr_std).reshape(-1))
     if not 1 <= k <= min(n, K_MAX):

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from facecodec.capture.video import probe, read_frames
-from facecodec.codec.layer_rate import LAYER_MOTION_PRESET
+from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.stream.impair import Impairment
 from facecodec.stream.peer import (
@@ -186,7 +186,7 @@ class _Call:
             self.encoder = self.encoder_cls(
                 size=options.size, fps=Fraction(self.source.fps), live=True,
                 preset=options.preset
-                or (LAYER_MOTION_PRESET if options.layer_kbps > 0 else "medium"),
+                or (LIVE_LAYER_MOTION_PRESET if options.layer_kbps > 0 else "medium"),
                 layer_kbps=options.layer_kbps,
             )
         # One worker per direction keeps encoder and decoder calls ordered and off the loop.
