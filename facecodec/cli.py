@@ -24,6 +24,7 @@ def _encode(a: argparse.Namespace) -> int:
         refresh_s=a.refresh,
         allow_several=a.face == "largest",
         layer_kbps=a.layer_kbps,
+        layer_crf=a.layer_crf,
     )
     r = encode_file(a.input, a.output, settings, progress=sys.stderr.isatty())
     rep = r.report
@@ -121,6 +122,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="motion (+ layer, above ~6 kbps) rate to aim for")
     e.add_argument("--layer-kbps", type=float, default=0.0,
                    help="low-resolution layer rate (0: off, motion only)")
+    e.add_argument("--layer-crf", type=int, default=None,
+                   help="constant-quality layer: this SVT-AV1 crf (20..70) instead of the "
+                        "one that meets --layer-kbps, which still picks size and picture rate")
     e.add_argument("--size", type=int, default=256, help="face crop side in pixels (128..512)")
     e.add_argument("--keyframe-quality", type=int, default=None,
                    help="reference picture 0..100 (default 60; with a layer 30 up to a 6 kbps "

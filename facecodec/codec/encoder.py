@@ -27,7 +27,7 @@ from facecodec.bitstream.packets import (
 from facecodec.capture.video import VideoInfo, probe, read_frames
 from facecodec.codec.analysis import AnalysisReport, FaceAnalyzer, KeyframeEvent, MotionEvent
 from facecodec.codec.keyframe import encode_image
-from facecodec.codec.layer import downscale
+from facecodec.codec.layer import MAX_Q, MIN_Q, downscale
 from facecodec.codec.layer_rate import (
     LAYER_MOTION_PRESET,
     MAX_LAYER_KBPS,
@@ -60,6 +60,10 @@ class EncoderSettings:
     refresh_s: float = 0.0  # periodic keyframe refresh (0: only when needed)
     allow_several: bool = False  # code the largest face when several are present
     layer_kbps: float = 0.0  # low-resolution layer rate (0: motion only)
+    # Constant quality: the layer's SVT-AV1 crf, fixed instead of searched for layer_kbps
+    # (which still picks the layer's size and picture rate), as conventional codecs run at a
+    # fixed crf; None: the crf whose rate is nearest layer_kbps.
+    layer_crf: int | None = None
 
     def validate(self) -> None:
         if not 128 <= self.size <= 512:
@@ -75,6 +79,13 @@ class EncoderSettings:
                 f"--layer-kbps must be within 0..{MAX_LAYER_KBPS:g} (0: no layer), "
                 f"got {self.layer_kbps:g}"
             )
+        if self.layer_crf is not None:
+            if not MIN_Q <= self.layer_crf <= MAX_Q:
+                raise FacecodecError(f"--layer-crf must be within {MIN_Q}..{MAX_Q}, "
+                                     f"got {self.layer_crf}")
+            if self.layer_kbps <= 0:
+                raise FacecodecError("--layer-crf needs --layer-kbps (which picks the layer's "
+                                     "size and picture rate)")
         if not 0 < self.resync_s <= 1.0:
             raise FacecodecError("resync interval must be within (0, 1] s")
 
@@ -377,7 +388,7 @@ def code_analysis(
     layer = None
     if layer_kbps > 0:
         layer = plan_layer(analysis, layer_kbps, settings.size, float(fps),
-                           frames_per_packet(settings, fps))
+                           frames_per_packet(settings, fps), settings.layer_crf)
     header = StreamHeader(
         size=settings.size,
         fps_num=fps.numerator,

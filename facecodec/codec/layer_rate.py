@@ -33,12 +33,19 @@ MAX_LAYER_KBPS = 60.0
 # low motion, fusion as named) a 256 px layer beat the 128 px one at every rate, +2.7 VMAF /
 # +0.12 dB PSNR-Y at 8 kbps (1 in 3), +3.6 / +0.37 at 15 (1 in 2), +4.4 / +1.14 at 30 (every
 # frame); there 1 in 2 beat every frame at 15 kbps (58.1 vs 51.3 VMAF) and lost at 30.
+# In files a layer as large as the crop also lends the keyframes their pictures (no coded
+# reference): on 6 train clips at a 4 kbps layer, 256 px 1 in 5 made 6.23 kbps in all where
+# 128 px 1 in 4 with its reference made 8.60, for -0.27 dB PSNR-Y, -0.019 MS-SSIM and -0.5
+# VMAF: at equal rate the 256 px layer is ahead (interpolated toward its 8 kbps point, by
+# ~0.9 dB). 256 px 1 in 4: 28.97 dB, 1 in 6: 28.99, 1 in 8: 28.55, 1 in 5: 29.23. A live call
+# sends its own reference and keeps the 128 px layer and the fusion network there.
 SCHEDULE: tuple[tuple[float, int, int], ...] = (
-    (5.5, 128, 4),
+    (5.5, 256, 5),
     (12.0, 256, 3),
     (24.0, 256, 2),
     (math.inf, 256, 1),
 )
+LIVE_SCHEDULE: tuple[tuple[float, int, int], ...] = ((5.5, 128, 4), *SCHEDULE[1:])
 # The fusion the sender names (docs/layer.md, validation): the trained network beat the
 # training-free fusion on every metric at ~4 kbps layers (1 picture in 4, coarse pictures),
 # but at 8-15 kbps the training-free fusion scored higher PSNR-Y and VMAF on most clips
@@ -117,9 +124,10 @@ def keyframe_quality_with_layer(kbps: float, crop_size: int = 256, live: bool = 
     return _by_rate(LAYER_KEYFRAME_QUALITY, kbps)
 
 
-def schedule(kbps: float, crop_size: int = 256) -> tuple[int, int]:
+def schedule(kbps: float, crop_size: int = 256, live: bool = False) -> tuple[int, int]:
     """(size, divisor) for a layer rate; never larger than the crop it is cut from."""
-    size, divisor = next((s, d) for up_to, s, d in SCHEDULE if kbps <= up_to)
+    table = LIVE_SCHEDULE if live else SCHEDULE
+    size, divisor = next((s, d) for up_to, s, d in table if kbps <= up_to)
     if size > crop_size:  # a small crop: the largest layer size it holds
         size = max((s for s in LAYER_SIZES if s <= crop_size), default=LAYER_SIZES[0])
     return size, divisor
@@ -149,12 +157,16 @@ def code_layer(
 
 
 def plan_layer(
-    analysis: Analysis, kbps: float, crop_size: int, fps: float, group_frames: int = 1
+    analysis: Analysis, kbps: float, crop_size: int, fps: float, group_frames: int = 1,
+    crf: int | None = None,
 ) -> LayerPlan:
     """The layer for a target rate: size and divisor from SCHEDULE, the crf nearest the rate
-    (bisection over integers; the rate falls monotonically with crf)."""
+    (bisection over integers; the rate falls monotonically with crf), or `crf` as given."""
     size, divisor = schedule(kbps, crop_size)
     pictures = analysis.layer_pictures(size, crop_size)
+    if crf is not None:
+        return LayerPlan(AV1, size, divisor, crf,
+                         code_layer(analysis, pictures, size, divisor, crf))
     duration = analysis.report.frames / fps
     cache: dict[tuple[int, int], LayerPlan] = {}
 
@@ -213,7 +225,7 @@ class LiveLayer:
         if not 0 < kbps <= MAX_LAYER_KBPS:
             raise FacecodecError(f"layer rate {kbps:g} kbps out of range (0..{MAX_LAYER_KBPS:g})")
         self.kbps, self.fps = kbps, fps
-        self.size, self.divisor = schedule(kbps, crop_size)
+        self.size, self.divisor = schedule(kbps, crop_size, live=True)
         self.q = _by_rate(LIVE_START_Q, kbps)
         self.encoder = LayerEncoder(self.size, self.q)
         self.phase: int | None = None  # frame of the current run's first picture
