@@ -281,12 +281,13 @@ def test_decode_truncated_in_first_keyframe(
     assert list(out_dir.iterdir()) == []
 
 
-@pytest.mark.parametrize("ptype", [PacketType.MOTION, PacketType.RESYNC], ids=type_name)
 @pytest.mark.parametrize("part", ["mid_packet", "in_prefix"])
 def test_decode_truncated_mid_stream(
-    ptype: PacketType, part: str, layout: Layout, run_main: Run, tmp_path: Path
+    part: str, layout: Layout, run_main: Run, tmp_path: Path
 ) -> None:
-    i = layout.first(ptype, after=3)
+    # A file's motion packets are a second each, each a RESYNC (one starts every second).
+    assert PacketType.MOTION not in layout.types
+    i = layout.first(PacketType.RESYNC, after=2)
     cut = layout.offsets[i] + (layout.sizes[i] // 2 if part == "mid_packet" else 3)
     run, out_dir, mp4 = _decode(run_main, layout.data[:cut], tmp_path)
     line = assert_one_line_error(run, code=3)
@@ -305,7 +306,7 @@ def test_decode_cut_on_packet_boundary_is_valid(
     layout: Layout, run_main: Run, tmp_path: Path
 ) -> None:
     """A recording that stopped between packets (no END) is a valid, shorter stream."""
-    i = layout.first(PacketType.MOTION, after=5)
+    i = layout.first(PacketType.RESYNC, after=3)
     run, _, mp4 = _decode(run_main, layout.data[: layout.offsets[i]], tmp_path)
     assert run.returncode == 0, run.stderr
     assert _frame_count(mp4) == layout.timestamps[i]
@@ -315,8 +316,9 @@ def test_decode_cut_on_packet_boundary_is_valid(
 def test_decode_bit_flip_in_motion_packet(
     byte: str, layout: Layout, run_main: Run, tmp_path: Path
 ) -> None:
-    i = layout.first(PacketType.MOTION, after=4)
-    pos = {"first_payload_byte": layout.offsets[i] + 9,  # after the 8-byte prefix and length
+    i = layout.first(PacketType.RESYNC, after=2)
+    length_bytes = 1 if layout.sizes[i] - 13 < 128 else 2  # LEB128 payload length
+    pos = {"first_payload_byte": layout.offsets[i] + 8 + length_bytes,  # after prefix, length
            "last_payload_byte": layout.offsets[i] + layout.sizes[i] - 5,
            "crc_byte": layout.offsets[i] + layout.sizes[i] - 1}[byte]
     data = bytearray(layout.data)
@@ -361,7 +363,7 @@ def test_decode_video_instead_of_fcv(data_dir: Path, run_main: Run, tmp_path: Pa
 def test_damage_errors_subprocess(layout: Layout, run_cli: Run, tmp_path: Path) -> None:
     """The real process: exit 3 and exactly one error line for a stream cut mid-packet and for
     an unknown major version; the frames before the cut are written."""
-    i = layout.first(PacketType.MOTION, after=3)
+    i = layout.first(PacketType.RESYNC, after=2)
     cut = layout.offsets[i] + layout.sizes[i] // 2
     run, _, mp4 = _decode(run_cli, layout.data[:cut], tmp_path)
     assert f"{layout.name(i)}: truncated" in assert_one_line_error(run, code=3)

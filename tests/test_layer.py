@@ -105,7 +105,7 @@ def test_round_trip_beats_motion_only(
 
 def test_every_frame_is_fused_at_one_picture_per_frame(analysis: Analysis) -> None:
     # At the top of the schedule the layer has a picture for every frame, all of which come
-    # before the ~1/2 s motion packet that renders them: the receiver must keep them all.
+    # before the ~1 s motion packet that renders them: the receiver must keep them all.
     r = code_analysis(analysis, EncoderSettings(layer_kbps=40.0))
     assert r.header.layer is not None and r.header.layer.divisor == 1
     dec = PacketDecoder(r.header)
@@ -324,7 +324,7 @@ def test_fuzzed_layer_groups_raise_only_bitstream_errors(layered: EncodeResult) 
 def test_layer_groups_carry_the_same_pictures_in_fewer_bytes(
     layered: EncodeResult, single: EncodeResult
 ) -> None:
-    # One LAYER_GROUP per ~1/2 s instead of a LAYER packet a picture: 3-4 bytes of framing a
+    # One LAYER_GROUP per ~1 s instead of a LAYER packet a picture: 3-4 bytes of framing a
     # picture instead of 16-17, so at the same target the grouped layer spends its bytes on
     # pictures (a finer crf); both decode every frame with the layer.
     g, s = _layer_packets(layered), _layer_packets(single)

@@ -203,8 +203,8 @@ class _LayerState:
     lost or bad one until the next intra picture, and fuses the latest picture of the same
     crop into each rendered frame. Never raises: the motion must survive any layer damage."""
 
-    # Pictures kept. A file's motion packet covers ~1/2 s and its layer pictures come first,
-    # so this must hold a packet's worth at one picture per frame (2.5 s at 25 fps).
+    # Pictures kept. A file's motion packet covers up to 60 frames (1 s) and its layer
+    # pictures come first, so this must hold a packet's worth at one picture per frame.
     HISTORY = 64
 
     def __init__(

@@ -44,6 +44,8 @@ from facecodec.motion.motion import Motion
 from facecodec.render.fusion_model import GATE_MODEL_ID, default_fusion_id
 
 DEFAULT_KEYFRAME_QUALITY = 60
+# A receiver keeps a packet's worth of layer pictures (decoder._LayerState.HISTORY).
+MAX_FILE_PACKET_FRAMES = 60
 K_MEDIUM = 16  # expression coefficients at the medium preset (lowest: 4, low: 8, high: 32)
 
 
@@ -55,7 +57,7 @@ class EncoderSettings:
     # 0..100, the user-facing quality of reference pictures; None: DEFAULT_KEYFRAME_QUALITY,
     # or with a layer the lower quality the layer's rate calls for (layer_rate.py)
     keyframe_quality: int | None = None
-    packet_frames: int | None = None  # frames per motion packet; None: about 1/2 s
+    packet_frames: int | None = None  # frames per motion packet; None: the resync interval
     resync_s: float = 1.0  # a lost packet damages at most this long
     refresh_s: float = 0.0  # periodic keyframe refresh (0: only when needed)
     allow_several: bool = False  # code the largest face when several are present
@@ -108,8 +110,12 @@ def fusion_model_for(layer_kbps: float, layer_size: int, crop_size: int) -> str:
 
 
 def frames_per_packet(settings: EncoderSettings, fps: Fraction) -> int:
-    """Frames a file's motion packet carries (and its layer group): about 1/2 s."""
-    return settings.packet_frames or max(1, round(float(fps) / 2))
+    """Frames a file's motion packet carries (and its layer group): a resync interval (1 s),
+    at most MAX_FILE_PACKET_FRAMES. Every packet costs ~16 bytes of framing: on a 5 s clip at
+    30 fps, 1 s packets instead of 0.4 s saved 0.27 kbps of motion only and 0.55 kbps with an
+    8 kbps layer (liveportrait_d19)."""
+    resync = max(1, math.floor(float(fps) * settings.resync_s))
+    return settings.packet_frames or min(resync, MAX_FILE_PACKET_FRAMES)
 
 
 def coder_config(basis: ExpressionBasis, preset: str) -> CoderConfig:
