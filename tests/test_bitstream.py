@@ -334,7 +334,7 @@ def test_file_round_trip_and_info(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name != "a.fcv"]  # no temp file left
 
     d = describe(path)
-    assert d["version"] == "1.0" and d["frames"] == 6 and d["frames_from"] == "END"
+    assert d["version"] == f"1.{VERSION_MINOR}" and d["frames"] == 6 and d["frames_from"] == "END"
     assert d["damaged"] is None and d["basis_id"] == HEADER.basis_id
     assert d["duration_s"] == pytest.approx(6 * 1001 / 30000)
     sizes = [len(encode_packet(p)) for p in pkts]

@@ -16,6 +16,7 @@ from conftest import GRID_CLIP, GRID_FRAMES, CliRun, require
 import facecodec.codec.layer_rate as layer_rate
 from facecodec.bitstream.container import (
     LAYER_SIZES,
+    VERSION_MINOR,
     FcvWriter,
     LayerParams,
     StreamHeader,
@@ -87,7 +88,7 @@ def test_round_trip_beats_motion_only(
 ) -> None:
     h = layered.header
     assert h.layer is not None and h.layer.size in LAYER_SIZES and h.layer.divisor >= 1
-    assert parse_header(h.to_bytes())[2] == (1, 3)
+    assert parse_header(h.to_bytes())[2] == (1, VERSION_MINOR)
     lay = _layer_packets(layered)
     assert lay and all(p.type == PacketType.LAYER_GROUP for p in lay) and _first_intra(lay[0])
     # Each layer group precedes the motion packet covering its frames.
@@ -97,7 +98,8 @@ def test_round_trip_beats_motion_only(
     assert layered.packets.index(lay[0]) < first_motion
     fused = decode_packets(h, layered.packets, GRID_FRAMES)
     plain = code_analysis(analysis, EncoderSettings())
-    assert plain.header.layer is None and parse_header(plain.header.to_bytes())[2] == (1, 0)
+    assert plain.header.layer is None
+    assert parse_header(plain.header.to_bytes())[2] == (1, VERSION_MINOR)
     motion_only = decode_packets(plain.header, plain.packets, GRID_FRAMES)
     assert fused.shape == motion_only.shape == crops.shape
     assert _psnr(crops, fused) > _psnr(crops, motion_only) + 1.0
@@ -380,7 +382,7 @@ def test_info_json_reports_layer_kbps(
     r = run_main("info", fcv, "--json")
     assert r.returncode == 0
     d = json.loads(r.stdout)
-    assert d["version"] == "1.3"
+    assert d["version"] == f"1.{VERSION_MINOR}"
     assert d["layer_kbps"] == pytest.approx(layered.layer_kbps, rel=0.01)
     assert d["layer"]["size"] == layered.header.layer.size  # type: ignore[union-attr]
     assert "layer" in run_main("info", fcv).stdout

@@ -175,15 +175,25 @@ def test_truncated_and_corrupted_packets(clip: tuple[list[Motion], float]) -> No
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 64), st.floats(0, 1))
 def test_config_bytes_roundtrip(k_max: int, q: float) -> None:
-    cfg = make_config_q(q, k_max, np.geomspace(0.05, 0.002, 64))
+    std = np.geomspace(0.05, 0.002, 64)
+    cfg = make_config_q(q, k_max, std)
     b = cfg.to_bytes()
-    back = CoderConfig.from_bytes(b)
+    assert len(b) == 12  # built from the basis: the step multiplier alone
+    back = CoderConfig.from_bytes(b, std)
     assert back == cfg and back.to_bytes() == b
-    assert np.array_equal(back.steps, cfg.steps) and back.k == cfg.k
+    for name in ("steps", "intra_scales", "means"):
+        assert np.array_equal(getattr(back, name), getattr(cfg, name))
+    # Written out in full (version 1), the same config reads back without the basis.
+    full = CoderConfig(cfg.k, cfg.steps, cfg.intra_scales)
+    arrays = full.to_bytes()
+    assert len(arrays) == 8 + 12 * cfg.size and CoderConfig.from_bytes(arrays) == full
+    assert np.array_equal(full.steps, cfg.steps) and np.array_equal(full.quantize(Motion()),
+                                                                    cfg.quantize(Motion()))
 
 
 def test_config_bytes_rejected() -> None:
-    good = CONFIGS["medium"].to_bytes()
+    med = CONFIGS["medium"]
+    good = CoderConfig(med.k, med.steps, med.intra_scales).to_bytes()  # version 1
     n = FIXED_SIZE + 16
     bad = [
         b"", good[:5], good[:-1], good + b"\0",
@@ -201,15 +211,31 @@ def test_config_bytes_rejected() -> None:
     for b in bad:
         with pytest.raises(BitstreamError):
             CoderConfig.from_bytes(b)
+    built = med.to_bytes()  # version 2: the multiplier, the rest from the basis
+    assert CoderConfig.from_bytes(built, EXPR_STD) == med
+    bad_built = [
+        built[:-1], built + b"\0",
+        built[:-4] + np.float32(np.nan).tobytes(),
+        built[:-4] + np.float32(0.0).tobytes(),
+        built[:-4] + np.float32(1e6).tobytes(),
+    ]
+    for b in bad_built:
+        with pytest.raises(BitstreamError):
+            CoderConfig.from_bytes(b, EXPR_STD)
+    with pytest.raises(BitstreamError, match="needs the stream's basis"):
+        CoderConfig.from_bytes(built)
+    with pytest.raises(BitstreamError, match="expr_std needs"):  # basis too small for k
+        CoderConfig.from_bytes(built, EXPR_STD[:4])
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=400))
 def test_config_garbage(b: bytes) -> None:
-    try:
-        CoderConfig.from_bytes(b)
-    except BitstreamError:
-        pass
+    for std in (None, EXPR_STD):
+        try:
+            CoderConfig.from_bytes(b, std)
+        except BitstreamError:
+            pass
 
 
 def test_presets_and_quality_knob() -> None:

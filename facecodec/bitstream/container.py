@@ -33,10 +33,10 @@ from facecodec.files import publish
 MAGIC = b"FCDC"
 VERSION_MAJOR = 1
 # 1.1: the low-resolution layer; 1.2: LAYER_GROUP packets; 1.3: keyframes whose picture is
-# the layer's (IMAGE_FROM_LAYER). Motion-only streams are written as 1.0, streams with a
-# layer as 1.3 (a 1.1 or 1.2 reader plays those without such keyframes, with a layer
-# smaller than the crop, and says which keyframe it cannot decode otherwise).
-VERSION_MINOR = 3
+# the layer's (IMAGE_FROM_LAYER); 1.4: motion coder configs built from the basis (version 2,
+# 12 bytes instead of 8 + 12 a dimension). Every stream is written as 1.4 (motion-only ones
+# with empty layer fields); an older reader stops at the coder config with one line.
+VERSION_MINOR = 4
 MAX_TEXT = 64  # basis_id, model_id, preset
 MAX_HEADER = 0xFFFF  # header_length is a u16
 _LEAD = struct.Struct("<4sBBH")  # magic, major, minor, header_length
@@ -154,12 +154,13 @@ class StreamHeader:
             raw = text.encode("ascii")
             fields += bytes([len(raw)]) + raw
         fields += struct.pack("<H", len(self.coder_config)) + bytes(self.coder_config)
-        minor = 0  # motion-only streams keep the 1.0 layout, readable by every reader
+        minor = VERSION_MINOR
         if self.layer is not None:
-            minor = VERSION_MINOR
             lay = self.layer
             model = lay.model.encode("ascii")
             fields += _LAYER.pack(lay.codec, lay.size, lay.divisor) + bytes([len(model)]) + model
+        else:
+            fields += _LAYER.pack(0, 0, 0) + b"\x00"
         total = _LEAD.size + len(fields) + _CRC.size
         body = _LEAD.pack(MAGIC, VERSION_MAJOR, minor, total) + fields
         return body + _CRC.pack(zlib.crc32(body))

@@ -77,7 +77,7 @@ class PacketDecoder:
         "gate" (training-free fusion), "bicubic" (the layer alone), "off" (motion only)."""
         self.header = header
         self.basis = basis_for_id(header.basis_id)
-        self.config = CoderConfig.from_bytes(header.coder_config)
+        self.config = CoderConfig.from_bytes(header.coder_config, self.basis.std)
         if isinstance(renderer, str):
             renderer = make_renderer(renderer, self.basis, header.size)
         if header.model_id and header.model_id != renderer.model_id:

@@ -34,8 +34,12 @@ from facecodec.motion.motion import FIXED_SIZE, Motion
 K_MAX = 64
 MAX_FRAMES = 4096  # per packet; bounds decoding work on any input
 _MAGIC = b"FMC"
-_VERSION = 1
+# 1: every array as float32 (12 bytes a dimension); 2: a config built from the stream's
+# expression basis, as the step multiplier alone (the receiver rebuilds the rest).
+_VERSION_ARRAYS, _VERSION_BUILT = 1, 2
 _HEAD = struct.Struct("<3sBBBH")  # magic, version, k, adapt shift, initial inter state
+_MUL = struct.Struct("<f")
+MUL_RANGE = (0.01, 100.0)  # step multipliers a version-2 config may carry
 _PREDICTORS = 2  # 0: previous value; 1: previous plus half the last change
 _COST_SHIFT = 3  # rate of the predictor cost averages
 
@@ -71,6 +75,8 @@ class CoderConfig:
     means: np.ndarray = field(default_factory=lambda: np.array([]))  # prior mean; empty: default
     adapt_shift: int = 2  # adaptation rate 2^-shift of the residual scale states
     inter_init: int = 128  # scale state after an intra frame, 1/256 steps
+    # Set when built from the basis (`_build`): then serialised as this number alone.
+    step_mul: float | None = None
     _intra_index: tuple[int, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -102,22 +108,28 @@ class CoderConfig:
         return FIXED_SIZE + self.k
 
     def to_bytes(self) -> bytes:
-        head = _HEAD.pack(_MAGIC, _VERSION, self.k, self.adapt_shift, self.inter_init)
+        version = _VERSION_ARRAYS if self.step_mul is None else _VERSION_BUILT
+        head = _HEAD.pack(_MAGIC, version, self.k, self.adapt_shift, self.inter_init)
+        if self.step_mul is not None:
+            return head + _MUL.pack(self.step_mul)
         body = np.concatenate([self.steps, self.intra_scales, self.means]).astype("<f4")
         return head + body.tobytes()
 
     @classmethod
-    def from_bytes(cls, b: bytes) -> CoderConfig:
+    def from_bytes(cls, b: bytes, expr_std: np.ndarray | None = None) -> CoderConfig:
+        """Parse a config; a built one (version 2) needs the stream basis's `expr_std`."""
         b = bytes(b)
         if len(b) < _HEAD.size:
             raise BitstreamError(f"motion coder config: {len(b)} bytes is too short")
         magic, version, k, shift, init = _HEAD.unpack_from(b)
         if magic != _MAGIC:
             raise BitstreamError("motion coder config: bad magic")
-        if version != _VERSION:
+        if version not in (_VERSION_ARRAYS, _VERSION_BUILT):
             raise BitstreamError(f"motion coder config: unsupported version {version}")
         if not 1 <= k <= K_MAX:
             raise BitstreamError(f"motion coder config: k={k} outside 1..{K_MAX}")
+        if version == _VERSION_BUILT:
+            return cls._built(b, k, shift, init, expr_std)
         n = FIXED_SIZE + k
         if len(b) != _HEAD.size + 12 * n:
             want = _HEAD.size + 12 * n
@@ -125,6 +137,23 @@ class CoderConfig:
         v = np.frombuffer(b, dtype="<f4", offset=_HEAD.size).astype(np.float64)
         try:
             return cls(k, v[:n], v[n : 2 * n], v[2 * n :], adapt_shift=shift, inter_init=init)
+        except FacecodecError as e:
+            raise BitstreamError(f"motion {e}") from None
+
+    @classmethod
+    def _built(cls, b: bytes, k: int, shift: int, init: int,
+               expr_std: np.ndarray | None) -> CoderConfig:
+        if len(b) != _HEAD.size + _MUL.size:
+            want = _HEAD.size + _MUL.size
+            raise BitstreamError(f"motion coder config: {len(b)} bytes, expected {want}")
+        (mul,) = _MUL.unpack_from(b, _HEAD.size)
+        if not MUL_RANGE[0] <= mul <= MUL_RANGE[1]:  # NaN fails too
+            raise BitstreamError(f"motion coder config: step multiplier {mul} outside "
+                                 f"{MUL_RANGE[0]}..{MUL_RANGE[1]}")
+        if expr_std is None:
+            raise BitstreamError("motion coder config: version 2 needs the stream's basis")
+        try:
+            return _build(k, mul, expr_std, shift, init)
         except FacecodecError as e:
             raise BitstreamError(f"motion {e}") from None
 
@@ -151,14 +180,19 @@ class CoderConfig:
         return Motion.from_vector(self.means + q.astype(np.float64) * self.steps)
 
 
-def _build(k: int, step_mul: float, expr_std: np.ndarray) -> CoderConfig:
+def _build(k: int, step_mul: float, expr_std: np.ndarray, adapt_shift: int = 2,
+           inter_init: int = 128) -> CoderConfig:
+    """A config from a step multiplier and the basis's expression spread; both ends build
+    the same one from the float32 multiplier the stream carries."""
     expr_std = np.asarray(expr_std, dtype=np.float64).reshape(-1)
     if expr_std.shape[0] < k or not np.all(np.isfinite(expr_std[:k])):
         raise FacecodecError(f"expr_std needs {k} finite values, got {expr_std.shape[0]}")
-    steps = np.concatenate([_BASE_STEPS, np.full(k, _EXPR_STEP)]) * step_mul
+    mul = float(np.float32(step_mul))
+    steps = np.concatenate([_BASE_STEPS, np.full(k, _EXPR_STEP)]) * mul
     # A prior no sharper than one step: a degenerate basis must not make intra frames escape.
     intra = np.concatenate([_INTRA, np.maximum(expr_std[:k], _EXPR_STEP)])
-    return CoderConfig(k, steps, intra)
+    return CoderConfig(k, steps, intra, adapt_shift=adapt_shift, inter_init=inter_init,
+                       step_mul=mul)
 
 
 def make_config(preset: str, k: int, expr_std: np.ndarray) -> CoderConfig:
