@@ -161,6 +161,8 @@ class LayerFusion:
     def __call__(self, warp: np.ndarray, layer: np.ndarray, age_frames: float) -> np.ndarray:
         """(S,S,3) uint8 frame from the (S,S,3) rendered frame and an (s,s,3) layer picture."""
         size = warp.shape[0]
+        if layer.shape == warp.shape and not (self.net is not None and self.mode == "net"):
+            return layer  # as large as the frame: the training-free fusion is the layer itself
         lr_up = cv2.resize(layer, (size, size), interpolation=cv2.INTER_CUBIC)
         if self.mode == "bicubic":
             return lr_up
