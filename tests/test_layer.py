@@ -403,6 +403,27 @@ def test_cli_bad_layer_kbps(value: str, tmp_path: Path, run_main: Callable[..., 
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--layer-kbps", "8", "--layer-crf", "71"], "--layer-crf must be within 20..70, got 71"),
+    (["--layer-crf", "50"], "--layer-crf needs --layer-kbps (which picks the layer's size "
+                            "and picture rate)"),
+])
+def test_cli_bad_layer_crf(
+    args: list[str], message: str, tmp_path: Path, run_main: Callable[..., CliRun]
+) -> None:
+    out = tmp_path / "x.fcv"
+    r = run_main("encode", require(GRID_CLIP), "-o", out, *args)
+    assert r.returncode == 2 and r.stderr_lines == [f"facecodec: error: {message}"]
+    assert not out.exists()
+
+
+def test_constant_quality_layer_keeps_its_crf(analysis: Analysis) -> None:
+    # --layer-crf fixes the quantiser: a finer one costs more, and the rate search is skipped.
+    rates = [code_analysis(analysis, EncoderSettings(layer_kbps=8.0, layer_crf=q)).layer_kbps
+             for q in (50, 60)]
+    assert rates[0] > 1.5 * rates[1]
+
+
 def test_live_layer_reaches_its_rate_and_lifts_quality(crops: np.ndarray) -> None:
     # A live sender has no look-ahead: its crf follows the rate of the previous run of
     # pictures. Looping the 3 s clip for 12 s, the last 6 s must be near the target, every
