@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import GRID_CLIP, GRID_FRAMES, CliRun, require
+from conftest import GRID_CLIP, GRID_FRAMES, PORTRAITS, CliRun, require
 
 import facecodec.codec.layer_rate as layer_rate
 from facecodec.bitstream.container import (
@@ -190,6 +190,16 @@ def test_keyframe_whose_layer_picture_is_lost_holds_frames(layered: EncodeResult
     with pytest.raises(BitstreamError, match="no decodable frame"):
         decode_packets(layered.header, [p for p in layered.packets if p is not first_layer],
                        GRID_FRAMES)
+
+
+def test_avatar_needs_no_layer_picture(layered: EncodeResult) -> None:
+    # An avatar is drawn from its own portrait: a lost layer picture does not stop it.
+    avatar = require(PORTRAITS / "liveportrait_s0.jpg")
+    first_layer = _layer_packets(layered)[0]
+    packets = [p for p in layered.packets if p is not first_layer]
+    dec = PacketDecoder(layered.header, avatar=avatar)
+    assert sum(len(dec.push(p)) for p in packets) == GRID_FRAMES
+    assert dec.stats.frames_fused == 0
 
 
 def test_keyframe_from_layer_needs_a_layer_as_large_as_the_crop(layered: EncodeResult) -> None:

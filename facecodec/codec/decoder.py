@@ -114,7 +114,7 @@ class PacketDecoder:
         if kf is None:
             self._needs_keyframe = True
             return False
-        if kf.image is None:
+        if kf.image is None and self.avatar is None:  # an avatar needs only its motion
             kf.image = self.layer.picture_at(kf.timestamp, kid) if self.layer else None
             if kf.image is None:  # that layer picture was lost: hold until the next keyframe
                 self._needs_keyframe = True
@@ -122,6 +122,7 @@ class PacketDecoder:
         if self.avatar is not None:
             self.renderer.set_reference(self.avatar.image, self.avatar.motion)
         else:
+            assert kf.image is not None
             self.renderer.set_reference(kf.image, kf.motion)
         self.active = kid
         return True
