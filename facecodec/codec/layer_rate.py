@@ -39,9 +39,12 @@ MAX_LAYER_KBPS = 60.0
 # VMAF: at equal rate the 256 px layer is ahead (interpolated toward its 8 kbps point, by
 # ~0.9 dB). 256 px 1 in 4: 28.97 dB, 1 in 6: 28.99, 1 in 8: 28.55, 1 in 5: 29.23. A live call
 # sends its own reference and keeps the 128 px layer and the fusion network there.
+# Then (lowest motion, layer-drawn keyframes) 1 in 2 against 1 in 3 at 11 and 13 kbps:
+# 12.52 kbps, 33.34 vs 32.89 dB, VMAF 52.7 vs 51.4; 14.5 kbps, 34.00 vs 33.40, 56.5 vs 54.1;
+# at 8 kbps 1 in 3 had won (31.89 vs 31.79 dB): 1 in 2 from 10 kbps.
 SCHEDULE: tuple[tuple[float, int, int], ...] = (
     (5.5, 256, 5),
-    (12.0, 256, 3),
+    (10.0, 256, 3),
     (24.0, 256, 2),
     (math.inf, 256, 1),
 )
@@ -211,7 +214,7 @@ MAX_CRF_STEP = 6
 # 8 / 15 / 30 kbps (256 px, 1 in 3 / 2 / 1): where the mean rate over those clips crosses the
 # target (benchmarks/layer_codecs.py's measurement: crf 59 made 7.2 kbps, 50 made 14.0, 44
 # made 28.1).
-LIVE_START_Q: tuple[tuple[float, int], ...] = ((5.5, 55), (12.0, 58), (24.0, 49), (math.inf, 43))
+LIVE_START_Q: tuple[tuple[float, int], ...] = ((5.5, 55), (10.0, 58), (24.0, 49), (math.inf, 43))
 
 
 class LiveLayer:
