@@ -22,6 +22,7 @@ from facecodec.bitstream.container import (
 )
 from facecodec.bitstream.info import describe, format_info
 from facecodec.bitstream.packets import (
+    IMAGE_FROM_LAYER,
     MAX_PAYLOAD,
     EndPayload,
     KeyframePayload,
@@ -192,6 +193,10 @@ def test_unknown_type_decodes_as_plain_int() -> None:
     st.binary(min_size=1, max_size=300),
 )
 def test_keyframe_payload_round_trip(kid, crop, codec, motion, image) -> None:
+    if codec == IMAGE_FROM_LAYER:  # its picture is the layer's: no image bytes of its own
+        with pytest.raises(BitstreamError, match="carries image data"):
+            KeyframePayload(kid, crop, codec, tuple(motion), image).to_bytes()
+        image = b""
     p = KeyframePayload(kid, crop, codec, tuple(motion), image)
     assert KeyframePayload.from_bytes(p.to_bytes()) == p
 
