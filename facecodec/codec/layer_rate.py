@@ -73,7 +73,8 @@ FULL_LAYER_KEYFRAME_QUALITY = 0
 # clips the low preset saved 1.24 kbps against medium for 0.65 / 0.02 / 0.43 VMAF (4 / 8 /
 # 15 kbps layers), and the lowest (4 expression coefficients, 2.5x steps) saved another
 # 0.57 kbps against low; at equal --target-kbps 6.5 / 10 / 17 it scored +0.33 / +0.10 /
-# +0.10 dB PSNR-Y and +2.2 / +0.9 / +0.7 VMAF over low (out of ~1.4 kbps of motion).
+# +0.10 dB PSNR-Y and +2.2 / +0.9 / +0.7 VMAF over low (out of ~1.4 kbps of motion;
+# benchmarks/motion_beside_layer.py).
 MOTION_ONLY_MAX_KBPS = 5.0
 LAYER_MOTION_PRESET = "lowest"
 # A live call keeps the low preset beside its layer: a layer picture lost in transit leaves

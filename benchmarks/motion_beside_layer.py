@@ -1,0 +1,62 @@
+"""Which motion preset beside the layer, at equal overall rate.
+
+Each clip is coded as `--target-kbps T` codes it (the layer gets what the motion leaves),
+once per motion preset given, then decoded with the fusion the stream names. Means over
+clips of the whole stream's kbps, the motion's kbps, PSNR-Y, MS-SSIM and VMAF against
+facecodec's 256 px crop (first 150 frames). Defaults to the 6 train clips the layer's
+defaults were chosen on (docs/layer.md).
+
+    .venv/bin/python benchmarks/motion_beside_layer.py --presets low lowest --targets 6.5 10 17
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from layer_schedule import DATA, METRICS, TRAIN_CLIPS  # a sibling script
+
+import facecodec.codec.encoder as encoder
+from facecodec.bench.facecodec_system import analysis_of, facecodec_reference
+from facecodec.bench.metrics import ReferenceFeatures, evaluate
+from facecodec.codec.decoder import decode_packets
+from facecodec.codec.encoder import EncoderSettings, code_analysis
+from facecodec.motion.coder import PRESETS
+from facecodec.train.landmarks import load_split
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--presets", nargs="+", choices=PRESETS, default=["low", "lowest"])
+    ap.add_argument("--targets", nargs="+", type=float, default=[6.5, 10.0, 17.0])
+    ap.add_argument("--split", default="train")
+    a = ap.parse_args()
+    clips = load_split(DATA, a.split)
+    if a.split == "train":
+        clips = [c for c in clips if c.stem in TRAIN_CLIPS]
+    rows = []
+    for clip in clips:
+        ref = facecodec_reference(clip)
+        feats = ReferenceFeatures.pixels(ref.frames)
+        analysis = analysis_of(clip, ref.size, len(ref.frames))
+        for preset in a.presets:
+            encoder.LAYER_MOTION_PRESET = preset  # what --target-kbps codes the motion at
+            for target in a.targets:
+                r = code_analysis(analysis, EncoderSettings(target_kbps=target))
+                frames = decode_packets(r.header, r.packets, len(ref.frames))
+                s = evaluate(feats, frames, metrics=METRICS).mean
+                total = r.total_bytes * 8 / 1000 / r.duration_s
+                rows.append((preset, target, total, r.motion_kbps,
+                             *(s[m] for m in METRICS)))
+                print(f"{clip.stem:40s} {preset:7s} {target:5.1f}: total {total:6.2f}  "
+                      f"motion {r.motion_kbps:5.2f}  VMAF {s['vmaf']:5.1f}", flush=True)
+    print("\nmean over clips")
+    for preset in a.presets:
+        for target in a.targets:
+            m = np.mean([x[2:] for x in rows if x[:2] == (preset, target)], axis=0)
+            print(f"{preset:7s} target {target:5.1f}: total {m[0]:6.2f}  motion {m[1]:5.2f}  "
+                  f"PSNR-Y {m[2]:6.3f}  MS-SSIM {m[3]:.4f}  VMAF {m[4]:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
