@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,9 @@ import numpy as np
 import facecodec.codec.layer_rate as layer_rate
 from facecodec.bench.facecodec_system import analysis_of, facecodec_reference
 from facecodec.bench.metrics import ReferenceFeatures, evaluate
+from facecodec.bench.reference import ReferenceClip
 from facecodec.codec.decoder import decode_packets
-from facecodec.codec.encoder import EncoderSettings, code_analysis
+from facecodec.codec.encoder import Analysis, EncoderSettings, code_analysis
 from facecodec.codec.layer_rate import LAYER_MOTION_PRESET
 from facecodec.train.landmarks import load_split
 
@@ -38,20 +40,26 @@ def parse_combo(text: str) -> tuple[float, int, int]:
     return float(rate), int(size), int(divisor)
 
 
+def scored_clips(split: str) -> Iterator[tuple[Path, ReferenceClip, ReferenceFeatures, Analysis]]:
+    """(clip, its reference crop, that crop's metric features, the sender's analysis) for
+    each clip of the split; of the train split, the 6 clips the layer was tuned on."""
+    clips = load_split(DATA, split)
+    if split == "train":
+        clips = [c for c in clips if c.stem in TRAIN_CLIPS]
+    for clip in clips:
+        ref = facecodec_reference(clip)
+        yield clip, ref, ReferenceFeatures.pixels(ref.frames), analysis_of(
+            clip, ref.size, len(ref.frames))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("combos", nargs="+", type=parse_combo, help="RATE,SIZE,DIVISOR")
     ap.add_argument("--split", default="train")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
-    clips = load_split(DATA, a.split)
-    if a.split == "train":
-        clips = [c for c in clips if c.stem in TRAIN_CLIPS]
     rows = []
-    for clip in clips:
-        ref = facecodec_reference(clip)
-        feats = ReferenceFeatures.pixels(ref.frames)
-        analysis = analysis_of(clip, ref.size, len(ref.frames))
+    for clip, ref, feats, analysis in scored_clips(a.split):
         for rate, size, divisor in a.combos:
             layer_rate.SCHEDULE = ((math.inf, size, divisor),)
             r = code_analysis(analysis, EncoderSettings(layer_kbps=rate,

@@ -14,15 +14,13 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from layer_schedule import DATA, METRICS, TRAIN_CLIPS  # a sibling script
+from layer_schedule import METRICS, scored_clips  # a sibling script
 
 import facecodec.codec.encoder as encoder
-from facecodec.bench.facecodec_system import analysis_of, facecodec_reference
-from facecodec.bench.metrics import ReferenceFeatures, evaluate
+from facecodec.bench.metrics import evaluate
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, code_analysis
 from facecodec.motion.coder import PRESETS
-from facecodec.train.landmarks import load_split
 
 
 def main() -> None:
@@ -31,14 +29,8 @@ def main() -> None:
     ap.add_argument("--targets", nargs="+", type=float, default=[6.5, 10.0, 17.0])
     ap.add_argument("--split", default="train")
     a = ap.parse_args()
-    clips = load_split(DATA, a.split)
-    if a.split == "train":
-        clips = [c for c in clips if c.stem in TRAIN_CLIPS]
     rows = []
-    for clip in clips:
-        ref = facecodec_reference(clip)
-        feats = ReferenceFeatures.pixels(ref.frames)
-        analysis = analysis_of(clip, ref.size, len(ref.frames))
+    for clip, ref, feats, analysis in scored_clips(a.split):
         for preset in a.presets:
             encoder.LAYER_MOTION_PRESET = preset  # what --target-kbps codes the motion at
             for target in a.targets:
