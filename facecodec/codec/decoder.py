@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,9 +166,12 @@ class PacketDecoder:
         self.next_seq = (packet.seq + 1) & 0xFFFF
         out = []
         for i, m in enumerate(motions):
-            frame = self.renderer.render(self._target(m))
-            if self.layer is not None:
-                frame = self.layer.fuse(packet.timestamp + i, p.keyframe_id, frame, m)
+            target = self._target(m)
+            if self.layer is not None:  # renders only if the layer leaves it anything to do
+                frame = self.layer.fuse(packet.timestamp + i, p.keyframe_id,
+                                        lambda t=target: self.renderer.render(t), m)
+            else:
+                frame = self.renderer.render(target)
             out.append((packet.timestamp + i, frame))
         self.stats.frames_rendered += len(out)
         return out
@@ -215,6 +219,7 @@ class _LayerState:
 
         assert header.layer is not None
         self.params = header.layer
+        self.size = header.size
         self.decoder = LayerDecoder(self.params.size, self.params.codec)
         if mode == "net" and self.params.model == GATE_MODEL_ID:
             mode = "gate"  # made by a build without the network: draw what it checked
@@ -281,21 +286,23 @@ class _LayerState:
         self.decoder.reset()
         self.next_seq = None
 
-    def fuse(self, index: int, keyframe_id: int, frame: np.ndarray, motion: Motion) -> np.ndarray:
+    def fuse(self, index: int, keyframe_id: int, render: Callable[[], np.ndarray],
+             motion: Motion) -> np.ndarray:
         """The frame fused with the latest layer picture at or before it, of the same crop
         and at most one layer period old; the frame itself otherwise. A picture older than
-        the frame is first warped by the motion between its frame and this one."""
+        the frame is first warped by the motion between its frame and this one. `render`
+        draws the frame from the reference, called only when it is needed."""
         self.motions[index] = motion
         for old in sorted(self.motions)[:-self.HISTORY]:
             del self.motions[old]
         if self.fusion is None:
-            return frame
+            return render()
         ts = max((t for t in self.pictures if t <= index), default=None)
         if ts is None or index - ts >= self.params.divisor:
-            return frame
+            return render()
         kid, picture = self.pictures[ts]
         if kid != keyframe_id:
-            return frame
+            return render()
         age = index - ts
         if age and self.mover is not None and ts in self.motions:
             if self._moving != ts:
@@ -304,7 +311,9 @@ class _LayerState:
             picture = self.mover.render(motion)
             age = 0
         self.stats.frames_fused += 1
-        return self.fusion(frame, picture, age)
+        if self.fusion.as_is(picture.shape[0], self.size):
+            return picture
+        return self.fusion(render(), picture, age)
 
 
 class FrameSink:

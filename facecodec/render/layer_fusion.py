@@ -158,11 +158,17 @@ class LayerFusion:
         if threads:
             torch.set_num_threads(threads)
 
+    def as_is(self, layer_size: int, frame_size: int) -> bool:
+        """Whether a layer picture is the fused frame itself, the rendered frame unused: one
+        as large as the frame, unless the network fuses it (the training-free fusion adds no
+        detail then, bit for bit)."""
+        return layer_size == frame_size and not (self.net is not None and self.mode == "net")
+
     def __call__(self, warp: np.ndarray, layer: np.ndarray, age_frames: float) -> np.ndarray:
         """(S,S,3) uint8 frame from the (S,S,3) rendered frame and an (s,s,3) layer picture."""
         size = warp.shape[0]
-        if layer.shape == warp.shape and not (self.net is not None and self.mode == "net"):
-            return layer  # as large as the frame: the training-free fusion is the layer itself
+        if self.as_is(layer.shape[0], size):
+            return layer
         lr_up = cv2.resize(layer, (size, size), interpolation=cv2.INTER_CUBIC)
         if self.mode == "bicubic":
             return lr_up
