@@ -54,12 +54,13 @@ def main() -> None:
             best = min(best, (time.perf_counter() - t) / n)
         print(f"decode, layer {mode:4s}: {1000 * best:6.2f} ms/frame = {1 / best:6.1f} fps "
               f"({dec.stats.frames_fused} of {n} frames fused)")
-    fusion = LayerFusion("net", threads=a.threads)
+    fusion = LayerFusion("net", threads=a.threads, model=r.header.layer.model)
     if fusion.net is None:
-        print("no fusion weights ship: the training-free fusion is in use")
+        print(f"the stream names {r.header.layer.model}: no network in use")
         return
-    warp = np.random.default_rng(0).integers(0, 255, (256, 256, 3), np.uint8)
-    layer = warp[::2, ::2].copy()
+    rng = np.random.default_rng(0)
+    warp = rng.integers(0, 255, (256, 256, 3), np.uint8)
+    layer = rng.integers(0, 255, (r.header.layer.size, r.header.layer.size, 3), np.uint8)
     for _ in range(5):
         fusion(warp, layer, 1)
     t = time.perf_counter()

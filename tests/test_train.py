@@ -181,3 +181,29 @@ def test_layer_training_codes_references_in_the_asked_quality_range(
         errors[rq] = np.mean([np.abs(ref.astype(float) - clip.crops[row]).mean()
                               for row, ref in cl.references.items()])
     assert errors[(10, 10)] > errors[(60, 60)] > 0
+
+
+def test_full_size_layer_training_takes_references_from_the_layer(
+    data_dir: Path, cache: Path
+) -> None:
+    import numpy as np
+
+    from facecodec.train.layer import Warps, prepare_clip, sample
+
+    clip = build_cache(data_dir, "train", cache, 16, 2, 1, progress=False)[0]
+    cl = prepare_clip(clip, np.random.default_rng(0), 1, None, ((256, 1.0),), (50, 50))
+    assert cl.ref_from_layer and not cl.references and cl.layers[0][0] == 256
+    rows = cl.segments[0]
+    pics = cl.layers[0][1]
+    # The reference is the layer's own (intra) picture: warped to its own frame, it is that
+    # picture, not the original crop.
+    warp = Warps(256)(cl, int(rows[0]), int(rows[0]), 0).astype(float)
+    assert np.abs(warp - pics[rows[0]]).mean() < 0.5 * np.abs(warp - clip.crops[rows[0]]).mean()
+    # A held picture is moved to the frame's motion before it reaches the net (age kept).
+    held, age = sample(cl, 0, rows, 2, 2, Warps(256), move=False)
+    moved, age_m = sample(cl, 0, rows, 2, 2, Warps(256), move=True)
+    assert age == age_m == 4.0
+    assert np.array_equal(held[..., 9:], moved[..., 9:])  # same target
+    assert not np.array_equal(held[..., 3:6], moved[..., 3:6])
+    now, _ = sample(cl, 0, rows, 2, 0, Warps(256), move=True)
+    assert np.allclose(now[..., 3:6] * 255, pics[rows[2]], atol=1e-3)

@@ -225,7 +225,7 @@ class _LayerState:
             mode = "gate"  # made by a build without the network: draw what it checked
         self.mode = mode
         self.stats = stats
-        self.fusion = None if mode == "off" else LayerFusion(mode)
+        self.fusion = None if mode == "off" else LayerFusion(mode, model=self.params.model)
         if (self.fusion is not None and mode == "net" and self.params.model
                 and self.params.model != self.fusion.model_id):
             raise FacecodecError(
@@ -309,7 +309,8 @@ class _LayerState:
                 self.mover.set_reference(picture, self.motions[ts])
                 self._moving = ts
             picture = self.mover.render(motion)
-            age = 0
+            if not self.fusion.moved:  # trained on unmoved pictures: a moved one is current
+                age = 0
         self.stats.frames_fused += 1
         if self.fusion.as_is(picture.shape[0], self.size):
             return picture

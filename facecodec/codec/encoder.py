@@ -41,7 +41,7 @@ from facecodec.errors import FacecodecError
 from facecodec.motion.basis import ExpressionBasis, load_basis
 from facecodec.motion.coder import PRESETS, CoderConfig, MotionEncoder, make_config, make_config_q
 from facecodec.motion.motion import Motion
-from facecodec.render.fusion_model import GATE_MODEL_ID, default_fusion_id
+from facecodec.render.fusion_model import FULL_SIZE_WEIGHTS, GATE_MODEL_ID, default_fusion_id
 
 DEFAULT_KEYFRAME_QUALITY = 60
 # A receiver keeps a packet's worth of layer pictures (decoder._LayerState.HISTORY).
@@ -101,10 +101,13 @@ class EncoderSettings:
 
 
 def fusion_model_for(layer_kbps: float, layer_size: int, crop_size: int) -> str:
-    """The fusion a layer of this rate and size is made for (see NET_FUSION_MAX_KBPS): the
-    network was trained on layers smaller than the crop only, and a layer as large as the
-    crop is drawn as it is (the training-free fusion adds no detail then)."""
-    if layer_kbps <= NET_FUSION_MAX_KBPS and layer_size < crop_size:
+    """The fusion a layer of this rate and size is made for: below the crop's size the
+    fusion network up to NET_FUSION_MAX_KBPS; a layer as large as the crop is restored by
+    the full-size network (without one it is drawn as it is: the training-free fusion adds
+    no detail then)."""
+    if layer_size >= crop_size:
+        return default_fusion_id(FULL_SIZE_WEIGHTS)
+    if layer_kbps <= NET_FUSION_MAX_KBPS:
         return default_fusion_id()
     return GATE_MODEL_ID
 

@@ -11,15 +11,22 @@ import json
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-DEFAULT_WEIGHTS = ASSETS / "layerfuse_v1.safetensors"
+DEFAULT_WEIGHTS = ASSETS / "layerfuse_v1.safetensors"  # layers smaller than the crop
+FULL_SIZE_WEIGHTS = ASSETS / "layercolour_v1.safetensors"  # colour of layers as large as the crop
+SHIPPED = (DEFAULT_WEIGHTS, FULL_SIZE_WEIGHTS)
 MODEL_PREFIX = "layerfuse-v1"
 # The training-free fusion (bicubic layer + gated warp detail): used when no weights ship.
 GATE_MODEL_ID = "layerfuse-gate-v1"
 
 
 def default_fusion_id(weights: Path = DEFAULT_WEIGHTS) -> str:
-    """Model id of the shipped fusion network, or the training-free fusion's id."""
+    """Model id of a shipped fusion network, or the training-free fusion's id."""
     meta = weights.with_suffix(".json")
     if weights.exists() and meta.exists():
         return str(json.loads(meta.read_text())["model_id"])
     return GATE_MODEL_ID
+
+
+def weights_for(model_id: str) -> Path | None:
+    """The shipped weights of that model id, if this build has them."""
+    return next((w for w in SHIPPED if default_fusion_id(w) == model_id), None)

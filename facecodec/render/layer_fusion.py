@@ -20,7 +20,7 @@ keeps the fusion near 10 ms a frame on two cores (benchmarks/layer_fusion_speed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -30,27 +30,47 @@ import torch.nn.functional as F
 from torch import nn
 
 from facecodec.errors import FacecodecError
-from facecodec.render.fusion_model import DEFAULT_WEIGHTS, GATE_MODEL_ID, MODEL_PREFIX
+from facecodec.render.fusion_model import (
+    DEFAULT_WEIGHTS,
+    GATE_MODEL_ID,
+    MODEL_PREFIX,
+    weights_for,
+)
 from facecodec.render.weights import content_id, read_model, save_model
 
 AGE_SCALE = 4.0  # age in frames / AGE_SCALE, clipped at 2, as the net's age input
 GATE_TAU = 0.06  # low-frequency disagreement (mean |RGB| in [0,1]) where the gate is 1/e
+LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # BT.601, as the metrics' Y
 
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """Widths at 1/4 and 1/8 resolution and residual blocks at each."""
+    """Widths at 1/4 and 1/8 resolution and residual blocks at each. `moved`: trained on
+    held layer pictures warped by the motion since their frame, with their age (the receiver
+    passes the age then; a net without it was trained on unmoved pictures and sees age 0)."""
 
     widths: tuple[int, int] = (32, 48)
     blocks: tuple[int, int] = (2, 2)
     gate_tau: float = GATE_TAU
+    moved: bool = False
+    keep_luma: bool = False  # restore colour only: the output keeps the layer's luma
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> FusionConfig:
         w, b = d.get("widths", cls.widths), d.get("blocks", cls.blocks)
         assert isinstance(w, list | tuple) and isinstance(b, list | tuple)
         return cls((int(w[0]), int(w[1])), (int(b[0]), int(b[1])),
-                   float(d.get("gate_tau", GATE_TAU)))  # type: ignore[arg-type]
+                   float(d.get("gate_tau", GATE_TAU)),  # type: ignore[arg-type]
+                   bool(d.get("moved", False)), bool(d.get("keep_luma", False)))
+
+    def identity(self) -> dict[str, object]:
+        """What the model id hashes: the later switches only when set, so that nets trained
+        before they existed keep their ids."""
+        d = asdict(self)
+        for later in ("moved", "keep_luma"):
+            if not d[later]:
+                del d[later]
+        return d
 
 
 class _Res(nn.Module):
@@ -100,7 +120,12 @@ class FusionNet(nn.Module):
         e2 = self.blocks2(act(self.down(e1), 0.2))
         up = F.interpolate(self.lat(e2), scale_factor=2.0, mode="bilinear", align_corners=False)
         d = act(e1 + up, 0.2)
-        return (base + F.pixel_shuffle(self.head(d), 4)).clamp(0.0, 1.0)
+        out = base + F.pixel_shuffle(self.head(d), 4)
+        if self.config.keep_luma:
+            # Shift R, G and B alike: that moves luma (BT.601 weights) and no colour
+            # difference, so the output takes the layer's luma and keeps the net's colour.
+            out = out + ((lr_up - out) * LUMA.to(out.dtype)).sum(1, keepdim=True)
+        return out.clamp(0.0, 1.0)
 
 
 def model_id_of(net: FusionNet) -> str:
@@ -142,14 +167,15 @@ class LayerFusion:
     """
 
     def __init__(self, mode: str = "net", weights: Path | None = None, threads: int = 2,
-                 net: FusionNet | None = None) -> None:
+                 net: FusionNet | None = None, model: str | None = None) -> None:
         if mode not in ("net", "gate", "bicubic"):
             raise FacecodecError(f"unknown layer fusion mode {mode!r} (net, gate, bicubic)")
         self.mode = mode
         self.net: FusionNet | None = net
         if mode == "net" and net is None:
-            path = weights or DEFAULT_WEIGHTS
-            if weights is not None or path.exists():
+            # `model`: the fusion a stream names, found among the shipped weights.
+            path = weights or (weights_for(model) if model else DEFAULT_WEIGHTS)
+            if path is not None and (weights is not None or path.exists()):
                 self.net = load_fusion(path)
         if self.net is None and mode == "net":
             self.mode = "gate"
@@ -163,6 +189,11 @@ class LayerFusion:
         as large as the frame, unless the network fuses it (the training-free fusion adds no
         detail then, bit for bit)."""
         return layer_size == frame_size and not (self.net is not None and self.mode == "net")
+
+    @property
+    def moved(self) -> bool:
+        """Whether the net wants a motion-compensated picture's age (FusionConfig.moved)."""
+        return self.net is not None and self.mode == "net" and self.net.config.moved
 
     def __call__(self, warp: np.ndarray, layer: np.ndarray, age_frames: float) -> np.ndarray:
         """(S,S,3) uint8 frame from the (S,S,3) rendered frame and an (s,s,3) layer picture."""

@@ -22,7 +22,8 @@ def content_id(net: nn.Module, prefix: str) -> str:
     h = hashlib.sha256()
     config = getattr(net, "config", None)
     if config is not None:
-        h.update(json.dumps(asdict(config), sort_keys=True).encode())
+        fields = config.identity() if hasattr(config, "identity") else asdict(config)
+        h.update(json.dumps(fields, sort_keys=True).encode())
     for name, t in sorted(net.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().to(torch.float32).contiguous().numpy().tobytes())

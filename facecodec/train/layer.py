@@ -8,9 +8,14 @@ is warped from is the real AV1-coded keyframe. A sample is a random frame of a s
 the layer picture of that frame or of 1-2 cached frames before it (2-4 source frames: the
 age a reduced layer rate produces), a random 128 px patch, flipped half the time.
 
+With `--sizes 256:1 --reference layer --move` it trains the restoration of a layer as
+large as the crop (a file's layer above ~5 kbps): the reference is the layer's own intra
+picture (a file's keyframe takes it from the layer) and an older picture is first warped by
+the landmark motion since its frame, as the receiver does, the net told its age.
+
 Loss: L1 + 0.3 (1 - MS-SSIM). Validation on the validation split's cache (fixed frames,
-128 px layer at crf 52, ages 0 and 4) every `--val-every` steps; the best by PSNR is kept.
-Seeded; one process; `--threads` torch threads.
+the first size of `--sizes` at `--val-crf`, ages 0 and 4) every `--val-every` steps; the
+best by PSNR is kept. Seeded; one process; `--threads` torch threads.
 """
 
 from __future__ import annotations
@@ -48,64 +53,88 @@ SIZES = ((128, 0.6), (96, 0.2), (64, 0.2))
 Q_RANGE = (36, 66)
 
 
+def parse_sizes(text: str) -> tuple[tuple[int, float], ...]:
+    """"128:0.6,96:0.2,64:0.2" -> ((128, 0.6), (96, 0.2), (64, 0.2)), weights normalised."""
+    pairs = [(int(a), float(b)) for a, b in (item.split(":") for item in text.split(","))]
+    total = sum(w for _, w in pairs)
+    return tuple((s, w / total) for s, w in pairs)
+
+
 @dataclass
 class ClipLayers:
     clip: ClipData
     segments: list[np.ndarray]  # row indices of each segment (>= 2 rows)
     references: dict[int, np.ndarray]  # first row of a segment -> AV1-coded reference
     layers: list[tuple[int, np.ndarray]]  # (size, decoded pictures (N, s, s, 3)) per variant
+    ref_from_layer: bool = False  # the reference is each variant's own intra layer picture
 
 
 def prepare_clip(
     clip: ClipData, rng: np.random.Generator, variants: int,
-    ref_quality: tuple[int, int] = (60, 60),
+    ref_quality: tuple[int, int] | None = (60, 60),
+    sizes: tuple[tuple[int, float], ...] = SIZES, crf: tuple[int, int] = Q_RANGE,
 ) -> ClipLayers:
-    """Coded references (keyframe quality drawn from `ref_quality`) and coded layers."""
+    """Coded references (keyframe quality drawn from `ref_quality`; None: the layer's intra
+    pictures are the references) and coded layers."""
     segs = [np.flatnonzero(clip.segment == s) for s in np.unique(clip.segment)]
     starts = frozenset(int(r[0]) for r in segs)
     refs = {}
-    for rows in segs:
+    for rows in segs if ref_quality is not None else []:
         lo, hi = ref_quality  # a fixed quality draws nothing: v1's random stream is kept
         q = lo if lo == hi else int(rng.integers(lo, hi + 1))
         cid, data = encode_image(np.asarray(clip.crops[rows[0]]), q)
         refs[int(rows[0])] = decode_image(cid, data, clip.crops.shape[1])
     layers = []
     for _ in range(variants):
-        size = int(rng.choice([s for s, _ in SIZES], p=[p for _, p in SIZES]))
-        q = int(rng.integers(Q_RANGE[0], Q_RANGE[1] + 1))
+        size = int(rng.choice([s for s, _ in sizes], p=[p for _, p in sizes]))
+        q = int(rng.integers(crf[0], crf[1] + 1))
         small = np.stack([downscale(np.asarray(c), size) for c in clip.crops])
         _, decoded = code_sequence(small, size, q, intra_at=starts)
         layers.append((size, np.stack(decoded)))
-    return ClipLayers(clip, [r for r in segs if len(r) >= 2], refs, layers)
+    return ClipLayers(clip, [r for r in segs if len(r) >= 2], refs, layers, ref_quality is None)
 
 
 class Warps:
-    """Mesh warpers per (clip, segment), set up once (setting a reference costs ~10 ms)."""
+    """Mesh warpers per (clip, segment[, variant]), set up once (setting a reference costs
+    ~10 ms)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.cache: dict[tuple[str, int], MeshWarper] = {}
+        self.cache: dict[tuple[str, int, int], MeshWarper] = {}
 
-    def __call__(self, cl: ClipLayers, ref_row: int, row: int) -> np.ndarray:
-        key = (cl.clip.name, ref_row)
+    def __call__(self, cl: ClipLayers, ref_row: int, row: int, variant: int = 0) -> np.ndarray:
+        key = (cl.clip.name, ref_row, variant if cl.ref_from_layer else -1)
         w = self.cache.get(key)
         if w is None:
+            ref = cl.layers[variant][1][ref_row] if cl.ref_from_layer else cl.references[ref_row]
             w = MeshWarper(self.size)
-            w.set_reference(cl.references[ref_row], cl.clip.points[ref_row])
+            w.set_reference(ref, cl.clip.points[ref_row])
             self.cache[key] = w
         return w.warp(cl.clip.points[row])
 
 
+def moved(cl: ClipLayers, picture: np.ndarray, from_row: int, to_row: int) -> np.ndarray:
+    """A layer picture warped by the landmark motion between two frames (the receiver's
+    motion compensation of a held picture)."""
+    scale = picture.shape[0] / cl.clip.crops.shape[1]
+    w = MeshWarper(picture.shape[0])
+    w.set_reference(picture, cl.clip.points[from_row] * scale)
+    return w.warp(cl.clip.points[to_row] * scale)
+
+
 def sample(
-    cl: ClipLayers, variant: int, rows: np.ndarray, t: int, age_rows: int, warps: Warps
+    cl: ClipLayers, variant: int, rows: np.ndarray, t: int, age_rows: int, warps: Warps,
+    move: bool = False,
 ) -> tuple[np.ndarray, float]:
-    """(HxWx12 float32: warp | up(layer) | low(warp) | target, age in frames)."""
+    """(HxWx12 float32: warp | up(layer) | low(warp) | target, age in frames). `move`: an
+    older layer picture is first warped to the frame's motion."""
     t_row = int(rows[t])
     l_row = int(rows[max(0, t - age_rows)])
-    warp = warps(cl, int(rows[0]), t_row)
+    warp = warps(cl, int(rows[0]), t_row, variant)
     size, pics = cl.layers[variant]
     full = warp.shape[0]
-    up = cv2.resize(pics[l_row], (full, full), interpolation=cv2.INTER_CUBIC)
+    pic = moved(cl, pics[l_row], l_row, t_row) if move and l_row != t_row else pics[l_row]
+    up = cv2.resize(pic, (full, full), interpolation=cv2.INTER_CUBIC)
     low = low_pass(warp, size)
     target = np.asarray(cl.clip.crops[t_row])
     stackd = np.concatenate([warp, up, low, target], -1).astype(np.float32) * (1 / 255)
@@ -119,7 +148,8 @@ def to_batch(items: list[tuple[np.ndarray, float]]) -> tuple[torch.Tensor, ...]:
 
 
 def random_batch(
-    data: list[ClipLayers], rng: np.random.Generator, warps: Warps, n: int, patch: int
+    data: list[ClipLayers], rng: np.random.Generator, warps: Warps, n: int, patch: int,
+    move: bool = False,
 ) -> tuple[torch.Tensor, ...]:
     items = []
     for _ in range(n):
@@ -129,7 +159,7 @@ def random_batch(
         rows = cl.segments[int(rng.integers(len(cl.segments)))]
         t = int(rng.integers(len(rows)))
         age = int(rng.choice([0, 1, 2], p=[0.4, 0.3, 0.3]))
-        img, a = sample(cl, int(rng.integers(len(cl.layers))), rows, t, age, warps)
+        img, a = sample(cl, int(rng.integers(len(cl.layers))), rows, t, age, warps, move)
         full = img.shape[0]
         y, x = (rng.integers(0, (full - patch) // 4 + 1, size=2) * 4).tolist()
         img = img[y:y + patch, x:x + patch]
@@ -141,23 +171,24 @@ def random_batch(
 
 def validation_set(
     clips: list[ClipData], warps: Warps, per_clip: int = 6,
-    ref_quality: tuple[int, int] = (60, 60),
+    ref_quality: tuple[int, int] | None = (60, 60), size: int = 128, crf: int = 52,
+    move: bool = False,
 ) -> list[tuple]:
-    """Fixed full frames: a 128 px layer at crf 52, ages 0 and 4 frames."""
+    """Fixed full frames: a layer of `size` at `crf`, ages 0 and 4 frames."""
     rng = np.random.default_rng(1234)
     out = []
     for clip in clips:
         cl = prepare_clip(clip, rng, 0, ref_quality)
-        small = np.stack([downscale(np.asarray(c), 128) for c in clip.crops])
+        small = np.stack([downscale(np.asarray(c), size) for c in clip.crops])
         starts = frozenset(int(r[0]) for r in cl.segments)
-        _, dec = code_sequence(small, 128, 52, intra_at=starts)
-        cl.layers = [(128, np.stack(dec))]
+        _, dec = code_sequence(small, size, crf, intra_at=starts)
+        cl.layers = [(size, np.stack(dec))]
         if not cl.segments:
             continue
         rows = cl.segments[0]
         for t in np.linspace(2, len(rows) - 1, per_clip).astype(int):
             for age in (0, 2):
-                out.append(to_batch([sample(cl, 0, rows, int(t), age, warps)]))
+                out.append(to_batch([sample(cl, 0, rows, int(t), age, warps, move)]))
     return out
 
 
@@ -188,20 +219,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", type=int, default=3, help="coded layer streams per clip")
     ap.add_argument("--ref-quality", type=int, nargs=2, default=(60, 60), metavar=("LO", "HI"),
                     help="keyframe quality range of the references (v1: 60 60)")
+    ap.add_argument("--reference", choices=("keyframe", "layer"), default="keyframe",
+                    help="references coded by the keyframe codec, or each layer's own intra "
+                         "picture (a file's keyframe with a layer as large as the crop)")
+    ap.add_argument("--sizes", type=parse_sizes, default=SIZES, metavar="S:W,...",
+                    help="layer sizes and their weights (default 128:0.6,96:0.2,64:0.2)")
+    ap.add_argument("--crf", type=int, nargs=2, default=Q_RANGE, metavar=("LO", "HI"),
+                    help="the layer's SVT-AV1 crf range (default 36 66)")
+    ap.add_argument("--val-crf", type=int, default=52)
+    ap.add_argument("--keep-luma", action="store_true",
+                    help="restore colour only: the output keeps the layer picture's luma")
+    ap.add_argument("--move", action="store_true",
+                    help="warp an older layer picture by the motion since its frame first "
+                         "(the receiver's motion compensation) and give the net its age")
     a = ap.parse_args(argv)
+    crop = 256
+    if a.reference == "layer" and any(s != crop for s, _ in a.sizes):
+        ap.error(f"--reference layer needs layers as large as the crop ({crop} px)")
     rng = seeded(a)
     t0 = time.time()
     train_clips = build_cache(a.data, "train", a.cache, max_clips=a.max_clips)
     val_clips = build_cache(a.data, "validation", a.cache, max_clips=a.max_clips)
-    rq = (a.ref_quality[0], a.ref_quality[1])
-    data = [prepare_clip(c, rng, a.variants, rq) for c in train_clips]
+    rq = (a.ref_quality[0], a.ref_quality[1]) if a.reference == "keyframe" else None
+    crf = (a.crf[0], a.crf[1])
+    data = [prepare_clip(c, rng, a.variants, rq, a.sizes, crf) for c in train_clips]
     warps = Warps(train_clips[0].crops.shape[1])
-    val = validation_set(val_clips, warps, ref_quality=rq)
+    val = validation_set(val_clips, warps, ref_quality=rq, size=a.sizes[0][0], crf=a.val_crf,
+                         move=a.move)
     prep_s = time.time() - t0
     print(f"data: {len(data)} train clips x {a.variants} coded layers, {len(val)} validation "
           f"frames, {prep_s:.0f} s", flush=True)
 
-    net = FusionNet(FusionConfig())
+    net = FusionNet(FusionConfig(moved=a.move, keep_luma=a.keep_luma))
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
     a.out.mkdir(parents=True, exist_ok=True)
     best = evaluate(net, val)
@@ -217,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         lr = a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
         for g in opt.param_groups:
             g["lr"] = lr
-        warp, up, low, age, target = random_batch(data, rng, warps, a.batch, a.patch)
+        warp, up, low, age, target = random_batch(data, rng, warps, a.batch, a.patch, a.move)
         out = net(warp, up, low, age)
         l1 = F.l1_loss(out, target)
         ss = 1.0 - ms_ssim(out, target, data_range=1.0, win_size=7)
@@ -255,8 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             "patch": a.patch, "lr": a.lr, "variants": a.variants, "threads": a.threads,
             "data_prep_s": round(prep_s, 1), "train_time_s": round(train_s, 1),
             "data": "train split only: refiner cache (150 frames, every 2nd), layer coded by "
-                    "SVT-AV1 low delay at random size (128/96/64) and crf 36..66, "
-                    "AV1-coded references",
+                    "SVT-AV1 low delay at random size ("
+                    + "/".join(str(sz) for sz, _ in a.sizes) + f") and crf {crf[0]}..{crf[1]}, "
+                    + ("AV1-coded references" if rq else "the layer's intra pictures as "
+                       "references") + (", older pictures motion-compensated" if a.move else ""),
             "hardware": "2-core x86_64 CPU, no GPU",
         },
         "validation_psnr_rgb": {k: round(float(x), 3) for k, x in best.items()},
