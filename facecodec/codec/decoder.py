@@ -29,7 +29,7 @@ from facecodec.motion.coder import CoderConfig, MotionDecoder
 from facecodec.motion.motion import Motion
 from facecodec.render.base import Renderer
 from facecodec.render.edits import Avatar, PoseEdit
-from facecodec.render.fusion_model import GATE_MODEL_ID
+from facecodec.render.fusion_model import GATE_MODEL_ID, shipped_fusion_ids
 from facecodec.render.registry import DEFAULT_RENDERER, make_renderer
 from facecodec.render.warp import WarpRenderer
 
@@ -230,8 +230,8 @@ class _LayerState:
                 and self.params.model != self.fusion.model_id):
             raise FacecodecError(
                 f"stream's layer was made for fusion model {self.params.model!r}, this build "
-                f"has {self.fusion.model_id!r}; decode with a matching facecodec or with "
-                "--layer off"
+                f"has {', '.join(map(repr, shipped_fusion_ids()))}; decode with a matching "
+                "facecodec or with --layer off"
             )
         self.next_seq: int | None = None
         self.pictures: dict[int, tuple[int, np.ndarray]] = {}  # timestamp -> (keyframe, RGB)

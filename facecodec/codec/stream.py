@@ -63,7 +63,7 @@ class StreamEncoder:
             config.to_bytes(),
             layer=None if self.layer is None else LayerParams(
                 AV1, self.layer.size, self.layer.divisor,
-                fusion_model_for(layer_kbps, self.layer.size, size)),
+                fusion_model_for(layer_kbps, self.layer.size, size, live)),
         )
         # A call keeps going when someone walks behind the speaker: follow the largest face.
         self.analyzer = FaceAnalyzer(basis, size, float(fps), allow_several=allow_several)

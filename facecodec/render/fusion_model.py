@@ -27,6 +27,11 @@ def default_fusion_id(weights: Path = DEFAULT_WEIGHTS) -> str:
     return GATE_MODEL_ID
 
 
+def shipped_fusion_ids() -> list[str]:
+    """Ids of the fusion networks this build ships, and of the training-free fusion."""
+    return [i for i in map(default_fusion_id, SHIPPED) if i != GATE_MODEL_ID] + [GATE_MODEL_ID]
+
+
 def weights_for(model_id: str) -> Path | None:
     """The shipped weights of that model id, if this build has them."""
     return next((w for w in SHIPPED if default_fusion_id(w) == model_id), None)

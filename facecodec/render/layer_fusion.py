@@ -16,6 +16,10 @@ layer rate the layer lags the motion) and adds a residual, predicted at 1/4 reso
 pixel-shuffled to full resolution; its last layer is zero-initialised, so an untrained net
 is exactly `base`. Nothing runs at full resolution except element-wise operations, which
 keeps the fusion near 10 ms a frame on two cores (benchmarks/layer_fusion_speed.py).
+
+A layer as large as the frame needs no detail from the warp (`base` is the picture itself);
+there a net trained with `keep_luma` restores the picture's colour only, the coarsely
+quantised 4:2:0 chroma of a low-rate AV1 picture, and returns its luma unchanged.
 """
 
 from __future__ import annotations
