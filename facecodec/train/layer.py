@@ -8,10 +8,11 @@ is warped from is the real AV1-coded keyframe. A sample is a random frame of a s
 the layer picture of that frame or of 1-2 cached frames before it (2-4 source frames: the
 age a reduced layer rate produces), a random 128 px patch, flipped half the time.
 
-With `--sizes 256:1 --reference layer --move` it trains the restoration of a layer as
-large as the crop (a file's layer above ~5 kbps): the reference is the layer's own intra
-picture (a file's keyframe takes it from the layer) and an older picture is first warped by
-the landmark motion since its frame, as the receiver does, the net told its age.
+With `--sizes 256:1 --reference layer --move --keep-luma` it trains the colour network of
+a layer as large as the crop (a file's, at every rate): the reference is the layer's own
+intra picture (a file's keyframe takes it from the layer), an older picture is first warped
+by the landmark motion since its frame, as the receiver does, the net told its age, and
+the output keeps the picture's luma (docs/layer.md, "Colour of a full-size layer").
 
 Loss: L1 + 0.3 (1 - MS-SSIM). Validation on the validation split's cache (fixed frames,
 the first size of `--sizes` at `--val-crf`, ages 0 and 4) every `--val-every` steps; the
