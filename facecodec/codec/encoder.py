@@ -108,7 +108,7 @@ def fusion_model_for(
     large as the crop gets the colour network in a file and is drawn as it is in a call
     (the training-free fusion adds no detail then). A call's machine also runs its sender
     and audio: the colour network costs ~12 ms a frame, and in a loopback call at 15 kbps
-    it took the receiver from ~55 to 121 % of a core for +0.001 MS-SSIM."""
+    it took the receiver to 121 % of a core (51-58 % without) for +0.001 MS-SSIM."""
     if layer_size >= crop_size:
         return GATE_MODEL_ID if live else default_fusion_id(FULL_SIZE_WEIGHTS)
     if layer_kbps <= NET_FUSION_MAX_KBPS:
