@@ -204,12 +204,15 @@ class LayerFusion:
         size = warp.shape[0]
         if self.as_is(layer.shape[0], size):
             return layer
-        lr_up = cv2.resize(layer, (size, size), interpolation=cv2.INTER_CUBIC)
+        # A picture as large as the frame needs no upscaling and the warp loses nothing
+        # through its size: skip the identity resizes and the second tensor of the warp.
+        full = layer.shape[0] == size
+        lr_up = layer if full else cv2.resize(layer, (size, size), interpolation=cv2.INTER_CUBIC)
         if self.mode == "bicubic":
             return lr_up
-        low = low_pass(warp, layer.shape[0])
         with torch.inference_mode():
-            w, u, lo = _t(warp), _t(lr_up), _t(low)
+            w, u = _t(warp), _t(lr_up)
+            lo = w if full else _t(low_pass(warp, layer.shape[0]))
             if self.net is not None and self.mode == "net":
                 out = self.net(w, u, lo, torch.tensor([[age_input(age_frames)]]))
             else:
