@@ -1,13 +1,15 @@
 """Sender analysis: frames in, keyframe and Motion events out (causal, one frame at a time).
 
 This is everything the sender decides before coding: which face, which crop, when a new
-reference picture is needed, and the stabilised Motion of every frame. File encoding and
-live calls both run it, so they make the same decisions.
+reference picture is needed, and the fitted Motion of every frame. File encoding and
+live calls both run it, so they make the same decisions. How much to smooth the Motions
+depends on what they are coded beside (facecodec/motion/stabilize.py), so the encoder
+smooths them for the stream it codes (`stabilise`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -57,7 +59,6 @@ class FaceAnalyzer:
         self.basis, self.size = basis, size
         self.k = basis.k_max if k is None else k
         self.tracker = FaceTracker(allow_several=allow_several)
-        self.stabiliser = MotionStabiliser(basis, self.k, fps)
         self.refresh = int(round(refresh_s * fps)) if refresh_s > 0 else 0
         self.crop: CropBox | None = None
         self.anchor: tuple[float, float] = (0.0, 0.0)
@@ -98,10 +99,9 @@ class FaceAnalyzer:
                 h, w = frame.shape[:2]
                 self.crop = CropBox.around(face.centre, face.size, (w, h))
                 self.anchor, self.anchor_size = face.centre, face.size
-            self.stabiliser.reset()  # crop coordinates changed: no smoothing across the cut
         assert self.crop is not None
         points = self.crop.to_crop(face.points, self.size)
-        motion = self.stabiliser(self.basis.fit(points, self.size, self.k))
+        motion = self.basis.fit(points, self.size, self.k)
         if reason:
             image = self.crop.cut(frame, self.size)
             events.append(KeyframeEvent(index, self.crop, image, motion, reason))
@@ -113,3 +113,33 @@ class FaceAnalyzer:
 
     def close(self) -> None:
         self.tracker.close()
+
+
+
+class EventStabiliser:
+    """Smooths the Motions of analysis events one at a time (causal, so a call can use it),
+    restarting at every keyframe: the crop, and with it the coordinates, may change there.
+    A frame without a face holds the last smoothed Motion, as the analysis held the last fit."""
+
+    def __init__(self, basis: ExpressionBasis, fps: float, beta: float) -> None:
+        self.filter = MotionStabiliser(basis, basis.k_max, fps, beta=beta)
+        self.last: Motion | None = None
+        self.last_key = -1
+
+    def __call__(self, e: KeyframeEvent | MotionEvent) -> KeyframeEvent | MotionEvent:
+        if isinstance(e, KeyframeEvent):
+            self.filter.reset()
+            self.last, self.last_key = self.filter(e.motion), e.index
+            return replace(e, motion=self.last)
+        # A keyframe's own frame was smoothed with it; later frames are filtered in turn.
+        if e.face_seen and e.index != self.last_key:
+            self.last = self.filter(e.motion)
+        return replace(e, motion=self.last if self.last is not None else e.motion)
+
+
+def stabilise(
+    events: list[KeyframeEvent | MotionEvent], basis: ExpressionBasis, fps: float, beta: float,
+) -> list[KeyframeEvent | MotionEvent]:
+    """The analysis' events with their Motions smoothed (see EventStabiliser)."""
+    s = EventStabiliser(basis, fps, beta)
+    return [s(e) for e in events]

@@ -25,7 +25,13 @@ from facecodec.bitstream.packets import (
     encode_packet,
 )
 from facecodec.capture.video import VideoInfo, probe, read_frames
-from facecodec.codec.analysis import AnalysisReport, FaceAnalyzer, KeyframeEvent, MotionEvent
+from facecodec.codec.analysis import (
+    AnalysisReport,
+    FaceAnalyzer,
+    KeyframeEvent,
+    MotionEvent,
+    stabilise,
+)
 from facecodec.codec.keyframe import encode_image
 from facecodec.codec.layer import MAX_Q, MIN_Q, downscale
 from facecodec.codec.layer_rate import (
@@ -41,6 +47,7 @@ from facecodec.errors import FacecodecError
 from facecodec.motion.basis import ExpressionBasis, load_basis
 from facecodec.motion.coder import PRESETS, CoderConfig, MotionEncoder, make_config, make_config_q
 from facecodec.motion.motion import Motion
+from facecodec.motion.stabilize import beta_for
 from facecodec.render.fusion_model import FULL_SIZE_WEIGHTS, GATE_MODEL_ID, default_fusion_id
 
 DEFAULT_KEYFRAME_QUALITY = 60
@@ -284,6 +291,17 @@ def packetize(
     return packets + pk.end(total_frames)
 
 
+def smooth_for(
+    events: list[KeyframeEvent | MotionEvent],
+    basis: ExpressionBasis,
+    fps: Fraction,
+    config: CoderConfig,
+    beside_layer: bool,
+) -> list[KeyframeEvent | MotionEvent]:
+    """The analysis' Motions smoothed for coding with `config` (motion/stabilize.py)."""
+    return stabilise(events, basis, float(fps), beta_for(config.step_mul, beside_layer))
+
+
 def _search_config(
     basis: ExpressionBasis,
     events: list[KeyframeEvent | MotionEvent],
@@ -291,12 +309,14 @@ def _search_config(
     fps: Fraction,
     total: int,
 ) -> CoderConfig:
-    """The finest quantiser whose motion stream fits `target_kbps` (bisection on quality)."""
+    """The finest quantiser whose motion stream fits `target_kbps` (bisection on quality;
+    the Motions are smoothed for each candidate quantiser, as they will be coded)."""
     duration = total / float(fps)
     motion_types = (PacketType.MOTION, PacketType.RESYNC)
 
     def kbps(cfg: CoderConfig) -> float:
-        packets = packetize(events, cfg, settings, fps, total)
+        smoothed = smooth_for(events, basis, fps, cfg, beside_layer=False)
+        packets = packetize(smoothed, cfg, settings, fps, total)
         n = sum(len(encode_packet(p)) for p in packets if p.type in motion_types)
         return n * 8 / 1000 / duration
 
@@ -378,13 +398,16 @@ def code_analysis(
     """Packets for an analysed file at the settings' preset or target rate."""
     settings.validate()
     basis = load_basis()
-    info, events, report = analysis.info, analysis.events, analysis.report
+    info, report = analysis.info, analysis.report
     fps = info.fps
     layer_kbps = settings.layer_kbps
+    beside_layer = layer_kbps > 0
     if settings.target_kbps is not None:
         if uses_layer(settings.target_kbps):
             # Above the motion-only range: the layer gets what the motion leaves.
             config = coder_config(basis, LAYER_MOTION_PRESET)
+            beside_layer = True
+            events = smooth_for(analysis.events, basis, fps, config, beside_layer)
             motion_bytes = sum(
                 len(encode_packet(p)) for p in packetize(events, config, settings, fps,
                                                          report.frames)
@@ -393,11 +416,12 @@ def code_analysis(
             duration = report.frames / float(fps)
             layer_kbps = settings.target_kbps - motion_bytes * 8 / 1000 / duration
         else:
-            config = _search_config(basis, events, settings, fps, report.frames)
+            config = _search_config(basis, analysis.events, settings, fps, report.frames)
         preset = f"target{settings.target_kbps:g}"
     else:
         config = coder_config(basis, settings.preset)
         preset = settings.preset
+    events = smooth_for(analysis.events, basis, fps, config, beside_layer)
     layer = None
     if layer_kbps > 0:
         layer = plan_layer(analysis, layer_kbps, settings.size, float(fps),

@@ -13,7 +13,7 @@ import numpy as np
 
 from facecodec.bitstream.container import LayerParams, StreamHeader
 from facecodec.bitstream.packets import decode_packet, encode_packet
-from facecodec.codec.analysis import FaceAnalyzer, KeyframeEvent, MotionEvent
+from facecodec.codec.analysis import EventStabiliser, FaceAnalyzer, KeyframeEvent, MotionEvent
 from facecodec.codec.decoder import DecodeStats, PacketDecoder
 from facecodec.codec.encoder import (
     EncoderSettings,
@@ -26,6 +26,7 @@ from facecodec.codec.layer import AV1
 from facecodec.codec.layer_rate import LayerPlan, LiveLayer
 from facecodec.errors import BitstreamError
 from facecodec.motion.basis import load_basis
+from facecodec.motion.stabilize import beta_for
 from facecodec.render.registry import DEFAULT_RENDERER
 
 # Loss reports: a share of lost motion packets at or above LOSSY switches the sender to
@@ -67,6 +68,8 @@ class StreamEncoder:
         )
         # A call keeps going when someone walks behind the speaker: follow the largest face.
         self.analyzer = FaceAnalyzer(basis, size, float(fps), allow_several=allow_several)
+        self.stabiliser = EventStabiliser(basis, float(fps),
+                                          beta_for(config.step_mul, layer_kbps > 0))
         self.packetizer = Packetizer(config, resync, per_packet,
                                      settings.keyframe_quality_for(layer_kbps, live))
         if self.layer is not None:
@@ -98,7 +101,7 @@ class StreamEncoder:
 
     def push(self, frame_rgb: np.ndarray, index: int) -> list[bytes]:
         packets = []
-        for event in self.analyzer.push(frame_rgb, index):
+        for event in map(self.stabiliser, self.analyzer.push(frame_rgb, index)):
             if self.layer is not None:
                 self._layer_picture(event, frame_rgb)
             packets += self.packetizer.push(event)

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facecodec.codec.analysis import MotionEvent
+from facecodec.codec.analysis import MotionEvent, stabilise
 from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops
 from facecodec.codec.keyframe import decode_image, encode_image
 from facecodec.motion.basis import load_basis
+from facecodec.motion.stabilize import SLOW_BETA
 from facecodec.render.neural import Conditioner
 from facecodec.train.landmarks import load_split
 
@@ -45,7 +46,9 @@ def build_clip(path: Path, out_dir: Path, max_frames: int, stride: int) -> None:
     analysis = analyze_file(path, EncoderSettings(size=SIZE), max_frames=max_frames)
     keys = sorted(k.index for k in analysis.keyframes)
     crops = original_crops(path, analysis.keyframes, SIZE, max_frames)
-    rows = [e for e in analysis.events
+    # Smoothed as beside a layer: the shipped refiner and fusion networks were trained so.
+    events = stabilise(analysis.events, basis, float(analysis.info.fps), SLOW_BETA)
+    rows = [e for e in events
             if isinstance(e, MotionEvent) and e.face_seen and e.index % stride == 0
             and e.index < len(crops)]
     idx = np.array([e.index for e in rows], dtype=np.int64)

@@ -1,0 +1,92 @@
+"""Motion smoothing at coding time: how closely the coded Motions follow the face depends on
+whether they are coded alone or beside a layer; keyframes restart the filter."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import GRID_CLIP, require
+
+from facecodec.codec.analysis import KeyframeEvent, MotionEvent, stabilise
+from facecodec.codec.encoder import Analysis, EncoderSettings, analyze_file, code_analysis
+from facecodec.motion.basis import load_basis
+from facecodec.motion.coder import CoderConfig
+from facecodec.motion.stabilize import QUICK_BETA, SLOW_BETA, beta_for
+
+
+@pytest.fixture(scope="module")
+def analysis() -> Analysis:
+    return analyze_file(require(GRID_CLIP), EncoderSettings())
+
+
+def _lag(events: list[KeyframeEvent | MotionEvent], raw: list[KeyframeEvent | MotionEvent]
+         ) -> np.ndarray:
+    """Mean landmark distance (px at 256) of each frame's smoothed Motion from its fit."""
+    basis = load_basis()
+    out = []
+    for e, r in zip(events, raw, strict=True):
+        if isinstance(e, MotionEvent):
+            a, b = basis.landmarks(e.motion, 256)[:, :2], basis.landmarks(r.motion, 256)[:, :2]
+            out.append(float(np.linalg.norm(a - b, axis=1).mean()))
+    return np.array(out)
+
+
+def test_motion_alone_follows_the_face_closer(analysis: Analysis) -> None:
+    basis, fps = load_basis(), float(analysis.info.fps)
+    raw = analysis.events
+    alone = _lag(stabilise(raw, basis, fps, QUICK_BETA), raw)
+    beside = _lag(stabilise(raw, basis, fps, SLOW_BETA), raw)
+    # Both filter (jitter is removed either way) but the slow filter trails the talking face.
+    assert alone.mean() > 0.05
+    assert beside.mean() > 1.5 * alone.mean()
+    assert np.percentile(beside, 95) > np.percentile(alone, 95)
+
+
+def test_keyframes_restart_the_filter_and_faceless_frames_hold(analysis: Analysis) -> None:
+    basis, fps = load_basis(), float(analysis.info.fps)
+    key = next(e for e in analysis.events if isinstance(e, KeyframeEvent))
+    frames = [e for e in analysis.events if isinstance(e, MotionEvent) and e.index >= key.index]
+    # A second keyframe mid-clip (as after a recentre), then a frame without a face.
+    second = replace(key, index=frames[21].index, motion=frames[21].motion)
+    events = [key, *frames[:21], second, frames[21], replace(frames[22], face_seen=False),
+              *frames[23:30]]
+    out = stabilise(events, basis, fps, SLOW_BETA)
+    v = [e.motion.to_vector() for e in out]
+    for i in (0, 22):  # a keyframe's Motion is its own fit, and so is its frame's
+        assert np.allclose(v[i], events[i].motion.to_vector(), rtol=1e-12, atol=1e-15)
+        assert np.allclose(v[i + 1], events[i].motion.to_vector(), rtol=1e-12, atol=1e-15)
+    assert not np.allclose(v[21], events[21].motion.to_vector(), rtol=1e-6)  # smoothed
+    assert np.array_equal(v[24], v[23])  # no face: the last smoothed Motion is held
+    assert not np.allclose(v[25], events[25].motion.to_vector(), rtol=1e-6)
+
+def test_finer_motion_quantisers_get_quicker_filters() -> None:
+    assert beta_for(2.5, False) == SLOW_BETA  # the lowest preset's steps
+    assert SLOW_BETA < beta_for(1.6, False) < QUICK_BETA  # low
+    assert beta_for(1.0, False) == beta_for(0.6, False) == QUICK_BETA  # medium, high
+    betas = [beta_for(m, False) for m in np.linspace(3.0, 0.5, 26)]
+    assert all(a <= b for a, b in zip(betas, betas[1:], strict=False))
+    assert all(beta_for(m, True) == SLOW_BETA for m in (2.5, 1.6, 1.0, 0.6))
+
+
+def test_streams_code_the_motion_smoothed_for_them(analysis: Analysis) -> None:
+    basis, fps = load_basis(), float(analysis.info.fps)
+    cases = ((EncoderSettings(preset="medium"), False),
+             (EncoderSettings(preset="low"), False),
+             (EncoderSettings(target_kbps=3.0), False),  # motion only, searched quantiser
+             (EncoderSettings(preset="lowest", layer_kbps=8.0, layer_crf=61), True),
+             (EncoderSettings(target_kbps=12.0), True))  # the layer gets what motion leaves
+    betas = []
+    for settings, layer in cases:
+        r = code_analysis(analysis, settings)
+        assert (r.header.layer is not None) == layer
+        beta = beta_for(CoderConfig.from_bytes(r.header.coder_config, basis.std).step_mul, layer)
+        want = {e.index: e.motion for e in stabilise(analysis.events, basis, fps, beta)
+                if isinstance(e, MotionEvent)}
+        assert r.motions.keys() == want.keys()
+        assert all(np.array_equal(r.motions[i].to_vector(), want[i].to_vector())
+                   for i in want)
+        betas.append(beta)
+    assert betas[0] == QUICK_BETA and SLOW_BETA < betas[1] < QUICK_BETA
+    assert betas[3] == betas[4] == SLOW_BETA
