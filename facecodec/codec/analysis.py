@@ -115,24 +115,26 @@ class FaceAnalyzer:
         self.tracker.close()
 
 
-
 class EventStabiliser:
     """Smooths the Motions of analysis events one at a time (causal, so a call can use it),
     restarting at every keyframe: the crop, and with it the coordinates, may change there.
     A frame without a face holds the last smoothed Motion, as the analysis held the last fit."""
 
     def __init__(self, basis: ExpressionBasis, fps: float, beta: float) -> None:
-        self.filter = MotionStabiliser(basis, basis.k_max, fps, beta=beta)
+        self.basis, self.fps, self.beta = basis, fps, beta
+        self.filter: MotionStabiliser | None = None
         self.last: Motion | None = None
         self.last_key = -1
 
     def __call__(self, e: KeyframeEvent | MotionEvent) -> KeyframeEvent | MotionEvent:
         if isinstance(e, KeyframeEvent):
+            if self.filter is None or self.filter.k != e.motion.k:
+                self.filter = MotionStabiliser(self.basis, e.motion.k, self.fps, beta=self.beta)
             self.filter.reset()
             self.last, self.last_key = self.filter(e.motion), e.index
             return replace(e, motion=self.last)
         # A keyframe's own frame was smoothed with it; later frames are filtered in turn.
-        if e.face_seen and e.index != self.last_key:
+        if e.face_seen and e.index != self.last_key and self.filter is not None:
             self.last = self.filter(e.motion)
         return replace(e, motion=self.last if self.last is not None else e.motion)
 

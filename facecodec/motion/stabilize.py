@@ -12,7 +12,7 @@ unsmoothed by the analysis and the encoder stabilises the events for the stream 
 (`analysis.stabilise`). Motion alone is the whole picture, and a filter that follows moving
 features quickly (beta 0.4) is worth its bits at fine quantisers: on the 6 validation
 clips, unquantised, it drew the warp with AKD 0.91 px instead of 1.68 and VMAF 44.8
-instead of 42.9 against the slow filter (beta 0.02), for 35-45 % more motion bits.
+instead of 42.9 against the slow filter (beta 0.02), for 35-46 % more motion bits.
 Beside a layer the motion only moves held layer pictures between the layer's own; there
 dropping the filter altogether lost VMAF at the same layer rate, so the slow filter stays.
 """
