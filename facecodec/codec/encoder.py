@@ -401,27 +401,24 @@ def code_analysis(
     info, report = analysis.info, analysis.report
     fps = info.fps
     layer_kbps = settings.layer_kbps
-    beside_layer = layer_kbps > 0
-    if settings.target_kbps is not None:
-        if uses_layer(settings.target_kbps):
-            # Above the motion-only range: the layer gets what the motion leaves.
-            config = coder_config(basis, LAYER_MOTION_PRESET)
-            beside_layer = True
-            events = smooth_for(analysis.events, basis, fps, config, beside_layer)
-            motion_bytes = sum(
-                len(encode_packet(p)) for p in packetize(events, config, settings, fps,
-                                                         report.frames)
-                if p.type in (PacketType.MOTION, PacketType.RESYNC)
-            )
-            duration = report.frames / float(fps)
-            layer_kbps = settings.target_kbps - motion_bytes * 8 / 1000 / duration
-        else:
-            config = _search_config(basis, analysis.events, settings, fps, report.frames)
-        preset = f"target{settings.target_kbps:g}"
+    # Above the motion-only range a target rate adds the layer: it gets what the motion leaves.
+    target_layer = settings.target_kbps is not None and uses_layer(settings.target_kbps)
+    if target_layer:
+        config = coder_config(basis, LAYER_MOTION_PRESET)
+    elif settings.target_kbps is not None:
+        config = _search_config(basis, analysis.events, settings, fps, report.frames)
     else:
         config = coder_config(basis, settings.preset)
-        preset = settings.preset
-    events = smooth_for(analysis.events, basis, fps, config, beside_layer)
+    preset = settings.preset if settings.target_kbps is None else f"target{settings.target_kbps:g}"
+    events = smooth_for(analysis.events, basis, fps, config, target_layer or layer_kbps > 0)
+    if target_layer:
+        assert settings.target_kbps is not None
+        motion_bytes = sum(
+            len(encode_packet(p)) for p in packetize(events, config, settings, fps, report.frames)
+            if p.type in (PacketType.MOTION, PacketType.RESYNC)
+        )
+        duration = report.frames / float(fps)
+        layer_kbps = settings.target_kbps - motion_bytes * 8 / 1000 / duration
     layer = None
     if layer_kbps > 0:
         layer = plan_layer(analysis, layer_kbps, settings.size, float(fps),
