@@ -39,7 +39,7 @@ def main() -> None:
         for f in read_frames(a.clip, a.frames)
     ]
     basis = load_basis()
-    cfg = coder_config(basis, "medium")
+    cfg = coder_config(basis, "medium", beside_layer=False)
     settings = EncoderSettings(size=a.size)
     warm = FaceAnalyzer(basis, a.size, float(fps))  # model loading is not steady state
     warm.push(frames[0], 0)

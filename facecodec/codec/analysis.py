@@ -16,8 +16,9 @@ import numpy as np
 from facecodec.face.crop import CropBox, drifted
 from facecodec.face.tracker import FaceTracker
 from facecodec.motion.basis import ExpressionBasis
-from facecodec.motion.motion import Motion
+from facecodec.motion.motion import SURROUND_SIZE, Motion
 from facecodec.motion.stabilize import MotionStabiliser
+from facecodec.motion.surround import SurroundMeter
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,11 @@ class FaceAnalyzer:
         k: int | None = None,
         allow_several: bool = False,
         refresh_s: float = 0.0,
+        surround: bool = True,
     ) -> None:
         self.basis, self.size = basis, size
+        # Every Motion carries its surround; a coder beside a layer drops it.
+        self.meter = SurroundMeter(size) if surround else None
         self.k = basis.k_max if k is None else k
         self.tracker = FaceTracker(allow_several=allow_several)
         self.refresh = int(round(refresh_s * fps)) if refresh_s > 0 else 0
@@ -102,8 +106,15 @@ class FaceAnalyzer:
         assert self.crop is not None
         points = self.crop.to_crop(face.points, self.size)
         motion = self.basis.fit(points, self.size, self.k)
-        if reason:
+        if reason or self.meter is not None:
             image = self.crop.cut(frame, self.size)
+        if self.meter is not None:
+            if reason:
+                self.meter.set_reference(image)
+                motion = motion.with_surround(np.zeros(SURROUND_SIZE))
+            else:
+                motion = motion.with_surround(self.meter(image, points))
+        if reason:
             events.append(KeyframeEvent(index, self.crop, image, motion, reason))
             self.report.keyframes.append((index, reason))
             self.last_key, self.lost, self.want_keyframe = index, False, False

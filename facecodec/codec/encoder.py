@@ -132,8 +132,10 @@ def frames_per_packet(settings: EncoderSettings, fps: Fraction) -> int:
     return settings.packet_frames or min(resync, MAX_FILE_PACKET_FRAMES)
 
 
-def coder_config(basis: ExpressionBasis, preset: str) -> CoderConfig:
-    return make_config(preset, K_MEDIUM, basis.std)
+def coder_config(basis: ExpressionBasis, preset: str, beside_layer: bool) -> CoderConfig:
+    """The preset's quantiser; motion alone carries its surround, beside a layer the layer
+    draws the picture around the face."""
+    return make_config(preset, K_MEDIUM, basis.std, surround=not beside_layer)
 
 
 class Packetizer:
@@ -320,20 +322,23 @@ def _search_config(
         n = sum(len(encode_packet(p)) for p in packets if p.type in motion_types)
         return n * 8 / 1000 / duration
 
+    def config(q: float) -> CoderConfig:
+        return make_config_q(q, 2 * K_MEDIUM, basis.std, surround=True)
+
     lo, hi = 0.0, 1.0
     target = float(settings.target_kbps or 0)
-    if kbps(make_config_q(lo, 2 * K_MEDIUM, basis.std)) > target:
+    if kbps(config(lo)) > target:
         raise FacecodecError(
             f"--target-kbps {target} is below the lowest motion rate this clip allows "
-            f"({kbps(make_config_q(lo, 2 * K_MEDIUM, basis.std)):.2f} kbps)"
+            f"({kbps(config(lo)):.2f} kbps)"
         )
     for _ in range(10):
         mid = (lo + hi) / 2
-        if kbps(make_config_q(mid, 2 * K_MEDIUM, basis.std)) <= target:
+        if kbps(config(mid)) <= target:
             lo = mid
         else:
             hi = mid
-    return make_config_q(lo, 2 * K_MEDIUM, basis.std)
+    return config(lo)
 
 
 @dataclass
@@ -404,11 +409,11 @@ def code_analysis(
     # Above the motion-only range a target rate adds the layer: it gets what the motion leaves.
     target_layer = settings.target_kbps is not None and uses_layer(settings.target_kbps)
     if target_layer:
-        config = coder_config(basis, LAYER_MOTION_PRESET)
+        config = coder_config(basis, LAYER_MOTION_PRESET, beside_layer=True)
     elif settings.target_kbps is not None:
         config = _search_config(basis, analysis.events, settings, fps, report.frames)
     else:
-        config = coder_config(basis, settings.preset)
+        config = coder_config(basis, settings.preset, beside_layer=layer_kbps > 0)
     preset = settings.preset if settings.target_kbps is None else f"target{settings.target_kbps:g}"
     events = smooth_for(analysis.events, basis, fps, config, target_layer or layer_kbps > 0)
     if target_layer:

@@ -54,7 +54,7 @@ class StreamEncoder:
         settings.validate()
         fps = Fraction(fps).limit_denominator(1001)
         basis = load_basis()
-        config = coder_config(basis, preset)
+        config = coder_config(basis, preset, beside_layer=layer_kbps > 0)
         resync = max(1, int(float(fps)))
         per_packet = 1 if live else frames_per_packet(settings, fps)
         w, h = source_size or (size, size)
@@ -67,7 +67,8 @@ class StreamEncoder:
                 fusion_model_for(layer_kbps, self.layer.size, size, live)),
         )
         # A call keeps going when someone walks behind the speaker: follow the largest face.
-        self.analyzer = FaceAnalyzer(basis, size, float(fps), allow_several=allow_several)
+        self.analyzer = FaceAnalyzer(basis, size, float(fps), allow_several=allow_several,
+                                     surround=self.layer is None)
         self.stabiliser = EventStabiliser(basis, float(fps),
                                           beta_for(config.step_mul, layer_kbps > 0))
         self.packetizer = Packetizer(config, resync, per_packet,

@@ -29,14 +29,16 @@ import numpy as np
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.motion import entropy
 from facecodec.motion.entropy import QMAX
-from facecodec.motion.motion import FIXED_SIZE, Motion
+from facecodec.motion.motion import FIXED_SIZE, SURROUND_GRID, SURROUND_SIZE, Motion
 
 K_MAX = 64
 MAX_FRAMES = 4096  # per packet; bounds decoding work on any input
 _MAGIC = b"FMC"
 # 1: every array as float32 (12 bytes a dimension); 2: a config built from the stream's
-# expression basis, as the step multiplier alone (the receiver rebuilds the rest).
-_VERSION_ARRAYS, _VERSION_BUILT = 1, 2
+# expression basis, as the step multiplier alone (the receiver rebuilds the rest); 3: as 2,
+# then one byte, the side of the surround grid the frames carry (0: none).
+_VERSION_ARRAYS, _VERSION_BUILT, _VERSION_SURROUND = 1, 2, 3
+_GRID = struct.Struct("<B")
 _HEAD = struct.Struct("<3sBBBH")  # magic, version, k, adapt shift, initial inter state
 _MUL = struct.Struct("<f")
 MUL_RANGE = (0.01, 100.0)  # step multipliers a version-2 config may carry
@@ -49,6 +51,8 @@ _BASE_STEPS = np.array([0.002] * 3 + [0.0015] * 2 + [0.002] + [0.004] * 4 + [0.0
 _EXPR_STEP = 0.004
 _MEANS = np.array([0.0] * 3 + [0.5] * 2 + [-1.8] + [0.0] * 4 + [0.15] * 2 + [0.1])
 _INTRA = np.array([0.2] * 3 + [0.1] * 2 + [0.3] + [0.03] * 4 + [0.08] * 3)
+# Surround (crop fractions): half a pixel at 256 px, a prior of 4 px.
+_SURROUND_STEP, _SURROUND_INTRA = 0.5 / 256, 4.0 / 256
 _PRESETS = {"lowest": (0.25, 2.5), "low": (0.5, 1.6), "medium": (1.0, 1.0),
             "high": (2.0, 0.6)}  # k factor, step multiplier
 PRESETS = tuple(_PRESETS)  # coarsest first
@@ -70,20 +74,25 @@ class CoderConfig:
     """Everything both ends need to code motion; serialised into the stream header."""
 
     k: int
-    steps: np.ndarray  # quantiser step per dimension (13 + k)
+    steps: np.ndarray  # quantiser step per dimension (13 + k + surround)
     intra_scales: np.ndarray  # prior spread of each dimension around `means`, for intra frames
     means: np.ndarray = field(default_factory=lambda: np.array([]))  # prior mean; empty: default
     adapt_shift: int = 2  # adaptation rate 2^-shift of the residual scale states
     inter_init: int = 128  # scale state after an intra frame, 1/256 steps
     # Set when built from the basis (`_build`): then serialised as this number alone.
     step_mul: float | None = None
+    surround: int = 0  # surround values a frame carries: 0 or SURROUND_SIZE (built configs)
     _intra_index: tuple[int, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, int | np.integer) or not 1 <= int(self.k) <= K_MAX:
             raise FacecodecError(f"coder config: k must be 1..{K_MAX}, got {self.k}")
-        n = FIXED_SIZE + int(self.k)
-        means = self.means if len(self.means) else np.concatenate([_MEANS, np.zeros(self.k)])
+        if self.surround not in (0, SURROUND_SIZE) or (self.surround and self.step_mul is None):
+            raise FacecodecError(f"coder config: surround must be 0 or {SURROUND_SIZE}, and "
+                                 "only in a config built from the basis")
+        n = FIXED_SIZE + int(self.k) + self.surround
+        means = (self.means if len(self.means)
+                 else np.concatenate([_MEANS, np.zeros(self.k + self.surround)]))
         object.__setattr__(self, "k", int(self.k))
         object.__setattr__(self, "steps", _f32(self.steps, n, "steps"))
         object.__setattr__(self, "intra_scales", _f32(self.intra_scales, n, "intra_scales"))
@@ -105,11 +114,14 @@ class CoderConfig:
 
     @property
     def size(self) -> int:
-        return FIXED_SIZE + self.k
+        return FIXED_SIZE + self.k + self.surround
 
     def to_bytes(self) -> bytes:
-        version = _VERSION_ARRAYS if self.step_mul is None else _VERSION_BUILT
+        version = (_VERSION_ARRAYS if self.step_mul is None
+                   else _VERSION_SURROUND if self.surround else _VERSION_BUILT)
         head = _HEAD.pack(_MAGIC, version, self.k, self.adapt_shift, self.inter_init)
+        if self.surround:
+            return head + _MUL.pack(self.step_mul) + _GRID.pack(SURROUND_GRID)
         if self.step_mul is not None:
             return head + _MUL.pack(self.step_mul)
         body = np.concatenate([self.steps, self.intra_scales, self.means]).astype("<f4")
@@ -124,10 +136,19 @@ class CoderConfig:
         magic, version, k, shift, init = _HEAD.unpack_from(b)
         if magic != _MAGIC:
             raise BitstreamError("motion coder config: bad magic")
-        if version not in (_VERSION_ARRAYS, _VERSION_BUILT):
+        if version not in (_VERSION_ARRAYS, _VERSION_BUILT, _VERSION_SURROUND):
             raise BitstreamError(f"motion coder config: unsupported version {version}")
         if not 1 <= k <= K_MAX:
             raise BitstreamError(f"motion coder config: k={k} outside 1..{K_MAX}")
+        if version == _VERSION_SURROUND:
+            if len(b) != _HEAD.size + _MUL.size + _GRID.size:
+                want = _HEAD.size + _MUL.size + _GRID.size
+                raise BitstreamError(f"motion coder config: {len(b)} bytes, expected {want}")
+            (grid,) = _GRID.unpack_from(b, _HEAD.size + _MUL.size)
+            if grid != SURROUND_GRID:
+                raise BitstreamError(f"motion coder config: surround grid {grid}x{grid} is "
+                                     f"not supported (only {SURROUND_GRID}x{SURROUND_GRID})")
+            return cls._built(b[: _HEAD.size + _MUL.size], k, shift, init, expr_std, True)
         if version == _VERSION_BUILT:
             return cls._built(b, k, shift, init, expr_std)
         n = FIXED_SIZE + k
@@ -142,7 +163,7 @@ class CoderConfig:
 
     @classmethod
     def _built(cls, b: bytes, k: int, shift: int, init: int,
-               expr_std: np.ndarray | None) -> CoderConfig:
+               expr_std: np.ndarray | None, surround: bool = False) -> CoderConfig:
         if len(b) != _HEAD.size + _MUL.size:
             want = _HEAD.size + _MUL.size
             raise BitstreamError(f"motion coder config: {len(b)} bytes, expected {want}")
@@ -153,7 +174,7 @@ class CoderConfig:
         if expr_std is None:
             raise BitstreamError("motion coder config: version 2 needs the stream's basis")
         try:
-            return _build(k, mul, expr_std, shift, init)
+            return _build(k, mul, expr_std, shift, init, surround)
         except FacecodecError as e:
             raise BitstreamError(f"motion {e}") from None
 
@@ -164,9 +185,13 @@ class CoderConfig:
         return hash(self.to_bytes())
 
     def quantize(self, m: Motion) -> np.ndarray:
-        """int32 vector of 13 + k values in [-QMAX, QMAX]; extra expression dropped, missing 0."""
+        """int32 vector of `size` values in [-QMAX, QMAX]; extra expression dropped, missing
+        0; the surround coded if the config has one (zeros for a Motion without)."""
+        n = FIXED_SIZE + self.k
         v = m.to_vector()
-        v = np.concatenate([v, np.zeros(max(0, self.size - v.shape[0]))])[: self.size]
+        v = np.concatenate([v, np.zeros(max(0, n - v.shape[0]))])[:n]
+        if self.surround:
+            v = np.concatenate([v, m.surround if len(m.surround) else np.zeros(self.surround)])
         if np.isnan(v).any():
             raise FacecodecError("motion contains NaN; cannot quantise it")
         with np.errstate(over="ignore", invalid="ignore"):
@@ -177,25 +202,30 @@ class CoderConfig:
         q = np.asarray(q)
         if q.shape != (self.size,) or np.abs(q).max() > QMAX:
             raise FacecodecError(f"quantised motion must be {self.size} integers within +-{QMAX}")
-        return Motion.from_vector(self.means + q.astype(np.float64) * self.steps)
+        v = self.means + q.astype(np.float64) * self.steps
+        n = FIXED_SIZE + self.k
+        return Motion.from_vector(v[:n], v[n:] if self.surround else None)
 
 
 def _build(k: int, step_mul: float, expr_std: np.ndarray, adapt_shift: int = 2,
-           inter_init: int = 128) -> CoderConfig:
-    """A config from a step multiplier and the basis's expression spread; both ends build
-    the same one from the float32 multiplier the stream carries."""
+           inter_init: int = 128, surround: bool = False) -> CoderConfig:
+    """A config from a step multiplier and the basis's expression spread (and whether frames
+    carry their surround); both ends build the same one from the float32 multiplier the
+    stream carries."""
     expr_std = np.asarray(expr_std, dtype=np.float64).reshape(-1)
     if expr_std.shape[0] < k or not np.all(np.isfinite(expr_std[:k])):
         raise FacecodecError(f"expr_std needs {k} finite values, got {expr_std.shape[0]}")
     mul = float(np.float32(step_mul))
-    steps = np.concatenate([_BASE_STEPS, np.full(k, _EXPR_STEP)]) * mul
+    ns = SURROUND_SIZE if surround else 0
+    steps = np.concatenate([_BASE_STEPS, np.full(k, _EXPR_STEP), np.full(ns, _SURROUND_STEP)])
     # A prior no sharper than one step: a degenerate basis must not make intra frames escape.
-    intra = np.concatenate([_INTRA, np.maximum(expr_std[:k], _EXPR_STEP)])
-    return CoderConfig(k, steps, intra, adapt_shift=adapt_shift, inter_init=inter_init,
-                       step_mul=mul)
+    intra = np.concatenate([_INTRA, np.maximum(expr_std[:k], _EXPR_STEP),
+                            np.full(ns, _SURROUND_INTRA)])
+    return CoderConfig(k, steps * mul, intra, adapt_shift=adapt_shift, inter_init=inter_init,
+                       step_mul=mul, surround=ns)
 
 
-def make_config(preset: str, k: int, expr_std: np.ndarray) -> CoderConfig:
+def make_config(preset: str, k: int, expr_std: np.ndarray, surround: bool = False) -> CoderConfig:
     """Preset config. `k` is the medium preset's coefficient count; "low" codes k//2
     coefficients with 1.6x coarser steps, "lowest" k//4 with 2.5x (the motion beside a
     layer), "high" up to 2k (as many as `expr_std` has) with 0.6x the steps."""
@@ -206,10 +236,11 @@ def make_config(preset: str, k: int, expr_std: np.ndarray) -> CoderConfig:
     if not 1 <= k <= min(n, K_MAX):
         raise FacecodecError(f"motion preset needs 1 <= k <= {min(n, K_MAX)} (expr_std), got {k}")
     kc = max(1, min(int(k * kf), n, K_MAX))
-    return _build(kc, mul, expr_std)
+    return _build(kc, mul, expr_std, surround=surround)
 
 
-def make_config_q(quality: float, k_max: int, expr_std: np.ndarray) -> CoderConfig:
+def make_config_q(quality: float, k_max: int, expr_std: np.ndarray,
+                  surround: bool = False) -> CoderConfig:
     """Continuous quality in [0, 1], monotone in rate: k from k_max/8 to k_max, steps from
     2.5x to 0.6x the medium preset's. With k_max twice the medium k, quality 0 codes less
     than the "low" preset (k/2, 1.6x) and quality 1 matches "high" (2k, 0.6x), so a target
@@ -217,7 +248,7 @@ def make_config_q(quality: float, k_max: int, expr_std: np.ndarray) -> CoderConf
     if not 0.0 <= quality <= 1.0:
         raise FacecodecError(f"motion quality must be in [0, 1], got {quality}")
     kc = max(1, min(round(k_max * (0.125 + 0.875 * quality)), K_MAX))
-    return _build(kc, 2.5 * (0.6 / 2.5) ** quality, expr_std)
+    return _build(kc, 2.5 * (0.6 / 2.5) ** quality, expr_std, surround=surround)
 
 
 @dataclass

@@ -16,6 +16,9 @@ POSE_SIZE = 6  # yaw, pitch, roll (radians), tx, ty (crop fraction), log scale
 GAZE_SIZE = 4  # left iris dx, dy, right iris dx, dy (canonical units, relative to eye centre)
 OPENNESS_SIZE = 3  # left eye, right eye, mouth opening (canonical units)
 FIXED_SIZE = POSE_SIZE + GAZE_SIZE + OPENNESS_SIZE
+# The motion around the face: a SURROUND_GRID x SURROUND_GRID grid of (dx, dy), see `surround`.
+SURROUND_GRID = 4
+SURROUND_SIZE = 2 * SURROUND_GRID * SURROUND_GRID
 
 
 def _frozen(a: np.ndarray | list[float] | tuple[float, ...], n: int | None = None) -> np.ndarray:
@@ -38,6 +41,12 @@ class Motion:
     - gaze: iris offsets from the eye centres (left dx, dy, right dx, dy), canonical units.
     - openness: left eye, right eye and mouth openings, canonical units; the renderer
       uses them to correct what the truncated basis misses (blinks, jaw drops).
+    - surround: how the picture around the face moved since the reference frame, which
+      the face landmarks cannot say (background still, shoulders moving, hair turning with
+      the head): empty, or SURROUND_SIZE values, the backward displacement (dx, dy; from
+      this frame to the reference, in crop fractions) at the centres of a SURROUND_GRID^2
+      grid of cells over the crop, row-major, measured outside the face only
+      (facecodec/motion/surround.py). The reference frame's own is zero.
     """
 
     rotation: np.ndarray = field(default_factory=lambda: _frozen([0.0, 0.0, 0.0]))
@@ -46,6 +55,7 @@ class Motion:
     expression: np.ndarray = field(default_factory=lambda: _frozen([]))
     gaze: np.ndarray = field(default_factory=lambda: _frozen([0.0] * GAZE_SIZE))
     openness: np.ndarray = field(default_factory=lambda: _frozen([0.0] * OPENNESS_SIZE))
+    surround: np.ndarray = field(default_factory=lambda: _frozen([]))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rotation", _frozen(self.rotation, 3))
@@ -54,13 +64,17 @@ class Motion:
         object.__setattr__(self, "expression", _frozen(self.expression))
         object.__setattr__(self, "gaze", _frozen(self.gaze, GAZE_SIZE))
         object.__setattr__(self, "openness", _frozen(self.openness, OPENNESS_SIZE))
+        sur = _frozen(self.surround)
+        if sur.shape[0] not in (0, SURROUND_SIZE):
+            raise ValueError(f"surround needs 0 or {SURROUND_SIZE} values, got {sur.shape[0]}")
+        object.__setattr__(self, "surround", sur)
 
     @property
     def k(self) -> int:
         return int(self.expression.shape[0])
 
     def to_vector(self) -> np.ndarray:
-        """Flat layout used by the coder: pose, gaze, openness, expression."""
+        """Flat layout of the face: pose, gaze, openness, expression (not the surround)."""
         return np.concatenate(
             [
                 self.rotation,
@@ -73,7 +87,7 @@ class Motion:
         )
 
     @classmethod
-    def from_vector(cls, v: np.ndarray) -> Motion:
+    def from_vector(cls, v: np.ndarray, surround: np.ndarray | None = None) -> Motion:
         v = np.asarray(v, dtype=np.float64).reshape(-1)
         if v.shape[0] < FIXED_SIZE:
             raise ValueError(f"motion vector too short: {v.shape[0]} < {FIXED_SIZE}")
@@ -84,6 +98,7 @@ class Motion:
             gaze=v[6:10],
             openness=v[10:13],
             expression=v[FIXED_SIZE:],
+            surround=np.zeros(0) if surround is None else surround,
         )
 
     def with_pose(
@@ -100,8 +115,13 @@ class Motion:
             log_scale=self.log_scale if log_scale is None else log_scale,
         )
 
+    def with_surround(self, surround: np.ndarray | None) -> Motion:
+        """A copy with this surround (None: none)."""
+        return replace(self, surround=np.zeros(0) if surround is None else surround)
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Motion) and np.array_equal(self.to_vector(), other.to_vector())
+        return (isinstance(other, Motion) and np.array_equal(self.to_vector(), other.to_vector())
+                and np.array_equal(self.surround, other.surround))
 
     def __hash__(self) -> int:
-        return hash(self.to_vector().tobytes())
+        return hash(self.to_vector().tobytes() + self.surround.tobytes())

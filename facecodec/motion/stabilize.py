@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from facecodec.motion.basis import ExpressionBasis
-from facecodec.motion.motion import FIXED_SIZE, Motion
+from facecodec.motion.motion import FIXED_SIZE, SURROUND_SIZE, Motion
 
 PX = 1 / 60  # one pixel at 256x256 in canonical units (a face ~60 px in radius)
 
@@ -94,17 +94,20 @@ def beta_for(step_mul: float | None, beside_layer: bool) -> float:
 
 
 class MotionStabiliser:
-    """One Euro over Motions of a fixed expression size."""
+    """One Euro over Motions of a fixed expression size, and over their surround (its own
+    filter, the same settings, 1 px at 256 as its unit)."""
 
     def __init__(self, basis: ExpressionBasis, k: int, fps: float, **kw: float) -> None:
         self.k = k
         self.filter = OneEuro(pixel_units(basis, k), fps, **kw)
+        self.surround = OneEuro(np.full(SURROUND_SIZE, 1 / 256), fps, **kw)
 
     def reset(self) -> None:
         """Forget the past (a new crop or a face that reappeared: no smoothing across it)."""
         self.filter.reset()
+        self.surround.reset()
 
     def __call__(self, m: Motion) -> Motion:
         v = m.to_vector()[: FIXED_SIZE + self.k]
-        return Motion.from_vector(self.filter(v))
-
+        sur = self.surround(m.surround) if len(m.surround) else None
+        return Motion.from_vector(self.filter(v), sur)

@@ -38,7 +38,9 @@ class PoseEdit:
             return m
         base = np.zeros(3) if self.frontal else m.rotation
         delta = np.radians([self.yaw, self.pitch, self.roll])
-        return m.with_pose(rotation=base + delta)
+        # The measured surround belongs to the real pose; the mesh warp's rings turn hair
+        # and ears with the new one.
+        return m.with_pose(rotation=base + delta).with_surround(None)
 
 
 class Avatar:

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
+from facecodec.motion.surround import face_mask, surround_map
 from facecodec.render import topology as topo
 
 MIN_SIZE, MAX_SIZE = 128, 512
@@ -43,6 +44,9 @@ BORDER_STEP = 8  # fixed border points per side
 # Target triangles thinner than this (px) are not drawn: their inverse affine is unstable and
 # neighbours (or the identity map) cover their few pixels.
 MIN_ALTITUDE = 0.35
+# Width (share of the side, Gaussian sigma) of the blend between the face's mesh map and the
+# surround's map at the face oval.
+SURROUND_SEAM = 1.0 / 128
 
 _EYE_FANS = (
     (topo.RIGHT_IRIS[0], topo.RIGHT_EYE),
@@ -203,11 +207,23 @@ class MeshWarper:
         ring = self._ring_ref + move
         return np.concatenate([dst, ring, self._border]), m
 
-    def warp(self, dst_points: np.ndarray) -> np.ndarray:
-        """The reference warped so its landmarks land on `dst_points` (478, 2) px."""
+    def warp(self, dst_points: np.ndarray, surround: np.ndarray | None = None) -> np.ndarray:
+        """The reference warped so its landmarks land on `dst_points` (478, 2) px; outside the
+        face as `surround` says if given (a Motion's surround, non-empty)."""
+        return self.resample(self.backward_map(dst_points, surround)[0])
+
+    @property
+    def map_grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """Full-resolution x, y of the map's pixel centres: the identity map."""
+        return self._gx, self._gy
+
+    def backward_map(self, dst_points: np.ndarray,
+                     surround: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(map, head): for each pixel of the target at map resolution (lo, lo, 2) float32,
+        where it comes from in the reference (full-resolution px); and the head's similarity
+        reference -> target (2x3). With a `surround`, the map outside the target's face oval
+        is the surround's (the rings and border only shape the seam)."""
         pts, head = self._targets(dst_points)
-        image = self._image
-        assert image is not None
         n, lo, s = self.size, self._lo, self._s
 
         d = pts[self._tris]  # (T, 3, 2) target vertices
@@ -243,13 +259,28 @@ class MeshWarper:
         m = np.empty((lo, lo, 2), dtype=np.float32)
         m[..., 0] = a[..., 0, 0] * gx + a[..., 0, 1] * gy + a[..., 0, 2]
         m[..., 1] = a[..., 1, 0] * gx + a[..., 1, 1] * gy + a[..., 1, 2]
+        if surround is not None and len(surround):
+            out = surround_map(surround, lo, n)
+            out[..., 0] += gx
+            out[..., 1] += gy
+            face = cv2.GaussianBlur(face_mask(pts[: topo.N_LANDMARKS], n, lo), (0, 0),
+                                    SURROUND_SEAM * lo)[..., None]
+            m = face * m + (1.0 - face) * out
         np.clip(m, -1.0, float(n), out=m)
-        if lo != n:
+        return m, head
+
+    def resample(self, low_map: np.ndarray) -> np.ndarray:
+        """The reference resampled through a map-resolution backward map (upsampled
+        bilinearly, which is exact inside the mesh's triangles)."""
+        if self._image is None:
+            raise RuntimeError("set_reference must be called before warp")
+        n = self.size
+        m = low_map
+        if m.shape[0] != n:
             m = cv2.resize(m, (n, n), interpolation=cv2.INTER_LINEAR)
         # Fixed-point maps (1/32 px) halve the cost of remap.
         m1, m2 = cv2.convertMaps(m, None, cv2.CV_16SC2)
-        out = cv2.remap(image, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return out
+        return cv2.remap(self._image, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _invert(m: np.ndarray) -> np.ndarray:

@@ -236,9 +236,11 @@ class Conditioner:
         cimg[..., 2] = _fill(self.half, [hp[_MOUTH]])
         self.coords.set_reference(cimg, hp)
 
-    def __call__(self, dst_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(warped (size,size,3) uint8, cond (half,half,5) float32)."""
-        warped = self.warper.warp(dst_points)
+    def __call__(self, dst_points: np.ndarray,
+                 surround: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(warped (size,size,3) uint8, cond (half,half,5) float32); `surround`: the target
+        Motion's, for the warp outside the face."""
+        warped = self.warper.warp(dst_points, surround)
         hp = dst_points[:, :2] * 0.5
         c = self.coords.warp(hp)
         cond = np.empty((self.half, self.half, COND_CHANNELS), np.float32)
@@ -314,7 +316,7 @@ class NeuralRenderer(Renderer):
 
     def _render(self, target: Motion) -> np.ndarray:
         assert self.reference is not None
-        warped, cond = self.cond(self.basis.landmarks(target, self.size))
+        warped, cond = self.cond(self.basis.landmarks(target, self.size), target.surround)
         x, c = to_inputs(warped, self.reference, cond)
         if self.ort is not None:
             out = self.ort(x.contiguous().numpy(), c.contiguous().numpy())

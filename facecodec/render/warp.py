@@ -21,4 +21,4 @@ class WarpRenderer(Renderer):
         self.warper.set_reference(image, self.basis.landmarks(motion, self.size))
 
     def _render(self, target: Motion) -> np.ndarray:
-        return self.warper.warp(self.basis.landmarks(target, self.size))
+        return self.warper.warp(self.basis.landmarks(target, self.size), target.surround)
