@@ -20,12 +20,13 @@ from facecodec.motion.coder import (
     make_config_q,
 )
 from facecodec.motion.entropy import QMAX
-from facecodec.motion.motion import FIXED_SIZE, Motion
+from facecodec.motion.motion import FIXED_SIZE, SURROUND_GRID, SURROUND_SIZE, Motion
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT.parent / "shared" / "data" / "clips" / "liveportrait_d19.mp4"
 EXPR_STD = np.geomspace(0.05, 0.003, 32)
 CONFIGS = {p: make_config(p, 16, EXPR_STD) for p in ("lowest", "low", "medium", "high")}
+CONFIGS["medium+surround"] = make_config("medium", 16, EXPR_STD, surround=True)
 
 
 def _bench():  # type: ignore[no-untyped-def]
@@ -63,7 +64,9 @@ _value = st.one_of(
 def motions(draw: st.DrawFn, max_frames: int = 8) -> list[Motion]:
     n = draw(st.integers(1, max_frames))
     k = draw(st.integers(0, 40))
-    base = np.array(draw(st.lists(_value, min_size=FIXED_SIZE + k, max_size=FIXED_SIZE + k)))
+    # With a surround or without (a config with one codes zeros, one without drops it).
+    m = FIXED_SIZE + k + (SURROUND_SIZE if draw(st.booleans()) else 0)
+    base = np.array(draw(st.lists(_value, min_size=m, max_size=m)))
     walk = draw(st.booleans())  # a smooth random walk exercises prediction, not only escapes
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     out = []
@@ -73,9 +76,9 @@ def motions(draw: st.DrawFn, max_frames: int = 8) -> list[Motion]:
                 base = base + rng.normal(0, 0.003, base.shape)
             base = np.nan_to_num(base, nan=0.0, posinf=np.inf, neginf=-np.inf)
         else:
-            base = np.array(draw(st.lists(_value, min_size=FIXED_SIZE + k,
-                                          max_size=FIXED_SIZE + k)))
-        out.append(Motion.from_vector(base))
+            base = np.array(draw(st.lists(_value, min_size=m, max_size=m)))
+        face = FIXED_SIZE + k
+        out.append(Motion.from_vector(base[:face], base[face:] if m > face else None))
     return out
 
 
@@ -276,3 +279,31 @@ def test_compression_on_real_clip(clip: tuple[list[Motion], float]) -> None:
     enc = MotionEncoder(cfg)
     enc.encode(ms[:1], True)
     assert len(enc.encode([ms[0]] * 200, False)) < 32  # 20 measured; 140 with a 1/16 floor
+
+
+def test_surround_roundtrip_and_config() -> None:
+    cfg = CONFIGS["medium+surround"]
+    assert cfg.surround == SURROUND_SIZE and cfg.size == FIXED_SIZE + 16 + SURROUND_SIZE
+    rng = np.random.default_rng(2)
+    ms = [Motion(expression=rng.normal(0, 0.02, 16),
+                 surround=rng.normal(0, 0.01, SURROUND_SIZE)) for _ in range(6)]
+    enc, dec = MotionEncoder(cfg), MotionDecoder(cfg)
+    out = dec.decode(enc.encode(ms, True), len(ms), True)
+    for a, b in zip(ms, out, strict=True):
+        step = cfg.steps[-SURROUND_SIZE:]
+        assert np.all(np.abs(a.surround - b.surround) <= step / 2 + 1e-12)
+    # A Motion without a surround is coded as a still surround; a config without one drops it.
+    assert np.array_equal(cfg.dequantize(cfg.quantize(Motion())).surround,
+                          np.zeros(SURROUND_SIZE))
+    assert len(CONFIGS["medium"].dequantize(CONFIGS["medium"].quantize(ms[0])).surround) == 0
+    # The header says so: version 3 adds the grid side, and only this grid is understood.
+    b = cfg.to_bytes()
+    assert b[3] == 3 and b[-1] == SURROUND_GRID and len(b) == 13
+    assert CoderConfig.from_bytes(b, EXPR_STD) == cfg
+    for bad in (b[:-1], b + b"\0", b[:-1] + bytes([SURROUND_GRID + 1]), b[:-1] + b"\0"):
+        with pytest.raises(BitstreamError):
+            CoderConfig.from_bytes(bad, EXPR_STD)
+    with pytest.raises(FacecodecError):  # only configs built from the basis carry one
+        CoderConfig(16, cfg.steps, cfg.intra_scales, surround=SURROUND_SIZE)
+    with pytest.raises(ValueError):
+        Motion(surround=np.zeros(5))

@@ -36,7 +36,7 @@ VERSION_MAJOR = 1
 # the layer's (IMAGE_FROM_LAYER); 1.4: motion coder configs built from the basis (version 2,
 # 12 bytes instead of 8 + 12 a dimension). Every stream is written as 1.4 (motion-only ones
 # with empty layer fields); an older reader stops at the coder config with one line.
-VERSION_MINOR = 4
+VERSION_MINOR = 5
 MAX_TEXT = 64  # basis_id, model_id, preset
 MAX_HEADER = 0xFFFF  # header_length is a u16
 _LEAD = struct.Struct("<4sBBH")  # magic, major, minor, header_length

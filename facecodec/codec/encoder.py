@@ -133,9 +133,11 @@ def frames_per_packet(settings: EncoderSettings, fps: Fraction) -> int:
 
 
 def coder_config(basis: ExpressionBasis, preset: str, beside_layer: bool) -> CoderConfig:
-    """The preset's quantiser; motion alone carries its surround, beside a layer the layer
+    """The preset's quantiser. Motion alone carries its surround (facecodec/motion/surround.py)
+    except at the lowest preset, which keeps the rate near 1 kbps; beside a layer the layer
     draws the picture around the face."""
-    return make_config(preset, K_MEDIUM, basis.std, surround=not beside_layer)
+    return make_config(preset, K_MEDIUM, basis.std,
+                       surround=not beside_layer and preset != PRESETS[0])
 
 
 class Packetizer:
@@ -312,7 +314,8 @@ def _search_config(
     total: int,
 ) -> CoderConfig:
     """The finest quantiser whose motion stream fits `target_kbps` (bisection on quality;
-    the Motions are smoothed for each candidate quantiser, as they will be coded)."""
+    the Motions are smoothed for each candidate quantiser, as they will be coded). With the
+    surround if even the coarsest quantiser leaves room for it, else without."""
     duration = total / float(fps)
     motion_types = (PacketType.MOTION, PacketType.RESYNC)
 
@@ -322,11 +325,13 @@ def _search_config(
         n = sum(len(encode_packet(p)) for p in packets if p.type in motion_types)
         return n * 8 / 1000 / duration
 
+    target = float(settings.target_kbps or 0)
+    surround = kbps(make_config_q(0.0, 2 * K_MEDIUM, basis.std, surround=True)) <= target
+
     def config(q: float) -> CoderConfig:
-        return make_config_q(q, 2 * K_MEDIUM, basis.std, surround=True)
+        return make_config_q(q, 2 * K_MEDIUM, basis.std, surround=surround)
 
     lo, hi = 0.0, 1.0
-    target = float(settings.target_kbps or 0)
     if kbps(config(lo)) > target:
         raise FacecodecError(
             f"--target-kbps {target} is below the lowest motion rate this clip allows "

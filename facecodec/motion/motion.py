@@ -17,7 +17,7 @@ GAZE_SIZE = 4  # left iris dx, dy, right iris dx, dy (canonical units, relative 
 OPENNESS_SIZE = 3  # left eye, right eye, mouth opening (canonical units)
 FIXED_SIZE = POSE_SIZE + GAZE_SIZE + OPENNESS_SIZE
 # The motion around the face: a SURROUND_GRID x SURROUND_GRID grid of (dx, dy), see `surround`.
-SURROUND_GRID = 4
+SURROUND_GRID = 6
 SURROUND_SIZE = 2 * SURROUND_GRID * SURROUND_GRID
 
 

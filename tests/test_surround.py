@@ -1,0 +1,88 @@
+"""The surround: the sender measures how the picture around the face moved, the coder carries
+it with motion alone, and the warp draws the outside from it (real clip, grid_swiz3n)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from conftest import GRID_CLIP, require
+
+from facecodec.codec.analysis import KeyframeEvent, MotionEvent
+from facecodec.codec.decoder import decode_packets
+from facecodec.codec.encoder import (
+    Analysis,
+    EncoderSettings,
+    analyze_file,
+    code_analysis,
+    coder_config,
+    original_crops,
+)
+from facecodec.motion.basis import load_basis
+from facecodec.motion.motion import SURROUND_SIZE, Motion
+from facecodec.motion.surround import face_mask
+from facecodec.render.edits import PoseEdit
+from facecodec.render.warp import WarpRenderer
+
+SIZE = 256
+
+
+@pytest.fixture(scope="module")
+def analysis() -> Analysis:
+    return analyze_file(require(GRID_CLIP), EncoderSettings(size=SIZE))
+
+
+def _psnr(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
+    d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
+    return float(10 * np.log10(255.0**2 / ((d * w[..., None]).sum() / (3 * w.sum()))))
+
+
+def test_sender_measures_the_surround(analysis: Analysis) -> None:
+    key = next(e for e in analysis.events if isinstance(e, KeyframeEvent))
+    assert np.array_equal(key.motion.surround, np.zeros(SURROUND_SIZE))
+    later = [e.motion.surround for e in analysis.events
+             if isinstance(e, MotionEvent) and e.index > key.index + 10]
+    s = np.stack(later)
+    assert s.shape[1] == SURROUND_SIZE and np.isfinite(s).all()
+    # The speaker moves: the outside moves with him, by pixels, not by crop widths.
+    assert np.abs(s).max() > 1.0 / SIZE
+    assert np.abs(s).max() < 0.1
+
+
+def test_surround_draws_the_outside_closer_than_the_rings(analysis: Analysis) -> None:
+    """Same face, same reference: with the surround the outside is nearer the truth on average
+    and the face, 12 px inside its oval, is exactly the mesh warp's."""
+    basis = load_basis()
+    crops = original_crops(GRID_CLIP, analysis.keyframes, SIZE, None)
+    key = analysis.keyframes[0]
+    r = WarpRenderer(basis, SIZE)
+    r.set_reference(key.image, key.motion)
+    gain, inside_same = [], True
+    for e in analysis.events:
+        if not isinstance(e, MotionEvent) or e.index < key.index + 10:
+            continue
+        with_s, rings = r.render(e.motion), r.render(e.motion.with_surround(None))
+        face = face_mask(basis.landmarks(e.motion, SIZE), SIZE, SIZE)
+        outside = 1.0 - cv2.dilate(face, np.ones((9, 9), np.uint8))
+        # The seam blends over a few pixels (Gaussian at the warp's half-resolution map).
+        inner = cv2.erode(face, np.ones((25, 25), np.uint8)) > 0.99
+        gain.append(_psnr(with_s, crops[e.index], outside) - _psnr(rings, crops[e.index], outside))
+        inside_same &= bool(np.array_equal(with_s[inner], rings[inner]))
+    assert inside_same
+    assert np.mean(gain) > 0.5, f"mean PSNR gain outside the face {np.mean(gain):.2f} dB"
+
+
+def test_motion_alone_carries_it_and_a_layer_does_not(analysis: Analysis) -> None:
+    basis = load_basis()
+    assert coder_config(basis, "medium", beside_layer=False).surround == SURROUND_SIZE
+    assert coder_config(basis, "lowest", beside_layer=True).surround == 0
+    assert coder_config(basis, "lowest", beside_layer=False).surround == 0  # ~1 kbps
+    r = code_analysis(analysis, EncoderSettings(size=SIZE, preset="medium"))
+    assert r.header.coder_config[3] == 3  # the config version that carries a surround grid
+    frames = decode_packets(r.header, r.packets, analysis.report.frames, "warp")
+    assert frames.shape == (analysis.report.frames, SIZE, SIZE, 3)
+    coded = [m.surround for m in r.motions.values()]
+    assert all(len(s) == SURROUND_SIZE for s in coded) and np.abs(np.stack(coded)).max() > 0
+    # Redirection does not apply the sender's measured outside to another pose.
+    turned = PoseEdit(yaw=10.0)(Motion(surround=coded[-1]))
+    assert len(turned.surround) == 0
