@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facecodec.bench.curves import bd_rate, envelope, meet, rate_at_quality
-from facecodec.bench.report import write_report
+from facecodec.bench.curves import bd_rate, envelope, frontier, meet, rate_at_quality
+from facecodec.bench.report import headline, mean_curves, write_report
 
 RATES = np.array([10.0, 20.0, 40.0, 80.0])
 VMAF = np.array([30.0, 45.0, 60.0, 75.0])
@@ -125,3 +125,41 @@ def test_per_clip_rates_at_targets() -> None:
     assert got["vmaf_60"].startswith("n/a") is False
     hard = per_clip_rates_at_targets(_points("x264-rt", 1.0, -40.0))["x264-rt"]
     assert hard["vmaf_60"] == "n/a (0 of 2 clips reach it)"
+
+
+def test_frontier_takes_the_cheapest_family_at_each_quality() -> None:
+    """Two families: B's one setting beats A's cheapest but costs more than A does at B's
+    quality. One envelope over all points joins B to A's next point and costs more between
+    them than A alone; the frontier takes the cheaper family at each quality."""
+    rates = np.array([10.0, 40.0, 20.0])
+    vmaf = np.array([40.0, 70.0, 50.0])
+    fams = ["A", "A", "B"]
+    r, q = frontier(rates, vmaf, fams)
+    a_only = rate_at_quality(rates[:2], vmaf[:2], 55.0)
+    both = rate_at_quality(r, q, 55.0)
+    one_envelope = rate_at_quality(rates, vmaf, 55.0)
+    assert a_only is not None and both is not None and one_envelope is not None
+    assert a_only == pytest.approx(20.0)
+    assert both == pytest.approx(a_only, rel=1e-3)
+    assert one_envelope > 1.15 * a_only  # the artefact the frontier avoids
+    # A family cheaper over part of the range wins there.
+    r2, q2 = frontier(np.array([10.0, 40.0, 12.0]), np.array([40.0, 70.0, 45.0]), fams)
+    assert rate_at_quality(r2, q2, 45.0) == pytest.approx(12.0, rel=1e-3)
+    # Lower is better: the same curves as distances.
+    rl, ql = frontier(rates, -vmaf, fams, higher_is_better=False)
+    assert rate_at_quality(rl, ql, -55.0, False) == pytest.approx(a_only, rel=1e-3)
+
+
+def test_headline_uses_the_frontier_of_a_system_with_families() -> None:
+    pts = []
+    for setting, fam, kbps, vmaf in (("a1", "A", 10.0, 40.0), ("a2", "A", 40.0, 70.0),
+                                     ("b1", "B", 12.0, 45.0)):
+        pts.append({"clip": "c", "system": "test", "setting": setting, "family": fam,
+                    "kbps_all": kbps, "kbps_net": kbps, "kbps_steady": kbps, "vmaf": vmaf})
+    for setting, kbps, vmaf in (("x1", 20.0, 40.0), ("x2", 80.0, 70.0)):
+        pts.append({"clip": "c", "system": "anchor", "setting": setting, "kbps_all": kbps,
+                    "kbps_net": kbps, "kbps_steady": kbps, "vmaf": vmaf})
+    h = headline(mean_curves(pts), "test", "anchor")["metrics"]["vmaf"]["kbps_all"]
+    # A alone is exactly half the anchor's rate everywhere; B only makes it cheaper.
+    assert h["ratio_max"] == pytest.approx(0.5, rel=1e-2)
+    assert h["ratio_min"] < 0.5

@@ -2,7 +2,8 @@
 
 Curves are interpolated in log-rate against quality, as Bjøntegaard's method does; only
 the monotone envelope of a ladder is used (a setting that costs more but scores worse is
-never a point a sender would choose).
+never a point a sender would choose). A system with several families of settings is
+compared along the cheapest family at each quality (`frontier`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,40 @@ def envelope(
             keep_r.append(math.log(ri))
             keep_g.append(gi)
     return np.array(keep_r), np.array(keep_g)
+
+
+def frontier(
+    rates: np.ndarray, quality: np.ndarray, families: list[str], higher_is_better: bool = True,
+    samples: int = 120,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rates, quality) along the best of several families of settings, densely sampled.
+
+    A family is a ladder whose settings can be tuned between its points (facecodec's motion
+    only, and motion + layer): at each quality the system costs what its cheapest family
+    costs there, each family interpolated on its own envelope as two curves are compared
+    (`meet`; below a family's range its cheapest point, which does better). One monotone envelope over all
+    points would instead join a point of one family to a point of another, and a new
+    setting that beats the start of one family could raise the curve's rate between them.
+    """
+    r = np.asarray(rates, np.float64)
+    q = np.asarray(quality, np.float64)
+    fam = np.asarray(families)
+    curves = [envelope(r[fam == f], q[fam == f], higher_is_better) for f in sorted(set(fam))]
+    curves = [(lr, g) for lr, g in curves if len(g)]
+    if not curves:
+        return np.array([]), np.array([])
+    lo = min(g[0] for _, g in curves)
+    hi = max(g[-1] for _, g in curves)
+    grid = np.union1d(np.concatenate([g for _, g in curves]), np.linspace(lo, hi, samples))
+    best = np.full(grid.shape, np.inf)
+    for lr, g in curves:
+        inside = np.clip(grid, g[0], g[-1])
+        fn = _log_rate_fn(lr, g) if len(g) > 1 else (lambda v, c=lr[0]: np.full_like(v, c))
+        here = np.where(grid < g[0], lr[0], np.asarray(fn(inside)))
+        best = np.minimum(best, np.where(grid <= g[-1], here, np.inf))
+    ok = np.isfinite(best)
+    sign = 1 if higher_is_better else -1
+    return np.exp(best[ok]), grid[ok] * sign
 
 
 def rate_at_quality(

@@ -25,6 +25,7 @@ from facecodec.codec.encoder import original_crops as _crops
 # those crfs are the median the rate search chose for each target on 6 train clips
 # (4 / 8 / 15 / 30 kbps: 64 / 61 / 55.5 / 50), and one finer. Rate rises along each group.
 LADDER: tuple[tuple[str, str, int | None, float, int | None], ...] = (
+    ("lowest-k40", "lowest", 40, 0.0, None),  # motion only without the surround (~1 kbps)
     ("low-k40", "low", 40, 0.0, None),
     ("medium-k60", "medium", 60, 0.0, None),
     ("high-k80", "high", 80, 0.0, None),
@@ -39,7 +40,7 @@ LADDER: tuple[tuple[str, str, int | None, float, int | None], ...] = (
     ("lowest-layer30-crf50", "lowest", None, 30.0, 50),
     ("lowest-layer30-crf44", "lowest", None, 30.0, 44),
 )
-QUICK_LADDER = (LADDER[0], LADDER[1], LADDER[5])
+QUICK_LADDER = (LADDER[1], LADDER[2], LADDER[6])
 
 _analyses: dict[tuple[str, int, int], Analysis] = {}
 
@@ -78,7 +79,8 @@ def facecodec_system(renderers: tuple[str, ...] = ("warp",), quick: bool = False
             for renderer in renderers:
                 frames = decode_packets(r.header, r.packets, len(ref.frames), renderer)
                 points.append(
-                    SystemPoint(f"facecodec-{renderer}", label, frames, total, total, steady)
+                    SystemPoint(f"facecodec-{renderer}", label, frames, total, total, steady,
+                                family="layer" if layer_kbps > 0 else "motion")
                 )
         return points
 

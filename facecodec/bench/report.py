@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from facecodec.bench.curves import bd_rate, meet, rate_at_quality
+from facecodec.bench.curves import bd_rate, frontier, meet, rate_at_quality
 from facecodec.bench.metrics import ALL_METRICS, HIGHER_IS_BETTER
 
 RATE_KINDS = ("kbps_all", "kbps_net", "kbps_steady")
@@ -40,7 +40,8 @@ def mean_curves(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     for (system, setting), rows in groups.items():
         if {r["clip"] for r in rows} != clips_of[system]:
             continue
-        row: dict[str, Any] = {"system": system, "setting": setting, "clips": len(rows)}
+        row: dict[str, Any] = {"system": system, "setting": setting, "clips": len(rows),
+                               "family": rows[0].get("family", "")}
         for k in (*RATE_KINDS, *ALL_METRICS):
             vals = [r[k] for r in rows if k in r and r[k] is not None and not math.isnan(r[k])]
             if vals:
@@ -51,9 +52,19 @@ def mean_curves(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return dict(curves)
 
 
-def _curve(rows: list[dict[str, Any]], rate: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def _points(rows: list[dict[str, Any]], rate: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
     ok = [r for r in rows if rate in r and metric in r]
     return np.array([r[rate] for r in ok]), np.array([r[metric] for r in ok])
+
+
+def _curve(rows: list[dict[str, Any]], rate: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The points comparisons use: the settings themselves, or for a system with several
+    families of settings the best of them at each quality (`curves.frontier`)."""
+    r, q = _points(rows, rate, metric)
+    families = [row.get("family", "") for row in rows if rate in row and metric in row]
+    if len(set(families)) > 1:
+        return frontier(r, q, families, HIGHER_IS_BETTER[metric])
+    return r, q
 
 
 def headline(
@@ -185,8 +196,8 @@ def _json_safe(v: Any) -> Any:
 
 def plot_curves(curves: dict[str, list[dict[str, Any]]], out_dir: Path) -> list[Path]:
     """One PNG per metric: all-bytes and steady-state rate side by side, every system, clip
-    means, log-rate axis. Lines follow each system's monotone envelope (the settings the
-    comparisons use); settings off it are drawn as bare markers."""
+    means, log-rate axis. Lines follow each system's monotone envelope (across its families
+    of settings where it has several: what the comparisons use); settings are markers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,9 +218,10 @@ def plot_curves(curves: dict[str, list[dict[str, Any]]], out_dir: Path) -> list[
                 if not len(r):
                     continue
                 lr, g = envelope(r, q, better)
-                ax.plot(np.exp(lr), g if better else -g, "o-", color=colours[system],
+                ax.plot(np.exp(lr), g if better else -g, "-", color=colours[system],
                         label=system, ms=3, lw=2.5 if system == ANCHOR else 1.2)
-                ax.plot(r, q, "o", color=colours[system], ms=3, mfc="none")
+                pr, pq = _points(rows, rate, metric)
+                ax.plot(pr, pq, "o", color=colours[system], ms=3, mfc="none")
                 drawn = True
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
@@ -224,7 +236,7 @@ def plot_curves(curves: dict[str, list[dict[str, Any]]], out_dir: Path) -> list[
             continue
         axes[0].set_ylabel(metric + ("" if better else " (lower is better)"))
         axes[0].legend(fontsize=8)
-        fig.suptitle(f"{metric} vs rate, mean over clips (open markers: off the envelope)")
+        fig.suptitle(f"{metric} vs rate, mean over clips (markers: settings)")
         fig.tight_layout()
         path = out_dir / f"rd_{metric}.png"
         tmp = out_dir / f".rd_{metric}.{os.getpid()}.png"

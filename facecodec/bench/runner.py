@@ -117,6 +117,7 @@ def run_bench(
                     tested.append(p.system)
                 points.append({
                     "clip": ref.name, "system": p.system, "setting": p.setting,
+                    "family": p.family,
                     "frames": len(p.frames), "fps": fps, "bytes_all": p.bytes_all,
                     "bytes_net": p.bytes_net, "bytes_steady": p.bytes_steady,
                     **p.kbps(fps), **s.mean, "no_face_frames": s.no_face_frames,

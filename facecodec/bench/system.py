@@ -32,6 +32,9 @@ class SystemPoint:
     bytes_net: int
     bytes_steady: int
     y: np.ndarray | None = None
+    # Settings of one family can be tuned between their points; a system with several is
+    # compared along the cheapest at each quality (bench/curves.py `frontier`).
+    family: str = ""
 
     def __post_init__(self) -> None:
         if not 0 <= self.bytes_steady <= self.bytes_net <= self.bytes_all:

@@ -10,6 +10,12 @@ the torso) and less on the outer ring, and the border stays still, so hair, ears
 background move without tearing. The shares were chosen on the validation clips: with
 tracked landmarks, which jitter, following less scores higher than following fully.
 
+When the Motion carries a surround (the sender's measurement of how the picture around the
+face moved, facecodec/motion/surround.py), the map outside the target's face oval is that
+measurement instead, blended into the mesh's map over a few pixels at the oval; the rings then
+only shape the seam. Without one (beside a layer, the lowest preset, redirection, avatars)
+the rings guess as above.
+
 Darkening the mouth where the target is more open than the reference (to hide the stretched
 lip pixels) was tried and lowered PSNR on every validation clip, so the opening is left as
 stretched reference pixels for a learned renderer to fix.
