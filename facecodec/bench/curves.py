@@ -44,9 +44,10 @@ def frontier(
     A family is a ladder whose settings can be tuned between its points (facecodec's motion
     only, and motion + layer): at each quality the system costs what its cheapest family
     costs there, each family interpolated on its own envelope as two curves are compared
-    (`meet`; below a family's range its cheapest point, which does better). One monotone envelope over all
-    points would instead join a point of one family to a point of another, and a new
-    setting that beats the start of one family could raise the curve's rate between them.
+    (`meet`; below a family's range its cheapest point, which does better). One monotone
+    envelope over all points would instead join a point of one family to a point of
+    another, and a new setting that beats the start of one family could raise the curve's
+    rate between them.
     """
     r = np.asarray(rates, np.float64)
     q = np.asarray(quality, np.float64)

@@ -6,12 +6,13 @@ face) pasting the true pixels outside the face oval raised VMAF from 44.9 to 82.
 only to 55.6. How the outside moves differs per clip: a still background, shoulders that
 shift, hair that turns with the head, a car window passing by; the warp's fixed rings guess
 one compromise for all, and a network that guessed from the reference picture did no better
-on validation (docs/neural_renderer.md). The sender sees the truth, so it measures it: optical flow from the frame
-to the reference (OpenCV's DIS at half resolution, ~2 ms), averaged over the pixels outside
-the (dilated) face in each cell of a SURROUND_GRID^2 grid. The receiver interpolates the
-cell values bilinearly to a dense backward map and uses it outside the face oval, the mesh
-warp's map inside. With the true flow fitted this way (unquantised) VMAF rose from 44.9
-to 46.7 with one affine map, 54.0 with a 4x4 grid and 57.2 with 6x6.
+on validation (docs/neural_renderer.md). The sender sees the truth, so it measures it:
+optical flow from the frame to the reference (OpenCV's DIS at half resolution, ~2 ms),
+averaged over the pixels outside the (dilated) face in each cell of a SURROUND_GRID^2 grid.
+The receiver interpolates the cell values bilinearly to a dense backward map and uses it
+outside the face oval, the mesh warp's map inside. With the true flow fitted this way
+(unquantised) VMAF rose from 44.9 to 46.7 with one affine map, 54.0 with a 4x4 grid and 57.2
+with 6x6.
 
 Coded, on the bench's motion-only rungs (validation, warp renderer, mean of 6 clips; kbps
 of the whole stream / VMAF at the low, medium and high presets; surround steps of half a
@@ -25,11 +26,13 @@ pixel times the preset's step multiplier, except the last row):
 | 8x8 | 9.93 / 52.2 | 16.67 / 56.4 | 26.30 / 57.5 |
 | 6x6, 1 px steps (shipped) | 7.65 / 50.5 | 13.30 / 54.9 | 22.15 / 56.0 |
 
-6x6 is above 4x4 at every rate they share; 8x8 is level with it near 10 kbps and better
-only above ~15 kbps, where the layer is better still. One-pixel steps give the same curve
-as half-pixel ones and reach lower rates; two-pixel steps fall below it (low: 7.17 / 48.6). Beside a layer the surround made things worse (the fusion network
-was trained on the ring warp; 4 kbps layer at crf 64, 3 clips: VMAF 47.4 -> 46.7, 35.9 ->
-28.1, 59.2 -> 51.3 for 0.6-0.9 kbps more), so streams with a layer do not carry it.
+6x6 is above 4x4 at every rate they share; 8x8 is level with it near 10 kbps and better only
+above ~15 kbps, where the layer is better still. One-pixel steps give the same curve as
+half-pixel ones and reach lower rates; two-pixel steps fall below it (low: 7.17 / 48.6).
+
+Beside a layer the surround made things worse (the fusion network was trained on the ring
+warp; 4 kbps layer at crf 64, 3 clips: VMAF 47.4 -> 46.7, 35.9 -> 28.1, 59.2 -> 51.3 for
+0.6-0.9 kbps more), so streams with a layer do not carry it.
 
 Cells with no pixel outside the face (all face) carry the mean of the measured ones, so
 the field is smooth where the receiver blends it with the face.
