@@ -218,11 +218,6 @@ class MeshWarper:
         face as `surround` says if given (a Motion's surround, non-empty)."""
         return self.resample(self.backward_map(dst_points, surround)[0])
 
-    @property
-    def map_grid(self) -> tuple[np.ndarray, np.ndarray]:
-        """Full-resolution x, y of the map's pixel centres: the identity map."""
-        return self._gx, self._gy
-
     def backward_map(self, dst_points: np.ndarray,
                      surround: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(map, head): for each pixel of the target at map resolution (lo, lo, 2) float32,
