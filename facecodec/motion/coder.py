@@ -1,9 +1,10 @@
 """Motion coder: uniform quantisation, integer temporal prediction, adaptive range coding.
 
 Per frame the flat motion vector (`Motion.to_vector()`, expression cut or zero padded to
-`k`) is quantised per dimension: q = round((v - mean) / step), clipped to [-QMAX, QMAX]
-(QMAX = 32767; with the preset steps that spans +-65 rad of rotation and +-49 crop fractions
-of translation, far beyond any real face, so only garbage input is clipped).
+`k`, then the Motion's surround if the config carries one) is quantised per dimension:
+q = round((v - mean) / step), clipped to [-QMAX, QMAX] (QMAX = 32767; with the preset
+steps that spans +-65 rad of rotation and +-49 crop fractions of translation, far beyond
+any real face, so only garbage input is clipped).
 
 A packet holds consecutive frames. An intra packet (RESYNC) codes its first frame against the
 prior means with fixed per-dimension priors (`intra_scales`) and resets all state, so it
