@@ -69,7 +69,9 @@ def test_surround_draws_the_outside_closer_than_the_rings(analysis: Analysis) ->
         gain.append(_psnr(with_s, crops[e.index], outside) - _psnr(rings, crops[e.index], outside))
         inside_same &= bool(np.array_equal(with_s[inner], rings[inner]))
     assert inside_same
-    assert np.mean(gain) > 0.5, f"mean PSNR gain outside the face {np.mean(gain):.2f} dB"
+    # Measured: 4.6 dB on average, 2.7 dB on the worst frame.
+    assert np.mean(gain) > 2.0, f"mean PSNR gain outside the face {np.mean(gain):.2f} dB"
+    assert min(gain) > 0.0
 
 
 def test_motion_alone_carries_it_and_a_layer_does_not(analysis: Analysis) -> None:
