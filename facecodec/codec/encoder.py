@@ -326,17 +326,20 @@ def _search_config(
         return n * 8 / 1000 / duration
 
     target = float(settings.target_kbps or 0)
-    surround = kbps(make_config_q(0.0, 2 * K_MEDIUM, basis.std, surround=True)) <= target
+    floor = kbps(make_config_q(0.0, 2 * K_MEDIUM, basis.std, surround=True))
+    surround = floor <= target
 
     def config(q: float) -> CoderConfig:
         return make_config_q(q, 2 * K_MEDIUM, basis.std, surround=surround)
 
-    lo, hi = 0.0, 1.0
-    if kbps(config(lo)) > target:
+    if not surround:
+        floor = kbps(config(0.0))
+    if floor > target:
         raise FacecodecError(
             f"--target-kbps {target} is below the lowest motion rate this clip allows "
-            f"({kbps(config(lo)):.2f} kbps)"
+            f"({floor:.2f} kbps)"
         )
+    lo, hi = 0.0, 1.0
     for _ in range(10):
         mid = (lo + hi) / 2
         if kbps(config(mid)) <= target:
