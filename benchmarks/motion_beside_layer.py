@@ -12,6 +12,7 @@ defaults were chosen on (docs/layer.md).
 from __future__ import annotations
 
 import argparse
+import itertools
 
 import numpy as np
 from layer_schedule import METRICS, scored_clips  # a sibling script
@@ -28,25 +29,28 @@ def main() -> None:
     ap.add_argument("--presets", nargs="+", choices=PRESETS, default=["low", "lowest"])
     ap.add_argument("--targets", nargs="+", type=float, default=[6.5, 10.0, 17.0])
     ap.add_argument("--split", default="train")
+    ap.add_argument("--surround", nargs="+", choices=("off", "on"), default=["off"],
+                    help="code the Motion's surround beside the layer")
     a = ap.parse_args()
     rows = []
     for clip, ref, feats, analysis in scored_clips(a.split):
-        for preset in a.presets:
+        for preset, sur in itertools.product(a.presets, a.surround):
             encoder.LAYER_MOTION_PRESET = preset  # what --target-kbps codes the motion at
+            encoder.SURROUND_BESIDE_LAYER = sur == "on"
             for target in a.targets:
                 r = code_analysis(analysis, EncoderSettings(target_kbps=target))
                 frames = decode_packets(r.header, r.packets, len(ref.frames))
                 s = evaluate(feats, frames, metrics=METRICS).mean
                 total = r.total_bytes * 8 / 1000 / r.duration_s
-                rows.append((preset, target, total, r.motion_kbps,
+                rows.append((preset, sur, target, total, r.motion_kbps,
                              *(s[m] for m in METRICS)))
-                print(f"{clip.stem:40s} {preset:7s} {target:5.1f}: total {total:6.2f}  "
+                print(f"{clip.stem:40s} {preset:7s} {sur:3s} {target:5.1f}: total {total:6.2f}  "
                       f"motion {r.motion_kbps:5.2f}  VMAF {s['vmaf']:5.1f}", flush=True)
     print("\nmean over clips")
-    for preset in a.presets:
+    for preset, sur in itertools.product(a.presets, a.surround):
         for target in a.targets:
-            m = np.mean([x[2:] for x in rows if x[:2] == (preset, target)], axis=0)
-            print(f"{preset:7s} target {target:5.1f}: total {m[0]:6.2f}  motion {m[1]:5.2f}  "
+            m = np.mean([x[3:] for x in rows if x[:3] == (preset, sur, target)], axis=0)
+            print(f"{preset:7s} surround {sur:3s} target {target:5.1f}: total {m[0]:6.2f}  motion {m[1]:5.2f}  "
                   f"PSNR-Y {m[2]:6.3f}  MS-SSIM {m[3]:.4f}  VMAF {m[4]:5.2f}")
 
 

@@ -74,6 +74,37 @@ def test_surround_draws_the_outside_closer_than_the_rings(analysis: Analysis) ->
     assert min(gain) > 0.0
 
 
+def test_a_later_picture_moves_by_the_surround_since_its_own_frame(analysis: Analysis) -> None:
+    """A renderer whose picture is not the keyframe (the receiver moving a held layer
+    picture) moves its outside by the surround between the two frames, not since the
+    keyframe."""
+    basis = load_basis()
+    crops = original_crops(GRID_CLIP, analysis.keyframes, SIZE, None)
+    key = analysis.keyframes[0]
+    end = analysis.keyframes[1].index if len(analysis.keyframes) > 1 else 10**9
+    motions = {e.index: e.motion for e in analysis.events
+               if isinstance(e, MotionEvent) and key.index < e.index < end}
+    assert np.array_equal(motions[key.index + 40].surround_towards(key.motion),
+                          motions[key.index + 40].surround)
+    r = WarpRenderer(basis, SIZE)
+    relative, absolute = [], []
+    for a in range(key.index + 20, key.index + 100, 10):
+        if a not in motions or a + 3 not in motions:
+            continue
+        held, target = motions[a], motions[a + 3]
+        r.set_reference(crops[a], held)
+        face = face_mask(basis.landmarks(target, SIZE), SIZE, SIZE)
+        outside = 1.0 - cv2.dilate(face, np.ones((9, 9), np.uint8))
+        assert np.array_equal(held.surround_towards(held), np.zeros(SURROUND_SIZE))
+        relative.append(_psnr(r.render(target), crops[a + 3], outside))
+        # What moving it by the displacement since the keyframe would draw.
+        r.set_reference(crops[a], held.with_surround(np.zeros(SURROUND_SIZE)))
+        absolute.append(_psnr(r.render(target), crops[a + 3], outside))
+    assert len(relative) >= 5
+    # Measured: 40.4 dB against 30.0 outside the face (6 pairs 3 frames apart).
+    assert np.mean(relative) > np.mean(absolute) + 5.0, (relative, absolute)
+
+
 def test_motion_alone_carries_it_and_a_layer_does_not(analysis: Analysis) -> None:
     basis = load_basis()
     assert coder_config(basis, "medium", beside_layer=False).surround == SURROUND_SIZE

@@ -132,12 +132,19 @@ def frames_per_packet(settings: EncoderSettings, fps: Fraction) -> int:
     return settings.packet_frames or min(resync, MAX_FILE_PACKET_FRAMES)
 
 
+# Beside a layer the surround only moves held layer pictures over the few frames to the
+# next one, and costs more than it gives: on 2 train clips at the lowest preset (layers at
+# crf 64 / 61 / 55) it added 1.4-2.9 kbps of motion for +0.2..+1.5 VMAF, less than that
+# rate buys as layer (benchmarks/motion_beside_layer.py --surround off on).
+SURROUND_BESIDE_LAYER = False
+
+
 def coder_config(basis: ExpressionBasis, preset: str, beside_layer: bool) -> CoderConfig:
     """The preset's quantiser. Motion alone carries its surround (facecodec/motion/surround.py)
     except at the lowest preset, which keeps the rate near 1 kbps; beside a layer the layer
     draws the picture around the face."""
-    return make_config(preset, K_MEDIUM, basis.std,
-                       surround=not beside_layer and preset != PRESETS[0])
+    surround = SURROUND_BESIDE_LAYER if beside_layer else preset != PRESETS[0]
+    return make_config(preset, K_MEDIUM, basis.std, surround=surround)
 
 
 class Packetizer:

@@ -119,6 +119,15 @@ class Motion:
         """A copy with this surround (None: none)."""
         return replace(self, surround=np.zeros(0) if surround is None else surround)
 
+    def surround_towards(self, ref: Motion) -> np.ndarray:
+        """This frame's surround as seen from another frame `ref` of the same keyframe (the
+        frame a renderer's picture shows): the difference of the two displacements to the
+        keyframe, first order in the motion between them, which the coarse grid allows. Empty
+        if this Motion has none; its own if `ref` has none (a keyframe: zero)."""
+        if not len(self.surround) or not len(ref.surround):
+            return self.surround
+        return self.surround - ref.surround
+
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Motion) and np.array_equal(self.to_vector(), other.to_vector())
                 and np.array_equal(self.surround, other.surround))

@@ -315,8 +315,9 @@ class NeuralRenderer(Renderer):
         self.cond.set_reference(image, self.basis.landmarks(motion, self.size))
 
     def _render(self, target: Motion) -> np.ndarray:
-        assert self.reference is not None
-        warped, cond = self.cond(self.basis.landmarks(target, self.size), target.surround)
+        assert self.reference is not None and self.ref_motion is not None
+        warped, cond = self.cond(self.basis.landmarks(target, self.size),
+                                 target.surround_towards(self.ref_motion))
         x, c = to_inputs(warped, self.reference, cond)
         if self.ort is not None:
             out = self.ort(x.contiguous().numpy(), c.contiguous().numpy())

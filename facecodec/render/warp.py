@@ -21,4 +21,6 @@ class WarpRenderer(Renderer):
         self.warper.set_reference(image, self.basis.landmarks(motion, self.size))
 
     def _render(self, target: Motion) -> np.ndarray:
-        return self.warper.warp(self.basis.landmarks(target, self.size), target.surround)
+        assert self.ref_motion is not None  # render() checks
+        return self.warper.warp(self.basis.landmarks(target, self.size),
+                                target.surround_towards(self.ref_motion))
