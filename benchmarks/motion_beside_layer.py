@@ -50,8 +50,8 @@ def main() -> None:
     for preset, sur in itertools.product(a.presets, a.surround):
         for target in a.targets:
             m = np.mean([x[3:] for x in rows if x[:3] == (preset, sur, target)], axis=0)
-            print(f"{preset:7s} surround {sur:3s} target {target:5.1f}: total {m[0]:6.2f}  motion {m[1]:5.2f}  "
-                  f"PSNR-Y {m[2]:6.3f}  MS-SSIM {m[3]:.4f}  VMAF {m[4]:5.2f}")
+            print(f"{preset:7s} surround {sur:3s} target {target:5.1f}: total {m[0]:6.2f}  "
+                  f"motion {m[1]:5.2f}  PSNR-Y {m[2]:6.3f}  MS-SSIM {m[3]:.4f}  VMAF {m[4]:5.2f}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facecodec.errors import FacecodecError
+from facecodec.render.blocks import ResBlock
 from facecodec.render.fusion_model import (
     DEFAULT_WEIGHTS,
     GATE_MODEL_ID,
@@ -77,15 +78,6 @@ class FusionConfig:
         return d
 
 
-class _Res(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.a, self.b = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.b(F.leaky_relu(self.a(x), 0.2))
-
-
 def gate_base(
     warp: torch.Tensor, lr_up: torch.Tensor, warp_low: torch.Tensor, tau: float
 ) -> torch.Tensor:
@@ -105,9 +97,9 @@ class FusionNet(nn.Module):
         self.config = config or FusionConfig()
         c1, c2 = self.config.widths
         self.stem = nn.Conv2d(9 * 16 + 1, c1, 1)
-        self.blocks1 = nn.Sequential(*[_Res(c1) for _ in range(self.config.blocks[0])])
+        self.blocks1 = nn.Sequential(*[ResBlock(c1) for _ in range(self.config.blocks[0])])
         self.down = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
-        self.blocks2 = nn.Sequential(*[_Res(c2) for _ in range(self.config.blocks[1])])
+        self.blocks2 = nn.Sequential(*[ResBlock(c2) for _ in range(self.config.blocks[1])])
         self.lat = nn.Conv2d(c2, c1, 1)
         self.head = nn.Conv2d(c1, 3 * 16, 3, padding=1)
         nn.init.zeros_(self.head.weight)

@@ -56,6 +56,7 @@ from facecodec.motion.basis import ExpressionBasis
 from facecodec.motion.motion import Motion
 from facecodec.render import topology as topo
 from facecodec.render.base import Renderer
+from facecodec.render.blocks import ResBlock
 from facecodec.render.mesh_warp import MeshWarper
 from facecodec.render.weights import content_id, read_model, save_model
 
@@ -99,15 +100,6 @@ def _conv(cin: int, cout: int, stride: int = 1, k: int = 3) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)
 
 
-class _Res(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.a, self.b = _conv(c, c), _conv(c, c)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.b(F.leaky_relu(self.a(x), 0.2))
-
-
 class RefinerNet(nn.Module):
     """(image (B,6,H,W): warp | reference in [0,1], cond (B,5,H/2,W/2)) -> (B,3,H,W) in [0,1].
 
@@ -121,7 +113,7 @@ class RefinerNet(nn.Module):
         self.stem = _conv(6, c1, stride=2)
         self.fuse = _conv(c1 + COND_CHANNELS, c1)
         self.down2, self.down3, self.down4 = _conv(c1, c2, 2), _conv(c2, c3, 2), _conv(c3, c4, 2)
-        self.res3, self.res4 = _Res(c3), _Res(c4)
+        self.res3, self.res4 = ResBlock(c3), ResBlock(c4)
         self.lat3, self.lat2, self.lat1 = _conv(c4, c3, k=1), _conv(c3, c2, k=1), _conv(c2, c1, k=1)
         self.up3, self.up2, self.up1 = _conv(c3, c3), _conv(c2, c2), _conv(c1, c1)
         self.head = _conv(c1, 7)

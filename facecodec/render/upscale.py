@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facecodec.errors import FacecodecError
+from facecodec.render.blocks import ResBlock
 from facecodec.render.weights import content_id, read_model, save_model
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -36,16 +37,6 @@ class UpscaleConfig:
         return cls(int(d.get("width", cls.width)), int(d.get("blocks", cls.blocks)))  # type: ignore[call-overload]
 
 
-class _Res(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.a = nn.Conv2d(c, c, 3, padding=1)
-        self.b = nn.Conv2d(c, c, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.b(F.leaky_relu(self.a(x), 0.2))
-
-
 class UpscaleNet(nn.Module):
     """(N,3,H,W) in [0,1] -> (N,3,2H,2W); H and W even."""
 
@@ -54,7 +45,7 @@ class UpscaleNet(nn.Module):
         self.config = config or UpscaleConfig()
         c = self.config.width
         self.stem = nn.Conv2d(12, c, 3, padding=1)
-        self.body = nn.Sequential(*[_Res(c) for _ in range(self.config.blocks)])
+        self.body = nn.Sequential(*[ResBlock(c) for _ in range(self.config.blocks)])
         self.head = nn.Conv2d(c, 3 * 16, 3, padding=1)
         nn.init.zeros_(self.head.weight)  # starts as plain bicubic
         nn.init.zeros_(self.head.bias)
