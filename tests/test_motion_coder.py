@@ -21,6 +21,7 @@ from facecodec.motion.coder import (
 )
 from facecodec.motion.entropy import QMAX
 from facecodec.motion.motion import FIXED_SIZE, SURROUND_GRID, SURROUND_SIZE, Motion
+from facecodec.motion.surround import surround_to_dct
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT.parent / "shared" / "data" / "clips" / "liveportrait_d19.mp4"
@@ -287,18 +288,32 @@ def test_surround_roundtrip_and_config() -> None:
     rng = np.random.default_rng(2)
     ms = [Motion(expression=rng.normal(0, 0.02, 16),
                  surround=rng.normal(0, 0.01, SURROUND_SIZE)) for _ in range(6)]
+    step = cfg.steps[-SURROUND_SIZE:]
+    # Carried as its DCT (version 4): each coefficient within half a step, and the cells,
+    # the same transform orthonormal, within the same distance in all.
+    assert cfg.surround_dct
     enc, dec = MotionEncoder(cfg), MotionDecoder(cfg)
     out = dec.decode(enc.encode(ms, True), len(ms), True)
     for a, b in zip(ms, out, strict=True):
-        step = cfg.steps[-SURROUND_SIZE:]
+        err = surround_to_dct(a.surround) - surround_to_dct(b.surround)
+        assert np.all(np.abs(err) <= step / 2 + 1e-12)
+        assert np.linalg.norm(a.surround - b.surround) <= np.linalg.norm(step / 2) + 1e-12
+    # A version 3 stream carries the cells themselves, and still decodes.
+    v3 = bytearray(cfg.to_bytes())
+    v3[3] = 3
+    old = CoderConfig.from_bytes(bytes(v3), EXPR_STD)
+    assert not old.surround_dct and old.to_bytes() == bytes(v3)
+    enc, dec = MotionEncoder(old), MotionDecoder(old)
+    out = dec.decode(enc.encode(ms, True), len(ms), True)
+    for a, b in zip(ms, out, strict=True):
         assert np.all(np.abs(a.surround - b.surround) <= step / 2 + 1e-12)
     # A Motion without a surround is coded as a still surround; a config without one drops it.
     assert np.array_equal(cfg.dequantize(cfg.quantize(Motion())).surround,
                           np.zeros(SURROUND_SIZE))
     assert len(CONFIGS["medium"].dequantize(CONFIGS["medium"].quantize(ms[0])).surround) == 0
-    # The header says so: version 3 adds the grid side, and only this grid is understood.
+    # The header says so: version 4 adds the grid side, and only this grid is understood.
     b = cfg.to_bytes()
-    assert b[3] == 3 and b[-1] == SURROUND_GRID and len(b) == 13
+    assert b[3] == 4 and b[-1] == SURROUND_GRID and len(b) == 13
     assert CoderConfig.from_bytes(b, EXPR_STD) == cfg
     for bad in (b[:-1], b + b"\0", b[:-1] + bytes([SURROUND_GRID + 1]), b[:-1] + b"\0"):
         with pytest.raises(BitstreamError):

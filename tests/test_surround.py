@@ -109,9 +109,9 @@ def test_motion_alone_carries_it_and_a_layer_does_not(analysis: Analysis) -> Non
     basis = load_basis()
     assert coder_config(basis, "medium", beside_layer=False).surround == SURROUND_SIZE
     assert coder_config(basis, "lowest", beside_layer=True).surround == 0
-    assert coder_config(basis, "lowest", beside_layer=False).surround == 0  # ~1 kbps
+    assert coder_config(basis, "lowest", beside_layer=False).surround == SURROUND_SIZE
     r = code_analysis(analysis, EncoderSettings(size=SIZE, preset="medium"))
-    assert r.header.coder_config[3] == 3  # the config version that carries a surround grid
+    assert r.header.coder_config[3] == 4  # the config version that carries a surround (DCT)
     frames = decode_packets(r.header, r.packets, analysis.report.frames, "warp")
     assert frames.shape == (analysis.report.frames, SIZE, SIZE, 3)
     coded = [m.surround for m in r.motions.values()]

@@ -25,7 +25,7 @@ from facecodec.codec.encoder import original_crops as _crops
 # those crfs are the median the rate search chose for each target on 6 train clips
 # (4 / 8 / 15 / 30 kbps: 64 / 61 / 55.5 / 50), and one finer. Rate rises along each group.
 LADDER: tuple[tuple[str, str, int | None, float, int | None], ...] = (
-    ("lowest-k40", "lowest", 40, 0.0, None),  # motion only without the surround (~1 kbps)
+    ("lowest-k40", "lowest", 40, 0.0, None),
     ("low-k40", "low", 40, 0.0, None),
     ("medium-k60", "medium", 60, 0.0, None),
     ("high-k80", "high", 80, 0.0, None),

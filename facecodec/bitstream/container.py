@@ -34,9 +34,11 @@ MAGIC = b"FCDC"
 VERSION_MAJOR = 1
 # 1.1: the low-resolution layer; 1.2: LAYER_GROUP packets; 1.3: keyframes whose picture is
 # the layer's (IMAGE_FROM_LAYER); 1.4: motion coder configs built from the basis (version 2,
-# 12 bytes instead of 8 + 12 a dimension). Every stream is written as 1.4 (motion-only ones
-# with empty layer fields); an older reader stops at the coder config with one line.
-VERSION_MINOR = 5
+# 12 bytes instead of 8 + 12 a dimension); 1.5: coder config version 3 (the surround);
+# 1.6: version 4 (the surround as its DCT). Every stream is written as 1.6 (motion-only ones
+# with empty layer fields); an older reader stops at a coder config it does not know with
+# one line.
+VERSION_MINOR = 6
 MAX_TEXT = 64  # basis_id, model_id, preset
 MAX_HEADER = 0xFFFF  # header_length is a u16
 _LEAD = struct.Struct("<4sBBH")  # magic, major, minor, header_length

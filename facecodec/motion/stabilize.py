@@ -25,6 +25,7 @@ import numpy as np
 
 from facecodec.motion.basis import ExpressionBasis
 from facecodec.motion.motion import FIXED_SIZE, SURROUND_SIZE, Motion
+from facecodec.motion.surround import surround_from_dct, surround_to_dct
 
 PX = 1 / 60  # one pixel at 256x256 in canonical units (a face ~60 px in radius)
 
@@ -95,7 +96,11 @@ def beta_for(step_mul: float | None, beside_layer: bool) -> float:
 
 class MotionStabiliser:
     """One Euro over Motions of a fixed expression size, and over their surround (its own
-    filter, the same settings, 1 px at 256 as its unit)."""
+    filter, the same settings, 1 px at 256 as its unit) as the coder carries it: per DCT
+    coefficient, so the filter follows the few large coefficients of a real motion and
+    holds the small, noisy ones still. Filtering the cells instead gave the coded DCT only
+    1 % less rate than coded cells (6 train clips, low preset: 4.52 against 4.58 kbps
+    steady, VMAF 29.8 / 29.7); per coefficient, 4.19 kbps and VMAF 30.3."""
 
     def __init__(self, basis: ExpressionBasis, k: int, fps: float, **kw: float) -> None:
         self.k = k
@@ -109,5 +114,7 @@ class MotionStabiliser:
 
     def __call__(self, m: Motion) -> Motion:
         v = m.to_vector()[: FIXED_SIZE + self.k]
-        sur = self.surround(m.surround) if len(m.surround) else None
+        sur = None
+        if len(m.surround):  # per DCT coefficient: see the class docstring
+            sur = surround_from_dct(self.surround(surround_to_dct(m.surround)))
         return Motion.from_vector(self.filter(v), sur)

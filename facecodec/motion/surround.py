@@ -30,9 +30,10 @@ pixel times the preset's step multiplier, except the last row):
 above ~15 kbps, where the layer is better still. One-pixel steps give the same curve as
 half-pixel ones and reach lower rates; two-pixel steps fall below it (low: 7.17 / 48.6).
 
-Beside a layer the surround made things worse (the fusion network was trained on the ring
-warp; 4 kbps layer at crf 64, 3 clips: VMAF 47.4 -> 46.7, 35.9 -> 28.1, 59.2 -> 51.3 for
-0.6-0.9 kbps more), so streams with a layer do not carry it.
+Streams with a layer do not carry it: there it only moves a held layer picture over the
+few frames to the next one, and cost more rate than it gave (facecodec/codec/encoder.py,
+`SURROUND_BESIDE_LAYER`). A renderer whose picture is not the keyframe's (a held layer
+picture) moves it by the difference of the two frames' surrounds (`Motion.surround_towards`).
 
 Cells with no pixel outside the face (all face) carry the mean of the measured ones, so
 the field is smooth where the receiver blends it with the face.
@@ -94,6 +95,35 @@ class SurroundMeter:
         if ok.any():
             cells[~ok] = cells[ok].mean(axis=0)
         return (cells / FLOW_SIDE).reshape(SURROUND_SIZE)
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    """The orthonormal DCT-II: row k is a_k cos(pi (2 i + 1) k / 2n), i = 0..n-1."""
+    k, i = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    c = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
+    c[0] /= np.sqrt(2.0)
+    return c
+
+
+_DCT = _dct_matrix(SURROUND_GRID)
+
+
+def surround_to_dct(surround: np.ndarray) -> np.ndarray:
+    """The surround as the coder carries it (coder config version 4): per component (dx,
+    dy), the orthonormal 2-D DCT of its grid, in the same layout (row = vertical frequency,
+    column = horizontal). Neighbouring cells move together, so the energy gathers in few
+    coefficients: at the same step the coded motion took 12 % less rate and drew the
+    outside better (docs/bitstream.md)."""
+    g = SURROUND_GRID
+    cells = np.asarray(surround, dtype=np.float64).reshape(g, g, 2)
+    return np.einsum("ui,ijc,vj->uvc", _DCT, cells, _DCT).reshape(SURROUND_SIZE)
+
+
+def surround_from_dct(coefficients: np.ndarray) -> np.ndarray:
+    """The inverse of `surround_to_dct`."""
+    g = SURROUND_GRID
+    c = np.asarray(coefficients, dtype=np.float64).reshape(g, g, 2)
+    return np.einsum("ui,uvc,vj->ijc", _DCT, c, _DCT).reshape(SURROUND_SIZE)
 
 
 def surround_map(surround: np.ndarray, side: int, size: int) -> np.ndarray:
