@@ -116,6 +116,14 @@ def test_motion_alone_carries_it_and_a_layer_does_not(analysis: Analysis) -> Non
     assert frames.shape == (analysis.report.frames, SIZE, SIZE, 3)
     coded = [m.surround for m in r.motions.values()]
     assert all(len(s) == SURROUND_SIZE for s in coded) and np.abs(np.stack(coded)).max() > 0
+    # --no-surround: the rings instead, for fewer bits, at a preset or a target rate.
+    for settings in (EncoderSettings(size=SIZE, preset="medium", surround=False),
+                     EncoderSettings(size=SIZE, target_kbps=3.0, surround=False)):
+        plain = code_analysis(analysis, settings)
+        assert plain.header.coder_config[3] == 2
+    assert plain.motion_kbps <= 3.0
+    assert code_analysis(analysis, EncoderSettings(size=SIZE, preset="medium", surround=False)
+                         ).motion_kbps < r.motion_kbps
     # Redirection does not apply the sender's measured outside to another pose.
     turned = PoseEdit(yaw=10.0)(Motion(surround=coded[-1]))
     assert len(turned.surround) == 0

@@ -8,6 +8,7 @@ re-framing; conventional codecs code exactly those frames.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from facecodec.bench.reference import ReferenceClip
 from facecodec.bench.runner import register_system
@@ -17,30 +18,45 @@ from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import Analysis, EncoderSettings, analyze_file, code_analysis
 from facecodec.codec.encoder import original_crops as _crops
 
-# (label, motion preset, keyframe quality, layer kbps, layer crf): motion only (layer 0)
-# from ~1 kbps, then the low-resolution layer (docs/layer.md) up to ~40 kbps, with the motion
-# preset and reference quality `--target-kbps` gives a layer. The layer rungs come twice:
-# at a target rate (the same for every clip, as a call's bandwidth would be) and at a fixed
-# crf, as every conventional codec here runs (rates then follow each clip's difficulty);
-# those crfs are the median the rate search chose for each target on 6 train clips
-# (4 / 8 / 15 / 30 kbps: 64 / 61 / 55.5 / 50), and one finer. Rate rises along each group.
-LADDER: tuple[tuple[str, str, int | None, float, int | None], ...] = (
-    ("lowest-k40", "lowest", 40, 0.0, None),
-    ("low-k40", "low", 40, 0.0, None),
-    ("medium-k60", "medium", 60, 0.0, None),
-    ("high-k80", "high", 80, 0.0, None),
-    ("high-k92", "high", 92, 0.0, None),
-    ("lowest-layer4", "lowest", None, 4.0, None),
-    ("lowest-layer8", "lowest", None, 8.0, None),
-    ("lowest-layer15", "lowest", None, 15.0, None),
-    ("lowest-layer30", "lowest", None, 30.0, None),
-    ("lowest-layer4-crf64", "lowest", None, 4.0, 64),
-    ("lowest-layer8-crf61", "lowest", None, 8.0, 61),
-    ("lowest-layer15-crf55", "lowest", None, 15.0, 55),
-    ("lowest-layer30-crf50", "lowest", None, 30.0, 50),
-    ("lowest-layer30-crf44", "lowest", None, 30.0, 44),
+
+class Rung(NamedTuple):
+    """One setting of the ladder: `facecodec encode --quality P --keyframe-quality Q`, with
+    `--layer-kbps`/`--layer-crf` if set and `--no-surround` if `surround` is False."""
+
+    label: str
+    preset: str
+    keyframe_quality: int | None
+    layer_kbps: float = 0.0
+    layer_crf: int | None = None
+    surround: bool = True
+
+
+# Motion only (layer 0) from ~1 kbps, then the low-resolution layer (docs/layer.md) up to
+# ~40 kbps, with the motion preset and reference quality `--target-kbps` gives a layer. The
+# cheapest rung codes the motion without its surround (~1 kbps). The layer rungs come
+# twice: at a target rate (the same for every clip, as a call's bandwidth would be) and at
+# a fixed crf, as every conventional codec here runs (rates then follow each clip's
+# difficulty); those crfs are the median the rate search chose for each target on 6 train
+# clips (4 / 8 / 15 / 30 kbps: 64 / 61 / 55.5 / 50), and one finer. Rate rises along each
+# group.
+LADDER: tuple[Rung, ...] = (
+    Rung("lowest-nosur-k40", "lowest", 40, surround=False),
+    Rung("lowest-k40", "lowest", 40),
+    Rung("low-k40", "low", 40),
+    Rung("medium-k60", "medium", 60),
+    Rung("high-k80", "high", 80),
+    Rung("high-k92", "high", 92),
+    Rung("lowest-layer4", "lowest", None, 4.0),
+    Rung("lowest-layer8", "lowest", None, 8.0),
+    Rung("lowest-layer15", "lowest", None, 15.0),
+    Rung("lowest-layer30", "lowest", None, 30.0),
+    Rung("lowest-layer4-crf64", "lowest", None, 4.0, 64),
+    Rung("lowest-layer8-crf61", "lowest", None, 8.0, 61),
+    Rung("lowest-layer15-crf55", "lowest", None, 15.0, 55),
+    Rung("lowest-layer30-crf50", "lowest", None, 30.0, 50),
+    Rung("lowest-layer30-crf44", "lowest", None, 30.0, 44),
 )
-QUICK_LADDER = (LADDER[1], LADDER[2], LADDER[6])
+QUICK_LADDER = (LADDER[2], LADDER[3], LADDER[7])
 
 _analyses: dict[tuple[str, int, int], Analysis] = {}
 
@@ -68,10 +84,11 @@ def facecodec_system(renderers: tuple[str, ...] = ("warp",), quick: bool = False
     def run(ref: ReferenceClip, source: Path) -> list[SystemPoint]:
         a = analysis_of(source, ref.size, len(ref.frames))
         points = []
-        for label, preset, kq, layer_kbps, layer_crf in ladder:
-            r = code_analysis(a, EncoderSettings(size=ref.size, preset=preset,
-                                                 keyframe_quality=kq, layer_kbps=layer_kbps,
-                                                 layer_crf=layer_crf))
+        for rung in ladder:
+            r = code_analysis(a, EncoderSettings(
+                size=ref.size, preset=rung.preset, keyframe_quality=rung.keyframe_quality,
+                layer_kbps=rung.layer_kbps, layer_crf=rung.layer_crf,
+                surround=rung.surround))
             sizes = [(p.type, len(encode_packet(p))) for p in r.packets]
             total = r.total_bytes
             first_key = next(n for t, n in sizes if t == PacketType.KEYFRAME)
@@ -79,8 +96,8 @@ def facecodec_system(renderers: tuple[str, ...] = ("warp",), quick: bool = False
             for renderer in renderers:
                 frames = decode_packets(r.header, r.packets, len(ref.frames), renderer)
                 points.append(
-                    SystemPoint(f"facecodec-{renderer}", label, frames, total, total, steady,
-                                family="layer" if layer_kbps > 0 else "motion")
+                    SystemPoint(f"facecodec-{renderer}", rung.label, frames, total, total,
+                                steady, family="layer" if rung.layer_kbps > 0 else "motion")
                 )
         return points
 

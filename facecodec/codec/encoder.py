@@ -73,6 +73,8 @@ class EncoderSettings:
     # (which still picks the layer's size and picture rate), as conventional codecs run at a
     # fixed crf; None: the crf whose rate is nearest layer_kbps.
     layer_crf: int | None = None
+    # Motion alone carries its surround (facecodec/motion/surround.py); False: never.
+    surround: bool = True
 
     def validate(self) -> None:
         if not 128 <= self.size <= 512:
@@ -139,13 +141,14 @@ def frames_per_packet(settings: EncoderSettings, fps: Fraction) -> int:
 SURROUND_BESIDE_LAYER = False
 
 
-def coder_config(basis: ExpressionBasis, preset: str, beside_layer: bool) -> CoderConfig:
+def coder_config(basis: ExpressionBasis, preset: str, beside_layer: bool,
+                 surround: bool = True) -> CoderConfig:
     """The preset's quantiser. Motion alone carries its surround (facecodec/motion/surround.py)
     at every preset: at the lowest, on 6 train clips, it cost 0.68 kbps (1.17 -> 1.85 steady)
     for +4.4 VMAF and +1.8 dB PSNR-Y, far above the line to the low preset (3.32 kbps, VMAF
     28.9); `--target-kbps` still reaches ~1 kbps without it. Beside a layer the layer draws
-    the picture around the face."""
-    surround = SURROUND_BESIDE_LAYER if beside_layer else True
+    the picture around the face. `surround` False: never (`--no-surround`)."""
+    surround = surround and (SURROUND_BESIDE_LAYER if beside_layer else True)
     return make_config(preset, K_MEDIUM, basis.std, surround=surround)
 
 
@@ -335,8 +338,10 @@ def _search_config(
         return n * 8 / 1000 / duration
 
     target = float(settings.target_kbps or 0)
-    floor = kbps(make_config_q(0.0, 2 * K_MEDIUM, basis.std, surround=True))
-    surround = floor <= target
+    surround = settings.surround
+    if surround:
+        floor = kbps(make_config_q(0.0, 2 * K_MEDIUM, basis.std, surround=True))
+        surround = floor <= target
 
     def config(q: float) -> CoderConfig:
         return make_config_q(q, 2 * K_MEDIUM, basis.std, surround=surround)
@@ -430,7 +435,8 @@ def code_analysis(
     elif settings.target_kbps is not None:
         config = _search_config(basis, analysis.events, settings, fps, report.frames)
     else:
-        config = coder_config(basis, settings.preset, beside_layer=layer_kbps > 0)
+        config = coder_config(basis, settings.preset, beside_layer=layer_kbps > 0,
+                              surround=settings.surround)
     preset = settings.preset if settings.target_kbps is None else f"target{settings.target_kbps:g}"
     events = smooth_for(analysis.events, basis, fps, config, target_layer or layer_kbps > 0)
     if target_layer:

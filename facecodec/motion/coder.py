@@ -59,12 +59,6 @@ _INTRA = np.array([0.2] * 3 + [0.1] * 2 + [0.3] + [0.03] * 4 + [0.08] * 3)
 # prior of 4 px (as DCT coefficients: the same step, the prior of the mean coefficient
 # scaled as a uniform shift of every cell is, by the grid side).
 _SURROUND_STEP, _SURROUND_INTRA = 1.0 / 256, 4.0 / 256
-# Version 4 codes the DCT coefficient of frequencies (u, v) at (1 + (u + v) / 2) times the
-# step: on 6 train clips (steady kbps / VMAF at the low and medium presets) the cells at one
-# step gave 4.58 / 29.7 and 7.30 / 33.9; the DCT at one step 4.19 / 30.3 and 6.90 / 33.9;
-# with this slope 3.32 / 28.9 and 5.61 / 32.9 (-15 % rate at equal VMAF against the cells;
-# a slope of 1 lay on the same curve, 3.04 / 28.3 and 5.22 / 32.1).
-_SURROUND_FREQ_SLOPE = 0.5
 _PRESETS = {"lowest": (0.25, 2.5), "low": (0.5, 1.6), "medium": (1.0, 1.0),
             "high": (2.0, 0.6)}  # k factor, step multiplier
 PRESETS = tuple(_PRESETS)  # coarsest first
@@ -241,11 +235,7 @@ def _build(k: int, step_mul: float, expr_std: np.ndarray, adapt_shift: int = 2,
     mul = float(np.float32(step_mul))
     ns = SURROUND_SIZE if surround else 0
     # A prior no sharper than one step: a degenerate basis must not make intra frames escape.
-    sur_steps = np.full(ns, _SURROUND_STEP)
-    if surround and dct:
-        u, v = np.meshgrid(np.arange(SURROUND_GRID), np.arange(SURROUND_GRID), indexing="ij")
-        sur_steps *= np.repeat((1 + _SURROUND_FREQ_SLOPE * (u + v)).reshape(-1), 2)
-    steps = np.concatenate([_BASE_STEPS, np.full(k, _EXPR_STEP), sur_steps])
+    steps = np.concatenate([_BASE_STEPS, np.full(k, _EXPR_STEP), np.full(ns, _SURROUND_STEP)])
     sur_intra = np.full(ns, _SURROUND_INTRA)
     if surround and dct:
         sur_intra[:2] *= SURROUND_GRID  # the mean coefficients of dx and dy

@@ -112,8 +112,12 @@ def surround_to_dct(surround: np.ndarray) -> np.ndarray:
     """The surround as the coder carries it (coder config version 4): per component (dx,
     dy), the orthonormal 2-D DCT of its grid, in the same layout (row = vertical frequency,
     column = horizontal). Neighbouring cells move together, so the energy gathers in few
-    coefficients: at the same step the coded motion took 12 % less rate and drew the
-    outside better (docs/bitstream.md)."""
+    coefficients, and the stabiliser smooths each coefficient (facecodec/motion/stabilize.py).
+    Against cells coded and smoothed as such, at the same step, on 11 train clips (steady
+    kbps / VMAF): low preset 4.55 / 30.6 -> 4.21 / 31.2, medium 7.06 / 34.2 -> 6.77 / 34.3.
+    Coarser steps at higher frequencies ((1 + (u + v) / 2) x) traded rate for quality
+    along the same curve on train clips and fell below it on validation, so the steps are
+    uniform."""
     g = SURROUND_GRID
     cells = np.asarray(surround, dtype=np.float64).reshape(g, g, 2)
     return np.einsum("ui,ijc,vj->uvc", _DCT, cells, _DCT).reshape(SURROUND_SIZE)
