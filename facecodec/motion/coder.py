@@ -56,8 +56,8 @@ _MEANS = np.array([0.0] * 3 + [0.5] * 2 + [-1.8] + [0.0] * 4 + [0.15] * 2 + [0.1
 _INTRA = np.array([0.2] * 3 + [0.1] * 2 + [0.3] + [0.03] * 4 + [0.08] * 3)
 # Surround (crop fractions): one pixel at 256 px (half a pixel cost 0.7-1.1 kbps more for
 # at most 0.4 VMAF on the validation rungs, two pixels lost 1.9 VMAF at the low preset), a
-# prior of 4 px (as DCT coefficients: the same step, the prior of the mean coefficient
-# scaled as a uniform shift of every cell is, by the grid side).
+# prior of 4 px. As DCT coefficients (version 4): the same step, and a prior g times wider
+# for the two mean coefficients, which are g times the mean shift of the g x g cells.
 _SURROUND_STEP, _SURROUND_INTRA = 1.0 / 256, 4.0 / 256
 _PRESETS = {"lowest": (0.25, 2.5), "low": (0.5, 1.6), "medium": (1.0, 1.0),
             "high": (2.0, 0.6)}  # k factor, step multiplier

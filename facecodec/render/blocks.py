@@ -1,4 +1,4 @@
-"""Layers shared by the small networks (refiner, layer fusion, upscaler, reference restorer)."""
+"""Layers shared by the small networks (refiner, layer fusion, upscaler)."""
 
 from __future__ import annotations
 
