@@ -59,6 +59,7 @@ _INTRA = np.array([0.2] * 3 + [0.1] * 2 + [0.3] + [0.03] * 4 + [0.08] * 3)
 # prior of 4 px. As DCT coefficients (version 4): the same step, and a prior g times wider
 # for the two mean coefficients, which are g times the mean shift of the g x g cells.
 _SURROUND_STEP, _SURROUND_INTRA = 1.0 / 256, 4.0 / 256
+_SURROUND_LIMIT = 1e3  # crop fractions; only garbage reaches it, and it still quantises to QMAX
 _PRESETS = {"lowest": (0.25, 2.5), "low": (0.5, 1.6), "medium": (1.0, 1.0),
             "high": (2.0, 0.6)}  # k factor, step multiplier
 PRESETS = tuple(_PRESETS)  # coarsest first
@@ -205,7 +206,9 @@ class CoderConfig:
         v = np.concatenate([v, np.zeros(max(0, n - v.shape[0]))])[:n]
         if self.surround:
             sur = m.surround if len(m.surround) else np.zeros(self.surround)
-            v = np.concatenate([v, surround_to_dct(sur) if self.surround_dct else sur])
+            if self.surround_dct:  # clip first: the transform would turn one inf into NaNs
+                sur = surround_to_dct(np.clip(sur, -_SURROUND_LIMIT, _SURROUND_LIMIT))
+            v = np.concatenate([v, sur])
         if np.isnan(v).any():
             raise FacecodecError("motion contains NaN; cannot quantise it")
         with np.errstate(over="ignore", invalid="ignore"):
