@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -75,6 +75,12 @@ class EncoderSettings:
     layer_crf: int | None = None
     # Motion alone carries its surround (facecodec/motion/surround.py); False: never.
     surround: bool = True
+
+    @property
+    def with_layer(self) -> bool:
+        """Whether these settings code the low-resolution layer (and so no surround)."""
+        return self.layer_kbps > 0 or (self.target_kbps is not None
+                                       and uses_layer(self.target_kbps))
 
     def validate(self) -> None:
         if not 128 <= self.size <= 512:
@@ -150,7 +156,7 @@ def coder_config(basis: ExpressionBasis, preset: str, beside_layer: bool,
     validation bench as shipped, 1.64 -> 2.43 kbps steady, VMAF 39.5 -> 46.0. `--no-surround`
     and `--target-kbps` below the lowest preset's rate still give ~1 kbps without it. Beside
     a layer the layer draws the picture around the face."""
-    surround = surround and (SURROUND_BESIDE_LAYER if beside_layer else True)
+    surround = surround and (SURROUND_BESIDE_LAYER or not beside_layer)
     return make_config(preset, K_MEDIUM, basis.std, surround=surround)
 
 
@@ -316,7 +322,10 @@ def smooth_for(
     config: CoderConfig,
     beside_layer: bool,
 ) -> list[KeyframeEvent | MotionEvent]:
-    """The analysis' Motions smoothed for coding with `config` (motion/stabilize.py)."""
+    """The analysis' Motions smoothed for coding with `config` (motion/stabilize.py); their
+    surround dropped if `config` does not code it."""
+    if not config.surround:
+        events = [replace(e, motion=e.motion.with_surround(None)) for e in events]
     return stabilise(events, basis, float(fps), beta_for(config.step_mul, beside_layer))
 
 
@@ -402,9 +411,11 @@ def analyze_file(
 ) -> Analysis:
     settings.validate()
     info = probe(src)
+    # The surround is measured only where the settings may code it (1.3 ms a frame).
     analyzer = FaceAnalyzer(
         load_basis(), settings.size, float(info.fps), allow_several=settings.allow_several,
         refresh_s=settings.refresh_s,
+        surround=settings.surround and (SURROUND_BESIDE_LAYER or not settings.with_layer),
     )
     events: list[KeyframeEvent | MotionEvent] = []
     try:

@@ -13,7 +13,7 @@ tracked landmarks, which jitter, following less scores higher than following ful
 When the Motion carries a surround (the sender's measurement of how the picture around the
 face moved, facecodec/motion/surround.py), the map outside the target's face oval is that
 measurement instead, blended into the mesh's map over a few pixels at the oval; the rings then
-only shape the seam. Without one (beside a layer, the lowest preset, redirection, avatars)
+only shape the seam. Without one (beside a layer, `--no-surround`, redirection, avatars)
 the rings guess as above.
 
 Darkening the mouth where the target is more open than the reference (to hide the stretched
