@@ -23,7 +23,7 @@ stretched reference pixels for a learned renderer to fix.
 Per frame the warp rasterises a triangle-index map of the *target* mesh at reduced
 resolution, maps each pixel back to the reference with its triangle's affine transform,
 upsamples that (continuous, piecewise-linear) map bilinearly and resamples the reference
-with `cv2.remap`. Pixels no usable triangle covers (folds, garbage landmarks) keep the
+with `cv2.remap`, bicubically (see RESAMPLING). Pixels no usable triangle covers (folds, garbage landmarks) keep the
 identity map, so every output pixel is defined.
 """
 
@@ -53,6 +53,14 @@ MIN_ALTITUDE = 0.35
 # Width (share of the side, Gaussian sigma) of the blend between the face's mesh map and the
 # surround's map at the face oval.
 SURROUND_SEAM = 1.0 / 128
+
+# Bicubic, not bilinear, resampling of the reference: bilinear averages neighbours at every
+# sub-pixel position and softens the whole picture. On unquantised Motions, 150 frames,
+# bicubic scored VMAF +1.3 on 6 train clips and +2.0 on the 6 validation clips (VMAF NEG,
+# which discounts sharpening, +1.4), AKD equal, for PSNR-Y -0.13 dB and MS-SSIM -0.001
+# (sharper detail where the motion is slightly off costs squared error). 0.5 ms more a
+# 256 px frame.
+RESAMPLING = cv2.INTER_CUBIC
 
 _EYE_FANS = (
     (topo.RIGHT_IRIS[0], topo.RIGHT_EYE),
@@ -271,8 +279,8 @@ class MeshWarper:
         return m, head
 
     def resample(self, low_map: np.ndarray) -> np.ndarray:
-        """The reference resampled through a map-resolution backward map (upsampled
-        bilinearly, which is exact inside the mesh's triangles)."""
+        """The reference resampled (bicubically) through a map-resolution backward map
+        (upsampled bilinearly, which is exact inside the mesh's triangles)."""
         if self._image is None:
             raise RuntimeError("set_reference must be called before warp")
         n = self.size
@@ -281,7 +289,7 @@ class MeshWarper:
             m = cv2.resize(m, (n, n), interpolation=cv2.INTER_LINEAR)
         # Fixed-point maps (1/32 px) halve the cost of remap.
         m1, m2 = cv2.convertMaps(m, None, cv2.CV_16SC2)
-        return cv2.remap(self._image, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return cv2.remap(self._image, m1, m2, RESAMPLING, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _invert(m: np.ndarray) -> np.ndarray:
