@@ -23,8 +23,8 @@ stretched reference pixels for a learned renderer to fix.
 Per frame the warp rasterises a triangle-index map of the *target* mesh at reduced
 resolution, maps each pixel back to the reference with its triangle's affine transform,
 upsamples that (continuous, piecewise-linear) map bilinearly and resamples the reference
-with `cv2.remap`, bicubically (see RESAMPLING). Pixels no usable triangle covers (folds, garbage landmarks) keep the
-identity map, so every output pixel is defined.
+with `cv2.remap`, bicubically (see RESAMPLING). Pixels no usable triangle covers (folds,
+garbage landmarks) keep the identity map, so every output pixel is defined.
 """
 
 from __future__ import annotations
@@ -112,12 +112,14 @@ class MeshWarper:
     triangle is usable. Non-finite landmarks raise ValueError (there is no sensible frame).
     """
 
-    def __init__(self, size: int, *, map_scale: float = 0.5) -> None:
+    def __init__(self, size: int, *, map_scale: float = 0.5,
+                 interpolation: int = RESAMPLING) -> None:
         if not MIN_SIZE <= size <= MAX_SIZE:
             raise ValueError(f"size must be {MIN_SIZE}..{MAX_SIZE}, got {size}")
         if not 0.1 <= map_scale <= 1.0:
             raise ValueError(f"map_scale must be 0.1..1, got {map_scale}")
         self.size = size
+        self.interpolation = interpolation
         self._lo = max(16, round(size * map_scale))  # side of the map before upsampling
         self._s = self._lo / size
         # Full-resolution coordinates of the low-resolution pixel centres (cv2.resize's
@@ -279,7 +281,7 @@ class MeshWarper:
         return m, head
 
     def resample(self, low_map: np.ndarray) -> np.ndarray:
-        """The reference resampled (bicubically) through a map-resolution backward map
+        """The reference resampled (bicubically by default) through a map-resolution backward map
         (upsampled bilinearly, which is exact inside the mesh's triangles)."""
         if self._image is None:
             raise RuntimeError("set_reference must be called before warp")
@@ -289,7 +291,7 @@ class MeshWarper:
             m = cv2.resize(m, (n, n), interpolation=cv2.INTER_LINEAR)
         # Fixed-point maps (1/32 px) halve the cost of remap.
         m1, m2 = cv2.convertMaps(m, None, cv2.CV_16SC2)
-        return cv2.remap(self._image, m1, m2, RESAMPLING, borderMode=cv2.BORDER_REPLICATE)
+        return cv2.remap(self._image, m1, m2, self.interpolation, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _invert(m: np.ndarray) -> np.ndarray:

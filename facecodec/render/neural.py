@@ -212,7 +212,9 @@ class Conditioner:
             raise FacecodecError(f"the neural renderer needs a size divisible by {ALIGN}")
         self.size, self.half = size, size // 2
         self.warper = MeshWarper(size)
-        self.coords = MeshWarper(self.half)  # raises for sizes below 2 * MIN_SIZE
+        # Bilinear: it reproduces the coordinate ramps exactly, and the net was trained on it.
+        # Raises for sizes below 2 * MIN_SIZE.
+        self.coords = MeshWarper(self.half, interpolation=cv2.INTER_LINEAR)
         g = np.arange(self.half, dtype=np.float32)
         self._gx, self._gy = np.meshgrid(g, g)
         # Coordinate image: 2 grey levels per pixel, exact after uint8 bilinear resampling
