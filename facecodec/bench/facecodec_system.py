@@ -46,13 +46,6 @@ LADDER: tuple[Rung, ...] = (
     Rung("medium-k60", "medium", 60),
     Rung("high-k80", "high", 80),
     Rung("high-k92", "high", 92),
-    # The cheap presets with the reference a long call would send: over a call the first
-    # reference's bytes are amortised (they are outside `kbps_steady`), so its quality is
-    # nearly free. On 11 train clips, k80 instead of k40 raised VMAF by 1.2 (low) and 1.0
-    # (lowest) at equal steady rate on the 10 clips with one reference, and cost 8 kbps more
-    # steady rate on the one that refreshed it twice (liveportrait_d12).
-    Rung("lowest-k80", "lowest", 80),
-    Rung("low-k80", "low", 80),
     Rung("lowest-layer4", "lowest", None, 4.0),
     Rung("lowest-layer8", "lowest", None, 8.0),
     Rung("lowest-layer15", "lowest", None, 15.0),
