@@ -78,7 +78,7 @@ class EncoderSettings:
 
     @property
     def with_layer(self) -> bool:
-        """Whether these settings code the low-resolution layer (and so no surround)."""
+        """Whether these settings code the low-resolution layer (see `codes_surround`)."""
         return self.layer_kbps > 0 or (self.target_kbps is not None
                                        and uses_layer(self.target_kbps))
 
@@ -147,6 +147,12 @@ def frames_per_packet(settings: EncoderSettings, fps: Fraction) -> int:
 SURROUND_BESIDE_LAYER = False
 
 
+def codes_surround(wanted: bool, beside_layer: bool) -> bool:
+    """Whether a stream carries the surround: if the settings want it (`--no-surround`
+    does not) and the motion is alone (or SURROUND_BESIDE_LAYER)."""
+    return wanted and (SURROUND_BESIDE_LAYER or not beside_layer)
+
+
 def coder_config(basis: ExpressionBasis, preset: str, beside_layer: bool,
                  surround: bool = True) -> CoderConfig:
     """The preset's quantiser. Motion alone carries its surround (facecodec/motion/surround.py)
@@ -156,8 +162,8 @@ def coder_config(basis: ExpressionBasis, preset: str, beside_layer: bool,
     validation bench as shipped, 1.64 -> 2.43 kbps steady, VMAF 39.5 -> 46.0. `--no-surround`
     and `--target-kbps` below the lowest preset's rate still give ~1 kbps without it. Beside
     a layer the layer draws the picture around the face."""
-    surround = surround and (SURROUND_BESIDE_LAYER or not beside_layer)
-    return make_config(preset, K_MEDIUM, basis.std, surround=surround)
+    return make_config(preset, K_MEDIUM, basis.std,
+                       surround=codes_surround(surround, beside_layer))
 
 
 class Packetizer:
@@ -415,7 +421,7 @@ def analyze_file(
     analyzer = FaceAnalyzer(
         load_basis(), settings.size, float(info.fps), allow_several=settings.allow_several,
         refresh_s=settings.refresh_s,
-        surround=settings.surround and (SURROUND_BESIDE_LAYER or not settings.with_layer),
+        surround=codes_surround(settings.surround, settings.with_layer),
     )
     events: list[KeyframeEvent | MotionEvent] = []
     try:
