@@ -127,6 +127,24 @@ def test_per_clip_rates_at_targets() -> None:
     assert hard["vmaf_60"] == "n/a (0 of 2 clips reach it)"
 
 
+def test_per_clip_floor_with_two_families() -> None:
+    """A clip whose cheapest family already beats the target while a dearer family starts
+    below it: the target is below the clip's floor (the frontier lists the dearer family's
+    low qualities at the cheap point's rate), not out of reach."""
+    from facecodec.bench.report import per_clip_rates_at_targets, rates_at_targets
+
+    points = []
+    for clip in ("a", "b"):
+        for setting, family, rate, vmaf in (("m0", "motion", 1.0, 45.0), ("m1", "motion", 2.0, 55.0),
+                                            ("l0", "layer", 4.0, 35.0), ("l1", "layer", 8.0, 70.0)):
+            points.append({**_points("fc", 1.0, 0.0)[0], "clip": clip, "setting": setting,
+                           "family": family, "kbps_all": rate, "kbps_steady": rate, "vmaf": vmaf})
+    got = per_clip_rates_at_targets(points)["fc"]
+    assert got["vmaf_40"] == "<= 1"
+    assert got["vmaf_60"] == f"{4 * 2 ** (25 / 35):.3g}"  # on the layer family
+    assert rates_at_targets(mean_curves(points))["fc"]["vmaf_40"] == "below floor"
+
+
 def test_frontier_takes_the_cheapest_family_at_each_quality() -> None:
     """Two families: B's one setting beats A's cheapest but costs more than A does at B's
     quality. One envelope over all points joins B to A's next point and costs more between

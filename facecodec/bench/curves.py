@@ -84,6 +84,16 @@ def rate_at_quality(
     return math.exp(float(np.interp(t, g, lr)))
 
 
+def beats_floor(
+    rates: np.ndarray, quality: np.ndarray, target: float, higher_is_better: bool = True
+) -> bool:
+    """Does the curve's cheapest point already do better than `target`? Judged on the
+    envelope, not on the lowest quality listed: a `frontier` lists qualities below its
+    cheapest point's at that point's rate."""
+    _, g = envelope(rates, quality, higher_is_better)
+    return len(g) > 0 and (target if higher_is_better else -target) < g[0]
+
+
 def _log_rate_fn(lr: np.ndarray, g: np.ndarray):
     # PCHIP rather than Bjøntegaard's cubic polynomial: it cannot overshoot between
     # points, and needs no four-point minimum (the approach of later VCEG/JVET tools).

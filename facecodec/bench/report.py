@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from facecodec.bench.curves import bd_rate, frontier, meet, rate_at_quality
+from facecodec.bench.curves import beats_floor, bd_rate, frontier, meet, rate_at_quality
 from facecodec.bench.metrics import ALL_METRICS, HIGHER_IS_BETTER
 
 RATE_KINDS = ("kbps_all", "kbps_net", "kbps_steady")
@@ -126,9 +126,7 @@ def rates_at_targets(
             got = rate_at_quality(r, q, target, HIGHER_IS_BETTER[metric]) if len(r) else None
             if got is not None:
                 entry[key] = got
-            elif len(q) and (
-                q.min() > target if HIGHER_IS_BETTER[metric] else q.max() < target
-            ):
+            elif len(q) and beats_floor(r, q, target, HIGHER_IS_BETTER[metric]):
                 entry[key] = "below floor"  # even the lowest rate does better than this
             else:
                 entry[key] = "above top"
@@ -161,7 +159,7 @@ def per_clip_rates_at_targets(
                     missing += 1
                     continue
                 got = rate_at_quality(r, q, target, hib)
-                if got is None and (q.min() > target if hib else q.max() < target):
+                if got is None and beats_floor(r, q, target, hib):
                     got, bound = float(r.min()), True
                 if got is None:
                     missing += 1
