@@ -135,8 +135,10 @@ def test_per_clip_floor_with_two_families() -> None:
 
     points = []
     for clip in ("a", "b"):
-        for setting, family, rate, vmaf in (("m0", "motion", 1.0, 45.0), ("m1", "motion", 2.0, 55.0),
-                                            ("l0", "layer", 4.0, 35.0), ("l1", "layer", 8.0, 70.0)):
+        for setting, family, rate, vmaf in (("m0", "motion", 1.0, 45.0),
+                                            ("m1", "motion", 2.0, 55.0),
+                                            ("l0", "layer", 4.0, 35.0),
+                                            ("l1", "layer", 8.0, 70.0)):
             points.append({**_points("fc", 1.0, 0.0)[0], "clip": clip, "setting": setting,
                            "family": family, "kbps_all": rate, "kbps_steady": rate, "vmaf": vmaf})
     got = per_clip_rates_at_targets(points)["fc"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from facecodec.bench.curves import beats_floor, bd_rate, frontier, meet, rate_at_quality
+from facecodec.bench.curves import bd_rate, beats_floor, frontier, meet, rate_at_quality
 from facecodec.bench.metrics import ALL_METRICS, HIGHER_IS_BETTER
 
 RATE_KINDS = ("kbps_all", "kbps_net", "kbps_steady")
