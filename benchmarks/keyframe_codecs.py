@@ -56,16 +56,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--clips", nargs="*", default=CLIPS, help="paths relative to shared/data")
+    ap.add_argument("--only", default="", help="run only the coders whose name contains this")
     args = ap.parse_args()
     images = [centre_square(DATA / c, args.size) for c in args.clips]
 
     coders = {name: _shipped(name) for name in kf.CODEC_IDS}
-    coders["av1 preset 4"] = _variant(
-        "libsvtav1", "libdav1d", lambda q: {"crf": str(kf._ladder(q, 63, 1)), "preset": "4"}
-    )
-    coders["av1 preset 8"] = _variant(
-        "libsvtav1", "libdav1d", lambda q: {"crf": str(kf._ladder(q, 63, 1)), "preset": "8"}
-    )
+    for preset in (0, 1, 2, 4, 6, 8):
+        coders[f"av1 preset {preset}"] = _variant(
+            "libsvtav1", "libdav1d",
+            lambda q, p=preset: {"crf": str(kf._ladder(q, 63, 1)), "preset": str(p)},
+        )
     coders["hevc slow"] = _variant(
         "libx265",
         "hevc",
@@ -76,6 +76,7 @@ def main() -> None:
         },
     )
 
+    coders = {k: v for k, v in coders.items() if args.only in k}
     print(f"{len(images)} crops of {args.size}x{args.size}: " + ", ".join(args.clips))
     print(f"\n{'codec':<14} {'quality':>7} {'bytes':>8} {'PSNR-Y':>7} {'enc ms':>7}")
     curves: dict[str, list[list[tuple[float, float]]]] = {}

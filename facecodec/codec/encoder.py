@@ -176,12 +176,14 @@ class Packetizer:
         resync_interval: int,
         packet_frames: int,
         keyframe_quality: int,
+        fast_keyframes: bool = False,
     ) -> None:
         self.config = config
         self.coder = MotionEncoder(config)
         self.resync_interval = max(1, resync_interval)
         self.packet_frames = max(1, min(packet_frames, 255))
         self.keyframe_quality = keyframe_quality
+        self.fast_keyframes = fast_keyframes  # a call: see keyframe.AV1_PRESET_FAST
         self.seq = {"motion": 0, "layer": 0, "other": 0}  # sequences (docs/bitstream.md)
         self.layer: LayerPlan | None = None
         # Layer pictures of the pending frames; with several frames a packet (files) they go
@@ -233,7 +235,8 @@ class Packetizer:
             if self.reference_from_layer and picture is not None and picture[0]:
                 codec_id, image = IMAGE_FROM_LAYER, b""
             else:
-                codec_id, image = encode_image(event.image, self.keyframe_quality)
+                codec_id, image = encode_image(event.image, self.keyframe_quality,
+                                               fast=self.fast_keyframes)
             ref = self.config.dequantize(self.config.quantize(event.motion))
             c = event.crop
             payload = KeyframePayload(

@@ -2,10 +2,11 @@
 
 The reference picture is the one large thing a stream sends, so its codec was chosen by
 measurement (benchmarks/keyframe_codecs.py, table in docs/bitstream.md): AV1 intra through
-SVT-AV1 gives the best PSNR per byte among what ships with PyAV and OpenCV here, encodes a
-256x256 face in ~20 ms and decodes in ~2 ms. JPEG, WebP, AVIF (OpenCV) and HEVC intra
-(x265) stay available: the codec id travels in each KEYFRAME packet, so a receiver decodes
-whatever the sender picked.
+SVT-AV1 gives the best PSNR per byte among what ships with PyAV and OpenCV here and decodes
+a 256x256 face in ~2 ms. Files encode it with a slow SVT-AV1 preset (~120 ms a picture),
+calls with a fast one (~20 ms), since a call codes its reference inside the sending loop.
+JPEG, WebP, AVIF (OpenCV) and HEVC intra (x265) stay available: the codec id travels in
+each KEYFRAME packet, so a receiver decodes whatever the sender picked.
 
 Codec ids are part of the bitstream spec; never renumber them.
 """
@@ -32,6 +33,15 @@ CODEC_IDS: dict[str, int] = {"jpeg": JPEG, "webp": WEBP, "avif": AVIF, "hevc": H
 CODEC_NAMES: dict[int, str] = {v: k for k, v in CODEC_IDS.items()}
 DEFAULT_CODEC = "av1"
 DEFAULT_QUALITY = 60
+# SVT-AV1 presets (benchmarks/keyframe_codecs.py, 14 train clips, PSNR-Y at 1-2 KB against
+# preset 6): preset 1 +0.75 dB (about 13 % fewer bytes at equal PSNR) for ~120 ms a picture,
+# preset 0 +0.97 dB for ~550 ms. Files take preset 1. `fast` (calls, where 120 ms would stall
+# ~3 frames of the sending loop, and the trainers, whose shipped networks saw these
+# references) takes preset 6, ~20 ms. At one crf preset 1 spends fewer bytes on a slightly
+# worse picture; AV1_SLOW_CRF_OFFSET lowers its crf so that a quality gives about the
+# picture it gave with preset 6, and the preset saves bytes instead of quality.
+AV1_PRESET, AV1_PRESET_FAST = 1, 6
+AV1_SLOW_CRF_OFFSET = 3
 MIN_SIDE, MAX_SIDE = 64, 4096  # SVT-AV1 needs 64 px; 4096 bounds decoder allocations
 _AV1_TEMPORAL_DELIMITER = b"\x12\x00"  # 2 bytes per picture a lone decoder does not need
 
@@ -84,7 +94,7 @@ def decode_intra(decoder: str, data: bytes) -> np.ndarray:
     return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
 
 
-def _enc_hevc(rgb: np.ndarray, quality: int) -> bytes:
+def _enc_hevc(rgb: np.ndarray, quality: int, fast: bool) -> bytes:
     crf = _ladder(quality, 51, 0)
     # info=0 drops the encoder-settings SEI (~1-2 KB of text no decoder needs).
     return encode_intra(
@@ -94,9 +104,12 @@ def _enc_hevc(rgb: np.ndarray, quality: int) -> bytes:
     )
 
 
-def _enc_av1(rgb: np.ndarray, quality: int) -> bytes:
+def _enc_av1(rgb: np.ndarray, quality: int, fast: bool) -> bytes:
     crf = _ladder(quality, 63, 1)
-    data = encode_intra("libsvtav1", rgb, {"crf": str(crf), "preset": "6"})
+    if not fast:
+        crf = max(1, crf - AV1_SLOW_CRF_OFFSET)
+    preset = AV1_PRESET_FAST if fast else AV1_PRESET
+    data = encode_intra("libsvtav1", rgb, {"crf": str(crf), "preset": str(preset)})
     return data.removeprefix(_AV1_TEMPORAL_DELIMITER)
 
 
@@ -104,7 +117,7 @@ def _enc_av1(rgb: np.ndarray, quality: int) -> bytes:
 
 
 def _cv2_encoder(ext: str, param: int, worst: int, extra: tuple[int, ...] = ()) -> Callable:
-    def encode(rgb: np.ndarray, quality: int) -> bytes:
+    def encode(rgb: np.ndarray, quality: int, fast: bool) -> bytes:
         q = _ladder(quality, worst, 100)
         ok, buf = cv2.imencode(ext, np.ascontiguousarray(rgb[:, :, ::-1]), [param, q, *extra])
         if not ok:
@@ -129,7 +142,7 @@ def _decode_cv2(data: bytes) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Codec:
-    encode: Callable[[np.ndarray, int], bytes]
+    encode: Callable[[np.ndarray, int, bool], bytes]  # (picture, quality, fast)
     decode: Callable[[bytes], np.ndarray]
     even_sides: bool  # 4:2:0 video codecs in PyAV need even dimensions
 
@@ -155,10 +168,13 @@ def codec_id(name: str) -> int:
         raise FacecodecError(f"unknown keyframe codec {name!r} (known: {known})") from None
 
 
-def encode_image(rgb: np.ndarray, quality: int, codec: str | None = None) -> tuple[int, bytes]:
+def encode_image(
+    rgb: np.ndarray, quality: int, codec: str | None = None, fast: bool = False
+) -> tuple[int, bytes]:
     """Code an (H, W, 3) uint8 RGB picture; returns (codec id, coded bytes).
 
     `quality` 0..100 maps monotonically onto the codec's quantiser (higher: more bytes).
+    `fast` trades bytes for encoding time where the codec has such a setting (AV1).
     """
     cid = codec_id(codec or DEFAULT_CODEC)
     q = _clamp_quality(quality)
@@ -172,7 +188,7 @@ def encode_image(rgb: np.ndarray, quality: int, codec: str | None = None) -> tup
     if spec.even_sides and (h % 2 or w % 2):
         raise FacecodecError(f"{CODEC_NAMES[cid]} keyframes need even sides, got {w}x{h}")
     try:
-        data = spec.encode(rgb, q)
+        data = spec.encode(rgb, q, fast)
     except (av.FFmpegError, cv2.error) as e:
         raise FacecodecError(f"{CODEC_NAMES[cid]} keyframe encoding failed: {e}") from None
     if not data:
@@ -214,13 +230,14 @@ class KeyframeCoder:
 
     codec: str = DEFAULT_CODEC
     quality: int = DEFAULT_QUALITY
+    fast: bool = False
 
     def __post_init__(self) -> None:
         codec_id(self.codec)
         _clamp_quality(self.quality)
 
     def encode(self, rgb: np.ndarray) -> tuple[int, bytes]:
-        return encode_image(rgb, self.quality, self.codec)
+        return encode_image(rgb, self.quality, self.codec, self.fast)
 
     @staticmethod
     def decode(codec_id: int, data: bytes, size: int) -> np.ndarray:

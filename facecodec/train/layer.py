@@ -83,7 +83,7 @@ def prepare_clip(
     for rows in segs if ref_quality is not None else []:
         lo, hi = ref_quality  # a fixed quality draws nothing: v1's random stream is kept
         q = lo if lo == hi else int(rng.integers(lo, hi + 1))
-        cid, data = encode_image(np.asarray(clip.crops[rows[0]]), q)
+        cid, data = encode_image(np.asarray(clip.crops[rows[0]]), q, fast=True)  # as trained
         refs[int(rows[0])] = decode_image(cid, data, clip.crops.shape[1])
     layers = []
     for _ in range(variants):
