@@ -33,14 +33,19 @@ class Rung(NamedTuple):
 
 # Motion only (layer 0) from ~1 kbps, then the low-resolution layer (docs/layer.md) up to
 # ~40 kbps, with the motion preset and reference quality `--target-kbps` gives a layer. The
-# cheapest rung codes the motion without its surround (~1 kbps). The layer rungs come
+# cheapest rungs code the motion without its surround (~1 kbps); at the lowest preset the
+# reference comes at three qualities (25, 32, 40), since with the reference counted (a short
+# clip) it is most of the rate there. The layer rungs come
 # twice: at a target rate (the same for every clip, as a call's bandwidth would be) and at
 # a fixed crf, as every conventional codec here runs (rates then follow each clip's
 # difficulty); those crfs are the median the rate search chose for each target on 6 train
 # clips (4 / 8 / 15 / 30 kbps: 64 / 61 / 55.5 / 50), and one finer. Rate rises along each
 # group.
 LADDER: tuple[Rung, ...] = (
+    Rung("lowest-nosur-k25", "lowest", 25, surround=False),
     Rung("lowest-nosur-k40", "lowest", 40, surround=False),
+    Rung("lowest-k25", "lowest", 25),
+    Rung("lowest-k32", "lowest", 32),
     Rung("lowest-k40", "lowest", 40),
     Rung("low-k40", "low", 40),
     Rung("medium-k60", "medium", 60),
