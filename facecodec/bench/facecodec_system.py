@@ -35,12 +35,11 @@ class Rung(NamedTuple):
 # ~40 kbps, with the motion preset and reference quality `--target-kbps` gives a layer. The
 # cheapest rungs code the motion without its surround (~1 kbps); at the lowest preset the
 # reference comes at three qualities (25, 32, 40), since with the reference counted (a short
-# clip) it is most of the rate there. The layer rungs come
-# twice: at a target rate (the same for every clip, as a call's bandwidth would be) and at
-# a fixed crf, as every conventional codec here runs (rates then follow each clip's
-# difficulty); those crfs are the median the rate search chose for each target on 6 train
-# clips (4 / 8 / 15 / 30 kbps: 64 / 61 / 55.5 / 50), and one finer. Rate rises along each
-# group.
+# clip) it is most of the rate there. The layer rungs come twice: at a target rate (the same
+# for every clip, as a call's bandwidth would be) and at a fixed crf, as every conventional
+# codec here runs (rates then follow each clip's difficulty); those crfs are the median the
+# rate search chose for each target on 6 train clips (4 / 8 / 15 / 30 kbps: 64 / 61 / 55.5 /
+# 50), and one finer. Rate rises along each group.
 LADDER: tuple[Rung, ...] = (
     Rung("lowest-nosur-k25", "lowest", 25, surround=False),
     Rung("lowest-nosur-k40", "lowest", 40, surround=False),
