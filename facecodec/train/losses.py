@@ -27,6 +27,9 @@ class LossWeights:
     region: float = 4.0  # extra L1 weight inside the target's mouth and eyes
     scales: int = 3
     mask: float = 0.0  # L1 on the blend mask: where the warp is right, leave it alone
+    # A patch discriminator (facecodec/train/adversarial.py); 0 and 0: none is trained.
+    adversarial: float = 0.0
+    feature_matching: float = 0.0
 
 
 def multiscale_l1(

@@ -3,7 +3,8 @@
 One loop for CPU, one GPU, or several processes under `torchrun` (DistributedDataParallel,
 gloo on CPU, nccl on GPUs). Each rank draws its own pairs from its own seeded generator;
 rank 0 validates, logs (train.csv, val.csv) and checkpoints (last.safetensors + optim.pt +
-state.json, and best.safetensors by validation PSNR). Re-running with the same --out
+state.json, and best.safetensors by validation PSNR; with an adversarial loss also
+disc.safetensors + optim_disc.pt). Re-running with the same --out
 resumes from the last checkpoint: weights, optimiser, step count and the pair sampler's
 random state, so a stopped run continues where it was.
 """
@@ -23,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from facecodec.errors import FacecodecError
 from facecodec.render.neural import RefinerConfig, RefinerNet, model_id_of, save_weights
+from facecodec.train.adversarial import PatchDiscriminator, discriminator_loss, generator_terms
 from facecodec.train.dataset import PairSampler, Sample, build_cache, stack, validation_pairs
 from facecodec.train.losses import MIN_PATCH, LossWeights, refiner_loss
 
@@ -172,6 +174,10 @@ def train(
 
     net = RefinerNet(cfg.model).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    adversarial = cfg.loss.adversarial > 0 or cfg.loss.feature_matching > 0
+    disc = PatchDiscriminator().to(device) if adversarial else None
+    opt_disc = (torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+                if disc is not None else None)
     step, elapsed, best = 0, 0.0, -math.inf
     state_path = out / "state.json"
     if cfg.init and not state_path.exists():
@@ -191,12 +197,17 @@ def train(
         net.load_state_dict(load_file(str(out / "last.safetensors")))
         opt.load_state_dict(torch.load(out / "optim.pt", weights_only=True))
         step, elapsed, best = state["step"], state["elapsed_s"], state["best_psnr"]
+        if disc is not None and opt_disc is not None and (out / "disc.safetensors").exists():
+            disc.load_state_dict(load_file(str(out / "disc.safetensors")))
+            opt_disc.load_state_dict(torch.load(out / "optim_disc.pt", weights_only=True))
         rngs = state.get("rng", [])
         if rank < len(rngs):
             sampler.rng.bit_generator.state = rngs[rank]
     model: torch.nn.Module = net
+    judge: torch.nn.Module | None = disc
     if world > 1:
         model = DistributedDataParallel(net)
+        judge = DistributedDataParallel(disc) if disc is not None else None
 
     val_samples = list(validation_pairs(val_clips, cfg.val_per_clip)) if main else []
 
@@ -218,6 +229,9 @@ def train(
             return
         save_weights(net, out / "last.safetensors", meta)
         torch.save(opt.state_dict(), out / "optim.pt")
+        if disc is not None and opt_disc is not None:
+            save_file(disc.state_dict(), str(out / "disc.safetensors"))
+            torch.save(opt_disc.state_dict(), out / "optim_disc.pt")
         if scores is not None and scores["psnr_refined"] > best:
             best = scores["psnr_refined"]
             save_weights(net, out / "best.safetensors", {**meta, "validation": scores})
@@ -237,9 +251,22 @@ def train(
             g["lr"] = lr_at(step)
         out_t, mask = model(x, c, with_mask=True)
         loss, parts = refiner_loss(out_t, t, c, cfg.loss, mask)
+        if judge is not None:
+            adv, fm = generator_terms(judge, out_t, t, c)
+            loss = loss + cfg.loss.adversarial * adv + cfg.loss.feature_matching * fm
+            parts.update(adv=float(adv.detach()), fm=float(fm.detach()),
+                         loss=float(loss.detach()))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if judge is not None and opt_disc is not None:
+            for g in opt_disc.param_groups:
+                g["lr"] = lr_at(step)
+            d_loss = discriminator_loss(judge, out_t, t, c)
+            opt_disc.zero_grad(set_to_none=True)  # also drops what the refiner's loss left
+            d_loss.backward()
+            opt_disc.step()
+            parts["disc"] = float(d_loss.detach())
         step += 1
         elapsed = time.monotonic() - t_start
         if main and step % cfg.log_every == 0:
