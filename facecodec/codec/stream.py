@@ -72,7 +72,8 @@ class StreamEncoder:
         self.stabiliser = EventStabiliser(basis, float(fps),
                                           beta_for(config.step_mul, layer_kbps > 0))
         self.packetizer = Packetizer(config, resync, per_packet,
-                                     settings.keyframe_quality_for(layer_kbps, live), live)
+                                     settings.keyframe_quality_for(layer_kbps, live),
+                                     fast_keyframes=live)
         if self.layer is not None:
             self.packetizer.layer = LayerPlan(AV1, self.layer.size, self.layer.divisor, 0)
         self.size = size

@@ -174,10 +174,11 @@ def train(
 
     net = RefinerNet(cfg.model).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    adversarial = cfg.loss.adversarial > 0 or cfg.loss.feature_matching > 0
-    disc = PatchDiscriminator().to(device) if adversarial else None
-    opt_disc = (torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
-                if disc is not None else None)
+    # The discriminator and its optimiser exist together or not at all.
+    gan: tuple[PatchDiscriminator, torch.optim.Adam] | None = None
+    if cfg.loss.adversarial > 0 or cfg.loss.feature_matching > 0:
+        disc = PatchDiscriminator().to(device)
+        gan = disc, torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     step, elapsed, best = 0, 0.0, -math.inf
     state_path = out / "state.json"
     if cfg.init and not state_path.exists():
@@ -197,17 +198,17 @@ def train(
         net.load_state_dict(load_file(str(out / "last.safetensors")))
         opt.load_state_dict(torch.load(out / "optim.pt", weights_only=True))
         step, elapsed, best = state["step"], state["elapsed_s"], state["best_psnr"]
-        if disc is not None and opt_disc is not None and (out / "disc.safetensors").exists():
-            disc.load_state_dict(load_file(str(out / "disc.safetensors")))
-            opt_disc.load_state_dict(torch.load(out / "optim_disc.pt", weights_only=True))
+        if gan is not None and (out / "disc.safetensors").exists():
+            gan[0].load_state_dict(load_file(str(out / "disc.safetensors")))
+            gan[1].load_state_dict(torch.load(out / "optim_disc.pt", weights_only=True))
         rngs = state.get("rng", [])
         if rank < len(rngs):
             sampler.rng.bit_generator.state = rngs[rank]
     model: torch.nn.Module = net
-    judge: torch.nn.Module | None = disc
+    judge: torch.nn.Module | None = gan[0] if gan is not None else None
     if world > 1:
         model = DistributedDataParallel(net)
-        judge = DistributedDataParallel(disc) if disc is not None else None
+        judge = DistributedDataParallel(judge) if judge is not None else None
 
     val_samples = list(validation_pairs(val_clips, cfg.val_per_clip)) if main else []
 
@@ -229,9 +230,9 @@ def train(
             return
         save_weights(net, out / "last.safetensors", meta)
         torch.save(opt.state_dict(), out / "optim.pt")
-        if disc is not None and opt_disc is not None:
-            save_file(disc.state_dict(), str(out / "disc.safetensors"))
-            torch.save(opt_disc.state_dict(), out / "optim_disc.pt")
+        if gan is not None:
+            save_file(gan[0].state_dict(), str(out / "disc.safetensors"))
+            torch.save(gan[1].state_dict(), out / "optim_disc.pt")
         if scores is not None and scores["psnr_refined"] > best:
             best = scores["psnr_refined"]
             save_weights(net, out / "best.safetensors", {**meta, "validation": scores})
@@ -251,7 +252,7 @@ def train(
             g["lr"] = lr_at(step)
         out_t, mask = model(x, c, with_mask=True)
         loss, parts = refiner_loss(out_t, t, c, cfg.loss, mask)
-        if judge is not None:
+        if gan is not None and judge is not None:
             adv, fm = generator_terms(judge, out_t, t, c)
             loss = loss + cfg.loss.adversarial * adv + cfg.loss.feature_matching * fm
             parts.update(adv=float(adv.detach()), fm=float(fm.detach()),
@@ -259,11 +260,14 @@ def train(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if judge is not None and opt_disc is not None:
+        if gan is not None and judge is not None:
+            # The refiner's backward also filled the discriminator's gradients; under DDP it
+            # must (every forward needs its backward), so they are dropped here.
+            opt_disc = gan[1]
             for g in opt_disc.param_groups:
                 g["lr"] = lr_at(step)
             d_loss = discriminator_loss(judge, out_t, t, c)
-            opt_disc.zero_grad(set_to_none=True)  # also drops what the refiner's loss left
+            opt_disc.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_disc.step()
             parts["disc"] = float(d_loss.detach())
