@@ -15,7 +15,12 @@ from conftest import CliRun
 
 from facecodec.errors import FacecodecError
 from facecodec.render.neural import RefinerConfig, RefinerNet, load_net
-from facecodec.train.adversarial import PatchDiscriminator, discriminator_loss, generator_terms
+from facecodec.train.adversarial import (
+    PatchDiscriminator,
+    discriminator_loss,
+    generator_terms,
+    mouth_crops,
+)
 from facecodec.train.dataset import PairSampler, build_cache
 from facecodec.train.losses import LossWeights, refiner_loss
 from facecodec.train.trainer import TrainConfig, train
@@ -154,6 +159,49 @@ def test_adversarial_training_checkpoints_and_resumes(
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     assert all(float(r["disc"]) > 0 and r["adv"] and r["fm"] for r in rows)
     assert (out / "disc.safetensors").read_bytes() != first  # the discriminator kept training
+
+
+def test_mouth_crops_hold_the_target_mouth(data_dir: Path, cache: Path) -> None:
+    clips = build_cache(data_dir, "train", cache, 16, 2, 1, progress=False)
+    _, c, t = PairSampler(clips, seed=1, patch=112).batch(4)
+    frames, conds = mouth_crops(t, c, 64)
+    assert frames.shape == (4, 3, 64, 64) and conds.shape == (4, 5, 32, 32)
+    whole = c[:, 3].sum((1, 2))
+    assert float(whole.min()) > 0  # these patches show a mouth
+    assert torch.all(conds[:, 3].sum((1, 2)) >= 0.95 * whole)
+    # Crops are the frame's own pixels, aligned with the half-resolution cond.
+    i = 0
+    hits = [(y, x) for y in range(0, 49, 2) for x in range(0, 49, 2)
+            if torch.equal(t[i, :, y:y + 64, x:x + 64], frames[i])]
+    assert len(hits) == 1
+    y, x = hits[0]
+    assert torch.equal(c[i, :, y // 2:y // 2 + 32, x // 2:x // 2 + 32], conds[i])
+    # No mouth in the patch: the centre.
+    c0 = c.clone()
+    c0[:, 3] = 0
+    assert torch.equal(mouth_crops(t, c0, 64)[0][1], t[1, :, 24:88, 24:88])
+
+
+def test_discriminator_warms_up_alone_then_the_refiner_trains(
+    data_dir: Path, cache: Path, tmp_path: Path
+) -> None:
+    kw = {"loss": {"adversarial": 0.05, "feature_matching": 1.0}, "disc_warmup": 2,
+          "disc_crop": 64, "disc_lr": 1e-3}
+    out = tmp_path / "warm"
+    cfg = _config(tmp_path, steps=2, **kw)
+    train(cfg, data_dir, out, cache, torch.device("cpu"), progress=False)
+    torch.manual_seed(cfg.seed)
+    init = RefinerNet(cfg.model).state_dict()
+    warmed = load_net(out / "last.safetensors").state_dict()
+    assert all(torch.equal(init[k], warmed[k]) for k in init)  # the refiner only drew
+    disc_warm = (out / "disc.safetensors").read_bytes()
+    rows = list(csv.DictReader((out / "train.csv").open()))
+    assert all(float(r["disc"]) > 0 for r in rows)
+    train(_config(tmp_path, steps=3, **kw), data_dir, out, cache, torch.device("cpu"),
+          progress=False)
+    trained = load_net(out / "last.safetensors").state_dict()
+    assert any(not torch.equal(init[k], trained[k]) for k in init)
+    assert (out / "disc.safetensors").read_bytes() != disc_warm
 
 
 def _ddp_worker(rank: int, world: int, store: Path, cfg: TrainConfig, data: Path, out: Path,

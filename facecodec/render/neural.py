@@ -82,6 +82,11 @@ class RefinerConfig:
     # The mask acts only where the target's mouth opens beyond where the reference's mouth
     # lands (dilated by `region`): the one place the warp must stretch lip pixels.
     disocclusion: bool = False
+    # With `disocclusion`: the mask fades in as that disoccluded area grows from opening[0]
+    # to opening[1] half-resolution pixels (counted as in a 256 px frame); (0, 0): always
+    # on. Most frames disocclude a sliver of a few pixels (landmark jitter at the lips),
+    # where the drawn colour only blurs what the warp draws sharply.
+    opening: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> RefinerConfig:
@@ -93,7 +98,30 @@ class RefinerConfig:
                    region=int(d.get("region", 0)),  # type: ignore[call-overload]
                    region_eyes=bool(d.get("region_eyes", True)),
                    full_res=bool(d.get("full_res", False)),
-                   disocclusion=bool(d.get("disocclusion", False)))
+                   disocclusion=bool(d.get("disocclusion", False)),
+                   opening=_opening(d.get("opening", (0.0, 0.0))))
+
+    def gates_frames(self) -> bool:
+        """Whether some frames are drawn by the warp alone (`opening_weight` 0)."""
+        return self.region > 0 and self.disocclusion and self.opening[1] > 0 and not self.residual
+
+
+def _opening(v: object) -> tuple[float, float]:
+    if isinstance(v, list | tuple) and len(v) == 2:
+        lo, hi = float(v[0]), float(v[1])
+        if 0 <= lo < hi or lo == hi == 0:
+            return lo, hi
+    raise FacecodecError(f"bad refiner config: opening must be [0, 0] or [lo, hi], lo < hi "
+                         f"(got {v})")
+
+
+def opening_weight(cond: torch.Tensor, opening: tuple[float, float]) -> torch.Tensor:
+    """(B,1,1,1) in [0,1]: how far each target's mouth opens beyond where the reference's
+    lands (cond (B,5,h,w): channel 3 minus channel 2), ramped over `opening`."""
+    lo, hi = opening
+    h, w = cond.shape[-2:]
+    area = (cond[:, 3:4] - cond[:, 2:3]).clamp_min(0.0).sum((1, 2, 3), keepdim=True)
+    return ((area * (128 * 128 / (h * w)) - lo) / (hi - lo)).clamp(0.0, 1.0)
 
 
 def _conv(cin: int, cout: int, stride: int = 1, k: int = 3) -> nn.Conv2d:
@@ -130,12 +158,17 @@ class RefinerNet(nn.Module):
 
     def forward(
         self, image: torch.Tensor, cond: torch.Tensor, with_mask: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """The frame, or (frame, blend mask (B,1,H,W)): training keeps the mask sparse."""
-        out, mask = self._blend(image, cond)
-        return (out, mask) if with_mask else out
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The frame, or for training (frame, blend mask (B,1,H,W), the frame again but with
+        no gradient through the mask). Training keeps the mask sparse; adversarial terms
+        judge the third, so they change what is drawn, not where (alone they shut the mask:
+        the warp's stretched lips fool a young discriminator more than a drawn mouth)."""
+        out, mask, drawn = self._blend(image, cond)
+        return (out, mask, drawn) if with_mask else out
 
-    def _blend(self, image: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _blend(
+        self, image: torch.Tensor, cond: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         act = nn.functional.leaky_relu
         e1 = act(self.fuse(torch.cat([act(self.stem(image), 0.2), cond], 1)), 0.2)
         e2 = act(self.down2(e1), 0.2)
@@ -162,10 +195,13 @@ class RefinerNet(nn.Module):
                 parts = cond[:, 2:5] if self.config.region_eyes else cond[:, 2:4]
             near = F.max_pool2d(parts.amax(dim=1, keepdim=True), k, 1, k // 2)
             mask = mask * _up(near)
+            if self.config.disocclusion and self.config.opening[1] > 0:
+                mask = mask * opening_weight(cond, self.config.opening)
         out = warp + mask * (h[:, 4:7] - warp)
+        drawn = warp + mask.detach() * (h[:, 4:7] - warp)
         if self.config.residual:
-            out = out + h[:, :3]
-        return out.clamp(0.0, 1.0), mask
+            out, drawn = out + h[:, :3], drawn + h[:, :3]
+        return out.clamp(0.0, 1.0), mask, drawn.clamp(0.0, 1.0)
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
@@ -313,6 +349,11 @@ class NeuralRenderer(Renderer):
         assert self.reference is not None and self.ref_motion is not None
         warped, cond = self.cond(self.basis.landmarks(target, self.size),
                                  target.surround_towards(self.ref_motion))
+        if self.net.config.gates_frames():
+            # The mouth opens no more than the reference's: the net would return the warp.
+            c0 = torch.from_numpy(cond).permute(2, 0, 1)[None]
+            if float(opening_weight(c0, self.net.config.opening)) == 0.0:
+                return warped.copy()
         x, c = to_inputs(warped, self.reference, cond)
         if self.ort is not None:
             out = self.ort(x.contiguous().numpy(), c.contiguous().numpy())

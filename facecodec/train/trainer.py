@@ -57,6 +57,15 @@ class TrainConfig:
     # Keyframe quality range the training references are coded at (None: uncoded crops).
     ref_quality: tuple[int, int] | None = None
     loss: LossWeights = field(default_factory=LossWeights)
+    # The discriminator (with loss.adversarial or feature_matching): its learning rate (None:
+    # lr's), the steps it trains alone before the refiner feels it, and the square around
+    # the target's mouth it judges (0: the whole patch).
+    disc_lr: float | None = None
+    disc_warmup: int = 0
+    disc_crop: int = 0
+    # False: no loss moves the blend mask (only its shared features drift), so a fine-tune
+    # changes what is drawn where the previous weights drew.
+    train_mask: bool = True
     model: RefinerConfig = field(default_factory=RefinerConfig)
 
     @classmethod
@@ -250,23 +259,29 @@ def train(
         x, c, t = (v.to(device) for v in sampler.batch(cfg.batch))
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        out_t, mask = model(x, c, with_mask=True)
-        loss, parts = refiner_loss(out_t, t, c, cfg.loss, mask)
-        if gan is not None and judge is not None:
-            adv, fm = generator_terms(judge, out_t, t, c)
-            loss = loss + cfg.loss.adversarial * adv + cfg.loss.feature_matching * fm
-            parts.update(adv=float(adv.detach()), fm=float(fm.detach()),
-                         loss=float(loss.detach()))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        # While the discriminator warms up the refiner only draws (its losses still logged).
+        warm = gan is not None and step < cfg.disc_warmup
+        with torch.set_grad_enabled(not warm):
+            out_t, mask, drawn = model(x, c, with_mask=True)
+            if not cfg.train_mask:
+                out_t = drawn
+            loss, parts = refiner_loss(out_t, t, c, cfg.loss, mask if cfg.train_mask else None)
+            if gan is not None and judge is not None:
+                adv, fm = generator_terms(judge, drawn, t, c, cfg.disc_crop)
+                loss = loss + cfg.loss.adversarial * adv + cfg.loss.feature_matching * fm
+                parts.update(adv=float(adv.detach()), fm=float(fm.detach()),
+                             loss=float(loss.detach()))
+        if not warm:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
         if gan is not None and judge is not None:
             # The refiner's backward also filled the discriminator's gradients; under DDP it
             # must (every forward needs its backward), so they are dropped here.
             opt_disc = gan[1]
             for g in opt_disc.param_groups:
-                g["lr"] = lr_at(step)
-            d_loss = discriminator_loss(judge, out_t, t, c)
+                g["lr"] = lr_at(step) * (cfg.disc_lr or cfg.lr) / cfg.lr
+            d_loss = discriminator_loss(judge, out_t, t, c, cfg.disc_crop)
             opt_disc.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_disc.step()
