@@ -161,8 +161,8 @@ class RefinerNet(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The frame, or for training (frame, blend mask (B,1,H,W), the frame again but with
         no gradient through the mask). Training keeps the mask sparse; adversarial terms
-        judge the third, so they change what is drawn, not where (alone they shut the mask:
-        the warp's stretched lips fool a young discriminator more than a drawn mouth)."""
+        judge the third, so they change what is drawn, not where (let through the mask, they
+        closed it everywhere within 500 steps of a fine-tune)."""
         out, mask, drawn = self._blend(image, cond)
         return (out, mask, drawn) if with_mask else out
 
