@@ -51,6 +51,10 @@ def test_config_rejects_unknown_keys_and_small_patches(tmp_path: Path) -> None:
     (tmp_path / "b.json").write_text(json.dumps({"patch": 64}))
     with pytest.raises(FacecodecError, match="patch"):
         TrainConfig.load(tmp_path / "b.json")
+    (tmp_path / "g.json").write_text(json.dumps({"patch": 192, "model": {
+        "region": 6, "disocclusion": True, "opening": [10, 30]}}))
+    with pytest.raises(FacecodecError, match="opening needs whole frames"):
+        TrainConfig.load(tmp_path / "g.json")
     (tmp_path / "c.json").write_text("[1, 2")
     with pytest.raises(FacecodecError, match="bad training config"):
         TrainConfig.load(tmp_path / "c.json")

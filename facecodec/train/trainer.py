@@ -30,7 +30,14 @@ from torch.nn.parallel import DistributedDataParallel
 from facecodec.errors import FacecodecError
 from facecodec.render.neural import RefinerConfig, RefinerNet, model_id_of, save_weights
 from facecodec.train.adversarial import PatchDiscriminator, discriminator_loss, generator_terms
-from facecodec.train.dataset import PairSampler, Sample, build_cache, stack, validation_pairs
+from facecodec.train.dataset import (
+    SIZE,
+    PairSampler,
+    Sample,
+    build_cache,
+    stack,
+    validation_pairs,
+)
 from facecodec.train.losses import MIN_PATCH, LossWeights, refiner_loss
 
 DEFAULT_CACHE = Path("cache/refiner")
@@ -87,6 +94,11 @@ class TrainConfig:
         if cfg.patch < MIN_PATCH or cfg.patch % 16:
             raise FacecodecError(f"bad training config {path}: patch must be a multiple of 16 "
                                  f"and >= {MIN_PATCH}")
+        if cfg.model.opening[1] > 0 and cfg.patch != SIZE:
+            # The gate counts the opening relative to the cond it sees: on a patch it would
+            # count more than the renderer does on the whole frame.
+            raise FacecodecError(f"bad training config {path}: model.opening needs whole "
+                                 f"frames (patch {SIZE})")
         return cfg
 
 
