@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -21,7 +22,7 @@ from facecodec.train.adversarial import (
     generator_terms,
     mouth_crops,
 )
-from facecodec.train.dataset import PairSampler, build_cache
+from facecodec.train.dataset import PairSampler, build_cache, make_sample
 from facecodec.train.losses import LossWeights, refiner_loss
 from facecodec.train.trainer import TrainConfig, train
 
@@ -184,6 +185,28 @@ def test_mouth_crops_hold_the_target_mouth(data_dir: Path, cache: Path) -> None:
     c0 = c.clone()
     c0[:, 3] = 0
     assert torch.equal(mouth_crops(t, c0, 64)[0][1], t[1, :, 24:88, 24:88])
+
+
+def test_sampler_can_draw_only_pairs_whose_mouth_opens(data_dir: Path, cache: Path) -> None:
+    clips = build_cache(data_dir, "train", cache, 16, 2, 1, progress=False)
+    plain = PairSampler(clips, seed=2, patch=256)
+
+    def opened(sampler: PairSampler) -> list[float]:
+        _, c, _ = sampler.batch(12)
+        return (c[:, 3] - c[:, 2]).clamp_min(0).sum((1, 2)).tolist()
+
+    # The landmark-only count is what the conditioning (and so the gate) sees.
+    clip = clips[0]
+    n = len(clip.points)
+    for src, drv in zip(range(n - 1), range(n - 1, 0, -1), strict=True):
+        fast = plain.cond.opening(clip.points[src], clip.points[drv])
+        c = make_sample(clip, src, drv, plain.cond, None).cond
+        assert fast == pytest.approx(float((c[3] - c[2]).clamp_min(0).sum()), abs=1e-3)
+    free = opened(plain)
+    threshold = float(np.median(free))
+    assert min(free) < threshold  # some pairs open less ...
+    picky = PairSampler(clips, seed=2, patch=256, min_opening=threshold)
+    assert min(opened(picky)) >= threshold - 1e-3  # ... and those are drawn again
 
 
 def test_discriminator_warms_up_alone_then_the_refiner_trains(

@@ -260,6 +260,19 @@ class Conditioner:
 
     def set_reference(self, image: np.ndarray, ref_points: np.ndarray) -> None:
         self.warper.set_reference(image, ref_points)
+        self._set_coords(ref_points)
+
+    def opening(self, ref_points: np.ndarray, dst_points: np.ndarray) -> float:
+        """What `opening_weight` counts for this pair, from the landmarks alone (no
+        full-resolution warp). Replaces the half-resolution reference: call
+        `set_reference` again before drawing."""
+        self._set_coords(ref_points)
+        hp = dst_points[:, :2] * 0.5
+        lands = self.coords.warp(hp)[..., 2].astype(np.float32)
+        opens = _fill(self.half, [hp[_MOUTH]]).astype(np.float32)
+        return float(np.clip(opens - lands, 0.0, None).sum()) / 255.0 * (128 / self.half) ** 2
+
+    def _set_coords(self, ref_points: np.ndarray) -> None:
         hp = ref_points[:, :2] * 0.5
         cimg = np.empty((self.half, self.half, 3), np.uint8)
         cimg[..., 0] = np.round(self._gx * self._step).astype(np.uint8)

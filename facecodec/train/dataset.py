@@ -138,25 +138,38 @@ def make_sample(
 
 
 class PairSampler:
-    """Endless random pairs: a clip uniformly, a segment, two distinct frames of it."""
+    """Endless random pairs: a clip uniformly, a segment, two distinct frames of it. With
+    `min_opening`, pairs whose mouth uncovers less (`Conditioner.opening`) are drawn again, up to
+    MAX_TRIES times: a refiner gated on the opening learns nothing from them."""
+
+    MAX_TRIES = 40
 
     def __init__(self, clips: list[ClipData], seed: int, patch: int,
-                 ref_quality: tuple[int, int] | None = None) -> None:
+                 ref_quality: tuple[int, int] | None = None, min_opening: float = 0.0) -> None:
         self.items = [(c, s) for c in clips for s in segment_pairs(c)]
         if not self.items:
             raise ValueError("no clip has a segment with two frames")
         self.rng = np.random.default_rng(seed)
         self.patch = patch
         self.ref_quality = ref_quality
+        self.min_opening = min_opening
         self.cond = Conditioner(SIZE)
+
+    def _pair(self) -> tuple[ClipData, int, int]:
+        clip, rows = self.items[int(self.rng.integers(len(self.items)))]
+        src, drv = self.rng.choice(rows, size=2, replace=False)
+        return clip, int(src), int(drv)
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         samples = []
         for _ in range(n):
-            clip, rows = self.items[int(self.rng.integers(len(self.items)))]
-            src, drv = self.rng.choice(rows, size=2, replace=False)
-            samples.append(make_sample(clip, int(src), int(drv), self.cond, self.rng,
-                                       self.patch, self.ref_quality))
+            clip, src, drv = self._pair()
+            for _ in range(self.MAX_TRIES if self.min_opening > 0 else 0):
+                if self.cond.opening(clip.points[src], clip.points[drv]) >= self.min_opening:
+                    break
+                clip, src, drv = self._pair()
+            samples.append(make_sample(clip, src, drv, self.cond, self.rng, self.patch,
+                                       self.ref_quality))
         return stack(samples)
 
 

@@ -73,6 +73,9 @@ class TrainConfig:
     # False: no loss moves the blend mask (only its shared features drift), so a fine-tune
     # changes what is drawn where the previous weights drew.
     train_mask: bool = True
+    # Draw again pairs whose mouth uncovers fewer half-res px than this (the opening gate's
+    # lower end: below it a gated refiner gets no gradient). 0: every pair.
+    min_opening: float = 0.0
     model: RefinerConfig = field(default_factory=RefinerConfig)
 
     @classmethod
@@ -191,7 +194,7 @@ def train(
         train_clips = build_cache(data_dir, "train", cache, cfg.max_frames, cfg.stride,
                                   cfg.max_clips, False)
     rq = (int(cfg.ref_quality[0]), int(cfg.ref_quality[1])) if cfg.ref_quality else None
-    sampler = PairSampler(train_clips, cfg.seed * 1000 + rank, cfg.patch, rq)
+    sampler = PairSampler(train_clips, cfg.seed * 1000 + rank, cfg.patch, rq, cfg.min_opening)
 
     net = RefinerNet(cfg.model).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
