@@ -65,6 +65,7 @@ DEFAULT_WEIGHTS = ASSETS / "refiner_v1.safetensors"
 MODEL_PREFIX = "refiner-v1"
 COND_CHANNELS = 5  # flow dx, dy; warped reference mouth; target mouth; target eyes
 ALIGN = 16  # the U-Net downsamples four times
+OPENING_SIDE = 128  # the opening gate counts pixels as on a 256 px frame's half-res cond
 FLOW_SCALE = 8.0  # displacements are given in units of size / FLOW_SCALE (|d| ~ 1)
 
 
@@ -121,7 +122,7 @@ def opening_weight(cond: torch.Tensor, opening: tuple[float, float]) -> torch.Te
     lo, hi = opening
     h, w = cond.shape[-2:]
     area = (cond[:, 3:4] - cond[:, 2:3]).clamp_min(0.0).sum((1, 2, 3), keepdim=True)
-    return ((area * (128 * 128 / (h * w)) - lo) / (hi - lo)).clamp(0.0, 1.0)
+    return ((area * (OPENING_SIDE**2 / (h * w)) - lo) / (hi - lo)).clamp(0.0, 1.0)
 
 
 def _conv(cin: int, cout: int, stride: int = 1, k: int = 3) -> nn.Conv2d:
@@ -163,12 +164,12 @@ class RefinerNet(nn.Module):
         no gradient through the mask). Training keeps the mask sparse; adversarial terms
         judge the third, so they change what is drawn, not where (let through the mask, they
         closed it everywhere within 500 steps of a fine-tune)."""
-        out, mask, drawn = self._blend(image, cond)
-        return (out, mask, drawn) if with_mask else out
+        out, mask, drawn = self._blend(image, cond, with_mask)
+        return (out, mask, drawn) if with_mask and drawn is not None else out
 
     def _blend(
-        self, image: torch.Tensor, cond: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, image: torch.Tensor, cond: torch.Tensor, training: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         act = nn.functional.leaky_relu
         e1 = act(self.fuse(torch.cat([act(self.stem(image), 0.2), cond], 1)), 0.2)
         e2 = act(self.down2(e1), 0.2)
@@ -198,9 +199,13 @@ class RefinerNet(nn.Module):
             if self.config.disocclusion and self.config.opening[1] > 0:
                 mask = mask * opening_weight(cond, self.config.opening)
         out = warp + mask * (h[:, 4:7] - warp)
+        if self.config.residual:
+            out = out + h[:, :3]
+        if not training:  # the decoder's path: no second blend
+            return out.clamp(0.0, 1.0), mask, None
         drawn = warp + mask.detach() * (h[:, 4:7] - warp)
         if self.config.residual:
-            out, drawn = out + h[:, :3], drawn + h[:, :3]
+            drawn = drawn + h[:, :3]
         return out.clamp(0.0, 1.0), mask, drawn.clamp(0.0, 1.0)
 
 
@@ -270,7 +275,8 @@ class Conditioner:
         hp = dst_points[:, :2] * 0.5
         lands = self.coords.warp(hp)[..., 2].astype(np.float32)
         opens = _fill(self.half, [hp[_MOUTH]]).astype(np.float32)
-        return float(np.clip(opens - lands, 0.0, None).sum()) / 255.0 * (128 / self.half) ** 2
+        count = float(np.clip(opens - lands, 0.0, None).sum()) / 255.0
+        return count * (OPENING_SIDE / self.half) ** 2
 
     def _set_coords(self, ref_points: np.ndarray) -> None:
         hp = ref_points[:, :2] * 0.5
