@@ -26,6 +26,7 @@ def _encode(a: argparse.Namespace) -> int:
         layer_kbps=a.layer_kbps,
         layer_crf=a.layer_crf,
         surround=not a.no_surround,
+        reference=a.reference,
     )
     r = encode_file(a.input, a.output, settings, progress=sys.stderr.isatty())
     rep = r.report
@@ -129,6 +130,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--no-surround", action="store_true",
                    help="motion only: do not send how the picture around the face moves "
                         "(the warp then guesses it; about 0.3-1 kbps less)")
+    e.add_argument("--reference", choices=("best", "first"), default="best",
+                   help="motion only: send as each segment's reference the frame that draws "
+                        "the segment best (best) or the frame where it starts (first)")
     e.add_argument("--size", type=int, default=256, help="face crop side in pixels (128..512)")
     e.add_argument("--keyframe-quality", type=int, default=None,
                    help="reference picture 0..100 (default 60; with a layer 30 up to a 6 kbps "

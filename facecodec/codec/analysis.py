@@ -28,8 +28,11 @@ class KeyframeEvent:
     index: int
     crop: CropBox
     image: np.ndarray  # (size, size, 3) uint8
-    motion: Motion
+    motion: Motion  # the picture's
     reason: str  # "start", "recentre", "reappeared", "refresh", "requested"
+    # The frame the picture shows, if not frame `index` (a file's chosen reference,
+    # facecodec/codec/reference.py): a later frame of the same crop.
+    picture_index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,11 @@ class EventStabiliser:
             if self.filter is None or self.filter.k != e.motion.k:
                 self.filter = MotionStabiliser(self.basis, e.motion.k, self.fps, beta=self.beta)
             self.filter.reset()
+            if e.picture_index is not None:
+                # The picture's Motion describes that picture; the segment's frames are
+                # smoothed from its first frame on.
+                self.last, self.last_key = None, -1
+                return e
             self.last, self.last_key = self.filter(e.motion), e.index
             return replace(e, motion=self.last)
         # A keyframe's own frame was smoothed with it; later frames are filtered in turn.

@@ -43,6 +43,7 @@ from facecodec.codec.layer_rate import (
     plan_layer,
     uses_layer,
 )
+from facecodec.codec.reference import choose_references
 from facecodec.errors import FacecodecError
 from facecodec.motion.basis import ExpressionBasis, load_basis
 from facecodec.motion.coder import PRESETS, CoderConfig, MotionEncoder, make_config, make_config_q
@@ -53,6 +54,7 @@ from facecodec.render.fusion_model import FULL_SIZE_WEIGHTS, GATE_MODEL_ID, defa
 DEFAULT_KEYFRAME_QUALITY = 60
 # A receiver keeps a packet's worth of layer pictures (decoder._LayerState.HISTORY).
 MAX_FILE_PACKET_FRAMES = 60
+REFERENCES = ("best", "first")
 K_MEDIUM = 16  # expression coefficients at the medium preset (lowest: 4, low: 8, high: 32)
 
 
@@ -75,6 +77,9 @@ class EncoderSettings:
     layer_crf: int | None = None
     # Motion alone carries its surround (facecodec/motion/surround.py); False: never.
     surround: bool = True
+    # Motion alone: each segment's reference picture is the frame that draws the segment
+    # best ("best", facecodec/codec/reference.py) or the frame where it starts ("first").
+    reference: str = "best"
 
     @property
     def with_layer(self) -> bool:
@@ -105,6 +110,9 @@ class EncoderSettings:
                                      "size and picture rate)")
         if not 0 < self.resync_s <= 1.0:
             raise FacecodecError("resync interval must be within (0, 1] s")
+        if self.reference not in REFERENCES:
+            raise FacecodecError(f"unknown reference choice {self.reference!r} "
+                                 f"({', '.join(REFERENCES)})")
 
 
     def keyframe_quality_for(self, layer_kbps: float, live: bool = False) -> int:
@@ -393,6 +401,20 @@ class Analysis:
     source: Path | None = None  # read again, only for a layer
     max_frames: int | None = None
     _pictures: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _chosen: dict[int, list[KeyframeEvent | MotionEvent]] = field(default_factory=dict,
+                                                                  repr=False)
+
+    def events_with_chosen_references(self, size: int) -> list[KeyframeEvent | MotionEvent]:
+        """The events with each segment's best reference picture (reference.py); kept, since
+        rate control and the bench code them several times."""
+        if size not in self._chosen:
+            if self.source is None:
+                raise FacecodecError("this analysis has no source to choose references from")
+            self._chosen[size] = choose_references(
+                self.events, iter_crops(self.source, self.keyframes, size, self.max_frames),
+                load_basis(), size,
+                iter_crops(self.source, self.keyframes, size, self.max_frames))
+        return self._chosen[size]
 
     @property
     def keyframes(self) -> list[KeyframeEvent]:
@@ -452,15 +474,20 @@ def code_analysis(
     layer_kbps = settings.layer_kbps
     # Above the motion-only range a target rate adds the layer: it gets what the motion leaves.
     target_layer = settings.target_kbps is not None and uses_layer(settings.target_kbps)
+    # Beside a layer the references stay at their segments' first frames: a layer as large as
+    # the crop gives them (its intra pictures), and a smaller one replaces them within frames.
+    events = analysis.events
+    if settings.reference == "best" and not target_layer and layer_kbps <= 0:
+        events = analysis.events_with_chosen_references(settings.size)
     if target_layer:
         config = coder_config(basis, LAYER_MOTION_PRESET, beside_layer=True)
     elif settings.target_kbps is not None:
-        config = _search_config(basis, analysis.events, settings, fps, report.frames)
+        config = _search_config(basis, events, settings, fps, report.frames)
     else:
         config = coder_config(basis, settings.preset, beside_layer=layer_kbps > 0,
                               surround=settings.surround)
     preset = settings.preset if settings.target_kbps is None else f"target{settings.target_kbps:g}"
-    events = smooth_for(analysis.events, basis, fps, config, target_layer or layer_kbps > 0)
+    events = smooth_for(events, basis, fps, config, target_layer or layer_kbps > 0)
     if target_layer:
         assert settings.target_kbps is not None
         motion_bytes = sum(
@@ -492,7 +519,8 @@ def code_analysis(
     packets = packetize(events, config, settings, fps, report.frames, layer,
                         layer_kbps if layer is not None else 0.0)
     motions = {e.index: e.motion for e in events if isinstance(e, MotionEvent)}
-    return EncodeResult(header, packets, report, analysis.keyframes, motions)
+    keyframes = [e for e in events if isinstance(e, KeyframeEvent)]
+    return EncodeResult(header, packets, report, keyframes, motions)
 
 
 def encode_file(

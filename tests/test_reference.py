@@ -1,0 +1,125 @@
+"""Reference selection (facecodec/codec/reference.py) on a real clip: the chosen picture and
+its Motion come from the frame it names, the surround is measured again against it, the
+segment's smoothing still starts at its first frame, and the decoded stream is closer to the
+original than with the first frame's picture; streams beside a layer and `--reference first`
+keep the first frame; bad settings are refused."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CLIPS, require
+
+from facecodec import cli
+from facecodec.codec.analysis import KeyframeEvent, MotionEvent, stabilise
+from facecodec.codec.decoder import decode_packets
+from facecodec.codec.encoder import (
+    Analysis,
+    EncoderSettings,
+    analyze_file,
+    code_analysis,
+    original_crops,
+)
+from facecodec.codec.reference import spread
+from facecodec.errors import FacecodecError
+from facecodec.motion.basis import load_basis
+from facecodec.motion.stabilize import QUICK_BETA
+
+CLIP = CLIPS / "liveportrait_d9.mp4"  # validation split; its first frame is a poor reference
+FRAMES, SIZE = 90, 256
+
+
+@pytest.fixture(scope="module")
+def analysis() -> Analysis:
+    return analyze_file(require(CLIP), EncoderSettings(size=SIZE), max_frames=FRAMES)
+
+
+@pytest.fixture(scope="module")
+def chosen(analysis: Analysis) -> list[KeyframeEvent | MotionEvent]:
+    return analysis.events_with_chosen_references(SIZE)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    d = a.astype(np.float64) - b.astype(np.float64)
+    return float(10 * np.log10(255.0**2 / np.mean(d * d)))
+
+
+def test_spread_is_even_and_keeps_the_ends() -> None:
+    assert spread(list(range(5)), 8) == [0, 1, 2, 3, 4]
+    s = spread(list(range(100)), 5)
+    assert s[0] == 0 and s[-1] == 99 and len(s) == 5 and s == sorted(set(s))
+
+
+def test_picture_and_motion_come_from_the_frame_named(
+    analysis: Analysis, chosen: list[KeyframeEvent | MotionEvent]
+) -> None:
+    keys = [e for e in chosen if isinstance(e, KeyframeEvent)]
+    assert len(keys) == len(analysis.keyframes)
+    key = keys[0]
+    assert key.picture_index is not None and key.picture_index != key.index
+    crops = original_crops(CLIP, analysis.keyframes, SIZE, FRAMES)
+    assert np.array_equal(key.image, crops[key.picture_index])
+    raw = next(e for e in analysis.events
+               if isinstance(e, MotionEvent) and e.index == key.picture_index)
+    assert np.array_equal(key.motion.to_vector(), raw.motion.to_vector())
+    assert not key.motion.surround.any()  # the reference is its own surround's origin
+
+
+def test_surround_is_measured_against_the_new_picture(
+    analysis: Analysis, chosen: list[KeyframeEvent | MotionEvent]
+) -> None:
+    key = next(e for e in chosen if isinstance(e, KeyframeEvent))
+    new = {e.index: e.motion for e in chosen if isinstance(e, MotionEvent)}
+    old = {e.index: e.motion for e in analysis.events if isinstance(e, MotionEvent)}
+    p = key.picture_index
+    assert p is not None
+    # The picture's own frame barely moves against itself; against the first frame it did.
+    assert np.abs(new[p].surround).max() < 0.1 * np.abs(old[p].surround).max()
+    assert np.abs(old[key.index].surround).max() == 0.0  # was the origin
+    assert np.abs(new[key.index].surround).max() > 0.0  # now measured like any frame
+    for i in new:  # only the surround changed
+        assert np.array_equal(new[i].to_vector(), old[i].to_vector())
+
+
+def test_smoothing_still_starts_at_the_segments_first_frame(
+    analysis: Analysis, chosen: list[KeyframeEvent | MotionEvent]
+) -> None:
+    basis = load_basis()
+    a = stabilise(chosen, basis, float(analysis.info.fps), QUICK_BETA)
+    b = stabilise([e for e in analysis.events], basis, float(analysis.info.fps), QUICK_BETA)
+    first = lambda ev: next(e for e in ev if isinstance(e, MotionEvent))  # noqa: E731
+    key = next(e for e in a if isinstance(e, KeyframeEvent))
+    assert np.allclose(first(a).motion.to_vector(), first(b).motion.to_vector())
+    assert not np.allclose(first(a).motion.to_vector(), key.motion.to_vector())
+
+
+def test_chosen_reference_decodes_closer_to_the_original(analysis: Analysis) -> None:
+    crops = original_crops(CLIP, analysis.keyframes, SIZE, FRAMES)
+    scores = {}
+    for ref in ("first", "best"):
+        r = code_analysis(analysis, EncoderSettings(preset="low", keyframe_quality=40,
+                                                    reference=ref))
+        keys = r.keyframes
+        assert (keys[0].picture_index is None) == (ref == "first")
+        scores[ref] = _psnr(decode_packets(r.header, r.packets, FRAMES), crops)
+    assert scores["best"] > scores["first"] + 1.0, scores
+
+
+def test_beside_a_layer_the_first_frame_stays(analysis: Analysis) -> None:
+    r = code_analysis(analysis, EncoderSettings(preset="lowest", layer_kbps=8))
+    assert all(k.picture_index is None for k in r.keyframes)
+
+
+def test_bad_reference_setting_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(FacecodecError, match="unknown reference choice"):
+        replace(EncoderSettings(), reference="middle").validate()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["encode", str(require(CLIP)), "-o", str(tmp_path / "x.fcv"),
+                  "--reference", "middle"])
+    assert e.value.code == 2 and "invalid choice: 'middle'" in capsys.readouterr().err
+    assert not (tmp_path / "x.fcv").exists()
