@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLIPS, require
+from conftest import CLIPS, PORTRAITS, require
 
 from facecodec import cli
 from facecodec.codec.analysis import KeyframeEvent, MotionEvent, stabilise
@@ -27,6 +27,7 @@ from facecodec.codec.reference import spread
 from facecodec.errors import FacecodecError
 from facecodec.motion.basis import load_basis
 from facecodec.motion.stabilize import QUICK_BETA
+from facecodec.render.edits import Avatar
 
 CLIP = CLIPS / "liveportrait_d9.mp4"  # validation split; its first frame is a poor reference
 FRAMES, SIZE = 90, 256
@@ -123,3 +124,17 @@ def test_bad_reference_setting_is_refused(
                   "--reference", "middle"])
     assert e.value.code == 2 and "invalid choice: 'middle'" in capsys.readouterr().err
     assert not (tmp_path / "x.fcv").exists()
+
+
+def test_avatar_is_driven_from_the_segments_first_frame(analysis: Analysis) -> None:
+    """The chosen picture may show an open mouth; the avatar's own face stands for the
+    sender's first frame, so the first frame decoded is the portrait as it is."""
+    portrait = require(PORTRAITS / "liveportrait_s0.jpg")
+    r = code_analysis(analysis, EncoderSettings(preset="low", keyframe_quality=40))
+    assert r.keyframes[0].picture_index is not None
+    frames = decode_packets(r.header, r.packets, 30, avatar=portrait)
+    basis = load_basis()
+    own = Avatar(portrait, basis, SIZE, basis.k_max).image  # drawn at its own Motion
+    first = np.abs(frames[0].astype(np.float64) - own).mean()
+    later = max(np.abs(f.astype(np.float64) - own).mean() for f in frames[1:])
+    assert first < 1.0 and later > first + 1.0, (first, later)

@@ -94,6 +94,7 @@ class PacketDecoder:
         self.motion = MotionDecoder(self.config)
         self.keyframes: dict[int, Keyframe] = {}
         self.active: int | None = None
+        self._drive_from: Motion | None = None  # the avatar is driven relative to it
         self.next_seq: int | None = None  # sequence number the next inter packet must carry
         self.total_frames: int | None = None
         self.stats = DecodeStats()
@@ -122,6 +123,7 @@ class PacketDecoder:
                 return False
         if self.avatar is not None:
             self.renderer.set_reference(self.avatar.image, self.avatar.motion)
+            self._drive_from = None
         else:
             assert kf.image is not None
             self.renderer.set_reference(kf.image, kf.motion)
@@ -130,7 +132,13 @@ class PacketDecoder:
 
     def _target(self, m: Motion) -> Motion:
         if self.avatar is not None and self.active is not None:
-            m = self.avatar.drive(self.keyframes[self.active].motion, m)
+            # Relative to the first frame drawn from this keyframe, not to its picture: a
+            # file's picture is the frame that draws the segment best (codec/reference.py),
+            # often with the mouth open, and the avatar's own face should stand for how the
+            # sender looked when the segment began.
+            if self._drive_from is None:
+                self._drive_from = m
+            m = self.avatar.drive(self._drive_from, m)
         return self.pose(m)
 
     def push(self, packet: Packet) -> list[tuple[int, np.ndarray]]:

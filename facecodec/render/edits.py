@@ -45,8 +45,9 @@ class PoseEdit:
 
 class Avatar:
     """Another portrait driven by the sender: it takes the sender's change of expression,
-    gaze, openness and pose since the sender's reference, and applies it to the portrait's
-    own Motion, so the portrait keeps its identity and framing."""
+    gaze, openness and pose since `sender_ref` (the decoder passes the first frame drawn from
+    each keyframe) and applies it to the portrait's own Motion, so the portrait keeps its
+    identity and framing."""
 
     def __init__(self, portrait: Path, basis: ExpressionBasis, size: int, k: int) -> None:
         img = cv2.imread(str(portrait), cv2.IMREAD_COLOR)
