@@ -9,7 +9,8 @@ each candidate (up to `CANDIDATES` frames spread over the segment) is drawn by t
 into up to `PROBES` frames spread over the segment, and the candidate whose drawings come
 closest to the original crops (mean PSNR-Y) becomes the reference. On the 6 validation
 clips (unquantised Motions, references coded at quality 40) this raised VMAF from 56.2 to
-65.7 and PSNR-Y from 32.1 to 34.4 dB (docs/bitstream.md, "Reference selection").
+66.4 and PSNR-Y from 32.1 to 34.5 dB (benchmarks/reference_choice.py; docs/bitstream.md,
+"KeyframePayload").
 
 Nothing changes for the receiver: a KEYFRAME packet always carried its picture's own Motion,
 and every frame is drawn from (picture, its Motion, the frame's Motion). The surround is
