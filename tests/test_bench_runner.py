@@ -114,9 +114,13 @@ def test_bench_facecodec_renderer_on_its_own_crop(tmp_path: Path) -> None:
     assert sorted(p["setting"] for p in fc) == ["low-k40", "lowest-layer8", "medium-k60"]
     by = {p["setting"]: p for p in fc}
     assert by["low-k40"]["bytes_all"] < by["medium-k60"]["bytes_all"]
-    # The layer shows (motion alone, with its surround, is 0.6 dB below it on these 40 frames).
-    assert by["lowest-layer8"]["psnr_y"] > by["medium-k60"]["psnr_y"] + 0.3
-    assert by["lowest-layer8"]["vmaf"] > by["medium-k60"]["vmaf"]
+    # More motion rate, better picture (measured: PSNR-Y 37.1 -> 38.6, VMAF 64.5 -> 71.5).
+    assert by["medium-k60"]["psnr_y"] > by["low-k40"]["psnr_y"] + 0.5
+    assert by["medium-k60"]["vmaf"] > by["low-k40"]["vmaf"] + 3
+    # The layer's reference picture is its own intra picture, so nearly all of its rate is
+    # steady; motion alone spends most of a 40-frame clip on its reference picture.
+    assert by["lowest-layer8"]["kbps_steady"] > 0.85 * by["lowest-layer8"]["kbps_all"]
+    assert by["low-k40"]["kbps_steady"] < 0.5 * by["low-k40"]["kbps_all"]
     # Rates count the whole stream; the steady rate drops the reference picture.
     assert all(0 < p["kbps_steady"] < p["kbps_all"] for p in fc)
     assert all(p["psnr_y"] > 25 and p["ms_ssim"] > 0.85 for p in fc)

@@ -97,12 +97,20 @@ def test_round_trip_beats_motion_only(
     first_motion = min(motion_at.values())
     assert layered.packets.index(lay[0]) < first_motion
     fused = decode_packets(h, layered.packets, GRID_FRAMES)
-    plain = code_analysis(analysis, EncoderSettings())
-    assert plain.header.layer is None
-    assert parse_header(plain.header.to_bytes())[2] == (1, VERSION_MINOR)
-    motion_only = decode_packets(plain.header, plain.packets, GRID_FRAMES)
-    assert fused.shape == motion_only.shape == crops.shape
-    assert _psnr(crops, fused) > _psnr(crops, motion_only) + 1.0
+    # Motion alone at the default preset, from the first frame's picture and from the
+    # picture a file chooses (measured: 32.51 and 34.51 dB against the layer's 34.55, at
+    # 10.9, 11.2 and 10.8 kbps all bytes): the layer is far ahead of the first and level
+    # with the chosen one.
+    psnrs = []
+    for reference in ("first", "best"):
+        plain = code_analysis(analysis, EncoderSettings(reference=reference))
+        assert plain.header.layer is None
+        assert parse_header(plain.header.to_bytes())[2] == (1, VERSION_MINOR)
+        motion_only = decode_packets(plain.header, plain.packets, GRID_FRAMES)
+        assert fused.shape == motion_only.shape == crops.shape
+        psnrs.append(_psnr(crops, motion_only))
+    assert _psnr(crops, fused) > psnrs[0] + 1.0
+    assert _psnr(crops, fused) > psnrs[1] - 0.3
 
 
 def test_every_frame_is_fused_at_one_picture_per_frame(analysis: Analysis) -> None:
@@ -505,7 +513,8 @@ def test_reference_pictures_are_coarser_beside_a_layer(
 ) -> None:
     # With the layer carrying the picture, the reference only lends fine detail: unless
     # asked, the sender codes it at the lower quality the layer rate calls for.
-    plain = code_analysis(analysis, EncoderSettings())
+    # The same picture (beside a layer the reference is the first frame's) at quality 60.
+    plain = code_analysis(analysis, EncoderSettings(reference="first"))
     asked = code_analysis(analysis, EncoderSettings(layer_kbps=8.0, keyframe_quality=60))
     key = PacketType.KEYFRAME
     assert layered.bytes_of(key) < 0.6 * plain.bytes_of(key)
