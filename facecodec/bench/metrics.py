@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from facecodec.bench.landmarks import track_landmarks
+from facecodec.psnr import image_psnr_y  # noqa: F401  (re-exported: single pictures)
 
 PSNR_CAP = 100.0  # identical frames: FFmpeg says inf; a cap keeps means finite
 ALL_METRICS = ("psnr_y", "ms_ssim", "vmaf", "akd", "aed", "jitter")
@@ -66,14 +67,6 @@ def psnr_y(ref_y: np.ndarray, rec_y: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore"):
         p = 10 * np.log10(255.0**2 / mse)
     return np.minimum(p, PSNR_CAP)
-
-
-def image_psnr_y(ref: np.ndarray, rec: np.ndarray) -> float:
-    """PSNR in dB of the full-range BT.601 luma of two RGB images: a quick score for single
-    pictures (keyframe tables); clips are scored on FFmpeg's Y plane (`luma`)."""
-    weights = np.array([0.299, 0.587, 0.114])
-    d = ref.astype(np.float64) @ weights - rec.astype(np.float64) @ weights
-    return float(10 * np.log10(255.0**2 / max(float(np.mean(d * d)), 1e-10)))
 
 
 def ms_ssim(ref: np.ndarray, rec: np.ndarray, batch: int = 16) -> np.ndarray:

@@ -29,6 +29,7 @@ from facecodec.codec.analysis import KeyframeEvent, MotionEvent
 from facecodec.motion.basis import ExpressionBasis
 from facecodec.motion.motion import SURROUND_SIZE
 from facecodec.motion.surround import SurroundMeter
+from facecodec.psnr import image_psnr_y
 from facecodec.render.warp import WarpRenderer
 
 CANDIDATES = 16  # pictures tried per segment
@@ -80,6 +81,7 @@ def choose_references(
             plans[max(cands + probes)] = (key.index, cands, probes)
     wanted = {i for _, c, p in plans.values() for i in (*c, *p)}
     held: dict[int, np.ndarray] = {}
+    warp = WarpRenderer(basis, size)
     chosen: dict[int, int] = {}  # keyframe index -> frame whose picture it sends
     pictures: dict[int, np.ndarray] = {}
     for i, crop in enumerate(crops()):
@@ -87,7 +89,9 @@ def choose_references(
             held[i] = crop
         if i in plans:
             key_index, cands, probes = plans[i]
-            scores = [_score(basis, size, held, by_index, c, probes) for c in cands]
+            meter = SurroundMeter(size) if len(by_index[key_index].motion.surround) else None
+            points = {t: basis.landmarks(by_index[t].motion, size)[:, :2] for t in probes}
+            scores = [_score(warp, meter, held, by_index, points, c, probes) for c in cands]
             best = cands[int(np.argmax(scores))]
             if best != key_index:
                 chosen[key_index], pictures[best] = best, held[best]
@@ -122,14 +126,6 @@ def choose_references(
     return out
 
 
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-
-
-def _psnr_y(a: np.ndarray, b: np.ndarray) -> float:
-    d = (a.astype(np.float32) - b.astype(np.float32)) @ _LUMA
-    return float(10 * np.log10(255.0**2 / max(float(np.mean(d * d)), 1e-10)))
-
-
 def _crop_at(frames: Iterator[tuple[int, np.ndarray]], index: int) -> np.ndarray:
     for i, crop in frames:
         if i == index:
@@ -138,23 +134,21 @@ def _crop_at(frames: Iterator[tuple[int, np.ndarray]], index: int) -> np.ndarray
 
 
 def _score(
-    basis: ExpressionBasis, size: int, crops: dict[int, np.ndarray],
-    motions: dict[int, MotionEvent], candidate: int, probes: list[int],
+    warp: WarpRenderer, meter: SurroundMeter | None, crops: dict[int, np.ndarray],
+    motions: dict[int, MotionEvent], points: dict[int, np.ndarray], candidate: int,
+    probes: list[int],
 ) -> float:
-    """Mean PSNR-Y of the probe frames drawn by the mesh warp from the candidate's picture."""
-    ref = crops[candidate]
-    has_surround = len(motions[candidate].motion.surround) > 0
-    meter = SurroundMeter(size) if has_surround else None
-    ref_motion = motions[candidate].motion
+    """Mean PSNR-Y of the probe frames drawn by the mesh warp from the candidate's picture
+    (`meter`: measure the probes' surround against it; `points`: the probes' landmarks)."""
+    ref, ref_motion = crops[candidate], motions[candidate].motion
     if meter is not None:
         meter.set_reference(ref)
         ref_motion = ref_motion.with_surround(np.zeros(SURROUND_SIZE))
-    warp = WarpRenderer(basis, size)
     warp.set_reference(ref, ref_motion)
     total = 0.0
     for t in probes:
         m = motions[t].motion
         if meter is not None:
-            m = m.with_surround(meter(crops[t], basis.landmarks(m, size)[:, :2]))
-        total += _psnr_y(warp.render(m), crops[t])
+            m = m.with_surround(meter(crops[t], points[t]))
+        total += image_psnr_y(crops[t], warp.render(m))
     return total / len(probes)
