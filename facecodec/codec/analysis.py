@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from facecodec.codec.scout import ReferenceScout
 from facecodec.face.crop import CropBox, drifted
 from facecodec.face.tracker import FaceTracker
 from facecodec.motion.basis import ExpressionBasis
@@ -30,8 +31,9 @@ class KeyframeEvent:
     image: np.ndarray  # (size, size, 3) uint8
     motion: Motion  # the picture's
     reason: str  # "start", "recentre", "reappeared", "refresh", "requested"
-    # The frame the picture shows, if not frame `index` (a file's chosen reference,
-    # facecodec/codec/reference.py): a later frame of the same crop.
+    # The frame the picture shows, if not frame `index`: a later frame of the same crop (a
+    # file's chosen reference, facecodec/codec/reference.py) or an earlier one (a call's,
+    # facecodec/codec/scout.py).
     picture_index: int | None = None
 
 
@@ -60,13 +62,16 @@ class FaceAnalyzer:
         allow_several: bool = False,
         refresh_s: float = 0.0,
         surround: bool = True,
+        scout: bool = False,
     ) -> None:
+        """`scout`: a call's choice of reference picture as it goes (codec/scout.py)."""
         self.basis, self.size = basis, size
         # Every Motion carries its surround; a coder beside a layer drops it.
         self.meter = SurroundMeter(size) if surround else None
         self.k = basis.k_max if k is None else k
         self.tracker = FaceTracker(allow_several=allow_several)
         self.refresh = int(round(refresh_s * fps)) if refresh_s > 0 else 0
+        self.scout = ReferenceScout(basis, size, fps) if scout else None
         self.crop: CropBox | None = None
         self.anchor: tuple[float, float] = (0.0, 0.0)
         self.anchor_size = 1.0
@@ -101,6 +106,11 @@ class FaceAnalyzer:
             reason = "requested"
         elif self.refresh and index - self.last_key >= self.refresh:
             reason = "refresh"
+        pick = self.scout.take() if self.scout is not None else None
+        if pick is not None and not reason:
+            reason = "refresh"
+        elif pick is not None:
+            pick = None  # another keyframe comes first; the scout starts over from it
         if reason:
             if reason != "refresh" and reason != "requested":
                 h, w = frame.shape[:2]
@@ -108,19 +118,33 @@ class FaceAnalyzer:
                 self.anchor, self.anchor_size = face.centre, face.size
         assert self.crop is not None
         points = self.crop.to_crop(face.points, self.size)
-        motion = self.basis.fit(points, self.size, self.k)
-        if reason or self.meter is not None:
+        fitted = motion = self.basis.fit(points, self.size, self.k)
+        scouting = self.scout is not None and not reason and self.scout.wants(index)
+        if reason or scouting or self.meter is not None:
             image = self.crop.cut(frame, self.size)
-        if self.meter is not None:
-            if reason:
-                self.meter.set_reference(image)
-                motion = motion.with_surround(np.zeros(SURROUND_SIZE))
-            else:
-                motion = motion.with_surround(self.meter(image, points))
         if reason:
-            events.append(KeyframeEvent(index, self.crop, image, motion, reason))
+            # The keyframe's picture and its Motion: this frame's, or the scout's pick.
+            key_image, key_motion = (image, motion) if pick is None else (pick.picture,
+                                                                          pick.motion)
+            if self.meter is not None:
+                self.meter.set_reference(key_image)
+                key_motion = key_motion.with_surround(np.zeros(SURROUND_SIZE))
+            if pick is None:
+                motion = key_motion
+            events.append(KeyframeEvent(index, self.crop, key_image, key_motion, reason,
+                                        None if pick is None else pick.index))
             self.report.keyframes.append((index, reason))
             self.last_key, self.lost, self.want_keyframe = index, False, False
+        if self.meter is not None and (not reason or pick is not None):
+            motion = motion.with_surround(self.meter(image, points))
+        if self.scout is not None:
+            if pick is not None:
+                self.scout.adopted(pick, index)
+            elif reason:
+                self.scout.restart(index, image, fitted)
+            elif scouting:
+                self.scout.add(index, image, fitted)
+            self.scout.step(index)
         self.last = motion
         events.append(MotionEvent(index, motion, face_seen=True))
         return events

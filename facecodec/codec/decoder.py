@@ -95,6 +95,7 @@ class PacketDecoder:
         self.keyframes: dict[int, Keyframe] = {}
         self.active: int | None = None
         self._drive_from: Motion | None = None  # the avatar is driven relative to it
+        self._drive_crop: tuple[float, float, float] | None = None  # the crop it was of
         self.next_seq: int | None = None  # sequence number the next inter packet must carry
         self.total_frames: int | None = None
         self.stats = DecodeStats()
@@ -123,7 +124,10 @@ class PacketDecoder:
                 return False
         if self.avatar is not None:
             self.renderer.set_reference(self.avatar.image, self.avatar.motion)
-            self._drive_from = None
+            # A new picture of the same crop (a refresh) keeps the coordinates: the avatar
+            # stays driven from where it was, without a jump back to its own face.
+            if kf.crop != self._drive_crop:
+                self._drive_from, self._drive_crop = None, kf.crop
         else:
             assert kf.image is not None
             self.renderer.set_reference(kf.image, kf.motion)
@@ -132,7 +136,7 @@ class PacketDecoder:
 
     def _target(self, m: Motion) -> Motion:
         if self.avatar is not None and self.active is not None:
-            # Relative to the first frame drawn from this keyframe, not to its picture: a
+            # Relative to the first frame drawn in this crop, not to its picture: a
             # file's picture is the frame that draws the segment best (codec/reference.py),
             # often with the mouth open, and the avatar's own face should stand for how the
             # sender looked when the segment began.

@@ -26,6 +26,7 @@ from dataclasses import replace
 import numpy as np
 
 from facecodec.codec.analysis import KeyframeEvent, MotionEvent
+from facecodec.codec.scout import spread
 from facecodec.motion.basis import ExpressionBasis
 from facecodec.motion.motion import SURROUND_SIZE
 from facecodec.motion.surround import SurroundMeter
@@ -36,13 +37,6 @@ CANDIDATES = 16  # pictures tried per segment
 PROBES = 48  # frames each candidate is drawn into
 
 Event = KeyframeEvent | MotionEvent
-
-
-def spread(items: list[int], n: int) -> list[int]:
-    """At most `n` of `items`, evenly spaced, first and last included."""
-    if len(items) <= n:
-        return list(items)
-    return [items[int(i)] for i in np.linspace(0, len(items) - 1, n).round()]
 
 
 def _segments(events: list[Event]) -> list[tuple[KeyframeEvent, list[MotionEvent]]]:

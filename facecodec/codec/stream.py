@@ -48,9 +48,13 @@ class StreamEncoder:
         source_size: tuple[int, int] | None = None,
         allow_several: bool = True,
         layer_kbps: float = 0.0,
+        reference: str = "best",
     ) -> None:
+        """`reference`: "best" lets a motion-only call send a recent frame as a new
+        reference picture when it draws the recent frames better (codec/scout.py); "first"
+        keeps the picture of the frame where each segment starts."""
         settings = EncoderSettings(size=size, preset=preset, keyframe_quality=keyframe_quality,
-                                   layer_kbps=layer_kbps)
+                                   layer_kbps=layer_kbps, reference=reference)
         settings.validate()
         fps = Fraction(fps).limit_denominator(1001)
         basis = load_basis()
@@ -67,8 +71,10 @@ class StreamEncoder:
                 fusion_model_for(layer_kbps, self.layer.size, size, live)),
         )
         # A call keeps going when someone walks behind the speaker: follow the largest face.
+        # Beside a layer the reference picture matters less, and a keyframe restarts the layer.
         self.analyzer = FaceAnalyzer(basis, size, float(fps), allow_several=allow_several,
-                                     surround=self.layer is None)
+                                     surround=self.layer is None,
+                                     scout=live and reference == "best" and self.layer is None)
         self.stabiliser = EventStabiliser(basis, float(fps),
                                           beta_for(config.step_mul, layer_kbps > 0))
         self.packetizer = Packetizer(config, resync, per_packet,

@@ -72,6 +72,7 @@ class CallOptions:
     preset: str | None = None  # motion preset; None: medium, or low beside a layer
     renderer: str = "warp"
     layer_kbps: float = 0.0  # low-resolution layer beside the motion (0: motion only)
+    reference: str = "best"  # motion only: refresh the reference as the call goes (codec/scout.py)
     pli_interval_s: float = 0.5  # at most one keyframe request per interval
     loss_report_s: float = 1.0  # how often the receiver reports motion-packet loss
     on_viewer: Callable[[str], None] | None = None  # told the viewer URL once it listens
@@ -187,7 +188,7 @@ class _Call:
                 size=options.size, fps=Fraction(self.source.fps), live=True,
                 preset=options.preset
                 or (LIVE_LAYER_MOTION_PRESET if options.layer_kbps > 0 else "medium"),
-                layer_kbps=options.layer_kbps,
+                layer_kbps=options.layer_kbps, reference=options.reference,
             )
         # One worker per direction keeps encoder and decoder calls ordered and off the loop.
         self._encode_pool = ThreadPoolExecutor(1, thread_name_prefix="facecodec-encode")
@@ -469,6 +470,9 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--renderer", default="warp")
     parser.add_argument("--layer-kbps", type=float, default=0.0,
                         help="send the low-resolution layer at this rate (0: motion only)")
+    parser.add_argument("--reference", choices=("best", "first"), default="best",
+                        help="motion only: send a recent frame as a new reference picture when "
+                             "it draws the recent frames better (best), or keep the first (first)")
     parser.add_argument("--stats-json", help="write this side's call summary to this JSON file")
 
 
@@ -490,6 +494,7 @@ def call_main(args: argparse.Namespace) -> int:
         preset=args.preset,
         renderer=args.renderer,
         layer_kbps=args.layer_kbps,
+        reference=args.reference,
         on_viewer=lambda url: print(f"viewer: {url}", flush=True),
         on_connected=lambda: print("connected", flush=True),
     )
