@@ -121,7 +121,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", type=Path, required=True)
     e.add_argument("--quality", choices=PRESETS, default="medium")
     e.add_argument("--target-kbps", type=float, default=None,
-                   help="motion (+ layer, above ~6 kbps) rate to aim for")
+                   help="rate to aim for, every byte of the file counted (above 5 kbps "
+                        "motion + the low-resolution layer is tried too; the closer wins)")
     e.add_argument("--layer-kbps", type=float, default=0.0,
                    help="low-resolution layer rate (0: off, motion only)")
     e.add_argument("--layer-crf", type=int, default=None,
@@ -174,7 +175,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    default=Path("../shared/data/clips/liveportrait_d19.mp4"))
     m.add_argument("--out", type=Path, default=Path("out/demo"))
     m.add_argument("--target-kbps", type=float,
-                   help="motion + layer rate (above 5 kbps the low-resolution layer is sent)")
+                   help="rate, every byte counted (above 5 kbps the low-resolution layer "
+                        "is tried too)")
     m.add_argument("--quality", choices=PRESETS, default="medium")
     m.set_defaults(func=_demo)
 

@@ -28,7 +28,8 @@ def side_by_side(left: np.ndarray, right: np.ndarray, dst: Path, fps: object) ->
 def run_demo(
     src: Path, out: Path, quality: str = "medium", target_kbps: float | None = None
 ) -> int:
-    """`target_kbps` above 5: motion + the low-resolution layer (docs/layer.md)."""
+    """`target_kbps`: every byte counted; above 5 also tries motion + the low-resolution
+    layer (docs/layer.md)."""
     settings = EncoderSettings(preset=quality, target_kbps=target_kbps)
     settings.validate()  # before any output exists
     out.mkdir(parents=True, exist_ok=True)

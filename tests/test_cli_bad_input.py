@@ -379,6 +379,14 @@ def test_damage_errors_subprocess(layout: Layout, run_cli: Run, tmp_path: Path) 
     assert list(out_dir.iterdir()) == []
 
 
+def test_a_target_below_what_the_clip_allows_is_refused(run_main: Run, tmp_path: Path) -> None:
+    fcv = tmp_path / "low.fcv"
+    run = run_main("encode", require(CLIPS / "grid_swiz3n.mpg"), "-o", fcv, "--target-kbps", "1")
+    line = assert_one_line_error(run, code=2)
+    assert "--target-kbps 1 is below the lowest rate this clip allows" in line
+    assert "reference pictures" in line and not fcv.exists()
+
+
 def test_demo_rejects_an_impossible_rate_before_writing(run_main: Run, tmp_path: Path) -> None:
     out = tmp_path / "demo"
     r = run_main("demo", "--target-kbps", "500", "--out", out)

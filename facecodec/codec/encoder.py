@@ -49,6 +49,7 @@ from facecodec.motion.basis import ExpressionBasis, load_basis
 from facecodec.motion.coder import PRESETS, CoderConfig, MotionEncoder, make_config, make_config_q
 from facecodec.motion.motion import Motion
 from facecodec.motion.stabilize import beta_for
+from facecodec.psnr import image_psnr_y
 from facecodec.render.fusion_model import FULL_SIZE_WEIGHTS, GATE_MODEL_ID, default_fusion_id
 
 DEFAULT_KEYFRAME_QUALITY = 60
@@ -62,7 +63,8 @@ K_MEDIUM = 16  # expression coefficients at the medium preset (lowest: 4, low: 8
 class EncoderSettings:
     size: int = 256
     preset: str = "medium"
-    target_kbps: float | None = None  # motion rate; overrides the preset's quantiser
+    # Every byte of the file over its duration; overrides the preset (`_code_to_target`).
+    target_kbps: float | None = None
     # 0..100, the user-facing quality of reference pictures; None: DEFAULT_KEYFRAME_QUALITY,
     # or with a layer the lower quality the layer's rate calls for (layer_rate.py)
     keyframe_quality: int | None = None
@@ -83,9 +85,9 @@ class EncoderSettings:
 
     @property
     def with_layer(self) -> bool:
-        """Whether these settings code the low-resolution layer (see `codes_surround`)."""
-        return self.layer_kbps > 0 or (self.target_kbps is not None
-                                       and uses_layer(self.target_kbps))
+        """Whether these settings always code the low-resolution layer (a target rate may
+        or may not: it needs the surround measured for motion alone)."""
+        return self.layer_kbps > 0
 
     def validate(self) -> None:
         if not 128 <= self.size <= 512:
@@ -352,10 +354,13 @@ def _search_config(
     settings: EncoderSettings,
     fps: Fraction,
     total: int,
+    budget: float,
+    rest: float,
 ) -> CoderConfig:
-    """The finest quantiser whose motion stream fits `target_kbps` (bisection on quality;
+    """The finest quantiser whose motion stream fits `budget` kbps (bisection on quality;
     the Motions are smoothed for each candidate quantiser, as they will be coded). With the
-    surround if even the coarsest quantiser leaves room for it, else without."""
+    surround if even the coarsest quantiser leaves room for it, else without. `rest`: the
+    kbps the rest of the file takes (for the message when nothing fits)."""
     duration = total / float(fps)
     motion_types = (PacketType.MOTION, PacketType.RESYNC)
 
@@ -365,7 +370,7 @@ def _search_config(
         n = sum(len(encode_packet(p)) for p in packets if p.type in motion_types)
         return n * 8 / 1000 / duration
 
-    target = float(settings.target_kbps or 0)
+    target = budget
     surround = settings.surround
     if surround:
         floor = kbps(make_config_q(0.0, 2 * K_MEDIUM, basis.std, surround=True))
@@ -378,8 +383,9 @@ def _search_config(
         floor = kbps(config(0.0))
     if floor > target:
         raise FacecodecError(
-            f"--target-kbps {target} is below the lowest motion rate this clip allows "
-            f"({floor:.2f} kbps)"
+            f"--target-kbps {settings.target_kbps:g} is below the lowest rate this clip allows "
+            f"({floor + rest:.2f} kbps: motion {floor:.2f}, reference pictures and framing "
+            f"{rest:.2f})"
         )
     lo, hi = 0.0, 1.0
     for _ in range(10):
@@ -403,6 +409,9 @@ class Analysis:
     _pictures: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _chosen: dict[int, list[KeyframeEvent | MotionEvent]] = field(default_factory=dict,
                                                                   repr=False)
+    # coded layers by (size, crop size, divisor, crf): rate control revisits them
+    layer_codes: dict[tuple[int, int, int, int], dict[int, tuple[bool, bytes]]] = field(
+        default_factory=dict, repr=False)
 
     def events_with_chosen_references(self, size: int) -> list[KeyframeEvent | MotionEvent]:
         """The events with each segment's best reference picture (reference.py); kept, since
@@ -466,40 +475,41 @@ def code_analysis(
     analysis: Analysis,
     settings: EncoderSettings = EncoderSettings(),  # noqa: B008 - frozen dataclass
 ) -> EncodeResult:
-    """Packets for an analysed file at the settings' preset or target rate."""
+    """Packets for an analysed file at the settings' preset, or at their target rate."""
     settings.validate()
-    basis = load_basis()
-    info, report = analysis.info, analysis.report
-    fps = info.fps
+    if settings.target_kbps is not None:
+        return _code_to_target(analysis, settings)
     layer_kbps = settings.layer_kbps
-    # Above the motion-only range a target rate adds the layer: it gets what the motion leaves.
-    target_layer = settings.target_kbps is not None and uses_layer(settings.target_kbps)
     # Beside a layer the references stay at their segments' first frames: a layer as large as
     # the crop gives them (its intra pictures), and a smaller one replaces them within frames.
     events = analysis.events
-    if settings.reference == "best" and not target_layer and layer_kbps <= 0:
+    if settings.reference == "best" and layer_kbps <= 0:
         events = analysis.events_with_chosen_references(settings.size)
-    if target_layer:
-        config = coder_config(basis, LAYER_MOTION_PRESET, beside_layer=True)
-    elif settings.target_kbps is not None:
-        config = _search_config(basis, events, settings, fps, report.frames)
-    else:
-        config = coder_config(basis, settings.preset, beside_layer=layer_kbps > 0,
-                              surround=settings.surround)
-    preset = settings.preset if settings.target_kbps is None else f"target{settings.target_kbps:g}"
-    events = smooth_for(events, basis, fps, config, target_layer or layer_kbps > 0)
-    if target_layer:
-        assert settings.target_kbps is not None
-        motion_bytes = sum(
-            len(encode_packet(p)) for p in packetize(events, config, settings, fps, report.frames)
-            if p.type in (PacketType.MOTION, PacketType.RESYNC)
-        )
-        duration = report.frames / float(fps)
-        layer_kbps = settings.target_kbps - motion_bytes * 8 / 1000 / duration
+    config = coder_config(load_basis(), settings.preset, beside_layer=layer_kbps > 0,
+                          surround=settings.surround)
+    return _code(analysis, settings, events, config, settings.preset, layer_kbps)
+
+
+def _code(
+    analysis: Analysis,
+    settings: EncoderSettings,
+    events: list[KeyframeEvent | MotionEvent],
+    config: CoderConfig,
+    preset: str,
+    layer_kbps: float,
+    layer_at_most: bool = False,
+) -> EncodeResult:
+    """Packets for `events` with the motion quantiser `config` and a layer of `layer_kbps`
+    (nearest, or with `layer_at_most` not above it)."""
+    basis = load_basis()
+    info, report = analysis.info, analysis.report
+    fps = info.fps
+    events = smooth_for(events, basis, fps, config, layer_kbps > 0)
     layer = None
     if layer_kbps > 0:
         layer = plan_layer(analysis, layer_kbps, settings.size, float(fps),
-                           frames_per_packet(settings, fps), settings.layer_crf)
+                           frames_per_packet(settings, fps), settings.layer_crf,
+                           layer_at_most)
     header = StreamHeader(
         size=settings.size,
         fps_num=fps.numerator,
@@ -521,6 +531,134 @@ def code_analysis(
     motions = {e.index: e.motion for e in events if isinstance(e, MotionEvent)}
     keyframes = [e for e in events if isinstance(e, KeyframeEvent)]
     return EncodeResult(header, packets, report, keyframes, motions)
+
+
+# --target-kbps counts every byte of the file. Motion alone gives its reference pictures
+# about half of it, as the bench's motion-only rungs do on 3-6 s clips (reference share of
+# all bytes: lowest-k40 60 %, low-k40 49 %, medium-k60 50 %, high-k80 53 %), at the finest
+# of these qualities that fits; above 80 a reference adds little (high-k92 against high-k80:
+# +0.3 VMAF for 14 kbps more). On a long clip the pictures cost less per second and the
+# motion gets the rest, up to its finest quantiser.
+TARGET_KEYFRAME_QUALITIES = (5, 15, 25, 32, 40, 50, 60, 70, 80)
+TARGET_REFERENCE_SHARE = 0.5
+# PSNR-Y favours the layer's blur over motion alone's sharper, slightly misplaced detail: on
+# the grid validation clips at 6 and 8 kbps the layer led by 0.03-0.7 dB while motion alone
+# led on VMAF (+0.9 to +4.4) and AKD; at 12-16 kbps the layer led on all three
+# (benchmarks/target_rate.py, docs/layer.md).
+LAYER_MARGIN_DB = 1.0
+
+
+def _code_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeResult:
+    """The file at `settings.target_kbps`, every byte counted. Up to MOTION_ONLY_MAX_KBPS
+    motion alone; above, motion alone and motion + layer are both coded, and the layer is
+    kept when its decoded frames come closer to the original crops by LAYER_MARGIN_DB of
+    mean PSNR-Y: which wins depends on the clip and on how long it is (motion alone sends
+    its reference pictures once, a layer keeps sending pictures)."""
+    assert settings.target_kbps is not None
+    if not uses_layer(settings.target_kbps):
+        return _motion_to_target(analysis, settings)
+    results: list[EncodeResult] = []
+    error: FacecodecError | None = None
+    for code in (_motion_to_target, _layer_to_target):
+        try:
+            results.append(code(analysis, settings))
+        except FacecodecError as e:  # a clip whose pictures leave one of them no room
+            error = error or e
+    if not results:
+        assert error is not None
+        raise error
+    if len(results) == 1:
+        return results[0]
+    motion, layered = (stream_psnr_y(analysis, r, settings.size) for r in results)
+    return results[1] if layered > motion + LAYER_MARGIN_DB else results[0]
+
+
+def _motion_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeResult:
+    """Motion alone at the target: reference quality first (see TARGET_REFERENCE_SHARE),
+    then the finest motion quantiser the rest allows."""
+    assert settings.target_kbps is not None
+    target = settings.target_kbps
+    duration = analysis.report.frames / float(analysis.info.fps)
+    events = analysis.events
+    if settings.reference == "best":
+        events = analysis.events_with_chosen_references(settings.size)
+    pictures = [e.image for e in events if isinstance(e, KeyframeEvent)]
+    cost: dict[int, float] = {}
+
+    def reference_kbps(q: int) -> float:
+        if q not in cost:
+            cost[q] = sum(len(encode_image(p, q)[1]) for p in pictures) * 8 / 1000 / duration
+        return cost[q]
+
+    quality = settings.keyframe_quality
+    if quality is None:  # the finest that fits its share (rates rise with quality: bisect)
+        lo, hi = 0, len(TARGET_KEYFRAME_QUALITIES) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if reference_kbps(TARGET_KEYFRAME_QUALITIES[mid]) <= TARGET_REFERENCE_SHARE * target:
+                lo = mid
+            else:
+                hi = mid - 1
+        quality = TARGET_KEYFRAME_QUALITIES[lo]
+    settings = replace(settings, keyframe_quality=quality)
+    label = f"target{target:g}"
+    basis, fps, frames = load_basis(), analysis.info.fps, analysis.report.frames
+    rest = reference_kbps(quality)  # with the header and framing, corrected below
+    for _ in range(3):
+        config = _search_config(basis, events, settings, fps, frames, target - rest, rest)
+        result = _code(analysis, settings, events, config, label, 0.0)
+        total = result.total_bytes * 8 / 1000 / duration
+        if total <= target:
+            break
+        rest += total - target + 0.005 * target
+    return result
+
+
+def _layer_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeResult:
+    """Motion at LAYER_MOTION_PRESET, and the layer what the motion, the reference pictures
+    and the header leave of the target (measured on a first coding, then corrected)."""
+    assert settings.target_kbps is not None
+    target = settings.target_kbps
+    basis, fps, frames = load_basis(), analysis.info.fps, analysis.report.frames
+    duration = frames / float(fps)
+    config = coder_config(basis, LAYER_MOTION_PRESET, beside_layer=True)
+    label = f"target{target:g}"
+    motion_bytes = sum(
+        len(encode_packet(p)) for p in packetize(
+            smooth_for(analysis.events, basis, fps, config, True), config, settings, fps, frames)
+        if p.type in (PacketType.MOTION, PacketType.RESYNC)
+    )
+    layer_kbps = target - motion_bytes * 8 / 1000 / duration
+    # Not one correction: a lower layer rate can call for finer reference pictures.
+    for _ in range(8):
+        result = _code(analysis, settings, analysis.events, config, label, layer_kbps, True)
+        over = result.total_bytes * 8 / 1000 / duration - target
+        if over <= 0:
+            break
+        layer_kbps -= over
+        if layer_kbps <= 0:
+            raise FacecodecError(f"--target-kbps {target:g} leaves no room for the layer")
+    return result
+
+
+def stream_psnr_y(analysis: Analysis, result: EncodeResult, size: int) -> float:
+    """Mean PSNR-Y of a coded stream's decoded frames against the original crops (frames
+    before the first face, which nothing draws, left out); one frame held at a time."""
+    from facecodec.codec.decoder import PacketDecoder  # the decoder loads the renderers
+
+    if analysis.source is None:
+        raise FacecodecError("this analysis has no source to measure a stream against")
+    decoder = PacketDecoder(result.header)
+    crops = enumerate(iter_crops(analysis.source, analysis.keyframes, size,
+                                 analysis.max_frames))
+    scores = []
+    for packet in result.packets:
+        for index, frame in decoder.push(packet):
+            for i, crop in crops:
+                if i == index:
+                    scores.append(image_psnr_y(crop, frame))
+                    break
+    return float(np.mean(scores))
 
 
 def encode_file(

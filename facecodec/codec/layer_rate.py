@@ -68,7 +68,8 @@ LAYER_KEYFRAME_QUALITY: tuple[tuple[float, int], ...] = ((NET_FUSION_MAX_KBPS, 3
 # a layer picture lost in transit leaves the warp of the reference on screen.
 FULL_LAYER_KEYFRAME_QUALITY = 0
 # --target-kbps: up to this, motion only (the motion coder spans ~0.5-4 kbps); above it the
-# motion is coded at the lowest preset and the rest goes to the layer. With the layer drawing
+# encoder also codes motion at the lowest preset with the rest going to the layer, and keeps
+# whichever decodes closer to the original (encoder._code_to_target). With the layer drawing
 # the picture, coarse motion costs little and its bits buy more as layer rate: on 6 train
 # clips the low preset saved 1.24 kbps against medium for 0.65 / 0.02 / 0.43 VMAF (4 / 8 /
 # 15 kbps layers), and the lowest (4 expression coefficients, 2.5x steps) saved another
@@ -111,8 +112,8 @@ def layer_packet_bytes(picture_bytes: int) -> int:
 
 
 def uses_layer(target_kbps: float) -> bool:
-    """Whether an overall --target-kbps (motion + layer; keyframes not counted) is above
-    the motion-only range: the encoder then gives the layer what the motion leaves."""
+    """Whether an overall --target-kbps (every byte of the file) is above the motion-only
+    range: the encoder then also tries giving the layer what the motion leaves."""
     return target_kbps > MOTION_ONLY_MAX_KBPS
 
 
@@ -162,28 +163,28 @@ def code_layer(
 
 def plan_layer(
     analysis: Analysis, kbps: float, crop_size: int, fps: float, group_frames: int = 1,
-    crf: int | None = None,
+    crf: int | None = None, at_most: bool = False,
 ) -> LayerPlan:
     """The layer for a target rate: size and divisor from SCHEDULE, the crf nearest the rate
-    (bisection over integers; the rate falls monotonically with crf), or `crf` as given."""
+    (bisection over integers; the rate falls monotonically with crf), or with `at_most` the
+    finest crf not above it; or `crf` as given."""
     size, divisor = schedule(kbps, crop_size)
     pictures = analysis.layer_pictures(size, crop_size)
-    if crf is not None:
-        return LayerPlan(AV1, size, divisor, crf,
-                         code_layer(analysis, pictures, size, divisor, crf))
-    duration = analysis.report.frames / fps
-    cache: dict[tuple[int, int], LayerPlan] = {}
 
     def plan(q: int) -> LayerPlan:
-        if (divisor, q) not in cache:
-            cache[divisor, q] = LayerPlan(AV1, size, divisor, q,
-                                          code_layer(analysis, pictures, size, divisor, q))
-        return cache[divisor, q]
+        key = (size, crop_size, divisor, q)
+        if key not in analysis.layer_codes:
+            analysis.layer_codes[key] = code_layer(analysis, pictures, size, divisor, q)
+        return LayerPlan(AV1, size, divisor, q, analysis.layer_codes[key])
+
+    if crf is not None:
+        return plan(crf)
+    duration = analysis.report.frames / fps
 
     def rate(q: int) -> float:
         return plan(q).packet_bytes(group_frames) * 8 / 1000 / duration
 
-    while rate(MAX_Q) > kbps * 1.1:
+    while rate(MAX_Q) > kbps * (1.0 if at_most else 1.1):
         if divisor >= MAX_DIVISOR_FALLBACK:
             raise FacecodecError(
                 f"layer rate {kbps:g} kbps is below the lowest this clip allows "
@@ -199,6 +200,8 @@ def plan_layer(
             lo = mid
         else:
             hi = mid
+    if at_most:
+        return plan(hi)
     best = min((lo, hi), key=lambda q: abs(math.log(rate(q) / kbps)))
     return plan(best)
 

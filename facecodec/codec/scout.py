@@ -5,14 +5,13 @@ A call cannot look ahead: it must start from the frame where the face first appe
 may catch it mid-blink or mid-word. The scout keeps a few recent crops of the segment
 (one every `SAMPLE_S` over the last `WINDOW_S`), and every `PERIOD_S` measures how well
 each of them, and the picture the receiver has, would draw the others (the mesh warp, mean
-PSNR-Y). When a recent crop draws the recent frames better by at least
-`MARGIN_DB`, it is sent as a refresh keyframe (reason "refresh", `picture_index` the frame
-it shows): the recent past is the best guess at the near future.
+PSNR-Y; a candidate never scores itself). When a recent crop draws the recent frames better
+by at least `MARGIN_DB`, it is sent as a refresh keyframe (reason "refresh", `picture_index`
+the frame it shows): the recent past is the best guess at the near future.
 
-The measuring is spread over the frames, `WORK` warps a frame (about 7 ms each on one core;
-the warp's cost hardly depends on its size), so the sender's frame time stays flat: one look
-of 7 pictures x 12 probes takes about 3 s of frames. Scores exclude a candidate drawing
-itself.
+The measuring is spread over the frames, `WORK` units a frame (a warp's set-up, about 18 ms
+on one core, or one drawing, about 7 ms; both hardly depend on the size), so the sender's
+frame time stays flat: a look at 7 pictures x 12 probes takes 91 frames, about 3 s.
 """
 
 from __future__ import annotations
@@ -33,8 +32,8 @@ PERIOD_S = 4.0  # then one look every ... (from the end of the last)
 CANDIDATES = 6  # recent crops tried as the picture, beside the receiver's
 PROBES = 12  # recent crops each is drawn into
 MARGIN_DB = 1.0  # a candidate must win by this much to be sent
-MIN_GAP_S = 10.0  # at most one refresh of the scout's per ... (a keyframe costs ~2 KB)
-WORK = 1  # warps a frame
+MIN_GAP_S = 10.0  # at most one refresh of the scout's per ... (a keyframe costs 2-4 KB)
+WORK = 1  # units of measuring a frame
 
 
 def spread(items: list[int], n: int) -> list[int]:
@@ -76,7 +75,6 @@ class ReferenceScout:
         self.look: _Look | None = None
         self.next_look = 0
         self.pick: Sample | None = None
-        self.looks = 0  # measurements completed (for reports)
 
     def _sample(self, index: int, picture: np.ndarray, motion: Motion) -> Sample:
         # Scored without the surround: the same for every candidate, and a keyframe's
@@ -119,7 +117,7 @@ class ReferenceScout:
             self.look = _Look([self.current, *(by_index[i] for i in spread(recent, CANDIDATES))],
                               [by_index[i] for i in spread(list(by_index), PROBES)])
         look = self.look
-        for _ in range(WORK):  # a unit: one warp's setting up (~18 ms) or one drawing (~7)
+        for _ in range(WORK):
             cand = look.candidates[look.c]
             if len(look.scores) == look.c:
                 self.warp.set_reference(cand.picture, cand.motion)
@@ -141,5 +139,5 @@ class ReferenceScout:
         best = int(np.argmax(means[1:])) + 1
         if means[best] - means[0] >= MARGIN_DB:
             self.pick = self.look.candidates[best]
-        self.look, self.looks = None, self.looks + 1
+        self.look = None
         self.next_look = index + self.period
