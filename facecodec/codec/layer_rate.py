@@ -67,15 +67,14 @@ LAYER_KEYFRAME_QUALITY: tuple[tuple[float, int], ...] = ((NET_FUSION_MAX_KBPS, 3
 # identical PSNR-Y, MS-SSIM and VMAF; 0 saved 0.57 kbps). A live call keeps the table's:
 # a layer picture lost in transit leaves the warp of the reference on screen.
 FULL_LAYER_KEYFRAME_QUALITY = 0
-# --target-kbps: up to this, motion only (the motion coder spans ~0.5-4 kbps); above it the
-# encoder also codes motion at the lowest preset with the rest going to the layer, and keeps
-# whichever decodes closer to the original (encoder._code_to_target). With the layer drawing
-# the picture, coarse motion costs little and its bits buy more as layer rate: on 6 train
-# clips the low preset saved 1.24 kbps against medium for 0.65 / 0.02 / 0.43 VMAF (4 / 8 /
-# 15 kbps layers), and the lowest (4 expression coefficients, 2.5x steps) saved another
-# 0.57 kbps against low; at equal --target-kbps 6.5 / 10 / 17 it scored +0.33 / +0.10 /
-# +0.10 dB PSNR-Y and +2.2 / +0.9 / +0.7 VMAF over low (out of ~1.4 kbps of motion;
-# benchmarks/motion_beside_layer.py).
+# --target-kbps: up to this, motion only (the motion coder spans ~0.5-4 kbps); above it the encoder
+# also codes motion at the lowest preset with the rest going to the layer, and keeps the layer when
+# it decodes 1 dB closer to the original (encoder._code_to_target). With the layer drawing the
+# picture, coarse motion costs little and its bits buy more as layer rate: on 6 train clips the low
+# preset saved 1.24 kbps against medium for 0.65 / 0.02 / 0.43 VMAF (4 / 8 / 15 kbps layers), and
+# the lowest (4 expression coefficients, 2.5x steps) saved another 0.57 kbps against low; at equal
+# --target-kbps 6.5 / 10 / 17 it scored +0.33 / +0.10 / +0.10 dB PSNR-Y and +2.2 / +0.9 / +0.7 VMAF
+# over low (out of ~1.4 kbps of motion; benchmarks/motion_beside_layer.py).
 MOTION_ONLY_MAX_KBPS = 5.0
 LAYER_MOTION_PRESET = "lowest"
 # A live call keeps the low preset beside its layer: a layer picture lost in transit leaves
