@@ -68,7 +68,7 @@ def main() -> None:
             s = evaluate(feats, frames, metrics=METRICS).mean
             rows.append({"clip": clip.stem, "rate": rate, "size": size, "divisor": divisor,
                          "layer_kbps": r.layer_kbps,
-                         "total_kbps": r.total_bytes * 8 / 1000 / r.duration_s, **s})
+                         "total_kbps": r.total_kbps, **s})
             print(f"{clip.stem:40s} {rate:4.1f} kbps {size:3d} px 1/{divisor}: total "
                   f"{rows[-1]['total_kbps']:6.2f}  VMAF {s['vmaf']:5.1f}", flush=True)
     print("\nmean over clips")

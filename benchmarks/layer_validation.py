@@ -45,7 +45,7 @@ def main() -> None:
         analysis = analysis_of(clip, ref.size, len(ref.frames))
         for rate in a.rates:
             r = code_analysis(analysis, EncoderSettings(layer_kbps=rate))
-            total = r.total_bytes * 8 / 1000 / r.duration_s
+            total = r.total_kbps
             for mode in a.modes:
                 frames = decode_packets(r.header, r.packets, len(ref.frames), layer=mode)
                 s = evaluate(feats, frames, metrics=METRICS).mean

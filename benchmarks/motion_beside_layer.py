@@ -41,7 +41,7 @@ def main() -> None:
                 r = code_analysis(analysis, EncoderSettings(target_kbps=target))
                 frames = decode_packets(r.header, r.packets, len(ref.frames))
                 s = evaluate(feats, frames, metrics=METRICS).mean
-                total = r.total_bytes * 8 / 1000 / r.duration_s
+                total = r.total_kbps
                 rows.append((preset, sur, target, total, r.motion_kbps,
                              *(s[m] for m in METRICS)))
                 print(f"{clip.stem:40s} {preset:7s} {sur:3s} {target:5.1f}: total {total:6.2f}  "

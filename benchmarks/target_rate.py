@@ -55,7 +55,7 @@ def eval_clip(job: tuple[Path, int, list[float]]) -> tuple[str, list[dict[str, o
                 continue
             out = decode_packets(r.header, r.packets, len(crops))
             row[name] = {
-                "kbps": r.total_bytes * 8 / 1000 / r.duration_s,
+                "kbps": r.total_kbps,
                 "encoder_psnr_y": encoder.stream_psnr_y(analysis, r, SIZE),
                 **evaluate(feats, out, metrics=METRICS).mean,
             }

@@ -53,7 +53,7 @@ def main() -> None:
                 "frames": len(crops),
                 "fps": float(r.header.fps),
                 "motion_kbps": r.motion_kbps,
-                "total_kbps": r.total_bytes * 8 / 1000 / r.duration_s,
+                "total_kbps": r.total_kbps,
                 "keyframes": len(r.keyframes),
                 "psnr_y": float(np.mean(psnr_y(luma(crops), luma(rec)))),
                 "ms_ssim": float(np.mean(ms_ssim(crops, rec))),

@@ -39,7 +39,7 @@ def _encode(a: argparse.Namespace) -> int:
         )
     if rep.several_faces and a.face == "largest":
         print("note: several faces seen; the largest/tracked one was coded", file=sys.stderr)
-    total_kbps = r.total_bytes * 8 / 1000 / r.duration_s
+    total_kbps = r.total_kbps
     layer = ""
     if r.header.layer is not None:
         lay = r.header.layer

@@ -45,7 +45,7 @@ def run_demo(
     ref = ReferenceClip(original[:n], enc.header.fps, src.stem)
     feats = ReferenceFeatures.compute(ref.frames, aed_every=10)
     scores = evaluate(feats, rendered[:n], metrics=DEMO_METRICS).mean
-    total_kbps = enc.total_bytes * 8 / 1000 / enc.duration_s
+    total_kbps = enc.total_kbps
     steady_kbps = enc.motion_kbps
     print(f"\nclip          {src}  ({n} frames, {float(enc.header.fps):.2f} fps, {size}x{size})")
     layer = f", layer {enc.layer_kbps:.2f} kbps" if enc.header.layer else ""

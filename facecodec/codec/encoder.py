@@ -311,6 +311,10 @@ class EncodeResult:
     def total_bytes(self) -> int:
         return len(self.header.to_bytes()) + sum(len(encode_packet(p)) for p in self.packets)
 
+    @property
+    def total_kbps(self) -> float:
+        return self.total_bytes * 8 / 1000 / self.duration_s
+
 
 def packetize(
     events: list[KeyframeEvent | MotionEvent],
@@ -348,6 +352,23 @@ def smooth_for(
     return stabilise(events, basis, float(fps), beta_for(config.step_mul, beside_layer))
 
 
+def motion_rate(
+    events: list[KeyframeEvent | MotionEvent],
+    basis: ExpressionBasis,
+    config: CoderConfig,
+    settings: EncoderSettings,
+    fps: Fraction,
+    total: int,
+    beside_layer: bool,
+) -> float:
+    """kbps of the MOTION and RESYNC packets `config` makes of `events`, smoothed for it."""
+    packets = packetize(smooth_for(events, basis, fps, config, beside_layer), config, settings,
+                        fps, total)
+    n = sum(len(encode_packet(p)) for p in packets
+            if p.type in (PacketType.MOTION, PacketType.RESYNC))
+    return n * 8 / 1000 / (total / float(fps))
+
+
 def _search_config(
     basis: ExpressionBasis,
     events: list[KeyframeEvent | MotionEvent],
@@ -361,27 +382,20 @@ def _search_config(
     the Motions are smoothed for each candidate quantiser, as they will be coded). With the
     surround if even the coarsest quantiser leaves room for it, else without. `rest`: the
     kbps the rest of the file takes (for the message when nothing fits)."""
-    duration = total / float(fps)
-    motion_types = (PacketType.MOTION, PacketType.RESYNC)
-
     def kbps(cfg: CoderConfig) -> float:
-        smoothed = smooth_for(events, basis, fps, cfg, beside_layer=False)
-        packets = packetize(smoothed, cfg, settings, fps, total)
-        n = sum(len(encode_packet(p)) for p in packets if p.type in motion_types)
-        return n * 8 / 1000 / duration
+        return motion_rate(events, basis, cfg, settings, fps, total, beside_layer=False)
 
-    target = budget
     surround = settings.surround
     if surround:
         floor = kbps(make_config_q(0.0, 2 * K_MEDIUM, basis.std, surround=True))
-        surround = floor <= target
+        surround = floor <= budget
 
     def config(q: float) -> CoderConfig:
         return make_config_q(q, 2 * K_MEDIUM, basis.std, surround=surround)
 
     if not surround:
         floor = kbps(config(0.0))
-    if floor > target:
+    if floor > budget:
         raise FacecodecError(
             f"--target-kbps {settings.target_kbps:g} is below the lowest rate this clip allows "
             f"({floor + rest:.2f} kbps: motion {floor:.2f}, reference pictures and framing "
@@ -390,7 +404,7 @@ def _search_config(
     lo, hi = 0.0, 1.0
     for _ in range(10):
         mid = (lo + hi) / 2
-        if kbps(config(mid)) <= target:
+        if kbps(config(mid)) <= budget:
             lo = mid
         else:
             hi = mid
@@ -580,11 +594,12 @@ def _motion_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeRe
     then the finest motion quantiser the rest allows."""
     assert settings.target_kbps is not None
     target = settings.target_kbps
-    duration = analysis.report.frames / float(analysis.info.fps)
     events = analysis.events
     if settings.reference == "best":
         events = analysis.events_with_chosen_references(settings.size)
     pictures = [e.image for e in events if isinstance(e, KeyframeEvent)]
+    basis, fps, frames = load_basis(), analysis.info.fps, analysis.report.frames
+    duration = frames / float(fps)
     cost: dict[int, float] = {}
 
     def reference_kbps(q: int) -> float:
@@ -604,12 +619,11 @@ def _motion_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeRe
         quality = TARGET_KEYFRAME_QUALITIES[lo]
     settings = replace(settings, keyframe_quality=quality)
     label = f"target{target:g}"
-    basis, fps, frames = load_basis(), analysis.info.fps, analysis.report.frames
     rest = reference_kbps(quality)  # with the header and framing, corrected below
     for _ in range(3):
         config = _search_config(basis, events, settings, fps, frames, target - rest, rest)
         result = _code(analysis, settings, events, config, label, 0.0)
-        total = result.total_bytes * 8 / 1000 / duration
+        total = result.total_kbps
         if total <= target:
             break
         rest += total - target + 0.005 * target
@@ -622,19 +636,14 @@ def _layer_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeRes
     assert settings.target_kbps is not None
     target = settings.target_kbps
     basis, fps, frames = load_basis(), analysis.info.fps, analysis.report.frames
-    duration = frames / float(fps)
     config = coder_config(basis, LAYER_MOTION_PRESET, beside_layer=True)
     label = f"target{target:g}"
-    motion_bytes = sum(
-        len(encode_packet(p)) for p in packetize(
-            smooth_for(analysis.events, basis, fps, config, True), config, settings, fps, frames)
-        if p.type in (PacketType.MOTION, PacketType.RESYNC)
-    )
-    layer_kbps = target - motion_bytes * 8 / 1000 / duration
+    layer_kbps = target - motion_rate(analysis.events, basis, config, settings, fps, frames,
+                                      beside_layer=True)
     # Not one correction: a lower layer rate can call for finer reference pictures.
     for _ in range(8):
         result = _code(analysis, settings, analysis.events, config, label, layer_kbps, True)
-        over = result.total_bytes * 8 / 1000 / duration - target
+        over = result.total_kbps - target
         if over <= 0:
             break
         layer_kbps -= over
