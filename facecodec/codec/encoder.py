@@ -420,7 +420,7 @@ class Analysis:
     report: AnalysisReport
     source: Path | None = None  # read again, only for a layer
     max_frames: int | None = None
-    _pictures: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _pictures: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
     _chosen: dict[int, list[KeyframeEvent | MotionEvent]] = field(default_factory=dict,
                                                                   repr=False)
     # coded layers by (size, crop size, divisor, crf): rate control revisits them
@@ -447,14 +447,15 @@ class Analysis:
         """Every frame's crop downscaled to the layer `size` (kept, since rate control codes
         them several times; 12 KB a frame at 64 px). The crop is cut at `crop_size` first,
         like the receiver's frame, then area-downscaled, like training did."""
-        if size not in self._pictures:
+        key = (size, crop_size)
+        if key not in self._pictures:
             if self.source is None:
                 raise FacecodecError("this analysis has no source to cut layer pictures from")
-            self._pictures[size] = np.stack([
+            self._pictures[key] = np.stack([
                 downscale(c, size) for c in iter_crops(self.source, self.keyframes, crop_size,
                                                        self.max_frames)
             ])
-        return self._pictures[size]
+        return self._pictures[key]
 
 
 def analyze_file(
@@ -625,9 +626,10 @@ def _motion_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeRe
         result = _code(analysis, settings, events, config, label, 0.0)
         total = result.total_kbps
         if total <= target:
-            break
+            return result
         rest += total - target + 0.005 * target
-    return result
+    raise FacecodecError(f"--target-kbps {target:g} could not be met by motion alone "
+                         f"(its last coding came to {total:.2f} kbps)")
 
 
 def _layer_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeResult:
@@ -645,11 +647,13 @@ def _layer_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeRes
         result = _code(analysis, settings, analysis.events, config, label, layer_kbps, True)
         over = result.total_kbps - target
         if over <= 0:
-            break
+            return result
         layer_kbps -= over
         if layer_kbps <= 0:
-            raise FacecodecError(f"--target-kbps {target:g} leaves no room for the layer")
-    return result
+            break
+    # A target is a ceiling: _code_to_target then keeps motion alone.
+    raise FacecodecError(f"--target-kbps {target:g} leaves no room for the layer "
+                         f"(its last coding came to {result.total_kbps:.2f} kbps)")
 
 
 def stream_psnr_y(analysis: Analysis, result: EncodeResult, size: int) -> float:
