@@ -1,15 +1,16 @@
 """`--target-kbps`, every byte counted: how close each clip's file comes to the target, and
-what motion alone and motion + layer each give at it (the encoder keeps the layer when it
-decodes closer to the original by encoder.LAYER_MARGIN_DB of PSNR-Y; this also scores VMAF
-and AKD, which it does not look at).
+what motion alone and motion + layer each give at it, and which one the encoder keeps (the
+layer when its decoded frames score encoder.LAYER_MARGIN_VMAF higher on VMAF; this also
+scores PSNR-Y and AKD, which it does not look at).
 
     .venv/bin/python benchmarks/target_rate.py [--split validation] [--frames 150]
         [--targets 3 6 8 12 16] [--jobs 2]
 
 `--frames 0`: whole clips. Per clip and target: total kbps and PSNR-Y / VMAF / AKD of
-motion alone (`encoder._motion_to_target`: reference quality, then motion quantiser) and,
-above 5 kbps, of motion + layer (`encoder._layer_to_target`), and which one
-`code_analysis` keeps. Clips run in parallel worker processes, one thread each.
+motion alone (`encoder.motion_to_target`: reference quality, then motion quantiser) and,
+above 5 kbps, of motion + layer (`encoder.layer_to_target`), and which one `code_analysis`
+keeps (`encoder.keeps_layer` on the encoder's own scores, codec/scoring.py). Clips run in
+parallel worker processes, one thread each.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from facecodec.codec import encoder
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops
 from facecodec.codec.layer_rate import uses_layer
+from facecodec.codec.scoring import score_streams
 from facecodec.errors import FacecodecError
 from facecodec.train.landmarks import load_split
 
@@ -44,9 +46,10 @@ def eval_clip(job: tuple[Path, int, list[float]]) -> tuple[str, list[dict[str, o
     for t in targets:
         settings = EncoderSettings(size=SIZE, target_kbps=t)
         row: dict[str, object] = {"target": t}
-        coders = {"motion": encoder._motion_to_target}
+        coders = {"motion": encoder.motion_to_target}
         if uses_layer(t):
-            coders["layer"] = encoder._layer_to_target
+            coders["layer"] = encoder.layer_to_target
+        streams = {}
         for name, code in coders.items():
             try:
                 r = code(analysis, settings)
@@ -54,17 +57,12 @@ def eval_clip(job: tuple[Path, int, list[float]]) -> tuple[str, list[dict[str, o
                 row[name] = str(e)
                 continue
             out = decode_packets(r.header, r.packets, len(crops))
-            row[name] = {
-                "kbps": r.total_kbps,
-                "encoder_psnr_y": encoder.stream_psnr_y(analysis, r, SIZE),
-                **evaluate(feats, out, metrics=METRICS).mean,
-            }
-        scored = {k: v for k, v in row.items() if isinstance(v, dict)}
-        row["kept"] = next(iter(scored), None)
-        if len(scored) == 2:  # encoder._code_to_target's rule
-            layer_wins = (scored["layer"]["encoder_psnr_y"]
-                          > scored["motion"]["encoder_psnr_y"] + encoder.LAYER_MARGIN_DB)
-            row["kept"] = "layer" if layer_wins else "motion"
+            streams[name] = r
+            row[name] = {"kbps": r.total_kbps, **evaluate(feats, out, metrics=METRICS).mean}
+        row["kept"] = next(iter(streams), None)
+        if len(streams) == 2:  # encoder._code_to_target's choice
+            judged = score_streams(analysis, [streams["motion"], streams["layer"]], SIZE)
+            row["kept"] = "layer" if encoder.keeps_layer(*judged) else "motion"
         rows.append(row)
     return clip.stem, rows
 

@@ -122,7 +122,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--quality", choices=PRESETS, default="medium")
     e.add_argument("--target-kbps", type=float, default=None,
                    help="rate to aim for, every byte of the file counted (above 5 kbps "
-                        "motion + the low-resolution layer is tried too; the closer wins)")
+                        "motion + the low-resolution layer is tried too; the higher VMAF wins)")
     e.add_argument("--layer-kbps", type=float, default=0.0,
                    help="low-resolution layer rate (0: off, motion only)")
     e.add_argument("--layer-crf", type=int, default=None,

@@ -15,6 +15,8 @@ from conftest import GRID_CLIP, GRID_FRAMES, PORTRAITS, CliRun, require
 
 import facecodec.codec.encoder as encoder
 import facecodec.codec.layer_rate as layer_rate
+import facecodec.codec.scoring as scoring
+from facecodec.bench.metrics import ReferenceFeatures, evaluate
 from facecodec.bitstream.container import (
     LAYER_SIZES,
     VERSION_MINOR,
@@ -43,7 +45,6 @@ from facecodec.codec.encoder import (
 from facecodec.codec.layer import LayerDecoder
 from facecodec.codec.layer_rate import NET_FUSION_MAX_KBPS, schedule
 from facecodec.errors import BitstreamError, FacecodecError
-from facecodec.psnr import image_psnr_y
 from facecodec.render.fusion_model import FULL_SIZE_WEIGHTS, GATE_MODEL_ID, default_fusion_id
 
 RATE_TOLERANCE = 0.15  # integer quantisers step the rate by ~6-10 %
@@ -261,32 +262,44 @@ def test_layer_rate_of_the_8_kbps_stream(layered: EncodeResult) -> None:
     assert layered.layer_kbps == pytest.approx(8.0, rel=RATE_TOLERANCE)
 
 
-def test_target_kbps_above_motion_range_keeps_the_closer_stream(analysis: Analysis) -> None:
+def test_target_kbps_above_motion_range_keeps_the_stream_vmaf_prefers(
+        analysis: Analysis) -> None:
     """Above 5 kbps the encoder codes motion alone and motion + layer, every byte of each
-    within the target, and keeps the layer when it decodes closer to the original by
-    LAYER_MARGIN_DB of PSNR-Y (on this 3 s clip at 12 kbps it does)."""
+    within the target, and keeps the layer when its decoded frames score LAYER_MARGIN_VMAF
+    higher (on this 3 s clip at 12 kbps they do, and at 3 kbps only motion is coded)."""
     target = 12.0
     settings = EncoderSettings(target_kbps=target)
-    motion = encoder._motion_to_target(analysis, settings)
-    layered = encoder._layer_to_target(analysis, settings)
+    motion = encoder.motion_to_target(analysis, settings)
+    layered = encoder.layer_to_target(analysis, settings)
     assert motion.header.layer is None and layered.header.layer is not None
     for r in (motion, layered):
-        assert 0.85 * target <= r.total_bytes * 8 / 1000 / r.duration_s <= target
-    scores = [encoder.stream_psnr_y(analysis, r, 256) for r in (motion, layered)]
+        assert 0.85 * target <= r.total_kbps <= target
+    scores = scoring.score_streams(analysis, [motion, layered], 256)
     kept = code_analysis(analysis, settings)
     assert kept.total_bytes in (motion.total_bytes, layered.total_bytes)
-    assert (kept.header.layer is not None) == (scores[1] > scores[0] + encoder.LAYER_MARGIN_DB)
-    assert kept.header.layer is not None, scores
+    assert (kept.header.layer is not None) == encoder.keeps_layer(*scores)
+    assert scores[1].vmaf > scores[0].vmaf + encoder.LAYER_MARGIN_VMAF, scores
     low = code_analysis(analysis, EncoderSettings(target_kbps=3.0))
     assert low.header.layer is None
 
 
-def test_stream_psnr_y_is_the_decoded_frames_mean(analysis: Analysis) -> None:
-    r = code_analysis(analysis, EncoderSettings(preset="low"))
+def test_stream_scores_are_the_bench_scores(analysis: Analysis,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The encoder's judge scores decoded streams as the bench does (same luma, same VMAF),
+    holding SCORE_CHUNK frames at a time (here 30: three chunks)."""
+    monkeypatch.setattr(scoring, "SCORE_CHUNK", 30)
+    streams = [code_analysis(analysis, EncoderSettings(preset="low")), code_analysis(
+        analysis, EncoderSettings(layer_kbps=8.0))]
     crops = original_crops(analysis.source, analysis.keyframes, 256)
-    frames = decode_packets(r.header, r.packets, len(crops))
-    want = np.mean([image_psnr_y(c, f) for c, f in zip(crops, frames, strict=True)])
-    assert encoder.stream_psnr_y(analysis, r, 256) == pytest.approx(want, abs=1e-9)
+    assert len(crops) > 2 * scoring.SCORE_CHUNK
+    feats = ReferenceFeatures.compute(crops)
+    scores = scoring.score_streams(analysis, streams, 256)
+    for r, got in zip(streams, scores, strict=True):
+        want = evaluate(feats, decode_packets(r.header, r.packets, len(crops)),
+                        metrics=("psnr_y", "vmaf")).mean
+        assert got.psnr_y == pytest.approx(want["psnr_y"], abs=1e-6)
+        assert got.vmaf == pytest.approx(want["vmaf"], abs=0.2)
+    assert scores[0].vmaf != scores[1].vmaf
 
 
 def _decode(header: StreamHeader, packets: list[Packet]) -> tuple[PacketDecoder, int]:

@@ -69,7 +69,7 @@ LAYER_KEYFRAME_QUALITY: tuple[tuple[float, int], ...] = ((NET_FUSION_MAX_KBPS, 3
 FULL_LAYER_KEYFRAME_QUALITY = 0
 # --target-kbps: up to this, motion only (the motion coder spans ~0.5-4 kbps); above it the encoder
 # also codes motion at the lowest preset with the rest going to the layer, and keeps the layer when
-# it decodes 1 dB closer to the original (encoder._code_to_target). With the layer drawing the
+# its frames score higher on VMAF (encoder._code_to_target). With the layer drawing the
 # picture, coarse motion costs little and its bits buy more as layer rate: on 6 train clips the low
 # preset saved 1.24 kbps against medium for 0.65 / 0.02 / 0.43 VMAF (4 / 8 / 15 kbps layers), and
 # the lowest (4 expression coefficients, 2.5x steps) saved another 0.57 kbps against low; at equal
