@@ -595,7 +595,7 @@ def _code_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeResu
 
 def layer_wins(analysis: Analysis, motion: EncodeResult, layered: EncodeResult,
                size: int) -> bool:
-    """Whether the stream with the layer decodes LAYER_MARGIN_VMAF closer to the original."""
+    """Whether the stream with the layer scores LAYER_MARGIN_VMAF higher than motion alone."""
     from facecodec.codec.scoring import score_streams  # it imports this module
 
     return keeps_layer(*score_streams(analysis, [motion, layered], size))
