@@ -83,6 +83,12 @@ CODECS: dict[str, CodecConfig] = {
             {"preset": "8", "svtav1-params": "lp=1:pred-struct=1"},
         ),
         CodecConfig(
+            # The same at preset 4, the preset facecodec's layer uses in files: the anchor
+            # that tells the layer's gain from the slower preset's.
+            "svtav1-ld-p4", "libsvtav1", "libdav1d", "av1", "crf", _AV1_LADDER, (70, 56, 44),
+            {"preset": "4", "svtav1-params": "lp=1:pred-struct=1"},
+        ),
+        CodecConfig(
             "vp9-ld", "libvpx-vp9", "vp9", "vp9", "crf", _VP9_LADDER, (63, 48),
             {"deadline": "realtime", "cpu-used": "7", "lag-in-frames": "0"}, bit_rate=0,
         ),

@@ -19,7 +19,7 @@ import numpy as np
 from facecodec.bitstream.container import LAYER_SIZES
 from facecodec.bitstream.packets import encode_varint
 from facecodec.codec.analysis import KeyframeEvent
-from facecodec.codec.layer import AV1, MAX_Q, MIN_Q, LayerEncoder
+from facecodec.codec.layer import AV1, MAX_Q, MIN_Q, SPEC_AV1_LIVE, LayerEncoder
 from facecodec.errors import FacecodecError
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ class LiveLayer:
         self.kbps, self.fps = kbps, fps
         self.size, self.divisor = schedule(kbps, crop_size, live=True)
         self.q = _by_rate(LIVE_START_Q, kbps)
-        self.encoder = LayerEncoder(self.size, self.q)
+        self.encoder = LayerEncoder(self.size, self.q, SPEC_AV1_LIVE)
         self.phase: int | None = None  # frame of the current run's first picture
         self.run_bytes = 0
         self.run_frames = max(self.divisor, round(LIVE_RUN_S * fps / self.divisor) * self.divisor)
@@ -250,7 +250,7 @@ class LiveLayer:
             step = max(-MAX_CRF_STEP, min(MAX_CRF_STEP, step))
             self.q = min(MAX_Q, max(MIN_Q, self.q + step))
         self.encoder.restart()
-        self.encoder = LayerEncoder(self.size, self.q)
+        self.encoder = LayerEncoder(self.size, self.q, SPEC_AV1_LIVE)
         self.run_bytes = 0
 
     def picture(self, index: int, crop: np.ndarray) -> tuple[bool, bytes] | None:
