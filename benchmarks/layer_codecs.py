@@ -7,11 +7,13 @@ bicubically to 256 px and holds it until the next picture. Rates count what a LA
 would carry (packet framing and layer header included; AV1 temporal delimiters and x264's
 settings SEI dropped). Prints per configuration the mean kbps and PSNR-Y / VMAF.
 
-    .venv/bin/python benchmarks/layer_codecs.py [--clips N] [--stage codecs|sizes|large]
-        [--json OUT]
+    .venv/bin/python benchmarks/layer_codecs.py [--clips N]
+        [--stage codecs|sizes|large|presets] [--json OUT]
 
 `--stage large` compares 128, 192 and 256 px at 1 picture in 1-4 frames on all validation
-clips (the sizes a layer above ~5.5 kbps may use).
+clips (the sizes a layer above ~5.5 kbps may use). `--stage presets` compares SVT-AV1
+presets 8, 4 and 3 for a 256 px layer at 1 picture in 1 and in 3 frames on all validation
+clips, scoring the coded pictures themselves, and prints each preset's BD-rate against 8.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from facecodec.bench.conventional import dispensable_bytes
+from facecodec.bench.curves import bd_rate
 from facecodec.bench.facecodec_system import facecodec_reference
-from facecodec.bench.metrics import luma, psnr_y, vmaf
+from facecodec.bench.metrics import luma, ms_ssim, psnr_y, vmaf
 from facecodec.codec.layer import LAYER_PACKET_OVERHEAD, LayerCodecSpec, code_sequence, upsample
 from facecodec.train.landmarks import load_split
 
@@ -35,7 +38,10 @@ SPECS = {
     "svtav1-ld": LayerCodecSpec("libsvtav1", "libdav1d", "av1", (63, 58, 52, 46, 40)),
     "x264-rt": LayerCodecSpec("libx264", "h264", "h264", (51, 46, 41, 36, 31)),
     "vp9-rt": LayerCodecSpec("libvpx-vp9", "vp9", "vp9", (63, 56, 50, 44, 38)),
+    "svtav1-ld-p4": LayerCodecSpec("libsvtav1", "libdav1d", "av1", (63, 58, 52, 46), preset=4),
+    "svtav1-ld-p3": LayerCodecSpec("libsvtav1", "libdav1d", "av1", (63, 58, 52, 46), preset=3),
 }
+PRESETS = ("svtav1-ld", "svtav1-ld-p4", "svtav1-ld-p3")
 
 # crf per size for --stage large: from about 4 to 40 kbps over 1 in 1..4 frames.
 LARGE_LADDER = {128: (58, 52, 46, 40, 34, 28), 192: (61, 56, 52, 46, 40, 34),
@@ -65,16 +71,65 @@ def score(frames: np.ndarray, name: str, size: int, divisor: int, q: int) -> dic
     }
 
 
+def score_pictures(frames: np.ndarray, name: str, divisor: int, q: int) -> dict[str, float]:
+    """A 256 px layer's own pictures against the crops they were cut from (no holding, so
+    a codec setting is judged on what it codes)."""
+    spec = SPECS[name]
+    originals = frames[::divisor]
+    coded, decoded = code_sequence(originals, 256, q, spec)
+    nbytes = sum(len(c) - dispensable_bytes(c, spec.bitstream) + LAYER_PACKET_OVERHEAD
+                 for c in coded)
+    dec = np.stack(decoded)
+    ry, dy = luma(originals), luma(dec)
+    return {
+        "kbps": nbytes * 8 / 1000 / (len(frames) / 25.0),
+        "psnr_y": float(psnr_y(ry, dy).mean()),
+        "vmaf": float(np.nanmean(vmaf(ry, dy))),
+        "ms_ssim": float(ms_ssim(originals, dec).mean()),
+    }
+
+
+def presets(data: dict[str, np.ndarray]) -> list[dict[str, float | int | str]]:
+    rows: list[dict[str, float | int | str]] = []
+    for divisor in (1, 3):
+        curves = {}
+        for name in PRESETS:
+            pts = []
+            for q in SPECS[name].ladder:
+                per = [score_pictures(f, name, divisor, q) for f in data.values()]
+                m = {k: float(np.mean([r[k] for r in per])) for k in per[0]}
+                rows.append({"codec": name, "size": 256, "divisor": divisor, "q": q, **m})
+                pts.append(m)
+                print(f"{name:13s} 256px 1/{divisor} q={q:3d}  {m['kbps']:6.2f} kbps  PSNR-Y "
+                      f"{m['psnr_y']:5.2f}  VMAF {m['vmaf']:5.1f}  MS-SSIM {m['ms_ssim']:.4f}",
+                      flush=True)
+            curves[name] = {k: np.array([p[k] for p in pts]) for k in pts[0]}
+        base = curves[PRESETS[0]]
+        for name in PRESETS[1:]:
+            c = curves[name]
+            bd = [bd_rate(base["kbps"], base[k], c["kbps"], c[k])
+                  for k in ("psnr_y", "vmaf", "ms_ssim")]
+            print(f"1/{divisor} {name} against {PRESETS[0]}: BD-rate PSNR-Y {bd[0]:+.1f} %, "
+                  f"VMAF {bd[1]:+.1f} %, MS-SSIM {bd[2]:+.1f} %", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=3)
-    ap.add_argument("--stage", choices=("codecs", "sizes", "large"), default="codecs")
+    ap.add_argument("--stage", choices=("codecs", "sizes", "large", "presets"),
+                    default="codecs")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     clips = load_split(DATA, "validation")
-    if a.stage != "large":
+    if a.stage not in ("large", "presets"):
         clips = [p for p in clips if "liveportrait" in p.stem][: a.clips]
     data = {p.stem: crops(p) for p in clips}
+    if a.stage == "presets":
+        rows = presets(data)
+        if a.json:
+            a.json.write_text(json.dumps(rows, indent=1))
+        return
     if a.stage == "codecs":
         grid = [(n, 64, d) for n in SPECS for d in (1, 2)]
     elif a.stage == "sizes":
