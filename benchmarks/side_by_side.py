@@ -74,7 +74,7 @@ def _x264_at(ref: object, target_bytes: int) -> SystemPoint:
 def run(clip: Path, out: Path) -> None:
     ref = facecodec_reference(clip)
     n, fps, seconds = len(ref.frames), ref.fps, len(ref.frames) / float(ref.fps)
-    feats = ReferenceFeatures.compute(ref.frames, aed_every=10)
+    feats = ReferenceFeatures.compute(ref.frames, aed_every=7)
 
     def vmaf(frames: np.ndarray) -> float:
         return evaluate(feats, frames, metrics=("vmaf",)).mean["vmaf"]

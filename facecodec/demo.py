@@ -43,7 +43,7 @@ def run_demo(
     side_by_side(original[:n], rendered[:n], out / "side_by_side.mp4", enc.header.fps)
 
     ref = ReferenceClip(original[:n], enc.header.fps, src.stem)
-    feats = ReferenceFeatures.compute(ref.frames, aed_every=10)
+    feats = ReferenceFeatures.compute(ref.frames, aed_every=7)
     scores = evaluate(feats, rendered[:n], metrics=DEMO_METRICS).mean
     total_kbps = enc.total_kbps
     steady_kbps = enc.motion_kbps
