@@ -16,7 +16,7 @@ from conftest import GRID_CLIP, GRID_FRAMES, PORTRAITS, CliRun, require
 import facecodec.codec.encoder as encoder
 import facecodec.codec.layer_rate as layer_rate
 import facecodec.codec.scoring as scoring
-from facecodec.bench.metrics import ReferenceFeatures, evaluate
+from facecodec.bench.metrics import ReferenceFeatures, evaluate, luma, psnr_y
 from facecodec.bitstream.container import (
     LAYER_SIZES,
     VERSION_MINOR,
@@ -42,7 +42,7 @@ from facecodec.codec.encoder import (
     code_analysis,
     original_crops,
 )
-from facecodec.codec.layer import LayerDecoder
+from facecodec.codec.layer import SPEC_AV1, SPEC_AV1_LIVE, LayerDecoder, code_sequence
 from facecodec.codec.layer_rate import NET_FUSION_MAX_KBPS, schedule
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.render.fusion_model import FULL_SIZE_WEIGHTS, GATE_MODEL_ID, default_fusion_id
@@ -487,6 +487,20 @@ def test_cli_bad_layer_crf(
     r = run_main("encode", require(GRID_CLIP), "-o", out, *args)
     assert r.returncode == 2 and r.stderr_lines == [f"facecodec: error: {message}"]
     assert not out.exists()
+
+
+def test_files_code_the_layer_at_a_slower_preset_than_calls(crops: np.ndarray) -> None:
+    # A file's layer (SVT-AV1 preset 4) against a call's (preset 8) at the same crf, one
+    # picture in 3: fewer bytes and a better picture (docs/layer.md, "Preset").
+    pictures = crops[::3]
+    for q in (61, 52):
+        coded = {}
+        for name, spec in (("file", SPEC_AV1), ("call", SPEC_AV1_LIVE)):
+            data, decoded = code_sequence(pictures, 256, q, spec)
+            y = float(psnr_y(luma(pictures), luma(np.stack(decoded))).mean())
+            coded[name] = (sum(map(len, data)), y)
+        assert coded["file"][0] < coded["call"][0], (q, coded)
+        assert coded["file"][1] > coded["call"][1] + 0.1, (q, coded)
 
 
 def test_constant_quality_layer_keeps_its_crf(analysis: Analysis) -> None:
