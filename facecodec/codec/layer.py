@@ -1,6 +1,6 @@
 """The low-resolution layer: the face crop downscaled and coded as low-delay video.
 
-Beside the Motion, a sender may send the same 256 px crop at `size` px (64..128), one
+Beside the Motion, a sender may send the same 256 px crop at `size` px (64..256), one
 picture every `divisor` frames, coded by a conventional codec in true low delay: no frame
 reordering, no look-ahead, one thread (benchmarks/layer_codecs.py chose SVT-AV1 with
 `pred-struct=1`; preset 4 in files, 8 in live calls). The receiver fuses it with the warped
