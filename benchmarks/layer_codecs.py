@@ -56,11 +56,16 @@ def crops(path: Path) -> np.ndarray:
     return np.load(f)
 
 
+def _packet_bytes(coded: list[bytes], spec: LayerCodecSpec) -> int:
+    """What LAYER packets would carry for these pictures."""
+    return sum(len(c) - dispensable_bytes(c, spec.bitstream) + LAYER_PACKET_OVERHEAD
+               for c in coded)
+
+
 def score(frames: np.ndarray, name: str, size: int, divisor: int, q: int) -> dict[str, float]:
     spec = SPECS[name]
     coded, decoded = code_sequence(frames[::divisor], size, q, spec)
-    nbytes = sum(len(c) - dispensable_bytes(c, spec.bitstream) + LAYER_PACKET_OVERHEAD
-                 for c in coded)
+    nbytes = _packet_bytes(coded, spec)
     up = np.repeat(np.stack([upsample(d, frames.shape[1]) for d in decoded]), divisor, 0)
     up = up[: len(frames)]
     ry, uy = luma(frames), luma(up)
@@ -77,8 +82,7 @@ def score_pictures(frames: np.ndarray, name: str, divisor: int, q: int) -> dict[
     spec = SPECS[name]
     originals = frames[::divisor]
     coded, decoded = code_sequence(originals, 256, q, spec)
-    nbytes = sum(len(c) - dispensable_bytes(c, spec.bitstream) + LAYER_PACKET_OVERHEAD
-                 for c in coded)
+    nbytes = _packet_bytes(coded, spec)
     dec = np.stack(decoded)
     ry, dy = luma(originals), luma(dec)
     return {

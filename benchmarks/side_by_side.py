@@ -23,7 +23,7 @@ import numpy as np
 
 from facecodec.bench.conventional import CODECS, HEADLINE_ANCHOR, encode_decode
 from facecodec.bench.facecodec_system import analysis_of, facecodec_reference
-from facecodec.bench.metrics import ReferenceFeatures, evaluate
+from facecodec.bench.metrics import SAMPLING, ReferenceFeatures, evaluate
 from facecodec.bench.system import SystemPoint
 from facecodec.capture.video import VideoWriter
 from facecodec.codec.decoder import decode_packets
@@ -74,7 +74,7 @@ def _x264_at(ref: object, target_bytes: int) -> SystemPoint:
 def run(clip: Path, out: Path) -> None:
     ref = facecodec_reference(clip)
     n, fps, seconds = len(ref.frames), ref.fps, len(ref.frames) / float(ref.fps)
-    feats = ReferenceFeatures.compute(ref.frames, aed_every=7)
+    feats = ReferenceFeatures.compute(ref.frames, **SAMPLING)
 
     def vmaf(frames: np.ndarray) -> float:
         return evaluate(feats, frames, metrics=("vmaf",)).mean["vmaf"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from facecodec.bench.conventional import h264_rate_for_quality
-from facecodec.bench.metrics import ReferenceFeatures, evaluate
+from facecodec.bench.metrics import SAMPLING, ReferenceFeatures, evaluate
 from facecodec.bench.reference import ReferenceClip
 from facecodec.capture.video import VideoWriter, read_frames
 from facecodec.codec.decoder import decode_file
@@ -43,7 +43,7 @@ def run_demo(
     side_by_side(original[:n], rendered[:n], out / "side_by_side.mp4", enc.header.fps)
 
     ref = ReferenceClip(original[:n], enc.header.fps, src.stem)
-    feats = ReferenceFeatures.compute(ref.frames, aed_every=7)
+    feats = ReferenceFeatures.compute(ref.frames, **SAMPLING)
     scores = evaluate(feats, rendered[:n], metrics=DEMO_METRICS).mean
     total_kbps = enc.total_kbps
     steady_kbps = enc.motion_kbps

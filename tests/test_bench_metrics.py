@@ -159,15 +159,13 @@ def test_bench_sampling_counts_the_frames_a_held_layer_repeats(ref: ReferenceCli
     # A 1-in-3 layer: a fresh picture every 3rd frame, held (here: blurred) in between.
     # The bench's sampling must score the held frames too, which every-3rd-frame scoring
     # never saw.
-    from facecodec.bench.runner import SAMPLING
-
     held = _blur(ref.frames, 2.5)
     held[::3] = ref.frames[::3]
-    bench = M.ReferenceFeatures.compute(ref.frames, **SAMPLING)
+    bench = M.ReferenceFeatures.compute(ref.frames, **M.SAMPLING)
     every3 = M.ReferenceFeatures.compute(ref.frames, vmaf_every=3, ssim_every=3, aed_every=7)
     s = M.evaluate(bench, held, metrics=("vmaf", "ms_ssim"))
     fresh = M.evaluate(every3, held, metrics=("vmaf", "ms_ssim"))
     assert s.mean["vmaf"] < fresh.mean["vmaf"] - 10
     assert s.mean["ms_ssim"] < fresh.mean["ms_ssim"] - 0.01
     # aed_every shares no factor with the layer periods 2..5.
-    assert all(SAMPLING["aed_every"] % d for d in (2, 3, 4, 5))
+    assert all(M.SAMPLING["aed_every"] % d for d in (2, 3, 4, 5))

@@ -16,7 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from facecodec.bench.conventional import CODECS, HEADLINE_ANCHOR, conventional_system
-from facecodec.bench.metrics import ALL_METRICS, ReferenceFeatures, evaluate
+from facecodec.bench.metrics import ALL_METRICS, SAMPLING, ReferenceFeatures, evaluate
 from facecodec.bench.reference import (
     DEFAULT_CACHE,
     ReferenceFn,
@@ -50,14 +50,6 @@ def register_system(
     """
     SYSTEM_FACTORIES[name] = factory
     SYSTEM_REFERENCES[name] = reference
-
-
-# A sampled metric must not alias with a stream's period: facecodec's layer draws a
-# fresh picture every 1st to 5th frame and moves it over the frames between, and scoring
-# every 3rd frame saw only fresh pictures of a 1-in-3 layer (validation means VMAF +4.5
-# and +3.8 on those two rungs, up to +10.5 on one clip). VMAF and MS-SSIM score every
-# frame; the costly identity embeddings (dlib) every 7th, prime to every layer period.
-SAMPLING: dict[str, int] = {"vmaf_every": 1, "ssim_every": 1, "aed_every": 7}
 
 
 def run_bench(
