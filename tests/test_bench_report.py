@@ -183,3 +183,52 @@ def test_headline_uses_the_frontier_of_a_system_with_families() -> None:
     # A alone is exactly half the anchor's rate everywhere; B only makes it cheaper.
     assert h["ratio_max"] == pytest.approx(0.5, rel=1e-2)
     assert h["ratio_min"] < 0.5
+
+
+def test_report_reads_the_target_against_both_low_delay_anchors(tmp_path: Path) -> None:
+    """The test system needs 0.2x x264-rt's rate up to VMAF 60, then its ratio climbs to
+    0.4x at 75; low-delay AV1 needs half x264-rt's rate, so the target (a third of x264's
+    rate and half of AV1's) holds from the bottom to a VMAF between 60 and 75, and AV1's
+    half is the limit that binds."""
+    from facecodec.bench.curves import ratio_at
+    from facecodec.bench.report import against_anchors
+
+    def _curve_of(curves: dict, system: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = curves[system]
+        return (np.array([r["kbps_all"] for r in rows]), np.array([r["vmaf"] for r in rows]))
+
+    test = _points("facecodec", 1.0, 0.0)
+    for p in test:
+        step = int(p["setting"][1:])
+        p["kbps_all"] = p["kbps_steady"] = RATES[step] * (0.4 if step == 3 else 0.2)
+    points = _points("x264-rt", 1.0, 0.0) + _points("svtav1-ld", 0.5, 0.0) + test
+    res = write_report(points, tmp_path, {"clips": ["a", "b"], "max_frames": 10,
+                                          "quick": True, "sampling": {}}, "facecodec")
+    ours = res["against_anchors"]
+    assert ours == against_anchors(mean_curves(points), "facecodec")
+    assert ours["anchors"] == ["x264-rt", "svtav1-ld"]
+    assert ours["ratios"]["svtav1-ld"]["psnr_y"]["kbps_all"] == pytest.approx(
+        2 * ours["ratios"]["x264-rt"]["psnr_y"]["kbps_all"])
+    vmaf = ours["target"]["kbps_all/vmaf"]
+    assert vmaf["overlap"] == pytest.approx((30.0, 75.0))
+    [(lo, hi)] = vmaf["met"]
+    assert lo == pytest.approx(30.0) and 60.0 < hi < 75.0
+    # It ends where AV1's limit binds (x264-rt ratio 0.25), not x264's (a third).
+    curves = mean_curves(points)
+    x264 = [*_curve_of(curves, "x264-rt"), *_curve_of(curves, "facecodec")]
+    assert ratio_at(*x264, np.array([hi]))[0] == pytest.approx(0.25, abs=0.005)
+    at_hi = ours["vmaf_levels"]
+    at45 = next(r for r in at_hi if r["vmaf"] == 45)
+    assert at45["kbps_all"] == pytest.approx(4.0)
+    assert at45["x264-rt/kbps_all"] == pytest.approx(0.2)
+    assert at45["svtav1-ld/kbps_all"] == pytest.approx(0.4)
+    assert next(r for r in at_hi if r["vmaf"] == 90)["kbps_all"] is None
+    text = (tmp_path / "report.md").read_text()
+    assert "## Against the low-delay anchors" in text and "| 45 | 4.00 / 4.00 |" in text
+    # Three times the rate everywhere: the target is met nowhere, and the report says so.
+    for p in test:
+        p["kbps_all"] = p["kbps_steady"] = p["kbps_all"] * 3
+    res = write_report(points, tmp_path, {"clips": ["a", "b"], "max_frames": 10,
+                                          "quick": True, "sampling": {}}, "facecodec")
+    assert res["against_anchors"]["target"]["kbps_all/vmaf"]["met"] == []
+    assert "vmaf: not met; the curves overlap over 30..75" in (tmp_path / "report.md").read_text()

@@ -62,8 +62,7 @@ def frontier(
     best = np.full(grid.shape, np.inf)
     for lr, g in curves:
         inside = np.clip(grid, g[0], g[-1])
-        fn = _log_rate_fn(lr, g) if len(g) > 1 else (lambda v, c=lr[0]: np.full_like(v, c))
-        here = np.where(grid < g[0], lr[0], np.asarray(fn(inside)))
+        here = np.where(grid < g[0], lr[0], _log_rate_at(lr, g, inside))
         best = np.minimum(best, np.where(grid <= g[-1], here, np.inf))
     ok = np.isfinite(best)
     sign = 1 if higher_is_better else -1
@@ -92,6 +91,36 @@ def beats_floor(
     cheapest point's at that point's rate."""
     _, g = envelope(rates, quality, higher_is_better)
     return len(g) > 0 and (target if higher_is_better else -target) < g[0]
+
+
+def _log_rate_at(lr: np.ndarray, g: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Log-rate of an envelope at goodness values x inside its range (a one-point
+    envelope: its rate)."""
+    if len(g) == 1:
+        return np.full(np.shape(x), lr[0])
+    return np.asarray(_log_rate_fn(lr, g)(x), np.float64)
+
+
+def ratio_at(
+    anchor_rates: np.ndarray,
+    anchor_quality: np.ndarray,
+    test_rates: np.ndarray,
+    test_quality: np.ndarray,
+    quality: np.ndarray,
+    higher_is_better: bool = True,
+) -> np.ndarray:
+    """rate_test / rate_anchor at each `quality` (metric units), interpolated as `meet`
+    does; NaN where either curve does not reach that quality."""
+    la, ga = envelope(anchor_rates, anchor_quality, higher_is_better)
+    lt, gt = envelope(test_rates, test_quality, higher_is_better)
+    g = np.asarray(quality, np.float64) * (1 if higher_is_better else -1)
+    out = np.full(g.shape, np.nan)
+    if len(ga) == 0 or len(gt) == 0:
+        return out
+    inside = (g >= max(ga[0], gt[0])) & (g <= min(ga[-1], gt[-1]))
+    x = g[inside]
+    out[inside] = np.exp(_log_rate_at(lt, gt, x) - _log_rate_at(la, ga, x))
+    return out
 
 
 def _log_rate_fn(lr: np.ndarray, g: np.ndarray):
@@ -194,9 +223,7 @@ def meet(
         )
     lo, hi = max(ga[0], gt[0]), min(ga[-1], gt[-1])
     x = np.linspace(lo, hi, samples) if hi > lo else np.array([lo])
-    fa = _log_rate_fn(la, ga) if len(ga) > 1 else (lambda v: np.full_like(v, la[0]))
-    ft = _log_rate_fn(lt, gt) if len(gt) > 1 else (lambda v: np.full_like(v, lt[0]))
-    diff = np.asarray(ft(x)) - np.asarray(fa(x))
+    diff = _log_rate_at(lt, gt, x) - _log_rate_at(la, ga, x)
     sign = 1 if higher_is_better else -1
     q = (float(lo * sign), float(hi * sign))
     return Meeting(

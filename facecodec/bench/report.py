@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from facecodec.bench.curves import bd_rate, beats_floor, frontier, meet, rate_at_quality
+from facecodec.bench.curves import (
+    bd_rate,
+    beats_floor,
+    frontier,
+    meet,
+    rate_at_quality,
+    ratio_at,
+)
 from facecodec.bench.metrics import ALL_METRICS, HIGHER_IS_BETTER
 
 RATE_KINDS = ("kbps_all", "kbps_net", "kbps_steady")
@@ -25,6 +32,13 @@ ANCHOR = "x264-rt"
 TARGETS: tuple[tuple[str, float], ...] = (
     ("vmaf", 30.0), ("vmaf", 40.0), ("vmaf", 50.0), ("vmaf", 60.0), ("ms_ssim", 0.95),
 )
+
+# The anchors a call could use instead (no look-ahead, no reordering), and the project's
+# target against them: at equal quality, at most this fraction of their rate.
+LOW_DELAY_ANCHORS = ("x264-rt", "svtav1-ld", "svtav1-ld-p4")
+TARGET_RATIOS = {"x264-rt": 1 / 3, "svtav1-ld": 1 / 2}
+TARGET_METRICS = ("vmaf", "ms_ssim")
+VMAF_LEVELS = tuple(range(40, 95, 5))
 
 
 def mean_curves(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -109,6 +123,68 @@ def bd_rates(
                 bd_rate(ra, qa, rt, qt, HIGHER_IS_BETTER[metric]) if len(ra) and len(rt) else None
             )
     return out
+
+
+def _ranges(quality: np.ndarray, ok: np.ndarray) -> list[tuple[float, float]]:
+    """The runs of consecutive `quality` samples where `ok` holds, as (first, last)."""
+    out, start = [], None
+    for i, good in enumerate(ok):
+        if good and start is None:
+            start = i
+        if start is not None and (not good or i == len(ok) - 1):
+            end = i if good else i - 1
+            out.append((float(quality[start]), float(quality[end])))
+            start = None
+    return out
+
+
+def against_anchors(
+    curves: dict[str, list[dict[str, Any]]], test: str | None, samples: int = 400
+) -> dict[str, Any]:
+    """`test` against each low-delay anchor in the run: the rate ratio at equal quality per
+    metric (all bytes and steady state), where along VMAF and MS-SSIM it meets the
+    project's target against all of TARGET_RATIOS' anchors at once, and its rate and the
+    ratios at VMAF_LEVELS."""
+    anchors = [a for a in LOW_DELAY_ANCHORS if a in curves]
+    if test is None or test not in curves or not anchors:
+        return {}
+    ratios: dict[str, dict[str, dict[str, float | None]]] = {}
+    for a in anchors:
+        head = headline(curves, test, a)["metrics"]
+        ratios[a] = {m: {rate: head.get(m, {}).get(rate, {}).get("ratio")
+                         for rate in ("kbps_all", "kbps_steady")} for m in ALL_METRICS}
+    target: dict[str, dict[str, Any]] = {}
+    judged = [a for a in TARGET_RATIOS if a in curves]
+    for rate in ("kbps_all", "kbps_steady"):
+        for metric in TARGET_METRICS:
+            hib = HIGHER_IS_BETTER[metric]
+            rt, qt = _curve(curves[test], rate, metric)
+            if not judged or not len(qt):
+                continue
+            grid = np.linspace(float(qt.min()), float(qt.max()), samples)
+            each = [ratio_at(*_curve(curves[a], rate, metric), rt, qt, grid, hib)
+                    for a in judged]
+            covered = np.all([np.isfinite(r) for r in each], axis=0)
+            ok = covered & np.all([r <= TARGET_RATIOS[a] + 1e-9
+                                   for a, r in zip(judged, each, strict=True)], axis=0)
+            cover = _ranges(grid, covered)
+            target[f"{rate}/{metric}"] = {
+                "overlap": (cover[0][0], cover[-1][1]) if cover else None,
+                "met": _ranges(grid, ok),
+            }
+    levels = []
+    for v in VMAF_LEVELS:
+        row: dict[str, Any] = {"vmaf": v}
+        for rate in ("kbps_all", "kbps_steady"):
+            rt, qt = _curve(curves[test], rate, "vmaf")
+            row[rate] = rate_at_quality(rt, qt, v) if len(rt) else None
+            for a in anchors:
+                got = ratio_at(*_curve(curves[a], rate, "vmaf"), rt, qt, np.array([v]))
+                row[f"{a}/{rate}"] = float(got[0]) if np.isfinite(got[0]) else None
+        levels.append(row)
+    return {"test": test, "anchors": anchors, "ratios": ratios,
+            "target_ratios": {a: TARGET_RATIOS[a] for a in judged}, "target": target,
+            "vmaf_levels": levels}
 
 
 def rates_at_targets(
@@ -255,6 +331,48 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}g}"
 
 
+def _ratio_cell(all_bytes: float | None, steady: float | None) -> str:
+    return " / ".join("-" if v is None else f"{v:.2f}x" for v in (all_bytes, steady))
+
+
+def _anchor_lines(res: dict[str, Any]) -> list[str]:
+    if not res:
+        return []
+    test = res["test"]
+    metrics = [m for m in ALL_METRICS if m != "jitter"]
+    lines = ["", "## Against the low-delay anchors", "",
+             f"Rate {test} needs at equal quality, mean over the range where the curves "
+             "overlap (all bytes / steady state):", "",
+             "| anchor | " + " | ".join(metrics) + " |", "|---" * (1 + len(metrics)) + "|"]
+    for a, per in res["ratios"].items():
+        lines.append(f"| {a} | " + " | ".join(
+            _ratio_cell(per[m]["kbps_all"], per[m]["kbps_steady"]) for m in metrics) + " |")
+    if res["target"]:
+        limits = " and ".join(f"{v:.2g} of {a}'s" for a, v in res["target_ratios"].items())
+        lines += ["", f"Target (at most {limits} rate at equal quality), where met along "
+                  f"{test}'s curve:", ""]
+        for key, t in res["target"].items():
+            rate, metric = key.split("/")
+            met = ", ".join(f"{lo:.4g}..{hi:.4g}" for lo, hi in t["met"])
+            over = ("the curves overlap over {:.4g}..{:.4g}".format(*t["overlap"])
+                    if t["overlap"] else "the curves do not overlap")
+            lines.append(f"- ({rate}) {metric}: " + (f"met over {met}" if met else "not met")
+                         + f"; {over}")
+    anchors = res["anchors"]
+    lines += ["", f"{test}'s rate at each VMAF (kbit/s, all bytes / steady state) and its "
+              "ratio to each anchor's rate there:", "",
+              "| VMAF | kbps | " + " | ".join(f"/ {a}" for a in anchors) + " |",
+              "|---" * (2 + len(anchors)) + "|"]
+    for row in res["vmaf_levels"]:
+        if row["kbps_all"] is None and row["kbps_steady"] is None:
+            continue
+        kbps = " / ".join("-" if row[r] is None else f"{row[r]:.2f}"
+                          for r in ("kbps_all", "kbps_steady"))
+        cells = [_ratio_cell(row[f"{a}/kbps_all"], row[f"{a}/kbps_steady"]) for a in anchors]
+        lines.append(f"| {row['vmaf']} | {kbps} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _markdown(result: dict[str, Any], plots: list[Path]) -> str:
     lines = ["# facecodec bench report", ""]
     cfg = result["config"]
@@ -278,6 +396,7 @@ def _markdown(result: dict[str, Any], plots: list[Path]) -> str:
             lines += ["", f"{system}:", ""]
             lines += [f"- ({rate}) {m['text']}" for per_rate in other["metrics"].values()
                       for rate, m in per_rate.items()]
+    lines += _anchor_lines(result.get("against_anchors", {}))
     lines += ["", "## Rates at quality targets (mean over clips, kbit/s, all bytes)", ""]
     keys = [f"{m}_{t:g}" for m, t in TARGETS]
     lines.append("| system | lowest rate | VMAF there | " + " | ".join(keys) + " |")
@@ -350,6 +469,7 @@ def write_report(
         "headlines": {t: headline(curves, t, anchor) for t in others},
         "bd_rate_system": chosen,
         "bd_rate": bd_rates(curves, chosen),
+        "against_anchors": against_anchors(curves, test_system),
         "rates_at_targets": rates_at_targets(curves),
         "rates_at_targets_steady": rates_at_targets(curves, "kbps_steady"),
         "per_clip_rates_at_targets": {
