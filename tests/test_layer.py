@@ -32,6 +32,7 @@ from facecodec.bitstream.packets import (
     LayerPayload,
     Packet,
     PacketType,
+    encode_packet,
 )
 from facecodec.codec.decoder import PacketDecoder, decode_packets
 from facecodec.codec.encoder import (
@@ -191,6 +192,30 @@ def test_full_size_layer_lends_the_keyframe_its_picture(
     small = code_analysis(analysis, EncoderSettings(layer_kbps=4.0))
     assert small.header.layer is not None and small.header.layer.size == 128
     assert all(k.codec_id != IMAGE_FROM_LAYER and k.image for k in _keyframes(small))
+
+
+def test_bench_steady_state_leaves_out_the_picture_the_keyframe_borrows(
+    analysis: Analysis, layered: EncodeResult, single: EncodeResult
+) -> None:
+    # Steady state leaves out the first reference picture, as it leaves out a conventional
+    # codec's first keyframe; a keyframe drawn from the layer has its picture there.
+    from facecodec.bench.facecodec_system import first_reference_bytes
+
+    def key_bytes(r: EncodeResult) -> int:
+        return len(encode_packet(next(p for p in r.packets if p.type == PacketType.KEYFRAME)))
+
+    group = LayerGroupPayload.from_bytes(_layer_packets(layered)[0].payload)
+    assert group.pictures[0][:2] == (0, True)
+    assert first_reference_bytes(layered.packets) == key_bytes(layered) + len(
+        group.pictures[0][2])
+    picture = LayerPayload.from_bytes(_layer_packets(single)[0].payload).picture
+    assert _keyframes(single)[0].codec_id == IMAGE_FROM_LAYER
+    assert first_reference_bytes(single.packets) == key_bytes(single) + len(picture)
+    motion = code_analysis(analysis, EncoderSettings())
+    assert first_reference_bytes(motion.packets) == key_bytes(motion)
+    lost = [p for p in layered.packets if p is not _layer_packets(layered)[0]]
+    with pytest.raises(FacecodecError, match="does not carry"):
+        first_reference_bytes(lost)
 
 
 def test_keyframe_whose_layer_picture_is_lost_holds_frames(layered: EncodeResult) -> None:

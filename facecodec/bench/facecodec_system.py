@@ -7,16 +7,26 @@ re-framing; conventional codecs code exactly those frames.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from facecodec.bench.reference import ReferenceClip
 from facecodec.bench.runner import register_system
 from facecodec.bench.system import SystemFn, SystemPoint
-from facecodec.bitstream.packets import PacketType, encode_packet
+from facecodec.bitstream.packets import (
+    IMAGE_FROM_LAYER,
+    KeyframePayload,
+    LayerGroupPayload,
+    LayerPayload,
+    Packet,
+    PacketType,
+    encode_packet,
+)
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import Analysis, EncoderSettings, analyze_file, code_analysis
 from facecodec.codec.encoder import original_crops as _crops
+from facecodec.errors import FacecodecError
 
 
 class Rung(NamedTuple):
@@ -80,6 +90,30 @@ def facecodec_reference(path: Path, size: int = 256, max_frames: int = 150) -> R
     return ReferenceClip(frames, a.info.fps, Path(path).stem)
 
 
+def first_reference_bytes(packets: Sequence[Packet]) -> int:
+    """Bytes of the stream's first reference picture, which steady state leaves out as it
+    leaves out a conventional codec's first keyframe: the first KEYFRAME packet, and when
+    that keyframe takes its picture from the layer (IMAGE_FROM_LAYER), that layer picture."""
+    key = next(p for p in packets if p.type == PacketType.KEYFRAME)
+    payload = KeyframePayload.from_bytes(key.payload)
+    n = len(encode_packet(key))
+    if payload.codec_id != IMAGE_FROM_LAYER:
+        return n
+    for p in packets:
+        if p.type == PacketType.LAYER:
+            layer = LayerPayload.from_bytes(p.payload)
+            pictures = [(p.timestamp, layer.keyframe_id, layer.picture)]
+        elif p.type == PacketType.LAYER_GROUP:
+            group = LayerGroupPayload.from_bytes(p.payload)
+            pictures = [(p.timestamp + o, group.keyframe_id, pic) for o, _, pic in group.pictures]
+        else:
+            continue
+        for t, kid, picture in pictures:
+            if t == key.timestamp and kid == payload.keyframe_id:
+                return n + len(picture)
+    raise FacecodecError("the first keyframe takes a layer picture the stream does not carry")
+
+
 def facecodec_system(renderers: tuple[str, ...] = ("warp",), quick: bool = False) -> SystemFn:
     """facecodec over its ladder, one point per (setting, renderer), named
     `facecodec-<renderer>`; the rate counts every byte of the .fcv stream."""
@@ -93,10 +127,8 @@ def facecodec_system(renderers: tuple[str, ...] = ("warp",), quick: bool = False
                 size=ref.size, preset=rung.preset, keyframe_quality=rung.keyframe_quality,
                 layer_kbps=rung.layer_kbps, layer_crf=rung.layer_crf,
                 surround=rung.surround))
-            sizes = [(p.type, len(encode_packet(p))) for p in r.packets]
             total = r.total_bytes
-            first_key = next(n for t, n in sizes if t == PacketType.KEYFRAME)
-            steady = total - len(r.header.to_bytes()) - first_key
+            steady = total - len(r.header.to_bytes()) - first_reference_bytes(r.packets)
             for renderer in renderers:
                 frames = decode_packets(r.header, r.packets, len(ref.frames), renderer)
                 points.append(
