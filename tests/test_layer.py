@@ -264,6 +264,33 @@ def test_rate_control_lands_near_target(analysis: Analysis, kbps: float) -> None
     assert r.header.layer.model == default_fusion_id(FULL_SIZE_WEIGHTS) != GATE_MODEL_ID
 
 
+def test_target_a_hair_over_moves_the_layer_to_a_coarser_crf(
+    analysis: Analysis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A layer budget with slack above the rate its crf makes (integer crfs), and a coding a
+    # hair over the target: the next budget must fall below the rate the layer made, or the
+    # same crf comes back until the encoder gives up on the layer.
+    settings = EncoderSettings(target_kbps=10.0)
+    config = encoder.coder_config(encoder.load_basis(), layer_rate.LAYER_MOTION_PRESET,
+                                  beside_layer=True)
+
+    real = encoder._code
+
+    def code(budget: float) -> EncodeResult:
+        return real(analysis, settings, analysis.events, config, "t", budget, True)
+
+    layer = code(10.0).layer_kbps
+    budget = layer * 1.02  # below the next finer crf's rate: the same crf, 2 % of slack
+    made = code(budget)
+    assert made.layer_kbps == pytest.approx(layer)
+    target = made.total_kbps - 0.001
+    monkeypatch.setattr(encoder, "motion_rate", lambda *_, **__: target - budget)
+    # The same header as `made` (the label names the target, and its bytes count).
+    monkeypatch.setattr(encoder, "_code", lambda a, s, e, c, _, k, m: real(a, s, e, c, "t", k, m))
+    r = encoder.layer_to_target(analysis, EncoderSettings(target_kbps=target))
+    assert r.total_kbps <= target and r.layer_kbps < layer
+
+
 def test_full_size_layer_is_restored_by_its_network(
     layered: EncodeResult, crops: np.ndarray
 ) -> None:

@@ -663,7 +663,10 @@ def layer_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeResu
         over = result.total_kbps - target
         if over <= 0:
             return result
-        layer_kbps -= over
+        # Off the rate the layer made, not its budget, and by at least 1 % of it: integer crfs
+        # leave the layer under its budget, and a smaller cut picks the same crf again (the
+        # rate search counts a few bytes of framing fewer than the packets carry).
+        layer_kbps = min(layer_kbps, result.layer_kbps) - max(over, 0.01 * result.layer_kbps)
         if layer_kbps <= 0:
             break
     # A target is a ceiling: _code_to_target then keeps motion alone.
