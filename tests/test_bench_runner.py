@@ -117,9 +117,10 @@ def test_bench_facecodec_renderer_on_its_own_crop(tmp_path: Path) -> None:
     # More motion rate, better picture (measured: PSNR-Y 37.1 -> 38.6, VMAF 64.5 -> 71.5).
     assert by["medium-k60"]["psnr_y"] > by["low-k40"]["psnr_y"] + 0.5
     assert by["medium-k60"]["vmaf"] > by["low-k40"]["vmaf"] + 3
-    # The layer's reference picture is its own intra picture, so nearly all of its rate is
-    # steady; motion alone spends most of a 40-frame clip on its reference picture.
-    assert by["lowest-layer8"]["kbps_steady"] > 0.85 * by["lowest-layer8"]["kbps_all"]
+    # Steady state leaves out the first reference picture: for the layer, the intra picture
+    # its keyframe borrows (measured 4.55 of 10.0 kbps steady on this 40-frame clip); motion
+    # alone spends most of the clip on its reference picture too.
+    assert 0.2 < by["lowest-layer8"]["kbps_steady"] / by["lowest-layer8"]["kbps_all"] < 0.8
     assert by["low-k40"]["kbps_steady"] < 0.5 * by["low-k40"]["kbps_all"]
     # Rates count the whole stream; the steady rate drops the reference picture.
     assert all(0 < p["kbps_steady"] < p["kbps_all"] for p in fc)
