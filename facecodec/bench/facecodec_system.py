@@ -16,12 +16,12 @@ from facecodec.bench.runner import register_system
 from facecodec.bench.system import SystemFn, SystemPoint
 from facecodec.bitstream.packets import (
     IMAGE_FROM_LAYER,
+    LAYER_TYPES,
     KeyframePayload,
-    LayerGroupPayload,
-    LayerPayload,
     Packet,
     PacketType,
     encode_packet,
+    layer_pictures,
 )
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import Analysis, EncoderSettings, analyze_file, code_analysis
@@ -100,15 +100,7 @@ def first_reference_bytes(packets: Sequence[Packet]) -> int:
     if payload.codec_id != IMAGE_FROM_LAYER:
         return n
     for p in packets:
-        if p.type == PacketType.LAYER:
-            layer = LayerPayload.from_bytes(p.payload)
-            pictures = [(p.timestamp, layer.keyframe_id, layer.picture)]
-        elif p.type == PacketType.LAYER_GROUP:
-            group = LayerGroupPayload.from_bytes(p.payload)
-            pictures = [(p.timestamp + o, group.keyframe_id, pic) for o, _, pic in group.pictures]
-        else:
-            continue
-        for t, kid, picture in pictures:
+        for t, kid, _, picture in layer_pictures(p) if p.type in LAYER_TYPES else []:
             if t == key.timestamp and kid == payload.keyframe_id:
                 return n + len(picture)
     raise FacecodecError("the first keyframe takes a layer picture the stream does not carry")

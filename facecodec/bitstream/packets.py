@@ -396,3 +396,13 @@ class EndPayload:
         (total,) = r.unpack("I", "frame count")
         r.done()
         return cls(total)
+
+
+def layer_pictures(packet: Packet) -> list[tuple[int, int, bool, bytes]]:
+    """(frame, keyframe id, intra, coded picture) of each picture in a LAYER or LAYER_GROUP
+    packet; BitstreamError if its payload is malformed."""
+    if packet.type == PacketType.LAYER_GROUP:
+        g = LayerGroupPayload.from_bytes(packet.payload)
+        return [(packet.timestamp + o, g.keyframe_id, intra, data) for o, intra, data in g.pictures]
+    p = LayerPayload.from_bytes(packet.payload)
+    return [(packet.timestamp, p.keyframe_id, p.intra, p.picture)]

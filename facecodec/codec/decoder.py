@@ -14,11 +14,10 @@ from facecodec.bitstream.packets import (
     LAYER_TYPES,
     EndPayload,
     KeyframePayload,
-    LayerGroupPayload,
-    LayerPayload,
     MotionPayload,
     Packet,
     PacketType,
+    layer_pictures,
 )
 from facecodec.capture.video import VideoWriter
 from facecodec.codec.keyframe import decode_image
@@ -255,13 +254,7 @@ class _LayerState:
     def push(self, packet: Packet) -> None:
         """A LAYER packet (one picture) or a LAYER_GROUP packet (several, in frame order)."""
         try:
-            if packet.type == PacketType.LAYER_GROUP:
-                g = LayerGroupPayload.from_bytes(packet.payload)
-                pictures = [(packet.timestamp + o, g.keyframe_id, intra, data)
-                            for o, intra, data in g.pictures]
-            else:
-                p = LayerPayload.from_bytes(packet.payload)
-                pictures = [(packet.timestamp, p.keyframe_id, p.intra, p.picture)]
+            pictures = layer_pictures(packet)
         except BitstreamError:
             self._bad()
             return
