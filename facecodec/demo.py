@@ -15,6 +15,7 @@ from facecodec.bench.reference import ReferenceClip
 from facecodec.capture.video import VideoWriter, read_frames
 from facecodec.codec.decoder import decode_file
 from facecodec.codec.encoder import EncoderSettings, encode_file, original_crops
+from facecodec.files import make_folder
 
 DEMO_METRICS = ("psnr_y", "ms_ssim", "vmaf")
 
@@ -32,7 +33,7 @@ def run_demo(
     layer (docs/layer.md)."""
     settings = EncoderSettings(preset=quality, target_kbps=target_kbps)
     settings.validate()  # before any output exists
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     fcv, recon = out / "clip.fcv", out / "reconstruction.mp4"
     enc = encode_file(src, fcv, settings, progress=True)
     dec = decode_file(fcv, recon)

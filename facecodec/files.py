@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+
+from facecodec.errors import FacecodecError
+
+
+def make_folder(path: Path) -> None:
+    """Create an output folder (and its parents), or fail with one line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise FacecodecError(f"cannot create folder {path}: a file is in the way") from None
+    except OSError as e:
+        raise FacecodecError(f"cannot create folder {path}: {e.strerror or e}") from None
 
 
 def publish(tmp: Path, dst: Path) -> None:
@@ -13,3 +26,25 @@ def publish(tmp: Path, dst: Path) -> None:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, dst)
+
+
+def check_writable(path: Path) -> None:
+    """Fail now, before the work that produces it, if `path` cannot be written."""
+    if path.is_dir():
+        raise FacecodecError(f"cannot write {path}: it is a folder")
+    make_folder(path.parent)
+    if not os.access(path.parent, os.W_OK):
+        raise FacecodecError(f"cannot write {path}: permission denied")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a small text file whole or not at all."""
+    check_writable(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        publish(Path(tmp), path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -392,3 +392,44 @@ def test_demo_rejects_an_impossible_rate_before_writing(run_main: Run, tmp_path:
     r = run_main("demo", "--target-kbps", "500", "--out", out)
     assert r.returncode == 2 and "--target-kbps" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+# --- outputs that cannot be written -----------------------------------------------------------
+
+
+def test_outputs_that_cannot_be_written_are_refused_at_once(
+    encoded_grid: EncodedClip, run_main: Run, tmp_path: Path
+) -> None:
+    """An unknown container, a folder where a file is expected and a path through a plain
+    file: one error line (exit 2) before any work, and nothing left behind."""
+    out_dir = _fresh_dir(tmp_path, "out")
+    run = run_main("decode", encoded_grid.fcv, "-o", out_dir / "x.txt")
+    assert "unknown video container '.txt'" in assert_one_line_error(run, code=2)
+    run = run_main("upscale", require(CLIPS / "grid_swiz3n.mpg"), "-o", out_dir / "x.avi")
+    assert "unknown video container '.avi'" in assert_one_line_error(run, code=2)
+    blocker = tmp_path / "plain_file"
+    blocker.write_text("")
+    run = run_main("decode", encoded_grid.fcv, "-o", blocker / "x.mp4")
+    assert f"cannot create folder {blocker}: a file is in the way" in \
+        assert_one_line_error(run, code=2)
+    run = run_main("demo", require(CLIPS / "grid_swiz3n.mpg"), "--out", blocker / "demo")
+    assert f"cannot create folder {blocker / 'demo'}" in assert_one_line_error(run, code=2)
+    run = run_main("encode", tmp_path, "-o", out_dir / "x.fcv")
+    assert "is a folder, not a video file" in assert_one_line_error(run, code=2)
+    # A call's summary file is checked before the call, not when it ends.
+    run = run_main("call", "room1", "--stats-json", out_dir)
+    assert f"cannot write {out_dir}: it is a folder" in assert_one_line_error(run, code=2)
+    run = run_main("call", "room1", "--stats-json", blocker / "s.json")
+    assert "a file is in the way" in assert_one_line_error(run, code=2)
+    assert list(out_dir.iterdir()) == [] and blocker.read_text() == ""
+
+
+def test_decode_writes_the_container_its_suffix_names(
+    encoded_grid: EncodedClip, run_main: Run, tmp_path: Path
+) -> None:
+    for name, container in (("x.MKV", "matroska"), ("x.mov", "mov"), ("noext", "mov")):
+        assert run_main("decode", encoded_grid.fcv, "-o", tmp_path / name).returncode == 0
+        with av.open(str(tmp_path / name)) as c:
+            assert container in c.format.name
+            assert c.streams.video[0].codec_context.name == "h264"
+    assert _frame_count(tmp_path / "noext") == _frame_count(tmp_path / "x.MKV") > 0

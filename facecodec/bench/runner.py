@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from facecodec.bench.reference import (
 from facecodec.bench.report import write_report
 from facecodec.bench.system import SystemFn
 from facecodec.errors import FacecodecError
+from facecodec.files import make_folder
 
 VIDEO_SUFFIXES = {".mp4", ".mpg", ".mov", ".avi", ".mkv", ".webm", ".y4m"}
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -198,6 +200,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 def bench_main(args: argparse.Namespace) -> int:
     """Run the bench from parsed options; one-line error and exit code 2 on bad input."""
     try:
+        make_folder(args.out)  # an unwritable --out fails now, not after the run
         clips = resolve_clips(list(args.clips), args.quick)
         unknown = [r for r in args.renderers if r not in SYSTEM_FACTORIES]
         if unknown:
@@ -218,7 +221,7 @@ def bench_main(args: argparse.Namespace) -> int:
             clips, args.out, args.codecs, args.quick, extra, reference, reuse=reuse
         )
     except FacecodecError as e:
-        print(f"error: {e}")
+        print(f"facecodec: error: {e}", file=sys.stderr)
         return 2
     head = result["headline"]
     if head.get("status") == "ok":

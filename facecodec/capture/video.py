@@ -13,10 +13,12 @@ import av
 import numpy as np
 
 from facecodec.errors import FacecodecError
-from facecodec.files import publish
+from facecodec.files import make_folder, publish
 
 MIN_SIDE = 64  # below this no face can be tracked reliably
 MAX_SIDE = 8192  # above this a frame is almost certainly not a camera picture
+# Containers an H.264 output may take, by file suffix; no suffix writes mp4.
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", "": "mp4"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class VideoInfo:
 
 def _open(path: str | Path) -> av.container.InputContainer:
     p = Path(path)
+    if p.is_dir():
+        raise FacecodecError(f"{p}: is a folder, not a video file")
     if not p.is_file():
         raise FacecodecError(f"{p}: no such file")
     try:
@@ -84,11 +88,19 @@ class VideoWriter:
 
     def __init__(self, path: str | Path, fps: Fraction, width: int, height: int, crf: int = 18):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=self.path.suffix or ".mp4", dir=self.path.parent)
+        fmt = CONTAINERS.get(self.path.suffix.lower())
+        if fmt is None:
+            raise FacecodecError(f"cannot write {self.path}: unknown video container "
+                                 f"'{self.path.suffix}' (use .mp4, .mov or .mkv)")
+        make_folder(self.path.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
+                                       dir=self.path.parent)
+        except OSError as e:
+            raise FacecodecError(f"cannot write {self.path}: {e.strerror or e}") from None
         os.close(fd)
         self._tmp = Path(tmp)
-        self._c = av.open(str(self._tmp), "w")
+        self._c = av.open(str(self._tmp), "w", format=fmt)
         self._s = self._c.add_stream("libx264", rate=fps)
         self._s.width, self._s.height = width, height
         self._s.pix_fmt = "yuv420p"

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ import numpy as np
 from facecodec.capture.video import probe, read_frames
 from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET
 from facecodec.errors import BitstreamError, FacecodecError
+from facecodec.files import check_writable, write_text
 from facecodec.stream.impair import Impairment
 from facecodec.stream.peer import (
     ControlReceived,
@@ -478,6 +480,8 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
 
 def call_main(args: argparse.Namespace) -> int:
     """Run one side of a call from parsed arguments; print a one-line summary."""
+    if args.stats_json:
+        check_writable(Path(args.stats_json))  # now, not when the call has ended
     impairment = None
     if args.loss or args.jitter_ms:
         impairment = Impairment(loss=args.loss, jitter_ms=args.jitter_ms)
@@ -504,8 +508,7 @@ def call_main(args: argparse.Namespace) -> int:
         return 130
     s = stats.summary()
     if args.stats_json:
-        with open(args.stats_json, "w") as f:
-            json.dump(s, f, indent=2)
+        write_text(Path(args.stats_json), json.dumps(s, indent=2))
     print(
         f"sent {s['frames_sent']} frames, rendered {s['frames_rendered']} at {s['fps']:.1f} fps, "
         f"motion {s['motion_kbps']:.2f} kbps, layer {s['layer_kbps']:.2f} kbps, "
