@@ -191,7 +191,7 @@ def test_report_reads_the_target_against_both_low_delay_anchors(tmp_path: Path) 
     rate and half of AV1's) holds from the bottom to a VMAF between 60 and 75, and AV1's
     half is the limit that binds."""
     from facecodec.bench.curves import ratio_at
-    from facecodec.bench.report import against_anchors
+    from facecodec.bench.report import against_anchors, anchor_summary
 
     def _curve_of(curves: dict, system: str) -> tuple[np.ndarray, np.ndarray]:
         rows = curves[system]
@@ -225,6 +225,12 @@ def test_report_reads_the_target_against_both_low_delay_anchors(tmp_path: Path) 
     assert next(r for r in levels if r["vmaf"] == 90)["kbps_all"] is None
     text = (tmp_path / "report.md").read_text()
     assert "## Against the low-delay anchors" in text and "| 45 | 4.00 / 4.00 |" in text
+    console = anchor_summary(ours)
+    vmaf_x264 = ours["ratios"]["x264-rt"]["vmaf"]["kbps_all"]
+    assert console[0].startswith(f"against x264-rt: vmaf {vmaf_x264:.2f}x / ")
+    assert console[1].startswith("against svtav1-ld: vmaf ")
+    assert console[2] == "target (at most 0.33 of x264-rt's and 0.5 of svtav1-ld's rate):"
+    assert f"  (kbps_all) vmaf: met over 30..{hi:.4g}; the curves overlap over 30..75" in console
     # Three times the rate everywhere: the target is met nowhere, and the report says so.
     for p in test:
         p["kbps_all"] = p["kbps_steady"] = p["kbps_all"] * 3

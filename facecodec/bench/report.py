@@ -335,6 +335,30 @@ def _ratio_cell(all_bytes: float | None, steady: float | None) -> str:
     return " / ".join("-" if v is None else f"{v:.2f}x" for v in (all_bytes, steady))
 
 
+def _target_text(key: str, t: dict[str, Any]) -> str:
+    rate, metric = key.split("/")
+    met = ", ".join(f"{lo:.4g}..{hi:.4g}" for lo, hi in t["met"])
+    over = ("the curves overlap over {:.4g}..{:.4g}".format(*t["overlap"])
+            if t["overlap"] else "the curves do not overlap")
+    return f"({rate}) {metric}: " + (f"met over {met}" if met else "not met") + f"; {over}"
+
+
+def anchor_summary(res: dict[str, Any]) -> list[str]:
+    """Console lines of `against_anchors`: VMAF and MS-SSIM ratios to each low-delay anchor
+    and where the target holds (the report has every metric)."""
+    if not res:
+        return []
+    lines = [f"against {a}: " + ", ".join(
+        f"{m} {_ratio_cell(per[m]['kbps_all'], per[m]['kbps_steady'])}"
+        for m in ("vmaf", "ms_ssim")) + " (all bytes / steady state)"
+        for a, per in res["ratios"].items()]
+    if res["target"]:
+        limits = " and ".join(f"{v:.2g} of {a}'s" for a, v in res["target_ratios"].items())
+        lines.append(f"target (at most {limits} rate):")
+        lines += [f"  {_target_text(key, t)}" for key, t in res["target"].items()]
+    return lines
+
+
 def _anchor_lines(res: dict[str, Any]) -> list[str]:
     if not res:
         return []
@@ -351,13 +375,7 @@ def _anchor_lines(res: dict[str, Any]) -> list[str]:
         limits = " and ".join(f"{v:.2g} of {a}'s" for a, v in res["target_ratios"].items())
         lines += ["", f"Target (at most {limits} rate at equal quality), where met along "
                   f"{test}'s curve:", ""]
-        for key, t in res["target"].items():
-            rate, metric = key.split("/")
-            met = ", ".join(f"{lo:.4g}..{hi:.4g}" for lo, hi in t["met"])
-            over = ("the curves overlap over {:.4g}..{:.4g}".format(*t["overlap"])
-                    if t["overlap"] else "the curves do not overlap")
-            lines.append(f"- ({rate}) {metric}: " + (f"met over {met}" if met else "not met")
-                         + f"; {over}")
+        lines += [f"- {_target_text(key, t)}" for key, t in res["target"].items()]
     anchors = res["anchors"]
     lines += ["", f"{test}'s rate at each VMAF (kbit/s, all bytes / steady state) and its "
               "ratio to each anchor's rate there:", "",

@@ -24,7 +24,7 @@ from facecodec.bench.reference import (
     baselines_reference,
     reference_clip,
 )
-from facecodec.bench.report import write_report
+from facecodec.bench.report import anchor_summary, write_report
 from facecodec.bench.system import SystemFn
 from facecodec.errors import FacecodecError
 from facecodec.files import make_folder
@@ -228,5 +228,7 @@ def bench_main(args: argparse.Namespace) -> int:
         for per_rate in head["metrics"].values():
             if "kbps_all" in per_rate:
                 print(per_rate["kbps_all"]["text"])
+    for line in anchor_summary(result.get("against_anchors", {})):
+        print(line)
     print(f"report: {args.out / 'report.md'} ({result['config']['seconds']} s)")
     return 0
