@@ -19,6 +19,16 @@ def make_folder(path: Path) -> None:
         raise FacecodecError(f"cannot create folder {path}: {e.strerror or e}") from None
 
 
+def temp_beside(path: Path) -> tuple[int, Path]:
+    """A hidden temporary file in `path`'s folder (open descriptor, path), to `publish` onto
+    `path` when complete."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise FacecodecError(f"cannot write {path}: {e.strerror or e}") from None
+    return fd, Path(tmp)
+
+
 def publish(tmp: Path, dst: Path) -> None:
     """Move a finished temporary file onto `dst`. mkstemp makes files private (0600); give
     the result the mode an ordinary `open()` would have (0666 less the umask)."""
@@ -40,11 +50,11 @@ def check_writable(path: Path) -> None:
 def write_text(path: Path, text: str) -> None:
     """Write a small text file whole or not at all."""
     check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        publish(Path(tmp), path)
+        publish(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise

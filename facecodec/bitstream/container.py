@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from facecodec.bitstream.packets import (
     encode_packet,
 )
 from facecodec.errors import BitstreamError, FacecodecError
-from facecodec.files import publish
+from facecodec.files import publish, temp_beside
 
 MAGIC = b"FCDC"
 VERSION_MAJOR = 1
@@ -260,13 +259,7 @@ class FcvWriter:
         self.path = Path(path)
         self.bytes_written = 0
         self._header_written = False
-        try:
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-            )
-        except OSError as e:
-            raise FacecodecError(f"cannot write {self.path}: {e.strerror or e}") from None
-        self._tmp = Path(tmp)
+        fd, self._tmp = temp_beside(self.path)
         self._file: BinaryIO | None = os.fdopen(fd, "wb")
 
     def __enter__(self) -> FcvWriter:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -13,7 +12,7 @@ import av
 import numpy as np
 
 from facecodec.errors import FacecodecError
-from facecodec.files import make_folder, publish
+from facecodec.files import make_folder, publish, temp_beside
 
 MIN_SIDE = 64  # below this no face can be tracked reliably
 MAX_SIDE = 8192  # above this a frame is almost certainly not a camera picture
@@ -93,13 +92,8 @@ class VideoWriter:
             raise FacecodecError(f"cannot write {self.path}: unknown video container "
                                  f"'{self.path.suffix}' (use .mp4, .mov or .mkv)")
         make_folder(self.path.parent)
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                       dir=self.path.parent)
-        except OSError as e:
-            raise FacecodecError(f"cannot write {self.path}: {e.strerror or e}") from None
+        fd, self._tmp = temp_beside(self.path)
         os.close(fd)
-        self._tmp = Path(tmp)
         self._c = av.open(str(self._tmp), "w", format=fmt)
         self._s = self._c.add_stream("libx264", rate=fps)
         self._s.width, self._s.height = width, height
