@@ -8,18 +8,22 @@ would carry (packet framing and layer header included; AV1 temporal delimiters a
 settings SEI dropped). Prints per configuration the mean kbps and PSNR-Y / VMAF.
 
     .venv/bin/python benchmarks/layer_codecs.py [--clips N]
-        [--stage codecs|sizes|large|presets] [--json OUT]
+        [--stage codecs|sizes|large|presets|params] [--json OUT]
 
 `--stage large` compares 128, 192 and 256 px at 1 picture in 1-4 frames on all validation
 clips (the sizes a layer above ~5.5 kbps may use). `--stage presets` compares SVT-AV1
 presets 8, 4 and 3 for a 256 px layer at 1 picture in 1 and in 3 frames on all validation
 clips, scoring the coded pictures themselves, and prints each preset's BD-rate against 8.
+`--stage params` scores the same way, at every frame, the file layer's settings (preset 4)
+with more SVT-AV1 parameters (quantisation matrices, the visual-quality tune) and prints
+each one's BD-rate against the settings as shipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +32,13 @@ from facecodec.bench.conventional import dispensable_bytes
 from facecodec.bench.curves import bd_rate
 from facecodec.bench.facecodec_system import facecodec_reference
 from facecodec.bench.metrics import luma, ms_ssim, psnr_y, vmaf
-from facecodec.codec.layer import LAYER_PACKET_OVERHEAD, LayerCodecSpec, code_sequence, upsample
+from facecodec.codec.layer import (
+    LAYER_PACKET_OVERHEAD,
+    SPEC_AV1,
+    LayerCodecSpec,
+    code_sequence,
+    upsample,
+)
 from facecodec.train.landmarks import load_split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -42,6 +52,9 @@ SPECS = {
     "svtav1-ld-p3": LayerCodecSpec("libsvtav1", "libdav1d", "av1", (63, 58, 52, 46), preset=3),
 }
 PRESETS = ("svtav1-ld", "svtav1-ld-p4", "svtav1-ld-p3")
+# --stage params: extra svtav1-params on top of the file layer's settings.
+PARAMS = ("", "enable-qm=1", "enable-qm=1:qm-min=0:qm-max=8", "tune=0")
+PARAMS_LADDER = (60, 52, 44, 36)
 
 # crf per size for --stage large: from about 4 to 40 kbps over 1 in 1..4 frames.
 LARGE_LADDER = {128: (58, 52, 46, 40, 34, 28), 192: (61, 56, 52, 46, 40, 34),
@@ -93,11 +106,14 @@ def score_pictures(frames: np.ndarray, name: str, divisor: int, q: int) -> dict[
     }
 
 
-def presets(data: dict[str, np.ndarray]) -> list[dict[str, float | int | str]]:
+def compare(data: dict[str, np.ndarray], names: tuple[str, ...],
+            divisors: tuple[int, ...]) -> list[dict[str, float | int | str]]:
+    """Each 256 px configuration's pictures over its ladder, and its BD-rate against the
+    first of `names`."""
     rows: list[dict[str, float | int | str]] = []
-    for divisor in (1, 3):
+    for divisor in divisors:
         curves = {}
-        for name in PRESETS:
+        for name in names:
             pts = []
             for q in SPECS[name].ladder:
                 per = [score_pictures(f, name, divisor, q) for f in data.values()]
@@ -108,29 +124,40 @@ def presets(data: dict[str, np.ndarray]) -> list[dict[str, float | int | str]]:
                       f"{m['psnr_y']:5.2f}  VMAF {m['vmaf']:5.1f}  MS-SSIM {m['ms_ssim']:.4f}",
                       flush=True)
             curves[name] = {k: np.array([p[k] for p in pts]) for k in pts[0]}
-        base = curves[PRESETS[0]]
-        for name in PRESETS[1:]:
+        base = curves[names[0]]
+        for name in names[1:]:
             c = curves[name]
             bd = [bd_rate(base["kbps"], base[k], c["kbps"], c[k])
                   for k in ("psnr_y", "vmaf", "ms_ssim")]
-            print(f"1/{divisor} {name} against {PRESETS[0]}: BD-rate PSNR-Y {bd[0]:+.1f} %, "
+            print(f"1/{divisor} {name} against {names[0]}: BD-rate PSNR-Y {bd[0]:+.1f} %, "
                   f"VMAF {bd[1]:+.1f} %, MS-SSIM {bd[2]:+.1f} %", flush=True)
     return rows
+
+
+def with_params() -> tuple[str, ...]:
+    """Register the file layer's settings with each of PARAMS; their names."""
+    names = []
+    for extra in PARAMS:
+        name = f"p4 {extra}" if extra else "p4 as shipped"
+        SPECS[name] = replace(SPEC_AV1, ladder=PARAMS_LADDER, params=extra)
+        names.append(name)
+    return tuple(names)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=3)
-    ap.add_argument("--stage", choices=("codecs", "sizes", "large", "presets"),
+    ap.add_argument("--stage", choices=("codecs", "sizes", "large", "presets", "params"),
                     default="codecs")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     clips = load_split(DATA, "validation")
-    if a.stage not in ("large", "presets"):
+    if a.stage not in ("large", "presets", "params"):
         clips = [p for p in clips if "liveportrait" in p.stem][: a.clips]
     data = {p.stem: crops(p) for p in clips}
-    if a.stage == "presets":
-        rows = presets(data)
+    if a.stage in ("presets", "params"):
+        rows = compare(data, PRESETS, (1, 3)) if a.stage == "presets" else \
+            compare(data, with_params(), (1,))
         if a.json:
             a.json.write_text(json.dumps(rows, indent=1))
         return

@@ -45,10 +45,13 @@ class LayerCodecSpec:
     bitstream: str
     ladder: tuple[int, ...] = ()
     preset: int = 8  # SVT-AV1's speed preset (decoders ignore it)
+    params: str = ""  # more svtav1-params, "key=value:..." (for measurements)
 
     def options(self, q: int) -> dict[str, str]:
         if self.encoder == "libsvtav1":
-            return {"preset": str(self.preset), "svtav1-params": f"crf={q}:lp=1:pred-struct=1"}
+            extra = f":{self.params}" if self.params else ""
+            return {"preset": str(self.preset),
+                    "svtav1-params": f"crf={q}:lp=1:pred-struct=1{extra}"}
         if self.encoder == "libx264":
             return {"preset": "veryfast", "tune": "zerolatency", "x264-params": "bframes=0",
                     "crf": str(q)}
