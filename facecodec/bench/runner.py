@@ -200,7 +200,6 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 def bench_main(args: argparse.Namespace) -> int:
     """Run the bench from parsed options; one-line error and exit code 2 on bad input."""
     try:
-        make_folder(args.out)  # an unwritable --out fails now, not after the run
         clips = resolve_clips(list(args.clips), args.quick)
         unknown = [r for r in args.renderers if r not in SYSTEM_FACTORIES]
         if unknown:
@@ -217,6 +216,7 @@ def bench_main(args: argparse.Namespace) -> int:
             except (OSError, ValueError) as e:
                 raise FacecodecError(f"cannot read {args.reuse}: {e}") from None
         extra = {r: SYSTEM_FACTORIES[r](args.quick) for r in args.renderers}
+        make_folder(args.out)  # inputs checked first; an unwritable --out fails before the run
         result = run_bench(
             clips, args.out, args.codecs, args.quick, extra, reference, reuse=reuse
         )
