@@ -167,7 +167,7 @@ def test_encode_rejects_bad_input_subprocess(
 
 
 def test_encode_several_faces_largest(inputs: Inputs, run_main: Run, tmp_path: Path) -> None:
-    fcv = tmp_path / "two.fcv"
+    fcv = tmp_path / "new" / "folder" / "two.fcv"  # encode makes the folder, as decode does
     run = run_main("encode", inputs.two_faces, "-o", fcv, "--face", "largest")
     assert run.returncode == 0, run.stderr
     assert not any(line.startswith("facecodec: error") for line in run.stderr_lines)
@@ -398,7 +398,7 @@ def test_demo_rejects_an_impossible_rate_before_writing(run_main: Run, tmp_path:
 
 
 def test_outputs_that_cannot_be_written_are_refused_at_once(
-    encoded_grid: EncodedClip, run_main: Run, tmp_path: Path
+    encoded_grid: EncodedClip, inputs: Inputs, run_main: Run, tmp_path: Path
 ) -> None:
     """An unknown container, a folder where a file is expected and a path through a plain
     file: one error line (exit 2) before any work, and nothing left behind."""
@@ -416,6 +416,11 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
     assert f"cannot create folder {blocker / 'demo'}" in assert_one_line_error(run, code=2)
     run = run_main("encode", tmp_path, "-o", out_dir / "x.fcv")
     assert "is a folder, not a video file" in assert_one_line_error(run, code=2)
+    # The output is checked before the analysis: this clip has no face, but that is not
+    # what the error says.
+    run = run_main("encode", inputs.no_face_corner, "-o", blocker / "x.fcv")
+    assert f"cannot create folder {blocker}: a file is in the way" in \
+        assert_one_line_error(run, code=2)
     # A call's summary file is checked before the call, not when it ends.
     run = run_main("call", "room1", "--stats-json", out_dir)
     assert f"cannot write {out_dir}: it is a folder" in assert_one_line_error(run, code=2)

@@ -46,6 +46,7 @@ from facecodec.codec.layer_rate import (
 )
 from facecodec.codec.reference import choose_references
 from facecodec.errors import FacecodecError
+from facecodec.files import check_writable
 from facecodec.motion.basis import ExpressionBasis, load_basis
 from facecodec.motion.coder import PRESETS, CoderConfig, MotionEncoder, make_config, make_config_q
 from facecodec.motion.motion import Motion
@@ -681,6 +682,8 @@ def encode_file(
     progress: bool = False,
 ) -> EncodeResult:
     """Encode a video file. `dst` None: encode in memory only."""
+    if dst is not None:
+        check_writable(Path(dst))  # now, not after the analysis; makes a missing folder
     result = code_analysis(analyze_file(src, settings, progress), settings)
     if dst is not None:
         with FcvWriter(dst) as w:
