@@ -76,21 +76,22 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 def test_bench_main_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench_main(_args(str(tmp_path / "missing.mp4"), "--out", str(tmp_path))) == 2
+    out = str(tmp_path / "out")  # bad input leaves no folder behind
+    assert bench_main(_args(str(tmp_path / "missing.mp4"), "--out", out)) == 2
     assert "no such file" in capsys.readouterr().err
-    assert bench_main(_args(str(CLIP), "--renderers", "nope", "--out", str(tmp_path))) == 2
+    assert bench_main(_args(str(CLIP), "--renderers", "nope", "--out", out)) == 2
     assert "facecodec: error: unknown renderer" in capsys.readouterr().err
-    assert bench_main(_args(str(CLIP), "--codecs", "mpeg1", "--out", str(tmp_path))) == 2
-    assert "unknown codec" in capsys.readouterr().err
+    assert bench_main(_args(str(CLIP), "--codecs", "mpeg1", "--out", out)) == 2
+    assert "unknown codec(s) mpeg1" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("{not json")
-    argv = (str(CLIP), "--reuse", str(tmp_path / "bad.json"), "--out", str(tmp_path))
+    argv = (str(CLIP), "--reuse", str(tmp_path / "bad.json"), "--out", out)
     assert bench_main(_args(*argv)) == 2
     assert "cannot read" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert bench_main(_args(str(empty), "--out", str(tmp_path))) == 2
+    assert bench_main(_args(str(empty), "--out", out)) == 2
     assert "no video files" in capsys.readouterr().err
-    assert not (tmp_path / "results.json").exists()
+    assert not (tmp_path / "out").exists()
     blocked = tmp_path / "a_file"
     blocked.write_text("")
     assert bench_main(_args(str(CLIP), "--out", str(blocked / "bench"))) == 2

@@ -54,6 +54,16 @@ def register_system(
     SYSTEM_REFERENCES[name] = reference
 
 
+def chosen_codecs(systems: list[str] | None, quick: bool) -> list[str]:
+    """The conventional codecs to run (None: the default set); unknown names are an error."""
+    if systems is None:
+        return list(QUICK_CODECS if quick else CODECS)
+    unknown = [s for s in systems if s not in CODECS]
+    if unknown:
+        raise FacecodecError(f"unknown codec(s) {', '.join(unknown)}; known: {', '.join(CODECS)}")
+    return list(systems)
+
+
 def run_bench(
     clips: list[Path],
     out_dir: Path,
@@ -77,11 +87,7 @@ def run_bench(
     """
     if not clips:
         raise FacecodecError("no clips to bench")
-    if systems is None:
-        systems = list(QUICK_CODECS if quick else CODECS)
-    unknown = [s for s in systems if s not in CODECS]
-    if unknown:
-        raise FacecodecError(f"unknown codec(s) {', '.join(unknown)}; known: {', '.join(CODECS)}")
+    systems = chosen_codecs(systems, quick)
     runners: dict[str, SystemFn] = {s: conventional_system(s, quick) for s in systems}
     runners.update(extra or {})
     # Systems the plug-ins produced (a plug-in names its points), in order of appearance:
@@ -205,6 +211,7 @@ def bench_main(args: argparse.Namespace) -> int:
         if unknown:
             known = ", ".join(SYSTEM_FACTORIES) or "none registered"
             raise FacecodecError(f"unknown renderer(s) {', '.join(unknown)}; known: {known}")
+        codecs = chosen_codecs(args.codecs, args.quick)
         refs = {SYSTEM_REFERENCES[r] for r in args.renderers}
         if len(refs) > 1:
             raise FacecodecError("the chosen renderers need different reference crops")
@@ -218,7 +225,7 @@ def bench_main(args: argparse.Namespace) -> int:
         extra = {r: SYSTEM_FACTORIES[r](args.quick) for r in args.renderers}
         make_folder(args.out)  # inputs checked first; an unwritable --out fails before the run
         result = run_bench(
-            clips, args.out, args.codecs, args.quick, extra, reference, reuse=reuse
+            clips, args.out, codecs, args.quick, extra, reference, reuse=reuse
         )
     except FacecodecError as e:
         print(f"facecodec: error: {e}", file=sys.stderr)
