@@ -100,7 +100,7 @@ def first_reference_bytes(packets: Sequence[Packet]) -> int:
     if payload.codec_id != IMAGE_FROM_LAYER:
         return n
     for p in packets:
-        for t, kid, _, picture in layer_pictures(p) if p.type in LAYER_TYPES else []:
+        for t, kid, _, picture, _ in layer_pictures(p) if p.type in LAYER_TYPES else []:
             if t == key.timestamp and kid == payload.keyframe_id:
                 return n + len(picture)
     raise FacecodecError("the first keyframe takes a layer picture the stream does not carry")

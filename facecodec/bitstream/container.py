@@ -37,7 +37,7 @@ VERSION_MAJOR = 1
 # 1.6: version 4 (the surround as its DCT). Every stream is written as 1.6 (motion-only ones
 # with empty layer fields); an older reader stops at a coder config it does not know with
 # one line.
-VERSION_MINOR = 6
+VERSION_MINOR = 7
 MAX_TEXT = 64  # basis_id, model_id, preset
 MAX_HEADER = 0xFFFF  # header_length is a u16
 _LEAD = struct.Struct("<4sBBH")  # magic, major, minor, header_length

@@ -302,31 +302,62 @@ class MotionPayload:
         return p
 
 
+# How a receiver brings a layer picture to the frames after its own, until the next one
+# (layer flags bits 1-2, minor version 7). The sender picks per picture what draws those
+# frames closest to the source: on the 6 validation clips no one way wins everywhere
+# (docs/layer.md, "Frames between layer pictures").
+MOVE_MOTION = 0  # warped by the motion since its frame (mesh warp), as before 1.7
+MOVE_NONE = 1  # shown as it is
+MOVE_FLOW = 2  # moved on by the optical flow from the run's previous picture to it
+MOVES = (MOVE_MOTION, MOVE_NONE, MOVE_FLOW)
+
+
+def _check_move(move: int) -> None:
+    if move not in MOVES:
+        raise BitstreamError(f"layer picture move {move} is not one of {MOVES}")
+
+
+def _layer_flags(intra: bool, move: int) -> int:
+    return int(bool(intra)) | move << 1
+
+
+def _read_layer_flags(flags: int) -> tuple[bool, int]:
+    """(intra, move) of a layer picture's flags byte."""
+    if flags & ~0b111:
+        raise BitstreamError(f"layer flags 0x{flags:02x} set reserved bits")
+    move = flags >> 1
+    _check_move(move)
+    return bool(flags & 1), move
+
+
 @dataclass(frozen=True, slots=True)
 class LayerPayload:
     """One coded picture of the low-resolution layer, cut with keyframe `keyframe_id`'s crop;
-    `intra`: it starts a run of pictures (a decoder may start or restart there)."""
+    `intra`: it starts a run of pictures (a decoder may start or restart there); `move`: how
+    the receiver brings it to the frames after its own (MOVE_*)."""
 
     keyframe_id: int
     intra: bool
     picture: bytes
+    move: int = MOVE_MOTION
 
     def validate(self) -> None:
         _check_u16(self.keyframe_id, "keyframe id")
+        _check_move(self.move)
         if not self.picture:
             raise BitstreamError("layer packet has no picture data")
 
     def to_bytes(self) -> bytes:
         self.validate()
-        return struct.pack("<HB", self.keyframe_id, int(bool(self.intra))) + bytes(self.picture)
+        return (struct.pack("<HB", self.keyframe_id, _layer_flags(self.intra, self.move))
+                + bytes(self.picture))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LayerPayload:
         r = _Reader(data, "layer")
         keyframe_id, flags = r.unpack("HB", "fixed fields")
-        if flags & ~1:
-            raise BitstreamError(f"layer flags 0x{flags:02x} set reserved bits")
-        p = cls(keyframe_id, bool(flags & 1), r.rest())
+        intra, move = _read_layer_flags(flags)
+        p = cls(keyframe_id, intra, r.rest(), move)
         p.validate()
         return p
 
@@ -335,29 +366,31 @@ class LayerPayload:
 class LayerGroupPayload:
     """Consecutive layer pictures of one keyframe's crop in one packet (a file's half
     second): 3-4 bytes of framing a picture instead of a LAYER packet's 16-17. `pictures`:
-    (frame offset from the packet's timestamp, intra, coded picture), offsets increasing
-    from 0."""
+    (frame offset from the packet's timestamp, intra, coded picture, move), offsets
+    increasing from 0."""
 
     keyframe_id: int
-    pictures: tuple[tuple[int, bool, bytes], ...]
+    pictures: tuple[tuple[int, bool, bytes, int], ...]
 
     def validate(self) -> None:
         _check_u16(self.keyframe_id, "keyframe id")
         if not 1 <= len(self.pictures) <= 255:
             raise BitstreamError(f"layer group of {len(self.pictures)} pictures (1..255)")
         last = -1
-        for offset, _, picture in self.pictures:
+        for offset, _, picture, move in self.pictures:
             if not last < offset <= 255 or (last < 0 and offset != 0):
                 raise BitstreamError("layer group frame offsets must rise from 0 (max 255)")
             if not picture:
                 raise BitstreamError("layer group picture has no data")
+            _check_move(move)
             last = offset
 
     def to_bytes(self) -> bytes:
         self.validate()
         out = bytearray(struct.pack("<HB", self.keyframe_id, len(self.pictures)))
-        for offset, intra, picture in self.pictures:
-            out += bytes([offset, int(bool(intra))]) + encode_varint(len(picture)) + picture
+        for offset, intra, picture, move in self.pictures:
+            out += (bytes([offset, _layer_flags(intra, move)]) + encode_varint(len(picture))
+                    + picture)
         return bytes(out)
 
     @classmethod
@@ -367,12 +400,11 @@ class LayerGroupPayload:
         pictures = []
         for _ in range(count):
             offset, flags = r.unpack("BB", "picture fields")
-            if flags & ~1:
-                raise BitstreamError(f"layer flags 0x{flags:02x} set reserved bits")
+            intra, move = _read_layer_flags(flags)
             n, r.pos, err = _decode_varint(r.data, r.pos)
             if n is None:
                 raise BitstreamError(f"layer group picture length: {err}")
-            pictures.append((offset, bool(flags & 1), bytes(r.take(n, "picture"))))
+            pictures.append((offset, intra, bytes(r.take(n, "picture")), move))
         r.done()
         p = cls(keyframe_id, tuple(pictures))
         p.validate()
@@ -398,11 +430,12 @@ class EndPayload:
         return cls(total)
 
 
-def layer_pictures(packet: Packet) -> list[tuple[int, int, bool, bytes]]:
-    """(frame, keyframe id, intra, coded picture) of each picture in a LAYER or LAYER_GROUP
-    packet; BitstreamError if its payload is malformed."""
+def layer_pictures(packet: Packet) -> list[tuple[int, int, bool, bytes, int]]:
+    """(frame, keyframe id, intra, coded picture, move) of each picture in a LAYER or
+    LAYER_GROUP packet; BitstreamError if its payload is malformed."""
     if packet.type == PacketType.LAYER_GROUP:
         g = LayerGroupPayload.from_bytes(packet.payload)
-        return [(packet.timestamp + o, g.keyframe_id, intra, data) for o, intra, data in g.pictures]
+        return [(packet.timestamp + o, g.keyframe_id, intra, data, move)
+                for o, intra, data, move in g.pictures]
     p = LayerPayload.from_bytes(packet.payload)
-    return [(packet.timestamp, p.keyframe_id, p.intra, p.picture)]
+    return [(packet.timestamp, p.keyframe_id, p.intra, p.picture, p.move)]

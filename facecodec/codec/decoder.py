@@ -12,6 +12,8 @@ from facecodec.bitstream.container import FcvReader, StreamHeader
 from facecodec.bitstream.packets import (
     IMAGE_FROM_LAYER,
     LAYER_TYPES,
+    MOVE_FLOW,
+    MOVE_MOTION,
     EndPayload,
     KeyframePayload,
     MotionPayload,
@@ -29,6 +31,7 @@ from facecodec.motion.motion import Motion
 from facecodec.render.base import Renderer
 from facecodec.render.edits import Avatar, PoseEdit
 from facecodec.render.fusion_model import GATE_MODEL_ID, shipped_fusion_ids
+from facecodec.render.held import FlowMover
 from facecodec.render.registry import DEFAULT_RENDERER, make_renderer
 from facecodec.render.warp import WarpRenderer
 
@@ -245,11 +248,13 @@ class _LayerState:
                 "facecodec or with --layer off"
             )
         self.next_seq: int | None = None
-        self.pictures: dict[int, tuple[int, np.ndarray]] = {}  # timestamp -> (keyframe, RGB)
+        # timestamp -> (keyframe, RGB, how to move it on: packets.MOVE_*)
+        self.pictures: dict[int, tuple[int, np.ndarray, int]] = {}
         # Motion of recent frames, to bring a held layer picture up to the current frame.
         self.motions: dict[int, Motion] = {}
         self.mover = WarpRenderer(basis, self.params.size) if MOTION_COMPENSATE else None
         self._moving: int | None = None  # timestamp of the picture the mover holds
+        self.flow = FlowMover()
 
     def push(self, packet: Packet) -> None:
         """A LAYER packet (one picture) or a LAYER_GROUP packet (several, in frame order)."""
@@ -263,7 +268,7 @@ class _LayerState:
             self.decoder.reset()
         in_run = packet.seq == self.next_seq
         self.next_seq = (packet.seq + 1) & 0xFFFF
-        for timestamp, keyframe_id, intra, data in pictures:
+        for timestamp, keyframe_id, intra, data, move in pictures:
             if not (in_run or intra):
                 continue  # after a gap, only an intra picture restarts the run
             try:
@@ -275,7 +280,7 @@ class _LayerState:
             if picture is None:
                 continue
             self.stats.layer_pictures += 1
-            self.pictures[timestamp] = (keyframe_id, picture)
+            self.pictures[timestamp] = (keyframe_id, picture, move)
         for old in sorted(self.pictures)[:-self.HISTORY]:
             del self.pictures[old]
         if not in_run:
@@ -283,8 +288,13 @@ class _LayerState:
 
     def picture_at(self, timestamp: int, keyframe_id: int) -> np.ndarray | None:
         """The decoded picture of that frame and keyframe, if it arrived intact."""
-        kid, picture = self.pictures.get(timestamp, (None, None))
+        kid, picture, _ = self.pictures.get(timestamp, (None, None, None))
         return picture if kid == keyframe_id else None
+
+    def previous(self, timestamp: int, keyframe_id: int) -> int | None:
+        """Timestamp of the picture of that keyframe's crop before `timestamp`, if held."""
+        return max((t for t, (kid, _, _) in self.pictures.items()
+                    if t < timestamp and kid == keyframe_id), default=None)
 
     def _bad(self) -> None:
         self.stats.layer_bad += 1
@@ -305,17 +315,21 @@ class _LayerState:
         ts = max((t for t in self.pictures if t <= index), default=None)
         if ts is None or index - ts >= self.params.divisor:
             return render()
-        kid, picture = self.pictures[ts]
+        kid, picture, move = self.pictures[ts]
         if kid != keyframe_id:
             return render()
         age = index - ts
-        if age and self.mover is not None and ts in self.motions:
+        moved = False
+        if age and move == MOVE_MOTION and self.mover is not None and ts in self.motions:
             if self._moving != ts:
                 self.mover.set_reference(picture, self.motions[ts])
                 self._moving = ts
-            picture = self.mover.render(motion)
-            if not self.fusion.moved:  # trained on unmoved pictures: a moved one is current
-                age = 0
+            picture, moved = self.mover.render(motion), True
+        elif age and move == MOVE_FLOW and (prev := self.previous(ts, kid)) is not None:
+            flow = self.flow.flow(picture, self.pictures[prev][1], (ts, prev))
+            picture, moved = self.flow.move(picture, flow, age / (ts - prev)), True
+        if moved and not self.fusion.moved:  # trained on unmoved pictures: a moved one is current
+            age = 0
         self.stats.frames_fused += 1
         if self.fusion.as_is(picture.shape[0], self.size):
             return picture

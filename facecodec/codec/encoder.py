@@ -16,6 +16,7 @@ from facecodec.bitstream.container import FcvWriter, LayerParams, StreamHeader
 from facecodec.bitstream.packets import (
     IMAGE_FROM_LAYER,
     LAYER_TYPES,
+    MOVE_MOTION,
     EndPayload,
     KeyframePayload,
     LayerGroupPayload,
@@ -44,6 +45,7 @@ from facecodec.codec.layer_rate import (
     plan_layer,
     uses_layer,
 )
+from facecodec.codec.moves import choose_moves
 from facecodec.codec.reference import choose_references
 from facecodec.errors import FacecodecError
 from facecodec.files import check_writable
@@ -222,7 +224,9 @@ class Packetizer:
         if not self.layer_pending:
             return []
         first = self.layer_pending[0][0]
-        group = tuple((i - first, intra, data) for i, intra, data in self.layer_pending)
+        # Moves are chosen once the whole stream can be decoded (codec/moves.py).
+        group = tuple((i - first, intra, data, MOVE_MOTION)
+                      for i, intra, data in self.layer_pending)
         self.layer_pending = []
         payload = LayerGroupPayload(self.keyframe_id, group).to_bytes()
         return [self._packet(PacketType.LAYER_GROUP, first, payload)]
@@ -506,7 +510,20 @@ def code_analysis(
         events = analysis.events_with_chosen_references(settings.size)
     config = coder_config(load_basis(), settings.preset, beside_layer=layer_kbps > 0,
                           surround=settings.surround)
-    return _code(analysis, settings, events, config, settings.preset, layer_kbps)
+    return with_moves(analysis, _code(analysis, settings, events, config, settings.preset,
+                                      layer_kbps))
+
+
+def with_moves(analysis: Analysis, result: EncodeResult) -> EncodeResult:
+    """The result with its layer pictures' moves chosen on the source (codec/moves.py);
+    the rate does not change."""
+    if result.header.layer is None or analysis.source is None:
+        return result
+    crops = iter_crops(analysis.source, analysis.keyframes, result.header.size,
+                       analysis.max_frames)
+    packets = choose_moves(result.header, result.packets,
+                           [k.index for k in result.keyframes], crops, result.report.frames)
+    return replace(result, packets=packets)
 
 
 def _code(
@@ -663,7 +680,7 @@ def layer_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeResu
         result = _code(analysis, settings, analysis.events, config, label, layer_kbps, True)
         over = result.total_kbps - target
         if over <= 0:
-            return result
+            return with_moves(analysis, result)
         # Off the rate the layer made, not its budget, and by at least 1 % of it: integer crfs
         # leave the layer under its budget, and a smaller cut picks the same crf again (the
         # rate search counts a few bytes of framing fewer than the packets carry).
