@@ -15,6 +15,7 @@ layer pictures").
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -32,6 +33,9 @@ from facecodec.bitstream.packets import (
 from facecodec.codec.layer import LayerDecoder
 from facecodec.render.held import FlowMover
 
+if TYPE_CHECKING:
+    from facecodec.codec.decoder import PacketDecoder
+
 # In order of preference on a tie: the motion keeps the landmarks where they are.
 MOVE_CANDIDATES = (MOVE_MOTION, MOVE_NONE, MOVE_FLOW)
 
@@ -40,13 +44,32 @@ def _y(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
 
 
+class _Shown:
+    """A decoder's frames in order, one at a time (a long file is never held whole); a
+    frame it does not draw shows the one before, as a player holds it."""
+
+    def __init__(self, decoder: PacketDecoder, packets: list[Packet]) -> None:
+        self._drawn = (f for p in packets for f in decoder.push(p))
+        self._next = next(self._drawn, None)
+        self._shown: np.ndarray | None = None
+
+    def at(self, index: int) -> np.ndarray:
+        while self._next is not None and self._next[0] <= index:
+            self._shown = self._next[1]
+            self._next = next(self._drawn, None)
+        if self._shown is None:  # before the first drawn frame: the first one, as decode_packets
+            self._shown = self._next[1] if self._next is not None else None
+        assert self._shown is not None, "the stream draws no frame"
+        return self._shown
+
+
 def choose_moves(header: StreamHeader, packets: list[Packet], keyframes: Iterable[int],
                  crops: Iterable[np.ndarray], n_frames: int) -> list[Packet]:
     """`packets` with each LAYER_GROUP picture's move set to the one whose frames come
     closest (luma squared error) to `crops`, the source crops of frames 0..n_frames-1.
     `keyframes`: the keyframes' frame indices. Packets are unchanged in size; streams
     without a full-size layer in LAYER_GROUP packets are returned as they are."""
-    from facecodec.codec.decoder import decode_packets  # the decoder loads the renderers
+    from facecodec.codec.decoder import PacketDecoder  # the decoder loads the renderers
 
     layer = header.layer
     groups = [p for p in packets if p.type == PacketType.LAYER_GROUP]
@@ -62,7 +85,7 @@ def choose_moves(header: StreamHeader, packets: list[Packet], keyframes: Iterabl
     # The frames as drawn with every picture moved by the motion (the packets' moves as
     # the packetizer wrote them); the training-free fusion draws a full-size picture as it
     # is, with the same luma as the colour network.
-    by_motion = decode_packets(header, packets, n_frames, layer="gate")
+    by_motion = _Shown(PacketDecoder(header, layer="gate"), packets)
     times, starts = sorted(pictures), sorted(keyframes)
     errors: dict[int, np.ndarray] = {}
     flows = FlowMover()
@@ -76,7 +99,7 @@ def choose_moves(header: StreamHeader, packets: list[Packet], keyframes: Iterabl
             continue
         y, picture = _y(crop), pictures[t]
         err = errors.setdefault(t, np.zeros(len(MOVE_CANDIDATES)))
-        err[0] += np.square(_y(by_motion[i]) - y).mean()
+        err[0] += np.square(_y(by_motion.at(i)) - y).mean()
         err[1] += np.square(_y(picture) - y).mean()
         prev = times[j - 1] if j > 0 and not any(times[j - 1] < k <= t for k in starts) \
             else None
