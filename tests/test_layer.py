@@ -50,6 +50,7 @@ from facecodec.codec.encoder import (
 )
 from facecodec.codec.layer import SPEC_AV1, SPEC_AV1_LIVE, LayerDecoder, code_sequence
 from facecodec.codec.layer_rate import NET_FUSION_MAX_KBPS, schedule
+from facecodec.codec.moves import set_moves
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.render.fusion_model import FULL_SIZE_WEIGHTS, GATE_MODEL_ID, default_fusion_id
 
@@ -98,14 +99,7 @@ def _moves(r: EncodeResult) -> list[int]:
 
 def _with_moves(r: EncodeResult, move: int) -> EncodeResult:
     """The stream with every layer picture's move set to `move`."""
-    packets = []
-    for p in r.packets:
-        if p.type == PacketType.LAYER_GROUP:
-            g = LayerGroupPayload.from_bytes(p.payload)
-            pictures = tuple((o, intra, data, move) for o, intra, data, _ in g.pictures)
-            p = replace(p, payload=LayerGroupPayload(g.keyframe_id, pictures).to_bytes())
-        packets.append(p)
-    return replace(r, packets=packets)
+    return replace(r, packets=set_moves(r.packets, lambda _: move))
 
 
 def test_round_trip_beats_motion_only(

@@ -255,6 +255,9 @@ class _LayerState:
         self.mover = WarpRenderer(basis, self.params.size) if MOTION_COMPENSATE else None
         self._moving: int | None = None  # timestamp of the picture the mover holds
         self.flow = FlowMover()
+        # Frame index -> timestamp of the older picture it was drawn from, kept only when a
+        # caller sets it: the sender choosing the moves (codec/moves.py) reads and empties it.
+        self.held_from: dict[int, int] | None = None
 
     def push(self, packet: Packet) -> None:
         """A LAYER packet (one picture) or a LAYER_GROUP packet (several, in frame order)."""
@@ -319,6 +322,8 @@ class _LayerState:
         if kid != keyframe_id:
             return render()
         age = index - ts
+        if age and self.held_from is not None:
+            self.held_from[index] = ts
         moved = False
         if age and move == MOVE_MOTION and self.mover is not None and ts in self.motions:
             if self._moving != ts:

@@ -521,8 +521,7 @@ def with_moves(analysis: Analysis, result: EncodeResult) -> EncodeResult:
         return result
     crops = iter_crops(analysis.source, analysis.keyframes, result.header.size,
                        analysis.max_frames)
-    packets = choose_moves(result.header, result.packets,
-                           [k.index for k in result.keyframes], crops, result.report.frames)
+    packets = choose_moves(result.header, result.packets, crops, result.report.frames)
     return replace(result, packets=packets)
 
 

@@ -14,8 +14,7 @@ layer pictures").
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
 
 import cv2
 import numpy as np
@@ -28,16 +27,25 @@ from facecodec.bitstream.packets import (
     LayerGroupPayload,
     Packet,
     PacketType,
-    layer_pictures,
 )
-from facecodec.codec.layer import LayerDecoder
-from facecodec.render.held import FlowMover
-
-if TYPE_CHECKING:
-    from facecodec.codec.decoder import PacketDecoder
 
 # In order of preference on a tie: the motion keeps the landmarks where they are.
 MOVE_CANDIDATES = (MOVE_MOTION, MOVE_NONE, MOVE_FLOW)
+
+
+def set_moves(packets: list[Packet], move_of: Callable[[int], int]) -> list[Packet]:
+    """`packets` with each LAYER_GROUP picture's move set to `move_of(its timestamp)`; the
+    pictures' bytes, and so the stream's size, do not change."""
+    out = []
+    for p in packets:
+        if p.type == PacketType.LAYER_GROUP:
+            g = LayerGroupPayload.from_bytes(p.payload)
+            moved = tuple((o, intra, data, move_of(p.timestamp + o))
+                          for o, intra, data, _ in g.pictures)
+            p = Packet(p.type, p.seq, p.timestamp,
+                       LayerGroupPayload(g.keyframe_id, moved).to_bytes())
+        out.append(p)
+    return out
 
 
 def _y(rgb: np.ndarray) -> np.ndarray:
@@ -45,10 +53,18 @@ def _y(rgb: np.ndarray) -> np.ndarray:
 
 
 class _Shown:
-    """A decoder's frames in order, one at a time (a long file is never held whole); a
-    frame it does not draw shows the one before, as a player holds it."""
+    """A receiver's frames in order, one at a time (a long file is never held whole), and
+    for each frame drawn from an older layer picture, that picture's timestamp. A frame it
+    does not draw shows the one before, as a player holds it."""
 
-    def __init__(self, decoder: PacketDecoder, packets: list[Packet]) -> None:
+    def __init__(self, header: StreamHeader, packets: list[Packet]) -> None:
+        from facecodec.codec.decoder import PacketDecoder  # the decoder loads the renderers
+
+        # The training-free fusion draws a full-size picture as it is, with the same luma
+        # as the colour network.
+        decoder = PacketDecoder(header, layer="gate")
+        assert decoder.layer is not None
+        self.held_from = decoder.layer.held_from = {}
         self._drawn = (f for p in packets for f in decoder.push(p))
         self._next = next(self._drawn, None)
         self._shown: np.ndarray | None = None
@@ -63,59 +79,29 @@ class _Shown:
         return self._shown
 
 
-def choose_moves(header: StreamHeader, packets: list[Packet], keyframes: Iterable[int],
-                 crops: Iterable[np.ndarray], n_frames: int) -> list[Packet]:
+def choose_moves(header: StreamHeader, packets: list[Packet], crops: Iterable[np.ndarray],
+                 n_frames: int) -> list[Packet]:
     """`packets` with each LAYER_GROUP picture's move set to the one whose frames come
     closest (luma squared error) to `crops`, the source crops of frames 0..n_frames-1.
-    `keyframes`: the keyframes' frame indices. Packets are unchanged in size; streams
-    without a full-size layer in LAYER_GROUP packets are returned as they are."""
-    from facecodec.codec.decoder import PacketDecoder  # the decoder loads the renderers
-
+    The stream is decoded once per move by the receiver itself, so each candidate is
+    exactly what a player will draw. Streams without a full-size layer in LAYER_GROUP
+    packets are returned as they are."""
     layer = header.layer
-    groups = [p for p in packets if p.type == PacketType.LAYER_GROUP]
-    if layer is None or layer.size != header.size or not groups:
+    if (layer is None or layer.size != header.size
+            or not any(p.type == PacketType.LAYER_GROUP for p in packets)):
         return packets
-    decoder = LayerDecoder(layer.size, layer.codec)
-    pictures: dict[int, np.ndarray] = {}
-    for p in groups:
-        for t, _, intra, data, _ in layer_pictures(p):
-            picture = decoder.decode(data, intra)
-            if picture is not None:
-                pictures[t] = picture
-    # The frames as drawn with every picture moved by the motion (the packets' moves as
-    # the packetizer wrote them); the training-free fusion draws a full-size picture as it
-    # is, with the same luma as the colour network.
-    by_motion = _Shown(PacketDecoder(header, layer="gate"), packets)
-    times, starts = sorted(pictures), sorted(keyframes)
+    shown = [_Shown(header, set_moves(packets, lambda _, m=m: m)) for m in MOVE_CANDIDATES]
     errors: dict[int, np.ndarray] = {}
-    flows = FlowMover()
-    j = -1
-    for i, crop in enumerate(crops):
-        while j + 1 < len(times) and times[j + 1] <= i:
-            j += 1
-        if j < 0 or i == (t := times[j]) or i - t >= layer.divisor or i >= n_frames:
-            continue
-        if any(t < k <= i for k in starts):  # a new keyframe: the receiver draws without it
-            continue
-        y, picture = _y(crop), pictures[t]
+    for i, crop in zip(range(n_frames), crops, strict=False):  # crops may run on
+        drawn = [s.at(i) for s in shown]
+        # Which picture drew the frame does not depend on the moves: ask any receiver.
+        t = shown[0].held_from.pop(i, None)
+        for s in shown[1:]:
+            s.held_from.pop(i, None)
+        if t is None:
+            continue  # a picture's own frame, or one drawn from the motion alone
+        y = _y(crop)
         err = errors.setdefault(t, np.zeros(len(MOVE_CANDIDATES)))
-        err[0] += np.square(_y(by_motion.at(i)) - y).mean()
-        err[1] += np.square(_y(picture) - y).mean()
-        prev = times[j - 1] if j > 0 and not any(times[j - 1] < k <= t for k in starts) \
-            else None
-        if prev is None:
-            err[2] = np.inf
-        else:
-            flow = flows.flow(picture, pictures[prev], (t, prev))
-            err[2] += np.square(_y(flows.move(picture, flow, (i - t) / (t - prev))) - y).mean()
+        err += [np.square(_y(d) - y).mean() for d in drawn]
     chosen = {t: MOVE_CANDIDATES[int(np.argmin(e))] for t, e in errors.items()}
-    out = []
-    for p in packets:
-        if p.type == PacketType.LAYER_GROUP:
-            g = LayerGroupPayload.from_bytes(p.payload)
-            moved = tuple((o, intra, data, chosen.get(p.timestamp + o, MOVE_MOTION))
-                          for o, intra, data, _ in g.pictures)
-            p = Packet(p.type, p.seq, p.timestamp,
-                       LayerGroupPayload(g.keyframe_id, moved).to_bytes())
-        out.append(p)
-    return out
+    return set_moves(packets, lambda t: chosen.get(t, MOVE_MOTION))
