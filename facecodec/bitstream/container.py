@@ -38,7 +38,7 @@ VERSION_MAJOR = 1
 # flags). Every stream is written as 1.7 (motion-only ones with empty layer fields); an older
 # reader stops at a coder config it does not know with one line, and a 1.6 reader drops
 # layer pictures whose moves it does not know as damaged.
-VERSION_MINOR = 7
+VERSION_MINOR = 8
 MAX_TEXT = 64  # basis_id, model_id, preset
 MAX_HEADER = 0xFFFF  # header_length is a u16
 _LEAD = struct.Struct("<4sBBH")  # magic, major, minor, header_length

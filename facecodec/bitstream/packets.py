@@ -309,7 +309,11 @@ class MotionPayload:
 MOVE_MOTION = 0  # warped by the motion since its frame (mesh warp), as before 1.7
 MOVE_NONE = 1  # shown as it is
 MOVE_FLOW = 2  # moved on by the optical flow from the run's previous picture to it
-MOVES = (MOVE_MOTION, MOVE_NONE, MOVE_FLOW)
+# Faded into the next picture of the same crop, by the frames since it (minor version 8).
+# Only a receiver that holds the next picture can: a file's groups carry it ahead of the
+# frames; a picture whose next one has not come is shown as it is.
+MOVE_BETWEEN = 3
+MOVES = (MOVE_MOTION, MOVE_NONE, MOVE_FLOW, MOVE_BETWEEN)
 
 
 def _check_move(move: int) -> None:

@@ -12,6 +12,7 @@ from facecodec.bitstream.container import FcvReader, StreamHeader
 from facecodec.bitstream.packets import (
     IMAGE_FROM_LAYER,
     LAYER_TYPES,
+    MOVE_BETWEEN,
     MOVE_FLOW,
     MOVE_MOTION,
     EndPayload,
@@ -31,7 +32,7 @@ from facecodec.motion.motion import Motion
 from facecodec.render.base import Renderer
 from facecodec.render.edits import Avatar, PoseEdit
 from facecodec.render.fusion_model import GATE_MODEL_ID, shipped_fusion_ids
-from facecodec.render.held import FlowMover
+from facecodec.render.held import FlowMover, fade
 from facecodec.render.registry import DEFAULT_RENDERER, make_renderer
 from facecodec.render.warp import WarpRenderer
 
@@ -299,6 +300,12 @@ class _LayerState:
         return max((t for t, (kid, _, _) in self.pictures.items()
                     if t < timestamp and kid == keyframe_id), default=None)
 
+    def following(self, timestamp: int, keyframe_id: int) -> int | None:
+        """Timestamp of the next picture of that keyframe's crop after `timestamp`, if it
+        has come and no picture of another crop lies between."""
+        after = min((t for t in self.pictures if t > timestamp), default=None)
+        return after if after is not None and self.pictures[after][0] == keyframe_id else None
+
     def _bad(self) -> None:
         self.stats.layer_bad += 1
         self.decoder.reset()
@@ -333,6 +340,8 @@ class _LayerState:
         elif age and move == MOVE_FLOW and (prev := self.previous(ts, kid)) is not None:
             flow = self.flow.flow(picture, self.pictures[prev][1], (ts, prev))
             picture, moved = self.flow.move(picture, flow, age / (ts - prev)), True
+        elif age and move == MOVE_BETWEEN and (after := self.following(ts, kid)) is not None:
+            picture, moved = fade(picture, self.pictures[after][1], age / (after - ts)), True
         if moved and not self.fusion.moved:  # trained on unmoved pictures: a moved one is current
             age = 0
         self.stats.frames_fused += 1

@@ -21,6 +21,7 @@ import numpy as np
 
 from facecodec.bitstream.container import StreamHeader
 from facecodec.bitstream.packets import (
+    MOVE_BETWEEN,
     MOVE_FLOW,
     MOVE_MOTION,
     MOVE_NONE,
@@ -30,7 +31,7 @@ from facecodec.bitstream.packets import (
 )
 
 # In order of preference on a tie: the motion keeps the landmarks where they are.
-MOVE_CANDIDATES = (MOVE_MOTION, MOVE_NONE, MOVE_FLOW)
+MOVE_CANDIDATES = (MOVE_MOTION, MOVE_NONE, MOVE_FLOW, MOVE_BETWEEN)
 
 
 def set_moves(packets: list[Packet], move_of: Callable[[int], int]) -> list[Packet]:

@@ -43,3 +43,8 @@ class FlowMover:
         where = self._grid + flow * np.float32(fraction)
         return cv2.remap(picture, where[..., 0], where[..., 1], cv2.INTER_CUBIC,
                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def fade(picture: np.ndarray, following: np.ndarray, fraction: float) -> np.ndarray:
+    """`picture` faded into the next picture by `fraction` (packets.MOVE_BETWEEN)."""
+    return cv2.addWeighted(picture, 1.0 - fraction, following, fraction, 0.0)
