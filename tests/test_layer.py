@@ -27,6 +27,7 @@ from facecodec.bitstream.container import (
 )
 from facecodec.bitstream.packets import (
     IMAGE_FROM_LAYER,
+    MOVE_BETWEEN,
     MOVE_FLOW,
     MOVE_MOTION,
     MOVE_NONE,
@@ -53,6 +54,7 @@ from facecodec.codec.layer_rate import NET_FUSION_MAX_KBPS, schedule
 from facecodec.codec.moves import set_moves
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.render.fusion_model import FULL_SIZE_WEIGHTS, GATE_MODEL_ID, default_fusion_id
+from facecodec.render.held import fade
 
 RATE_TOLERANCE = 0.15  # integer quantisers step the rate by ~6-10 %
 
@@ -173,12 +175,12 @@ def test_held_layer_pictures_follow_the_motion(
 def test_sender_picks_how_each_held_picture_moves(
     analysis: Analysis, layered: EncodeResult, crops: np.ndarray
 ) -> None:
-    # Per picture, the way (motion, as it is, the layer's flow) whose frames come closest to
-    # the source: no byte more, and closer than any one way for all pictures (measured on
-    # this clip at 8 kbps, 1 picture in 3: 11 / 7 / 7 pictures, 35.32 dB against 35.15 with
-    # all moved by the motion).
+    # Per picture, the way (motion, as it is, the layer's flow, faded into the next picture)
+    # whose frames come closest to the source: no byte more, and closer than any one way
+    # for all pictures (measured on this clip at 8 kbps, 1 picture in 3: 2 / 0 / 0 / 23
+    # pictures, 35.63 dB against 35.15 with all moved by the motion).
     moves = _moves(layered)
-    assert set(moves) == set(MOVES), moves
+    assert MOVE_BETWEEN in moves and len(set(moves)) > 1, moves
     held = [i for i in range(GRID_FRAMES) if i % layered.header.layer.divisor]  # type: ignore[union-attr]
     assert len(analysis.keyframes) == 1 and held
 
@@ -194,7 +196,7 @@ def test_sender_picks_how_each_held_picture_moves(
     everything = decode_packets(layered.header, layered.packets, GRID_FRAMES)
     by_motion = _with_moves(layered, MOVE_MOTION)
     assert _psnr(crops, everything) > _psnr(crops, decode_packets(
-        by_motion.header, by_motion.packets, GRID_FRAMES)) + 0.1
+        by_motion.header, by_motion.packets, GRID_FRAMES)) + 0.3
 
 def test_layer_packets_leave_their_pictures_moved_by_the_motion(single: EncodeResult) -> None:
     # One picture a LAYER packet, as a call sends them: its sender sees nothing ahead, so
@@ -212,6 +214,7 @@ def test_receiver_moves_held_pictures_as_the_stream_says(layered: EncodeResult) 
     drawn = {move: decode_packets(layered.header, _with_moves(layered, move).packets,
                                   GRID_FRAMES, layer="gate") for move in MOVES}
     moved = {MOVE_MOTION: 0, MOVE_FLOW: 0}
+    fades = can_fade = 0
     for i in range(GRID_FRAMES):
         latest = pictures[i - i % divisor]
         if i % divisor == 0:  # a picture of its own: the move does not matter
@@ -220,10 +223,23 @@ def test_receiver_moves_held_pictures_as_the_stream_says(layered: EncodeResult) 
             assert np.array_equal(drawn[MOVE_NONE][i], latest)
             if i < divisor:  # the flow needs the run's previous picture
                 assert np.array_equal(drawn[MOVE_FLOW][i], latest)
+            after = i - i % divisor + divisor
+            if after in pictures:  # a file's next picture mostly comes ahead of the frames
+                faded = fade(latest, pictures[after], (i % divisor) / divisor)
+                assert not np.array_equal(faded, latest)
+                # ... but not to the last frames of a packet whose next picture opens the
+                # next group: those show the picture as it is.
+                is_faded = np.array_equal(drawn[MOVE_BETWEEN][i], faded)
+                assert is_faded or np.array_equal(drawn[MOVE_BETWEEN][i], latest)
+                fades += is_faded
+                can_fade += 1
+            else:  # the stream's last pictures: none to fade into
+                assert np.array_equal(drawn[MOVE_BETWEEN][i], latest)
             for move in moved:  # a still moment may leave a picture where it was
                 moved[move] += not np.array_equal(drawn[move][i], latest)
     held = GRID_FRAMES - len(pictures)
     assert moved[MOVE_MOTION] > 0.8 * held and moved[MOVE_FLOW] > 0.5 * held, (moved, held)
+    assert fades > 0.8 * can_fade, (fades, can_fade)
 
 
 def test_layer_picture_moves_round_trip_and_unknown_ones_are_refused() -> None:
@@ -232,12 +248,11 @@ def test_layer_picture_moves_round_trip_and_unknown_ones_are_refused() -> None:
         g = LayerGroupPayload(7, ((0, True, b"ab", move), (2, False, b"c", MOVE_NONE)))
         assert LayerGroupPayload.from_bytes(g.to_bytes()) == g
     assert LayerPayload(7, True, b"x").move == MOVE_MOTION  # streams before 1.7
-    with pytest.raises(BitstreamError, match="move 3"):
-        LayerPayload.from_bytes(bytes([7, 0, 0b110, 1]))
+    assert LayerPayload.from_bytes(bytes([7, 0, 0b110, 1])).move == MOVE_BETWEEN
     with pytest.raises(BitstreamError, match="reserved bits"):
         LayerPayload.from_bytes(bytes([7, 0, 0b1000, 1]))
-    with pytest.raises(BitstreamError, match="move 3"):
-        LayerGroupPayload.from_bytes(bytes([7, 0, 1, 0, 0b111, 1, 9]))
+    with pytest.raises(BitstreamError, match="reserved bits"):
+        LayerGroupPayload.from_bytes(bytes([7, 0, 1, 0, 0b10111, 1, 9]))
     with pytest.raises(BitstreamError, match="move 5"):
         LayerGroupPayload(7, ((0, True, b"ab", 5),)).to_bytes()
 
