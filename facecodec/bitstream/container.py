@@ -35,9 +35,10 @@ VERSION_MAJOR = 1
 # the layer's (IMAGE_FROM_LAYER); 1.4: motion coder configs built from the basis (version 2,
 # 12 bytes instead of 8 + 12 a dimension); 1.5: coder config version 3 (the surround);
 # 1.6: version 4 (the surround as its DCT); 1.7: layer pictures' moves (bits 1-2 of their
-# flags). Every stream is written as 1.7 (motion-only ones with empty layer fields); an older
-# reader stops at a coder config it does not know with one line, and a 1.6 reader drops
-# layer pictures whose moves it does not know as damaged.
+# flags); 1.8: move 3, a fade into the next picture. Every stream is written as 1.8
+# (motion-only ones with empty layer fields); an older reader stops at a coder config it
+# does not know with one line, and drops layer pictures whose moves it does not know as
+# damaged.
 VERSION_MINOR = 8
 MAX_TEXT = 64  # basis_id, model_id, preset
 MAX_HEADER = 0xFFFF  # header_length is a u16

@@ -303,9 +303,9 @@ class MotionPayload:
 
 
 # How a receiver brings a layer picture to the frames after its own, until the next one
-# (layer flags bits 1-2, minor version 7). The sender picks per picture what draws those
-# frames closest to the source: on the 6 validation clips no one way wins everywhere
-# (docs/layer.md, "Frames between layer pictures").
+# (layer flags bits 1-2, minor version 7; 3 since 8). The sender picks per picture what
+# draws those frames closest to the source: on the 6 validation clips no one way wins
+# everywhere (docs/layer.md, "Frames between layer pictures").
 MOVE_MOTION = 0  # warped by the motion since its frame (mesh warp), as before 1.7
 MOVE_NONE = 1  # shown as it is
 MOVE_FLOW = 2  # moved on by the optical flow from the run's previous picture to it
