@@ -315,8 +315,8 @@ class _LayerState:
              motion: Motion) -> np.ndarray:
         """The frame fused with the latest layer picture at or before it, of the same crop
         and at most one layer period old; the frame itself otherwise. A picture older than
-        the frame is first warped by the motion between its frame and this one. `render`
-        draws the frame from the reference, called only when it is needed."""
+        the frame is first moved on as its move says (packets.MOVE_*). `render` draws the
+        frame from the reference, called only when it is needed."""
         self.motions[index] = motion
         for old in sorted(self.motions)[:-self.HISTORY]:
             del self.motions[old]
