@@ -1,4 +1,6 @@
-"""A layer picture moved on by the optical flow of the layer itself (packets.MOVE_FLOW).
+"""A layer picture brought to the frames after its own from the layer itself: moved on by
+the layer's optical flow (packets.MOVE_FLOW) or faded into the next picture
+(packets.MOVE_BETWEEN).
 
 Between two layer pictures the receiver shows the latest one, brought to the current frame.
 The flow from a picture back to the run's previous one says how the content moved over
