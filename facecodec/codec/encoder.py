@@ -205,6 +205,7 @@ class Packetizer:
         # Layer pictures of the pending frames; with several frames a packet (files) they go
         # out as one LAYER_GROUP before the motion packet, else each as a LAYER packet.
         self.layer_pending: list[tuple[int, bool, bytes]] = []
+        self.layer_ahead: int | None = None  # a picture sent with the group before its own
         # A file whose layer is as large as the crop: a keyframe whose frame carries an intra
         # layer picture sends no image of its own, the receiver takes that picture.
         self.reference_from_layer = False
@@ -220,10 +221,26 @@ class Packetizer:
         self.seq[channel] = (self.seq[channel] + 1) & 0xFFFF
         return p
 
+    def _next_picture(self, after: int) -> tuple[int, bool, bytes] | None:
+        """The first layer picture after frame `after`, if it continues the same run."""
+        if self.layer is None:
+            return None
+        i = min((i for i in self.layer.pictures if i > after), default=None)
+        if i is None or self.layer.pictures[i][0]:
+            return None  # none, or intra: a new run (every keyframe starts one)
+        return i, *self.layer.pictures[i]
+
     def _layer_group(self) -> list[Packet]:
         if not self.layer_pending:
             return []
         first = self.layer_pending[0][0]
+        # The next packet's first picture goes too when it continues the run, so that the
+        # frames after this group's last picture can fade into it (packets.MOVE_BETWEEN)
+        # instead of showing that picture as it is.
+        ahead = self._next_picture(self.layer_pending[-1][0])
+        if ahead is not None and ahead[0] - first <= 255:
+            self.layer_pending.append(ahead)
+            self.layer_ahead = ahead[0]
         # Moves are chosen once the whole stream can be decoded (codec/moves.py).
         group = tuple((i - first, intra, data, MOVE_MOTION)
                       for i, intra, data in self.layer_pending)
@@ -273,7 +290,7 @@ class Packetizer:
         if event.index - self.last_resync >= self.resync_interval:
             out += self.flush()
             self.force_intra, self.last_resync = True, event.index
-        if picture is not None:
+        if picture is not None and event.index != self.layer_ahead:
             intra, data = picture
             if self.packet_frames > 1:
                 self.layer_pending.append((event.index, intra, data))
