@@ -7,6 +7,9 @@ facecodec's 256 px crop (first 150 frames). Defaults to the 6 train clips the la
 defaults were chosen on (docs/layer.md).
 
     .venv/bin/python benchmarks/motion_beside_layer.py --presets low lowest --targets 6.5 10 17
+
+`--full-layer off on` codes the lowest preset beside a layer as large as the crop as the
+preset itself, or as FULL_LAYER_MOTION (facecodec/codec/layer_rate.py; the default).
 """
 
 from __future__ import annotations
@@ -31,27 +34,33 @@ def main() -> None:
     ap.add_argument("--split", default="train")
     ap.add_argument("--surround", nargs="+", choices=("off", "on"), default=["off"],
                     help="code the Motion's surround beside the layer")
+    ap.add_argument("--full-layer", nargs="+", choices=("off", "on"), default=["on"],
+                    help="beside a layer as large as the crop, code the lowest preset's "
+                         "motion coarser (FULL_LAYER_MOTION)")
     a = ap.parse_args()
     rows = []
+    full_size_layer = encoder.full_size_layer
     for clip, ref, feats, analysis in scored_clips(a.split):
-        for preset, sur in itertools.product(a.presets, a.surround):
+        for preset, sur, full in itertools.product(a.presets, a.surround, a.full_layer):
             encoder.LAYER_MOTION_PRESET = preset  # what --target-kbps codes the motion at
             encoder.SURROUND_BESIDE_LAYER = sur == "on"
+            encoder.full_size_layer = full_size_layer if full == "on" else lambda *_: False
+            name = f"{preset} {sur} {full}"
             for target in a.targets:
                 r = code_analysis(analysis, EncoderSettings(target_kbps=target))
                 frames = decode_packets(r.header, r.packets, len(ref.frames))
                 s = evaluate(feats, frames, metrics=METRICS).mean
                 total = r.total_kbps
-                rows.append((preset, sur, target, total, r.motion_kbps,
-                             *(s[m] for m in METRICS)))
-                print(f"{clip.stem:40s} {preset:7s} {sur:3s} {target:5.1f}: total {total:6.2f}  "
+                rows.append((name, target, total, r.motion_kbps, *(s[m] for m in METRICS)))
+                print(f"{clip.stem:40s} {name:14s} {target:5.1f}: total {total:6.2f}  "
                       f"motion {r.motion_kbps:5.2f}  VMAF {s['vmaf']:5.1f}", flush=True)
-    print("\nmean over clips")
-    for preset, sur in itertools.product(a.presets, a.surround):
+    print("\nmean over clips (preset, surround, full layer)")
+    for preset, sur, full in itertools.product(a.presets, a.surround, a.full_layer):
+        name = f"{preset} {sur} {full}"
         for target in a.targets:
-            m = np.mean([x[3:] for x in rows if x[:3] == (preset, sur, target)], axis=0)
-            print(f"{preset:7s} surround {sur:3s} target {target:5.1f}: total {m[0]:6.2f}  "
-                  f"motion {m[1]:5.2f}  PSNR-Y {m[2]:6.3f}  MS-SSIM {m[3]:.4f}  VMAF {m[4]:5.2f}")
+            m = np.mean([x[2:] for x in rows if x[:2] == (name, target)], axis=0)
+            print(f"{name:14s} target {target:5.1f}: total {m[0]:6.2f}  motion {m[1]:5.2f}  "
+                  f"PSNR-Y {m[2]:6.3f}  MS-SSIM {m[3]:.4f}  VMAF {m[4]:5.2f}")
 
 
 if __name__ == "__main__":

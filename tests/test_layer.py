@@ -51,9 +51,11 @@ from facecodec.codec.encoder import (
     original_crops,
 )
 from facecodec.codec.layer import SPEC_AV1, SPEC_AV1_LIVE, LayerDecoder, code_sequence
-from facecodec.codec.layer_rate import NET_FUSION_MAX_KBPS, schedule
+from facecodec.codec.layer_rate import FULL_LAYER_MOTION, NET_FUSION_MAX_KBPS, schedule
 from facecodec.codec.moves import set_moves
 from facecodec.errors import BitstreamError, FacecodecError
+from facecodec.motion.basis import load_basis
+from facecodec.motion.coder import CoderConfig
 from facecodec.render.fusion_model import FULL_SIZE_WEIGHTS, GATE_MODEL_ID, default_fusion_id
 from facecodec.render.held import fade
 
@@ -395,7 +397,7 @@ def test_target_a_hair_over_moves_the_layer_to_a_coarser_crf(
     # same crf comes back until the encoder gives up on the layer.
     settings = EncoderSettings(target_kbps=10.0)
     config = encoder.coder_config(encoder.load_basis(), layer_rate.LAYER_MOTION_PRESET,
-                                  beside_layer=True)
+                                  beside_layer=True, full_layer=True)  # as layer_to_target
 
     real = encoder._code
 
@@ -747,3 +749,27 @@ def test_reference_pictures_are_coarser_beside_a_layer(
     assert asked.bytes_of(key) == plain.bytes_of(key)
     live = EncoderSettings().keyframe_quality_for
     assert live(4.0, live=True) > live(8.0, live=True)
+
+
+def test_motion_beside_a_full_size_layer_is_coarse_at_no_cost_in_quality(
+    analysis: Analysis, crops: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every frame is drawn from a layer picture: the motion beside it needs little rate.
+    settings = EncoderSettings(preset="lowest", layer_kbps=8.0)
+    coarse = code_analysis(analysis, settings)
+    config = CoderConfig.from_bytes(coarse.header.coder_config, load_basis().std)
+    assert (config.k, config.step_mul) == FULL_LAYER_MOTION
+    plain = encoder.coder_config
+    monkeypatch.setattr(encoder, "coder_config",
+                        lambda *a, full_layer=False, **k: plain(*a, **k))
+    lowest = code_analysis(analysis, settings)
+    assert CoderConfig.from_bytes(lowest.header.coder_config, load_basis().std).k == 4
+    assert coarse.motion_kbps < 0.7 * lowest.motion_kbps
+    assert coarse.layer_kbps == pytest.approx(lowest.layer_kbps, rel=RATE_TOLERANCE)
+    y = luma(crops)
+    scores = [psnr_y(y, luma(decode_packets(r.header, r.packets, GRID_FRAMES))).mean()
+              for r in (coarse, lowest)]
+    assert abs(scores[0] - scores[1]) < 0.05, scores
+    # Other presets stay as asked (the user chose them, e.g. for receiver-side edits).
+    medium = code_analysis(analysis, EncoderSettings(preset="medium", layer_kbps=8.0))
+    assert CoderConfig.from_bytes(medium.header.coder_config, load_basis().std).k > 1

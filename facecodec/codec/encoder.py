@@ -37,10 +37,12 @@ from facecodec.codec.analysis import (
 from facecodec.codec.keyframe import encode_image
 from facecodec.codec.layer import MAX_Q, MIN_Q, downscale
 from facecodec.codec.layer_rate import (
+    FULL_LAYER_MOTION,
     LAYER_MOTION_PRESET,
     MAX_LAYER_KBPS,
     NET_FUSION_MAX_KBPS,
     LayerPlan,
+    full_size_layer,
     keyframe_quality_with_layer,
     plan_layer,
     uses_layer,
@@ -50,7 +52,14 @@ from facecodec.codec.reference import choose_references
 from facecodec.errors import FacecodecError
 from facecodec.files import check_writable
 from facecodec.motion.basis import ExpressionBasis, load_basis
-from facecodec.motion.coder import PRESETS, CoderConfig, MotionEncoder, make_config, make_config_q
+from facecodec.motion.coder import (
+    PRESETS,
+    CoderConfig,
+    MotionEncoder,
+    make_config,
+    make_config_q,
+    make_config_steps,
+)
 from facecodec.motion.motion import Motion
 from facecodec.motion.stabilize import beta_for
 from facecodec.render.fusion_model import FULL_SIZE_WEIGHTS, GATE_MODEL_ID, default_fusion_id
@@ -170,14 +179,17 @@ def codes_surround(wanted: bool, beside_layer: bool) -> bool:
 
 
 def coder_config(basis: ExpressionBasis, preset: str, beside_layer: bool,
-                 surround: bool = True) -> CoderConfig:
+                 surround: bool = True, full_layer: bool = False) -> CoderConfig:
     """The preset's quantiser. Motion alone carries its surround (facecodec/motion/surround.py)
     at every preset. At the lowest it cost 0.68 kbps (1.17 -> 1.85 steady) for +4.4 VMAF and
     +1.8 dB PSNR-Y on 6 train clips (measured with DCT steps coarser at high frequencies,
     not shipped), far above the line to the low preset (3.32 kbps, VMAF 28.9); on the
     validation bench as shipped, 1.64 -> 2.43 kbps steady, VMAF 39.5 -> 46.0. `--no-surround`
     and `--target-kbps` below the lowest preset's rate still give ~1 kbps without it. Beside
-    a layer the layer draws the picture around the face."""
+    a layer the layer draws the picture around the face. Beside a file's layer as large as
+    the crop (`full_layer`), LAYER_MOTION_PRESET is coarser still (FULL_LAYER_MOTION)."""
+    if full_layer and preset == LAYER_MOTION_PRESET:
+        return make_config_steps(*FULL_LAYER_MOTION, basis.std)
     return make_config(preset, K_MEDIUM, basis.std,
                        surround=codes_surround(surround, beside_layer))
 
@@ -526,7 +538,8 @@ def code_analysis(
     if settings.reference == "best" and layer_kbps <= 0:
         events = analysis.events_with_chosen_references(settings.size)
     config = coder_config(load_basis(), settings.preset, beside_layer=layer_kbps > 0,
-                          surround=settings.surround)
+                          surround=settings.surround,
+                          full_layer=full_size_layer(layer_kbps, settings.size))
     return with_moves(analysis, _code(analysis, settings, events, config, settings.preset,
                                       layer_kbps))
 
@@ -687,7 +700,10 @@ def layer_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeResu
     assert settings.target_kbps is not None
     target = settings.target_kbps
     basis, fps, frames = load_basis(), analysis.info.fps, analysis.report.frames
-    config = coder_config(basis, LAYER_MOTION_PRESET, beside_layer=True)
+    # The layer's rate is not known yet; a file's layer has one size at every rate
+    # (SCHEDULE), so the target's decides whether it is as large as the crop.
+    config = coder_config(basis, LAYER_MOTION_PRESET, beside_layer=True,
+                          full_layer=full_size_layer(target, settings.size))
     label = f"target{target:g}"
     layer_kbps = target - motion_rate(analysis.events, basis, config, settings, fps, frames,
                                       beside_layer=True)

@@ -77,6 +77,18 @@ FULL_LAYER_KEYFRAME_QUALITY = 0
 # over low (out of ~1.4 kbps of motion; benchmarks/motion_beside_layer.py).
 MOTION_ONLY_MAX_KBPS = 5.0
 LAYER_MOTION_PRESET = "lowest"
+# Beside a file's layer as large as the crop every frame is drawn from a layer picture: the
+# motion only moves the few held pictures the sender moves by it (packets.MOVE_MOTION),
+# gives the colour network its warp of the reference and draws the frames a damaged layer
+# leaves. There LAYER_MOTION_PRESET codes 1 expression coefficient at 10x the medium
+# preset's steps (expression coefficients, step multiplier): on 4 validation clips at
+# 4 / 8 / 15 kbps layers it cost 0.38-0.68 kbps of motion instead of 0.74-1.47, for PSNR-Y
+# within 0.02 dB and VMAF within 0.06 of the lowest preset; decoded without the layer its
+# frames lost 1.9-2.3 VMAF against the lowest preset's on 2 clips (20x lost 15-18, 5x saved
+# less). At equal --target-kbps on the 6 train clips (benchmarks/motion_beside_layer.py
+# --full-layer off on) the layer gets the difference: VMAF +2.0 / +0.7 at 10 / 17 kbps,
+# -0.4 at 6.5 (where a larger layer budget crosses SCHEDULE's 5.5 kbps step).
+FULL_LAYER_MOTION: tuple[int, float] = (1, 10.0)
 # A live call keeps the low preset beside its layer: a layer picture lost in transit leaves
 # the motion's warp of the reference on screen (the comparison above was of files only).
 LIVE_LAYER_MOTION_PRESET = "low"
@@ -135,6 +147,11 @@ def schedule(kbps: float, crop_size: int = 256, live: bool = False) -> tuple[int
     if size > crop_size:  # a small crop: the largest layer size it holds
         size = max((s for s in LAYER_SIZES if s <= crop_size), default=LAYER_SIZES[0])
     return size, divisor
+
+
+def full_size_layer(kbps: float, crop_size: int) -> bool:
+    """Whether a file's layer at `kbps` is as large as the crop (0: no layer)."""
+    return kbps > 0 and schedule(kbps, crop_size)[0] >= crop_size
 
 
 def code_layer(

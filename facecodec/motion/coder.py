@@ -261,6 +261,15 @@ def make_config(preset: str, k: int, expr_std: np.ndarray, surround: bool = Fals
     return _build(kc, mul, expr_std, surround=surround)
 
 
+def make_config_steps(k: int, step_mul: float, expr_std: np.ndarray) -> CoderConfig:
+    """`k` expression coefficients at `step_mul` times the medium preset's steps, no
+    surround: a quantiser off the preset ladder (encoder.coder_config beside a full layer)."""
+    if not 1 <= k <= min(np.asarray(expr_std).size, K_MAX) or not step_mul > 0:
+        raise FacecodecError(f"motion config needs 1 <= k <= {K_MAX} and a positive step, "
+                             f"got k={k}, step x{step_mul:g}")
+    return _build(k, step_mul, expr_std)
+
+
 def make_config_q(quality: float, k_max: int, expr_std: np.ndarray,
                   surround: bool = False) -> CoderConfig:
     """Continuous quality in [0, 1], monotone in rate: k from k_max/8 to k_max, steps from
