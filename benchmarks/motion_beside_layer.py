@@ -8,8 +8,9 @@ defaults were chosen on (docs/layer.md).
 
     .venv/bin/python benchmarks/motion_beside_layer.py --presets low lowest --targets 6.5 10 17
 
-`--full-layer off on` codes the lowest preset beside a layer as large as the crop as the
-preset itself, or as FULL_LAYER_MOTION (facecodec/codec/layer_rate.py; the default).
+`--full-layer off on`: beside a layer as large as the crop, the preset given codes the
+motion as it does elsewhere, or as FULL_LAYER_MOTION (facecodec/codec/layer_rate.py; what
+the encoder does, the default).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def main() -> None:
     ap.add_argument("--surround", nargs="+", choices=("off", "on"), default=["off"],
                     help="code the Motion's surround beside the layer")
     ap.add_argument("--full-layer", nargs="+", choices=("off", "on"), default=["on"],
-                    help="beside a layer as large as the crop, code the lowest preset's "
-                         "motion coarser (FULL_LAYER_MOTION)")
+                    help="beside a layer as large as the crop, code the preset's motion "
+                         "as FULL_LAYER_MOTION (on) or as the preset (off)")
     a = ap.parse_args()
     rows = []
     full_size_layer = encoder.full_size_layer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -218,6 +219,7 @@ class Packetizer:
         # out as one LAYER_GROUP before the motion packet, else each as a LAYER packet.
         self.layer_pending: list[tuple[int, bool, bytes]] = []
         self.layer_ahead: int | None = None  # a picture sent with the group before its own
+        self._layer_frames: list[int] = []  # sorted frames of self.layer.pictures
         # A file whose layer is as large as the crop: a keyframe whose frame carries an intra
         # layer picture sends no image of its own, the receiver takes that picture.
         self.reference_from_layer = False
@@ -237,10 +239,13 @@ class Packetizer:
         """The first layer picture after frame `after`, if it continues the same run."""
         if self.layer is None:
             return None
-        i = min((i for i in self.layer.pictures if i > after), default=None)
-        if i is None or self.layer.pictures[i][0]:
+        pictures = self.layer.pictures
+        if len(self._layer_frames) != len(pictures):  # once per plan, not once per packet
+            self._layer_frames = sorted(pictures)
+        k = bisect.bisect_right(self._layer_frames, after)
+        if k == len(self._layer_frames) or pictures[i := self._layer_frames[k]][0]:
             return None  # none, or intra: a new run (every keyframe starts one)
-        return i, *self.layer.pictures[i]
+        return i, *pictures[i]
 
     def _layer_group(self) -> list[Packet]:
         if not self.layer_pending:
