@@ -220,6 +220,7 @@ class Packetizer:
         self.layer_pending: list[tuple[int, bool, bytes]] = []
         self.layer_ahead: int | None = None  # a picture sent with the group before its own
         self._layer_frames: list[int] = []  # sorted frames of self.layer.pictures
+        self._layer_frames_of: dict[int, tuple[bool, bytes]] | None = None
         # A file whose layer is as large as the crop: a keyframe whose frame carries an intra
         # layer picture sends no image of its own, the receiver takes that picture.
         self.reference_from_layer = False
@@ -240,8 +241,9 @@ class Packetizer:
         if self.layer is None:
             return None
         pictures = self.layer.pictures
-        if len(self._layer_frames) != len(pictures):  # once per plan, not once per packet
-            self._layer_frames = sorted(pictures)
+        if self._layer_frames_of is not pictures or len(self._layer_frames) != len(pictures):
+            self._layer_frames = sorted(pictures)  # once per plan, not once per packet
+            self._layer_frames_of = pictures
         k = bisect.bisect_right(self._layer_frames, after)
         if k == len(self._layer_frames) or pictures[i := self._layer_frames[k]][0]:
             return None  # none, or intra: a new run (every keyframe starts one)
