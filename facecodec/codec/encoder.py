@@ -219,8 +219,9 @@ class Packetizer:
         # out as one LAYER_GROUP before the motion packet, else each as a LAYER packet.
         self.layer_pending: list[tuple[int, bool, bytes]] = []
         self.layer_ahead: int | None = None  # a picture sent with the group before its own
-        self._layer_frames: list[int] = []  # sorted frames of self.layer.pictures
-        self._layer_frames_of: dict[int, tuple[bool, bytes]] | None = None
+        # A file's layer frames, sorted: its plan is whole before the first packet (a call's
+        # layer pictures come a frame at a time and are never looked ahead to).
+        self.layer_frames: list[int] = []
         # A file whose layer is as large as the crop: a keyframe whose frame carries an intra
         # layer picture sends no image of its own, the receiver takes that picture.
         self.reference_from_layer = False
@@ -240,14 +241,10 @@ class Packetizer:
         """The first layer picture after frame `after`, if it continues the same run."""
         if self.layer is None:
             return None
-        pictures = self.layer.pictures
-        if self._layer_frames_of is not pictures or len(self._layer_frames) != len(pictures):
-            self._layer_frames = sorted(pictures)  # once per plan, not once per packet
-            self._layer_frames_of = pictures
-        k = bisect.bisect_right(self._layer_frames, after)
-        if k == len(self._layer_frames) or pictures[i := self._layer_frames[k]][0]:
+        k = bisect.bisect_right(self.layer_frames, after)
+        if k == len(self.layer_frames) or self.layer.pictures[i := self.layer_frames[k]][0]:
             return None  # none, or intra: a new run (every keyframe starts one)
-        return i, *pictures[i]
+        return i, *self.layer.pictures[i]
 
     def _layer_group(self) -> list[Packet]:
         if not self.layer_pending:
@@ -373,6 +370,7 @@ def packetize(
     per_packet = frames_per_packet(settings, fps)
     pk = Packetizer(config, resync, per_packet, settings.keyframe_quality_for(layer_kbps))
     pk.layer = layer
+    pk.layer_frames = sorted(layer.pictures) if layer is not None else []
     # Unless a reference quality was asked for (then the reference is coded as asked).
     pk.reference_from_layer = (layer is not None and layer.size >= settings.size
                                and settings.keyframe_quality is None)
