@@ -157,11 +157,12 @@ class MeshWarper:
         lo, hi = np.full_like(t, -1.0), np.full_like(t, float(n))
         border = np.concatenate([np.stack(c, 1) for c in ((t, lo), (hi, t), (u, hi), (lo, u))])
         # Ring points pushed onto each other by clipping would make slivers: keep the first.
-        keep: list[int] = []
-        for i, p in enumerate(ring):
-            near_border = np.min(np.abs(border - p).max(axis=1)) < 3.0
-            if not near_border and all(np.abs(ring[k] - p).max() >= 3.0 for k in keep):
-                keep.append(i)
+        near_border = (np.abs(ring[:, None] - border[None]).max(axis=2) < 3.0).any(axis=1)
+        close = np.abs(ring[:, None] - ring[None]).max(axis=2) < 3.0
+        kept = np.zeros(len(ring), bool)
+        for i in range(len(ring)):  # greedy in order: a point is kept unless an earlier one is
+            kept[i] = not near_border[i] and not (close[i] & kept).any()
+        keep = np.flatnonzero(kept)
         ring = ring[keep]
         follow_a = np.concatenate(follow)[keep]
         jaw_a = np.concatenate(jaw)[keep]
