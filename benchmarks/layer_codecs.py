@@ -39,7 +39,7 @@ from facecodec.codec.layer import (
     code_sequence,
     upsample,
 )
-from facecodec.train.landmarks import load_split
+from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CACHE = Path(__file__).resolve().parents[1] / "out" / "cache" / "layer_crops"

@@ -27,7 +27,7 @@ from facecodec.bench.reference import ReferenceClip
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import Analysis, EncoderSettings, code_analysis
 from facecodec.codec.layer_rate import LAYER_MOTION_PRESET
-from facecodec.train.landmarks import load_split
+from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TRAIN_CLIPS = ("grid_bbaf2n", "liveportrait_d10", "eamm_video_happy", "pcavs_Input_00002",

@@ -30,7 +30,7 @@ from facecodec.capture.video import probe, read_frames
 from facecodec.codec.analysis import KeyframeEvent, MotionEvent
 from facecodec.codec.encoder import iter_crops
 from facecodec.codec.stream import StreamDecoder, StreamEncoder
-from facecodec.train.landmarks import load_split
+from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 METRICS = ("psnr_y", "ms_ssim", "vmaf", "akd")

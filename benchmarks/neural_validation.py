@@ -1,7 +1,7 @@
 """Neural renderer against the mesh warp on held-out clips: PSNR-Y, MS-SSIM, VMAF, AKD.
 
     .venv/bin/python benchmarks/neural_validation.py [--split validation] [--frames 150]
-        [--weights PATH] [--videos 2] [--out out/neural]
+        [--weights PATH] [--videos 2] [--every N] [--out out/neural]
 
 Per clip: the sender's analysis of the first `frames` frames gives the crops and the
 (unquantised, unsmoothed) Motions; each keyframe segment is rendered from its keyframe's
@@ -31,7 +31,7 @@ from facecodec.motion.basis import load_basis
 from facecodec.render.base import Renderer
 from facecodec.render.neural import DEFAULT_WEIGHTS, NeuralRenderer, load_net, model_id_of
 from facecodec.render.warp import WarpRenderer
-from facecodec.train.landmarks import load_split
+from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 METRICS = ("psnr_y", "ms_ssim", "vmaf", "akd")
@@ -90,10 +90,11 @@ def main() -> None:
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     p.add_argument("--videos", type=int, default=2)
     p.add_argument("--clips", type=int, default=None, help="first N clips only")
+    p.add_argument("--every", type=int, default=1, help="every N-th clip of the split")
     p.add_argument("--jobs", type=int, default=2, help="clips scored in parallel")
     p.add_argument("--out", type=Path, default=Path("out/neural"))
     a = p.parse_args()
-    clips = load_split(DATA, a.split)[:a.clips]
+    clips = load_split(DATA, a.split)[::a.every][:a.clips]
     jobs = [(c, a.frames, a.weights, a.out / f"{c.stem}_side_by_side.mp4" if k < a.videos
              else None) for k, c in enumerate(clips)]
     results: dict[str, dict[str, dict[str, float]]] = {}

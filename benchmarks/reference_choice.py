@@ -28,7 +28,7 @@ from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crop
 from facecodec.codec.keyframe import decode_image, encode_image
 from facecodec.motion.basis import load_basis
 from facecodec.render.warp import WarpRenderer
-from facecodec.train.landmarks import load_split
+from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 METRICS = ("psnr_y", "ms_ssim", "vmaf", "akd")

@@ -29,7 +29,7 @@ from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crop
 from facecodec.codec.layer_rate import uses_layer
 from facecodec.codec.scoring import score_streams
 from facecodec.errors import FacecodecError
-from facecodec.train.landmarks import load_split
+from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 METRICS = ("psnr_y", "vmaf", "akd")

@@ -26,7 +26,7 @@ from facecodec.codec.encoder import (
     original_crops,
 )
 from facecodec.demo import side_by_side
-from facecodec.train.landmarks import load_split
+from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -331,3 +331,46 @@ def test_full_size_layer_training_takes_references_from_the_layer(
     assert not np.array_equal(held[..., 3:6], moved[..., 3:6])
     now, _ = sample(cl, 0, rows, 2, 0, Warps(256), move=True)
     assert np.allclose(now[..., 3:6] * 255, pics[rows[2]], atol=1e-3)
+
+
+def test_workers_draw_the_pairs_and_the_lr_follows_the_time_limit(
+    data_dir: Path, cache: Path, tmp_path: Path
+) -> None:
+    # Spawned pair workers feed the loop; with lr_by_time the cosine runs over the time
+    # limit, so a run stopped by time ends decayed although it did few of its steps.
+    cfg = _config(tmp_path, steps=100000, workers=1, lr_by_time=True, time_limit_min=0.2,
+                  val_every=100000)
+    out = tmp_path / "run"
+    train(cfg, data_dir, out, cache, torch.device("cpu"), progress=False)
+    rows = list(csv.DictReader((out / "train.csv").open()))
+    state = json.loads((out / "state.json").read_text())
+    assert 2 <= state["step"] < 100000 and len(rows) == state["step"]
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs == sorted(lrs, reverse=True)
+    assert lrs[-1] < 0.35 * cfg.lr  # most of the way down the cosine (12 s of 12 s)
+    assert (out / "last.safetensors").exists() and (out / "best.safetensors").exists()
+
+
+def test_a_packed_cache_unpacks_to_the_crops_and_rejects_a_short_video(
+    cache: Path, tmp_path: Path
+) -> None:
+    from facecodec.train.cache_pack import main as pack_main
+    from facecodec.train.cache_pack import pack, unpack
+
+    packed, back = tmp_path / "packed", tmp_path / "back"
+    assert pack(cache, packed) == 2  # one train and one validation clip
+    assert not list(packed.rglob("crops.npy"))  # only the videos and meta travel
+    assert unpack(packed, back) == 2
+    for meta in cache.glob("*/*/meta.npz"):
+        rel = meta.parent.relative_to(cache)
+        a = np.load(meta.parent / "crops.npy").astype(np.float64)
+        b = np.load(back / rel / "crops.npy").astype(np.float64)
+        assert a.shape == b.shape
+        assert 10 * np.log10(255**2 / np.mean((a - b) ** 2)) > 40.0
+        assert np.array_equal(np.load(meta)["points"], np.load(back / rel / "meta.npz")["points"])
+
+    video = next(packed.rglob("crops.mp4"))
+    video.write_bytes(video.read_bytes()[: len(video.read_bytes()) // 3])
+    with pytest.raises(FacecodecError, match="frames decoded"):
+        unpack(packed, tmp_path / "again")
+    assert pack_main(["unpack", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 1

@@ -26,7 +26,7 @@ def content_id(net: nn.Module, prefix: str) -> str:
         h.update(json.dumps(fields, sort_keys=True).encode())
     for name, t in sorted(net.state_dict().items()):
         h.update(name.encode())
-        h.update(t.detach().to(torch.float32).contiguous().numpy().tobytes())
+        h.update(t.detach().cpu().to(torch.float32).contiguous().numpy().tobytes())
     return f"{prefix}-{h.hexdigest()[:8]}"
 
 
@@ -34,7 +34,8 @@ def save_model(net: nn.Module, path: Path, model_id: str, meta: dict[str, object
     """Write `path` (safetensors) and `path`.json (model id, config, `meta`); return the id."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+              str(tmp))
     tmp.replace(path)
     info = {"model_id": model_id, "config": asdict(net.config), **(meta or {})}  # type: ignore[arg-type]
     path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")

@@ -57,8 +57,8 @@ def mouth_crops(
         return frame, cond
     with torch.no_grad():
         m = cond[:, 3].float()
-        ys = torch.arange(m.shape[1], dtype=m.dtype).view(1, -1, 1) + 0.5
-        xs = torch.arange(m.shape[2], dtype=m.dtype).view(1, 1, -1) + 0.5
+        ys = torch.arange(m.shape[1], dtype=m.dtype, device=m.device).view(1, -1, 1) + 0.5
+        xs = torch.arange(m.shape[2], dtype=m.dtype, device=m.device).view(1, 1, -1) + 0.5
         mass = m.sum((1, 2))
         cy = torch.where(mass > 1e-3, (m * ys).sum((1, 2)) / mass.clamp_min(1e-3),
                          torch.full_like(mass, m.shape[1] / 2)) * 2

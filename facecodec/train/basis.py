@@ -16,7 +16,8 @@ import numpy as np
 
 from facecodec.motion.basis import N_MESH, RIGID, ExpressionBasis
 from facecodec.motion.geometry import umeyama
-from facecodec.train.landmarks import build_cache, load_split
+from facecodec.train.landmarks import build_cache
+from facecodec.train.splits import load_split
 
 K_MAX = 48
 K_REPORT = (4, 8, 12, 16, 24, 32, 48)

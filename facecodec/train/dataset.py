@@ -11,21 +11,18 @@ keeps the cache at crops + landmarks (about 200 kB a frame).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+from torch.utils.data import IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from facecodec.codec.analysis import MotionEvent, stabilise
-from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops
-from facecodec.codec.keyframe import decode_image, encode_image
-from facecodec.motion.basis import load_basis
-from facecodec.motion.stabilize import SLOW_BETA
 from facecodec.render.neural import Conditioner
-from facecodec.train.landmarks import load_split
+from facecodec.train.splits import load_split
 
 SIZE = 256
 CACHE_VERSION = 1
@@ -38,10 +35,26 @@ class ClipData:
     points: np.ndarray  # (N, 478, 2) float32 landmarks rendered from the frame's Motion
     segment: np.ndarray  # (N,) keyframe index the frame's crop belongs to
     index: np.ndarray  # (N,) frame number in the clip
+    path: Path  # the clip's cache folder
+
+    def __getstate__(self) -> dict[str, object]:
+        # Sent to a spawned worker as its folder: the worker maps the crops itself.
+        return {**self.__dict__, "crops": None}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.crops = np.load(self.path / "crops.npy", mmap_mode="r")
 
 
 def build_clip(path: Path, out_dir: Path, max_frames: int, stride: int) -> None:
     """Analyse one clip like the encoder does and store what the pairs need."""
+    # Imported here: a built cache trains without the video and face stack (a GPU machine
+    # may have neither).
+    from facecodec.codec.analysis import MotionEvent, stabilise
+    from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops
+    from facecodec.motion.basis import load_basis
+    from facecodec.motion.stabilize import SLOW_BETA
+
     basis = load_basis()
     analysis = analyze_file(path, EncoderSettings(size=SIZE), max_frames=max_frames)
     keys = sorted(k.index for k in analysis.keyframes)
@@ -84,7 +97,7 @@ def load_cache(root: Path, names: list[str]) -> list[ClipData]:
             continue
         meta = np.load(d / "meta.npz")
         out.append(ClipData(n, np.load(d / "crops.npy", mmap_mode="r"), meta["points"],
-                            meta["segment"], meta["index"]))
+                            meta["segment"], meta["index"], d))
     return out
 
 
@@ -104,6 +117,8 @@ class Sample:
 def coded(image: np.ndarray, quality: int) -> np.ndarray:
     """The picture as the receiver gets a keyframe: through the keyframe codec (its fast
     setting, which the shipped weights were trained on)."""
+    from facecodec.codec.keyframe import decode_image, encode_image
+
     cid, data = encode_image(image, quality, fast=True)
     return decode_image(cid, data, image.shape[0])
 
@@ -144,7 +159,7 @@ class PairSampler:
 
     MAX_TRIES = 40
 
-    def __init__(self, clips: list[ClipData], seed: int, patch: int,
+    def __init__(self, clips: list[ClipData], seed: int | Sequence[int], patch: int,
                  ref_quality: tuple[int, int] | None = None, min_opening: float = 0.0) -> None:
         self.items = [(c, s) for c in clips for s in segment_pairs(c)]
         if not self.items:
@@ -171,6 +186,30 @@ class PairSampler:
             samples.append(make_sample(clip, src, drv, self.cond, self.rng, self.patch,
                                        self.ref_quality))
         return stack(samples)
+
+
+class PairStream(IterableDataset):
+    """Endless batches from worker processes (a DataLoader with `batch_size=None` and
+    spawned workers: forked ones can deadlock on the parent's OpenCV threads): each worker
+    draws with its own PairSampler seeded by (seed, worker, start step), so a resumed run
+    does not redraw the pairs it began with. Warping runs on the CPU (10-20 ms a pair),
+    which alone cannot keep a GPU busy."""
+
+    def __init__(self, clips: list[ClipData], seed: int, start_step: int, batch: int,
+                 patch: int, ref_quality: tuple[int, int] | None, min_opening: float) -> None:
+        self.clips, self.seed, self.start_step = clips, seed, start_step
+        self.batch_size, self.patch = batch, patch
+        self.ref_quality, self.min_opening = ref_quality, min_opening
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        torch.set_num_threads(1)
+        cv2.setNumThreads(1)
+        sampler = PairSampler(self.clips, [self.seed, worker, self.start_step], self.patch,
+                              self.ref_quality, self.min_opening)
+        while True:
+            yield sampler.batch(self.batch_size)
 
 
 def stack(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

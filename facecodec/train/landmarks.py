@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
@@ -13,11 +12,6 @@ from facecodec.capture.video import probe, read_frames
 from facecodec.face.tracker import FaceTracker
 
 TRACK_MAX_SIDE = 640  # MediaPipe works on a 256 px face crop anyway; smaller frames decode faster
-
-
-def load_split(data_dir: Path, split: str) -> list[Path]:
-    names = json.loads((data_dir / "splits.json").read_text())[split]
-    return [data_dir / n for n in names]
 
 
 def track_clip(path: Path, stride: int = 1, max_frames: int | None = None) -> np.ndarray:

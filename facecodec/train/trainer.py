@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import math
 import os
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 
 from facecodec.errors import FacecodecError
 from facecodec.render.neural import RefinerConfig, RefinerNet, model_id_of, save_weights
@@ -33,6 +36,7 @@ from facecodec.train.adversarial import PatchDiscriminator, discriminator_loss, 
 from facecodec.train.dataset import (
     SIZE,
     PairSampler,
+    PairStream,
     Sample,
     build_cache,
     stack,
@@ -52,6 +56,12 @@ class TrainConfig:
     patch: int = 192
     lr: float = 2e-4
     lr_final: float = 0.1  # cosine decay to this fraction of lr at `steps`
+    # True: the cosine runs over time_limit_min too, whichever ends first, so a run
+    # limited by time ends decayed on any hardware (a GPU reaches far more steps).
+    lr_by_time: bool = False
+    # Processes drawing training pairs (0: the training loop draws them itself). A GPU
+    # needs several: one warps ~200 pairs a second.
+    workers: int = 0
     log_every: int = 10
     val_every: int = 200
     val_per_clip: int = 6
@@ -236,8 +246,10 @@ def train(
 
     val_samples = list(validation_pairs(val_clips, cfg.val_per_clip)) if main else []
 
-    def lr_at(s: int) -> float:
+    def lr_at(s: int, elapsed_s: float) -> float:
         t = min(1.0, s / max(1, cfg.steps))
+        if cfg.lr_by_time and cfg.time_limit_min > 0:
+            t = max(t, min(1.0, elapsed_s / (cfg.time_limit_min * 60)))
         return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * t)))
 
     def checkpoint(scores: dict[str, float] | None) -> None:
@@ -255,7 +267,8 @@ def train(
         save_weights(net, out / "last.safetensors", meta)
         torch.save(opt.state_dict(), out / "optim.pt")
         if gan is not None:
-            save_file(gan[0].state_dict(), str(out / "disc.safetensors"))
+            save_file({k: v.cpu() for k, v in gan[0].state_dict().items()},
+                      str(out / "disc.safetensors"))
             torch.save(gan[1].state_dict(), out / "optim_disc.pt")
         if scores is not None and scores["psnr_refined"] > best:
             best = scores["psnr_refined"]
@@ -265,15 +278,26 @@ def train(
                                    "model_id": model_id_of(net), "rng": rng}))
         tmp.replace(state_path)
 
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    if cfg.workers > 0:
+        stream = PairStream(train_clips, cfg.seed * 1000 + rank, step, cfg.batch, cfg.patch, rq,
+                            cfg.min_opening)
+        batches = iter(DataLoader(stream, batch_size=None, num_workers=cfg.workers,
+                                  prefetch_factor=4, pin_memory=device.type == "cuda",
+                                  multiprocessing_context="spawn", timeout=300))
+    else:
+        batches = (sampler.batch(cfg.batch) for _ in itertools.repeat(None))
+
     scores: dict[str, float] = {}
     net.train()
     last_ckpt = time.monotonic()
     t_start = time.monotonic() - elapsed
     while step < cfg.steps:
         t0 = time.monotonic()
-        x, c, t = (v.to(device) for v in sampler.batch(cfg.batch))
+        x, c, t = (v.to(device, non_blocking=True) for v in next(batches))
+        lr = lr_at(step, elapsed)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = lr
         # While the discriminator warms up the refiner only draws (its losses still logged).
         warm = gan is not None and step < cfg.disc_warmup
         with torch.set_grad_enabled(not warm):
@@ -295,7 +319,7 @@ def train(
             # must (every forward needs its backward), so they are dropped here.
             opt_disc = gan[1]
             for g in opt_disc.param_groups:
-                g["lr"] = lr_at(step) * (cfg.disc_lr or cfg.lr) / cfg.lr
+                g["lr"] = lr * (cfg.disc_lr or cfg.lr) / cfg.lr
             d_loss = discriminator_loss(judge, out_t, t, c, cfg.disc_crop)
             opt_disc.zero_grad(set_to_none=True)
             d_loss.backward()
@@ -303,19 +327,19 @@ def train(
             parts["disc"] = float(d_loss.detach())
         step += 1
         elapsed = time.monotonic() - t_start
+        if world > 1:  # every rank takes rank 0's clock: the lr and the stop must agree
+            clock = torch.tensor([elapsed], dtype=torch.float64, device=device)
+            dist.broadcast(clock, 0)
+            elapsed = float(clock.item())
         if main and step % cfg.log_every == 0:
             _append_csv(out / "train.csv", {"step": step, "elapsed_s": round(elapsed, 1),
-                                           "lr": lr_at(step), **parts,
+                                           "lr": lr, **parts,
                                            "step_s": round(time.monotonic() - t0, 3)})
             if progress:
                 print(f"step {step} loss {parts['loss']:.4f} ({elapsed / 60:.1f} min)",
                       flush=True)
         val_now = step % cfg.val_every == 0 or step == cfg.steps
         out_of_time = cfg.time_limit_min > 0 and elapsed >= cfg.time_limit_min * 60
-        if world > 1:  # all ranks must agree on stopping (the clocks differ)
-            flag = torch.tensor([float(out_of_time)])
-            dist.broadcast(flag, 0)
-            out_of_time = bool(flag.item())
         if main and (val_now or out_of_time):
             scores = _evaluate(net, val_samples, device) if val_samples else {}
             if scores:
@@ -326,7 +350,7 @@ def train(
                           flush=True)
         ckpt_due = time.monotonic() - last_ckpt >= cfg.ckpt_every_min * 60
         if world > 1:
-            flag = torch.tensor([float(ckpt_due or val_now)])
+            flag = torch.tensor([float(ckpt_due or val_now)], device=device)
             dist.broadcast(flag, 0)
             ckpt_due = bool(flag.item())
         if ckpt_due or val_now or out_of_time or step == cfg.steps:

@@ -27,8 +27,8 @@ from facecodec.render.upscale import (
     load_upscaler,
     save_upscaler,
 )
-from facecodec.train.landmarks import load_split
 from facecodec.train.options import seeded, training_parser
+from facecodec.train.splits import load_split
 
 MAX_SIDE = 512
 
