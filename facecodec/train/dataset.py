@@ -38,7 +38,7 @@ class ClipData:
     path: Path  # the clip's cache folder
 
     def __getstate__(self) -> dict[str, object]:
-        # Sent to a spawned worker as its folder: the worker maps the crops itself.
+        # Sent to a worker process as its folder: the worker maps the crops itself.
         return {**self.__dict__, "crops": None}
 
     def __setstate__(self, state: dict[str, object]) -> None:
@@ -189,8 +189,9 @@ class PairSampler:
 
 
 class PairStream(IterableDataset):
-    """Endless batches from worker processes (a DataLoader with `batch_size=None` and
-    spawned workers: forked ones can deadlock on the parent's OpenCV threads): each worker
+    """Endless batches from worker processes (a DataLoader with `batch_size=None` and a fork
+    server: workers forked from the training process can deadlock on its OpenCV threads,
+    and spawned ones abort in C++ teardown when the loader stops them): each worker
     draws with its own PairSampler seeded by (seed, worker, start step), so a resumed run
     does not redraw the pairs it began with. Warping runs on the CPU (10-20 ms a pair),
     which alone cannot keep a GPU busy."""

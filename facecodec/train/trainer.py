@@ -7,7 +7,7 @@ state.json, and best.safetensors by validation PSNR; with an adversarial loss al
 disc.safetensors + optim_disc.pt). Re-running with the same --out
 resumes from the last checkpoint: weights, optimiser, step count and the pair sampler's
 random state, so a stopped run continues where it was. With `workers` the pairs come from
-spawned processes, each seeded by (seed, worker, start step): a resumed run then draws new
+worker processes, each seeded by (seed, worker, start step): a resumed run then draws new
 pairs rather than the saved sampler's next ones. On a GPU machine without PyAV or MediaPipe,
 train from a cache built elsewhere and carried by `facecodec.train.cache_pack`.
 """
@@ -287,7 +287,7 @@ def train(
                             cfg.min_opening)
         batches = iter(DataLoader(stream, batch_size=None, num_workers=cfg.workers,
                                   prefetch_factor=4, pin_memory=device.type == "cuda",
-                                  multiprocessing_context="spawn", timeout=300))
+                                  multiprocessing_context="forkserver", timeout=300))
     else:
         batches = (sampler.batch(cfg.batch) for _ in itertools.repeat(None))
 
