@@ -193,7 +193,7 @@ class PairStream(IterableDataset):
     server: workers forked from the training process can deadlock on its OpenCV threads,
     and spawned ones abort in C++ teardown when the loader stops them): each worker
     draws with its own PairSampler seeded by (seed, worker, start step), so a resumed run
-    does not redraw the pairs it began with. Warping runs on the CPU (10-20 ms a pair),
+    does not redraw the pairs it began with. Warping runs on the CPU (10-22 ms a pair),
     which alone cannot keep a GPU busy."""
 
     def __init__(self, clips: list[ClipData], seed: int, start_step: int, batch: int,

@@ -63,7 +63,7 @@ class TrainConfig:
     # limited by time ends decayed on any hardware (a GPU reaches far more steps).
     lr_by_time: bool = False
     # Processes drawing training pairs (0: the training loop draws them itself). A GPU
-    # needs several: one warps ~200 pairs a second.
+    # needs many: one draws 45-100 a second (benchmarks/training_pairs.py).
     workers: int = 0
     log_every: int = 10
     val_every: int = 200
