@@ -59,6 +59,10 @@ def test_config_rejects_unknown_keys_and_small_patches(tmp_path: Path) -> None:
     (tmp_path / "c.json").write_text("[1, 2")
     with pytest.raises(FacecodecError, match="bad training config"):
         TrainConfig.load(tmp_path / "c.json")
+    for bad in (-1, 2.5):
+        (tmp_path / "w.json").write_text(json.dumps({"workers": bad}))
+        with pytest.raises(FacecodecError, match="workers"):
+            TrainConfig.load(tmp_path / "w.json")
 
 
 def test_train_command_bad_input_is_one_line(
@@ -373,4 +377,8 @@ def test_a_packed_cache_unpacks_to_the_crops_and_rejects_a_short_video(
     video.write_bytes(video.read_bytes()[: len(video.read_bytes()) // 3])
     with pytest.raises(FacecodecError, match="frames decoded"):
         unpack(packed, tmp_path / "again")
-    assert pack_main(["unpack", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 1
+    assert pack_main(["unpack", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
+    assert pack_main(["pack", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
+    (video.parent / "meta.npz").write_bytes(b"not a zip")
+    with pytest.raises(FacecodecError, match="not a cache's meta"):
+        unpack(packed, tmp_path / "again")

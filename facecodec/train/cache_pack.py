@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -36,10 +37,17 @@ def pack(cache: Path, out: Path) -> int:
     import av  # the packing machine has the project's full environment
 
     dirs = _clip_dirs(cache)
+    if not dirs:
+        raise FacecodecError(f"no cached clips under {cache}")
     for d in dirs:
         dst = out / d.relative_to(cache)
         dst.mkdir(parents=True, exist_ok=True)
-        crops = np.load(d / "crops.npy", mmap_mode="r")
+        try:
+            crops = np.load(d / "crops.npy", mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise FacecodecError(f"{d / 'crops.npy'}: not a cached crop array ({e})") from None
+        if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
+            raise FacecodecError(f"{d / 'crops.npy'}: not (N, S, S, 3) uint8 crops")
         tmp = dst / (VIDEO + ".tmp")
         with av.open(str(tmp), "w", format="mp4") as box:
             s = box.add_stream("libx264", rate=25)
@@ -62,7 +70,10 @@ def unpack(packed: Path, cache: Path) -> int:
     for d in dirs:
         dst = cache / d.relative_to(packed)
         dst.mkdir(parents=True, exist_ok=True)
-        n = len(np.load(d / "meta.npz")["index"])
+        try:
+            n = len(np.load(d / "meta.npz")["index"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise FacecodecError(f"{d / 'meta.npz'}: not a cache's meta ({e})") from None
         cap = cv2.VideoCapture(str(d / VIDEO))
         frames = []
         while len(frames) <= n:
@@ -90,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         n = pack(a.src, a.dst) if a.action == "pack" else unpack(a.src, a.dst)
     except FacecodecError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(f"facecodec: error: {e}", file=sys.stderr)
+        return e.exit_code
     print(f"{a.action}ed {n} clips into {a.dst}")
     return 0
 

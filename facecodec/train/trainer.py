@@ -115,6 +115,9 @@ class TrainConfig:
             # count more than the renderer does on the whole frame.
             raise FacecodecError(f"bad training config {path}: model.opening needs whole "
                                  f"frames (patch {SIZE})")
+        if not isinstance(cfg.workers, int) or cfg.workers < 0:
+            raise FacecodecError(f"bad training config {path}: workers must be a whole "
+                                 f"number >= 0")
         return cfg
 
 
