@@ -28,20 +28,23 @@ CRF = 8
 VIDEO = "crops.mp4"
 
 
-def _clip_dirs(root: Path) -> list[Path]:
-    return sorted(p.parent for p in root.glob("*/*/meta.npz"))
+def _clip_dirs(src: Path, dst: Path, what: str) -> list[tuple[Path, Path]]:
+    """(source folder, made destination folder) of every clip of every split under `src`."""
+    dirs = sorted(p.parent for p in src.glob("*/*/meta.npz"))
+    if not dirs:
+        raise FacecodecError(f"no {what} clips under {src}")
+    pairs = [(d, dst / d.relative_to(src)) for d in dirs]
+    for _, d in pairs:
+        d.mkdir(parents=True, exist_ok=True)
+    return pairs
 
 
 def pack(cache: Path, out: Path) -> int:
     """Every clip of every split under `cache` into `out`; returns the clips packed."""
     import av  # the packing machine has the project's full environment
 
-    dirs = _clip_dirs(cache)
-    if not dirs:
-        raise FacecodecError(f"no cached clips under {cache}")
-    for d in dirs:
-        dst = out / d.relative_to(cache)
-        dst.mkdir(parents=True, exist_ok=True)
+    pairs = _clip_dirs(cache, out, "cached")
+    for d, dst in pairs:
         try:
             crops = np.load(d / "crops.npy", mmap_mode="r")
         except (OSError, ValueError) as e:
@@ -59,17 +62,13 @@ def pack(cache: Path, out: Path) -> int:
             box.mux(s.encode())
         tmp.replace(dst / VIDEO)
         shutil.copy(d / "meta.npz", dst / "meta.npz")
-    return len(dirs)
+    return len(pairs)
 
 
 def unpack(packed: Path, cache: Path) -> int:
     """The packed clips back into a cache the trainer reads; returns the clips unpacked."""
-    dirs = _clip_dirs(packed)
-    if not dirs:
-        raise FacecodecError(f"no packed clips under {packed}")
-    for d in dirs:
-        dst = cache / d.relative_to(packed)
-        dst.mkdir(parents=True, exist_ok=True)
+    pairs = _clip_dirs(packed, cache, "packed")
+    for d, dst in pairs:
         try:
             n = len(np.load(d / "meta.npz")["index"])
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
@@ -88,7 +87,7 @@ def unpack(packed: Path, cache: Path) -> int:
         np.save(tmp, np.ascontiguousarray(np.stack(frames)))
         tmp.replace(dst / "crops.npy")
         shutil.copy(d / "meta.npz", dst / "meta.npz")
-    return len(dirs)
+    return len(pairs)
 
 
 def main(argv: list[str] | None = None) -> int:
