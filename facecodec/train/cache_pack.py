@@ -5,7 +5,9 @@ train split; building it needs PyAV and MediaPipe, which a GPU machine may lack.
 writes each clip's crops as an H.264 4:4:4 stream at crf 8 (about 45 dB PSNR against the
 crops, under a thirtieth of their size) beside its meta.npz; `unpack` decodes them with
 OpenCV back into crops.npy, and the trainer then finds the cache complete and imports
-neither.
+neither PyAV nor MediaPipe's face tracker. (It still reads MediaPipe's landmark connection
+tables, `mediapipe.python.solutions.face_mesh_connections`, through
+`facecodec/render/topology.py`: plain Python data.)
 
     python -m facecodec.train.cache_pack pack cache/refiner PACK
     python -m facecodec.train.cache_pack unpack PACK cache/refiner

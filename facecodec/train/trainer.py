@@ -8,8 +8,8 @@ disc.safetensors + optim_disc.pt). Re-running with the same --out
 resumes from the last checkpoint: weights, optimiser, step count and the pair sampler's
 random state, so a stopped run continues where it was. With `workers` the pairs come from
 worker processes, each seeded by (seed, worker, start step): a resumed run then draws new
-pairs rather than the saved sampler's next ones. On a GPU machine without PyAV or MediaPipe,
-train from a cache built elsewhere and carried by `facecodec.train.cache_pack`.
+pairs rather than the saved sampler's next ones. On a GPU machine without PyAV or MediaPipe's
+tracker, train from a cache built elsewhere and carried by `facecodec.train.cache_pack`.
 """
 
 from __future__ import annotations
