@@ -12,14 +12,12 @@ split's cache first if it is missing (about 85 s on 2 cores).
 from __future__ import annotations
 
 import argparse
-import itertools
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
 import torch
-from torch.utils.data import DataLoader
 
 from facecodec.train.dataset import PairSampler, PairStream, build_cache
 from facecodec.train.trainer import DEFAULT_CACHE, TrainConfig
@@ -52,13 +50,11 @@ def main() -> None:
     rq = (int(cfg.ref_quality[0]), int(cfg.ref_quality[1])) if cfg.ref_quality else None
     print(f"{a.config}: batch {cfg.batch}, patch {cfg.patch}, min_opening {cfg.min_opening}")
     for w in a.workers:
-        if w == 0:
-            sampler = PairSampler(clips, cfg.seed, cfg.patch, rq, cfg.min_opening)
-            batches: Iterable[object] = (sampler.batch(cfg.batch) for _ in itertools.repeat(None))
-        else:
-            stream = PairStream(clips, cfg.seed, 0, cfg.batch, cfg.patch, rq, cfg.min_opening)
-            batches = DataLoader(stream, batch_size=None, num_workers=w, prefetch_factor=4,
-                                 multiprocessing_context="forkserver")
+        # Drawn as the trainer draws them (TrainConfig.workers).
+        batches = (PairSampler(clips, cfg.seed, cfg.patch, rq, cfg.min_opening).batches(cfg.batch)
+                   if w == 0 else
+                   PairStream(clips, cfg.seed, 0, cfg.batch, cfg.patch, rq,
+                              cfg.min_opening).batches(w))
         r = rate(batches, cfg.batch, a.seconds)
         print(f"workers {w}: {r:.0f} pairs/s ({1000 / r:.1f} ms a pair)", flush=True)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from facecodec.render.neural import Conditioner
@@ -187,6 +187,11 @@ class PairSampler:
                                        self.ref_quality))
         return stack(samples)
 
+    def batches(self, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Endless batches of `n` pairs."""
+        while True:
+            yield self.batch(n)
+
 
 class PairStream(IterableDataset):
     """Endless batches from worker processes (a DataLoader with `batch_size=None` and a fork
@@ -209,8 +214,14 @@ class PairStream(IterableDataset):
         cv2.setNumThreads(1)
         sampler = PairSampler(self.clips, [self.seed, worker, self.start_step], self.patch,
                               self.ref_quality, self.min_opening)
-        while True:
-            yield sampler.batch(self.batch_size)
+        return sampler.batches(self.batch_size)
+
+    def batches(self, workers: int, pin_memory: bool = False) -> Iterator[
+            tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Endless batches drawn by `workers` processes (the start method: class docstring)."""
+        return iter(DataLoader(self, batch_size=None, num_workers=workers, prefetch_factor=4,
+                               pin_memory=pin_memory, multiprocessing_context="forkserver",
+                               timeout=300))
 
 
 def stack(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

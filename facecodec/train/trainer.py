@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import itertools
 import json
 import math
 import os
 import platform
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -31,7 +29,6 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
 from facecodec.errors import FacecodecError
 from facecodec.render.neural import RefinerConfig, RefinerNet, model_id_of, save_weights
@@ -284,15 +281,11 @@ def train(
                                    "model_id": model_id_of(net), "rng": rng}))
         tmp.replace(state_path)
 
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     if cfg.workers > 0:
-        stream = PairStream(train_clips, cfg.seed * 1000 + rank, step, cfg.batch, cfg.patch, rq,
-                            cfg.min_opening)
-        batches = iter(DataLoader(stream, batch_size=None, num_workers=cfg.workers,
-                                  prefetch_factor=4, pin_memory=device.type == "cuda",
-                                  multiprocessing_context="forkserver", timeout=300))
+        batches = PairStream(train_clips, cfg.seed * 1000 + rank, step, cfg.batch, cfg.patch, rq,
+                             cfg.min_opening).batches(cfg.workers, device.type == "cuda")
     else:
-        batches = (sampler.batch(cfg.batch) for _ in itertools.repeat(None))
+        batches = sampler.batches(cfg.batch)
 
     scores: dict[str, float] = {}
     net.train()
