@@ -1,5 +1,6 @@
 """Neural renderer cost at 256x256: parameters, conv GMACs, fps of the net alone and of a
-whole render (mesh warp + conditioning + net), eager PyTorch, channels_last, 2 threads.
+whole render (mesh warp + conditioning + net), eager PyTorch, channels_last, 2 threads; and
+the reference restorer's, which runs once per keyframe.
 
     .venv/bin/python benchmarks/neural_renderer.py [--weights PATH] [--frames N]
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from facecodec.codec.analysis import MotionEvent
 from facecodec.codec.encoder import EncoderSettings, analyze_file
@@ -32,6 +34,8 @@ from facecodec.render.neural import (
     export_onnx,
     load_net,
 )
+from facecodec.render.restore import load_net as load_restorer
+from facecodec.render.restore import restore
 from facecodec.render.warp import WarpRenderer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -85,15 +89,23 @@ def main() -> None:
     key = analysis.keyframes[0]
     motions = [e.motion for e in analysis.events if isinstance(e, MotionEvent)][1:]
     basis = load_basis()
-    neural = NeuralRenderer(basis, size, net=net, threads=a.threads)
+    restorer = load_restorer()
+    r_params = sum(t.numel() for t in restorer.parameters())
+    with FlopCounterMode(display=False) as flops:
+        restorer(torch.zeros(1, 3, size, size))
+    print(f"restorer: params {r_params / 1e6:.3f} M, {flops.get_total_flops() / 1e9:.3f} GFLOP "
+          f"per {size}x{size} reference")
+    neural = NeuralRenderer(basis, size, net=net, threads=a.threads, restorer=restorer)
     # The same weights without the opening gate: every frame through the net (the cost of a
     # frame whose mouth opens wide).
     ungated = RefinerNet(dataclasses.replace(net.config, opening=(0.0, 0.0)))
     ungated.load_state_dict(net.state_dict())
-    always = NeuralRenderer(basis, size, net=ungated, threads=a.threads)
+    always = NeuralRenderer(basis, size, net=ungated, threads=a.threads, restorer=restorer)
     warp = WarpRenderer(basis, size)
-    for r in (neural, always, warp):
+    for r in (neural, always):
         r.set_reference(key.image, key.motion)
+    restore_ms = timed_ms(lambda _i: restore(restorer, key.image), 5)
+    warp.set_reference(restore(restorer, key.image), key.motion)  # what the neural one warps
 
     x = torch.rand(1, 6, size, size).contiguous(memory_format=torch.channels_last)
     c = torch.rand(1, COND_CHANNELS, size // 2, size // 2).contiguous(
@@ -118,12 +130,14 @@ def main() -> None:
             ort_ms = timed_ms(lambda _i: ort(xn, cn), n)
     print(f"{a.threads} thread(s); ms per frame: min / median (fps at the min / median)")
     rows = (("net alone", net_ms), ("full render", full_ms), ("every frame", always_ms),
-            ("warp only", warp_ms), *([("net, ort", ort_ms)] if ort_ms else []))
+            ("warp only", warp_ms), *([("net, ort", ort_ms)] if ort_ms else []),
+            ("restore ref", restore_ms))
     for name, (lo, med) in rows:
         print(f"{name:12s} {lo:6.1f} / {med:6.1f} ms  ({1000 / lo:5.1f} / {1000 / med:5.1f} fps)")
     print("full render = mesh warp + conditioning + net + tensor conversions, the net skipped "
           f"where the mouth opens too little to use it ({skipped} of {n} frames here are the "
-          "warp's); every frame = the same with the net run on all frames")
+          "warp's); every frame = the same with the net run on all frames; restore ref = the "
+          "reference restorer, once per keyframe")
 
 
 if __name__ == "__main__":

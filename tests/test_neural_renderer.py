@@ -30,6 +30,9 @@ from facecodec.render.neural import (
     to_inputs,
 )
 from facecodec.render.registry import make_renderer
+from facecodec.render.restore import load_net as load_restorer
+from facecodec.render.restore import model_id_of as restorer_id
+from facecodec.render.restore import restore
 from facecodec.render.warp import WarpRenderer
 from tests.conftest import EncodedClip
 
@@ -66,7 +69,7 @@ def test_conditioner_rejects_unaligned_size() -> None:
 def test_untrained_net_returns_the_warp_exactly(frames: tuple) -> None:
     crops, motions, key = frames
     basis = load_basis()
-    neural = NeuralRenderer(basis, SIZE, net=RefinerNet())
+    neural = NeuralRenderer(basis, SIZE, net=RefinerNet(), restorer=None)
     warp = WarpRenderer(basis, SIZE)
     for r in (neural, warp):
         r.set_reference(key.image, key.motion)
@@ -187,12 +190,15 @@ def test_shipped_weights_render_a_validation_frame(frames: tuple) -> None:
     basis = load_basis()
     neural = make_renderer("neural", basis, SIZE)
     warp = WarpRenderer(basis, SIZE)
-    assert neural.model_id.startswith("refiner-v1-")
-    assert neural.model_id == model_id_of(load_net(DEFAULT_WEIGHTS))
-    assert isinstance(neural, NeuralRenderer)
+    assert isinstance(neural, NeuralRenderer) and neural.restorer is not None
+    assert neural.model_id == (model_id_of(load_net(DEFAULT_WEIGHTS)) + "+"
+                               + restorer_id(load_restorer()))
+    assert neural.model_id.startswith("refiner-v1-") and "+restore-v1-" in neural.model_id
     gains, kept = [], 0
-    for r in (neural, warp):
-        r.set_reference(key.image, key.motion)
+    neural.set_reference(key.image, key.motion)
+    # Away from an opening mouth the neural renderer draws the mesh warp of the restored
+    # reference.
+    warp.set_reference(restore(neural.restorer, key.image), key.motion)
     for i in range(30):
         a, b = neural.render(motions[i]), warp.render(motions[i])
         assert a.shape == (SIZE, SIZE, 3) and a.dtype == np.uint8

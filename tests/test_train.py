@@ -382,3 +382,36 @@ def test_a_packed_cache_unpacks_to_the_crops_and_rejects_a_short_video(
     (video.parent / "meta.npz").write_bytes(b"not a zip")
     with pytest.raises(FacecodecError, match="not a cache's meta"):
         unpack(packed, tmp_path / "again")
+
+
+def test_restorer_pool_round_trips_and_trains_from_it(cache: Path, tmp_path: Path) -> None:
+    # Real crops coded by the real keyframe codec; the pool saved as the GPU run reads it,
+    # then a few training steps from that pool alone.
+    from facecodec.render.restore import load_net as load_restorer
+    from facecodec.train.dataset import load_cache
+    from facecodec.train.restore import load_pool, main, make_pool, save_pool
+
+    root = next(cache.glob("train_*"))
+    clips = load_cache(root, [p.name for p in root.iterdir() if p.is_dir()])
+    pool = make_pool(clips, np.random.default_rng(0), frames=2, codes=2, quality=(10, 30),
+                     jobs=1)
+    assert pool["decoded"].shape == (4, 256, 256, 3) and pool["crops"].shape[0] == 2
+    assert list(pool["owner"]) == [0, 0, 1, 1]
+    assert ((pool["quality"] >= 10) & (pool["quality"] <= 30)).all()
+    # Coded at quality 10..30: close to the crop, not equal to it.
+    err = np.abs(pool["decoded"].astype(int) - pool["crops"][pool["owner"]].astype(int))
+    assert 0.3 < err.mean() < 8.0
+    for split in ("train", "validation"):
+        save_pool(pool, tmp_path / "pool", split)
+    back = load_pool(tmp_path / "pool", "train")
+    assert np.abs(back["decoded"].astype(int) - pool["decoded"].astype(int)).max() <= 2
+    assert np.array_equal(back["owner"], pool["owner"])
+
+    out = tmp_path / "run"
+    assert main(["--data", str(tmp_path / "unused"), "--out", str(out), "--pool",
+                 str(tmp_path / "pool"), "--steps", "3", "--val-every", "2", "--batch", "2",
+                 "--widths", "8", "16", "--blocks", "1", "1", "--threads", "1"]) == 0
+    meta = json.loads((out / "best.json").read_text())
+    assert meta["training"]["steps"] == 3 and meta["model_id"].startswith("restore-v1-")
+    assert [row["step"] for row in meta["validation_log"]] == [2, 3]
+    assert load_restorer(out / "last.safetensors").config.widths == (8, 16)

@@ -58,6 +58,10 @@ from facecodec.render import topology as topo
 from facecodec.render.base import Renderer
 from facecodec.render.blocks import ResBlock
 from facecodec.render.mesh_warp import MeshWarper
+from facecodec.render.restore import DEFAULT_WEIGHTS as RESTORE_WEIGHTS
+from facecodec.render.restore import RestoreNet, restore
+from facecodec.render.restore import load_net as load_restorer
+from facecodec.render.restore import model_id_of as restorer_id
 from facecodec.render.weights import content_id, read_model, save_model
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -325,8 +329,10 @@ def to_image(out: torch.Tensor) -> np.ndarray:
 
 
 class NeuralRenderer(Renderer):
-    """Mesh warp + learned refiner. `weights`: a .safetensors with its .json beside it;
-    `net`: use this network instead (tests, training), its id is still its content hash.
+    """Reference restorer + mesh warp + learned refiner. `weights`: a .safetensors with its
+    .json beside it; `net`: use this network instead (tests, training), its id is still its
+    content hash. `restorer`: the network that restores each reference once, before it is
+    warped (facecodec/render/restore.py); by default the shipped one, None for none.
     `onnx`: run the refiner from this exported file under onnxruntime instead of PyTorch
     (the file is written from the net if missing)."""
 
@@ -340,6 +346,7 @@ class NeuralRenderer(Renderer):
         net: RefinerNet | None = None,
         threads: int | None = 2,
         onnx: Path | None = None,
+        restorer: RestoreNet | Path | None = RESTORE_WEIGHTS,
     ) -> None:
         super().__init__(basis, size)
         if net is None:
@@ -347,7 +354,11 @@ class NeuralRenderer(Renderer):
                 raise FacecodecError("NeuralRenderer needs weights or a net")
             net = load_net(Path(weights))
         self.net = net.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.restorer = load_restorer(restorer) if isinstance(restorer, Path) else restorer
         self._model_id = model_id_of(self.net)
+        if self.restorer is not None:
+            self._model_id += "+" + restorer_id(self.restorer)
+        self._restored: np.ndarray | None = None
         if threads is not None:
             torch.set_num_threads(threads)
         self.cond = Conditioner(size)
@@ -362,10 +373,12 @@ class NeuralRenderer(Renderer):
         return self._model_id
 
     def _prepare(self, image: np.ndarray, motion: Motion) -> None:
-        self.cond.set_reference(image, self.basis.landmarks(motion, self.size))
+        # Once per reference: every frame until the next keyframe is warped from it.
+        self._restored = image if self.restorer is None else restore(self.restorer, image)
+        self.cond.set_reference(self._restored, self.basis.landmarks(motion, self.size))
 
     def _render(self, target: Motion) -> np.ndarray:
-        assert self.reference is not None and self.ref_motion is not None
+        assert self._restored is not None and self.ref_motion is not None
         warped, cond = self.cond(self.basis.landmarks(target, self.size),
                                  target.surround_towards(self.ref_motion))
         if self.net.config.gates_frames():
@@ -373,7 +386,7 @@ class NeuralRenderer(Renderer):
             c0 = torch.from_numpy(cond).permute(2, 0, 1)[None]
             if float(opening_weight(c0, self.net.config.opening)) == 0.0:
                 return warped.copy()
-        x, c = to_inputs(warped, self.reference, cond)
+        x, c = to_inputs(warped, self._restored, cond)
         if self.ort is not None:
             out = self.ort(x.contiguous().numpy(), c.contiguous().numpy())
             return to_image(torch.from_numpy(out))

@@ -41,10 +41,39 @@ def _clip_dirs(src: Path, dst: Path, what: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def pack(cache: Path, out: Path) -> int:
-    """Every clip of every split under `cache` into `out`; returns the clips packed."""
+def write_frames(path: Path, frames: np.ndarray, crf: int = CRF) -> None:
+    """(N, H, W, 3) uint8 RGB as an H.264 4:4:4 stream at `path` (crf 0: lossless)."""
     import av  # the packing machine has the project's full environment
 
+    tmp = path.with_name(path.name + ".tmp")
+    with av.open(str(tmp), "w", format="mp4") as box:
+        s = box.add_stream("libx264", rate=25)
+        s.width, s.height = frames.shape[2], frames.shape[1]
+        s.pix_fmt = "yuv444p"  # no chroma subsampling: the targets keep their colour
+        s.options = {"crf": str(crf), "preset": "slow"}
+        for f in frames:
+            box.mux(s.encode(av.VideoFrame.from_ndarray(np.asarray(f), format="rgb24")))
+        box.mux(s.encode())
+    tmp.replace(path)
+
+
+def read_frames(path: Path, n: int) -> np.ndarray:
+    """The `n` frames of a stream written by `write_frames`, decoded by OpenCV."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while len(frames) <= n:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(bgr[..., ::-1])
+    cap.release()
+    if len(frames) != n:
+        raise FacecodecError(f"{path}: {len(frames)} frames decoded, expected {n}")
+    return np.ascontiguousarray(np.stack(frames))
+
+
+def pack(cache: Path, out: Path) -> int:
+    """Every clip of every split under `cache` into `out`; returns the clips packed."""
     pairs = _clip_dirs(cache, out, "cached")
     for d, dst in pairs:
         try:
@@ -53,16 +82,7 @@ def pack(cache: Path, out: Path) -> int:
             raise FacecodecError(f"{d / 'crops.npy'}: not a cached crop array ({e})") from None
         if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
             raise FacecodecError(f"{d / 'crops.npy'}: not (N, S, S, 3) uint8 crops")
-        tmp = dst / (VIDEO + ".tmp")
-        with av.open(str(tmp), "w", format="mp4") as box:
-            s = box.add_stream("libx264", rate=25)
-            s.width, s.height = crops.shape[2], crops.shape[1]
-            s.pix_fmt = "yuv444p"  # no chroma subsampling: the targets keep their colour
-            s.options = {"crf": str(CRF), "preset": "slow"}
-            for f in crops:
-                box.mux(s.encode(av.VideoFrame.from_ndarray(np.asarray(f), format="rgb24")))
-            box.mux(s.encode())
-        tmp.replace(dst / VIDEO)
+        write_frames(dst / VIDEO, crops)
         shutil.copy(d / "meta.npz", dst / "meta.npz")
     return len(pairs)
 
@@ -75,18 +95,9 @@ def unpack(packed: Path, cache: Path) -> int:
             n = len(np.load(d / "meta.npz")["index"])
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             raise FacecodecError(f"{d / 'meta.npz'}: not a cache's meta ({e})") from None
-        cap = cv2.VideoCapture(str(d / VIDEO))
-        frames = []
-        while len(frames) <= n:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            frames.append(bgr[..., ::-1])
-        cap.release()
-        if len(frames) != n:
-            raise FacecodecError(f"{d / VIDEO}: {len(frames)} frames decoded, meta has {n}")
+        crops = read_frames(d / VIDEO, n)
         tmp = dst / "crops.tmp.npy"
-        np.save(tmp, np.ascontiguousarray(np.stack(frames)))
+        np.save(tmp, crops)
         tmp.replace(dst / "crops.npy")
         shutil.copy(d / "meta.npz", dst / "meta.npz")
     return len(pairs)

@@ -1,0 +1,107 @@
+"""What restoring the reference picture buys a motion-only stream, on held-out clips.
+
+    .venv/bin/python benchmarks/reference_restore.py [--split validation] [--frames 150]
+        [--quality 25 40 60] [--weights PATH] [--jobs 2] [--out out/restore]
+
+Per clip and keyframe quality: the sender's analysis gives the crops and the (unquantised)
+Motions; each keyframe's crop is coded and decoded by the keyframe codec at that quality,
+as a stream's reference is, and every frame is drawn by the mesh warp from that decoded
+reference, once as decoded and once restored by the network (facecodec/render/restore.py).
+Scored against the original crops (PSNR-Y, MS-SSIM, VMAF, AKD); also the PSNR-Y of the
+references themselves. Writes `<out>/<split>.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from neural_validation import DATA, SIZE, render_clip  # noqa: E402
+
+from facecodec.bench.metrics import ReferenceFeatures, evaluate, luma, psnr_y  # noqa: E402
+from facecodec.codec.keyframe import decode_image, encode_image  # noqa: E402
+from facecodec.motion.basis import load_basis  # noqa: E402
+from facecodec.motion.motion import Motion  # noqa: E402
+from facecodec.render.base import Renderer  # noqa: E402
+from facecodec.render.restore import DEFAULT_WEIGHTS, load_net, model_id_of, restore  # noqa: E402
+from facecodec.render.warp import WarpRenderer  # noqa: E402
+from facecodec.train.splits import load_split  # noqa: E402
+
+METRICS = ("psnr_y", "ms_ssim", "vmaf", "akd")
+
+
+class CodedReference(WarpRenderer):
+    """The mesh warp from the reference as a stream carries it: coded at `quality`, then
+    restored when `net` is given. Records each reference's PSNR-Y against the crop."""
+
+    def __init__(self, basis, quality: int, net=None) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(basis, SIZE)
+        self.quality, self.net = quality, net
+        self.ref_psnr: list[float] = []
+
+    def set_reference(self, image: np.ndarray, motion: Motion) -> None:
+        cid, data = encode_image(image, self.quality)
+        coded = decode_image(cid, data, SIZE)
+        if self.net is not None:
+            coded = restore(self.net, coded)
+        self.ref_psnr.append(float(psnr_y(luma(image[None]), luma(coded[None]))[0]))
+        super().set_reference(coded, motion)
+
+
+def eval_clip(job: tuple[Path, int, tuple[int, ...], Path]) -> tuple[str, dict]:
+    clip, frames, qualities, weights = job
+    torch.set_num_threads(1)
+    basis, net = load_basis(), load_net(weights)
+    renderers: dict[str, Renderer] = {}
+    for q in qualities:
+        renderers[f"q{q}"] = CodedReference(basis, q)
+        renderers[f"q{q}+restore"] = CodedReference(basis, q, net)
+    crops, rec, _ = render_clip(clip, frames, renderers)
+    feats = ReferenceFeatures.compute(crops)
+    out = {}
+    for n, r in rec.items():
+        s = evaluate(feats, r, metrics=METRICS).mean
+        s["reference_psnr_y"] = float(np.mean(renderers[n].ref_psnr))  # type: ignore[attr-defined]
+        out[n] = s
+    return clip.stem, out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--split", default="validation")
+    p.add_argument("--frames", type=int, default=150)
+    p.add_argument("--quality", type=int, nargs="+", default=[25, 40, 60])
+    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--out", type=Path, default=Path("out/restore"))
+    a = p.parse_args()
+    clips = load_split(DATA, a.split)
+    jobs = [(c, a.frames, tuple(a.quality), a.weights) for c in clips]
+    results: dict[str, dict] = {}
+    with mp.get_context("spawn").Pool(a.jobs) as pool:
+        for stem, scores in pool.imap_unordered(eval_clip, jobs):
+            results[stem] = scores
+            print(stem, json.dumps({n: {m: round(v, 4) for m, v in s.items()}
+                                    for n, s in scores.items()}), flush=True)
+    names = list(next(iter(results.values())))
+    keys = list(METRICS) + ["reference_psnr_y"]
+    mean = {n: {m: float(np.nanmean([results[c][n][m] for c in results])) for m in keys}
+            for n in names}
+    print(f"mean over {len(results)} clips")
+    for n, s in mean.items():
+        print(f"  {n:12s} " + "  ".join(f"{m} {v:.4f}" for m, v in s.items()))
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / f"{a.split}.json").write_text(json.dumps(
+        {"model_id": model_id_of(load_net(a.weights)), "split": a.split, "frames": a.frames,
+         "mean": mean, "clips": dict(sorted(results.items()))}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
