@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -104,16 +105,23 @@ def main() -> None:
             row = "  ".join(f"{n}: " + " ".join(f"{m} {v:.4f}" for m, v in s.items())
                             for n, s in scores.items())
             print(f"{stem:28s} {row}", flush=True)
-    names = ("warp", "neural")
-    mean = {n: {m: float(np.nanmean([results[c][n][m] for c in results])) for m in METRICS}
+    write_means(results, ("warp", "neural"), METRICS, model_id_of(load_net(a.weights)),
+                a.split, a.frames, a.out)
+
+
+def write_means(results: dict[str, dict[str, dict[str, float]]], names: Sequence[str],
+                keys: Sequence[str], model_id: str, split: str, frames: int, out: Path) -> None:
+    """Print each system's means over the clips (weighted equally) and write them with the
+    per-clip scores to `out`/`split`.json."""
+    mean = {n: {m: float(np.nanmean([results[c][n][m] for c in results])) for m in keys}
             for n in names}
-    print("mean (clips weighted equally)")
+    print(f"mean over {len(results)} clips (weighted equally)")
     for n, s in mean.items():
-        print(f"  {n:7s} " + "  ".join(f"{m} {v:.4f}" for m, v in s.items()))
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / f"{a.split}.json").write_text(json.dumps(
-        {"model_id": model_id_of(load_net(a.weights)), "split": a.split, "frames": a.frames,
-         "mean": mean, "clips": dict(sorted(results.items()))}, indent=1) + "\n")
+        print(f"  {n:12s} " + "  ".join(f"{m} {v:.4f}" for m, v in s.items()))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{split}.json").write_text(json.dumps(
+        {"model_id": model_id, "split": split, "frames": frames, "mean": mean,
+         "clips": dict(sorted(results.items()))}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

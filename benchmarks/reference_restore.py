@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from neural_validation import DATA, SIZE, render_clip  # noqa: E402
+from neural_validation import DATA, SIZE, render_clip, write_means  # noqa: E402
 
 from facecodec.bench.metrics import ReferenceFeatures, evaluate, luma, psnr_y  # noqa: E402
 from facecodec.codec.keyframe import decode_image, encode_image  # noqa: E402
@@ -91,17 +91,8 @@ def main() -> None:
             print(stem, json.dumps({n: {m: round(v, 4) for m, v in s.items()}
                                     for n, s in scores.items()}), flush=True)
     names = list(next(iter(results.values())))
-    keys = list(METRICS) + ["reference_psnr_y"]
-    mean = {n: {m: float(np.nanmean([results[c][n][m] for c in results])) for m in keys}
-            for n in names}
-    print(f"mean over {len(results)} clips")
-    for n, s in mean.items():
-        print(f"  {n:12s} " + "  ".join(f"{m} {v:.4f}" for m, v in s.items()))
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / f"{a.split}.json").write_text(json.dumps(
-        {"model_id": model_id_of(load_net(a.weights)), "split": a.split, "frames": a.frames,
-         "mean": mean, "clips": dict(sorted(results.items()))}, indent=1) + "\n")
-
+    write_means(results, names, [*METRICS, "reference_psnr_y"],
+                model_id_of(load_net(a.weights)), a.split, a.frames, a.out)
 
 if __name__ == "__main__":
     main()

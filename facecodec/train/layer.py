@@ -47,7 +47,7 @@ from facecodec.render.layer_fusion import (
 )
 from facecodec.render.mesh_warp import MeshWarper
 from facecodec.train.dataset import ClipData, build_cache
-from facecodec.train.options import seeded, training_parser
+from facecodec.train.options import command_line, save_best, seeded, training_parser
 
 STRIDE = 2  # the cache keeps every 2nd frame
 SIZES = ((128, 0.6), (96, 0.2), (64, 0.2))
@@ -299,8 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     net.load_state_dict(best_state)
     meta = {
         "training": {
-            "command": "python -m facecodec.train.layer " + " ".join(
-                sys.argv[1:] if argv is None else argv),
+            "command": command_line("python -m facecodec.train.layer", argv),
             "seed": a.seed, "steps": step, "best_step": best_step, "batch": a.batch,
             "patch": a.patch, "lr": a.lr, "variants": a.variants, "threads": a.threads,
             "data_prep_s": round(prep_s, 1), "train_time_s": round(train_s, 1),
@@ -314,9 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         "validation_psnr_rgb": {k: round(float(x), 3) for k, x in best.items()},
         "validation_log": log,
     }
-    mid = save_fusion(net, a.out / "best.safetensors", meta)
-    if a.export is not None:
-        save_fusion(net, a.export, meta)
+    mid = save_best(save_fusion, net, a.out, a.export, meta)
     print(f"best step {best_step}: {mid} val {json.dumps(best)}; {step} steps in "
           f"{train_s:.0f} s", flush=True)
     return 0

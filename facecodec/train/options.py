@@ -4,7 +4,10 @@ upscaler): the same names mean the same thing in both."""
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,3 +41,19 @@ def seeded(a: argparse.Namespace) -> np.random.Generator:
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     return np.random.default_rng(a.seed)
+
+
+def command_line(prog: str, argv: list[str] | None) -> str:
+    """The command a run was started with, for the weights' training record."""
+    return f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def save_best(
+    save: Callable[[Any, Path, dict[str, object]], str], net: Any, out: Path,
+    export: Path | None, meta: dict[str, object],
+) -> str:
+    """`out`/best.safetensors (and `export`, when asked) with the training record; the id."""
+    mid = save(net, out / "best.safetensors", meta)
+    if export is not None:
+        save(net, export, meta)
+    return mid

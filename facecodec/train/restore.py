@@ -34,7 +34,7 @@ from facecodec.render.restore import (
     RestoreNet,
     save_weights,
 )
-from facecodec.train.options import seeded, training_parser
+from facecodec.train.options import command_line, save_best, seeded, training_parser
 
 GRID = 8  # AV1's smallest transform: patches keep the block grid's phase
 
@@ -230,8 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 else f"{a.threads}-thread x86_64 CPU")
     meta = {
         "training": {
-            "command": "python -m facecodec.train.restore " + " ".join(
-                sys.argv[1:] if argv is None else argv),
+            "command": command_line("python -m facecodec.train.restore", argv),
             "seed": a.seed, "steps": step, "best_step": best_step, "batch": a.batch,
             "patch": a.patch, "lr": a.lr, "data_prep_s": round(prep_s, 1),
             "train_time_s": round(train_s, 1), "hardware": hardware,
@@ -242,9 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "validation_psnr_y": {k: round(float(x), 3) for k, x in best.items()},
         "validation_log": log,
     }
-    mid = save_weights(net, a.out / "best.safetensors", meta)
-    if a.export is not None:
-        save_weights(net, a.export, meta)
+    mid = save_best(save_weights, net, a.out, a.export, meta)
     print(f"best step {best_step}: {mid} val {json.dumps(best)}; {step} steps in "
           f"{train_s:.0f} s", flush=True)
     return 0

@@ -27,7 +27,7 @@ from facecodec.render.upscale import (
     load_upscaler,
     save_upscaler,
 )
-from facecodec.train.options import seeded, training_parser
+from facecodec.train.options import command_line, save_best, seeded, training_parser
 from facecodec.train.splits import load_split
 
 MAX_SIDE = 512
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     best_net = load_upscaler(a.out / "best.safetensors") if best_step else net
     scores = {"psnr_net": best if best_step else final, "psnr_bicubic": psnr_bicubic}
     meta = {"training": {
-        "command": "python -m facecodec.train.upscale " + " ".join(argv or sys.argv[1:]),
+        "command": command_line("python -m facecodec.train.upscale", argv),
         "seed": a.seed, "steps": step, "best_step": best_step or step, "batch": a.batch,
         "patch": a.patch, "lr": a.lr, "threads": a.threads, "train_frames": len(train),
         "data_prep_s": round(prep_s, 1),
@@ -142,9 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     }, "validation": {**{k: round(v, 3) for k, v in scores.items()},
                       "final_step_psnr_net": round(final, 3),
                       "frames": len(val), "protocol": "x2 of area-downscaled frames, PSNR-Y"}}
-    mid = save_upscaler(best_net, a.out / "best.safetensors", meta)
-    if a.export is not None:
-        save_upscaler(best_net, a.export, meta)
+    mid = save_best(save_upscaler, best_net, a.out, a.export, meta)
     print(json.dumps({"model_id": mid, **meta["validation"]}))
     return 0
 
