@@ -415,3 +415,9 @@ def test_restorer_pool_round_trips_and_trains_from_it(cache: Path, tmp_path: Pat
     assert meta["training"]["steps"] == 3 and meta["model_id"].startswith("restore-v1-")
     assert [row["step"] for row in meta["validation_log"]] == [2, 3]
     assert load_restorer(out / "last.safetensors").config.widths == (8, 16)
+    # A missing or damaged pool: one line, exit 2, nothing written.
+    (tmp_path / "pool" / "validation.npz").write_bytes(b"not a zip")
+    for pool_dir in (tmp_path / "nothing", tmp_path / "pool"):
+        assert main(["--data", str(tmp_path), "--out", str(tmp_path / "bad"), "--pool",
+                     str(pool_dir)]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -20,6 +20,7 @@ import json
 import math
 import sys
 import time
+import zipfile
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_msssim import ms_ssim
 
+from facecodec.errors import FacecodecError
 from facecodec.render.restore import (
     DEFAULT_WEIGHTS,
     RestoreConfig,
@@ -167,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     rng = seeded(a)
     t0 = time.time()
     if a.pool is not None:
-        pools = {s: load_pool(a.pool, s) for s in ("train", "validation")}
+        try:
+            pools = {s: load_pool(a.pool, s) for s in ("train", "validation")}
+        except (FacecodecError, OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            print(f"facecodec: error: pool {a.pool}: {e}", file=sys.stderr)
+            return 2
     else:
         from facecodec.train.dataset import build_cache
 
