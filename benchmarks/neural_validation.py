@@ -6,7 +6,9 @@
 Per clip: the sender's analysis of the first `frames` frames gives the crops and the
 (unquantised, unsmoothed) Motions; each keyframe segment is rendered from its keyframe's
 crop (frame 0 of the segment) and Motion, by both renderers, and scored against the
-original crops with `facecodec.bench.metrics.evaluate`. Frames before the first face use
+original crops with `facecodec.bench.metrics.evaluate`. The crop is not coded, so the
+neural renderer's restorer, made for coded references, sees a clean one here
+(benchmarks/reference_restore.py codes them). Frames before the first face use
 the first keyframe. Clips are scored in parallel worker processes (`--jobs`, one thread
 each). Writes `<out>/<split>.json` and, for the first `videos` clips, side-by-side videos
 (original | warp | neural) `<out>/<clip>_side_by_side.mp4`.
