@@ -41,7 +41,7 @@ from facecodec.render.fusion_model import (
     MODEL_PREFIX,
     weights_for,
 )
-from facecodec.render.weights import content_id, read_model, save_model
+from facecodec.render.weights import content_id, load_model, save_model
 
 AGE_SCALE = 4.0  # age in frames / AGE_SCALE, clipped at 2, as the net's age input
 GATE_TAU = 0.06  # low-frequency disagreement (mean |RGB| in [0,1]) where the gate is 1/e
@@ -134,10 +134,7 @@ def save_fusion(net: FusionNet, path: Path, meta: dict[str, object] | None = Non
 
 
 def load_fusion(path: Path) -> FusionNet:
-    config, state = read_model(path, "layer fusion weights")
-    net = FusionNet(FusionConfig.from_dict(config))
-    net.load_state_dict(state)
-    return net.eval()
+    return load_model(path, "layer fusion weights", lambda c: FusionNet(FusionConfig.from_dict(c)))
 
 
 def low_pass(warp: np.ndarray, layer_size: int) -> np.ndarray:

@@ -62,7 +62,7 @@ from facecodec.render.restore import DEFAULT_WEIGHTS as RESTORE_WEIGHTS
 from facecodec.render.restore import RestoreNet, restore
 from facecodec.render.restore import load_net as load_restorer
 from facecodec.render.restore import model_id_of as restorer_id
-from facecodec.render.weights import content_id, read_model, save_model
+from facecodec.render.weights import content_id, load_model, save_model
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEFAULT_WEIGHTS = ASSETS / "refiner_v1.safetensors"
@@ -227,10 +227,7 @@ def save_weights(net: RefinerNet, path: Path, meta: dict[str, object] | None = N
 
 
 def load_net(path: Path) -> RefinerNet:
-    config, state = read_model(path, "refiner weights")
-    net = RefinerNet(RefinerConfig.from_dict(config))
-    net.load_state_dict(state)
-    return net.eval()
+    return load_model(path, "refiner weights", lambda c: RefinerNet(RefinerConfig.from_dict(c)))
 
 
 # -- conditioning ---------------------------------------------------------------------------

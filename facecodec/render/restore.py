@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facecodec.render.blocks import ResBlock
-from facecodec.render.weights import content_id, read_model, save_model
+from facecodec.render.weights import content_id, load_model, save_model
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEFAULT_WEIGHTS = ASSETS / "restore_v1.safetensors"
@@ -84,10 +84,8 @@ def save_weights(net: RestoreNet, path: Path, meta: dict[str, object] | None = N
 
 
 def load_net(path: Path = DEFAULT_WEIGHTS) -> RestoreNet:
-    config, state = read_model(path, "restoration weights")
-    net = RestoreNet(RestoreConfig.from_dict(config))
-    net.load_state_dict(state)
-    return net.eval()
+    return load_model(path, "restoration weights",
+                      lambda c: RestoreNet(RestoreConfig.from_dict(c)))
 
 
 def restore(net: RestoreNet, image: np.ndarray) -> np.ndarray:

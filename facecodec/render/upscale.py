@@ -19,7 +19,7 @@ from torch import nn
 
 from facecodec.errors import FacecodecError
 from facecodec.render.blocks import ResBlock
-from facecodec.render.weights import content_id, read_model, save_model
+from facecodec.render.weights import content_id, load_model, save_model
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEFAULT_WEIGHTS = ASSETS / "upscale_v1.safetensors"
@@ -65,10 +65,8 @@ def save_upscaler(net: UpscaleNet, path: Path, meta: dict[str, object] | None = 
 
 
 def load_upscaler(path: Path = DEFAULT_WEIGHTS) -> UpscaleNet:
-    config, state = read_model(path, "upscaling weights")
-    net = UpscaleNet(UpscaleConfig.from_dict(config))
-    net.load_state_dict(state)
-    return net.eval()
+    return load_model(path, "upscaling weights",
+                      lambda c: UpscaleNet(UpscaleConfig.from_dict(c)))
 
 
 def check_size(width: int, height: int, what: str = "frames") -> None:

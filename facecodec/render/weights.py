@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from facecodec.errors import FacecodecError
+
+M = TypeVar("M", bound=nn.Module)
 
 
 def content_id(net: nn.Module, prefix: str) -> str:
@@ -42,9 +45,12 @@ def save_model(net: nn.Module, path: Path, model_id: str, meta: dict[str, object
     return model_id
 
 
-def read_model(path: Path, what: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(the JSON's config, the tensors) of weights written by `save_model`."""
+def load_model(path: Path, what: str, build: Callable[[dict[str, Any]], M]) -> M:
+    """The network written by `save_model` at `path`: `build` makes it from the JSON's
+    config, then its tensors are loaded; in eval mode."""
     meta = path.with_suffix(".json")
     if not path.exists() or not meta.exists():
         raise FacecodecError(f"{what} not found: {path} (+ .json)")
-    return json.loads(meta.read_text())["config"], load_file(str(path))
+    net = build(json.loads(meta.read_text())["config"])
+    net.load_state_dict(load_file(str(path)))
+    return net.eval()

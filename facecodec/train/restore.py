@@ -46,7 +46,6 @@ def code_pair(args: tuple[np.ndarray, int]) -> np.ndarray:
     from facecodec.codec.keyframe import decode_image, encode_image
 
     crop, quality = args
-    torch.set_num_threads(1)
     cid, data = encode_image(crop, quality)
     return decode_image(cid, data, crop.shape[0])
 
