@@ -1,12 +1,13 @@
 """What restoring the reference picture buys a motion-only stream, on held-out clips.
 
     .venv/bin/python benchmarks/reference_restore.py [--split validation] [--frames 150]
-        [--quality 25 40 60] [--weights PATH] [--jobs 2] [--out out/restore]
+        [--quality 25 40 60 92] [--weights PATH] [--jobs 2] [--out out/restore]
 
 Per clip and keyframe quality: the sender's analysis gives the crops and the (unquantised)
 Motions; each keyframe's crop is coded and decoded by the keyframe codec at that quality,
 as a stream's reference is, and every frame is drawn by the mesh warp from that decoded
-reference, once as decoded and once restored by the network (facecodec/render/restore.py).
+reference three times: as decoded, restored by the network (facecodec/render/restore.py),
+and taking the share of the restorer's change a sender measures and sends (RESTORE packets).
 Scored against the original crops (PSNR-Y, MS-SSIM, VMAF, AKD); also the PSNR-Y of the
 references themselves. Writes `<out>/<split>.json`.
 """
@@ -30,7 +31,15 @@ from facecodec.codec.keyframe import decode_image, encode_image  # noqa: E402
 from facecodec.motion.basis import load_basis  # noqa: E402
 from facecodec.motion.motion import Motion  # noqa: E402
 from facecodec.render.base import Renderer  # noqa: E402
-from facecodec.render.restore import DEFAULT_WEIGHTS, load_net, model_id_of, restore  # noqa: E402
+from facecodec.render.restore import (  # noqa: E402
+    DEFAULT_WEIGHTS,
+    SHARE_STEPS,
+    best_share,
+    blend,
+    load_net,
+    model_id_of,
+    restore,
+)
 from facecodec.render.warp import WarpRenderer  # noqa: E402
 from facecodec.train.splits import load_split  # noqa: E402
 
@@ -39,18 +48,26 @@ METRICS = ("psnr_y", "ms_ssim", "vmaf", "akd")
 
 class CodedReference(WarpRenderer):
     """The mesh warp from the reference as a stream carries it: coded at `quality`, then
-    restored when `net` is given. Records each reference's PSNR-Y against the crop."""
+    restored when `net` is given, by the sender's share of its change with `share`. Records
+    each reference's PSNR-Y against the crop, and the shares."""
 
-    def __init__(self, basis, quality: int, net=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, basis, quality: int, net=None,  # type: ignore[no-untyped-def]
+                 share: bool = False) -> None:
         super().__init__(basis, SIZE)
-        self.quality, self.net = quality, net
+        self.quality, self.net, self.share = quality, net, share
         self.ref_psnr: list[float] = []
+        self.shares: list[float] = []
 
-    def set_reference(self, image: np.ndarray, motion: Motion) -> None:
+    def set_reference(self, image: np.ndarray, motion: Motion,
+                      restore_share: float | None = None) -> None:
         cid, data = encode_image(image, self.quality)
         coded = decode_image(cid, data, SIZE)
         if self.net is not None:
-            coded = restore(self.net, coded)
+            fixed = restore(self.net, coded)
+            if self.share:
+                self.shares.append(best_share(image, coded, fixed) / SHARE_STEPS)
+                fixed = blend(coded, fixed, self.shares[-1])
+            coded = fixed
         self.ref_psnr.append(float(psnr_y(luma(image[None]), luma(coded[None]))[0]))
         super().set_reference(coded, motion)
 
@@ -63,12 +80,17 @@ def eval_clip(job: tuple[Path, int, tuple[int, ...], Path]) -> tuple[str, dict]:
     for q in qualities:
         renderers[f"q{q}"] = CodedReference(basis, q)
         renderers[f"q{q}+restore"] = CodedReference(basis, q, net)
+        renderers[f"q{q}+share"] = CodedReference(basis, q, net, share=True)
     crops, rec, _ = render_clip(clip, frames, renderers)
     feats = ReferenceFeatures.compute(crops)
     out = {}
     for n, r in rec.items():
         s = evaluate(feats, r, metrics=METRICS).mean
-        s["reference_psnr_y"] = float(np.mean(renderers[n].ref_psnr))  # type: ignore[attr-defined]
+        r = renderers[n]
+        assert isinstance(r, CodedReference)
+        s["reference_psnr_y"] = float(np.mean(r.ref_psnr))
+        # as decoded: none of the change; restored: all of it
+        s["share"] = float(np.mean(r.shares)) if r.shares else float(r.net is not None)
         out[n] = s
     return clip.stem, out
 
@@ -77,7 +99,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--split", default="validation")
     p.add_argument("--frames", type=int, default=150)
-    p.add_argument("--quality", type=int, nargs="+", default=[25, 40, 60])
+    p.add_argument("--quality", type=int, nargs="+", default=[25, 40, 60, 92])
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("out/restore"))
@@ -91,7 +113,7 @@ def main() -> None:
             print(stem, json.dumps({n: {m: round(v, 4) for m, v in s.items()}
                                     for n, s in scores.items()}), flush=True)
     names = list(next(iter(results.values())))
-    write_means(results, names, [*METRICS, "reference_psnr_y"],
+    write_means(results, names, [*METRICS, "reference_psnr_y", "share"],
                 model_id_of(load_net(a.weights)), a.split, a.frames, a.out)
 
 if __name__ == "__main__":

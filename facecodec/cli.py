@@ -74,7 +74,8 @@ def _decode(a: argparse.Namespace) -> int:
         layer = (f", {st.frames_fused} with the layer ({st.layer_pictures} layer pictures"
                  + (f", {st.layer_lost} lost" if st.layer_lost else "")
                  + (f", {st.layer_bad} bad" if st.layer_bad else "") + ")")
-    print(f"{a.output}: {r.frames_written} frames ({st.frames_rendered} rendered{layer})")
+    bad = f"; {st.restore_bad} bad RESTORE packets ignored" if st.restore_bad else ""
+    print(f"{a.output}: {r.frames_written} frames ({st.frames_rendered} rendered{layer}){bad}")
     return 0
 
 
@@ -224,7 +225,6 @@ def _quiet_native_stderr() -> None:
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 2)
     os.close(null)
-    warnings.filterwarnings("ignore", category=UserWarning, module="google.protobuf")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     if quiet:
         _quiet_native_stderr()
+    if not os.environ.get("FACECODEC_DEBUG"):
+        # MediaPipe's use of a deprecated protobuf call: not the user's concern.
+        warnings.filterwarnings("ignore", category=UserWarning, module="google.protobuf")
     try:
         return int(args.func(args) or 0)
     except FacecodecError as e:

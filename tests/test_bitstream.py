@@ -29,6 +29,7 @@ from facecodec.bitstream.packets import (
     MotionPayload,
     Packet,
     PacketType,
+    RestorePayload,
     decode_packet,
     encode_packet,
     encode_varint,
@@ -61,6 +62,7 @@ headers = st.builds(
     preset=ascii_text,
     resync_interval=st.integers(0, 65535),
     coder_config=st.binary(max_size=300),
+    restorer=ascii_text,
 )
 packets = st.builds(
     Packet,
@@ -142,7 +144,7 @@ def test_random_bytes_with_valid_prefix(data: bytes) -> None:
 @RELAXED
 @given(st.binary(max_size=64))
 def test_random_payloads_only_raise_bitstream_error(data: bytes) -> None:
-    for cls in (KeyframePayload, MotionPayload, EndPayload):
+    for cls in (KeyframePayload, MotionPayload, EndPayload, RestorePayload):
         try:
             p = cls.from_bytes(data)
         except BitstreamError:
@@ -241,6 +243,24 @@ def test_payload_validation() -> None:
     assert EndPayload.from_bytes(EndPayload(99).to_bytes()).total_frames == 99
 
 
+@given(st.integers(0, 65535), st.integers(0, 255))
+def test_restore_payload_round_trip(kid: int, share: int) -> None:
+    p = RestorePayload(kid, share)
+    assert p.to_bytes() == struct.pack("<HB", kid, share)
+    assert RestorePayload.from_bytes(p.to_bytes()) == p
+    assert p.fraction == share / 255
+
+
+def test_restore_payload_validation() -> None:
+    for bad in (RestorePayload(0, 256), RestorePayload(0, -1), RestorePayload(65536, 0)):
+        with pytest.raises(BitstreamError, match="out of range"):
+            bad.to_bytes()
+    with pytest.raises(BitstreamError, match="truncated"):
+        RestorePayload.from_bytes(b"\x01\x00")
+    with pytest.raises(BitstreamError, match="trailing"):
+        RestorePayload.from_bytes(b"\x01\x00\x80\x00")
+
+
 # --- header ----------------------------------------------------------------------------------
 
 
@@ -283,6 +303,27 @@ def test_header_validation() -> None:
 def _with(h: StreamHeader, **changes: object) -> dict:
     fields = {f: getattr(h, f) for f in StreamHeader.__dataclass_fields__}
     return {**fields, **changes}
+
+
+def _sealed(body: bytearray) -> bytes:
+    struct.pack_into("<H", body, 6, len(body) + 4)
+    return bytes(body) + struct.pack("<I", zlib.crc32(body))
+
+
+def test_headers_before_the_restorer_field_still_parse() -> None:
+    named = StreamHeader(**_with(HEADER, restorer="restore-v1-0123abcd"))
+    assert StreamHeader.from_bytes(named.to_bytes()).restorer == "restore-v1-0123abcd"
+    body = bytearray(HEADER.to_bytes()[:-5])  # without the empty restorer id and the CRC
+    body[5] = 8
+    h, _, version = parse_header(_sealed(body))
+    assert version == (1, 8) and h == HEADER and h.restorer == ""
+    # a 1.8 header ends at the layer fields: the restorer id there is an unknown trailer
+    body = bytearray(named.to_bytes()[:-4])
+    body[5] = 8
+    with pytest.raises(BitstreamError, match="trailing"):
+        parse_header(_sealed(body))
+    with pytest.raises(BitstreamError, match="restorer id"):
+        StreamHeader(**_with(HEADER, restorer="r" * 65)).to_bytes()
 
 
 def test_header_crc_and_length_checks() -> None:

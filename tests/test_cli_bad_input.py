@@ -287,7 +287,7 @@ def test_decode_truncated_mid_stream(
 ) -> None:
     # A file's motion packets are a second each, each a RESYNC (one starts every second).
     assert PacketType.MOTION not in layout.types
-    i = layout.first(PacketType.RESYNC, after=2)
+    i = layout.first(PacketType.RESYNC, after=layout.first(PacketType.RESYNC) + 1)  # the 2nd
     cut = layout.offsets[i] + (layout.sizes[i] // 2 if part == "mid_packet" else 3)
     run, out_dir, mp4 = _decode(run_main, layout.data[:cut], tmp_path)
     line = assert_one_line_error(run, code=3)
@@ -316,7 +316,7 @@ def test_decode_cut_on_packet_boundary_is_valid(
 def test_decode_bit_flip_in_motion_packet(
     byte: str, layout: Layout, run_main: Run, tmp_path: Path
 ) -> None:
-    i = layout.first(PacketType.RESYNC, after=2)
+    i = layout.first(PacketType.RESYNC, after=layout.first(PacketType.RESYNC) + 1)  # the 2nd
     length_bytes = 1 if layout.sizes[i] - 13 < 128 else 2  # LEB128 payload length
     pos = {"first_payload_byte": layout.offsets[i] + 8 + length_bytes,  # after prefix, length
            "last_payload_byte": layout.offsets[i] + layout.sizes[i] - 5,
@@ -363,7 +363,7 @@ def test_decode_video_instead_of_fcv(data_dir: Path, run_main: Run, tmp_path: Pa
 def test_damage_errors_subprocess(layout: Layout, run_cli: Run, tmp_path: Path) -> None:
     """The real process: exit 3 and exactly one error line for a stream cut mid-packet and for
     an unknown major version; the frames before the cut are written."""
-    i = layout.first(PacketType.RESYNC, after=2)
+    i = layout.first(PacketType.RESYNC, after=layout.first(PacketType.RESYNC) + 1)  # the 2nd
     cut = layout.offsets[i] + layout.sizes[i] // 2
     run, _, mp4 = _decode(run_cli, layout.data[:cut], tmp_path)
     assert f"{layout.name(i)}: truncated" in assert_one_line_error(run, code=3)

@@ -1,5 +1,5 @@
 """Neural renderer: shapes, exact warp at initialisation, shipped weights on a real validation
-frame, model-id checks against the stream header, ONNX parity."""
+frame, model-id checks against the stream header, the sender's restore shares, ONNX parity."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from facecodec.bitstream.packets import KeyframePayload, Packet, PacketType, RestorePayload
 from facecodec.codec.decoder import PacketDecoder
 from facecodec.codec.encoder import original_crops
+from facecodec.codec.keyframe import decode_image
 from facecodec.errors import FacecodecError
 from facecodec.motion.basis import load_basis
 from facecodec.render.neural import (
@@ -30,9 +32,9 @@ from facecodec.render.neural import (
     to_inputs,
 )
 from facecodec.render.registry import make_renderer
+from facecodec.render.restore import RestoreNet, blend, restore
 from facecodec.render.restore import load_net as load_restorer
 from facecodec.render.restore import model_id_of as restorer_id
-from facecodec.render.restore import restore
 from facecodec.render.warp import WarpRenderer
 from tests.conftest import EncodedClip
 
@@ -231,6 +233,51 @@ def test_model_id_mismatch_is_refused(encoded_grid: EncodedClip) -> None:
         PacketDecoder(other, renderer="warp")
     same = dataclasses.replace(header, model_id=renderer.model_id)
     PacketDecoder(same, renderer=renderer)
+
+
+def test_restore_packets_reach_the_restorer_they_were_measured_with(
+    encoded_grid: EncodedClip,
+) -> None:
+    header, packets = encoded_grid.result.header, encoded_grid.result.packets
+    keyframes = [p for p in packets if p.type == PacketType.KEYFRAME]
+    hints = [RestorePayload.from_bytes(p.payload) for p in packets
+             if p.type == PacketType.RESTORE]
+    assert header.restorer == restorer_id(load_restorer())
+    assert [h.keyframe_id for h in hints] == list(range(len(keyframes)))
+    share = hints[0].fraction
+    assert 0.05 < share < 0.95  # a quality-60 reference takes part of the change
+    first_motion = next(i for i, p in enumerate(packets) if p.type == PacketType.RESYNC)
+    basis = load_basis()
+
+    renderer = NeuralRenderer(basis, SIZE, net=RefinerNet())
+    dec = PacketDecoder(header, renderer=renderer)
+    for p in packets[: first_motion + 1]:
+        dec.push(p)
+    assert renderer.restore_share == share
+    decoded = decode_image(*_picture(keyframes[0]), SIZE)
+    expected = blend(decoded, restore(renderer.restorer, decoded), share)
+    assert np.array_equal(renderer._restored, expected)
+
+    # Sent again after frames were drawn (a live sender's retry): the next frames take it.
+    dec.push(Packet(PacketType.RESTORE, 99, 0, RestorePayload(0, 0).to_bytes()))
+    dec.push(packets[first_motion + 1])
+    assert renderer.restore_share == 0.0 and np.array_equal(renderer._restored, decoded)
+    # A malformed one is counted and skipped: the share is advice, the stream goes on.
+    dec.push(Packet(PacketType.RESTORE, 100, 0, b"\x00"))
+    assert dec.stats.restore_bad == 1
+
+    # Another restorer (here an untrained one, the identity): the shares were not measured
+    # with it, so it takes its whole change, as with a stream that sends none.
+    other = NeuralRenderer(basis, SIZE, net=RefinerNet(), restorer=RestoreNet())
+    dec = PacketDecoder(header, renderer=other)
+    for p in packets[: first_motion + 1]:
+        dec.push(p)
+    assert other.restore_share is None and np.array_equal(other._restored, decoded)
+
+
+def _picture(keyframe: Packet) -> tuple[int, bytes]:
+    k = KeyframePayload.from_bytes(keyframe.payload)
+    return k.codec_id, k.image
 
 
 def test_model_id_is_a_content_hash() -> None:

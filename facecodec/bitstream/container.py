@@ -23,6 +23,7 @@ from facecodec.bitstream.packets import (
     Packet,
     PacketError,
     PacketType,
+    check_text,
     decode_packet,
     encode_packet,
 )
@@ -35,12 +36,11 @@ VERSION_MAJOR = 1
 # the layer's (IMAGE_FROM_LAYER); 1.4: motion coder configs built from the basis (version 2,
 # 12 bytes instead of 8 + 12 a dimension); 1.5: coder config version 3 (the surround);
 # 1.6: version 4 (the surround as its DCT); 1.7: layer pictures' moves (bits 1-2 of their
-# flags); 1.8: move 3, a fade into the next picture. Every stream is written as 1.8
-# (motion-only ones with empty layer fields); an older reader stops at a coder config it
-# does not know with one line, and drops layer pictures whose moves it does not know as
-# damaged.
-VERSION_MINOR = 8
-MAX_TEXT = 64  # basis_id, model_id, preset
+# flags); 1.8: move 3, a fade into the next picture; 1.9: RESTORE packets. Every stream is
+# written as 1.9 (motion-only ones with empty layer fields); an older reader stops at a
+# coder config it does not know with one line, drops layer pictures whose moves it does not
+# know as damaged, and skips RESTORE packets.
+VERSION_MINOR = 9
 MAX_HEADER = 0xFFFF  # header_length is a u16
 _LEAD = struct.Struct("<4sBBH")  # magic, major, minor, header_length
 _FIXED = struct.Struct("<HIIHHH")  # size, fps_num, fps_den, source w, h, resync_interval
@@ -51,14 +51,6 @@ _LAYER = struct.Struct("<BHB")  # layer codec, layer size, layer divisor (minor 
 LAYER_SIZES = (64, 96, 128, 192, 256)
 LAYER_CODEC_NAMES = {1: "av1"}  # docs/bitstream.md, Layer codecs
 MAX_LAYER_DIVISOR = 30
-
-
-def _check_text(value: str, field: str) -> bytes:
-    if not isinstance(value, str) or len(value) > MAX_TEXT:
-        raise BitstreamError(f"{field} must be a string of at most {MAX_TEXT} characters")
-    if any(not 0x20 <= ord(c) <= 0x7E for c in value):
-        raise BitstreamError(f"{field} {value!r} must be printable ASCII")
-    return value.encode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +72,7 @@ class LayerParams:
         if not 1 <= self.divisor <= MAX_LAYER_DIVISOR:
             raise BitstreamError(f"layer divisor {self.divisor} out of range "
                                  f"(1..{MAX_LAYER_DIVISOR})")
-        _check_text(self.model, "layer model id")
+        check_text(self.model, "layer model id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +84,9 @@ class StreamHeader:
     basis the motion refers to; `model_id`: renderer model the stream was tuned for (may be
     empty); `preset`: encoder preset name; `resync_interval`: frames between RESYNC packets
     (0: none); `coder_config`: opaque bytes owned by the motion coder; `layer`: the
-    low-resolution layer, if the stream has one (written as minor version 1).
+    low-resolution layer, if the stream has one (written as minor version 1); `restorer`:
+    the reference restorer whose share of change the RESTORE packets give ('' if none;
+    minor version 9).
     """
 
     size: int
@@ -106,6 +100,7 @@ class StreamHeader:
     resync_interval: int = 0
     coder_config: bytes = b""
     layer: LayerParams | None = None
+    restorer: str = ""
 
     @property
     def fps(self) -> Fraction:
@@ -128,14 +123,16 @@ class StreamHeader:
             ("basis id", self.basis_id),
             ("model id", self.model_id),
             ("preset", self.preset),
+            ("restorer id", self.restorer),
         ):
-            _check_text(text, name)
+            check_text(text, name)
         if self.layer is not None:
             self.layer.validate()
             if self.layer.size > self.size:
                 raise BitstreamError(f"layer size {self.layer.size} is larger than the "
                                      f"{self.size} px crop")
-        room = MAX_HEADER - MIN_HEADER - len(self.basis_id) - len(self.model_id) - len(self.preset)
+        room = (MAX_HEADER - MIN_HEADER - len(self.basis_id) - len(self.model_id)
+                - len(self.preset) - 1 - len(self.restorer))
         if self.layer is not None:
             room -= _LAYER.size + 1 + len(self.layer.model)
         if len(self.coder_config) > room:
@@ -164,6 +161,8 @@ class StreamHeader:
             fields += _LAYER.pack(lay.codec, lay.size, lay.divisor) + bytes([len(model)]) + model
         else:
             fields += _LAYER.pack(0, 0, 0) + b"\x00"
+        raw = self.restorer.encode("ascii")
+        fields += bytes([len(raw)]) + raw
         total = _LEAD.size + len(fields) + _CRC.size
         body = _LEAD.pack(MAGIC, VERSION_MAJOR, minor, total) + fields
         return body + _CRC.pack(zlib.crc32(body))
@@ -199,17 +198,8 @@ def parse_header(data: bytes | memoryview) -> tuple[StreamHeader, int, tuple[int
     pos = _FIXED.size
     texts: list[str] = []
     for name in ("basis id", "model id", "preset"):
-        if pos >= len(fields):
-            raise BitstreamError(f"truncated .fcv header in {name}")
-        n = fields[pos]
-        raw = bytes(fields[pos + 1 : pos + 1 + n])
-        if len(raw) != n:
-            raise BitstreamError(f"truncated .fcv header in {name}")
-        try:
-            texts.append(raw.decode("ascii"))
-        except UnicodeDecodeError:
-            raise BitstreamError(f".fcv header {name} is not ASCII") from None
-        pos += 1 + n
+        text, pos = _parse_text(fields, pos, name)
+        texts.append(text)
     if pos + 2 > len(fields):
         raise BitstreamError("truncated .fcv header in coder config")
     (n,) = struct.unpack_from("<H", fields, pos)
@@ -220,12 +210,30 @@ def parse_header(data: bytes | memoryview) -> tuple[StreamHeader, int, tuple[int
     layer = None
     if minor >= 1:
         layer, pos = _parse_layer(fields, pos)
+    restorer = ""
+    if minor >= 9:
+        restorer, pos = _parse_text(fields, pos, "restorer id")
     # A later minor version may append fields; this build reads the ones it knows.
     if pos != len(fields) and minor <= VERSION_MINOR:
         raise BitstreamError(f".fcv header has {len(fields) - pos} unexpected trailing bytes")
-    header = StreamHeader(size, fps_num, fps_den, width, height, *texts, resync, config, layer)
+    header = StreamHeader(size, fps_num, fps_den, width, height, *texts, resync, config, layer,
+                          restorer)
     header.validate()
     return header, total, (major, minor)
+
+
+def _parse_text(fields: memoryview, pos: int, name: str) -> tuple[str, int]:
+    """A u8-length-prefixed ASCII field at `pos`: (text, position after it)."""
+    if pos >= len(fields):
+        raise BitstreamError(f"truncated .fcv header in {name}")
+    n = fields[pos]
+    raw = bytes(fields[pos + 1 : pos + 1 + n])
+    if len(raw) != n:
+        raise BitstreamError(f"truncated .fcv header in {name}")
+    try:
+        return raw.decode("ascii"), pos + 1 + n
+    except UnicodeDecodeError:
+        raise BitstreamError(f".fcv header {name} is not ASCII") from None
 
 
 def _parse_layer(fields: memoryview, pos: int) -> tuple[LayerParams | None, int]:
@@ -233,16 +241,7 @@ def _parse_layer(fields: memoryview, pos: int) -> tuple[LayerParams | None, int]
     if pos + _LAYER.size + 1 > len(fields):
         raise BitstreamError("truncated .fcv header in layer fields")
     codec, side, divisor = _LAYER.unpack_from(fields, pos)
-    pos += _LAYER.size
-    n = fields[pos]
-    raw = bytes(fields[pos + 1 : pos + 1 + n])
-    if len(raw) != n:
-        raise BitstreamError("truncated .fcv header in layer model id")
-    try:
-        model = raw.decode("ascii")
-    except UnicodeDecodeError:
-        raise BitstreamError(".fcv header layer model id is not ASCII") from None
-    pos += 1 + n
+    model, pos = _parse_text(fields, pos + _LAYER.size, "layer model id")
     if codec == 0:
         if side or divisor or model:
             raise BitstreamError("layer fields set without a layer codec")

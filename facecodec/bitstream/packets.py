@@ -33,6 +33,7 @@ class PacketType(IntEnum):
     END = 4
     LAYER = 5  # one picture of the low-resolution layer (minor version 1)
     LAYER_GROUP = 6  # several layer pictures in one packet (minor version 2; files)
+    RESTORE = 7  # how much of a named restorer's change a keyframe's picture takes (minor 9)
 
 
 _KNOWN_TYPES = frozenset(int(t) for t in PacketType)
@@ -188,6 +189,18 @@ class _Reader:
             raise BitstreamError(
                 f"{self.what} payload has {len(self.data) - self.pos} unexpected trailing bytes"
             )
+
+
+MAX_TEXT = 64  # basis_id, model_id, preset
+
+
+def check_text(value: str, field: str) -> bytes:
+    """A short printable-ASCII name (model and basis ids, preset) as its bytes."""
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise BitstreamError(f"{field} must be a string of at most {MAX_TEXT} characters")
+    if any(not 0x20 <= ord(c) <= 0x7E for c in value):
+        raise BitstreamError(f"{field} {value!r} must be printable ASCII")
+    return value.encode("ascii")
 
 
 def _check_u16(value: int, field: str) -> None:
@@ -413,6 +426,41 @@ class LayerGroupPayload:
         p = cls(keyframe_id, tuple(pictures))
         p.validate()
         return p
+
+
+@dataclass(frozen=True, slots=True)
+class RestorePayload:
+    """How much of the restorer's change the picture of keyframe `keyframe_id` takes:
+    `share` 255ths (0: the picture as decoded, 255: as restored). The restorer is the one
+    the stream header names (`restorer`).
+
+    The sender holds the original: it decodes its own keyframe picture, runs the restorer
+    on it and measures which share of the change brings the picture closest to the
+    original. A receiver whose restorer is another model ignores the packet.
+    """
+
+    keyframe_id: int
+    share: int
+
+    def validate(self) -> None:
+        _check_u16(self.keyframe_id, "keyframe id")
+        if not 0 <= self.share <= 0xFF:
+            raise BitstreamError(f"restore share {self.share} out of range (0..255)")
+
+    @property
+    def fraction(self) -> float:
+        return self.share / 255.0
+
+    def to_bytes(self) -> bytes:
+        self.validate()
+        return struct.pack("<HB", self.keyframe_id, self.share)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RestorePayload:
+        r = _Reader(data, "restore")
+        keyframe_id, share = r.unpack("HB", "fields")
+        r.done()
+        return cls(keyframe_id, share)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from facecodec.bitstream.packets import (
     MotionPayload,
     Packet,
     PacketType,
+    RestorePayload,
     layer_pictures,
 )
 from facecodec.capture.video import VideoWriter
@@ -45,6 +46,7 @@ class Keyframe:
     motion: Motion
     crop: tuple[float, float, float]
     timestamp: int = 0
+    restore_share: float | None = None  # from a RESTORE packet
 
 
 @dataclass
@@ -57,6 +59,7 @@ class DecodeStats:
     layer_lost: int = 0  # gaps in the LAYER sequence (the layer pauses until an intra picture)
     layer_bad: int = 0  # LAYER packets that did not decode (dropped like lost ones)
     frames_fused: int = 0  # frames drawn with the layer
+    restore_bad: int = 0  # RESTORE packets that did not parse (ignored: the share is advice)
     notes: list[str] = field(default_factory=list)
 
 
@@ -90,6 +93,8 @@ class PacketDecoder:
                 f"renderer {renderer.name!r} has {renderer.model_id or 'no model'!r}"
             )
         self.renderer = renderer
+        # The shares were measured with the header's restorer: another one takes its own.
+        self.restore_applies = bool(header.restorer) and header.restorer == renderer.restorer_id
         self.pose = pose or PoseEdit()
         self.avatar = (
             Avatar(avatar, self.basis, header.size, self.config.k) if avatar is not None else None
@@ -133,7 +138,7 @@ class PacketDecoder:
                 self._drive_from, self._drive_crop = None, kf.crop
         else:
             assert kf.image is not None
-            self.renderer.set_reference(kf.image, kf.motion)
+            self.renderer.set_reference(kf.image, kf.motion, kf.restore_share)
         self.active = kid
         return True
 
@@ -158,6 +163,12 @@ class PacketDecoder:
             return []
         if packet.type == PacketType.END:
             self.total_frames = EndPayload.from_bytes(packet.payload).total_frames
+            return []
+        if packet.type == PacketType.RESTORE:
+            try:
+                self._restore(RestorePayload.from_bytes(packet.payload))
+            except BitstreamError:
+                self.stats.restore_bad += 1
             return []
         if packet.type not in (PacketType.MOTION, PacketType.RESYNC):
             return []  # unknown types are skipped (forward compatibility)
@@ -190,6 +201,14 @@ class PacketDecoder:
             out.append((packet.timestamp + i, frame))
         self.stats.frames_rendered += len(out)
         return out
+
+    def _restore(self, p: RestorePayload) -> None:
+        kf = self.keyframes.get(p.keyframe_id)
+        if kf is None or not self.restore_applies:  # keyframe lost, or another restorer
+            return
+        kf.restore_share = p.fraction
+        if self.active == p.keyframe_id:  # already drawn from: prepare it again with it
+            self.active = None
 
     def _keyframe(self, packet: Packet) -> None:
         try:

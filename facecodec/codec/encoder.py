@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ from facecodec.bitstream.packets import (
     MotionPayload,
     Packet,
     PacketType,
+    RestorePayload,
     encode_packet,
 )
 from facecodec.capture.video import VideoInfo, probe, read_frames
@@ -35,7 +37,7 @@ from facecodec.codec.analysis import (
     MotionEvent,
     stabilise,
 )
-from facecodec.codec.keyframe import encode_image
+from facecodec.codec.keyframe import decode_image, encode_image
 from facecodec.codec.layer import MAX_Q, MIN_Q, downscale
 from facecodec.codec.layer_rate import (
     FULL_LAYER_MOTION,
@@ -67,6 +69,7 @@ from facecodec.render.fusion_model import FULL_SIZE_WEIGHTS, GATE_MODEL_ID, defa
 
 if TYPE_CHECKING:
     from facecodec.codec.scoring import StreamScore
+    from facecodec.render.restore import ShareMeter
 
 DEFAULT_KEYFRAME_QUALITY = 60
 # A receiver keeps a packet's worth of layer pictures (decoder._LayerState.HISTORY).
@@ -195,6 +198,15 @@ def coder_config(basis: ExpressionBasis, preset: str, beside_layer: bool,
                        surround=codes_surround(surround, beside_layer))
 
 
+@functools.cache
+def share_meter() -> ShareMeter:
+    """The shipped restorer's sender side, loaded once a process (every stream sends its
+    keyframes' RESTORE shares, whichever renderer will draw it)."""
+    from facecodec.render.restore import ShareMeter  # torch: not for the analysis alone
+
+    return ShareMeter()
+
+
 class Packetizer:
     """Turns analysis events into packets. Motion packets never span a keyframe or a resync
     point; the first packet after either is a RESYNC (intra) packet."""
@@ -206,8 +218,11 @@ class Packetizer:
         packet_frames: int,
         keyframe_quality: int,
         fast_keyframes: bool = False,
+        shares: ShareMeter | None = None,
     ) -> None:
+        """`shares`: measures each keyframe picture's RESTORE share (none sent without)."""
         self.config = config
+        self.shares = shares
         self.coder = MotionEncoder(config)
         self.resync_interval = max(1, resync_interval)
         self.packet_frames = max(1, min(packet_frames, 255))
@@ -298,6 +313,10 @@ class Packetizer:
                 image,
             )
             out.append(self._packet(PacketType.KEYFRAME, event.index, payload.to_bytes()))
+            if self.shares is not None and codec_id != IMAGE_FROM_LAYER:
+                decoded = decode_image(codec_id, image, event.image.shape[0])
+                hint = RestorePayload(self.keyframe_id, self.shares(event.image, decoded))
+                out.append(self._packet(PacketType.RESTORE, event.index, hint.to_bytes()))
             self.force_intra, self.last_resync = True, event.index
             return out
         if self.keyframe_id < 0:
@@ -365,10 +384,12 @@ def packetize(
     total_frames: int,
     layer: LayerPlan | None = None,
     layer_kbps: float = 0.0,
+    shares: ShareMeter | None = None,
 ) -> list[Packet]:
     resync = max(1, math.floor(float(fps) * settings.resync_s))
     per_packet = frames_per_packet(settings, fps)
-    pk = Packetizer(config, resync, per_packet, settings.keyframe_quality_for(layer_kbps))
+    pk = Packetizer(config, resync, per_packet, settings.keyframe_quality_for(layer_kbps),
+                    shares=shares)
     pk.layer = layer
     pk.layer_frames = sorted(layer.pictures) if layer is not None else []
     # Unless a reference quality was asked for (then the reference is coded as asked).
@@ -595,9 +616,10 @@ def _code(
             layer.codec, layer.size, layer.divisor,
             fusion_model_for(layer_kbps, layer.size, settings.size)
         ),
+        restorer=share_meter().model_id,
     )
     packets = packetize(events, config, settings, fps, report.frames, layer,
-                        layer_kbps if layer is not None else 0.0)
+                        layer_kbps if layer is not None else 0.0, share_meter())
     motions = {e.index: e.motion for e in events if isinstance(e, MotionEvent)}
     keyframes = [e for e in events if isinstance(e, KeyframeEvent)]
     return EncodeResult(header, packets, report, keyframes, motions)

@@ -21,6 +21,7 @@ from facecodec.codec.encoder import (
     coder_config,
     frames_per_packet,
     fusion_model_for,
+    share_meter,
 )
 from facecodec.codec.layer import AV1
 from facecodec.codec.layer_rate import LayerPlan, LiveLayer
@@ -69,6 +70,7 @@ class StreamEncoder:
             layer=None if self.layer is None else LayerParams(
                 AV1, self.layer.size, self.layer.divisor,
                 fusion_model_for(layer_kbps, self.layer.size, size, live)),
+            restorer=share_meter().model_id,
         )
         # A call keeps going when someone walks behind the speaker: follow the largest face.
         # Beside a layer the reference picture matters less, and a keyframe restarts the layer.
@@ -79,7 +81,7 @@ class StreamEncoder:
                                           beta_for(config.step_mul, layer_kbps > 0))
         self.packetizer = Packetizer(config, resync, per_packet,
                                      settings.keyframe_quality_for(layer_kbps, live),
-                                     fast_keyframes=live)
+                                     fast_keyframes=live, shares=share_meter())
         if self.layer is not None:
             self.packetizer.layer = LayerPlan(AV1, self.layer.size, self.layer.divisor, 0)
         self.size = size

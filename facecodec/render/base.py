@@ -23,16 +23,27 @@ class Renderer(ABC):
         self.size = size
         self.reference: np.ndarray | None = None
         self.ref_motion: Motion | None = None
+        # The sender's share (0..1) of `restorer_id`'s change the reference takes (RESTORE
+        # packets); None: not given.
+        self.restore_share: float | None = None
 
     @property
     def model_id(self) -> str:
         """The trained model a stream must name to be rendered by this renderer ('' if none)."""
         return ""
 
-    def set_reference(self, image: np.ndarray, motion: Motion) -> None:
+    @property
+    def restorer_id(self) -> str:
+        """The reference restorer this renderer runs ('' if none): a stream's RESTORE packets
+        apply only if its header names the same."""
+        return ""
+
+    def set_reference(self, image: np.ndarray, motion: Motion,
+                      restore_share: float | None = None) -> None:
         if image.shape != (self.size, self.size, 3):
             raise FacecodecError(f"reference of shape {image.shape}, expected {self.size}^2 RGB")
         self.reference, self.ref_motion = image, motion
+        self.restore_share = restore_share
         self._prepare(image, motion)
 
     def render(self, target: Motion) -> np.ndarray:

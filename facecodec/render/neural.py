@@ -59,7 +59,7 @@ from facecodec.render.base import Renderer
 from facecodec.render.blocks import ResBlock
 from facecodec.render.mesh_warp import MeshWarper
 from facecodec.render.restore import DEFAULT_WEIGHTS as RESTORE_WEIGHTS
-from facecodec.render.restore import RestoreNet, restore
+from facecodec.render.restore import RestoreNet, blend, restore
 from facecodec.render.restore import load_net as load_restorer
 from facecodec.render.restore import model_id_of as restorer_id
 from facecodec.render.weights import content_id, load_model, save_model
@@ -353,8 +353,9 @@ class NeuralRenderer(Renderer):
         self.net = net.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.restorer = load_restorer(restorer) if isinstance(restorer, Path) else restorer
         self._model_id = model_id_of(self.net)
-        if self.restorer is not None:
-            self._model_id += "+" + restorer_id(self.restorer)
+        self._restorer_id = "" if self.restorer is None else restorer_id(self.restorer)
+        if self._restorer_id:
+            self._model_id += "+" + self._restorer_id
         self._restored: np.ndarray | None = None
         if threads is not None:
             torch.set_num_threads(threads)
@@ -369,9 +370,18 @@ class NeuralRenderer(Renderer):
     def model_id(self) -> str:
         return self._model_id
 
+    @property
+    def restorer_id(self) -> str:
+        return self._restorer_id
+
     def _prepare(self, image: np.ndarray, motion: Motion) -> None:
-        # Once per reference: every frame until the next keyframe is warped from it.
-        self._restored = image if self.restorer is None else restore(self.restorer, image)
+        # Once per reference: every frame until the next keyframe is warped from it. Without
+        # the sender's share (a stream before RESTORE packets, an avatar's portrait) the
+        # restorer's whole change is taken.
+        share = 1.0 if self.restore_share is None else self.restore_share
+        self._restored = image
+        if self.restorer is not None and share > 0.0:
+            self._restored = blend(image, restore(self.restorer, image), share)
         self.cond.set_reference(self._restored, self.basis.landmarks(motion, self.size))
 
     def _render(self, target: Motion) -> np.ndarray:
