@@ -11,6 +11,7 @@ from pathlib import Path
 
 from facecodec import __version__
 from facecodec.errors import FacecodecError
+from facecodec.render.registry import DEFAULT_RENDERER, RENDERERS
 
 
 def _encode(a: argparse.Namespace) -> int:
@@ -147,7 +148,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     d = sub.add_parser("decode", help="decode an .fcv stream into a video")
     d.add_argument("input", type=Path)
     d.add_argument("-o", "--output", type=Path, required=True)
-    d.add_argument("--renderer", default="warp")
+    d.add_argument("--renderer", default=DEFAULT_RENDERER,
+                   help=f"{' or '.join(RENDERERS)} (default {DEFAULT_RENDERER})")
     d.add_argument("--pose", choices=("source", "frontal"), default="source",
                    help="frontal: turn the head to face the camera")
     d.add_argument("--yaw", type=float, default=0.0, help="degrees added to the head yaw")

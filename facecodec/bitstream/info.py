@@ -124,7 +124,8 @@ def format_info(d: dict[str, Any]) -> str:
         f"{d['fps']:.3f} fps ({d['fps_num']}/{d['fps_den']})",
         f"  {d['frames']} frames ({d['frames_from']}), {d['duration_s']:.2f} s",
         f"  basis {d['basis_id'] or '-'}, model {d['model_id'] or '-'}, "
-        f"restorer {d['restorer'] or '-'}, preset {d['preset'] or '-'}, resync every {d['resync_interval'] or '-'} frames, "
+        f"restorer {d['restorer'] or '-'},",
+        f"  preset {d['preset'] or '-'}, resync every {d['resync_interval'] or '-'} frames, "
         f"coder config {d['coder_config_bytes']} B",
         "",
         f"  {'packets':<11} {'count':>7} {'bytes':>10} {'kbps':>9}",

@@ -62,8 +62,8 @@ class _Shown:
         from facecodec.codec.decoder import PacketDecoder  # the decoder loads the renderers
 
         # The training-free fusion draws a full-size picture as it is, with the same luma
-        # as the colour network.
-        decoder = PacketDecoder(header, layer="gate")
+        # as the colour network; the warp is the cheapest renderer for the frames between.
+        decoder = PacketDecoder(header, "warp", layer="gate")
         assert decoder.layer is not None
         self.held_from = decoder.layer.held_from = {}
         self._drawn = (f for p in packets for f in decoder.push(p))

@@ -21,7 +21,13 @@ RENDERERS: dict[str, Callable[[ExpressionBasis, int], Renderer]] = {
     "warp": WarpRenderer,
     "neural": _neural,
 }
-DEFAULT_RENDERER = "warp"
+# The neural renderer, since the sender's RESTORE shares: on the validation bench ahead of the
+# warp on VMAF, MS-SSIM and PSNR-Y on every motion-only rung and on AKD over the whole
+# ladder (docs/neural_renderer.md). A live call keeps the warp (CALL_RENDERER).
+DEFAULT_RENDERER = "neural"
+# Both ends of a call share the CPU with the face tracker and the encoder: the warp's 4-6 ms
+# a frame leave the most room; `--renderer neural` asks for the other.
+CALL_RENDERER = "warp"
 
 
 def make_renderer(name: str, basis: ExpressionBasis, size: int) -> Renderer:

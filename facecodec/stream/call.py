@@ -28,6 +28,7 @@ from facecodec.capture.video import probe, read_frames
 from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.files import check_writable, write_text
+from facecodec.render.registry import CALL_RENDERER
 from facecodec.stream.impair import Impairment
 from facecodec.stream.peer import (
     ControlReceived,
@@ -72,7 +73,7 @@ class CallOptions:
     window: bool = False  # also try a desktop window (needs an OpenCV build with a GUI)
     size: int = 256
     preset: str | None = None  # motion preset; None: medium, or low beside a layer
-    renderer: str = "warp"
+    renderer: str = CALL_RENDERER
     layer_kbps: float = 0.0  # low-resolution layer beside the motion (0: motion only)
     reference: str = "best"  # motion only: refresh the reference as the call goes (codec/scout.py)
     pli_interval_s: float = 0.5  # at most one keyframe request per interval
@@ -469,7 +470,7 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loss", type=float, default=0.0, help="drop this share of packets")
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="random extra delay")
     parser.add_argument("--preset", help="motion preset (default medium; low with a layer)")
-    parser.add_argument("--renderer", default="warp")
+    parser.add_argument("--renderer", default=CALL_RENDERER)
     parser.add_argument("--layer-kbps", type=float, default=0.0,
                         help="send the low-resolution layer at this rate (0: motion only)")
     parser.add_argument("--reference", choices=("best", "first"), default="best",

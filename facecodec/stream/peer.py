@@ -3,7 +3,7 @@
 Two data channels, created pre-negotiated (same ids on both sides) so neither peer waits for
 the other to announce them:
 
-- "keyframes" (id 0): reliable, ordered. Keyframes, END, low-resolution layer pictures
+- "keyframes" (id 0): reliable, ordered. Keyframes and their RESTORE shares, END, layer pictures
   (each predicted from the one before: a lost one would stop the layer until the next
   intra picture) and the JSON stream start message (with the codec header).
 - "motion" (id 1): unordered, maxRetransmits=0. One small MOTION/RESYNC packet per frame: a
