@@ -33,7 +33,7 @@ class PacketType(IntEnum):
     END = 4
     LAYER = 5  # one picture of the low-resolution layer (minor version 1)
     LAYER_GROUP = 6  # several layer pictures in one packet (minor version 2; files)
-    RESTORE = 7  # how much of a named restorer's change a keyframe's picture takes (minor 9)
+    RESTORE = 7  # how much of the restorer's change a keyframe's picture takes (minor 9)
 
 
 _KNOWN_TYPES = frozenset(int(t) for t in PacketType)
@@ -191,7 +191,7 @@ class _Reader:
             )
 
 
-MAX_TEXT = 64  # basis_id, model_id, preset
+MAX_TEXT = 64  # basis_id, model_id, preset, restorer
 
 
 def check_text(value: str, field: str) -> bytes:
