@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from neural_validation import DATA, SIZE, render_clip, write_means  # noqa: E402
 
 from facecodec.bench.metrics import ReferenceFeatures, evaluate, luma, psnr_y  # noqa: E402
-from facecodec.codec.keyframe import decode_image, encode_image  # noqa: E402
+from facecodec.codec.keyframe import round_trip  # noqa: E402
 from facecodec.motion.basis import load_basis  # noqa: E402
 from facecodec.motion.motion import Motion  # noqa: E402
 from facecodec.render.base import Renderer  # noqa: E402
@@ -60,8 +60,7 @@ class CodedReference(WarpRenderer):
 
     def set_reference(self, image: np.ndarray, motion: Motion,
                       restore_share: float | None = None) -> None:
-        cid, data = encode_image(image, self.quality)
-        coded = decode_image(cid, data, SIZE)
+        coded = round_trip(image, self.quality)
         if self.net is not None:
             fixed = restore(self.net, coded)
             if self.share:

@@ -11,7 +11,7 @@ import torch
 
 from facecodec.bench.metrics import luma, psnr_y
 from facecodec.codec.encoder import original_crops
-from facecodec.codec.keyframe import decode_image, encode_image
+from facecodec.codec.keyframe import round_trip
 from facecodec.errors import FacecodecError
 from facecodec.render.restore import (
     SHARE_STEPS,
@@ -46,8 +46,7 @@ def test_shipped_restorer_brings_coded_validation_crops_closer(
     gains = []
     for quality in (20, 35):
         for crop in crops:
-            cid, data = encode_image(crop, quality)
-            coded = decode_image(cid, data, 256)
+            coded = round_trip(crop, quality)
             fixed = restore(net, coded)
             ref = luma(crop[None])
             gains.append(float(psnr_y(ref, luma(fixed[None]))[0]
@@ -70,8 +69,7 @@ def test_sender_share_follows_the_reference_quality_and_brings_it_closest(
     for quality in (15, 40, 70, 92):
         shares = []
         for crop in crops:
-            cid, data = encode_image(crop, quality)
-            coded = decode_image(cid, data, 256)
+            coded = round_trip(crop, quality)
             fixed = restore(net, coded)
             share = best_share(crop, coded, fixed)
             mixed = blend(coded, fixed, share / SHARE_STEPS)

@@ -224,6 +224,12 @@ def decode_image(codec_id: int, data: bytes, size: int) -> np.ndarray:
     return rgb
 
 
+def round_trip(rgb: np.ndarray, quality: int, fast: bool = False) -> np.ndarray:
+    """The square picture as a receiver decodes it after the default codec at `quality`."""
+    cid, data = encode_image(rgb, quality, fast=fast)
+    return decode_image(cid, data, rgb.shape[0])
+
+
 @dataclass(frozen=True)
 class KeyframeCoder:
     """A codec and quality fixed for a stream; see `encode_image` / `decode_image`."""

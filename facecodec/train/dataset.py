@@ -117,10 +117,9 @@ class Sample:
 def coded(image: np.ndarray, quality: int) -> np.ndarray:
     """The picture as the receiver gets a keyframe: through the keyframe codec (its fast
     setting, which the shipped weights were trained on)."""
-    from facecodec.codec.keyframe import decode_image, encode_image
+    from facecodec.codec.keyframe import round_trip
 
-    cid, data = encode_image(image, quality, fast=True)
-    return decode_image(cid, data, image.shape[0])
+    return round_trip(image, quality, fast=True)
 
 
 def make_sample(

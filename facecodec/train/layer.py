@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_msssim import ms_ssim
 
-from facecodec.codec.keyframe import decode_image, encode_image
+from facecodec.codec.keyframe import round_trip
 from facecodec.codec.layer import code_sequence, downscale
 from facecodec.render.fusion_model import DEFAULT_WEIGHTS
 from facecodec.render.layer_fusion import (
@@ -83,8 +83,8 @@ def prepare_clip(
     for rows in segs if ref_quality is not None else []:
         lo, hi = ref_quality  # a fixed quality draws nothing: v1's random stream is kept
         q = lo if lo == hi else int(rng.integers(lo, hi + 1))
-        cid, data = encode_image(np.asarray(clip.crops[rows[0]]), q, fast=True)  # as trained
-        refs[int(rows[0])] = decode_image(cid, data, clip.crops.shape[1])
+        # as trained
+        refs[int(rows[0])] = round_trip(np.asarray(clip.crops[rows[0]]), q, fast=True)
     layers = []
     for _ in range(variants):
         size = int(rng.choice([s for s, _ in sizes], p=[p for _, p in sizes]))

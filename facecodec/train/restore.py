@@ -43,11 +43,9 @@ GRID = 8  # AV1's smallest transform: patches keep the block grid's phase
 
 def code_pair(args: tuple[np.ndarray, int]) -> np.ndarray:
     """One crop coded and decoded by the keyframe codec at a quality (a worker's task)."""
-    from facecodec.codec.keyframe import decode_image, encode_image
+    from facecodec.codec.keyframe import round_trip
 
-    crop, quality = args
-    cid, data = encode_image(crop, quality)
-    return decode_image(cid, data, crop.shape[0])
+    return round_trip(*args)
 
 
 def make_pool(
