@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from facecodec.errors import FacecodecError
+from facecodec.render.registry import CALL_RENDERER
 from facecodec.stream.browser import find_chromium, headless_chromium
 from facecodec.stream.call import CallOptions, run_call
 from facecodec.stream.impair import Impairment
@@ -52,9 +53,9 @@ from facecodec.stream.signaling import SignalingServer
 
 def _peer(
     role: str, url: str, source: str | None, seconds: float, loss: float, jitter_ms: float,
-    layer_kbps: float = 0.0,
+    layer_kbps: float = 0.0, renderer: str = CALL_RENDERER,
 ) -> dict[str, Any]:
-    """One side of the call, run in its own process."""
+    """One side of the call, run in its own process (`renderer`: the receiver's)."""
     impairment = Impairment(loss=loss, jitter_ms=jitter_ms, seed=0) if loss or jitter_ms else None
     options = CallOptions(
         seconds=seconds + (5.0 if role == "receiver" else 0.0),  # outlive the sender
@@ -63,6 +64,7 @@ def _peer(
         impairment=impairment if role == "receiver" else None,
         wait_peer_s=30.0,
         layer_kbps=layer_kbps,
+        renderer=renderer,
     )
     stats = asyncio.run(run_call("bench", url, source, "none", options))
     summary = stats.summary()
@@ -78,7 +80,8 @@ async def _loopback_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict
     try:
         with ProcessPoolExecutor(2, mp_context=ctx) as pool:
             receiver = loop.run_in_executor(
-                pool, _peer, "receiver", url, None, args.seconds, args.loss, args.jitter_ms
+                pool, _peer, "receiver", url, None, args.seconds, args.loss, args.jitter_ms,
+                0.0, args.renderer,
             )
             sender = loop.run_in_executor(
                 pool, _peer, "sender", url, args.source, args.seconds, 0.0, 0.0, args.layer_kbps
@@ -341,6 +344,7 @@ def netns_call(
     timeout: float = 60.0,
     audio: str = "auto",
     layer_kbps: float = 0.0,
+    renderer: str = CALL_RENDERER,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Signaling server and sender (`facecodec call --source ... --loop`) in namespace a, the
     receiver in b, both `--render none --stats-json`; returns (sender, receiver) summaries."""
@@ -358,7 +362,8 @@ def netns_call(
         common = ["call", "netns", "--signal", url, "--render", "none", "--audio", audio]
         receiver = _spawn(
             rig.b,
-            [*common, "--seconds", str(seconds + 30), "--stats-json", str(workdir / "recv.json")],
+            [*common, "--seconds", str(seconds + 30), "--stats-json", str(workdir / "recv.json"),
+             "--renderer", renderer],
             logs["recv"],
         )
         sender = _spawn(
@@ -416,7 +421,7 @@ async def _netns_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
             tempfile.TemporaryDirectory() as tmp,
         ):
             return netns_call(rig, args.source, args.seconds, Path(tmp), args.seconds + 60,
-                              layer_kbps=args.layer_kbps)
+                              layer_kbps=args.layer_kbps, renderer=args.renderer)
 
     return await asyncio.to_thread(run)
 
@@ -491,10 +496,12 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "loss": args.loss,
         "delay_ms": args.delay_ms if args.netns else 0.0,
         "jitter_ms": args.jitter_ms,
+        "renderer": args.renderer,
         "frames_sent": sent["frames_sent"],
         "frames_skipped": sent["frames_skipped"],
         "frames_rendered": received["frames_rendered"],
         "frames_concealed": received["frames_concealed"],
+        "frames_late": received["frames_late"],
         "keyframe_requests": received["keyframe_requests_sent"],
         "loss_reports": received["loss_reports_sent"],
         "intra_only_reports": sent["resilient_reports"],
@@ -523,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jitter-ms", type=float, default=0.0)
     parser.add_argument("--layer-kbps", type=float, default=0.0,
                         help="also send the low-resolution layer at this rate")
+    parser.add_argument("--renderer", default=CALL_RENDERER,
+                        help=f"the receiver's renderer (default {CALL_RENDERER}, as a call's)")
     parser.add_argument("--netns", action="store_true", help="call across network namespaces")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay (--netns)")
     parser.add_argument(

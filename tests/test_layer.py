@@ -773,3 +773,26 @@ def test_motion_beside_a_full_size_layer_is_coarse_at_no_cost_in_quality(
     # Other presets stay as asked (the user chose them, e.g. for receiver-side edits).
     medium = code_analysis(analysis, EncoderSettings(preset="medium", layer_kbps=8.0))
     assert CoderConfig.from_bytes(medium.header.coder_config, load_basis().std).k > 1
+
+
+@pytest.mark.parametrize("renderer", ["warp", "neural"])
+def test_frames_decoded_without_drawing_leave_later_frames_unchanged(
+    single: EncodeResult, renderer: str
+) -> None:
+    # A live receiver behind real time decodes some packets without drawing them: the
+    # motion decoder and the layer's held pictures must end where drawing every frame
+    # would, or every later frame would differ.
+    skip = range(10, 25)
+    drawn, skipped = PacketDecoder(single.header, renderer), PacketDecoder(single.header, renderer)
+    full: dict[int, np.ndarray] = {}
+    part: dict[int, np.ndarray] = {}
+    for p in single.packets:
+        full.update(drawn.push(p))
+        part.update(skipped.push(p, draw=p.timestamp not in skip))
+    assert sorted(full) == list(range(GRID_FRAMES))
+    assert sorted(part) == [i for i in range(GRID_FRAMES) if i not in skip]
+    assert skipped.stats.frames_undrawn == len(skip) and drawn.stats.frames_undrawn == 0
+    assert skipped.last_frame == drawn.last_frame == GRID_FRAMES - 1
+    assert all(np.array_equal(part[i], full[i]) for i in part)
+    # Frames held from a layer picture moved by the skipped frames' motion were fused too.
+    assert skipped.stats.frames_fused == drawn.stats.frames_fused - len(skip)

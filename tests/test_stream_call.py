@@ -423,3 +423,42 @@ def test_loopback_call_carries_the_layer() -> None:
         assert got.frames_fused > 0.8 * got.frames_rendered
 
     run(body, timeout=40)
+
+
+def test_receiver_behind_real_time_skips_frames_instead_of_falling_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from facecodec.render import registry
+    from facecodec.render.warp import WarpRenderer
+    from facecodec.stream.call import CallOptions, run_call
+
+    require(CLIP)
+
+    class Slow(WarpRenderer):  # a renderer at a third of the clip's 30 fps
+        def _render(self, target):  # type: ignore[no-untyped-def]
+            time.sleep(0.1)
+            return super()._render(target)
+
+    monkeypatch.setitem(registry.RENDERERS, "slow", Slow)
+
+    def call(late_s: float | None) -> tuple[int, int, float]:
+        out: list[tuple[int, int, float]] = []
+
+        async def body(url: str) -> None:
+            sender = CallOptions(seconds=6, loopback=True, audio="none")
+            receiver = CallOptions(seconds=6, loopback=True, audio="none", renderer="slow",
+                                   late_s=late_s)
+            _, got = await asyncio.gather(
+                run_call("slow", url, str(CLIP), "none", sender),
+                run_call("slow", url, None, "none", receiver),
+            )
+            out.append((got.frames_rendered, got.frames_late, max(got.latencies_ms)))
+
+        run(body, timeout=40)
+        return out[0]
+
+    drawn, late, worst_ms = call(0.1)
+    assert drawn > 10 and late > drawn  # at most ~10 of ~30 frames a second can be drawn
+    assert worst_ms < 1500, worst_ms  # a wait of 0.1 s, one frame drawn, the sender's delay
+    drawn_all, late_all, worst_all_ms = call(None)  # every frame drawn: ever later
+    assert late_all == 0 and worst_all_ms > 2 * worst_ms, (worst_all_ms, worst_ms)

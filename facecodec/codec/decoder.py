@@ -52,6 +52,7 @@ class Keyframe:
 @dataclass
 class DecodeStats:
     frames_rendered: int = 0
+    frames_undrawn: int = 0  # decoded but not drawn when asked (a receiver behind real time)
     motion_packets_lost: int = 0
     keyframes: int = 0
     keyframes_bad: int = 0
@@ -106,6 +107,7 @@ class PacketDecoder:
         self._drive_crop: tuple[float, float, float] | None = None  # the crop it was of
         self.next_seq: int | None = None  # sequence number the next inter packet must carry
         self.total_frames: int | None = None
+        self.last_frame: int | None = None  # index of the latest frame whose motion decoded
         self.stats = DecodeStats()
         self._needs_keyframe = False
         # The layer shows the sender's own face as it was: fused into a redirected head or
@@ -153,7 +155,10 @@ class PacketDecoder:
             m = self.avatar.drive(self._drive_from, m)
         return self.pose(m)
 
-    def push(self, packet: Packet) -> list[tuple[int, np.ndarray]]:
+    def push(self, packet: Packet, draw: bool = True) -> list[tuple[int, np.ndarray]]:
+        """The frames this packet completes. `draw` False: decode its motion (every later
+        packet is predicted from it) but draw none of its frames; a live receiver that is
+        behind real time catches up so instead of showing ever later frames."""
         if packet.type == PacketType.KEYFRAME:
             self._keyframe(packet)
             return []
@@ -190,9 +195,16 @@ class PacketDecoder:
             self.next_seq = None
             raise
         self.next_seq = (packet.seq + 1) & 0xFFFF
+        if motions:
+            self.last_frame = packet.timestamp + len(motions) - 1
         out = []
         for i, m in enumerate(motions):
             target = self._target(m)
+            if not draw:
+                if self.layer is not None:
+                    self.layer.note(packet.timestamp + i, m)
+                self.stats.frames_undrawn += 1
+                continue
             if self.layer is not None:  # renders only if the layer leaves it anything to do
                 frame = self.layer.fuse(packet.timestamp + i, p.keyframe_id,
                                         lambda t=target: self.renderer.render(t), m)
@@ -330,15 +342,19 @@ class _LayerState:
         self.decoder.reset()
         self.next_seq = None
 
+    def note(self, index: int, motion: Motion) -> None:
+        """The Motion of frame `index` (drawn or not): a held picture is moved on by it."""
+        self.motions[index] = motion
+        for old in sorted(self.motions)[:-self.HISTORY]:
+            del self.motions[old]
+
     def fuse(self, index: int, keyframe_id: int, render: Callable[[], np.ndarray],
              motion: Motion) -> np.ndarray:
         """The frame fused with the latest layer picture at or before it, of the same crop
         and at most one layer period old; the frame itself otherwise. A picture older than
         the frame is first moved on as its move says (packets.MOVE_*). `render` draws the
         frame from the reference, called only when it is needed."""
-        self.motions[index] = motion
-        for old in sorted(self.motions)[:-self.HISTORY]:
-            del self.motions[old]
+        self.note(index, motion)
         if self.fusion is None:
             return render()
         ts = max((t for t in self.pictures if t <= index), default=None)

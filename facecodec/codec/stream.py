@@ -145,11 +145,16 @@ class StreamDecoder:
     def __init__(self, header_bytes: bytes, renderer: str = DEFAULT_RENDERER) -> None:
         self.decoder = PacketDecoder(StreamHeader.from_bytes(header_bytes), renderer)
 
-    def push(self, packet: bytes) -> list[tuple[int, np.ndarray]]:
+    def push(self, packet: bytes, draw: bool = True) -> list[tuple[int, np.ndarray]]:
+        """`draw` False: decode without drawing (PacketDecoder.push)."""
         p, end = decode_packet(packet)
         if end != len(packet):
             raise BitstreamError(f"{len(packet) - end} stray bytes after a packet")
-        return self.decoder.push(p)
+        return self.decoder.push(p, draw)
+
+    @property
+    def last_frame(self) -> int | None:
+        return self.decoder.last_frame
 
     def needs_keyframe(self) -> bool:
         return self.decoder.needs_keyframe()

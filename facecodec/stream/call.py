@@ -76,6 +76,10 @@ class CallOptions:
     renderer: str = CALL_RENDERER
     layer_kbps: float = 0.0  # low-resolution layer beside the motion (0: motion only)
     reference: str = "best"  # motion only: refresh the reference as the call goes (codec/scout.py)
+    # A packet that waited longer than this in the receiver's queue is decoded but not drawn:
+    # a renderer slower than the frame rate then shows fewer frames, not ever later ones.
+    # None: draw every frame however late.
+    late_s: float | None = 0.1
     pli_interval_s: float = 0.5  # at most one keyframe request per interval
     loss_report_s: float = 1.0  # how often the receiver reports motion-packet loss
     on_viewer: Callable[[str], None] | None = None  # told the viewer URL once it listens
@@ -90,6 +94,7 @@ class CallStats:
     frames_skipped: int = 0  # captured while the encoder was behind real time: not encoded
     frames_rendered: int = 0
     frames_concealed: int = 0  # frame indices never rendered (last frame held instead)
+    frames_late: int = 0  # decoded but not drawn: their packet came while the receiver was behind
     frames_fused: int = 0  # frames drawn with the low-resolution layer
     decode_errors: int = 0
     keyframe_requests_sent: int = 0
@@ -120,6 +125,7 @@ class CallStats:
             "frames_skipped": self.frames_skipped,
             "frames_rendered": self.frames_rendered,
             "frames_concealed": self.frames_concealed,
+            "frames_late": self.frames_late,
             "frames_fused": self.frames_fused,
             "decode_errors": self.decode_errors,
             "keyframe_requests_sent": self.keyframe_requests_sent,
@@ -368,13 +374,20 @@ class _Call:
             assert isinstance(event, PacketReceived)
             if decoder is None:
                 continue  # motion that overtook the stream start on the other channel
-            fused = decoder.stats.frames_fused
+            fused, undrawn = decoder.stats.frames_fused, decoder.stats.frames_undrawn
+            late = self.options.late_s
+            draw = late is None or time.time() - event.arrival <= late
             try:
-                frames = await loop.run_in_executor(self._decode_pool, decoder.push, event.data)
+                frames = await loop.run_in_executor(
+                    self._decode_pool, decoder.push, event.data, draw
+                )
             except BitstreamError:
                 self.stats.decode_errors += 1
                 frames = []
             self.stats.frames_fused += decoder.stats.frames_fused - fused
+            if decoder.stats.frames_undrawn > undrawn:  # skipped, not lost: not concealed
+                self.stats.frames_late += decoder.stats.frames_undrawn - undrawn
+                last_index = max(last_index or 0, decoder.last_frame or 0)
             for index, rgb in frames:
                 await self.show(index, rgb, t0 + index / fps)
                 if last_index is not None and index > last_index + 1:
@@ -514,7 +527,8 @@ def call_main(args: argparse.Namespace) -> int:
         f"sent {s['frames_sent']} frames, rendered {s['frames_rendered']} at {s['fps']:.1f} fps, "
         f"motion {s['motion_kbps']:.2f} kbps, layer {s['layer_kbps']:.2f} kbps, "
         f"audio {s['audio_kbps']:.1f} kbps, "
-        f"latency p50 {s['latency_p50_ms'] or 0:.0f} ms",
+        f"latency p50 {s['latency_p50_ms'] or 0:.0f} ms"
+        + (f", {s['frames_late']} frames not drawn (behind real time)" if s["frames_late"] else ""),
         flush=True,
     )
     return 0
