@@ -158,7 +158,7 @@ class PacketDecoder:
     def push(self, packet: Packet, draw: bool = True) -> list[tuple[int, np.ndarray]]:
         """The frames this packet completes. `draw` False: decode its motion (every later
         packet is predicted from it) but draw none of its frames; a live receiver that is
-        behind real time catches up so instead of showing ever later frames."""
+        behind real time catches up this way instead of showing ever later frames."""
         if packet.type == PacketType.KEYFRAME:
             self._keyframe(packet)
             return []
