@@ -484,6 +484,9 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="random extra delay")
     parser.add_argument("--preset", help="motion preset (default medium; low with a layer)")
     parser.add_argument("--renderer", default=CALL_RENDERER)
+    parser.add_argument("--late-ms", type=float, default=100.0,
+                        help="decode but do not draw packets that waited longer than this for "
+                             "the receiver, so a slow renderer stays in real time (0: draw all)")
     parser.add_argument("--layer-kbps", type=float, default=0.0,
                         help="send the low-resolution layer at this rate (0: motion only)")
     parser.add_argument("--reference", choices=("best", "first"), default="best",
@@ -499,6 +502,8 @@ def call_main(args: argparse.Namespace) -> int:
     impairment = None
     if args.loss or args.jitter_ms:
         impairment = Impairment(loss=args.loss, jitter_ms=args.jitter_ms)
+    if not args.late_ms >= 0:
+        raise FacecodecError(f"--late-ms must be 0 or more (got {args.late_ms})")
     options = CallOptions(
         seconds=args.seconds,
         loop_source=args.loop,
@@ -513,6 +518,7 @@ def call_main(args: argparse.Namespace) -> int:
         renderer=args.renderer,
         layer_kbps=args.layer_kbps,
         reference=args.reference,
+        late_s=args.late_ms / 1000 if args.late_ms > 0 else None,
         on_viewer=lambda url: print(f"viewer: {url}", flush=True),
         on_connected=lambda: print("connected", flush=True),
     )
