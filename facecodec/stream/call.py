@@ -93,7 +93,7 @@ class CallStats:
     frames_sent: int = 0
     frames_skipped: int = 0  # captured while the encoder was behind real time: not encoded
     frames_rendered: int = 0
-    frames_concealed: int = 0  # frame indices never rendered (last frame held instead)
+    frames_concealed: int = 0  # frame indices lost, never decoded (last frame held instead)
     frames_late: int = 0  # decoded but not drawn: their packet came while the receiver was behind
     frames_fused: int = 0  # frames drawn with the low-resolution layer
     decode_errors: int = 0
