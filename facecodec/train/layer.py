@@ -83,8 +83,8 @@ def prepare_clip(
     for rows in segs if ref_quality is not None else []:
         lo, hi = ref_quality  # a fixed quality draws nothing: v1's random stream is kept
         q = lo if lo == hi else int(rng.integers(lo, hi + 1))
-        # as trained
-        refs[int(rows[0])] = round_trip(np.asarray(clip.crops[rows[0]]), q, fast=True)
+        crop = np.asarray(clip.crops[rows[0]])
+        refs[int(rows[0])] = round_trip(crop, q, fast=True)  # fast: as the weights were trained
     layers = []
     for _ in range(variants):
         size = int(rng.choice([s for s, _ in sizes], p=[p for _, p in sizes]))
