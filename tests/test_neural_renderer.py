@@ -318,3 +318,42 @@ def test_onnx_parity(frames: tuple, tmp_path: Path) -> None:
         r.set_reference(key.image, key.motion)
     a, b = on_torch.render(motions[12]), on_ort.render(motions[12])
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_the_net_run_on_a_window_draws_the_frame_it_draws_on_the_whole(frames: tuple) -> None:
+    """The renderer runs the refiner on a window around the opening mouth: within 1 grey
+    level of the refiner on the whole frame, and the same frame outside the window."""
+    _, motions, key = frames
+    basis = load_basis()
+    neural = make_renderer("neural", basis, SIZE)
+    assert isinstance(neural, NeuralRenderer)
+    neural.set_reference(key.image, key.motion)
+    windows = 0
+    for i in range(30):
+        warped, cond = neural.cond(basis.landmarks(motions[i], SIZE),
+                                   motions[i].surround_towards(key.motion))
+        c0 = torch.from_numpy(cond).permute(2, 0, 1)[None]
+        if float(opening_weight(c0, neural.net.config.opening)) == 0.0:
+            continue
+        win = neural.net.window(c0)
+        assert win is not None
+        t, b, lf, r = win
+        assert all(v % 16 == 0 for v in win) and (b - t) * (r - lf) < 0.75 * SIZE * SIZE
+        with torch.inference_mode():
+            whole = neural.net(*to_inputs(warped, neural._restored, cond))
+        whole8 = whole[0].mul(255).round().permute(1, 2, 0).to(torch.uint8).numpy()
+        drawn = neural.render(motions[i])
+        assert np.abs(drawn.astype(int) - whole8.astype(int)).max() <= 1
+        outside = np.ones((SIZE, SIZE), bool)
+        outside[t:b, lf:r] = False
+        assert np.array_equal(whole8[outside], warped[outside])  # nothing lost by the window
+        windows += 1
+    assert windows >= 5  # 8 frames of these 30 run the net
+
+
+def test_the_square_dilation_is_separable() -> None:
+    net = RefinerNet(RefinerConfig(region=6, region_eyes=True))
+    c = (torch.rand(2, COND_CHANNELS, 64, 48) > 0.995).float()
+    k = 2 * 6 + 1
+    square = torch.nn.functional.max_pool2d(c[:, 2:5].amax(1, keepdim=True), k, 1, k // 2)
+    assert torch.equal(net.changes(c), square) and float(square.sum()) > 0

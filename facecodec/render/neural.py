@@ -70,6 +70,10 @@ MODEL_PREFIX = "refiner-v1"
 COND_CHANNELS = 5  # flow dx, dy; warped reference mouth; target mouth; target eyes
 ALIGN = 16  # the U-Net downsamples four times
 OPENING_SIDE = 128  # the opening gate counts pixels as on a 256 px frame's half-res cond
+# Context kept around the pixels the net may change when it runs on a window of the frame:
+# at 64 px the window's frame is within 1 grey level of the whole frame's on every frame the
+# net draws in the first 150 of each validation clip (at 48 px up to 4 on one clip).
+WINDOW_MARGIN = 64
 FLOW_SCALE = 8.0  # displacements are given in units of size / FLOW_SCALE (|d| ~ 1)
 
 
@@ -162,17 +166,59 @@ class RefinerNet(nn.Module):
             nn.init.zeros_(self.full.bias)
 
     def forward(
-        self, image: torch.Tensor, cond: torch.Tensor, with_mask: bool = False
+        self, image: torch.Tensor, cond: torch.Tensor, with_mask: bool = False,
+        opening: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The frame, or for training (frame, blend mask (B,1,H,W), the frame again but with
         no gradient through the mask). Training keeps the mask sparse; adversarial terms
         judge the third, so they change what is drawn, not where (let through the mask, they
-        closed it everywhere within 500 steps of a fine-tune)."""
-        out, mask, drawn = self._blend(image, cond, with_mask)
+        closed it everywhere within 500 steps of a fine-tune). `opening`: the gate's weight
+        (B,1,1,1) counted on the whole frame, when image and cond are a `window` of it."""
+        out, mask, drawn = self._blend(image, cond, with_mask, opening)
         return (out, mask, drawn) if with_mask and drawn is not None else out
 
+    def _parts(self, cond: torch.Tensor) -> torch.Tensor:
+        """(B,1,h,w): the target's mouth and eyes, or where its mouth opens beyond where the
+        reference's lands (`disocclusion`), before the dilation by `region`."""
+        if self.config.disocclusion:
+            return (cond[:, 3:4] - cond[:, 2:3]).clamp_min(0.0)
+        return (cond[:, 2:5] if self.config.region_eyes else cond[:, 2:4]).amax(1, keepdim=True)
+
+    def changes(self, cond: torch.Tensor) -> torch.Tensor:
+        """(B,1,h,w) at cond's half resolution: > 0 where the blend mask may be non-zero."""
+        k, r = 2 * self.config.region + 1, self.config.region
+        # A square max filter as a column then a row one: the same values, a fraction of
+        # the time of one k x k pool.
+        near = F.max_pool2d(self._parts(cond), (k, 1), 1, (r, 0))
+        return F.max_pool2d(near, (1, k), 1, (0, r))
+
+    def window(self, cond: torch.Tensor) -> tuple[int, int, int, int] | None:
+        """(top, bottom, left, right) in frame pixels, multiples of ALIGN: a part of the
+        frame (cond (1,5,h,w)) that holds every pixel the net may change plus WINDOW_MARGIN
+        of context, for a net that leaves the rest as the warp; None: the whole frame (a
+        net that changes every pixel, or a window not much smaller)."""
+        if self.config.region <= 0 or self.config.residual:
+            return None
+        ys, xs = torch.nonzero(self._parts(cond)[0, 0] > 0, as_tuple=True)
+        h, w = 2 * cond.shape[-2], 2 * cond.shape[-1]
+        if len(ys) == 0:
+            return None
+        r = self.config.region
+
+        def span(lo: int, hi: int, size: int) -> tuple[int, int]:
+            # Half-resolution rows/columns lo..hi, dilated by `region`, in frame pixels.
+            a = max(0, (2 * (lo - r) - WINDOW_MARGIN) // ALIGN * ALIGN)
+            return a, min(size, -(-(2 * (hi + r + 1) + WINDOW_MARGIN) // ALIGN) * ALIGN)
+
+        top, bottom = span(int(ys.min()), int(ys.max()), h)
+        left, right = span(int(xs.min()), int(xs.max()), w)
+        if (bottom - top) * (right - left) > 0.75 * h * w:
+            return None
+        return top, bottom, left, right
+
     def _blend(
-        self, image: torch.Tensor, cond: torch.Tensor, training: bool
+        self, image: torch.Tensor, cond: torch.Tensor, training: bool,
+        opening: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         act = nn.functional.leaky_relu
         e1 = act(self.fuse(torch.cat([act(self.stem(image), 0.2), cond], 1)), 0.2)
@@ -192,16 +238,12 @@ class RefinerNet(nn.Module):
         # pixels pushed below 0 early in training are not dead for the rest of it.
         mask = logit + (logit.clamp(0.0, 1.0) - logit).detach()
         if self.config.region > 0:
-            # Target mouth and eyes, and where the reference's mouth lands, dilated.
-            k = 2 * self.config.region + 1
-            if self.config.disocclusion:
-                parts = (cond[:, 3:4] - cond[:, 2:3]).clamp_min(0.0)
-            else:
-                parts = cond[:, 2:5] if self.config.region_eyes else cond[:, 2:4]
-            near = F.max_pool2d(parts.amax(dim=1, keepdim=True), k, 1, k // 2)
-            mask = mask * _up(near)
+            # Target mouth and eyes, or where the target's mouth opens beyond where the
+            # reference's lands, dilated.
+            mask = mask * _up(self.changes(cond))
             if self.config.disocclusion and self.config.opening[1] > 0:
-                mask = mask * opening_weight(cond, self.config.opening)
+                mask = mask * (opening_weight(cond, self.config.opening) if opening is None
+                               else opening)
         out = warp + mask * (h[:, 4:7] - warp)
         if self.config.residual:
             out = out + h[:, :3]
@@ -360,6 +402,7 @@ class NeuralRenderer(Renderer):
         if threads is not None:
             torch.set_num_threads(threads)
         self.cond = Conditioner(size)
+        self._gates = self.net.config.gates_frames()
         self.ort: OnnxRefiner | None = None
         if onnx is not None:
             if not onnx.exists():
@@ -388,17 +431,29 @@ class NeuralRenderer(Renderer):
         assert self._restored is not None and self.ref_motion is not None
         warped, cond = self.cond(self.basis.landmarks(target, self.size),
                                  target.surround_towards(self.ref_motion))
-        if self.net.config.gates_frames():
+        c0 = torch.from_numpy(cond).permute(2, 0, 1)[None]
+        weight = None
+        if self._gates:
             # The mouth opens no more than the reference's: the net would return the warp.
-            c0 = torch.from_numpy(cond).permute(2, 0, 1)[None]
-            if float(opening_weight(c0, self.net.config.opening)) == 0.0:
+            weight = opening_weight(c0, self.net.config.opening)
+            if float(weight) == 0.0:
                 return warped.copy()
-        x, c = to_inputs(warped, self._restored, cond)
         if self.ort is not None:
+            x, c = to_inputs(warped, self._restored, cond)
             out = self.ort(x.contiguous().numpy(), c.contiguous().numpy())
             return to_image(torch.from_numpy(out))
+        win = self.net.window(c0)
         with torch.inference_mode():
-            return to_image(self.net(x, c))
+            if win is None:
+                return to_image(self.net(*to_inputs(warped, self._restored, cond)))
+            # The net leaves the warp outside a region around the opening mouth: run it on a
+            # window there (half the frame or less; WINDOW_MARGIN).
+            t, b, lf, r = win
+            x, c = to_inputs(warped[t:b, lf:r], self._restored[t:b, lf:r],
+                             cond[t // 2:b // 2, lf // 2:r // 2])
+            out = warped.copy()
+            out[t:b, lf:r] = to_image(self.net(x, c, opening=weight))
+            return out
 
 
 # -- ONNX -----------------------------------------------------------------------------------
