@@ -16,6 +16,7 @@ from facecodec.bitstream.container import (
     VERSION_MINOR,
     FcvReader,
     FcvWriter,
+    LayerParams,
     StreamHeader,
     parse_header,
     read_fcv,
@@ -298,6 +299,19 @@ def test_header_validation() -> None:
         h = StreamHeader(**_with(HEADER, **kwargs))
         with pytest.raises(BitstreamError):
             h.to_bytes()
+
+
+@pytest.mark.parametrize("layer", [None, LayerParams(1, 128, 3, "layerfuse-v1-0123abcd")])
+def test_the_largest_coder_config_that_fits_round_trips(layer: LayerParams | None) -> None:
+    """A header at its u16 length limit is written and read back; one byte more is a
+    BitstreamError, not a struct overflow."""
+    base = StreamHeader(**_with(HEADER, layer=layer))
+    fill = 0xFFFF - len(base.to_bytes()) + len(base.coder_config)
+    big = StreamHeader(**_with(base, coder_config=b"\x01" * fill))
+    raw = big.to_bytes()
+    assert len(raw) == 0xFFFF and StreamHeader.from_bytes(raw) == big
+    with pytest.raises(BitstreamError, match="too large"):
+        StreamHeader(**_with(base, coder_config=b"\x01" * (fill + 1))).to_bytes()
 
 
 def _with(h: StreamHeader, **changes: object) -> dict:

@@ -131,10 +131,10 @@ class StreamHeader:
             if self.layer.size > self.size:
                 raise BitstreamError(f"layer size {self.layer.size} is larger than the "
                                      f"{self.size} px crop")
+        # The layer's fields are written (empty) without a layer too.
         room = (MAX_HEADER - MIN_HEADER - len(self.basis_id) - len(self.model_id)
-                - len(self.preset) - 1 - len(self.restorer))
-        if self.layer is not None:
-            room -= _LAYER.size + 1 + len(self.layer.model)
+                - len(self.preset) - 1 - len(self.restorer) - _LAYER.size - 1
+                - (len(self.layer.model) if self.layer is not None else 0))
         if len(self.coder_config) > room:
             raise BitstreamError(f"coder config of {len(self.coder_config)} bytes is too large")
 
