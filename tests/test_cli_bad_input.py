@@ -429,6 +429,9 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
     for late in ("-5", "nan"):  # refused before any connection is tried
         run = run_main("call", "room1", "--late-ms", late)
         assert "--late-ms must be 0 or more" in assert_one_line_error(run, code=2)
+    run = run_main("call", "room1", "--renderer", "bogus")  # before the viewer or signaling
+    assert "unknown renderer 'bogus'" in assert_one_line_error(run, code=2)
+    assert "viewer" not in run.stdout
     assert list(out_dir.iterdir()) == [] and blocker.read_text() == ""
 
 

@@ -357,3 +357,16 @@ def test_the_square_dilation_is_separable() -> None:
     k = 2 * 6 + 1
     square = torch.nn.functional.max_pool2d(c[:, 2:5].amax(1, keepdim=True), k, 1, k // 2)
     assert torch.equal(net.changes(c), square) and float(square.sum()) > 0
+
+
+def test_warm_up_draws_nothing_and_changes_nothing(frames: tuple) -> None:
+    _, motions, key = frames
+    basis = load_basis()
+    warmed, fresh = make_renderer("neural", basis, SIZE), make_renderer("neural", basis, SIZE)
+    warmed.warm_up()
+    with pytest.raises(FacecodecError, match="no reference"):
+        warmed.render(motions[0])  # still no reference
+    for r in (warmed, fresh):
+        r.set_reference(key.image, key.motion)
+    for i in (5, 20):
+        assert np.array_equal(warmed.render(motions[i]), fresh.render(motions[i]))

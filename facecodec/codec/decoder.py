@@ -27,7 +27,7 @@ from facecodec.capture.video import VideoWriter
 from facecodec.codec.keyframe import decode_image
 from facecodec.codec.layer import LayerDecoder
 from facecodec.errors import BitstreamError, FacecodecError
-from facecodec.motion.basis import ExpressionBasis, basis_for_id
+from facecodec.motion.basis import ExpressionBasis, basis_for_id, load_basis
 from facecodec.motion.coder import CoderConfig, MotionDecoder
 from facecodec.motion.motion import Motion
 from facecodec.render.base import Renderer
@@ -487,3 +487,14 @@ def decode_packets(
     for i, f in enumerate(out):
         out[i] = last = f if f is not None else last
     return np.stack(out)  # type: ignore[arg-type]
+
+
+def warm_up(renderer: str, size: int) -> None:
+    """Load and run once what a live receiver's first frames would otherwise wait for, about
+    a second each: the renderer's networks (Renderer.warm_up) and torch with the layer
+    fusion, which a peer's layer needs. Draws nothing."""
+    from facecodec.render.layer_fusion import LayerFusion
+
+    make_renderer(renderer, load_basis(), size).warm_up()
+    frame = np.zeros((size, size, 3), np.uint8)
+    LayerFusion("net")(frame, frame[: size // 2, : size // 2], 0.0)

@@ -14,7 +14,7 @@ import numpy as np
 from facecodec.bitstream.container import LayerParams, StreamHeader
 from facecodec.bitstream.packets import decode_packet, encode_packet
 from facecodec.codec.analysis import EventStabiliser, FaceAnalyzer, KeyframeEvent, MotionEvent
-from facecodec.codec.decoder import DecodeStats, PacketDecoder
+from facecodec.codec.decoder import DecodeStats, PacketDecoder, warm_up
 from facecodec.codec.encoder import (
     EncoderSettings,
     Packetizer,
@@ -144,6 +144,11 @@ class StreamDecoder:
 
     def __init__(self, header_bytes: bytes, renderer: str = DEFAULT_RENDERER) -> None:
         self.decoder = PacketDecoder(StreamHeader.from_bytes(header_bytes), renderer)
+
+    @staticmethod
+    def warm_up(renderer: str, size: int) -> None:
+        """Before a stream starts: load and run its networks once (decoder.warm_up)."""
+        warm_up(renderer, size)
 
     def push(self, packet: bytes, draw: bool = True) -> list[tuple[int, np.ndarray]]:
         """`draw` False: decode without drawing (PacketDecoder.push)."""

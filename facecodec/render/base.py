@@ -56,6 +56,12 @@ class Renderer(ABC):
             self.set_reference(reference, ref_motion)
         return self.render(target)
 
+    def warm_up(self) -> None:
+        """Run once whatever is slow the first time in a process (a network's first pass),
+        so that a live receiver's first frames do not wait for it. Draws nothing; the
+        mesh warp has nothing to warm."""
+        return None
+
     @abstractmethod
     def _prepare(self, image: np.ndarray, motion: Motion) -> None: ...
 

@@ -413,6 +413,16 @@ class NeuralRenderer(Renderer):
     def model_id(self) -> str:
         return self._model_id
 
+    def warm_up(self) -> None:
+        # A process's first pass through a network costs about a second more than the next
+        # (allocator, kernel set-up): a call's receiver pays it before the stream starts.
+        with torch.inference_mode():
+            if self.restorer is not None:
+                self.restorer(torch.zeros(1, 3, self.size, self.size))
+            half = self.size // 2
+            self.net(torch.zeros(1, 6, self.size, self.size),
+                     torch.zeros(1, COND_CHANNELS, half, half))
+
     @property
     def restorer_id(self) -> str:
         return self._restorer_id

@@ -26,7 +26,9 @@ RENDERERS: dict[str, Callable[[ExpressionBasis, int], Renderer]] = {
 # ladder (docs/neural_renderer.md). A live call keeps the warp (CALL_RENDERER).
 DEFAULT_RENDERER = "neural"
 # Both ends of a call share the CPU with the face tracker and the encoder: the warp's 4-6 ms
-# a frame leave the most room; `--renderer neural` asks for the other.
+# a frame leave the most room (a receiver's CPU in a loopback call: 25-30 % of a core, 41-65 %
+# with the neural renderer, which also keeps real time: docs/live_calls.md); `--renderer
+# neural` asks for the other.
 CALL_RENDERER = "warp"
 
 

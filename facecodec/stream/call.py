@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -80,6 +81,8 @@ class CallOptions:
     # a renderer slower than the frame rate then shows fewer frames, not ever later ones.
     # None: draw every frame however late.
     late_s: float | None = 0.1
+    # Torch threads of the receiver's networks: the call's machine also runs its sender.
+    decode_threads: int = 1
     pli_interval_s: float = 0.5  # at most one keyframe request per interval
     loss_report_s: float = 1.0  # how often the receiver reports motion-packet loss
     on_viewer: Callable[[str], None] | None = None  # told the viewer URL once it listens
@@ -165,6 +168,14 @@ def _codec() -> tuple[Any, Any]:
     return StreamEncoder, StreamDecoder
 
 
+def _torch_threads(n: int) -> None:
+    """Set torch's thread count if torch is loaded: a receiver without networks (the mesh
+    warp, motion only) never loads it, and loading it would stall the stream a second."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+
+
 class _Source:
     """A video file's frames, looped if asked, read off the event loop."""
 
@@ -223,6 +234,11 @@ class _Call:
 
     async def run(self, room: str, signal_url: str) -> CallStats:
         wall0, cpu0 = time.monotonic(), time.process_time()
+        # Before any peer can send (and a renderer that does not exist fails here): the
+        # first frames of a stream would otherwise wait for the networks to load, about a
+        # second (measured: 29-55 of the first frames then not drawn).
+        await asyncio.get_running_loop().run_in_executor(
+            self._decode_pool, self.decoder_cls.warm_up, self.options.renderer, self.options.size)
         if self.render in ("local", "cloud"):
             self.viewer = Viewer(has_audio=self.options.audio != "none")
             host = self.options.viewer_host if self.render == "cloud" else "127.0.0.1"
@@ -369,6 +385,10 @@ class _Call:
                     decoder = await loop.run_in_executor(
                         self._decode_pool, self.decoder_cls, msg["header"], self.options.renderer
                     )
+                    # After the decoder (its renderer and layer fusion set their own count),
+                    # on the thread that decodes.
+                    await loop.run_in_executor(self._decode_pool, _torch_threads,
+                                               self.options.decode_threads)
                     t0, fps, last_index = msg["t0"], msg["fps"], None
                 continue
             assert isinstance(event, PacketReceived)
