@@ -72,6 +72,17 @@ def test_decode_frame_count_and_size(
     assert plain_frames.shape == (GRID_FRAMES, SIZE, SIZE, 3)
 
 
+def test_decode_under_onnxruntime_draws_the_same_video(
+    encoded_grid: EncodedClip, plain_frames: np.ndarray, tmp_path: Path
+) -> None:
+    out = tmp_path / "onnx.mp4"
+    assert cli.main(["decode", str(encoded_grid.fcv), "-o", str(out),
+                     "--renderer", "neural-onnx"]) == 0
+    got = _frames(out)
+    assert got.shape == plain_frames.shape
+    assert _psnr(plain_frames, got) > 50.0  # the same frames but for rounding, re-encoded
+
+
 def test_reconstruction_psnr_against_keyframe_crops(
     encoded_grid: EncodedClip, plain_frames: np.ndarray
 ) -> None:

@@ -319,6 +319,25 @@ def test_onnx_parity(frames: tuple, tmp_path: Path) -> None:
     a, b = on_torch.render(motions[12]), on_ort.render(motions[12])
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
+    # The shipped net, exported in memory, on the windows the renderer runs it on (the
+    # opening gate's weight an input of the graph).
+    shipped = load_net(DEFAULT_WEIGHTS)
+    on_torch = NeuralRenderer(basis, SIZE, net=shipped)
+    on_ort = NeuralRenderer(basis, SIZE, net=shipped, onnx=True)
+    assert on_ort.ort is not None and "opening" in on_ort.ort.inputs
+    drawn = 0
+    for r in (on_torch, on_ort):
+        r.set_reference(key.image, key.motion)
+    for m in motions:
+        _, cond = on_torch.cond(basis.landmarks(m, SIZE), m.surround_towards(key.motion))
+        c0 = torch.from_numpy(cond).permute(2, 0, 1)[None]
+        if float(opening_weight(c0, shipped.config.opening)) > 0:
+            assert shipped.window(c0) is not None
+            drawn += 1
+        a, b = on_torch.render(m), on_ort.render(m)
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert drawn >= 5
+
 
 def test_the_net_run_on_a_window_draws_the_frame_it_draws_on_the_whole(frames: tuple) -> None:
     """The renderer runs the refiner on a window around the opening mouth: within 1 grey

@@ -42,6 +42,7 @@ convolution runs at full resolution, which keeps the net near 20 ms on two cores
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -372,8 +373,8 @@ class NeuralRenderer(Renderer):
     .json beside it; `net`: use this network instead (tests, training), its id is still its
     content hash. `restorer`: the network that restores each reference once, before it is
     warped (facecodec/render/restore.py); by default the shipped one, None for none.
-    `onnx`: run the refiner from this exported file under onnxruntime instead of PyTorch
-    (the file is written from the net if missing)."""
+    `onnx`: run the refiner under onnxruntime instead of PyTorch, exported to this file
+    (written from the net if missing) or, True, in memory."""
 
     name = "neural"
 
@@ -384,7 +385,7 @@ class NeuralRenderer(Renderer):
         weights: Path | str | None = DEFAULT_WEIGHTS,
         net: RefinerNet | None = None,
         threads: int | None = 2,
-        onnx: Path | None = None,
+        onnx: Path | bool = False,
         restorer: RestoreNet | Path | None = RESTORE_WEIGHTS,
     ) -> None:
         super().__init__(basis, size)
@@ -404,10 +405,12 @@ class NeuralRenderer(Renderer):
         self.cond = Conditioner(size)
         self._gates = self.net.config.gates_frames()
         self.ort: OnnxRefiner | None = None
-        if onnx is not None:
+        if isinstance(onnx, Path):
             if not onnx.exists():
                 export_onnx(self.net, onnx, size)
             self.ort = OnnxRefiner(onnx, threads or 2)
+        elif onnx:
+            self.ort = OnnxRefiner(onnx_model(self.net, size), threads or 2)
 
     @property
     def model_id(self) -> str:
@@ -442,50 +445,78 @@ class NeuralRenderer(Renderer):
         warped, cond = self.cond(self.basis.landmarks(target, self.size),
                                  target.surround_towards(self.ref_motion))
         c0 = torch.from_numpy(cond).permute(2, 0, 1)[None]
-        weight = None
-        if self._gates:
-            # The mouth opens no more than the reference's: the net would return the warp.
-            weight = opening_weight(c0, self.net.config.opening)
-            if float(weight) == 0.0:
+        config = self.net.config
+        # The opening gate's weight, counted on the whole frame (1: a net without the gate
+        # does not read it).
+        weight = torch.ones(1, 1, 1, 1)
+        if config.region > 0 and config.disocclusion and config.opening[1] > 0:
+            weight = opening_weight(c0, config.opening)
+            if self._gates and float(weight) == 0.0:
+                # The mouth opens no more than the reference's: the net would return the warp.
                 return warped.copy()
+        # The net leaves the warp outside a region around the opening mouth: it runs on a
+        # window there (half the frame or less; WINDOW_MARGIN), or on the whole frame.
+        t, b, lf, r = self.net.window(c0) or (0, self.size, 0, self.size)
+        x, c = to_inputs(warped[t:b, lf:r], self._restored[t:b, lf:r],
+                         cond[t // 2:b // 2, lf // 2:r // 2])
         if self.ort is not None:
-            x, c = to_inputs(warped, self._restored, cond)
-            out = self.ort(x.contiguous().numpy(), c.contiguous().numpy())
-            return to_image(torch.from_numpy(out))
-        win = self.net.window(c0)
-        with torch.inference_mode():
-            if win is None:
-                return to_image(self.net(*to_inputs(warped, self._restored, cond)))
-            # The net leaves the warp outside a region around the opening mouth: run it on a
-            # window there (half the frame or less; WINDOW_MARGIN).
-            t, b, lf, r = win
-            x, c = to_inputs(warped[t:b, lf:r], self._restored[t:b, lf:r],
-                             cond[t // 2:b // 2, lf // 2:r // 2])
-            out = warped.copy()
-            out[t:b, lf:r] = to_image(self.net(x, c, opening=weight))
-            return out
+            drawn = to_image(torch.from_numpy(self.ort(
+                x.contiguous().numpy(), c.contiguous().numpy(), weight.numpy())))
+        else:
+            with torch.inference_mode():
+                drawn = to_image(self.net(x, c, opening=weight))
+        if (b - t, r - lf) == (self.size, self.size):
+            return drawn
+        out = warped.copy()
+        out[t:b, lf:r] = drawn
+        return out
 
 
 # -- ONNX -----------------------------------------------------------------------------------
 
 
-def export_onnx(net: RefinerNet, path: Path, size: int = 256) -> None:
-    """Export the refiner (inputs `image`, `cond`; output `frame`), sizes dynamic."""
-    net = net.eval()
+class _Exported(nn.Module):
+    """The refiner with the opening gate's weight as an input: the renderer runs it on a
+    window of the frame, where the gate cannot be counted (RefinerNet.forward)."""
+
+    def __init__(self, net: RefinerNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor, cond: torch.Tensor,
+                opening: torch.Tensor) -> torch.Tensor:
+        out = self.net(image, cond, opening=opening)
+        assert isinstance(out, torch.Tensor)
+        return out
+
+
+def onnx_model(net: RefinerNet, size: int = 256) -> bytes:
+    """The refiner as ONNX (inputs `image` (B,6,H,W), `cond` (B,5,H/2,W/2), `opening`
+    (B,1,1,1), the gate's weight on the whole frame; output `frame`), sizes dynamic."""
     x = torch.zeros(1, 6, size, size)
     c = torch.zeros(1, COND_CHANNELS, size // 2, size // 2)
     axes = {0: "batch", 2: "h", 3: "w"}
+    buf = io.BytesIO()
     torch.onnx.export(
-        net, (x, c), str(path), input_names=["image", "cond"], output_names=["frame"],
-        dynamic_axes={"image": axes, "cond": {0: "batch", 2: "h2", 3: "w2"}, "frame": axes},
+        _Exported(net.eval()), (x, c, torch.ones(1, 1, 1, 1)), buf,
+        input_names=["image", "cond", "opening"], output_names=["frame"],
+        dynamic_axes={"image": axes, "cond": {0: "batch", 2: "h2", 3: "w2"},
+                      "opening": {0: "batch"}, "frame": axes},
         opset_version=17, dynamo=False,
     )
+    return buf.getvalue()
+
+
+def export_onnx(net: RefinerNet, path: Path, size: int = 256) -> None:
+    """Write `onnx_model` to `path`."""
+    path.write_bytes(onnx_model(net, size))
 
 
 class OnnxRefiner:
-    """The exported refiner under onnxruntime: a callable like RefinerNet on numpy inputs."""
+    """The exported refiner under onnxruntime: a callable like RefinerNet on numpy inputs.
+    `model`: an exported file or its bytes."""
 
-    def __init__(self, path: Path, threads: int = 2) -> None:
+    def __init__(self, model: Path | bytes, threads: int = 2) -> None:
         try:
             import onnxruntime as ort
         except ImportError as e:  # optional dependency
@@ -495,10 +526,18 @@ class OnnxRefiner:
         opts.inter_op_num_threads = 1
         # Busy-waiting worker threads collapse when other processes share the cores.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            model if isinstance(model, bytes) else str(model), opts,
+            providers=["CPUExecutionProvider"])
+        # A net without the opening gate does not read it, and the export drops it.
+        self.inputs = {i.name for i in self.session.get_inputs()}
 
-    def __call__(self, image: np.ndarray, cond: np.ndarray) -> np.ndarray:
-        """image (B,6,H,W), cond (B,5,H/2,W/2) float32 -> (B,3,H,W) float32."""
-        out = self.session.run(["frame"], {"image": image.astype(np.float32),
-                                           "cond": cond.astype(np.float32)})
-        return np.asarray(out[0])
+    def __call__(self, image: np.ndarray, cond: np.ndarray,
+                 opening: np.ndarray | None = None) -> np.ndarray:
+        """image (B,6,H,W), cond (B,5,H/2,W/2), opening (B,1,1,1) (default 1) float32 ->
+        (B,3,H,W) float32."""
+        feed = {"image": image.astype(np.float32), "cond": cond.astype(np.float32)}
+        if "opening" in self.inputs:
+            feed["opening"] = (np.ones((len(image), 1, 1, 1), np.float32) if opening is None
+                               else opening.astype(np.float32))
+        return np.asarray(self.session.run(["frame"], feed)[0])

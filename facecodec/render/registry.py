@@ -17,9 +17,18 @@ def _neural(basis: ExpressionBasis, size: int) -> Renderer:
     return NeuralRenderer(basis, size)
 
 
+def _neural_onnx(basis: ExpressionBasis, size: int) -> Renderer:
+    from facecodec.render.neural import NeuralRenderer
+
+    # The same weights (and model id), the refiner exported to ONNX at start (~0.6 s) and
+    # run by onnxruntime: a path off PyTorch, no faster here (docs/neural_renderer.md).
+    return NeuralRenderer(basis, size, onnx=True)
+
+
 RENDERERS: dict[str, Callable[[ExpressionBasis, int], Renderer]] = {
     "warp": WarpRenderer,
     "neural": _neural,
+    "neural-onnx": _neural_onnx,
 }
 # The neural renderer, since the sender's RESTORE shares: on the validation bench ahead of the
 # warp on VMAF, MS-SSIM and PSNR-Y on every motion-only rung and on AKD over the whole
