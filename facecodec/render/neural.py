@@ -422,9 +422,12 @@ class NeuralRenderer(Renderer):
         with torch.inference_mode():
             if self.restorer is not None:
                 self.restorer(torch.zeros(1, 3, self.size, self.size))
-            half = self.size // 2
-            self.net(torch.zeros(1, 6, self.size, self.size),
-                     torch.zeros(1, COND_CHANNELS, half, half))
+            x = torch.zeros(1, 6, self.size, self.size)
+            c = torch.zeros(1, COND_CHANNELS, self.size // 2, self.size // 2)
+            if self.ort is not None:
+                self.ort(x.numpy(), c.numpy())
+            else:
+                self.net(x, c)
 
     @property
     def restorer_id(self) -> str:
