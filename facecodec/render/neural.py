@@ -36,8 +36,9 @@ where the target's mouth opens beyond where the reference's mouth lands (`disocc
 the pixels the warp can only fill by stretching lips (docs/neural_renderer.md).
 
 The heavy part runs at 1/4 .. 1/16 resolution (a small U-Net with additive skips); no
-convolution runs at full resolution, which keeps the net near 20 ms on two cores
-(benchmarks/neural_renderer.py).
+convolution runs at full resolution, which keeps the net near 14 ms a frame on two cores,
+and since the frame outside that region is the warp's, the renderer runs it on a window
+around the region (`RefinerNet.window`; benchmarks/neural_renderer.py).
 """
 
 from __future__ import annotations
