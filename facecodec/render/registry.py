@@ -36,8 +36,9 @@ RENDERERS: dict[str, Callable[[ExpressionBasis, int], Renderer]] = {
 DEFAULT_RENDERER = "neural"
 # Both ends of a call share the CPU with the face tracker and the encoder: the warp's 4-6 ms
 # a frame leave the most room (a receiver's CPU in a loopback call: 25-30 % of a core, 41-65 %
-# with the neural renderer, which also keeps real time: docs/live_calls.md); `--renderer
-# neural` asks for the other.
+# with the neural renderer; with two calls on the same 2 cores the warp still drew every
+# frame and the neural renderer three in four: docs/live_calls.md); `--renderer neural`
+# asks for the other.
 CALL_RENDERER = "warp"
 
 
