@@ -7,6 +7,7 @@ low-resolution layer under live rate control (layer_rate.LiveLayer).
 
 from __future__ import annotations
 
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -142,8 +143,14 @@ class StreamEncoder:
 class StreamDecoder:
     """Receiver side of a call: push packet bytes as they arrive, get rendered frames."""
 
-    def __init__(self, header_bytes: bytes, renderer: str = DEFAULT_RENDERER) -> None:
+    def __init__(self, header_bytes: bytes, renderer: str = DEFAULT_RENDERER,
+                 threads: int | None = None) -> None:
+        """`threads`: torch threads for the decoder's networks (a call's machine also runs
+        its sender), set after they are made, since each sets its own count."""
         self.decoder = PacketDecoder(StreamHeader.from_bytes(header_bytes), renderer)
+        torch = sys.modules.get("torch")  # not loaded: no network to set (warp, no layer)
+        if threads is not None and torch is not None:
+            torch.set_num_threads(threads)
 
     @staticmethod
     def warm_up(renderer: str, size: int) -> None:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -166,14 +165,6 @@ def _codec() -> tuple[Any, Any]:
     except ImportError as exc:
         raise FacecodecError(f"the streaming codec is not available: {exc}") from None
     return StreamEncoder, StreamDecoder
-
-
-def _torch_threads(n: int) -> None:
-    """Set torch's thread count if torch is loaded: a receiver without networks (the mesh
-    warp, motion only) never loads it, and loading it would stall the stream a second."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(n)
 
 
 class _Source:
@@ -383,12 +374,9 @@ class _Call:
                     self.stats.resilient_reports += self.encoder.resilient
                 elif msg["type"] == "start":
                     decoder = await loop.run_in_executor(
-                        self._decode_pool, self.decoder_cls, msg["header"], self.options.renderer
+                        self._decode_pool, self.decoder_cls, msg["header"], self.options.renderer,
+                        self.options.decode_threads,
                     )
-                    # After the decoder (its renderer and layer fusion set their own count),
-                    # on the thread that decodes.
-                    await loop.run_in_executor(self._decode_pool, _torch_threads,
-                                               self.options.decode_threads)
                     t0, fps, last_index = msg["t0"], msg["fps"], None
                 continue
             assert isinstance(event, PacketReceived)
