@@ -64,6 +64,12 @@ def main() -> None:
     for preset in (0, 1, 2, 4, 6, 8):
         coders[f"av1 preset {preset}"] = _variant(
             "libsvtav1", "libdav1d",
+            lambda q, p=preset: {"crf": str(kf._ladder(q, 63, 1)), "preset": str(p),
+                                 "svtav1-params": kf.AV1_PARAMS},
+        )
+    for preset in (1, 6):  # SVT-AV1's own screen-content guess (what kf.AV1_PARAMS turns off)
+        coders[f"av1 p{preset} scm auto"] = _variant(
+            "libsvtav1", "libdav1d",
             lambda q, p=preset: {"crf": str(kf._ladder(q, 63, 1)), "preset": str(p)},
         )
     coders["hevc slow"] = _variant(
@@ -81,6 +87,7 @@ def main() -> None:
     print(f"\n{'codec':<14} {'quality':>7} {'bytes':>8} {'PSNR-Y':>7} {'enc ms':>7}")
     curves: dict[str, list[list[tuple[float, float]]]] = {}
     timing: dict[str, float] = {}
+    slowest: dict[str, float] = {}
     for name, run in coders.items():
         per_image: list[list[tuple[float, float]]] = [[] for _ in images]
         times = []
@@ -98,10 +105,12 @@ def main() -> None:
             print(f"{name:<14} {q:>7} {np.mean(sizes):>8.0f} {np.mean(psnrs):>7.2f} {enc_ms:>7.1f}")
         curves[name] = per_image
         timing[name] = 1000 * float(np.median(times))
+        slowest[name] = 1000 * float(np.max(times))
 
     print("\nPSNR-Y (dB) at a byte budget, mean over crops (interpolated in log bytes;")
     print("'-' where a codec's quality range does not reach the budget on every crop)")
-    print(f"{'codec':<14} " + " ".join(f"{b:>7}B" for b in BUDGETS) + f" {'enc ms':>7}")
+    print(f"{'codec':<14} " + " ".join(f"{b:>7}B" for b in BUDGETS)
+          + f" {'enc ms':>7} {'max ms':>7}")
     for name, per_image in curves.items():
         cells = []
         for budget in BUDGETS:
@@ -113,7 +122,7 @@ def main() -> None:
                     break
                 vals.append(np.interp(np.log(budget), xs, [p[1] for p in pts]))
             cells.append(f"{np.mean(vals):>8.2f}" if len(vals) == len(per_image) else f"{'-':>8}")
-        print(f"{name:<14} " + " ".join(cells) + f" {timing[name]:>7.1f}")
+        print(f"{name:<14} " + " ".join(cells) + f" {timing[name]:>7.1f} {slowest[name]:>7.1f}")
 
 
 if __name__ == "__main__":
