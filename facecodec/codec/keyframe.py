@@ -44,9 +44,9 @@ AV1_PRESET, AV1_PRESET_FAST = 1, 6
 AV1_SLOW_CRF_OFFSET = 3
 # SVT-AV1 guesses whether a picture is screen content and, on some face crops (a flat
 # border where the crop leaves the frame), searches palette and intra block copy: preset 6
-# then took up to 214 ms instead of ~20, stalling a call's sending loop for 6 frames. A
-# camera picture never is; off, the 14 train crops lost no PSNR-Y at any byte budget
-# (+0.01 to +0.07 dB) and the slowest picture took 29 ms (preset 1: 207 ms, was 519).
+# then took up to 214 ms instead of ~20, stalling a call's sending loop for 6-9 frames. A
+# camera picture never is; off, presets 1 and 6 lost no PSNR-Y on the 14 train crops at any
+# byte budget (+0.00 to +0.07 dB) and their slowest picture took 207 / 29 ms (519 / 214).
 AV1_PARAMS = "scm=0"
 MIN_SIDE, MAX_SIDE = 64, 4096  # SVT-AV1 needs 64 px; 4096 bounds decoder allocations
 _AV1_TEMPORAL_DELIMITER = b"\x12\x00"  # 2 bytes per picture a lone decoder does not need
