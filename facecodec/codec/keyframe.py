@@ -26,6 +26,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facecodec.bitstream.packets import MAX_PAYLOAD  # noqa: E402
+from facecodec.codec.scheduling import ordinary_scheduling  # noqa: E402
 from facecodec.errors import BitstreamError, FacecodecError  # noqa: E402
 
 JPEG, WEBP, AVIF, HEVC, AV1 = 1, 2, 3, 4, 5
@@ -81,7 +82,8 @@ def encode_intra(encoder: str, rgb: np.ndarray, options: dict[str, str]) -> byte
     i420 = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420)
     frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
     frame.pts = 0
-    packets = list(ctx.encode(frame)) + list(ctx.encode(None))
+    with ordinary_scheduling():  # SVT-AV1 starts its threads here
+        packets = list(ctx.encode(frame)) + list(ctx.encode(None))
     return b"".join(bytes(p) for p in packets)
 
 

@@ -27,6 +27,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facecodec.bitstream.container import LAYER_SIZES  # noqa: E402
+from facecodec.codec.scheduling import ordinary_scheduling  # noqa: E402
 from facecodec.errors import BitstreamError, FacecodecError  # noqa: E402
 
 AV1 = 1  # LAYER_CODEC_NAMES in the container module
@@ -121,7 +122,12 @@ class LayerEncoder:
                 ctx.bit_rate = 0
             ctx.options = self.spec.options(self.q)
             self.ctx, self.pts = ctx, 0
-        packets = self.ctx.encode(_to_frame(downscale(crop, self.size), self.pts))
+        picture = _to_frame(downscale(crop, self.size), self.pts)
+        if intra:  # a fresh encoder starts its threads with its first picture
+            with ordinary_scheduling():
+                packets = self.ctx.encode(picture)
+        else:
+            packets = self.ctx.encode(picture)
         self.pts += 1
         data = b"".join(bytes(p) for p in packets)
         if not data:  # low delay: every picture comes out at once
