@@ -54,7 +54,7 @@ def main() -> None:
             best = min(best, (time.perf_counter() - t) / n)
         print(f"decode, layer {mode:4s}: {1000 * best:6.2f} ms/frame = {1 / best:6.1f} fps "
               f"({dec.stats.frames_fused} of {n} frames fused)")
-    fusion = LayerFusion("net", threads=a.threads, model=r.header.layer.model)
+    fusion = LayerFusion("net", model=r.header.layer.model)
     if fusion.net is None:
         print(f"the stream names {r.header.layer.model}: no network in use")
         return

@@ -77,7 +77,7 @@ def eval_clip(job: tuple[Path, int, Path, Path | None]) -> tuple[str, dict[str, 
     basis = load_basis()
     renderers: dict[str, Renderer] = {
         "warp": WarpRenderer(basis, SIZE),
-        "neural": NeuralRenderer(basis, SIZE, net=load_net(weights), threads=1),
+        "neural": NeuralRenderer(basis, SIZE, net=load_net(weights)),
     }
     crops, rec, fps = render_clip(clip, frames, renderers)
     feats = ReferenceFeatures.compute(crops)

@@ -37,7 +37,8 @@ def main() -> None:
     ap.add_argument("--layer-kbps", type=float, default=0.0,
                     help="code the reconstructions with a layer of this rate")
     a = ap.parse_args()
-    up = Upscaler(threads=a.threads)
+    torch.set_num_threads(a.threads)
+    up = Upscaler()
     params = sum(p.numel() for p in up.net.parameters())
     with FlopCounterMode(display=False) as fc, torch.inference_mode():
         up.net(torch.zeros(1, 3, 256, 256))

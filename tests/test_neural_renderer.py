@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from facecodec.bitstream.packets import KeyframePayload, Packet, PacketType, RestorePayload
+from facecodec.codec.background import background
 from facecodec.codec.decoder import PacketDecoder
 from facecodec.codec.encoder import original_crops
 from facecodec.codec.keyframe import decode_image
@@ -273,6 +275,55 @@ def test_restore_packets_reach_the_restorer_they_were_measured_with(
     for p in packets[: first_motion + 1]:
         dec.push(p)
     assert other.restore_share is None and np.array_equal(other._restored, decoded)
+
+
+def test_a_share_that_comes_after_the_motion_applies_from_then_on(
+    encoded_grid: EncodedClip,
+) -> None:
+    """A call's sender measures the share off its sending loop, so RESTORE can follow
+    motion packets: those frames draw the picture as decoded (not restored whole), and the
+    ones after it take the share."""
+    header, packets = encoded_grid.result.header, encoded_grid.result.packets
+    keyframe = next(p for p in packets if p.type == PacketType.KEYFRAME)
+    share_packet = next(p for p in packets if p.type == PacketType.RESTORE)
+    share = RestorePayload.from_bytes(share_packet.payload).fraction
+    motion = [p for p in packets if p.type in (PacketType.RESYNC, PacketType.MOTION)]
+    renderer = NeuralRenderer(load_basis(), SIZE, net=RefinerNet())
+    dec = PacketDecoder(header, renderer=renderer)
+    dec.push(keyframe)
+    assert dec.push(motion[0])  # frames drawn before the share came
+    decoded = decode_image(*_picture(keyframe), SIZE)
+    assert renderer.restore_share == 0.0 and np.array_equal(renderer._restored, decoded)
+    dec.push(share_packet)
+    assert dec.push(motion[1])
+    assert renderer.restore_share == share > 0
+    expected = blend(decoded, restore(renderer.restorer, decoded), share)
+    assert np.array_equal(renderer._restored, expected)
+
+
+def test_a_call_draws_from_the_shared_picture_once_the_background_has_made_it(
+    encoded_grid: EncodedClip,
+) -> None:
+    header, packets = encoded_grid.result.header, encoded_grid.result.packets
+    keyframe = next(p for p in packets if p.type == PacketType.KEYFRAME)
+    share_packet = next(p for p in packets if p.type == PacketType.RESTORE)
+    share = RestorePayload.from_bytes(share_packet.payload).fraction
+    motion = [p for p in packets if p.type in (PacketType.RESYNC, PacketType.MOTION)]
+    renderer = NeuralRenderer(load_basis(), SIZE, net=RefinerNet())
+    dec = PacketDecoder(header, renderer=renderer, restore_behind=True)
+    busy = threading.Event()
+    background().submit(busy.wait, 30)  # the background thread is busy for now
+    dec.push(keyframe)
+    dec.push(share_packet)
+    assert dec.push(motion[0])  # drawn meanwhile, from the picture as decoded
+    decoded = decode_image(*_picture(keyframe), SIZE)
+    assert renderer.restore_share == 0.0 and np.array_equal(renderer._restored, decoded)
+    busy.set()
+    background().submit(int).result()  # one thread: the share's picture is made by now
+    assert dec.push(motion[1])
+    assert renderer.restore_share == share
+    expected = blend(decoded, restore(renderer.restorer, decoded), share)
+    assert np.array_equal(renderer._restored, expected)
 
 
 def _picture(keyframe: Packet) -> tuple[int, bytes]:

@@ -152,6 +152,48 @@ def test_sender_goes_intra_only_while_the_receiver_reports_loss() -> None:
     enc.close()
 
 
+def test_a_call_sends_the_restore_share_it_measured_after_its_keyframe() -> None:
+    from facecodec.bitstream.packets import KeyframePayload, RestorePayload, decode_packet
+    from facecodec.codec.encoder import share_meter
+    from facecodec.codec.keyframe import decode_image
+    from facecodec.codec.stream import StreamEncoder
+
+    frames = list(read_frames(str(require(CLIP))))[:12]
+    enc = StreamEncoder(fps=30, source_size=(frames[0].shape[1], frames[0].shape[0]))
+    sent = [decode_packet(d)[0] for i, f in enumerate(frames) for d in enc.push(f, i)]
+    sent += enc.packetizer.ready_shares(wait=True)  # one still being measured
+    kinds = [p.type for p in sent]
+    assert kinds.count(PacketType.KEYFRAME) == kinds.count(PacketType.RESTORE) == 1
+    assert kinds.index(PacketType.KEYFRAME) < kinds.index(PacketType.RESTORE)
+    keyframe = KeyframePayload.from_bytes(sent[kinds.index(PacketType.KEYFRAME)].payload)
+    hint = RestorePayload.from_bytes(sent[kinds.index(PacketType.RESTORE)].payload)
+    assert hint.keyframe_id == keyframe.keyframe_id
+    # The share the sending loop would have measured itself: frame 0's crop against the
+    # picture as the receiver decodes it.
+    assert enc.analyzer.crop is not None
+    original = enc.analyzer.crop.cut(frames[0], enc.size)
+    decoded = decode_image(keyframe.codec_id, keyframe.image, enc.size)
+    assert hint.share == share_meter()(original, decoded)
+    enc.close()
+
+
+def test_the_senders_warm_up_sends_nothing_and_changes_nothing() -> None:
+    from facecodec.bitstream.packets import decode_packet
+    from facecodec.codec.stream import StreamEncoder
+
+    frames = list(read_frames(str(require(CLIP))))[:8]
+    size = (frames[0].shape[1], frames[0].shape[0])
+    streams = []
+    for warm in (True, False):
+        enc = StreamEncoder(fps=30, source_size=size)
+        if warm:
+            enc.warm_up()
+        packets = [decode_packet(d)[0] for i, f in enumerate(frames) for d in enc.push(f, i)]
+        streams.append([p for p in packets if p.type != PacketType.RESTORE])  # timing
+        enc.close()
+    assert streams[0] == streams[1] and len(streams[0]) == len(frames) + 1
+
+
 def test_sequence_loss_accounting_wraps_per_channel() -> None:
     stats = PeerStats()
     for seq in (65533, 65535, 0, 2, 1):  # 65534 lost, wrap, then 1 arrives late

@@ -22,7 +22,7 @@ MARGIN_DB = 0.3  # measured +0.7 dB on this clip (benchmarks/upscale.py)
 
 @pytest.fixture(scope="module")
 def upscaler() -> Upscaler:
-    return Upscaler(threads=2)
+    return Upscaler()
 
 
 def test_shipped_weights_name_themselves(upscaler: Upscaler) -> None:

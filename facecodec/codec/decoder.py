@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from facecodec.bitstream.packets import (
     layer_pictures,
 )
 from facecodec.capture.video import VideoWriter
+from facecodec.codec.background import background
 from facecodec.codec.keyframe import decode_image
 from facecodec.codec.layer import LayerDecoder
 from facecodec.errors import BitstreamError, FacecodecError
@@ -80,9 +82,13 @@ class PacketDecoder:
         pose: PoseEdit | None = None,
         avatar: Path | None = None,
         layer: str = "net",
+        restore_behind: bool = False,
     ) -> None:
         """`layer`: how to use a stream's low-resolution layer: "net" (the fusion network),
-        "gate" (training-free fusion), "bicubic" (the layer alone), "off" (motion only)."""
+        "gate" (training-free fusion), "bicubic" (the layer alone), "off" (motion only).
+        `restore_behind` (a call): a RESTORE share's picture is made in the background
+        (codec/background.py) and drawn from once it is ready, the frames before it drawn
+        as they would be without it; a file's decode takes it at once."""
         self.header = header
         self.basis = basis_for_id(header.basis_id)
         self.config = CoderConfig.from_bytes(header.coder_config, self.basis.std)
@@ -110,6 +116,8 @@ class PacketDecoder:
         self.last_frame: int | None = None  # index of the latest frame whose motion decoded
         self.stats = DecodeStats()
         self._needs_keyframe = False
+        self.restore_behind = restore_behind
+        self._restoring: tuple[int, float, Future[np.ndarray]] | None = None
         # The layer shows the sender's own face as it was: fused into a redirected head or
         # an avatar it would paint the original back in, so receiver-side edits drop it.
         self.layer_ignored = bool(header.layer) and (self.pose.active or self.avatar is not None)
@@ -159,6 +167,11 @@ class PacketDecoder:
         """The frames this packet completes. `draw` False: decode its motion (every later
         packet is predicted from it) but draw none of its frames; a live receiver that is
         behind real time catches up this way instead of showing ever later frames."""
+        if self._restoring is not None and self._restoring[2].done():
+            kid, share, job = self._restoring
+            self._restoring = None
+            if job.exception() is None:  # the share is advice: a failure leaves it out
+                self._take_share(kid, share)
         if packet.type == PacketType.KEYFRAME:
             self._keyframe(packet)
             return []
@@ -218,8 +231,18 @@ class PacketDecoder:
         kf = self.keyframes.get(p.keyframe_id)
         if kf is None or not self.restore_applies:  # keyframe lost, or another restorer
             return
-        kf.restore_share = p.fraction
-        if self.active == p.keyframe_id:  # already drawn from: prepare it again with it
+        if self.restore_behind and kf.image is not None:
+            job = background().submit(self.renderer.restoration, kf.image, p.fraction)
+            self._restoring = (p.keyframe_id, p.fraction, job)  # a newer share replaces it
+            return
+        self._take_share(p.keyframe_id, p.fraction)
+
+    def _take_share(self, keyframe_id: int, share: float) -> None:
+        kf = self.keyframes.get(keyframe_id)
+        if kf is None:
+            return
+        kf.restore_share = share
+        if self.active == keyframe_id:  # already drawn from: prepare it again with it
             self.active = None
 
     def _keyframe(self, packet: Packet) -> None:
@@ -238,7 +261,12 @@ class PacketDecoder:
             self.stats.keyframes_bad += 1
             self._needs_keyframe = True
             raise
-        self.keyframes[p.keyframe_id] = Keyframe(image, motion, p.crop, packet.timestamp)
+        # A coded picture's RESTORE share follows it (a call's a few frames later, measured
+        # off the sending loop): until it comes the picture is drawn as decoded, which is
+        # what a share of 0 gives, instead of restored whole and then again with the share.
+        share = 0.0 if image is not None and self.restore_applies else None
+        self.keyframes[p.keyframe_id] = Keyframe(image, motion, p.crop, packet.timestamp,
+                                                 share)
         # Keep only a few references: a live stream refreshes them indefinitely.
         for old in sorted(self.keyframes)[:-4]:
             if old != p.keyframe_id:

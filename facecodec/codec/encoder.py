@@ -6,6 +6,7 @@ import bisect
 import functools
 import math
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -37,6 +38,7 @@ from facecodec.codec.analysis import (
     MotionEvent,
     stabilise,
 )
+from facecodec.codec.background import background
 from facecodec.codec.keyframe import decode_image, encode_image
 from facecodec.codec.layer import MAX_Q, MIN_Q, downscale
 from facecodec.codec.layer_rate import (
@@ -219,10 +221,16 @@ class Packetizer:
         keyframe_quality: int,
         fast_keyframes: bool = False,
         shares: ShareMeter | None = None,
+        defer_shares: bool = False,
     ) -> None:
-        """`shares`: measures each keyframe picture's RESTORE share (none sent without)."""
+        """`shares`: measures each keyframe picture's RESTORE share (none sent without).
+        `defer_shares` (a call): measure it in the background (codec/background.py) and
+        send the RESTORE packet with the first push after it is ready; the receiver draws
+        the picture as decoded until the share comes (docs/bitstream.md, RESTORE)."""
         self.config = config
         self.shares = shares
+        self.defer_shares = defer_shares
+        self._share_jobs: list[tuple[int, int, Future[int]]] = []  # (keyframe id, frame, job)
         self.coder = MotionEncoder(config)
         self.resync_interval = max(1, resync_interval)
         self.packet_frames = max(1, min(packet_frames, 255))
@@ -292,8 +300,25 @@ class Packetizer:
         return [*out, self._packet(PacketType.RESYNC if intra else PacketType.MOTION, first,
                                    payload)]
 
+    def _restore(self, keyframe_id: int, index: int, share: int) -> Packet:
+        payload = RestorePayload(keyframe_id, share).to_bytes()
+        return self._packet(PacketType.RESTORE, index, payload)
+
+    def ready_shares(self, wait: bool = False) -> list[Packet]:
+        """RESTORE packets of the deferred shares measured by now (`wait`: all of them)."""
+        out = []
+        while self._share_jobs and (wait or self._share_jobs[0][2].done()):
+            keyframe_id, index, job = self._share_jobs.pop(0)
+            out.append(self._restore(keyframe_id, index, job.result()))
+        return out
+
+    def close(self) -> None:
+        for _, _, job in self._share_jobs:  # a stream that ends sends no more shares
+            job.cancel()
+        self._share_jobs = []
+
     def push(self, event: KeyframeEvent | MotionEvent) -> list[Packet]:
-        out: list[Packet] = []
+        out: list[Packet] = self.ready_shares()
         if isinstance(event, KeyframeEvent):
             out += self.flush()
             self.keyframe_id = (self.keyframe_id + 1) & 0xFFFF
@@ -315,8 +340,12 @@ class Packetizer:
             out.append(self._packet(PacketType.KEYFRAME, event.index, payload.to_bytes()))
             if self.shares is not None and codec_id != IMAGE_FROM_LAYER:
                 decoded = decode_image(codec_id, image, event.image.shape[0])
-                hint = RestorePayload(self.keyframe_id, self.shares(event.image, decoded))
-                out.append(self._packet(PacketType.RESTORE, event.index, hint.to_bytes()))
+                if self.defer_shares:
+                    job = background().submit(self.shares, event.image, decoded)
+                    self._share_jobs.append((self.keyframe_id, event.index, job))
+                else:
+                    out.append(self._restore(self.keyframe_id, event.index,
+                                             self.shares(event.image, decoded)))
             self.force_intra, self.last_resync = True, event.index
             return out
         if self.keyframe_id < 0:
@@ -338,7 +367,7 @@ class Packetizer:
         return out
 
     def end(self, total_frames: int) -> list[Packet]:
-        out = self.flush()
+        out = self.flush() + self.ready_shares(wait=True)
         out.append(self._packet(PacketType.END, total_frames, EndPayload(total_frames).to_bytes()))
         return out
 

@@ -24,6 +24,7 @@ from facecodec.codec.encoder import (
     fusion_model_for,
     share_meter,
 )
+from facecodec.codec.keyframe import decode_image, encode_image
 from facecodec.codec.layer import AV1
 from facecodec.codec.layer_rate import LayerPlan, LiveLayer
 from facecodec.errors import BitstreamError
@@ -82,7 +83,8 @@ class StreamEncoder:
                                           beta_for(config.step_mul, layer_kbps > 0))
         self.packetizer = Packetizer(config, resync, per_packet,
                                      settings.keyframe_quality_for(layer_kbps, live),
-                                     fast_keyframes=live, shares=share_meter())
+                                     fast_keyframes=live, shares=share_meter(),
+                                     defer_shares=live)
         if self.layer is not None:
             self.packetizer.layer = LayerPlan(AV1, self.layer.size, self.layer.divisor, 0)
         self.size = size
@@ -119,6 +121,17 @@ class StreamEncoder:
         packets += self.packetizer.flush()
         return [encode_packet(p) for p in packets]
 
+    def warm_up(self) -> None:
+        """Set up, on a faceless grey picture, what the first frames would otherwise pay
+        for: the face meshes, the keyframe codec and the restorer's first pass (in a call
+        the first 16 frames were skipped while they loaded). Nothing is sent and the
+        stream's state is unchanged."""
+        self.analyzer.tracker.warm_up(self.header.source_width, self.header.source_height)
+        grey = np.full((self.size, self.size, 3), 128, np.uint8)
+        codec_id, image = encode_image(grey, self.packetizer.keyframe_quality, fast=True)
+        if self.packetizer.shares is not None:
+            self.packetizer.shares(grey, decode_image(codec_id, image, self.size))
+
     def _layer_picture(self, event: KeyframeEvent | MotionEvent, frame_rgb: np.ndarray) -> None:
         """Code this frame's layer picture, if it carries one, for the packetiser to send."""
         assert self.layer is not None and self.packetizer.layer is not None
@@ -135,6 +148,7 @@ class StreamEncoder:
             pictures[event.index] = picture
 
     def close(self) -> None:
+        self.packetizer.close()
         self.analyzer.close()
         if self.layer is not None:
             self.layer.encoder.restart()
@@ -146,8 +160,10 @@ class StreamDecoder:
     def __init__(self, header_bytes: bytes, renderer: str = DEFAULT_RENDERER,
                  threads: int | None = None) -> None:
         """`threads`: torch threads for the decoder's networks (a call's machine also runs
-        its sender), set after they are made, since each sets its own count."""
-        self.decoder = PacketDecoder(StreamHeader.from_bytes(header_bytes), renderer)
+        its sender), set on the thread that decodes, since a thread keeps the count it had
+        when it first ran a network."""
+        self.decoder = PacketDecoder(StreamHeader.from_bytes(header_bytes), renderer,
+                                     restore_behind=True)
         torch = sys.modules.get("torch")  # not loaded: no network to set (warp, no layer)
         if threads is not None and torch is not None:
             torch.set_num_threads(threads)

@@ -169,6 +169,13 @@ class FaceTracker:
         self._last = None  # lost: the next frame looks for a face afresh
         return None
 
+    def warm_up(self, width: int, height: int) -> None:
+        """Run both meshes once on a faceless picture: their first pass sets up the models
+        (20-30 ms each), and finding no face leaves the tracking state as it was."""
+        grey = np.full((height, width, 3), 128, np.uint8)
+        self._detect(grey)
+        self._track(grey)
+
     def close(self) -> None:
         self._track.close()
         self._detect.close()

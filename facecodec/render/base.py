@@ -38,6 +38,12 @@ class Renderer(ABC):
         apply only if its header names the same."""
         return ""
 
+    def restoration(self, image: np.ndarray, share: float | None) -> np.ndarray:
+        """The picture this renderer draws from for `image` with the sender's `share`
+        (None: not given): `image` itself without a restorer. Safe to call on another
+        thread ahead of `set_reference` (a call does, codec/background.py)."""
+        return image
+
     def set_reference(self, image: np.ndarray, motion: Motion,
                       restore_share: float | None = None) -> None:
         if image.shape != (self.size, self.size, 3):

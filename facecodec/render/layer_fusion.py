@@ -159,7 +159,7 @@ class LayerFusion:
     None with mode "net" means: the default asset if present.
     """
 
-    def __init__(self, mode: str = "net", weights: Path | None = None, threads: int = 2,
+    def __init__(self, mode: str = "net", weights: Path | None = None,
                  net: FusionNet | None = None, model: str | None = None) -> None:
         if mode not in ("net", "gate", "bicubic"):
             raise FacecodecError(f"unknown layer fusion mode {mode!r} (net, gate, bicubic)")
@@ -174,8 +174,6 @@ class LayerFusion:
             self.mode = "gate"
         self.model_id = model_id_of(self.net) if self.net is not None else GATE_MODEL_ID
         self.tau = self.net.config.gate_tau if self.net is not None else GATE_TAU
-        if threads:
-            torch.set_num_threads(threads)
 
     def as_is(self, layer_size: int, frame_size: int) -> bool:
         """Whether a layer picture is the fused frame itself, the rendered frame unused: one

@@ -78,11 +78,9 @@ def check_size(width: int, height: int, what: str = "frames") -> None:
 class Upscaler:
     """uint8 RGB frame (H, W, 3) -> (2H, 2W, 3) with the shipped network."""
 
-    def __init__(self, weights: Path = DEFAULT_WEIGHTS, threads: int | None = None) -> None:
+    def __init__(self, weights: Path = DEFAULT_WEIGHTS) -> None:
         self.net = load_upscaler(weights).to(memory_format=torch.channels_last)
         self.model_id = model_id_of(self.net)
-        if threads:
-            torch.set_num_threads(threads)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         h, w = rgb.shape[:2]
