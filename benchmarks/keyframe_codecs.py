@@ -61,16 +61,15 @@ def main() -> None:
     images = [centre_square(DATA / c, args.size) for c in args.clips]
 
     coders = {name: _shipped(name) for name in kf.CODEC_IDS}
-    for preset in (0, 1, 2, 4, 6, 8):
-        coders[f"av1 preset {preset}"] = _variant(
+    # Presets as shipped, and two with SVT-AV1's own screen-content guess (what
+    # kf.AV1_PARAMS turns off).
+    av1 = [(f"av1 preset {p}", p, kf.AV1_PARAMS) for p in (0, 1, 2, 4, 6, 8)]
+    av1 += [(f"av1 p{p} scm auto", p, "") for p in (1, 6)]
+    for name, preset, params in av1:
+        coders[name] = _variant(
             "libsvtav1", "libdav1d",
-            lambda q, p=preset: {"crf": str(kf._ladder(q, 63, 1)), "preset": str(p),
-                                 "svtav1-params": kf.AV1_PARAMS},
-        )
-    for preset in (1, 6):  # SVT-AV1's own screen-content guess (what kf.AV1_PARAMS turns off)
-        coders[f"av1 p{preset} scm auto"] = _variant(
-            "libsvtav1", "libdav1d",
-            lambda q, p=preset: {"crf": str(kf._ladder(q, 63, 1)), "preset": str(p)},
+            lambda q, p=preset, x=params: {"crf": str(kf._ladder(q, 63, 1)), "preset": str(p),
+                                           **({"svtav1-params": x} if x else {})},
         )
     coders["hevc slow"] = _variant(
         "libx265",
