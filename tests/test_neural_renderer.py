@@ -283,13 +283,10 @@ def test_a_share_that_comes_after_the_motion_applies_from_then_on(
     """A call's sender measures the share off its sending loop, so RESTORE can follow
     motion packets: those frames draw the picture as decoded (not restored whole), and the
     ones after it take the share."""
-    header, packets = encoded_grid.result.header, encoded_grid.result.packets
-    keyframe = next(p for p in packets if p.type == PacketType.KEYFRAME)
-    share_packet = next(p for p in packets if p.type == PacketType.RESTORE)
+    keyframe, share_packet, motion = _first_keyframe(encoded_grid)
     share = RestorePayload.from_bytes(share_packet.payload).fraction
-    motion = [p for p in packets if p.type in (PacketType.RESYNC, PacketType.MOTION)]
     renderer = NeuralRenderer(load_basis(), SIZE, net=RefinerNet())
-    dec = PacketDecoder(header, renderer=renderer)
+    dec = PacketDecoder(encoded_grid.result.header, renderer=renderer)
     dec.push(keyframe)
     assert dec.push(motion[0])  # frames drawn before the share came
     decoded = decode_image(*_picture(keyframe), SIZE)
@@ -304,13 +301,10 @@ def test_a_share_that_comes_after_the_motion_applies_from_then_on(
 def test_a_call_draws_from_the_shared_picture_once_the_background_has_made_it(
     encoded_grid: EncodedClip,
 ) -> None:
-    header, packets = encoded_grid.result.header, encoded_grid.result.packets
-    keyframe = next(p for p in packets if p.type == PacketType.KEYFRAME)
-    share_packet = next(p for p in packets if p.type == PacketType.RESTORE)
+    keyframe, share_packet, motion = _first_keyframe(encoded_grid)
     share = RestorePayload.from_bytes(share_packet.payload).fraction
-    motion = [p for p in packets if p.type in (PacketType.RESYNC, PacketType.MOTION)]
     renderer = NeuralRenderer(load_basis(), SIZE, net=RefinerNet())
-    dec = PacketDecoder(header, renderer=renderer, restore_behind=True)
+    dec = PacketDecoder(encoded_grid.result.header, renderer=renderer, restore_behind=True)
     busy = threading.Event()
     background().submit(busy.wait, 30)  # the background thread is busy for now
     dec.push(keyframe)
@@ -324,6 +318,15 @@ def test_a_call_draws_from_the_shared_picture_once_the_background_has_made_it(
     assert renderer.restore_share == share
     expected = blend(decoded, restore(renderer.restorer, decoded), share)
     assert np.array_equal(renderer._restored, expected)
+
+
+def _first_keyframe(encoded: EncodedClip) -> tuple[Packet, Packet, list[Packet]]:
+    """(KEYFRAME, its RESTORE, the motion packets) of an encoded stream."""
+    packets = encoded.result.packets
+    keyframe = next(p for p in packets if p.type == PacketType.KEYFRAME)
+    share_packet = next(p for p in packets if p.type == PacketType.RESTORE)
+    motion = [p for p in packets if p.type in (PacketType.RESYNC, PacketType.MOTION)]
+    return keyframe, share_packet, motion
 
 
 def _picture(keyframe: Packet) -> tuple[int, bytes]:

@@ -67,21 +67,18 @@ def svt_raises_priority() -> bool:
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="Linux scheduling only")
-def test_coders_leave_no_thread_real_time(svt_raises_priority: bool) -> None:
+@pytest.mark.parametrize("started", ["other", "fifo"])
+def test_coders_leave_no_thread_real_time(svt_raises_priority: bool, started: str) -> None:
+    """A process started with ordinary scheduling keeps it on every thread; one started
+    real-time on purpose stays so."""
     if not svt_raises_priority:
         pytest.skip("SVT-AV1 cannot raise thread priority here (needs root with CAP_SYS_NICE)")
-    run = _python(_CODERS, str(GRID_CLIP), "other")
+    run = _python(_CODERS, str(GRID_CLIP), started)
     assert run.returncode == 0, run.stderr
     got = json.loads(run.stdout.splitlines()[-1])
+    if started == "fifo":
+        assert got["policy"] == os.SCHED_FIFO
+        return
     assert got["policy"] == os.SCHED_OTHER
     assert got["realtime"] == []
     assert got["threads"] > 3  # the layer encoder's threads were running when counted
-
-
-@pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="Linux scheduling only")
-def test_a_process_started_real_time_stays_so(svt_raises_priority: bool) -> None:
-    if not svt_raises_priority:
-        pytest.skip("this machine grants no real-time policy (needs root with CAP_SYS_NICE)")
-    run = _python(_CODERS, str(GRID_CLIP), "fifo")
-    assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout.splitlines()[-1])["policy"] == os.SCHED_FIFO
