@@ -53,9 +53,9 @@ from facecodec.stream.signaling import SignalingServer
 
 def _peer(
     role: str, url: str, source: str | None, seconds: float, loss: float, jitter_ms: float,
-    layer_kbps: float = 0.0, renderer: str = CALL_RENDERER,
+    layer_kbps: float = 0.0, renderer: str = CALL_RENDERER, hurry_s: float | None = 0.04,
 ) -> dict[str, Any]:
-    """One side of the call, run in its own process (`renderer`: the receiver's)."""
+    """One side of the call, run in its own process (`renderer`, `hurry_s`: the receiver's)."""
     impairment = Impairment(loss=loss, jitter_ms=jitter_ms, seed=0) if loss or jitter_ms else None
     options = CallOptions(
         seconds=seconds + (5.0 if role == "receiver" else 0.0),  # outlive the sender
@@ -65,6 +65,7 @@ def _peer(
         wait_peer_s=30.0,
         layer_kbps=layer_kbps,
         renderer=renderer,
+        hurry_s=hurry_s,
     )
     stats = asyncio.run(run_call("bench", url, source, "none", options))
     summary = stats.summary()
@@ -81,7 +82,7 @@ async def _loopback_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict
         with ProcessPoolExecutor(2, mp_context=ctx) as pool:
             receiver = loop.run_in_executor(
                 pool, _peer, "receiver", url, None, args.seconds, args.loss, args.jitter_ms,
-                0.0, args.renderer,
+                0.0, args.renderer, args.hurry_ms / 1000 if args.hurry_ms > 0 else None,
             )
             sender = loop.run_in_executor(
                 pool, _peer, "sender", url, args.source, args.seconds, 0.0, 0.0, args.layer_kbps
@@ -497,11 +498,13 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "delay_ms": args.delay_ms if args.netns else 0.0,
         "jitter_ms": args.jitter_ms,
         "renderer": args.renderer,
+        "hurry_ms": args.hurry_ms,
         "frames_sent": sent["frames_sent"],
         "frames_skipped": sent["frames_skipped"],
         "frames_rendered": received["frames_rendered"],
         "frames_concealed": received["frames_concealed"],
         "frames_late": received["frames_late"],
+        "frames_hurried": received["frames_hurried"],
         "keyframe_requests": received["keyframe_requests_sent"],
         "loss_reports": received["loss_reports_sent"],
         "intra_only_reports": sent["resilient_reports"],
@@ -532,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also send the low-resolution layer at this rate")
     parser.add_argument("--renderer", default=CALL_RENDERER,
                         help=f"the receiver's renderer (default {CALL_RENDERER}, as a call's)")
+    parser.add_argument("--hurry-ms", type=float, default=40.0,
+                        help="the receiver's `facecodec call --hurry-ms`, loopback (0: never)")
     parser.add_argument("--netns", action="store_true", help="call across network namespaces")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay (--netns)")
     parser.add_argument(

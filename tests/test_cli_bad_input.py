@@ -426,9 +426,10 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
     assert f"cannot write {out_dir}: it is a folder" in assert_one_line_error(run, code=2)
     run = run_main("call", "room1", "--stats-json", blocker / "s.json")
     assert "a file is in the way" in assert_one_line_error(run, code=2)
-    for late in ("-5", "nan"):  # refused before any connection is tried
-        run = run_main("call", "room1", "--late-ms", late)
-        assert "--late-ms must be 0 or more" in assert_one_line_error(run, code=2)
+    for flag in ("--late-ms", "--hurry-ms"):
+        for value in ("-5", "nan"):  # refused before any connection is tried
+            run = run_main("call", "room1", flag, value)
+            assert f"{flag} must be 0 or more" in assert_one_line_error(run, code=2)
     run = run_main("call", "room1", "--renderer", "bogus")  # before the viewer or signaling
     assert "unknown renderer 'bogus'" in assert_one_line_error(run, code=2)
     assert "viewer" not in run.stdout

@@ -424,6 +424,32 @@ def test_the_net_run_on_a_window_draws_the_frame_it_draws_on_the_whole(frames: t
     assert windows >= 5  # 9 frames of these 30 run the net
 
 
+def test_a_hurried_renderer_draws_its_warp_and_counts_the_frames_it_saved(frames: tuple) -> None:
+    """A live receiver behind real time draws the warp the refiner would have refined (the
+    same pixels as a gated-off frame), and counts only frames where the net would have run."""
+    _, motions, key = frames
+    basis = load_basis()
+    neural = make_renderer("neural", basis, SIZE)
+    assert isinstance(neural, NeuralRenderer)
+    neural.set_reference(key.image, key.motion)
+    would_run = changed = 0
+    for i in range(30):
+        warped, cond = neural.cond(basis.landmarks(motions[i], SIZE),
+                                   motions[i].surround_towards(key.motion))
+        runs = float(opening_weight(torch.from_numpy(cond).permute(2, 0, 1)[None],
+                                    neural.net.config.opening)) > 0.0
+        neural.hurry = False
+        full = neural.render(motions[i])
+        neural.hurry = True
+        hurried = neural.render(motions[i])
+        assert np.array_equal(hurried, warped)
+        if not runs:
+            assert np.array_equal(full, warped)  # nothing saved, nothing counted
+        would_run += runs
+        changed += runs and not np.array_equal(full, warped)
+    assert neural.hurried == would_run and changed >= 5  # 9 and 9 of these 30 frames
+
+
 def test_the_square_dilation_is_separable() -> None:
     net = RefinerNet(RefinerConfig(region=6, region_eyes=True))
     torch.manual_seed(0)
