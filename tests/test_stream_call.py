@@ -201,6 +201,7 @@ def test_a_hurried_receiver_draws_the_same_frames_plainer() -> None:
     import numpy as np
 
     from facecodec.bitstream.packets import decode_packet
+    from facecodec.codec.background import background
     from facecodec.codec.stream import StreamDecoder, StreamEncoder
 
     frames = list(read_frames(str(require(CLIP))))[:60]
@@ -215,6 +216,7 @@ def test_a_hurried_receiver_draws_the_same_frames_plainer() -> None:
     drawn: list[tuple[np.ndarray, np.ndarray]] = []
     for i, data in enumerate(packets):
         a, b = calm.push(data), hurried.push(data, hurry=i != last)
+        background().submit(int).result()  # both take a RESTORE share with the same packet
         assert [k for k, _ in a] == [k for k, _ in b]
         if i == last:  # no longer in a hurry: it refines again
             assert a and all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, b, strict=True))
