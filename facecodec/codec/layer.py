@@ -122,12 +122,9 @@ class LayerEncoder:
                 ctx.bit_rate = 0
             ctx.options = self.spec.options(self.q)
             self.ctx, self.pts = ctx, 0
-        picture = _to_frame(downscale(crop, self.size), self.pts)
-        if intra:  # a fresh encoder starts its threads with its first picture
-            with ordinary_scheduling():
-                packets = self.ctx.encode(picture)
-        else:
-            packets = self.ctx.encode(picture)
+        # A fresh encoder starts its threads with its first picture.
+        with ordinary_scheduling() if intra else contextlib.nullcontext():
+            packets = self.ctx.encode(_to_frame(downscale(crop, self.size), self.pts))
         self.pts += 1
         data = b"".join(bytes(p) for p in packets)
         if not data:  # low delay: every picture comes out at once
