@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import faulthandler
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -237,6 +238,7 @@ def test_discriminator_warms_up_alone_then_the_refiner_trains(
 
 def _ddp_worker(rank: int, world: int, store: Path, cfg: TrainConfig, data: Path, out: Path,
                 cache: Path) -> None:
+    faulthandler.enable()  # a worker killed by a signal shows where it was
     # A file store: no free-port search that another process could race.
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:

@@ -357,4 +357,8 @@ def train(
             last_ckpt = time.monotonic()
         if out_of_time:
             break
+    if world > 1:
+        # Every rank leaves together: none tears its process group down (and exits) while
+        # rank 0 still writes the last checkpoint over it.
+        dist.barrier()
     return scores
