@@ -796,3 +796,49 @@ def test_frames_decoded_without_drawing_leave_later_frames_unchanged(
     assert all(np.array_equal(part[i], full[i]) for i in part)
     # Frames held from a layer picture moved by the skipped frames' motion were fused too.
     assert skipped.stats.frames_fused == drawn.stats.frames_fused - len(skip)
+
+
+
+
+@pytest.fixture(scope="module")
+def live_small() -> tuple[StreamHeader, list[Packet]]:
+    """A call's 4 kbps layer: 128 px, fused by the network (a file's layer is 256 px)."""
+    from facecodec.bitstream.packets import decode_packet
+    from facecodec.capture.video import read_frames
+    from facecodec.codec.stream import StreamEncoder
+
+    enc = StreamEncoder(256, 25, "medium", layer_kbps=4.0)
+    packets = [decode_packet(d)[0] for i, f in enumerate(read_frames(str(GRID_CLIP)))
+               for d in enc.push(f, i)]
+    header = StreamHeader.from_bytes(enc.header_bytes())
+    enc.close()
+    assert header.layer is not None and header.layer.size == 128
+    return header, packets
+
+
+@pytest.mark.parametrize("stream", ["single", "live_small"])
+@pytest.mark.parametrize("renderer", ["warp", "neural"])
+def test_a_hurried_receiver_fuses_the_layer_without_the_network(
+    stream: str, renderer: str, request: pytest.FixtureRequest
+) -> None:
+    # A live receiver a little behind real time draws its frames the cheap way: the layer
+    # fused by the training-free rule (and, with the neural renderer, its warp unrefined).
+    # Those frames are a gate-fusion receiver's, each counted once; the others the network's.
+    made = request.getfixturevalue(stream)
+    header, packets = (made.header, made.packets) if isinstance(made, EncodeResult) else made
+    hurry = range(10, 25)
+    net = PacketDecoder(header, renderer)
+    gate = PacketDecoder(header, renderer, layer="gate")
+    hurried = PacketDecoder(header, renderer)
+    net_differs = 0
+    for p in packets:
+        in_hurry = p.timestamp in hurry
+        by_net, by_gate = dict(net.push(p)), dict(gate.push(p, hurry=in_hurry))
+        got = dict(hurried.push(p, hurry=in_hurry))
+        assert sorted(got) == sorted(by_net)
+        for i, frame in got.items():
+            assert np.array_equal(frame, by_gate[i] if in_hurry else by_net[i])
+            net_differs += in_hurry and not np.array_equal(by_net[i], by_gate[i])
+    assert hurried.stats.frames_hurried == len(hurry) and net.stats.frames_hurried == 0
+    assert hurried.stats.frames_fused == net.stats.frames_fused
+    assert net_differs > len(hurry) // 2  # else the frames compared above show nothing

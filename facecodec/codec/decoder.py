@@ -62,6 +62,9 @@ class DecodeStats:
     layer_lost: int = 0  # gaps in the LAYER sequence (the layer pauses until an intra picture)
     layer_bad: int = 0  # LAYER packets that did not decode (dropped like lost ones)
     frames_fused: int = 0  # frames drawn with the layer
+    # Frames drawn the cheap way when asked (`hurry`) that would have been drawn otherwise:
+    # the neural renderer's warp without its refiner, the layer's training-free fusion.
+    frames_hurried: int = 0
     restore_bad: int = 0  # RESTORE packets that did not parse (ignored: the share is advice)
     notes: list[str] = field(default_factory=list)
 
@@ -163,10 +166,14 @@ class PacketDecoder:
             m = self.avatar.drive(self._drive_from, m)
         return self.pose(m)
 
-    def push(self, packet: Packet, draw: bool = True) -> list[tuple[int, np.ndarray]]:
+    def push(self, packet: Packet, draw: bool = True,
+             hurry: bool = False) -> list[tuple[int, np.ndarray]]:
         """The frames this packet completes. `draw` False: decode its motion (every later
         packet is predicted from it) but draw none of its frames; a live receiver that is
-        behind real time catches up this way instead of showing ever later frames."""
+        behind real time catches up this way instead of showing ever later frames. `hurry`:
+        draw them the cheapest way there is (DecodeStats.frames_hurried), which a receiver
+        a little behind takes before it has to leave frames out."""
+        self.renderer.hurry = hurry
         if self._restoring is not None and self._restoring[2].done():
             kid, share, job = self._restoring
             self._restoring = None
@@ -218,14 +225,20 @@ class PacketDecoder:
                     self.layer.note(packet.timestamp + i, m)
                 self.stats.frames_undrawn += 1
                 continue
+            cheap = self._cheap_draws()
             if self.layer is not None:  # renders only if the layer leaves it anything to do
                 frame = self.layer.fuse(packet.timestamp + i, p.keyframe_id,
-                                        lambda t=target: self.renderer.render(t), m)
+                                        lambda t=target: self.renderer.render(t), m, hurry)
             else:
                 frame = self.renderer.render(target)
+            self.stats.frames_hurried += self._cheap_draws() != cheap
             out.append((packet.timestamp + i, frame))
         self.stats.frames_rendered += len(out)
         return out
+
+    def _cheap_draws(self) -> int:
+        """How often the renderer and the layer's fusion have drawn the cheap way."""
+        return self.renderer.hurried + (self.layer.hurried if self.layer is not None else 0)
 
     def _restore(self, p: RestorePayload) -> None:
         kf = self.keyframes.get(p.keyframe_id)
@@ -299,6 +312,7 @@ class _LayerState:
             mode = "gate"  # made by a build without the network: draw what it checked
         self.mode = mode
         self.stats = stats
+        self.hurried = 0  # frames fused the training-free way when asked to hurry
         self.fusion = None if mode == "off" else LayerFusion(mode, model=self.params.model)
         if (self.fusion is not None and mode == "net" and self.params.model
                 and self.params.model != self.fusion.model_id):
@@ -377,11 +391,12 @@ class _LayerState:
             del self.motions[old]
 
     def fuse(self, index: int, keyframe_id: int, render: Callable[[], np.ndarray],
-             motion: Motion) -> np.ndarray:
+             motion: Motion, hurry: bool = False) -> np.ndarray:
         """The frame fused with the latest layer picture at or before it, of the same crop
         and at most one layer period old; the frame itself otherwise. A picture older than
         the frame is first moved on as its move says (packets.MOVE_*). `render` draws the
-        frame from the reference, called only when it is needed."""
+        frame from the reference, called only when it is needed. `hurry`: the training-free
+        fusion in place of the network (counted in `hurried`)."""
         self.note(index, motion)
         if self.fusion is None:
             return render()
@@ -408,9 +423,11 @@ class _LayerState:
         if moved and not self.fusion.moved:  # trained on unmoved pictures: a moved one is current
             age = 0
         self.stats.frames_fused += 1
-        if self.fusion.as_is(picture.shape[0], self.size):
+        plain = hurry and self.fusion.mode == "net"
+        self.hurried += plain
+        if self.fusion.as_is(picture.shape[0], self.size, plain):
             return picture
-        return self.fusion(render(), picture, age)
+        return self.fusion(render(), picture, age, plain)
 
 
 class FrameSink:

@@ -176,17 +176,11 @@ class StreamDecoder:
     def push(self, packet: bytes, draw: bool = True,
              hurry: bool = False) -> list[tuple[int, np.ndarray]]:
         """`draw` False: decode without drawing (PacketDecoder.push). `hurry`: draw the
-        cheapest way the renderer has (the neural one: its warp, the refiner skipped)."""
+        cheapest way there is (PacketDecoder.push)."""
         p, end = decode_packet(packet)
         if end != len(packet):
             raise BitstreamError(f"{len(packet) - end} stray bytes after a packet")
-        self.decoder.renderer.hurry = hurry
-        return self.decoder.push(p, draw)
-
-    @property
-    def hurried(self) -> int:
-        """Frames drawn in a hurry that the renderer would have drawn otherwise."""
-        return self.decoder.renderer.hurried
+        return self.decoder.push(p, draw, hurry)
 
     @property
     def last_frame(self) -> int | None:

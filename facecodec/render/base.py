@@ -26,8 +26,9 @@ class Renderer(ABC):
         # The sender's share (0..1) of `restorer_id`'s change the reference takes (RESTORE
         # packets); None: not given.
         self.restore_share: float | None = None
-        # True: draw the cheapest way this renderer has (a live receiver behind real time);
-        # `hurried` counts the frames drawn so that would have been drawn otherwise.
+        # True: draw the cheapest way this renderer has (set by PacketDecoder.push for a
+        # live receiver behind real time); `hurried` counts the frames drawn so that would
+        # have been drawn otherwise.
         self.hurry = False
         self.hurried = 0
 

@@ -175,21 +175,25 @@ class LayerFusion:
         self.model_id = model_id_of(self.net) if self.net is not None else GATE_MODEL_ID
         self.tau = self.net.config.gate_tau if self.net is not None else GATE_TAU
 
-    def as_is(self, layer_size: int, frame_size: int) -> bool:
+    def as_is(self, layer_size: int, frame_size: int, plain: bool = False) -> bool:
         """Whether a layer picture is the fused frame itself, the rendered frame unused: one
         as large as the frame, unless the network fuses it (the training-free fusion adds no
-        detail then, bit for bit)."""
-        return layer_size == frame_size and not (self.net is not None and self.mode == "net")
+        detail then, bit for bit). `plain`: as `__call__`'s."""
+        net = self.net is not None and self.mode == "net" and not plain
+        return layer_size == frame_size and not net
 
     @property
     def moved(self) -> bool:
         """Whether the net wants a motion-compensated picture's age (FusionConfig.moved)."""
         return self.net is not None and self.mode == "net" and self.net.config.moved
 
-    def __call__(self, warp: np.ndarray, layer: np.ndarray, age_frames: float) -> np.ndarray:
-        """(S,S,3) uint8 frame from the (S,S,3) rendered frame and an (s,s,3) layer picture."""
+    def __call__(self, warp: np.ndarray, layer: np.ndarray, age_frames: float,
+                 plain: bool = False) -> np.ndarray:
+        """(S,S,3) uint8 frame from the (S,S,3) rendered frame and an (s,s,3) layer picture.
+        `plain`: the training-free fusion even where a network would run (a receiver behind
+        real time)."""
         size = warp.shape[0]
-        if self.as_is(layer.shape[0], size):
+        if self.as_is(layer.shape[0], size, plain):
             return layer
         # A picture as large as the frame needs no upscaling and the warp loses nothing
         # through its size: skip the identity resizes and the second tensor of the warp.
@@ -200,7 +204,7 @@ class LayerFusion:
         with torch.inference_mode():
             w, u = _t(warp), _t(lr_up)
             lo = w if full else _t(low_pass(warp, layer.shape[0]))
-            if self.net is not None and self.mode == "net":
+            if self.net is not None and self.mode == "net" and not plain:
                 out = self.net(w, u, lo, torch.tensor([[age_input(age_frames)]]))
             else:
                 out = gate_base(w, u, lo, self.tau).clamp(0.0, 1.0)

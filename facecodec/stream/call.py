@@ -81,9 +81,10 @@ class CallOptions:
     # a renderer slower than the frame rate then shows fewer frames, not ever later ones.
     # None: draw every frame however late.
     late_s: float | None = 0.1
-    # A packet that waited longer than this is drawn the cheapest way the renderer has (the
-    # neural renderer's warp), so that a receiver slower than the frame rate catches up by
-    # drawing plainer frames before it has to leave any out. None: never.
+    # A packet that waited longer than this is drawn the cheapest way there is (the neural
+    # renderer's warp, the layer's training-free fusion), so that a receiver slower than the
+    # frame rate catches up by drawing plainer frames before it has to leave any out.
+    # None: never.
     hurry_s: float | None = 0.04
     # Torch threads of the receiver's networks: the call's machine runs both sides and the
     # audio. With 2 a neural receiver on 2 cores missed 18 frames in 20 s at 96 % of a
@@ -105,7 +106,9 @@ class CallStats:
     frames_concealed: int = 0  # frame indices lost, never decoded (last frame held instead)
     frames_late: int = 0  # decoded but not drawn: their packet came while the receiver was behind
     frames_fused: int = 0  # frames drawn with the low-resolution layer
-    frames_hurried: int = 0  # drawn the cheap way (the refiner skipped): the receiver was behind
+    # Drawn the cheap way (the refiner, or the layer's fusion network, skipped): the
+    # receiver was behind.
+    frames_hurried: int = 0
     decode_errors: int = 0
     keyframe_requests_sent: int = 0
     keyframe_requests_received: int = 0
@@ -412,7 +415,7 @@ class _Call:
             if decoder is None:
                 continue  # motion that overtook the stream start on the other channel
             fused, undrawn = decoder.stats.frames_fused, decoder.stats.frames_undrawn
-            hurried = decoder.hurried
+            hurried = decoder.stats.frames_hurried
             waited = time.time() - event.arrival
             late, hurry_s = self.options.late_s, self.options.hurry_s
             draw = late is None or waited <= late
@@ -425,7 +428,7 @@ class _Call:
                 self.stats.decode_errors += 1
                 frames = []
             self.stats.frames_fused += decoder.stats.frames_fused - fused
-            self.stats.frames_hurried += decoder.hurried - hurried
+            self.stats.frames_hurried += decoder.stats.frames_hurried - hurried
             if decoder.stats.frames_undrawn > undrawn:  # skipped, not lost: not concealed
                 self.stats.frames_late += decoder.stats.frames_undrawn - undrawn
                 last_index = max(last_index or 0, decoder.last_frame or 0)
@@ -529,8 +532,9 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decode but do not draw packets that waited longer than this for "
                              "the receiver, so a slow renderer stays in real time (0: draw all)")
     parser.add_argument("--hurry-ms", type=float, default=40.0,
-                        help="draw packets that waited longer than this the cheapest way the "
-                             "renderer has (the neural renderer's warp) (0: never)")
+                        help="draw packets that waited longer than this the cheapest way "
+                             "(the neural renderer's warp, the layer's training-free fusion) "
+                             "(0: never)")
     parser.add_argument("--layer-kbps", type=float, default=0.0,
                         help="send the low-resolution layer at this rate (0: motion only)")
     parser.add_argument("--reference", choices=("best", "first"), default="best",
@@ -581,7 +585,7 @@ def call_main(args: argparse.Namespace) -> int:
         f"audio {s['audio_kbps']:.1f} kbps, "
         f"latency p50 {s['latency_p50_ms'] or 0:.0f} ms"
         + (f", {s['frames_late']} frames not drawn (behind real time)" if s["frames_late"] else "")
-        + (f", {s['frames_hurried']} drawn without the refiner" if s["frames_hurried"] else ""),
+        + (f", {s['frames_hurried']} drawn the cheap way" if s["frames_hurried"] else ""),
         flush=True,
     )
     return 0
