@@ -346,9 +346,11 @@ def netns_call(
     audio: str = "auto",
     layer_kbps: float = 0.0,
     renderer: str = CALL_RENDERER,
+    hurry_ms: float = 40.0,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Signaling server and sender (`facecodec call --source ... --loop`) in namespace a, the
-    receiver in b, both `--render none --stats-json`; returns (sender, receiver) summaries."""
+    receiver in b (`renderer`, `hurry_ms`: its options), both `--render none --stats-json`;
+    returns (sender, receiver) summaries."""
     url = f"ws://{rig.addr_a}:8765/"
     procs: list[subprocess.Popen[bytes]] = []
     logs = {name: workdir / f"{name}.log" for name in ("signal", "send", "recv")}
@@ -364,7 +366,7 @@ def netns_call(
         receiver = _spawn(
             rig.b,
             [*common, "--seconds", str(seconds + 30), "--stats-json", str(workdir / "recv.json"),
-             "--renderer", renderer],
+             "--renderer", renderer, "--hurry-ms", str(hurry_ms)],
             logs["recv"],
         )
         sender = _spawn(
@@ -422,7 +424,8 @@ async def _netns_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
             tempfile.TemporaryDirectory() as tmp,
         ):
             return netns_call(rig, args.source, args.seconds, Path(tmp), args.seconds + 60,
-                              layer_kbps=args.layer_kbps, renderer=args.renderer)
+                              layer_kbps=args.layer_kbps, renderer=args.renderer,
+                              hurry_ms=args.hurry_ms)
 
     return await asyncio.to_thread(run)
 
@@ -536,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--renderer", default=CALL_RENDERER,
                         help=f"the receiver's renderer (default {CALL_RENDERER}, as a call's)")
     parser.add_argument("--hurry-ms", type=float, default=40.0,
-                        help="the receiver's `facecodec call --hurry-ms`, loopback (0: never)")
+                        help="the receiver's `facecodec call --hurry-ms` (0: never)")
     parser.add_argument("--netns", action="store_true", help="call across network namespaces")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay (--netns)")
     parser.add_argument(
