@@ -842,3 +842,39 @@ def test_a_hurried_receiver_fuses_the_layer_without_the_network(
     assert hurried.stats.frames_hurried == len(hurry) and net.stats.frames_hurried == 0
     assert hurried.stats.frames_fused == net.stats.frames_fused
     assert net_differs > len(hurry) // 2  # else the frames compared above show nothing
+
+
+def _refiner_runs(
+    header: StreamHeader, packets: list[Packet], layer: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[int, int], set[int]]:
+    """A call's packets (one frame each) through a neural receiver: how often its refiner
+    ran on each frame, and the frames fused with a layer picture."""
+    dec = PacketDecoder(header, "neural", layer=layer)
+    net = dec.renderer.net  # type: ignore[attr-defined]
+    forward, runs, fused, frame = net.forward, {}, set(), 0
+
+    def counted(*args: object, **kw: object) -> object:
+        runs[frame] = runs.get(frame, 0) + 1
+        return forward(*args, **kw)
+
+    monkeypatch.setattr(net, "forward", counted)
+    for p in packets:
+        frame, before = p.timestamp, dec.stats.frames_fused
+        dec.push(p)
+        if dec.stats.frames_fused > before:
+            fused.add(frame)
+    assert dec.stats.frames_hurried == 0 and dec.renderer.hurried == 0
+    return runs, fused
+
+
+def test_a_small_layer_is_fused_with_the_warp_unrefined(
+    live_small: tuple[StreamHeader, list[Packet]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Beside a layer picture smaller than the frame the fusion keeps only the detail the
+    # picture agrees with, so the neural receiver skips its refiner there, where without
+    # the layer it runs; that is no hurry, and counted as none.
+    with_layer, fused = _refiner_runs(*live_small, "net", monkeypatch)
+    without, _ = _refiner_runs(*live_small, "off", monkeypatch)
+    assert len(fused) > 50
+    assert not fused & set(with_layer)
+    assert sum(n for i, n in without.items() if i in fused) > 5  # refined without the layer

@@ -228,13 +228,21 @@ class PacketDecoder:
             cheap = self._cheap_draws()
             if self.layer is not None:  # renders only if the layer leaves it anything to do
                 frame = self.layer.fuse(packet.timestamp + i, p.keyframe_id,
-                                        lambda t=target: self.renderer.render(t), m, hurry)
+                                        lambda plain, t=target: self._draw(t, plain), m, hurry)
             else:
                 frame = self.renderer.render(target)
             self.stats.frames_hurried += self._cheap_draws() != cheap
             out.append((packet.timestamp + i, frame))
         self.stats.frames_rendered += len(out)
         return out
+
+    def _draw(self, target: Motion, plain: bool) -> np.ndarray:
+        """The renderer's frame; `plain`: drawn its cheapest way (Renderer.plain)."""
+        self.renderer.plain = plain
+        try:
+            return self.renderer.render(target)
+        finally:
+            self.renderer.plain = False
 
     def _cheap_draws(self) -> int:
         """How often the renderer and the layer's fusion have drawn the cheap way."""
@@ -390,22 +398,25 @@ class _LayerState:
         for old in sorted(self.motions)[:-self.HISTORY]:
             del self.motions[old]
 
-    def fuse(self, index: int, keyframe_id: int, render: Callable[[], np.ndarray],
+    def fuse(self, index: int, keyframe_id: int, render: Callable[[bool], np.ndarray],
              motion: Motion, hurry: bool = False) -> np.ndarray:
         """The frame fused with the latest layer picture at or before it, of the same crop
         and at most one layer period old; the frame itself otherwise. A picture older than
-        the frame is first moved on as its move says (packets.MOVE_*). `render` draws the
-        frame from the reference, called only when it is needed. `hurry`: the training-free
-        fusion in place of the network (counted in `hurried`)."""
+        the frame is first moved on as its move says (packets.MOVE_*). `render(plain)` draws
+        the frame from the reference, called only when it is needed; plain beside a picture
+        smaller than the frame, whose fusion keeps only the detail the two agree on (beside
+        a call's 128 px layer the refiner changed VMAF by under 0.02, and its cost made a
+        lone call's receiver hurry a fifth to a quarter of its frames, docs/live_calls.md).
+        `hurry`: the training-free fusion in place of the network (counted in `hurried`)."""
         self.note(index, motion)
         if self.fusion is None:
-            return render()
+            return render(False)
         ts = max((t for t in self.pictures if t <= index), default=None)
         if ts is None or index - ts >= self.params.divisor:
-            return render()
+            return render(False)
         kid, picture, move = self.pictures[ts]
         if kid != keyframe_id:
-            return render()
+            return render(False)
         age = index - ts
         if age and self.held_from is not None:
             self.held_from[index] = ts
@@ -427,7 +438,7 @@ class _LayerState:
         self.hurried += plain
         if self.fusion.as_is(picture.shape[0], self.size, plain):
             return picture
-        return self.fusion(render(), picture, age, plain)
+        return self.fusion(render(picture.shape[0] < self.size), picture, age, plain)
 
 
 class FrameSink:

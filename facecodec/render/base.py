@@ -31,6 +31,9 @@ class Renderer(ABC):
         # have been drawn otherwise.
         self.hurry = False
         self.hurried = 0
+        # True: draw the cheapest way too, since what follows keeps little of the rest (a
+        # layer picture smaller than the frame fused with it); not counted in `hurried`.
+        self.plain = False
 
     @property
     def model_id(self) -> str:

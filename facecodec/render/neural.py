@@ -468,8 +468,8 @@ class NeuralRenderer(Renderer):
             if self._gates and float(weight) == 0.0:
                 # The mouth opens no more than the reference's: the net would return the warp.
                 return warped.copy()
-        if self.hurry:  # the warp alone, at well under half the cost (docs/live_calls.md)
-            self.hurried += 1
+        if self.plain or self.hurry:  # the warp alone, at well under half the cost
+            self.hurried += not self.plain
             return warped.copy()
         # The net leaves the warp outside a region around the opening mouth: it runs on a
         # window there (half the frame or less; WINDOW_MARGIN), or on the whole frame.
