@@ -13,7 +13,8 @@ exception, or a decode running past --hang-s, is a finding: its bytes are saved 
 With --call each case is a call's receiver instead (codec.stream.StreamDecoder, which
 draws while the restorer works in the background): the stream's header and packets go in
 one by one as a peer would send them, about 10 % of packets mutated, 5 % lost, 5 % sent
-twice and 1 header in 10 mutated; the receiver may refuse a packet (or a header) only with
+twice and 1 header in 10 mutated, half the packets drawn and 3 in 10 in a hurry (as a
+late packet is); the receiver may refuse a packet (or a header) only with
 BitstreamError, as the call does, and goes on. A finding's traceback is saved with the
 case's seed, from which `call_case` replays it.
 """
@@ -67,7 +68,8 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
 
 def call_case(header: bytes, packets: list[bytes], rng: random.Random,
               renderer: str) -> int:
-    """One call's receiver fed a damaged packet sequence: how many it refused."""
+    """One call's receiver fed a damaged packet sequence, some packets drawn, some in a
+    hurry: how many it refused."""
     if rng.random() < 0.1:
         header = mutate(header, rng)
     sent: list[bytes] = []
@@ -83,7 +85,7 @@ def call_case(header: bytes, packets: list[bytes], rng: random.Random,
     refused = 0
     for data in sent:
         try:
-            decoder.push(data, draw=rng.random() < 0.5)
+            decoder.push(data, draw=rng.random() < 0.5, hurry=rng.random() < 0.3)
         except BitstreamError:
             refused += 1
     return refused
