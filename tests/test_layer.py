@@ -808,7 +808,7 @@ def live_small() -> tuple[StreamHeader, list[Packet]]:
     from facecodec.codec.stream import StreamEncoder
 
     enc = StreamEncoder(256, 25, "medium", layer_kbps=4.0)
-    packets = [decode_packet(d)[0] for i, f in enumerate(read_frames(str(GRID_CLIP)))
+    packets = [decode_packet(d)[0] for i, f in enumerate(read_frames(str(require(GRID_CLIP))))
                for d in enc.push(f, i)]
     header = StreamHeader.from_bytes(enc.header_bytes())
     enc.close()
