@@ -798,8 +798,6 @@ def test_frames_decoded_without_drawing_leave_later_frames_unchanged(
     assert skipped.stats.frames_fused == drawn.stats.frames_fused - len(skip)
 
 
-
-
 @pytest.fixture(scope="module")
 def live_small() -> tuple[StreamHeader, list[Packet]]:
     """A call's 4 kbps layer: 128 px, fused by the network (a file's layer is 256 px)."""
@@ -851,7 +849,10 @@ def _refiner_runs(
     ran on each frame, and the frames fused with a layer picture."""
     dec = PacketDecoder(header, "neural", layer=layer)
     net = dec.renderer.net  # type: ignore[attr-defined]
-    forward, runs, fused, frame = net.forward, {}, set(), 0
+    forward = net.forward
+    runs: dict[int, int] = {}
+    fused: set[int] = set()
+    frame = 0
 
     def counted(*args: object, **kw: object) -> object:
         runs[frame] = runs.get(frame, 0) + 1
