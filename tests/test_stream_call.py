@@ -152,6 +152,36 @@ def test_sender_goes_intra_only_while_the_receiver_reports_loss() -> None:
     enc.close()
 
 
+def test_an_overtaken_motion_packet_is_dropped_not_drawn_late() -> None:
+    # The motion channel is unordered: under jitter a packet can arrive after the next
+    # one. Drawing it then would step the picture back a frame; it is dropped instead, and
+    # the frames after it are those of an in-order receiver.
+    import numpy as np
+
+    from facecodec.bitstream.packets import decode_packet
+    from facecodec.codec.stream import StreamDecoder, StreamEncoder
+
+    frames = list(read_frames(str(require(CLIP))))[:12]
+    enc = StreamEncoder(fps=25, source_size=(frames[0].shape[1], frames[0].shape[0]))
+    enc.report_loss(0.2)  # every motion packet intra, as under loss
+    packets = [d for i, f in enumerate(frames) for d in enc.push(f, i)]
+    header = enc.header_bytes()
+    enc.close()
+    motion = [i for i, d in enumerate(packets)
+              if decode_packet(d)[0].type in (PacketType.MOTION, PacketType.RESYNC)]
+    a, b = motion[5], motion[6]
+    swapped = packets[:a] + [packets[b], packets[a]] + packets[b + 1:]
+    in_order, reordered = StreamDecoder(header), StreamDecoder(header)
+    want = dict(f for d in packets for f in in_order.push(d))
+    got: list[tuple[int, np.ndarray]] = [f for d in swapped for f in reordered.push(d)]
+    shown = [i for i, _ in got]
+    late = decode_packet(packets[a])[0].timestamp
+    assert shown == sorted(want.keys() - {late})  # in order, the overtaken frame left out
+    assert all(np.array_equal(rgb, want[i]) for i, rgb in got)
+    assert reordered.stats.motion_packets_stale == 1
+    assert reordered.stats.motion_packets_lost == in_order.stats.motion_packets_lost == 0
+
+
 def test_a_call_sends_the_restore_share_it_measured_after_its_keyframe() -> None:
     from facecodec.bitstream.packets import KeyframePayload, RestorePayload, decode_packet
     from facecodec.codec.encoder import share_meter

@@ -56,6 +56,9 @@ class DecodeStats:
     frames_rendered: int = 0
     frames_undrawn: int = 0  # decoded but not drawn when asked (a receiver behind real time)
     motion_packets_lost: int = 0
+    # Motion packets that came after a later one (a call's motion channel is unordered):
+    # their frames are past, so they are dropped, neither drawn late nor counted as lost.
+    motion_packets_stale: int = 0
     keyframes: int = 0
     keyframes_bad: int = 0
     layer_pictures: int = 0  # layer pictures decoded
@@ -198,6 +201,11 @@ class PacketDecoder:
         if packet.type not in (PacketType.MOTION, PacketType.RESYNC):
             return []  # unknown types are skipped (forward compatibility)
         p = MotionPayload.from_bytes(packet.payload)
+        if self.last_frame is not None and packet.timestamp <= self.last_frame:
+            # Overtaken: drawing it would step the picture back, and taking it as a loss
+            # would hold the frames until the next RESYNC.
+            self.stats.motion_packets_stale += 1
+            return []
         intra = packet.type == PacketType.RESYNC
         if not intra and packet.seq != self.next_seq:
             self.stats.motion_packets_lost += 1
