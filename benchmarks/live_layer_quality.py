@@ -28,7 +28,7 @@ from facecodec.bench.metrics import ReferenceFeatures, evaluate
 from facecodec.bitstream.container import StreamHeader
 from facecodec.bitstream.packets import Packet, decode_packet
 from facecodec.capture.video import probe, read_frames
-from facecodec.codec.decoder import PacketDecoder
+from facecodec.codec.decoder import decode_packets
 from facecodec.codec.stream import StreamEncoder
 from facecodec.train.splits import load_split
 
@@ -59,21 +59,6 @@ def live_stream(clip: Path, kbps: float) -> tuple[StreamHeader, list[Packet], np
     return StreamHeader.from_bytes(header), packets, np.stack(crops), size * 8 / 1000 / seconds
 
 
-def decode(header: StreamHeader, packets: list[Packet], n: int, renderer: str,
-           hurry: bool) -> tuple[np.ndarray, int]:
-    """Every frame (held over gaps, as a player shows them) and how many were hurried."""
-    dec = PacketDecoder(header, renderer)
-    out: list[np.ndarray | None] = [None] * n
-    for p in packets:
-        for i, f in dec.push(p, hurry=hurry):
-            if 0 <= i < n:
-                out[i] = f
-    last = next(f for f in out if f is not None)
-    for i, f in enumerate(out):
-        out[i] = last = f if f is not None else last
-    return np.stack(out), dec.stats.frames_hurried  # type: ignore[arg-type]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--split", default="validation")
@@ -90,15 +75,15 @@ def main() -> None:
             feats = ReferenceFeatures.pixels(crops)
             layer = header.layer
             for renderer, hurry in RECEIVERS:
-                frames, hurried = decode(header, packets, len(crops), renderer, hurry)
+                frames = decode_packets(header, packets, len(crops), renderer, hurry=hurry)
                 s = evaluate(feats, frames, metrics=METRICS).mean
                 rows.append({"clip": clip.stem, "layer_target": rate, "kbps": kbps,
                              "layer_size": layer.size if layer else 0, "renderer": renderer,
-                             "hurry": hurry, "hurried": hurried, **s})
+                             "hurry": hurry, **s})
                 print(f"{clip.stem:22s} layer {rate:4.1f} ({layer.size if layer else 0} px, "
                       f"stream {kbps:5.2f} kbps)  {renderer:6s} {'hurried' if hurry else '':7s} "
                       f"PSNR-Y {s['psnr_y']:5.2f}  MS-SSIM {s['ms_ssim']:.4f}  "
-                      f"VMAF {s['vmaf']:5.1f}  ({hurried} hurried)", flush=True)
+                      f"VMAF {s['vmaf']:5.1f}", flush=True)
     print("\nmean over clips")
     for rate in a.rates:
         for renderer, hurry in RECEIVERS:

@@ -535,13 +535,15 @@ def decode_file(
 def decode_packets(
     header: StreamHeader, packets: list[Packet], n_frames: int, renderer: str = DEFAULT_RENDERER,
     layer: str = "net", pose: PoseEdit | None = None, avatar: Path | None = None,
+    hurry: bool = False,
 ) -> np.ndarray:
     """Decode an in-memory stream to [n_frames, S, S, 3], holding frames over gaps like the
-    file decoder does (used by benchmarks, which score many streams without writing files)."""
+    file decoder does (used by benchmarks, which score many streams without writing files).
+    `hurry`: every packet drawn as a live receiver behind real time draws it."""
     dec = PacketDecoder(header, renderer, pose, avatar, layer)
     out: list[np.ndarray | None] = [None] * n_frames
     for p in packets:
-        for i, f in dec.push(p):
+        for i, f in dec.push(p, hurry=hurry):
             if 0 <= i < n_frames:
                 out[i] = f
     first = next((f for f in out if f is not None), None)
