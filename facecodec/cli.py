@@ -55,11 +55,12 @@ def _encode(a: argparse.Namespace) -> int:
 
 def _decode(a: argparse.Namespace) -> int:
     from facecodec.codec.decoder import decode_file
-    from facecodec.render.edits import PoseEdit
+    from facecodec.render.edits import EyeContact, PoseEdit
 
     pose = PoseEdit(a.pose == "frontal", a.yaw, a.pitch, a.roll)
+    eyes = EyeContact(a.eye_contact) if a.eye_contact is not None else None
     r = decode_file(a.input, a.output, renderer=a.renderer, pose=pose, avatar=a.avatar,
-                    layer=a.layer, upscale=a.upscale)
+                    layer=a.layer, upscale=a.upscale, eye_contact=eyes)
     if r.error:
         print(
             f"facecodec: error: {r.error}; the {r.frames_written} frames before it were "
@@ -69,8 +70,9 @@ def _decode(a: argparse.Namespace) -> int:
         return 3
     st = r.stats
     layer = ""
-    if r.header.layer is not None and (pose.active or a.avatar is not None):
-        layer = "; the low-resolution layer is not used with --pose/--yaw/--pitch/--roll/--avatar"
+    if r.header.layer is not None and (pose.active or a.avatar is not None or eyes):
+        layer = ("; the low-resolution layer is not used with --pose/--yaw/--pitch/--roll/"
+                 "--avatar/--eye-contact")
     elif r.header.layer is not None:
         layer = (f", {st.frames_fused} with the layer ({st.layer_pictures} layer pictures"
                  + (f", {st.layer_lost} lost" if st.layer_lost else "")
@@ -156,6 +158,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     d.add_argument("--pitch", type=float, default=0.0, help="degrees added to the head pitch")
     d.add_argument("--roll", type=float, default=0.0, help="degrees added to the head roll")
     d.add_argument("--avatar", type=Path, default=None, help="portrait to drive instead")
+    d.add_argument("--eye-contact", type=float, nargs="?", const=10.0, default=None,
+                   metavar="DEG", help="draw the eyes turned up into the camera, DEG degrees "
+                   "above where the sender looks (default 10; 0..30)")
     d.add_argument("--layer", choices=("net", "gate", "bicubic", "off"), default="net",
                    help="use of a low-resolution layer: fusion network, training-free "
                         "fusion, the layer alone, or motion only")

@@ -1,5 +1,5 @@
 """End to end on a real talking-head clip: encode -> .fcv -> decode, quality, rates, `info`,
-presets, target rate and the receiver-side edits (frontal pose, avatar)."""
+presets, target rate and the receiver-side edits (frontal pose, eye contact, avatar)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import GRID_FRAMES, PORTRAITS, CliRun, EncodedClip, require
@@ -14,8 +15,12 @@ from conftest import GRID_FRAMES, PORTRAITS, CliRun, EncodedClip, require
 from facecodec import cli
 from facecodec.bitstream.info import describe
 from facecodec.capture.video import read_frames
-from facecodec.codec.decoder import DecodeResult, decode_file
+from facecodec.codec.decoder import DecodeResult, decode_file, decode_packets
 from facecodec.codec.encoder import original_crops
+from facecodec.motion.basis import load_basis
+from facecodec.render import topology as topo
+from facecodec.render.edits import EyeContact, eye_radius
+from facecodec.render.warp import WarpRenderer
 
 SIZE = 256
 # Measured 29.6 dB for grid_swiz3n at the medium preset (warp renderer, 256 px crops).
@@ -150,6 +155,65 @@ def test_decode_frontal_pose(
     assert frames.shape == plain_frames.shape
     # Measured 2.7 grey levels on average: the speaker faces the camera, so the turn is small.
     assert _mean_abs_diff(frames, plain_frames) > 1.0
+
+
+def test_eye_contact_moves_the_irises_up_and_nothing_else(encoded_grid: EncodedClip) -> None:
+    r = encoded_grid.result
+    plain = decode_packets(r.header, r.packets, GRID_FRAMES)
+    eyes = decode_packets(r.header, r.packets, GRID_FRAMES, eye_contact=EyeContact(15.0))
+    basis = load_basis()
+    changed = 0
+    for i, m in r.motions.items():
+        opening = np.zeros((SIZE, SIZE), np.uint8)
+        for loop in (topo.RIGHT_EYE, topo.LEFT_EYE):
+            pts = basis.landmarks(m, SIZE)[list(loop), :2]
+            cv2.fillPoly(opening, [np.round(pts).astype(np.int32)], 1)
+        near = cv2.dilate(opening, np.ones((7, 7), np.uint8)) > 0
+        diff = np.abs(plain[i].astype(int) - eyes[i].astype(int)).max(axis=2)
+        assert diff[~near].max() <= 2, i  # measured 1: the rest of the face is as sent
+        changed += diff[near].max() > 20
+    assert changed >= 0.9 * len(r.motions), changed  # measured 75 of 75
+
+
+def test_eye_contact_turns_each_eye_up_by_its_angle(encoded_grid: EncodedClip) -> None:
+    m = next(iter(encoded_grid.result.motions.values()))
+    radius = eye_radius(load_basis())
+    assert 0.15 < radius < 0.25  # canonical units: the face's RMS radius is 1
+    up = m.gaze - EyeContact(15.0)(m, radius).gaze
+    assert up == pytest.approx([0.0, radius * np.sin(np.radians(15.0))] * 2)
+
+
+def test_renderers_draw_a_change_of_gaze_enlarged(encoded_grid: EncodedClip) -> None:
+    """The tracker reports only part of an iris's move (benchmarks/eyes.py): a frame's iris
+    is drawn IRIS_GAIN times as far from the reference's."""
+    from dataclasses import replace
+
+    from facecodec.render.base import IRIS_GAIN
+
+    m = next(iter(encoded_grid.result.motions.values()))
+    m = replace(m, rotation=np.zeros(3))  # frontal: canonical x, y are the image's
+    renderer = WarpRenderer(load_basis(), SIZE)
+    renderer.set_reference(np.zeros((SIZE, SIZE, 3), np.uint8), m)
+    turned = replace(m, gaze=m.gaze + np.array([0.03, 0.02, 0.03, 0.02]))
+    centres = [topo.LEFT_IRIS[0], topo.RIGHT_IRIS[0]]
+    at_rest = renderer.basis.landmarks(m, SIZE)[centres, :2]
+    sent = renderer.basis.landmarks(turned, SIZE)[centres, :2] - at_rest
+    drawn = renderer.points(turned)[centres, :2] - at_rest
+    assert np.abs(sent).min() > 0.5  # px: a change worth drawing
+    assert drawn / sent == pytest.approx(np.array([IRIS_GAIN] * 2))
+    assert (renderer.points(m) == renderer.basis.landmarks(m, SIZE)).all()
+
+
+@pytest.mark.parametrize("value", ["45", "-1", "nan"])
+def test_cli_bad_eye_contact_angle(
+    value: str, encoded_grid: EncodedClip, tmp_path: Path, run_main: Callable[..., CliRun]
+) -> None:
+    out = tmp_path / "eyes.mp4"
+    r = run_main("decode", encoded_grid.fcv, "-o", out, "--eye-contact", value)
+    assert r.returncode == 2
+    assert r.stderr_lines == [f"facecodec: error: --eye-contact must be within 0..30 degrees, "
+                              f"got {float(value):g}"]
+    assert not out.exists()
 
 
 def test_decode_with_avatar(

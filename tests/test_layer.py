@@ -640,6 +640,8 @@ def test_info_json_reports_layer_kbps(
     assert r.returncode == 0 and "with the layer" in r.stdout
     r = run_main("decode", fcv, "-o", tmp_path / "turned.mp4", "--yaw", "15")
     assert r.returncode == 0 and "layer is not used with --pose" in r.stdout
+    r = run_main("decode", fcv, "-o", tmp_path / "eyes.mp4", "--eye-contact")
+    assert r.returncode == 0 and "--eye-contact" in r.stdout
 
 
 @pytest.mark.parametrize("value", ["-3", "500"])

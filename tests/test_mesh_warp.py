@@ -86,6 +86,32 @@ def test_rest_pose_returns_the_reference(grid: tuple[np.ndarray, np.ndarray]) ->
     assert bench.psnr_y(w.warp(marks[0]), frames[0]) > 40.0
 
 
+@pytest.mark.parametrize("shift", [(2.0, 0.0), (0.0, 1.5)])
+def test_the_middle_of_a_moved_iris_moves_as_one_piece(
+    grid: tuple[np.ndarray, np.ndarray], shift: tuple[float, float]
+) -> None:
+    frames, marks = grid
+    moved = marks[0].copy()
+    moved[topo.N_MESH:] += shift
+    translated = cv2.warpAffine(frames[0], np.float32([[1, 0, shift[0]], [0, 1, shift[1]]]),
+                                (256, 256), flags=cv2.INTER_CUBIC)
+    middle = np.zeros((256, 256), np.uint8)
+    for iris in (topo.LEFT_IRIS, topo.RIGHT_IRIS):
+        cv2.circle(middle, tuple(int(round(v)) for v in moved[iris[0]]), 2, 1, -1)
+    err = {}
+    for core in (True, False):
+        w = MeshWarper(256, iris_core=core)
+        w.set_reference(frames[0], marks[0])
+        out = w.warp(moved).astype(np.float64)
+        err[core] = np.abs(out - translated)[middle > 0].mean()
+        if core:
+            unmoved = np.abs(out - frames[0])[middle > 0].mean()
+    # Measured 1.54 / 1.31 grey levels from the iris translated, against 2.56 / 2.15 for a
+    # fan from the centre, and 5.6 from the iris where it was.
+    assert err[True] < 2.0 and err[True] < 0.75 * err[False], err
+    assert unmoved > 2 * err[True]
+
+
 def test_warp_beats_static_frame(grid: tuple[np.ndarray, np.ndarray]) -> None:
     frames, marks = grid
     warp, static = bench.evaluate(frames, bench.smooth(marks))

@@ -206,7 +206,7 @@ def test_shipped_weights_render_a_validation_frame(frames: tuple) -> None:
     for i in range(30):
         a, b = neural.render(motions[i]), warp.render(motions[i])
         assert a.shape == (SIZE, SIZE, 3) and a.dtype == np.uint8
-        _, cond = neural.cond(basis.landmarks(motions[i], SIZE),
+        _, cond = neural.cond(neural.points(motions[i]),
                               motions[i].surround_towards(key.motion))
         w = float(opening_weight(torch.from_numpy(cond).permute(2, 0, 1)[None],
                                  neural.net.config.opening))
@@ -383,7 +383,7 @@ def test_onnx_parity(frames: tuple, tmp_path: Path) -> None:
     for r in (on_torch, on_ort):
         r.set_reference(key.image, key.motion)
     for m in motions:
-        _, cond = on_torch.cond(basis.landmarks(m, SIZE), m.surround_towards(key.motion))
+        _, cond = on_torch.cond(on_torch.points(m), m.surround_towards(key.motion))
         c0 = torch.from_numpy(cond).permute(2, 0, 1)[None]
         if float(opening_weight(c0, shipped.config.opening)) > 0:
             assert shipped.window(c0) is not None
@@ -403,7 +403,7 @@ def test_the_net_run_on_a_window_draws_the_frame_it_draws_on_the_whole(frames: t
     neural.set_reference(key.image, key.motion)
     windows = 0
     for i in range(30):
-        warped, cond = neural.cond(basis.landmarks(motions[i], SIZE),
+        warped, cond = neural.cond(neural.points(motions[i]),
                                    motions[i].surround_towards(key.motion))
         c0 = torch.from_numpy(cond).permute(2, 0, 1)[None]
         if float(opening_weight(c0, neural.net.config.opening)) == 0.0:
@@ -434,7 +434,7 @@ def test_a_hurried_renderer_draws_its_warp_and_counts_the_frames_it_saved(frames
     neural.set_reference(key.image, key.motion)
     would_run = changed = 0
     for i in range(30):
-        warped, cond = neural.cond(basis.landmarks(motions[i], SIZE),
+        warped, cond = neural.cond(neural.points(motions[i]),
                                    motions[i].surround_towards(key.motion))
         runs = float(opening_weight(torch.from_numpy(cond).permute(2, 0, 1)[None],
                                     neural.net.config.opening)) > 0.0

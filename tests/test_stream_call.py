@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import require
 
@@ -150,6 +151,27 @@ def test_sender_goes_intra_only_while_the_receiver_reports_loss() -> None:
     enc.report_loss(0.0)
     assert not enc.resilient and types(13, 18) == [PacketType.MOTION] * 5
     enc.close()
+
+
+def test_a_receiver_with_eye_contact_draws_the_same_frames_but_the_eyes() -> None:
+    from facecodec.codec.stream import StreamDecoder, StreamEncoder
+
+    frames = list(read_frames(str(require(CLIP))))[:10]
+    enc = StreamEncoder(fps=25, source_size=(frames[0].shape[1], frames[0].shape[0]))
+    header = enc.header_bytes()
+    # The warp (a call's default): a neural receiver's restored reference arrives in the
+    # background, at its own time in each decoder.
+    plain, eyes = StreamDecoder(header, "warp"), StreamDecoder(header, "warp", eye_contact=15.0)
+    assert eyes.decoder.eye_contact is not None and plain.decoder.eye_contact is None
+    drawn = 0
+    for i, frame in enumerate(frames):
+        for data in enc.push(frame, i):
+            for (_, a), (_, b) in zip(plain.push(data), eyes.push(data), strict=True):
+                diff = np.abs(a.astype(int) - b.astype(int)).max(axis=2)
+                assert 0 < (diff > 2).mean() < 0.01  # the eyes only: under 1 % of the frame
+                drawn += 1
+    enc.close()
+    assert drawn >= 8
 
 
 def test_an_overtaken_motion_packet_is_dropped_not_drawn_late() -> None:

@@ -33,7 +33,7 @@ from facecodec.motion.basis import ExpressionBasis, basis_for_id, load_basis
 from facecodec.motion.coder import CoderConfig, MotionDecoder
 from facecodec.motion.motion import Motion
 from facecodec.render.base import Renderer
-from facecodec.render.edits import Avatar, PoseEdit
+from facecodec.render.edits import Avatar, EyeContact, PoseEdit, eye_radius
 from facecodec.render.fusion_model import GATE_MODEL_ID, shipped_fusion_ids
 from facecodec.render.held import FlowMover, fade
 from facecodec.render.registry import DEFAULT_RENDERER, make_renderer
@@ -89,9 +89,11 @@ class PacketDecoder:
         avatar: Path | None = None,
         layer: str = "net",
         restore_behind: bool = False,
+        eye_contact: EyeContact | None = None,
     ) -> None:
         """`layer`: how to use a stream's low-resolution layer: "net" (the fusion network),
         "gate" (training-free fusion), "bicubic" (the layer alone), "off" (motion only).
+        `eye_contact`: draw the eyes turned up into the camera (edits.EyeContact).
         `restore_behind` (a call): a RESTORE share's picture is made in the background
         (codec/background.py) and drawn from once it is ready, the frames before it drawn
         as they would be without it; a file's decode takes it at once."""
@@ -112,6 +114,9 @@ class PacketDecoder:
         self.avatar = (
             Avatar(avatar, self.basis, header.size, self.config.k) if avatar is not None else None
         )
+        self.eye_contact = eye_contact
+        # The renderer draws a change of gaze times its gain: the edit's turn is of the eye.
+        self._eye_radius = eye_radius(self.basis) / renderer.iris_gain[1]
         self.motion = MotionDecoder(self.config)
         self.keyframes: dict[int, Keyframe] = {}
         self.active: int | None = None
@@ -126,10 +131,15 @@ class PacketDecoder:
         self._restoring: tuple[int, float, Future[np.ndarray]] | None = None
         # The layer shows the sender's own face as it was: fused into a redirected head or
         # an avatar it would paint the original back in, so receiver-side edits drop it.
-        self.layer_ignored = bool(header.layer) and (self.pose.active or self.avatar is not None)
+        self.layer_ignored = bool(header.layer) and self.edited
         # Ignored, the layer is still decoded: a keyframe's picture may be one of its pictures.
         self.layer = (_LayerState(header, "off" if self.layer_ignored else layer, self.stats,
                                   self.basis) if header.layer else None)
+
+    @property
+    def edited(self) -> bool:
+        """Whether a receiver-side edit changes what the sender's Motion says."""
+        return self.pose.active or self.avatar is not None or self.eye_contact is not None
 
     def needs_keyframe(self) -> bool:
         return self._needs_keyframe
@@ -167,7 +177,8 @@ class PacketDecoder:
             if self._drive_from is None:
                 self._drive_from = m
             m = self.avatar.drive(self._drive_from, m)
-        return self.pose(m)
+        m = self.pose(m)
+        return m if self.eye_contact is None else self.eye_contact(m, self._eye_radius)
 
     def push(self, packet: Packet, draw: bool = True,
              hurry: bool = False) -> list[tuple[int, np.ndarray]]:
@@ -497,13 +508,14 @@ def decode_file(
     on_frame: object = None,
     layer: str = "net",
     upscale: bool = False,
+    eye_contact: EyeContact | None = None,
 ) -> DecodeResult:
     """Decode an .fcv file to a video. On damage, the frames before it are still written and
     the result carries the error; nothing is written if no frame could be rendered.
     `upscale`: write frames at twice the stream's size (render/upscale.py)."""
     reader = FcvReader(src)
     header = reader.header
-    dec = PacketDecoder(header, renderer, pose, avatar, layer)
+    dec = PacketDecoder(header, renderer, pose, avatar, layer, eye_contact=eye_contact)
     up = None
     if upscale:
         from facecodec.render.upscale import Upscaler
@@ -535,12 +547,12 @@ def decode_file(
 def decode_packets(
     header: StreamHeader, packets: list[Packet], n_frames: int, renderer: str = DEFAULT_RENDERER,
     layer: str = "net", pose: PoseEdit | None = None, avatar: Path | None = None,
-    hurry: bool = False,
+    hurry: bool = False, eye_contact: EyeContact | None = None,
 ) -> np.ndarray:
     """Decode an in-memory stream to [n_frames, S, S, 3], holding frames over gaps like the
     file decoder does (used by benchmarks, which score many streams without writing files).
     `hurry`: every packet drawn as a live receiver behind real time draws it."""
-    dec = PacketDecoder(header, renderer, pose, avatar, layer)
+    dec = PacketDecoder(header, renderer, pose, avatar, layer, eye_contact=eye_contact)
     out: list[np.ndarray | None] = [None] * n_frames
     for p in packets:
         for i, f in dec.push(p, hurry=hurry):

@@ -1,13 +1,14 @@
 """Receiver-side edits: they change only the Motion handed to the renderer.
 
-- Redirection: show the head frontal, or turned by given angles (eye contact with the camera).
+- Redirection: show the head frontal, or turned by given angles.
+- Eye contact: the eyes look into the camera instead of at the screen below it.
 - Avatar: drive another portrait with the sender's expression and relative head motion.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,7 @@ from facecodec.face.crop import CropBox
 from facecodec.face.tracker import FaceMesh
 from facecodec.motion.basis import ExpressionBasis
 from facecodec.motion.motion import Motion
+from facecodec.render import topology as T
 
 
 @dataclass(frozen=True)
@@ -77,3 +79,39 @@ class Avatar:
             gaze=own.gaze + (m.gaze - sender_ref.gaze),
             openness=np.maximum(own.openness + (m.openness - sender_ref.openness), 0.0),
         )
+
+
+# Eyes turn about 35-45 degrees up at most; a camera further above the picture than this
+# asks for a turn that would take the iris under the upper lid.
+MAX_EYE_TURN_DEG = 30.0
+
+
+@dataclass(frozen=True)
+class EyeContact:
+    """Eyes that look into the camera. The sender looks at the picture on their screen,
+    whose middle is some way below the camera, so the receiver sees eyes turned down. Like
+    a phone's eye-contact setting, this draws both irises turned up by the camera's angle
+    above where the sender looks (`degrees`, about 5-15 for a laptop's camera at arm's
+    length), in the head's own axes: glances, blinks and head turns stay as they were.
+    Where the sender does look into the camera the eyes then look above it; the face
+    tracker's up-down iris reading is too faint to tell (benchmarks/eyes.py), so the
+    correction does not adapt."""
+
+    degrees: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.degrees <= MAX_EYE_TURN_DEG:  # also refuses NaN
+            raise FacecodecError(f"--eye-contact must be within 0..{MAX_EYE_TURN_DEG:g} "
+                                 f"degrees, got {self.degrees:g}")
+
+    def __call__(self, m: Motion, radius: float) -> Motion:
+        """`m` with the irises moved up; `radius`: the eyes' radius (eye_radius)."""
+        up = radius * math.sin(math.radians(self.degrees))
+        return replace(m, gaze=m.gaze - np.array([0.0, up, 0.0, up]))
+
+
+def eye_radius(basis: ExpressionBasis) -> float:
+    """Canonical distance from an iris's centre to the eye's centre of rotation: about 10.5
+    mm, against an adult iris's 11.7 mm across (the basis's mean iris)."""
+    width = [np.ptp(basis.mean[list(iris[1:]), 0]) for iris in (T.LEFT_IRIS, T.RIGHT_IRIS)]
+    return float(np.mean(width)) * 10.5 / 11.7

@@ -1,8 +1,9 @@
 """Training-free renderer: piecewise-affine warp of the reference over the face mesh.
 
-The 478 landmarks are triangulated with MediaPipe's tessellation; fans from the iris centres
-and a strip between the lips fill the eye and mouth openings, so a closed mouth can open by
-stretching its border pixels. Around the face, two rings of control points (scaled copies of
+The 478 landmarks are triangulated with MediaPipe's tessellation; each eye opening is the
+middle of the iris (moved as one piece, IRIS_CORE) and a band from it to the lids, and a
+strip between the lips fills the mouth, so a closed mouth can open by stretching its border
+pixels. Around the face, two rings of control points (scaled copies of
 the face oval) and fixed points just outside the image border are Delaunay-triangulated once
 per reference. The rings follow part of the head's similarity transform (fitted on rigid
 landmarks) and of the jaw line's own motion, less below the face (neck and collar belong to
@@ -62,10 +63,12 @@ SURROUND_SEAM = 1.0 / 128
 # 256 px frame.
 RESAMPLING = cv2.INTER_CUBIC
 
-_EYE_FANS = (
-    (topo.RIGHT_IRIS[0], topo.RIGHT_EYE),
-    (topo.LEFT_IRIS[0], topo.LEFT_EYE),
-)
+_EYES = ((topo.RIGHT_IRIS, topo.RIGHT_EYE), (topo.LEFT_IRIS, topo.LEFT_EYE))
+# The middle of each iris moves as one piece: points this share of the way from the iris
+# centre to its four rim points (and no further than CORE_REACH of the way to the lid), so
+# a turned eye shows the iris moved, not a centre pulled out of a stretched disc.
+IRIS_CORE = 0.6
+CORE_REACH = 0.7
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -113,13 +116,15 @@ class MeshWarper:
     """
 
     def __init__(self, size: int, *, map_scale: float = 0.5,
-                 interpolation: int = RESAMPLING) -> None:
+                 interpolation: int = RESAMPLING, iris_core: bool = True) -> None:
+        """`iris_core` False: each eye opening is a fan from the iris centre (IRIS_CORE)."""
         if not MIN_SIZE <= size <= MAX_SIZE:
             raise ValueError(f"size must be {MIN_SIZE}..{MAX_SIZE}, got {size}")
         if not 0.1 <= map_scale <= 1.0:
             raise ValueError(f"map_scale must be 0.1..1, got {map_scale}")
         self.size = size
         self.interpolation = interpolation
+        self.iris_core = iris_core
         self._lo = max(16, round(size * map_scale))  # side of the map before upsampling
         self._s = self._lo / size
         # Full-resolution coordinates of the low-resolution pixel centres (cv2.resize's
@@ -188,14 +193,18 @@ class MeshWarper:
         cen = outer_pts[dl].mean(axis=1)
         outer = outer_ids[dl[~_inside(oval, cen)]]
 
-        eyes = []
-        for c, loop in _EYE_FANS:
-            ring_e = np.array(loop)
-            eyes.append(np.stack([np.full(len(ring_e), c), ring_e, np.roll(ring_e, -1)], 1))
+        eyes, cores = [], []
+        first = n_lm + n_ring + len(border)
+        for iris, loop in _EYES:
+            share = _core_shares(ref, iris, loop) if self.iris_core else np.zeros(0)
+            ids = first + sum(len(c[1]) for c in cores) + np.arange(len(share))
+            eyes.append(_eye_triangles(ref, iris, loop, share, ids))
+            cores.append((iris, share))
+        self._cores = cores
         mouth = topo.strip_triangles(topo.LIPS_INNER_UPPER, topo.LIPS_INNER_LOWER)
         # Painter's order: later triangles win where the target mesh folds over itself.
         self._tris = np.concatenate([outer, *eyes, mouth, topo.MESH_TRIANGLES]).astype(np.int32)
-        self._ref_all = np.concatenate([ref, ring, border])
+        self._ref_all = np.concatenate([ref, ring, border, self._core_points(ref)])
         self._ref_tri = self._ref_all[self._tris]  # (T, 3, 2)
         self._image = np.ascontiguousarray(image)
 
@@ -222,7 +231,13 @@ class MeshWarper:
         excess = np.maximum(size - MAX_LAG * self._ring_gap, 0.0)
         move += lag * (excess / np.maximum(size, 1e-9)) * self._ring_fade
         ring = self._ring_ref + move
-        return np.concatenate([dst, ring, self._border]), m
+        return np.concatenate([dst, ring, self._border, self._core_points(dst)]), m
+
+    def _core_points(self, pts: np.ndarray) -> np.ndarray:
+        """Both irises' core points (IRIS_CORE) for landmarks `pts`."""
+        out = [pts[iris[0]] + share[:, None] * (pts[list(iris[1:])] - pts[iris[0]])
+               for iris, share in self._cores if len(share)]
+        return np.concatenate([np.zeros((0, 2)), *out])
 
     def warp(self, dst_points: np.ndarray, surround: np.ndarray | None = None) -> np.ndarray:
         """The reference warped so its landmarks land on `dst_points` (478, 2) px; outside the
@@ -293,6 +308,53 @@ class MeshWarper:
         # Fixed-point maps (1/32 px) halve the cost of remap.
         m1, m2 = cv2.convertMaps(m, None, cv2.CV_16SC2)
         return cv2.remap(self._image, m1, m2, self.interpolation, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _core_shares(ref: np.ndarray, iris: tuple[int, ...], loop: tuple[int, ...]) -> np.ndarray:
+    """How far towards each rim point the iris's core reaches in the reference: IRIS_CORE,
+    or less where a lid is nearer (an iris is partly under its lids); empty when the centre
+    is not inside the eye opening (a closed eye: its fan is then the opening's triangles)."""
+    poly = ref[list(loop)]
+    c = ref[iris[0]]
+    if not _inside(poly, c[None])[0]:
+        return np.zeros(0)
+    steps = np.linspace(0.05, 2.0, 40)
+    out = []
+    for rim in ref[list(iris[1:])]:
+        inside = _inside(poly, c + steps[:, None] * (rim - c))
+        lid = steps[np.argmin(inside)] if not inside.all() else steps[-1]
+        out.append(min(IRIS_CORE, CORE_REACH * lid))
+    return np.array(out)
+
+
+def _eye_triangles(ref: np.ndarray, iris: tuple[int, ...], loop: tuple[int, ...],
+                   share: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Triangles filling an eye opening: a fan from the iris centre over its core points
+    (`ids`, placed by `share`), and a band from the core to the lids, each lid point joined
+    to the core point nearest it in angle about the centre. Without a core, a fan from the
+    centre to the lids."""
+    centre, lids = iris[0], np.array(loop)
+    if not len(share):
+        return np.stack([np.full(len(lids), centre), lids, np.roll(lids, -1)], 1)
+    c = ref[centre]
+    core = c + share[:, None] * (ref[list(iris[1:])] - c)
+    angle = np.arctan2(*(core - c).T[::-1])
+    order = np.argsort(angle)
+    core_ids, angle = ids[order], angle[order]
+    k = len(core_ids)
+    tris = [(centre, core_ids[i], core_ids[(i + 1) % k]) for i in range(k)]
+    lid_angle = np.arctan2(*(ref[lids] - c).T[::-1])
+    gap = np.abs((lid_angle[:, None] - angle[None] + np.pi) % (2 * np.pi) - np.pi)
+    near = np.argmin(gap, axis=1)
+    for i in range(len(lids)):
+        j = (i + 1) % len(lids)
+        a, b = near[i], near[j]
+        tris.append((lids[i], lids[j], core_ids[a]))
+        while a != b:  # the core points between the two lid points' nearest ones
+            nxt = (a + 1) % k
+            tris.append((core_ids[a], lids[j], core_ids[nxt]))
+            a = nxt
+    return np.array(tris)
 
 
 def _invert(m: np.ndarray) -> np.ndarray:

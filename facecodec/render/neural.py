@@ -456,7 +456,7 @@ class NeuralRenderer(Renderer):
 
     def _render(self, target: Motion) -> np.ndarray:
         assert self._restored is not None and self.ref_motion is not None
-        warped, cond = self.cond(self.basis.landmarks(target, self.size),
+        warped, cond = self.cond(self.points(target),
                                  target.surround_towards(self.ref_motion))
         c0 = torch.from_numpy(cond).permute(2, 0, 1)[None]
         config = self.net.config

@@ -75,6 +75,7 @@ class CallOptions:
     size: int = 256
     preset: str | None = None  # motion preset; None: medium, or low beside a layer
     renderer: str = CALL_RENDERER
+    eye_contact: float | None = None  # draw the peer's eyes turned up this many degrees
     layer_kbps: float = 0.0  # low-resolution layer beside the motion (0: motion only)
     reference: str = "best"  # motion only: refresh the reference as the call goes (codec/scout.py)
     # A packet that waited longer than this in the receiver's queue is decoded but not drawn:
@@ -407,7 +408,7 @@ class _Call:
                 elif msg["type"] == "start":
                     decoder = await loop.run_in_executor(
                         self._decode_pool, self.decoder_cls, msg["header"], self.options.renderer,
-                        self.options.torch_threads,
+                        self.options.torch_threads, self.options.eye_contact,
                     )
                     t0, fps, last_index = msg["t0"], msg["fps"], None
                 continue
@@ -528,6 +529,10 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="random extra delay")
     parser.add_argument("--preset", help="motion preset (default medium; low with a layer)")
     parser.add_argument("--renderer", default=CALL_RENDERER)
+    parser.add_argument("--eye-contact", type=float, nargs="?", const=10.0, default=None,
+                        metavar="DEG", help="draw the peer's eyes turned up into the camera, "
+                        "DEG degrees above where they look (default 10; 0..30); the peer's "
+                        "layer is then not drawn")
     parser.add_argument("--late-ms", type=float, default=100.0,
                         help="decode but do not draw packets that waited longer than this for "
                              "the receiver, so a slow renderer stays in real time (0: draw all)")
@@ -553,6 +558,10 @@ def call_main(args: argparse.Namespace) -> int:
     for flag, value in (("--late-ms", args.late_ms), ("--hurry-ms", args.hurry_ms)):
         if not value >= 0:
             raise FacecodecError(f"{flag} must be 0 or more (got {value})")
+    if args.eye_contact is not None:
+        from facecodec.render.edits import EyeContact
+
+        EyeContact(args.eye_contact)  # refuses an angle out of range now, not at the peer's start
     options = CallOptions(
         seconds=args.seconds,
         loop_source=args.loop,
@@ -565,6 +574,7 @@ def call_main(args: argparse.Namespace) -> int:
         window=args.window,
         preset=args.preset,
         renderer=args.renderer,
+        eye_contact=args.eye_contact,
         layer_kbps=args.layer_kbps,
         reference=args.reference,
         late_s=args.late_ms / 1000 if args.late_ms > 0 else None,
