@@ -69,6 +69,7 @@ _EYES = ((topo.RIGHT_IRIS, topo.RIGHT_EYE), (topo.LEFT_IRIS, topo.LEFT_EYE))
 # a turned eye shows the iris moved, not a centre pulled out of a stretched disc.
 IRIS_CORE = 0.6
 CORE_REACH = 0.7
+MIN_CORE = 0.15
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -313,7 +314,8 @@ class MeshWarper:
 def _core_shares(ref: np.ndarray, iris: tuple[int, ...], loop: tuple[int, ...]) -> np.ndarray:
     """How far towards each rim point the iris's core reaches in the reference: IRIS_CORE,
     or less where a lid is nearer (an iris is partly under its lids); empty when the centre
-    is not inside the eye opening (a closed eye: its fan is then the opening's triangles)."""
+    is not inside the eye opening or a lid leaves the core under MIN_CORE (a closed or
+    half-closed eye: its opening is then a fan from the centre)."""
     poly = ref[list(loop)]
     c = ref[iris[0]]
     if not _inside(poly, c[None])[0]:
@@ -324,7 +326,8 @@ def _core_shares(ref: np.ndarray, iris: tuple[int, ...], loop: tuple[int, ...]) 
         inside = _inside(poly, c + steps[:, None] * (rim - c))
         lid = steps[np.argmin(inside)] if not inside.all() else steps[-1]
         out.append(min(IRIS_CORE, CORE_REACH * lid))
-    return np.array(out)
+    # A core pressed flat by a lid (a half-closed eye) would only make slivers.
+    return np.array(out) if min(out) >= MIN_CORE else np.zeros(0)
 
 
 def _eye_triangles(ref: np.ndarray, iris: tuple[int, ...], loop: tuple[int, ...],
@@ -344,14 +347,19 @@ def _eye_triangles(ref: np.ndarray, iris: tuple[int, ...], loop: tuple[int, ...]
     k = len(core_ids)
     tris = [(centre, core_ids[i], core_ids[(i + 1) % k]) for i in range(k)]
     lid_angle = np.arctan2(*(ref[lids] - c).T[::-1])
+    if np.sum((np.diff(lid_angle, append=lid_angle[0]) + np.pi) % (2 * np.pi) - np.pi) < 0:
+        lids, lid_angle = lids[::-1], lid_angle[::-1]  # walk the lids as the core: by angle
     gap = np.abs((lid_angle[:, None] - angle[None] + np.pi) % (2 * np.pi) - np.pi)
     near = np.argmin(gap, axis=1)
     for i in range(len(lids)):
         j = (i + 1) % len(lids)
         a, b = near[i], near[j]
         tris.append((lids[i], lids[j], core_ids[a]))
-        while a != b:  # the core points between the two lid points' nearest ones
-            nxt = (a + 1) % k
+        # The core points between the two lid points' nearest ones, the short way round (a
+        # lid that bulges past its centre's angle can step the nearest one back).
+        step = 1 if (b - a) % k <= k // 2 else -1
+        while a != b:
+            nxt = (a + step) % k
             tris.append((core_ids[a], lids[j], core_ids[nxt]))
             a = nxt
     return np.array(tris)
