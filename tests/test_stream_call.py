@@ -518,8 +518,10 @@ def test_loopback_call_renders_frames_with_loss() -> None:
     async def body(url: str) -> None:
         # --seconds counts from start-up (tracker, signaling, ICE): leave room for a busy CPU.
         sender = CallOptions(seconds=6, loopback=True, audio="silence")
+        # The receiver also draws the eyes turned up (--eye-contact), as a call passes it on.
         receiver = CallOptions(
-            seconds=8, loopback=True, impairment=Impairment(loss=0.1, seed=3), audio="silence"
+            seconds=8, loopback=True, impairment=Impairment(loss=0.1, seed=3), audio="silence",
+            eye_contact=12.0,
         )
         sent, got = await asyncio.gather(
             run_call("live", url, str(CLIP), "none", sender),
