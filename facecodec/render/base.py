@@ -72,7 +72,7 @@ class Renderer(ABC):
         self._prepare(image, motion)
 
     def points(self, target: Motion) -> np.ndarray:
-        """The landmarks (478, 3) px a frame is drawn to: the target's, each iris moved from
+        """The landmarks (478, 2) px a frame is drawn to: the target's, each iris moved from
         the reference's by IRIS_GAIN times the change of gaze."""
         assert self.ref_motion is not None
         gain = np.tile(self.iris_gain, 2)
