@@ -31,7 +31,7 @@ import numpy as np
 from facecodec.bench.landmarks import track_landmarks
 from facecodec.bench.metrics import luma, psnr_y
 from facecodec.capture.video import read_frames
-from facecodec.codec.decoder import PacketDecoder
+from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, analyze_file, code_analysis, original_crops
 from facecodec.errors import FacecodecError
 from facecodec.face.crop import CropBox
@@ -100,12 +100,7 @@ def clip_scores(clip: Path) -> list[tuple[float, float, float, float]]:
         renderer = WarpRenderer(load_basis(), size)
         renderer.warper = MeshWarper(size, iris_core=core == "core")
         renderer.iris_gain = (gx, gy)
-        dec = PacketDecoder(r.header, renderer)
-        rec = np.empty_like(src)
-        last = None
-        drawn = dict(f for p in r.packets for f in dec.push(p))
-        for i in range(n):  # frames without a face hold the last one, as a player does
-            rec[i] = last = drawn.get(i, last)
+        rec = decode_packets(r.header, r.packets, n, renderer)
         yr = luma(rec).astype(np.float64)
         eye = 10 * np.log10(255.0 ** 2 / ((y - yr) ** 2)[masks].mean())
         rl = track_landmarks(rec)

@@ -14,6 +14,7 @@ from conftest import require
 from facecodec.bitstream.packets import Packet, PacketType, encode_packet
 from facecodec.capture.video import read_frames
 from facecodec.errors import BitstreamError, FacecodecError
+from facecodec.render.edits import EyeContact
 from facecodec.stream.impair import Impairment
 from facecodec.stream.peer import (
     ControlReceived,
@@ -161,7 +162,8 @@ def test_a_receiver_with_eye_contact_draws_the_same_frames_but_the_eyes() -> Non
     header = enc.header_bytes()
     # The warp (a call's default): a neural receiver's restored reference arrives in the
     # background, at its own time in each decoder.
-    plain, eyes = StreamDecoder(header, "warp"), StreamDecoder(header, "warp", eye_contact=15.0)
+    plain = StreamDecoder(header, "warp")
+    eyes = StreamDecoder(header, "warp", eye_contact=EyeContact(15.0))
     assert eyes.decoder.eye_contact is not None and plain.decoder.eye_contact is None
     drawn = 0
     for i, frame in enumerate(frames):
@@ -521,7 +523,7 @@ def test_loopback_call_renders_frames_with_loss() -> None:
         # The receiver also draws the eyes turned up (--eye-contact), as a call passes it on.
         receiver = CallOptions(
             seconds=8, loopback=True, impairment=Impairment(loss=0.1, seed=3), audio="silence",
-            eye_contact=12.0,
+            eye_contact=EyeContact(12.0),
         )
         sent, got = await asyncio.gather(
             run_call("live", url, str(CLIP), "none", sender),

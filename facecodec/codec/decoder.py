@@ -545,9 +545,10 @@ def decode_file(
 
 
 def decode_packets(
-    header: StreamHeader, packets: list[Packet], n_frames: int, renderer: str = DEFAULT_RENDERER,
-    layer: str = "net", pose: PoseEdit | None = None, avatar: Path | None = None,
-    hurry: bool = False, eye_contact: EyeContact | None = None,
+    header: StreamHeader, packets: list[Packet], n_frames: int,
+    renderer: str | Renderer = DEFAULT_RENDERER, layer: str = "net",
+    pose: PoseEdit | None = None, avatar: Path | None = None, hurry: bool = False,
+    eye_contact: EyeContact | None = None,
 ) -> np.ndarray:
     """Decode an in-memory stream to [n_frames, S, S, 3], holding frames over gaps like the
     file decoder does (used by benchmarks, which score many streams without writing files).

@@ -159,14 +159,13 @@ class StreamDecoder:
     """Receiver side of a call: push packet bytes as they arrive, get rendered frames."""
 
     def __init__(self, header_bytes: bytes, renderer: str = DEFAULT_RENDERER,
-                 threads: int | None = None, eye_contact: float | None = None) -> None:
+                 threads: int | None = None, eye_contact: EyeContact | None = None) -> None:
         """`threads`: torch threads for the decoder's networks (a call's machine also runs
         its sender), set on the thread that decodes, since a thread keeps the count it had
-        when it first ran a network. `eye_contact`: degrees the eyes are drawn turned up
-        (edits.EyeContact; None: as sent)."""
-        self.decoder = PacketDecoder(
-            StreamHeader.from_bytes(header_bytes), renderer, restore_behind=True,
-            eye_contact=EyeContact(eye_contact) if eye_contact is not None else None)
+        when it first ran a network. `eye_contact`: the eyes drawn turned up (None: as
+        sent)."""
+        self.decoder = PacketDecoder(StreamHeader.from_bytes(header_bytes), renderer,
+                                     restore_behind=True, eye_contact=eye_contact)
         torch = sys.modules.get("torch")  # not loaded: no network to set (warp, no layer)
         if threads is not None and torch is not None:
             torch.set_num_threads(threads)

@@ -29,6 +29,7 @@ from facecodec.capture.video import probe, read_frames
 from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.files import check_writable, write_text
+from facecodec.render.edits import EyeContact
 from facecodec.render.registry import CALL_RENDERER
 from facecodec.stream.impair import Impairment
 from facecodec.stream.peer import (
@@ -75,7 +76,7 @@ class CallOptions:
     size: int = 256
     preset: str | None = None  # motion preset; None: medium, or low beside a layer
     renderer: str = CALL_RENDERER
-    eye_contact: float | None = None  # draw the peer's eyes turned up this many degrees
+    eye_contact: EyeContact | None = None  # draw the peer's eyes turned up into the camera
     layer_kbps: float = 0.0  # low-resolution layer beside the motion (0: motion only)
     reference: str = "best"  # motion only: refresh the reference as the call goes (codec/scout.py)
     # A packet that waited longer than this in the receiver's queue is decoded but not drawn:
@@ -558,10 +559,8 @@ def call_main(args: argparse.Namespace) -> int:
     for flag, value in (("--late-ms", args.late_ms), ("--hurry-ms", args.hurry_ms)):
         if not value >= 0:
             raise FacecodecError(f"{flag} must be 0 or more (got {value})")
-    if args.eye_contact is not None:
-        from facecodec.render.edits import EyeContact
-
-        EyeContact(args.eye_contact)  # refuses an angle out of range now, not at the peer's start
+    # Built (and an angle out of range refused) now, not when the peer's stream starts.
+    eye_contact = EyeContact(args.eye_contact) if args.eye_contact is not None else None
     options = CallOptions(
         seconds=args.seconds,
         loop_source=args.loop,
@@ -574,7 +573,7 @@ def call_main(args: argparse.Namespace) -> int:
         window=args.window,
         preset=args.preset,
         renderer=args.renderer,
-        eye_contact=args.eye_contact,
+        eye_contact=eye_contact,
         layer_kbps=args.layer_kbps,
         reference=args.reference,
         late_s=args.late_ms / 1000 if args.late_ms > 0 else None,
