@@ -58,8 +58,10 @@ ReferenceFn = Callable[[Path, int, int], ReferenceClip]
 
 
 def read_video(path: Path, max_frames: int) -> tuple[list[np.ndarray], Fraction]:
-    """First `max_frames` RGB frames of a video file and its frame rate."""
+    """First `max_frames` RGB frames of a video file, upright as shown, and its frame rate."""
     import av
+
+    from facecodec.capture.video import upright
 
     if not path.is_file():
         raise FacecodecError(f"no such video file: {path}")
@@ -73,7 +75,7 @@ def read_video(path: Path, max_frames: int) -> tuple[list[np.ndarray], Fraction]
                 raise FacecodecError(f"cannot tell the frame rate of {path}")
             frames: list[np.ndarray] = []
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(upright(frame))
                 if len(frames) >= max_frames:
                     break
     except av.FFmpegError as e:

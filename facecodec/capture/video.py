@@ -22,10 +22,13 @@ CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", "
 
 @dataclass(frozen=True)
 class VideoInfo:
+    """A video as it is shown: width and height after the container's display rotation."""
+
     width: int
     height: int
     fps: Fraction
     frames: int | None  # as the container claims; may be absent or wrong
+    quarter_turns: int = 0  # counter-clockwise turns that show a decoded picture upright
 
 
 def _open(path: str | Path) -> av.container.InputContainer:
@@ -44,13 +47,42 @@ def _open(path: str | Path) -> av.container.InputContainer:
     return c
 
 
+def quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns the container's display matrix asks for (0..3).
+
+    Phones store portrait video as landscape pictures plus this matrix; a face lying on
+    its side is neither tracked nor shown the way the sender filmed it.
+    """
+    return round(frame.rotation / 90) % 4
+
+
+def upright(frame: av.VideoFrame) -> np.ndarray:
+    """An RGB picture of `frame` as a player shows it (display rotation applied)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def _first_turns(c: av.container.InputContainer) -> int:
+    """Display rotation of the first picture; 0 when none decodes (read_frames says why)."""
+    try:
+        for frame in c.decode(c.streams.video[0]):
+            return quarter_turns(frame)
+    except av.error.FFmpegError:
+        pass
+    return 0
+
+
 def probe(path: str | Path) -> VideoInfo:
-    """Size and frame rate, checked against the limits the codec supports."""
+    """Size as shown and frame rate, checked against the limits the codec supports."""
     with _open(path) as c:
         s = c.streams.video[0]
         w, h = s.codec_context.width, s.codec_context.height
         rate = s.average_rate or s.guessed_rate or Fraction(25)
         frames = s.frames or None
+        turns = _first_turns(c)
+    if turns % 2:
+        w, h = h, w
     if min(w, h) < MIN_SIDE:
         raise FacecodecError(f"{path}: frames of {w}x{h} are too small (minimum side {MIN_SIDE})")
     if max(w, h) > MAX_SIDE:
@@ -58,11 +90,12 @@ def probe(path: str | Path) -> VideoInfo:
     fps = Fraction(rate).limit_denominator(1001)
     if not (1 <= fps <= 120):
         raise FacecodecError(f"{path}: implausible frame rate {float(fps):.3f}")
-    return VideoInfo(w, h, fps, frames)
+    return VideoInfo(w, h, fps, frames, turns)
 
 
 def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """RGB uint8 frames in display order. A stream that breaks mid-way ends with an error."""
+    """RGB uint8 frames in display order, upright as a player shows them. A stream that
+    breaks mid-way ends with an error."""
     probe(path)
     with _open(path) as c:
         s = c.streams.video[0]
@@ -70,7 +103,7 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.
         n = 0
         try:
             for frame in c.decode(s):
-                yield frame.to_ndarray(format="rgb24")
+                yield upright(frame)
                 n += 1
                 if max_frames is not None and n >= max_frames:
                     return

@@ -1,0 +1,97 @@
+"""Reading videos as a player shows them: phone recordings store portrait video as landscape
+pictures plus a display rotation, and the sender must see (and send) the face upright."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from conftest import CLIPS, require
+
+from facecodec.capture.video import probe, read_frames
+from facecodec.codec.decoder import decode_packets
+from facecodec.codec.encoder import EncoderSettings, encode_file
+from facecodec.psnr import image_psnr_y
+
+D9 = CLIPS / "liveportrait_d9.mp4"  # 512x480: a quarter turn swaps width and height
+FRAMES = 24
+
+
+def _write(path: Path, frames: list[np.ndarray], display_ccw: int) -> None:
+    """A lossless H.264 file holding `frames` turned so that its display rotation of
+    `display_ccw` degrees (counter-clockwise) shows them upright again."""
+    k = -display_ccw // 90
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264rgb", rate=25)
+        stored = np.rot90(frames[0], k)
+        s.width, s.height = stored.shape[1], stored.shape[0]
+        s.pix_fmt = "rgb24"
+        s.options = {"qp": "0"}
+        if display_ccw:
+            s.set_display_rotation(display_ccw)
+        for f in frames:
+            pic = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(f, k)), format="rgb24")
+            for p in s.encode(pic):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+
+
+@pytest.fixture(scope="module")
+def d9_frames() -> list[np.ndarray]:
+    return list(read_frames(require(D9), FRAMES))
+
+
+@pytest.fixture(scope="module")
+def turned(
+    d9_frames: list[np.ndarray], tmp_path_factory: pytest.TempPathFactory
+) -> dict[int, Path]:
+    """The clip's first frames stored upright and under each display rotation."""
+    root = tmp_path_factory.mktemp("turned")
+    paths = {}
+    for deg in (0, 90, -90, 180):
+        paths[deg] = root / f"d9_{deg}.mp4"
+        _write(paths[deg], d9_frames, deg)
+    return paths
+
+
+@pytest.mark.parametrize("deg", [90, -90, 180])
+def test_frames_come_upright(
+    deg: int, turned: dict[int, Path], d9_frames: list[np.ndarray]
+) -> None:
+    info = probe(turned[deg])
+    assert (info.width, info.height) == (512, 480)
+    assert info.quarter_turns == (deg // 90) % 4
+    got = list(read_frames(turned[deg]))
+    assert len(got) == FRAMES
+    for a, b in zip(got, d9_frames, strict=True):
+        assert a.shape == b.shape == (480, 512, 3)
+        assert np.array_equal(a, b)  # stored losslessly: the turn is undone exactly
+    # The pictures in the file really lie turned: decoded as stored, they are not the clip.
+    with av.open(str(turned[deg])) as c:
+        raw = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    assert raw.shape != d9_frames[0].shape or not np.array_equal(raw, d9_frames[0])
+
+
+def test_unturned_file_reads_as_stored(
+    turned: dict[int, Path], d9_frames: list[np.ndarray]
+) -> None:
+    info = probe(turned[0])
+    assert (info.width, info.height, info.quarter_turns) == (512, 480, 0)
+    assert np.array_equal(next(read_frames(turned[0])), d9_frames[0])
+
+
+def test_turned_phone_video_encodes_as_the_upright_one(turned: dict[int, Path]) -> None:
+    """A quarter-turned file gives the upright file's stream: same source size in the
+    header, the same crop, and frames drawn alike."""
+    settings = EncoderSettings(preset="low")
+    upright = encode_file(turned[0], None, settings)
+    sideways = encode_file(turned[-90], None, settings)
+    assert (sideways.header.source_width, sideways.header.source_height) == (512, 480)
+    a, b = upright.keyframes[0].crop, sideways.keyframes[0].crop
+    assert abs(a.x - b.x) < 2 and abs(a.y - b.y) < 2 and abs(a.side - b.side) < 2
+    fa = decode_packets(upright.header, upright.packets, FRAMES, renderer="warp")
+    fb = decode_packets(sideways.header, sideways.packets, FRAMES, renderer="warp")
+    assert min(image_psnr_y(x, y) for x, y in zip(fa, fb, strict=True)) > 40
