@@ -1,18 +1,22 @@
-"""Reading videos as a player shows them: phone recordings store portrait video as landscape
-pictures plus a display rotation, and the sender must see (and send) the face upright."""
+"""Capture: videos read as a player shows them (phone recordings store portrait video as
+landscape pictures plus a display rotation, and the sender must see the face upright), and a
+webcam read live, newest picture first."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from conftest import CLIPS, require
+from conftest import CLIPS, GRID_CLIP, LiveFeed, require
 
+from facecodec.capture.camera import Camera
 from facecodec.capture.video import probe, read_frames
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, encode_file
+from facecodec.errors import FacecodecError
 from facecodec.psnr import image_psnr_y
 
 D9 = CLIPS / "liveportrait_d9.mp4"  # 512x480: a quarter turn swaps width and height
@@ -95,3 +99,55 @@ def test_turned_phone_video_encodes_as_the_upright_one(turned: dict[int, Path]) 
     fa = decode_packets(upright.header, upright.packets, FRAMES, renderer="warp")
     fb = decode_packets(sideways.header, sideways.packets, FRAMES, renderer="warp")
     assert min(image_psnr_y(x, y) for x, y in zip(fa, fb, strict=True)) > 40
+
+
+# --- webcam ---------------------------------------------------------------------------------
+
+
+def _index_of(frame: np.ndarray, clip: list[np.ndarray]) -> int:
+    """The clip frame `frame` is (after 4:2:0 round trips), by least difference."""
+    d = [np.abs(frame.astype(np.int16) - f).mean() for f in clip]
+    i = int(np.argmin(d))
+    assert d[i] < 3, d[i]
+    return i
+
+
+def test_camera_gives_the_newest_picture_live(tmp_path: Path) -> None:
+    clip = list(read_frames(require(GRID_CLIP)))  # 75 frames at 25 fps: 3 s
+    feed = LiveFeed(tmp_path / "cam.y4m", clip, 25.0)
+    cam = Camera(str(feed.path))
+    try:
+        assert cam.live and cam.fps == 25
+        got, at = [], []
+        while (f := cam.next_frame()) is not None:
+            got.append(_index_of(f, clip))
+            at.append(time.monotonic())
+            if len(got) == 10:
+                time.sleep(0.4)  # a busy sender: the camera moves on meanwhile
+    finally:
+        cam.close()
+    feed.join()
+    assert got == sorted(got) and len(set(got)) == len(got)  # never a picture twice or back
+    # After the pause it gives the picture of now, not the next one queued: ~10 skipped.
+    assert got[10] - got[9] >= 6
+    assert at[-1] - at[0] > 2.0  # live: pictures came over the clip's 3 s, not at once
+    assert len(got) >= 40
+
+
+def test_camera_that_stops_ends_the_source(tmp_path: Path) -> None:
+    clip = list(read_frames(require(GRID_CLIP), 10))
+    feed = LiveFeed(tmp_path / "cam.y4m", clip, 25.0)
+    cam = Camera(str(feed.path))
+    try:
+        n = 0
+        t = time.monotonic()
+        while cam.next_frame() is not None:
+            n += 1
+        assert n <= 9 and time.monotonic() - t < 3  # the first is taken at opening
+    finally:
+        cam.close()
+
+
+def test_missing_camera_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(FacecodecError, match="camera .*cannot be opened"):
+        Camera(str(tmp_path / "video9"))

@@ -438,6 +438,18 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
     assert list(out_dir.iterdir()) == [] and blocker.read_text() == ""
 
 
+def test_call_refuses_a_camera_it_cannot_open_before_connecting(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    """In a subprocess: OpenCV's capture backends write to file descriptor 2 themselves."""
+    for device in (str(tmp_path / "video9"), "7"):  # a device path, an index
+        run = run_cli("call", "room1", "--camera", device, "--render", "none", timeout=60)
+        assert f"camera {device}: cannot be opened" in assert_one_line_error(run, code=2)
+        assert "connected" not in run.stdout
+    run = run_cli("call", "room1", "--camera", "--source", tmp_path / "x.mp4", timeout=60)
+    assert "not both" in assert_one_line_error(run, code=2)
+
+
 def test_decode_writes_the_container_its_suffix_names(
     encoded_grid: EncodedClip, run_main: Run, tmp_path: Path
 ) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require
+from conftest import LiveFeed, require
 
 from facecodec.bitstream.packets import Packet, PacketType, encode_packet
 from facecodec.capture.video import read_frames
@@ -434,6 +434,31 @@ def test_audio_from_file_and_silence_both_arrive() -> None:
     run(body)
 
 
+@pytest.mark.parametrize("sender_first", [True, False])
+def test_sound_from_one_side_reaches_a_side_that_sends_none(sender_first: bool) -> None:
+    """Either side may offer: a side without sound (`--audio none`) still connects to, and
+    hears, one that sends it."""
+
+    async def body(url: str) -> None:
+        talks, silent = PeerOptions(loopback=True), PeerOptions(loopback=True, send_audio=False)
+        opts = (talks, silent) if sender_first else (silent, talks)
+        sa, pa, sb, pb = await connect_pair(url, "oneway", *opts)
+        hears = pb if sender_first else pa
+        for _ in range(100):
+            if hears.stats.audio_frames_received > 20:
+                break
+            await asyncio.sleep(0.1)
+        assert hears.stats.audio_frames_received > 20
+        talker = pa if sender_first else pb
+        assert talker.stats.audio_frames_received == 0
+        for p in (pa, pb):
+            await p.close()
+        for s in (sa, sb):
+            await s.close()
+
+    run(body)
+
+
 def test_peer_drops_and_reconnects() -> None:
     async def body(url: str) -> None:
         opts = PeerOptions(loopback=True, send_audio=False)
@@ -534,6 +559,34 @@ def test_loopback_call_renders_frames_with_loss() -> None:
         assert got.latencies_ms and min(got.latencies_ms) >= 0
 
     run(body, timeout=40)
+
+
+def test_loopback_call_from_a_live_camera(tmp_path: Path) -> None:
+    """A sender whose source is a camera (`--camera`): pictures come at the camera's pace
+    and take the slot of their arrival; the receiver draws them."""
+    from facecodec.stream.call import CallOptions, run_call
+
+    clip = list(read_frames(require(CLIP)))  # 250 frames at 30 fps, fed live: 8.3 s
+    feed = LiveFeed(tmp_path / "camera.y4m", clip, 30.0)
+
+    async def body(url: str) -> None:
+        sender = CallOptions(seconds=6, loopback=True, audio="auto", camera=str(feed.path))
+        receiver = CallOptions(seconds=8, loopback=True, audio="none")
+        sent, got = await asyncio.gather(
+            run_call("camera", url, None, "none", sender),
+            run_call("camera", url, None, "none", receiver),
+        )
+        assert sent.frames_sent > 20 and sent.motion_bytes_sent > 0
+        assert sent.audio_bytes_sent > 0  # a camera has no sound: "auto" sends silence
+        assert 20 < got.frames_rendered <= sent.frames_sent
+        # Each picture takes its arrival's slot: slots sent or skipped cover the time sent.
+        slots = sent.frames_sent + sent.frames_skipped
+        assert abs(slots - 30 * sent.send_seconds) < 10, (slots, sent.send_seconds)
+        assert got.latencies_ms and 0 <= min(got.latencies_ms) < 500
+
+    run(body, timeout=40)
+    feed.join()
+    assert feed.written >= 100  # the call read the camera over its seconds
 
 
 def test_loopback_call_carries_the_layer() -> None:

@@ -1,9 +1,11 @@
-"""A live call: capture (a file paced in real time) -> StreamEncoder -> WebRTC -> StreamDecoder
--> viewer, with loss concealment, keyframe requests, reconnects and measurements.
+"""A live call: capture (a webcam, or a file paced in real time) -> StreamEncoder -> WebRTC
+-> StreamDecoder -> viewer, with loss concealment, keyframe requests, reconnects and
+measurements.
 
 Each side of a call runs `run_call`. A side with a `source` sends; every side receives whatever
-the other sends. Frame timing: frame i of a session counts as captured at t0 + i / fps (the
-source is paced to exactly that clock), and the sender tells the receiver t0, so latency is
+the other sends. Frame timing: frame i of a session counts as captured at t0 + i / fps (a file
+is paced to exactly that clock; a camera's picture takes the slot of the time it arrived),
+and the sender tells the receiver t0, so latency is
 render time minus capture time: it includes encoding, transport, decoding and rendering.
 """
 
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from facecodec.capture.camera import STALL_TIMEOUT_S, Camera
 from facecodec.capture.video import probe, read_frames
 from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET
 from facecodec.errors import BitstreamError, FacecodecError
@@ -65,6 +69,7 @@ RENDER_MODES = ("local", "cloud", "none")
 class CallOptions:
     seconds: float | None = None  # stop after this long (None: when the source ends / peer leaves)
     loop_source: bool = False  # restart the file when it ends (long benchmarks from short clips)
+    camera: str | None = None  # send this capture device ("0", "/dev/video2") instead of a file
     audio: str = "auto"  # auto (the source's sound, else silence) | silence | none | a file
     loopback: bool = False  # offer 127.0.0.1 ICE candidates (both peers on this machine)
     impairment: Impairment | None = None
@@ -184,6 +189,8 @@ def _codec() -> tuple[Any, Any]:
 class _Source:
     """A video file's frames, looped if asked, read off the event loop."""
 
+    live = False  # paced by the sender's clock, unlike a Camera
+
     def __init__(self, path: str, loop: bool) -> None:
         self.path = path
         self.loop = loop
@@ -206,6 +213,9 @@ class _Source:
             frame = next(self._frames, None)
         return frame
 
+    def close(self) -> None:
+        pass
+
 
 class _Call:
     def __init__(self, source: str | None, render: str, options: CallOptions) -> None:
@@ -215,15 +225,25 @@ class _Call:
         self.options = options
         self.stats = CallStats()
         self.encoder_cls, self.decoder_cls = _codec()
-        self.source = _Source(source, options.loop_source) if source is not None else None
+        if source is not None and options.camera is not None:
+            raise FacecodecError("send a file (--source) or a camera (--camera), not both")
+        self.source: _Source | Camera | None = None
+        if options.camera is not None:
+            self.source = Camera(options.camera)
+        elif source is not None:
+            self.source = _Source(source, options.loop_source)
         self.encoder: Any = None
         if self.source is not None:
-            self.encoder = self.encoder_cls(
-                size=options.size, fps=Fraction(self.source.fps), live=True,
-                preset=options.preset
-                or (LIVE_LAYER_MOTION_PRESET if options.layer_kbps > 0 else "medium"),
-                layer_kbps=options.layer_kbps, reference=options.reference,
-            )
+            try:
+                self.encoder = self.encoder_cls(
+                    size=options.size, fps=Fraction(self.source.fps), live=True,
+                    preset=options.preset
+                    or (LIVE_LAYER_MOTION_PRESET if options.layer_kbps > 0 else "medium"),
+                    layer_kbps=options.layer_kbps, reference=options.reference,
+                )
+            except BaseException:
+                self.source.close()
+                raise
         # One worker per direction keeps encoder and decoder calls ordered and off the loop.
         self._encode_pool = ThreadPoolExecutor(1, thread_name_prefix="facecodec-encode")
         self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="facecodec-decode")
@@ -364,16 +384,31 @@ class _Call:
         try:
             while True:
                 index = self.next_index
-                delay = t0 + index / fps - time.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                if not self.source.live:
+                    delay = t0 + index / fps - time.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
                 frame = await loop.run_in_executor(self._encode_pool, self.source.next_frame)
+                if frame is None and isinstance(self.source, Camera):
+                    raise FacecodecError(f"camera {self.source.spec}: no picture for "
+                                         f"{STALL_TIMEOUT_S:g} s (unplugged, or taken by "
+                                         "another program)")
                 if frame is None:
                     break
-                self.next_index += 1
-                if time.time() - (t0 + index / fps) > 1.0 / fps:
-                    self.stats.frames_skipped += 1  # a live camera would have moved on too
-                    continue
+                if self.source.live:
+                    # A camera's picture takes the slot it arrived in (so its slot's time is
+                    # never after it); slots it (or a busy sender) left empty count as
+                    # skipped, as a late file frame does.
+                    index = math.floor((time.time() - t0) * fps)
+                    if index < self.next_index:
+                        continue  # the camera runs faster than the rate it reported
+                    self.stats.frames_skipped += index - self.next_index
+                    self.next_index = index + 1
+                else:
+                    self.next_index += 1
+                    if time.time() - (t0 + index / fps) > 1.0 / fps:
+                        self.stats.frames_skipped += 1  # a live camera would have moved on too
+                        continue
                 packets = await loop.run_in_executor(
                     self._encode_pool, self.encoder.push, frame, index
                 )
@@ -510,13 +545,20 @@ async def run_call(
     """
     if not ROOM_PATTERN.fullmatch(room):
         raise FacecodecError(f"room {room!r} must match [A-Za-z0-9_-]{{1,64}}")
-    return await _Call(source, render, options or CallOptions()).run(room, signal_url)
+    call = _Call(source, render, options or CallOptions())
+    try:
+        return await call.run(room, signal_url)
+    finally:
+        if call.source is not None:
+            call.source.close()  # a camera's reading thread, whatever ended the call
 
 
 def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("room", help="room name shared by both peers ([A-Za-z0-9_-]{1,64})")
     parser.add_argument("--signal", default="ws://127.0.0.1:8765/", help="signaling server URL")
     parser.add_argument("--source", help="video file to send (omit to only receive)")
+    parser.add_argument("--camera", nargs="?", const="0", metavar="DEVICE",
+                        help="send a webcam instead: its index or device path (default 0)")
     parser.add_argument("--render", choices=RENDER_MODES, default="local")
     parser.add_argument("--seconds", type=float, help="hang up after this many seconds")
     parser.add_argument("--loop", action="store_true", help="loop the source file")
@@ -564,6 +606,7 @@ def call_main(args: argparse.Namespace) -> int:
     options = CallOptions(
         seconds=args.seconds,
         loop_source=args.loop,
+        camera=args.camera,
         audio=args.audio,
         loopback=args.loopback,
         impairment=impairment,

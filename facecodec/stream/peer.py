@@ -178,8 +178,12 @@ class Peer:
             channel.on("message", self._message_handler(reliable))
             channel.on("close", lambda: self._emit_closed("data channel closed"))
 
-    def _add_audio(self) -> None:
+    def _add_audio(self, offering: bool) -> None:
         if not self.options.send_audio:
+            # An answer cannot add a track the offer has no line for: an offer always has
+            # one, so that a side sending no sound still hears one that does.
+            if offering:
+                self.pc.addTransceiver("audio", direction="recvonly")
             return
         track: MediaStreamTrack = AudioStreamTrack()  # silence
         if self.options.audio is not None and FileAudioTrack.has_audio(self.options.audio):
@@ -201,7 +205,7 @@ class Peer:
     async def _negotiate(self, signaling: SignalingClient, initiator: bool) -> None:
         if initiator:
             self._open_channels()
-            self._add_audio()
+            self._add_audio(offering=True)
             await self.pc.setLocalDescription(await self.pc.createOffer())
             await signaling.send({"type": "offer", "sdp": self.pc.localDescription.sdp})
             answer = await _expect(signaling, "answer")
@@ -210,7 +214,7 @@ class Peer:
             offer = await _expect(signaling, "offer")
             await self.pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
             self._open_channels()
-            self._add_audio()
+            self._add_audio(offering=False)
             await self.pc.setLocalDescription(await self.pc.createAnswer())
             await signaling.send({"type": "answer", "sdp": self.pc.localDescription.sdp})
         while not self.connected:
