@@ -26,6 +26,7 @@ import dataclasses
 import fcntl
 import heapq
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -43,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from facecodec.capture.feed import LiveFeed
+from facecodec.capture.video import probe, read_frames
 from facecodec.errors import FacecodecError
 from facecodec.render.registry import CALL_RENDERER
 from facecodec.stream.browser import find_chromium, headless_chromium
@@ -54,10 +57,21 @@ from facecodec.stream.signaling import SignalingServer
 def _peer(
     role: str, url: str, source: str | None, seconds: float, loss: float, jitter_ms: float,
     layer_kbps: float = 0.0, renderer: str = CALL_RENDERER, hurry_s: float | None = 0.04,
+    camera: bool = False,
 ) -> dict[str, Any]:
-    """One side of the call, run in its own process (`renderer`, `hurry_s`: the receiver's)."""
+    """One side of the call, run in its own process (`renderer`, `hurry_s`: the receiver's).
+    `camera`: the sender plays `source` into a named pipe in real time and sends it as a
+    webcam (`facecodec call --camera`), newest picture first, instead of pacing the file."""
     impairment = Impairment(loss=loss, jitter_ms=jitter_ms, seed=0) if loss or jitter_ms else None
+    device = None
+    if camera and source is not None:
+        clip = list(read_frames(source))
+        fps = float(probe(source).fps)
+        frames = clip * math.ceil((seconds + 15) * fps / len(clip))  # outlast start-up
+        device = str(LiveFeed(Path(tempfile.mkdtemp()) / "camera.y4m", frames, fps).path)
+        source = None
     options = CallOptions(
+        camera=device,
         seconds=seconds + (5.0 if role == "receiver" else 0.0),  # outlive the sender
         loop_source=True,
         loopback=True,
@@ -85,7 +99,8 @@ async def _loopback_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict
                 0.0, args.renderer, args.hurry_ms / 1000 if args.hurry_ms > 0 else None,
             )
             sender = loop.run_in_executor(
-                pool, _peer, "sender", url, args.source, args.seconds, 0.0, 0.0, args.layer_kbps
+                pool, _peer, "sender", url, args.source, args.seconds, 0.0, 0.0, args.layer_kbps,
+                CALL_RENDERER, 0.04, args.camera,
             )
             sent, received = await asyncio.gather(sender, receiver)
     finally:
@@ -540,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"the receiver's renderer (default {CALL_RENDERER}, as a call's)")
     parser.add_argument("--hurry-ms", type=float, default=40.0,
                         help="the receiver's `facecodec call --hurry-ms` (0: never)")
+    parser.add_argument("--camera", action="store_true",
+                        help="send the clip as a webcam (played live into a named pipe)")
     parser.add_argument("--netns", action="store_true", help="call across network namespaces")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay (--netns)")
     parser.add_argument(

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LiveFeed, require
+from conftest import require
 
 from facecodec.bitstream.packets import Packet, PacketType, encode_packet
+from facecodec.capture.feed import LiveFeed
 from facecodec.capture.video import read_frames
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.render.edits import EyeContact
@@ -587,6 +588,29 @@ def test_loopback_call_from_a_live_camera(tmp_path: Path) -> None:
     run(body, timeout=40)
     feed.join()
     assert feed.written >= 100  # the call read the camera over its seconds
+
+
+def test_a_camera_slower_than_it_says_leaves_slots_empty(tmp_path: Path) -> None:
+    """A camera that reports 30 fps but gives 15 (low light): its pictures keep their times,
+    every other slot stays empty (counted as skipped), and the receiver draws what came."""
+    from facecodec.stream.call import CallOptions, run_call
+
+    clip = list(read_frames(require(CLIP)))[::2]  # 125 pictures, 15 a second: 8.3 s
+    feed = LiveFeed(tmp_path / "slow.y4m", clip, 15.0, claimed_fps=30.0)
+
+    async def body(url: str) -> None:
+        sender = CallOptions(seconds=6, loopback=True, audio="none", camera=str(feed.path))
+        receiver = CallOptions(seconds=8, loopback=True, audio="none")
+        sent, got = await asyncio.gather(
+            run_call("slow", url, None, "none", sender),
+            run_call("slow", url, None, "none", receiver),
+        )
+        assert sent.frames_sent > 20 and 20 < got.frames_rendered <= sent.frames_sent
+        assert 0.7 < sent.frames_skipped / sent.frames_sent < 1.4, sent
+        assert got.latencies_ms and 0 <= min(got.latencies_ms) < 500
+
+    run(body, timeout=40)
+    feed.join()
 
 
 def test_loopback_call_carries_the_layer() -> None:

@@ -33,8 +33,6 @@ class Camera:
     """Newest RGB pictures of a capture device. `next_frame` waits for a picture newer than
     the last it gave; None once the camera has stopped."""
 
-    live = True  # delivers at its own pace; the sender does not pace it
-
     def __init__(self, spec: str = "0") -> None:
         self.path = None  # no sound: a call with a camera sends silence unless given --audio
         self.spec = spec
@@ -51,6 +49,8 @@ class Camera:
         self._cap = cap
         self._cond = threading.Condition()
         self._frame: np.ndarray | None = None
+        self._time = 0.0  # when the newest picture came (time.time())
+        self.arrived = 0.0  # when the picture next_frame last gave came
         self._count = 0  # pictures read so far
         self._given = 0  # the count of the picture next_frame last gave
         self._running = True
@@ -68,9 +68,10 @@ class Camera:
                 ok, bgr = self._cap.read()
                 if not ok or bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
                     break
+                came = time.time()
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 with self._cond:
-                    self._frame, self._count = rgb, self._count + 1
+                    self._frame, self._time, self._count = rgb, came, self._count + 1
                     self._cond.notify_all()
         finally:
             with self._cond:
@@ -87,7 +88,7 @@ class Camera:
                 self._cond.wait(left)
             if self._count == self._given:
                 return None  # ended with nothing new
-            self._given = self._count
+            self._given, self.arrived = self._count, self._time
             return self._frame
 
     def first_frame(self) -> np.ndarray | None:

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -188,8 +187,6 @@ def _codec() -> tuple[Any, Any]:
 
 class _Source:
     """A video file's frames, looped if asked, read off the event loop."""
-
-    live = False  # paced by the sender's clock, unlike a Camera
 
     def __init__(self, path: str, loop: bool) -> None:
         self.path = path
@@ -378,28 +375,37 @@ class _Call:
         fps = float(self.source.fps)
         if self.stats.sessions > 1:
             self.encoder.request_keyframe()  # the new receiver has no reference picture
-        start = time.time()
+        camera = self.source if isinstance(self.source, Camera) else None
+        pending = None
+        if camera is not None:
+            # The clock starts at a picture's arrival, so the camera's pictures come on its
+            # frame slots: a slot's time is then when its picture came, within the camera's
+            # jitter, and latency counts from there.
+            pending = await loop.run_in_executor(self._encode_pool, camera.next_frame)
+        start = camera.arrived if pending is not None and camera is not None else time.time()
         t0 = start - self.next_index / fps
         peer.send_control(start_message(self.encoder.header_bytes(), t0, fps))
         try:
             while True:
                 index = self.next_index
-                if not self.source.live:
+                if camera is None:
                     delay = t0 + index / fps - time.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                frame = await loop.run_in_executor(self._encode_pool, self.source.next_frame)
-                if frame is None and isinstance(self.source, Camera):
-                    raise FacecodecError(f"camera {self.source.spec}: no picture for "
+                frame, pending = pending, None
+                if frame is None:
+                    frame = await loop.run_in_executor(self._encode_pool, self.source.next_frame)
+                if frame is None and camera is not None:
+                    raise FacecodecError(f"camera {camera.spec}: no picture for "
                                          f"{STALL_TIMEOUT_S:g} s (unplugged, or taken by "
                                          "another program)")
                 if frame is None:
                     break
-                if self.source.live:
-                    # A camera's picture takes the slot it arrived in (so its slot's time is
-                    # never after it); slots it (or a busy sender) left empty count as
-                    # skipped, as a late file frame does.
-                    index = math.floor((time.time() - t0) * fps)
+                if camera is not None:
+                    # A picture takes the slot of its arrival; slots the camera (or a busy
+                    # sender, which takes the newest) left empty count as skipped, as a late
+                    # file frame does.
+                    index = round((camera.arrived - t0) * fps)
                     if index < self.next_index:
                         continue  # the camera runs faster than the rate it reported
                     self.stats.frames_skipped += index - self.next_index
