@@ -730,6 +730,35 @@ def test_live_layer_reaches_its_rate_and_lifts_quality(crops: np.ndarray) -> Non
     assert results[target] > results[0.0] + 1.0
 
 
+def test_live_layer_keeps_its_picture_rate_when_slots_are_skipped() -> None:
+    """A camera that gives every other slot (15 of a stated 30 fps), or a sender that skips
+    late frames, must not starve the layer: pictures stay about `divisor` frames apart
+    whatever indices come, and a run of pictures starts with an intra picture."""
+    import cv2
+
+    from facecodec.capture.video import read_frames
+    from facecodec.codec.layer_rate import LiveLayer
+
+    crops = [cv2.resize(f, (256, 256)) for f in read_frames(str(require(GRID_CLIP)), 40)]
+    for kbps, offset in ((4.0, 1), (4.0, 0), (12.0, 1)):
+        layer = LiveLayer(kbps, 30.0)
+        layer.restart(0)  # the keyframe: frame 0, whose index parity the camera misses
+        coded = []
+        for index in range(offset, 120, 2):  # every other slot
+            got = layer.picture(index, crops[(index // 2) % len(crops)])
+            if got is not None:
+                coded.append((index, got[0]))
+        gaps = np.diff([i for i, _ in coded])
+        assert len(coded) >= 120 / max(layer.divisor, 2) - 2, (kbps, offset, coded)
+        assert gaps.min() >= layer.divisor and gaps.max() <= layer.divisor + 1
+        assert coded[0][1]  # the run's first picture is intra
+    # Every slot given: the pictures fall every `divisor` frames from the keyframe, as before.
+    layer = LiveLayer(4.0, 30.0)
+    layer.restart(3)
+    at = [i for i in range(3, 60) if layer.picture(i, crops[i % len(crops)]) is not None]
+    assert at == list(range(3, 60, layer.divisor))
+
+
 def test_live_layer_rejects_rates_out_of_range() -> None:
     from facecodec.codec.layer_rate import LiveLayer
 

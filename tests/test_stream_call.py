@@ -592,14 +592,16 @@ def test_loopback_call_from_a_live_camera(tmp_path: Path) -> None:
 
 def test_a_camera_slower_than_it_says_leaves_slots_empty(tmp_path: Path) -> None:
     """A camera that reports 30 fps but gives 15 (low light): its pictures keep their times,
-    every other slot stays empty (counted as skipped), and the receiver draws what came."""
+    every other slot stays empty (counted as skipped), and the receiver draws what came,
+    with the layer: its pictures are not tied to slots the camera leaves empty."""
     from facecodec.stream.call import CallOptions, run_call
 
     clip = list(read_frames(require(CLIP)))[::2]  # 125 pictures, 15 a second: 8.3 s
     feed = LiveFeed(tmp_path / "slow.y4m", clip, 15.0, claimed_fps=30.0)
 
     async def body(url: str) -> None:
-        sender = CallOptions(seconds=6, loopback=True, audio="none", camera=str(feed.path))
+        sender = CallOptions(seconds=6, loopback=True, audio="none", camera=str(feed.path),
+                             layer_kbps=4.0)
         receiver = CallOptions(seconds=8, loopback=True, audio="none")
         sent, got = await asyncio.gather(
             run_call("slow", url, None, "none", sender),
@@ -607,6 +609,7 @@ def test_a_camera_slower_than_it_says_leaves_slots_empty(tmp_path: Path) -> None
         )
         assert sent.frames_sent > 20 and 20 < got.frames_rendered <= sent.frames_sent
         assert 0.7 < sent.frames_skipped / sent.frames_sent < 1.4, sent
+        assert sent.layer_bytes_sent > 0 and got.frames_fused > 0.5 * got.frames_rendered
         assert got.latencies_ms and 0 <= min(got.latencies_ms) < 500
 
     run(body, timeout=40)

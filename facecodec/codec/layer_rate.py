@@ -241,7 +241,11 @@ class LiveLayer:
     """The sender's layer in a live call: which frames get a picture, coded at what crf.
 
     `restart(index)` at every keyframe (the crop may have moved); `picture(index, crop)` for
-    every frame with a face, returning (intra, coded picture) on the frames that carry one.
+    every frame with a face, returning (intra, coded picture) on the frames that carry one:
+    the first a run is given, then the first at least `divisor` frames after the last
+    picture. Not every index comes: a camera slower than its stated rate, or a sender
+    behind real time, leaves slots empty, and a schedule by index modulo the divisor could
+    then miss every picture (a camera giving every other slot, a divisor of 2 or 4).
     """
 
     def __init__(self, kbps: float, fps: float, crop_size: int = 256) -> None:
@@ -252,12 +256,13 @@ class LiveLayer:
         self.q = _by_rate(LIVE_START_Q, kbps)
         self.encoder = LayerEncoder(self.size, self.q, SPEC_AV1_LIVE)
         self.phase: int | None = None  # frame of the current run's first picture
+        self.last: int | None = None  # frame of the run's latest picture
         self.run_bytes = 0
         self.run_frames = max(self.divisor, round(LIVE_RUN_S * fps / self.divisor) * self.divisor)
 
     def restart(self, index: int) -> None:
         self._adapt(index)
-        self.phase = index
+        self.phase, self.last = index, None
 
     def _adapt(self, index: int) -> None:
         """Set the crf for the run starting at `index` from what the run before it made."""
@@ -271,10 +276,13 @@ class LiveLayer:
         self.run_bytes = 0
 
     def picture(self, index: int, crop: np.ndarray) -> tuple[bool, bytes] | None:
-        if self.phase is None or index < self.phase or (index - self.phase) % self.divisor:
+        if self.phase is None or index < self.phase:
+            return None
+        if self.last is not None and index - self.last < self.divisor:
             return None
         if index - self.phase >= self.run_frames:
             self.restart(index)
+        self.last = index
         data, intra = self.encoder.encode(crop)
         self.run_bytes += layer_packet_bytes(len(data))
         return intra, data
