@@ -88,6 +88,24 @@ def test_unturned_file_reads_as_stored(
     assert np.array_equal(next(read_frames(turned[0])), d9_frames[0])
 
 
+def test_a_degenerate_display_matrix_reads_as_stored(
+    tmp_path: Path, d9_frames: list[np.ndarray]
+) -> None:
+    path = tmp_path / "zero_matrix.mp4"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264rgb", rate=25)
+        s.width, s.height, s.pix_fmt, s.options = 512, 480, "rgb24", {"qp": "0"}
+        s.set_display_matrix([0] * 9)
+        for f in d9_frames[:3]:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    info = probe(path)
+    assert (info.width, info.height, info.quarter_turns) == (512, 480, 0)
+    assert np.array_equal(next(read_frames(path)), d9_frames[0])
+
+
 def test_turned_phone_video_encodes_as_the_upright_one(turned: dict[int, Path]) -> None:
     """A quarter-turned file gives the upright file's stream: same source size in the
     header, the same crop, and frames drawn alike."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,7 +54,10 @@ def quarter_turns(frame: av.VideoFrame) -> int:
     Phones store portrait video as landscape pictures plus this matrix; a face lying on
     its side is neither tracked nor shown the way the sender filmed it.
     """
-    return round(frame.rotation / 90) % 4
+    degrees = frame.rotation
+    if not (math.isfinite(degrees) and abs(degrees) <= 360):
+        return 0  # a degenerate matrix (PyAV gives -2**31 for an all-zero one): as stored
+    return round(degrees / 90) % 4
 
 
 def upright(frame: av.VideoFrame) -> np.ndarray:
