@@ -430,6 +430,12 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
         for value in ("-5", "nan"):  # refused before any connection is tried
             run = run_main("call", "room1", flag, value)
             assert f"{flag} must be 0 or more" in assert_one_line_error(run, code=2)
+    for args, why in ((("--stun", "bogus"), "not a stun: URL"),
+                      (("--stun", "stun:"), "malformed uri"),
+                      (("--turn", "turn:relay.example.org"), "username and a password"),
+                      (("--turn-user", "me"), "need --turn")):
+        run = run_main("call", "room1", *args)
+        assert why in assert_one_line_error(run, code=2)
     run = run_main("call", "room1", "--eye-contact", "40")
     assert "--eye-contact must be within 0..30 degrees" in assert_one_line_error(run, code=2)
     run = run_main("call", "room1", "--renderer", "bogus")  # before the viewer or signaling

@@ -19,6 +19,7 @@ from facecodec.render.edits import EyeContact
 from facecodec.stream.impair import Impairment
 from facecodec.stream.peer import (
     ControlReceived,
+    IceServer,
     PacketReceived,
     Peer,
     PeerClosed,
@@ -458,6 +459,78 @@ def test_sound_from_one_side_reaches_a_side_that_sends_none(sender_first: bool) 
             await s.close()
 
     run(body)
+
+
+class StunServer(asyncio.DatagramProtocol):
+    """A STUN server's binding answer (RFC 5389), enough for a peer to learn its address:
+    it counts the binding requests each client address sent."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        from aioice import stun
+
+        msg = stun.parse_message(data)
+        if msg.message_method != stun.Method.BINDING or msg.message_class != stun.Class.REQUEST:
+            return
+        self.requests[addr] = self.requests.get(addr, 0) + 1
+        answer = stun.Message(stun.Method.BINDING, stun.Class.RESPONSE, msg.transaction_id,
+                              {"XOR-MAPPED-ADDRESS": addr})
+        assert self.transport is not None
+        self.transport.sendto(bytes(answer), addr)
+
+
+def test_peers_ask_the_stun_server_they_are_given() -> None:
+    """`--stun`: each peer's ICE asks the server for its public address; the call still
+    connects and carries packets."""
+
+    async def body(url: str) -> None:
+        loop = asyncio.get_running_loop()
+        transport, server = await loop.create_datagram_endpoint(
+            StunServer, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        try:
+            opts = PeerOptions(loopback=True, send_audio=False,
+                               ice_servers=(IceServer(f"stun:127.0.0.1:{port}"),))
+            sa, pa, sb, pb = await connect_pair(url, "stun", opts, opts)
+            pa.send_packet(packet(PacketType.MOTION, 0, 0, b"through"))
+            got = packets_of(await drain(pb, lambda g: bool(packets_of(g))))
+            assert got and got[0].data == packet(PacketType.MOTION, 0, 0, b"through")
+            # Both peers asked, each from its own socket (ICE gathers on every host address).
+            assert len(server.requests) >= 2, server.requests
+            for p in (pa, pb):
+                await p.close()
+            for s in (sa, sb):
+                await s.close()
+        finally:
+            transport.close()
+
+    run(body)
+
+
+def test_ice_servers_are_checked_before_any_connection() -> None:
+    good = [IceServer("stun:stun.example.org"), IceServer("stun:192.0.2.1:3478"),
+            IceServer("turn:turn.example.org?transport=tcp", "user", "secret"),
+            IceServer("turns:turn.example.org:443?transport=tcp", "user", "secret")]
+    assert [s.relay for s in good] == [False, False, True, True]
+    for url, user, password, why in (
+        ("http://stun.example.org", None, None, "invalid scheme"),
+        ("stun:", None, None, "malformed"),
+        ("stun:host?transport=udp", None, None, "transport"),
+        ("stuns:host", None, None, "not supported"),
+        ("turn:host", None, None, "username and a password"),
+        ("turn:host", "user", None, "username and a password"),
+        ("turn:host?transport=sctp", "user", "pw", "udp or tcp"),
+        ("turns:host?transport=udp", "user", "pw", "tcp only"),
+        ("stun:host", "user", "pw", "no username"),
+    ):
+        with pytest.raises(FacecodecError, match=why):
+            IceServer(url, user, password)
 
 
 def test_peer_drops_and_reconnects() -> None:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,7 @@ from facecodec.render.registry import CALL_RENDERER
 from facecodec.stream.impair import Impairment
 from facecodec.stream.peer import (
     ControlReceived,
+    IceServer,
     PacketReceived,
     Peer,
     PeerClosed,
@@ -71,6 +73,7 @@ class CallOptions:
     camera: str | None = None  # send this capture device ("0", "/dev/video2") instead of a file
     audio: str = "auto"  # auto (the source's sound, else silence) | silence | none | a file
     loopback: bool = False  # offer 127.0.0.1 ICE candidates (both peers on this machine)
+    ice_servers: tuple[IceServer, ...] = ()  # a STUN server and a TURN relay, for NATs
     impairment: Impairment | None = None
     reconnect: bool = False  # after the other peer leaves, wait for the next one
     wait_peer_s: float = 60.0  # how long to wait for a peer to (re)join
@@ -327,6 +330,7 @@ class _Call:
         peer = Peer(
             PeerOptions(
                 loopback=self.options.loopback,
+                ice_servers=self.options.ice_servers,
                 audio=audio_file,
                 send_audio=send_audio,
                 impairment=self.options.impairment,
@@ -570,6 +574,13 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", action="store_true", help="loop the source file")
     parser.add_argument("--audio", default="auto", help="auto | silence | none | FILE")
     parser.add_argument("--loopback", action="store_true", help="offer 127.0.0.1 to ICE")
+    parser.add_argument("--stun", metavar="URL",
+                        help="STUN server for peers behind NATs (stun:HOST[:PORT])")
+    parser.add_argument("--turn", metavar="URL", help="TURN relay for peers that cannot reach "
+                        "each other (turn:HOST[:PORT][?transport=udp|tcp], turns:...)")
+    parser.add_argument("--turn-user", help="the TURN relay's username")
+    parser.add_argument("--turn-password", help="the TURN relay's password (or set "
+                        f"{TURN_PASSWORD_ENV}, which other users cannot read in ps)")
     parser.add_argument("--reconnect", action="store_true", help="wait for the peer to rejoin")
     parser.add_argument("--viewer-host", default="0.0.0.0", help="viewer address (cloud mode)")
     parser.add_argument("--viewer-port", type=int, default=8080)
@@ -597,6 +608,26 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stats-json", help="write this side's call summary to this JSON file")
 
 
+TURN_PASSWORD_ENV = "FACECODEC_TURN_PASSWORD"
+
+
+def ice_servers(args: argparse.Namespace) -> tuple[IceServer, ...]:
+    """The call's STUN and TURN servers from its arguments, checked before any connection."""
+    servers = []
+    if args.stun:
+        if not args.stun.startswith("stun"):
+            raise FacecodecError(f"--stun {args.stun}: not a stun: URL")
+        servers.append(IceServer(args.stun))
+    password = args.turn_password or os.environ.get(TURN_PASSWORD_ENV)
+    if args.turn:
+        if not args.turn.startswith("turn"):
+            raise FacecodecError(f"--turn {args.turn}: not a turn: or turns: URL")
+        servers.append(IceServer(args.turn, args.turn_user, password))
+    elif args.turn_user or args.turn_password:
+        raise FacecodecError("--turn-user and --turn-password need --turn")
+    return tuple(servers)
+
+
 def call_main(args: argparse.Namespace) -> int:
     """Run one side of a call from parsed arguments; print a one-line summary."""
     if args.stats_json:
@@ -615,6 +646,7 @@ def call_main(args: argparse.Namespace) -> int:
         camera=args.camera,
         audio=args.audio,
         loopback=args.loopback,
+        ice_servers=ice_servers(args),
         impairment=impairment,
         reconnect=args.reconnect,
         viewer_host=args.viewer_host,

@@ -31,10 +31,12 @@ from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCDataChannel,
+    RTCIceServer,
     RTCPeerConnection,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
+from aiortc.rtcicetransport import parse_stun_turn_uri
 
 from facecodec.bitstream.packets import LAYER_TYPES
 from facecodec.errors import BitstreamError, FacecodecError
@@ -63,8 +65,43 @@ def use_loopback_candidates(enabled: bool = True) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class IceServer:
+    """A STUN server (`stun:host[:port]`), through which a peer behind a NAT learns its
+    public address, or a TURN relay (`turn:host[:port][?transport=udp|tcp]`, `turns:` over
+    TLS, with a username and password) for peers that cannot reach each other directly."""
+
+    url: str
+    username: str | None = None
+    password: str | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            parsed = parse_stun_turn_uri(self.url)
+        except ValueError as exc:
+            raise FacecodecError(f"ICE server {self.url!r}: {exc} (expected stun:HOST[:PORT] "
+                                 "or turn:HOST[:PORT][?transport=udp|tcp])") from None
+        relay = parsed["scheme"] in ("turn", "turns")
+        if relay and not (self.username and self.password):
+            raise FacecodecError(f"TURN server {self.url}: needs a username and a password")
+        if not relay and (self.username or self.password):
+            raise FacecodecError(f"STUN server {self.url}: takes no username or password")
+        if parsed["scheme"] == "stuns":  # aioice queries STUN over UDP only
+            raise FacecodecError(f"STUN server {self.url}: stuns (TLS) is not supported")
+        if relay and parsed["transport"] not in ("udp", "tcp"):
+            raise FacecodecError(f"TURN server {self.url}: transport must be udp or tcp")
+        if parsed["scheme"] == "turns" and parsed["transport"] != "tcp":
+            raise FacecodecError(f"TURN server {self.url}: turns runs over tcp only")
+
+    @property
+    def relay(self) -> bool:
+        return self.url.startswith("turn")
+
+
+@dataclass(frozen=True, slots=True)
 class PeerOptions:
     loopback: bool = False
+    # At most one STUN server and one TURN relay (what aioice uses); none: direct calls only.
+    ice_servers: tuple[IceServer, ...] = ()
     audio: str | None = None  # media file whose audio track is sent; None sends silence
     send_audio: bool = True
     impairment: Impairment | None = None
@@ -155,8 +192,9 @@ class Peer:
         self.options = options or PeerOptions()
         if self.options.loopback:
             use_loopback_candidates(True)
-        # No STUN server: aiortc would otherwise query a public one; calls here are direct.
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # An empty list, not None: aiortc would otherwise query a public STUN server.
+        servers = [RTCIceServer(i.url, i.username, i.password) for i in self.options.ice_servers]
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self.events: asyncio.Queue[PeerEvent] = asyncio.Queue()
         self.stats = PeerStats()
         self.on_audio: Callable[[av.AudioFrame], None] | None = None
