@@ -433,7 +433,8 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
     for args, why in ((("--stun", "bogus"), "not a stun: URL"),
                       (("--stun", "stun:"), "malformed uri"),
                       (("--turn", "turn:relay.example.org"), "username and a password"),
-                      (("--turn-user", "me"), "need --turn")):
+                      (("--turn-user", "me"), "need --turn"),
+                      (("--relay-only",), "need --turn")):
         run = run_main("call", "room1", *args)
         assert why in assert_one_line_error(run, code=2)
     run = run_main("call", "room1", "--eye-contact", "40")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -509,6 +510,44 @@ def test_peers_ask_the_stun_server_they_are_given() -> None:
                 await s.close()
         finally:
             transport.close()
+
+    run(body)
+
+
+def test_a_relay_only_call_goes_through_the_turn_relay() -> None:
+    """`--turn ... --relay-only` on both sides: every packet crosses the TURN relay (a small
+    one, tests/turn_relay.py), both ways; a wrong password gets no relay, so no call."""
+    from turn_relay import TurnRelay
+
+    async def body(url: str) -> None:
+        loop = asyncio.get_running_loop()
+        transport, relay = await loop.create_datagram_endpoint(
+            lambda: TurnRelay("alice", "s3cret"), local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        turn = f"turn:127.0.0.1:{port}?transport=udp"
+        try:
+            opts = PeerOptions(loopback=True, send_audio=False, relay_only=True,
+                               ice_servers=(IceServer(turn, "alice", "s3cret"),))
+            sa, pa, sb, pb = await connect_pair(url, "relay", opts, opts)
+            before = relay.relayed_bytes
+            assert before > 0  # ICE's own checks and the DTLS handshake went through it
+            for sender, receiver, body in ((pa, pb, b"there"), (pb, pa, b"and back")):
+                sender.send_packet(packet(PacketType.MOTION, 0, 0, body))
+                got = packets_of(await drain(receiver, lambda g: bool(packets_of(g))))
+                assert got and got[0].data == packet(PacketType.MOTION, 0, 0, body)
+            assert relay.relayed_bytes > before
+            for p in (pa, pb):
+                await p.close()
+            for s in (sa, sb):
+                await s.close()
+            # The same with a wrong password: no allocation, no candidate, no call.
+            bad = replace(opts, ice_servers=(IceServer(turn, "alice", "wrong"),),
+                          connect_timeout_s=4.0)
+            with pytest.raises(FacecodecError, match="not connected|failed to connect"):
+                await connect_pair(url, "relay2", bad, bad)
+            assert relay.refused > 0
+        finally:
+            relay.close()
 
     run(body)
 

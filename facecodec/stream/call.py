@@ -74,6 +74,7 @@ class CallOptions:
     audio: str = "auto"  # auto (the source's sound, else silence) | silence | none | a file
     loopback: bool = False  # offer 127.0.0.1 ICE candidates (both peers on this machine)
     ice_servers: tuple[IceServer, ...] = ()  # a STUN server and a TURN relay, for NATs
+    relay_only: bool = False  # media only through the TURN relay (hides this side's address)
     impairment: Impairment | None = None
     reconnect: bool = False  # after the other peer leaves, wait for the next one
     wait_peer_s: float = 60.0  # how long to wait for a peer to (re)join
@@ -331,6 +332,7 @@ class _Call:
             PeerOptions(
                 loopback=self.options.loopback,
                 ice_servers=self.options.ice_servers,
+                relay_only=self.options.relay_only,
                 audio=audio_file,
                 send_audio=send_audio,
                 impairment=self.options.impairment,
@@ -578,6 +580,8 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
                         help="STUN server for peers behind NATs (stun:HOST[:PORT])")
     parser.add_argument("--turn", metavar="URL", help="TURN relay for peers that cannot reach "
                         "each other (turn:HOST[:PORT][?transport=udp|tcp], turns:...)")
+    parser.add_argument("--relay-only", action="store_true", help="send and receive only "
+                        "through the TURN relay: the other side never learns this address")
     parser.add_argument("--turn-user", help="the TURN relay's username")
     parser.add_argument("--turn-password", help="the TURN relay's password (or set "
                         f"{TURN_PASSWORD_ENV}, which other users cannot read in ps)")
@@ -623,8 +627,8 @@ def ice_servers(args: argparse.Namespace) -> tuple[IceServer, ...]:
         if not args.turn.startswith("turn"):
             raise FacecodecError(f"--turn {args.turn}: not a turn: or turns: URL")
         servers.append(IceServer(args.turn, args.turn_user, password))
-    elif args.turn_user or args.turn_password:
-        raise FacecodecError("--turn-user and --turn-password need --turn")
+    elif args.turn_user or args.turn_password or args.relay_only:
+        raise FacecodecError("--turn-user, --turn-password and --relay-only need --turn")
     return tuple(servers)
 
 
@@ -647,6 +651,7 @@ def call_main(args: argparse.Namespace) -> int:
         audio=args.audio,
         loopback=args.loopback,
         ice_servers=ice_servers(args),
+        relay_only=args.relay_only,
         impairment=impairment,
         reconnect=args.reconnect,
         viewer_host=args.viewer_host,

@@ -32,6 +32,7 @@ from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -102,6 +103,12 @@ class PeerOptions:
     loopback: bool = False
     # At most one STUN server and one TURN relay (what aioice uses); none: direct calls only.
     ice_servers: tuple[IceServer, ...] = ()
+    # Media only through the TURN relay: the other side never learns this side's addresses.
+    relay_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.relay_only and not any(s.relay for s in self.ice_servers):
+            raise FacecodecError("relaying only needs a TURN server (--turn)")
     audio: str | None = None  # media file whose audio track is sent; None sends silence
     send_audio: bool = True
     impairment: Impairment | None = None
@@ -194,7 +201,11 @@ class Peer:
             use_loopback_candidates(True)
         # An empty list, not None: aiortc would otherwise query a public STUN server.
         servers = [RTCIceServer(i.url, i.username, i.password) for i in self.options.ice_servers]
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        policy = RTCIceTransportPolicy.ALL
+        if self.options.relay_only:
+            policy = RTCIceTransportPolicy.RELAY
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers,
+                                                     iceTransportPolicy=policy))
         self.events: asyncio.Queue[PeerEvent] = asyncio.Queue()
         self.stats = PeerStats()
         self.on_audio: Callable[[av.AudioFrame], None] | None = None
