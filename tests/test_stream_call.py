@@ -728,6 +728,46 @@ def test_a_camera_slower_than_it_says_leaves_slots_empty(tmp_path: Path) -> None
     feed.join()
 
 
+def test_a_senders_viewer_shows_the_face_it_sends() -> None:
+    """With a viewer (`--render local`), the sending side's page also streams, small, the
+    face crop it codes: what the other side reproduces."""
+    import aiohttp
+    import cv2
+
+    from facecodec.stream.call import CallOptions, run_call
+
+    require(CLIP)
+    urls: list[str] = []
+    pictures: list[np.ndarray] = []
+
+    async def watch() -> None:
+        while not urls:
+            await asyncio.sleep(0.05)
+        async with aiohttp.ClientSession() as http:
+            own = await http.get(urls[0] + "self.mjpg")
+            body = b""
+            while b"\xff\xd9" not in body:
+                chunk = await asyncio.wait_for(own.content.read(65536), 20)
+                assert chunk, "stream ended early"
+                body += chunk
+            own.close()
+        jpeg = body[body.index(b"\xff\xd8"):body.index(b"\xff\xd9") + 2]
+        pictures.append(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))
+
+    async def body(url: str) -> None:
+        sender = CallOptions(seconds=5, loopback=True, audio="none", on_viewer=urls.append)
+        receiver = CallOptions(seconds=7, loopback=True, audio="none")
+        await asyncio.gather(
+            run_call("selfview", url, str(CLIP), "local", sender),
+            run_call("selfview", url, None, "none", receiver),
+            watch(),
+        )
+        assert pictures and pictures[0].shape == (256, 256, 3)
+        assert pictures[0].std() > 20  # a picture, not a blank
+
+    run(body, timeout=40)
+
+
 def test_loopback_call_carries_the_layer() -> None:
     from facecodec.stream.call import CallOptions, run_call
 

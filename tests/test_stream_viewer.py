@@ -80,6 +80,36 @@ def test_endpoints_serve_frames_audio_and_reject_bad_reports() -> None:
     asyncio.run(asyncio.wait_for(main(), 20))
 
 
+def test_self_view_serves_the_face_this_side_sends() -> None:
+    async def main() -> None:
+        for sends in (True, False):
+            viewer = Viewer(self_view=sends)
+            url = await viewer.start()
+            try:
+                async with aiohttp.ClientSession() as http:
+                    page = await (await http.get(url)).text()
+                    assert ('src="/self.mjpg"' in page) == sends
+                    own = await http.get(url + "self.mjpg")
+                    if not sends:
+                        assert own.status == 404
+                        continue
+                    for i in range(2):
+                        await viewer.publish_self(frame(i), i)
+                        await asyncio.sleep(0.05)
+                    body = b""
+                    while body.count(b"\xff\xd9") < 2:
+                        chunk = await asyncio.wait_for(own.content.read(65536), 5)
+                        assert chunk, "stream ended early"
+                        body += chunk
+                    own.close()
+                    # Its own stream: the remote picture's counters are untouched.
+                    assert viewer.stats.frames_published == viewer.stats.frames_served == 0
+            finally:
+                await viewer.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
 def test_silent_call_says_so() -> None:
     async def main() -> None:
         viewer = Viewer(has_audio=False)

@@ -113,6 +113,12 @@ class StreamEncoder:
         """True while every motion packet is sent intra-coded."""
         return self.packetizer.resync_interval == 1
 
+    def sent_face(self, frame_rgb: np.ndarray) -> np.ndarray | None:
+        """The crop of `frame_rgb` this sender codes, as the receiver is to show it (a
+        self-view); None before the first face."""
+        crop = self.analyzer.crop
+        return None if crop is None else crop.cut(frame_rgb, self.size)
+
     def push(self, frame_rgb: np.ndarray, index: int) -> list[bytes]:
         packets = []
         for event in map(self.stabiliser, self.analyzer.push(frame_rgb, index)):

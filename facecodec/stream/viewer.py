@@ -14,6 +14,7 @@ import asyncio
 import json
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import av
@@ -29,10 +30,11 @@ MAX_AUDIO_QUEUE = 50  # 1 s of 20 ms frames; a slow listener loses audio, it nev
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;background:#111;color:#ddd;margin:2em}}
-img{{image-rendering:auto;width:512px;height:512px;background:#000;object-fit:contain}}</style>
+img{{image-rendering:auto;width:512px;height:512px;background:#000;object-fit:contain}}
+#self{{width:128px;height:128px;vertical-align:bottom;margin-left:1em}}</style>
 </head><body>
 <h1>{title}</h1>
-<img id="video" alt="waiting for the first frame">
+<img id="video" alt="waiting for the first frame">{self_view}
 <p id="stats">connecting&hellip;</p>
 <p id="audio-state">{audio_text}</p>
 <button id="play-audio" {audio_disabled}>Play audio</button>
@@ -107,10 +109,16 @@ class Viewer:
     """Serves the latest rendered frame to any number of browsers."""
 
     def __init__(
-        self, title: str = "facecodec call", has_audio: bool = True, jpeg_quality: int = 85
+        self, title: str = "facecodec call", has_audio: bool = True, jpeg_quality: int = 85,
+        self_view: bool = False,
     ) -> None:
+        """`self_view`: the page also shows, small, the face this side sends (publish_self)."""
         self.title = title
         self.has_audio = has_audio
+        self.self_view = self_view
+        self._self_jpeg: bytes | None = None
+        self._self_index = -1
+        self._new_self = asyncio.Condition()
         self.jpeg_quality = jpeg_quality
         self.stats = ViewerStats()
         self._jpeg: bytes | None = None
@@ -124,6 +132,7 @@ class Viewer:
         app = web.Application()
         app.router.add_get("/", self._page)
         app.router.add_get("/stream.mjpg", self._mjpeg)
+        app.router.add_get("/self.mjpg", self._self_mjpeg)
         app.router.add_get("/audio.wav", self._audio)
         app.router.add_get("/status", self._status)
         app.router.add_post("/report", self._report)
@@ -146,14 +155,15 @@ class Viewer:
         self._stopping = True
         async with self._new_frame:
             self._new_frame.notify_all()
+        async with self._new_self:
+            self._new_self.notify_all()
         for queue in self._audio_listeners:
             queue.put_nowait(b"")
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
-    async def publish_frame(self, rgb: np.ndarray, index: int) -> None:
-        """Show a rendered frame (H x W x 3 uint8 RGB)."""
+    def _encode(self, rgb: np.ndarray) -> bytes:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB frame, got {rgb.shape} {rgb.dtype}")
         ok, jpeg = cv2.imencode(
@@ -163,11 +173,23 @@ class Viewer:
         )
         if not ok:
             raise ValueError("JPEG encoding failed")
+        return jpeg.tobytes()
+
+    async def publish_frame(self, rgb: np.ndarray, index: int) -> None:
+        """Show a rendered frame (H x W x 3 uint8 RGB)."""
+        jpeg = self._encode(rgb)
         async with self._new_frame:
-            self._jpeg = jpeg.tobytes()
+            self._jpeg = jpeg
             self._frame_index = index
             self.stats.frames_published += 1
             self._new_frame.notify_all()
+
+    async def publish_self(self, rgb: np.ndarray, index: int) -> None:
+        """Show, small, the face this side sends (H x W x 3 uint8 RGB)."""
+        jpeg = self._encode(rgb)
+        async with self._new_self:
+            self._self_jpeg, self._self_index = jpeg, index
+            self._new_self.notify_all()
 
     def publish_audio(self, frame: av.AudioFrame) -> None:
         """Forward one received audio frame to listening browsers as 16-bit PCM."""
@@ -196,14 +218,31 @@ class Viewer:
             if self.has_audio
             else "Audio: this call carries no audio, so none is played."
         )
+        self_view = ('\n<img id="self" src="/self.mjpg" alt="your face, as sent">'
+                     if self.self_view else "")
         body = _PAGE.format(
             title=self.title,
+            self_view=self_view,
             audio_text=audio_text,
             audio_disabled="" if self.has_audio else "disabled",
         )
         return web.Response(text=body, content_type="text/html")
 
     async def _mjpeg(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, self._new_frame, lambda: (self._jpeg, self._frame_index),
+                                 count=True)
+
+    async def _self_mjpeg(self, request: web.Request) -> web.StreamResponse:
+        if not self.self_view:
+            raise web.HTTPNotFound(text="this side sends no video")
+        return await self._serve(request, self._new_self,
+                                 lambda: (self._self_jpeg, self._self_index), count=False)
+
+    async def _serve(
+        self, request: web.Request, new: asyncio.Condition,
+        latest: Callable[[], tuple[bytes | None, int]], count: bool,
+    ) -> web.StreamResponse:
+        """An MJPEG stream of the latest picture, each one once (`count`: in frames_served)."""
         response = web.StreamResponse(
             headers={
                 "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",
@@ -214,13 +253,13 @@ class Viewer:
         sent_index = -2
         try:
             while not self._stopping:
-                async with self._new_frame:
-                    await self._new_frame.wait_for(
+                async with new:
+                    await new.wait_for(
                         lambda last=sent_index: (
-                            self._stopping or (self._jpeg is not None and self._frame_index != last)
+                            self._stopping or (latest()[0] is not None and latest()[1] != last)
                         )
                     )
-                    jpeg, sent_index = self._jpeg, self._frame_index
+                    jpeg, sent_index = latest()
                 if self._stopping or jpeg is None:
                     break
                 head = (
@@ -228,7 +267,7 @@ class Viewer:
                     f"Content-Length: {len(jpeg)}\r\n\r\n"
                 ).encode()
                 await response.write(head + jpeg + b"\r\n")
-                self.stats.frames_served += 1
+                self.stats.frames_served += count
         except (ConnectionError, asyncio.CancelledError):
             pass  # the browser went away
         return response
