@@ -434,9 +434,14 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
                       (("--stun", "stun:"), "malformed uri"),
                       (("--turn", "turn:relay.example.org"), "username and a password"),
                       (("--turn-user", "me"), "need --turn"),
-                      (("--relay-only",), "need --turn")):
+                      (("--relay-only",), "need --turn"),
+                      (("--signal", "https://example.org/"), "not a ws:// or wss:// URL"),
+                      (("--signal-ca", out_dir / "none.pem"), "as a certificate authority")):
         run = run_main("call", "room1", *args)
         assert why in assert_one_line_error(run, code=2)
+    for args, why in ((("--cert", blocker), "--cert and --key go together"),
+                      (("--cert", blocker, "--key", blocker), "cannot use TLS certificate")):
+        assert why in assert_one_line_error(run_main("signal", *args), code=2)
     run = run_main("call", "room1", "--eye-contact", "40")
     assert "--eye-contact must be within 0..30 degrees" in assert_one_line_error(run, code=2)
     run = run_main("call", "room1", "--renderer", "bogus")  # before the viewer or signaling

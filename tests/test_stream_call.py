@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require
+from conftest import require, self_signed
 
 from facecodec.bitstream.packets import Packet, PacketType, encode_packet
 from facecodec.capture.feed import LiveFeed
@@ -766,6 +766,31 @@ def test_a_senders_viewer_shows_the_face_it_sends() -> None:
         assert pictures[0].std() > 20  # a picture, not a blank
 
     run(body, timeout=40)
+
+
+def test_a_call_signals_over_tls(tmp_path: Path) -> None:
+    """Both sides reach a wss:// signaling server they trust (`--signal-ca`) and talk."""
+    from facecodec.stream.call import CallOptions, run_call
+    from facecodec.stream.signaling import server_tls
+
+    require(CLIP)
+    cert, key = self_signed(tmp_path)
+
+    async def main() -> None:
+        server = SignalingServer()
+        url = await server.start(tls=server_tls(cert, key))
+        try:
+            sender = CallOptions(seconds=4, loopback=True, audio="none", signal_ca=cert)
+            receiver = CallOptions(seconds=6, loopback=True, audio="none", signal_ca=cert)
+            sent, got = await asyncio.gather(
+                run_call("tls", url, str(CLIP), "none", sender),
+                run_call("tls", url, None, "none", receiver),
+            )
+            assert sent.frames_sent > 20 and got.frames_rendered > 20
+        finally:
+            await server.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 40))
 
 
 def test_loopback_call_carries_the_layer() -> None:

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from conftest import self_signed
 
+from facecodec.errors import FacecodecError
 from facecodec.stream.signaling import (
     ProtocolError,
     SignalingClient,
     SignalingServer,
     SignalLimits,
+    server_tls,
     validate_message,
 )
 
@@ -200,3 +204,40 @@ def test_join_timeout_closes_idle_connection() -> None:
         await session.close()
 
     run(body, join_timeout_s=0.2)
+
+
+def test_signaling_over_tls(tmp_path: Path) -> None:
+    """wss://: peers that trust the server's certificate pair as over ws://; a peer that
+    does not, or that speaks plain ws:// to it, is refused in one line."""
+    cert, key = self_signed(tmp_path)
+    other, _ = self_signed(tmp_path, "127.0.0.2")  # another server's certificate
+
+    async def main() -> None:
+        server = SignalingServer()
+        url = await server.start(tls=server_tls(cert, key))
+        assert url.startswith("wss://127.0.0.1:")
+        try:
+            a = await SignalingClient.connect(url, ca=cert)
+            b = await SignalingClient.connect(url, ca=cert)
+            assert await a.join("tls") == 1 and await b.join("tls") == 2
+            assert await a.receive(5) == {"type": "ready", "initiator": True}
+            assert await b.receive(5) == {"type": "ready", "initiator": False}
+            await a.send({"type": "offer", "sdp": OFFER})
+            assert await b.receive(5) == {"type": "offer", "sdp": OFFER}
+            for client in (a, b):
+                await client.close()
+            for ca in (None, other):  # the system's authorities, or the wrong one
+                with pytest.raises(FacecodecError, match="certificate verify failed"):
+                    await SignalingClient.connect(url, ca=ca)
+            with pytest.raises(FacecodecError, match="cannot reach signaling server"):
+                await SignalingClient.connect(url.replace("wss://", "ws://"), timeout=3)
+            with pytest.raises(FacecodecError, match="not a ws:// or wss:// URL"):
+                await SignalingClient.connect(url.replace("wss://", "https://"))
+        finally:
+            await server.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    with pytest.raises(FacecodecError, match="cannot use TLS certificate"):
+        server_tls(cert, tmp_path / "missing.key")
+    with pytest.raises(FacecodecError, match="cannot use TLS certificate"):
+        server_tls(key, cert)  # the two swapped

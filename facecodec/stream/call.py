@@ -48,6 +48,8 @@ from facecodec.stream.signaling import (
     ROOM_PATTERN,
     SignalingClient,
     add_signal_arguments,
+    check_url,
+    client_tls,
     signal_main,
 )
 from facecodec.stream.viewer import Viewer, try_open_window
@@ -78,6 +80,7 @@ class CallOptions:
     loopback: bool = False  # offer 127.0.0.1 ICE candidates (both peers on this machine)
     ice_servers: tuple[IceServer, ...] = ()  # a STUN server and a TURN relay, for NATs
     relay_only: bool = False  # media only through the TURN relay (hides this side's address)
+    signal_ca: Path | None = None  # the authority of a wss:// signaling server (None: system's)
     impairment: Impairment | None = None
     reconnect: bool = False  # after the other peer leaves, wait for the next one
     wait_peer_s: float = 60.0  # how long to wait for a peer to (re)join
@@ -294,7 +297,7 @@ class _Call:
                 self.options.on_viewer(self.stats.viewer_url)
             if self.options.window:
                 self.window = try_open_window("facecodec")
-        signaling = await SignalingClient.connect(signal_url)
+        signaling = await SignalingClient.connect(signal_url, ca=self.options.signal_ca)
         try:
             await signaling.join(room)
             while not self.source_done:
@@ -576,6 +579,8 @@ async def run_call(
 def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("room", help="room name shared by both peers ([A-Za-z0-9_-]{1,64})")
     parser.add_argument("--signal", default="ws://127.0.0.1:8765/", help="signaling server URL")
+    parser.add_argument("--signal-ca", type=Path, metavar="PEM", help="trust a wss:// signaling "
+                        "server whose certificate this authority (or self-signed file) issued")
     parser.add_argument("--source", help="video file to send (omit to only receive)")
     parser.add_argument("--camera", nargs="?", const="0", metavar="DEVICE",
                         help="send a webcam instead: its index or device path (default 0)")
@@ -647,6 +652,9 @@ def call_main(args: argparse.Namespace) -> int:
     impairment = None
     if args.loss or args.jitter_ms:
         impairment = Impairment(loss=args.loss, jitter_ms=args.jitter_ms)
+    check_url(args.signal)  # now, not after the networks have loaded
+    if args.signal_ca is not None:
+        client_tls(args.signal_ca)
     for flag, value in (("--late-ms", args.late_ms), ("--hurry-ms", args.hurry_ms)):
         if not value >= 0:
             raise FacecodecError(f"{flag} must be 0 or more (got {value})")
@@ -659,6 +667,7 @@ def call_main(args: argparse.Namespace) -> int:
         audio=args.audio,
         loopback=args.loopback,
         ice_servers=ice_servers(args),
+        signal_ca=args.signal_ca,
         relay_only=args.relay_only,
         impairment=impairment,
         reconnect=args.reconnect,

@@ -14,6 +14,10 @@ Protocol (JSON text frames over one WebSocket per peer):
 
 The server trusts nothing: every message is size-checked, schema-checked and rate-limited, and a
 misbehaving connection gets an error reply or is closed without disturbing anyone else.
+
+Over the internet run it with TLS (`--cert`, `--key`: wss://). The SDP it relays carries each
+peer's DTLS fingerprint, which is what authenticates the media: whoever can rewrite the
+signaling in transit can sit in the middle of the call.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import argparse
 import asyncio
 import json
 import re
+import ssl
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -108,15 +114,17 @@ class SignalingServer:
         self.app = web.Application()
         self.app.router.add_get("/", self._handle)
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen and return the ws:// URL (port 0 picks a free port)."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> str:
+        """Listen and return the ws:// URL, wss:// with `tls` (port 0 picks a free port)."""
         self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=tls)
         await site.start()
         bound = site._server.sockets[0].getsockname()  # type: ignore[union-attr]
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        return f"ws://{shown}:{bound[1]}/"
+        return f"{'wss' if tls else 'ws'}://{shown}:{bound[1]}/"
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -222,6 +230,34 @@ async def _send(ws: web.WebSocketResponse, msg: dict[str, Any]) -> None:
         pass  # the peer went away mid-send; its own handler cleans up
 
 
+def server_tls(cert: Path, key: Path) -> ssl.SSLContext:
+    """The server's TLS from a certificate chain and its private key (PEM files)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise FacecodecError(f"cannot use TLS certificate {cert} with key {key}: "
+                             f"{exc.strerror or exc}") from None
+    return context
+
+
+def check_url(url: str) -> None:
+    if not url.startswith(("ws://", "wss://")):
+        raise FacecodecError(f"signaling server {url}: not a ws:// or wss:// URL")
+
+
+def client_tls(ca: Path | None) -> ssl.SSLContext | bool:
+    """How a client checks a wss:// server: against the system's authorities, or against
+    `ca` (a PEM file: a private authority, or a self-signed server certificate)."""
+    if ca is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise FacecodecError(f"cannot use {ca} as a certificate authority: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
 class SignalingClient:
     """One peer's connection to the signaling server."""
 
@@ -230,10 +266,16 @@ class SignalingClient:
         self._ws = ws
 
     @classmethod
-    async def connect(cls, url: str, timeout: float = 10.0) -> SignalingClient:
+    async def connect(
+        cls, url: str, timeout: float = 10.0, ca: Path | None = None
+    ) -> SignalingClient:
+        """`ca`: the authority a wss:// server's certificate must come from (client_tls)."""
+        check_url(url)
+        tls = client_tls(ca)
         session = aiohttp.ClientSession()
         try:
-            ws = await session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout))
+            ws = await session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
+                                          ssl=tls)
         except (aiohttp.ClientError, OSError) as exc:
             await session.close()
             raise FacecodecError(f"cannot reach signaling server {url}: {exc}") from None
@@ -279,16 +321,21 @@ def add_signal_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-message-kb", type=int, default=64, help="largest accepted message, KiB"
     )
     parser.add_argument("--rate", type=float, default=10.0, help="messages per second per peer")
+    parser.add_argument("--cert", type=Path, help="TLS certificate chain (PEM): serve wss://")
+    parser.add_argument("--key", type=Path, help="the certificate's private key (PEM)")
 
 
 def signal_main(args: argparse.Namespace) -> int:
     """Run the signaling server until interrupted."""
     limits = SignalLimits(max_message_bytes=args.max_message_kb * 1024, rate_per_s=args.rate)
+    if (args.cert is None) != (args.key is None):
+        raise FacecodecError("--cert and --key go together")
+    tls = server_tls(args.cert, args.key) if args.cert is not None else None
 
     async def serve() -> None:
         server = SignalingServer(limits)
         try:
-            url = await server.start(args.host, args.port)
+            url = await server.start(args.host, args.port, tls)
         except OSError as exc:
             raise FacecodecError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
         print(f"signaling server on {url} (Ctrl-C to stop)", flush=True)
