@@ -450,7 +450,7 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
     assert list(out_dir.iterdir()) == [] and blocker.read_text() == ""
 
 
-def test_call_refuses_a_camera_it_cannot_open_before_connecting(
+def test_call_refuses_a_camera_or_microphone_it_cannot_open_before_connecting(
     run_cli: Run, tmp_path: Path
 ) -> None:
     """In a subprocess: OpenCV's capture backends write to file descriptor 2 themselves."""
@@ -459,6 +459,12 @@ def test_call_refuses_a_camera_it_cannot_open_before_connecting(
         assert f"camera {device}: cannot be opened" in assert_one_line_error(run, code=2)
         assert "connected" not in run.stdout
     run = run_cli("call", "room1", "--camera", "--source", tmp_path / "x.mp4", timeout=60)
+    assert "not both" in assert_one_line_error(run, code=2)
+    # A microphone likewise (ALSA prints its own complaints to descriptor 2 as well).
+    run = run_cli("call", "room1", "--microphone", "hw:7", "--render", "none", timeout=60)
+    line = assert_one_line_error(run, code=2)
+    assert "microphone hw:7: cannot be opened" in line or "cannot capture sound" in line
+    run = run_cli("call", "room1", "--microphone", "--audio", "silence", timeout=60)
     assert "not both" in assert_one_line_error(run, code=2)
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from facecodec.capture.camera import STALL_TIMEOUT_S, Camera
+from facecodec.capture.microphone import open_microphone
 from facecodec.capture.video import probe, read_frames
 from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET
 from facecodec.errors import BitstreamError, FacecodecError
@@ -77,6 +78,7 @@ class CallOptions:
     loop_source: bool = False  # restart the file when it ends (long benchmarks from short clips)
     camera: str | None = None  # send this capture device ("0", "/dev/video2") instead of a file
     audio: str = "auto"  # auto (the source's sound, else silence) | silence | none | a file
+    microphone: str | None = None  # send this capture device's sound ("default"), not `audio`
     loopback: bool = False  # offer 127.0.0.1 ICE candidates (both peers on this machine)
     ice_servers: tuple[IceServer, ...] = ()  # a STUN server and a TURN relay, for NATs
     relay_only: bool = False  # media only through the TURN relay (hides this side's address)
@@ -265,6 +267,8 @@ class _Call:
 
     def audio_source(self) -> tuple[bool, str | None]:
         audio = self.options.audio
+        if self.options.microphone is not None:
+            return True, None
         if audio == "none":
             return False, None
         if audio == "silence":
@@ -342,6 +346,7 @@ class _Call:
                 relay_only=self.options.relay_only,
                 audio=audio_file,
                 send_audio=send_audio,
+                microphone=self.options.microphone,
                 impairment=self.options.impairment,
             )
         )
@@ -588,6 +593,8 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, help="hang up after this many seconds")
     parser.add_argument("--loop", action="store_true", help="loop the source file")
     parser.add_argument("--audio", default="auto", help="auto | silence | none | FILE")
+    parser.add_argument("--microphone", nargs="?", const="default", metavar="DEVICE",
+                        help="send a microphone's sound (default: the system's default one)")
     parser.add_argument("--loopback", action="store_true", help="offer 127.0.0.1 to ICE")
     parser.add_argument("--stun", metavar="URL",
                         help="STUN server for peers behind NATs (stun:HOST[:PORT])")
@@ -653,6 +660,11 @@ def call_main(args: argparse.Namespace) -> int:
     if args.loss or args.jitter_ms:
         impairment = Impairment(loss=args.loss, jitter_ms=args.jitter_ms)
     check_url(args.signal)  # now, not after the networks have loaded
+    if args.microphone is not None:
+        if args.audio != "auto":
+            raise FacecodecError("send a microphone (--microphone) or --audio, not both")
+        device = None if args.microphone == "default" else args.microphone
+        open_microphone(device).close()  # one that cannot be opened is refused now
     if args.signal_ca is not None:
         client_tls(args.signal_ca)
     for flag, value in (("--late-ms", args.late_ms), ("--hurry-ms", args.hurry_ms)):
@@ -665,6 +677,7 @@ def call_main(args: argparse.Namespace) -> int:
         loop_source=args.loop,
         camera=args.camera,
         audio=args.audio,
+        microphone=args.microphone,
         loopback=args.loopback,
         ice_servers=ice_servers(args),
         signal_ca=args.signal_ca,

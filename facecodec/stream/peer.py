@@ -40,6 +40,7 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
 from facecodec.bitstream.packets import LAYER_TYPES
+from facecodec.capture.microphone import RATE, Microphone
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.stream.impair import Impairment
 from facecodec.stream.signaling import SignalingClient
@@ -110,6 +111,7 @@ class PeerOptions:
         if self.relay_only and not any(s.relay for s in self.ice_servers):
             raise FacecodecError("relaying only needs a TURN server (--turn)")
     audio: str | None = None  # media file whose audio track is sent; None sends silence
+    microphone: str | None = None  # send this capture device's sound instead ("default")
     send_audio: bool = True
     impairment: Impairment | None = None
     connect_timeout_s: float = 20.0
@@ -212,6 +214,7 @@ class Peer:
         self._keyframes: RTCDataChannel | None = None
         self._motion: RTCDataChannel | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._own_tracks: list[MediaStreamTrack] = []
         self._closed = False
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
@@ -235,7 +238,10 @@ class Peer:
                 self.pc.addTransceiver("audio", direction="recvonly")
             return
         track: MediaStreamTrack = AudioStreamTrack()  # silence
-        if self.options.audio is not None and FileAudioTrack.has_audio(self.options.audio):
+        if self.options.microphone is not None:
+            track = MicrophoneTrack(self.options.microphone)
+            self._own_tracks.append(track)
+        elif self.options.audio is not None and FileAudioTrack.has_audio(self.options.audio):
             track = FileAudioTrack(self.options.audio)
         self.pc.addTrack(track)
 
@@ -394,6 +400,8 @@ class Peer:
         for task in list(self._tasks):
             task.cancel()
         await self.pc.close()
+        for track in self._own_tracks:
+            track.stop()  # a microphone's device and reading thread
 
 
 class FileAudioTrack(MediaStreamTrack):
@@ -450,6 +458,36 @@ class FileAudioTrack(MediaStreamTrack):
         frame.time_base = Fraction(1, self.RATE)
         self._sent += frame.samples
         return frame
+
+
+class MicrophoneTrack(MediaStreamTrack):
+    """A capture device's sound as 20 ms 48 kHz frames (facecodec/capture/microphone.py),
+    paced by the device."""
+
+    kind = "audio"
+
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self._mic = Microphone(None if device == "default" else device)
+        self._sent = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = await asyncio.get_running_loop().run_in_executor(None, self._mic.next_frame)
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
+        frame.pts = self._sent
+        frame.sample_rate = RATE
+        frame.time_base = Fraction(1, RATE)
+        self._sent += frame.samples
+        return frame
+
+    def stop(self) -> None:
+        if self.readyState == "live":
+            self._mic.close()
+        super().stop()
 
 
 async def _expect(signaling: SignalingClient, kind: str) -> dict[str, Any]:
