@@ -69,6 +69,13 @@ async def connect_pair(
     return sa, pa, sb, pb
 
 
+async def close_pair(sa: SignalingClient, pa: Peer, sb: SignalingClient, pb: Peer) -> None:
+    for p in (pa, pb):
+        await p.close()
+    for s in (sa, sb):
+        await s.close()
+
+
 async def drain(peer: Peer, until: Callable[[list[object]], bool], timeout: float = 5) -> list:
     got: list[object] = []
     deadline = time.monotonic() + timeout
@@ -380,10 +387,7 @@ def test_impaired_path_loses_motion_never_keyframes() -> None:
         # Losses before the first and after the last motion packet received cannot be seen.
         assert pb.stats.packets_lost == max(motion) - min(motion) + 1 - len(motion)
         assert all(p.data == sent[(p.info.type, p.info.seq)] for p in got)  # nothing damaged
-        for p in (pa, pb):
-            await p.close()
-        for s in (sa, sb):
-            await s.close()
+        await close_pair(sa, pa, sb, pb)
 
     run(body)
 
@@ -403,23 +407,36 @@ def test_corrupt_packets_are_delivered_for_the_decoder_to_reject() -> None:
         assert pb.stats.malformed_received + len(delivered) == 1
         assert all(p.data != original for p in delivered)
         assert noisy.corrupted == 1
-        for p in (pa, pb):
-            await p.close()
-        for s in (sa, sb):
-            await s.close()
+        await close_pair(sa, pa, sb, pb)
 
     run(body)
 
 
 @pytest.mark.skipif(not CLIP_WITH_AUDIO.is_file(), reason=f"test clip missing: {CLIP_WITH_AUDIO}")
-def test_audio_from_file_and_silence_both_arrive() -> None:
+def _alsa_null_device() -> str | None:
+    """Why ALSA's null capture device (sound without a sound card) cannot be used here."""
+    import av
+
+    from facecodec.capture.microphone import SYSTEM_ALSA_CONFIG
+
+    if "alsa" not in av.formats_available:
+        return "this PyAV build has no ALSA input"
+    if not SYSTEM_ALSA_CONFIG.is_file():
+        return f"no ALSA configuration at {SYSTEM_ALSA_CONFIG}"
+    return None
+
+
+@pytest.mark.parametrize("source", ["file", "microphone"])
+def test_sound_from_a_file_or_microphone_and_silence_both_arrive(source: str) -> None:
+    """A file's sound, or a microphone's (`--microphone`: ALSA's null device stands in, with
+    noise at the device's pace), goes out as the call's audio beside the other's silence."""
+    if source == "microphone" and (why := _alsa_null_device()) is not None:
+        pytest.skip(why)
+    talks = (PeerOptions(loopback=True, audio=str(CLIP_WITH_AUDIO)) if source == "file"
+             else PeerOptions(loopback=True, microphone="null"))
+
     async def body(url: str) -> None:
-        sa, pa, sb, pb = await connect_pair(
-            url,
-            "audio",
-            PeerOptions(loopback=True, audio=str(CLIP_WITH_AUDIO)),
-            PeerOptions(loopback=True),  # silence
-        )
+        sa, pa, sb, pb = await connect_pair(url, "audio", talks, PeerOptions(loopback=True))
         # Poll rather than sleep a fixed time: on a busy machine the first frames come late.
         for _ in range(100):
             if min(pa.stats.audio_frames_received, pb.stats.audio_frames_received) > 20:
@@ -428,11 +445,8 @@ def test_audio_from_file_and_silence_both_arrive() -> None:
         sent_a, _ = await pa.audio_bytes()
         sent_b, _ = await pb.audio_bytes()
         assert pb.stats.audio_frames_received > 20 and pa.stats.audio_frames_received > 20
-        assert sent_a > 5 * sent_b > 0  # speech costs far more than silence
-        for p in (pa, pb):
-            await p.close()
-        for s in (sa, sb):
-            await s.close()
+        assert sent_a > 5 * sent_b > 0  # speech (or noise) costs far more than silence
+        await close_pair(sa, pa, sb, pb)
 
     run(body)
 
@@ -454,10 +468,7 @@ def test_sound_from_one_side_reaches_a_side_that_sends_none(sender_first: bool) 
         assert hears.stats.audio_frames_received > 20
         talker = pa if sender_first else pb
         assert talker.stats.audio_frames_received == 0
-        for p in (pa, pb):
-            await p.close()
-        for s in (sa, sb):
-            await s.close()
+        await close_pair(sa, pa, sb, pb)
 
     run(body)
 
@@ -504,10 +515,7 @@ def test_peers_ask_the_stun_server_they_are_given() -> None:
             assert got and got[0].data == packet(PacketType.MOTION, 0, 0, b"through")
             # Both peers asked, each from its own socket (ICE gathers on every host address).
             assert len(server.requests) >= 2, server.requests
-            for p in (pa, pb):
-                await p.close()
-            for s in (sa, sb):
-                await s.close()
+            await close_pair(sa, pa, sb, pb)
         finally:
             transport.close()
 
@@ -536,10 +544,7 @@ def test_a_relay_only_call_goes_through_the_turn_relay() -> None:
                 got = packets_of(await drain(receiver, lambda g: bool(packets_of(g))))
                 assert got and got[0].data == packet(PacketType.MOTION, 0, 0, body)
             assert relay.relayed_bytes > before
-            for p in (pa, pb):
-                await p.close()
-            for s in (sa, sb):
-                await s.close()
+            await close_pair(sa, pa, sb, pb)
             # The same with a wrong password: no allocation, no candidate, no call.
             bad = replace(opts, ice_servers=(IceServer(turn, "alice", "wrong"),),
                           connect_timeout_s=4.0)
@@ -570,44 +575,6 @@ def test_ice_servers_are_checked_before_any_connection() -> None:
     ):
         with pytest.raises(FacecodecError, match=why):
             IceServer(url, user, password)
-
-
-def _alsa_null_device() -> str | None:
-    """Why ALSA's null capture device (sound without a sound card) cannot be used here."""
-    import av
-
-    from facecodec.capture.microphone import SYSTEM_ALSA_CONFIG
-
-    if "alsa" not in av.formats_available:
-        return "this PyAV build has no ALSA input"
-    if not SYSTEM_ALSA_CONFIG.is_file():
-        return f"no ALSA configuration at {SYSTEM_ALSA_CONFIG}"
-    return None
-
-
-@pytest.mark.skipif(_alsa_null_device() is not None, reason=str(_alsa_null_device()))
-def test_microphone_sound_reaches_the_other_side() -> None:
-    """`--microphone DEVICE`: the device's sound goes out as the call's audio. ALSA's null
-    device stands in for a microphone (it gives noise, at the device's pace)."""
-
-    async def body(url: str) -> None:
-        sa, pa, sb, pb = await connect_pair(
-            url, "mic", PeerOptions(loopback=True, microphone="null"), PeerOptions(loopback=True)
-        )
-        for _ in range(100):
-            if min(pa.stats.audio_frames_received, pb.stats.audio_frames_received) > 20:
-                break
-            await asyncio.sleep(0.1)
-        sent_mic, _ = await pa.audio_bytes()
-        sent_silence, _ = await pb.audio_bytes()
-        assert pb.stats.audio_frames_received > 20
-        assert sent_mic > 5 * sent_silence > 0  # noise costs far more than silence
-        for p in (pa, pb):
-            await p.close()
-        for s in (sa, sb):
-            await s.close()
-
-    run(body)
 
 
 def test_peer_drops_and_reconnects() -> None:
