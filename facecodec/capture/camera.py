@@ -34,7 +34,7 @@ class Camera:
     the last it gave; None once the camera has stopped."""
 
     def __init__(self, spec: str = "0") -> None:
-        self.path = None  # no sound: a call with a camera sends silence unless given --audio
+        self.path = None  # no sound of its own: a call sends --microphone's, or silence
         self.spec = spec
         cap = cv2.VideoCapture(_device(spec))
         if not cap.isOpened():

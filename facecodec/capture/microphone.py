@@ -97,6 +97,7 @@ class Microphone:
         except (av.FFmpegError, OSError):
             pass
         finally:
+            self._container.close()  # here: closing it under a read in progress is unsafe
             self._put(None)
 
     def next_frame(self, timeout: float = 2.0) -> av.AudioFrame | None:
@@ -106,6 +107,6 @@ class Microphone:
             return None
 
     def close(self) -> None:
+        """Stop reading; the device closes when its read in progress returns (20 ms or so)."""
         self._running = False
         self._thread.join(timeout=2.0)
-        self._container.close()

@@ -70,6 +70,7 @@ RENDER_MODES = ("local", "cloud", "none")
 # The viewer's small picture of the face this side sends: a few pictures a second are enough
 # to frame oneself, and each costs a crop and a JPEG on the call's event loop (about 1 ms).
 SELF_VIEW_EVERY = 3
+TURN_PASSWORD_ENV = "FACECODEC_TURN_PASSWORD"  # kept off the command line, which ps shows
 
 
 @dataclass
@@ -400,7 +401,7 @@ class _Call:
             # frame slots: a slot's time is then when its picture came, within the camera's
             # jitter, and latency counts from there.
             pending = await loop.run_in_executor(self._encode_pool, camera.next_frame)
-        start = camera.arrived if pending is not None and camera is not None else time.time()
+        start = camera.arrived if camera is not None and pending is not None else time.time()
         t0 = start - self.next_index / fps
         peer.send_control(start_message(self.encoder.header_bytes(), t0, fps))
         try:
@@ -630,9 +631,6 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
                         help="motion only: send a recent frame as a new reference picture when "
                              "it draws the recent frames better (best), or keep the first (first)")
     parser.add_argument("--stats-json", help="write this side's call summary to this JSON file")
-
-
-TURN_PASSWORD_ENV = "FACECODEC_TURN_PASSWORD"
 
 
 def ice_servers(args: argparse.Namespace) -> tuple[IceServer, ...]:

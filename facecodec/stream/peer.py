@@ -106,15 +106,15 @@ class PeerOptions:
     ice_servers: tuple[IceServer, ...] = ()
     # Media only through the TURN relay: the other side never learns this side's addresses.
     relay_only: bool = False
-
-    def __post_init__(self) -> None:
-        if self.relay_only and not any(s.relay for s in self.ice_servers):
-            raise FacecodecError("relaying only needs a TURN server (--turn)")
     audio: str | None = None  # media file whose audio track is sent; None sends silence
     microphone: str | None = None  # send this capture device's sound instead ("default")
     send_audio: bool = True
     impairment: Impairment | None = None
     connect_timeout_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.relay_only and not any(s.relay for s in self.ice_servers):
+            raise FacecodecError("relaying only needs a TURN server (--turn)")
 
 
 @dataclass(frozen=True, slots=True)
