@@ -51,13 +51,14 @@ from facecodec.render.registry import CALL_RENDERER
 from facecodec.stream.browser import find_chromium, headless_chromium
 from facecodec.stream.call import CallOptions, run_call
 from facecodec.stream.impair import Impairment
+from facecodec.stream.peer import AUDIO_FRAME_MS, AUDIO_KBPS
 from facecodec.stream.signaling import SignalingServer
 
 
 def _peer(
     role: str, url: str, source: str | None, seconds: float, loss: float, jitter_ms: float,
     layer_kbps: float = 0.0, renderer: str = CALL_RENDERER, hurry_s: float | None = 0.04,
-    camera: bool = False,
+    camera: bool = False, audio_kbps: float = AUDIO_KBPS, audio_frame_ms: int = AUDIO_FRAME_MS,
 ) -> dict[str, Any]:
     """One side of the call, run in its own process (`renderer`, `hurry_s`: the receiver's).
     `camera`: the sender plays `source` into a named pipe in real time and sends it as a
@@ -72,6 +73,8 @@ def _peer(
         source = None
     options = CallOptions(
         camera=device,
+        audio_kbps=audio_kbps,
+        audio_frame_ms=audio_frame_ms,
         seconds=seconds + (5.0 if role == "receiver" else 0.0),  # outlive the sender
         loop_source=True,
         loopback=True,
@@ -97,10 +100,11 @@ async def _loopback_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict
             receiver = loop.run_in_executor(
                 pool, _peer, "receiver", url, None, args.seconds, args.loss, args.jitter_ms,
                 0.0, args.renderer, args.hurry_ms / 1000 if args.hurry_ms > 0 else None,
+                False, args.audio_kbps, args.audio_frame_ms,
             )
             sender = loop.run_in_executor(
                 pool, _peer, "sender", url, args.source, args.seconds, 0.0, 0.0, args.layer_kbps,
-                CALL_RENDERER, 0.04, args.camera,
+                CALL_RENDERER, 0.04, args.camera, args.audio_kbps, args.audio_frame_ms,
             )
             sent, received = await asyncio.gather(sender, receiver)
     finally:
@@ -158,9 +162,13 @@ def netns_unavailable() -> str | None:
 
 @contextlib.contextmanager
 def netns_rig(
-    loss: float, delay_ms: float, jitter_ms: float, seed: int = 0, loss_on_signal: bool = False
+    loss: float, delay_ms: float, jitter_ms: float, seed: int = 0, loss_on_signal: bool = False,
+    rate_kbps: float = 0.0, buffer_ms: float = 200.0,
 ) -> Iterator[NetnsRig]:
     """Three fresh namespaces wired a <-> m <-> b, the relay running in m; all removed after.
+
+    rate_kbps (0: none): each direction is a bottleneck of that rate, counting IP packets
+    whole, with a drop-tail buffer of buffer_ms, as an uplink's router has.
 
     loss_on_signal: start without loss until `rig.start_loss()` (netns_call does that once both
     peers are connected), so that the measured call is not eaten by a slow setup.
@@ -258,6 +266,10 @@ def netns_rig(
                 str(jitter_ms),
                 "--seed",
                 str(seed),
+                "--rate-kbps",
+                str(rate_kbps),
+                "--buffer-ms",
+                str(buffer_ms),
                 *(["--loss-on-signal"] if loss_on_signal else []),
             ],
             stdout=subprocess.PIPE,
@@ -285,11 +297,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def relay_main(
-    loss: float, delay_ms: float, jitter_ms: float, seed: int, loss_on_signal: bool = False
+    loss: float, delay_ms: float, jitter_ms: float, seed: int, loss_on_signal: bool = False,
+    rate_kbps: float = 0.0, buffer_ms: float = 200.0,
 ) -> int:
     """Move IP packets between TUNs fcta and fctb, dropping a share `loss` and delaying each by
-    delay_ms +- jitter_ms (uniform; packets may reorder, as with netem). Runs until SIGTERM;
-    with loss_on_signal, drops nothing until SIGUSR1."""
+    delay_ms +- jitter_ms (uniform; packets may reorder, as with netem). With rate_kbps each
+    direction first passes a bottleneck of that rate whose queue holds at most buffer_ms of
+    it; a packet that finds it full is dropped (drop-tail), as at a slow uplink's router.
+    Runs until SIGTERM; with loss_on_signal, drops nothing until SIGUSR1."""
     rng = random.Random(seed)
     fds = {}
     for name in ("fcta", "fctb"):
@@ -299,7 +314,9 @@ def relay_main(
     other = {fds["fcta"]: fds["fctb"], fds["fctb"]: fds["fcta"]}
     queue: list[tuple[float, int, int, bytes]] = []  # (due, order, out fd, packet)
     order = 0
-    counts = {"in": 0, "dropped": 0}
+    counts = {"in": 0, "bytes_from_a": 0, "bytes_from_b": 0, "dropped": 0, "dropped_queue": 0}
+    side = {fds["fcta"]: "bytes_from_a", fds["fctb"]: "bytes_from_b"}
+    free_at = {fd: 0.0 for fd in other}  # when each direction's bottleneck is next free
     stop = False
     active_loss = 0.0 if loss_on_signal else loss
 
@@ -327,11 +344,20 @@ def relay_main(
                 except BlockingIOError:
                     break
                 counts["in"] += 1
+                counts[side[fd]] += len(packet)
                 if rng.random() < active_loss:
                     counts["dropped"] += 1
                     continue
                 delay = max(0.0, delay_ms + rng.uniform(-jitter_ms, jitter_ms)) / 1000
-                heapq.heappush(queue, (time.monotonic() + delay, order, other[fd], packet))
+                sent_at = time.monotonic()
+                if rate_kbps > 0:
+                    out = other[fd]
+                    start = max(sent_at, free_at[out])
+                    if start - sent_at > buffer_ms / 1000:
+                        counts["dropped_queue"] += 1
+                        continue
+                    free_at[out] = sent_at = start + len(packet) * 8 / (rate_kbps * 1000)
+                heapq.heappush(queue, (sent_at + delay, order, other[fd], packet))
                 order += 1
         now = time.monotonic()
         while queue and queue[0][0] <= now:
@@ -362,8 +388,11 @@ def netns_call(
     layer_kbps: float = 0.0,
     renderer: str = CALL_RENDERER,
     hurry_ms: float = 40.0,
+    audio_args: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Signaling server and sender (`facecodec call --source ... --loop`) in namespace a, the
+    """`audio_args`: `facecodec call`'s Opus options, for both peers.
+
+    Signaling server and sender (`facecodec call --source ... --loop`) in namespace a, the
     receiver in b (`renderer`, `hurry_ms`: its options), both `--render none --stats-json`;
     returns (sender, receiver) summaries."""
     url = f"ws://{rig.addr_a}:8765/"
@@ -377,7 +406,8 @@ def netns_call(
             if server.poll() is not None or time.monotonic() > deadline:
                 raise FacecodecError(f"signaling server: {logs['signal'].read_text()}")
             time.sleep(0.1)
-        common = ["call", "netns", "--signal", url, "--render", "none", "--audio", audio]
+        common = ["call", "netns", "--signal", url, "--render", "none", "--audio", audio,
+                  *audio_args]
         receiver = _spawn(
             rig.b,
             [*common, "--seconds", str(seconds + 30), "--stats-json", str(workdir / "recv.json"),
@@ -435,12 +465,15 @@ async def _netns_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
 
     def run() -> tuple[dict[str, Any], dict[str, Any]]:
         with (
-            netns_rig(args.loss, args.delay_ms, args.jitter_ms) as rig,
+            netns_rig(args.loss, args.delay_ms, args.jitter_ms,
+                      rate_kbps=args.rate_kbps, buffer_ms=args.buffer_ms) as rig,
             tempfile.TemporaryDirectory() as tmp,
         ):
             return netns_call(rig, args.source, args.seconds, Path(tmp), args.seconds + 60,
                               layer_kbps=args.layer_kbps, renderer=args.renderer,
-                              hurry_ms=args.hurry_ms)
+                              hurry_ms=args.hurry_ms,
+                              audio_args=("--audio-kbps", str(args.audio_kbps),
+                                          "--audio-frame-ms", str(args.audio_frame_ms)))
 
     return await asyncio.to_thread(run)
 
@@ -514,7 +547,10 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "network": "netns" if args.netns else "loopback",
         "loss": args.loss,
         "delay_ms": args.delay_ms if args.netns else 0.0,
+        "rate_kbps": args.rate_kbps if args.netns else 0.0,
         "jitter_ms": args.jitter_ms,
+        "audio_kbps_asked": args.audio_kbps,
+        "audio_frame_ms": args.audio_frame_ms,
         "renderer": args.renderer,
         "hurry_ms": args.hurry_ms,
         "frames_sent": sent["frames_sent"],
@@ -555,10 +591,18 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"the receiver's renderer (default {CALL_RENDERER}, as a call's)")
     parser.add_argument("--hurry-ms", type=float, default=40.0,
                         help="the receiver's `facecodec call --hurry-ms` (0: never)")
+    parser.add_argument("--audio-kbps", type=float, default=AUDIO_KBPS,
+                        help="both peers' Opus rate (facecodec call --audio-kbps)")
+    parser.add_argument("--audio-frame-ms", type=int, default=AUDIO_FRAME_MS,
+                        help="both peers' Opus frame length (facecodec call --audio-frame-ms)")
     parser.add_argument("--camera", action="store_true",
                         help="send the clip as a webcam (played live into a named pipe)")
     parser.add_argument("--netns", action="store_true", help="call across network namespaces")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay (--netns)")
+    parser.add_argument("--rate-kbps", type=float, default=0.0,
+                        help="a bottleneck of this rate each way, IP packets whole (--netns)")
+    parser.add_argument("--buffer-ms", type=float, default=200.0,
+                        help="the bottleneck's drop-tail buffer (--netns --rate-kbps)")
     parser.add_argument(
         "--screenshot", type=Path, help="instead: PNG of the receiver's viewer page in Chromium"
     )
@@ -567,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss-on-signal", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.relay:
-        return relay_main(args.loss, args.delay_ms, args.jitter_ms, args.seed, args.loss_on_signal)
+        return relay_main(args.loss, args.delay_ms, args.jitter_ms, args.seed, args.loss_on_signal,
+                          args.rate_kbps, args.buffer_ms)
     if args.screenshot is not None:
         if args.source is None:
             parser.error("--screenshot needs --source")

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -425,28 +426,38 @@ def _alsa_null_device() -> str | None:
     return None
 
 
-@pytest.mark.parametrize("source", ["file", "microphone"])
+@pytest.mark.parametrize("source", ["file", "file-60ms", "microphone"])
 def test_sound_from_a_file_or_microphone_and_silence_both_arrive(source: str) -> None:
-    """A file's sound, or a microphone's (`--microphone`: ALSA's null device stands in, with
-    noise at the device's pace), goes out as the call's audio beside the other's silence."""
-    if source == "file":
+    """A file's sound (in 20 or 60 ms Opus frames), or a microphone's (`--microphone`: ALSA's
+    null device stands in, with noise at the device's pace), goes out as the call's audio
+    beside the other's silence."""
+    if source.startswith("file"):
         require(CLIP_WITH_AUDIO)
     elif (why := _alsa_null_device()) is not None:
         pytest.skip(why)
-    talks = (PeerOptions(loopback=True, audio=str(CLIP_WITH_AUDIO)) if source == "file"
-             else PeerOptions(loopback=True, microphone="null"))
+    # Opus's settings hold for the whole process (use_opus), so both peers here ask alike.
+    frame_ms = 60 if source == "file-60ms" else 20
+    talks = (PeerOptions(loopback=True, audio=str(CLIP_WITH_AUDIO), audio_frame_ms=frame_ms)
+             if source.startswith("file") else PeerOptions(loopback=True, microphone="null"))
+    silent = PeerOptions(loopback=True, audio_frame_ms=frame_ms)
 
     async def body(url: str) -> None:
-        sa, pa, sb, pb = await connect_pair(url, "audio", talks, PeerOptions(loopback=True))
+        sa, pa, sb, pb = await connect_pair(url, "audio", talks, silent)
+        heard: dict[Peer, list[float]] = {pa: [], pb: []}  # each frame's RMS, as decoded
+        for p in (pa, pb):
+            p.on_audio = lambda f, got=heard[p]: got.append(
+                float(np.sqrt(np.mean(f.to_ndarray().astype(np.float64) ** 2))))
         # Poll rather than sleep a fixed time: on a busy machine the first frames come late.
-        for _ in range(100):
-            if min(pa.stats.audio_frames_received, pb.stats.audio_frames_received) > 20:
+        # 1.5 s: the GRID clip opens with a moment of silence.
+        for _ in range(150):
+            if min(len(heard[pa]), len(heard[pb])) > 75:
                 break
             await asyncio.sleep(0.1)
         sent_a, _ = await pa.audio_bytes()
         sent_b, _ = await pb.audio_bytes()
-        assert pb.stats.audio_frames_received > 20 and pa.stats.audio_frames_received > 20
-        assert sent_a > 5 * sent_b > 0  # speech (or noise) costs far more than silence
+        assert min(len(heard[pa]), len(heard[pb])) > 75
+        assert max(heard[pb]) > 300 and max(heard[pa]) < 10  # the sound, and the silence
+        assert sent_a > sent_b > 0  # speech (or noise) costs more than silence
         await close_pair(sa, pa, sb, pb)
 
     run(body)
@@ -576,6 +587,38 @@ def test_ice_servers_are_checked_before_any_connection() -> None:
     ):
         with pytest.raises(FacecodecError, match=why):
             IceServer(url, user, password)
+
+
+def test_call_audio_is_coded_at_the_rate_and_frame_length_asked() -> None:
+    """aiortc codes Opus at 96 kbps in 20 ms frames; a call asks for speech's rate (24 kbps
+    by default) and may ask for 60 ms frames: a third of the packets, each with its headers."""
+    import av
+    from aiortc.codecs.opus import OpusEncoder
+
+    from facecodec.stream.peer import AUDIO_FRAME_MS, AUDIO_KBPS, check_opus, use_opus
+
+    rng = np.random.default_rng(0)
+    second = [av.AudioFrame.from_ndarray(
+        (rng.standard_normal((1, 960 * 2)) * 3000).astype(np.int16), format="s16",
+        layout="stereo") for _ in range(50)]  # 1 s of noise in 20 ms frames
+    for i, f in enumerate(second):
+        f.sample_rate, f.pts, f.time_base = 48000, 960 * i, Fraction(1, 48000)
+    try:
+        for kbps, frame_ms, packets in ((24.0, 20, 50), (24.0, 60, 16), (96.0, 20, 50)):
+            use_opus(kbps, frame_ms)
+            encoder = OpusEncoder()
+            out = [p for f in second for p in encoder.encode(f)[0]]
+            assert abs(len(out) - packets) <= 1, (frame_ms, len(out))
+            bits = 8 * sum(map(len, out))
+            assert 0.6 * kbps * 1000 < bits < 1.2 * kbps * 1000, (kbps, frame_ms, bits)
+    finally:
+        use_opus(AUDIO_KBPS, AUDIO_FRAME_MS)
+    for kbps, frame_ms, why in ((2.0, 20, "out of range"), (float("nan"), 20, "out of range"),
+                                (24.0, 25, "use one of")):
+        with pytest.raises(FacecodecError, match=why):
+            check_opus(kbps, frame_ms)
+    with pytest.raises(FacecodecError, match="out of range"):
+        PeerOptions(audio_kbps=500.0)
 
 
 def test_peer_drops_and_reconnects() -> None:

@@ -38,12 +38,16 @@ from facecodec.render.edits import EyeContact
 from facecodec.render.registry import CALL_RENDERER
 from facecodec.stream.impair import Impairment
 from facecodec.stream.peer import (
+    AUDIO_FRAME_CHOICES,
+    AUDIO_FRAME_MS,
+    AUDIO_KBPS,
     ControlReceived,
     IceServer,
     PacketReceived,
     Peer,
     PeerClosed,
     PeerOptions,
+    check_opus,
 )
 from facecodec.stream.signaling import (
     ROOM_PATTERN,
@@ -80,6 +84,8 @@ class CallOptions:
     camera: str | None = None  # send this capture device ("0", "/dev/video2") instead of a file
     audio: str = "auto"  # auto (the source's sound, else silence) | silence | none | a file
     microphone: str | None = None  # send this capture device's sound ("default"), not `audio`
+    audio_kbps: float = AUDIO_KBPS  # Opus's rate for the sound this side sends
+    audio_frame_ms: int = AUDIO_FRAME_MS  # and its frame length (20, 40 or 60 ms)
     loopback: bool = False  # offer 127.0.0.1 ICE candidates (both peers on this machine)
     ice_servers: tuple[IceServer, ...] = ()  # a STUN server and a TURN relay, for NATs
     relay_only: bool = False  # media only through the TURN relay (hides this side's address)
@@ -348,6 +354,8 @@ class _Call:
                 audio=audio_file,
                 send_audio=send_audio,
                 microphone=self.options.microphone,
+                audio_kbps=self.options.audio_kbps,
+                audio_frame_ms=self.options.audio_frame_ms,
                 impairment=self.options.impairment,
             )
         )
@@ -596,6 +604,11 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio", default="auto", help="auto | silence | none | FILE")
     parser.add_argument("--microphone", nargs="?", const="default", metavar="DEVICE",
                         help="send a microphone's sound (default: the system's default one)")
+    parser.add_argument("--audio-kbps", type=float, default=AUDIO_KBPS,
+                        help=f"Opus rate of the sound sent (default {AUDIO_KBPS:g})")
+    parser.add_argument("--audio-frame-ms", type=int, default=AUDIO_FRAME_MS,
+                        choices=AUDIO_FRAME_CHOICES, help="Opus frame length: longer frames "
+                        "send fewer packets, whose headers cost more than speech on thin links")
     parser.add_argument("--loopback", action="store_true", help="offer 127.0.0.1 to ICE")
     parser.add_argument("--stun", metavar="URL",
                         help="STUN server for peers behind NATs (stun:HOST[:PORT])")
@@ -658,6 +671,7 @@ def call_main(args: argparse.Namespace) -> int:
     if args.loss or args.jitter_ms:
         impairment = Impairment(loss=args.loss, jitter_ms=args.jitter_ms)
     check_url(args.signal)  # now, not after the networks have loaded
+    check_opus(args.audio_kbps, args.audio_frame_ms)
     if args.microphone is not None:
         if args.audio != "auto":
             raise FacecodecError("send a microphone (--microphone) or --audio, not both")
@@ -676,6 +690,8 @@ def call_main(args: argparse.Namespace) -> int:
         camera=args.camera,
         audio=args.audio,
         microphone=args.microphone,
+        audio_kbps=args.audio_kbps,
+        audio_frame_ms=args.audio_frame_ms,
         loopback=args.loopback,
         ice_servers=ice_servers(args),
         signal_ca=args.signal_ca,
