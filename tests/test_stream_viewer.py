@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from pathlib import Path
 
 import aiohttp
 import av
@@ -142,6 +143,59 @@ def test_page_in_headless_chromium_shows_frames() -> None:
             assert viewer.stats.browser_frames_shown >= 10, viewer.stats
             assert viewer.stats.browser_size == (48, 64)
             assert viewer.stats.frames_served >= 10
+        finally:
+            await viewer.stop()
+
+    asyncio.run(main())
+
+
+async def _evaluate(profile: Path, expression: str) -> object:
+    """The value of `expression` in the page of the Chromium that `profile` belongs to,
+    over the DevTools protocol (the browser was started with --remote-debugging-port=0)."""
+    port_file = profile / "DevToolsActivePort"
+    for _ in range(100):
+        if port_file.is_file() and port_file.read_text().strip():
+            break
+        await asyncio.sleep(0.1)
+    port = port_file.read_text().split()[0]
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/json/list") as r:
+            targets = await r.json()
+        target = next(t for t in targets if t.get("type") == "page")
+        async with http.ws_connect(target["webSocketDebuggerUrl"]) as ws:
+            await ws.send_json({"id": 1, "method": "Runtime.evaluate",
+                                "params": {"expression": expression, "returnByValue": True}})
+            while (reply := await ws.receive_json(timeout=30)).get("id") != 1:
+                pass
+    return reply["result"]["result"].get("value")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install -y chromium)")
+def test_page_in_headless_chromium_shows_the_self_view() -> None:
+    """The small picture of the face a side sends is a plain <img> on /self.mjpg: Chromium
+    shows its pictures (their size read back from the page) beside the other side's."""
+    own = np.full((40, 56, 3), 128, np.uint8)  # another size than the other side's frames
+
+    async def main() -> None:
+        viewer = Viewer(self_view=True)
+        url = await viewer.start()
+        try:
+            with headless_chromium(url, "--remote-debugging-port=0") as (browser, profile):
+                deadline = time.monotonic() + 30
+                size = None
+                i = 0
+                while ((size != [56, 40] or viewer.stats.browser_frames_shown < 10)
+                       and time.monotonic() < deadline):
+                    assert browser.poll() is None, "chromium exited early"
+                    await viewer.publish_frame(frame(i), i)
+                    await viewer.publish_self(own, i)
+                    i += 1
+                    await asyncio.sleep(0.04)
+                    if i % 10 == 0:
+                        size = await _evaluate(profile, "(e => [e.naturalWidth, e.naturalHeight])"
+                                                        "(document.getElementById('self'))")
+            assert size == [56, 40], size
+            assert viewer.stats.browser_frames_shown >= 10  # the other side's still plays
         finally:
             await viewer.stop()
 
