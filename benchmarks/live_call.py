@@ -48,7 +48,7 @@ from facecodec.capture.feed import LiveFeed
 from facecodec.capture.video import probe, read_frames
 from facecodec.errors import FacecodecError
 from facecodec.render.registry import CALL_RENDERER
-from facecodec.stream.browser import find_chromium, headless_chromium
+from facecodec.stream.browser import devtools, find_chromium, headless_chromium
 from facecodec.stream.call import CallOptions, run_call
 from facecodec.stream.impair import Impairment
 from facecodec.stream.peer import AUDIO_FRAME_MS, AUDIO_KBPS
@@ -520,16 +520,9 @@ async def screenshot_call(source: Path, png: Path, frames: int = 50, timeout: fl
                         await asyncio.sleep(0.5)
                         async with http.get(page + "status") as r:
                             status = await r.json()
-                    port = (profile / "DevToolsActivePort").read_text().split()[0]
-                    async with http.get(f"http://127.0.0.1:{port}/json/list") as r:
-                        targets = await r.json()
-                    target = next(t for t in targets if t.get("type") == "page")
-                    async with http.ws_connect(target["webSocketDebuggerUrl"]) as ws:
-                        await ws.send_json({"id": 1, "method": "Page.captureScreenshot"})
-                        while (reply := await ws.receive_json(timeout=30)).get("id") != 1:
-                            pass
+                shot = await devtools(profile, "Page.captureScreenshot")
             png.parent.mkdir(parents=True, exist_ok=True)
-            png.write_bytes(base64.b64decode(reply["result"]["data"]))
+            png.write_bytes(base64.b64decode(shot["data"]))
         finally:
             receiver.cancel()
             with contextlib.suppress(BaseException):

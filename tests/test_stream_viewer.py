@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from pathlib import Path
 
 import aiohttp
 import av
 import numpy as np
 import pytest
 
-from facecodec.stream.browser import find_chromium, headless_chromium
+from facecodec.stream.browser import devtools, find_chromium, headless_chromium
 from facecodec.stream.viewer import BOUNDARY, Viewer, wav_header
 
 CHROMIUM = find_chromium()
@@ -149,27 +148,6 @@ def test_page_in_headless_chromium_shows_frames() -> None:
     asyncio.run(main())
 
 
-async def _evaluate(profile: Path, expression: str) -> object:
-    """The value of `expression` in the page of the Chromium that `profile` belongs to,
-    over the DevTools protocol (the browser was started with --remote-debugging-port=0)."""
-    port_file = profile / "DevToolsActivePort"
-    for _ in range(100):
-        if port_file.is_file() and port_file.read_text().strip():
-            break
-        await asyncio.sleep(0.1)
-    port = port_file.read_text().split()[0]
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{port}/json/list") as r:
-            targets = await r.json()
-        target = next(t for t in targets if t.get("type") == "page")
-        async with http.ws_connect(target["webSocketDebuggerUrl"]) as ws:
-            await ws.send_json({"id": 1, "method": "Runtime.evaluate",
-                                "params": {"expression": expression, "returnByValue": True}})
-            while (reply := await ws.receive_json(timeout=30)).get("id") != 1:
-                pass
-    return reply["result"]["result"].get("value")
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install -y chromium)")
 def test_page_in_headless_chromium_shows_the_self_view() -> None:
     """The small picture of the face a side sends is a plain <img> on /self.mjpg: Chromium
@@ -192,8 +170,10 @@ def test_page_in_headless_chromium_shows_the_self_view() -> None:
                     i += 1
                     await asyncio.sleep(0.04)
                     if i % 10 == 0:
-                        size = await _evaluate(profile, "(e => [e.naturalWidth, e.naturalHeight])"
-                                                        "(document.getElementById('self'))")
+                        size = (await devtools(profile, "Runtime.evaluate", {
+                            "expression": "(e => [e.naturalWidth, e.naturalHeight])"
+                                          "(document.getElementById('self'))",
+                            "returnByValue": True}))["result"].get("value")
             assert size == [56, 40], size
             assert viewer.stats.browser_frames_shown >= 10  # the other side's still plays
         finally:

@@ -58,31 +58,11 @@ ReferenceFn = Callable[[Path, int, int], ReferenceClip]
 
 
 def read_video(path: Path, max_frames: int) -> tuple[list[np.ndarray], Fraction]:
-    """First `max_frames` RGB frames of a video file, upright as shown, and its frame rate."""
-    import av
+    """First `max_frames` RGB frames of a video file, upright as shown, and its frame rate:
+    the codec's own reader (capture.video), so the bench sees what the encoder sees."""
+    from facecodec.capture.video import probe, read_frames
 
-    from facecodec.capture.video import upright
-
-    if not path.is_file():
-        raise FacecodecError(f"no such video file: {path}")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise FacecodecError(f"no video stream in {path}")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate
-            if not rate:
-                raise FacecodecError(f"cannot tell the frame rate of {path}")
-            frames: list[np.ndarray] = []
-            for frame in container.decode(stream):
-                frames.append(upright(frame))
-                if len(frames) >= max_frames:
-                    break
-    except av.FFmpegError as e:
-        raise FacecodecError(f"cannot read video {path}: {e}") from e
-    if not frames:
-        raise FacecodecError(f"no frames decoded from {path}")
-    return frames, Fraction(rate)
+    return list(read_frames(path, max_frames)), probe(path).fps
 
 
 def crop_square(landmarks: np.ndarray) -> tuple[float, float, float]:

@@ -3,15 +3,18 @@ browser client sees, without a screen."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 # No sandbox (containers run as root), no GPU, and none of the background traffic a first run
 # would start: the page must talk only to the viewer.
@@ -64,3 +67,27 @@ def _stop_group(browser: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(browser.pid, signal.SIGKILL)
     browser.wait()
+
+
+async def devtools(profile: Path, method: str, params: dict[str, Any] | None = None,
+                   timeout: float = 30.0) -> dict[str, Any]:
+    """The result of one DevTools protocol call on the page of the Chromium whose profile is
+    `profile` (started by headless_chromium with --remote-debugging-port=0)."""
+    import aiohttp
+
+    port_file = profile / "DevToolsActivePort"
+    deadline = time.monotonic() + timeout
+    while not (port_file.is_file() and port_file.read_text().strip()):
+        if time.monotonic() > deadline:
+            raise TimeoutError("chromium wrote no DevToolsActivePort")
+        await asyncio.sleep(0.1)
+    port = port_file.read_text().split()[0]
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/json/list") as r:
+            targets = await r.json()
+        target = next(t for t in targets if t.get("type") == "page")
+        async with http.ws_connect(target["webSocketDebuggerUrl"]) as ws:
+            await ws.send_json({"id": 1, "method": method, "params": params or {}})
+            while (reply := await ws.receive_json(timeout=timeout)).get("id") != 1:
+                pass
+    return reply["result"]  # type: ignore[no-any-return]

@@ -41,7 +41,7 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
 from facecodec.bitstream.packets import LAYER_TYPES
-from facecodec.capture.microphone import RATE, Microphone
+from facecodec.capture.microphone import FRAME, RATE, Microphone
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.stream.impair import Impairment
 from facecodec.stream.signaling import SignalingClient
@@ -449,14 +449,12 @@ class FileAudioTrack(MediaStreamTrack):
     """
 
     kind = "audio"
-    RATE = 48000
-    FRAME = 960  # 20 ms, Opus's packet duration
 
     def __init__(self, path: str) -> None:
         super().__init__()
         self._path = path
         self._frames: Iterator[av.AudioFrame] = iter(())
-        self._resampler = av.AudioResampler("s16", "stereo", self.RATE, frame_size=self.FRAME)
+        self._resampler = av.AudioResampler("s16", "stereo", RATE, frame_size=FRAME)
         self._start: float | None = None
         self._sent = 0
 
@@ -489,10 +487,10 @@ class FileAudioTrack(MediaStreamTrack):
         if frame is None:
             self.stop()
             raise MediaStreamError
-        await asyncio.sleep(self._start + self._sent / self.RATE - time.monotonic())
+        await asyncio.sleep(self._start + self._sent / RATE - time.monotonic())
         frame.pts = self._sent
-        frame.sample_rate = self.RATE
-        frame.time_base = Fraction(1, self.RATE)
+        frame.sample_rate = RATE
+        frame.time_base = Fraction(1, RATE)
         self._sent += frame.samples
         return frame
 
