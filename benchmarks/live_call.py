@@ -131,6 +131,8 @@ class NetnsRig:
     addr_b: str = "10.213.77.6"
     relay_pid: int = 0
     loss_on_signal: bool = False  # the relay drops nothing until start_loss()
+    # What the relay counted, filled in when the rig is taken down (relay_main's counts).
+    wire: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def start_loss(self) -> None:
         """Switch the relay's packet loss on (delay and jitter apply from the start)."""
@@ -273,15 +275,21 @@ def netns_rig(
                 *(["--loss-on-signal"] if loss_on_signal else []),
             ],
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         assert relay.stdout is not None
         ready, _, _ = select.select([relay.stdout], [], [], 20.0)
         if not ready or not relay.stdout.readline().startswith(b"relay ready"):
             raise FacecodecError("the impairing relay did not start")
-        yield dataclasses.replace(rig, relay_pid=relay.pid)
+        rig = dataclasses.replace(rig, relay_pid=relay.pid)
+        yield rig
     finally:
         if relay is not None:
             _stop(relay)
+            assert relay.stderr is not None
+            for line in relay.stderr.read().decode(errors="replace").splitlines():
+                if line.startswith('{"relay"'):
+                    rig.wire.update(json.loads(line)["relay"])
         for ns in made:
             _ip("netns", "del", ns, check=False)
 
@@ -294,6 +302,25 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+def packet_kind(packet: bytes) -> str:
+    """What an IPv4 packet carries, told apart by its UDP payload's first bytes (RFC 7983):
+    stun (ICE checks, TURN), dtls (the data channels' SCTP, and the handshake), rtp (sound)
+    or rtcp (its reports); other for anything else."""
+    if len(packet) < 20 or packet[0] >> 4 != 4 or packet[9] != 17:
+        return "other"
+    start = (packet[0] & 0x0F) * 4 + 8
+    if len(packet) < start + 2:
+        return "other"
+    first, second = packet[start], packet[start + 1]
+    if first <= 3:
+        return "stun"
+    if 20 <= first <= 63:
+        return "dtls"
+    if 128 <= first <= 191:
+        return "rtcp" if 192 <= second <= 223 else "rtp"
+    return "other"
 
 
 def relay_main(
@@ -316,6 +343,7 @@ def relay_main(
     order = 0
     counts = {"in": 0, "bytes_from_a": 0, "bytes_from_b": 0, "dropped": 0, "dropped_queue": 0}
     side = {fds["fcta"]: "bytes_from_a", fds["fctb"]: "bytes_from_b"}
+    kinds: dict[str, tuple[int, int]] = {}
     free_at = {fd: 0.0 for fd in other}  # when each direction's bottleneck is next free
     stop = False
     active_loss = 0.0 if loss_on_signal else loss
@@ -345,6 +373,10 @@ def relay_main(
                     break
                 counts["in"] += 1
                 counts[side[fd]] += len(packet)
+                # Per side and kind: packets and bytes, IP headers included.
+                kind = f"{side[fd].removeprefix('bytes_')}_{packet_kind(packet)}"
+                packets, size = kinds.get(kind, (0, 0))
+                kinds[kind] = (packets + 1, size + len(packet))
                 if rng.random() < active_loss:
                     counts["dropped"] += 1
                     continue
@@ -364,7 +396,9 @@ def relay_main(
             _, _, out, packet = heapq.heappop(queue)
             with contextlib.suppress(OSError):
                 os.write(out, packet)
-    print(json.dumps({"relay": counts}), file=sys.stderr, flush=True)
+    per_kind = {k: {"packets": n, "bytes": b} for k, (n, b) in sorted(kinds.items())}
+    wire = {**counts, "kinds": per_kind}
+    print(json.dumps({"relay": wire}), file=sys.stderr, flush=True)
     return 0
 
 
@@ -469,11 +503,14 @@ async def _netns_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
                       rate_kbps=args.rate_kbps, buffer_ms=args.buffer_ms) as rig,
             tempfile.TemporaryDirectory() as tmp,
         ):
-            return netns_call(rig, args.source, args.seconds, Path(tmp), args.seconds + 60,
-                              layer_kbps=args.layer_kbps, renderer=args.renderer,
-                              hurry_ms=args.hurry_ms,
-                              audio_args=("--audio-kbps", str(args.audio_kbps),
-                                          "--audio-frame-ms", str(args.audio_frame_ms)))
+            sent, received = netns_call(
+                rig, args.source, args.seconds, Path(tmp), args.seconds + 60,
+                layer_kbps=args.layer_kbps, renderer=args.renderer, hurry_ms=args.hurry_ms,
+                audio_args=("--audio-kbps", str(args.audio_kbps),
+                            "--audio-frame-ms", str(args.audio_frame_ms)))
+        # The relay's counts are known once the rig is down.
+        sent["wire"] = rig.wire
+        return sent, received
 
     return await asyncio.to_thread(run)
 
@@ -565,6 +602,8 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "max_render_gap_ms": received.get("max_render_gap_ms"),
         "packets_lost": received["packets_lost"],
         "cpu_percent": {"sender": sent["cpu_percent"], "receiver": received["cpu_percent"]},
+        # What the relay saw (--netns): a is the sender, b the receiver.
+        "wire": sent.pop("wire", None),
         "peers": {"sender": sent, "receiver": received},
     }
 

@@ -86,6 +86,7 @@ class CallOptions:
     microphone: str | None = None  # send this capture device's sound ("default"), not `audio`
     audio_kbps: float = AUDIO_KBPS  # Opus's rate for the sound this side sends
     audio_frame_ms: int = AUDIO_FRAME_MS  # and its frame length (20, 40 or 60 ms)
+    audio_dtx: bool = True  # no sound packets while nobody speaks
     loopback: bool = False  # offer 127.0.0.1 ICE candidates (both peers on this machine)
     ice_servers: tuple[IceServer, ...] = ()  # a STUN server and a TURN relay, for NATs
     relay_only: bool = False  # media only through the TURN relay (hides this side's address)
@@ -356,6 +357,7 @@ class _Call:
                 microphone=self.options.microphone,
                 audio_kbps=self.options.audio_kbps,
                 audio_frame_ms=self.options.audio_frame_ms,
+                audio_dtx=self.options.audio_dtx,
                 impairment=self.options.impairment,
             )
         )
@@ -609,6 +611,9 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-frame-ms", type=int, default=AUDIO_FRAME_MS,
                         choices=AUDIO_FRAME_CHOICES, help="Opus frame length: longer frames "
                         "send fewer packets, whose headers cost more than speech on thin links")
+    parser.add_argument("--audio-dtx", action=argparse.BooleanOptionalAction, default=True,
+                        help="send no sound packets while nobody speaks (voice activity "
+                        "detection; default on)")
     parser.add_argument("--loopback", action="store_true", help="offer 127.0.0.1 to ICE")
     parser.add_argument("--stun", metavar="URL",
                         help="STUN server for peers behind NATs (stun:HOST[:PORT])")
@@ -692,6 +697,7 @@ def call_main(args: argparse.Namespace) -> int:
         microphone=args.microphone,
         audio_kbps=args.audio_kbps,
         audio_frame_ms=args.audio_frame_ms,
+        audio_dtx=args.audio_dtx,
         loopback=args.loopback,
         ice_servers=ice_servers(args),
         signal_ca=args.signal_ca,

@@ -12,7 +12,8 @@ the other to announce them:
   repeated while they matter, and on a lossy path a reliable channel would hold them behind
   retransmissions (backing off for seconds) until they are stale.
 
-Audio is an ordinary Opus track (from a media file, or silence).
+Audio is an ordinary Opus track (from a media file, a microphone, or silence), sent only while
+somebody speaks (facecodec/stream/speech.py).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from facecodec.capture.microphone import FRAME, RATE, Microphone
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.stream.impair import Impairment
 from facecodec.stream.signaling import SignalingClient
+from facecodec.stream.speech import SoundTimeline, SpeechGate
 from facecodec.stream.wire import PacketInfo, parse_control, peek_packet
 
 _ORIGINAL_HOST_ADDRESSES = aioice.ice.get_host_addresses
@@ -82,9 +84,10 @@ def check_opus(kbps: float, frame_ms: int) -> None:
                              f"{', '.join(map(str, AUDIO_FRAME_CHOICES))}")
 
 
-def use_opus(kbps: float, frame_ms: int) -> None:
+def use_opus(kbps: float, frame_ms: int, dtx: bool = True) -> None:
     """The rate and frame length of the Opus encoders aiortc builds from now on (this
-    process: aiortc gives no per-connection setting)."""
+    process: aiortc gives no per-connection setting), and whether they leave out the
+    packets of frames without speech (facecodec/stream/speech.py)."""
     check_opus(kbps, frame_ms)
 
     def init(self: OpusEncoder) -> None:
@@ -93,8 +96,26 @@ def use_opus(kbps: float, frame_ms: int) -> None:
         self.codec.options = {"application": "voip", "frame_duration": str(frame_ms)}
         self.resampler = av.AudioResampler(format="s16", layout="stereo", rate=RATE,
                                            frame_size=RATE * frame_ms // 1000)
+        self.gate = SpeechGate(frame_ms) if dtx else None
+
+    def encode(self: OpusEncoder, frame: av.AudioFrame,
+               force_keyframe: bool = False) -> tuple[list[bytes], int | None]:
+        # aiortc's encode, but a packet the gate refuses is coded (the encoder's state runs
+        # on) and not returned; aiortc sends nothing for a call that returns none.
+        kept: list[av.Packet] = []
+        for piece in self.resampler.resample(frame):
+            send = self.gate is None or self.gate(piece)
+            for packet in self.codec.encode(piece):
+                if self.first_packet_pts is None:
+                    self.first_packet_pts = packet.pts
+                if send:
+                    kept.append(packet)
+        if not kept:
+            return [], None
+        return [bytes(p) for p in kept], kept[0].pts - self.first_packet_pts
 
     OpusEncoder.__init__ = init  # type: ignore[method-assign]
+    OpusEncoder.encode = encode  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +164,7 @@ class PeerOptions:
     # peers in one process should agree.
     audio_kbps: float = AUDIO_KBPS
     audio_frame_ms: int = AUDIO_FRAME_MS
+    audio_dtx: bool = True  # no sound packets while nobody speaks (process-wide, as above)
     send_audio: bool = True
     impairment: Impairment | None = None
     connect_timeout_s: float = 20.0
@@ -237,7 +259,7 @@ class Peer:
         self.options = options or PeerOptions()
         if self.options.loopback:
             use_loopback_candidates(True)
-        use_opus(self.options.audio_kbps, self.options.audio_frame_ms)
+        use_opus(self.options.audio_kbps, self.options.audio_frame_ms, self.options.audio_dtx)
         # An empty list, not None: aiortc would otherwise query a public STUN server.
         servers = [RTCIceServer(i.url, i.username, i.password) for i in self.options.ice_servers]
         policy = RTCIceTransportPolicy.ALL
@@ -416,12 +438,21 @@ class Peer:
         task.add_done_callback(self._tasks.discard)
 
     async def _drain_audio(self, track: MediaStreamTrack) -> None:
+        timeline = SoundTimeline(self._publish_audio)
         with contextlib.suppress(MediaStreamError):
             while True:
-                frame = await track.recv()
-                self.stats.audio_frames_received += 1
-                if self.on_audio is not None and isinstance(frame, av.AudioFrame):
-                    self.on_audio(frame)
+                try:  # the other side sends no packets while it is silent
+                    frame = await asyncio.wait_for(track.recv(), AUDIO_FRAME_MS / 1000)
+                except TimeoutError:
+                    timeline.tick(time.monotonic())
+                    continue
+                if isinstance(frame, av.AudioFrame):
+                    self.stats.audio_frames_received += 1
+                    timeline.frame(frame, time.monotonic())
+
+    def _publish_audio(self, frame: av.AudioFrame) -> None:
+        if self.on_audio is not None:
+            self.on_audio(frame)
 
     def _on_state(self) -> None:
         if self.pc.connectionState in ("failed", "closed"):
