@@ -1,0 +1,113 @@
+"""SCTP acknowledgements for the call's data channels, delayed and bundled as RFC 4960 has them.
+
+aiortc's SCTP answers every packet carrying data with a packet of its own holding one SACK
+chunk (its `_send_chunk`: "no bundling for now"). A call's motion goes as 30 small packets
+a second, so the other side sent 30 acknowledgements a second back, each some 95 bytes with
+its IP, UDP, DTLS and SCTP headers: 24 kbps, more than the motion's own payload. RFC 4960
+(6.2) asks for a SACK for at least every second packet received and within 200 ms of
+unacknowledged data, and at once when data came out of order or twice (6.7); and a SACK may
+ride in the packet of the data the acknowledging side sends anyway (6.10, bundling). This
+does both:
+
+- a SACK with no gap or duplicate report is held; the next SACK built (the second packet
+  since) goes at once and replaces it, and one still held after `SACK_DELAY_S` goes then;
+- a held SACK goes in front of the next data (or FORWARD TSN) chunk this side sends, in one
+  packet, when the two fit in aiortc's packet size; before any other chunk, on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from struct import pack
+from typing import Any
+
+from aiortc.rtcsctptransport import (
+    SCTP_MAX_PACKET_LENGTH,
+    Chunk,
+    DataChunk,
+    ForwardTsnChunk,
+    RTCSctpTransport,
+    SackChunk,
+)
+from google_crc32c import value as crc32c  # SCTP's checksum, as aiortc computes it
+
+SACK_DELAY_S = 0.2  # RFC 4960 6.2: within 200 ms of the arrival of unacknowledged data
+_COMMON_HEADER = 12
+
+_ORIGINAL_SEND_CHUNK = RTCSctpTransport._send_chunk
+
+
+class _HeldSack:
+    """Per association: the SACK held back, and its timer."""
+
+    def __init__(self) -> None:
+        self.chunk: SackChunk | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def take(self) -> SackChunk | None:
+        chunk, self.chunk = self.chunk, None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        return chunk
+
+
+def _held(transport: RTCSctpTransport) -> _HeldSack:
+    held: _HeldSack | None = getattr(transport, "_facecodec_held_sack", None)
+    if held is None:
+        held = _HeldSack()
+        transport._facecodec_held_sack = held  # type: ignore[attr-defined]
+    return held
+
+
+def _packet(transport: RTCSctpTransport, chunks: list[Chunk]) -> bytes:
+    """aiortc's serialize_packet, for several chunks (each carries its own padding)."""
+    header = pack("!HHL", transport._local_port, transport._remote_port,
+                  transport._remote_verification_tag)
+    body = b"".join(bytes(chunk) for chunk in chunks)
+    return header + pack("<L", crc32c(header + b"\x00\x00\x00\x00" + body)) + body
+
+
+async def _send_chunk(self: RTCSctpTransport, chunk: Chunk) -> None:
+    held = _held(self)
+    if isinstance(chunk, SackChunk):
+        if chunk.gaps or chunk.duplicates or held.chunk is not None:
+            held.take()  # out of order, or the second packet: acknowledge now
+            await _ORIGINAL_SEND_CHUNK(self, chunk)
+            return
+        held.chunk = chunk
+        loop = asyncio.get_running_loop()
+        held.timer = loop.call_later(SACK_DELAY_S, lambda: _flush(self))
+        return
+    sack = held.chunk
+    if (sack is not None and isinstance(chunk, DataChunk | ForwardTsnChunk)
+            and _COMMON_HEADER + len(bytes(sack)) + len(bytes(chunk)) <= SCTP_MAX_PACKET_LENGTH):
+        held.take()
+        dtls: Any = self.transport
+        await dtls._send_data(_packet(self, [sack, chunk]))
+        return
+    if sack is not None:  # the SACK first, on its own: too big to share, or a control chunk
+        held.take()
+        await _ORIGINAL_SEND_CHUNK(self, sack)
+    await _ORIGINAL_SEND_CHUNK(self, chunk)
+
+
+def _flush(transport: RTCSctpTransport) -> None:
+    held = _held(transport)
+    held.timer = None
+    sack = held.take()
+    if sack is not None and transport._association_state == transport.State.ESTABLISHED:
+        task = asyncio.ensure_future(_ORIGINAL_SEND_CHUNK(transport, sack))
+        task.add_done_callback(_ignore_closed)
+
+
+def _ignore_closed(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # a connection closing meanwhile: the SACK is moot
+
+
+def use_delayed_sack(enabled: bool = True) -> None:
+    """Delay and bundle the SACKs of every SCTP association aiortc runs from now on (this
+    process: aiortc builds its transports inside RTCPeerConnection)."""
+    RTCSctpTransport._send_chunk = (  # type: ignore[method-assign]
+        _send_chunk if enabled else _ORIGINAL_SEND_CHUNK)

@@ -1,0 +1,88 @@
+"""The data channels' SCTP acknowledgements: delayed and bundled (facecodec/stream/sctp.py),
+counted in the packets each peer's DTLS transport sends, in real calls over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+
+from test_stream_call import close_pair, connect_pair, drain, packet, packets_of, run
+
+from facecodec.bitstream.packets import PacketType
+from facecodec.stream.peer import Peer, PeerOptions
+from facecodec.stream.sctp import use_delayed_sack
+
+FRAMES = 45  # 1.5 s of motion at 30 fps
+
+
+async def packets_sent(peer: Peer) -> int:
+    """Packets this side's DTLS transport has sent (no sound here: all are SCTP's)."""
+    reports = (await peer.pc.getStats()).values()
+    return sum(r.packetsSent for r in reports if r.type == "transport")
+
+
+async def motion(senders: list[Peer], receivers: list[Peer]) -> dict[Peer, int]:
+    """FRAMES motion packets from each sender, 30 a second; returns the packets each peer
+    sent meanwhile, once every receiver has had them all and 0.3 s more has passed (any
+    SACK still held goes within 0.2 s)."""
+    before = {p: await packets_sent(p) for p in {*senders, *receivers}}
+    for i in range(FRAMES):
+        for p in senders:
+            assert p.send_packet(packet(PacketType.MOTION, i, i, bytes([i]) * 34))
+        await asyncio.sleep(1 / 30)
+    for p in receivers:
+        got = await drain(p, lambda g: len(packets_of(g)) >= FRAMES)
+        assert len(packets_of(got)) == FRAMES
+    await asyncio.sleep(0.3)
+    return {p: await packets_sent(p) - n for p, n in before.items()}
+
+
+def test_a_receiver_acknowledges_every_second_packet_not_every_one() -> None:
+    opts = PeerOptions(loopback=True, send_audio=False)
+
+    async def body(url: str) -> None:
+        sa, pa, sb, pb = await connect_pair(url, "sack", opts, opts)
+        try:
+            use_delayed_sack(False)  # aiortc's own: one SACK packet a packet received
+            plain = await motion([pa], [pb])
+            use_delayed_sack(True)
+            delayed = await motion([pa], [pb])
+        finally:
+            use_delayed_sack(True)
+        assert plain[pb] >= FRAMES - 2, plain
+        assert FRAMES // 2 - 3 <= delayed[pb] <= FRAMES // 2 + 4, delayed
+        assert delayed[pa] == plain[pa] == FRAMES  # the data itself, one packet each
+        await close_pair(sa, pa, sb, pb)
+
+    run(body)
+
+
+def test_both_ways_the_acknowledgements_ride_with_the_data() -> None:
+    opts = PeerOptions(loopback=True, send_audio=False)
+
+    async def body(url: str) -> None:
+        sa, pa, sb, pb = await connect_pair(url, "bundle", opts, opts)
+        sent = await motion([pa, pb], [pa, pb])
+        # Each side's own 45 data packets carry nearly all its SACKs; aiortc alone sent 90.
+        for p in (pa, pb):
+            assert FRAMES <= sent[p] <= FRAMES + 4, sent
+        await close_pair(sa, pa, sb, pb)
+
+    run(body)
+
+
+def test_reliable_data_still_arrives_whole_and_in_order() -> None:
+    """Keyframes and layer pictures: a burst far beyond the congestion window, which grows
+    on SACKs, and its last packet's SACK held until the timer sends it."""
+    opts = PeerOptions(loopback=True, send_audio=False)
+
+    async def body(url: str) -> None:
+        sa, pa, sb, pb = await connect_pair(url, "burst", opts, opts)
+        sent = [packet(PacketType.KEYFRAME, i, i, bytes([i % 251]) * (3000 + 97 * i))
+                for i in range(60)]  # 260 KB in one go
+        for data in sent:
+            assert pa.send_packet(data)
+        got = await drain(pb, lambda g: len(packets_of(g)) >= len(sent), timeout=20)
+        assert [p.data for p in packets_of(got)] == sent
+        await close_pair(sa, pa, sb, pb)
+
+    run(body)
