@@ -24,6 +24,7 @@ import base64
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import heapq
 import json
 import math
@@ -59,6 +60,7 @@ def _peer(
     role: str, url: str, source: str | None, seconds: float, loss: float, jitter_ms: float,
     layer_kbps: float = 0.0, renderer: str = CALL_RENDERER, hurry_s: float | None = 0.04,
     camera: bool = False, audio_kbps: float = AUDIO_KBPS, audio_frame_ms: int = AUDIO_FRAME_MS,
+    packet_frames: int = 1,
 ) -> dict[str, Any]:
     """One side of the call, run in its own process (`renderer`, `hurry_s`: the receiver's).
     `camera`: the sender plays `source` into a named pipe in real time and sends it as a
@@ -83,6 +85,7 @@ def _peer(
         layer_kbps=layer_kbps,
         renderer=renderer,
         hurry_s=hurry_s,
+        packet_frames=packet_frames,
     )
     stats = asyncio.run(run_call("bench", url, source, "none", options))
     summary = stats.summary()
@@ -103,7 +106,8 @@ async def _loopback_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict
                 False, args.audio_kbps, args.audio_frame_ms,
             )
             sender = loop.run_in_executor(
-                pool, _peer, "sender", url, args.source, args.seconds, 0.0, 0.0, args.layer_kbps,
+                pool, functools.partial(_peer, packet_frames=args.packet_frames), "sender",
+                url, args.source, args.seconds, 0.0, 0.0, args.layer_kbps,
                 CALL_RENDERER, 0.04, args.camera, args.audio_kbps, args.audio_frame_ms,
             )
             sent, received = await asyncio.gather(sender, receiver)
@@ -423,6 +427,7 @@ def netns_call(
     renderer: str = CALL_RENDERER,
     hurry_ms: float = 40.0,
     audio_args: tuple[str, ...] = (),
+    packet_frames: int = 1,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """`audio_args`: `facecodec call`'s Opus options, for both peers.
 
@@ -461,6 +466,8 @@ def netns_call(
                 str(workdir / "send.json"),
                 "--layer-kbps",
                 str(layer_kbps),
+                "--packet-frames",
+                str(packet_frames),
             ],
             logs["send"],
         )
@@ -506,6 +513,7 @@ async def _netns_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
             sent, received = netns_call(
                 rig, args.source, args.seconds, Path(tmp), args.seconds + 60,
                 layer_kbps=args.layer_kbps, renderer=args.renderer, hurry_ms=args.hurry_ms,
+                packet_frames=args.packet_frames,
                 audio_args=("--audio-kbps", str(args.audio_kbps),
                             "--audio-frame-ms", str(args.audio_frame_ms)))
         # The relay's counts are known once the rig is down.
@@ -581,6 +589,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "jitter_ms": args.jitter_ms,
         "audio_kbps_asked": args.audio_kbps,
         "audio_frame_ms": args.audio_frame_ms,
+        "packet_frames": args.packet_frames,
         "renderer": args.renderer,
         "hurry_ms": args.hurry_ms,
         "frames_sent": sent["frames_sent"],
@@ -629,6 +638,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="both peers' Opus frame length (facecodec call --audio-frame-ms)")
     parser.add_argument("--camera", action="store_true",
                         help="send the clip as a webcam (played live into a named pipe)")
+    parser.add_argument("--packet-frames", type=int, default=1,
+                        help="frames a motion packet carries (facecodec call --packet-frames)")
     parser.add_argument("--netns", action="store_true", help="call across network namespaces")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay (--netns)")
     parser.add_argument("--rate-kbps", type=float, default=0.0,

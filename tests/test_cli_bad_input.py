@@ -435,6 +435,8 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
                       (("--turn", "turn:relay.example.org"), "username and a password"),
                       (("--turn-user", "me"), "need --turn"),
                       (("--relay-only",), "need --turn"),
+                      (("--packet-frames", "4"), "carry 1 to 3 frames"),
+                      (("--packet-frames", "0"), "carry 1 to 3 frames"),
                       (("--signal", "https://example.org/"), "not a ws:// or wss:// URL"),
                       (("--signal-ca", out_dir / "none.pem"), "as a certificate authority")):
         run = run_main("call", "room1", *args)

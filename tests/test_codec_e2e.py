@@ -228,3 +228,41 @@ def test_decode_with_avatar(
     assert _mean_abs_diff(frames, plain_frames) > 20.0  # another person entirely (measured 78)
     # The avatar is driven: its frames change over the clip.
     assert _mean_abs_diff(frames[0], frames[GRID_FRAMES // 2]) > 0.5
+
+
+def test_a_receiver_asks_for_a_keyframe_only_when_none_is_on_its_way(
+    encoded_grid: EncodedClip,
+) -> None:
+    """A call's keyframes come reliably and in order, sent before the motion that refers to
+    them: motion for a newer keyframe than any that came means it is on its way (asking
+    for another would queue one more behind it on a thin link). A keyframe that did not
+    decode, or one the receiver no longer holds, is asked for."""
+    from dataclasses import replace
+
+    from facecodec.bitstream.packets import KeyframePayload, Packet, PacketType
+    from facecodec.codec.decoder import PacketDecoder
+    from facecodec.errors import BitstreamError
+
+    header, packets = encoded_grid.result.header, encoded_grid.result.packets
+    key = next(p for p in packets if p.type == PacketType.KEYFRAME)
+    motion = next(p for p in packets if p.type == PacketType.RESYNC)
+    payload = KeyframePayload.from_bytes(key.payload)
+
+    dec = PacketDecoder(header, "warp")
+    assert dec.push(motion) == [] and not dec.needs_keyframe()  # it overtook its keyframe
+    dec.push(key)
+    assert dec.push(motion) and not dec.needs_keyframe()
+
+    broken = Packet(key.type, key.seq, key.timestamp,
+                    replace(payload, image=payload.image[: len(payload.image) // 3]).to_bytes())
+    dec = PacketDecoder(header, "warp")
+    with pytest.raises(BitstreamError):
+        dec.push(broken)
+    assert dec.push(motion) == [] and dec.needs_keyframe()
+
+    newer = Packet(key.type, key.seq + 1, key.timestamp,
+                   replace(payload, keyframe_id=payload.keyframe_id + 1).to_bytes())
+    dec = PacketDecoder(header, "warp")
+    dec.push(newer)
+    assert not dec.needs_keyframe()
+    assert dec.push(motion) == [] and dec.needs_keyframe()  # older than the newest: gone

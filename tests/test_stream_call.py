@@ -259,6 +259,61 @@ def test_the_senders_warm_up_sends_nothing_and_changes_nothing() -> None:
     assert streams[0] == streams[1] and len(streams[0]) == len(frames) + 1
 
 
+def test_packets_of_several_frames_draw_the_same_frames_for_fewer_bytes() -> None:
+    """`--packet-frames 2` / `3`: the same Motions, coded two or three frames a packet, so a
+    call puts half or a third of the packets on the wire (and less framing)."""
+    from facecodec.bitstream.packets import MotionPayload, decode_packet
+    from facecodec.codec.decoder import PacketDecoder
+    from facecodec.codec.stream import StreamEncoder
+
+    frames = list(read_frames(str(require(CLIP))))[:90]
+    size = (frames[0].shape[1], frames[0].shape[0])
+    drawn, motion = {}, {}
+    for per_packet in (1, 2, 3):
+        enc = StreamEncoder(fps=30, source_size=size, packet_frames=per_packet)
+        dec = PacketDecoder(enc.header, "warp")
+        drawn[per_packet], motion[per_packet] = {}, []
+        for i, f in enumerate(frames):
+            for data in enc.push(f, i):
+                p, _ = decode_packet(data)
+                if p.type in (PacketType.MOTION, PacketType.RESYNC):
+                    motion[per_packet].append((MotionPayload.from_bytes(p.payload), len(data)))
+                drawn[per_packet].update(dec.push(p))
+        enc.close()
+    for per_packet in (2, 3):
+        assert sorted(drawn[per_packet]) == sorted(drawn[1]) == list(range(90))
+        assert all(np.array_equal(drawn[per_packet][i], drawn[1][i]) for i in range(90))
+        counts = {m.frame_count for m, _ in motion[per_packet]}
+        assert counts == {per_packet}, counts  # 90 frames, resyncs every 30: no short packet
+        assert len(motion[per_packet]) == 90 // per_packet
+    sizes = [sum(n for _, n in motion[k]) for k in (1, 2, 3)]
+    assert sizes[0] > 1.2 * sizes[1] and sizes[1] > sizes[2], sizes
+    with pytest.raises(FacecodecError, match="carry 1 to 3 frames"):
+        StreamEncoder(fps=30, source_size=size, packet_frames=4)
+
+
+def test_a_call_shows_the_frames_of_a_packet_a_frame_apart() -> None:
+    """Two frames a packet: the receiver shows the second a frame's time after the first,
+    as they were captured, not both at once."""
+    from facecodec.stream.call import CallOptions, run_call
+
+    require(CLIP)
+
+    async def body(url: str) -> None:
+        sender = CallOptions(seconds=6, loopback=True, audio="none", packet_frames=2)
+        receiver = CallOptions(seconds=8, loopback=True, audio="none")
+        sent, got = await asyncio.gather(
+            run_call("pf", url, str(CLIP), "none", sender),
+            run_call("pf", url, None, "none", receiver),
+        )
+        assert sent.frames_sent > 60 and got.frames_rendered >= sent.frames_sent - 4
+        gaps = np.diff(got.render_times)
+        # Without pacing every second gap would be ~0 (both frames of a packet at once).
+        assert np.median(gaps) > 0.6 / 30 and np.mean(gaps < 0.01) < 0.1, np.round(gaps, 3)
+
+    run(body, timeout=40)
+
+
 def test_a_hurried_receiver_draws_the_same_frames_plainer() -> None:
     """Pushed in a hurry (the call's packets that waited), a neural receiver draws the
     refiner's frames as their warp: they differ from an unhurried receiver's only where it

@@ -127,6 +127,7 @@ class PacketDecoder:
         self.last_frame: int | None = None  # index of the latest frame whose motion decoded
         self.stats = DecodeStats()
         self._needs_keyframe = False
+        self.newest_keyframe: int | None = None  # the id of the last keyframe packet
         self.restore_behind = restore_behind
         self._restoring: tuple[int, float, Future[np.ndarray]] | None = None
         # The layer shows the sender's own face as it was: fused into a redirected head or
@@ -149,7 +150,11 @@ class PacketDecoder:
             return True
         kf = self.keyframes.get(kid)
         if kf is None:
-            self._needs_keyframe = True
+            # A call sends each keyframe on its reliable channel before the motion that
+            # refers to it, so a keyframe newer than any that came is on its way (the motion
+            # overtook it): asking for another would queue one more behind it on a thin link.
+            if not self._on_its_way(kid):
+                self._needs_keyframe = True
             return False
         if kf.image is None and self.avatar is None:  # an avatar needs only its motion
             kf.image = self.layer.picture_at(kf.timestamp, kid) if self.layer else None
@@ -285,9 +290,16 @@ class PacketDecoder:
         if self.active == keyframe_id:  # already drawn from: prepare it again with it
             self.active = None
 
+    def _on_its_way(self, kid: int) -> bool:
+        """Whether keyframe `kid` is newer (keyframe ids wrap at 16 bits) than every
+        keyframe packet that came, whole or not."""
+        newest = self.newest_keyframe
+        return newest is None or 0 < (kid - newest) & 0xFFFF < 0x8000
+
     def _keyframe(self, packet: Packet) -> None:
         try:
             p = KeyframePayload.from_bytes(packet.payload)
+            self.newest_keyframe = p.keyframe_id
             image = None
             if p.codec_id != IMAGE_FROM_LAYER:
                 image = decode_image(p.codec_id, p.image, self.header.size)

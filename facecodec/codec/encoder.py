@@ -222,11 +222,15 @@ class Packetizer:
         fast_keyframes: bool = False,
         shares: ShareMeter | None = None,
         defer_shares: bool = False,
+        layer_groups: bool = True,
     ) -> None:
         """`shares`: measures each keyframe picture's RESTORE share (none sent without).
         `defer_shares` (a call): measure it in the background (codec/background.py) and
         send the RESTORE packet with the first push after it is ready; the receiver draws
-        the picture as decoded until the share comes (docs/bitstream.md, RESTORE)."""
+        the picture as decoded until the share comes (docs/bitstream.md, RESTORE).
+        `layer_groups`: with several frames a packet, a file's layer pictures go as one
+        LAYER_GROUP before it; a call's (False) each as a LAYER packet as soon as it is
+        coded."""
         self.config = config
         self.shares = shares
         self.defer_shares = defer_shares
@@ -241,6 +245,7 @@ class Packetizer:
         # Layer pictures of the pending frames; with several frames a packet (files) they go
         # out as one LAYER_GROUP before the motion packet, else each as a LAYER packet.
         self.layer_pending: list[tuple[int, bool, bytes]] = []
+        self.layer_groups = layer_groups
         self.layer_ahead: int | None = None  # a picture sent with the group before its own
         # A file's layer frames, sorted: its plan is whole before the first packet (a call's
         # layer pictures come a frame at a time and are never looked ahead to).
@@ -356,7 +361,7 @@ class Packetizer:
             self.force_intra, self.last_resync = True, event.index
         if picture is not None and event.index != self.layer_ahead:
             intra, data = picture
-            if self.packet_frames > 1:
+            if self.layer_groups and self.packet_frames > 1:
                 self.layer_pending.append((event.index, intra, data))
             else:  # before the motion packet that covers this frame
                 payload = LayerPayload(self.keyframe_id, intra, data).to_bytes()

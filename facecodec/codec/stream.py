@@ -27,7 +27,7 @@ from facecodec.codec.encoder import (
 from facecodec.codec.keyframe import decode_image, encode_image
 from facecodec.codec.layer import AV1
 from facecodec.codec.layer_rate import LayerPlan, LiveLayer
-from facecodec.errors import BitstreamError
+from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.motion.basis import load_basis
 from facecodec.motion.stabilize import beta_for
 from facecodec.render.edits import EyeContact
@@ -37,6 +37,14 @@ from facecodec.render.registry import DEFAULT_RENDERER
 # intra-only motion until LOSS_MEMORY reports in a row come back clean.
 LOSSY = 0.01
 LOSS_MEMORY = 5
+# A call's motion packets carry at most this many frames: each one more waits a frame longer.
+MAX_CALL_PACKET_FRAMES = 3
+
+
+def check_packet_frames(frames: int) -> None:
+    if not 1 <= frames <= MAX_CALL_PACKET_FRAMES:
+        raise FacecodecError(f"--packet-frames {frames}: a call's motion packets carry 1 to "
+                             f"{MAX_CALL_PACKET_FRAMES} frames")
 
 
 class StreamEncoder:
@@ -53,10 +61,14 @@ class StreamEncoder:
         allow_several: bool = True,
         layer_kbps: float = 0.0,
         reference: str = "best",
+        packet_frames: int = 1,
     ) -> None:
         """`reference`: "best" lets a motion-only call send a recent frame as a new
         reference picture when it draws the recent frames better (codec/scout.py); "first"
-        keeps the picture of the frame where each segment starts."""
+        keeps the picture of the frame where each segment starts. `packet_frames` (a call):
+        frames a motion packet carries, 1..MAX_CALL_PACKET_FRAMES; each packet costs some
+        110 bytes of framing and IP, UDP, DTLS and SCTP headers, and each frame more in it
+        waits a frame at the sender."""
         settings = EncoderSettings(size=size, preset=preset, keyframe_quality=keyframe_quality,
                                    layer_kbps=layer_kbps, reference=reference)
         settings.validate()
@@ -64,7 +76,8 @@ class StreamEncoder:
         basis = load_basis()
         config = coder_config(basis, preset, beside_layer=layer_kbps > 0)
         resync = max(1, int(float(fps)))
-        per_packet = 1 if live else frames_per_packet(settings, fps)
+        check_packet_frames(packet_frames)
+        per_packet = packet_frames if live else frames_per_packet(settings, fps)
         w, h = source_size or (size, size)
         self.layer = LiveLayer(layer_kbps, float(fps), size) if layer_kbps > 0 else None
         self.header = StreamHeader(
@@ -85,7 +98,7 @@ class StreamEncoder:
         self.packetizer = Packetizer(config, resync, per_packet,
                                      settings.keyframe_quality_for(layer_kbps, live),
                                      fast_keyframes=live, shares=share_meter(),
-                                     defer_shares=live)
+                                     defer_shares=live, layer_groups=not live)
         if self.layer is not None:
             self.packetizer.layer = LayerPlan(AV1, self.layer.size, self.layer.divisor, 0)
         self.size = size
@@ -106,12 +119,13 @@ class StreamEncoder:
         every packet is a RESYNC: a loss then costs one frame, for ~4 kbps more (measured on
         a validation clip: 6.5 kbps with a RESYNC a second, 10.7 with one every frame)."""
         self._loss_history = [*self._loss_history, fraction >= LOSSY][-LOSS_MEMORY:]
-        self.packetizer.resync_interval = 1 if any(self._loss_history) else self._resync
+        lossy = any(self._loss_history)
+        self.packetizer.resync_interval = self.packetizer.packet_frames if lossy else self._resync
 
     @property
     def resilient(self) -> bool:
         """True while every motion packet is sent intra-coded."""
-        return self.packetizer.resync_interval == 1
+        return self.packetizer.resync_interval == self.packetizer.packet_frames
 
     def sent_face(self, frame_rgb: np.ndarray) -> np.ndarray | None:
         """The crop of `frame_rgb` this sender codes, as the receiver is to show it (a
@@ -125,7 +139,6 @@ class StreamEncoder:
             if self.layer is not None:
                 self._layer_picture(event, frame_rgb)
             packets += self.packetizer.push(event)
-        packets += self.packetizer.flush()
         return [encode_packet(p) for p in packets]
 
     def warm_up(self) -> None:

@@ -32,6 +32,7 @@ from facecodec.capture.camera import STALL_TIMEOUT_S, Camera
 from facecodec.capture.microphone import open_microphone
 from facecodec.capture.video import probe, read_frames
 from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET
+from facecodec.codec.stream import MAX_CALL_PACKET_FRAMES, check_packet_frames
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.files import check_writable, write_text
 from facecodec.render.edits import EyeContact
@@ -103,6 +104,9 @@ class CallOptions:
     eye_contact: EyeContact | None = None  # draw the peer's eyes turned up into the camera
     layer_kbps: float = 0.0  # low-resolution layer beside the motion (0: motion only)
     reference: str = "best"  # motion only: refresh the reference as the call goes (codec/scout.py)
+    # Frames a motion packet carries: 2 halves the packets (and their headers, which cost
+    # more than the motion), each frame a frame's time later.
+    packet_frames: int = 1
     # A packet that waited longer than this in the receiver's queue is decoded but not drawn:
     # a renderer slower than the frame rate then shows fewer frames, not ever later ones.
     # None: draw every frame however late.
@@ -257,6 +261,7 @@ class _Call:
                     preset=options.preset
                     or (LIVE_LAYER_MOTION_PRESET if options.layer_kbps > 0 else "medium"),
                     layer_kbps=options.layer_kbps, reference=options.reference,
+                    packet_frames=options.packet_frames,
                 )
             except BaseException:
                 self.source.close()
@@ -508,8 +513,16 @@ class _Call:
             if decoder.stats.frames_undrawn > undrawn:  # skipped, not lost: not concealed
                 self.stats.frames_late += decoder.stats.frames_undrawn - undrawn
                 last_index = max(last_index or 0, decoder.last_frame or 0)
+            first: tuple[int, float] | None = None
             for index, rgb in frames:
+                if first is not None and peer.events.empty():
+                    # Frames that came in one packet are shown a frame's time apart, as
+                    # they were captured (not when the receiver is behind: it catches up).
+                    due = first[1] + (index - first[0]) / fps
+                    await asyncio.sleep(max(0.0, due - time.time()))
                 await self.show(index, rgb, t0 + index / fps)
+                if first is None:
+                    first = (index, time.time())
                 if last_index is not None and index > last_index + 1:
                     self.stats.frames_concealed += index - last_index - 1
                 last_index = index if last_index is None else max(last_index, index)
@@ -611,6 +624,10 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-frame-ms", type=int, default=AUDIO_FRAME_MS,
                         choices=AUDIO_FRAME_CHOICES, help="Opus frame length: longer frames "
                         "send fewer packets, whose headers cost more than speech on thin links")
+    parser.add_argument("--packet-frames", type=int, default=1, metavar="N",
+                        help=f"frames each motion packet carries (1..{MAX_CALL_PACKET_FRAMES}): "
+                        "2 or 3 put fewer packets on the wire, each frame a frame's time "
+                        "later (default 1)")
     parser.add_argument("--audio-dtx", action=argparse.BooleanOptionalAction, default=True,
                         help="send no sound packets while nobody speaks (voice activity "
                         "detection; default on)")
@@ -677,6 +694,7 @@ def call_main(args: argparse.Namespace) -> int:
         impairment = Impairment(loss=args.loss, jitter_ms=args.jitter_ms)
     check_url(args.signal)  # now, not after the networks have loaded
     check_opus(args.audio_kbps, args.audio_frame_ms)
+    check_packet_frames(args.packet_frames)
     if args.microphone is not None:
         if args.audio != "auto":
             raise FacecodecError("send a microphone (--microphone) or --audio, not both")
@@ -698,6 +716,7 @@ def call_main(args: argparse.Namespace) -> int:
         audio_kbps=args.audio_kbps,
         audio_frame_ms=args.audio_frame_ms,
         audio_dtx=args.audio_dtx,
+        packet_frames=args.packet_frames,
         loopback=args.loopback,
         ice_servers=ice_servers(args),
         signal_ca=args.signal_ca,
