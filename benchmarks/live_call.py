@@ -601,6 +601,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "keyframe_requests": received["keyframe_requests_sent"],
         "loss_reports": received["loss_reports_sent"],
         "intra_only_reports": sent["resilient_reports"],
+        "congested_reports": sent["congested_reports"],
         "fps": received["fps"],
         "motion_kbps": sent["motion_kbps"],
         "keyframe_kbps": sent["keyframe_kbps"],

@@ -125,43 +125,96 @@ def test_peek_and_control_messages() -> None:
 
 
 def test_loss_reports_parse_and_reject_bad_fractions() -> None:
-    assert parse_control(loss_report(0.05)) == {"type": "loss", "fraction": 0.05}
+    assert parse_control(loss_report(0.05)) == {"type": "loss", "fraction": 0.05,
+                                                "queue_ms": 0.0}
     assert parse_control(loss_report(7.0))["fraction"] == 1.0  # clamped when made
+    assert parse_control(loss_report(0.0, 123.456))["queue_ms"] == 123.5
+    assert parse_control(loss_report(0.0, 1e9))["queue_ms"] == 60000.0
+    # An older receiver's report has no queueing delay.
+    assert parse_control('{"type": "loss", "fraction": 0}')["queue_ms"] == 0.0
     for bad in ('{"type": "loss"}', '{"type": "loss", "fraction": -0.1}',
                 '{"type": "loss", "fraction": 1.5}', '{"type": "loss", "fraction": true}',
-                '{"type": "loss", "fraction": "5%"}', '{"type": "loss", "fraction": NaN}'):
+                '{"type": "loss", "fraction": "5%"}', '{"type": "loss", "fraction": NaN}',
+                '{"type": "loss", "fraction": 0, "queue_ms": -1}',
+                '{"type": "loss", "fraction": 0, "queue_ms": "1"}',
+                '{"type": "loss", "fraction": 0, "queue_ms": 1e300}'):
         with pytest.raises(BitstreamError):
             parse_control(bad)
 
 
-def test_sender_goes_intra_only_while_the_receiver_reports_loss() -> None:
-    from facecodec.bitstream.packets import decode_packet
-    from facecodec.codec.stream import LOSS_MEMORY, StreamDecoder, StreamEncoder
+def test_queueing_delay_is_the_delay_above_the_least_of_the_last_seconds() -> None:
+    from facecodec.stream.congestion import QueueDelay
+
+    queue = QueueDelay(window_s=10.0)
+    assert queue.take() == 0.0
+    # The clocks differ by 3 s and the path takes 40 ms: nothing queued.
+    for i in range(30):
+        queue.add(3.040 + 0.002 * (i % 3), i / 30)
+    assert queue.take() == pytest.approx(2.0)
+    # A bottleneck's queue fills to 300 ms.
+    for i in range(30, 60):
+        queue.add(3.040 + 0.010 * (i - 30), i / 30)
+    assert queue.take() == pytest.approx(145.0)
+    # Full for longer than the window: the least delay then is the queue's (a link full
+    # from a call's start shows no queue, only loss).
+    for i in range(60, 360):
+        queue.add(3.340, i / 30)
+    assert queue.take() == pytest.approx(300.0)
+    for i in range(360, 420):
+        queue.add(3.340, i / 30)
+    assert queue.take() == pytest.approx(0.0)
+
+
+def test_sender_answers_loss_with_intra_packets_of_two_frames() -> None:
+    """Loss: every motion packet a RESYNC (a loss then costs its own frames only), and two
+    frames a packet (the loss may be a full link: half the packets, a third less on the
+    wire), for LOSS_MEMORY and CONGESTION_MEMORY reports; queueing alone, two frames."""
+    from facecodec.bitstream.packets import MotionPayload, decode_packet
+    from facecodec.codec.stream import (
+        CONGESTION_MEMORY,
+        LOSS_MEMORY,
+        StreamDecoder,
+        StreamEncoder,
+    )
 
     KEYFRAME_TYPES = (PacketType.KEYFRAME, PacketType.RESTORE)  # a keyframe and its share
-    frames = list(read_frames(str(require(CLIP))))[:20]
+    frames = list(read_frames(str(require(CLIP))))[:40]
     enc = StreamEncoder(fps=25, source_size=(frames[0].shape[1], frames[0].shape[0]))
     dec = StreamDecoder(enc.header_bytes())
 
-    def types(first: int, last: int) -> list[PacketType]:
+    def sent(first: int, last: int) -> list[tuple[PacketType, int]]:
+        """(type, frames) of the motion packets; every 3rd frame's packets are lost."""
         out = []
         for i in range(first, last):
             for data in enc.push(frames[i], i):
-                out.append(decode_packet(data)[0].type)
-                if i % 3 != 1 or out[-1] in KEYFRAME_TYPES:  # lose every 3rd motion
+                p = decode_packet(data)[0]
+                if p.type in KEYFRAME_TYPES:
                     dec.push(data)
-        return [t for t in out if t not in KEYFRAME_TYPES]
+                    continue
+                out.append((p.type, MotionPayload.from_bytes(p.payload).frame_count))
+                if i % 3 != 1:
+                    dec.push(data)
+        return out
 
-    assert types(0, 6)[1:] == [PacketType.MOTION] * 5  # clean: one RESYNC a second
+    assert sent(0, 6)[1:] == [(PacketType.MOTION, 1)] * 5  # clean: one RESYNC a second
     enc.report_loss(0.2)
-    assert enc.resilient and types(6, 12) == [PacketType.RESYNC] * 6
-    shown = len(dec.push(enc.push(frames[12], 12)[-1]))
-    assert shown == 1  # intra-only motion decodes right after the losses
+    assert enc.resilient and enc.congested
+    assert sent(6, 12) == [(PacketType.RESYNC, 2)] * 3
+    packets = [data for i in (12, 13) for data in enc.push(frames[i], i)]
+    assert sum(len(dec.push(data)) for data in packets) == 2  # decodes after the losses
+    assert sent(14, 16) == [(PacketType.RESYNC, 2)]
     for _ in range(LOSS_MEMORY - 1):
         enc.report_loss(0.0)
     assert enc.resilient  # one lossy report is still remembered
     enc.report_loss(0.0)
-    assert not enc.resilient and types(13, 18) == [PacketType.MOTION] * 5
+    assert not enc.resilient and enc.congested
+    assert sent(16, 22) == [(PacketType.MOTION, 2)] * 3
+    for _ in range(CONGESTION_MEMORY - LOSS_MEMORY):
+        enc.report_loss(0.0)
+    assert not enc.congested and sent(22, 26) == [(PacketType.MOTION, 1)] * 4
+    enc.report_loss(0.0, queue_ms=150.0)  # queueing without loss
+    assert enc.congested and not enc.resilient
+    assert sent(26, 30) == [(PacketType.MOTION, 2)] * 2
     enc.close()
 
 
@@ -196,22 +249,23 @@ def test_an_overtaken_motion_packet_is_dropped_not_drawn_late() -> None:
     from facecodec.bitstream.packets import decode_packet
     from facecodec.codec.stream import StreamDecoder, StreamEncoder
 
-    frames = list(read_frames(str(require(CLIP))))[:12]
+    frames = list(read_frames(str(require(CLIP))))[:16]
     enc = StreamEncoder(fps=25, source_size=(frames[0].shape[1], frames[0].shape[0]))
-    enc.report_loss(0.2)  # every motion packet intra, as under loss
+    enc.report_loss(0.2)  # every motion packet intra (of two frames), as under loss
     packets = [d for i, f in enumerate(frames) for d in enc.push(f, i)]
     header = enc.header_bytes()
     enc.close()
     motion = [i for i, d in enumerate(packets)
               if decode_packet(d)[0].type in (PacketType.MOTION, PacketType.RESYNC)]
-    a, b = motion[5], motion[6]
+    a, b = motion[4], motion[5]
     swapped = packets[:a] + [packets[b], packets[a]] + packets[b + 1:]
     in_order, reordered = StreamDecoder(header), StreamDecoder(header)
     want = dict(f for d in packets for f in in_order.push(d))
     got: list[tuple[int, np.ndarray]] = [f for d in swapped for f in reordered.push(d)]
     shown = [i for i, _ in got]
-    late = decode_packet(packets[a])[0].timestamp
-    assert shown == sorted(want.keys() - {late})  # in order, the overtaken frame left out
+    first = decode_packet(packets[a])[0].timestamp
+    late = {first, first + 1}  # the overtaken packet's two frames
+    assert shown == sorted(want.keys() - late)  # in order, the overtaken frames left out
     assert all(np.array_equal(rgb, want[i]) for i, rgb in got)
     assert reordered.stats.motion_packets_stale == 1
     assert reordered.stats.motion_packets_lost == in_order.stats.motion_packets_lost == 0

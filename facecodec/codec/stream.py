@@ -39,6 +39,15 @@ LOSSY = 0.01
 LOSS_MEMORY = 5
 # A call's motion packets carry at most this many frames: each one more waits a frame longer.
 MAX_CALL_PACKET_FRAMES = 3
+# Motion packets that queued this long in the network say the link is full: a path's own
+# jitter is tens of ms, a slow uplink's router buffers hundreds.
+CONGESTED_MS = 100.0
+# Reports (about one a second) a link that lost or queued stays treated as full: ten, so
+# that a call whose rate falls back under it does not rise again at once.
+CONGESTION_MEMORY = 10
+# Frames a packet while it is (liveportrait_d19 through 40 and 30 kbps bottlenecks drew as
+# many frames with 2 as with 3, and 3 costs a frame's time more).
+CONGESTED_FRAMES = 2
 
 
 def check_packet_frames(frames: int) -> None:
@@ -103,7 +112,9 @@ class StreamEncoder:
             self.packetizer.layer = LayerPlan(AV1, self.layer.size, self.layer.divisor, 0)
         self.size = size
         self._resync = resync
+        self._packet_frames = per_packet
         self._loss_history: list[bool] = []
+        self._queue_history: list[bool] = []
 
     def header_bytes(self) -> bytes:
         return self.header.to_bytes()
@@ -111,16 +122,36 @@ class StreamEncoder:
     def request_keyframe(self) -> None:
         self.analyzer.request_keyframe()
 
-    def report_loss(self, fraction: float) -> None:
+    def report_loss(self, fraction: float, queue_ms: float = 0.0) -> None:
         """Adapt to the receiver's loss reports (about one a second).
 
         Motion packets are predicted from the previous frame, so one lost packet costs every
         frame up to the next RESYNC. While any of the last LOSS_MEMORY reports saw loss,
         every packet is a RESYNC: a loss then costs one frame, for ~4 kbps more (measured on
-        a validation clip: 6.5 kbps with a RESYNC a second, 10.7 with one every frame)."""
+        a validation clip: 6.5 kbps with a RESYNC a second, 10.7 with one every frame).
+
+        Loss may also be a full link, whose router drops what its queue cannot hold; so
+        may `queue_ms`, how long the motion packets waited in the network's queues
+        (stream/congestion.py), at CONGESTED_MS or more. While any of the last
+        CONGESTION_MEMORY reports saw either, packets carry at least CONGESTED_FRAMES
+        frames: half the packets, whose headers cost more than their motion, so about a
+        third less on the wire, and a RESYNC packet's intra frame is one of two. On a link
+        that only loses, that costs the same share of frames (half the packets, two frames
+        each) and a frame's time of latency."""
         self._loss_history = [*self._loss_history, fraction >= LOSSY][-LOSS_MEMORY:]
+        full = fraction >= LOSSY or queue_ms >= CONGESTED_MS
+        self._queue_history = [*self._queue_history, full][-CONGESTION_MEMORY:]
+        frames = self._packet_frames
+        if self.congested:
+            frames = max(frames, CONGESTED_FRAMES)
+        self.packetizer.packet_frames = frames
         lossy = any(self._loss_history)
-        self.packetizer.resync_interval = self.packetizer.packet_frames if lossy else self._resync
+        self.packetizer.resync_interval = frames if lossy else self._resync
+
+    @property
+    def congested(self) -> bool:
+        """True while the receiver's reports say the link may be full."""
+        return any(self._queue_history)
 
     @property
     def resilient(self) -> bool:

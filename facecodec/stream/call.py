@@ -37,6 +37,7 @@ from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.files import check_writable, write_text
 from facecodec.render.edits import EyeContact
 from facecodec.render.registry import CALL_RENDERER
+from facecodec.stream.congestion import QueueDelay
 from facecodec.stream.impair import Impairment
 from facecodec.stream.peer import (
     AUDIO_FRAME_CHOICES,
@@ -144,6 +145,7 @@ class CallStats:
     keyframe_requests_received: int = 0
     loss_reports_sent: int = 0
     resilient_reports: int = 0  # loss reports after which the sender sent intra-only motion
+    congested_reports: int = 0  # reports after which it sent the most frames a packet
     packets_lost: int = 0
     motion_bytes_sent: int = 0
     keyframe_bytes_sent: int = 0
@@ -176,6 +178,7 @@ class CallStats:
             "keyframe_requests_received": self.keyframe_requests_received,
             "loss_reports_sent": self.loss_reports_sent,
             "resilient_reports": self.resilient_reports,
+            "congested_reports": self.congested_reports,
             "packets_lost": self.packets_lost,
             "fps": (len(self.render_times) - 1) / span if span > 0 else 0.0,
             "motion_kbps": self.motion_bytes_sent * 8 / 1000 / send_s if self.send_seconds else 0,
@@ -473,6 +476,7 @@ class _Call:
         last_report = time.monotonic()
         reported = (0, 0)  # motion packets (lost, received) at the last loss report
         last_index: int | None = None
+        queue = QueueDelay()
         while True:
             event = await peer.events.get()
             if isinstance(event, PeerClosed):
@@ -483,19 +487,22 @@ class _Call:
                     self.stats.keyframe_requests_received += 1
                     self.encoder.request_keyframe()
                 elif msg["type"] == "loss" and self.encoder is not None:
-                    self.encoder.report_loss(msg["fraction"])
+                    self.encoder.report_loss(msg["fraction"], msg["queue_ms"])
                     self.stats.resilient_reports += self.encoder.resilient
+                    self.stats.congested_reports += self.encoder.congested
                 elif msg["type"] == "start":
                     decoder = await loop.run_in_executor(
                         self._decode_pool, self.decoder_cls, msg["header"], self.options.renderer,
                         self.options.torch_threads, self.options.eye_contact,
                     )
                     t0, fps, last_index = msg["t0"], msg["fps"], None
+                    queue = QueueDelay()
                 continue
             assert isinstance(event, PacketReceived)
             if decoder is None:
                 continue  # motion that overtook the stream start on the other channel
             fused, undrawn = decoder.stats.frames_fused, decoder.stats.frames_undrawn
+            newest = decoder.last_frame
             hurried = decoder.stats.frames_hurried
             waited = time.time() - event.arrival
             late, hurry_s = self.options.late_s, self.options.hurry_s
@@ -508,6 +515,9 @@ class _Call:
             except BitstreamError:
                 self.stats.decode_errors += 1
                 frames = []
+            if not event.info.reliable and decoder.last_frame not in (None, newest):
+                # From the capture of the packet's last frame, when it could first be sent.
+                queue.add(event.arrival - (t0 + decoder.last_frame / fps), event.arrival)
             self.stats.frames_fused += decoder.stats.frames_fused - fused
             self.stats.frames_hurried += decoder.stats.frames_hurried - hurried
             if decoder.stats.frames_undrawn > undrawn:  # skipped, not lost: not concealed
@@ -531,8 +541,9 @@ class _Call:
                 lost, got = peer.stats.motion_seq.lost, peer.stats.motion_seq.received
                 new_lost, new_got = lost - reported[0], got - reported[1]
                 reported = (lost, got)
+                fraction = max(new_lost, 0) / max(max(new_lost, 0) + new_got, 1)
                 if new_lost + new_got > 0 and peer.send_control(
-                    loss_report(max(new_lost, 0) / (max(new_lost, 0) + new_got)), reliable=False
+                    loss_report(fraction, queue.take()), reliable=False
                 ):
                     self.stats.loss_reports_sent += 1
             if (

@@ -21,6 +21,7 @@ from facecodec.errors import BitstreamError
 _PREFIX = struct.Struct("<BBHI")  # sync, type, seq, timestamp
 MAX_CONTROL_BYTES = 4096
 MAX_HEADER_BYTES = 1 << 16
+MAX_QUEUE_MS = 60000.0
 
 
 # One-per-frame types, better lost than late. Everything else (keyframes, END, and types a
@@ -71,10 +72,13 @@ def keyframe_request() -> str:
     return json.dumps({"type": "pli"})
 
 
-def loss_report(fraction: float) -> str:
+def loss_report(fraction: float, queue_ms: float = 0.0) -> str:
     """A receiver report: the share of motion packets lost since the previous report (as
-    RTCP's fraction lost), so the sender can make its packets independent while loss lasts."""
-    return json.dumps({"type": "loss", "fraction": round(min(max(fraction, 0.0), 1.0), 4)})
+    RTCP's fraction lost), so the sender can make its packets independent while loss lasts,
+    and how long they waited in the network's queues (congestion.QueueDelay), so it can
+    tell a full link from a lossy one."""
+    return json.dumps({"type": "loss", "fraction": round(min(max(fraction, 0.0), 1.0), 4),
+                       "queue_ms": round(min(max(queue_ms, 0.0), MAX_QUEUE_MS), 1)})
 
 
 def parse_control(text: str) -> dict[str, Any]:
@@ -94,7 +98,10 @@ def parse_control(text: str) -> dict[str, Any]:
         f = msg.get("fraction")
         if isinstance(f, bool) or not isinstance(f, int | float) or not 0 <= f <= 1:
             raise BitstreamError("loss report needs a fraction between 0 and 1")
-        return {"type": "loss", "fraction": float(f)}
+        q = msg.get("queue_ms", 0.0)  # absent from older receivers' reports
+        if isinstance(q, bool) or not isinstance(q, int | float) or not 0 <= q <= MAX_QUEUE_MS:
+            raise BitstreamError(f"loss report's queue_ms must be within 0..{MAX_QUEUE_MS:g}")
+        return {"type": "loss", "fraction": float(f), "queue_ms": float(q)}
     if kind == "start":
         t0, fps, header = msg.get("t0"), msg.get("fps"), msg.get("header")
         if not isinstance(t0, int | float) or not isinstance(fps, int | float) or fps <= 0:
