@@ -165,10 +165,12 @@ def test_queueing_delay_is_the_delay_above_the_least_of_the_last_seconds() -> No
     assert queue.take() == pytest.approx(0.0)
 
 
-def test_sender_answers_loss_with_intra_packets_of_two_frames() -> None:
-    """Loss: every motion packet a RESYNC (a loss then costs its own frames only), and two
-    frames a packet (the loss may be a full link: half the packets, a third less on the
-    wire), for LOSS_MEMORY and CONGESTION_MEMORY reports; queueing alone, two frames."""
+def test_sender_answers_loss_with_two_frames_a_packet_then_intra_packets() -> None:
+    """A call starts with two frames a packet (a thin link's queue may be full from its
+    first keyframe) and goes to one after CONGESTION_MEMORY clean reports. Loss: two frames
+    a packet again (it may be a full link: half the packets, a third less on the wire);
+    loss that goes on: every motion packet a RESYNC too (a loss then costs its own frames
+    only), for LOSS_MEMORY and CONGESTION_MEMORY reports. Queueing alone: two frames."""
     from facecodec.bitstream.packets import MotionPayload, decode_packet
     from facecodec.codec.stream import (
         CONGESTION_MEMORY,
@@ -178,8 +180,9 @@ def test_sender_answers_loss_with_intra_packets_of_two_frames() -> None:
     )
 
     KEYFRAME_TYPES = (PacketType.KEYFRAME, PacketType.RESTORE)  # a keyframe and its share
-    frames = list(read_frames(str(require(CLIP))))[:40]
-    enc = StreamEncoder(fps=25, source_size=(frames[0].shape[1], frames[0].shape[0]))
+    frames = list(read_frames(str(require(CLIP))))[:30]
+    enc = StreamEncoder(fps=30, source_size=(frames[0].shape[1], frames[0].shape[0]),
+                        start_full=True)  # as a call's
     dec = StreamDecoder(enc.header_bytes())
 
     def sent(first: int, last: int) -> list[tuple[PacketType, int]]:
@@ -196,25 +199,32 @@ def test_sender_answers_loss_with_intra_packets_of_two_frames() -> None:
                     dec.push(data)
         return out
 
-    assert sent(0, 6)[1:] == [(PacketType.MOTION, 1)] * 5  # clean: one RESYNC a second
+    assert enc.congested and not enc.resilient
+    assert sent(0, 6) == [(PacketType.RESYNC, 2)] + [(PacketType.MOTION, 2)] * 2
+    for _ in range(CONGESTION_MEMORY):
+        enc.report_loss(0.0)
+    assert not enc.congested
+    assert sent(6, 10) == [(PacketType.MOTION, 1)] * 4
     enc.report_loss(0.2)
-    assert enc.resilient and enc.congested
-    assert sent(6, 12) == [(PacketType.RESYNC, 2)] * 3
-    packets = [data for i in (12, 13) for data in enc.push(frames[i], i)]
+    assert enc.congested and not enc.resilient  # first taken for a full link
+    assert sent(10, 14) == [(PacketType.MOTION, 2)] * 2
+    enc.report_loss(0.2)
+    assert enc.congested and enc.resilient  # it goes on
+    assert sent(14, 18) == [(PacketType.RESYNC, 2)] * 2
+    packets = [data for i in (18, 19) for data in enc.push(frames[i], i)]
     assert sum(len(dec.push(data)) for data in packets) == 2  # decodes after the losses
-    assert sent(14, 16) == [(PacketType.RESYNC, 2)]
     for _ in range(LOSS_MEMORY - 1):
         enc.report_loss(0.0)
     assert enc.resilient  # one lossy report is still remembered
     enc.report_loss(0.0)
     assert not enc.resilient and enc.congested
-    assert sent(16, 22) == [(PacketType.MOTION, 2)] * 3
+    assert sent(20, 24) == [(PacketType.MOTION, 2)] * 2
     for _ in range(CONGESTION_MEMORY - LOSS_MEMORY):
         enc.report_loss(0.0)
-    assert not enc.congested and sent(22, 26) == [(PacketType.MOTION, 1)] * 4
+    assert not enc.congested and sent(24, 27) == [(PacketType.MOTION, 1)] * 3
     enc.report_loss(0.0, queue_ms=150.0)  # queueing without loss
     assert enc.congested and not enc.resilient
-    assert sent(26, 30) == [(PacketType.MOTION, 2)] * 2
+    assert sent(27, 29) == [(PacketType.MOTION, 2)]
     enc.close()
 
 
@@ -251,7 +261,8 @@ def test_an_overtaken_motion_packet_is_dropped_not_drawn_late() -> None:
 
     frames = list(read_frames(str(require(CLIP))))[:16]
     enc = StreamEncoder(fps=25, source_size=(frames[0].shape[1], frames[0].shape[0]))
-    enc.report_loss(0.2)  # every motion packet intra (of two frames), as under loss
+    for _ in range(2):  # every motion packet intra (of two frames), as under lasting loss
+        enc.report_loss(0.2)
     packets = [d for i, f in enumerate(frames) for d in enc.push(f, i)]
     header = enc.header_bytes()
     enc.close()

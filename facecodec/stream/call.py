@@ -264,7 +264,7 @@ class _Call:
                     preset=options.preset
                     or (LIVE_LAYER_MOTION_PRESET if options.layer_kbps > 0 else "medium"),
                     layer_kbps=options.layer_kbps, reference=options.reference,
-                    packet_frames=options.packet_frames,
+                    packet_frames=options.packet_frames, start_full=True,
                 )
             except BaseException:
                 self.source.close()
