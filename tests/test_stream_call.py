@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -36,6 +37,9 @@ from facecodec.stream.wire import (
     peek_packet,
     start_message,
 )
+
+if TYPE_CHECKING:
+    from facecodec.stream.call import CallOptions, CallStats
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 CLIP_WITH_AUDIO = DATA / "clips" / "grid_swiz3n.mpg"
@@ -86,6 +90,18 @@ async def drain(peer: Peer, until: Callable[[list[object]], bool], timeout: floa
         except TimeoutError:
             break
     return got
+
+
+async def call_pair(url: str, room: str, sender: CallOptions, receiver: CallOptions,
+                    source: Path | None, render: str = "none") -> list[CallStats]:
+    """`facecodec call` as a sender of `source` (None: its camera option) and as a receiver
+    that only draws, both in this process; their stats."""
+    from facecodec.stream.call import run_call
+
+    return await asyncio.gather(
+        run_call(room, url, None if source is None else str(source), render, sender),
+        run_call(room, url, None, "none", receiver),
+    )
 
 
 def packets_of(events: list[object]) -> list[PacketReceived]:
@@ -360,17 +376,14 @@ def test_packets_of_several_frames_draw_the_same_frames_for_fewer_bytes() -> Non
 def test_a_call_shows_the_frames_of_a_packet_a_frame_apart() -> None:
     """Two frames a packet: the receiver shows the second a frame's time after the first,
     as they were captured, not both at once."""
-    from facecodec.stream.call import CallOptions, run_call
+    from facecodec.stream.call import CallOptions
 
     require(CLIP)
 
     async def body(url: str) -> None:
         sender = CallOptions(seconds=6, loopback=True, audio="none", packet_frames=2)
         receiver = CallOptions(seconds=8, loopback=True, audio="none")
-        sent, got = await asyncio.gather(
-            run_call("pf", url, str(CLIP), "none", sender),
-            run_call("pf", url, None, "none", receiver),
-        )
+        sent, got = await call_pair(url, "pf", sender, receiver, CLIP)
         assert sent.frames_sent > 60 and got.frames_rendered >= sent.frames_sent - 4
         gaps = np.diff(got.render_times)
         # Without pacing every second gap would be ~0 (both frames of a packet at once).
@@ -831,7 +844,7 @@ CLIP = DATA / "clips" / "liveportrait_d19.mp4"
 @pytest.mark.skipif(not _has_stream_codec(), reason="facecodec.codec.stream not available yet")
 @pytest.mark.skipif(not CLIP.is_file(), reason=f"test clip missing: {CLIP}")
 def test_loopback_call_renders_frames_with_loss() -> None:
-    from facecodec.stream.call import CallOptions, run_call
+    from facecodec.stream.call import CallOptions
 
     async def body(url: str) -> None:
         # --seconds counts from start-up (tracker, signaling, ICE): leave room for a busy CPU.
@@ -841,10 +854,7 @@ def test_loopback_call_renders_frames_with_loss() -> None:
             seconds=8, loopback=True, impairment=Impairment(loss=0.1, seed=3), audio="silence",
             eye_contact=EyeContact(12.0),
         )
-        sent, got = await asyncio.gather(
-            run_call("live", url, str(CLIP), "none", sender),
-            run_call("live", url, None, "none", receiver),
-        )
+        sent, got = await call_pair(url, "live", sender, receiver, CLIP)
         assert sent.frames_sent > 20 and sent.motion_bytes_sent > 0
         assert 0 < got.frames_rendered <= sent.frames_sent
         assert got.latencies_ms and min(got.latencies_ms) >= 0
@@ -855,7 +865,7 @@ def test_loopback_call_renders_frames_with_loss() -> None:
 def test_loopback_call_from_a_live_camera(tmp_path: Path) -> None:
     """A sender whose source is a camera (`--camera`): pictures come at the camera's pace
     and take the slot of their arrival; the receiver draws them."""
-    from facecodec.stream.call import CallOptions, run_call
+    from facecodec.stream.call import CallOptions
 
     clip = list(read_frames(require(CLIP)))  # 250 frames at 30 fps, fed live: 8.3 s
     feed = LiveFeed(tmp_path / "camera.y4m", clip, 30.0)
@@ -863,10 +873,7 @@ def test_loopback_call_from_a_live_camera(tmp_path: Path) -> None:
     async def body(url: str) -> None:
         sender = CallOptions(seconds=6, loopback=True, audio="auto", camera=str(feed.path))
         receiver = CallOptions(seconds=8, loopback=True, audio="none")
-        sent, got = await asyncio.gather(
-            run_call("camera", url, None, "none", sender),
-            run_call("camera", url, None, "none", receiver),
-        )
+        sent, got = await call_pair(url, "camera", sender, receiver, None)
         assert sent.frames_sent > 20 and sent.motion_bytes_sent > 0
         assert sent.audio_bytes_sent == 0  # a camera has no sound: silence goes as no packets
         assert 20 < got.frames_rendered <= sent.frames_sent
@@ -884,7 +891,7 @@ def test_a_camera_slower_than_it_says_leaves_slots_empty(tmp_path: Path) -> None
     """A camera that reports 30 fps but gives 15 (low light): its pictures keep their times,
     every other slot stays empty (counted as skipped), and the receiver draws what came,
     with the layer: its pictures are not tied to slots the camera leaves empty."""
-    from facecodec.stream.call import CallOptions, run_call
+    from facecodec.stream.call import CallOptions
 
     clip = list(read_frames(require(CLIP)))[::2]  # 125 pictures, 15 a second: 8.3 s
     feed = LiveFeed(tmp_path / "slow.y4m", clip, 15.0, claimed_fps=30.0)
@@ -893,10 +900,7 @@ def test_a_camera_slower_than_it_says_leaves_slots_empty(tmp_path: Path) -> None
         sender = CallOptions(seconds=6, loopback=True, audio="none", camera=str(feed.path),
                              layer_kbps=4.0)
         receiver = CallOptions(seconds=8, loopback=True, audio="none")
-        sent, got = await asyncio.gather(
-            run_call("slow", url, None, "none", sender),
-            run_call("slow", url, None, "none", receiver),
-        )
+        sent, got = await call_pair(url, "slow", sender, receiver, None)
         assert sent.frames_sent > 20 and 20 < got.frames_rendered <= sent.frames_sent
         assert 0.7 < sent.frames_skipped / sent.frames_sent < 1.4, sent
         assert sent.layer_bytes_sent > 0 and got.frames_fused > 0.5 * got.frames_rendered
@@ -948,7 +952,7 @@ def test_a_senders_viewer_shows_the_face_it_sends() -> None:
 
 def test_a_call_signals_over_tls(tmp_path: Path) -> None:
     """Both sides reach a wss:// signaling server they trust (`--signal-ca`) and talk."""
-    from facecodec.stream.call import CallOptions, run_call
+    from facecodec.stream.call import CallOptions
     from facecodec.stream.signaling import server_tls
 
     require(CLIP)
@@ -960,10 +964,7 @@ def test_a_call_signals_over_tls(tmp_path: Path) -> None:
         try:
             sender = CallOptions(seconds=4, loopback=True, audio="none", signal_ca=cert)
             receiver = CallOptions(seconds=6, loopback=True, audio="none", signal_ca=cert)
-            sent, got = await asyncio.gather(
-                run_call("tls", url, str(CLIP), "none", sender),
-                run_call("tls", url, None, "none", receiver),
-            )
+            sent, got = await call_pair(url, "tls", sender, receiver, CLIP)
             assert sent.frames_sent > 20 and got.frames_rendered > 20
         finally:
             await server.stop()
@@ -972,17 +973,14 @@ def test_a_call_signals_over_tls(tmp_path: Path) -> None:
 
 
 def test_loopback_call_carries_the_layer() -> None:
-    from facecodec.stream.call import CallOptions, run_call
+    from facecodec.stream.call import CallOptions
 
     require(CLIP)
 
     async def body(url: str) -> None:
         sender = CallOptions(seconds=6, loopback=True, audio="none", layer_kbps=8.0)
         receiver = CallOptions(seconds=8, loopback=True, audio="none")
-        sent, got = await asyncio.gather(
-            run_call("layer", url, str(CLIP), "none", sender),
-            run_call("layer", url, None, "none", receiver),
-        )
+        sent, got = await call_pair(url, "layer", sender, receiver, CLIP)
         assert sent.frames_sent > 20 and sent.layer_bytes_sent > 0
         # The receiver decodes the header's layer on its own and draws most frames with it
         # (the layer starts with the first keyframe; frames before it have none).
@@ -997,7 +995,7 @@ def test_receiver_behind_real_time_skips_frames_instead_of_falling_behind(
 ) -> None:
     from facecodec.render import registry
     from facecodec.render.warp import WarpRenderer
-    from facecodec.stream.call import CallOptions, run_call
+    from facecodec.stream.call import CallOptions
 
     require(CLIP)
 
@@ -1015,10 +1013,7 @@ def test_receiver_behind_real_time_skips_frames_instead_of_falling_behind(
             sender = CallOptions(seconds=6, loopback=True, audio="none")
             receiver = CallOptions(seconds=6, loopback=True, audio="none", renderer="slow",
                                    late_s=late_s)
-            _, got = await asyncio.gather(
-                run_call("slow", url, str(CLIP), "none", sender),
-                run_call("slow", url, None, "none", receiver),
-            )
+            _, got = await call_pair(url, "slow", sender, receiver, CLIP)
             out.append((got.frames_rendered, got.frames_late, max(got.latencies_ms)))
 
         run(body, timeout=40)
