@@ -145,7 +145,7 @@ class CallStats:
     keyframe_requests_received: int = 0
     loss_reports_sent: int = 0
     resilient_reports: int = 0  # loss reports after which the sender sent intra-only motion
-    congested_reports: int = 0  # reports after which it sent the most frames a packet
+    congested_reports: int = 0  # reports after which it took the link for full (2 frames a packet)
     packets_lost: int = 0
     motion_bytes_sent: int = 0
     keyframe_bytes_sent: int = 0

@@ -75,8 +75,8 @@ def keyframe_request() -> str:
 def loss_report(fraction: float, queue_ms: float = 0.0) -> str:
     """A receiver report: the share of motion packets lost since the previous report (as
     RTCP's fraction lost), so the sender can make its packets independent while loss lasts,
-    and how long they waited in the network's queues (congestion.QueueDelay), so it can
-    tell a full link from a lossy one."""
+    and how long they waited in the network's queues (congestion.QueueDelay), so it can see
+    a link fill up before its router drops anything."""
     return json.dumps({"type": "loss", "fraction": round(min(max(fraction, 0.0), 1.0), 4),
                        "queue_ms": round(min(max(queue_ms, 0.0), MAX_QUEUE_MS), 1)})
 
