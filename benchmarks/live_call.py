@@ -100,16 +100,15 @@ async def _loopback_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict
     ctx = multiprocessing.get_context("spawn")
     try:
         with ProcessPoolExecutor(2, mp_context=ctx) as pool:
-            receiver = loop.run_in_executor(
-                pool, _peer, "receiver", url, None, args.seconds, args.loss, args.jitter_ms,
-                0.0, args.renderer, args.hurry_ms / 1000 if args.hurry_ms > 0 else None,
-                False, args.audio_kbps, args.audio_frame_ms,
-            )
-            sender = loop.run_in_executor(
-                pool, functools.partial(_peer, packet_frames=args.packet_frames), "sender",
-                url, args.source, args.seconds, 0.0, 0.0, args.layer_kbps,
-                CALL_RENDERER, 0.04, args.camera, args.audio_kbps, args.audio_frame_ms,
-            )
+            audio = {"audio_kbps": args.audio_kbps, "audio_frame_ms": args.audio_frame_ms}
+            receiver = loop.run_in_executor(pool, functools.partial(
+                _peer, "receiver", url, None, args.seconds, args.loss, args.jitter_ms,
+                renderer=args.renderer,
+                hurry_s=args.hurry_ms / 1000 if args.hurry_ms > 0 else None, **audio))
+            sender = loop.run_in_executor(pool, functools.partial(
+                _peer, "sender", url, args.source, args.seconds, 0.0, 0.0,
+                layer_kbps=args.layer_kbps, camera=args.camera,
+                packet_frames=args.packet_frames, **audio))
             sent, received = await asyncio.gather(sender, receiver)
     finally:
         await server.stop()

@@ -474,14 +474,29 @@ class Peer:
             track.stop()  # a microphone's device and reading thread
 
 
-class FileAudioTrack(MediaStreamTrack):
+class _SoundTrack(MediaStreamTrack):
+    """A call's own sound: 48 kHz frames, timed by the samples sent before them."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sent = 0
+
+    def _stamp(self, frame: av.AudioFrame) -> av.AudioFrame:
+        frame.pts = self._sent
+        frame.sample_rate = RATE
+        frame.time_base = Fraction(1, RATE)
+        self._sent += frame.samples
+        return frame
+
+
+class FileAudioTrack(_SoundTrack):
     """A media file's sound, looped and paced in real time, as 20 ms 48 kHz frames.
 
     aiortc's MediaPlayer would also decode (and queue without bound) the file's video, which
     the codec reads on its own; this reads the audio stream only.
     """
-
-    kind = "audio"
 
     def __init__(self, path: str) -> None:
         super().__init__()
@@ -489,7 +504,6 @@ class FileAudioTrack(MediaStreamTrack):
         self._frames: Iterator[av.AudioFrame] = iter(())
         self._resampler = av.AudioResampler("s16", "stereo", RATE, frame_size=FRAME)
         self._start: float | None = None
-        self._sent = 0
 
     @staticmethod
     def has_audio(path: str) -> bool:
@@ -521,23 +535,16 @@ class FileAudioTrack(MediaStreamTrack):
             self.stop()
             raise MediaStreamError
         await asyncio.sleep(self._start + self._sent / RATE - time.monotonic())
-        frame.pts = self._sent
-        frame.sample_rate = RATE
-        frame.time_base = Fraction(1, RATE)
-        self._sent += frame.samples
-        return frame
+        return self._stamp(frame)
 
 
-class MicrophoneTrack(MediaStreamTrack):
+class MicrophoneTrack(_SoundTrack):
     """A capture device's sound as 20 ms 48 kHz frames (facecodec/capture/microphone.py),
     paced by the device."""
-
-    kind = "audio"
 
     def __init__(self, device: str) -> None:
         super().__init__()
         self._mic = Microphone(None if device == "default" else device)
-        self._sent = 0
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
@@ -546,11 +553,7 @@ class MicrophoneTrack(MediaStreamTrack):
         if frame is None:
             self.stop()
             raise MediaStreamError
-        frame.pts = self._sent
-        frame.sample_rate = RATE
-        frame.time_base = Fraction(1, RATE)
-        self._sent += frame.samples
-        return frame
+        return self._stamp(frame)
 
     def stop(self) -> None:
         if self.readyState == "live":
