@@ -348,6 +348,17 @@ def relay_main(
     side = {fds["fcta"]: "bytes_from_a", fds["fctb"]: "bytes_from_b"}
     kinds: dict[str, tuple[int, int]] = {}
     free_at = {fd: 0.0 for fd in other}  # when each direction's bottleneck is next free
+    # Each second from the first packet, per side: bytes offered and packets the full
+    # bottleneck dropped (how a call's rate follows the link over time).
+    seconds: dict[str, list[int]] = {f"{k}_{s}": [] for k in ("bytes", "dropped")
+                                      for s in ("from_a", "from_b")}
+    first_at: float | None = None
+
+    def per_second(key: str, amount: int, now: float) -> None:
+        series = seconds[key]
+        at = int(now - (first_at or now))
+        series.extend([0] * (at + 1 - len(series)))
+        series[at] += amount
     stop = False
     active_loss = 0.0 if loss_on_signal else loss
 
@@ -376,6 +387,8 @@ def relay_main(
                     break
                 counts["in"] += 1
                 counts[side[fd]] += len(packet)
+                first_at = first_at or time.monotonic()
+                per_second(side[fd], len(packet), time.monotonic())
                 # Per side and kind: packets and bytes, IP headers included.
                 kind = f"{side[fd].removeprefix('bytes_')}_{packet_kind(packet)}"
                 packets, size = kinds.get(kind, (0, 0))
@@ -390,6 +403,7 @@ def relay_main(
                     start = max(sent_at, free_at[out])
                     if start - sent_at > buffer_ms / 1000:
                         counts["dropped_queue"] += 1
+                        per_second(f"dropped_{side[fd].removeprefix('bytes_')}", 1, sent_at)
                         continue
                     free_at[out] = sent_at = start + len(packet) * 8 / (rate_kbps * 1000)
                 heapq.heappush(queue, (sent_at + delay, order, other[fd], packet))
@@ -400,7 +414,7 @@ def relay_main(
             with contextlib.suppress(OSError):
                 os.write(out, packet)
     per_kind = {k: {"packets": n, "bytes": b} for k, (n, b) in sorted(kinds.items())}
-    wire = {**counts, "kinds": per_kind}
+    wire = {**counts, "kinds": per_kind, "per_second": seconds}
     print(json.dumps({"relay": wire}), file=sys.stderr, flush=True)
     return 0
 
@@ -601,6 +615,10 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "loss_reports": received["loss_reports_sent"],
         "intra_only_reports": sent["resilient_reports"],
         "congested_reports": sent["congested_reports"],
+        "layer_limited_reports": sent["layer_limited_reports"],
+        "layer_paused_reports": sent["layer_paused_reports"],
+        "link_kbps": received["link_kbps"],
+        "frames_fused": received["frames_fused"],
         "fps": received["fps"],
         "motion_kbps": sent["motion_kbps"],
         "keyframe_kbps": sent["keyframe_kbps"],

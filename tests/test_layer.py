@@ -759,6 +759,104 @@ def test_live_layer_keeps_its_picture_rate_when_slots_are_skipped() -> None:
     assert at == list(range(3, 60, layer.divisor))
 
 
+def test_live_layer_follows_the_rate_it_is_given_and_pauses_under_its_floor() -> None:
+    """limit(): a halved rate halves what the next runs make; under PAUSE_SHARE of the
+    asked rate no picture is coded, and after RESUME_WAIT_S the layer resumes with an
+    intra picture; a pause soon after resuming doubles the wait before the next."""
+    import cv2
+
+    from facecodec.capture.video import read_frames
+    from facecodec.codec.layer_rate import PAUSE_SHARE, RESUME_WAIT_S, LiveLayer
+
+    crops = [cv2.resize(f, (256, 256)) for f in read_frames(str(require(GRID_CLIP)))]
+    fps = 25.0
+    layer = LiveLayer(15.0, fps)
+    layer.restart(0)
+    coded: dict[int, tuple[bool, int]] = {}
+
+    def run(first: int, last: int) -> float:
+        """Offer frames first..last-1; the kbps the layer made over them."""
+        made = 0
+        for i in range(first, last):
+            got = layer.picture(i, crops[i % len(crops)])
+            if got is not None:
+                coded[i] = (got[0], len(got[1]))
+                made += len(got[1])
+        return made * 8 / 1000 / ((last - first) / fps)
+
+    run(0, 300)  # 12 s: the runs settle on the asked rate
+    full = run(300, 450)
+    layer.limit(7.5, 18.0)
+    assert layer.kbps == 7.5 and not layer.paused
+    run(450, 600)
+    half = run(600, 750)
+    assert 0.3 * full < half < 0.75 * full, (full, half)
+    layer.limit(1000.0, 30.0)
+    assert layer.kbps == 15.0  # never above the rate asked for
+    layer.limit(PAUSE_SHARE * 15.0 - 0.5, 30.0)
+    assert layer.paused and layer.pauses == 1
+    assert run(750, 800) == 0  # 2 s paused: nothing coded
+    layer.limit(15.0, 30.0 + RESUME_WAIT_S / 2)
+    assert layer.paused  # not before the wait
+    layer.limit(15.0, 32.0)
+    assert not layer.paused
+    run(800, 810)
+    resumed = min(i for i in coded if i >= 800)
+    assert resumed == 800 and coded[resumed][0]  # at once, with an intra picture
+    # Paused again 3 s after resuming: the next wait is twice as long.
+    layer.limit(2.0, 35.0)
+    layer.limit(15.0, 35.0 + RESUME_WAIT_S + 0.5)
+    assert layer.paused
+    layer.limit(15.0, 35.0 + 2 * RESUME_WAIT_S)
+    assert not layer.paused and layer.pauses == 2
+
+
+def test_a_call_sender_pauses_its_layer_on_a_thin_link_and_resumes_it() -> None:
+    """StreamEncoder.report_loss with the receiver's estimate of the link: the motion and
+    the layer's headers come first, what is left is the layer's. A call starts its layer at
+    its lowest rate; 20 kbps on the wire leaves no layer (no LAYER packets); an estimate
+    that falls without loss or queueing (a burst's delay) is not followed; an ample one
+    brings the layer back, with an intra picture, after RESUME_WAIT_S."""
+    from facecodec.bitstream.packets import LayerPayload, decode_packet
+    from facecodec.capture.video import read_frames
+    from facecodec.codec.layer_rate import PAUSE_SHARE, RESUME_WAIT_S
+    from facecodec.codec.stream import StreamEncoder
+
+    frames = list(read_frames(str(require(GRID_CLIP))))
+    fps = 25
+    enc = StreamEncoder(256, fps, layer_kbps=15.0, start_full=True,
+                        source_size=(frames[0].shape[1], frames[0].shape[0]))
+    assert enc.layer is not None and enc.layer.kbps == PAUSE_SHARE * 15.0
+
+    def push(first: int, last: int) -> list[bool]:
+        """Frames first..last-1: the intra flags of the layer pictures sent."""
+        out = []
+        for i in range(first, last):
+            for data in enc.push(frames[i % len(frames)], i):
+                p = decode_packet(data)[0]
+                if p.type == PacketType.LAYER:
+                    out.append(LayerPayload.from_bytes(p.payload).intra)
+        return out
+
+    assert push(0, 50)  # the layer runs, low, before any estimate
+    budget = enc.layer_budget(1000.0)
+    assert 1000.0 - 50.0 < budget < 1000.0 - 10.0  # the motion's and the pictures' headers
+    enc.report_loss(0.0, 0.0, 1000.0)
+    assert enc.layer.kbps == 15.0
+    enc.report_loss(0.0, 0.0, 20.0)  # a fall with no loss and no queue: a burst's delay
+    assert enc.layer.kbps == 15.0
+    enc.report_loss(0.05, 0.0, 20.0)  # with loss: the link is full
+    assert enc.layer.paused
+    assert not push(50, 75)
+    enc.report_loss(0.0, 150.0, 1000.0)
+    assert enc.layer.paused  # not before the wait
+    assert not push(75, 75 + round(RESUME_WAIT_S * fps))
+    enc.report_loss(0.0, 0.0, 1000.0)
+    resumed = push(75 + round(RESUME_WAIT_S * fps), 150)
+    assert resumed and resumed[0] and not any(resumed[1:3])
+    enc.close()
+
+
 def test_live_layer_rejects_rates_out_of_range() -> None:
     from facecodec.codec.layer_rate import LiveLayer
 

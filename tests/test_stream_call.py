@@ -146,14 +146,23 @@ def test_loss_reports_parse_and_reject_bad_fractions() -> None:
     assert parse_control(loss_report(7.0))["fraction"] == 1.0  # clamped when made
     assert parse_control(loss_report(0.0, 123.456))["queue_ms"] == 123.5
     assert parse_control(loss_report(0.0, 1e9))["queue_ms"] == 60000.0
-    # An older receiver's report has no queueing delay.
+    # An older receiver's report has no queueing delay, and none has a rate estimate
+    # before its first (about 3 s into a stream).
     assert parse_control('{"type": "loss", "fraction": 0}')["queue_ms"] == 0.0
+    assert "rate_kbps" not in parse_control(loss_report(0.0, 0.0, None))
+    assert parse_control(loss_report(0.0, 0.0, 41.234))["rate_kbps"] == 41.2
     for bad in ('{"type": "loss"}', '{"type": "loss", "fraction": -0.1}',
                 '{"type": "loss", "fraction": 1.5}', '{"type": "loss", "fraction": true}',
                 '{"type": "loss", "fraction": "5%"}', '{"type": "loss", "fraction": NaN}',
                 '{"type": "loss", "fraction": 0, "queue_ms": -1}',
                 '{"type": "loss", "fraction": 0, "queue_ms": "1"}',
-                '{"type": "loss", "fraction": 0, "queue_ms": 1e300}'):
+                '{"type": "loss", "fraction": 0, "queue_ms": 1e300}',
+                '{"type": "loss", "fraction": 0, "rate_kbps": -1}',
+                '{"type": "loss", "fraction": 0, "rate_kbps": null}',
+                '{"type": "loss", "fraction": 0, "rate_kbps": true}',
+                '{"type": "loss", "fraction": 0, "rate_kbps": "40"}',
+                '{"type": "loss", "fraction": 0, "rate_kbps": NaN}',
+                '{"type": "loss", "fraction": 0, "rate_kbps": Infinity}'):
         with pytest.raises(BitstreamError):
             parse_control(bad)
 
@@ -179,6 +188,45 @@ def test_queueing_delay_is_the_delay_above_the_least_of_the_last_seconds() -> No
     for i in range(360, 420):
         queue.add(3.340, i / 30)
     assert queue.take() == pytest.approx(0.0)
+
+
+def test_link_rate_follows_a_bottleneck_and_not_an_ample_link() -> None:
+    """The receiver's estimate of the link (WebRTC's delay-based estimator) over the packets
+    of a real call with a 15 kbps layer (10 s of liveportrait_d19), sent at their frames'
+    capture and passed through a bottleneck: an ample link lets the estimate rise past what
+    is sent (the layer may have all it asked for); one thinner than what is sent fills its
+    queue, and the estimate falls to about what the link carries."""
+    from facecodec.bitstream.packets import decode_packet
+    from facecodec.codec.stream import StreamEncoder
+    from facecodec.stream.congestion import LinkRate
+    from facecodec.stream.wire import wire_bytes
+
+    frames = list(read_frames(str(require(CLIP)), 300))
+    fps = 30.0
+    enc = StreamEncoder(fps=fps, source_size=(frames[0].shape[1], frames[0].shape[0]),
+                        layer_kbps=15.0)
+    packets = []  # (send time, frame it goes with, size)
+    for i, frame in enumerate(frames):
+        for data in enc.push(frame, i):
+            p = decode_packet(data)[0]
+            packets.append((i / fps + 0.015, p.timestamp, len(data)))
+    enc.close()
+    offered = sum(wire_bytes(n) for *_, n in packets) * 8 / 1000 / (len(frames) / fps)
+    assert 30 < offered < 60, offered  # the layer and the motion, with their headers
+
+    def estimate(link_kbps: float) -> float | None:
+        link, free_at = LinkRate(), 0.0
+        for sent, frame, size in packets:
+            free_at = max(sent, free_at) + wire_bytes(size) * 8 / (link_kbps * 1000)
+            # Sent at its frame's capture (the receiver knows no better): the encoder's
+            # time is jitter to it.
+            link.add(free_at + 0.040, frame / fps, size)
+        return link.kbps
+
+    ample = estimate(1000.0)
+    assert ample is not None and ample > offered, (ample, offered)
+    thin = estimate(0.6 * offered)
+    assert thin is not None and 0.4 * offered < thin < 0.6 * offered, (thin, offered)
 
 
 def test_sender_answers_loss_with_two_frames_a_packet_then_intra_packets() -> None:

@@ -237,6 +237,24 @@ MAX_CRF_STEP = 6
 LIVE_START_Q: tuple[tuple[float, int], ...] = ((5.5, 55), (10.0, 58), (24.0, 49), (math.inf, 43))
 
 
+# A link thinner than the layer asks for: the receiver's estimate of the link's rate
+# (stream/congestion.py, LinkRate) less what the rest of the call sends sets the layer's
+# rate (StreamEncoder.report_loss). Under PAUSE_SHARE of the asked rate the layer pauses: a
+# 256 px picture at its coarsest crf still costs some 40 bytes and 93 more of headers, 11
+# kbps at 15 pictures a second, and the pictures of a layer a full link delays are late
+# for their frames anyway; its frames are drawn from the motion alone. It resumes, with an
+# intra picture at the crf it left at, once the estimate leaves it PAUSE_SHARE again and it
+# has waited RESUME_WAIT_S, a wait that doubles (up to MAX_RESUME_WAIT_S) each time it has
+# to pause again within STABLE_S of resuming: the estimate rises while the layer is paused,
+# and a link that cannot carry the layer would otherwise be filled again every few seconds.
+# A call over a network starts the layer at PAUSE_SHARE (start_low): its first estimate
+# comes some 3 s in, and until then the layer's whole rate could be what the link lacks.
+PAUSE_SHARE = 0.4
+RESUME_WAIT_S = 2.0
+MAX_RESUME_WAIT_S = 32.0
+STABLE_S = 10.0
+
+
 class LiveLayer:
     """The sender's layer in a live call: which frames get a picture, coded at what crf.
 
@@ -246,23 +264,50 @@ class LiveLayer:
     picture. Not every index comes: a camera slower than its stated rate, or a sender
     behind real time, leaves slots empty, and a schedule by index modulo the divisor could
     then miss every picture (a camera giving every other slot, a divisor of 2 or 4).
+    `limit(kbps, now_s)` keeps the layer within what the link leaves it.
     """
 
-    def __init__(self, kbps: float, fps: float, crop_size: int = 256) -> None:
+    def __init__(self, kbps: float, fps: float, crop_size: int = 256,
+                 start_low: bool = False) -> None:
         if not 0 < kbps <= MAX_LAYER_KBPS:
             raise FacecodecError(f"layer rate {kbps:g} kbps out of range (0..{MAX_LAYER_KBPS:g})")
-        self.kbps, self.fps = kbps, fps
+        self.ceiling = kbps  # as asked; the header's size and divisor are chosen for it
+        self.kbps, self.fps = kbps, fps  # the rate the runs aim at now
         self.size, self.divisor = schedule(kbps, crop_size, live=True)
         self.q = _by_rate(LIVE_START_Q, kbps)
+        if start_low:
+            self.kbps = PAUSE_SHARE * kbps
+            self.q = min(MAX_Q, self.q + round(CRF_PER_DOUBLING * math.log2(1 / PAUSE_SHARE)))
         self.encoder = LayerEncoder(self.size, self.q, SPEC_AV1_LIVE)
         self.phase: int | None = None  # frame of the current run's first picture
         self.last: int | None = None  # frame of the run's latest picture
         self.run_bytes = 0
         self.run_frames = max(self.divisor, round(LIVE_RUN_S * fps / self.divisor) * self.divisor)
+        self.paused = False
+        self.pauses = 0
+        self._resume = False  # the next picture starts a run
+        self._paused_at = self._resumed_at = -math.inf
+        self._wait = RESUME_WAIT_S
 
     def restart(self, index: int) -> None:
         self._adapt(index)
-        self.phase, self.last = index, None
+        self._run(index)
+
+    def limit(self, kbps: float, now_s: float) -> None:
+        """Aim at `kbps` (the layer packets' own bytes), at most the rate asked for; `now_s`:
+        the call's time (s), for the pauses."""
+        target = min(self.ceiling, kbps)
+        floor = PAUSE_SHARE * self.ceiling
+        if self.paused:
+            if target < floor or now_s - self._paused_at < self._wait:
+                return
+            self.paused, self._resume, self._resumed_at = False, True, now_s
+        elif target < floor:
+            self.paused, self.run_bytes, self._paused_at = True, 0, now_s
+            self.pauses += 1
+            again = now_s - self._resumed_at < STABLE_S
+            self._wait = min(2 * self._wait, MAX_RESUME_WAIT_S) if again else RESUME_WAIT_S
+        self.kbps = max(target, floor)
 
     def _adapt(self, index: int) -> None:
         """Set the crf for the run starting at `index` from what the run before it made."""
@@ -271,16 +316,22 @@ class LiveLayer:
             step = round(CRF_PER_DOUBLING * math.log2(made / self.kbps))
             step = max(-MAX_CRF_STEP, min(MAX_CRF_STEP, step))
             self.q = min(MAX_Q, max(MIN_Q, self.q + step))
+
+    def _run(self, index: int) -> None:
+        """Start a run at `index`: a fresh encoder, whose first picture is intra."""
         self.encoder.restart()
         self.encoder = LayerEncoder(self.size, self.q, SPEC_AV1_LIVE)
         self.run_bytes = 0
+        self.phase, self.last, self._resume = index, None, False
 
     def picture(self, index: int, crop: np.ndarray) -> tuple[bool, bytes] | None:
-        if self.phase is None or index < self.phase:
+        if self.paused or self.phase is None or index < self.phase:
             return None
-        if self.last is not None and index - self.last < self.divisor:
+        if self._resume:
+            self._run(index)
+        elif self.last is not None and index - self.last < self.divisor:
             return None
-        if index - self.phase >= self.run_frames:
+        elif index - self.phase >= self.run_frames:
             self.restart(index)
         self.last = index
         data, intra = self.encoder.encode(crop)

@@ -8,12 +8,13 @@ low-resolution layer under live rate control (layer_rate.LiveLayer).
 from __future__ import annotations
 
 import sys
+from collections import deque
 from fractions import Fraction
 
 import numpy as np
 
 from facecodec.bitstream.container import LayerParams, StreamHeader
-from facecodec.bitstream.packets import decode_packet, encode_packet
+from facecodec.bitstream.packets import LAYER_TYPES, decode_packet, encode_packet
 from facecodec.codec.analysis import EventStabiliser, FaceAnalyzer, KeyframeEvent, MotionEvent
 from facecodec.codec.decoder import DecodeStats, PacketDecoder, warm_up
 from facecodec.codec.encoder import (
@@ -32,6 +33,7 @@ from facecodec.motion.basis import load_basis
 from facecodec.motion.stabilize import beta_for
 from facecodec.render.edits import EyeContact
 from facecodec.render.registry import DEFAULT_RENDERER
+from facecodec.stream.wire import MESSAGE_OVERHEAD, wire_bytes
 
 # Loss reports: a share of lost motion packets at or above LOSSY switches the sender to
 # intra-only motion until LOSS_MEMORY reports in a row come back clean.
@@ -48,6 +50,9 @@ CONGESTION_MEMORY = 10
 # Frames a packet while it is (liveportrait_d19 through 40 and 30 kbps bottlenecks drew as
 # many frames with 2 as with 3, and 3 costs a frame's time more).
 CONGESTED_FRAMES = 2
+# The sender's own rate beside the layer, measured over this long: the motion, and the
+# keyframes it sent lately (a keyframe is tens of KB at once).
+SENT_WINDOW_S = 3.0
 
 
 def check_packet_frames(frames: int) -> None:
@@ -80,7 +85,8 @@ class StreamEncoder:
         110 bytes of framing and IP, UDP, DTLS and SCTP headers, and each frame more in it
         waits a frame at the sender. `start_full` (a call over a network): start as on a
         full link (report_loss), two frames a packet until the receiver's reports say
-        otherwise."""
+        otherwise, and the layer at its lowest rate (layer_rate.LiveLayer) until they tell
+        what the link carries."""
         settings = EncoderSettings(size=size, preset=preset, keyframe_quality=keyframe_quality,
                                    layer_kbps=layer_kbps, reference=reference)
         settings.validate()
@@ -91,7 +97,8 @@ class StreamEncoder:
         check_packet_frames(packet_frames)
         per_packet = packet_frames if live else frames_per_packet(settings, fps)
         w, h = source_size or (size, size)
-        self.layer = LiveLayer(layer_kbps, float(fps), size) if layer_kbps > 0 else None
+        self.layer = (LiveLayer(layer_kbps, float(fps), size, start_low=start_full)
+                      if layer_kbps > 0 else None)
         self.header = StreamHeader(
             size, fps.numerator, fps.denominator, w, h, basis.basis_id, "", preset, resync,
             config.to_bytes(),
@@ -114,6 +121,10 @@ class StreamEncoder:
         if self.layer is not None:
             self.packetizer.layer = LayerPlan(AV1, self.layer.size, self.layer.divisor, 0)
         self.size = size
+        self.fps = float(fps)
+        # (frame, wire bytes of its packets but the layer's), for layer_budget
+        self._sent: deque[tuple[int, int]] = deque(maxlen=round(SENT_WINDOW_S * self.fps) + 1)
+        self._link_kbps: float | None = None  # the receiver's estimate the layer follows
         self._resync = resync
         self._packet_frames = per_packet
         self._loss_history: list[bool] = []
@@ -133,7 +144,8 @@ class StreamEncoder:
     def request_keyframe(self) -> None:
         self.analyzer.request_keyframe()
 
-    def report_loss(self, fraction: float, queue_ms: float = 0.0) -> None:
+    def report_loss(self, fraction: float, queue_ms: float = 0.0,
+                    rate_kbps: float | None = None) -> None:
         """Adapt to the receiver's loss reports (about one a second).
 
         Motion packets are predicted from the previous frame, so one lost packet costs every
@@ -149,7 +161,12 @@ class StreamEncoder:
         frames: half the packets, whose headers cost more than their motion, so about a
         third less on the wire, and a RESYNC packet's intra frame is one of two. On a link
         that only loses, that costs the same share of frames (half the packets, two frames
-        each) and a frame's time of latency."""
+        each) and a frame's time of latency.
+
+        `rate_kbps`, the receiver's estimate of what the link carries of the data channels
+        (stream/congestion.py, LinkRate, headers counted), less what this sender sent of
+        everything but the layer over the last SENT_WINDOW_S, is what the layer may have
+        (layer_rate.LiveLayer.limit)."""
         # Loss is first taken for a full link: intra-only motion, 4 kbps more, is what a full
         # link cannot carry. Only loss that goes on with two frames a packet is answered
         # with it.
@@ -159,6 +176,25 @@ class StreamEncoder:
         full = fraction >= LOSSY or queue_ms >= CONGESTED_MS
         self._queue_history = [*self._queue_history, full][-CONGESTION_MEMORY:]
         self._adapt()
+        if self.layer is not None and rate_kbps is not None:
+            # The estimate also falls on the delay of a burst (an intra picture, a keyframe)
+            # through a link with room to spare; a fall counts when the report saw the link
+            # full (loss, or a queue).
+            if full or self._link_kbps is None or rate_kbps > self._link_kbps:
+                self._link_kbps = rate_kbps
+            newest = self._sent[-1][0] if self._sent else 0
+            self.layer.limit(self.layer_budget(self._link_kbps), newest / self.fps)
+
+    def layer_budget(self, rate_kbps: float) -> float:
+        """What the layer's packets may carry when the data channels may carry `rate_kbps`
+        on the wire: the rest of the call's packets and the layer's own headers come first."""
+        assert self.layer is not None
+        window = max(1, round(SENT_WINDOW_S * self.fps))
+        newest = self._sent[-1][0] if self._sent else 0
+        others = sum(b for i, b in self._sent if i > newest - window)
+        kbps_per_byte = 8 / 1000 * self.fps / window
+        pictures = self.fps / self.layer.divisor
+        return rate_kbps - others * kbps_per_byte - pictures * MESSAGE_OVERHEAD * 8 / 1000
 
     def _adapt(self) -> None:
         """Frames a packet and RESYNC interval, from what the reports said."""
@@ -191,7 +227,12 @@ class StreamEncoder:
             if self.layer is not None:
                 self._layer_picture(event, frame_rgb)
             packets += self.packetizer.push(event)
-        return [encode_packet(p) for p in packets]
+        out = [encode_packet(p) for p in packets]
+        if self.layer is not None:
+            sent = sum(wire_bytes(len(b)) for p, b in zip(packets, out, strict=True)
+                       if p.type not in LAYER_TYPES)
+            self._sent.append((index, sent))
+        return out
 
     def warm_up(self) -> None:
         """Set up, on a faceless grey picture, what the first frames would otherwise pay

@@ -37,7 +37,7 @@ from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.files import check_writable, write_text
 from facecodec.render.edits import EyeContact
 from facecodec.render.registry import CALL_RENDERER
-from facecodec.stream.congestion import QueueDelay
+from facecodec.stream.congestion import LinkRate, QueueDelay
 from facecodec.stream.impair import Impairment
 from facecodec.stream.peer import (
     AUDIO_FRAME_CHOICES,
@@ -76,6 +76,9 @@ RENDER_MODES = ("local", "cloud", "none")
 # The viewer's small picture of the face this side sends: a few pictures a second are enough
 # to frame oneself, and each costs a crop and a JPEG on the call's event loop (about 1 ms).
 SELF_VIEW_EVERY = 3
+# The receiver reports at once when its estimate of the link's rate falls under this share
+# of the one it reported last (an overuse: the link's queue is growing now).
+RATE_DROP_REPORT = 0.9
 TURN_PASSWORD_ENV = "FACECODEC_TURN_PASSWORD"  # kept off the command line, which ps shows
 
 
@@ -146,6 +149,9 @@ class CallStats:
     loss_reports_sent: int = 0
     resilient_reports: int = 0  # loss reports after which the sender sent intra-only motion
     congested_reports: int = 0  # reports after which it took the link for full (2 frames a packet)
+    layer_limited_reports: int = 0  # reports after which the layer aimed below its asked rate
+    layer_paused_reports: int = 0  # reports after which the layer was paused
+    link_kbps: list[float] = field(default_factory=list)  # the link rate estimates reported
     packets_lost: int = 0
     motion_bytes_sent: int = 0
     keyframe_bytes_sent: int = 0
@@ -179,6 +185,9 @@ class CallStats:
             "loss_reports_sent": self.loss_reports_sent,
             "resilient_reports": self.resilient_reports,
             "congested_reports": self.congested_reports,
+            "layer_limited_reports": self.layer_limited_reports,
+            "layer_paused_reports": self.layer_paused_reports,
+            "link_kbps": [round(k, 1) for k in self.link_kbps],  # each report's estimate
             "packets_lost": self.packets_lost,
             "fps": (len(self.render_times) - 1) / span if span > 0 else 0.0,
             "motion_kbps": self.motion_bytes_sent * 8 / 1000 / send_s if self.send_seconds else 0,
@@ -476,7 +485,8 @@ class _Call:
         last_report = time.monotonic()
         reported = (0, 0)  # motion packets (lost, received) at the last loss report
         last_index: int | None = None
-        queue = QueueDelay()
+        queue, link = QueueDelay(), LinkRate()
+        reported_kbps: float | None = None
         while True:
             event = await peer.events.get()
             if isinstance(event, PeerClosed):
@@ -487,16 +497,20 @@ class _Call:
                     self.stats.keyframe_requests_received += 1
                     self.encoder.request_keyframe()
                 elif msg["type"] == "loss" and self.encoder is not None:
-                    self.encoder.report_loss(msg["fraction"], msg["queue_ms"])
+                    self.encoder.report_loss(msg["fraction"], msg["queue_ms"],
+                                             msg.get("rate_kbps"))
                     self.stats.resilient_reports += self.encoder.resilient
                     self.stats.congested_reports += self.encoder.congested
+                    if (layer := self.encoder.layer) is not None:
+                        self.stats.layer_limited_reports += layer.kbps < layer.ceiling
+                        self.stats.layer_paused_reports += layer.paused
                 elif msg["type"] == "start":
                     decoder = await loop.run_in_executor(
                         self._decode_pool, self.decoder_cls, msg["header"], self.options.renderer,
                         self.options.torch_threads, self.options.eye_contact,
                     )
                     t0, fps, last_index = msg["t0"], msg["fps"], None
-                    queue = QueueDelay()
+                    queue, link, reported_kbps = QueueDelay(), LinkRate(), None
                 continue
             assert isinstance(event, PacketReceived)
             if decoder is None:
@@ -515,9 +529,12 @@ class _Call:
             except BitstreamError:
                 self.stats.decode_errors += 1
                 frames = []
+            sent_frame = event.info.timestamp  # a reliable packet goes when its frame is coded
             if not event.info.reliable and decoder.last_frame not in (None, newest):
                 # From the capture of the packet's last frame, when it could first be sent.
-                queue.add(event.arrival - (t0 + decoder.last_frame / fps), event.arrival)
+                sent_frame = decoder.last_frame
+                queue.add(event.arrival - (t0 + sent_frame / fps), event.arrival)
+            link.add(event.arrival, t0 + sent_frame / fps, len(event.data))
             self.stats.frames_fused += decoder.stats.frames_fused - fused
             self.stats.frames_hurried += decoder.stats.frames_hurried - hurried
             if decoder.stats.frames_undrawn > undrawn:  # skipped, not lost: not concealed
@@ -536,16 +553,22 @@ class _Call:
                 if last_index is not None and index > last_index + 1:
                     self.stats.frames_concealed += index - last_index - 1
                 last_index = index if last_index is None else max(last_index, index)
-            if time.monotonic() - last_report > self.options.loss_report_s:
+            # A drop in the link's estimate is reported at once: the link is full now.
+            dropped = (reported_kbps is not None and link.kbps is not None
+                       and link.kbps < RATE_DROP_REPORT * reported_kbps)
+            if dropped or time.monotonic() - last_report > self.options.loss_report_s:
                 last_report = time.monotonic()
                 lost, got = peer.stats.motion_seq.lost, peer.stats.motion_seq.received
                 new_lost, new_got = lost - reported[0], got - reported[1]
                 reported = (lost, got)
                 fraction = max(new_lost, 0) / max(max(new_lost, 0) + new_got, 1)
                 if new_lost + new_got > 0 and peer.send_control(
-                    loss_report(fraction, queue.take()), reliable=False
+                    loss_report(fraction, queue.take(), link.kbps), reliable=False
                 ):
                     self.stats.loss_reports_sent += 1
+                    if link.kbps is not None:
+                        reported_kbps = link.kbps
+                        self.stats.link_kbps.append(link.kbps)
             if (
                 decoder.needs_keyframe()
                 and time.monotonic() - last_pli > self.options.pli_interval_s

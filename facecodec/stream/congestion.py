@@ -15,6 +15,10 @@ from __future__ import annotations
 from collections import deque
 from statistics import median
 
+from aiortc.rate import RemoteBitrateEstimator
+
+from facecodec.stream.wire import wire_bytes
+
 WINDOW_S = 10.0
 
 
@@ -39,3 +43,33 @@ class QueueDelay:
         """The median queueing delay (ms) of the packets since the last call; 0 if none."""
         queued, self._since_report = self._since_report, []
         return 1000 * median(queued) if queued else 0.0
+
+
+class LinkRate:
+    """The rate the link from the sender can carry, as the receiver estimates it: WebRTC's
+    receive-side estimator (aiortc.rate, after webrtc.org's; what a REMB message reports).
+    Packets are grouped by send time; a Kalman filter follows how their delay grows from
+    group to group; growing faster than an adaptive threshold means the sender overuses the
+    link, and the estimate drops to 0.85 of what arrived over the last second; otherwise it
+    rises, by 8 % a second, or by about 4 kbps a second near the rate it last dropped at,
+    and never past 1.5 times what arrives plus 10 kbps. It counts the data channels' bytes
+    with their headers (wire_bytes), not the sound, which shares the link: what the data
+    channels can have is what the estimate says.
+
+    The send time of a packet is its newest frame's capture (t0 + index / fps on the
+    sender's clock; a live packetiser sends each packet as soon as that frame is coded), so
+    the encoder's varying time per frame reaches the filter as jitter."""
+
+    def __init__(self) -> None:
+        self._estimator = RemoteBitrateEstimator()
+        self._last_ms = 0
+        self.kbps: float | None = None  # None until the first estimate (3 s, or overuse)
+
+    def add(self, arrival_s: float, sent_s: float, size: int) -> None:
+        """A packet of `size` bytes sent at `sent_s` that arrived at `arrival_s` (seconds)."""
+        arrival_ms = max(self._last_ms, int(arrival_s * 1000))
+        self._last_ms = arrival_ms
+        abs_send_time = int(sent_s * (1 << 18)) & 0xFFFFFF  # 6.18 fixed point, as RTP's
+        update = self._estimator.add(arrival_ms, abs_send_time, wire_bytes(size), 0)
+        if update is not None:
+            self.kbps = update[0] / 1000

@@ -22,6 +22,18 @@ _PREFIX = struct.Struct("<BBHI")  # sync, type, seq, timestamp
 MAX_CONTROL_BYTES = 4096
 MAX_HEADER_BYTES = 1 << 16
 MAX_QUEUE_MS = 60000.0
+MAX_RATE_KBPS = 1e6
+
+# What a data-channel message costs on the wire beyond its own bytes, once per SCTP packet:
+# IP and UDP (28), the DTLS record (13, and 24 for the cipher), SCTP's common header (12)
+# and DATA chunk header (16). aiortc cuts a message into packets of at most FRAGMENT bytes.
+MESSAGE_OVERHEAD = 93
+FRAGMENT = 1200
+
+
+def wire_bytes(message: int) -> int:
+    """Bytes on the wire of a data-channel message of `message` bytes."""
+    return message + MESSAGE_OVERHEAD * max(1, -(-message // FRAGMENT))
 
 
 # One-per-frame types, better lost than late. Everything else (keyframes, END, and types a
@@ -72,13 +84,19 @@ def keyframe_request() -> str:
     return json.dumps({"type": "pli"})
 
 
-def loss_report(fraction: float, queue_ms: float = 0.0) -> str:
+def loss_report(fraction: float, queue_ms: float = 0.0, rate_kbps: float | None = None) -> str:
     """A receiver report: the share of motion packets lost since the previous report (as
-    RTCP's fraction lost), so the sender can make its packets independent while loss lasts,
-    and how long they waited in the network's queues (congestion.QueueDelay), so it can see
-    a link fill up before its router drops anything."""
-    return json.dumps({"type": "loss", "fraction": round(min(max(fraction, 0.0), 1.0), 4),
-                       "queue_ms": round(min(max(queue_ms, 0.0), MAX_QUEUE_MS), 1)})
+    RTCP's fraction lost), so the sender can make its packets independent while loss lasts;
+    how long they waited in the network's queues (congestion.QueueDelay), so it can see a
+    link fill up before its router drops anything; and, once there is one, the rate the
+    receiver estimates the link carries (congestion.LinkRate, as a REMB message), which
+    the sender's layer keeps within."""
+    report: dict[str, Any] = {
+        "type": "loss", "fraction": round(min(max(fraction, 0.0), 1.0), 4),
+        "queue_ms": round(min(max(queue_ms, 0.0), MAX_QUEUE_MS), 1)}
+    if rate_kbps is not None:
+        report["rate_kbps"] = round(min(max(rate_kbps, 0.0), MAX_RATE_KBPS), 1)
+    return json.dumps(report)
 
 
 def parse_control(text: str) -> dict[str, Any]:
@@ -101,7 +119,14 @@ def parse_control(text: str) -> dict[str, Any]:
         q = msg.get("queue_ms", 0.0)  # absent from older receivers' reports
         if isinstance(q, bool) or not isinstance(q, int | float) or not 0 <= q <= MAX_QUEUE_MS:
             raise BitstreamError(f"loss report's queue_ms must be within 0..{MAX_QUEUE_MS:g}")
-        return {"type": "loss", "fraction": float(f), "queue_ms": float(q)}
+        report = {"type": "loss", "fraction": float(f), "queue_ms": float(q)}
+        if "rate_kbps" in msg:  # absent until the receiver has an estimate, and from older ones
+            r = msg["rate_kbps"]
+            if isinstance(r, bool) or not isinstance(r, int | float) or not 0 <= r <= MAX_RATE_KBPS:
+                raise BitstreamError(
+                    f"loss report's rate_kbps must be within 0..{MAX_RATE_KBPS:g}")
+            report["rate_kbps"] = float(r)
+        return report
     if kind == "start":
         t0, fps, header = msg.get("t0"), msg.get("fps"), msg.get("header")
         if not isinstance(t0, int | float) or not isinstance(fps, int | float) or fps <= 0:
