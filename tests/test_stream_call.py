@@ -205,22 +205,26 @@ def test_link_rate_follows_a_bottleneck_and_not_an_ample_link() -> None:
     fps = 30.0
     enc = StreamEncoder(fps=fps, source_size=(frames[0].shape[1], frames[0].shape[0]),
                         layer_kbps=15.0)
-    packets = []  # (send time, frame it goes with, size)
+    packets = []  # (send time, frame, size, motion)
     for i, frame in enumerate(frames):
         for data in enc.push(frame, i):
             p = decode_packet(data)[0]
-            packets.append((i / fps + 0.015, p.timestamp, len(data)))
+            motion = p.type in (PacketType.MOTION, PacketType.RESYNC)
+            packets.append((i / fps + 0.015, p.timestamp, len(data), motion))
     enc.close()
-    offered = sum(wire_bytes(n) for *_, n in packets) * 8 / 1000 / (len(frames) / fps)
+    offered = sum(wire_bytes(n) for _, _, n, _ in packets) * 8 / 1000 / (len(frames) / fps)
     assert 30 < offered < 60, offered  # the layer and the motion, with their headers
 
     def estimate(link_kbps: float) -> float | None:
         link, free_at = LinkRate(), 0.0
-        for sent, frame, size in packets:
+        for sent, frame, size, motion in packets:
             free_at = max(sent, free_at) + wire_bytes(size) * 8 / (link_kbps * 1000)
-            # Sent at its frame's capture (the receiver knows no better): the encoder's
-            # time is jitter to it.
-            link.add(free_at + 0.040, frame / fps, size)
+            # The receiver takes a motion packet as sent at its frame's capture: the
+            # encoder's time is jitter to it.
+            if motion:
+                link.motion(free_at + 0.040, frame / fps, size)
+            else:
+                link.other(free_at + 0.040, frame / fps, size)
         return link.kbps
 
     ample = estimate(1000.0)

@@ -87,3 +87,29 @@ def test_reliable_data_still_arrives_whole_and_in_order() -> None:
         await close_pair(sa, pa, sb, pb)
 
     run(body)
+
+
+def test_a_layer_picture_and_its_motion_share_a_packet() -> None:
+    """Two messages sent together on the two channels (a layer picture, reliable, and the
+    motion packet of its frame) leave in one SCTP packet; both arrive, the picture whole."""
+    opts = PeerOptions(loopback=True, send_audio=False)
+
+    async def body(url: str) -> None:
+        sa, pa, sb, pb = await connect_pair(url, "pair", opts, opts)
+        before = await packets_sent(pa)
+        pictures = [packet(PacketType.LAYER, i, i, bytes([i]) * (150 + 7 * i))
+                    for i in range(FRAMES)]
+        for i in range(FRAMES):
+            assert pa.send_packet(pictures[i])
+            assert pa.send_packet(packet(PacketType.MOTION, i, i, bytes([i]) * 34))
+            await asyncio.sleep(1 / 30)
+        got = await drain(pb, lambda g: len(packets_of(g)) >= 2 * FRAMES)
+        data = [p.data for p in packets_of(got)]
+        assert [d for d in data if d in pictures] == pictures  # whole and in order
+        assert len(data) == 2 * FRAMES
+        await asyncio.sleep(0.3)
+        sent = await packets_sent(pa) - before
+        assert FRAMES <= sent <= FRAMES + 2, sent  # aiortc alone: 2 a frame
+        await close_pair(sa, pa, sb, pb)
+
+    run(body)

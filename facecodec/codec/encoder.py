@@ -245,6 +245,7 @@ class Packetizer:
         # Layer pictures of the pending frames; with several frames a packet (files) they go
         # out as one LAYER_GROUP before the motion packet, else each as a LAYER packet.
         self.layer_pending: list[tuple[int, bool, bytes]] = []
+        self.layer_held: list[Packet] = []  # LAYER packets, each sent with its frame's motion
         self.layer_groups = layer_groups
         self.layer_ahead: int | None = None  # a picture sent with the group before its own
         # A file's layer frames, sorted: its plan is whole before the first packet (a call's
@@ -293,7 +294,11 @@ class Packetizer:
         return [self._packet(PacketType.LAYER_GROUP, first, payload)]
 
     def flush(self) -> list[Packet]:
-        out = self._layer_group()  # before the motion: the pictures are there when it renders
+        # Before the motion: the pictures are there when it renders. A call's pictures wait
+        # for their motion packet (its frames cannot be drawn sooner), so that both leave
+        # together and share an SCTP packet (stream/sctp.py).
+        out = [*self._layer_group(), *self.layer_held]
+        self.layer_held = []
         if not self.pending:
             return out
         first = self.pending[0].index
@@ -363,9 +368,9 @@ class Packetizer:
             intra, data = picture
             if self.layer_groups and self.packet_frames > 1:
                 self.layer_pending.append((event.index, intra, data))
-            else:  # before the motion packet that covers this frame
+            else:  # with the motion packet that covers this frame, just before it
                 payload = LayerPayload(self.keyframe_id, intra, data).to_bytes()
-                out.append(self._packet(PacketType.LAYER, event.index, payload))
+                self.layer_held.append(self._packet(PacketType.LAYER, event.index, payload))
         self.pending.append(event)
         if len(self.pending) >= self.packet_frames:
             out += self.flush()

@@ -529,12 +529,15 @@ class _Call:
             except BitstreamError:
                 self.stats.decode_errors += 1
                 frames = []
-            sent_frame = event.info.timestamp  # a reliable packet goes when its frame is coded
-            if not event.info.reliable and decoder.last_frame not in (None, newest):
-                # From the capture of the packet's last frame, when it could first be sent.
-                sent_frame = decoder.last_frame
-                queue.add(event.arrival - (t0 + sent_frame / fps), event.arrival)
-            link.add(event.arrival, t0 + sent_frame / fps, len(event.data))
+            if event.info.reliable:
+                link.other(event.arrival, t0 + event.info.timestamp / fps, len(event.data))
+            else:
+                sent_frame = event.info.timestamp
+                if decoder.last_frame not in (None, newest):
+                    # From the capture of the packet's last frame, when it could first be sent.
+                    sent_frame = decoder.last_frame
+                    queue.add(event.arrival - (t0 + sent_frame / fps), event.arrival)
+                link.motion(event.arrival, t0 + sent_frame / fps, len(event.data))
             self.stats.frames_fused += decoder.stats.frames_fused - fused
             self.stats.frames_hurried += decoder.stats.frames_hurried - hurried
             if decoder.stats.frames_undrawn > undrawn:  # skipped, not lost: not concealed

@@ -56,17 +56,38 @@ class LinkRate:
     with their headers (wire_bytes), not the sound, which shares the link: what the data
     channels can have is what the estimate says.
 
-    The send time of a packet is its newest frame's capture (t0 + index / fps on the
-    sender's clock; a live packetiser sends each packet as soon as that frame is coded), so
-    the encoder's varying time per frame reaches the filter as jitter."""
+    A motion packet's send time is its last frame's capture (t0 + index / fps on the
+    sender's clock): a call's sender sends it as soon as that frame is coded, and the
+    encoder's varying time per frame reaches the filter as jitter. The other packets go
+    just before a motion packet (a layer picture with its frame's; a keyframe, its share
+    and END before the next), so each is counted as sent with the next motion packet;
+    one that waits for a motion packet longer than HOLD_S is counted as sent at its own
+    frame's capture."""
+
+    HOLD_S = 1.0
 
     def __init__(self) -> None:
         self._estimator = RemoteBitrateEstimator()
         self._last_ms = 0
+        self._held: list[tuple[float, float, int]] = []  # (arrival, own frame's capture, size)
         self.kbps: float | None = None  # None until the first estimate (3 s, or overuse)
 
-    def add(self, arrival_s: float, sent_s: float, size: int) -> None:
-        """A packet of `size` bytes sent at `sent_s` that arrived at `arrival_s` (seconds)."""
+    def other(self, arrival_s: float, frame_s: float, size: int) -> None:
+        """A packet but a motion packet, of `size` bytes, for the frame captured at
+        `frame_s`, that arrived at `arrival_s` (seconds)."""
+        self._held.append((arrival_s, frame_s, size))
+        while self._held and self._held[0][0] < arrival_s - self.HOLD_S:
+            first_arrival, first_frame, first_size = self._held.pop(0)
+            self._add(first_arrival, first_frame, first_size)
+
+    def motion(self, arrival_s: float, sent_s: float, size: int) -> None:
+        """A motion packet of `size` bytes whose last frame was captured at `sent_s`."""
+        held, self._held = self._held, []
+        for held_arrival, _, held_size in held:
+            self._add(held_arrival, sent_s, held_size)
+        self._add(arrival_s, sent_s, size)
+
+    def _add(self, arrival_s: float, sent_s: float, size: int) -> None:
         arrival_ms = max(self._last_ms, int(arrival_s * 1000))
         self._last_ms = arrival_ms
         abs_send_time = int(sent_s * (1 << 18)) & 0xFFFFFF  # 6.18 fixed point, as RTP's

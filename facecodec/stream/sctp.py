@@ -1,4 +1,5 @@
-"""SCTP acknowledgements for the call's data channels, delayed and bundled as RFC 4960 has them.
+"""The call's data channels' SCTP packets: acknowledgements delayed, and chunks bundled as
+RFC 4960 has them.
 
 aiortc's SCTP answers every packet carrying data with a packet of its own holding one SACK
 chunk (its `_send_chunk`: "no bundling for now"). A call's motion goes as 30 small packets
@@ -13,6 +14,15 @@ does both:
   since) goes at once and replaces it, and one still held after `SACK_DELAY_S` goes then;
 - a held SACK goes in front of the next data (or FORWARD TSN) chunk this side sends, in one
   packet, when the two fit in aiortc's packet size; before any other chunk, on its own.
+
+aiortc also sends each DATA chunk in a packet of its own, though the messages a sender
+hands over together could share one (6.10). A call's layer picture and the motion packet
+of its frame are two messages on two channels, sent together: as two packets the picture
+cost 77 bytes of headers more (IP, UDP, DTLS and SCTP's common header; 9 kbps at 15
+pictures a second). DATA chunks aiortc sends in one go (one pass of its transmit loop,
+with no wait between them) now go in one packet, up to its packet size: each is held
+until the running task yields, and the chunks held by then go together, behind a held
+SACK that fits.
 """
 
 from __future__ import annotations
@@ -38,11 +48,13 @@ _ORIGINAL_SEND_CHUNK = RTCSctpTransport._send_chunk
 
 
 class _HeldSack:
-    """Per association: the SACK held back, and its timer."""
+    """Per association: the SACK held back, and its timer; DATA chunks held for one packet."""
 
     def __init__(self) -> None:
         self.chunk: SackChunk | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.data: list[DataChunk] = []
+        self.data_bytes = _COMMON_HEADER
 
     def take(self) -> SackChunk | None:
         chunk, self.chunk = self.chunk, None
@@ -70,6 +82,16 @@ def _packet(transport: RTCSctpTransport, chunks: list[Chunk]) -> bytes:
 
 async def _send_chunk(self: RTCSctpTransport, chunk: Chunk) -> None:
     held = _held(self)
+    if isinstance(chunk, DataChunk):
+        size = len(bytes(chunk))
+        if held.data and held.data_bytes + size > SCTP_MAX_PACKET_LENGTH:
+            await _send_data(self)
+        if not held.data:
+            asyncio.get_running_loop().call_soon(_data_later, self)
+        held.data.append(chunk)
+        held.data_bytes += size
+        return
+    await _send_data(self)  # chunks leave in the order aiortc hands them over
     if isinstance(chunk, SackChunk):
         if chunk.gaps or chunk.duplicates or held.chunk is not None:
             held.take()  # out of order, or the second packet: acknowledge now
@@ -80,7 +102,7 @@ async def _send_chunk(self: RTCSctpTransport, chunk: Chunk) -> None:
         held.timer = loop.call_later(SACK_DELAY_S, lambda: _flush(self))
         return
     sack = held.chunk
-    if (sack is not None and isinstance(chunk, DataChunk | ForwardTsnChunk)
+    if (sack is not None and isinstance(chunk, ForwardTsnChunk)
             and _COMMON_HEADER + len(bytes(sack)) + len(bytes(chunk)) <= SCTP_MAX_PACKET_LENGTH):
         held.take()
         dtls: Any = self.transport
@@ -90,6 +112,29 @@ async def _send_chunk(self: RTCSctpTransport, chunk: Chunk) -> None:
         held.take()
         await _ORIGINAL_SEND_CHUNK(self, sack)
     await _ORIGINAL_SEND_CHUNK(self, chunk)
+
+
+async def _send_data(transport: RTCSctpTransport) -> None:
+    """Send the DATA chunks held, in one packet, behind the held SACK if it fits."""
+    held = _held(transport)
+    chunks: list[Chunk] = list(held.data)
+    if not chunks:
+        return
+    held.data, held.data_bytes = [], _COMMON_HEADER
+    sack = held.chunk
+    if sack is not None:
+        if len(bytes(sack)) + sum(len(bytes(c)) for c in chunks) + _COMMON_HEADER \
+                <= SCTP_MAX_PACKET_LENGTH:
+            chunks.insert(0, sack)
+            held.take()
+    dtls: Any = transport.transport
+    await dtls._send_data(_packet(transport, chunks))
+
+
+def _data_later(transport: RTCSctpTransport) -> None:
+    if _held(transport).data and transport._association_state != transport.State.CLOSED:
+        task = asyncio.ensure_future(_send_data(transport))
+        task.add_done_callback(_ignore_closed)
 
 
 def _flush(transport: RTCSctpTransport) -> None:
