@@ -9,7 +9,7 @@ from test_stream_call import close_pair, connect_pair, drain, packet, packets_of
 
 from facecodec.bitstream.packets import PacketType
 from facecodec.stream.peer import Peer, PeerOptions
-from facecodec.stream.sctp import use_delayed_sack
+from facecodec.stream.sctp import use_sctp_bundling
 
 FRAMES = 45  # 1.5 s of motion at 30 fps
 
@@ -42,12 +42,12 @@ def test_a_receiver_acknowledges_every_second_packet_not_every_one() -> None:
     async def body(url: str) -> None:
         sa, pa, sb, pb = await connect_pair(url, "sack", opts, opts)
         try:
-            use_delayed_sack(False)  # aiortc's own: one SACK packet a packet received
+            use_sctp_bundling(False)  # aiortc's own: one SACK packet a packet received
             plain = await motion([pa], [pb])
-            use_delayed_sack(True)
+            use_sctp_bundling(True)
             delayed = await motion([pa], [pb])
         finally:
-            use_delayed_sack(True)
+            use_sctp_bundling(True)
         assert plain[pb] >= FRAMES - 2, plain
         assert FRAMES // 2 - 3 <= delayed[pb] <= FRAMES // 2 + 4, delayed
         for sent in (plain, delayed):  # the data itself, one packet each (and a heartbeat)

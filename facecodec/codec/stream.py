@@ -77,6 +77,7 @@ class StreamEncoder:
         reference: str = "best",
         packet_frames: int = 1,
         start_full: bool = False,
+        layer_follows_link: bool = True,
     ) -> None:
         """`reference`: "best" lets a motion-only call send a recent frame as a new
         reference picture when it draws the recent frames better (codec/scout.py); "first"
@@ -86,7 +87,8 @@ class StreamEncoder:
         waits a frame at the sender. `start_full` (a call over a network): start as on a
         full link (report_loss), two frames a packet until the receiver's reports say
         otherwise, and the layer at its lowest rate (layer_rate.LiveLayer) until they tell
-        what the link carries."""
+        what the link carries. `layer_follows_link` False: the layer keeps its rate
+        whatever the receiver estimates of the link (report_loss)."""
         settings = EncoderSettings(size=size, preset=preset, keyframe_quality=keyframe_quality,
                                    layer_kbps=layer_kbps, reference=reference)
         settings.validate()
@@ -97,8 +99,10 @@ class StreamEncoder:
         check_packet_frames(packet_frames)
         per_packet = packet_frames if live else frames_per_packet(settings, fps)
         w, h = source_size or (size, size)
-        self.layer = (LiveLayer(layer_kbps, float(fps), size, start_low=start_full)
+        self.layer = (LiveLayer(layer_kbps, float(fps), size,
+                                start_low=start_full and layer_follows_link)
                       if layer_kbps > 0 else None)
+        self.layer_follows_link = layer_follows_link
         self.header = StreamHeader(
             size, fps.numerator, fps.denominator, w, h, basis.basis_id, "", preset, resync,
             config.to_bytes(),
@@ -176,7 +180,7 @@ class StreamEncoder:
         full = fraction >= LOSSY or queue_ms >= CONGESTED_MS
         self._queue_history = [*self._queue_history, full][-CONGESTION_MEMORY:]
         self._adapt()
-        if self.layer is not None and rate_kbps is not None:
+        if self.layer is not None and rate_kbps is not None and self.layer_follows_link:
             # The estimate also falls on the delay of a burst (an intra picture, a keyframe)
             # through a link with room to spare; a fall counts when the report saw the link
             # full (loss, or a queue).

@@ -107,6 +107,9 @@ class CallOptions:
     renderer: str = CALL_RENDERER
     eye_contact: EyeContact | None = None  # draw the peer's eyes turned up into the camera
     layer_kbps: float = 0.0  # low-resolution layer beside the motion (0: motion only)
+    # The layer keeps within the link's rate as the receiver estimates it (False: it is
+    # sent at layer_kbps whatever the link).
+    layer_follows_link: bool = True
     reference: str = "best"  # motion only: refresh the reference as the call goes (codec/scout.py)
     # Frames a motion packet carries: 2 halves the packets (and their headers, which cost
     # more than the motion), each frame a frame's time later.
@@ -274,6 +277,7 @@ class _Call:
                     or (LIVE_LAYER_MOTION_PRESET if options.layer_kbps > 0 else "medium"),
                     layer_kbps=options.layer_kbps, reference=options.reference,
                     packet_frames=options.packet_frames, start_full=True,
+                    layer_follows_link=options.layer_follows_link,
                 )
             except BaseException:
                 self.source.close()
@@ -665,6 +669,10 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"frames each motion packet carries (1..{MAX_CALL_PACKET_FRAMES}): "
                         "2 or 3 put fewer packets on the wire, each frame a frame's time "
                         "later (default 1)")
+    parser.add_argument("--layer-follows-link", action=argparse.BooleanOptionalAction,
+                        default=True, help="keep the layer within the rate the receiver "
+                        "estimates the link carries, pausing it on a link too thin for it "
+                        "(default on; off: the layer is sent at --layer-kbps whatever the link)")
     parser.add_argument("--audio-dtx", action=argparse.BooleanOptionalAction, default=True,
                         help="send no sound packets while nobody speaks (voice activity "
                         "detection; default on)")
@@ -754,6 +762,7 @@ def call_main(args: argparse.Namespace) -> int:
         audio_frame_ms=args.audio_frame_ms,
         audio_dtx=args.audio_dtx,
         packet_frames=args.packet_frames,
+        layer_follows_link=args.layer_follows_link,
         loopback=args.loopback,
         ice_servers=ice_servers(args),
         signal_ca=args.signal_ca,

@@ -45,7 +45,7 @@ from facecodec.bitstream.packets import LAYER_TYPES
 from facecodec.capture.microphone import FRAME, RATE, Microphone
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.stream.impair import Impairment
-from facecodec.stream.sctp import use_delayed_sack
+from facecodec.stream.sctp import use_sctp_bundling
 from facecodec.stream.signaling import SignalingClient
 from facecodec.stream.speech import SoundTimeline, SpeechGate
 from facecodec.stream.wire import PacketInfo, parse_control, peek_packet
@@ -261,7 +261,7 @@ class Peer:
         if self.options.loopback:
             use_loopback_candidates(True)
         use_opus(self.options.audio_kbps, self.options.audio_frame_ms, self.options.audio_dtx)
-        use_delayed_sack()
+        use_sctp_bundling()
         # An empty list, not None: aiortc would otherwise query a public STUN server.
         servers = [RTCIceServer(i.url, i.username, i.password) for i in self.options.ice_servers]
         policy = RTCIceTransportPolicy.ALL

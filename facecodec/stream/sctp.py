@@ -151,8 +151,9 @@ def _ignore_closed(task: asyncio.Task[None]) -> None:
         task.exception()  # a connection closing meanwhile: the SACK is moot
 
 
-def use_delayed_sack(enabled: bool = True) -> None:
-    """Delay and bundle the SACKs of every SCTP association aiortc runs from now on (this
-    process: aiortc builds its transports inside RTCPeerConnection)."""
+def use_sctp_bundling(enabled: bool = True) -> None:
+    """Delay SACKs, and bundle them and the DATA chunks sent together, in every SCTP
+    association aiortc runs from now on (this process: aiortc builds its transports
+    inside RTCPeerConnection)."""
     RTCSctpTransport._send_chunk = (  # type: ignore[method-assign]
         _send_chunk if enabled else _ORIGINAL_SEND_CHUNK)
