@@ -129,12 +129,13 @@ def test_call_through_a_thin_link_keeps_drawing(netns_ok: None, tmp_path: Path) 
 
 
 def test_a_layer_through_a_thin_link_follows_the_link(netns_ok: None, tmp_path: Path) -> None:
-    """A 15 kbps layer through a 40 kbps bottleneck (500 ms drop-tail buffer): the layer's
-    packets alone are some 26 kbps on the wire, the motion's 15 more. The receiver's rate
-    estimate sets the layer's rate or pauses it, so the link's queue never overflows, and
-    the frames keep coming; before the estimate the same call drew 136 of 533 frames in
-    20 s at p50 586 ms (docs/live_calls.md)."""
-    with live_call.netns_rig(0.0, 0.0, 0.0, rate_kbps=40.0, buffer_ms=500.0) as rig:
+    """A 15 kbps layer through a 28 kbps bottleneck (500 ms drop-tail buffer), with the
+    motion and the headers more than the link carries. The receiver's rate estimate sets
+    the layer's rate or pauses it, so the link's queue does not overflow and the frames
+    keep coming. The same call with `--no-layer-follows-link` drew 127 of 218 frames, none
+    with the layer, at p50 602 ms, the bottleneck dropping 122 packets (and following, 215
+    of 216, all with the layer, p50 137 ms, 5 dropped)."""
+    with live_call.netns_rig(0.0, 0.0, 0.0, rate_kbps=28.0, buffer_ms=500.0) as rig:
         sent, received = live_call.netns_call(rig, CLIP, 12.0, tmp_path, timeout=70.0,
                                               audio="none", layer_kbps=15.0)
     why = {k: received.get(k) for k in ("frames_rendered", "frames_fused", "packets_lost",
@@ -144,5 +145,5 @@ def test_a_layer_through_a_thin_link_follows_the_link(netns_ok: None, tmp_path: 
     assert received["frames_fused"] > 0, why  # the layer was sent where the link allowed
     assert received["link_kbps"] and max(received["link_kbps"]) < 60.0, why
     assert sent["layer_limited_reports"] > 0, sent
-    assert rig.wire["dropped_queue"] < 20, rig.wire
+    assert rig.wire["dropped_queue"] < 40, rig.wire
     assert received["latency_p50_ms"] < 300.0, why
