@@ -134,6 +134,10 @@ def test_peek_and_control_messages() -> None:
         '{"type": "nope"}',
         '{"type": "start", "t0": 1, "fps": 0, "header": ""}',
         '{"type": "start", "t0": "x", "fps": 25, "header": ""}',
+        '{"type": "start", "t0": NaN, "fps": 25, "header": ""}',
+        '{"type": "start", "t0": 1e400, "fps": 25, "header": ""}',
+        '{"type": "start", "t0": 1, "fps": Infinity, "header": ""}',
+        '{"type": "start", "t0": 1, "fps": NaN, "header": ""}',
         '{"type": "start", "t0": 1, "fps": 25, "header": "!!"}',
     ):
         with pytest.raises(BitstreamError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ MAX_CONTROL_BYTES = 4096
 MAX_HEADER_BYTES = 1 << 16
 MAX_QUEUE_MS = 60000.0
 MAX_RATE_KBPS = 1e6
+MAX_FPS = 1000.0  # a stream's frame rate, as the start message states it
 
 # What a data-channel message costs on the wire beyond its own bytes, once per SCTP packet:
 # IP and UDP (28), the DTLS record (13, and 24 for the cipher), SCTP's common header (12)
@@ -129,8 +131,9 @@ def parse_control(text: str) -> dict[str, Any]:
         return report
     if kind == "start":
         t0, fps, header = msg.get("t0"), msg.get("fps"), msg.get("header")
-        if not isinstance(t0, int | float) or not isinstance(fps, int | float) or fps <= 0:
-            raise BitstreamError("start message needs numeric t0 and positive fps")
+        if (not isinstance(t0, int | float) or not isinstance(fps, int | float)
+                or not math.isfinite(t0) or not 0 < fps <= MAX_FPS):
+            raise BitstreamError(f"start message needs a finite t0 and fps in 0..{MAX_FPS:g}")
         if not isinstance(header, str):
             raise BitstreamError("start message needs a base64 header")
         try:
