@@ -60,7 +60,7 @@ def _peer(
     role: str, url: str, source: str | None, seconds: float, loss: float, jitter_ms: float,
     layer_kbps: float = 0.0, renderer: str = CALL_RENDERER, hurry_s: float | None = 0.04,
     camera: bool = False, audio_kbps: float = AUDIO_KBPS, audio_frame_ms: int = AUDIO_FRAME_MS,
-    packet_frames: int = 1, layer_follows_link: bool = True,
+    packet_frames: int = 1, follow_link: bool = True,
 ) -> dict[str, Any]:
     """One side of the call, run in its own process (`renderer`, `hurry_s`: the receiver's).
     `camera`: the sender plays `source` into a named pipe in real time and sends it as a
@@ -86,7 +86,7 @@ def _peer(
         renderer=renderer,
         hurry_s=hurry_s,
         packet_frames=packet_frames,
-        layer_follows_link=layer_follows_link,
+        follow_link=follow_link,
     )
     stats = asyncio.run(run_call("bench", url, source, "none", options))
     summary = stats.summary()
@@ -110,7 +110,7 @@ async def _loopback_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict
                 _peer, "sender", url, args.source, args.seconds, 0.0, 0.0,
                 layer_kbps=args.layer_kbps, camera=args.camera,
                 packet_frames=args.packet_frames,
-                layer_follows_link=args.layer_follows_link, **audio))
+                follow_link=args.follow_link, **audio))
             sent, received = await asyncio.gather(sender, receiver)
     finally:
         await server.stop()
@@ -443,7 +443,7 @@ def netns_call(
     hurry_ms: float = 40.0,
     audio_args: tuple[str, ...] = (),
     packet_frames: int = 1,
-    layer_follows_link: bool = True,
+    follow_link: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """`audio_args`: `facecodec call`'s Opus options, for both peers.
 
@@ -484,7 +484,7 @@ def netns_call(
                 str(layer_kbps),
                 "--packet-frames",
                 str(packet_frames),
-                "--layer-follows-link" if layer_follows_link else "--no-layer-follows-link",
+                "--follow-link" if follow_link else "--no-follow-link",
             ],
             logs["send"],
         )
@@ -530,7 +530,7 @@ async def _netns_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
             sent, received = netns_call(
                 rig, args.source, args.seconds, Path(tmp), args.seconds + 60,
                 layer_kbps=args.layer_kbps, renderer=args.renderer, hurry_ms=args.hurry_ms,
-                packet_frames=args.packet_frames, layer_follows_link=args.layer_follows_link,
+                packet_frames=args.packet_frames, follow_link=args.follow_link,
                 audio_args=("--audio-kbps", str(args.audio_kbps),
                             "--audio-frame-ms", str(args.audio_frame_ms)))
         # The relay's counts are known once the rig is down.
@@ -607,7 +607,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "audio_kbps_asked": args.audio_kbps,
         "audio_frame_ms": args.audio_frame_ms,
         "packet_frames": args.packet_frames,
-        "layer_follows_link": args.layer_follows_link,
+        "follow_link": args.follow_link,
         "renderer": args.renderer,
         "hurry_ms": args.hurry_ms,
         "frames_sent": sent["frames_sent"],
@@ -661,8 +661,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="both peers' Opus frame length (facecodec call --audio-frame-ms)")
     parser.add_argument("--camera", action="store_true",
                         help="send the clip as a webcam (played live into a named pipe)")
-    parser.add_argument("--layer-follows-link", action=argparse.BooleanOptionalAction,
-                        default=True, help="the sender's `facecodec call --layer-follows-link`")
+    parser.add_argument("--follow-link", action=argparse.BooleanOptionalAction,
+                        default=True, help="the sender's `facecodec call --follow-link`")
     parser.add_argument("--packet-frames", type=int, default=1,
                         help="frames a motion packet carries (facecodec call --packet-frames)")
     parser.add_argument("--netns", action="store_true", help="call across network namespaces")

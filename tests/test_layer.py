@@ -855,7 +855,7 @@ def test_a_call_sender_pauses_its_layer_on_a_thin_link_and_resumes_it() -> None:
     resumed = push(75 + round(RESUME_WAIT_S * fps), 150)
     assert resumed and resumed[0] and not any(resumed[1:3])
     enc.close()
-    # --no-layer-follows-link: the asked rate from the start, whatever the reports say.
+    # --no-follow-link: the asked rate from the start, whatever the reports say.
     fixed = StreamEncoder(256, fps, layer_kbps=15.0, start_full=True, layer_follows_link=False,
                           source_size=(frames[0].shape[1], frames[0].shape[0]))
     assert fixed.layer is not None and fixed.layer.kbps == 15.0

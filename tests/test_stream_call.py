@@ -237,6 +237,27 @@ def test_link_rate_follows_a_bottleneck_and_not_an_ample_link() -> None:
     assert thin is not None and 0.4 * offered < thin < 0.6 * offered, (thin, offered)
 
 
+def test_sound_goes_thin_only_when_the_picture_gave_way_and_back_after_a_clean_hold() -> None:
+    from facecodec.stream.congestion import SoundRate
+
+    rate = SoundRate()
+    assert not rate.report(True, False, True)  # the layer still runs: it gives way first
+    assert not rate.report(True, True, False)  # nobody speaks: the sound costs nothing
+    assert rate.report(True, True, True) and rate.times == 1
+    for _ in range(SoundRate.HOLD - 1):
+        assert rate.report(False, True, True)
+    assert not rate.report(False, True, True)  # HOLD clean reports in a row: back
+    for _ in range(3):
+        rate.report(False, True, True)
+    assert rate.report(True, True, True) and rate.times == 2  # full again soon after
+    for _ in range(SoundRate.HOLD):
+        assert rate.report(False, True, True)  # so it holds twice as long
+    rate.report(True, True, True)  # a full report starts the count again
+    for _ in range(2 * SoundRate.HOLD - 1):
+        assert rate.report(False, True, True)
+    assert not rate.report(False, True, True)
+
+
 def test_sender_answers_loss_with_two_frames_a_packet_then_intra_packets() -> None:
     """A call starts with two frames a packet (a thin link's queue may be full from its
     first keyframe) and goes to one after CONGESTION_MEMORY clean reports. Loss: two frames
@@ -819,6 +840,56 @@ def test_call_audio_is_coded_at_the_rate_and_frame_length_asked() -> None:
             check_opus(kbps, frame_ms)
     with pytest.raises(FacecodecError, match="out of range"):
         PeerOptions(audio_kbps=500.0)
+
+
+def test_call_sound_goes_thin_on_a_full_link_and_back_without_a_break() -> None:
+    """set_thin_sound: the encoder codes the next frames in 60 ms at 16 kbps (a third of
+    the packets, half the bytes on the wire), and back; the stream's timestamps run on
+    across both changes and a decoder hears the speech on either side."""
+    import av
+    from aiortc.codecs.opus import OpusDecoder, OpusEncoder
+    from aiortc.jitterbuffer import JitterFrame
+
+    from facecodec.stream.peer import (
+        AUDIO_FRAME_MS,
+        AUDIO_KBPS,
+        set_thin_sound,
+        sound_sent_within,
+        use_opus,
+    )
+
+    with av.open(str(require(CLIP_WITH_AUDIO))) as container:
+        resampler = av.AudioResampler(format="s16", layout="stereo", rate=48000,
+                                      frame_size=960)
+        frames = [f for raw in container.decode(audio=0) for f in resampler.resample(raw)]
+    assert len(frames) >= 120  # 2.4 s of speech in 20 ms frames
+    use_opus(AUDIO_KBPS, AUDIO_FRAME_MS, dtx=False)
+    encoder, decoder = OpusEncoder(), OpusDecoder()
+    parts: list[list[tuple[bytes, int]]] = [[], [], []]
+    try:
+        for part, (first, last, thin) in enumerate(((0, 40, False), (40, 100, True),
+                                                    (100, 120, False))):
+            set_thin_sound(thin)
+            for f in frames[first:last]:
+                payloads, timestamp = encoder.encode(f)
+                parts[part] += [(p, timestamp) for p in payloads]
+        assert sound_sent_within(5.0)
+    finally:
+        use_opus(AUDIO_KBPS, AUDIO_FRAME_MS)
+    normal, thin, back = parts
+    assert len(normal) >= 38 and len(back) >= 18
+    assert 18 <= len(thin) <= 21  # 1.2 s in 60 ms frames
+    stamps = [t for part in parts for _, t in part]
+    steps = np.diff(stamps)
+    assert steps.min() > 0 and steps.max() <= 2 * 2880, steps  # no step back, no gap
+    assert stamps[-1] == pytest.approx(960 * 119, abs=2 * 2880)
+    # kbps on the wire, each packet with some 64 bytes of IP, UDP, RTP and SRTP headers
+    wire = [8 * sum(len(p) + 64 for p, _ in part) / (len(part) * ms) for part, ms in
+            ((normal, 20), (thin, 60))]
+    assert wire[1] < 0.6 * wire[0], wire
+    heard = [np.abs(decoder.decode(JitterFrame(p, t))[0].to_ndarray()).mean()
+             for p, t in thin[5:] + back[5:]]
+    assert np.mean(heard) > 100  # speech, not silence
 
 
 def test_peer_drops_and_reconnects() -> None:

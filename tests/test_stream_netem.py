@@ -132,7 +132,7 @@ def test_a_layer_through_a_thin_link_follows_the_link(netns_ok: None, tmp_path: 
     """A 15 kbps layer through a 28 kbps bottleneck (500 ms drop-tail buffer), with the
     motion and the headers more than the link carries. The receiver's rate estimate sets
     the layer's rate or pauses it, so the link's queue does not overflow and the frames
-    keep coming. The same call with `--no-layer-follows-link` drew 127 of 218 frames, none
+    keep coming. The same call with `--no-follow-link` drew 127 of 218 frames, none
     with the layer, at p50 602 ms, the bottleneck dropping 122 packets (and following, 215
     of 216, all with the layer, p50 137 ms, 5 dropped)."""
     with live_call.netns_rig(0.0, 0.0, 0.0, rate_kbps=28.0, buffer_ms=500.0) as rig:

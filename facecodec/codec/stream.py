@@ -129,6 +129,7 @@ class StreamEncoder:
         # (frame, wire bytes of its packets but the layer's), for layer_budget
         self._sent: deque[tuple[int, int]] = deque(maxlen=round(SENT_WINDOW_S * self.fps) + 1)
         self._link_kbps: float | None = None  # the receiver's estimate the layer follows
+        self.link_full = False  # the last report saw loss or queueing
         self._resync = resync
         self._packet_frames = per_packet
         self._loss_history: list[bool] = []
@@ -177,7 +178,7 @@ class StreamEncoder:
         was_full = self.congested
         self._loss_history = [*self._loss_history,
                               fraction >= LOSSY and was_full][-LOSS_MEMORY:]
-        full = fraction >= LOSSY or queue_ms >= CONGESTED_MS
+        full = self.link_full = fraction >= LOSSY or queue_ms >= CONGESTED_MS
         self._queue_history = [*self._queue_history, full][-CONGESTION_MEMORY:]
         self._adapt()
         if self.layer is not None and rate_kbps is not None and self.layer_follows_link:

@@ -37,7 +37,7 @@ from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.files import check_writable, write_text
 from facecodec.render.edits import EyeContact
 from facecodec.render.registry import CALL_RENDERER
-from facecodec.stream.congestion import LinkRate, QueueDelay
+from facecodec.stream.congestion import LinkRate, QueueDelay, SoundRate
 from facecodec.stream.impair import Impairment
 from facecodec.stream.peer import (
     AUDIO_FRAME_CHOICES,
@@ -50,6 +50,8 @@ from facecodec.stream.peer import (
     PeerClosed,
     PeerOptions,
     check_opus,
+    set_thin_sound,
+    sound_sent_within,
 )
 from facecodec.stream.signaling import (
     ROOM_PATTERN,
@@ -79,6 +81,8 @@ SELF_VIEW_EVERY = 3
 # The receiver reports at once when its estimate of the link's rate falls under this share
 # of the one it reported last (an overuse: the link's queue is growing now).
 RATE_DROP_REPORT = 0.9
+# This side is speaking, for SoundRate, while it sent sound in the last this many seconds.
+SPEAKING_S = 2.0
 TURN_PASSWORD_ENV = "FACECODEC_TURN_PASSWORD"  # kept off the command line, which ps shows
 
 
@@ -107,9 +111,9 @@ class CallOptions:
     renderer: str = CALL_RENDERER
     eye_contact: EyeContact | None = None  # draw the peer's eyes turned up into the camera
     layer_kbps: float = 0.0  # low-resolution layer beside the motion (0: motion only)
-    # The layer keeps within the link's rate as the receiver estimates it (False: it is
-    # sent at layer_kbps whatever the link).
-    layer_follows_link: bool = True
+    # The layer keeps within the link's rate as the receiver estimates it, and the sound
+    # goes thin on a link that stays full (False: both keep their rates whatever the link).
+    follow_link: bool = True
     reference: str = "best"  # motion only: refresh the reference as the call goes (codec/scout.py)
     # Frames a motion packet carries: 2 halves the packets (and their headers, which cost
     # more than the motion), each frame a frame's time later.
@@ -154,6 +158,7 @@ class CallStats:
     congested_reports: int = 0  # reports after which it took the link for full (2 frames a packet)
     layer_limited_reports: int = 0  # reports after which the layer aimed below its asked rate
     layer_paused_reports: int = 0  # reports after which the layer was paused
+    sound_thin_reports: int = 0  # reports after which the sound went thin (peer.THIN_SOUND)
     link_kbps: list[float] = field(default_factory=list)  # the link rate estimates reported
     packets_lost: int = 0
     motion_bytes_sent: int = 0
@@ -190,6 +195,7 @@ class CallStats:
             "congested_reports": self.congested_reports,
             "layer_limited_reports": self.layer_limited_reports,
             "layer_paused_reports": self.layer_paused_reports,
+            "sound_thin_reports": self.sound_thin_reports,
             "link_kbps": [round(k, 1) for k in self.link_kbps],  # each report's estimate
             "packets_lost": self.packets_lost,
             "fps": (len(self.render_times) - 1) / span if span > 0 else 0.0,
@@ -277,13 +283,14 @@ class _Call:
                     or (LIVE_LAYER_MOTION_PRESET if options.layer_kbps > 0 else "medium"),
                     layer_kbps=options.layer_kbps, reference=options.reference,
                     packet_frames=options.packet_frames, start_full=True,
-                    layer_follows_link=options.layer_follows_link,
+                    layer_follows_link=options.follow_link,
                 )
             except BaseException:
                 self.source.close()
                 raise
         # One worker per direction keeps encoder and decoder calls ordered and off the loop.
         self._encode_pool = ThreadPoolExecutor(1, thread_name_prefix="facecodec-encode")
+        self.sound_rate = SoundRate()
         self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="facecodec-decode")
         self.viewer: Viewer | None = None
         self.window = False
@@ -382,6 +389,7 @@ class _Call:
                 impairment=self.options.impairment,
             )
         )
+        self.sound_rate = SoundRate()  # the new peer's sound starts at the asked rate
         if self.viewer is not None:
             peer.on_audio = self.viewer.publish_audio
         self.stats.sessions += 1
@@ -505,9 +513,16 @@ class _Call:
                                              msg.get("rate_kbps"))
                     self.stats.resilient_reports += self.encoder.resilient
                     self.stats.congested_reports += self.encoder.congested
-                    if (layer := self.encoder.layer) is not None:
+                    layer = self.encoder.layer
+                    if layer is not None:
                         self.stats.layer_limited_reports += layer.kbps < layer.ceiling
                         self.stats.layer_paused_reports += layer.paused
+                    if self.options.follow_link:
+                        thin = self.sound_rate.report(
+                            self.encoder.link_full, layer is None or layer.paused,
+                            sound_sent_within(SPEAKING_S))
+                        set_thin_sound(thin)
+                        self.stats.sound_thin_reports += thin
                 elif msg["type"] == "start":
                     decoder = await loop.run_in_executor(
                         self._decode_pool, self.decoder_cls, msg["header"], self.options.renderer,
@@ -669,10 +684,11 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"frames each motion packet carries (1..{MAX_CALL_PACKET_FRAMES}): "
                         "2 or 3 put fewer packets on the wire, each frame a frame's time "
                         "later (default 1)")
-    parser.add_argument("--layer-follows-link", action=argparse.BooleanOptionalAction,
+    parser.add_argument("--follow-link", action=argparse.BooleanOptionalAction,
                         default=True, help="keep the layer within the rate the receiver "
-                        "estimates the link carries, pausing it on a link too thin for it "
-                        "(default on; off: the layer is sent at --layer-kbps whatever the link)")
+                        "estimates the link carries (pausing it on a link too thin for it), "
+                        "and send the sound at 16 kbps in 60 ms frames while the link stays "
+                        "full (default on; off: both keep their rates whatever the link)")
     parser.add_argument("--audio-dtx", action=argparse.BooleanOptionalAction, default=True,
                         help="send no sound packets while nobody speaks (voice activity "
                         "detection; default on)")
@@ -762,7 +778,7 @@ def call_main(args: argparse.Namespace) -> int:
         audio_frame_ms=args.audio_frame_ms,
         audio_dtx=args.audio_dtx,
         packet_frames=args.packet_frames,
-        layer_follows_link=args.layer_follows_link,
+        follow_link=args.follow_link,
         loopback=args.loopback,
         ice_servers=ice_servers(args),
         signal_ca=args.signal_ca,

@@ -94,3 +94,44 @@ class LinkRate:
         update = self._estimator.add(arrival_ms, abs_send_time, wire_bytes(size), 0)
         if update is not None:
             self.kbps = update[0] / 1000
+
+
+class SoundRate:
+    """Whether a call's sound goes thin (peer.THIN_SOUND: half its bytes on the wire) on a
+    link that stays full once the picture has given way.
+
+    The sound is the one thing a call sends that nothing else here shrinks: through 60
+    kbps a speech call's 20 ms Opus frames at 24 kbps were 50 kbps on the wire, and the
+    motion's packets queued and dropped behind them. So when a report sees the link full
+    (loss, or motion queueing; StreamEncoder.link_full) while the layer is paused (or there
+    is none) and this side is speaking, the sound goes thin; it goes back after
+    `hold` clean reports in a row, a hold that doubles (up to MAX_HOLD) each time the sound
+    has to go thin again within that many reports of going back.
+    """
+
+    HOLD = 20  # reports, about a second each
+    MAX_HOLD = 160
+
+    def __init__(self) -> None:
+        self.thin = False
+        self.times = 0  # how often it went thin
+        self._clean = 0  # clean reports in a row while thin
+        self._since_back: int | None = None  # reports since it last went back
+        self._hold = self.HOLD
+
+    def report(self, full: bool, picture_gave_way: bool, speaking: bool) -> bool:
+        """One receiver report: the link full, the layer paused or absent, sound sent
+        lately; whether the sound is to be thin now."""
+        if self._since_back is not None:
+            self._since_back += 1
+        if not self.thin:
+            if full and picture_gave_way and speaking:
+                self.thin, self._clean = True, 0
+                self.times += 1
+                again = self._since_back is not None and self._since_back <= self._hold
+                self._hold = min(2 * self._hold, self.MAX_HOLD) if again else self.HOLD
+            return self.thin
+        self._clean = 0 if full else self._clean + 1
+        if self._clean >= self._hold:
+            self.thin, self._since_back = False, 0
+        return self.thin

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -58,6 +59,10 @@ _ORIGINAL_OPUS_INIT = OpusEncoder.__init__
 AUDIO_KBPS = 24.0
 AUDIO_FRAME_MS = 20
 AUDIO_FRAME_CHOICES = (20, 40, 60)
+# The sound on a full link (stream/congestion.py, SoundRate): 60 ms frames at 16 kbps are
+# some 24 kbps on the wire where 20 ms frames at 24 kbps are 50 (each packet carries some
+# 64 bytes of IP, UDP, RTP and SRTP headers); speech stays clear at 16 kbps.
+THIN_SOUND = (16.0, 60)
 # Motion packets queued behind a congested channel are stale by the time they would go out.
 MAX_MOTION_BUFFERED = 64 * 1024
 MAX_QUEUED_PACKETS = 512
@@ -85,24 +90,52 @@ def check_opus(kbps: float, frame_ms: int) -> None:
                              f"{', '.join(map(str, AUDIO_FRAME_CHOICES))}")
 
 
+@dataclass
+class _Sound:
+    """The Opus setting of this process's encoders (aiortc gives no per-connection one)."""
+
+    kbps: float = AUDIO_KBPS
+    frame_ms: int = AUDIO_FRAME_MS
+    dtx: bool = True
+    thin: bool = False  # on a full link (set_thin_sound)
+    last_sent: float = -math.inf  # when (time.monotonic) a sound packet last went out
+
+    def setting(self) -> tuple[float, int]:
+        if self.thin:
+            return min(self.kbps, THIN_SOUND[0]), max(self.frame_ms, THIN_SOUND[1])
+        return self.kbps, self.frame_ms
+
+
+_SOUND = _Sound()
+
+
 def use_opus(kbps: float, frame_ms: int, dtx: bool = True) -> None:
     """The rate and frame length of the Opus encoders aiortc builds from now on (this
     process: aiortc gives no per-connection setting), and whether they leave out the
     packets of frames without speech (facecodec/stream/speech.py)."""
     check_opus(kbps, frame_ms)
+    _SOUND.kbps, _SOUND.frame_ms, _SOUND.dtx, _SOUND.thin = kbps, frame_ms, dtx, False
 
-    def init(self: OpusEncoder) -> None:
-        _ORIGINAL_OPUS_INIT(self)
-        self.codec.bit_rate = round(kbps * 1000)
-        self.codec.options = {"application": "voip", "frame_duration": str(frame_ms)}
+    def configure(self: OpusEncoder) -> None:
+        """Code at the process's setting from the next frame on."""
+        rate, frame = self.setting = _SOUND.setting()
+        first = getattr(self, "first_packet_pts", None)
+        _ORIGINAL_OPUS_INIT(self)  # a fresh codec and resampler
+        # The stream's timestamps run on: a new codec's packets keep the old one's offset
+        # from their frames (the same encoder delay), so the first packet's stays the origin.
+        self.first_packet_pts = first
+        self.codec.bit_rate = round(rate * 1000)
+        self.codec.options = {"application": "voip", "frame_duration": str(frame)}
         self.resampler = av.AudioResampler(format="s16", layout="stereo", rate=RATE,
-                                           frame_size=RATE * frame_ms // 1000)
-        self.gate = SpeechGate(frame_ms) if dtx else None
+                                           frame_size=RATE * frame // 1000)
+        self.gate = SpeechGate(frame) if _SOUND.dtx else None
 
     def encode(self: OpusEncoder, frame: av.AudioFrame,
                force_keyframe: bool = False) -> tuple[list[bytes], int | None]:
         # aiortc's encode, but a packet the gate refuses is coded (the encoder's state runs
         # on) and not returned; aiortc sends nothing for a call that returns none.
+        if self.setting != _SOUND.setting():
+            configure(self)  # the link filled or cleared (set_thin_sound)
         kept: list[av.Packet] = []
         for piece in self.resampler.resample(frame):
             send = self.gate is None or self.gate(piece)
@@ -113,10 +146,22 @@ def use_opus(kbps: float, frame_ms: int, dtx: bool = True) -> None:
                     kept.append(packet)
         if not kept:
             return [], None
+        _SOUND.last_sent = time.monotonic()
         return [bytes(p) for p in kept], kept[0].pts - self.first_packet_pts
 
-    OpusEncoder.__init__ = init  # type: ignore[method-assign]
+    OpusEncoder.__init__ = configure  # type: ignore[method-assign]
     OpusEncoder.encode = encode  # type: ignore[method-assign]
+
+
+def set_thin_sound(thin: bool) -> None:
+    """Code this process's sound at THIN_SOUND (at most) from its next frame, or back at
+    the rate and frame length asked for."""
+    _SOUND.thin = thin
+
+
+def sound_sent_within(seconds: float) -> bool:
+    """Whether this process sent a sound packet in the last `seconds` (someone spoke)."""
+    return time.monotonic() - _SOUND.last_sent <= seconds
 
 
 @dataclass(frozen=True, slots=True)
