@@ -622,6 +622,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "congested_reports": sent["congested_reports"],
         "layer_limited_reports": sent["layer_limited_reports"],
         "layer_paused_reports": sent["layer_paused_reports"],
+        "sound_thin_reports": sent["sound_thin_reports"],
         "link_kbps": received["link_kbps"],
         "frames_fused": received["frames_fused"],
         "fps": received["fps"],
