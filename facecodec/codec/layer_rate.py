@@ -239,10 +239,10 @@ LIVE_START_Q: tuple[tuple[float, int], ...] = ((5.5, 55), (10.0, 58), (24.0, 49)
 
 # A link thinner than the layer asks for: the receiver's estimate of the link's rate
 # (stream/congestion.py, LinkRate) less what the rest of the call sends sets the layer's
-# rate (StreamEncoder.report_loss). Under PAUSE_SHARE of the asked rate the layer pauses: a
-# 256 px picture at its coarsest crf still costs some 40 bytes and 93 more of headers, 11
-# kbps at 15 pictures a second, and the pictures of a layer a full link delays are late
-# for their frames anyway; its frames are drawn from the motion alone. It resumes, with an
+# rate (StreamEncoder.report_loss). Under PAUSE_SHARE of the asked rate the layer pauses
+# (its frames are drawn from the motion alone): its pictures would be coarse (8 crf above
+# where a run at the asked rate starts) while each still costs its framing, and a layer
+# whose pictures a full link delays is late for its frames anyway. It resumes, with an
 # intra picture at the crf it left at, once the estimate leaves it PAUSE_SHARE again and it
 # has waited RESUME_WAIT_S, a wait that doubles (up to MAX_RESUME_WAIT_S) each time it has
 # to pause again within STABLE_S of resuming: the estimate rises while the layer is paused,

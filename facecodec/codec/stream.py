@@ -192,7 +192,9 @@ class StreamEncoder:
 
     def layer_budget(self, rate_kbps: float) -> float:
         """What the layer's packets may carry when the data channels may carry `rate_kbps`
-        on the wire: the rest of the call's packets and the layer's own headers come first."""
+        on the wire: the rest of the call's packets and the layer's own headers come first,
+        all counted as the receiver's estimate counts them (wire_bytes: a packet's headers
+        for each message, though a picture shares its motion packet's)."""
         assert self.layer is not None
         window = max(1, round(SENT_WINDOW_S * self.fps))
         newest = self._sent[-1][0] if self._sent else 0
