@@ -814,7 +814,7 @@ def test_live_layer_follows_the_rate_it_is_given_and_pauses_under_its_floor() ->
 def test_a_call_sender_pauses_its_layer_on_a_thin_link_and_resumes_it() -> None:
     """StreamEncoder.report_loss with the receiver's estimate of the link: the motion and
     the layer's headers come first, what is left is the layer's. A call starts its layer at
-    its lowest rate; 20 kbps on the wire leaves no layer (no LAYER packets); an estimate
+    its lowest rate; 12 kbps on the wire leaves no layer (no LAYER packets); an estimate
     that falls without loss or queueing (a burst's delay) is not followed; an ample one
     brings the layer back, with an intra picture, after RESUME_WAIT_S."""
     from facecodec.bitstream.packets import LayerPayload, decode_packet
@@ -843,9 +843,9 @@ def test_a_call_sender_pauses_its_layer_on_a_thin_link_and_resumes_it() -> None:
     assert 1000.0 - 50.0 < budget < 1000.0 - 10.0  # the motion's and the pictures' headers
     enc.report_loss(0.0, 0.0, 1000.0)
     assert enc.layer.kbps == 15.0
-    enc.report_loss(0.0, 0.0, 20.0)  # a fall with no loss and no queue: a burst's delay
+    enc.report_loss(0.0, 0.0, 12.0)  # a fall with no loss and no queue: a burst's delay
     assert enc.layer.kbps == 15.0
-    enc.report_loss(0.05, 0.0, 20.0)  # with loss: the link is full
+    enc.report_loss(0.05, 0.0, 12.0)  # with loss: the link is full
     assert enc.layer.paused
     assert not push(50, 75)
     enc.report_loss(0.0, 150.0, 1000.0)
@@ -859,7 +859,7 @@ def test_a_call_sender_pauses_its_layer_on_a_thin_link_and_resumes_it() -> None:
     fixed = StreamEncoder(256, fps, layer_kbps=15.0, start_full=True, layer_follows_link=False,
                           source_size=(frames[0].shape[1], frames[0].shape[0]))
     assert fixed.layer is not None and fixed.layer.kbps == 15.0
-    fixed.report_loss(0.05, 0.0, 20.0)
+    fixed.report_loss(0.05, 0.0, 12.0)
     assert not fixed.layer.paused and fixed.layer.kbps == 15.0
     fixed.close()
 

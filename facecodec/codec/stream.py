@@ -33,7 +33,7 @@ from facecodec.motion.basis import load_basis
 from facecodec.motion.stabilize import beta_for
 from facecodec.render.edits import EyeContact
 from facecodec.render.registry import DEFAULT_RENDERER
-from facecodec.stream.wire import MESSAGE_OVERHEAD, wire_bytes
+from facecodec.stream.wire import CHUNK_OVERHEAD, wire_bytes
 
 # Loss reports: a share of lost motion packets at or above LOSSY switches the sender to
 # intra-only motion until LOSS_MEMORY reports in a row come back clean.
@@ -192,16 +192,16 @@ class StreamEncoder:
 
     def layer_budget(self, rate_kbps: float) -> float:
         """What the layer's packets may carry when the data channels may carry `rate_kbps`
-        on the wire: the rest of the call's packets and the layer's own headers come first,
-        all counted as the receiver's estimate counts them (wire_bytes: a packet's headers
-        for each message, though a picture shares its motion packet's)."""
+        on the wire: the rest of the call's packets and the layer's own headers come first
+        (a picture's DATA chunk header: it shares its motion packet's, stream/sctp.py),
+        counted as the receiver's estimate counts them (wire_bytes)."""
         assert self.layer is not None
         window = max(1, round(SENT_WINDOW_S * self.fps))
         newest = self._sent[-1][0] if self._sent else 0
         others = sum(b for i, b in self._sent if i > newest - window)
         kbps_per_byte = 8 / 1000 * self.fps / window
         pictures = self.fps / self.layer.divisor
-        return rate_kbps - others * kbps_per_byte - pictures * MESSAGE_OVERHEAD * 8 / 1000
+        return rate_kbps - others * kbps_per_byte - pictures * CHUNK_OVERHEAD * 8 / 1000
 
     def _adapt(self) -> None:
         """Frames a packet and RESYNC interval, from what the reports said."""

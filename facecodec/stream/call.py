@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from facecodec.bitstream.packets import LAYER_TYPES
 from facecodec.capture.camera import STALL_TIMEOUT_S, Camera
 from facecodec.capture.microphone import open_microphone
 from facecodec.capture.video import probe, read_frames
@@ -549,7 +550,8 @@ class _Call:
                 self.stats.decode_errors += 1
                 frames = []
             if event.info.reliable:
-                link.other(event.arrival, t0 + event.info.timestamp / fps, len(event.data))
+                link.other(event.arrival, t0 + event.info.timestamp / fps, len(event.data),
+                           shared=event.info.type in LAYER_TYPES)
             else:
                 sent_frame = event.info.timestamp
                 if decoder.last_frame not in (None, newest):

@@ -69,29 +69,31 @@ class LinkRate:
     def __init__(self) -> None:
         self._estimator = RemoteBitrateEstimator()
         self._last_ms = 0
-        self._held: list[tuple[float, float, int]] = []  # (arrival, own frame's capture, size)
+        # (arrival, own frame's capture, size, shares the next packet)
+        self._held: list[tuple[float, float, int, bool]] = []
         self.kbps: float | None = None  # None until the first estimate (3 s, or overuse)
 
-    def other(self, arrival_s: float, frame_s: float, size: int) -> None:
+    def other(self, arrival_s: float, frame_s: float, size: int, shared: bool = False) -> None:
         """A packet but a motion packet, of `size` bytes, for the frame captured at
-        `frame_s`, that arrived at `arrival_s` (seconds)."""
-        self._held.append((arrival_s, frame_s, size))
+        `frame_s`, that arrived at `arrival_s` (seconds); `shared`: it came in the SCTP
+        packet of the motion packet after it (a layer picture, wire.wire_bytes)."""
+        self._held.append((arrival_s, frame_s, size, shared))
         while self._held and self._held[0][0] < arrival_s - self.HOLD_S:
-            first_arrival, first_frame, first_size = self._held.pop(0)
-            self._add(first_arrival, first_frame, first_size)
+            first_arrival, first_frame, first_size, first_shared = self._held.pop(0)
+            self._add(first_arrival, first_frame, wire_bytes(first_size, first_shared))
 
     def motion(self, arrival_s: float, sent_s: float, size: int) -> None:
         """A motion packet of `size` bytes whose last frame was captured at `sent_s`."""
         held, self._held = self._held, []
-        for held_arrival, _, held_size in held:
-            self._add(held_arrival, sent_s, held_size)
-        self._add(arrival_s, sent_s, size)
+        for held_arrival, _, held_size, held_shared in held:
+            self._add(held_arrival, sent_s, wire_bytes(held_size, held_shared))
+        self._add(arrival_s, sent_s, wire_bytes(size))
 
-    def _add(self, arrival_s: float, sent_s: float, size: int) -> None:
+    def _add(self, arrival_s: float, sent_s: float, wire: int) -> None:
         arrival_ms = max(self._last_ms, int(arrival_s * 1000))
         self._last_ms = arrival_ms
         abs_send_time = int(sent_s * (1 << 18)) & 0xFFFFFF  # 6.18 fixed point, as RTP's
-        update = self._estimator.add(arrival_ms, abs_send_time, wire_bytes(size), 0)
+        update = self._estimator.add(arrival_ms, abs_send_time, wire, 0)
         if update is not None:
             self.kbps = update[0] / 1000
 

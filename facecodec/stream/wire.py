@@ -29,12 +29,18 @@ MAX_FPS = 1000.0  # a stream's frame rate, as the start message states it
 # What a data-channel message costs on the wire beyond its own bytes, once per SCTP packet:
 # IP and UDP (28), the DTLS record (13, and 24 for the cipher), SCTP's common header (12)
 # and DATA chunk header (16). aiortc cuts a message into packets of at most FRAGMENT bytes.
+# A message that shares the packet of the one sent with it (a call's layer picture rides
+# with its frame's motion packet, stream/sctp.py) costs its DATA chunk header alone.
 MESSAGE_OVERHEAD = 93
+CHUNK_OVERHEAD = 16
 FRAGMENT = 1200
 
 
-def wire_bytes(message: int) -> int:
-    """Bytes on the wire of a data-channel message of `message` bytes."""
+def wire_bytes(message: int, shared: bool = False) -> int:
+    """Bytes on the wire of a data-channel message of `message` bytes; `shared`: it goes
+    in the packet of another message."""
+    if shared and message + CHUNK_OVERHEAD <= FRAGMENT:
+        return message + CHUNK_OVERHEAD
     return message + MESSAGE_OVERHEAD * max(1, -(-message // FRAGMENT))
 
 
