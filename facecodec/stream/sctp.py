@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 from struct import pack
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from aiortc.rtcsctptransport import (
     SCTP_MAX_PACKET_LENGTH,
@@ -54,40 +54,40 @@ FORWARD_TSN_DELAY_S = 0.2
 _COMMON_HEADER = 12
 
 _ORIGINAL_SEND_CHUNK = RTCSctpTransport._send_chunk
+C = TypeVar("C", SackChunk, ForwardTsnChunk)
 
 
-class _HeldSack:
-    """Per association: the SACK held back and its timer; the FORWARD TSN held back and its
-    timer; DATA chunks held for one packet."""
+class _Waiting(Generic[C]):
+    """A chunk held back, and the timer that sends it."""
 
     def __init__(self) -> None:
-        self.chunk: SackChunk | None = None
+        self.chunk: C | None = None
         self.timer: asyncio.TimerHandle | None = None
-        self.forward: ForwardTsnChunk | None = None
-        self.forward_timer: asyncio.TimerHandle | None = None
-        self.data: list[DataChunk] = []
-        self.data_bytes = _COMMON_HEADER
 
-    def take(self) -> SackChunk | None:
+    def take(self) -> C | None:
         chunk, self.chunk = self.chunk, None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         return chunk
 
-    def take_forward(self) -> ForwardTsnChunk | None:
-        chunk, self.forward = self.forward, None
-        if self.forward_timer is not None:
-            self.forward_timer.cancel()
-            self.forward_timer = None
-        return chunk
+
+class _Held:
+    """Per association: the SACK and the FORWARD TSN held back, and DATA chunks held for
+    one packet."""
+
+    def __init__(self) -> None:
+        self.sack = _Waiting[SackChunk]()
+        self.forward = _Waiting[ForwardTsnChunk]()
+        self.data: list[DataChunk] = []
+        self.data_bytes = _COMMON_HEADER
 
 
-def _held(transport: RTCSctpTransport) -> _HeldSack:
-    held: _HeldSack | None = getattr(transport, "_facecodec_held_sack", None)
+def _held(transport: RTCSctpTransport) -> _Held:
+    held: _Held | None = getattr(transport, "_facecodec_held", None)
     if held is None:
-        held = _HeldSack()
-        transport._facecodec_held_sack = held  # type: ignore[attr-defined]
+        held = _Held()
+        transport._facecodec_held = held  # type: ignore[attr-defined]
     return held
 
 
@@ -111,22 +111,22 @@ async def _send_chunk(self: RTCSctpTransport, chunk: Chunk) -> None:
         held.data_bytes += size
         return
     if isinstance(chunk, ForwardTsnChunk):
-        held.forward = chunk  # a later one says all an earlier one did
-        if held.forward_timer is None:
-            held.forward_timer = asyncio.get_running_loop().call_later(
+        held.forward.chunk = chunk  # a later one says all an earlier one did
+        if held.forward.timer is None:
+            held.forward.timer = asyncio.get_running_loop().call_later(
                 FORWARD_TSN_DELAY_S, _forward_later, self)
         return
     await _send_data(self)  # chunks leave in the order aiortc hands them over
     if isinstance(chunk, SackChunk):
-        if chunk.gaps or chunk.duplicates or held.chunk is not None:
-            held.take()  # out of order, or the second packet: acknowledge now
+        if chunk.gaps or chunk.duplicates or held.sack.chunk is not None:
+            held.sack.take()  # out of order, or the second packet: acknowledge now
             await _ORIGINAL_SEND_CHUNK(self, chunk)
             return
-        held.chunk = chunk
+        held.sack.chunk = chunk
         loop = asyncio.get_running_loop()
-        held.timer = loop.call_later(SACK_DELAY_S, lambda: _flush(self))
+        held.sack.timer = loop.call_later(SACK_DELAY_S, lambda: _flush(self))
         return
-    sack = held.take()
+    sack = held.sack.take()
     if sack is not None:  # the SACK first, on its own: a control chunk goes alone
         await _ORIGINAL_SEND_CHUNK(self, sack)
     await _ORIGINAL_SEND_CHUNK(self, chunk)
@@ -136,17 +136,17 @@ async def _send_data(transport: RTCSctpTransport, forward_only: bool = False) ->
     """Send the DATA chunks held in one packet, behind the held FORWARD TSN, and behind the
     held SACK if all fit (with `forward_only`, the FORWARD TSN though no data is held)."""
     held = _held(transport)
-    if not held.data and not (forward_only and held.forward is not None):
+    if not held.data and not (forward_only and held.forward.chunk is not None):
         return
     chunks: list[Chunk] = list(held.data)
     size = held.data_bytes
-    forward = held.take_forward()
+    forward = held.forward.take()
     if forward is not None:
         chunks.insert(0, forward)
         size += len(bytes(forward))
-    sack = held.chunk
+    sack = held.sack.chunk
     if sack is not None and size + len(bytes(sack)) <= SCTP_MAX_PACKET_LENGTH:
-        held.take()
+        held.sack.take()
         chunks.insert(0, sack)
     held.data, held.data_bytes = [], _COMMON_HEADER
     dtls: Any = transport.transport
@@ -155,8 +155,8 @@ async def _send_data(transport: RTCSctpTransport, forward_only: bool = False) ->
 
 def _forward_later(transport: RTCSctpTransport) -> None:
     held = _held(transport)
-    held.forward_timer = None
-    if held.forward is not None and transport._association_state != transport.State.CLOSED:
+    held.forward.timer = None
+    if held.forward.chunk is not None and transport._association_state != transport.State.CLOSED:
         task = asyncio.ensure_future(_send_data(transport, forward_only=True))
         task.add_done_callback(_ignore_closed)
 
@@ -169,8 +169,8 @@ def _data_later(transport: RTCSctpTransport) -> None:
 
 def _flush(transport: RTCSctpTransport) -> None:
     held = _held(transport)
-    held.timer = None
-    sack = held.take()
+    held.sack.timer = None
+    sack = held.sack.take()
     if sack is not None and transport._association_state == transport.State.ESTABLISHED:
         task = asyncio.ensure_future(_ORIGINAL_SEND_CHUNK(transport, sack))
         task.add_done_callback(_ignore_closed)
