@@ -1,4 +1,8 @@
-"""How full the link is, as a call's receiver sees it: the queueing delay of motion packets.
+"""How full the link is, as a call's receiver sees it, and what the sender makes of it.
+
+- `QueueDelay` (receiver): how long motion packets waited in the network's queues.
+- `LinkRate` (receiver): the rate the link carries, WebRTC's delay-based estimate.
+- `SoundRate` (sender): whether the sound goes thin on a link that stays full.
 
 Loss alone cannot tell a lossy link from a full one: a bottleneck whose queue overflows
 drops packets too, and the sender's answer to loss (intra-only motion, about 4 kbps more)
@@ -6,8 +10,10 @@ is then more of what the link cannot carry. A full link shows first as delay: pa
 in its queue. Each motion packet's delay from capture (t0 + index / fps on the sender's
 clock) to arrival, less the least delay seen over the last WINDOW_S, is how long it
 queued: the path's own delay and any offset between the two machines' clocks cancel out.
-The receiver sends it with each loss report (wire.loss_report), and the sender, while it
-is high, puts more frames in each packet (codec/stream.py, StreamEncoder.report_loss).
+The receiver sends it with each loss report (wire.loss_report), with its estimate of the
+link's rate; the sender, while the queue is long, puts more frames in each packet
+(codec/stream.py, StreamEncoder.report_loss), keeps the layer within the estimate
+(layer_rate.LiveLayer.limit), and may thin its sound.
 """
 
 from __future__ import annotations
@@ -102,9 +108,10 @@ class SoundRate:
     """Whether a call's sound goes thin (peer.THIN_SOUND: half its bytes on the wire) on a
     link that stays full once the picture has given way.
 
-    The sound is the one thing a call sends that nothing else here shrinks: through 60
-    kbps a speech call's 20 ms Opus frames at 24 kbps were 50 kbps on the wire, and the
-    motion's packets queued and dropped behind them. So when a report sees the link full
+    The sound is the one thing a call sends that nothing else here shrinks: a speech
+    call's 20 ms Opus frames at 24 kbps were 45 kbps on the wire (grid_swiz3n, 30 s), and
+    through 60 kbps the motion's packets queued and dropped behind them. So when a report
+    sees the link full
     (loss, or motion queueing; StreamEncoder.link_full) while the layer is paused (or there
     is none) and this side is speaking, the sound goes thin; it goes back after
     `hold` clean reports in a row, a hold that doubles (up to MAX_HOLD) each time the sound
