@@ -241,21 +241,23 @@ def test_sound_goes_thin_only_when_the_picture_gave_way_and_back_after_a_clean_h
     from facecodec.stream.congestion import SoundRate
 
     rate = SoundRate()
-    assert not rate.report(True, False, True)  # the layer still runs: it gives way first
-    assert not rate.report(True, True, False)  # nobody speaks: the sound costs nothing
-    assert rate.report(True, True, True) and rate.times == 1
+    full, clean = (True, False), (False, True)  # (congested, clean) of a report
+    assert not rate.report(*full, False, True)  # the layer still runs: it gives way first
+    assert not rate.report(*full, True, False)  # nobody speaks: the sound costs nothing
+    assert not rate.report(False, False, True, True)  # lossy, not full: longer packets lose more
+    assert rate.report(*full, True, True) and rate.times == 1
     for _ in range(SoundRate.HOLD - 1):
-        assert rate.report(False, True, True)
-    assert not rate.report(False, True, True)  # HOLD clean reports in a row: back
+        assert rate.report(*clean, True, True)
+    assert not rate.report(*clean, True, True)  # HOLD clean reports in a row: back
     for _ in range(3):
-        rate.report(False, True, True)
-    assert rate.report(True, True, True) and rate.times == 2  # full again soon after
+        rate.report(*clean, True, True)
+    assert rate.report(*full, True, True) and rate.times == 2  # full again soon after
     for _ in range(SoundRate.HOLD):
-        assert rate.report(False, True, True)  # so it holds twice as long
-    rate.report(True, True, True)  # a full report starts the count again
+        assert rate.report(*clean, True, True)  # so it holds twice as long
+    rate.report(False, False, True, True)  # a lossy report starts the count again
     for _ in range(2 * SoundRate.HOLD - 1):
-        assert rate.report(False, True, True)
-    assert not rate.report(False, True, True)
+        assert rate.report(*clean, True, True)
+    assert not rate.report(*clean, True, True)
 
 
 def test_sender_answers_loss_with_two_frames_a_packet_then_intra_packets() -> None:

@@ -126,10 +126,12 @@ class StreamEncoder:
             self.packetizer.layer = LayerPlan(AV1, self.layer.size, self.layer.divisor, 0)
         self.size = size
         self.fps = float(fps)
-        # (frame, wire bytes of its packets but the layer's), for layer_budget
-        self._sent: deque[tuple[int, int]] = deque(maxlen=round(SENT_WINDOW_S * self.fps) + 1)
+        # (frame, wire bytes of its packets but the layer's, of its layer's), for _sent_kbps
+        self._sent: deque[tuple[int, int, int]] = deque(
+            maxlen=round(SENT_WINDOW_S * self.fps) + 1)
         self._link_kbps: float | None = None  # the receiver's estimate the layer follows
         self.link_full = False  # the last report saw loss or queueing
+        self.link_congested = False  # and the link was full, not only lossy (report_loss)
         self._resync = resync
         self._packet_frames = per_packet
         self._loss_history: list[bool] = []
@@ -181,6 +183,11 @@ class StreamEncoder:
         full = self.link_full = fraction >= LOSSY or queue_ms >= CONGESTED_MS
         self._queue_history = [*self._queue_history, full][-CONGESTION_MEMORY:]
         self._adapt()
+        # A full link, not only a lossy one: its queue shows, or the receiver's estimate fell
+        # below what this side sends (on a link with room it runs above).
+        others, layer = self._sent_kbps()
+        self.link_congested = queue_ms >= CONGESTED_MS or (
+            fraction >= LOSSY and rate_kbps is not None and rate_kbps < others + layer)
         if self.layer is not None and rate_kbps is not None and self.layer_follows_link:
             # The estimate also falls on the delay of a burst (an intra picture, a keyframe)
             # through a link with room to spare; a fall counts when the report saw the link
@@ -196,12 +203,18 @@ class StreamEncoder:
         (a picture's DATA chunk header: it shares its motion packet's, stream/sctp.py),
         counted as the receiver's estimate counts them (wire_bytes)."""
         assert self.layer is not None
+        pictures = self.fps / self.layer.divisor
+        return rate_kbps - self._sent_kbps()[0] - pictures * CHUNK_OVERHEAD * 8 / 1000
+
+    def _sent_kbps(self) -> tuple[float, float]:
+        """What this side sent over the last SENT_WINDOW_S, on the wire as the receiver's
+        estimate counts it (wire_bytes): kbps of everything but the layer, and of the layer."""
         window = max(1, round(SENT_WINDOW_S * self.fps))
         newest = self._sent[-1][0] if self._sent else 0
-        others = sum(b for i, b in self._sent if i > newest - window)
+        recent = [(o, lay) for i, o, lay in self._sent if i > newest - window]
         kbps_per_byte = 8 / 1000 * self.fps / window
-        pictures = self.fps / self.layer.divisor
-        return rate_kbps - others * kbps_per_byte - pictures * CHUNK_OVERHEAD * 8 / 1000
+        return (sum(o for o, _ in recent) * kbps_per_byte,
+                sum(lay for _, lay in recent) * kbps_per_byte)
 
     def _adapt(self) -> None:
         """Frames a packet and RESYNC interval, from what the reports said."""
@@ -235,10 +248,13 @@ class StreamEncoder:
                 self._layer_picture(event, frame_rgb)
             packets += self.packetizer.push(event)
         out = [encode_packet(p) for p in packets]
-        if self.layer is not None:
-            sent = sum(wire_bytes(len(b)) for p, b in zip(packets, out, strict=True)
-                       if p.type not in LAYER_TYPES)
-            self._sent.append((index, sent))
+        others = layer = 0
+        for p, data in zip(packets, out, strict=True):
+            if p.type in LAYER_TYPES:
+                layer += wire_bytes(len(data), shared=True)
+            else:
+                others += wire_bytes(len(data))
+        self._sent.append((index, others, layer))
         return out
 
     def warm_up(self) -> None:

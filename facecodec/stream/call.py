@@ -520,8 +520,8 @@ class _Call:
                         self.stats.layer_paused_reports += layer.paused
                     if self.options.follow_link:
                         thin = self.sound_rate.report(
-                            self.encoder.link_full, layer is None or layer.paused,
-                            sound_sent_within(SPEAKING_S))
+                            self.encoder.link_congested, not self.encoder.link_full,
+                            layer is None or layer.paused, sound_sent_within(SPEAKING_S))
                         set_thin_sound(thin)
                         self.stats.sound_thin_reports += thin
                 elif msg["type"] == "start":

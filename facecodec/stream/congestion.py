@@ -111,11 +111,13 @@ class SoundRate:
     The sound is the one thing a call sends that nothing else here shrinks: a speech
     call's 20 ms Opus frames at 24 kbps were 45 kbps on the wire (grid_swiz3n, 30 s), and
     through 60 kbps the motion's packets queued and dropped behind them. So when a report
-    sees the link full
-    (loss, or motion queueing; StreamEncoder.link_full) while the layer is paused (or there
-    is none) and this side is speaking, the sound goes thin; it goes back after
-    `hold` clean reports in a row, a hold that doubles (up to MAX_HOLD) each time the sound
-    has to go thin again within that many reports of going back.
+    sees the link full, not only lossy (motion queueing, or loss while the link's estimate
+    is below what this side sends: StreamEncoder.link_congested; on a link that loses
+    without being full, longer sound packets would only lose more speech at a time), while
+    the layer is paused (or there is none) and this side is speaking, the sound goes thin;
+    it goes back after `hold` reports in a row without loss or queueing, a hold that
+    doubles (up to MAX_HOLD) each time the sound has to go thin again within that many
+    reports of going back.
     """
 
     HOLD = 20  # reports, about a second each
@@ -128,19 +130,21 @@ class SoundRate:
         self._since_back: int | None = None  # reports since it last went back
         self._hold = self.HOLD
 
-    def report(self, full: bool, picture_gave_way: bool, speaking: bool) -> bool:
-        """One receiver report: the link full, the layer paused or absent, sound sent
-        lately; whether the sound is to be thin now."""
+    def report(self, congested: bool, clean: bool, picture_gave_way: bool,
+               speaking: bool) -> bool:
+        """One receiver report: the link full (not only lossy), the report without loss or
+        queueing, the layer paused or absent, sound sent lately; whether the sound is to be
+        thin now."""
         if self._since_back is not None:
             self._since_back += 1
         if not self.thin:
-            if full and picture_gave_way and speaking:
+            if congested and picture_gave_way and speaking:
                 self.thin, self._clean = True, 0
                 self.times += 1
                 again = self._since_back is not None and self._since_back <= self._hold
                 self._hold = min(2 * self._hold, self.MAX_HOLD) if again else self.HOLD
             return self.thin
-        self._clean = 0 if full else self._clean + 1
+        self._clean = self._clean + 1 if clean else 0
         if self._clean >= self._hold:
             self.thin, self._since_back = False, 0
         return self.thin
