@@ -854,10 +854,11 @@ def test_a_call_sender_pauses_its_layer_on_a_thin_link_and_resumes_it() -> None:
     enc.report_loss(0.0, 0.0, 1000.0)
     resumed = push(75 + round(RESUME_WAIT_S * fps), 150)
     assert resumed and resumed[0] and not any(resumed[1:3])
-    # Full, not only lossy (what thins a call's sound): queueing, or loss while the
-    # estimate is below what this side sends; loss with an estimate above it is not.
+    # Full, not only lossy (what thins a call's sound): queueing, or loss with a fall of
+    # the estimate; loss while the estimate holds or rises is not.
     cases = ((0.05, 0.0, 1000.0, False), (0.05, 0.0, None, False), (0.0, 150.0, None, True),
-             (0.05, 0.0, 5.0, True), (0.0, 0.0, 5.0, False))
+             (0.05, 0.0, 1000.0, False), (0.05, 0.0, 900.0, True), (0.0, 0.0, 800.0, False),
+             (0.05, 0.0, 800.0, False))
     for fraction, queue_ms, rate, congested in cases:
         enc.report_loss(fraction, queue_ms, rate)
         assert enc.link_congested == congested, (fraction, queue_ms, rate)

@@ -53,6 +53,9 @@ CONGESTED_FRAMES = 2
 # The sender's own rate beside the layer, measured over this long: the motion, and the
 # keyframes it sent lately (a keyframe is tens of KB at once).
 SENT_WINDOW_S = 3.0
+# The receiver's estimate fell (an overuse: it drops to 0.85 of what arrived) when it is
+# under this share of the one before.
+RATE_FELL = 0.95
 
 
 def check_packet_frames(frames: int) -> None:
@@ -132,6 +135,7 @@ class StreamEncoder:
         self._link_kbps: float | None = None  # the receiver's estimate the layer follows
         self.link_full = False  # the last report saw loss or queueing
         self.link_congested = False  # and the link was full, not only lossy (report_loss)
+        self._last_rate: float | None = None  # the receiver's last estimate
         self._resync = resync
         self._packet_frames = per_packet
         self._loss_history: list[bool] = []
@@ -183,11 +187,13 @@ class StreamEncoder:
         full = self.link_full = fraction >= LOSSY or queue_ms >= CONGESTED_MS
         self._queue_history = [*self._queue_history, full][-CONGESTION_MEMORY:]
         self._adapt()
-        # A full link, not only a lossy one: its queue shows, or the receiver's estimate fell
-        # below what this side sends (on a link with room it runs above).
-        others, layer = self._sent_kbps()
-        self.link_congested = queue_ms >= CONGESTED_MS or (
-            fraction >= LOSSY and rate_kbps is not None and rate_kbps < others + layer)
+        # A full link, not only a lossy one: its queue shows, or the loss comes with a fall
+        # of the receiver's estimate (it falls only when the delay grows: an overuse).
+        fell = (rate_kbps is not None and self._last_rate is not None
+                and rate_kbps < RATE_FELL * self._last_rate)
+        self.link_congested = queue_ms >= CONGESTED_MS or (fraction >= LOSSY and fell)
+        if rate_kbps is not None:
+            self._last_rate = rate_kbps
         if self.layer is not None and rate_kbps is not None and self.layer_follows_link:
             # The estimate also falls on the delay of a burst (an intra picture, a keyframe)
             # through a link with room to spare; a fall counts when the report saw the link

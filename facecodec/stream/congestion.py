@@ -111,9 +111,9 @@ class SoundRate:
     The sound is the one thing a call sends that nothing else here shrinks: a speech
     call's 20 ms Opus frames at 24 kbps were 45 kbps on the wire (grid_swiz3n, 30 s), and
     through 60 kbps the motion's packets queued and dropped behind them. So when a report
-    sees the link full, not only lossy (motion queueing, or loss while the link's estimate
-    is below what this side sends: StreamEncoder.link_congested; on a link that loses
-    without being full, longer sound packets would only lose more speech at a time), while
+    sees the link full, not only lossy (motion queueing, or loss with a fall of the link's
+    estimate: StreamEncoder.link_congested; on a link that loses without being full,
+    longer sound packets would only lose more speech at a time), while
     the layer is paused (or there is none) and this side is speaking, the sound goes thin;
     it goes back after `hold` reports in a row without loss or queueing, a hold that
     doubles (up to MAX_HOLD) each time the sound has to go thin again within that many
