@@ -444,6 +444,7 @@ def netns_call(
     audio_args: tuple[str, ...] = (),
     packet_frames: int = 1,
     follow_link: bool = True,
+    reverse: Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """`audio_args`: `facecodec call`'s Opus options, for both peers.
 
@@ -463,10 +464,15 @@ def netns_call(
             time.sleep(0.1)
         common = ["call", "netns", "--signal", url, "--render", "none", "--audio", audio,
                   *audio_args]
+        sending = ["--layer-kbps", str(layer_kbps), "--packet-frames", str(packet_frames),
+                   "--follow-link" if follow_link else "--no-follow-link"]
+        # A two-way call: b sends `reverse` too, with the same settings (it hangs up when a
+        # does).
+        back = [] if reverse is None else ["--source", str(reverse), "--loop", *sending]
         receiver = _spawn(
             rig.b,
             [*common, "--seconds", str(seconds + 30), "--stats-json", str(workdir / "recv.json"),
-             "--renderer", renderer, "--hurry-ms", str(hurry_ms)],
+             "--renderer", renderer, "--hurry-ms", str(hurry_ms), *back],
             logs["recv"],
         )
         sender = _spawn(
@@ -480,11 +486,7 @@ def netns_call(
                 str(seconds),
                 "--stats-json",
                 str(workdir / "send.json"),
-                "--layer-kbps",
-                str(layer_kbps),
-                "--packet-frames",
-                str(packet_frames),
-                "--follow-link" if follow_link else "--no-follow-link",
+                *sending,
             ],
             logs["send"],
         )
@@ -531,6 +533,7 @@ async def _netns_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
                 rig, args.source, args.seconds, Path(tmp), args.seconds + 60,
                 layer_kbps=args.layer_kbps, renderer=args.renderer, hurry_ms=args.hurry_ms,
                 packet_frames=args.packet_frames, follow_link=args.follow_link,
+                reverse=args.reverse,
                 audio_args=("--audio-kbps", str(args.audio_kbps),
                             "--audio-frame-ms", str(args.audio_frame_ms)))
         # The relay's counts are known once the rig is down.
@@ -637,6 +640,20 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_percent": {"sender": sent["cpu_percent"], "receiver": received["cpu_percent"]},
         # What the relay saw (--netns): a is the sender, b the receiver.
         "wire": sent.pop("wire", None),
+        # --reverse: b's clip to a, as a draws it.
+        "reverse": None if args.reverse is None else {
+            "source": str(args.reverse),
+            "frames_sent": received["frames_sent"],
+            "frames_rendered": sent["frames_rendered"],
+            "frames_fused": sent["frames_fused"],
+            "layer_kbps": received["layer_kbps"],
+            "audio_kbps": received["audio_kbps"],
+            "latency_p50_ms": sent["latency_p50_ms"],
+            "latency_p95_ms": sent["latency_p95_ms"],
+            "layer_paused_reports": received["layer_paused_reports"],
+            "sound_thin_reports": received["sound_thin_reports"],
+            "link_kbps": sent["link_kbps"],
+        },
         "peers": {"sender": sent, "receiver": received},
     }
 
@@ -662,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="both peers' Opus frame length (facecodec call --audio-frame-ms)")
     parser.add_argument("--camera", action="store_true",
                         help="send the clip as a webcam (played live into a named pipe)")
+    parser.add_argument("--reverse", type=Path, metavar="CLIP",
+                        help="a two-way call (--netns): the receiving side sends this clip")
     parser.add_argument("--follow-link", action=argparse.BooleanOptionalAction,
                         default=True, help="the sender's `facecodec call --follow-link`")
     parser.add_argument("--packet-frames", type=int, default=1,
@@ -690,9 +709,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.source is None or args.json is None:
         parser.error("--source and --json are required")
-    if not args.source.is_file():
-        print(f"error: {args.source}: no such file", file=sys.stderr)
-        return 2
+    if args.reverse is not None and not args.netns:
+        parser.error("--reverse needs --netns")
+    for clip in (args.source, args.reverse):
+        if clip is not None and not clip.is_file():
+            print(f"error: {clip}: no such file", file=sys.stderr)
+            return 2
     try:
         result = asyncio.run(_bench(args))
     except FacecodecError as exc:
