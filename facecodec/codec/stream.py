@@ -129,9 +129,8 @@ class StreamEncoder:
             self.packetizer.layer = LayerPlan(AV1, self.layer.size, self.layer.divisor, 0)
         self.size = size
         self.fps = float(fps)
-        # (frame, wire bytes of its packets but the layer's, of its layer's), for _sent_kbps
-        self._sent: deque[tuple[int, int, int]] = deque(
-            maxlen=round(SENT_WINDOW_S * self.fps) + 1)
+        # (frame, wire bytes of its packets but the layer's), for layer_budget
+        self._sent: deque[tuple[int, int]] = deque(maxlen=round(SENT_WINDOW_S * self.fps) + 1)
         self._link_kbps: float | None = None  # the receiver's estimate the layer follows
         self.link_full = False  # the last report saw loss or queueing
         self.link_congested = False  # and the link was full, not only lossy (report_loss)
@@ -200,8 +199,7 @@ class StreamEncoder:
             # full (loss, or a queue).
             if full or self._link_kbps is None or rate_kbps > self._link_kbps:
                 self._link_kbps = rate_kbps
-            newest = self._sent[-1][0] if self._sent else 0
-            self.layer.limit(self.layer_budget(self._link_kbps), newest / self.fps)
+            self.layer.limit(self.layer_budget(self._link_kbps), self._newest() / self.fps)
 
     def layer_budget(self, rate_kbps: float) -> float:
         """What the layer's packets may carry when the data channels may carry `rate_kbps`
@@ -210,17 +208,14 @@ class StreamEncoder:
         counted as the receiver's estimate counts them (wire_bytes)."""
         assert self.layer is not None
         pictures = self.fps / self.layer.divisor
-        return rate_kbps - self._sent_kbps()[0] - pictures * CHUNK_OVERHEAD * 8 / 1000
-
-    def _sent_kbps(self) -> tuple[float, float]:
-        """What this side sent over the last SENT_WINDOW_S, on the wire as the receiver's
-        estimate counts it (wire_bytes): kbps of everything but the layer, and of the layer."""
         window = max(1, round(SENT_WINDOW_S * self.fps))
-        newest = self._sent[-1][0] if self._sent else 0
-        recent = [(o, lay) for i, o, lay in self._sent if i > newest - window]
-        kbps_per_byte = 8 / 1000 * self.fps / window
-        return (sum(o for o, _ in recent) * kbps_per_byte,
-                sum(lay for _, lay in recent) * kbps_per_byte)
+        newest = self._newest()
+        sent = sum(b for i, b in self._sent if i > newest - window)  # bytes
+        return rate_kbps - (sent * self.fps / window + pictures * CHUNK_OVERHEAD) * 8 / 1000
+
+    def _newest(self) -> int:
+        """The newest frame pushed (0 before any)."""
+        return self._sent[-1][0] if self._sent else 0
 
     def _adapt(self) -> None:
         """Frames a packet and RESYNC interval, from what the reports said."""
@@ -254,13 +249,9 @@ class StreamEncoder:
                 self._layer_picture(event, frame_rgb)
             packets += self.packetizer.push(event)
         out = [encode_packet(p) for p in packets]
-        others = layer = 0
-        for p, data in zip(packets, out, strict=True):
-            if p.type in LAYER_TYPES:
-                layer += wire_bytes(len(data), shared=True)
-            else:
-                others += wire_bytes(len(data))
-        self._sent.append((index, others, layer))
+        self._sent.append((index, sum(wire_bytes(len(data)) for p, data
+                                      in zip(packets, out, strict=True)
+                                      if p.type not in LAYER_TYPES)))
         return out
 
     def warm_up(self) -> None:

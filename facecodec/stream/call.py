@@ -291,7 +291,6 @@ class _Call:
                 raise
         # One worker per direction keeps encoder and decoder calls ordered and off the loop.
         self._encode_pool = ThreadPoolExecutor(1, thread_name_prefix="facecodec-encode")
-        self.sound_rate = SoundRate()
         self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="facecodec-decode")
         self.viewer: Viewer | None = None
         self.window = False
@@ -390,7 +389,6 @@ class _Call:
                 impairment=self.options.impairment,
             )
         )
-        self.sound_rate = SoundRate()  # the new peer's sound starts at the asked rate
         if self.viewer is not None:
             peer.on_audio = self.viewer.publish_audio
         self.stats.sessions += 1
@@ -500,6 +498,7 @@ class _Call:
         last_index: int | None = None
         queue, link = QueueDelay(), LinkRate()
         reported_kbps: float | None = None
+        sound = SoundRate()  # this peer's sound starts at the asked rate (Peer: use_opus)
         while True:
             event = await peer.events.get()
             if isinstance(event, PeerClosed):
@@ -519,7 +518,7 @@ class _Call:
                         self.stats.layer_limited_reports += layer.kbps < layer.ceiling
                         self.stats.layer_paused_reports += layer.paused
                     if self.options.follow_link:
-                        thin = self.sound_rate.report(
+                        thin = sound.report(
                             self.encoder.link_congested, not self.encoder.link_full,
                             layer is None or layer.paused, sound_sent_within(SPEAKING_S))
                         set_thin_sound(thin)

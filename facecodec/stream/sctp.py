@@ -35,6 +35,7 @@ bundled), and a later one replaces it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from struct import pack
 from typing import Any, Generic, TypeVar
 
@@ -79,7 +80,7 @@ class _Held:
     def __init__(self) -> None:
         self.sack = _Waiting[SackChunk]()
         self.forward = _Waiting[ForwardTsnChunk]()
-        self.data: list[DataChunk] = []
+        self.data: list[bytes] = []  # DATA chunks as they go on the wire (each once)
         self.data_bytes = _COMMON_HEADER
 
 
@@ -91,24 +92,24 @@ def _held(transport: RTCSctpTransport) -> _Held:
     return held
 
 
-def _packet(transport: RTCSctpTransport, chunks: list[Chunk]) -> bytes:
-    """aiortc's serialize_packet, for several chunks (each carries its own padding)."""
+def _packet(transport: RTCSctpTransport, chunks: list[bytes]) -> bytes:
+    """aiortc's serialize_packet, for several serialised chunks (each with its padding)."""
     header = pack("!HHL", transport._local_port, transport._remote_port,
                   transport._remote_verification_tag)
-    body = b"".join(bytes(chunk) for chunk in chunks)
+    body = b"".join(chunks)
     return header + pack("<L", crc32c(header + b"\x00\x00\x00\x00" + body)) + body
 
 
 async def _send_chunk(self: RTCSctpTransport, chunk: Chunk) -> None:
     held = _held(self)
     if isinstance(chunk, DataChunk):
-        size = len(bytes(chunk))
-        if held.data and held.data_bytes + size > SCTP_MAX_PACKET_LENGTH:
+        data = bytes(chunk)
+        if held.data and held.data_bytes + len(data) > SCTP_MAX_PACKET_LENGTH:
             await _send_data(self)
         if not held.data:
             asyncio.get_running_loop().call_soon(_data_later, self)
-        held.data.append(chunk)
-        held.data_bytes += size
+        held.data.append(data)
+        held.data_bytes += len(data)
         return
     if isinstance(chunk, ForwardTsnChunk):
         held.forward.chunk = chunk  # a later one says all an earlier one did
@@ -138,16 +139,15 @@ async def _send_data(transport: RTCSctpTransport, forward_only: bool = False) ->
     held = _held(transport)
     if not held.data and not (forward_only and held.forward.chunk is not None):
         return
-    chunks: list[Chunk] = list(held.data)
-    size = held.data_bytes
+    chunks, size = list(held.data), held.data_bytes
     forward = held.forward.take()
     if forward is not None:
-        chunks.insert(0, forward)
-        size += len(bytes(forward))
+        chunks.insert(0, bytes(forward))
+        size += len(chunks[0])
     sack = held.sack.chunk
-    if sack is not None and size + len(bytes(sack)) <= SCTP_MAX_PACKET_LENGTH:
+    if sack is not None and size + len(sack_bytes := bytes(sack)) <= SCTP_MAX_PACKET_LENGTH:
         held.sack.take()
-        chunks.insert(0, sack)
+        chunks.insert(0, sack_bytes)
     held.data, held.data_bytes = [], _COMMON_HEADER
     dtls: Any = transport.transport
     await dtls._send_data(_packet(transport, chunks))
@@ -157,14 +157,12 @@ def _forward_later(transport: RTCSctpTransport) -> None:
     held = _held(transport)
     held.forward.timer = None
     if held.forward.chunk is not None and transport._association_state != transport.State.CLOSED:
-        task = asyncio.ensure_future(_send_data(transport, forward_only=True))
-        task.add_done_callback(_ignore_closed)
+        _in_background(_send_data(transport, forward_only=True))
 
 
 def _data_later(transport: RTCSctpTransport) -> None:
     if _held(transport).data and transport._association_state != transport.State.CLOSED:
-        task = asyncio.ensure_future(_send_data(transport))
-        task.add_done_callback(_ignore_closed)
+        _in_background(_send_data(transport))
 
 
 def _flush(transport: RTCSctpTransport) -> None:
@@ -172,13 +170,13 @@ def _flush(transport: RTCSctpTransport) -> None:
     held.sack.timer = None
     sack = held.sack.take()
     if sack is not None and transport._association_state == transport.State.ESTABLISHED:
-        task = asyncio.ensure_future(_ORIGINAL_SEND_CHUNK(transport, sack))
-        task.add_done_callback(_ignore_closed)
+        _in_background(_ORIGINAL_SEND_CHUNK(transport, sack))
 
 
-def _ignore_closed(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()  # a connection closing meanwhile: the SACK is moot
+def _in_background(send: Coroutine[Any, Any, None]) -> None:
+    """Send from a timer: a connection closing meanwhile makes the packet moot."""
+    task = asyncio.ensure_future(send)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 def use_sctp_bundling(enabled: bool = True) -> None:
