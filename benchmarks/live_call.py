@@ -626,6 +626,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "layer_limited_reports": sent["layer_limited_reports"],
         "layer_paused_reports": sent["layer_paused_reports"],
         "sound_thin_reports": sent["sound_thin_reports"],
+        "paced_reports": sent["paced_reports"],
         "link_kbps": received["link_kbps"],
         "frames_fused": received["frames_fused"],
         "fps": received["fps"],

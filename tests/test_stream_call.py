@@ -323,6 +323,65 @@ def test_sender_answers_loss_with_two_frames_a_packet_then_intra_packets() -> No
     enc.close()
 
 
+def test_sender_paces_after_a_burst_overflows_or_a_queue_but_not_on_random_loss() -> None:
+    """A call with a layer paces its data channels (sctp.pace_data) while reports say a
+    burst overflowed the link's queue (loss after a keyframe, twice what reports without
+    one saw) or the link queued; not on a link that loses as much without bursts, and a
+    call without a layer never."""
+    from facecodec.codec.stream import (
+        BURST_S,
+        CALM_REPORTS,
+        CONGESTION_MEMORY,
+        PACE_FACTOR,
+        StreamEncoder,
+    )
+
+    fps = 30
+    frames = list(read_frames(str(require(CLIP))))[:20]
+    size = (frames[0].shape[1], frames[0].shape[0])
+    after_burst = round(BURST_S * fps) + 1
+
+    def push(enc: StreamEncoder, first: int, last: int) -> None:
+        for i in range(first, last):
+            enc.push(frames[i % len(frames)], i)
+
+    def keyframe_then_loss(loss: float, calm: float, layer_kbps: float = 15.0) -> StreamEncoder:
+        """A call's encoder: CALM_REPORTS reports of `calm` loss with no burst, then a
+        keyframe and a report of `loss`."""
+        enc = StreamEncoder(fps=fps, source_size=size, start_full=True, layer_kbps=layer_kbps)
+        push(enc, 0, 5)  # the first keyframe
+        enc.report_loss(loss, 0.0, 25.0)
+        assert enc.pace_kbps is None  # nothing yet to compare the loss with
+        push(enc, 5, after_burst + 5)
+        for _ in range(CALM_REPORTS):
+            enc.report_loss(calm, 0.0, 25.0)
+        assert enc.pace_kbps is None
+        enc.request_keyframe()
+        push(enc, after_burst + 5, after_burst + 10)
+        enc.report_loss(loss, 0.0, 25.0)
+        return enc
+
+    enc = keyframe_then_loss(0.05, 0.0)  # a thin link: the keyframe lost packets
+    assert enc.pace_kbps == pytest.approx(PACE_FACTOR * 25.0)
+    enc.report_loss(0.0, 0.0, 1.0)  # an estimate under what the motion sends steadily
+    steady = enc.pace_kbps
+    assert steady is not None and PACE_FACTOR * 1.0 < steady < PACE_FACTOR * 25.0
+    for _ in range(2 * CONGESTION_MEMORY):  # the loss after bursts averages out, then
+        enc.report_loss(0.0, 0.0, 25.0)  # CONGESTION_MEMORY reports without an overflow
+    assert enc.pace_kbps is None
+    enc.report_loss(0.0, 150.0, 40.0)  # the link queues
+    assert enc.pace_kbps == pytest.approx(PACE_FACTOR * 40.0)
+    enc.close()
+
+    enc = keyframe_then_loss(0.05, 0.05)  # a link that loses as much without bursts
+    assert enc.pace_kbps is None
+    enc.close()
+    enc = keyframe_then_loss(0.05, 0.0, layer_kbps=0.0)  # motion only: never paced
+    enc.report_loss(0.0, 150.0, 40.0)
+    assert enc.pace_kbps is None
+    enc.close()
+
+
 def test_a_receiver_with_eye_contact_draws_the_same_frames_but_the_eyes() -> None:
     from facecodec.codec.stream import StreamDecoder, StreamEncoder
 

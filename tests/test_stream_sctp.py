@@ -1,10 +1,13 @@
-"""The data channels' SCTP acknowledgements: delayed and bundled (facecodec/stream/sctp.py),
-counted in the packets each peer's DTLS transport sends, in real calls over loopback."""
+"""The data channels' SCTP packets (facecodec/stream/sctp.py): acknowledgements delayed and
+bundled, chunks sent together in one packet, counted in the packets each peer's DTLS
+transport sends; and packets paced to a rate. Real calls over loopback."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
+import pytest
 from test_stream_call import close_pair, connect_pair, drain, packet, packets_of, run
 
 from facecodec.bitstream.packets import PacketType
@@ -150,6 +153,53 @@ def test_a_forward_tsn_rides_with_the_next_data() -> None:
         assert await packets_sent(pa) == before  # held
         await asyncio.sleep(FORWARD_TSN_DELAY_S + 0.1)
         assert await packets_sent(pa) == before + 1  # then alone
+        await close_pair(sa, pa, sb, pb)
+
+    run(body)
+
+
+def test_paced_packets_keep_to_the_rate_and_their_order() -> None:
+    """A keyframe's burst and the motion behind it leave at the pace set (sctp.pace_data),
+    all of it whole and in order; with the pace off the same burst goes at once. A rate
+    that is not a positive number is refused."""
+    from facecodec.stream.sctp import pace_data
+    from facecodec.stream.wire import FRAGMENT, wire_bytes
+
+    opts = PeerOptions(loopback=True, send_audio=False)
+    kbps = 40.0
+
+    async def burst(pa: Peer, pb: Peer, seed: int) -> tuple[float, int]:
+        """Seconds until a 6 KB keyframe and 10 motion packets sent at once all arrived,
+        and their bytes on the wire."""
+        sent = [packet(PacketType.KEYFRAME, seed, seed, bytes([seed]) * 6000)]
+        sent += [packet(PacketType.MOTION, seed + i, seed + i, bytes([i]) * 40)
+                 for i in range(1, 11)]
+        start = time.monotonic()
+        for data in sent:
+            assert pa.send_packet(data)
+        got = await drain(pb, lambda g: len(packets_of(g)) >= len(sent), timeout=10)
+        elapsed = time.monotonic() - start
+        data = [p.data for p in packets_of(got)]
+        assert data[0] == sent[0] and sorted(data[1:]) == sorted(sent[1:])
+        return elapsed, sum(wire_bytes(len(d)) for d in sent)
+
+    async def body(url: str) -> None:
+        sa, pa, sb, pb = await connect_pair(url, "pace", opts, opts)
+        transport = pa.pc.sctp
+        for bad in (0.0, -5.0, float("nan"), float("inf")):
+            with pytest.raises(ValueError, match="pacing rate"):
+                pace_data(transport, bad)
+        pa.pace(kbps)
+        paced, wire = await burst(pa, pb, 1)
+        # The first packet goes at once; the keyframe's other four wait their turn, and
+        # the motion (in one packet behind them) its own. Headers below SCTP's count too.
+        keyframe_rest = wire_bytes(6000) - wire_bytes(FRAGMENT)
+        least = keyframe_rest * 8 / (kbps * 1000)
+        most = wire * 8 / (kbps * 1000)
+        assert least <= paced <= most + 0.3, (paced, least, most)
+        pa.pace(None)
+        at_once, _ = await burst(pa, pb, 20)
+        assert at_once < 0.5 * least, (at_once, least)
         await close_pair(sa, pa, sb, pb)
 
     run(body)

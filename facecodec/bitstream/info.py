@@ -12,14 +12,13 @@ from typing import Any
 from facecodec.bitstream.container import LAYER_CODEC_NAMES, FcvReader
 from facecodec.bitstream.packets import (
     LAYER_TYPES,
+    MOTION_TYPES,
     EndPayload,
     MotionPayload,
     PacketType,
     type_name,
 )
 from facecodec.errors import BitstreamError
-
-_MOTION_TYPES = (PacketType.MOTION, PacketType.RESYNC)
 
 
 def _kbps(nbytes: int, duration_s: float) -> float:
@@ -44,7 +43,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         for packet, _, size in reader.entries():
             add(type_name(packet.type), size)
-            if packet.type in _MOTION_TYPES:
+            if packet.type in MOTION_TYPES:
                 try:
                     m = MotionPayload.from_bytes(packet.payload)
                 except BitstreamError as e:
@@ -63,7 +62,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     duration = frames / fps
     for entry in per_type.values():
         entry["kbps"] = _kbps(entry["bytes"], duration)
-    motion_bytes = sum(per_type.get(t.name, {}).get("bytes", 0) for t in _MOTION_TYPES)
+    motion_bytes = sum(per_type.get(t.name, {}).get("bytes", 0) for t in MOTION_TYPES)
     layer_bytes = sum(per_type.get(t.name, {}).get("bytes", 0) for t in LAYER_TYPES)
     lay = h.layer
     major, minor = reader.version

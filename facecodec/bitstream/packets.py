@@ -38,6 +38,7 @@ class PacketType(IntEnum):
 
 _KNOWN_TYPES = frozenset(int(t) for t in PacketType)
 LAYER_TYPES = (PacketType.LAYER, PacketType.LAYER_GROUP)  # what carries layer pictures
+MOTION_TYPES = (PacketType.MOTION, PacketType.RESYNC)  # what carries a segment's Motions
 # Keyframe image codec id with no image bytes (minor version 3): the reference picture is the
 # stream's layer picture of the keyframe's frame, an intra picture as large as the crop.
 IMAGE_FROM_LAYER = 6

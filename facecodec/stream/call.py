@@ -160,6 +160,7 @@ class CallStats:
     layer_limited_reports: int = 0  # reports after which the layer aimed below its asked rate
     layer_paused_reports: int = 0  # reports after which the layer was paused
     sound_thin_reports: int = 0  # reports after which the sound went thin (peer.THIN_SOUND)
+    paced_reports: int = 0  # reports after which the data channels were paced (sctp.pace_data)
     link_kbps: list[float] = field(default_factory=list)  # the link rate estimates reported
     packets_lost: int = 0
     motion_bytes_sent: int = 0
@@ -197,6 +198,7 @@ class CallStats:
             "layer_limited_reports": self.layer_limited_reports,
             "layer_paused_reports": self.layer_paused_reports,
             "sound_thin_reports": self.sound_thin_reports,
+            "paced_reports": self.paced_reports,
             "link_kbps": [round(k, 1) for k in self.link_kbps],  # each report's estimate
             "packets_lost": self.packets_lost,
             "fps": (len(self.render_times) - 1) / span if span > 0 else 0.0,
@@ -518,6 +520,8 @@ class _Call:
                         self.stats.layer_limited_reports += layer.kbps < layer.ceiling
                         self.stats.layer_paused_reports += layer.paused
                     if self.options.follow_link:
+                        peer.pace(self.encoder.pace_kbps)
+                        self.stats.paced_reports += self.encoder.pace_kbps is not None
                         thin = sound.report(
                             self.encoder.link_congested, not self.encoder.link_full,
                             layer is None or layer.paused, sound_sent_within(SPEAKING_S))

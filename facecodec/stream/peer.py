@@ -46,7 +46,7 @@ from facecodec.bitstream.packets import LAYER_TYPES
 from facecodec.capture.microphone import FRAME, RATE, Microphone
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.stream.impair import Impairment
-from facecodec.stream.sctp import use_sctp_bundling
+from facecodec.stream.sctp import pace_data, use_sctp_bundling
 from facecodec.stream.signaling import SignalingClient
 from facecodec.stream.speech import SoundTimeline, SpeechGate
 from facecodec.stream.wire import PacketInfo, parse_control, peek_packet
@@ -395,6 +395,11 @@ class Peer:
         )
 
     # --- sending -------------------------------------------------------------------------------
+
+    def pace(self, kbps: float | None) -> None:
+        """Space the data channels' packets to `kbps` on the wire; None: send at once."""
+        if self.pc.sctp is not None:
+            pace_data(self.pc.sctp, kbps)
 
     def send_packet(self, data: bytes) -> bool:
         """Send one codec packet on the channel its type calls for; False if not sent."""

@@ -30,11 +30,21 @@ in one packet, up to its packet size: each is held until the running task yields
 chunks held by then go together, behind a held SACK that fits. A FORWARD TSN waits up to
 `FORWARD_TSN_DELAY_S` to go in front of the next data (RFC 3758 lets it wait to be
 bundled), and a later one replaces it.
+
+A layer's intra picture (1-2 KB) or a keyframe (4 KB without a layer) goes as packets in a
+row, where a thin link's router holds a few hundred ms (through 40 kbps, 500 ms is 2.5
+KB): it dropped the rest, SCTP retransmitted, and the loss was taken for a full link. So,
+as WebRTC's pacer does for its media, the packets carrying data can be spaced to a rate
+(`pace_data`; a call with a layer sets it from the receiver's estimate while the link is
+full, codec/stream.py StreamEncoder.pace_kbps): the queue is then the sender's, which
+drops nothing. Acknowledgements and other control chunks going alone are not held.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+from collections import deque
 from collections.abc import Coroutine
 from struct import pack
 from typing import Any, Generic, TypeVar
@@ -48,6 +58,8 @@ from aiortc.rtcsctptransport import (
     SackChunk,
 )
 from google_crc32c import value as crc32c  # SCTP's checksum, as aiortc computes it
+
+from facecodec.stream.wire import PACKET_OVERHEAD
 
 SACK_DELAY_S = 0.2  # RFC 4960 6.2: within 200 ms of the arrival of unacknowledged data
 # A FORWARD TSN waits this long for data to ride with; a call sends motion every 33-80 ms.
@@ -73,15 +85,26 @@ class _Waiting(Generic[C]):
         return chunk
 
 
+class _Pacer:
+    """Packets carrying data, sent no faster than `kbps` on the wire (None: at once)."""
+
+    def __init__(self) -> None:
+        self.kbps: float | None = None
+        self.queue: deque[bytes] = deque()
+        self.free_s = 0.0  # event-loop time the last packet paced has had its share until
+        self.timer: asyncio.TimerHandle | None = None
+
+
 class _Held:
-    """Per association: the SACK and the FORWARD TSN held back, and DATA chunks held for
-    one packet."""
+    """Per association: the SACK and the FORWARD TSN held back, DATA chunks held for one
+    packet, and the packets waiting for their pace."""
 
     def __init__(self) -> None:
         self.sack = _Waiting[SackChunk]()
         self.forward = _Waiting[ForwardTsnChunk]()
         self.data: list[bytes] = []  # DATA chunks as they go on the wire (each once)
         self.data_bytes = _COMMON_HEADER
+        self.pacer = _Pacer()
 
 
 def _held(transport: RTCSctpTransport) -> _Held:
@@ -149,8 +172,51 @@ async def _send_data(transport: RTCSctpTransport, forward_only: bool = False) ->
         held.sack.take()
         chunks.insert(0, sack_bytes)
     held.data, held.data_bytes = [], _COMMON_HEADER
+    packet = _packet(transport, chunks)
+    pacer = held.pacer
+    if pacer.kbps is None and not pacer.queue:
+        dtls: Any = transport.transport
+        await dtls._send_data(packet)
+        return
+    pacer.queue.append(packet)
+    if pacer.timer is None:
+        _pace_later(transport)
+
+
+def _pace_later(transport: RTCSctpTransport) -> None:
+    """Send the paced packets whose time has come, and wait for the next one's."""
+    pacer = _held(transport).pacer
+    pacer.timer = None
+    if transport._association_state == transport.State.CLOSED:
+        pacer.queue.clear()
+        return
+    loop = asyncio.get_running_loop()
+    now = loop.time()
     dtls: Any = transport.transport
-    await dtls._send_data(_packet(transport, chunks))
+    while pacer.queue and (pacer.kbps is None or pacer.free_s <= now):
+        packet = pacer.queue.popleft()
+        if pacer.kbps is not None:
+            pacer.free_s = (max(pacer.free_s, now)
+                            + (len(packet) + PACKET_OVERHEAD) * 8 / (pacer.kbps * 1000))
+        _in_background(dtls._send_data(packet))  # tasks run in order: packets keep theirs
+    if pacer.queue:
+        pacer.timer = loop.call_at(pacer.free_s, _pace_later, transport)
+
+
+def pace_data(transport: RTCSctpTransport, kbps: float | None) -> None:
+    """Space the packets carrying data that `transport` sends from now on to `kbps` on the
+    wire (IP and UDP headers counted), or None: send them at once (those waiting too)."""
+    if kbps is not None and not (math.isfinite(kbps) and kbps > 0):
+        raise ValueError(f"pacing rate {kbps} kbps")
+    pacer = _held(transport).pacer
+    if kbps == pacer.kbps:
+        return
+    pacer.kbps = kbps
+    if pacer.timer is not None:  # the next packet's time changes with the rate
+        pacer.timer.cancel()
+        pacer.timer = None
+    if pacer.queue:
+        _pace_later(transport)
 
 
 def _forward_later(transport: RTCSctpTransport) -> None:

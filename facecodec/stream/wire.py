@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from facecodec.bitstream.packets import SYNC, PacketType
+from facecodec.bitstream.packets import MOTION_TYPES, SYNC
 from facecodec.errors import BitstreamError
 
 _PREFIX = struct.Struct("<BBHI")  # sync, type, seq, timestamp
@@ -26,13 +26,16 @@ MAX_QUEUE_MS = 60000.0
 MAX_RATE_KBPS = 1e6
 MAX_FPS = 1000.0  # a stream's frame rate, as the start message states it
 
+# What an SCTP packet costs on the wire beyond its own bytes: IP and UDP (28) and the DTLS
+# record (13, and 24 for the cipher).
+PACKET_OVERHEAD = 65
 # What a data-channel message costs on the wire beyond its own bytes, once per SCTP packet:
-# IP and UDP (28), the DTLS record (13, and 24 for the cipher), SCTP's common header (12)
-# and DATA chunk header (16). aiortc cuts a message into packets of at most FRAGMENT bytes.
-# A message that shares the packet of the one sent with it (a call's layer picture rides
-# with its frame's motion packet, stream/sctp.py) costs its DATA chunk header alone.
-MESSAGE_OVERHEAD = 93
+# PACKET_OVERHEAD, SCTP's common header (12) and DATA chunk header (16). aiortc cuts a
+# message into packets of at most FRAGMENT bytes. A message that shares the packet of the
+# one sent with it (a call's layer picture rides with its frame's motion packet,
+# stream/sctp.py) costs its DATA chunk header alone.
 CHUNK_OVERHEAD = 16
+MESSAGE_OVERHEAD = PACKET_OVERHEAD + 12 + CHUNK_OVERHEAD
 FRAGMENT = 1200
 
 
@@ -46,7 +49,7 @@ def wire_bytes(message: int, shared: bool = False) -> int:
 
 # One-per-frame types, better lost than late. Everything else (keyframes, END, and types a
 # newer sender may add) must arrive intact and in order.
-LOSSY_TYPES = frozenset({PacketType.MOTION, PacketType.RESYNC})
+LOSSY_TYPES = frozenset(MOTION_TYPES)
 
 
 @dataclass(frozen=True, slots=True)
