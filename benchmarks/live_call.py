@@ -52,7 +52,7 @@ from facecodec.render.registry import CALL_RENDERER
 from facecodec.stream.browser import devtools, find_chromium, headless_chromium
 from facecodec.stream.call import CallOptions, run_call
 from facecodec.stream.impair import Impairment
-from facecodec.stream.peer import AUDIO_FRAME_MS, AUDIO_KBPS
+from facecodec.stream.peer import AUDIO_FRAME_MS, AUDIO_KBPS, PeerOptions
 from facecodec.stream.signaling import SignalingServer
 
 
@@ -75,12 +75,10 @@ def _peer(
         source = None
     options = CallOptions(
         camera=device,
-        audio_kbps=audio_kbps,
-        audio_frame_ms=audio_frame_ms,
+        peer=PeerOptions(loopback=True, audio_kbps=audio_kbps, audio_frame_ms=audio_frame_ms,
+                         impairment=impairment if role == "receiver" else None),
         seconds=seconds + (5.0 if role == "receiver" else 0.0),  # outlive the sender
         loop_source=True,
-        loopback=True,
-        impairment=impairment if role == "receiver" else None,
         wait_peer_s=30.0,
         layer_kbps=layer_kbps,
         renderer=renderer,
@@ -560,7 +558,7 @@ async def screenshot_call(source: Path, png: Path, frames: int = 50, timeout: fl
     viewer_url: asyncio.Future[str] = loop.create_future()
     options = CallOptions(
         seconds=timeout,
-        loopback=True,
+        peer=PeerOptions(loopback=True),
         wait_peer_s=30.0,
         on_viewer=lambda u: viewer_url.set_result(u),
     )

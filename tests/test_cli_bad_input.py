@@ -435,6 +435,7 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
                       (("--turn", "turn:relay.example.org"), "username and a password"),
                       (("--turn-user", "me"), "need --turn"),
                       (("--relay-only",), "need --turn"),
+                      (("--audio-kbps", "1000"), "audio rate 1000 kbps out of range"),
                       (("--packet-frames", "4"), "carry 1 to 3 frames"),
                       (("--packet-frames", "0"), "carry 1 to 3 frames"),
                       (("--signal", "https://example.org/"), "not a ws:// or wss:// URL"),

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from facecodec.stream.call import CallOptions, CallStats
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
+LOOPBACK = PeerOptions(loopback=True)  # both peers of a test call on this machine
 CLIP_WITH_AUDIO = DATA / "clips" / "grid_swiz3n.mpg"
 
 
@@ -521,8 +522,8 @@ def test_a_call_shows_the_frames_of_a_packet_a_frame_apart() -> None:
     require(CLIP)
 
     async def body(url: str) -> None:
-        sender = CallOptions(seconds=6, loopback=True, audio="none", packet_frames=2)
-        receiver = CallOptions(seconds=8, loopback=True, audio="none")
+        sender = CallOptions(seconds=6, peer=LOOPBACK, audio="none", packet_frames=2)
+        receiver = CallOptions(seconds=8, peer=LOOPBACK, audio="none")
         sent, got = await call_pair(url, "pf", sender, receiver, CLIP)
         assert sent.frames_sent > 60 and got.frames_rendered >= sent.frames_sent - 4
         gaps = np.diff(got.render_times)
@@ -1038,10 +1039,11 @@ def test_loopback_call_renders_frames_with_loss() -> None:
 
     async def body(url: str) -> None:
         # --seconds counts from start-up (tracker, signaling, ICE): leave room for a busy CPU.
-        sender = CallOptions(seconds=6, loopback=True, audio="silence")
+        sender = CallOptions(seconds=6, peer=LOOPBACK, audio="silence")
         # The receiver also draws the eyes turned up (--eye-contact), as a call passes it on.
         receiver = CallOptions(
-            seconds=8, loopback=True, impairment=Impairment(loss=0.1, seed=3), audio="silence",
+            seconds=8, peer=PeerOptions(loopback=True, impairment=Impairment(loss=0.1, seed=3)),
+            audio="silence",
             eye_contact=EyeContact(12.0),
         )
         sent, got = await call_pair(url, "live", sender, receiver, CLIP)
@@ -1061,8 +1063,8 @@ def test_loopback_call_from_a_live_camera(tmp_path: Path) -> None:
     feed = LiveFeed(tmp_path / "camera.y4m", clip, 30.0)
 
     async def body(url: str) -> None:
-        sender = CallOptions(seconds=6, loopback=True, audio="auto", camera=str(feed.path))
-        receiver = CallOptions(seconds=8, loopback=True, audio="none")
+        sender = CallOptions(seconds=6, peer=LOOPBACK, audio="auto", camera=str(feed.path))
+        receiver = CallOptions(seconds=8, peer=LOOPBACK, audio="none")
         sent, got = await call_pair(url, "camera", sender, receiver, None)
         assert sent.frames_sent > 20 and sent.motion_bytes_sent > 0
         assert sent.audio_bytes_sent == 0  # a camera has no sound: silence goes as no packets
@@ -1087,9 +1089,9 @@ def test_a_camera_slower_than_it_says_leaves_slots_empty(tmp_path: Path) -> None
     feed = LiveFeed(tmp_path / "slow.y4m", clip, 15.0, claimed_fps=30.0)
 
     async def body(url: str) -> None:
-        sender = CallOptions(seconds=6, loopback=True, audio="none", camera=str(feed.path),
+        sender = CallOptions(seconds=6, peer=LOOPBACK, audio="none", camera=str(feed.path),
                              layer_kbps=4.0)
-        receiver = CallOptions(seconds=8, loopback=True, audio="none")
+        receiver = CallOptions(seconds=8, peer=LOOPBACK, audio="none")
         sent, got = await call_pair(url, "slow", sender, receiver, None)
         assert sent.frames_sent > 20 and 20 < got.frames_rendered <= sent.frames_sent
         assert 0.7 < sent.frames_skipped / sent.frames_sent < 1.4, sent
@@ -1127,8 +1129,8 @@ def test_a_senders_viewer_shows_the_face_it_sends() -> None:
         pictures.append(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))
 
     async def body(url: str) -> None:
-        sender = CallOptions(seconds=5, loopback=True, audio="none", on_viewer=urls.append)
-        receiver = CallOptions(seconds=7, loopback=True, audio="none")
+        sender = CallOptions(seconds=5, peer=LOOPBACK, audio="none", on_viewer=urls.append)
+        receiver = CallOptions(seconds=7, peer=LOOPBACK, audio="none")
         await asyncio.gather(
             run_call("selfview", url, str(CLIP), "local", sender),
             run_call("selfview", url, None, "none", receiver),
@@ -1152,8 +1154,8 @@ def test_a_call_signals_over_tls(tmp_path: Path) -> None:
         server = SignalingServer()
         url = await server.start(tls=server_tls(cert, key))
         try:
-            sender = CallOptions(seconds=4, loopback=True, audio="none", signal_ca=cert)
-            receiver = CallOptions(seconds=6, loopback=True, audio="none", signal_ca=cert)
+            sender = CallOptions(seconds=4, peer=LOOPBACK, audio="none", signal_ca=cert)
+            receiver = CallOptions(seconds=6, peer=LOOPBACK, audio="none", signal_ca=cert)
             sent, got = await call_pair(url, "tls", sender, receiver, CLIP)
             assert sent.frames_sent > 20 and got.frames_rendered > 20
         finally:
@@ -1168,8 +1170,8 @@ def test_loopback_call_carries_the_layer() -> None:
     require(CLIP)
 
     async def body(url: str) -> None:
-        sender = CallOptions(seconds=6, loopback=True, audio="none", layer_kbps=8.0)
-        receiver = CallOptions(seconds=8, loopback=True, audio="none")
+        sender = CallOptions(seconds=6, peer=LOOPBACK, audio="none", layer_kbps=8.0)
+        receiver = CallOptions(seconds=8, peer=LOOPBACK, audio="none")
         sent, got = await call_pair(url, "layer", sender, receiver, CLIP)
         assert sent.frames_sent > 20 and sent.layer_bytes_sent > 0
         # The receiver decodes the header's layer on its own and draws most frames with it
@@ -1200,8 +1202,8 @@ def test_receiver_behind_real_time_skips_frames_instead_of_falling_behind(
         out: list[tuple[int, int, float]] = []
 
         async def body(url: str) -> None:
-            sender = CallOptions(seconds=6, loopback=True, audio="none")
-            receiver = CallOptions(seconds=6, loopback=True, audio="none", renderer="slow",
+            sender = CallOptions(seconds=6, peer=LOOPBACK, audio="none")
+            receiver = CallOptions(seconds=6, peer=LOOPBACK, audio="none", renderer="slow",
                                    late_s=late_s)
             _, got = await call_pair(url, "slow", sender, receiver, CLIP)
             out.append((got.frames_rendered, got.frames_late, max(got.latencies_ms)))

@@ -21,7 +21,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,6 @@ from facecodec.stream.peer import (
     Peer,
     PeerClosed,
     PeerOptions,
-    check_opus,
     set_thin_sound,
     sound_sent_within,
 )
@@ -92,16 +91,13 @@ class CallOptions:
     seconds: float | None = None  # stop after this long (None: when the source ends / peer leaves)
     loop_source: bool = False  # restart the file when it ends (long benchmarks from short clips)
     camera: str | None = None  # send this capture device ("0", "/dev/video2") instead of a file
-    audio: str = "auto"  # auto (the source's sound, else silence) | silence | none | a file
-    microphone: str | None = None  # send this capture device's sound ("default"), not `audio`
-    audio_kbps: float = AUDIO_KBPS  # Opus's rate for the sound this side sends
-    audio_frame_ms: int = AUDIO_FRAME_MS  # and its frame length (20, 40 or 60 ms)
-    audio_dtx: bool = True  # no sound packets while nobody speaks
-    loopback: bool = False  # offer 127.0.0.1 ICE candidates (both peers on this machine)
-    ice_servers: tuple[IceServer, ...] = ()  # a STUN server and a TURN relay, for NATs
-    relay_only: bool = False  # media only through the TURN relay (hides this side's address)
+    # auto (the source's sound, else silence) | silence | none | a file; a microphone
+    # (peer.microphone) is sent instead
+    audio: str = "auto"
+    # The connection: loopback candidates, ICE servers, the microphone, Opus's settings, an
+    # impairment. Its `audio` and `send_audio` are set each session from `audio` above.
+    peer: PeerOptions = field(default_factory=PeerOptions)
     signal_ca: Path | None = None  # the authority of a wss:// signaling server (None: system's)
-    impairment: Impairment | None = None
     reconnect: bool = False  # after the other peer leaves, wait for the next one
     wait_peer_s: float = 60.0  # how long to wait for a peer to (re)join
     viewer_host: str = "127.0.0.1"
@@ -305,7 +301,7 @@ class _Call:
 
     def audio_source(self) -> tuple[bool, str | None]:
         audio = self.options.audio
-        if self.options.microphone is not None:
+        if self.options.peer.microphone is not None:
             return True, None
         if audio == "none":
             return False, None
@@ -377,20 +373,7 @@ class _Call:
     async def session(self, signaling: SignalingClient, initiator: bool) -> bool:
         """One connection to the other peer; True if it ended because that peer left."""
         send_audio, audio_file = self.audio_source()
-        peer = Peer(
-            PeerOptions(
-                loopback=self.options.loopback,
-                ice_servers=self.options.ice_servers,
-                relay_only=self.options.relay_only,
-                audio=audio_file,
-                send_audio=send_audio,
-                microphone=self.options.microphone,
-                audio_kbps=self.options.audio_kbps,
-                audio_frame_ms=self.options.audio_frame_ms,
-                audio_dtx=self.options.audio_dtx,
-                impairment=self.options.impairment,
-            )
-        )
+        peer = Peer(replace(self.options.peer, audio=audio_file, send_audio=send_audio))
         if self.viewer is not None:
             peer.on_audio = self.viewer.publish_audio
         self.stats.sessions += 1
@@ -759,7 +742,6 @@ def call_main(args: argparse.Namespace) -> int:
     if args.loss or args.jitter_ms:
         impairment = Impairment(loss=args.loss, jitter_ms=args.jitter_ms)
     check_url(args.signal)  # now, not after the networks have loaded
-    check_opus(args.audio_kbps, args.audio_frame_ms)
     check_packet_frames(args.packet_frames)
     if args.microphone is not None:
         if args.audio != "auto":
@@ -778,17 +760,19 @@ def call_main(args: argparse.Namespace) -> int:
         loop_source=args.loop,
         camera=args.camera,
         audio=args.audio,
-        microphone=args.microphone,
-        audio_kbps=args.audio_kbps,
-        audio_frame_ms=args.audio_frame_ms,
-        audio_dtx=args.audio_dtx,
+        peer=PeerOptions(
+            loopback=args.loopback,
+            ice_servers=ice_servers(args),
+            relay_only=args.relay_only,
+            microphone=args.microphone,
+            audio_kbps=args.audio_kbps,
+            audio_frame_ms=args.audio_frame_ms,
+            audio_dtx=args.audio_dtx,
+            impairment=impairment,
+        ),
         packet_frames=args.packet_frames,
         follow_link=args.follow_link,
-        loopback=args.loopback,
-        ice_servers=ice_servers(args),
         signal_ca=args.signal_ca,
-        relay_only=args.relay_only,
-        impairment=impairment,
         reconnect=args.reconnect,
         viewer_host=args.viewer_host,
         viewer_port=args.viewer_port,
