@@ -372,6 +372,8 @@ def test_sender_paces_after_a_burst_overflows_or_a_queue_but_not_on_random_loss(
     assert enc.pace_kbps is None
     enc.report_loss(0.0, 150.0, 40.0)  # the link queues
     assert enc.pace_kbps == pytest.approx(PACE_FACTOR * 40.0)
+    enc.report_loss(0.0, 150.0, 0.0)  # a receiver's 0 (nothing came): what is sent steadily
+    assert enc.pace_kbps is not None and enc.pace_kbps >= PACE_FACTOR * enc.layer.kbps > 0
     enc.close()
 
     enc = keyframe_then_loss(0.05, 0.05)  # a link that loses as much without bursts

@@ -277,7 +277,8 @@ class StreamEncoder:
         if self.layer is None or self._last_rate is None or not any(self._pace_history):
             return None
         steady = self._sent_kbps(motion_only=True) + self.layer.kbps
-        return PACE_FACTOR * max(self._last_rate, steady)
+        kbps = PACE_FACTOR * max(self._last_rate, steady)
+        return kbps if kbps > 0 else None  # a receiver may report 0 before anything came
 
     def _newest(self) -> int:
         """The newest frame pushed (0 before any)."""

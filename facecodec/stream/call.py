@@ -108,8 +108,9 @@ class CallOptions:
     renderer: str = CALL_RENDERER
     eye_contact: EyeContact | None = None  # draw the peer's eyes turned up into the camera
     layer_kbps: float = 0.0  # low-resolution layer beside the motion (0: motion only)
-    # The layer keeps within the link's rate as the receiver estimates it, and the sound
-    # goes thin on a link that stays full (False: both keep their rates whatever the link).
+    # The layer keeps within the link's rate as the receiver estimates it, the sound goes
+    # thin on a link that stays full, and a layer call's packets are paced while the link
+    # is full (False: the layer and the sound keep their rates whatever the link, unpaced).
     follow_link: bool = True
     reference: str = "best"  # motion only: refresh the reference as the call goes (codec/scout.py)
     # Frames a motion packet carries: 2 halves the packets (and their headers, which cost
@@ -675,8 +676,10 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--follow-link", action=argparse.BooleanOptionalAction,
                         default=True, help="keep the layer within the rate the receiver "
                         "estimates the link carries (pausing it on a link too thin for it), "
-                        "and send the sound at 16 kbps in 60 ms frames while the link stays "
-                        "full (default on; off: both keep their rates whatever the link)")
+                        "send the sound at 16 kbps in 60 ms frames while the link stays full, "
+                        "and pace a layer call's packets while the link is full (default on; "
+                        "off: the layer and the sound keep their rates whatever the link, "
+                        "and nothing is paced)")
     parser.add_argument("--audio-dtx", action=argparse.BooleanOptionalAction, default=True,
                         help="send no sound packets while nobody speaks (voice activity "
                         "detection; default on)")
