@@ -504,8 +504,9 @@ class _Call:
                         self.stats.layer_limited_reports += layer.kbps < layer.ceiling
                         self.stats.layer_paused_reports += layer.paused
                     if self.options.follow_link:
-                        peer.pace(self.encoder.pace_kbps)
-                        self.stats.paced_reports += self.encoder.pace_kbps is not None
+                        pace = self.encoder.pace_kbps
+                        peer.pace(pace)
+                        self.stats.paced_reports += pace is not None
                         thin = sound.report(
                             self.encoder.link_congested, not self.encoder.link_full,
                             layer is None or layer.paused, sound_sent_within(SPEAKING_S))
