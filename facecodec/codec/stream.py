@@ -58,9 +58,9 @@ SENT_WINDOW_S = 3.0
 # under this share of the one before.
 RATE_FELL = 0.95
 # Beside a layer, while the link is full, the data channels' packets are paced to this
-# multiple of the receiver's estimate (stream/sctp.py, pace_data): the estimate sits under
-# what the link carries (0.8-0.9 of a 30 kbps bottleneck), and an intra picture's or a
-# keyframe's burst then waits at the sender instead of overflowing the router's queue.
+# multiple of the receiver's estimate (stream/sctp.py, pace_data): the estimate mostly sits
+# under what the link carries (0.75-0.95 of a 30 kbps bottleneck), and an intra picture's
+# or a keyframe's burst then waits at the sender instead of overflowing the router's queue.
 PACE_FACTOR = 1.2
 # A frame that sends this much beside its motion is a burst: beside a layer a keyframe is
 # some 550 bytes and an intra picture 1-2 KB, where a frame's motion and inter picture are
