@@ -155,7 +155,7 @@ class StreamEncoder:
         self._last_rate: float | None = None  # the receiver's last estimate
         self._resync = resync
         self._packet_frames = per_packet
-        self._loss_history: list[bool] = []
+        self._loss_history: deque[bool] = deque(maxlen=LOSS_MEMORY)
         # A call starts as on a full link, until CONGESTION_MEMORY reports say otherwise:
         # its first keyframe already fills a thin link's queue, and a queue full from the
         # start shows no queueing delay, only loss. Through 48 kbps, a speech call
@@ -163,14 +163,14 @@ class StreamEncoder:
         # 101-102 ms so; 277 at 581 ms when it started with one frame a packet, and 326 at
         # 573 ms when it went back to one after 3 reports. The cost: its first 10 s are a
         # frame later.
-        self._queue_history = [start_full]
-        # Reports that said a burst overflowed the link's queue, or that the link queued:
-        # while any of the last CONGESTION_MEMORY did, the data channels are paced.
-        self._pace_history: list[bool] = []
+        self._queue_history = deque([start_full], maxlen=CONGESTION_MEMORY)
+        # A layer call's reports that said a burst overflowed the link's queue, or that the
+        # link queued: while any of the last CONGESTION_MEMORY did, it is paced (pace_kbps).
+        self._pace_history: deque[bool] = deque(maxlen=CONGESTION_MEMORY)
         self._last_burst = -1 << 30  # the last frame that sent a burst (BURST_BYTES)
         # Loss of the last reports with a burst within BURST_S before them, and without
-        self._burst_loss: list[float] = []
-        self._calm_loss: list[float] = []
+        self._burst_loss: deque[float] = deque(maxlen=CONGESTION_MEMORY)
+        self._calm_loss: deque[float] = deque(maxlen=CONGESTION_MEMORY)
         self._adapt()
 
     def header_bytes(self) -> bytes:
@@ -206,23 +206,11 @@ class StreamEncoder:
         # link cannot carry. Only loss that goes on with two frames a packet is answered
         # with it.
         was_full = self.congested
-        self._loss_history = [*self._loss_history,
-                              fraction >= LOSSY and was_full][-LOSS_MEMORY:]
+        self._loss_history.append(fraction >= LOSSY and was_full)
         full = self.link_full = fraction >= LOSSY or queue_ms >= CONGESTED_MS
-        self._queue_history = [*self._queue_history, full][-CONGESTION_MEMORY:]
-        # Loss after bursts, above what the link loses without them (a link that only
-        # loses loses as much either way), says the bursts overflow a queue. Means over
-        # reports: one report's share of a few dozen packets swings by half around 5 %.
-        burst = self._newest() - self._last_burst <= BURST_S * self.fps
-        if burst:
-            self._burst_loss = [*self._burst_loss, fraction][-CONGESTION_MEMORY:]
-        else:
-            self._calm_loss = [*self._calm_loss, fraction][-CONGESTION_MEMORY:]
-        after, calm = self._burst_loss, self._calm_loss
-        overflow = (burst and len(after) >= 2 and len(calm) >= CALM_REPORTS
-                    and mean(after) >= max(LOSSY, 2 * mean(calm)))
-        self._pace_history = [*self._pace_history,
-                              queue_ms >= CONGESTED_MS or overflow][-CONGESTION_MEMORY:]
+        self._queue_history.append(full)
+        if self.layer is not None:  # only a layer call is paced
+            self._pace_history.append(queue_ms >= CONGESTED_MS or self._overflow(fraction))
         self._adapt()
         # A full link, not only a lossy one: its queue shows, or the loss comes with a fall
         # of the receiver's estimate (it falls only when the delay grows: an overuse).
@@ -238,6 +226,16 @@ class StreamEncoder:
             if full or self._link_kbps is None or rate_kbps > self._link_kbps:
                 self._link_kbps = rate_kbps
             self.layer.limit(self.layer_budget(self._link_kbps), self._newest() / self.fps)
+
+    def _overflow(self, fraction: float) -> bool:
+        """Whether loss after bursts, above what the link loses without them (a link that
+        only loses loses as much either way), says the bursts overflow a queue. Means over
+        reports: one report's share of a few dozen packets swings by half around 5 %."""
+        burst = self._newest() - self._last_burst <= BURST_S * self.fps
+        (self._burst_loss if burst else self._calm_loss).append(fraction)
+        after, calm = self._burst_loss, self._calm_loss
+        return (burst and len(after) >= 2 and len(calm) >= CALM_REPORTS
+                and mean(after) >= max(LOSSY, 2 * mean(calm)))
 
     def layer_budget(self, rate_kbps: float) -> float:
         """What the layer's packets may carry when the data channels may carry `rate_kbps`
