@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import GRID_CLIP, GRID_FRAMES, PORTRAITS, CliRun, require
+from conftest import CLIPS, GRID_CLIP, GRID_FRAMES, PORTRAITS, CliRun, require
 
 import facecodec.codec.encoder as encoder
 import facecodec.codec.layer_rate as layer_rate
@@ -757,6 +757,44 @@ def test_live_layer_keeps_its_picture_rate_when_slots_are_skipped() -> None:
     layer.restart(3)
     at = [i for i in range(3, 60) if layer.picture(i, crops[i % len(crops)]) is not None]
     assert at == list(range(3, 60, layer.divisor))
+
+
+def test_live_layer_codes_an_intra_picture_only_for_a_new_crf_or_an_old_encoder() -> None:
+    """A run whose crf stays goes on with its encoder (inter pictures only), for at most
+    MAX_ENCODER_S; a new crf starts a fresh encoder, intra first. The rate made counts the
+    intra picture spread over an encoder's life, so the layer still makes its target."""
+    import cv2
+
+    from facecodec.capture.video import read_frames
+    from facecodec.codec.layer_rate import LIVE_RUN_S, MAX_ENCODER_S, LiveLayer
+
+    clip = require(CLIPS / "liveportrait_d14.mp4")  # 536 frames, 30 fps: one take
+    take = [cv2.resize(f, (256, 256), interpolation=cv2.INTER_AREA)
+            for f in read_frames(str(clip))]
+    fps, target = 30.0, 15.0
+    crops = (take + take[::-1])[:round(30 * fps)]  # 30 s, played forth and back: no cut
+    layer = LiveLayer(target, fps)
+    layer.restart(0)
+    coded: list[tuple[int, bool, int, int]] = []  # index, intra, bytes, crf coded at
+    for i, crop in enumerate(crops):
+        got = layer.picture(i, crop)
+        if got is not None:
+            coded.append((i, got[0], len(got[1]), layer.encoder.q))
+    layer.encoder.restart()
+    intra = [(i, q) for i, is_intra, _, q in coded if is_intra]
+    run = round(LIVE_RUN_S * fps)
+    assert intra[0][0] == 0
+    assert 1 < len(intra) <= len(crops) // run - 3, intra  # three runs or more went on
+    for (before, q_before), (at, q_at) in zip(intra, intra[1:], strict=False):
+        assert at % run == 0  # only where a run ends
+        assert q_at != q_before or at - before >= MAX_ENCODER_S * fps, intra
+        assert at - before <= MAX_ENCODER_S * fps
+    # Pictures between two intra pictures are inter pictures at one crf.
+    for (first, _), (end, _) in zip(intra, [*intra[1:], (len(crops), 0)], strict=False):
+        assert len({q for i, _, _, q in coded if first <= i < end}) == 1
+    # What the last 15 s made, all bytes counted: near the target.
+    made = sum(n for i, _, n, _ in coded if i >= len(crops) - 15 * fps) * 8 / 1000 / 15
+    assert 0.7 * target < made < 1.3 * target, made
 
 
 def test_live_layer_follows_the_rate_it_is_given_and_pauses_under_its_floor() -> None:

@@ -11,7 +11,9 @@ target in log rate.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
+from statistics import mean
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -222,11 +224,26 @@ def plan_layer(
     return plan(best)
 
 
-# Live calls see no clip ahead, so the crf cannot be searched: each run of pictures (a fresh
-# encoder, intra first) is coded at a crf set from the rate the previous run made. SVT-AV1
-# roughly halves its rate for +6 crf at these sizes, so the step is 6 * log2(made / target),
-# at most MAX_CRF_STEP (one short run is a noisy guide to the next).
+# Live calls see no clip ahead, so the crf cannot be searched: every LIVE_RUN_S (a run) the
+# crf is set from the rate the layer made. SVT-AV1 roughly halves its rate for +6 crf at these
+# sizes, so the step is 6 * log2(made / target), at most MAX_CRF_STEP (one short run is a
+# noisy guide to the next). A new crf needs a fresh encoder, whose first picture is intra; a
+# run whose crf stays goes on with the encoder it has, for at most MAX_ENCODER_S. With a fresh
+# encoder every run, intra pictures were 14-48 % of the layer's bytes (benchmarks/
+# live_layer_rate.py, 6 clips, 15 kbps) and each a burst a thin link's queue had to hold.
+# The rate made counts inter pictures, and the intra picture spread over an encoder's life:
+# as long as the last ENCODER_LIVES encoders lived or the current one has (LIVE_RUN_S to
+# MAX_ENCODER_S). Spread over the current encoder's age alone, a young encoder's rate would
+# be taken high and an old one's low: the crf would step down as an encoder ages and back up
+# with the fresh one that step starts. Over the last lives alone, encoders that began to
+# live longer were still charged
+# for short lives (45 s runs on 4 clips: 2-9 % under this rule's rate, 0.1-0.7 dB lower
+# PSNR-Y at 8 and 15 kbps). One run's content swings the rate by a step either
+# way: the step is the last run's when that is off by two or more, else the encoder's
+# whole life's, once it is two runs old.
 LIVE_RUN_S = 3.0
+MAX_ENCODER_S = 12.0
+ENCODER_LIVES = 4
 CRF_PER_DOUBLING = 6.0
 MAX_CRF_STEP = 6
 # Starting crf by layer rate, so the first run is near its target. 4 kbps (128 px): the median
@@ -281,7 +298,12 @@ class LiveLayer:
         self.encoder = LayerEncoder(self.size, self.q, SPEC_AV1_LIVE)
         self.phase: int | None = None  # frame of the current run's first picture
         self.last: int | None = None  # frame of the run's latest picture
-        self.run_bytes = 0
+        self.run_bytes = 0  # the run's pictures, its encoder's intra picture not counted
+        self.life_bytes = 0  # the encoder's pictures, its intra picture not counted
+        self.started = 0  # frame of the encoder's intra picture
+        self.intra_bytes = 0  # and its size
+        self.max_frames = round(MAX_ENCODER_S * fps)
+        self.lives: deque[int] = deque(maxlen=ENCODER_LIVES)  # frames the last encoders ran
         self.run_frames = max(self.divisor, round(LIVE_RUN_S * fps / self.divisor) * self.divisor)
         self.paused = False
         self.pauses = 0
@@ -303,26 +325,53 @@ class LiveLayer:
                 return
             self.paused, self._resume, self._resumed_at = False, True, now_s
         elif target < floor:
-            self.paused, self.run_bytes, self._paused_at = True, 0, now_s
+            self.paused, self._paused_at = True, now_s
+            self.run_bytes = self.life_bytes = self.intra_bytes = 0
             self.pauses += 1
             again = now_s - self._resumed_at < STABLE_S
             self._wait = min(2 * self._wait, MAX_RESUME_WAIT_S) if again else RESUME_WAIT_S
         self.kbps = max(target, floor)
 
     def _adapt(self, index: int) -> None:
-        """Set the crf for the run starting at `index` from what the run before it made."""
-        if self.phase is not None and index > self.phase and self.run_bytes:
-            made = self.run_bytes * 8 / 1000 / ((index - self.phase) / self.fps)
-            step = round(CRF_PER_DOUBLING * math.log2(made / self.kbps))
-            step = max(-MAX_CRF_STEP, min(MAX_CRF_STEP, step))
-            self.q = min(MAX_Q, max(MIN_Q, self.q + step))
+        """Set the crf for the run starting at `index` from what the layer made: the run
+        before it, when that was off by two steps or more, else the encoder's whole life
+        (one run's content swings the rate by a step either way)."""
+        if self.phase is None or index <= self.phase or not self.run_bytes + self.intra_bytes:
+            return
+        age = index - self.started
+        step = self._step(self.run_bytes, index - self.phase, age)
+        if abs(step) < 2:
+            step = self._step(self.life_bytes, age, age) if age >= 2 * self.run_frames else 0
+        self.q = min(MAX_Q, max(MIN_Q, self.q + step))
+
+    def _step(self, inter_bytes: int, frames: int, age: int) -> int:
+        """The crf step for `inter_bytes` of inter pictures over `frames`, with the intra
+        picture spread over an encoder's life: as long as the last encoders lived, or as
+        the current one (`age` frames) has."""
+        life = max(age, mean(self.lives)) if self.lives else age
+        life_s = min(MAX_ENCODER_S, max(LIVE_RUN_S, life / self.fps))
+        made = (inter_bytes * self.fps / frames + self.intra_bytes / life_s) * 8 / 1000
+        step = round(CRF_PER_DOUBLING * math.log2(made / self.kbps))
+        return max(-MAX_CRF_STEP, min(MAX_CRF_STEP, step))
+
+    def _next_run(self, index: int) -> None:
+        """A run ends at `index`: a new crf, or an encoder MAX_ENCODER_S old, starts a fresh
+        encoder; otherwise the one there is goes on."""
+        q = self.q
+        self._adapt(index)
+        if self.q != q or index - self.started >= self.max_frames:
+            self._run(index)
+        else:
+            self.phase, self.run_bytes = index, 0
 
     def _run(self, index: int) -> None:
         """Start a run at `index`: a fresh encoder, whose first picture is intra."""
+        if self.intra_bytes:  # an encoder that coded pictures ends
+            self.lives.append(index - self.started)
         self.encoder.restart()
         self.encoder = LayerEncoder(self.size, self.q, SPEC_AV1_LIVE)
-        self.run_bytes = 0
-        self.phase, self.last, self._resume = index, None, False
+        self.run_bytes = self.life_bytes = self.intra_bytes = 0
+        self.phase, self.started, self.last, self._resume = index, index, None, False
 
     def picture(self, index: int, crop: np.ndarray) -> tuple[bool, bytes] | None:
         if self.paused or self.phase is None or index < self.phase:
@@ -332,8 +381,12 @@ class LiveLayer:
         elif self.last is not None and index - self.last < self.divisor:
             return None
         elif index - self.phase >= self.run_frames:
-            self.restart(index)
+            self._next_run(index)
         self.last = index
         data, intra = self.encoder.encode(crop)
-        self.run_bytes += layer_packet_bytes(len(data))
+        if intra:
+            self.started, self.intra_bytes = index, layer_packet_bytes(len(data))
+        else:
+            self.run_bytes += layer_packet_bytes(len(data))
+            self.life_bytes += layer_packet_bytes(len(data))
         return intra, data
