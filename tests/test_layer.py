@@ -795,6 +795,14 @@ def test_live_layer_codes_an_intra_picture_only_for_a_new_crf_or_an_old_encoder(
     # What the last 15 s made, all bytes counted: near the target.
     made = sum(n for i, _, n, _ in coded if i >= len(crops) - 15 * fps) * 8 / 1000 / 15
     assert 0.7 * target < made < 1.3 * target, made
+    # A paced call's layer (short_runs) starts a fresh encoder every run.
+    layer = LiveLayer(target, fps)
+    layer.short_runs = True
+    layer.restart(0)
+    fresh = [i for i, crop in enumerate(crops[:4 * run])
+             if (got := layer.picture(i, crop)) is not None and got[0]]
+    layer.encoder.restart()
+    assert fresh == [0, run, 2 * run, 3 * run]
 
 
 def test_live_layer_follows_the_rate_it_is_given_and_pauses_under_its_floor() -> None:

@@ -211,6 +211,7 @@ class StreamEncoder:
         self._queue_history.append(full)
         if self.layer is not None:  # only a layer call is paced
             self._pace_history.append(queue_ms >= CONGESTED_MS or self._overflow(fraction))
+            self.layer.short_runs = any(self._pace_history)  # while its bursts are paced
         self._adapt()
         # A full link, not only a lossy one: its queue shows, or the loss comes with a fall
         # of the receiver's estimate (it falls only when the delay grows: an overuse).
