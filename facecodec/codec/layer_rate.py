@@ -236,11 +236,10 @@ def plan_layer(
 # MAX_ENCODER_S). Spread over the current encoder's age alone, a young encoder's rate would
 # be taken high and an old one's low: the crf would step down as an encoder ages and back up
 # with the fresh one that step starts. Over the last lives alone, encoders that began to
-# live longer were still charged
-# for short lives (45 s runs on 4 clips: 2-9 % under this rule's rate, 0.1-0.7 dB lower
-# PSNR-Y at 8 and 15 kbps). One run's content swings the rate by a step either
-# way: the step is the last run's when that is off by two or more, else the encoder's
-# whole life's, once it is two runs old.
+# live longer were still charged for short lives (45 s runs on 4 clips: 2-9 % under this
+# rule's rate, 0.1-0.7 dB lower PSNR-Y at 8 and 15 kbps). One run's content swings the rate
+# by a step either way: the step is the last run's when that is off by two or more, else
+# the encoder's whole life's, once it is two runs old.
 LIVE_RUN_S = 3.0
 MAX_ENCODER_S = 12.0
 ENCODER_LIVES = 4
@@ -309,7 +308,8 @@ class LiveLayer:
         self.pauses = 0
         # A fresh encoder every run (the caller's call is paced: its link is full). An intra
         # picture after a long life is at a finer crf, and larger: through 40 kbps the motion
-        # behind it waited 0.79-0.91 s, against 0.61-0.66 with one every 3 s.
+        # paced behind it held the picture for up to 0.79-0.91 s, against 0.59-0.66 s with a
+        # fresh encoder every run (docs/live_calls.md, "The layer's encoders").
         self.short_runs = False
         self._resume = False  # the next picture starts a run
         self._paused_at = self._resumed_at = -math.inf
