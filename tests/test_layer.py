@@ -916,6 +916,8 @@ def test_a_call_sender_pauses_its_layer_on_a_thin_link_and_resumes_it() -> None:
     assert fixed.layer is not None and fixed.layer.kbps == 15.0
     fixed.report_loss(0.05, 0.0, 12.0)
     assert not fixed.layer.paused and fixed.layer.kbps == 15.0
+    fixed.report_loss(0.0, 150.0, 40.0)  # a queue: nothing paced, runs as on a free link
+    assert fixed.pace_kbps is None and not fixed.layer.short_runs
     fixed.close()
 
 

@@ -211,7 +211,7 @@ class StreamEncoder:
         self._queue_history.append(full)
         if self.layer is not None:  # only a layer call is paced
             self._pace_history.append(queue_ms >= CONGESTED_MS or self._overflow(fraction))
-            self.layer.short_runs = any(self._pace_history)  # while its bursts are paced
+            self.layer.short_runs = self._paced  # smaller intra pictures while paced
         self._adapt()
         # A full link, not only a lossy one: its queue shows, or the loss comes with a fall
         # of the receiver's estimate (it falls only when the delay grows: an overuse).
@@ -274,11 +274,19 @@ class StreamEncoder:
         link the pace turned the bottleneck's drops into delay: through 48 kbps, a speech
         call drew 612 of 703 frames paced at latency p50 / p95 578 / 2,298 ms, against
         477 at 239 / 602 ms unpaced (docs/live_calls.md)."""
-        if self.layer is None or self._last_rate is None or not any(self._pace_history):
+        if self._last_rate is None or not self._paced:
             return None
+        assert self.layer is not None
         steady = self._sent_kbps(motion_only=True) + self.layer.kbps
         kbps = PACE_FACTOR * max(self._last_rate, steady)
         return kbps if kbps > 0 else None  # a receiver may report 0 before anything came
+
+    @property
+    def _paced(self) -> bool:
+        """Whether a report lately said this layer call's bursts are to be paced (never with
+        `layer_follows_link` False: such a call keeps its rates whatever the link)."""
+        return (self.layer is not None and self.layer_follows_link
+                and any(self._pace_history))
 
     def _newest(self) -> int:
         """The newest frame pushed (0 before any)."""
