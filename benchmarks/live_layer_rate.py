@@ -4,9 +4,10 @@ Per clip, each frame resized to the 256 px crop (a fixed crop: no tracker), play
 and back to `--seconds` (no cut where the clip ends), is given to a call's `LiveLayer` at
 each target rate, every slot in turn; each picture is decoded as a receiver decodes it and
 scored against the crop at the layer's size (PSNR-Y). Prints per clip and rate the kbps
-made (the LAYER packets' bytes), the intra pictures and their share of it, and the mean
-PSNR-Y; then, for the 256 px rates, how the rate and PSNR-Y compare across runs of this
-script given with `--compare` (earlier JSON outputs, e.g. from another commit).
+made (the LAYER packets' bytes), the intra pictures and their share of it, the mean
+PSNR-Y, and the rate over the first 6 s and over the worst 6 s (aligned to the start);
+then, for the 256 px rates, how the rate and PSNR-Y compare across runs of this script
+given with `--compare` (earlier JSON outputs, e.g. from another commit).
 
     .venv/bin/python benchmarks/live_layer_rate.py [--clips STEM ...] [--rates 5 8 12 15]
         [--seconds 45] [--json OUT] [--compare EARLIER.json]
@@ -30,6 +31,7 @@ from facecodec.train.splits import load_split
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIPS = ("liveportrait_d9", "liveportrait_d14", "grid_lbbc2a", "edtalk_expression_source",
          "iplap_129", "pcavs_Input_00098")
+START_S = 6.0  # the stretch the start and the peak rate are measured over
 
 
 def forth_and_back(clip: Path, seconds: float) -> tuple[list[np.ndarray], float]:
@@ -47,6 +49,8 @@ def measure(crops: list[np.ndarray], fps: float, kbps: float) -> dict[str, float
     layer.restart(0)
     decoder = LayerDecoder(layer.size)
     made = intra_bytes = intras = 0
+    window = round(START_S * fps)
+    by_window = np.zeros(-(-len(crops) // window))  # bytes made in each START_S of the take
     scores: list[float] = []
     for i, crop in enumerate(crops):
         got = layer.picture(i, crop)
@@ -55,6 +59,7 @@ def measure(crops: list[np.ndarray], fps: float, kbps: float) -> dict[str, float
         intra, data = got
         size = layer_packet_bytes(len(data))
         made += size
+        by_window[i // window] += size
         if intra:
             intra_bytes += size
             intras += 1
@@ -66,7 +71,11 @@ def measure(crops: list[np.ndarray], fps: float, kbps: float) -> dict[str, float
     seconds = len(crops) / fps
     return {"size": layer.size, "kbps": made * 8 / 1000 / seconds, "intras": intras,
             "intra_kbps": intra_bytes * 8 / 1000 / seconds, "psnr_y": float(np.mean(scores)),
-            "pictures": len(scores)}
+            "pictures": len(scores),
+            # The start (before the crf has been set from what the layer made) and the worst
+            # stretch: what a link must carry beyond the target.
+            "start_kbps": float(by_window[0] * 8 / 1000 / START_S),
+            "peak_kbps": float(by_window[:len(crops) // window].max() * 8 / 1000 / START_S)}
 
 
 def rate_ratio(new: list[dict], old: list[dict]) -> float | None:
@@ -102,7 +111,8 @@ def main() -> None:
             rows.append(r)
             print(f"{stem:26s} {kbps:4.1f} kbps: made {r['kbps']:6.2f}, {r['intras']:2d} intra "
                   f"pictures ({r['intra_kbps']:5.2f} kbps), PSNR-Y {r['psnr_y']:6.3f} "
-                  f"({r['size']} px)", flush=True)
+                  f"({r['size']} px); first {START_S:g} s {r['start_kbps']:6.2f} kbps, "
+                  f"peak {r['peak_kbps']:6.2f}", flush=True)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
     if a.compare:
