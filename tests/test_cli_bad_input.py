@@ -412,6 +412,12 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
     run = run_main("decode", encoded_grid.fcv, "-o", blocker / "x.mp4")
     assert f"cannot create folder {blocker}: a file is in the way" in \
         assert_one_line_error(run, code=2)
+    # A folder where the video is to go: refused before decoding, no temporary file left.
+    for command, source in (("decode", encoded_grid.fcv),
+                            ("upscale", require(CLIPS / "grid_swiz3n.mpg"))):
+        run = run_main(command, source, "-o", out_dir)
+        assert f"cannot write {out_dir}: it is a folder" in assert_one_line_error(run, code=2)
+        assert not list(tmp_path.glob(".*.tmp")) and not list(out_dir.iterdir())
     run = run_main("demo", require(CLIPS / "grid_swiz3n.mpg"), "--out", blocker / "demo")
     assert f"cannot create folder {blocker / 'demo'}" in assert_one_line_error(run, code=2)
     run = run_main("encode", tmp_path, "-o", out_dir / "x.fcv")

@@ -13,7 +13,7 @@ import av
 import numpy as np
 
 from facecodec.errors import FacecodecError
-from facecodec.files import make_folder, publish, temp_beside
+from facecodec.files import check_writable, publish, temp_beside
 
 MIN_SIDE = 64  # below this no face can be tracked reliably
 MAX_SIDE = 8192  # above this a frame is almost certainly not a camera picture
@@ -128,7 +128,7 @@ class VideoWriter:
         if fmt is None:
             raise FacecodecError(f"cannot write {self.path}: unknown video container "
                                  f"'{self.path.suffix}' (use .mp4, .mov or .mkv)")
-        make_folder(self.path.parent)
+        check_writable(self.path)  # a folder in the way fails now, not after the work
         fd, self._tmp = temp_beside(self.path)
         os.close(fd)
         self._c = av.open(str(self._tmp), "w", format=fmt)
@@ -148,7 +148,11 @@ class VideoWriter:
         for pkt in self._s.encode():
             self._c.mux(pkt)
         self._c.close()
-        publish(self._tmp, self.path)
+        try:
+            publish(self._tmp, self.path)
+        except OSError as e:  # e.g. a folder made at `path` since the check
+            self._tmp.unlink(missing_ok=True)
+            raise FacecodecError(f"cannot write {self.path}: {e.strerror or e}") from None
 
     def abort(self) -> None:
         try:
