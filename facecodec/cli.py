@@ -154,10 +154,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help=f"{' or '.join(RENDERERS)} (default {DEFAULT_RENDERER})")
     d.add_argument("--pose", choices=("source", "frontal"), default="source",
                    help="frontal: turn the head to face the camera")
-    d.add_argument("--yaw", type=float, default=0.0, help="degrees added to the head yaw")
-    d.add_argument("--pitch", type=float, default=0.0, help="degrees added to the head pitch")
-    d.add_argument("--roll", type=float, default=0.0, help="degrees added to the head roll")
-    d.add_argument("--avatar", type=Path, default=None, help="portrait to drive instead")
+    for name, most in (("yaw", 90), ("pitch", 90), ("roll", 180)):
+        d.add_argument(f"--{name}", type=float, default=0.0,
+                       help=f"degrees added to the head {name} (-{most}..{most})")
+    d.add_argument("--avatar", type=Path, default=None,
+                   help="portrait of one person to drive instead")
     d.add_argument("--eye-contact", type=float, nargs="?", const=10.0, default=None,
                    metavar="DEG", help="draw the eyes turned up into the camera, DEG degrees "
                    "above where the sender looks (default 10; 0..30)")

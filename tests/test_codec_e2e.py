@@ -216,6 +216,37 @@ def test_cli_bad_eye_contact_angle(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("flag", "value", "most"), [("--yaw", "nan", 90), ("--pitch", "-91", 90),
+                                                     ("--roll", "inf", 180)])
+def test_cli_bad_head_turn(flag: str, value: str, most: int, encoded_grid: EncodedClip,
+                           tmp_path: Path, run_main: Callable[..., CliRun]) -> None:
+    out = tmp_path / "turned.mp4"
+    r = run_main("decode", encoded_grid.fcv, "-o", out, flag, value)
+    assert r.returncode == 2
+    assert r.stderr_lines == [f"facecodec: error: {flag} must be within -{most}..{most} "
+                              f"degrees, got {float(value):g}"]
+    assert not out.exists()
+
+
+def test_cli_avatar_portrait_of_several_faces_or_too_small(
+    encoded_grid: EncodedClip, tmp_path: Path, run_main: Callable[..., CliRun]
+) -> None:
+    """Which of several faces is meant is the user's to say (as `encode --face`); a
+    portrait too small to track is refused as a video's frames are."""
+    one = cv2.resize(cv2.imread(str(require(PORTRAITS / "liveportrait_d19.jpg"))), (256, 256),
+                     interpolation=cv2.INTER_AREA)
+    two, tiny = tmp_path / "two.png", tmp_path / "tiny.png"
+    cv2.imwrite(str(two), np.hstack([one, one]))  # two faces the tracker finds
+    cv2.imwrite(str(tiny), cv2.resize(one, (40, 48), interpolation=cv2.INTER_AREA))
+    out = tmp_path / "avatar.mp4"
+    for portrait, why in ((two, "several faces in the portrait"),
+                          (tiny, "a portrait of 40x48; its sides must be within 64..8192")):
+        r = run_main("decode", encoded_grid.fcv, "-o", out, "--avatar", portrait)
+        assert r.returncode == 2
+        assert len(r.stderr_lines) == 1 and why in r.stderr_lines[0]
+        assert not out.exists()
+
+
 def test_decode_with_avatar(
     encoded_grid: EncodedClip, plain_frames: np.ndarray, tmp_path: Path
 ) -> None:

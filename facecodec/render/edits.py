@@ -14,12 +14,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facecodec.capture.video import MAX_SIDE, MIN_SIDE
 from facecodec.errors import FacecodecError
 from facecodec.face.crop import CropBox
 from facecodec.face.tracker import FaceMesh
 from facecodec.motion.basis import ExpressionBasis
 from facecodec.motion.motion import Motion
 from facecodec.render import topology as T
+
+# Past a quarter turn the face looks away from the camera; a roll may turn it upside down.
+MAX_TURN_DEG = 90.0
+MAX_ROLL_DEG = 180.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,13 @@ class PoseEdit:
     yaw: float = 0.0
     pitch: float = 0.0
     roll: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name, value, most in (("yaw", self.yaw, MAX_TURN_DEG), ("pitch", self.pitch,
+                                  MAX_TURN_DEG), ("roll", self.roll, MAX_ROLL_DEG)):
+            if not -most <= value <= most:  # also refuses NaN
+                raise FacecodecError(f"--{name} must be within -{most:g}..{most:g} degrees, "
+                                     f"got {value:g}")
 
     @property
     def active(self) -> bool:
@@ -55,13 +67,20 @@ class Avatar:
         img = cv2.imread(str(portrait), cv2.IMREAD_COLOR)
         if img is None:
             raise FacecodecError(f"{portrait}: not an image file")
+        h, w = img.shape[:2]
+        if min(w, h) < MIN_SIDE or max(w, h) > MAX_SIDE:
+            raise FacecodecError(f"{portrait}: a portrait of {w}x{h}; its sides must be within "
+                                 f"{MIN_SIDE}..{MAX_SIDE} pixels")
         rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         mesh = FaceMesh(max_faces=2, static=True)
         faces = mesh(rgb)
         mesh.close()
         if not faces:
             raise FacecodecError(f"{portrait}: no face found in the portrait")
-        face = max(faces, key=lambda f: f.size)
+        if len(faces) > 1:  # which one is meant is the user's to say, as for encoding
+            raise FacecodecError(f"{portrait}: several faces in the portrait; an avatar is "
+                                 "drawn from a portrait of one person")
+        face = faces[0]
         crop = CropBox.around(face.centre, face.size)
         self.image = crop.cut(rgb, size)
         self.motion = basis.fit(crop.to_crop(face.points, size), size, k)
