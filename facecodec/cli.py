@@ -142,7 +142,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--keyframe-quality", type=int, default=None,
                    help="reference picture 0..100 (default 60; with a layer 30 up to a 6 kbps "
                         "layer, 10 above, 0 when the layer is as large as the crop)")
-    e.add_argument("--refresh", type=float, default=0.0, help="refresh keyframe every N s")
+    e.add_argument("--refresh", type=float, default=0.0,
+                   help="a refresh keyframe every N s (1..3600; 0: only when needed)")
     e.add_argument("--face", choices=("single", "largest"), default="single",
                    help="several faces: error out (single) or code the largest")
     e.set_defaults(func=_encode)

@@ -166,6 +166,19 @@ def test_encode_rejects_bad_input_subprocess(
     _check_encode_error(case, inputs, run_cli, tmp_path)
 
 
+@pytest.mark.parametrize("value", ["-1", "nan", "0.5", "4000"])
+def test_encode_rejects_a_refresh_period_out_of_range(
+    value: str, inputs: Inputs, run_main: Run, tmp_path: Path
+) -> None:
+    """Refused before the analysis (this input has no face, which is not what it says)."""
+    out_dir = _fresh_dir(tmp_path, "out")
+    run = run_main("encode", inputs.no_face_corner, "-o", out_dir / "x.fcv", "--refresh", value)
+    line = assert_one_line_error(run, code=2)
+    assert (f"--refresh must be 0 (a keyframe only when needed) or within 1..3600 s, got "
+            f"{float(value):g}") in line
+    assert list(out_dir.iterdir()) == []
+
+
 def test_encode_several_faces_largest(inputs: Inputs, run_main: Run, tmp_path: Path) -> None:
     fcv = tmp_path / "new" / "folder" / "two.fcv"  # encode makes the folder, as decode does
     run = run_main("encode", inputs.two_faces, "-o", fcv, "--face", "largest")

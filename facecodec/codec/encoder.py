@@ -77,6 +77,7 @@ DEFAULT_KEYFRAME_QUALITY = 60
 # A receiver keeps a packet's worth of layer pictures (decoder._LayerState.HISTORY).
 MAX_FILE_PACKET_FRAMES = 60
 REFERENCES = ("best", "first")
+MAX_REFRESH_S = 3600.0  # --refresh: an hour between keyframes is as good as none
 K_MEDIUM = 16  # expression coefficients at the medium preset (lowest: 4, low: 8, high: 32)
 
 
@@ -91,7 +92,7 @@ class EncoderSettings:
     keyframe_quality: int | None = None
     packet_frames: int | None = None  # frames per motion packet; None: the resync interval
     resync_s: float = 1.0  # a lost packet damages at most this long
-    refresh_s: float = 0.0  # periodic keyframe refresh (0: only when needed)
+    refresh_s: float = 0.0  # periodic keyframe refresh (0: only when needed; 1..MAX_REFRESH_S)
     allow_several: bool = False  # code the largest face when several are present
     layer_kbps: float = 0.0  # low-resolution layer rate (0: motion only)
     # Constant quality: the layer's SVT-AV1 crf, fixed instead of searched for layer_kbps
@@ -131,6 +132,9 @@ class EncoderSettings:
             if self.layer_kbps <= 0:
                 raise FacecodecError("--layer-crf needs --layer-kbps (which picks the layer's "
                                      "size and picture rate)")
+        if not (self.refresh_s == 0 or 1 <= self.refresh_s <= MAX_REFRESH_S):  # refuses NaN
+            raise FacecodecError(f"--refresh must be 0 (a keyframe only when needed) or within "
+                                 f"1..{MAX_REFRESH_S:g} s, got {self.refresh_s:g}")
         if not 0 < self.resync_s <= 1.0:
             raise FacecodecError("resync interval must be within (0, 1] s")
         if self.reference not in REFERENCES:
