@@ -458,11 +458,19 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
                       (("--packet-frames", "4"), "carry 1 to 3 frames"),
                       (("--packet-frames", "0"), "carry 1 to 3 frames"),
                       (("--signal", "https://example.org/"), "not a ws:// or wss:// URL"),
+                      (("--viewer-port", "70000"), "--viewer-port must be within 0..65535"),
+                      (("--seconds", "nan"), "--seconds must be a finite number above 0"),
+                      (("--seconds", "-5"), "--seconds must be a finite number above 0"),
+                      (("--jitter-ms", "nan"), "jitter must be >= 0 ms"),
+                      (("--layer-kbps", "500"), "--layer-kbps must be within 0..60"),
                       (("--signal-ca", out_dir / "none.pem"), "as a certificate authority")):
         run = run_main("call", "room1", *args)
         assert why in assert_one_line_error(run, code=2)
     for args, why in ((("--cert", blocker), "--cert and --key go together"),
-                      (("--cert", blocker, "--key", blocker), "cannot use TLS certificate")):
+                      (("--cert", blocker, "--key", blocker), "cannot use TLS certificate"),
+                      (("--port", "99999"), "--port must be within 0..65535"),
+                      (("--max-message-kb", "0"), "--max-message-kb must be within 1..16384"),
+                      (("--rate", "nan"), "--rate must be above 0")):
         assert why in assert_one_line_error(run_main("signal", *args), code=2)
     run = run_main("call", "room1", "--eye-contact", "40")
     assert "--eye-contact must be within 0..30 degrees" in assert_one_line_error(run, code=2)

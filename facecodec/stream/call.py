@@ -32,10 +32,11 @@ from facecodec.bitstream.packets import LAYER_TYPES
 from facecodec.capture.camera import STALL_TIMEOUT_S, Camera
 from facecodec.capture.microphone import open_microphone
 from facecodec.capture.video import probe, read_frames
-from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET
+from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET, MAX_LAYER_KBPS
 from facecodec.codec.stream import MAX_CALL_PACKET_FRAMES, check_packet_frames
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.files import check_writable, write_text
+from facecodec.motion.coder import PRESETS
 from facecodec.render.edits import EyeContact
 from facecodec.render.registry import CALL_RENDERER
 from facecodec.stream.congestion import LinkRate, QueueDelay, SoundRate
@@ -57,6 +58,7 @@ from facecodec.stream.signaling import (
     ROOM_PATTERN,
     SignalingClient,
     add_signal_arguments,
+    check_port,
     check_url,
     client_tls,
     signal_main,
@@ -700,7 +702,8 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", action="store_true", help="also try a desktop window")
     parser.add_argument("--loss", type=float, default=0.0, help="drop this share of packets")
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="random extra delay")
-    parser.add_argument("--preset", help="motion preset (default medium; low with a layer)")
+    parser.add_argument("--preset", choices=PRESETS,
+                        help="motion preset (default medium; low with a layer)")
     parser.add_argument("--renderer", default=CALL_RENDERER)
     parser.add_argument("--eye-contact", type=float, nargs="?", const=10.0, default=None,
                         metavar="DEG", help="draw the peer's eyes turned up into the camera, "
@@ -746,6 +749,7 @@ def call_main(args: argparse.Namespace) -> int:
     if args.loss or args.jitter_ms:
         impairment = Impairment(loss=args.loss, jitter_ms=args.jitter_ms)
     check_url(args.signal)  # now, not after the networks have loaded
+    check_port("--viewer-port", args.viewer_port)
     check_packet_frames(args.packet_frames)
     if args.microphone is not None:
         if args.audio != "auto":
@@ -757,6 +761,11 @@ def call_main(args: argparse.Namespace) -> int:
     for flag, value in (("--late-ms", args.late_ms), ("--hurry-ms", args.hurry_ms)):
         if not value >= 0:
             raise FacecodecError(f"{flag} must be 0 or more (got {value})")
+    if args.seconds is not None and not 0 < args.seconds < float("inf"):
+        raise FacecodecError(f"--seconds must be a finite number above 0 (got {args.seconds})")
+    if not 0 <= args.layer_kbps <= MAX_LAYER_KBPS:  # now, not when the stream starts
+        raise FacecodecError(f"--layer-kbps must be within 0..{MAX_LAYER_KBPS:g} (0: no layer), "
+                             f"got {args.layer_kbps:g}")
     # Built (and an angle out of range refused) now, not when the peer's stream starts.
     eye_contact = EyeContact(args.eye_contact) if args.eye_contact is not None else None
     options = CallOptions(

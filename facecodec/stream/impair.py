@@ -39,7 +39,7 @@ class Impairment:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise FacecodecError(f"{name} must be a probability in [0, 1], got {value}")
-        if self.jitter_ms < 0:
+        if not self.jitter_ms >= 0:  # also refuses NaN
             raise FacecodecError(f"jitter must be >= 0 ms, got {self.jitter_ms}")
         self._rng = random.Random(self.seed)
 

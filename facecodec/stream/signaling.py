@@ -41,6 +41,12 @@ ROOM_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MESSAGE_TYPES = frozenset({"join", "offer", "answer", "bye"})
 
 
+# The most the server's options may ask: a session description is a few KiB, and a peer
+# sends a few messages a call.
+MAX_MESSAGE_KB = 16384
+MAX_RATE_PER_S = 1000.0
+
+
 @dataclass(frozen=True, slots=True)
 class SignalLimits:
     max_message_bytes: int = 64 * 1024  # an SDP with two data channels and audio is ~2 KiB
@@ -241,6 +247,12 @@ def server_tls(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
+def check_port(flag: str, port: int) -> None:
+    """A TCP port to listen on (0: any free one)."""
+    if not 0 <= port <= 65535:
+        raise FacecodecError(f"{flag} must be within 0..65535 (0: any free port), got {port}")
+
+
 def check_url(url: str) -> None:
     if not url.startswith(("ws://", "wss://")):
         raise FacecodecError(f"signaling server {url}: not a ws:// or wss:// URL")
@@ -327,6 +339,13 @@ def add_signal_arguments(parser: argparse.ArgumentParser) -> None:
 
 def signal_main(args: argparse.Namespace) -> int:
     """Run the signaling server until interrupted."""
+    check_port("--port", args.port)
+    if not 1 <= args.max_message_kb <= MAX_MESSAGE_KB:
+        raise FacecodecError(f"--max-message-kb must be within 1..{MAX_MESSAGE_KB}, "
+                             f"got {args.max_message_kb}")
+    if not 0 < args.rate <= MAX_RATE_PER_S:  # also refuses NaN
+        raise FacecodecError(f"--rate must be above 0 and at most {MAX_RATE_PER_S:g} messages "
+                             f"a second, got {args.rate:g}")
     limits = SignalLimits(max_message_bytes=args.max_message_kb * 1024, rate_per_s=args.rate)
     if (args.cert is None) != (args.key is None):
         raise FacecodecError("--cert and --key go together")
