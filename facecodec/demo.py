@@ -5,6 +5,7 @@ quality next to what H.264 (x264 real-time, the video-call anchor) needs for the
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ def run_demo(
     settings.validate()  # before any output exists
     make_folder(out)
     fcv, recon = out / "clip.fcv", out / "reconstruction.mp4"
-    enc = encode_file(src, fcv, settings, progress=True)
+    enc = encode_file(src, fcv, settings, progress=sys.stderr.isatty())
     dec = decode_file(fcv, recon)
     size = enc.header.size
     original = original_crops(src, enc.keyframes, size)
