@@ -463,6 +463,8 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
                       (("--seconds", "-5"), "--seconds must be a finite number above 0"),
                       (("--jitter-ms", "nan"), "jitter must be >= 0 ms"),
                       (("--layer-kbps", "500"), "--layer-kbps must be within 0..60"),
+                      (("--audio", blocker), "cannot open audio source"),
+                      (("--audio", out_dir / "none.wav"), "cannot open audio source"),
                       (("--signal-ca", out_dir / "none.pem"), "as a certificate authority")):
         run = run_main("call", "room1", *args)
         assert why in assert_one_line_error(run, code=2)

@@ -46,6 +46,7 @@ from facecodec.stream.peer import (
     AUDIO_FRAME_MS,
     AUDIO_KBPS,
     ControlReceived,
+    FileAudioTrack,
     IceServer,
     PacketReceived,
     Peer,
@@ -756,6 +757,8 @@ def call_main(args: argparse.Namespace) -> int:
             raise FacecodecError("send a microphone (--microphone) or --audio, not both")
         device = None if args.microphone == "default" else args.microphone
         open_microphone(device).close()  # one that cannot be opened is refused now
+    elif args.audio not in ("auto", "silence", "none"):
+        FileAudioTrack.has_audio(args.audio)  # likewise a file that cannot be read
     if args.signal_ca is not None:
         client_tls(args.signal_ca)
     for flag, value in (("--late-ms", args.late_ms), ("--hurry-ms", args.hurry_ms)):
