@@ -689,6 +689,23 @@ def test_constant_quality_layer_keeps_its_crf(analysis: Analysis) -> None:
     assert rates[0] > 1.5 * rates[1]
 
 
+def test_a_clip_too_long_to_hold_its_layer_pictures_codes_the_same_layer(
+    analysis: Analysis, layered: EncodeResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past HELD_LAYER_BYTES the rate search reads the clip again for each pass instead of
+    keeping every frame's picture: the same stream, and nothing kept."""
+    from facecodec.codec import encoder
+
+    monkeypatch.setattr(encoder, "HELD_LAYER_BYTES", 256 * 256 * 3 * (GRID_FRAMES - 1))
+    fresh = replace(analysis, events=list(analysis.events), _pictures={}, _chosen={},
+                    layer_codes={})
+    streamed = code_analysis(fresh, EncoderSettings(layer_kbps=8.0))
+    assert fresh.layer_codes and not fresh._pictures
+    assert [encode_packet(p) for p in streamed.packets] == \
+        [encode_packet(p) for p in layered.packets]
+    assert streamed.header.to_bytes() == layered.header.to_bytes()
+
+
 def test_live_layer_reaches_its_rate_and_lifts_quality(crops: np.ndarray) -> None:
     # A live sender has no look-ahead: its crf follows the rate of the previous run of
     # pictures. Looping the 3 s clip for 12 s, the last 6 s must be near the target, every

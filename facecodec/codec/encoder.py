@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -517,6 +518,11 @@ def _search_config(
     return config(lo)
 
 
+# Layer pictures an analysis keeps for rate control's passes: 512 MiB is 2,730 frames of a
+# 256 px layer (91 s at 30 fps). A 196 s clip held them all, and peaked at 2.8 GB.
+HELD_LAYER_BYTES = 512 << 20
+
+
 @dataclass
 class Analysis:
     """What tracking a whole file produced; coding it at several rates reuses it."""
@@ -549,19 +555,32 @@ class Analysis:
     def keyframes(self) -> list[KeyframeEvent]:
         return [e for e in self.events if isinstance(e, KeyframeEvent)]
 
-    def layer_pictures(self, size: int, crop_size: int) -> np.ndarray:
-        """Every frame's crop downscaled to the layer `size` (kept, since rate control codes
-        them several times; 12 KB a frame at 64 px). The crop is cut at `crop_size` first,
-        like the receiver's frame, then area-downscaled, like training did."""
+    def layer_pictures(self, size: int, crop_size: int) -> Callable[[], Iterator[np.ndarray]]:
+        """Every frame's crop downscaled to the layer `size`, in frame order, as a fresh
+        iterator each call (rate control codes them several times). The crop is cut at
+        `crop_size` first, like the receiver's frame, then area-downscaled, like training
+        did. A clip whose pictures fit HELD_LAYER_BYTES keeps them; a longer one is read
+        from its source again for each pass, so memory does not grow with its length."""
+        if self.source is None:
+            raise FacecodecError("this analysis has no source to cut layer pictures from")
+        source, keyframes, max_frames = self.source, self.keyframes, self.max_frames
+
+        def read() -> Iterator[np.ndarray]:
+            return (downscale(c, size)
+                    for c in iter_crops(source, keyframes, crop_size, max_frames))
+
+        if self.report.frames * size * size * 3 > HELD_LAYER_BYTES:
+            return read
         key = (size, crop_size)
         if key not in self._pictures:
-            if self.source is None:
-                raise FacecodecError("this analysis has no source to cut layer pictures from")
-            self._pictures[key] = np.stack([
-                downscale(c, size) for c in iter_crops(self.source, self.keyframes, crop_size,
-                                                       self.max_frames)
-            ])
-        return self._pictures[key]
+            held = np.empty((self.report.frames, size, size, 3), np.uint8)
+            n = 0
+            for picture in itertools.islice(read(), len(held)):
+                held[n] = picture
+                n += 1
+            self._pictures[key] = held[:n]
+        held = self._pictures[key]
+        return lambda: iter(held)
 
 
 def analyze_file(

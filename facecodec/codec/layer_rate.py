@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from statistics import mean
 from typing import TYPE_CHECKING
@@ -157,13 +158,15 @@ def full_size_layer(kbps: float, crop_size: int) -> bool:
 
 
 def code_layer(
-    analysis: Analysis, pictures: np.ndarray, size: int, divisor: int, q: int
+    analysis: Analysis, pictures: Iterator[np.ndarray], size: int, divisor: int, q: int
 ) -> dict[int, tuple[bool, bytes]]:
-    """Code the layer of an analysed clip: an intra picture at every keyframe (a fresh
-    encoder: the crop may have moved), then one picture every `divisor` frames."""
+    """Code the layer of an analysed clip from its frames' `pictures` (in frame order): an
+    intra picture at every keyframe (a fresh encoder: the crop may have moved), then one
+    picture every `divisor` frames."""
     enc = LayerEncoder(size, q)
     out: dict[int, tuple[bool, bytes]] = {}
     phase: int | None = None
+    at, picture = -1, None  # the frame `picture` is of
     for e in analysis.events:
         if isinstance(e, KeyframeEvent):
             enc.restart()
@@ -171,9 +174,14 @@ def code_layer(
             continue
         if phase is None or (e.index - phase) % divisor or e.index in out:
             continue
-        if e.index >= len(pictures):
+        while at < e.index:
+            picture = next(pictures, None)
+            if picture is None:
+                break
+            at += 1
+        if picture is None:
             break
-        data, intra = enc.encode(pictures[e.index])
+        data, intra = enc.encode(picture)
         out[e.index] = (intra, data)
     enc.restart()
     return out
@@ -192,7 +200,7 @@ def plan_layer(
     def plan(q: int) -> LayerPlan:
         key = (size, crop_size, divisor, q)
         if key not in analysis.layer_codes:
-            analysis.layer_codes[key] = code_layer(analysis, pictures, size, divisor, q)
+            analysis.layer_codes[key] = code_layer(analysis, pictures(), size, divisor, q)
         return LayerPlan(AV1, size, divisor, q, analysis.layer_codes[key])
 
     if crf is not None:
