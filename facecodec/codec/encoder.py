@@ -45,9 +45,9 @@ from facecodec.codec.layer import MAX_Q, MIN_Q, downscale
 from facecodec.codec.layer_rate import (
     FULL_LAYER_MOTION,
     LAYER_MOTION_PRESET,
-    MAX_LAYER_KBPS,
     NET_FUSION_MAX_KBPS,
     LayerPlan,
+    check_layer_kbps,
     full_size_layer,
     keyframe_quality_with_layer,
     plan_layer,
@@ -121,11 +121,7 @@ class EncoderSettings:
             raise FacecodecError("--keyframe-quality must be within 0..100")
         if self.target_kbps is not None and not 0.2 <= self.target_kbps <= 100:
             raise FacecodecError("--target-kbps must be within 0.2..100")
-        if not 0 <= self.layer_kbps <= MAX_LAYER_KBPS:
-            raise FacecodecError(
-                f"--layer-kbps must be within 0..{MAX_LAYER_KBPS:g} (0: no layer), "
-                f"got {self.layer_kbps:g}"
-            )
+        check_layer_kbps(self.layer_kbps)
         if self.layer_crf is not None:
             if not MIN_Q <= self.layer_crf <= MAX_Q:
                 raise FacecodecError(f"--layer-crf must be within {MIN_Q}..{MAX_Q}, "

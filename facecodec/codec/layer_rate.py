@@ -152,6 +152,13 @@ def schedule(kbps: float, crop_size: int = 256, live: bool = False) -> tuple[int
     return size, divisor
 
 
+def check_layer_kbps(kbps: float) -> None:
+    """A layer rate as `--layer-kbps` asks it (0: no layer)."""
+    if not 0 <= kbps <= MAX_LAYER_KBPS:  # also refuses NaN
+        raise FacecodecError(f"--layer-kbps must be within 0..{MAX_LAYER_KBPS:g} (0: no layer), "
+                             f"got {kbps:g}")
+
+
 def full_size_layer(kbps: float, crop_size: int) -> bool:
     """Whether a file's layer at `kbps` is as large as the crop (0: no layer)."""
     return kbps > 0 and schedule(kbps, crop_size)[0] >= crop_size

@@ -32,7 +32,7 @@ from facecodec.bitstream.packets import LAYER_TYPES
 from facecodec.capture.camera import STALL_TIMEOUT_S, Camera
 from facecodec.capture.microphone import open_microphone
 from facecodec.capture.video import probe, read_frames
-from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET, MAX_LAYER_KBPS
+from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET, check_layer_kbps
 from facecodec.codec.stream import MAX_CALL_PACKET_FRAMES, check_packet_frames
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.files import check_writable, write_text
@@ -766,9 +766,7 @@ def call_main(args: argparse.Namespace) -> int:
             raise FacecodecError(f"{flag} must be 0 or more (got {value})")
     if args.seconds is not None and not 0 < args.seconds < float("inf"):
         raise FacecodecError(f"--seconds must be a finite number above 0 (got {args.seconds})")
-    if not 0 <= args.layer_kbps <= MAX_LAYER_KBPS:  # now, not when the stream starts
-        raise FacecodecError(f"--layer-kbps must be within 0..{MAX_LAYER_KBPS:g} (0: no layer), "
-                             f"got {args.layer_kbps:g}")
+    check_layer_kbps(args.layer_kbps)  # now, not when the stream starts
     # Built (and an angle out of range refused) now, not when the peer's stream starts.
     eye_contact = EyeContact(args.eye_contact) if args.eye_contact is not None else None
     options = CallOptions(
