@@ -30,12 +30,17 @@ def temp_beside(path: Path) -> tuple[int, Path]:
 
 
 def publish(tmp: Path, dst: Path) -> None:
-    """Move a finished temporary file onto `dst`. mkstemp makes files private (0600); give
+    """Move a finished temporary file onto `dst`, or remove it and fail with one line (e.g.
+    a folder made at `dst` since it was checked). mkstemp makes files private (0600); give
     the result the mode an ordinary `open()` would have (0666 less the umask)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, dst)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, dst)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise FacecodecError(f"cannot write {dst}: {e.strerror or e}") from None
 
 
 def check_writable(path: Path) -> None:

@@ -317,12 +317,12 @@ class FcvWriter:
             f.flush()
             os.fsync(f.fileno())
             f.close()
-            publish(self._tmp, self.path)
         except OSError as e:
             with contextlib.suppress(OSError):
                 f.close()
             self._tmp.unlink(missing_ok=True)
             raise FacecodecError(f"cannot write {self.path}: {e.strerror or e}") from None
+        publish(self._tmp, self.path)
 
     def abort(self) -> None:
         """Drop everything written so far."""

@@ -148,11 +148,7 @@ class VideoWriter:
         for pkt in self._s.encode():
             self._c.mux(pkt)
         self._c.close()
-        try:
-            publish(self._tmp, self.path)
-        except OSError as e:  # e.g. a folder made at `path` since the check
-            self._tmp.unlink(missing_ok=True)
-            raise FacecodecError(f"cannot write {self.path}: {e.strerror or e}") from None
+        publish(self._tmp, self.path)
 
     def abort(self) -> None:
         try:
