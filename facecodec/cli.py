@@ -8,9 +8,11 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 from facecodec import __version__
 from facecodec.errors import FacecodecError
+from facecodec.files import settle_made_folders
 from facecodec.render.registry import DEFAULT_RENDERER, RENDERERS
 
 
@@ -112,11 +114,19 @@ def _bench(a: argparse.Namespace) -> int:
     return bench_main(a)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a wrong argument in one line, not under a usage block that
+    buries it; `--help` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The full parser; `argv` (without the program name) says which command will run."""
     from facecodec.motion.coder import PRESETS
 
-    p = argparse.ArgumentParser(prog="facecodec", description="Talking-head video codec")
+    p = OneLineParser(prog="facecodec", description="Talking-head video codec")
     p.add_argument("--version", action="version", version=f"facecodec {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -249,19 +259,21 @@ def main(argv: list[str] | None = None) -> int:
         # MediaPipe's use of a deprecated protobuf call: not the user's concern.
         warnings.filterwarnings("ignore", category=UserWarning, module="google.protobuf")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except FacecodecError as e:
         print(f"facecodec: error: {e}", file=sys.stderr)
-        return e.exit_code
+        code = e.exit_code
     except KeyboardInterrupt:
         print("facecodec: interrupted", file=sys.stderr)
-        return 130
+        code = 130
     except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
         if os.environ.get("FACECODEC_DEBUG"):
             raise
         print(f"facecodec: internal error: {e.__class__.__name__}: {e} "
               "(set FACECODEC_DEBUG=1 for details)", file=sys.stderr)
-        return 1
+        code = 1
+    settle_made_folders(failed=code != 0)
+    return code
 
 
 if __name__ == "__main__":

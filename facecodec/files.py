@@ -8,15 +8,39 @@ from pathlib import Path
 
 from facecodec.errors import FacecodecError
 
+# Folders made for outputs by this command, in the order made: a command that fails removes
+# those still empty (`settle_made_folders`), so it leaves nothing behind.
+_made: list[Path] = []
+
 
 def make_folder(path: Path) -> None:
     """Create an output folder (and its parents), or fail with one line."""
+    missing = []
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            break
+        missing.append(p)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise FacecodecError(f"cannot create folder {path}: a file is in the way") from None
     except OSError as e:
         raise FacecodecError(f"cannot create folder {path}: {e.strerror or e}") from None
+    finally:  # also the parents made before a deeper one failed
+        _made.extend(p for p in reversed(missing) if p.is_dir())
+
+
+def settle_made_folders(failed: bool) -> None:
+    """At a command's end: if it failed, remove the folders `make_folder` made that are still
+    empty, deepest first (one that holds anything, such as a damaged stream's frames, stays);
+    either way forget them."""
+    while _made:
+        folder = _made.pop()
+        if failed:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
 
 
 def temp_beside(path: Path) -> tuple[int, Path]:

@@ -315,6 +315,33 @@ def test_decode_truncated_mid_stream(
     assert f"the {n} frames before it" in line
 
 
+def test_a_failed_command_leaves_no_folder_it_made(
+    encoded_grid: EncodedClip, inputs: Inputs, layout: Layout, run_main: Run, tmp_path: Path
+) -> None:
+    """Output folders are made before the work; one that a failed command leaves empty is
+    removed again, its made parents too, but not a folder that was there before, nor one
+    that holds what the command wrote (a damaged stream's frames)."""
+    there = _fresh_dir(tmp_path, "there")
+    run = run_main("encode", inputs.no_face_corner, "-o", there / "new" / "deeper" / "x.fcv")
+    assert "no face" in assert_one_line_error(run, code=2)
+    assert there.is_dir() and list(there.iterdir()) == []
+    run = run_main("call", "room1", "--stats-json", there / "stats" / "s.json",
+                   "--seconds", "-1")
+    assert "--seconds" in assert_one_line_error(run, code=2)
+    assert list(there.iterdir()) == []
+    i = layout.first(PacketType.RESYNC, after=layout.first(PacketType.RESYNC) + 1)
+    src = tmp_path / "damaged.fcv"
+    src.write_bytes(layout.data[:layout.offsets[i] + layout.sizes[i] // 2])
+    mp4 = there / "frames" / "out.mp4"
+    assert_one_line_error(run_main("decode", src, "-o", mp4), code=3)
+    assert mp4.is_file() and _frame_count(mp4) == layout.timestamps[i]
+    # A success keeps its folders, and a failure after it does not reach back to them.
+    ok = there / "ok" / "x.mp4"
+    assert run_main("decode", encoded_grid.fcv, "-o", ok).returncode == 0 and ok.is_file()
+    run_main("encode", inputs.no_face_corner, "-o", there / "ok2" / "x.fcv")
+    assert sorted(p.name for p in there.iterdir()) == ["frames", "ok"]
+
+
 def test_decode_cut_on_packet_boundary_is_valid(
     layout: Layout, run_main: Run, tmp_path: Path
 ) -> None:
@@ -405,6 +432,32 @@ def test_demo_rejects_an_impossible_rate_before_writing(run_main: Run, tmp_path:
     r = run_main("demo", "--target-kbps", "500", "--out", out)
     assert r.returncode == 2 and "--target-kbps" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_mistyped_argument_is_one_line_naming_it(run_cli: Run, tmp_path: Path) -> None:
+    """argparse's own errors too: one line that names the argument and points to --help, not a
+    usage block above it; exit 2 and nothing written. --help still prints the usage."""
+    out = tmp_path / "out"
+    for args, prog, why in (
+        (("bogus",), "facecodec", "argument command: invalid choice: 'bogus'"),
+        (("encode", "x.mp4", "-o", out / "x.fcv", "--quality", "best"), "facecodec encode",
+         "argument --quality: invalid choice: 'best'"),
+        (("encode", "x.mp4", "-o", out / "x.fcv", "--size", "big"), "facecodec encode",
+         "argument --size: invalid int value: 'big'"),
+        (("decode", "x.fcv"), "facecodec decode", "required: -o/--output"),
+        (("signal", "--port", "http"), "facecodec signal", "argument --port: invalid int"),
+        (("call", "room1", "--no-such-option"), "facecodec",
+         "unrecognized arguments: --no-such-option"),
+    ):
+        run = run_cli(*args, timeout=60)
+        assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+        assert len(run.stderr_lines) == 1, run.stderr
+        line = run.stderr_lines[0]
+        assert line.startswith(f"{prog}: error: ") and why in line, line
+        assert line.endswith(f"(see {prog} --help)"), line
+    assert not out.exists()
+    run = run_cli("encode", "--help", timeout=60)
+    assert run.returncode == 0 and run.stdout.startswith("usage: facecodec encode")
 
 
 # --- outputs that cannot be written -----------------------------------------------------------

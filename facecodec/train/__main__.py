@@ -3,14 +3,14 @@ in the form torchrun launches (`torchrun --nproc-per-node N -m facecodec.train .
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from facecodec.cli import OneLineParser
 from facecodec.train.trainer import add_train_arguments, train_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="facecodec train", description=__doc__)
+    p = OneLineParser(prog="facecodec train", description=__doc__)
     add_train_arguments(p)
     return train_main(p.parse_args(argv))
 

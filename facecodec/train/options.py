@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from facecodec.cli import OneLineParser
+
 
 def training_parser(
     prog: str, doc: str | None, *, steps: int, minutes: float, batch: int, patch: int,
@@ -19,7 +21,7 @@ def training_parser(
 ) -> argparse.ArgumentParser:
     """--data --out --steps --time-limit-min --batch --patch --lr --val-every --threads --seed
     --max-clips --export, with this trainer's defaults; add its own options to the result."""
-    ap = argparse.ArgumentParser(prog=prog, description=doc)
+    ap = OneLineParser(prog=prog, description=doc)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--steps", type=int, default=steps)
