@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import faulthandler
+import gc
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import CliRun
+from torch.nn.parallel import DistributedDataParallel
 
 from facecodec.errors import FacecodecError
 from facecodec.render.neural import RefinerConfig, RefinerNet, load_net
@@ -241,9 +243,14 @@ def _ddp_worker(rank: int, world: int, store: Path, cfg: TrainConfig, data: Path
     faulthandler.enable()  # a worker killed by a signal shows where it was
     # A file store: no free-port search that another process could race.
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    gc.disable()  # what train() leaves alive must not wait for a collection
     try:
         train(cfg, data, out, cache, torch.device("cpu"), rank, world, progress=False)
+        # No DDP wrapper (holding the process group and gloo's work) outlives the run into
+        # the process group's teardown or the interpreter's exit.
+        assert not [o for o in gc.get_objects() if isinstance(o, DistributedDataParallel)]
     finally:
+        gc.enable()
         dist.destroy_process_group()
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import json
 import math
 import os
@@ -361,4 +362,9 @@ def train(
         # Every rank leaves together: none tears its process group down (and exits) while
         # rank 0 still writes the last checkpoint over it.
         dist.barrier()
+        # Free the DDP wrappers (their reducers hold the process group and gloo's pending
+        # work) now, not in a collection at interpreter exit, where releasing tensors from
+        # gloo's threads can abort the process.
+        model = judge = None
+        gc.collect()
     return scores
