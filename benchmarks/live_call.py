@@ -618,6 +618,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "frames_late": received["frames_late"],
         "frames_hurried": received["frames_hurried"],
         "keyframe_requests": received["keyframe_requests_sent"],
+        "resync_requests": received["resync_requests_sent"],
         "loss_reports": received["loss_reports_sent"],
         "intra_only_reports": sent["resilient_reports"],
         "congested_reports": sent["congested_reports"],

@@ -127,6 +127,7 @@ class PacketDecoder:
         self.last_frame: int | None = None  # index of the latest frame whose motion decoded
         self.stats = DecodeStats()
         self._needs_keyframe = False
+        self._needs_resync = False
         self.newest_keyframe: int | None = None  # the id of the last keyframe packet
         self.restore_behind = restore_behind
         self._restoring: tuple[int, float, Future[np.ndarray]] | None = None
@@ -144,6 +145,11 @@ class PacketDecoder:
 
     def needs_keyframe(self) -> bool:
         return self._needs_keyframe
+
+    def needs_resync(self) -> bool:
+        """Whether motion was lost (or could not be decoded) and the frames are held until a
+        RESYNC packet, which a live sender can be asked to send now."""
+        return self._needs_resync
 
     def _use(self, kid: int) -> bool:
         if kid == self.active:
@@ -227,7 +233,8 @@ class PacketDecoder:
             self.stats.motion_packets_lost += 1
             self.motion.reset()
             self.next_seq = None
-            return []  # hold until the next RESYNC
+            self._needs_resync = True  # hold until the next RESYNC
+            return []
         if not self._use(p.keyframe_id):
             self.motion.reset()
             self.next_seq = None
@@ -237,7 +244,9 @@ class PacketDecoder:
         except BitstreamError:
             self.motion.reset()
             self.next_seq = None
+            self._needs_resync = True
             raise
+        self._needs_resync = False
         self.next_seq = (packet.seq + 1) & 0xFFFF
         if motions:
             self.last_frame = packet.timestamp + len(motions) - 1

@@ -260,6 +260,11 @@ class Packetizer:
         self.last_resync = -(10**9)
         self.force_intra = True
 
+    def resync_next(self) -> None:
+        """Start a RESYNC packet at the next frame, whatever the interval (a live receiver
+        that lost motion asks for it)."""
+        self.last_resync = -(10**9)
+
     def _packet(self, ptype: PacketType, timestamp: int, payload: bytes) -> Packet:
         channel = ("motion" if ptype in (PacketType.MOTION, PacketType.RESYNC)
                    else "layer" if ptype in LAYER_TYPES else "other")

@@ -179,6 +179,10 @@ class StreamEncoder:
     def request_keyframe(self) -> None:
         self.analyzer.request_keyframe()
 
+    def request_resync(self) -> None:
+        """The receiver lost motion: its next packet is a RESYNC."""
+        self.packetizer.resync_next()
+
     def report_loss(self, fraction: float, queue_ms: float = 0.0,
                     rate_kbps: float | None = None) -> None:
         """Adapt to the receiver's loss reports (about one a second).
@@ -405,6 +409,9 @@ class StreamDecoder:
 
     def needs_keyframe(self) -> bool:
         return self.decoder.needs_keyframe()
+
+    def needs_resync(self) -> bool:
+        return self.decoder.needs_resync()
 
     @property
     def stats(self) -> DecodeStats:

@@ -65,7 +65,7 @@ from facecodec.stream.signaling import (
     signal_main,
 )
 from facecodec.stream.viewer import Viewer, try_open_window
-from facecodec.stream.wire import keyframe_request, loss_report, start_message
+from facecodec.stream.wire import keyframe_request, loss_report, resync_request, start_message
 
 __all__ = [
     "CallOptions",
@@ -133,6 +133,9 @@ class CallOptions:
     # core; with 1, 7 at 66 %.
     torch_threads: int = 1
     pli_interval_s: float = 0.5  # at most one keyframe request per interval
+    # At most one RESYNC request per interval while motion is lost: the answer comes a
+    # round trip and a frame later, and a request or its RESYNC may be lost too.
+    resync_interval_s: float = 0.25
     loss_report_s: float = 1.0  # how often the receiver reports motion-packet loss
     on_viewer: Callable[[str], None] | None = None  # told the viewer URL once it listens
     on_frame: Callable[[int, np.ndarray], None] | None = None  # every rendered frame
@@ -154,6 +157,8 @@ class CallStats:
     decode_errors: int = 0
     keyframe_requests_sent: int = 0
     keyframe_requests_received: int = 0
+    resync_requests_sent: int = 0  # motion lost: the receiver asked for a RESYNC at once
+    resync_requests_received: int = 0
     loss_reports_sent: int = 0
     resilient_reports: int = 0  # loss reports after which the sender sent intra-only motion
     congested_reports: int = 0  # reports after which it took the link for full (2 frames a packet)
@@ -192,6 +197,8 @@ class CallStats:
             "decode_errors": self.decode_errors,
             "keyframe_requests_sent": self.keyframe_requests_sent,
             "keyframe_requests_received": self.keyframe_requests_received,
+            "resync_requests_sent": self.resync_requests_sent,
+            "resync_requests_received": self.resync_requests_received,
             "loss_reports_sent": self.loss_reports_sent,
             "resilient_reports": self.resilient_reports,
             "congested_reports": self.congested_reports,
@@ -481,7 +488,7 @@ class _Call:
         loop = asyncio.get_running_loop()
         decoder: Any = None
         t0 = fps = 0.0
-        last_pli = -1e9
+        last_pli = last_resync = -1e9
         last_report = time.monotonic()
         reported = (0, 0)  # motion packets (lost, received) at the last loss report
         last_index: int | None = None
@@ -497,6 +504,9 @@ class _Call:
                 if msg["type"] == "pli" and self.encoder is not None:
                     self.stats.keyframe_requests_received += 1
                     self.encoder.request_keyframe()
+                elif msg["type"] == "resync" and self.encoder is not None:
+                    self.stats.resync_requests_received += 1
+                    self.encoder.request_resync()
                 elif msg["type"] == "loss" and self.encoder is not None:
                     self.encoder.report_loss(msg["fraction"], msg["queue_ms"],
                                              msg.get("rate_kbps"))
@@ -591,6 +601,14 @@ class _Call:
                 last_pli = time.monotonic()
                 if peer.send_control(keyframe_request(), reliable=False):
                     self.stats.keyframe_requests_sent += 1
+            elif (
+                decoder.needs_resync()
+                and time.monotonic() - last_resync > self.options.resync_interval_s
+            ):
+                # Held since motion was lost: a RESYNC now, not at the sender's next second.
+                last_resync = time.monotonic()
+                if peer.send_control(resync_request(), reliable=False):
+                    self.stats.resync_requests_sent += 1
 
     async def show(self, index: int, rgb: np.ndarray, captured: float) -> None:
         now = time.time()

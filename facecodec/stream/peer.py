@@ -69,7 +69,7 @@ THIN_SOUND = (16.0, 60)
 MAX_MOTION_BUFFERED = 64 * 1024
 MAX_QUEUED_PACKETS = 512
 # Control messages that may come on the unreliable channel (the receiver's feedback).
-FEEDBACK = frozenset({"loss", "pli"})
+FEEDBACK = frozenset({"loss", "pli", "resync"})
 
 
 def use_loopback_candidates(enabled: bool = True) -> None:

@@ -95,6 +95,13 @@ def keyframe_request() -> str:
     return json.dumps({"type": "pli"})
 
 
+def resync_request() -> str:
+    """The receiver lost motion (a gap in the motion packets' sequence) and holds its
+    picture: the sender's next motion packet is to be a RESYNC, which decodes on its own,
+    instead of the one its interval would bring (up to a second later)."""
+    return json.dumps({"type": "resync"})
+
+
 def loss_report(fraction: float, queue_ms: float = 0.0, rate_kbps: float | None = None) -> str:
     """A receiver report: the share of motion packets lost since the previous report (as
     RTCP's fraction lost), so the sender can make its packets independent while loss lasts;
@@ -121,8 +128,8 @@ def parse_control(text: str) -> dict[str, Any]:
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise BitstreamError("control message has no type")
     kind = msg["type"]
-    if kind == "pli":
-        return {"type": "pli"}
+    if kind in ("pli", "resync"):
+        return {"type": kind}
     if kind == "loss":
         f = msg.get("fraction")
         if isinstance(f, bool) or not isinstance(f, int | float) or not 0 <= f <= 1:
