@@ -489,6 +489,30 @@ def test_a_receiver_that_lost_motion_asks_for_a_resync_and_draws_again_at_once(
         assert held[-1] == 24 and not dec.needs_resync()
 
 
+def test_motion_that_overtook_its_keyframe_asks_for_a_resync_only_once_it_is_here() -> None:
+    """The motion channel may overtake the keyframe on the reliable one: the first RESYNC
+    then names a keyframe not yet here and is dropped. Asking for another before the
+    keyframe comes would have it dropped too; once it is here, the held motion asks."""
+    from facecodec.bitstream.packets import decode_packet
+    from facecodec.codec.stream import StreamDecoder, StreamEncoder
+
+    frames = list(read_frames(str(require(CLIP))))[:8]
+    enc = StreamEncoder(fps=25, source_size=(frames[0].shape[1], frames[0].shape[0]),
+                        reference="first")
+    packets = [d for i, f in enumerate(frames) for d in enc.push(f, i)]
+    header = enc.header_bytes()
+    enc.close()
+    kinds = [decode_packet(d)[0].type for d in packets]
+    keyframe = kinds.index(PacketType.KEYFRAME)
+    motion = [i for i, t in enumerate(kinds) if t in (PacketType.MOTION, PacketType.RESYNC)]
+    dec = StreamDecoder(header, "warp")
+    for i in motion[:3]:  # the RESYNC and two MOTION packets, before their keyframe
+        assert dec.push(packets[i]) == [] and not dec.needs_resync()
+    assert not dec.needs_keyframe()  # on its way: not asked for either
+    dec.push(packets[keyframe])
+    assert dec.push(packets[motion[3]]) == [] and dec.needs_resync()
+
+
 def test_a_call_sends_the_restore_share_it_measured_after_its_keyframe() -> None:
     from facecodec.bitstream.packets import KeyframePayload, RestorePayload, decode_packet
     from facecodec.codec.encoder import share_meter

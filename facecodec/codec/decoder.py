@@ -233,7 +233,9 @@ class PacketDecoder:
             self.stats.motion_packets_lost += 1
             self.motion.reset()
             self.next_seq = None
-            self._needs_resync = True  # hold until the next RESYNC
+            # Hold until the next RESYNC, which is worth asking for once the keyframe it
+            # names is here (one on its way would only discard it again).
+            self._needs_resync = p.keyframe_id in self.keyframes
             return []
         if not self._use(p.keyframe_id):
             self.motion.reset()
