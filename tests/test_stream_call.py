@@ -147,6 +147,42 @@ def test_peek_and_control_messages() -> None:
             parse_control(bad)
 
 
+def test_control_messages_mutated_at_random_parse_or_are_refused() -> None:
+    """A peer's control text is untrusted: any mutation of each kind of message either
+    parses to a well-formed message of a known type or is refused with BitstreamError,
+    never another exception."""
+    import random
+
+    valid = [start_message(b"\x01hdr" * 8, 12.5, 25.0), keyframe_request(), resync_request(),
+             loss_report(0.05, 12.0, 33.3), loss_report(0.0)]
+    alphabet = '{}[]":,.-+0123456789eEtruefalsnNaIfiy \\u' + "\x00\xff"
+    rng = random.Random(7)
+    parsed = refused = 0
+    for _ in range(4000):
+        text = list(rng.choice(valid))
+        for _ in range(rng.randint(1, 6)):
+            at = rng.randrange(len(text) + 1)
+            op = rng.random()
+            if op < 0.4 and at < len(text):
+                text[at] = rng.choice(alphabet)
+            elif op < 0.7:
+                text.insert(at, rng.choice(alphabet))
+            elif at < len(text):
+                del text[at:at + rng.randint(1, 8)]
+        try:
+            msg = parse_control("".join(text))
+        except BitstreamError:
+            refused += 1
+            continue
+        parsed += 1
+        assert msg["type"] in ("start", "pli", "resync", "loss")
+        if msg["type"] == "loss":
+            assert 0 <= msg["fraction"] <= 1 and 0 <= msg["queue_ms"]
+        if msg["type"] == "start":
+            assert isinstance(msg["header"], bytes) and msg["fps"] > 0
+    assert parsed > 100 and refused > 1000  # both paths were taken
+
+
 def test_loss_reports_parse_and_reject_bad_fractions() -> None:
     assert parse_control(loss_report(0.05)) == {"type": "loss", "fraction": 0.05,
                                                 "queue_ms": 0.0}
