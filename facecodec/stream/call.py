@@ -831,6 +831,8 @@ def call_main(args: argparse.Namespace) -> int:
         f"motion {s['motion_kbps']:.2f} kbps, layer {s['layer_kbps']:.2f} kbps, "
         f"audio {s['audio_kbps']:.1f} kbps, "
         f"latency p50 {s['latency_p50_ms'] or 0:.0f} ms"
+        + (f", {s['frames_concealed']} frames lost on the way (longest freeze "
+           f"{s['max_render_gap_ms'] or 0:.0f} ms)" if s["frames_concealed"] else "")
         + (f", {s['frames_late']} frames not drawn (behind real time)" if s["frames_late"] else "")
         + (f", {s['frames_hurried']} drawn the cheap way" if s["frames_hurried"] else ""),
         flush=True,
