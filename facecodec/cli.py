@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -246,6 +247,16 @@ def _quiet_native_stderr() -> None:
     os.close(null)
 
 
+class Terminated(BaseException):
+    """SIGTERM (`kill`, `timeout`, a service manager stopping the command), raised where the
+    program is so that open outputs are removed as for any error: Python's default is to
+    die at once and leave their temporary files behind."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -255,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     if quiet:
         _quiet_native_stderr()
+        signal.signal(signal.SIGTERM, _terminate)
     if not os.environ.get("FACECODEC_DEBUG"):
         # MediaPipe's use of a deprecated protobuf call: not the user's concern.
         warnings.filterwarnings("ignore", category=UserWarning, module="google.protobuf")
@@ -266,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("facecodec: interrupted", file=sys.stderr)
         code = 130
+    except Terminated:
+        print("facecodec: terminated", file=sys.stderr)
+        code = 143
     except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
         if os.environ.get("FACECODEC_DEBUG"):
             raise

@@ -7,6 +7,10 @@ must be that one line. The inputs are built from real clips with PyAV, once per 
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -533,6 +537,26 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
     assert "unknown renderer 'bogus'" in assert_one_line_error(run, code=2)
     assert "viewer" not in run.stdout
     assert list(out_dir.iterdir()) == [] and blocker.read_text() == ""
+
+
+def test_a_terminated_command_removes_what_it_was_writing(tmp_path: Path) -> None:
+    """SIGTERM (`kill`, `timeout`, a service stopping it) mid-write: one line, exit 143, and
+    the half-written output's temporary file removed, as for any error."""
+    out_dir = _fresh_dir(tmp_path, "out")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "facecodec.cli", "upscale",
+         str(require(CLIPS / "grid_swiz3n.mpg")), "-o", str(out_dir / "up.mp4")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out_dir.glob(".*.tmp")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the upscaler never started writing"
+        time.sleep(0.02)
+    assert proc.poll() is None, "finished before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert [line for line in err.splitlines() if line.strip()] == ["facecodec: terminated"]
+    assert list(out_dir.iterdir()) == []
 
 
 def test_call_refuses_a_camera_or_microphone_it_cannot_open_before_connecting(
