@@ -191,7 +191,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_info)
 
-    m = sub.add_parser("demo", help="encode + decode a clip, compare with H.264")
+    m = sub.add_parser("demo", help="encode + decode a clip, compare with H.264 and AV1")
     m.add_argument("input", type=Path, nargs="?",
                    default=Path("../shared/data/clips/liveportrait_d19.mp4"))
     m.add_argument("--out", type=Path, default=Path("out/demo"))

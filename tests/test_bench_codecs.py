@@ -10,10 +10,10 @@ import pytest
 
 from facecodec.bench.conventional import (
     CODECS,
+    anchor_rates_for_quality,
     conventional_system,
     dispensable_bytes,
     encode_decode,
-    h264_rate_for_quality,
 )
 from facecodec.bench.reference import ReferenceClip, reference_clip
 from facecodec.bench.system import SystemPoint
@@ -73,12 +73,15 @@ def test_system_point_rejects_inconsistent_counts(ref: ReferenceClip) -> None:
         conventional_system("mpeg1")
 
 
-def test_h264_rate_for_quality(ref: ReferenceClip) -> None:
+def test_anchor_rates_for_quality(ref: ReferenceClip) -> None:
     ladder = (51, 41, 31)
     rates = [encode_decode(ref, CODECS["x264-rt"], v).kbps(25.0)["kbps_all"] for v in ladder]
-    mid = h264_rate_for_quality(ref, "psnr_y", 34.0, ladder=ladder)
-    assert min(rates) <= mid <= max(rates)
-    assert h264_rate_for_quality(ref, "psnr_y", 5.0, ladder=ladder) == pytest.approx(min(rates))
-    assert math.isinf(h264_rate_for_quality(ref, "psnr_y", 99.0, ladder=ladder))
+    need = anchor_rates_for_quality(ref, {"psnr_y": 34.0, "vmaf": 5.0}, ladder=ladder)
+    assert min(rates) <= need["psnr_y"] <= max(rates)
+    assert need["vmaf"] == pytest.approx(min(rates))  # below the lowest rate's quality
+    assert math.isinf(anchor_rates_for_quality(ref, {"psnr_y": 99.0}, ladder=ladder)["psnr_y"])
     with pytest.raises(ValueError, match="unknown metric"):
-        h264_rate_for_quality(ref, "bogus", 1.0, ladder=ladder)
+        anchor_rates_for_quality(ref, {"bogus": 1.0}, ladder=ladder)
+    # Low-delay AV1 reaches the same PSNR-Y for less than x264 real-time.
+    av1 = anchor_rates_for_quality(ref, {"psnr_y": 34.0}, "svtav1-ld", ladder=(63, 53, 44))
+    assert 0 < av1["psnr_y"] < need["psnr_y"]

@@ -231,34 +231,45 @@ def conventional_system(system: str, quick: bool = False) -> SystemFn:
     return run
 
 
-def h264_rate_for_quality(
-    reference: ReferenceClip,
-    metric: str,
-    target: float,
-    rate: str = "kbps_all",
-    ladder: tuple[int, ...] = (51, 47, 43, 39, 35, 31, 27, 23),
-) -> float:
-    """kbit/s the real-time x264 anchor needs on `reference` to reach `target` on `metric`.
+# The rate ladders `anchor_rate_for_quality` reads an anchor's rate from: x264's reaches
+# further up than the bench's, since a demo's quality may lie above crf 31's.
+RATE_LADDERS = {"x264-rt": (51, 47, 43, 39, 35, 31, 27, 23), "svtav1-ld": _AV1_LD_LADDER}
 
-    Interpolated linearly in log-rate between ladder points. When the target lies below
-    what x264's lowest rate already gives, that lowest rate is returned (x264 cannot spend
-    less); when it lies above the ladder's best quality, math.inf.
+
+def anchor_rates_for_quality(
+    reference: ReferenceClip,
+    targets: dict[str, float],
+    system: str = HEADLINE_ANCHOR,
+    rate: str = "kbps_all",
+    ladder: tuple[int, ...] | None = None,
+) -> dict[str, float]:
+    """kbit/s the conventional `system` needs on `reference` to reach each metric's target
+    in `targets` (the ladder: RATE_LADDERS', or the codec's own; coded once for all).
+
+    Interpolated linearly in log-rate between ladder points. When a target lies below what
+    the codec's lowest rate already gives, that lowest rate (it cannot spend less); when it
+    lies above the ladder's best quality, math.inf.
     """
     from facecodec.bench.metrics import HIGHER_IS_BETTER, ReferenceFeatures, evaluate
 
-    if metric not in HIGHER_IS_BETTER:
-        raise ValueError(f"unknown metric {metric!r}")
-    cfg = CODECS[HEADLINE_ANCHOR]
+    for metric in targets:
+        if metric not in HIGHER_IS_BETTER:
+            raise ValueError(f"unknown metric {metric!r}")
+    cfg = CODECS[system]
     feats = ReferenceFeatures.compute(reference.frames, aed_every=5)
     rates, quality = [], []
-    for v in ladder:
+    for v in ladder or RATE_LADDERS.get(system, cfg.ladder):
         p = encode_decode(reference, cfg, v)
         rates.append(p.kbps(float(reference.fps))[rate])
-        quality.append(evaluate(feats, p.frames, p.y, metrics=(metric,)).mean[metric])
-    hib = HIGHER_IS_BETTER[metric]
-    r = rate_at_quality(np.array(rates), np.array(quality), target, hib)
-    if r is not None:
-        return r
-    worst = min(quality) if hib else max(quality)
-    reached_floor = target <= worst if hib else target >= worst
-    return min(rates) if reached_floor else math.inf
+        quality.append(evaluate(feats, p.frames, p.y, metrics=tuple(targets)).mean)
+    need = {}
+    for metric, target in targets.items():
+        hib = HIGHER_IS_BETTER[metric]
+        got = np.array([q[metric] for q in quality])
+        r = rate_at_quality(np.array(rates), got, target, hib)
+        if r is None:
+            worst = got.min() if hib else got.max()
+            reached_floor = target <= worst if hib else target >= worst
+            r = min(rates) if reached_floor else math.inf
+        need[metric] = float(r)
+    return need
