@@ -231,7 +231,7 @@ def conventional_system(system: str, quick: bool = False) -> SystemFn:
     return run
 
 
-# The rate ladders `anchor_rate_for_quality` reads an anchor's rate from: x264's reaches
+# The rate ladders `anchor_rates_for_quality` reads an anchor's rate from: x264's reaches
 # further up than the bench's, since a demo's quality may lie above crf 31's.
 RATE_LADDERS = {"x264-rt": (51, 47, 43, 39, 35, 31, 27, 23), "svtav1-ld": _AV1_LD_LADDER}
 

@@ -362,9 +362,9 @@ def train(
         # Every rank leaves together: none tears its process group down (and exits) while
         # rank 0 still writes the last checkpoint over it.
         dist.barrier()
-        # Free the DDP wrappers (their reducers hold the process group and gloo's pending
-        # work) now, not in a collection at interpreter exit, where releasing tensors from
-        # gloo's threads can abort the process.
+        # Free the DDP wrappers now: they sit in a reference cycle, so they would outlive the
+        # process group (their reducers hold it and gloo's pending work) until some later
+        # collection, at worst at interpreter exit, where freeing gloo's work can abort.
         model = judge = None
         gc.collect()
     return scores
