@@ -270,12 +270,13 @@ class _Source:
 
 
 class _Call:
-    def __init__(self, source: str | None, render: str, options: CallOptions) -> None:
+    def __init__(self, source: str | None, render: str, options: CallOptions,
+                 stats: CallStats) -> None:
         if render not in RENDER_MODES:
             raise FacecodecError(f"render must be one of {', '.join(RENDER_MODES)}, not {render}")
         self.render = render
         self.options = options
-        self.stats = CallStats()
+        self.stats = stats
         self.encoder_cls, self.decoder_cls = _codec()
         if source is not None and options.camera is not None:
             raise FacecodecError("send a file (--source) or a camera (--camera), not both")
@@ -655,16 +656,20 @@ async def run_call(
     source: str | None,
     render: str = "local",
     options: CallOptions | None = None,
+    stats: CallStats | None = None,
 ) -> CallStats:
     """Join `room` on the signaling server at `signal_url` and run one side of a call.
 
     source: a video file to send (paced in real time), or None to only receive.
     render: "local" (browser viewer on 127.0.0.1), "cloud" (viewer on options.viewer_host, so
     a thin browser elsewhere watches ordinary video), or "none" (decode and measure only).
+    stats: filled as the call goes, so that a caller still has them when the call is
+    interrupted.
     """
     if not ROOM_PATTERN.fullmatch(room):
         raise FacecodecError(f"room {room!r} must match [A-Za-z0-9_-]{{1,64}}")
-    call = _Call(source, render, options or CallOptions())
+    call = _Call(source, render, options or CallOptions(),
+                 stats if stats is not None else CallStats())
     try:
         return await call.run(room, signal_url)
     finally:
@@ -819,10 +824,15 @@ def call_main(args: argparse.Namespace) -> int:
         on_viewer=lambda url: print(f"viewer: {url}", flush=True),
         on_connected=lambda: print("connected", flush=True),
     )
+    stats = CallStats()
     try:
-        stats = asyncio.run(run_call(args.room, args.signal, args.source, args.render, options))
+        asyncio.run(run_call(args.room, args.signal, args.source, args.render, options, stats))
     except KeyboardInterrupt:
-        return 130
+        # Ctrl-C is how a call is hung up: the call has said goodbye and closed (run's
+        # cleanup) and its summary follows, as ping's does. Before any peer came it is an
+        # interruption.
+        if stats.sessions == 0:
+            raise
     s = stats.summary()
     if args.stats_json:
         write_text(Path(args.stats_json), json.dumps(s, indent=2))
