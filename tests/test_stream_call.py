@@ -1169,51 +1169,57 @@ def test_loopback_call_renders_frames_with_loss() -> None:
 def test_ctrl_c_hangs_up_a_call_and_prints_its_summary(tmp_path: Path) -> None:
     """Ctrl-C is how a `facecodec call` is ended: the peer is told (its call ends too), and
     the summary line and `--stats-json` follow with exit 0; before any peer came, it is an
-    interruption (exit 130, nothing written)."""
+    interruption (exit 130, nothing written). Both peers are `facecodec call` processes:
+    ICE candidates are process-wide state (use_loopback_candidates), which other tests set."""
     import json
     import signal
     import subprocess
     import sys
 
-    from facecodec.stream.call import CallOptions, run_call
-
     stats_json = tmp_path / "stats.json"
 
+    async def call(room: str, url: str, *args: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "facecodec.cli", "call", room, "--signal", url,
+            "--render", "none", "--audio", "silence", *args,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
     async def body(url: str) -> None:
-        receiver = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "facecodec.cli", "call", "hangup", "--signal", url,
-            "--render", "none", "--audio", "silence", "--stats-json", str(stats_json),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        sender = asyncio.create_task(run_call(
-            "hangup", url, str(CLIP), "none",
-            CallOptions(seconds=60, loop_source=True, audio="silence")))
-        assert receiver.stdout is not None
-        while (line := await asyncio.wait_for(receiver.stdout.readline(), 60)) != b"connected\n":
-            assert line, "the receiver ended before connecting"
-        await asyncio.sleep(3)  # frames flow
-        receiver.send_signal(signal.SIGINT)
-        out, err = await asyncio.wait_for(receiver.communicate(), 30)
-        assert receiver.returncode == 0, err
-        summary = out.decode().strip().splitlines()[-1]
-        assert summary.startswith("sent 0 frames, rendered ") and "latency p50" in summary
-        stats = json.loads(stats_json.read_text())
-        assert stats["sessions"] == 1 and stats["frames_rendered"] > 10
-        sent = await asyncio.wait_for(sender, 30)  # told the receiver left: hung up too
-        assert sent.frames_sent >= stats["frames_rendered"]
+        receiver = await call("hangup", url, "--stats-json", str(stats_json))
+        sender = await call("hangup", url, "--source", str(CLIP), "--loop", "--seconds", "90")
+        waiting = None
+        try:
+            assert receiver.stdout is not None
+            while (line := await asyncio.wait_for(receiver.stdout.readline(), 90)) != \
+                    b"connected\n":
+                assert line, "the receiver ended before connecting"
+            await asyncio.sleep(3)  # frames flow
+            receiver.send_signal(signal.SIGINT)
+            out, err = await asyncio.wait_for(receiver.communicate(), 30)
+            assert receiver.returncode == 0, err
+            summary = out.decode().strip().splitlines()[-1]
+            assert summary.startswith("sent 0 frames, rendered ") and "latency p50" in summary
+            stats = json.loads(stats_json.read_text())
+            assert stats["sessions"] == 1 and stats["frames_rendered"] > 10
+            out, err = await asyncio.wait_for(sender.communicate(), 30)  # told: hung up too
+            assert sender.returncode == 0, err
+            assert out.decode().strip().splitlines()[-1].startswith("sent ")
 
-        stats_json.unlink()
-        waiting = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "facecodec.cli", "call", "nobody", "--signal", url,
-            "--render", "none", "--stats-json", str(stats_json),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        await asyncio.sleep(3)  # starting, or waiting for a peer
-        waiting.send_signal(signal.SIGINT)
-        _, err = await asyncio.wait_for(waiting.communicate(), 30)
-        assert waiting.returncode == 130, err
-        assert err.decode().strip() == "facecodec: interrupted"
-        assert not stats_json.exists()
+            stats_json.unlink()
+            waiting = await call("nobody", url, "--stats-json", str(stats_json))
+            await asyncio.sleep(3)  # starting, or waiting for a peer
+            waiting.send_signal(signal.SIGINT)
+            _, err = await asyncio.wait_for(waiting.communicate(), 30)
+            assert waiting.returncode == 130, err
+            assert err.decode().strip() == "facecodec: interrupted"
+            assert not stats_json.exists()
+        finally:  # a failure leaves no process behind
+            for proc in (receiver, sender, waiting):
+                if proc is not None and proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
 
-    run(body, timeout=150)
+    run(body, timeout=240)
 
 
 def test_loopback_call_from_a_live_camera(tmp_path: Path) -> None:
