@@ -1178,11 +1178,17 @@ def test_ctrl_c_hangs_up_a_call_and_prints_its_summary(tmp_path: Path) -> None:
 
     stats_json = tmp_path / "stats.json"
 
+    def default_sigint() -> None:
+        # A job started in the background by a shell without job control (as CI may run
+        # this) inherits SIGINT ignored, and Python then leaves it so: Ctrl-C as a terminal
+        # sends it needs the default disposition.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     async def call(room: str, url: str, *args: str) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "facecodec.cli", "call", room, "--signal", url,
             "--render", "none", "--audio", "silence", *args,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_sigint)
 
     async def body(url: str) -> None:
         receiver = await call("hangup", url, "--stats-json", str(stats_json))
