@@ -1177,6 +1177,7 @@ def test_ctrl_c_hangs_up_a_call_and_prints_its_summary(tmp_path: Path) -> None:
     import sys
 
     stats_json = tmp_path / "stats.json"
+    clip = require(CLIP)
 
     def default_sigint() -> None:
         # A job started in the background by a shell without job control (as CI may run
@@ -1192,7 +1193,7 @@ def test_ctrl_c_hangs_up_a_call_and_prints_its_summary(tmp_path: Path) -> None:
 
     async def body(url: str) -> None:
         receiver = await call("hangup", url, "--stats-json", str(stats_json))
-        sender = await call("hangup", url, "--source", str(CLIP), "--loop", "--seconds", "90")
+        sender = await call("hangup", url, "--source", str(clip), "--loop", "--seconds", "90")
         waiting = None
         try:
             assert receiver.stdout is not None
