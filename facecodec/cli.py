@@ -9,10 +9,9 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import NoReturn
 
 from facecodec import __version__
-from facecodec.errors import FacecodecError
+from facecodec.errors import FacecodecError, OneLineParser
 from facecodec.files import settle_made_folders
 from facecodec.render.registry import DEFAULT_RENDERER, RENDERERS
 
@@ -113,14 +112,6 @@ def _bench(a: argparse.Namespace) -> int:
 
     register_renderers()
     return bench_main(a)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a wrong argument in one line, not under a usage block that
-    buries it; `--help` still shows the usage."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:

@@ -1,4 +1,10 @@
-"""The one exception type the command line turns into a one-line error and exit code."""
+"""The one exception type the command line turns into a one-line error and exit code, and
+the argument parser that reports a wrong argument the same way."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
 
 
 class FacecodecError(Exception):
@@ -14,3 +20,11 @@ class BitstreamError(FacecodecError):
     """A stream that cannot be parsed: truncated, corrupt, or of an unknown version."""
 
     exit_code = 3
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a wrong argument in one line, not under a usage block that
+    buries it; `--help` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

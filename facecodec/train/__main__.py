@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from facecodec.cli import OneLineParser
+from facecodec.errors import OneLineParser
 from facecodec.train.trainer import add_train_arguments, train_main
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facecodec.cli import OneLineParser
+from facecodec.errors import OneLineParser
 
 
 def training_parser(
