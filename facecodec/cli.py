@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from facecodec import __version__
-from facecodec.errors import FacecodecError, OneLineParser
+from facecodec.errors import FacecodecError, OneLineParser, Terminated
 from facecodec.files import settle_made_folders
 from facecodec.render.registry import DEFAULT_RENDERER, RENDERERS
 
@@ -236,12 +236,6 @@ def _quiet_native_stderr() -> None:
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 2)
     os.close(null)
-
-
-class Terminated(BaseException):
-    """SIGTERM (`kill`, `timeout`, a service manager stopping the command), raised where the
-    program is so that open outputs are removed as for any error: Python's default is to
-    die at once and leave their temporary files behind."""
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -1,5 +1,5 @@
-"""The one exception type the command line turns into a one-line error and exit code, and
-the argument parser that reports a wrong argument the same way."""
+"""The one exception type the command line turns into a one-line error and exit code, the
+one SIGTERM raises, and the argument parser that reports a wrong argument the same way."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ class BitstreamError(FacecodecError):
     """A stream that cannot be parsed: truncated, corrupt, or of an unknown version."""
 
     exit_code = 3
+
+
+class Terminated(BaseException):
+    """SIGTERM (`kill`, `timeout`, a service manager stopping the command), raised where the
+    program is so that open outputs are removed as for any error: Python's default is to
+    die at once and leave their temporary files behind."""
 
 
 class OneLineParser(argparse.ArgumentParser):

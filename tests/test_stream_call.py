@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -1166,13 +1167,19 @@ def test_loopback_call_renders_frames_with_loss() -> None:
     run(body, timeout=40)
 
 
-def test_ctrl_c_hangs_up_a_call_and_prints_its_summary(tmp_path: Path) -> None:
-    """Ctrl-C is how a `facecodec call` is ended: the peer is told (its call ends too), and
-    the summary line and `--stats-json` follow with exit 0; before any peer came, it is an
-    interruption (exit 130, nothing written). Both peers are `facecodec call` processes:
-    ICE candidates are process-wide state (use_loopback_candidates), which other tests set."""
+@pytest.mark.parametrize("signum, early_exit, early_line", [
+    (signal.SIGINT, 130, "facecodec: interrupted"),
+    (signal.SIGTERM, 143, "facecodec: terminated"),
+], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_hangs_up_a_call_and_prints_its_summary(
+    tmp_path: Path, signum: int, early_exit: int, early_line: str
+) -> None:
+    """Ctrl-C (or SIGTERM, as a service manager stops a command) is how a `facecodec call` is
+    ended: the peer is told (its call ends too), and the summary line and `--stats-json`
+    follow with exit 0; before any peer came, it is an interruption (exit 130 or 143,
+    nothing written). Both peers are `facecodec call` processes: ICE candidates are
+    process-wide state (use_loopback_candidates), which other tests set."""
     import json
-    import signal
     import subprocess
     import sys
 
@@ -1201,7 +1208,7 @@ def test_ctrl_c_hangs_up_a_call_and_prints_its_summary(tmp_path: Path) -> None:
                     b"connected\n":
                 assert line, "the receiver ended before connecting"
             await asyncio.sleep(3)  # frames flow
-            receiver.send_signal(signal.SIGINT)
+            receiver.send_signal(signum)
             out, err = await asyncio.wait_for(receiver.communicate(), 30)
             assert receiver.returncode == 0, err
             summary = out.decode().strip().splitlines()[-1]
@@ -1215,10 +1222,10 @@ def test_ctrl_c_hangs_up_a_call_and_prints_its_summary(tmp_path: Path) -> None:
             stats_json.unlink()
             waiting = await call("nobody", url, "--stats-json", str(stats_json))
             await asyncio.sleep(3)  # starting, or waiting for a peer
-            waiting.send_signal(signal.SIGINT)
+            waiting.send_signal(signum)
             _, err = await asyncio.wait_for(waiting.communicate(), 30)
-            assert waiting.returncode == 130, err
-            assert err.decode().strip() == "facecodec: interrupted"
+            assert waiting.returncode == early_exit, err
+            assert err.decode().strip() == early_line
             assert not stats_json.exists()
         finally:  # a failure leaves no process behind
             for proc in (receiver, sender, waiting):
