@@ -422,6 +422,9 @@ def test_restorer_pool_round_trips_and_trains_from_it(cache: Path, tmp_path: Pat
                  "--widths", "8", "16", "--blocks", "1", "1", "--threads", "1"]) == 0
     meta = json.loads((out / "best.json").read_text())
     assert meta["training"]["steps"] == 3 and meta["model_id"].startswith("restore-v1-")
+    # The record says what it ran on, as measured, not as assumed.
+    assert meta["training"]["hardware"].startswith("1 x CPU (")
+    assert "1 threads" in meta["training"]["hardware"]
     assert [row["step"] for row in meta["validation_log"]] == [2, 3]
     assert load_restorer(out / "last.safetensors").config.widths == (8, 16)
     # A missing or damaged pool: one line, exit 2, nothing written.

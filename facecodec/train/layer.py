@@ -47,7 +47,13 @@ from facecodec.render.layer_fusion import (
 )
 from facecodec.render.mesh_warp import MeshWarper
 from facecodec.train.dataset import ClipData, build_cache
-from facecodec.train.options import command_line, save_best, seeded, training_parser
+from facecodec.train.options import (
+    command_line,
+    hardware,
+    save_best,
+    seeded,
+    training_parser,
+)
 
 STRIDE = 2  # the cache keeps every 2nd frame
 SIZES = ((128, 0.6), (96, 0.2), (64, 0.2))
@@ -308,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                     + "/".join(str(sz) for sz, _ in a.sizes) + f") and crf {crf[0]}..{crf[1]}, "
                     + ("AV1-coded references" if rq else "the layer's intra pictures as "
                        "references") + (", older pictures motion-compensated" if a.move else ""),
-            "hardware": "2-core x86_64 CPU, no GPU",
+            "hardware": hardware(),
         },
         "validation_psnr_rgb": {k: round(float(x), 3) for k, x in best.items()},
         "validation_log": log,

@@ -1,9 +1,11 @@
-"""Command-line options and seeding shared by the single-process trainers (layer fusion,
-upscaler): the same names mean the same thing in both."""
+"""Command-line options, seeding and the training record shared by the trainers: the same
+names mean the same thing in each."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +45,15 @@ def seeded(a: argparse.Namespace) -> np.random.Generator:
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     return np.random.default_rng(a.seed)
+
+
+def hardware(device: torch.device | str = "cpu", world: int = 1) -> str:
+    """What a run trained on, for the weights' training record (`world` processes)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{world} x {torch.cuda.get_device_name(device)}"
+    return (f"{world} x CPU ({platform.processor() or platform.machine()}, "
+            f"{torch.get_num_threads()} threads, {os.cpu_count()} cores)")
 
 
 def command_line(prog: str, argv: list[str] | None) -> str:

@@ -36,7 +36,13 @@ from facecodec.render.restore import (
     RestoreNet,
     save_weights,
 )
-from facecodec.train.options import command_line, save_best, seeded, training_parser
+from facecodec.train.options import (
+    command_line,
+    hardware,
+    save_best,
+    seeded,
+    training_parser,
+)
 
 GRID = 8  # AV1's smallest transform: patches keep the block grid's phase
 
@@ -229,14 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     net = net.cpu()
     save_weights(net, a.out / "last.safetensors")
     net.load_state_dict(best_state)
-    hardware = (torch.cuda.get_device_name(0) if a.device.startswith("cuda")
-                else f"{a.threads}-thread x86_64 CPU")
     meta = {
         "training": {
             "command": command_line("python -m facecodec.train.restore", argv),
             "seed": a.seed, "steps": step, "best_step": best_step, "batch": a.batch,
             "patch": a.patch, "lr": a.lr, "data_prep_s": round(prep_s, 1),
-            "train_time_s": round(train_s, 1), "hardware": hardware,
+            "train_time_s": round(train_s, 1), "hardware": hardware(a.device),
             "data": f"train split only: {a.frames} cached crops a clip, each coded by the "
                     f"keyframe codec (AV1 intra) at {a.codes} random qualities in "
                     f"{a.quality[0]}..{a.quality[1]}",

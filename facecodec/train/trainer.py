@@ -20,7 +20,6 @@ import gc
 import json
 import math
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -44,6 +43,7 @@ from facecodec.train.dataset import (
     validation_pairs,
 )
 from facecodec.train.losses import MIN_PATCH, LossWeights, refiner_loss
+from facecodec.train.options import hardware
 
 DEFAULT_CACHE = Path("cache/refiner")
 
@@ -180,13 +180,6 @@ def _append_csv(path: Path, row: dict[str, float | int]) -> None:
         w.writerow(row)
 
 
-def _hardware(device: torch.device, world: int) -> str:
-    if device.type == "cuda":
-        return f"{world} x {torch.cuda.get_device_name(device)}"
-    return f"{world} x CPU ({platform.processor() or platform.machine()}, " \
-           f"{torch.get_num_threads()} threads)"
-
-
 def train(
     cfg: TrainConfig, data_dir: Path, out: Path, cache: Path, device: torch.device,
     rank: int = 0, world: int = 1, progress: bool = True,
@@ -259,7 +252,7 @@ def train(
     def checkpoint(scores: dict[str, float] | None) -> None:
         nonlocal best
         meta = {"steps": step, "train_time_s": round(elapsed, 1),
-                "hardware": _hardware(device, world), "batch": cfg.batch * world,
+                "hardware": hardware(device, world), "batch": cfg.batch * world,
                 "patch": cfg.patch}
         rng = [sampler.rng.bit_generator.state]
         if world > 1:

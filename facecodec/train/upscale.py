@@ -27,7 +27,13 @@ from facecodec.render.upscale import (
     load_upscaler,
     save_upscaler,
 )
-from facecodec.train.options import command_line, save_best, seeded, training_parser
+from facecodec.train.options import (
+    command_line,
+    hardware,
+    save_best,
+    seeded,
+    training_parser,
+)
 from facecodec.train.splits import load_split
 
 MAX_SIDE = 512
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "patch": a.patch, "lr": a.lr, "threads": a.threads, "train_frames": len(train),
         "data_prep_s": round(prep_s, 1),
         "train_time_s": round(time.monotonic() - t_train, 1),
-        "hardware": "CPU", "data": "train split only",
+        "hardware": hardware(), "data": "train split only",
     }, "validation": {**{k: round(v, 3) for k, v in scores.items()},
                       "final_step_psnr_net": round(final, 3),
                       "frames": len(val), "protocol": "x2 of area-downscaled frames, PSNR-Y"}}
