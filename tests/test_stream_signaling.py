@@ -241,3 +241,33 @@ def test_signaling_over_tls(tmp_path: Path) -> None:
         server_tls(cert, tmp_path / "missing.key")
     with pytest.raises(FacecodecError, match="cannot use TLS certificate"):
         server_tls(key, cert)  # the two swapped
+
+
+def test_sigterm_stops_the_server_as_ctrl_c_does() -> None:
+    """`facecodec signal` stopped by SIGTERM (a service manager, `docker stop`) closes its
+    peers' connections and exits 0 with nothing on stderr, as after Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+
+    async def body() -> None:
+        server = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "facecodec.cli", "signal", "--port", "0",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert server.stdout is not None
+            line = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
+            assert line.startswith("signaling server on ws://"), line
+            client = await SignalingClient.connect(line.split()[3])
+            assert await client.join("stopping") == 1
+            server.send_signal(signal.SIGTERM)
+            out, err = await asyncio.wait_for(server.communicate(), 15)
+            assert server.returncode == 0 and err == b"", err
+            assert (await client.receive(5))["type"] == "closed"
+            await client.close()
+        finally:
+            if server.returncode is None:
+                server.kill()
+                await server.wait()
+
+    asyncio.run(body())

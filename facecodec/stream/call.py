@@ -17,11 +17,9 @@ import contextlib
 import gc
 import json
 import os
-import signal
 import statistics
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -57,6 +55,7 @@ from facecodec.stream.peer import (
     set_thin_sound,
     sound_sent_within,
 )
+from facecodec.stream.shutdown import until_sigterm
 from facecodec.stream.signaling import (
     ROOM_PATTERN,
     SignalingClient,
@@ -767,39 +766,6 @@ def ice_servers(args: argparse.Namespace) -> tuple[IceServer, ...]:
     return tuple(servers)
 
 
-async def _hang_up_on_sigterm(call: Awaitable[object]) -> bool:
-    """Await `call`; SIGTERM (`kill`, a service manager stopping the call) hangs it up as
-    Ctrl-C does, by cancelling it, so that the peer is told and the call closes. True when
-    SIGTERM ended it. A second SIGTERM meets the handler from before (the command line's
-    raises Terminated at once)."""
-    if threading.current_thread() is not threading.main_thread():
-        await call  # signal handlers belong to the main thread
-        return False
-    task, loop = asyncio.current_task(), asyncio.get_running_loop()
-    assert task is not None
-    terminated = False
-
-    def hang_up(signum: int, frame: object) -> None:
-        nonlocal terminated
-        terminated = True
-        signal.signal(signal.SIGTERM, previous)
-        loop.call_soon_threadsafe(task.cancel)
-
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is None:  # installed outside Python: put back the default
-        previous = signal.SIG_DFL
-    signal.signal(signal.SIGTERM, hang_up)
-    try:
-        await call
-    except asyncio.CancelledError:
-        if not terminated:
-            raise
-    finally:
-        if signal.getsignal(signal.SIGTERM) is hang_up:
-            signal.signal(signal.SIGTERM, previous)
-    return terminated
-
-
 def call_main(args: argparse.Namespace) -> int:
     """Run one side of a call from parsed arguments; print a one-line summary."""
     if args.stats_json:
@@ -861,7 +827,7 @@ def call_main(args: argparse.Namespace) -> int:
     )
     stats = CallStats()
     try:
-        terminated = asyncio.run(_hang_up_on_sigterm(
+        terminated = asyncio.run(until_sigterm(
             run_call(args.room, args.signal, args.source, args.render, options, stats)))
     except KeyboardInterrupt:
         # Ctrl-C is how a call is hung up: the call has said goodbye and closed (run's

@@ -36,6 +36,7 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from facecodec.errors import FacecodecError
+from facecodec.stream.shutdown import until_sigterm
 
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MESSAGE_TYPES = frozenset({"join", "offer", "answer", "bye"})
@@ -357,14 +358,14 @@ def signal_main(args: argparse.Namespace) -> int:
             url = await server.start(args.host, args.port, tls)
         except OSError as exc:
             raise FacecodecError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
-        print(f"signaling server on {url} (Ctrl-C to stop)", flush=True)
+        print(f"signaling server on {url} (Ctrl-C or SIGTERM to stop)", flush=True)
         try:
             await asyncio.Event().wait()
         finally:
             await server.stop()
 
     try:
-        asyncio.run(serve())
+        asyncio.run(until_sigterm(serve()))
     except KeyboardInterrupt:
         pass
     return 0
