@@ -1,4 +1,5 @@
-"""A small browser viewer: rendered frames as MJPEG, received audio as a streamed WAV.
+"""A small browser viewer: rendered frames as MJPEG, received audio as a streamed WAV that
+the page plays through Web Audio, a little ahead of the speaker.
 
 The same server is the "cloud rendering" mode: a machine that runs the decoder and renderer
 streams ordinary video (JPEG frames) to a thin browser that needs no codec at all.
@@ -26,6 +27,10 @@ from facecodec.errors import FacecodecError
 
 BOUNDARY = "facecodecframe"
 MAX_AUDIO_QUEUE = 50  # 1 s of 20 ms frames; a slow listener loses audio, it never stalls the call
+# The page schedules each piece of sound this far ahead of the speaker (room for the jitter
+# of its arrival; a step more each time it runs dry), and drops sound that would be queued
+# further ahead than the maximum.
+AUDIO_LEAD_S, AUDIO_LEAD_STEP_S, AUDIO_MAX_LEAD_S = 0.08, 0.02, 0.25
 
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
@@ -38,7 +43,6 @@ img{{image-rendering:auto;width:512px;height:512px;background:#000;object-fit:co
 <p id="stats">connecting&hellip;</p>
 <p id="audio-state">{audio_text}</p>
 <button id="play-audio" {audio_disabled}>Play audio</button>
-<audio id="audio" preload="none"></audio>
 <script>
 // Frames are read from the multipart stream by hand (rather than <img src=...mjpg>) so the
 // page knows exactly how many it has decoded and can report it back.
@@ -46,9 +50,14 @@ const img = document.getElementById("video");
 const stats = document.getElementById("stats");
 // Size of the last frame shown: img.naturalWidth reads 0 while the next frame loads.
 let shown = 0, lastUrl = null, started = performance.now(), width = 0, height = 0;
+// Sound: seconds played out, dropped to catch up, and queued ahead of the speaker.
+let actx = null, nextTime = 0, scheduled = 0, dropped = 0, gaps = 0;
+function lead() {{ return actx ? Math.max(0, nextTime - actx.currentTime) : 0; }}
 function report() {{
   fetch("/report", {{method: "POST", body: JSON.stringify({{frames: shown,
-    width: width, height: height}})}}).catch(() => {{}});
+    width: width, height: height, audio_ms: Math.max(0, scheduled - lead()) * 1000,
+    audio_dropped_ms: dropped * 1000, audio_lead_ms: lead() * 1000, audio_gaps: gaps}})
+  }}).catch(() => {{}});
 }}
 setInterval(report, 500);
 function indexOf(buf, len, pattern) {{
@@ -88,10 +97,52 @@ async function run() {{
   }}
 }}
 run().catch(e => {{ stats.textContent = "stream error: " + e; }});
+// The sound is played through Web Audio, each piece of the live WAV scheduled as it comes, a
+// little ahead of the speaker: an <audio> element buffers a stream for over a second before
+// it plays, so the voice would trail the picture (the frames are shown as they come).
+const MAX_LEAD = {max_lead_s};
+let LEAD = {lead_s};
+async function playAudio() {{
+  const reader = (await fetch("/audio.wav")).body.getReader();
+  let rest = new Uint8Array(0), rate = 0, channels = 0;
+  for (;;) {{
+    const {{value, done}} = await reader.read();
+    if (done) return;
+    let buf = new Uint8Array(rest.length + value.length);
+    buf.set(rest); buf.set(value, rest.length);
+    if (!rate) {{
+      if (buf.length < 44) {{ rest = buf; continue; }}
+      const head = new DataView(buf.buffer, 0, 44);
+      channels = head.getUint16(22, true); rate = head.getUint32(24, true);
+      buf = buf.subarray(44);
+    }}
+    const block = 2 * channels, n = Math.floor(buf.length / block);
+    rest = buf.slice(n * block);
+    if (n === 0) continue;
+    const now = actx.currentTime;
+    if (nextTime < now) {{  // ran dry: start again a longer lead ahead (up to the maximum)
+      if (scheduled > 0) {{ gaps++; LEAD = Math.min(LEAD + {lead_step_s}, MAX_LEAD - 0.05); }}
+      nextTime = now + LEAD;
+    }}
+    if (nextTime - now > MAX_LEAD) {{ dropped += n / rate; continue; }}  // behind: catch up
+    const pcm = new DataView(buf.buffer, buf.byteOffset, n * block);
+    const piece = actx.createBuffer(channels, n, rate);
+    for (let c = 0; c < channels; c++) {{
+      const out = piece.getChannelData(c);
+      for (let i = 0; i < n; i++) out[i] = pcm.getInt16((i * channels + c) * 2, true) / 32768;
+    }}
+    const source = actx.createBufferSource();
+    source.buffer = piece; source.connect(actx.destination); source.start(nextTime);
+    nextTime += n / rate; scheduled += n / rate;
+  }}
+}}
 document.getElementById("play-audio").onclick = () => {{
-  // Browsers only start sound after a click; the WAV stream is live PCM from the call.
-  const a = document.getElementById("audio"); a.src = "/audio.wav"; a.play();
+  // Browsers only start sound after a click, and in the click's own handler.
+  if (actx) return;
+  actx = new AudioContext({{latencyHint: "interactive"}});
   document.getElementById("audio-state").textContent = "Audio: playing the call's sound.";
+  playAudio().catch(e => {{
+    document.getElementById("audio-state").textContent = "Audio stopped: " + e; }});
 }};
 </script></body></html>
 """
@@ -103,6 +154,11 @@ class ViewerStats:
     frames_served: int = 0  # JPEGs written to browser connections
     browser_frames_shown: int = 0  # last count the page reported
     browser_size: tuple[int, int] = (0, 0)
+    audio_ms_served: float = 0.0  # sound written to browser connections
+    browser_audio_ms: float = 0.0  # sound the page reported played out
+    browser_audio_dropped_ms: float = 0.0  # ... and dropped to keep up
+    browser_audio_lead_ms: float = 0.0  # ... and queued ahead of its speaker
+    browser_audio_gaps: int = 0  # ... and the times it ran dry after it had started
 
 
 class Viewer:
@@ -225,6 +281,9 @@ class Viewer:
             self_view=self_view,
             audio_text=audio_text,
             audio_disabled="" if self.has_audio else "disabled",
+            lead_s=AUDIO_LEAD_S,
+            lead_step_s=AUDIO_LEAD_STEP_S,
+            max_lead_s=AUDIO_MAX_LEAD_S,
         )
         return web.Response(text=body, content_type="text/html")
 
@@ -284,12 +343,12 @@ class Viewer:
             await response.prepare(request)
             first = await queue.get()
             rate, channels = self._audio_format or (48000, 2)
-            await response.write(wav_header(rate, channels) + first)
-            while not self._stopping:
-                chunk = await queue.get()
-                if not chunk:
-                    break
+            await response.write(wav_header(rate, channels))
+            chunk = first
+            while chunk and not self._stopping:
                 await response.write(chunk)
+                self.stats.audio_ms_served += len(chunk) / (2 * channels) / rate * 1000
+                chunk = await queue.get()
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
@@ -313,10 +372,18 @@ class Viewer:
         try:
             msg = json.loads(raw)
             frames, width, height = int(msg["frames"]), int(msg["width"]), int(msg["height"])
-        except (ValueError, KeyError, TypeError):
+            sound = [float(msg.get(k, 0.0))
+                     for k in ("audio_ms", "audio_dropped_ms", "audio_lead_ms")]
+            gaps = int(msg.get("audio_gaps", 0))
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
             raise web.HTTPBadRequest(text="expected {frames, width, height}") from None
+        if not all(0.0 <= x < 1e12 for x in sound) or gaps < 0:  # also refuses NaN
+            raise web.HTTPBadRequest(text="sound durations and gaps must be 0 or more")
         self.stats.browser_frames_shown = max(self.stats.browser_frames_shown, frames)
         self.stats.browser_size = (width, height)
+        (self.stats.browser_audio_ms, self.stats.browser_audio_dropped_ms,
+         self.stats.browser_audio_lead_ms) = sound
+        self.stats.browser_audio_gaps = gaps
         return web.Response(status=204)
 
 
