@@ -114,6 +114,10 @@ def _bench(a: argparse.Namespace) -> int:
     return bench_main(a)
 
 
+OUTPUT_HELP = ("video to write: .mp4, .mov or .mkv (H.264, crf 18), or .y4m (the frames "
+               "uncompressed, for scoring with other tools)")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The full parser; `argv` (without the program name) says which command will run."""
     from facecodec.motion.coder import PRESETS
@@ -152,7 +156,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     d = sub.add_parser("decode", help="decode an .fcv stream into a video")
     d.add_argument("input", type=Path)
-    d.add_argument("-o", "--output", type=Path, required=True)
+    d.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
     d.add_argument("--renderer", default=DEFAULT_RENDERER,
                    help=f"{' or '.join(RENDERERS)} (default {DEFAULT_RENDERER})")
     d.add_argument("--pose", choices=("source", "frontal"), default="source",
@@ -174,7 +178,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     u = sub.add_parser("upscale", help="upscale a video two times (super-resolution network)")
     u.add_argument("input", type=Path)
-    u.add_argument("-o", "--output", type=Path, required=True)
+    u.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
     u.set_defaults(func=_upscale)
 
     i = sub.add_parser("info", help="describe an .fcv stream")

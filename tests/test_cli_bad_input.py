@@ -474,7 +474,8 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
     file: one error line (exit 2) before any work, and nothing left behind."""
     out_dir = _fresh_dir(tmp_path, "out")
     run = run_main("decode", encoded_grid.fcv, "-o", out_dir / "x.txt")
-    assert "unknown video container '.txt'" in assert_one_line_error(run, code=2)
+    line = assert_one_line_error(run, code=2)
+    assert "unknown video container '.txt'" in line and ".y4m for uncompressed" in line
     run = run_main("upscale", require(CLIPS / "grid_swiz3n.mpg"), "-o", out_dir / "x.avi")
     assert "unknown video container '.avi'" in assert_one_line_error(run, code=2)
     blocker = tmp_path / "plain_file"
@@ -586,3 +587,29 @@ def test_decode_writes_the_container_its_suffix_names(
             assert container in c.format.name
             assert c.streams.video[0].codec_context.name == "h264"
     assert _frame_count(tmp_path / "noext") == _frame_count(tmp_path / "x.MKV") > 0
+
+
+def test_decode_to_y4m_writes_the_frames_uncompressed(
+    encoded_grid: EncodedClip, run_main: Run, tmp_path: Path
+) -> None:
+    """`-o x.y4m` holds the decoder's frames with no coding on top: their luma is exactly
+    what the bench scores (BT.601, as FFmpeg converts), where the mp4's H.264 moves it."""
+    from facecodec.bench.metrics import luma
+    from facecodec.codec.decoder import decode_file
+
+    frames: dict[int, np.ndarray] = {}
+    decode_file(encoded_grid.fcv, tmp_path / "mem.mp4", renderer="warp",
+                on_frame=lambda i, f: frames.__setitem__(i, f))
+    want = luma(np.stack([frames[i] for i in sorted(frames)]))
+    for name in ("x.y4m", "x.mp4"):
+        run = run_main("decode", encoded_grid.fcv, "-o", tmp_path / name, "--renderer", "warp")
+        assert run.returncode == 0, run.stderr
+        with av.open(str(tmp_path / name)) as c:
+            got = np.stack([f.to_ndarray(format="yuv420p")[:want.shape[1]]
+                            for f in c.decode(video=0)])
+        assert got.shape == want.shape
+        diff = np.abs(got.astype(int) - want.astype(int))
+        if name.endswith(".y4m"):
+            assert diff.max() == 0
+        else:
+            assert diff.max() > 3 and diff.mean() > 0.1

@@ -17,8 +17,12 @@ from facecodec.files import check_writable, publish, temp_beside
 
 MIN_SIDE = 64  # below this no face can be tracked reliably
 MAX_SIDE = 8192  # above this a frame is almost certainly not a camera picture
-# Containers an H.264 output may take, by file suffix; no suffix writes mp4.
-CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", "": "mp4"}
+# Containers an output may take, by file suffix; no suffix writes mp4.
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", "": "mp4",
+              ".y4m": "yuv4mpegpipe"}
+# Written uncompressed (4:2:0, no coding loss on top of the decoder's): what a user scoring
+# the output with their own tools needs. The others hold H.264 at crf 18.
+RAW_CONTAINERS = frozenset({"yuv4mpegpipe"})
 
 
 @dataclass(frozen=True)
@@ -120,22 +124,26 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.
 
 
 class VideoWriter:
-    """H.264 mp4 writer that only makes the output appear when it is complete."""
+    """H.264 mp4 / mov / mkv (or uncompressed .y4m) writer that only makes the output appear
+    when it is complete."""
 
     def __init__(self, path: str | Path, fps: Fraction, width: int, height: int, crf: int = 18):
         self.path = Path(path)
         fmt = CONTAINERS.get(self.path.suffix.lower())
         if fmt is None:
             raise FacecodecError(f"cannot write {self.path}: unknown video container "
-                                 f"'{self.path.suffix}' (use .mp4, .mov or .mkv)")
+                                 f"'{self.path.suffix}' (use .mp4, .mov, .mkv, or .y4m for "
+                                 "uncompressed frames)")
         check_writable(self.path)  # a folder in the way fails now, not after the work
         fd, self._tmp = temp_beside(self.path)
         os.close(fd)
         self._c = av.open(str(self._tmp), "w", format=fmt)
-        self._s = self._c.add_stream("libx264", rate=fps)
+        raw = fmt in RAW_CONTAINERS
+        self._s = self._c.add_stream("rawvideo" if raw else "libx264", rate=fps)
         self._s.width, self._s.height = width, height
         self._s.pix_fmt = "yuv420p"
-        self._s.options = {"crf": str(crf), "preset": "veryfast"}
+        if not raw:
+            self._s.options = {"crf": str(crf), "preset": "veryfast"}
         self.frames = 0
 
     def write(self, rgb: np.ndarray) -> None:
