@@ -1398,3 +1398,28 @@ def test_receiver_behind_real_time_skips_frames_instead_of_falling_behind(
     assert worst_ms < 1500, worst_ms  # a wait of 0.1 s, one frame drawn, the sender's delay
     drawn_all, late_all, worst_all_ms = call(None)  # every frame drawn: ever later
     assert late_all == 0 and worst_all_ms > 2 * worst_ms, (worst_all_ms, worst_ms)
+
+
+def test_call_stats_sum_up_a_long_call_in_bounded_memory() -> None:
+    """An hour at 25 fps: the summary's frame rate, latency percentiles and longest freeze
+    count every frame, as computed over all of them, while the per-frame detail it keeps is
+    the last RECENT_FRAMES."""
+    from facecodec.stream.call import RECENT_FRAMES, CallStats
+
+    rng = np.random.default_rng(0)
+    n = 90_000
+    latency_s = rng.gamma(4.0, 0.02, n)  # a long tail, as a busy receiver gives
+    shown = np.cumsum(np.full(n, 0.04) + rng.normal(0, 0.004, n))
+    shown[40_000:] += 1.5  # one freeze of 1.54 s in the middle of the call
+    stats = CallStats()
+    for now, latency in zip(shown, latency_s, strict=True):
+        stats.rendered(float(now), float(now - latency))
+    s = stats.summary()
+    assert len(stats.render_times) == len(stats.latencies_ms) == RECENT_FRAMES
+    assert stats.frames_rendered == n
+    assert s["fps"] == pytest.approx((n - 1) / (shown[-1] - shown[0]))
+    assert s["max_render_gap_ms"] == pytest.approx(np.diff(shown).max() * 1000)
+    assert s["max_render_gap_ms"] > 1500
+    for q, key in ((50, "latency_p50_ms"), (95, "latency_p95_ms")):
+        assert abs(s[key] - np.percentile(latency_s * 1000, q)) <= 1.0  # whole ms
+    assert CallStats().summary()["latency_p50_ms"] is None

@@ -16,9 +16,10 @@ import asyncio
 import contextlib
 import gc
 import json
+import math
 import os
-import statistics
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -143,6 +144,9 @@ class CallOptions:
     on_connected: Callable[[], None] | None = None  # each time a session's channels are open
 
 
+RECENT_FRAMES = 3000  # per-frame detail CallStats keeps: two minutes at 25 fps
+
+
 @dataclass
 class CallStats:
     sessions: int = 0
@@ -176,16 +180,34 @@ class CallStats:
     send_seconds: float = 0.0
     wall_seconds: float = 0.0
     cpu_seconds: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)
-    render_times: list[float] = field(default_factory=list)
+    # The last frames' latencies and render times (time.time()), for a closer look; the
+    # summary counts every frame of the call in bounded memory (`rendered`): an hour-long
+    # call would otherwise keep 90,000 of each.
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_FRAMES))
+    render_times: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_FRAMES))
+    latency_counts: Counter[int] = field(default_factory=Counter)  # whole ms -> frames
+    first_render: float | None = None
+    max_render_gap_s: float | None = None
     viewer_url: str | None = None
+
+    def rendered(self, now: float, captured: float) -> None:
+        """A frame captured at `captured` was shown at `now` (both time.time())."""
+        latency_ms = (now - captured) * 1000
+        self.frames_rendered += 1
+        self.latency_counts[round(latency_ms)] += 1
+        if self.render_times:
+            gap = now - self.render_times[-1]
+            self.max_render_gap_s = max(self.max_render_gap_s or 0.0, gap)
+        else:
+            self.first_render = now
+        self.latencies_ms.append(latency_ms)
+        self.render_times.append(now)
 
     def summary(self) -> dict[str, Any]:
         """The numbers a report needs (rates over the time this side was sending/rendering)."""
         send_s = max(self.send_seconds, 1e-9)
-        lat = sorted(self.latencies_ms)
-        span = self.render_times[-1] - self.render_times[0] if len(self.render_times) > 1 else 0
-        gaps = [b - a for a, b in zip(self.render_times, self.render_times[1:], strict=False)]
+        span = self.render_times[-1] - self.first_render if self.first_render is not None else 0
+        gap = self.max_render_gap_s
         return {
             "sessions": self.sessions,
             "frames_sent": self.frames_sent,
@@ -209,28 +231,34 @@ class CallStats:
             "paced_reports": self.paced_reports,
             "link_kbps": [round(k, 1) for k in self.link_kbps],  # each report's estimate
             "packets_lost": self.packets_lost,
-            "fps": (len(self.render_times) - 1) / span if span > 0 else 0.0,
+            "fps": (self.frames_rendered - 1) / span if span > 0 else 0.0,
             "motion_kbps": self.motion_bytes_sent * 8 / 1000 / send_s if self.send_seconds else 0,
             "keyframe_kbps": (
                 self.keyframe_bytes_sent * 8 / 1000 / send_s if self.send_seconds else 0
             ),
             "layer_kbps": self.layer_bytes_sent * 8 / 1000 / send_s if self.send_seconds else 0,
             "audio_kbps": self.audio_bytes_sent * 8 / 1000 / max(self.wall_seconds, 1e-9),
-            "latency_p50_ms": _percentile(lat, 50),
-            "latency_p95_ms": _percentile(lat, 95),
-            "max_render_gap_ms": max(gaps) * 1000 if gaps else None,  # longest freeze seen
+            "latency_p50_ms": _percentile(self.latency_counts, 50),
+            "latency_p95_ms": _percentile(self.latency_counts, 95),
+            "max_render_gap_ms": gap * 1000 if gap is not None else None,  # longest freeze
             "cpu_seconds": self.cpu_seconds,
             "cpu_percent": 100 * self.cpu_seconds / max(self.wall_seconds, 1e-9),
             "wall_seconds": self.wall_seconds,
         }
 
 
-def _percentile(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
+def _percentile(counts: Counter[int], q: float) -> float | None:
+    """The q-th percentile (nearest rank) of values counted to the whole unit."""
+    total = sum(counts.values())
+    if total == 0:
         return None
-    if len(sorted_values) == 1:
-        return sorted_values[0]
-    return statistics.quantiles(sorted_values, n=100, method="inclusive")[int(q) - 1]
+    rank = math.ceil(q / 100 * total)
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if seen >= rank:
+            return float(value)
+    raise AssertionError("unreachable: the ranks add up to the total")
 
 
 def _codec() -> tuple[Any, Any]:
@@ -613,10 +641,7 @@ class _Call:
                     self.stats.resync_requests_sent += 1
 
     async def show(self, index: int, rgb: np.ndarray, captured: float) -> None:
-        now = time.time()
-        self.stats.frames_rendered += 1
-        self.stats.latencies_ms.append((now - captured) * 1000)
-        self.stats.render_times.append(now)
+        self.stats.rendered(time.time(), captured)
         if self.viewer is not None:
             await self.viewer.publish_frame(rgb, index)
         if self.window:
