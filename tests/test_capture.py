@@ -170,3 +170,29 @@ def test_camera_that_stops_ends_the_source(tmp_path: Path) -> None:
 def test_missing_camera_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(FacecodecError, match="camera .*cannot be opened"):
         Camera(str(tmp_path / "video9"))
+
+
+def test_a_files_sound_reads_from_any_sample_and_ends_quietly_where_it_is_damaged(
+    tmp_path: Path,
+) -> None:
+    """FileSound gives the same samples however it is read (forward, skipping, going
+    back), silence past the end; a file cut short mid-way gives what it holds, then
+    silence, without an error: a call's sound ends there, the call goes on."""
+    from facecodec.capture.sound import FileSound
+
+    clip = require(GRID_CLIP)
+    sound = FileSound(str(clip))
+    whole = sound.read(0, 150_000)
+    assert sound.at_end(150_000) and not sound.at_end(0)
+    assert not whole[142_943:].any() and np.abs(whole[:142_943]).max() > 1000
+    for start, n in ((960, 960), (100_000, 5), (50, 7_000), (142_900, 960), (200_000, 10)):
+        assert np.array_equal(sound.read(start, n), np.pad(whole, ((0, 60_000), (0, 0)))[
+            start:start + n])
+    cut = tmp_path / "cut.mpg"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    damaged = FileSound(str(cut))
+    got = damaged.read(0, 150_000)
+    held = int(np.flatnonzero(np.abs(got).max(axis=1))[-1]) + 1
+    assert 20_000 < held < 142_943 and damaged.at_end(150_000)
+    # The same samples up to the cut (the resampler's last few differ: its flush comes early).
+    assert np.array_equal(got[:held - 4800], whole[:held - 4800])

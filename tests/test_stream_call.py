@@ -1423,3 +1423,56 @@ def test_call_stats_sum_up_a_long_call_in_bounded_memory() -> None:
     for q, key in ((50, "latency_p50_ms"), (95, "latency_p95_ms")):
         assert abs(s[key] - np.percentile(latency_s * 1000, q)) <= 1.0  # whole ms
     assert CallStats().summary()["latency_p50_ms"] is None
+
+
+def test_a_files_sound_goes_with_its_looped_picture() -> None:
+    """The sound of the call's own clip is timed from the picture's frame 0 and starts again
+    with each loop of the picture, cut or padded to it: silence before the picture starts,
+    the clip's samples at their frame's moment, its 2.978 s of sound padded to the 3.000 s
+    of its 75 frames, and cut when a loop is shorter. On its own (`--audio FILE`) it plays
+    its samples in order and loops its own length."""
+    import av
+
+    from facecodec.capture.video import frame_count, probe
+    from facecodec.stream.peer import FRAME, RATE, FileAudioTrack
+
+    clip = str(require(CLIP_WITH_AUDIO))
+    resampler = av.AudioResampler("s16", "stereo", RATE)
+    parts = []
+    with av.open(clip) as c:
+        for f in c.decode(c.streams.audio[0]):
+            parts += [o.to_ndarray().reshape(-1, 2) for o in resampler.resample(f)]
+    parts += [o.to_ndarray().reshape(-1, 2) for o in resampler.resample(None)]
+    sound = np.concatenate(parts)
+    loop_s = frame_count(clip) / float(probe(clip).fps)
+    assert loop_s == 3.0 and len(sound) == 142_943  # the picture outlasts the sound
+
+    def expect(start: int, n: int = FRAME) -> np.ndarray:
+        out = np.zeros((n, 2), np.int16)
+        part = sound[max(start, 0):start + n]
+        out[max(-start, 0):max(-start, 0) + len(part)] = part
+        return out
+
+    t0 = 1_000_000.0
+    track = FileAudioTrack(clip, follow_video=True, loop_s=loop_s)
+    assert not track.samples(t0).any()  # the picture has not started
+    track.start_at(t0)
+    assert np.array_equal(track.samples(t0 - 0.01), expect(-480))
+    assert np.array_equal(track.samples(t0 + 1.0), expect(RATE))
+    # The loop's end: the sound's last samples, then silence up to the picture's end.
+    assert np.array_equal(track.samples(t0 + 2.97), expect(142_560))
+    got = track.samples(t0 + 2.99)  # 20 ms: the loop's last 10, the next one's first 10
+    assert not got[:480].any() and np.array_equal(got[480:], sound[:480])
+    # Loops later the sound is where the picture is, not 22 ms a loop earlier.
+    assert np.array_equal(track.samples(t0 + 10 * 3.0 + 0.5), expect(RATE // 2))
+    # A shorter loop cuts the sound and starts it again mid-frame.
+    cut = FileAudioTrack(clip, follow_video=True, loop_s=2.5)
+    cut.start_at(t0)
+    got = cut.samples(t0 + 2.49)
+    assert np.array_equal(got[:480], sound[119_520:120_000])
+    assert np.array_equal(got[480:], sound[:480])
+
+    own = FileAudioTrack(clip)
+    frames = [own.samples(0.0) for _ in range(len(sound) // FRAME + 2)]
+    assert np.array_equal(np.concatenate(frames[:-2]), sound[:len(frames[:-2]) * FRAME])
+    assert np.array_equal(frames[-1], sound[:FRAME])  # its own loop

@@ -101,6 +101,19 @@ def probe(path: str | Path) -> VideoInfo:
     return VideoInfo(w, h, fps, frames, turns)
 
 
+def frame_count(path: str | Path) -> int:
+    """The video's frames, as its container states them, or else its packets counted (one
+    a frame): how long a looped file's picture lasts before it starts again."""
+    stated = probe(path).frames
+    if stated:
+        return stated
+    with _open(path) as c:
+        try:
+            return sum(1 for p in c.demux(c.streams.video[0]) if p.size)
+        except av.error.FFmpegError as e:
+            raise FacecodecError(f"{path}: video data is damaged ({e.__class__.__name__})") from e
+
+
 def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
     """RGB uint8 frames in display order, upright as a player shows them. A stream that
     breaks mid-way ends with an error."""

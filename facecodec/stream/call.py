@@ -32,7 +32,7 @@ import numpy as np
 from facecodec.bitstream.packets import LAYER_TYPES
 from facecodec.capture.camera import STALL_TIMEOUT_S, Camera
 from facecodec.capture.microphone import open_microphone
-from facecodec.capture.video import probe, read_frames
+from facecodec.capture.video import frame_count, probe, read_frames
 from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET, check_layer_kbps
 from facecodec.codec.stream import MAX_CALL_PACKET_FRAMES, check_packet_frames
 from facecodec.errors import BitstreamError, FacecodecError, Terminated
@@ -276,6 +276,8 @@ class _Source:
         self.path = path
         self.loop = loop
         self.fps = probe(path).fps
+        # How long the picture lasts before it starts again (its sound starts again with it).
+        self.loop_s = frame_count(path) / float(self.fps) if loop else None
         self._frames: Iterator[np.ndarray] = read_frames(path)
         self._first: np.ndarray | None = None
 
@@ -414,7 +416,12 @@ class _Call:
     async def session(self, signaling: SignalingClient, initiator: bool) -> bool:
         """One connection to the other peer; True if it ended because that peer left."""
         send_audio, audio_file = self.audio_source()
-        peer = Peer(replace(self.options.peer, audio=audio_file, send_audio=send_audio))
+        own = isinstance(self.source, _Source) and audio_file == self.source.path
+        peer = Peer(replace(
+            self.options.peer, audio=audio_file, send_audio=send_audio,
+            audio_follows_video=own,
+            audio_loop_s=self.source.loop_s if own and isinstance(self.source, _Source) else None,
+        ))
         if self.viewer is not None:
             peer.on_audio = self.viewer.publish_audio
         self.stats.sessions += 1
@@ -468,6 +475,7 @@ class _Call:
         start = camera.arrived if camera is not None and pending is not None else time.time()
         t0 = start - self.next_index / fps
         peer.send_control(start_message(self.encoder.header_bytes(), t0, fps))
+        peer.start_sound_at(t0)  # the file's sound goes with its frames
         try:
             while True:
                 index = self.next_index

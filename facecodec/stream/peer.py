@@ -22,13 +22,14 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
 import aioice.ice
 import av
+import numpy as np
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -44,6 +45,7 @@ from aiortc.rtcicetransport import parse_stun_turn_uri
 
 from facecodec.bitstream.packets import LAYER_TYPES
 from facecodec.capture.microphone import FRAME, RATE, Microphone
+from facecodec.capture.sound import FileSound
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.stream.impair import Impairment
 from facecodec.stream.sctp import pace_data, use_sctp_bundling
@@ -207,6 +209,10 @@ class PeerOptions:
     # Media only through the TURN relay: the other side never learns this side's addresses.
     relay_only: bool = False
     audio: str | None = None  # media file whose audio track is sent; None sends silence
+    # That file is the picture's too: its sound goes with the frames (FileAudioTrack), and
+    # starts again with a looped picture every `audio_loop_s`.
+    audio_follows_video: bool = False
+    audio_loop_s: float | None = None
     microphone: str | None = None  # send this capture device's sound instead ("default")
     # Opus's rate and frame length; they hold for the process's encoders (use_opus), so
     # peers in one process should agree.
@@ -323,6 +329,7 @@ class Peer:
         self._motion: RTCDataChannel | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._own_tracks: list[MediaStreamTrack] = []
+        self._file_sound: FileAudioTrack | None = None
         self._closed = False
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
@@ -350,8 +357,15 @@ class Peer:
             track = MicrophoneTrack(self.options.microphone)
             self._own_tracks.append(track)
         elif self.options.audio is not None and FileAudioTrack.has_audio(self.options.audio):
-            track = FileAudioTrack(self.options.audio)
+            track = self._file_sound = FileAudioTrack(
+                self.options.audio, self.options.audio_follows_video, self.options.audio_loop_s)
         self.pc.addTrack(track)
+
+    def start_sound_at(self, t0: float) -> None:
+        """The picture's frame 0 is due at time.time() `t0`: a file's sound that goes with
+        it is timed from there."""
+        if self._file_sound is not None:
+            self._file_sound.start_at(t0)
 
     async def negotiate(self, signaling: SignalingClient, initiator: bool) -> None:
         """Offer (initiator) or answer through the signaling server, then wait until both data
@@ -544,18 +558,28 @@ class _SoundTrack(MediaStreamTrack):
 
 
 class FileAudioTrack(_SoundTrack):
-    """A media file's sound, looped and paced in real time, as 20 ms 48 kHz frames.
+    """A media file's sound, paced in real time, as 20 ms 48 kHz frames.
+
+    On its own (`--audio FILE`) it loops its own length from the call's start. As the sound
+    of the call's picture (`follow_video`) it goes with the frames: silence until the
+    picture starts (`start_at`), then each moment's sound when its frame is due, each loop
+    of the picture (`loop_s`) starting the sound again, cut or padded to the loop. A clip's
+    sound and picture rarely last exactly as long (grid_swiz3n: 2.978 s of sound, 3.000 s of
+    frames), and looped on their own they drift apart by the difference every loop.
 
     aiortc's MediaPlayer would also decode (and queue without bound) the file's video, which
     the codec reads on its own; this reads the audio stream only.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, follow_video: bool = False,
+                 loop_s: float | None = None) -> None:
         super().__init__()
-        self._path = path
-        self._frames: Iterator[av.AudioFrame] = iter(())
-        self._resampler = av.AudioResampler("s16", "stereo", RATE, frame_size=FRAME)
-        self._start: float | None = None
+        self._sound = FileSound(path)
+        self._follow = follow_video
+        self._loop = round(loop_s * RATE) if loop_s else None  # samples
+        self._t0: float | None = None  # time.time() at which the picture's frame 0 is due
+        self._start: float | None = None  # time.monotonic() of the first sample sent
+        self._own = 0  # on its own: the next sample of the file
 
     @staticmethod
     def has_audio(path: str) -> bool:
@@ -565,28 +589,42 @@ class FileAudioTrack(_SoundTrack):
         except (av.FFmpegError, OSError) as exc:
             raise FacecodecError(f"cannot open audio source {path}: {exc}") from None
 
-    def _decoded(self) -> Iterator[av.AudioFrame]:
-        while self.readyState == "live":
-            with av.open(self._path) as container:
-                produced = False
-                for frame in container.decode(container.streams.audio[0]):
-                    for out in self._resampler.resample(frame):
-                        produced = True
-                        yield out
-                if not produced:
-                    return
+    def start_at(self, t0: float) -> None:
+        """The picture's frame 0 is due at time.time() `t0`, and its sound with it."""
+        self._t0 = t0
+
+    def samples(self, due: float) -> np.ndarray:
+        """The (FRAME, 2) samples to send at time.time() `due`."""
+        if not self._follow:
+            out = self._sound.read(self._own, FRAME)
+            self._own += FRAME
+            if self._sound.at_end(self._own):
+                self._own = 0  # its own loop: the last frame ends in silence
+            return out
+        out = np.zeros((FRAME, 2), np.int16)
+        if self._t0 is None:
+            return out  # the picture has not started
+        pos = round((due - self._t0) * RATE)  # samples since the picture's frame 0
+        i = max(0, -pos)
+        while i < FRAME:
+            sample = pos + i if self._loop is None else (pos + i) % self._loop
+            n = FRAME - i if self._loop is None else min(FRAME - i, self._loop - sample)
+            out[i:i + n] = self._sound.read(sample, n)
+            i += n
+        return out
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
             self._start = time.monotonic()
-            self._frames = self._decoded()
-        frame = next(self._frames, None)
-        if frame is None:
+        due = self._start + self._sent / RATE
+        await asyncio.sleep(due - time.monotonic())
+        pcm = self.samples(due + time.time() - time.monotonic())
+        if self._sound.at_end(0):  # a sound stream without a sample
             self.stop()
             raise MediaStreamError
-        await asyncio.sleep(self._start + self._sent / RATE - time.monotonic())
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="stereo")
         return self._stamp(frame)
 
 
