@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import struct
 import time
 
@@ -153,6 +154,7 @@ def test_page_in_headless_chromium_shows_frames() -> None:
                     await asyncio.sleep(0.04)
             assert viewer.stats.browser_frames_shown >= 10, viewer.stats
             assert viewer.stats.browser_size == (48, 64)
+            assert viewer.stats.browser_video_delay_ms == 0  # no sound playing: no wait
             assert viewer.stats.frames_served >= 10
         finally:
             await viewer.stop()
@@ -198,8 +200,8 @@ def test_page_in_headless_chromium_shows_the_self_view() -> None:
 def test_page_plays_the_sound_close_behind_its_arrival() -> None:
     """The page plays the live sound through Web Audio, scheduled a lead ahead of its
     speaker: what it has played out trails what the viewer served by the lead, not the
-    second and more an <audio> element buffers a stream for (1.27 s in this Chromium), so
-    the voice stays with the picture, which is shown as it comes."""
+    second and more an <audio> element buffers a stream for (1.27 s in this Chromium); and
+    while it plays, each picture waits as long as the sound does."""
     async def main() -> None:
         viewer = Viewer()
         url = await viewer.start()
@@ -213,7 +215,7 @@ def test_page_plays_the_sound_close_behind_its_arrival() -> None:
                                           {"expression": click}))["result"].get("value"):
                     assert time.monotonic() < deadline, "the page never loaded"
                     await asyncio.sleep(0.2)
-                lags = []
+                lags, waits = [], []
                 start, i = time.monotonic(), 0
                 while time.monotonic() - start < 6:  # 20 ms frames in real time
                     while i * 0.02 < time.monotonic() - start:
@@ -223,16 +225,24 @@ def test_page_plays_the_sound_close_behind_its_arrival() -> None:
                         pcm.sample_rate = 48000
                         viewer.publish_audio(pcm)
                         i += 1
+                        if i % 2 == 0:  # 25 fps of pictures beside the sound
+                            await viewer.publish_frame(frame(i // 2), i // 2)
                     if i % 25 == 0 and viewer.stats.audio_ms_served > 1000:
                         served = viewer.stats.audio_ms_served
-                        played = (await devtools(profile, "Runtime.evaluate", {
-                            "expression": "(scheduled - lead() + dropped) * 1000"
-                        }))["result"]["value"]
+                        played, queued, wait = json.loads((await devtools(
+                            profile, "Runtime.evaluate", {"expression": "JSON.stringify(["
+                            "(scheduled - lead() + dropped) * 1000, lead() * 1000, "
+                            "soundDelay() * 1000])"}))["result"]["value"])
                         lags.append(served - played)
+                        waits.append(wait - queued)
                     await asyncio.sleep(0.005)
             assert len(lags) >= 5, lags
             assert viewer.stats.browser_audio_ms > 2000, viewer.stats
             assert 0 < np.median(lags) < 250, lags
+            # The pictures were shown, each held as long as the sound waits: its queue and
+            # the output's latency.
+            assert viewer.stats.browser_frames_shown > 50, viewer.stats
+            assert 0 <= min(waits) and max(waits) < 200, waits
         finally:
             await viewer.stop()
 

@@ -56,7 +56,8 @@ function lead() {{ return actx ? Math.max(0, nextTime - actx.currentTime) : 0; }
 function report() {{
   fetch("/report", {{method: "POST", body: JSON.stringify({{frames: shown,
     width: width, height: height, audio_ms: Math.max(0, scheduled - lead()) * 1000,
-    audio_dropped_ms: dropped * 1000, audio_lead_ms: lead() * 1000, audio_gaps: gaps}})
+    audio_dropped_ms: dropped * 1000, audio_lead_ms: lead() * 1000, audio_gaps: gaps,
+    video_delay_ms: soundDelay() * 1000}})
   }}).catch(() => {{}});
 }}
 setInterval(report, 500);
@@ -88,13 +89,25 @@ async function run() {{
       const jpeg = buf.slice(end + 4, end + 4 + n);
       buf = buf.subarray(end + 4 + n);
       const url = URL.createObjectURL(new Blob([jpeg], {{type: "image/jpeg"}}));
-      img.onload = () => {{ shown++; if (lastUrl) URL.revokeObjectURL(lastUrl); lastUrl = url;
-        width = img.naturalWidth; height = img.naturalHeight;
-        const fps = shown / ((performance.now() - started) / 1000);
-        stats.textContent = shown + " frames shown, " + fps.toFixed(1) + " fps"; }};
-      img.src = url;
+      // With the sound on, a frame waits as long as the sound that came with it (queued,
+      // and in the output), so that lips and voice stay together; in order, whatever the
+      // wait.
+      const due = Math.max(lastDue, performance.now() + soundDelay() * 1000);
+      lastDue = due;
+      setTimeout(() => show(url), due - performance.now());
     }}
   }}
+}}
+let lastDue = 0;
+function soundDelay() {{
+  return actx && scheduled > 0 ? lead() + actx.baseLatency + (actx.outputLatency || 0) : 0;
+}}
+function show(url) {{
+  img.onload = () => {{ shown++; if (lastUrl) URL.revokeObjectURL(lastUrl); lastUrl = url;
+    width = img.naturalWidth; height = img.naturalHeight;
+    const fps = shown / ((performance.now() - started) / 1000);
+    stats.textContent = shown + " frames shown, " + fps.toFixed(1) + " fps"; }};
+  img.src = url;
 }}
 run().catch(e => {{ stats.textContent = "stream error: " + e; }});
 // The sound is played through Web Audio, each piece of the live WAV scheduled as it comes, a
@@ -159,6 +172,7 @@ class ViewerStats:
     browser_audio_dropped_ms: float = 0.0  # ... and dropped to keep up
     browser_audio_lead_ms: float = 0.0  # ... and queued ahead of its speaker
     browser_audio_gaps: int = 0  # ... and the times it ran dry after it had started
+    browser_video_delay_ms: float = 0.0  # ... and how long it holds each frame for the sound
 
 
 class Viewer:
@@ -372,8 +386,8 @@ class Viewer:
         try:
             msg = json.loads(raw)
             frames, width, height = int(msg["frames"]), int(msg["width"]), int(msg["height"])
-            sound = [float(msg.get(k, 0.0))
-                     for k in ("audio_ms", "audio_dropped_ms", "audio_lead_ms")]
+            sound = [float(msg.get(k, 0.0)) for k in
+                     ("audio_ms", "audio_dropped_ms", "audio_lead_ms", "video_delay_ms")]
             gaps = int(msg.get("audio_gaps", 0))
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
             raise web.HTTPBadRequest(text="expected {frames, width, height}") from None
@@ -382,7 +396,7 @@ class Viewer:
         self.stats.browser_frames_shown = max(self.stats.browser_frames_shown, frames)
         self.stats.browser_size = (width, height)
         (self.stats.browser_audio_ms, self.stats.browser_audio_dropped_ms,
-         self.stats.browser_audio_lead_ms) = sound
+         self.stats.browser_audio_lead_ms, self.stats.browser_video_delay_ms) = sound
         self.stats.browser_audio_gaps = gaps
         return web.Response(status=204)
 
