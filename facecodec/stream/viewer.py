@@ -112,9 +112,9 @@ function show(url) {{
 run().catch(e => {{ stats.textContent = "stream error: " + e; }});
 // The sound is played through Web Audio, each piece of the live WAV scheduled as it comes, a
 // little ahead of the speaker: an <audio> element buffers a stream for over a second before
-// it plays, so the voice would trail the picture (the frames are shown as they come).
+// it plays, and the frames would have to wait as long.
 const MAX_LEAD = {max_lead_s};
-let LEAD = {lead_s};
+let ahead = {lead_s};  // how far ahead of the speaker a piece is scheduled after running dry
 async function playAudio() {{
   const reader = (await fetch("/audio.wav")).body.getReader();
   let rest = new Uint8Array(0), rate = 0, channels = 0;
@@ -134,8 +134,8 @@ async function playAudio() {{
     if (n === 0) continue;
     const now = actx.currentTime;
     if (nextTime < now) {{  // ran dry: start again a longer lead ahead (up to the maximum)
-      if (scheduled > 0) {{ gaps++; LEAD = Math.min(LEAD + {lead_step_s}, MAX_LEAD - 0.05); }}
-      nextTime = now + LEAD;
+      if (scheduled > 0) {{ gaps++; ahead = Math.min(ahead + {lead_step_s}, MAX_LEAD - 0.05); }}
+      nextTime = now + ahead;
     }}
     if (nextTime - now > MAX_LEAD) {{ dropped += n / rate; continue; }}  // behind: catch up
     const pcm = new DataView(buf.buffer, buf.byteOffset, n * block);
