@@ -247,3 +247,33 @@ def test_page_plays_the_sound_close_behind_its_arrival() -> None:
             await viewer.stop()
 
     asyncio.run(main())
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install -y chromium)")
+def test_page_frees_the_frames_it_no_longer_shows() -> None:
+    """Frames that come together replace one another before they load: the page frees each
+    one it will not show, as well as each one it no longer shows, so a long call's page holds
+    one or two frames, not every frame that ever came in a burst."""
+    async def main() -> None:
+        viewer = Viewer()
+        url = await viewer.start()
+        try:
+            with headless_chromium(url, "--remote-debugging-port=0") as (_, profile):
+                deadline = time.monotonic() + 30
+                while not viewer.stats.frames_served:
+                    assert time.monotonic() < deadline, "the page never asked for frames"
+                    await viewer.publish_frame(frame(0), 0)
+                    await asyncio.sleep(0.1)
+                for i in range(1, 301):  # in bursts: several frames to a read of the stream
+                    await viewer.publish_frame(frame(i), i)
+                    await asyncio.sleep(0.001 if i % 10 else 0.05)
+                await asyncio.sleep(1.0)
+                shown, blobs = json.loads((await devtools(profile, "Runtime.evaluate", {
+                    "expression": "JSON.stringify([shown, blobs])"}))["result"]["value"])
+            assert viewer.stats.frames_served > 100
+            assert 0 < shown < viewer.stats.frames_served  # some were replaced unseen
+            assert 1 <= blobs <= 2, (shown, blobs)
+        finally:
+            await viewer.stop()
+
+    asyncio.run(main())

@@ -89,6 +89,7 @@ async function run() {{
       const jpeg = buf.slice(end + 4, end + 4 + n);
       buf = buf.subarray(end + 4 + n);
       const url = URL.createObjectURL(new Blob([jpeg], {{type: "image/jpeg"}}));
+      blobs++;
       // With the sound on, a frame waits as long as the sound that came with it (queued,
       // and in the output), so that lips and voice stay together; in order, whatever the
       // wait.
@@ -102,8 +103,15 @@ let lastDue = 0;
 function soundDelay() {{
   return actx && scheduled > 0 ? lead() + actx.baseLatency + (actx.outputLatency || 0) : 0;
 }}
+// Each frame is a blob URL, freed once the next frame has loaded, or at once if the next
+// one replaces it before it loaded (frames that come together): else a long call's page
+// would keep every such frame.
+let pendingUrl = null, blobs = 0;
+function free(url) {{ URL.revokeObjectURL(url); blobs--; }}
 function show(url) {{
-  img.onload = () => {{ shown++; if (lastUrl) URL.revokeObjectURL(lastUrl); lastUrl = url;
+  if (pendingUrl) free(pendingUrl);
+  pendingUrl = url;
+  img.onload = () => {{ shown++; if (lastUrl) free(lastUrl); lastUrl = url; pendingUrl = null;
     width = img.naturalWidth; height = img.naturalHeight;
     const fps = shown / ((performance.now() - started) / 1000);
     stats.textContent = shown + " frames shown, " + fps.toFixed(1) + " fps"; }};
