@@ -277,3 +277,58 @@ def test_page_frees_the_frames_it_no_longer_shows() -> None:
             await viewer.stop()
 
     asyncio.run(main())
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install -y chromium)")
+def test_a_burst_of_sound_does_not_leave_the_page_behind() -> None:
+    """Sound that comes in a burst (after a stall of the link) queues up in the page; the
+    page leaves out quiet pieces until its queue is back near its aim, so the sound, and
+    the frames that wait for it, do not stay late for the rest of the call."""
+    async def main() -> None:
+        viewer = Viewer()
+        url = await viewer.start()
+
+        def piece(loud: bool) -> av.AudioFrame:
+            pcm = av.AudioFrame.from_ndarray(np.full((1, 960 * 2), 3000 if loud else 0,
+                                                     np.int16), format="s16", layout="stereo")
+            pcm.sample_rate = 48000
+            return pcm
+
+        async def queued() -> float:
+            return float((await devtools(profile, "Runtime.evaluate", {
+                "expression": "lead() * 1000"}))["result"]["value"])
+
+        try:
+            with headless_chromium(url, "--remote-debugging-port=0",
+                                   "--autoplay-policy=no-user-gesture-required") as (_, profile):
+                click = ("document.readyState === 'complete' && "
+                         "(document.getElementById('play-audio').click(), actx !== null)")
+                deadline = time.monotonic() + 30
+                while not (await devtools(profile, "Runtime.evaluate",
+                                          {"expression": click}))["result"].get("value"):
+                    assert time.monotonic() < deadline, "the page never loaded"
+                    await asyncio.sleep(0.2)
+
+                async def real_time(seconds: float, first: int) -> None:
+                    start = time.monotonic()
+                    i = 0
+                    while time.monotonic() - start < seconds:
+                        while i * 0.02 < time.monotonic() - start:
+                            viewer.publish_audio(piece((first + i) % 4 != 0))  # pauses
+                            i += 1
+                        await asyncio.sleep(0.005)
+
+                await real_time(2.0, 0)
+                before = await queued()
+                for _ in range(6):  # 120 ms of sound at once
+                    viewer.publish_audio(piece(True))
+                await asyncio.sleep(0.02)  # on its way to the page
+                burst = await queued()
+                await real_time(3.0, 1)
+                after = await queued()
+            assert before < 150 and burst > before + 60, (before, burst)
+            assert after < 150, (before, burst, after)
+        finally:
+            await viewer.stop()
+
+    asyncio.run(main())

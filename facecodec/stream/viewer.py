@@ -31,6 +31,9 @@ MAX_AUDIO_QUEUE = 50  # 1 s of 20 ms frames; a slow listener loses audio, it nev
 # of its arrival; a step more each time it runs dry), and drops sound that would be queued
 # further ahead than the maximum.
 AUDIO_LEAD_S, AUDIO_LEAD_STEP_S, AUDIO_MAX_LEAD_S = 0.08, 0.02, 0.25
+# Sound queued this much over its aim is trimmed back by leaving out quiet pieces (peak under
+# AUDIO_QUIET of full scale: the silence a quiet side's stream is filled with, pauses).
+AUDIO_TRIM_S, AUDIO_QUIET = 0.04, 0.01
 
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
@@ -148,10 +151,18 @@ async function playAudio() {{
     if (nextTime - now > MAX_LEAD) {{ dropped += n / rate; continue; }}  // behind: catch up
     const pcm = new DataView(buf.buffer, buf.byteOffset, n * block);
     const piece = actx.createBuffer(channels, n, rate);
+    let loud = 0;
     for (let c = 0; c < channels; c++) {{
       const out = piece.getChannelData(c);
-      for (let i = 0; i < n; i++) out[i] = pcm.getInt16((i * channels + c) * 2, true) / 32768;
+      for (let i = 0; i < n; i++) {{
+        out[i] = pcm.getInt16((i * channels + c) * 2, true) / 32768;
+        loud = Math.max(loud, Math.abs(out[i]));
+      }}
     }}
+    // A burst of sound leaves the queue longer than it needs to be, and every frame waits
+    // as long: a quiet piece is left out while the queue is over its aim, so it shrinks back
+    // where nobody hears it.
+    if (nextTime - now > ahead + {trim_s} && loud < {quiet}) {{ dropped += n / rate; continue; }}
     const source = actx.createBufferSource();
     source.buffer = piece; source.connect(actx.destination); source.start(nextTime);
     nextTime += n / rate; scheduled += n / rate;
@@ -306,6 +317,8 @@ class Viewer:
             lead_s=AUDIO_LEAD_S,
             lead_step_s=AUDIO_LEAD_STEP_S,
             max_lead_s=AUDIO_MAX_LEAD_S,
+            trim_s=AUDIO_TRIM_S,
+            quiet=AUDIO_QUIET,
         )
         return web.Response(text=body, content_type="text/html")
 
