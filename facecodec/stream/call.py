@@ -416,11 +416,13 @@ class _Call:
     async def session(self, signaling: SignalingClient, initiator: bool) -> bool:
         """One connection to the other peer; True if it ended because that peer left."""
         send_audio, audio_file = self.audio_source()
-        own = isinstance(self.source, _Source) and audio_file == self.source.path
+        # The file the picture comes from: its sound goes with the frames.
+        own = self.source if (isinstance(self.source, _Source)
+                              and audio_file == self.source.path) else None
         peer = Peer(replace(
             self.options.peer, audio=audio_file, send_audio=send_audio,
-            audio_follows_video=own,
-            audio_loop_s=self.source.loop_s if own and isinstance(self.source, _Source) else None,
+            audio_follows_video=own is not None,
+            audio_loop_s=own.loop_s if own is not None else None,
         ))
         if self.viewer is not None:
             peer.on_audio = self.viewer.publish_audio
