@@ -6,6 +6,7 @@ import asyncio
 import json
 import struct
 import time
+from pathlib import Path
 
 import aiohttp
 import av
@@ -23,6 +24,26 @@ def frame(i: int) -> np.ndarray:
     rgb[..., 0] = (i * 40) % 256
     rgb[: i % 64, :, 1] = 255
     return rgb
+
+
+def sound(level: int) -> av.AudioFrame:
+    """20 ms of 48 kHz stereo s16 at a constant `level`, as the call's peer hands it on."""
+    pcm = av.AudioFrame.from_ndarray(np.full((1, 960 * 2), level, np.int16), format="s16",
+                                     layout="stereo")
+    pcm.sample_rate = 48000
+    return pcm
+
+
+async def play_sound(profile: Path) -> None:
+    """Press the page's Play audio once the page has loaded (Chromium started with
+    --remote-debugging-port=0 and no gesture needed for sound)."""
+    click = ("document.readyState === 'complete' && "
+             "(document.getElementById('play-audio').click(), actx !== null)")
+    deadline = time.monotonic() + 30
+    while not (await devtools(profile, "Runtime.evaluate",
+                              {"expression": click}))["result"].get("value"):
+        assert time.monotonic() < deadline, "the page never loaded"
+        await asyncio.sleep(0.2)
 
 
 def test_wav_header_layout() -> None:
@@ -56,12 +77,8 @@ def test_endpoints_serve_frames_audio_and_reject_bad_reports() -> None:
                 mjpeg.close()
 
                 audio = await http.get(url + "audio.wav")
-                pcm = av.AudioFrame.from_ndarray(
-                    np.full((1, 960 * 2), 1000, np.int16), format="s16", layout="stereo"
-                )
-                pcm.sample_rate = 48000
                 await asyncio.sleep(0.05)
-                viewer.publish_audio(pcm)
+                viewer.publish_audio(sound(1000))
                 data = await asyncio.wait_for(audio.content.readexactly(44 + 3840), 5)
                 assert data[:44] == wav_header(48000, 2)
                 assert np.all(np.frombuffer(data[44:], "<i2") == 1000)
@@ -73,11 +90,11 @@ def test_endpoints_serve_frames_audio_and_reject_bad_reports() -> None:
                     url + "report", data=b'{"frames": 4, "width": 48, "height": 64}'
                 )
                 assert ok.status == 204 and viewer.stats.browser_frames_shown == 4
-                for sound in (b'"audio_ms": -5', b'"audio_lead_ms": NaN', b'"audio_gaps": -1',
+                for field in (b'"audio_ms": -5', b'"audio_lead_ms": NaN', b'"audio_gaps": -1',
                               b'"audio_ms": "x"', b'"audio_gaps": 1e400'):
                     bad = await http.post(url + "report", data=b'{"frames": 5, "width": 48, '
-                                          b'"height": 64, ' + sound + b"}")
-                    assert bad.status == 400, sound
+                                          b'"height": 64, ' + field + b"}")
+                    assert bad.status == 400, field
                 ok = await http.post(url + "report", data=b'{"frames": 5, "width": 48, '
                                      b'"height": 64, "audio_ms": 1500, "audio_lead_ms": 80, '
                                      b'"audio_gaps": 2}')
@@ -208,22 +225,12 @@ def test_page_plays_the_sound_close_behind_its_arrival() -> None:
         try:
             with headless_chromium(url, "--remote-debugging-port=0",
                                    "--autoplay-policy=no-user-gesture-required") as (_, profile):
-                click = ("document.readyState === 'complete' && "
-                         "(document.getElementById('play-audio').click(), actx !== null)")
-                deadline = time.monotonic() + 30
-                while not (await devtools(profile, "Runtime.evaluate",
-                                          {"expression": click}))["result"].get("value"):
-                    assert time.monotonic() < deadline, "the page never loaded"
-                    await asyncio.sleep(0.2)
+                await play_sound(profile)
                 lags, waits = [], []
                 start, i = time.monotonic(), 0
                 while time.monotonic() - start < 6:  # 20 ms frames in real time
                     while i * 0.02 < time.monotonic() - start:
-                        pcm = av.AudioFrame.from_ndarray(
-                            np.full((1, 960 * 2), 1000 * (i % 3), np.int16), format="s16",
-                            layout="stereo")
-                        pcm.sample_rate = 48000
-                        viewer.publish_audio(pcm)
+                        viewer.publish_audio(sound(1000 * (i % 3)))
                         i += 1
                         if i % 2 == 0:  # 25 fps of pictures beside the sound
                             await viewer.publish_frame(frame(i // 2), i // 2)
@@ -288,12 +295,6 @@ def test_a_burst_of_sound_does_not_leave_the_page_behind() -> None:
         viewer = Viewer()
         url = await viewer.start()
 
-        def piece(loud: bool) -> av.AudioFrame:
-            pcm = av.AudioFrame.from_ndarray(np.full((1, 960 * 2), 3000 if loud else 0,
-                                                     np.int16), format="s16", layout="stereo")
-            pcm.sample_rate = 48000
-            return pcm
-
         async def queued() -> float:
             return float((await devtools(profile, "Runtime.evaluate", {
                 "expression": "lead() * 1000"}))["result"]["value"])
@@ -301,27 +302,21 @@ def test_a_burst_of_sound_does_not_leave_the_page_behind() -> None:
         try:
             with headless_chromium(url, "--remote-debugging-port=0",
                                    "--autoplay-policy=no-user-gesture-required") as (_, profile):
-                click = ("document.readyState === 'complete' && "
-                         "(document.getElementById('play-audio').click(), actx !== null)")
-                deadline = time.monotonic() + 30
-                while not (await devtools(profile, "Runtime.evaluate",
-                                          {"expression": click}))["result"].get("value"):
-                    assert time.monotonic() < deadline, "the page never loaded"
-                    await asyncio.sleep(0.2)
+                await play_sound(profile)
 
                 async def real_time(seconds: float, first: int) -> None:
                     start = time.monotonic()
                     i = 0
                     while time.monotonic() - start < seconds:
                         while i * 0.02 < time.monotonic() - start:
-                            viewer.publish_audio(piece((first + i) % 4 != 0))  # pauses
+                            viewer.publish_audio(sound(3000 if (first + i) % 4 else 0))  # pauses
                             i += 1
                         await asyncio.sleep(0.005)
 
                 await real_time(2.0, 0)
                 before = await queued()
                 for _ in range(6):  # 120 ms of sound at once
-                    viewer.publish_audio(piece(True))
+                    viewer.publish_audio(sound(3000))
                 await asyncio.sleep(0.02)  # on its way to the page
                 burst = await queued()
                 await real_time(3.0, 1)
