@@ -101,10 +101,11 @@ def probe(path: str | Path) -> VideoInfo:
     return VideoInfo(w, h, fps, frames, turns)
 
 
-def frame_count(path: str | Path) -> int:
+def frame_count(path: str | Path, info: VideoInfo | None = None) -> int:
     """The video's frames, as its container states them, or else its packets counted (one
-    a frame): how long a looped file's picture lasts before it starts again."""
-    stated = probe(path).frames
+    a frame): how long a looped file's picture lasts before it starts again. `info`: the
+    file's probe, if the caller has it (probing decodes the first picture)."""
+    stated = (info or probe(path)).frames
     if stated:
         return stated
     with _open(path) as c:

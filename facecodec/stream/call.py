@@ -275,9 +275,10 @@ class _Source:
     def __init__(self, path: str, loop: bool) -> None:
         self.path = path
         self.loop = loop
-        self.fps = probe(path).fps
+        info = probe(path)
+        self.fps = info.fps
         # How long the picture lasts before it starts again (its sound starts again with it).
-        self.loop_s = frame_count(path) / float(self.fps) if loop else None
+        self.loop_s = frame_count(path, info) / float(self.fps) if loop else None
         self._frames: Iterator[np.ndarray] = read_frames(path)
         self._first: np.ndarray | None = None
 
