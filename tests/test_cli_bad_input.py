@@ -20,7 +20,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import CLIPS, GRID_FRAMES, CliRun, EncodedClip, require
+from conftest import CLIPS, GRID_FRAMES, PORTRAITS, CliRun, EncodedClip, require
 
 from facecodec.bitstream.packets import PacketType, encode_packet, type_name
 from facecodec.capture.video import read_frames
@@ -523,7 +523,8 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
                       (("--layer-kbps", "500"), "--layer-kbps must be within 0..60"),
                       (("--audio", blocker), "cannot open audio source"),
                       (("--audio", out_dir / "none.wav"), "cannot open audio source"),
-                      (("--signal-ca", out_dir / "none.pem"), "as a certificate authority")):
+                      (("--signal-ca", out_dir / "none.pem"), "as a certificate authority"),
+                      (("--avatar", blocker), "it needs --source or --camera")):
         run = run_main("call", "room1", *args)
         assert why in assert_one_line_error(run, code=2)
     for args, why in ((("--cert", blocker), "--cert and --key go together"),
@@ -536,6 +537,12 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
     assert "--eye-contact must be within 0..30 degrees" in assert_one_line_error(run, code=2)
     run = run_main("call", "room1", "--renderer", "bogus")  # before the viewer or signaling
     assert "unknown renderer 'bogus'" in assert_one_line_error(run, code=2)
+    clip = require(CLIPS / "grid_swiz3n.mpg")
+    for args, why in ((("--avatar", blocker), "not an image file"),
+                      (("--avatar", require(PORTRAITS / "liveportrait_s0.jpg"),
+                        "--layer-kbps", "8"), "--avatar sends motion only")):
+        run = run_main("call", "room1", "--source", clip, "--render", "none", *args)
+        assert why in assert_one_line_error(run, code=2)
     assert "viewer" not in run.stdout
     assert list(out_dir.iterdir()) == [] and blocker.read_text() == ""
 

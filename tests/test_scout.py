@@ -59,8 +59,8 @@ def _call(frames: list[np.ndarray], reference: str, avatar: bool = False) -> Cal
             if p.type == PacketType.KEYFRAME:
                 call.keyframes.append(data)
             call.frames.update(dec.push(p))
-            if dec._drive_from is not None:
-                call.drives.append(dec._drive_from.to_vector())
+            if dec.avatar is not None and dec.avatar.origin is not None:
+                call.drives.append(dec.avatar.origin.to_vector())
     enc.close()
     return call
 

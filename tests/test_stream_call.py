@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 LOOPBACK = PeerOptions(loopback=True)  # both peers of a test call on this machine
 CLIP_WITH_AUDIO = DATA / "clips" / "grid_swiz3n.mpg"
+PORTRAIT = DATA / "portraits" / "liveportrait_s0.jpg"  # another person than the clips sent
 
 
 def packet(kind: PacketType, seq: int, ts: int, payload: bytes) -> bytes:
@@ -1284,15 +1285,21 @@ def test_a_camera_slower_than_it_says_leaves_slots_empty(tmp_path: Path) -> None
     feed.join()
 
 
-def test_a_senders_viewer_shows_the_face_it_sends() -> None:
+@pytest.mark.parametrize("avatar", [False, True], ids=["own-face", "avatar"])
+def test_a_senders_viewer_shows_the_face_it_sends(avatar: bool) -> None:
     """With a viewer (`--render local`), the sending side's page also streams, small, the
-    face crop it codes: what the other side reproduces."""
+    face it sends: the crop it codes, or (`--avatar`) the portrait driven by it; what the
+    other side reproduces."""
     import aiohttp
     import cv2
 
+    from facecodec.motion.basis import load_basis
+    from facecodec.psnr import image_psnr_y
+    from facecodec.render.edits import Avatar
     from facecodec.stream.call import CallOptions, run_call
 
     require(CLIP)
+    portrait = Avatar(require(PORTRAIT), load_basis(), 256, 20).image
     urls: list[str] = []
     pictures: list[np.ndarray] = []
 
@@ -1308,20 +1315,88 @@ def test_a_senders_viewer_shows_the_face_it_sends() -> None:
                 body += chunk
             own.close()
         jpeg = body[body.index(b"\xff\xd8"):body.index(b"\xff\xd9") + 2]
-        pictures.append(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))
+        bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        pictures.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
     async def body(url: str) -> None:
-        sender = CallOptions(seconds=5, peer=LOOPBACK, audio="none", on_viewer=urls.append)
+        sender = CallOptions(seconds=5, peer=LOOPBACK, audio="none", on_viewer=urls.append,
+                             avatar=PORTRAIT if avatar else None)
         receiver = CallOptions(seconds=7, peer=LOOPBACK, audio="none")
-        await asyncio.gather(
+        sent, got = (await asyncio.gather(
             run_call("selfview", url, str(CLIP), "local", sender),
             run_call("selfview", url, None, "none", receiver),
             watch(),
-        )
+        ))[:2]
+        assert got.frames_rendered > 20
         assert pictures and pictures[0].shape == (256, 256, 3)
         assert pictures[0].std() > 20  # a picture, not a blank
+        # The portrait (a different person) drawn to the sender's expression, or not at all.
+        like_portrait = image_psnr_y(portrait, pictures[0])
+        assert like_portrait > 24 if avatar else like_portrait < 16
 
     run(body, timeout=40)
+
+
+def test_a_sender_appearing_as_an_avatar_never_sends_its_face() -> None:
+    """`--avatar`: every keyframe carries the portrait, never the sender's crop, and the
+    receiver draws the portrait moving as the sender's face moves, as the sender's own
+    self-view shows it."""
+    from facecodec.bitstream.packets import KeyframePayload, decode_packet
+    from facecodec.codec.keyframe import decode_image
+    from facecodec.codec.stream import StreamDecoder, StreamEncoder
+    from facecodec.psnr import image_psnr_y
+
+    frames = list(read_frames(str(require(CLIP)), 60))
+    h, w = frames[0].shape[:2]
+    enc = StreamEncoder(fps=30, source_size=(w, h), avatar=require(PORTRAIT))
+    own = StreamEncoder(fps=30, source_size=(w, h))  # the same face sent as itself
+    dec = StreamDecoder(enc.header_bytes(), "warp")
+    assert enc.avatar is not None
+    portrait = enc.avatar.avatar.image
+    pictures: list[np.ndarray] = []
+    drawn: dict[int, np.ndarray] = {}
+    crops: dict[int, np.ndarray] = {}
+    for i, frame in enumerate(frames):
+        own.push(frame, i)
+        for data in enc.push(frame, i):
+            p, _ = decode_packet(data)
+            if p.type == PacketType.KEYFRAME:
+                k = KeyframePayload.from_bytes(p.payload)
+                pictures.append(decode_image(k.codec_id, k.image, 256))
+            drawn.update(dec.push(data))
+        face = own.sent_face(frame)
+        if face is not None:
+            crops[i] = face
+    view = enc.sent_face(frames[-1])
+    enc.close()
+    own.close()
+    assert pictures and len(drawn) >= 55
+    for picture in pictures:
+        assert image_psnr_y(portrait, picture) > 35  # the portrait, coded
+        assert image_psnr_y(crops[min(crops)], picture) < 16  # not the sender
+    # Driven: the sender's mouth and head move the portrait (frames differ from its picture
+    # and from each other), and the self-view is the frame the receiver drew.
+    last = max(drawn)
+    assert max(np.abs(f.astype(int) - portrait.astype(int)).mean() for f in drawn.values()) > 2
+    assert image_psnr_y(drawn[last], view) > 35
+    assert all(image_psnr_y(crops[i], f) < 16 for i, f in drawn.items() if i in crops)
+
+
+def test_an_avatar_call_refuses_a_layer_and_a_portrait_without_one_face(tmp_path: Path) -> None:
+    import cv2
+
+    from facecodec.codec.stream import StreamEncoder
+
+    with pytest.raises(FacecodecError, match="--avatar sends motion only"):
+        StreamEncoder(fps=30, avatar=require(PORTRAIT), layer_kbps=8.0)
+    text = tmp_path / "portrait.jpg"
+    text.write_text("not a picture")
+    with pytest.raises(FacecodecError, match="not an image file"):
+        StreamEncoder(fps=30, avatar=text)
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((256, 256, 3), 128, np.uint8))
+    with pytest.raises(FacecodecError, match="no face found in the portrait"):
+        StreamEncoder(fps=30, avatar=blank)
 
 
 def test_a_call_signals_over_tls(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from facecodec.motion.basis import ExpressionBasis, basis_for_id, load_basis
 from facecodec.motion.coder import CoderConfig, MotionDecoder
 from facecodec.motion.motion import Motion
 from facecodec.render.base import Renderer
-from facecodec.render.edits import Avatar, EyeContact, PoseEdit, eye_radius
+from facecodec.render.edits import Avatar, AvatarDriver, EyeContact, PoseEdit, eye_radius
 from facecodec.render.fusion_model import GATE_MODEL_ID, shipped_fusion_ids
 from facecodec.render.held import FlowMover, fade
 from facecodec.render.registry import DEFAULT_RENDERER, make_renderer
@@ -112,7 +112,8 @@ class PacketDecoder:
         self.restore_applies = bool(header.restorer) and header.restorer == renderer.restorer_id
         self.pose = pose or PoseEdit()
         self.avatar = (
-            Avatar(avatar, self.basis, header.size, self.config.k) if avatar is not None else None
+            AvatarDriver(Avatar(avatar, self.basis, header.size, self.config.k))
+            if avatar is not None else None
         )
         self.eye_contact = eye_contact
         # The renderer draws a change of gaze times its gain: the edit's turn is of the eye.
@@ -120,8 +121,6 @@ class PacketDecoder:
         self.motion = MotionDecoder(self.config)
         self.keyframes: dict[int, Keyframe] = {}
         self.active: int | None = None
-        self._drive_from: Motion | None = None  # the avatar is driven relative to it
-        self._drive_crop: tuple[float, float, float] | None = None  # the crop it was of
         self.next_seq: int | None = None  # sequence number the next inter packet must carry
         self.total_frames: int | None = None
         self.last_frame: int | None = None  # index of the latest frame whose motion decoded
@@ -168,11 +167,8 @@ class PacketDecoder:
                 self._needs_keyframe = True
                 return False
         if self.avatar is not None:
-            self.renderer.set_reference(self.avatar.image, self.avatar.motion)
-            # A new picture of the same crop (a refresh) keeps the coordinates: the avatar
-            # stays driven from where it was, without a jump back to its own face.
-            if kf.crop != self._drive_crop:
-                self._drive_from, self._drive_crop = None, kf.crop
+            self.renderer.set_reference(self.avatar.avatar.image, self.avatar.avatar.motion)
+            self.avatar.keyframe(kf.crop)
         else:
             assert kf.image is not None
             self.renderer.set_reference(kf.image, kf.motion, kf.restore_share)
@@ -181,13 +177,7 @@ class PacketDecoder:
 
     def _target(self, m: Motion) -> Motion:
         if self.avatar is not None and self.active is not None:
-            # Relative to the first frame drawn in this crop, not to its picture: a
-            # file's picture is the frame that draws the segment best (codec/reference.py),
-            # often with the mouth open, and the avatar's own face should stand for how the
-            # sender looked when the segment began.
-            if self._drive_from is None:
-                self._drive_from = m
-            m = self.avatar.drive(self._drive_from, m)
+            m = self.avatar(m)
         m = self.pose(m)
         return m if self.eye_contact is None else self.eye_contact(m, self._eye_radius)
 

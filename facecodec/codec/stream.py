@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import sys
 from collections import deque
+from dataclasses import replace
 from fractions import Fraction
+from pathlib import Path
 from statistics import mean
 
 import numpy as np
@@ -31,9 +33,11 @@ from facecodec.codec.layer import AV1
 from facecodec.codec.layer_rate import LayerPlan, LiveLayer
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.motion.basis import load_basis
+from facecodec.motion.motion import Motion
 from facecodec.motion.stabilize import beta_for
-from facecodec.render.edits import EyeContact
+from facecodec.render.edits import Avatar, AvatarDriver, EyeContact
 from facecodec.render.registry import DEFAULT_RENDERER
+from facecodec.render.warp import WarpRenderer
 from facecodec.stream.wire import CHUNK_OVERHEAD, wire_bytes
 
 # Loss reports: a share of lost motion packets at or above LOSSY switches the sender to
@@ -97,6 +101,7 @@ class StreamEncoder:
         packet_frames: int = 1,
         start_full: bool = False,
         layer_follows_link: bool = True,
+        avatar: Path | None = None,
     ) -> None:
         """`reference`: "best" lets a motion-only call send a recent frame as a new
         reference picture when it draws the recent frames better (codec/scout.py); "first"
@@ -107,7 +112,8 @@ class StreamEncoder:
         full link (report_loss), two frames a packet until the receiver's reports say
         otherwise, and the layer at its lowest rate (layer_rate.LiveLayer) until they tell
         what the link carries. `layer_follows_link` False: the layer keeps its rate
-        whatever the receiver estimates of the link (report_loss)."""
+        whatever the receiver estimates of the link (report_loss). `avatar`: a portrait
+        this sender appears as (below)."""
         settings = EncoderSettings(size=size, preset=preset, keyframe_quality=keyframe_quality,
                                    layer_kbps=layer_kbps, reference=reference)
         settings.validate()
@@ -116,6 +122,17 @@ class StreamEncoder:
         config = coder_config(basis, preset, beside_layer=layer_kbps > 0)
         resync = max(1, int(float(fps)))
         check_packet_frames(packet_frames)
+        if avatar is not None and layer_kbps > 0:
+            raise FacecodecError("--avatar sends motion only: a layer's pictures would show "
+                                 "the sender's own face (drop --layer-kbps)")
+        # Appearing as an avatar: every keyframe carries the portrait and its own Motion,
+        # every frame the sender's change of expression and pose applied to it (as a
+        # receiver's --avatar does), so the sender's face never leaves this machine. No
+        # surround (it was measured around the sender's face) and no refreshed reference.
+        self.avatar = (AvatarDriver(Avatar(avatar, basis, size, config.k))
+                       if avatar is not None else None)
+        self._avatar_motion: Motion | None = None  # the last Motion sent, for the self-view
+        self._avatar_view: WarpRenderer | None = None
         per_packet = packet_frames if live else frames_per_packet(settings, fps)
         w, h = source_size or (size, size)
         self.layer = (LiveLayer(layer_kbps, float(fps), size,
@@ -132,9 +149,10 @@ class StreamEncoder:
         )
         # A call keeps going when someone walks behind the speaker: follow the largest face.
         # Beside a layer the reference picture matters less, and a keyframe restarts the layer.
+        own_face = self.layer is None and self.avatar is None
         self.analyzer = FaceAnalyzer(basis, size, float(fps), allow_several=allow_several,
-                                     surround=self.layer is None,
-                                     scout=live and reference == "best" and self.layer is None)
+                                     surround=own_face,
+                                     scout=live and reference == "best" and own_face)
         self.stabiliser = EventStabiliser(basis, float(fps),
                                           beta_for(config.step_mul, layer_kbps > 0))
         self.packetizer = Packetizer(config, resync, per_packet,
@@ -316,14 +334,36 @@ class StreamEncoder:
         return self.packetizer.resync_interval == self.packetizer.packet_frames
 
     def sent_face(self, frame_rgb: np.ndarray) -> np.ndarray | None:
-        """The crop of `frame_rgb` this sender codes, as the receiver is to show it (a
-        self-view); None before the first face."""
+        """The face this sender sends, as the receiver is to show it (a self-view): the
+        crop of `frame_rgb` it codes, or its avatar drawn to the last Motion sent (the mesh
+        warp); None before the first face."""
+        if self.avatar is not None:
+            if self._avatar_motion is None:
+                return None
+            if self._avatar_view is None:
+                self._avatar_view = WarpRenderer(self.analyzer.basis, self.size)
+                self._avatar_view.set_reference(self.avatar.avatar.image,
+                                                self.avatar.avatar.motion)
+            return self._avatar_view.render(self._avatar_motion)
         crop = self.analyzer.crop
         return None if crop is None else crop.cut(frame_rgb, self.size)
+
+    def _as_avatar(self, event: KeyframeEvent | MotionEvent) -> KeyframeEvent | MotionEvent:
+        """The event as the avatar shows it: the portrait for the picture, the sender's
+        change applied to the portrait's Motion for the frames."""
+        assert self.avatar is not None
+        if isinstance(event, KeyframeEvent):
+            self.avatar.keyframe(event.crop)
+            return replace(event, image=self.avatar.avatar.image,
+                           motion=self.avatar.avatar.motion, picture_index=None)
+        self._avatar_motion = self.avatar(event.motion)
+        return replace(event, motion=self._avatar_motion)
 
     def push(self, frame_rgb: np.ndarray, index: int) -> list[bytes]:
         packets = []
         for event in map(self.stabiliser, self.analyzer.push(frame_rgb, index)):
+            if self.avatar is not None:
+                event = self._as_avatar(event)
             if self.layer is not None:
                 self._layer_picture(event, frame_rgb)
             packets += self.packetizer.push(event)

@@ -2,7 +2,9 @@
 
 - Redirection: show the head frontal, or turned by given angles.
 - Eye contact: the eyes look into the camera instead of at the screen below it.
-- Avatar: drive another portrait with the sender's expression and relative head motion.
+- Avatar: drive another portrait with the sender's expression and relative head motion;
+  `AvatarDriver` keeps what it is driven relative to, for a receiver that draws the sender
+  as an avatar and for a sender that appears as one (codec/stream.py).
 """
 
 from __future__ import annotations
@@ -98,6 +100,34 @@ class Avatar:
             gaze=own.gaze + (m.gaze - sender_ref.gaze),
             openness=np.maximum(own.openness + (m.openness - sender_ref.openness), 0.0),
         )
+
+
+class AvatarDriver:
+    """An Avatar driven by a stream's Motions relative to the first frame drawn in each crop,
+    not to the keyframe's picture: a file's picture is the frame that draws the segment best
+    (codec/reference.py), often with the mouth open, and the avatar's own face should stand
+    for how the sender looked when the segment began. A new picture of the same crop (a
+    refresh) keeps the coordinates, so the avatar does not jump back to its own face."""
+
+    def __init__(self, avatar: Avatar) -> None:
+        self.avatar = avatar
+        self._from: Motion | None = None
+        self._crop: object = None
+
+    @property
+    def origin(self) -> Motion | None:
+        """The Motion the avatar is driven relative to now (None before a frame of this crop)."""
+        return self._from
+
+    def keyframe(self, crop: object) -> None:
+        """A keyframe of `crop` (its box, compared by value) is drawn from now on."""
+        if crop != self._crop:
+            self._from, self._crop = None, crop
+
+    def __call__(self, m: Motion) -> Motion:
+        if self._from is None:
+            self._from = m
+        return self.avatar.drive(self._from, m)
 
 
 # Eyes turn about 35-45 degrees up at most; a camera further above the picture than this

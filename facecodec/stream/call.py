@@ -118,6 +118,7 @@ class CallOptions:
     # is full (False: the layer and the sound keep their rates whatever the link, unpaced).
     follow_link: bool = True
     reference: str = "best"  # motion only: refresh the reference as the call goes (codec/scout.py)
+    avatar: Path | None = None  # appear as this portrait (StreamEncoder): the face is not sent
     # Frames a motion packet carries: 2 halves the packets (and their headers, which cost
     # more than the motion), each frame a frame's time later.
     packet_frames: int = 1
@@ -326,7 +327,7 @@ class _Call:
                     or (LIVE_LAYER_MOTION_PRESET if options.layer_kbps > 0 else "medium"),
                     layer_kbps=options.layer_kbps, reference=options.reference,
                     packet_frames=options.packet_frames, start_full=True,
-                    layer_follows_link=options.follow_link,
+                    layer_follows_link=options.follow_link, avatar=options.avatar,
                 )
             except BaseException:
                 self.source.close()
@@ -516,7 +517,8 @@ class _Call:
                     peer.send_packet(packet)
                 self.stats.frames_sent += 1
                 if self.viewer is not None and index % SELF_VIEW_EVERY == 0:
-                    face = self.encoder.sent_face(frame)
+                    face = await loop.run_in_executor(
+                        self._encode_pool, self.encoder.sent_face, frame)
                     if face is not None:
                         await self.viewer.publish_self(face, index)
         finally:
@@ -782,6 +784,9 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", choices=("best", "first"), default="best",
                         help="motion only: send a recent frame as a new reference picture when "
                              "it draws the recent frames better (best), or keep the first (first)")
+    parser.add_argument("--avatar", type=Path, default=None, metavar="PORTRAIT",
+                        help="appear as this portrait, driven by your face: your own face is "
+                             "never sent (motion only: no layer)")
     parser.add_argument("--stats-json", help="write this side's call summary to this JSON file")
 
 
@@ -827,6 +832,8 @@ def call_main(args: argparse.Namespace) -> int:
     if args.seconds is not None and not 0 < args.seconds < float("inf"):
         raise FacecodecError(f"--seconds must be a finite number above 0 (got {args.seconds})")
     check_layer_kbps(args.layer_kbps)  # now, not when the stream starts
+    if args.avatar is not None and args.source is None and args.camera is None:
+        raise FacecodecError("--avatar is what this side sends: it needs --source or --camera")
     # Built (and an angle out of range refused) now, not when the peer's stream starts.
     eye_contact = EyeContact(args.eye_contact) if args.eye_contact is not None else None
     options = CallOptions(
@@ -856,6 +863,7 @@ def call_main(args: argparse.Namespace) -> int:
         eye_contact=eye_contact,
         layer_kbps=args.layer_kbps,
         reference=args.reference,
+        avatar=args.avatar,
         late_s=args.late_ms / 1000 if args.late_ms > 0 else None,
         hurry_s=args.hurry_ms / 1000 if args.hurry_ms > 0 else None,
         on_viewer=lambda url: print(f"viewer: {url}", flush=True),
