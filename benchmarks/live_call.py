@@ -60,9 +60,10 @@ def _peer(
     role: str, url: str, source: str | None, seconds: float, loss: float, jitter_ms: float,
     layer_kbps: float = 0.0, renderer: str = CALL_RENDERER, hurry_s: float | None = 0.04,
     camera: bool = False, audio_kbps: float = AUDIO_KBPS, audio_frame_ms: int = AUDIO_FRAME_MS,
-    packet_frames: int = 1, follow_link: bool = True,
+    packet_frames: int = 1, follow_link: bool = True, avatar: Path | None = None,
 ) -> dict[str, Any]:
-    """One side of the call, run in its own process (`renderer`, `hurry_s`: the receiver's).
+    """One side of the call, run in its own process (`renderer`, `hurry_s`: the receiver's;
+    `avatar`: the portrait the sender appears as).
     `camera`: the sender plays `source` into a named pipe in real time and sends it as a
     webcam (`facecodec call --camera`), newest picture first, instead of pacing the file."""
     impairment = Impairment(loss=loss, jitter_ms=jitter_ms, seed=0) if loss or jitter_ms else None
@@ -85,6 +86,7 @@ def _peer(
         hurry_s=hurry_s,
         packet_frames=packet_frames,
         follow_link=follow_link,
+        avatar=avatar,
     )
     stats = asyncio.run(run_call("bench", url, source, "none", options))
     summary = stats.summary()
@@ -108,7 +110,7 @@ async def _loopback_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict
                 _peer, "sender", url, args.source, args.seconds, 0.0, 0.0,
                 layer_kbps=args.layer_kbps, camera=args.camera,
                 packet_frames=args.packet_frames,
-                follow_link=args.follow_link, **audio))
+                follow_link=args.follow_link, avatar=args.avatar, **audio))
             sent, received = await asyncio.gather(sender, receiver)
     finally:
         await server.stop()
@@ -443,6 +445,7 @@ def netns_call(
     packet_frames: int = 1,
     follow_link: bool = True,
     reverse: Path | None = None,
+    avatar: Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """`audio_args`: `facecodec call`'s Opus options, for both peers.
 
@@ -463,7 +466,8 @@ def netns_call(
         common = ["call", "netns", "--signal", url, "--render", "none", "--audio", audio,
                   *audio_args]
         sending = ["--layer-kbps", str(layer_kbps), "--packet-frames", str(packet_frames),
-                   "--follow-link" if follow_link else "--no-follow-link"]
+                   "--follow-link" if follow_link else "--no-follow-link",
+                   *(["--avatar", str(avatar)] if avatar is not None else [])]
         # A two-way call: b sends `reverse` too, with the same settings (it hangs up when a
         # does).
         back = [] if reverse is None else ["--source", str(reverse), "--loop", *sending]
@@ -531,7 +535,7 @@ async def _netns_call(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
                 rig, args.source, args.seconds, Path(tmp), args.seconds + 60,
                 layer_kbps=args.layer_kbps, renderer=args.renderer, hurry_ms=args.hurry_ms,
                 packet_frames=args.packet_frames, follow_link=args.follow_link,
-                reverse=args.reverse,
+                reverse=args.reverse, avatar=args.avatar,
                 audio_args=("--audio-kbps", str(args.audio_kbps),
                             "--audio-frame-ms", str(args.audio_frame_ms)))
         # The relay's counts are known once the rig is down.
@@ -685,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
                         default=True, help="the sender's `facecodec call --follow-link`")
     parser.add_argument("--packet-frames", type=int, default=1,
                         help="frames a motion packet carries (facecodec call --packet-frames)")
+    parser.add_argument("--avatar", type=Path, metavar="PORTRAIT",
+                        help="the sender appears as this portrait (`facecodec call --avatar`)")
     parser.add_argument("--netns", action="store_true", help="call across network namespaces")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay (--netns)")
     parser.add_argument("--rate-kbps", type=float, default=0.0,
