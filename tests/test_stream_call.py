@@ -1478,8 +1478,8 @@ def test_receiver_behind_real_time_skips_frames_instead_of_falling_behind(
 def test_call_stats_sum_up_a_long_call_in_bounded_memory() -> None:
     """An hour at 25 fps: the summary's frame rate, latency percentiles and longest freeze
     count every frame, as computed over all of them, while the per-frame detail it keeps is
-    the last RECENT_FRAMES."""
-    from facecodec.stream.call import RECENT_FRAMES, CallStats
+    the last RECENT_FRAMES (and the last RECENT_REPORTS of its link estimates)."""
+    from facecodec.stream.call import RECENT_FRAMES, RECENT_REPORTS, CallStats
 
     rng = np.random.default_rng(0)
     n = 90_000
@@ -1498,6 +1498,10 @@ def test_call_stats_sum_up_a_long_call_in_bounded_memory() -> None:
     for q, key in ((50, "latency_p50_ms"), (95, "latency_p95_ms")):
         assert abs(s[key] - np.percentile(latency_s * 1000, q)) <= 1.0  # whole ms
     assert CallStats().summary()["latency_p50_ms"] is None
+    for second in range(3600):  # a report a second
+        stats.link_kbps.append(40.0 + second % 7)
+    assert s["link_kbps"] == [] and len(stats.link_kbps) == RECENT_REPORTS
+    assert stats.summary()["link_kbps"][-1] == 40.0 + 3599 % 7
 
 
 def test_a_files_sound_goes_with_its_looped_picture() -> None:

@@ -146,6 +146,7 @@ class CallOptions:
 
 
 RECENT_FRAMES = 3000  # per-frame detail CallStats keeps: two minutes at 25 fps
+RECENT_REPORTS = 600  # link estimates CallStats keeps: ten minutes of reports
 
 
 @dataclass
@@ -172,7 +173,8 @@ class CallStats:
     layer_paused_reports: int = 0  # reports after which the layer was paused
     sound_thin_reports: int = 0  # reports after which the sound went thin (peer.THIN_SOUND)
     paced_reports: int = 0  # reports after which the data channels were paced (sctp.pace_data)
-    link_kbps: list[float] = field(default_factory=list)  # the link rate estimates reported
+    # The last RECENT_REPORTS link rate estimates reported (one a second).
+    link_kbps: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_REPORTS))
     packets_lost: int = 0
     motion_bytes_sent: int = 0
     keyframe_bytes_sent: int = 0
