@@ -11,10 +11,9 @@ call's receiver (`StreamDecoder`, the call's renderer) draws each stream. Printe
 - identity: the dlib embedding distance (the bench's AED) of the drawn frames to the
   sender's own crops, frame by frame, and to the portrait's crop (under 0.6 is dlib's
   "same person"), every 5th frame;
-- following: the correlation over frames of the mouth's opening (inner-lip height over
-  mouth width) and of the head's turn (the nose tip's offset from the eyes' midpoint over
-  their distance) between the drawn frames and the sender's crops, landmarks tracked on
-  both (MediaPipe, as the bench's AKD);
+- following: the correlation over frames of the mouth's opening and of the head's turn
+  (`bench.landmarks.mouth_and_turn`) between the drawn frames and the sender's crops,
+  landmarks tracked on both (MediaPipe, as the bench's AKD);
 - cost: kbps of every byte sent, and the sender's ms a frame (after its warm-up, as in a
   call; tracking, coding and, with the sender's own face, its surround and scout).
 """
@@ -28,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facecodec.bench.landmarks import track_landmarks
+from facecodec.bench.landmarks import mouth_and_turn, track_landmarks
 from facecodec.bench.metrics import face_embeddings, landmark_boxes
 from facecodec.capture.video import probe, read_frames
 from facecodec.codec.stream import StreamDecoder, StreamEncoder
 from facecodec.motion.basis import load_basis
-from facecodec.render import topology as topo
 from facecodec.render.edits import Avatar
 from facecodec.render.registry import CALL_RENDERER
 from facecodec.train.splits import load_split
@@ -42,9 +40,6 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PORTRAIT = DATA / "portraits" / "liveportrait_s0.jpg"
 SIZE = 256
 EVERY = 5  # frames between identity embeddings (dlib, ~70 ms a frame)
-UPPER_LIP, LOWER_LIP, MOUTH_LEFT, MOUTH_RIGHT = 13, 14, 78, 308
-NOSE_TIP = 1
-EYES = (tuple(topo.LEFT_EYE), tuple(topo.RIGHT_EYE))
 
 
 def _send(frames: list[np.ndarray], fps: float, avatar: Path | None) -> tuple[
@@ -71,18 +66,6 @@ def _send(frames: list[np.ndarray], fps: float, avatar: Path | None) -> tuple[
     return drawn, crops, sent, 1000 * spent / len(frames)
 
 
-def _mouth_and_turn(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame [T]: the mouth's opening over its width, the nose tip's sideways offset
-    from the eyes' midpoint over the eyes' distance (NaN where no face)."""
-    width = np.linalg.norm(lm[:, MOUTH_RIGHT] - lm[:, MOUTH_LEFT], axis=1)
-    opening = np.linalg.norm(lm[:, LOWER_LIP] - lm[:, UPPER_LIP], axis=1) / width
-    left, right = (lm[:, list(eye)].mean(axis=1) for eye in EYES)
-    across = right - left
-    turn = np.sum((lm[:, NOSE_TIP] - (left + right) / 2) * across, axis=1) / np.sum(
-        across * across, axis=1)
-    return opening, turn
-
-
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     ok = ~(np.isnan(a) | np.isnan(b))
     return float(np.corrcoef(a[ok], b[ok])[0, 1]) if ok.sum() > 2 else float("nan")
@@ -102,14 +85,14 @@ def eval_clip(job: tuple[Path, int, Path]) -> tuple[str, dict[str, dict[str, flo
     sender_emb = face_embeddings(sender[::EVERY], landmark_boxes(sender_lm[::EVERY]))
     portrait_emb = face_embeddings(avatar_image[None], landmark_boxes(
         track_landmarks(avatar_image[None], static=True)))[0]
-    sender_motion = _mouth_and_turn(sender_lm)
+    sender_motion = mouth_and_turn(sender_lm)
     seconds = len(frames) / fps
     for name, drawn, size, ms in (("own face", own_drawn, own_bytes, own_ms),
                                   ("avatar", avatar_drawn, avatar_bytes, avatar_ms)):
         rec = np.stack([drawn[i] for i in idx])
         lm = track_landmarks(rec)
         emb = face_embeddings(rec[::EVERY], landmark_boxes(lm[::EVERY]))
-        opening, turn = _mouth_and_turn(lm)
+        opening, turn = mouth_and_turn(lm)
         out[name] = {
             "to_sender": float(np.nanmean(np.linalg.norm(emb - sender_emb, axis=1))),
             "to_portrait": float(np.nanmean(np.linalg.norm(emb - portrait_emb, axis=1))),

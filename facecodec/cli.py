@@ -13,6 +13,7 @@ from pathlib import Path
 from facecodec import __version__
 from facecodec.errors import FacecodecError, OneLineParser, Terminated
 from facecodec.files import settle_made_folders
+from facecodec.render.edits import add_pose_arguments, pose_of
 from facecodec.render.registry import DEFAULT_RENDERER, RENDERERS
 
 
@@ -57,9 +58,9 @@ def _encode(a: argparse.Namespace) -> int:
 
 def _decode(a: argparse.Namespace) -> int:
     from facecodec.codec.decoder import decode_file
-    from facecodec.render.edits import EyeContact, PoseEdit
+    from facecodec.render.edits import EyeContact
 
-    pose = PoseEdit(a.pose == "frontal", a.yaw, a.pitch, a.roll)
+    pose = pose_of(a)
     eyes = EyeContact(a.eye_contact) if a.eye_contact is not None else None
     r = decode_file(a.input, a.output, renderer=a.renderer, pose=pose, avatar=a.avatar,
                     layer=a.layer, upscale=a.upscale, eye_contact=eyes)
@@ -159,11 +160,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
     d.add_argument("--renderer", default=DEFAULT_RENDERER,
                    help=f"{' or '.join(RENDERERS)} (default {DEFAULT_RENDERER})")
-    d.add_argument("--pose", choices=("source", "frontal"), default="source",
-                   help="frontal: turn the head to face the camera")
-    for name, most in (("yaw", 90), ("pitch", 90), ("roll", 180)):
-        d.add_argument(f"--{name}", type=float, default=0.0,
-                       help=f"degrees added to the head {name} (-{most}..{most})")
+    add_pose_arguments(d, "the head")
     d.add_argument("--avatar", type=Path, default=None,
                    help="portrait of one person to drive instead")
     d.add_argument("--eye-contact", type=float, nargs="?", const=10.0, default=None,

@@ -524,7 +524,9 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
                       (("--audio", blocker), "cannot open audio source"),
                       (("--audio", out_dir / "none.wav"), "cannot open audio source"),
                       (("--signal-ca", out_dir / "none.pem"), "as a certificate authority"),
-                      (("--avatar", blocker), "it needs --source or --camera")):
+                      (("--avatar", blocker), "it needs --source or --camera"),
+                      (("--yaw", "100"), "--yaw must be within -90..90 degrees"),
+                      (("--roll", "nan"), "--roll must be within -180..180 degrees")):
         run = run_main("call", "room1", *args)
         assert why in assert_one_line_error(run, code=2)
     for args, why in ((("--cert", blocker), "--cert and --key go together"),

@@ -448,6 +448,31 @@ def test_a_receiver_with_eye_contact_draws_the_same_frames_but_the_eyes() -> Non
     assert drawn >= 8
 
 
+def test_a_receiver_with_a_frontal_pose_draws_the_head_facing_the_camera() -> None:
+    """`--pose frontal`: the peer's head is drawn facing the camera (its sideways turn, as
+    tracked on the drawn frames, 0.46 of what the same stream drawn as sent shows), while
+    the mouth still moves as sent."""
+    from facecodec.bench.landmarks import mouth_and_turn, track_landmarks
+    from facecodec.codec.stream import StreamDecoder, StreamEncoder
+    from facecodec.render.edits import PoseEdit
+
+    frames = list(read_frames(str(require(DATA / "clips" / "liveportrait_d9.mp4")), 90))
+    enc = StreamEncoder(fps=30, source_size=(frames[0].shape[1], frames[0].shape[0]))
+    plain = StreamDecoder(enc.header_bytes(), "warp")
+    frontal = StreamDecoder(enc.header_bytes(), "warp", pose=PoseEdit(frontal=True))
+    drawn: tuple[dict[int, np.ndarray], dict[int, np.ndarray]] = ({}, {})
+    for i, frame in enumerate(frames):
+        for data in enc.push(frame, i):
+            drawn[0].update(plain.push(data))
+            drawn[1].update(frontal.push(data))
+    enc.close()
+    assert drawn[0].keys() == drawn[1].keys() and len(drawn[0]) >= 85
+    (mouth, turn), (frontal_mouth, frontal_turn) = (
+        mouth_and_turn(track_landmarks(np.stack([d[i] for i in sorted(d)]))) for d in drawn)
+    assert np.nanmean(np.abs(frontal_turn)) < 0.6 * np.nanmean(np.abs(turn))
+    assert np.nanstd(frontal_mouth) > 0.8 * np.nanstd(mouth) > 0.05
+
+
 def test_an_overtaken_motion_packet_is_dropped_not_drawn_late() -> None:
     # The motion channel is unordered: under jitter a packet can arrive after the next
     # one. Drawing it then would step the picture back a frame; it is dropped instead, and

@@ -11,6 +11,10 @@ from collections.abc import Iterable
 import numpy as np
 
 N_LANDMARKS = 478  # 468 mesh points + 10 iris points with refine_landmarks=True
+# Mesh indices: the inner lips' middles, the mouth's inner corners, the nose tip, and two
+# points at each eye's corners.
+UPPER_LIP, LOWER_LIP, MOUTH_LEFT, MOUTH_RIGHT, NOSE_TIP = 13, 14, 78, 308, 1
+EYE_CORNERS = ((33, 133), (362, 263))
 
 
 def track_landmarks(frames: Iterable[np.ndarray], static: bool = False) -> np.ndarray:
@@ -42,3 +46,17 @@ def track_landmarks(frames: Iterable[np.ndarray], static: bool = False) -> np.nd
     if not out:
         return np.zeros((0, N_LANDMARKS, 2), np.float32)
     return np.stack(out)
+
+
+def mouth_and_turn(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame of landmarks [T, 478, 2]: the mouth's opening over its width, and the head's
+    sideways turn as the nose tip's offset from the eyes' midpoint over the eyes' distance
+    (0 facing the camera); NaN where no face. Scale-free, so frames of different faces and
+    crops compare."""
+    width = np.linalg.norm(lm[:, MOUTH_RIGHT] - lm[:, MOUTH_LEFT], axis=1)
+    opening = np.linalg.norm(lm[:, LOWER_LIP] - lm[:, UPPER_LIP], axis=1) / width
+    left, right = (lm[:, list(eye)].mean(axis=1) for eye in EYE_CORNERS)
+    across = right - left
+    turn = np.sum((lm[:, NOSE_TIP] - (left + right) / 2) * across, axis=1) / np.sum(
+        across * across, axis=1)
+    return opening, turn

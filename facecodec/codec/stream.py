@@ -35,7 +35,7 @@ from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.motion.basis import load_basis
 from facecodec.motion.motion import Motion
 from facecodec.motion.stabilize import beta_for
-from facecodec.render.edits import Avatar, AvatarDriver, EyeContact
+from facecodec.render.edits import Avatar, AvatarDriver, EyeContact, PoseEdit
 from facecodec.render.registry import DEFAULT_RENDERER
 from facecodec.render.warp import WarpRenderer
 from facecodec.stream.wire import CHUNK_OVERHEAD, wire_bytes
@@ -418,13 +418,14 @@ class StreamDecoder:
     """Receiver side of a call: push packet bytes as they arrive, get rendered frames."""
 
     def __init__(self, header_bytes: bytes, renderer: str = DEFAULT_RENDERER,
-                 threads: int | None = None, eye_contact: EyeContact | None = None) -> None:
+                 threads: int | None = None, eye_contact: EyeContact | None = None,
+                 pose: PoseEdit | None = None) -> None:
         """`threads`: torch threads for the decoder's networks (a call's machine also runs
         its sender), set on the thread that decodes, since a thread keeps the count it had
         when it first ran a network. `eye_contact`: the eyes drawn turned up (None: as
-        sent)."""
+        sent). `pose`: the head drawn turned (None: as sent)."""
         self.decoder = PacketDecoder(StreamHeader.from_bytes(header_bytes), renderer,
-                                     restore_behind=True, eye_contact=eye_contact)
+                                     pose=pose, restore_behind=True, eye_contact=eye_contact)
         torch = sys.modules.get("torch")  # not loaded: no network to set (warp, no layer)
         if threads is not None and torch is not None:
             torch.set_num_threads(threads)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -57,6 +58,20 @@ class PoseEdit:
         # The measured surround belongs to the real pose; the mesh warp's rings turn hair
         # and ears with the new one.
         return m.with_pose(rotation=base + delta).with_surround(None)
+
+
+def add_pose_arguments(parser: argparse.ArgumentParser, whose: str) -> None:
+    """The options that build a PoseEdit (`pose_of`); `whose`: the head they turn."""
+    parser.add_argument("--pose", choices=("source", "frontal"), default="source",
+                        help=f"frontal: turn {whose} to face the camera")
+    for name, most in (("yaw", MAX_TURN_DEG), ("pitch", MAX_TURN_DEG), ("roll", MAX_ROLL_DEG)):
+        parser.add_argument(f"--{name}", type=float, default=0.0,
+                            help=f"degrees added to {whose}'s {name} (-{most:g}..{most:g})")
+
+
+def pose_of(args: argparse.Namespace) -> PoseEdit:
+    """The PoseEdit `add_pose_arguments`' options ask for (out-of-range angles refused)."""
+    return PoseEdit(args.pose == "frontal", args.yaw, args.pitch, args.roll)
 
 
 class Avatar:

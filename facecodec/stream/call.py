@@ -38,7 +38,7 @@ from facecodec.codec.stream import MAX_CALL_PACKET_FRAMES, check_packet_frames
 from facecodec.errors import BitstreamError, FacecodecError, Terminated
 from facecodec.files import check_writable, write_text
 from facecodec.motion.coder import PRESETS
-from facecodec.render.edits import EyeContact
+from facecodec.render.edits import EyeContact, PoseEdit, add_pose_arguments, pose_of
 from facecodec.render.registry import CALL_RENDERER
 from facecodec.stream.congestion import LinkRate, QueueDelay, SoundRate
 from facecodec.stream.impair import Impairment
@@ -112,6 +112,7 @@ class CallOptions:
     preset: str | None = None  # motion preset; None: medium, or low beside a layer
     renderer: str = CALL_RENDERER
     eye_contact: EyeContact | None = None  # draw the peer's eyes turned up into the camera
+    pose: PoseEdit | None = None  # draw the peer's head turned (frontal, or by angles)
     layer_kbps: float = 0.0  # low-resolution layer beside the motion (0: motion only)
     # The layer keeps within the link's rate as the receiver estimates it, the sound goes
     # thin on a link that stays full, and a layer call's packets are paced while the link
@@ -574,6 +575,7 @@ class _Call:
                     decoder = await loop.run_in_executor(
                         self._decode_pool, self.decoder_cls, msg["header"], self.options.renderer,
                         self.options.torch_threads, self.options.eye_contact,
+                        self.options.pose,
                     )
                     t0, fps, last_index = msg["t0"], msg["fps"], None
                     queue, link, reported_kbps = QueueDelay(), LinkRate(), None
@@ -774,6 +776,7 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="DEG", help="draw the peer's eyes turned up into the camera, "
                         "DEG degrees above where they look (default 10; 0..30); the peer's "
                         "layer is then not drawn")
+    add_pose_arguments(parser, "the peer's head")
     parser.add_argument("--late-ms", type=float, default=100.0,
                         help="decode but do not draw packets that waited longer than this for "
                              "the receiver, so a slow renderer stays in real time (0: draw all)")
@@ -838,6 +841,7 @@ def call_main(args: argparse.Namespace) -> int:
         raise FacecodecError("--avatar is what this side sends: it needs --source or --camera")
     # Built (and an angle out of range refused) now, not when the peer's stream starts.
     eye_contact = EyeContact(args.eye_contact) if args.eye_contact is not None else None
+    pose = pose_of(args)
     options = CallOptions(
         seconds=args.seconds,
         loop_source=args.loop,
@@ -863,6 +867,7 @@ def call_main(args: argparse.Namespace) -> int:
         preset=args.preset,
         renderer=args.renderer,
         eye_contact=eye_contact,
+        pose=pose if pose.active else None,
         layer_kbps=args.layer_kbps,
         reference=args.reference,
         avatar=args.avatar,
