@@ -12,7 +12,7 @@ from pathlib import Path
 
 from facecodec import __version__
 from facecodec.errors import FacecodecError, OneLineParser, Terminated
-from facecodec.files import settle_made_folders
+from facecodec.files import same_file, settle_made_folders
 from facecodec.render.edits import add_pose_arguments, pose_of
 from facecodec.render.registry import DEFAULT_RENDERER, RENDERERS
 
@@ -35,12 +35,8 @@ def _encode(a: argparse.Namespace) -> int:
     r = encode_file(a.input, a.output, settings, progress=sys.stderr.isatty())
     rep = r.report
     if rep.frames_without_face:
-        f = rep.frames_without_face
-        print(
-            f"warning: no face in {len(f)} of {rep.frames} frames (first {f[0]}, last {f[-1]}); "
-            "the last pose was held there and a new keyframe sent when the face came back",
-            file=sys.stderr,
-        )
+        print(_no_face_warning(rep.frames_without_face, rep.frames, r.keyframes[0].index),
+              file=sys.stderr)
     if rep.several_faces and a.face == "largest":
         print("note: several faces seen; the largest/tracked one was coded", file=sys.stderr)
     total_kbps = r.total_kbps
@@ -54,6 +50,21 @@ def _encode(a: argparse.Namespace) -> int:
         f"motion {r.motion_kbps:.2f} kbps{layer}, total {total_kbps:.2f} kbps"
     )
     return 0
+
+
+def _no_face_warning(missing: list[int], frames: int, first_face: int) -> str:
+    """What became of the frames without a face: before it appeared, the first picture is
+    shown; after, the last pose is held, until it came back (a new keyframe) or to the end."""
+    what = []
+    if missing[0] < first_face:
+        what.append(f"the first {first_face} show the face's first picture")
+    later = [i for i in missing if i > first_face]
+    if later:
+        back = ("to the end" if later[-1] == frames - 1
+                else "until the face came back (a new keyframe)")
+        what.append(f"after it, the last pose is held {back}")
+    return (f"warning: no face in {len(missing)} of {frames} frames (first {missing[0]}, "
+            f"last {missing[-1]}); " + "; ".join(what))
 
 
 def _decode(a: argparse.Namespace) -> int:
@@ -98,13 +109,26 @@ def _info(a: argparse.Namespace) -> int:
 
     d = describe(a.input)
     print(json.dumps(d) if a.json else format_info(d))
-    return 0 if not d.get("damaged") else 3
+    if d.get("damaged"):  # described up to the damage; the damage is also an error
+        print(f"facecodec: error: {a.input}: {d['damaged']}", file=sys.stderr)
+        return 3
+    return 0
 
 
 def _demo(a: argparse.Namespace) -> int:
     from facecodec.demo import run_demo
 
-    return run_demo(a.input, a.out, a.quality, a.target_kbps)
+    return run_demo(a.input or _demo_clip(), a.out, a.quality, a.target_kbps)
+
+
+# The shared data set lives beside the checkout; the demo may be run from anywhere.
+DEMO_CLIP = Path("../shared/data/clips/liveportrait_d19.mp4")
+
+
+def _demo_clip() -> Path:
+    """DEMO_CLIP from the current folder, else from the checkout this package is in."""
+    here = Path(__file__).resolve().parents[1] / DEMO_CLIP
+    return DEMO_CLIP if DEMO_CLIP.exists() or not here.exists() else here
 
 
 def _bench(a: argparse.Namespace) -> int:
@@ -145,7 +169,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--reference", choices=("best", "first"), default="best",
                    help="motion only: send as each segment's reference the frame that draws "
                         "the segment best (best) or the frame where it starts (first)")
-    e.add_argument("--size", type=int, default=256, help="face crop side in pixels (128..512)")
+    e.add_argument("--size", type=int, default=256,
+                   help="face crop side in pixels (a multiple of 16 within 128..512)")
     e.add_argument("--keyframe-quality", type=int, default=None,
                    help="reference picture 0..100 (default 60; with a layer 30 up to a 6 kbps "
                         "layer, 10 above, 0 when the layer is as large as the crop)")
@@ -184,8 +209,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     i.set_defaults(func=_info)
 
     m = sub.add_parser("demo", help="encode + decode a clip, compare with H.264 and AV1")
-    m.add_argument("input", type=Path, nargs="?",
-                   default=Path("../shared/data/clips/liveportrait_d19.mp4"))
+    m.add_argument("input", type=Path, nargs="?", default=None,
+                   help=f"a talking-head clip (default: {DEMO_CLIP}, beside the current "
+                        "folder or this checkout)")
     m.add_argument("--out", type=Path, default=Path("out/demo"))
     m.add_argument("--target-kbps", type=float,
                    help="rate, every byte counted (above 5 kbps the low-resolution layer "
@@ -239,6 +265,24 @@ def _quiet_native_stderr() -> None:
     os.close(null)
 
 
+# What `encode` writes is a stream, not a video: a video's suffix on its output is a mistake
+# that would leave an .fcv named like a video.
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".y4m", ".mpg")
+
+
+def _check_output(a: argparse.Namespace) -> None:
+    """Refuse an output that is the command's own input (it would be replaced by the result)
+    and, for `encode`, one named like a video."""
+    src, dst = getattr(a, "input", None), getattr(a, "output", None)
+    if not isinstance(src, Path) or not isinstance(dst, Path):
+        return
+    if same_file(src, dst):
+        raise FacecodecError(f"cannot write {dst}: it is the input")
+    if a.command == "encode" and dst.suffix.lower() in VIDEO_SUFFIXES:
+        raise FacecodecError(f"cannot write {dst}: encode writes an .fcv stream, not a "
+                             f"{dst.suffix} video (use -o NAME.fcv)")
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
@@ -257,7 +301,13 @@ def main(argv: list[str] | None = None) -> int:
         # MediaPipe's use of a deprecated protobuf call: not the user's concern.
         warnings.filterwarnings("ignore", category=UserWarning, module="google.protobuf")
     try:
+        _check_output(args)
         code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe (`| head`) shows here, not at exit
+    except BrokenPipeError:
+        # The reader went away (`facecodec info x.fcv | head -1`): what it wanted it has.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     except FacecodecError as e:
         print(f"facecodec: error: {e}", file=sys.stderr)
         code = e.exit_code

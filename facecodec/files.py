@@ -43,11 +43,19 @@ def settle_made_folders(failed: bool) -> None:
                 pass
 
 
+def landing(path: Path) -> Path:
+    """Where writing `path` lands: a symbolic link is written through to its target, not
+    replaced by a file."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
 def temp_beside(path: Path) -> tuple[int, Path]:
-    """A hidden temporary file in `path`'s folder (open descriptor, path), to `publish` onto
-    `path` when complete."""
+    """A hidden temporary file beside where `path` lands (open descriptor, path), to
+    `publish` onto `path` when complete. Its name keeps a prefix of `path`'s (a name near
+    the system's 255-byte limit would not fit with the prefix and suffix added)."""
+    path = landing(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise FacecodecError(f"cannot write {path}: {e.strerror or e}") from None
     return fd, Path(tmp)
@@ -61,19 +69,36 @@ def publish(tmp: Path, dst: Path) -> None:
     os.umask(umask)
     try:
         os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, dst)
+        os.replace(tmp, landing(dst))
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise FacecodecError(f"cannot write {dst}: {e.strerror or e}") from None
 
 
 def check_writable(path: Path) -> None:
-    """Fail now, before the work that produces it, if `path` cannot be written."""
-    if path.is_dir():
-        raise FacecodecError(f"cannot write {path}: it is a folder")
-    make_folder(path.parent)
-    if not os.access(path.parent, os.W_OK):
-        raise FacecodecError(f"cannot write {path}: permission denied")
+    """Fail now, before the work that produces it, if `path` cannot be written. An output
+    is written whole under a temporary name and renamed onto `path`, so a device or a pipe
+    there (as root, `-o /dev/null` would replace the system's) is refused, not replaced."""
+    try:
+        if path.is_dir():
+            raise FacecodecError(f"cannot write {path}: it is a folder")
+        if path.exists() and not path.is_file():
+            raise FacecodecError(f"cannot write {path}: not a regular file (a device, pipe or "
+                                 "socket)")
+        target = landing(path)
+        make_folder(target.parent)
+        if not os.access(target.parent, os.W_OK):
+            raise FacecodecError(f"cannot write {path}: permission denied")
+    except OSError as e:  # a name too long, a loop of links ...
+        raise FacecodecError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` name one existing file (links and relative paths followed)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def write_text(path: Path, text: str) -> None:

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from facecodec.bitstream.container import (
     MAGIC,
+    MAX_FPS,
+    MAX_FPS_DEN,
     VERSION_MINOR,
     FcvReader,
     FcvWriter,
@@ -51,11 +53,13 @@ HEADER = StreamHeader(
 )
 
 ascii_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=64)
+# Frame rates a header may carry: 1..MAX_FPS as fractions with denominators up to MAX_FPS_DEN.
+fps_fractions = st.integers(1, MAX_FPS_DEN).flatmap(
+    lambda den: st.tuples(st.integers(den, MAX_FPS * den), st.just(den)))
 headers = st.builds(
-    StreamHeader,
-    size=st.integers(128, 512),
-    fps_num=st.integers(1, 2**32 - 1),
-    fps_den=st.integers(1, 2**32 - 1),
+    lambda fps, **fields: StreamHeader(fps_num=fps[0], fps_den=fps[1], **fields),
+    size=st.integers(64, 256).map(lambda half: 2 * half),
+    fps=fps_fractions,
     source_width=st.integers(1, 65535),
     source_height=st.integers(1, 65535),
     basis_id=ascii_text,
@@ -288,7 +292,11 @@ def test_header_validation() -> None:
     for kwargs in (
         {"size": 64},
         {"size": 1024},
+        {"size": 255},
         {"fps_num": 0},
+        {"fps_num": 121, "fps_den": 1},
+        {"fps_num": 1, "fps_den": 2},
+        {"fps_num": 4294967295, "fps_den": 4294967294},
         {"source_width": 70000},
         {"basis_id": "x" * 65},
         {"basis_id": "naïve"},

@@ -7,12 +7,13 @@ must be that one line. The inputs are built from real clips with PyAV, once per 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -204,8 +205,9 @@ def test_face_leaving_frame_is_held(
     assert "Traceback" not in run.stderr
     lines = run.stderr_lines
     assert len(lines) == 1, run.stderr
-    assert lines[0].startswith("warning: ") and "no face" in lines[0] and "held" in lines[0]
-    assert f"of {GRID_FRAMES} frames" in lines[0]
+    assert lines[0].startswith("warning: ") and "no face" in lines[0]
+    assert f"in 16 of {GRID_FRAMES} frames (first 30, last 45)" in lines[0]
+    assert lines[0].endswith("the last pose is held until the face came back (a new keyframe)")
     mp4 = tmp_path / "leaves.mp4"
     run = run_main("decode", fcv, "-o", mp4)
     assert run.returncode == 0, run.stderr
@@ -373,6 +375,10 @@ def test_decode_bit_flip_in_motion_packet(
     assert f"{layout.name(i)}: CRC mismatch" in line
     assert mp4.is_file()
     assert _frame_count(mp4) == layout.timestamps[i]
+    # `info` describes the stream up to the damage, and says so on stderr as an error.
+    info = run_main("info", tmp_path / "damaged.fcv")
+    assert f"{layout.name(i)}: CRC mismatch" in assert_one_line_error(info, code=3)
+    assert "damaged" in info.stdout
 
 
 def test_decode_and_info_unknown_major_version(
@@ -547,6 +553,105 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
         assert why in assert_one_line_error(run, code=2)
     assert "viewer" not in run.stdout
     assert list(out_dir.iterdir()) == [] and blocker.read_text() == ""
+
+
+def test_an_output_that_is_a_link_a_pipe_or_the_input(
+    encoded_grid: EncodedClip, run_main: Run, tmp_path: Path
+) -> None:
+    """A symbolic link is written through to its target (not replaced by a file); a pipe or
+    device is refused before any work (an output is renamed into place, and as root
+    `-o /dev/null` would replace the system's); so is the command's own input, which the
+    result would replace, and a video's name for what `encode` writes."""
+    out_dir = _fresh_dir(tmp_path, "out")
+    target = out_dir / "target.mp4"
+    target.write_bytes(b"old")
+    link = out_dir / "link.mp4"
+    link.symlink_to(target)
+    run = run_main("decode", encoded_grid.fcv, "-o", link, "--renderer", "warp")
+    assert run.returncode == 0, run.stderr
+    assert link.is_symlink() and _frame_count(target) == GRID_FRAMES
+    fifo = out_dir / "pipe.mp4"
+    os.mkfifo(fifo)
+    run = run_main("decode", encoded_grid.fcv, "-o", fifo)
+    assert "not a regular file" in assert_one_line_error(run, code=2)
+    assert fifo.is_fifo()
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(require(CLIPS / "liveportrait_d19.mp4").read_bytes())
+    for command, dst in (("encode", clip), ("upscale", clip),
+                         ("encode", out_dir / ".." / "clip.mp4")):
+        run = run_main(command, clip, "-o", dst)
+        assert f"cannot write {dst}: it is the input" in assert_one_line_error(run, code=2)
+    run = run_main("encode", clip, "-o", out_dir / "clip.mp4")
+    assert "encode writes an .fcv stream, not a .mp4 video" in assert_one_line_error(run, code=2)
+    long_name = out_dir / ("x" * 300 + ".mp4")
+    run = run_main("decode", encoded_grid.fcv, "-o", long_name)
+    assert "File name too long" in assert_one_line_error(run, code=2)
+    # A name near the system's limit still works: the temporary name keeps a prefix of it.
+    near_limit = out_dir / ("y" * 240 + ".mp4")
+    run = run_main("decode", encoded_grid.fcv, "-o", near_limit, "--renderer", "warp")
+    assert run.returncode == 0, run.stderr
+    assert near_limit.is_file()
+    assert clip.read_bytes()[:4] != b"FCDC" and not list(out_dir.glob(".*.tmp"))
+
+
+def _forged(encoded_grid: EncodedClip, change: str) -> bytes:
+    """The grid stream with one value an encoder never writes, its checksum intact."""
+    from facecodec.bitstream.packets import EndPayload, KeyframePayload
+
+    packets = list(encoded_grid.result.packets)
+    if change == "end_count":
+        packets[-1] = replace(packets[-1], payload=EndPayload(10_000_000).to_bytes())
+    elif change == "motion_timestamp":
+        i = [k for k, p in enumerate(packets) if p.type == PacketType.RESYNC][1]
+        packets[i] = replace(packets[i], timestamp=10_000_000)
+    else:
+        k = KeyframePayload.from_bytes(packets[0].payload)
+        motion = list(k.motion)
+        motion[{"keyframe_position": 3, "keyframe_scale": 5}[change]] = \
+            {"keyframe_position": 1e30, "keyframe_scale": 1000.0}[change]
+        packets[0] = replace(packets[0], payload=replace(k, motion=tuple(motion)).to_bytes())
+    return encoded_grid.result.header.to_bytes() + b"".join(encode_packet(p) for p in packets)
+
+
+@pytest.mark.parametrize("change", ["end_count", "motion_timestamp", "keyframe_position",
+                                    "keyframe_scale"])
+def test_decode_refuses_values_no_encoder_writes(
+    change: str, encoded_grid: EncodedClip, run_main: Run, tmp_path: Path
+) -> None:
+    """Checksums pass forged values: a frame count or timestamp of ten million (held frames
+    written for hours) or a face's position or size far outside any picture (a warp's
+    geometry failing deep inside). Each is damage: one line, exit 3, at once, and the frames
+    before it written."""
+    start = time.monotonic()
+    run, out_dir, mp4 = _decode(run_main, _forged(encoded_grid, change), tmp_path)
+    line = assert_one_line_error(run, code=3)
+    assert time.monotonic() - start < 60
+    if change.startswith("keyframe"):
+        assert "keyframe 0: its motion puts the face out of any picture" in line
+        assert list(out_dir.iterdir()) == []
+        return
+    assert "frames with no motion (damaged timing)" in line
+    assert _frame_count(mp4) < GRID_FRAMES + 1 and not list(out_dir.glob(".*.tmp"))
+
+
+def test_a_video_writer_that_cannot_start_leaves_nothing(tmp_path: Path) -> None:
+    from facecodec.capture.video import VideoWriter
+    from facecodec.errors import FacecodecError
+
+    with pytest.raises(FacecodecError, match="cannot write"):
+        VideoWriter(tmp_path / "x.mp4", Fraction(4_000_000_000), 256, 256)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_info_into_a_reader_that_went_away(encoded_grid: EncodedClip) -> None:
+    """`facecodec info x.fcv | head -1`: the reader may close the pipe before info writes;
+    that is no error (exit 0, nothing on stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "facecodec.cli", "info", str(encoded_grid.fcv)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the command has started: its first write finds no reader
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == "", err
 
 
 def test_a_terminated_command_removes_what_it_was_writing(tmp_path: Path) -> None:

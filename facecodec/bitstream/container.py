@@ -42,6 +42,10 @@ VERSION_MAJOR = 1
 # know as damaged, and skips RESTORE packets.
 VERSION_MINOR = 9
 MAX_HEADER = 0xFFFF  # header_length is a u16
+MAX_FPS = 120  # frames a second a stream (and an input video) may have
+# Encoders write rates as fractions with denominators up to 1001 (29.97 = 30000/1001); a
+# larger one is no camera's, and past 2^31 video writers cannot take it.
+MAX_FPS_DEN = 1_000_000
 _LEAD = struct.Struct("<4sBBH")  # magic, major, minor, header_length
 _FIXED = struct.Struct("<HIIHHH")  # size, fps_num, fps_den, source w, h, resync_interval
 _CRC = struct.Struct("<I")
@@ -109,14 +113,18 @@ class StreamHeader:
     def validate(self) -> None:
         if not 128 <= self.size <= 512:
             raise BitstreamError(f"crop size {self.size} out of range (128..512)")
+        if self.size % 2:
+            raise BitstreamError(f"crop size {self.size} is odd (pictures have even sides)")
         for name, v, hi in (
             ("fps numerator", self.fps_num, 0xFFFFFFFF),
-            ("fps denominator", self.fps_den, 0xFFFFFFFF),
+            ("fps denominator", self.fps_den, MAX_FPS_DEN),
             ("source width", self.source_width, 0xFFFF),
             ("source height", self.source_height, 0xFFFF),
         ):
             if not 1 <= v <= hi:
                 raise BitstreamError(f"{name} {v} out of range (1..{hi})")
+        if not 1 <= self.fps <= MAX_FPS:
+            raise BitstreamError(f"frame rate {float(self.fps):.3f} out of range (1..{MAX_FPS})")
         if not 0 <= self.resync_interval <= 0xFFFF:
             raise BitstreamError(f"resync interval {self.resync_interval} out of range (0..65535)")
         for name, text in (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from facecodec.bitstream.container import MAX_FPS
 from facecodec.errors import FacecodecError
 from facecodec.files import check_writable, publish, temp_beside
 
@@ -96,8 +98,9 @@ def probe(path: str | Path) -> VideoInfo:
     if max(w, h) > MAX_SIDE:
         raise FacecodecError(f"{path}: frames of {w}x{h} are too large (maximum side {MAX_SIDE})")
     fps = Fraction(rate).limit_denominator(1001)
-    if not (1 <= fps <= 120):
-        raise FacecodecError(f"{path}: implausible frame rate {float(fps):.3f}")
+    if not (1 <= fps <= MAX_FPS):
+        raise FacecodecError(f"{path}: implausible frame rate {float(fps):.3f} (facecodec "
+                             f"takes 1..{MAX_FPS} frames a second)")
     return VideoInfo(w, h, fps, frames, turns)
 
 
@@ -151,30 +154,53 @@ class VideoWriter:
         check_writable(self.path)  # a folder in the way fails now, not after the work
         fd, self._tmp = temp_beside(self.path)
         os.close(fd)
-        self._c = av.open(str(self._tmp), "w", format=fmt)
-        raw = fmt in RAW_CONTAINERS
-        self._s = self._c.add_stream("rawvideo" if raw else "libx264", rate=fps)
-        self._s.width, self._s.height = width, height
-        self._s.pix_fmt = "yuv420p"
-        if not raw:
-            self._s.options = {"crf": str(crf), "preset": "veryfast"}
+        self._c: av.container.OutputContainer | None = None
+        try:
+            self._c = av.open(str(self._tmp), "w", format=fmt)
+            raw = fmt in RAW_CONTAINERS
+            self._s = self._c.add_stream("rawvideo" if raw else "libx264", rate=fps)
+            self._s.width, self._s.height = width, height
+            self._s.pix_fmt = "yuv420p"
+            if not raw:
+                self._s.options = {"crf": str(crf), "preset": "veryfast"}
+        except (OSError, ValueError, OverflowError, av.error.FFmpegError) as e:
+            self.abort()
+            raise FacecodecError(f"cannot write {self.path}: {e}") from None
+        except BaseException:
+            self.abort()
+            raise
         self.frames = 0
 
     def write(self, rgb: np.ndarray) -> None:
         f = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        for pkt in self._s.encode(f):
-            self._c.mux(pkt)
+        try:
+            for pkt in self._s.encode(f):
+                self._container.mux(pkt)
+        except OSError as e:  # a full disk: the caller aborts
+            raise FacecodecError(f"cannot write {self.path}: {e.strerror or e}") from None
         self.frames += 1
 
     def close(self) -> None:
-        for pkt in self._s.encode():
-            self._c.mux(pkt)
-        self._c.close()
+        try:
+            for pkt in self._s.encode():
+                self._container.mux(pkt)
+            self._container.close()
+        except OSError as e:
+            self.abort()
+            raise FacecodecError(f"cannot write {self.path}: {e.strerror or e}") from None
         publish(self._tmp, self.path)
 
+    @property
+    def _container(self) -> av.container.OutputContainer:
+        assert self._c is not None
+        return self._c
+
     def abort(self) -> None:
+        """Drop what was written (the output never appears); safe to call more than once."""
         try:
-            self._c.close()
+            if self._c is not None:
+                with contextlib.suppress(OSError, av.error.FFmpegError):
+                    self._c.close()
         finally:
             self._tmp.unlink(missing_ok=True)
 

@@ -233,6 +233,8 @@ class PacketDecoder:
             return []
         try:
             motions = self.motion.decode(p.data, p.frame_count, intra)
+            for i, m in enumerate(motions):
+                self._check_face(m, f"frame {packet.timestamp + i}")
         except BitstreamError:
             self.motion.reset()
             self.next_seq = None
@@ -260,6 +262,22 @@ class PacketDecoder:
             out.append((packet.timestamp + i, frame))
         self.stats.frames_rendered += len(out)
         return out
+
+    def _check_face(self, m: Motion, what: str) -> None:
+        """Refuse a Motion no tracked face gives: its face's landmarks not finite, smaller
+        than MIN_FACE_PX or larger than MAX_FACE_CROPS crops, or centred further than
+        MAX_FACE_CROPS crops from the crop. The checksums pass damage the sender's own
+        encoder made and forgeries alike, and a warp from such points fails deep in a
+        geometry library (or takes the machine's memory) instead of in one line."""
+        size = self.header.size
+        with np.errstate(all="ignore"):
+            pts = self.basis.landmarks(m, size)
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+            extent, centre = float((hi - lo).max()), (lo + hi) / 2 / size - 0.5
+        if not (np.isfinite(pts).all() and MIN_FACE_PX <= extent <= MAX_FACE_CROPS * size
+                and np.abs(centre).max() <= MAX_FACE_CROPS):
+            raise BitstreamError(f"{what}: its motion puts the face out of any picture "
+                                 "(damaged values)")
 
     def _draw(self, target: Motion, plain: bool) -> np.ndarray:
         """The renderer's frame; `plain`: drawn its cheapest way (Renderer.plain)."""
@@ -309,8 +327,12 @@ class PacketDecoder:
                     f"keyframe {p.keyframe_id} takes its picture from the layer, but the "
                     "stream has no layer as large as its crop"
                 )
-            motion = Motion.from_vector(np.array(p.motion))
-        except (BitstreamError, ValueError):
+            try:
+                motion = Motion.from_vector(np.array(p.motion))
+            except ValueError as e:
+                raise BitstreamError(f"keyframe {p.keyframe_id}: {e}") from None
+            self._check_face(motion, f"keyframe {p.keyframe_id}")
+        except BitstreamError:
             self.stats.keyframes_bad += 1
             self._needs_keyframe = True
             raise
@@ -473,19 +495,36 @@ class _LayerState:
         return self.fusion(render(picture.shape[0] < self.size), picture, age, plain)
 
 
-class FrameSink:
-    """Writes rendered frames in order, holding the last frame over gaps (lost packets, no
-    face) so that the output has exactly one frame per input frame."""
+# The most a decoded face may span (crops) or be centred away from its crop, and the least
+# it may span (px): PacketDecoder._check_face.
+MAX_FACE_CROPS = 4.0
+MIN_FACE_PX = 2.0
 
-    def __init__(self, writer: VideoWriter) -> None:
+# A file's frames each have their motion once the face has appeared (frames without it hold
+# the last pose), so the frames held between two drawn ones, or after the last one up to the
+# END packet's count, are damage's doing: they are refused past this many seconds' worth,
+# and a stream with a forged timestamp or count does not keep the decoder writing for hours.
+# Before the first face a video may run long: up to MAX_LEAD_S is held as the first picture.
+MAX_HOLD_S = 10.0
+MAX_LEAD_S = 3600.0
+
+
+class FrameSink:
+    """Writes rendered frames in order, holding the last frame over gaps (no face before the
+    first frame, lost packets) so that the output has exactly one frame per input frame."""
+
+    def __init__(self, writer: VideoWriter, fps: float) -> None:
         self.writer = writer
         self.next = 0
         self.last: np.ndarray | None = None
         self.held = 0
+        self.max_hold = round(MAX_HOLD_S * fps)
+        self.max_lead = round(MAX_LEAD_S * fps)
 
     def put(self, index: int, frame: np.ndarray) -> None:
         if index < self.next:
             return
+        self._check_hold(index, "frame")
         fill = self.last if self.last is not None else frame
         while self.next < index:
             self.writer.write(fill)
@@ -498,10 +537,18 @@ class FrameSink:
     def finish(self, total: int | None) -> None:
         if self.last is None:
             return
+        if total is not None:
+            self._check_hold(total, "the END packet's count of")
         while total is not None and self.next < total:
             self.writer.write(self.last)
             self.held += 1
             self.next += 1
+
+    def _check_hold(self, index: int, what: str) -> None:
+        most = self.max_hold if self.last is not None else self.max_lead
+        if index - self.next > most:
+            raise BitstreamError(f"{what} {index} after frame {self.next - 1}: "
+                                 f"{index - self.next} frames with no motion (damaged timing)")
 
 
 @dataclass
@@ -536,24 +583,24 @@ def decode_file(
         up = Upscaler()
     side = header.size * (2 if up is not None else 1)
     writer = VideoWriter(dst, header.fps, side, side)
-    sink = FrameSink(writer)
+    sink = FrameSink(writer, float(header.fps))
     error = None
     try:
-        for packet in reader:
-            for index, frame in dec.push(packet):
-                sink.put(index, up(frame) if up is not None else frame)
-                if callable(on_frame):
-                    on_frame(index, frame)
-    except BitstreamError as e:
-        error = str(e)
-    except BaseException:
+        try:
+            for packet in reader:
+                for index, frame in dec.push(packet):
+                    sink.put(index, up(frame) if up is not None else frame)
+                    if callable(on_frame):
+                        on_frame(index, frame)
+            sink.finish(dec.total_frames)
+        except BitstreamError as e:  # the frames before the damage are kept
+            error = str(e)
+        if sink.last is None:
+            raise BitstreamError(error or f"{src}: the stream holds no decodable frame")
+        writer.close()
+    except BaseException:  # a full disk, an interruption: nothing half-written is left
         writer.abort()
         raise
-    if sink.last is None:
-        writer.abort()
-        raise BitstreamError(error or f"{src}: the stream holds no decodable frame")
-    sink.finish(dec.total_frames if error is None else None)
-    writer.close()
     return DecodeResult(header, sink.next, dec.stats, error)
 
 

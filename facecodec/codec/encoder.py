@@ -80,6 +80,8 @@ MAX_FILE_PACKET_FRAMES = 60
 REFERENCES = ("best", "first")
 MAX_REFRESH_S = 3600.0  # --refresh: an hour between keyframes is as good as none
 K_MEDIUM = 16  # expression coefficients at the medium preset (lowest: 4, low: 8, high: 32)
+# The crop's side is a multiple of this: the neural renderer's U-Net halves it four times.
+SIZE_STEP = 16
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,9 @@ class EncoderSettings:
         return self.layer_kbps > 0
 
     def validate(self) -> None:
-        if not 128 <= self.size <= 512:
-            raise FacecodecError(f"--size {self.size} out of range (128..512)")
+        if not 128 <= self.size <= 512 or self.size % SIZE_STEP:
+            raise FacecodecError(f"--size {self.size}: the crop's side must be a multiple of "
+                                 f"{SIZE_STEP} within 128..512")
         if self.preset not in PRESETS:
             raise FacecodecError(f"unknown preset {self.preset!r} ({', '.join(PRESETS)})")
         if self.keyframe_quality is not None and not 0 <= self.keyframe_quality <= 100:

@@ -81,6 +81,8 @@ class Avatar:
     identity and framing."""
 
     def __init__(self, portrait: Path, basis: ExpressionBasis, size: int, k: int) -> None:
+        if not portrait.is_file():
+            raise FacecodecError(f"{portrait}: no such file")
         img = cv2.imread(str(portrait), cv2.IMREAD_COLOR)
         if img is None:
             raise FacecodecError(f"{portrait}: not an image file")
