@@ -77,7 +77,7 @@ def _decode(a: argparse.Namespace) -> int:
                     layer=a.layer, upscale=a.upscale, eye_contact=eyes)
     if r.error:
         print(
-            f"facecodec: error: {r.error}; the {r.frames_written} frames before it were "
+            f"facecodec: error: {a.input}: {r.error}; the {r.frames_written} frames before it were "
             f"written to {a.output}",
             file=sys.stderr,
         )

@@ -575,6 +575,9 @@ def test_an_output_that_is_a_link_a_pipe_or_the_input(
     run = run_main("decode", encoded_grid.fcv, "-o", fifo)
     assert "not a regular file" in assert_one_line_error(run, code=2)
     assert fifo.is_fifo()
+    # Nor is a pipe read from: a video is opened more than once (probed, then read).
+    run = run_main("encode", fifo, "-o", out_dir / "x.fcv")
+    assert "not a regular file (a pipe or device)" in assert_one_line_error(run, code=2)
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(require(CLIPS / "liveportrait_d19.mp4").read_bytes())
     for command, dst in (("encode", clip), ("upscale", clip),

@@ -99,11 +99,14 @@ def run_bench(
     points: list[dict[str, Any]] = []
     result: dict[str, Any] = {}
     t0 = time.time()
-    for clip in tqdm(clips, desc="clips", unit="clip"):
+    # Progress only on a terminal: a bar in a log or a pipe is noise beside an error line.
+    quiet = not sys.stderr.isatty()
+    for clip in tqdm(clips, desc="clips", unit="clip", disable=quiet):
         ref = reference_clip(clip, 256, frames, cache_dir, reference_fn)
         feats = ReferenceFeatures.compute(ref.frames, **sampling)
         fps = float(ref.fps)
-        for name, fn in tqdm(runners.items(), desc=ref.name, unit="system", leave=False):
+        for name, fn in tqdm(runners.items(), desc=ref.name, unit="system", leave=False,
+                             disable=quiet):
             earlier = reused.get((ref.name, name), []) if name in systems else []
             points += earlier
             for p in [] if earlier else fn(ref, clip):

@@ -40,10 +40,17 @@ class VideoInfo:
 
 def _open(path: str | Path) -> av.container.InputContainer:
     p = Path(path)
-    if p.is_dir():
-        raise FacecodecError(f"{p}: is a folder, not a video file")
-    if not p.is_file():
-        raise FacecodecError(f"{p}: no such file")
+    try:
+        if p.is_dir():
+            raise FacecodecError(f"{p}: is a folder, not a video file")
+        if p.exists() and not p.is_file():
+            # A video is opened more than once (probed, then read), so a stream will not do.
+            raise FacecodecError(f"{p}: not a regular file (a pipe or device); give a video "
+                                 "file")
+        if not p.is_file():
+            raise FacecodecError(f"{p}: no such file")
+    except OSError as e:  # a name too long, a loop of links ...
+        raise FacecodecError(f"{p}: {e.strerror or e}") from None
     try:
         c = av.open(str(p), "r")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
