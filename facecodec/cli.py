@@ -31,6 +31,7 @@ def _encode(a: argparse.Namespace) -> int:
         layer_crf=a.layer_crf,
         surround=not a.no_surround,
         reference=a.reference,
+        avatar=a.avatar,
     )
     r = encode_file(a.input, a.output, settings, progress=sys.stderr.isatty())
     rep = r.report
@@ -178,6 +179,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="a refresh keyframe every N s (1..3600; 0: only when needed)")
     e.add_argument("--face", choices=("single", "largest"), default="single",
                    help="several faces: error out (single) or code the largest")
+    e.add_argument("--avatar", type=Path, default=None, metavar="PORTRAIT",
+                   help="appear as this portrait, driven by the video's face: the face "
+                        "itself is not coded (motion only)")
     e.set_defaults(func=_encode)
 
     d = sub.add_parser("decode", help="decode an .fcv stream into a video")

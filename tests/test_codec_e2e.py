@@ -261,6 +261,47 @@ def test_decode_with_avatar(
     assert _mean_abs_diff(frames[0], frames[GRID_FRAMES // 2]) > 0.5
 
 
+def test_encode_as_an_avatar_sends_the_portrait_not_the_face(
+    encoded_grid: EncodedClip, plain_frames: np.ndarray, tmp_path: Path,
+    run_main: Callable[..., CliRun],
+) -> None:
+    """`encode --avatar`: the stream's only pictures are the portrait's, and any decoder
+    draws the portrait moving as the video's face does, as `decode --avatar` of the plain
+    stream draws it. A layer (pictures of the face) is refused; a target rate is met with
+    motion alone."""
+    from facecodec.bitstream.container import read_fcv
+    from facecodec.bitstream.packets import KeyframePayload, PacketType
+    from facecodec.codec.keyframe import decode_image
+    from facecodec.motion.basis import load_basis
+    from facecodec.psnr import image_psnr_y
+    from facecodec.render.edits import Avatar
+
+    portrait = Avatar(require(AVATAR), load_basis(), 256, 1).image
+    fcv, out = tmp_path / "avatar.fcv", tmp_path / "avatar.mp4"
+    r = run_main("encode", encoded_grid.source, "-o", fcv, "--avatar", AVATAR)
+    assert r.returncode == 0, r.stderr
+    header, packets = read_fcv(fcv)
+    keys = [KeyframePayload.from_bytes(p.payload) for p in packets if p.type == PacketType.KEYFRAME]
+    assert header.layer is None and keys
+    for k in keys:
+        picture = decode_image(k.codec_id, k.image, 256)
+        assert image_psnr_y(portrait, picture) > 35  # the portrait, coded
+        assert image_psnr_y(plain_frames[0], picture) < 16  # not the video's face
+    r = run_main("decode", fcv, "-o", out, "--renderer", "warp")
+    assert r.returncode == 0, r.stderr
+    frames = _frames(out)
+    assert frames.shape == plain_frames.shape
+    assert _mean_abs_diff(frames, plain_frames) > 20.0  # another person entirely
+    assert _mean_abs_diff(frames[0], frames[GRID_FRAMES // 2]) > 0.5  # driven
+    r = run_main("encode", encoded_grid.source, "-o", fcv, "--avatar", AVATAR,
+                 "--layer-kbps", "8")
+    assert r.returncode == 2 and "--avatar sends motion only" in r.stderr_lines[0]
+    r = run_main("encode", encoded_grid.source, "-o", fcv, "--avatar", AVATAR,
+                 "--target-kbps", "12")
+    assert r.returncode == 0, r.stderr
+    assert read_fcv(fcv)[0].layer is None
+
+
 def test_a_receiver_asks_for_a_keyframe_only_when_none_is_on_its_way(
     encoded_grid: EncodedClip,
 ) -> None:

@@ -39,6 +39,7 @@ from facecodec.codec.analysis import (
     MotionEvent,
     stabilise,
 )
+from facecodec.codec.avatar import AvatarEvents
 from facecodec.codec.background import background
 from facecodec.codec.keyframe import decode_image, encode_image
 from facecodec.codec.layer import MAX_Q, MIN_Q, downscale
@@ -107,6 +108,9 @@ class EncoderSettings:
     # Motion alone: each segment's reference picture is the frame that draws the segment
     # best ("best", facecodec/codec/reference.py) or the frame where it starts ("first").
     reference: str = "best"
+    # Appear as this portrait, driven by the video's face (codec/avatar.py): motion alone,
+    # the face itself never coded.
+    avatar: Path | None = None
 
     @property
     def with_layer(self) -> bool:
@@ -125,6 +129,9 @@ class EncoderSettings:
         if self.target_kbps is not None and not 0.2 <= self.target_kbps <= 100:
             raise FacecodecError("--target-kbps must be within 0.2..100")
         check_layer_kbps(self.layer_kbps)
+        if self.avatar is not None and self.layer_kbps > 0:
+            raise FacecodecError("--avatar sends motion only: a layer's pictures would show "
+                                 "the sender's own face (drop --layer-kbps)")
         if self.layer_crf is not None:
             if not MIN_Q <= self.layer_crf <= MAX_Q:
                 raise FacecodecError(f"--layer-crf must be within {MIN_Q}..{MAX_Q}, "
@@ -716,7 +723,7 @@ def _code_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeResu
     clip and on how long it is (motion alone sends its reference pictures once, a layer
     keeps sending pictures)."""
     assert settings.target_kbps is not None
-    if not uses_layer(settings.target_kbps):
+    if not uses_layer(settings.target_kbps) or settings.avatar is not None:
         return motion_to_target(analysis, settings)
     results: list[EncodeResult] = []
     error: FacecodecError | None = None
@@ -824,9 +831,19 @@ def encode_file(
     progress: bool = False,
 ) -> EncodeResult:
     """Encode a video file. `dst` None: encode in memory only."""
+    settings.validate()
     if dst is not None:
         check_writable(Path(dst))  # now, not after the analysis; makes a missing folder
-    result = code_analysis(analyze_file(src, settings, progress), settings)
+    avatar = None
+    if settings.avatar is not None:  # a portrait it cannot use is refused before the work
+        basis = load_basis()
+        avatar = AvatarEvents(settings.avatar, basis, settings.size, basis.k_max)
+        # Nothing measured from the video's pictures but the face's motion.
+        settings = replace(settings, reference="first", surround=False)
+    analysis = analyze_file(src, settings, progress)
+    if avatar is not None:
+        analysis = replace(analysis, events=[avatar(e) for e in analysis.events])
+    result = code_analysis(analysis, settings)
     if dst is not None:
         with FcvWriter(dst) as w:
             w.write_header(result.header)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from statistics import mean
@@ -19,6 +18,7 @@ import numpy as np
 from facecodec.bitstream.container import LayerParams, StreamHeader
 from facecodec.bitstream.packets import LAYER_TYPES, MOTION_TYPES, decode_packet, encode_packet
 from facecodec.codec.analysis import EventStabiliser, FaceAnalyzer, KeyframeEvent, MotionEvent
+from facecodec.codec.avatar import AvatarEvents
 from facecodec.codec.decoder import DecodeStats, PacketDecoder, warm_up
 from facecodec.codec.encoder import (
     EncoderSettings,
@@ -33,9 +33,8 @@ from facecodec.codec.layer import AV1
 from facecodec.codec.layer_rate import LayerPlan, LiveLayer
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.motion.basis import load_basis
-from facecodec.motion.motion import Motion
 from facecodec.motion.stabilize import beta_for
-from facecodec.render.edits import Avatar, AvatarDriver, EyeContact, PoseEdit
+from facecodec.render.edits import EyeContact, PoseEdit
 from facecodec.render.registry import DEFAULT_RENDERER
 from facecodec.render.warp import WarpRenderer
 from facecodec.stream.wire import CHUNK_OVERHEAD, wire_bytes
@@ -125,13 +124,10 @@ class StreamEncoder:
         if avatar is not None and layer_kbps > 0:
             raise FacecodecError("--avatar sends motion only: a layer's pictures would show "
                                  "the sender's own face (drop --layer-kbps)")
-        # Appearing as an avatar: every keyframe carries the portrait and its own Motion,
-        # every frame the sender's change of expression and pose applied to it (as a
-        # receiver's --avatar does), so the sender's face never leaves this machine. No
-        # surround (it was measured around the sender's face) and no refreshed reference.
-        self.avatar = (AvatarDriver(Avatar(avatar, basis, size, config.k))
+        # Appearing as an avatar (codec/avatar.py): the sender's face never leaves this
+        # machine; no surround, no refreshed reference, no layer.
+        self.avatar = (AvatarEvents(avatar, basis, size, config.k)
                        if avatar is not None else None)
-        self._avatar_motion: Motion | None = None  # the last Motion sent, for the self-view
         self._avatar_view: WarpRenderer | None = None
         per_packet = packet_frames if live else frames_per_packet(settings, fps)
         w, h = source_size or (size, size)
@@ -338,32 +334,21 @@ class StreamEncoder:
         crop of `frame_rgb` it codes, or its avatar drawn to the last Motion sent (the mesh
         warp); None before the first face."""
         if self.avatar is not None:
-            if self._avatar_motion is None:
+            if self.avatar.last is None:
                 return None
             if self._avatar_view is None:
                 self._avatar_view = WarpRenderer(self.analyzer.basis, self.size)
                 self._avatar_view.set_reference(self.avatar.avatar.image,
                                                 self.avatar.avatar.motion)
-            return self._avatar_view.render(self._avatar_motion)
+            return self._avatar_view.render(self.avatar.last)
         crop = self.analyzer.crop
         return None if crop is None else crop.cut(frame_rgb, self.size)
-
-    def _as_avatar(self, event: KeyframeEvent | MotionEvent) -> KeyframeEvent | MotionEvent:
-        """The event as the avatar shows it: the portrait for the picture, the sender's
-        change applied to the portrait's Motion for the frames."""
-        assert self.avatar is not None
-        if isinstance(event, KeyframeEvent):
-            self.avatar.keyframe(event.crop)
-            return replace(event, image=self.avatar.avatar.image,
-                           motion=self.avatar.avatar.motion, picture_index=None)
-        self._avatar_motion = self.avatar(event.motion)
-        return replace(event, motion=self._avatar_motion)
 
     def push(self, frame_rgb: np.ndarray, index: int) -> list[bytes]:
         packets = []
         for event in map(self.stabiliser, self.analyzer.push(frame_rgb, index)):
             if self.avatar is not None:
-                event = self._as_avatar(event)
+                event = self.avatar(event)
             if self.layer is not None:
                 self._layer_picture(event, frame_rgb)
             packets += self.packetizer.push(event)
