@@ -646,6 +646,18 @@ def test_a_video_writer_that_cannot_start_leaves_nothing(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
 
 
+def test_no_writable_cache_folder_adds_no_line(inputs: Inputs) -> None:
+    """A user whose home is not writable (a service account): the libraries under the face
+    tracker find no folder for their caches, and the error is still one line."""
+    env = {k: v for k, v in os.environ.items() if k != "FACECODEC_DEBUG"}
+    env["MPLCONFIGDIR"] = "/proc/no-such-folder/matplotlib"  # writable by no one
+    proc = subprocess.run([sys.executable, "-m", "facecodec.cli", "encode",
+                           str(inputs.no_face_corner), "-o", "/proc/no-such-folder/x.fcv"],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    run = CliRun(proc.returncode, proc.stdout, proc.stderr)
+    assert "cannot create folder" in assert_one_line_error(run, code=2)
+
+
 def test_info_into_a_reader_that_went_away(encoded_grid: EncodedClip) -> None:
     """`facecodec info x.fcv | head -1`: the reader may close the pipe before info writes;
     that is no error (exit 0, nothing on stderr)."""

@@ -12,11 +12,29 @@ corner and end at the same corner, so index i of one faces index i of the other.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 import numpy as np
-from mediapipe.python.solutions import face_mesh_connections as _fmc
+
+
+def _import_connections():  # type: ignore[no-untyped-def]
+    """MediaPipe's connection tables. MediaPipe's solutions import Matplotlib, which warns on
+    stderr (two lines) when it finds no writable folder for its cache (a service user, a
+    read-only home): nothing this package uses, so not said while importing them."""
+    mpl = logging.getLogger("matplotlib")
+    level = mpl.level
+    mpl.setLevel(logging.ERROR)
+    try:
+        from mediapipe.python.solutions import face_mesh_connections
+
+        return face_mesh_connections
+    finally:
+        mpl.setLevel(level)
+
+
+_fmc = _import_connections()
 
 N_LANDMARKS = 478
 N_MESH = 468  # the iris points 468..477 are not part of the tessellation
