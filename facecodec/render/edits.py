@@ -4,7 +4,7 @@
 - Eye contact: the eyes look into the camera instead of at the screen below it.
 - Avatar: drive another portrait with the sender's expression and relative head motion;
   `AvatarDriver` keeps what it is driven relative to, for a receiver that draws the sender
-  as an avatar and for a sender that appears as one (codec/stream.py).
+  as an avatar and for a sender that appears as one (codec/avatar.py).
 """
 
 from __future__ import annotations
