@@ -824,6 +824,53 @@ def test_corrupt_packets_are_delivered_for_the_decoder_to_reject() -> None:
     run(body)
 
 
+def test_a_hostile_peers_messages_are_dropped_and_the_call_goes_on() -> None:
+    """What the other side could send to end a call as quietly as a hang-up: a control
+    message nested past the JSON parser's depth, a text message that is not UTF-8 (raised
+    inside aiortc's receive loop, it ended the association). Each is dropped and counted;
+    packets sent after them still arrive."""
+    async def body(url: str) -> None:
+        sa, pa, sb, pb = await connect_pair(url, "hostile", LOOPBACK, LOOPBACK)
+        assert pa._keyframes is not None and pa.pc.sctp is not None
+        pa._keyframes.send("[" * 5000 + "]" * 5000)
+        await pa.pc.sctp._send(0, 51, b"\xff\xfe\xfd")  # WebRTC string, not UTF-8
+        after = packet(PacketType.KEYFRAME, 0, 0, b"k" * 100)
+        pa.send_packet(after)
+        got = await drain(pb, lambda g: bool(packets_of(g)))
+        assert [p.data for p in packets_of(got)] == [after]
+        assert pb.malformed == 2 and pb.connected
+        await close_pair(sa, pa, sb, pb)
+
+    run(body)
+
+
+def test_an_offer_or_answer_that_cannot_be_used_is_one_line() -> None:
+    """A malformed session description, or one without a data channel, is refused at once
+    in one line (it was an internal error, or a 20 s wait for channels that never open)."""
+    async def main() -> None:
+        peer = Peer(LOOPBACK)
+        for sdp, why in (("v=0\r\nthis is not sdp\r\n", "offer has no data channel"),
+                         ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+                          "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+                          "c=IN IP4 0.0.0.0\r\na=mid:0\r\na=sctp-port:abc\r\n",
+                          "cannot be used")):
+            with pytest.raises(FacecodecError, match=why):
+                await peer._take_description(sdp, "offer")
+        await peer.close()
+        from aiortc import RTCPeerConnection
+
+        other = RTCPeerConnection()
+        other.addTransceiver("audio", direction="recvonly")
+        await other.setLocalDescription(await other.createOffer())
+        peer = Peer(LOOPBACK)
+        with pytest.raises(FacecodecError, match="offer has no data channel"):
+            await peer._take_description(other.localDescription.sdp, "offer")
+        await peer.close()
+        await other.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
 def _alsa_null_device() -> str | None:
     """Why ALSA's null capture device (sound without a sound card) cannot be used here."""
     import av

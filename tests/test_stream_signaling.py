@@ -66,6 +66,8 @@ async def next_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
         ('{"type": "answer", "sdp": "hello"}', "SDP string"),
         ('{"type": "bye", "sdp": "v=0"}', "unexpected field"),
         ('{"type": "offer", "sdp": "v=0' + "a" * 70000 + '"}', "too large"),
+        ("[" * 30000 + "]" * 30000, "not valid JSON"),  # past the parser's depth
+        ('{"a":' * 10000 + "1" + "}" * 10000, "not valid JSON"),
     ],
 )
 def test_validate_rejects(raw: str, reason: str) -> None:
@@ -175,6 +177,51 @@ def test_huge_frame_closes_only_that_connection() -> None:
         await client.close()
 
     run(body, max_message_bytes=1024)
+
+
+def test_one_address_cannot_take_every_connection() -> None:
+    """A client holding many connections (joined, answering the heartbeat) is refused more
+    past `max_per_address`; when it lets go, its address may connect again."""
+    async def body(url: str, server: SignalingServer) -> None:
+        held = [await raw_ws(url) for _ in range(3)]
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(url)
+        assert refused.value.status == 503
+        await held[0][0].close()
+        await asyncio.sleep(0.2)
+        client = await SignalingClient.connect(url)
+        assert await client.join("after") == 1
+        await client.close()
+        for session, _ in held[1:]:
+            await session.close()
+
+    run(body, max_per_address=3)
+
+
+def test_a_malformed_http_request_is_logged_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiohttp logs a request it cannot parse with a traceback: anyone could fill the log
+    with them. The server logs one line each."""
+    async def body(url: str, server: SignalingServer) -> None:
+        host, port = url.removeprefix("ws://").rstrip("/").rsplit(":", 1)
+        for request in (b"GET / HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n",
+                        b"\x16\x03\x01garbage\r\n\r\n"):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(request)
+            await writer.drain()
+            await reader.read()  # the server answers 400 and closes
+            writer.close()
+        client = await SignalingClient.connect(url)  # still serving
+        assert await client.join("after") == 1
+        await client.close()
+
+    with caplog.at_level("DEBUG", logger="aiohttp.server"):
+        run(body)
+    assert caplog.records, "the bad requests were not logged"
+    for record in caplog.records:
+        assert record.exc_info is None and "\n" not in record.getMessage()
 
 
 def test_rate_limit() -> None:

@@ -163,6 +163,7 @@ class CallStats:
     # receiver was behind.
     frames_hurried: int = 0
     decode_errors: int = 0
+    malformed_received: int = 0  # messages from the other side dropped as malformed
     keyframe_requests_sent: int = 0
     keyframe_requests_received: int = 0
     resync_requests_sent: int = 0  # motion lost: the receiver asked for a RESYNC at once
@@ -222,6 +223,7 @@ class CallStats:
             "frames_fused": self.frames_fused,
             "frames_hurried": self.frames_hurried,
             "decode_errors": self.decode_errors,
+            "malformed_received": self.malformed_received,
             "keyframe_requests_sent": self.keyframe_requests_sent,
             "keyframe_requests_received": self.keyframe_requests_received,
             "resync_requests_sent": self.resync_requests_sent,
@@ -460,6 +462,7 @@ class _Call:
             await asyncio.gather(*tasks, return_exceptions=True)
             self.stats.audio_bytes_sent += (await peer.audio_bytes())[0]
             self.stats.packets_lost += peer.stats.packets_lost
+            self.stats.malformed_received += peer.malformed
             self.stats.motion_bytes_sent += peer.stats.motion_bytes_sent
             self.stats.keyframe_bytes_sent += peer.stats.keyframe_bytes_sent
             self.stats.layer_bytes_sent += peer.stats.layer_bytes_sent
@@ -572,11 +575,14 @@ class _Call:
                         set_thin_sound(thin)
                         self.stats.sound_thin_reports += thin
                 elif msg["type"] == "start":
-                    decoder = await loop.run_in_executor(
-                        self._decode_pool, self.decoder_cls, msg["header"], self.options.renderer,
-                        self.options.torch_threads, self.options.eye_contact,
-                        self.options.pose,
-                    )
+                    try:
+                        decoder = await loop.run_in_executor(
+                            self._decode_pool, self.decoder_cls, msg["header"],
+                            self.options.renderer, self.options.torch_threads,
+                            self.options.eye_contact, self.options.pose,
+                        )
+                    except BitstreamError as e:  # nothing it sends can be drawn
+                        raise BitstreamError(f"the other side's stream header: {e}") from None
                     t0, fps, last_index = msg["t0"], msg["fps"], None
                     queue, link, reported_kbps = QueueDelay(), LinkRate(), None
                 continue
@@ -900,7 +906,9 @@ def call_main(args: argparse.Namespace) -> int:
         + (f", {s['frames_concealed']} frames lost on the way (longest freeze "
            f"{s['max_render_gap_ms'] or 0:.0f} ms)" if s["frames_concealed"] else "")
         + (f", {s['frames_late']} frames not drawn (behind real time)" if s["frames_late"] else "")
-        + (f", {s['frames_hurried']} drawn the cheap way" if s["frames_hurried"] else ""),
+        + (f", {s['frames_hurried']} drawn the cheap way" if s["frames_hurried"] else "")
+        + (f", {s['malformed_received']} malformed messages dropped"
+           if s["malformed_received"] else ""),
         flush=True,
     )
     return 0

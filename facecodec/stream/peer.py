@@ -48,7 +48,12 @@ from facecodec.capture.microphone import FRAME, RATE, Microphone
 from facecodec.capture.sound import FileSound
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.stream.impair import Impairment
-from facecodec.stream.sctp import pace_data, use_sctp_bundling
+from facecodec.stream.sctp import (
+    dropped_messages,
+    guard_data_channels,
+    pace_data,
+    use_sctp_bundling,
+)
 from facecodec.stream.signaling import SignalingClient
 from facecodec.stream.speech import SoundTimeline, SpeechGate
 from facecodec.stream.wire import PacketInfo, parse_control, peek_packet
@@ -315,6 +320,7 @@ class Peer:
             use_loopback_candidates(True)
         use_opus(self.options.audio_kbps, self.options.audio_frame_ms, self.options.audio_dtx)
         use_sctp_bundling()
+        guard_data_channels()
         # An empty list, not None: aiortc would otherwise query a public STUN server.
         servers = [RTCIceServer(i.url, i.username, i.password) for i in self.options.ice_servers]
         policy = RTCIceTransportPolicy.ALL
@@ -386,10 +392,10 @@ class Peer:
             await self.pc.setLocalDescription(await self.pc.createOffer())
             await signaling.send({"type": "offer", "sdp": self.pc.localDescription.sdp})
             answer = await _expect(signaling, "answer")
-            await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+            await self._take_description(answer["sdp"], "answer")
         else:
             offer = await _expect(signaling, "offer")
-            await self.pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+            await self._take_description(offer["sdp"], "offer")
             self._open_channels()
             self._add_audio(offering=False)
             await self.pc.setLocalDescription(await self.pc.createAnswer())
@@ -398,6 +404,24 @@ class Peer:
             if self._closed or self.pc.connectionState in ("failed", "closed"):
                 raise FacecodecError(f"call failed to connect ({self.pc.connectionState})")
             await asyncio.sleep(0.01)
+
+    async def _take_description(self, sdp: str, kind: str) -> None:
+        """The other side's offer or answer, refused in one line when aiortc cannot use it
+        (it raises what its parsers meet: a malformed line, sections that do not match the
+        offer) or when it carries no data channel, which a call cannot do without."""
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp, kind))
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            raise FacecodecError(f"the other side sent an {kind} that cannot be used: "
+                                 f"{e}") from None
+        if self.pc.sctp is None:
+            raise FacecodecError(f"the other side's {kind} has no data channel")
+
+    @property
+    def malformed(self) -> int:
+        """Messages from the other side dropped as malformed: by this peer (not a packet,
+        not a control message) and by its SCTP association (stream/sctp.py)."""
+        return self.stats.malformed_received + dropped_messages(self.pc.sctp)
 
     @property
     def connected(self) -> bool:

@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import struct
+import weakref
 from collections import deque
 from collections.abc import Coroutine
 from struct import pack
@@ -243,6 +245,33 @@ def _in_background(send: Coroutine[Any, Any, None]) -> None:
     """Send from a timer: a connection closing meanwhile makes the packet moot."""
     task = asyncio.ensure_future(send)
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+_ORIGINAL_DATA_CHANNEL_RECEIVE = RTCSctpTransport._data_channel_receive
+# Messages a guarded association dropped (`guard_data_channels`), by association.
+_dropped: weakref.WeakKeyDictionary[RTCSctpTransport, int] = weakref.WeakKeyDictionary()
+
+
+async def _data_channel_receive(transport: RTCSctpTransport, stream_id: int, pp_id: int,
+                                data: bytes) -> None:
+    try:
+        await _ORIGINAL_DATA_CHANNEL_RECEIVE(transport, stream_id, pp_id, data)
+    except (UnicodeDecodeError, AssertionError, ValueError, KeyError, IndexError,
+            struct.error):
+        _dropped[transport] = _dropped.get(transport, 0) + 1
+
+
+def guard_data_channels() -> None:
+    """In every SCTP association aiortc runs from now on (this process), drop a data-channel
+    message aiortc cannot take instead of letting it end the association: a text message
+    that is not UTF-8, a channel opened twice, a malformed open. Raised in aiortc's receive
+    loop, each ended the call as quietly as a hang-up. `dropped_messages` counts them."""
+    RTCSctpTransport._data_channel_receive = _data_channel_receive  # type: ignore[method-assign]
+
+
+def dropped_messages(transport: RTCSctpTransport | None) -> int:
+    """Messages `guard_data_channels` dropped in this association."""
+    return 0 if transport is None else _dropped.get(transport, 0)
 
 
 def use_sctp_bundling(enabled: bool = True) -> None:

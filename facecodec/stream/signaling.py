@@ -25,9 +25,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import re
 import ssl
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,9 @@ class SignalLimits:
     burst: int = 20
     max_errors: int = 5  # protocol errors tolerated before the connection is closed
     max_connections: int = 256
+    # From one address: a call takes one; this leaves room for an office behind one NAT,
+    # but not for one client to take every connection the server has.
+    max_per_address: int = 32
     join_timeout_s: float = 30.0
 
 
@@ -68,7 +73,7 @@ def validate_message(raw: str, limits: SignalLimits) -> dict[str, Any]:
         raise ProtocolError("message too large")
     try:
         msg = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the parser's depth too
         raise ProtocolError("message is not valid JSON") from None
     if not isinstance(msg, dict):
         raise ProtocolError("message must be a JSON object")
@@ -118,6 +123,8 @@ class SignalingServer:
         self.rooms: dict[str, list[web.WebSocketResponse]] = {}
         self._connections = 0
         self._runner: web.AppRunner | None = None
+        self._by_address: Counter[str] = Counter()  # open connections by client address
+        _log_one_line(logging.getLogger("aiohttp.server"))
         self.app = web.Application()
         self.app.router.add_get("/", self._handle)
 
@@ -141,14 +148,21 @@ class SignalingServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self._connections >= self.limits.max_connections:
             return web.Response(status=503, text="too many connections")
+        address = request.remote or ""
+        if self._by_address[address] >= self.limits.max_per_address:
+            return web.Response(status=503, text="too many connections from this address")
         ws = web.WebSocketResponse(max_msg_size=self.limits.max_message_bytes, heartbeat=20.0)
         await ws.prepare(request)
         self._connections += 1
+        self._by_address[address] += 1
         room: str | None = None
         try:
             room = await self._serve(ws)
         finally:
             self._connections -= 1
+            self._by_address[address] -= 1
+            if not self._by_address[address]:
+                del self._by_address[address]
             if room is not None:
                 await self._leave(ws, room)
             if not ws.closed:
@@ -228,6 +242,27 @@ class SignalingServer:
             self.rooms.pop(room, None)
 
 
+MAX_LOGGED = 300  # characters of a logged exception: a request's junk is not worth more
+
+
+class _OneLine(logging.Filter):
+    """A logged exception as one line (its type and text), not a traceback: aiohttp logs
+    every malformed HTTP request it is sent with one, so anyone could fill the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            text = " ".join(f"{record.getMessage()}: {type(exc).__name__}: {exc}".split())
+            record.msg, record.args = text[:MAX_LOGGED], ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _log_one_line(logger: logging.Logger) -> None:
+    if not any(isinstance(f, _OneLine) for f in logger.filters):
+        logger.addFilter(_OneLine())
+
+
 async def _send(ws: web.WebSocketResponse, msg: dict[str, Any]) -> None:
     if ws.closed:
         return
@@ -305,7 +340,10 @@ class SignalingClient:
             raise FacecodecError("signaling server did not answer in time") from None
         if frame.type != WSMsgType.TEXT:
             return {"type": "closed"}
-        msg = json.loads(frame.data)
+        try:
+            msg = json.loads(frame.data)
+        except (ValueError, RecursionError):
+            msg = None
         if not isinstance(msg, dict):
             raise FacecodecError("signaling server sent a malformed message")
         return msg

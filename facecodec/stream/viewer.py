@@ -410,7 +410,7 @@ class Viewer:
             sound = [float(msg.get(k, 0.0)) for k in
                      ("audio_ms", "audio_dropped_ms", "audio_lead_ms", "video_delay_ms")]
             gaps = int(msg.get("audio_gaps", 0))
-        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
             raise web.HTTPBadRequest(text="expected {frames, width, height}") from None
         if not all(0.0 <= x < 1e12 for x in sound) or gaps < 0:  # also refuses NaN
             raise web.HTTPBadRequest(text="sound durations and gaps must be 0 or more")

@@ -123,7 +123,7 @@ def parse_control(text: str) -> dict[str, Any]:
         raise BitstreamError("control message too large")
     try:
         msg = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the parser's depth too
         raise BitstreamError("control message is not JSON") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise BitstreamError("control message has no type")
