@@ -114,16 +114,13 @@ class StreamEncoder:
         whatever the receiver estimates of the link (report_loss). `avatar`: a portrait
         this sender appears as (below)."""
         settings = EncoderSettings(size=size, preset=preset, keyframe_quality=keyframe_quality,
-                                   layer_kbps=layer_kbps, reference=reference)
+                                   layer_kbps=layer_kbps, reference=reference, avatar=avatar)
         settings.validate()
         fps = Fraction(fps).limit_denominator(1001)
         basis = load_basis()
         config = coder_config(basis, preset, beside_layer=layer_kbps > 0)
         resync = max(1, int(float(fps)))
         check_packet_frames(packet_frames)
-        if avatar is not None and layer_kbps > 0:
-            raise FacecodecError("--avatar sends motion only: a layer's pictures would show "
-                                 "the sender's own face (drop --layer-kbps)")
         # Appearing as an avatar (codec/avatar.py): the sender's face never leaves this
         # machine; no surround, no refreshed reference, no layer.
         self.avatar = (AvatarEvents(avatar, basis, size, config.k)
