@@ -224,6 +224,39 @@ def test_a_malformed_http_request_is_logged_in_one_line(
         assert record.exc_info is None and "\n" not in record.getMessage()
 
 
+def test_a_request_sent_too_slowly_is_closed_but_a_waiting_peer_is_not() -> None:
+    """A connection that sends nothing, or its HTTP request a line at a time, is closed
+    after `request_timeout_s` (each held a socket for good); a peer that joined and waits
+    for the other stays connected."""
+    async def body(url: str, server: SignalingServer) -> None:
+        host, port = url.removeprefix("ws://").rstrip("/").rsplit(":", 1)
+        idle = await asyncio.open_connection(host, int(port))
+        slow = await asyncio.open_connection(host, int(port))
+        waiting = await SignalingClient.connect(url)
+        assert await waiting.join("wait") == 1
+        start = asyncio.get_running_loop().time()
+        slow[1].write(b"GET / HTTP/1.1\r\n")
+        for i in range(6):  # a header line every 0.3 s, never the end of the request
+            await asyncio.sleep(0.3)
+            if slow[1].is_closing() or slow[0].at_eof():
+                break
+            slow[1].write(b"X-%d: a\r\n" % i)
+        assert await asyncio.wait_for(idle[0].read(), 5) == b""
+        assert await asyncio.wait_for(slow[0].read(), 5) == b""
+        assert asyncio.get_running_loop().time() - start < 4
+        await asyncio.sleep(1.5)  # past the timeout: the waiting peer is still there
+        assert not waiting.closed
+        other = await SignalingClient.connect(url)
+        assert await other.join("wait") == 2
+        assert (await waiting.receive(5))["type"] == "ready"
+        for _, writer in (idle, slow):
+            writer.close()
+        await other.close()
+        await waiting.close()
+
+    run(body, request_timeout_s=1.0)
+
+
 def test_rate_limit() -> None:
     async def body(url: str, server: SignalingServer) -> None:
         session, ws = await raw_ws(url)

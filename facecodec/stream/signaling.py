@@ -61,6 +61,9 @@ class SignalLimits:
     # but not for one client to take every connection the server has.
     max_per_address: int = 32
     join_timeout_s: float = 30.0
+    # A connection must have sent its whole HTTP request (the WebSocket upgrade) by then:
+    # idle or slowly sent requests would otherwise hold sockets until the process has none.
+    request_timeout_s: float = 10.0
 
 
 class ProtocolError(Exception):
@@ -132,7 +135,8 @@ class SignalingServer:
         self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
     ) -> str:
         """Listen and return the ws:// URL, wss:// with `tls` (port 0 picks a free port)."""
-        self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=1.0,
+                                     keepalive_timeout=self.limits.request_timeout_s)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=tls)
         await site.start()
