@@ -39,6 +39,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from facecodec.errors import FacecodecError
 from facecodec.stream.shutdown import until_sigterm
+from facecodec.stream.wire import untrusted_json
 
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MESSAGE_TYPES = frozenset({"join", "offer", "answer", "bye"})
@@ -75,8 +76,8 @@ def validate_message(raw: str, limits: SignalLimits) -> dict[str, Any]:
     if len(raw.encode()) > limits.max_message_bytes:
         raise ProtocolError("message too large")
     try:
-        msg = json.loads(raw)
-    except (ValueError, RecursionError):  # nested past the parser's depth too
+        msg = untrusted_json(raw)
+    except ValueError:
         raise ProtocolError("message is not valid JSON") from None
     if not isinstance(msg, dict):
         raise ProtocolError("message must be a JSON object")
@@ -345,8 +346,8 @@ class SignalingClient:
         if frame.type != WSMsgType.TEXT:
             return {"type": "closed"}
         try:
-            msg = json.loads(frame.data)
-        except (ValueError, RecursionError):
+            msg = untrusted_json(frame.data)
+        except ValueError:
             msg = None
         if not isinstance(msg, dict):
             raise FacecodecError("signaling server sent a malformed message")

@@ -12,7 +12,6 @@ call has audio), `/status` JSON, `/report` where the page posts how many frames 
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import numpy as np
 from aiohttp import web
 
 from facecodec.errors import FacecodecError
+from facecodec.stream.wire import untrusted_json
 
 BOUNDARY = "facecodecframe"
 MAX_AUDIO_QUEUE = 50  # 1 s of 20 ms frames; a slow listener loses audio, it never stalls the call
@@ -405,12 +405,12 @@ class Viewer:
     async def _report(self, request: web.Request) -> web.Response:
         raw = await request.content.read(1024)
         try:
-            msg = json.loads(raw)
+            msg = untrusted_json(raw)
             frames, width, height = int(msg["frames"]), int(msg["width"]), int(msg["height"])
             sound = [float(msg.get(k, 0.0)) for k in
                      ("audio_ms", "audio_dropped_ms", "audio_lead_ms", "video_delay_ms")]
             gaps = int(msg.get("audio_gaps", 0))
-        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
             raise web.HTTPBadRequest(text="expected {frames, width, height}") from None
         if not all(0.0 <= x < 1e12 for x in sound) or gaps < 0:  # also refuses NaN
             raise web.HTTPBadRequest(text="sound durations and gaps must be 0 or more")

@@ -117,13 +117,24 @@ def loss_report(fraction: float, queue_ms: float = 0.0, rate_kbps: float | None 
     return json.dumps(report)
 
 
+def untrusted_json(text: str | bytes) -> Any:
+    """`json.loads` for what another machine sent: JSON nested past the parser's depth raises
+    ValueError like any other malformed text (json raises RecursionError, which the callers'
+    handling of bad input would let through: a traceback on the signaling server, a call
+    ended by one data-channel message)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def parse_control(text: str) -> dict[str, Any]:
     """Validate a control message; raise BitstreamError on anything unexpected."""
     if len(text) > MAX_CONTROL_BYTES + MAX_HEADER_BYTES * 4 // 3:
         raise BitstreamError("control message too large")
     try:
-        msg = json.loads(text)
-    except (ValueError, RecursionError):  # nested past the parser's depth too
+        msg = untrusted_json(text)
+    except ValueError:
         raise BitstreamError("control message is not JSON") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise BitstreamError("control message has no type")
