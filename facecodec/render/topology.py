@@ -15,11 +15,12 @@ import itertools
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from types import ModuleType
 
 import numpy as np
 
 
-def _import_connections():  # type: ignore[no-untyped-def]
+def _import_connections() -> ModuleType:
     """MediaPipe's connection tables. MediaPipe's solutions import Matplotlib, which warns on
     stderr (two lines) when it finds no writable folder for its cache (a service user, a
     read-only home): nothing this package uses, so not said while importing them."""
