@@ -327,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facecodec: internal error: {e.__class__.__name__}: {e} "
               "(set FACECODEC_DEBUG=1 for details)", file=sys.stderr)
         code = 1
+    if quiet:
+        # The command has its result. A signal from here on (a second Ctrl-C or SIGTERM, sent
+        # while the interpreter's exit runs library cleanup) ends the process as signals do,
+        # not with a traceback from whatever cleanup it lands in.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     settle_made_folders(failed=code != 0)
     return code
 

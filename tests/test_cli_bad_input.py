@@ -689,6 +689,22 @@ def test_a_terminated_command_removes_what_it_was_writing(tmp_path: Path) -> Non
     assert list(out_dir.iterdir()) == []
 
 
+def test_a_signal_during_the_exit_ends_it_without_a_traceback(tmp_path: Path) -> None:
+    """A second SIGTERM (or Ctrl-C) that comes while the interpreter's exit runs library
+    cleanup (atexit) ends the process as the signal does: no traceback from that cleanup."""
+    script = ("import atexit, os, signal, sys\n"
+              "from facecodec.cli import main\n"
+              "atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
+              f"sys.argv = ['facecodec', 'info', {str(tmp_path / 'none.fcv')!r}]\n"
+              "sys.exit(main())\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == -signal.SIGTERM, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    assert [line for line in run.stderr.splitlines() if line.strip()] == [
+        f"facecodec: error: cannot read {tmp_path / 'none.fcv'}: No such file or directory"]
+
+
 def test_call_refuses_a_camera_or_microphone_it_cannot_open_before_connecting(
     run_cli: Run, tmp_path: Path
 ) -> None:
