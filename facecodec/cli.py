@@ -291,12 +291,16 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, command: str | None = None) -> int:
+    """`facecodec ARGS`; `command`: the subcommand a launcher's own module name stands for
+    (`python -m facecodec.train ARGS` is `facecodec train ARGS`)."""
     if argv is None:
         argv = sys.argv[1:]
         quiet = True
     else:
         quiet = False
+    if command is not None:
+        argv = [command, *argv]
     args = build_parser(argv).parse_args(argv)
     if quiet:
         _quiet_native_stderr()

@@ -6,6 +6,8 @@ import csv
 import faulthandler
 import gc
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -82,6 +84,73 @@ def test_train_command_bad_input_is_one_line(
     assert len(r.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize(("key", "value"), [
+    ("batch", 0), ("batch", "1"), ("steps", 0), ("steps", 2.5), ("steps", 1e18), ("lr", -1.0),
+    ("lr", 1e30), ("lr_final", float("nan")), ("log_every", 0), ("val_every", 0),
+    ("threads", 0), ("seed", -1), ("stride", -1), ("max_frames", 0), ("max_clips", 0),
+    ("ref_quality", [90, 10]), ("ref_quality", [90]), ("patch", 512), ("lr_by_time", 1),
+    ("loss", {"scales": 9}), ("loss", {"l1": -1}), ("loss", {"bogus": 1}), ("loss", [1]),
+    ("model", {"widths": [8, 8]}), ("model", {"widths": [0, 8, 8, 8]}),
+    ("model", {"residual": "no"}), ("model", {"bogus": 3}), ("model", [1]),
+])
+def test_config_refuses_values_out_of_their_range(tmp_path: Path, key: str, value: object) -> None:
+    """Each of these failed deep in torch, divided by zero, trained NaN weights, or was
+    silently ignored; the config names the value instead."""
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({**TINY, key: value}))
+    with pytest.raises(FacecodecError, match=f"bad training config .*{key}") as e:
+        TrainConfig.load(path)
+    assert "\n" not in str(e.value)
+    path.write_text(json.dumps(TINY))
+    TrainConfig.load(path)  # the same config without the bad value is fine
+
+
+def test_train_command_refuses_before_making_the_run_folder(
+    tmp_path: Path, run_cli: Callable[..., CliRun]
+) -> None:
+    """Malformed splits, a missing device, a run folder that is a file, a deeply nested
+    config: one line each, and no run folder (or cache) left behind."""
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(TINY))
+    run = tmp_path / "run"
+    for splits, message in (("[1, 2]", "not a JSON object of splits"),
+                            ('{"train": "a.mp4", "validation": []}', "'train' must be a list"),
+                            ('{"train": [], "validation": [3]}', "'validation' must be a list"),
+                            ('{"train": [', "cannot read")):
+        (tmp_path / "splits.json").write_text(splits)
+        r = run_cli("train", "--config", cfg, "--data", tmp_path, "--out", run)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr_lines) == 1, r.stderr
+        assert not run.exists()
+    (tmp_path / "splits.json").write_text('{"train": [], "validation": []}')
+    r = run_cli("train", "--config", cfg, "--data", tmp_path, "--out", run, "--device", "tpu9")
+    assert r.returncode == 2 and r.stderr_lines == [
+        "facecodec: error: unknown device 'tpu9' (auto, cpu or cuda)"]
+    if not torch.cuda.is_available():
+        r = run_cli("train", "--config", cfg, "--data", tmp_path, "--out", run, "--device", "cuda")
+        assert r.returncode == 2 and "no CUDA GPU" in r.stderr and len(r.stderr_lines) == 1
+    r = run_cli("train", "--config", cfg, "--data", tmp_path, "--out", cfg)
+    assert r.returncode == 2 and "it is a file" in r.stderr and len(r.stderr_lines) == 1
+    r = run_cli("train", "--config", cfg, "--data", tmp_path, "--out", run,
+                "--cache", tmp_path / "cache")
+    assert r.returncode == 2 and "no train clip gives a pair" in r.stderr
+    assert len(r.stderr_lines) == 1 and not run.exists()
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    r = run_cli("train", "--config", tmp_path / "deep.json", "--data", tmp_path, "--out", run)
+    assert r.returncode == 2 and "nested too deeply" in r.stderr and len(r.stderr_lines) == 1
+    assert not run.exists()
+
+
+def test_the_torchrun_form_reports_bad_input_in_one_line(tmp_path: Path) -> None:
+    """`python -m facecodec.train` (what torchrun launches) is the command line's train."""
+    (tmp_path / "list.json").write_text("[1]")
+    r = subprocess.run([sys.executable, "-m", "facecodec.train", "--config",
+                        str(tmp_path / "list.json"), "--data", str(tmp_path), "--out",
+                        str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == (f"facecodec: error: bad training config {tmp_path / 'list.json'}: "
+                                "not a JSON object")
+
+
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
     # On a shared 2-core machine two spinning OpenMP threads per process are many times
@@ -127,6 +196,92 @@ def test_checkpoint_and_resume(data_dir: Path, cache: Path, tmp_path: Path) -> N
     second = load_net(out / "last.safetensors")
     assert any(not torch.equal(a, b) for a, b in
                zip(first.state_dict().values(), second.state_dict().values(), strict=True))
+
+
+def test_resume_refuses_a_damaged_checkpoint_or_another_model(
+    data_dir: Path, cache: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    cpu = torch.device("cpu")
+    train(_config(tmp_path, steps=2), data_dir, out, cache, cpu, progress=False)
+    good = {f.name: f.read_bytes() for f in out.iterdir()}
+
+    def damaged(name: str, data: bytes, match: str, **kw: object) -> None:
+        (out / name).write_bytes(data)
+        with pytest.raises(FacecodecError, match=match):
+            train(_config(tmp_path, steps=4, **kw), data_dir, out, cache, cpu, progress=False)
+        assert (out / "config.json").read_bytes() == good["config.json"]  # left as it was
+        for f in out.iterdir():
+            f.write_bytes(good[f.name])
+
+    damaged("state.json", b"{", "state.json is damaged")
+    damaged("state.json", b'{"step": "x"}', "state.json is damaged")
+    damaged("last.safetensors", good["last.safetensors"][:100], "checkpoint is damaged")
+    damaged("optim.pt", good["optim.pt"][:300], "checkpoint is damaged")
+    damaged("state.json", good["state.json"], "another model config",
+            model={"widths": [8, 8, 16, 32]})
+    assert sorted(f.name for f in out.iterdir()) == sorted(good)  # no temporary left
+
+
+def test_resume_logs_each_step_once(data_dir: Path, cache: Path, tmp_path: Path) -> None:
+    """A run stopped after logging a step but before its checkpoint logs that step again on
+    resuming: the rows after the checkpoint go, so each step has one row."""
+    out = tmp_path / "run"
+    cpu = torch.device("cpu")
+    train(_config(tmp_path, steps=2), data_dir, out, cache, cpu, progress=False)
+    log = out / "train.csv"
+    rows = list(csv.DictReader(log.open()))
+    with log.open("a", newline="") as f:  # what a run stopped at step 3 had logged
+        csv.DictWriter(f, fieldnames=list(rows[0])).writerow({**rows[-1], "step": 3})
+    train(_config(tmp_path, steps=4), data_dir, out, cache, cpu, progress=False)
+    assert [int(r["step"]) for r in csv.DictReader(log.open())] == [1, 2, 3, 4]
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_checkpoint(
+    data_dir: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import facecodec.train.trainer as trainer
+
+    out = tmp_path / "run"
+    cpu = torch.device("cpu")
+    train(_config(tmp_path, steps=2), data_dir, out, cache, cpu, progress=False)
+    kept = (out / "last.safetensors").read_bytes()
+
+    def diverged(*a: object, **kw: object) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, parts = refiner_loss(*a, **kw)  # type: ignore[arg-type]
+        return loss * float("nan"), {**parts, "loss": float("nan")}
+
+    monkeypatch.setattr(trainer, "refiner_loss", diverged)
+    with pytest.raises(FacecodecError, match="diverged at step 3"):
+        train(_config(tmp_path, steps=4), data_dir, out, cache, cpu, progress=False)
+    assert (out / "last.safetensors").read_bytes() == kept
+    assert json.loads((out / "state.json").read_text())["step"] == 2
+
+
+def test_the_cache_names_every_skipped_clip_and_refuses_a_damaged_one(
+    data_dir: Path, cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from facecodec.train.dataset import load_cache
+
+    real = json.loads((data_dir / "splits.json").read_text())["train"][0]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "splits.json").write_text(json.dumps({"train": ["nope.mp4", "gone.mp4"]}))
+    assert build_cache(data, "train", tmp_path / "c", 16, 2, progress=False) == []
+    root = tmp_path / "c" / "train_f16_s2_v1"
+    assert sorted(json.loads((root / "skipped.json").read_text())) == ["gone", "nope"]
+    err = capsys.readouterr().err
+    assert "train clip" in err and "nope.mp4 skipped" in err and "gone.mp4 skipped" in err
+
+    built = cache / "train_f16_s2_v1" / Path(real).stem
+    copy = tmp_path / "copy" / built.name
+    copy.mkdir(parents=True)
+    for f in built.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    assert len(load_cache(copy.parent, [built.name])) == 1
+    (copy / "meta.npz").write_bytes((built / "meta.npz").read_bytes()[:50])
+    with pytest.raises(FacecodecError, match="damaged pair cache"):
+        load_cache(copy.parent, [built.name])
 
 
 def test_discriminator_learns_to_tell_blurred_faces(data_dir: Path, cache: Path) -> None:
@@ -297,7 +452,7 @@ def test_a_stage_adding_the_full_resolution_head_starts_from_the_previous_output
     with torch.no_grad():
         assert torch.equal(prev(x, c), grown(x, c))
     # Weights of another shape are refused in one line.
-    bad = _config(tmp_path, steps=0, model={"widths": [8, 8, 16, 32]},
+    bad = _config(tmp_path, steps=1, model={"widths": [8, 8, 16, 32]},
                   init=str(first / "last.safetensors"))
     with pytest.raises(FacecodecError, match="do not fit"):
         train(bad, data_dir, tmp_path / "third", cache, torch.device("cpu"), progress=False)

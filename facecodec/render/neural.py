@@ -102,7 +102,8 @@ class RefinerConfig:
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> RefinerConfig:
         w = d.get("widths", cls.widths)
-        assert isinstance(w, list | tuple) and len(w) == 4
+        if not (isinstance(w, list | tuple) and len(w) == 4):
+            raise FacecodecError(f"bad refiner config: widths must be 4 numbers (got {w!r})")
         return cls(widths=tuple(int(x) for x in w),  # type: ignore[arg-type]
                    residual=bool(d.get("residual", True)),
                    mask_floor=float(d.get("mask_floor", 0.0)),  # type: ignore[arg-type]

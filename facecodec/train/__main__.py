@@ -1,19 +1,12 @@
 """`python -m facecodec.train --config C --data D --out RUN/`: the same as `facecodec train`,
-in the form torchrun launches (`torchrun --nproc-per-node N -m facecodec.train ...`)."""
+in the form torchrun launches (`torchrun --nproc-per-node N -m facecodec.train ...`), with the
+command line's one-line errors."""
 
 from __future__ import annotations
 
 import sys
 
-from facecodec.errors import OneLineParser
-from facecodec.train.trainer import add_train_arguments, train_main
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="facecodec train", description=__doc__)
-    add_train_arguments(p)
-    return train_main(p.parse_args(argv))
-
+from facecodec.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(command="train"))

@@ -11,6 +11,9 @@ keeps the cache at crops + landmarks (about 200 kB a frame).
 from __future__ import annotations
 
 import json
+import os
+import sys
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +24,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
+from facecodec.errors import FacecodecError
 from facecodec.render.neural import Conditioner
+from facecodec.render.topology import N_LANDMARKS
 from facecodec.train.splits import load_split
 
 SIZE = 256
@@ -69,7 +74,11 @@ def build_clip(path: Path, out_dir: Path, max_frames: int, stride: int) -> None:
     pts = np.stack([basis.landmarks(e.motion, SIZE)[:, :2] for e in rows]).astype(np.float32)
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / "crops.npy", np.ascontiguousarray(crops[idx]))
-    np.savez(out_dir / "meta.npz", points=pts, segment=seg, index=idx)
+    # meta.npz marks the clip as built: it is written whole or not at all.
+    tmp = out_dir / "meta.npz.tmp"
+    with tmp.open("wb") as f:
+        np.savez(f, points=pts, segment=seg, index=idx)
+    os.replace(tmp, out_dir / "meta.npz")
 
 
 def build_cache(
@@ -79,25 +88,50 @@ def build_cache(
     """Build (missing clips only) and load the cache of one split (its first `max_clips`)."""
     root = cache_dir / f"{split}_f{max_frames}_s{stride}_v{CACHE_VERSION}"
     clips = load_split(data_dir, split)[:max_clips]
-    for path in tqdm(clips, desc=f"cache {split}", unit="clip", disable=not progress):
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FacecodecError(f"cannot use {cache_dir} as the pair cache: {e.strerror}") from None
+    skipped: dict[str, str] = {}
+    bar = progress and sys.stderr.isatty()  # a bar's redraws only litter a log
+    for path in tqdm(clips, desc=f"cache {split}", unit="clip", disable=not bar):
         d = root / path.stem
         if not (d / "meta.npz").exists():
             try:
                 build_clip(path, d, max_frames, stride)
-            except Exception as e:  # a clip without a face: skip it, say so
-                (root / "skipped.json").write_text(json.dumps({path.stem: str(e)}))
+            except Exception as e:  # a clip without a face, or no video: skip it, say so
+                skipped[path.stem] = (str(e).splitlines() or [e.__class__.__name__])[0]
+                print(f"warning: {split} clip {path} skipped: {skipped[path.stem]}",
+                      file=sys.stderr, flush=True)
+    record = root / "skipped.json"  # this build's skipped clips (they are tried again)
+    if skipped:
+        record.write_text(json.dumps(skipped, indent=1) + "\n")
+    else:
+        record.unlink(missing_ok=True)
     return load_cache(root, [p.stem for p in clips])
 
 
 def load_cache(root: Path, names: list[str]) -> list[ClipData]:
+    """The built clips among `names`; FacecodecError for one whose files are damaged."""
     out = []
     for n in names:
         d = root / n
         if not (d / "meta.npz").exists():
             continue
-        meta = np.load(d / "meta.npz")
-        out.append(ClipData(n, np.load(d / "crops.npy", mmap_mode="r"), meta["points"],
-                            meta["segment"], meta["index"], d))
+        try:
+            meta = np.load(d / "meta.npz")
+            clip = ClipData(n, np.load(d / "crops.npy", mmap_mode="r"), meta["points"],
+                            meta["segment"], meta["index"], d)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise FacecodecError(f"damaged pair cache {d} ({e.__class__.__name__}): remove it "
+                                 "to rebuild") from None
+        rows = len(clip.index)
+        if not (clip.crops.shape[1:] == (SIZE, SIZE, 3) and clip.crops.dtype == np.uint8
+                and len(clip.crops) == rows and clip.points.shape[1:] == (N_LANDMARKS, 2)
+                and len(clip.points) == rows == len(clip.segment)):
+            raise FacecodecError(f"damaged pair cache {d} (arrays of the wrong shape): remove "
+                                 "it to rebuild")
+        out.append(clip)
     return out
 
 

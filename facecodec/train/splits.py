@@ -6,7 +6,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from facecodec.errors import FacecodecError
+
 
 def load_split(data_dir: Path, split: str) -> list[Path]:
-    names = json.loads((data_dir / "splits.json").read_text())[split]
+    """The clips of `split`; FacecodecError (one line) for a missing or malformed splits.json."""
+    path = data_dir / "splits.json"
+    try:
+        splits = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise FacecodecError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    if not isinstance(splits, dict):
+        raise FacecodecError(f"{path}: not a JSON object of splits")
+    names = splits.get(split)
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise FacecodecError(f"{path}: '{split}' must be a list of clip names")
     return [data_dir / n for n in names]

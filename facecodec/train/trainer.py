@@ -23,10 +23,12 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
@@ -44,6 +46,7 @@ from facecodec.train.dataset import (
 )
 from facecodec.train.losses import MIN_PATCH, LossWeights, refiner_loss
 from facecodec.train.options import hardware
+from facecodec.train.splits import load_split
 
 DEFAULT_CACHE = Path("cache/refiner")
 
@@ -91,7 +94,8 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        """The config in `path`; FacecodecError (one line) for a missing or malformed file."""
+        """The config in `path`; FacecodecError (one line) for a missing or malformed file or a
+        value out of its range."""
         try:
             d = json.loads(path.read_text())
             if not isinstance(d, dict):
@@ -100,23 +104,115 @@ class TrainConfig:
             unknown = set(d) - known
             if unknown:
                 raise ValueError(f"unknown config keys {sorted(unknown)}")
-            loss = LossWeights(**d.pop("loss", {}))
-            model = RefinerConfig.from_dict(d.pop("model", {}))
+            raw_model = d.pop("model", {})
+            if not isinstance(raw_model, dict):
+                raise ValueError("model must be a JSON object")
+            unknown = set(raw_model) - {f.name for f in fields(RefinerConfig)}
+            if unknown:
+                raise ValueError(f"unknown model keys {sorted(unknown)}")
+            problem = _model_problem(raw_model)  # before RefinerConfig converts the values
+            if problem:
+                raise ValueError(problem)
+            raw_loss = d.pop("loss", {})
+            if not isinstance(raw_loss, dict):
+                raise ValueError("loss must be a JSON object")
+            unknown = set(raw_loss) - {f.name for f in fields(LossWeights)}
+            if unknown:
+                raise ValueError(f"unknown loss keys {sorted(unknown)}")
+            loss = LossWeights(**raw_loss)
+            model = RefinerConfig.from_dict(raw_model)
             cfg = cls(**d, loss=loss, model=model)
-        except (OSError, ValueError, TypeError) as e:
+            problem = cfg.problem()
+        except OSError as e:
+            raise FacecodecError(f"bad training config {path}: {e.strerror}") from None
+        except RecursionError:
+            raise FacecodecError(f"bad training config {path}: nested too deeply") from None
+        except (UnicodeDecodeError, ValueError, TypeError) as e:
             raise FacecodecError(f"bad training config {path}: {e}") from None
-        if cfg.patch < MIN_PATCH or cfg.patch % 16:
-            raise FacecodecError(f"bad training config {path}: patch must be a multiple of 16 "
-                                 f"and >= {MIN_PATCH}")
-        if cfg.model.opening[1] > 0 and cfg.patch != SIZE:
+        except FacecodecError as e:
+            raise FacecodecError(f"bad training config {path}: {e}") from None
+        if problem:
+            raise FacecodecError(f"bad training config {path}: {problem}")
+        return cfg
+
+    def problem(self) -> str | None:
+        """What makes this config unusable, in a phrase; None when nothing does."""
+        for name, (lo, hi) in _WHOLE.items():
+            v = getattr(self, name)
+            if not _whole(v) or not lo <= v <= hi:
+                return f"{name} must be a whole number in {lo}..{hi} (got {v!r})"
+        for name, (lo, hi) in _REAL.items():
+            v = getattr(self, name)
+            if not _real(v) or not lo <= v <= hi:
+                return f"{name} must be a number in {lo:g}..{hi:g} (got {v!r})"
+        if self.disc_lr is not None and not (_real(self.disc_lr)
+                                             and _REAL["lr"][0] <= self.disc_lr <= _REAL["lr"][1]):
+            return f"disc_lr must be null or a number in {_REAL['lr'][0]:g}..{_REAL['lr'][1]:g}"
+        if self.max_clips is not None and not (_whole(self.max_clips) and self.max_clips >= 1):
+            return "max_clips must be null or a whole number >= 1"
+        if self.init is not None and not (isinstance(self.init, str) and self.init):
+            return "init must be null or a weights file's path"
+        for name in ("lr_by_time", "train_mask"):
+            if not isinstance(getattr(self, name), bool):
+                return f"{name} must be true or false"
+        rq = self.ref_quality
+        if rq is not None and not (isinstance(rq, list | tuple) and len(rq) == 2
+                                   and all(_whole(q) for q in rq) and 0 <= rq[0] <= rq[1] <= 100):
+            return ("ref_quality must be null or [low, high] keyframe qualities, "
+                    "0 <= low <= high <= 100")
+        if self.patch % 16:
+            return f"patch must be a multiple of 16 (got {self.patch})"
+        if self.model.opening[1] > 0 and self.patch != SIZE:
             # The gate counts the opening relative to the cond it sees: on a patch it would
             # count more than the renderer does on the whole frame.
-            raise FacecodecError(f"bad training config {path}: model.opening needs whole "
-                                 f"frames (patch {SIZE})")
-        if not isinstance(cfg.workers, int) or cfg.workers < 0:
-            raise FacecodecError(f"bad training config {path}: workers must be a whole "
-                                 f"number >= 0")
-        return cfg
+            return f"model.opening needs whole frames (patch {SIZE})"
+        w = self.loss
+        for name in ("l1", "ms_ssim", "region", "mask", "adversarial", "feature_matching"):
+            v = getattr(w, name)
+            if not _real(v) or not 0 <= v <= MAX_LOSS_WEIGHT:
+                return f"loss.{name} must be a number in 0..{MAX_LOSS_WEIGHT:g} (got {v!r})"
+        if not _whole(w.scales) or not 1 <= w.scales or self.patch >> (w.scales - 1) < 8:
+            return f"loss.scales must be a whole number from 1 to what patch {self.patch} halves to"
+        return _model_problem(asdict(self.model))
+
+
+# Inclusive ranges of the config's whole numbers and of its other numbers: anything outside
+# fails deep in torch, divides by zero, or trains to NaN weights.
+_WHOLE: dict[str, tuple[int, int]] = {
+    "seed": (0, 2**32 - 1), "steps": (1, 10**9), "batch": (1, 4096), "workers": (0, 256),
+    "log_every": (1, 10**9), "val_every": (1, 10**9), "val_per_clip": (1, 10**4),
+    "max_frames": (2, 10**6), "stride": (1, 10**3), "threads": (1, 1024),
+    "disc_warmup": (0, 10**9), "disc_crop": (0, SIZE), "patch": (MIN_PATCH, SIZE)}
+_REAL: dict[str, tuple[float, float]] = {
+    "time_limit_min": (0.0, 1e7), "lr": (0.0, 1.0), "lr_final": (0.0, 1.0),
+    "ckpt_every_min": (0.0, 1e7), "min_opening": (0.0, float(SIZE * SIZE))}
+MAX_LOSS_WEIGHT = 1e4
+MAX_WIDTH = 1024
+
+
+def _whole(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _real(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _model_problem(m: dict[str, object]) -> str | None:
+    """The refiner's settings as written: of the kinds RefinerConfig expects."""
+    widths = m.get("widths", RefinerConfig.widths)
+    if not (isinstance(widths, list | tuple) and len(widths) == 4
+            and all(_whole(x) and 1 <= x <= MAX_WIDTH for x in widths)):  # type: ignore[operator]
+        return f"model.widths must be 4 whole numbers in 1..{MAX_WIDTH}"
+    for name in ("residual", "region_eyes", "full_res", "disocclusion"):
+        if not isinstance(m.get(name, False), bool):
+            return f"model.{name} must be true or false"
+    region = m.get("region", 0)
+    if not _whole(region) or not 0 <= region <= SIZE // 2:  # type: ignore[operator]
+        return f"model.region must be a whole number in 0..{SIZE // 2}"
+    if not _real(m.get("mask_floor", 0.0)):
+        return "model.mask_floor must be a number"
+    return None
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -132,16 +228,14 @@ def train_main(args: argparse.Namespace) -> int:
     cfg = TrainConfig.load(args.config)
     if not (args.data / "splits.json").is_file():
         raise FacecodecError(f"no splits.json in {args.data}")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
+    for split in ("train", "validation"):
+        load_split(args.data, split)  # a malformed file is refused before anything is made
+    world, rank = _launch_number("WORLD_SIZE", 1), _launch_number("RANK", 0)
+    device = _device(args.device)
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            device = torch.device("cuda", _launch_number("LOCAL_RANK", 0))
             torch.cuda.set_device(device)
     try:
         train(cfg, args.data, args.out, args.cache, device, rank, world, not args.quiet)
@@ -149,6 +243,30 @@ def train_main(args: argparse.Namespace) -> int:
         if world > 1:
             dist.destroy_process_group()
     return 0
+
+
+def _launch_number(name: str, default: int) -> int:
+    """A process number torchrun sets in the environment (WORLD_SIZE, RANK, LOCAL_RANK)."""
+    value = os.environ.get(name, str(default))
+    if not value.isdigit() or (name == "WORLD_SIZE" and int(value) < 1):
+        raise FacecodecError(f"environment variable {name}={value!r} is not a process count "
+                             "or number")
+    return int(value)
+
+
+def _device(name: str) -> torch.device:
+    """The device `--device` names: auto (a GPU when there is one), cpu or cuda[:N]."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise FacecodecError(f"unknown device {name!r} (auto, cpu or cuda)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FacecodecError(f"--device {name}: no CUDA GPU is available here")
+    return device
 
 
 def _evaluate(net: RefinerNet, samples: list[Sample], device: torch.device) -> dict[str, float]:
@@ -171,6 +289,54 @@ def _evaluate(net: RefinerNet, samples: list[Sample], device: torch.device) -> d
     return {k: float(np.mean(v)) for k, v in res.items()}
 
 
+def _resume_state(out: Path, cfg: TrainConfig) -> dict[str, Any]:
+    """The run's state.json, checked; the run must have trained the model `cfg` describes."""
+    try:
+        state = json.loads((out / "state.json").read_text())
+        if not (isinstance(state, dict) and isinstance(state.get("step"), int)
+                and isinstance(state.get("elapsed_s"), int | float)
+                and isinstance(state.get("best_psnr"), int | float)
+                and isinstance(state.get("rng"), list)):
+            raise ValueError("not a training state")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise FacecodecError(f"cannot resume {out}: state.json is damaged ({e}); remove the "
+                             "folder to start afresh") from None
+    try:
+        saved = json.loads((out / "config.json").read_text()).get("model")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        saved = None  # the weights' own shapes are checked when they load
+    if saved is not None and saved != json.loads(json.dumps(asdict(cfg.model))):
+        raise FacecodecError(f"cannot resume {out}: it trains another model config (its "
+                             "config.json); use a new --out for this one")
+    return state
+
+
+def _init_weights(path: str) -> dict[str, torch.Tensor]:
+    """The tensors of the config's `init` file (a previous stage's weights)."""
+    try:
+        return load_file(path)
+    except (OSError, SafetensorError) as e:
+        raise FacecodecError(f"init weights {path}: not readable safetensors "
+                             f"({getattr(e, 'strerror', None) or e})") from None
+
+
+def _drop_rows_after(path: Path, step: int) -> None:
+    """Keep the log rows up to `step`."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= step]
+    if len(kept) == len(rows) or not rows:
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(kept)
+    tmp.replace(path)
+
+
 def _append_csv(path: Path, row: dict[str, float | int]) -> None:
     new = not path.exists()
     with path.open("a", newline="") as f:
@@ -188,9 +354,13 @@ def train(
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     main = rank == 0
-    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "state.json"
+    # Everything that can be refused is, before the run folder is made or touched.
+    if out.exists() and not out.is_dir():
+        raise FacecodecError(f"cannot use {out} as the run folder: it is a file")
+    state = _resume_state(out, cfg) if state_path.exists() else None
+    init = _init_weights(cfg.init) if cfg.init and state is None else None
     if main:
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
         train_clips = build_cache(data_dir, "train", cache, cfg.max_frames, cfg.stride,
                                   cfg.max_clips, progress)
         val_clips = build_cache(data_dir, "validation", cache, cfg.max_frames, cfg.stride,
@@ -201,8 +371,13 @@ def train(
         train_clips = build_cache(data_dir, "train", cache, cfg.max_frames, cfg.stride,
                                   cfg.max_clips, False)
     rq = (int(cfg.ref_quality[0]), int(cfg.ref_quality[1])) if cfg.ref_quality else None
-    sampler = PairSampler(train_clips, cfg.seed * 1000 + rank, cfg.patch, rq, cfg.min_opening)
-
+    try:
+        sampler = PairSampler(train_clips, cfg.seed * 1000 + rank, cfg.patch, rq,
+                              cfg.min_opening)
+    except ValueError:
+        raise FacecodecError(f"no train clip gives a pair of frames of one face crop in "
+                             f"{data_dir} (max_frames {cfg.max_frames}, stride {cfg.stride})"
+                             ) from None
     net = RefinerNet(cfg.model).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     # The discriminator and its optimiser exist together or not at all.
@@ -211,12 +386,11 @@ def train(
         disc = PatchDiscriminator().to(device)
         gan = disc, torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     step, elapsed, best = 0, 0.0, -math.inf
-    state_path = out / "state.json"
-    if cfg.init and not state_path.exists():
+    if init is not None:
         # A previous stage may lack layers this config adds (zero-initialised, so the
         # network starts from the previous stage's output); anything else must match.
         try:
-            missing, unexpected = net.load_state_dict(load_file(cfg.init), strict=False)
+            missing, unexpected = net.load_state_dict(init, strict=False)
         except RuntimeError as e:  # a tensor of another shape
             raise FacecodecError(f"init weights {cfg.init} do not fit the model config: "
                                  f"{str(e).splitlines()[-1].strip()}") from None
@@ -224,17 +398,32 @@ def train(
         if added or unexpected:
             raise FacecodecError(f"init weights {cfg.init} do not fit the model config "
                                  f"(missing {added}, unexpected {unexpected})")
-    if state_path.exists():
-        state = json.loads(state_path.read_text())
-        net.load_state_dict(load_file(str(out / "last.safetensors")))
-        opt.load_state_dict(torch.load(out / "optim.pt", weights_only=True))
+    if state is not None:
+        try:
+            net.load_state_dict(load_file(str(out / "last.safetensors")))
+            opt.load_state_dict(torch.load(out / "optim.pt", weights_only=True))
+            if gan is not None and (out / "disc.safetensors").exists():
+                gan[0].load_state_dict(load_file(str(out / "disc.safetensors")))
+                gan[1].load_state_dict(torch.load(out / "optim_disc.pt", weights_only=True))
+            rngs = state["rng"]
+            if rank < len(rngs):
+                sampler.rng.bit_generator.state = rngs[rank]
+        except (OSError, RuntimeError, ValueError, TypeError, KeyError, SafetensorError) as e:
+            detail = (str(e).strip().splitlines() or [e.__class__.__name__])[-1]
+            detail = detail.split(". ")[0][:160]
+            raise FacecodecError(f"cannot resume {out}: its checkpoint is damaged ({detail}); "
+                                 "remove the folder to start afresh") from None
         step, elapsed, best = state["step"], state["elapsed_s"], state["best_psnr"]
-        if gan is not None and (out / "disc.safetensors").exists():
-            gan[0].load_state_dict(load_file(str(out / "disc.safetensors")))
-            gan[1].load_state_dict(torch.load(out / "optim_disc.pt", weights_only=True))
-        rngs = state.get("rng", [])
-        if rank < len(rngs):
-            sampler.rng.bit_generator.state = rngs[rank]
+        if main:  # rows logged after the checkpoint are logged again from it
+            for log in ("train.csv", "val.csv"):
+                _drop_rows_after(out / log, step)
+    if main:  # all checked: the run folder is made (or resumed) now
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise FacecodecError(f"cannot create the run folder {out}: {e.strerror}") from None
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+
     model: torch.nn.Module = net
     judge: torch.nn.Module | None = gan[0] if gan is not None else None
     if world > 1:
@@ -261,19 +450,33 @@ def train(
             rng = gathered  # type: ignore[assignment]
         if not main:  # the weights are the same on every rank: one writer
             return
-        save_weights(net, out / "last.safetensors", meta)
-        torch.save(opt.state_dict(), out / "optim.pt")
+        # Each file is written under a temporary name and the set renamed together, the
+        # state last: a run stopped while it writes resumes from one checkpoint or the other.
+        staged: list[tuple[Path, Path]] = []
+
+        def stage(name: str, sidecar: bool = False) -> Path:
+            final = out / name
+            tmp = out / f".{final.stem}.tmp{final.suffix}"
+            staged.append((tmp, final))
+            if sidecar:  # save_weights writes the model's .json beside its tensors
+                staged.append((tmp.with_suffix(".json"), final.with_suffix(".json")))
+            return tmp
+
+        save_weights(net, stage("last.safetensors", sidecar=True), meta)
+        torch.save(opt.state_dict(), stage("optim.pt"))
         if gan is not None:
             save_file({k: v.cpu() for k, v in gan[0].state_dict().items()},
-                      str(out / "disc.safetensors"))
-            torch.save(gan[1].state_dict(), out / "optim_disc.pt")
+                      str(stage("disc.safetensors")))
+            torch.save(gan[1].state_dict(), stage("optim_disc.pt"))
         if scores is not None and scores["psnr_refined"] > best:
             best = scores["psnr_refined"]
-            save_weights(net, out / "best.safetensors", {**meta, "validation": scores})
-        tmp = state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"step": step, "elapsed_s": elapsed, "best_psnr": best,
-                                   "model_id": model_id_of(net), "rng": rng}))
-        tmp.replace(state_path)
+            save_weights(net, stage("best.safetensors", sidecar=True),
+                         {**meta, "validation": scores})
+        stage("state.json").write_text(json.dumps({
+            "step": step, "elapsed_s": elapsed, "best_psnr": best,
+            "model_id": model_id_of(net), "rng": rng}))
+        for tmp, final in staged:
+            tmp.replace(final)
 
     if cfg.workers > 0:
         batches = PairStream(train_clips, cfg.seed * 1000 + rank, step, cfg.batch, cfg.patch, rq,
@@ -303,6 +506,9 @@ def train(
                 loss = loss + cfg.loss.adversarial * adv + cfg.loss.feature_matching * fm
                 parts.update(adv=float(adv.detach()), fm=float(fm.detach()),
                              loss=float(loss.detach()))
+        if not math.isfinite(parts["loss"]):
+            raise FacecodecError(f"training diverged at step {step + 1}: the loss is not "
+                                 f"finite (a lower lr may help); {out} keeps the last checkpoint")
         if not warm:
             opt.zero_grad(set_to_none=True)
             loss.backward()
