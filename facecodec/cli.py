@@ -19,10 +19,18 @@ from facecodec.render.registry import DEFAULT_RENDERER, RENDERERS
 
 def _encode(a: argparse.Namespace) -> int:
     from facecodec.codec.encoder import EncoderSettings, encode_file
+    from facecodec.motion.coder import DEFAULT_PRESET
 
+    if a.target_kbps is not None:
+        # The target picks the preset and the layer itself; a second choice would be ignored.
+        given = [flag for flag, value in (("--quality", a.quality), ("--layer-kbps", a.layer_kbps),
+                                          ("--layer-crf", a.layer_crf)) if value]
+        if given:
+            raise FacecodecError(f"--target-kbps picks the quality and the layer itself: drop "
+                                 f"{' and '.join(given)}")
     settings = EncoderSettings(
         size=a.size,
-        preset=a.quality,
+        preset=a.quality or DEFAULT_PRESET,
         target_kbps=a.target_kbps,
         keyframe_quality=a.keyframe_quality,
         refresh_s=a.refresh,
@@ -146,7 +154,7 @@ OUTPUT_HELP = ("video to write: .mp4, .mov or .mkv (H.264, crf 18), or .y4m (the
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The full parser; `argv` (without the program name) says which command will run."""
-    from facecodec.motion.coder import PRESETS
+    from facecodec.motion.coder import DEFAULT_PRESET, PRESETS
 
     p = OneLineParser(prog="facecodec", description="Talking-head video codec")
     p.add_argument("--version", action="version", version=f"facecodec {__version__}")
@@ -155,7 +163,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     e = sub.add_parser("encode", help="encode a video into an .fcv stream")
     e.add_argument("input", type=Path)
     e.add_argument("-o", "--output", type=Path, required=True)
-    e.add_argument("--quality", choices=PRESETS, default="medium")
+    e.add_argument("--quality", choices=PRESETS, default=None,
+                   help=f"preset (default {DEFAULT_PRESET}); --target-kbps picks one itself")
     e.add_argument("--target-kbps", type=float, default=None,
                    help="rate to aim for, every byte of the file counted (above 5 kbps "
                         "motion + the low-resolution layer is tried too; the higher VMAF wins)")
@@ -269,22 +278,29 @@ def _quiet_native_stderr() -> None:
     os.close(null)
 
 
-# What `encode` writes is a stream, not a video: a video's suffix on its output is a mistake
-# that would leave an .fcv named like a video.
+# What `encode` writes is a stream, not a video or a picture: such a suffix on its output is
+# a mistake that would leave an .fcv named like one (or replace a portrait with it).
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".y4m", ".mpg")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 def _check_output(a: argparse.Namespace) -> None:
-    """Refuse an output that is the command's own input (it would be replaced by the result)
-    and, for `encode`, one named like a video."""
+    """Refuse an output that is one of the command's inputs (the video or stream, or the
+    avatar's portrait: it would be replaced by the result) and, for `encode`, one named like
+    a video or a picture."""
     src, dst = getattr(a, "input", None), getattr(a, "output", None)
     if not isinstance(src, Path) or not isinstance(dst, Path):
         return
     if same_file(src, dst):
         raise FacecodecError(f"cannot write {dst}: it is the input")
-    if a.command == "encode" and dst.suffix.lower() in VIDEO_SUFFIXES:
+    avatar = getattr(a, "avatar", None)
+    if avatar is not None and same_file(Path(avatar), dst):
+        raise FacecodecError(f"cannot write {dst}: it is the --avatar portrait")
+    suffix = dst.suffix.lower()
+    if a.command == "encode" and suffix in VIDEO_SUFFIXES + PICTURE_SUFFIXES:
+        kind = "video" if suffix in VIDEO_SUFFIXES else "picture"
         raise FacecodecError(f"cannot write {dst}: encode writes an .fcv stream, not a "
-                             f"{dst.suffix} video (use -o NAME.fcv)")
+                             f"{dst.suffix} {kind} (use -o NAME.fcv)")
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -75,6 +75,21 @@ def publish(tmp: Path, dst: Path) -> None:
         raise FacecodecError(f"cannot write {dst}: {e.strerror or e}") from None
 
 
+def check_readable(path: Path, kind: str) -> None:
+    """Fail with one line unless `path` is a regular file (`kind`: what it should hold, "a
+    video file"). A pipe or device is refused: an input is opened more than once, and a
+    device such as /dev/zero never ends."""
+    try:
+        if path.is_dir():
+            raise FacecodecError(f"{path}: is a folder, not {kind}")
+        if path.exists() and not path.is_file():
+            raise FacecodecError(f"{path}: not a regular file (a pipe or device); give {kind}")
+        if not path.is_file():
+            raise FacecodecError(f"{path}: no such file")
+    except OSError as e:  # a name too long, a loop of links ...
+        raise FacecodecError(f"{path}: {e.strerror or e}") from None
+
+
 def check_writable(path: Path) -> None:
     """Fail now, before the work that produces it, if `path` cannot be written. An output
     is written whole under a temporary name and renamed onto `path`, so a device or a pipe

@@ -437,6 +437,27 @@ def test_a_target_below_what_the_clip_allows_is_refused(run_main: Run, tmp_path:
     assert "reference pictures" in line and not fcv.exists()
 
 
+def test_a_target_refuses_the_choices_it_makes_itself(run_main: Run, tmp_path: Path) -> None:
+    """--target-kbps picks the preset and the layer: a --quality or --layer-kbps beside it
+    was ignored (or moved the lowest rate it allowed) without a word."""
+    clip, fcv = require(CLIPS / "grid_swiz3n.mpg"), tmp_path / "x.fcv"
+    for extra, named in ((("--quality", "high"), "--quality"),
+                         (("--layer-kbps", "8"), "--layer-kbps"),
+                         (("--layer-kbps", "8", "--layer-crf", "40"),
+                          "--layer-kbps and --layer-crf")):
+        run = run_main("encode", clip, "-o", fcv, "--target-kbps", "4", *extra)
+        assert (f"--target-kbps picks the quality and the layer itself: drop {named}"
+                in assert_one_line_error(run, code=2))
+    assert not fcv.exists()
+
+
+def test_text_named_like_a_picture_is_not_a_video(run_main: Run, tmp_path: Path) -> None:
+    text = tmp_path / "clip.png"  # FFmpeg's picture reader opens it, with no picture size
+    text.write_text("not a picture")
+    run = run_main("encode", text, "-o", tmp_path / "x.fcv")
+    assert "not a video file PyAV can read (no picture size)" in assert_one_line_error(run, code=2)
+
+
 def test_demo_rejects_an_impossible_rate_before_writing(run_main: Run, tmp_path: Path) -> None:
     out = tmp_path / "demo"
     r = run_main("demo", "--target-kbps", "500", "--out", out)
@@ -586,6 +607,19 @@ def test_an_output_that_is_a_link_a_pipe_or_the_input(
         assert f"cannot write {dst}: it is the input" in assert_one_line_error(run, code=2)
     run = run_main("encode", clip, "-o", out_dir / "clip.mp4")
     assert "encode writes an .fcv stream, not a .mp4 video" in assert_one_line_error(run, code=2)
+    portrait = tmp_path / "me.png"  # an output that is the avatar's portrait would replace it
+    portrait.write_bytes(require(PORTRAITS / "liveportrait_s0.jpg").read_bytes())
+    for dst in (portrait, tmp_path / "me.fcv"):
+        if dst.suffix == ".fcv":
+            dst.symlink_to(portrait)
+        run = run_main("encode", clip, "-o", dst, "--avatar", portrait)
+        assert f"cannot write {dst}: it is the --avatar portrait" in assert_one_line_error(
+            run, code=2)
+    run = run_main("decode", encoded_grid.fcv, "-o", portrait, "--avatar", portrait)
+    assert "it is the --avatar portrait" in assert_one_line_error(run, code=2)
+    run = run_main("encode", clip, "-o", out_dir / "clip.JPG")
+    assert "not a .JPG picture (use -o NAME.fcv)" in assert_one_line_error(run, code=2)
+    assert portrait.read_bytes() == require(PORTRAITS / "liveportrait_s0.jpg").read_bytes()
     long_name = out_dir / ("x" * 300 + ".mp4")
     run = run_main("decode", encoded_grid.fcv, "-o", long_name)
     assert "File name too long" in assert_one_line_error(run, code=2)
@@ -656,6 +690,17 @@ def test_no_writable_cache_folder_adds_no_line(inputs: Inputs) -> None:
                           capture_output=True, text=True, env=env, timeout=300, check=False)
     run = CliRun(proc.returncode, proc.stdout, proc.stderr)
     assert "cannot create folder" in assert_one_line_error(run, code=2)
+
+
+def test_a_device_or_folder_is_not_a_stream(run_main: Run, tmp_path: Path) -> None:
+    """`info /dev/zero` read until the machine's memory ran out; a folder said only that it
+    could not be read."""
+    for command in (("info",), ("decode", "-o", str(tmp_path / "out.mp4"))):
+        run = run_main(command[0], "/dev/zero", *command[1:])
+        assert "/dev/zero: a device, not an .fcv stream" in assert_one_line_error(run, code=2)
+        run = run_main(command[0], tmp_path, *command[1:])
+        assert "is a folder, not an .fcv stream" in assert_one_line_error(run, code=2)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_info_into_a_reader_that_went_away(encoded_grid: EncodedClip) -> None:

@@ -46,6 +46,9 @@ MAX_FPS = 120  # frames a second a stream (and an input video) may have
 # Encoders write rates as fractions with denominators up to 1001 (29.97 = 30000/1001); a
 # larger one is no camera's, and past 2^31 video writers cannot take it.
 MAX_FPS_DEN = 1_000_000
+# Largest stream a reader takes (it holds the file in memory): a day of the richest preset
+# is under half of it. Beyond it a "stream" is a device or a file given by mistake.
+MAX_STREAM_BYTES = 1 << 30
 _LEAD = struct.Struct("<4sBBH")  # magic, major, minor, header_length
 _FIXED = struct.Struct("<HIIHHH")  # size, fps_num, fps_den, source w, h, resync_interval
 _CRC = struct.Struct("<I")
@@ -363,9 +366,18 @@ class FcvReader:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         try:
-            self._data = self.path.read_bytes()
+            if self.path.is_dir():
+                raise FacecodecError(f"{self.path}: is a folder, not an .fcv stream")
+            if self.path.is_char_device() or self.path.is_block_device() or \
+                    self.path.is_socket():
+                raise FacecodecError(f"{self.path}: a device, not an .fcv stream")
+            with self.path.open("rb") as f:  # a pipe (`<(cat x.fcv)`) is read to its end
+                self._data = f.read(MAX_STREAM_BYTES + 1)
         except OSError as e:
             raise FacecodecError(f"cannot read {self.path}: {e.strerror or e}") from None
+        if len(self._data) > MAX_STREAM_BYTES:
+            raise FacecodecError(f"{self.path}: over {MAX_STREAM_BYTES >> 20} MiB, too large "
+                                 "for an .fcv stream")
         try:
             self.header, self.header_size, self.version = parse_header(self._data)
         except BitstreamError as e:

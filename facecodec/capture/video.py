@@ -15,7 +15,7 @@ import numpy as np
 
 from facecodec.bitstream.container import MAX_FPS
 from facecodec.errors import FacecodecError
-from facecodec.files import check_writable, publish, temp_beside
+from facecodec.files import check_readable, check_writable, publish, temp_beside
 
 MIN_SIDE = 64  # below this no face can be tracked reliably
 MAX_SIDE = 8192  # above this a frame is almost certainly not a camera picture
@@ -40,17 +40,7 @@ class VideoInfo:
 
 def _open(path: str | Path) -> av.container.InputContainer:
     p = Path(path)
-    try:
-        if p.is_dir():
-            raise FacecodecError(f"{p}: is a folder, not a video file")
-        if p.exists() and not p.is_file():
-            # A video is opened more than once (probed, then read), so a stream will not do.
-            raise FacecodecError(f"{p}: not a regular file (a pipe or device); give a video "
-                                 "file")
-        if not p.is_file():
-            raise FacecodecError(f"{p}: no such file")
-    except OSError as e:  # a name too long, a loop of links ...
-        raise FacecodecError(f"{p}: {e.strerror or e}") from None
+    check_readable(p, "a video file")  # it is opened more than once: probed, then read
     try:
         c = av.open(str(p), "r")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
@@ -100,6 +90,8 @@ def probe(path: str | Path) -> VideoInfo:
         turns = _first_turns(c)
     if turns % 2:
         w, h = h, w
+    if min(w, h) <= 0:  # e.g. text named .png, which FFmpeg's picture reader opens
+        raise FacecodecError(f"{path}: not a video file PyAV can read (no picture size)")
     if min(w, h) < MIN_SIDE:
         raise FacecodecError(f"{path}: frames of {w}x{h} are too small (minimum side {MIN_SIDE})")
     if max(w, h) > MAX_SIDE:

@@ -60,6 +60,7 @@ from facecodec.errors import FacecodecError
 from facecodec.files import check_writable
 from facecodec.motion.basis import ExpressionBasis, load_basis
 from facecodec.motion.coder import (
+    DEFAULT_PRESET,
     PRESETS,
     CoderConfig,
     MotionEncoder,
@@ -88,7 +89,7 @@ SIZE_STEP = 16
 @dataclass(frozen=True)
 class EncoderSettings:
     size: int = 256
-    preset: str = "medium"
+    preset: str = DEFAULT_PRESET
     # Every byte of the file over its duration; overrides the preset (`_code_to_target`).
     target_kbps: float | None = None
     # 0..100, the user-facing quality of reference pictures; None: DEFAULT_KEYFRAME_QUALITY,

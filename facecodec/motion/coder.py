@@ -63,6 +63,7 @@ _SURROUND_LIMIT = 1e3  # crop fractions; only garbage reaches it, and it still q
 _PRESETS = {"lowest": (0.25, 2.5), "low": (0.5, 1.6), "medium": (1.0, 1.0),
             "high": (2.0, 0.6)}  # k factor, step multiplier
 PRESETS = tuple(_PRESETS)  # coarsest first
+DEFAULT_PRESET = "medium"
 
 
 def _f32(a: np.ndarray | list[float], n: int, name: str) -> np.ndarray:

@@ -14,10 +14,9 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from facecodec.capture.video import MAX_SIDE, MIN_SIDE
+from facecodec.capture.picture import read_picture
 from facecodec.errors import FacecodecError
 from facecodec.face.crop import CropBox
 from facecodec.face.tracker import FaceMesh
@@ -74,6 +73,11 @@ def pose_of(args: argparse.Namespace) -> PoseEdit:
     return PoseEdit(args.pose == "frontal", args.yaw, args.pitch, args.roll)
 
 
+# How far (a share of the face's width) its landmarks may lie outside a portrait: the
+# tracker's estimate of a chin or ear at the very edge.
+EDGE_MARGIN = 0.02
+
+
 class Avatar:
     """Another portrait driven by the sender: it takes the sender's change of expression,
     gaze, openness and pose since `sender_ref` (the decoder passes the first frame drawn from
@@ -81,25 +85,24 @@ class Avatar:
     identity and framing."""
 
     def __init__(self, portrait: Path, basis: ExpressionBasis, size: int, k: int) -> None:
-        if not portrait.is_file():
-            raise FacecodecError(f"{portrait}: no such file")
-        img = cv2.imread(str(portrait), cv2.IMREAD_COLOR)
-        if img is None:
-            raise FacecodecError(f"{portrait}: not an image file")
-        h, w = img.shape[:2]
-        if min(w, h) < MIN_SIDE or max(w, h) > MAX_SIDE:
-            raise FacecodecError(f"{portrait}: a portrait of {w}x{h}; its sides must be within "
-                                 f"{MIN_SIDE}..{MAX_SIDE} pixels")
-        rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        rgb = read_picture(portrait, "portrait")
         mesh = FaceMesh(max_faces=2, static=True)
         faces = mesh(rgb)
         mesh.close()
         if not faces:
-            raise FacecodecError(f"{portrait}: no face found in the portrait")
+            raise FacecodecError(f"{portrait}: no face found in the portrait (give a head-"
+                                 "and-shoulders picture: a face that fills very little or all "
+                                 "of it is not found)")
         if len(faces) > 1:  # which one is meant is the user's to say, as for encoding
             raise FacecodecError(f"{portrait}: several faces in the portrait; an avatar is "
                                  "drawn from a portrait of one person")
         face = faces[0]
+        x0, y0, x1, y1 = face.box
+        h, w = rgb.shape[:2]
+        margin = EDGE_MARGIN * (x1 - x0)
+        if x0 < -margin or y0 < -margin or x1 > w + margin or y1 > h + margin:
+            # The tracker places the hidden part; drawn, it would be the edge's pixels smeared.
+            raise FacecodecError(f"{portrait}: the face is cut off by the portrait's edge")
         crop = CropBox.around(face.centre, face.size)
         self.image = crop.cut(rgb, size)
         self.motion = basis.fit(crop.to_crop(face.points, size), size, k)

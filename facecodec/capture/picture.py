@@ -1,0 +1,54 @@
+"""Reading a still picture (an avatar's portrait) with one-line errors for bad input."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from facecodec.capture.video import MAX_SIDE, MIN_SIDE
+from facecodec.errors import FacecodecError
+from facecodec.files import check_readable
+
+
+def read_picture(path: Path, what: str = "picture") -> np.ndarray:
+    """The RGB picture in `path`, upright as a viewer shows it (EXIF orientation applied).
+
+    Pillow reads the size from the header first, so a small file that declares a huge
+    picture is refused before gigabytes are allocated for it, and decodes the whole file,
+    so a truncated one is refused instead of shown with a grey end. OpenCV then gives the
+    pixels (it scales 16-bit pictures and converts CMYK and palettes the same way as for
+    every other picture). A format only OpenCV knows goes to it directly, within its own
+    pixel limit."""
+    check_readable(path, f"a {what}")
+    try:
+        with warnings.catch_warnings():
+            # Pillow's own guard, at over 89 M pixels: far beyond MAX_SIDE, say so in one line.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                _check_sides(path, what, *im.size)
+                im.load()
+    except UnidentifiedImageError:
+        pass
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise FacecodecError(f"{path}: declares a {what} larger than {MAX_SIDE}x{MAX_SIDE} "
+                             "pixels") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise FacecodecError(f"{path}: damaged or truncated image ({e})") from None
+    try:
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error:
+        img = None
+    if img is None:
+        raise FacecodecError(f"{path}: not an image file")
+    _check_sides(path, what, img.shape[1], img.shape[0])
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _check_sides(path: Path, what: str, w: int, h: int) -> None:
+    if min(w, h) < MIN_SIDE or max(w, h) > MAX_SIDE:
+        raise FacecodecError(f"{path}: a {what} of {w}x{h}; its sides must be within "
+                             f"{MIN_SIDE}..{MAX_SIDE} pixels")

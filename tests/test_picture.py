@@ -1,0 +1,81 @@
+"""Still pictures (an avatar's portrait): what is read, and what is refused in one line."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import PORTRAITS, require
+
+from facecodec.capture.picture import read_picture
+from facecodec.errors import FacecodecError
+from facecodec.motion.basis import load_basis
+from facecodec.render.edits import Avatar
+
+PORTRAIT = PORTRAITS / "liveportrait_s0.jpg"
+
+
+def _png_declaring(path: Path, width: int, height: int) -> Path:
+    """A few hundred bytes that declare a width x height RGB picture (a decompression bomb's
+    header: the pixels would be allocated before a decoder finds the data short)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_portrait_reads_upright_in_rgb() -> None:
+    import cv2
+
+    rgb = read_picture(require(PORTRAIT), "portrait")
+    bgr = cv2.imread(str(PORTRAIT), cv2.IMREAD_COLOR)
+    assert rgb.dtype == np.uint8 and rgb.shape == bgr.shape
+    assert np.array_equal(rgb, bgr[:, :, ::-1])
+
+
+def test_a_huge_declared_picture_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+    for side, message in ((9000, "a portrait of 9000x9000; its sides must be within"),
+                          (20000, "declares a portrait larger than 8192x8192"),
+                          (65535, "declares a portrait larger than 8192x8192")):
+        path = _png_declaring(tmp_path / f"bomb{side}.png", side, side)
+        with pytest.raises(FacecodecError, match=message):
+            read_picture(path, "portrait")
+
+
+def test_a_truncated_or_damaged_picture_is_refused(tmp_path: Path) -> None:
+    data = require(PORTRAIT).read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 5])  # libjpeg alone would fill the rest with grey
+    with pytest.raises(FacecodecError, match="damaged or truncated image"):
+        read_picture(cut, "portrait")
+    text = tmp_path / "text.png"
+    text.write_text("not a picture")
+    with pytest.raises(FacecodecError, match="not an image file"):
+        read_picture(text, "portrait")
+
+
+def test_a_folder_or_device_is_not_a_picture(tmp_path: Path) -> None:
+    with pytest.raises(FacecodecError, match="is a folder, not a portrait"):
+        read_picture(tmp_path, "portrait")
+    with pytest.raises(FacecodecError, match="not a regular file"):
+        read_picture(Path("/dev/zero"), "portrait")
+    with pytest.raises(FacecodecError, match="no such file"):
+        read_picture(tmp_path / "none.png", "portrait")
+
+
+def test_a_portrait_whose_face_the_edge_cuts_is_refused(tmp_path: Path) -> None:
+    import cv2
+
+    bgr = cv2.imread(str(require(PORTRAIT)), cv2.IMREAD_COLOR)
+    basis = load_basis()
+    Avatar(PORTRAIT, basis, 256, 8)  # whole, it is fine
+    half = tmp_path / "half.png"
+    cv2.imwrite(str(half), bgr[:, bgr.shape[1] // 2:])  # through the middle of the face
+    with pytest.raises(FacecodecError, match="cut off by the portrait's edge"):
+        Avatar(half, basis, 256, 8)
