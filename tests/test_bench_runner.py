@@ -96,6 +96,41 @@ def test_bench_main_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     blocked.write_text("")
     assert bench_main(_args(str(CLIP), "--out", str(blocked / "bench"))) == 2
     assert "facecodec: error: cannot create folder" in capsys.readouterr().err
+    # Named codecs none and no renderer: nothing would run, and an empty report said "done".
+    assert bench_main(_args(str(CLIP), "--codecs", "--out", out)) == 2
+    assert "nothing to bench" in capsys.readouterr().err
+    for reuse, why in (("[1]", "not a bench's results.json"),
+                       ('{"config": {}, "points": 5}', "not a bench's results.json")):
+        (tmp_path / "bad.json").write_text(reuse)
+        assert bench_main(_args(*argv)) == 2
+        assert why in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_clip_the_bench_cannot_use_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A clip without a face among others: the error says which; and a reference cache that
+    cannot be written (a file in its way) only costs the caching."""
+    from fractions import Fraction
+
+    from facecodec.capture.video import VideoWriter
+
+    blank = tmp_path / "blank.mp4"
+    writer = VideoWriter(blank, Fraction(25), 128, 128)
+    for _ in range(12):
+        writer.write(np.full((128, 128, 3), 90, np.uint8))
+    writer.close()
+    with pytest.raises(FacecodecError, match=f"{blank}: no face found"):
+        run_bench([CLIP, blank], tmp_path / "o", systems=["x264-rt"], quick=True,
+                  max_frames=6, metrics=("psnr_y",), cache_dir=None)
+    # The report written after the first clip says it covers one of the two.
+    assert "(scored so far: 1 of 2)" in (tmp_path / "o" / "report.md").read_text()
+    (tmp_path / "cache").write_text("a file where the cache would go")
+    res = run_bench([CLIP], tmp_path / "o2", systems=["x264-rt"], quick=True, max_frames=6,
+                    metrics=("psnr_y",), cache_dir=tmp_path / "cache")
+    assert res["config"]["clips_done"] == ["grid_swiz3n"]
+    assert "warning: reference crops not cached" in capsys.readouterr().err
 
 
 def test_still_system_points(tmp_path: Path) -> None:

@@ -458,6 +458,32 @@ def test_text_named_like_a_picture_is_not_a_video(run_main: Run, tmp_path: Path)
     assert "not a video file PyAV can read (no picture size)" in assert_one_line_error(run, code=2)
 
 
+def test_a_video_whose_picture_size_changes_is_refused(run_main: Run, tmp_path: Path) -> None:
+    """A raw H.264 stream may change size mid-way; the upscaler squashed the later frames
+    into the first one's size, the encoder tracked them in the wrong coordinates."""
+    parts = []
+    for w, h in ((96, 96), (200, 120)):
+        part = tmp_path / f"{w}.h264"
+        with av.open(str(part), "w", format="h264") as c:
+            s = c.add_stream("libx264", rate=Fraction(25))
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            for _ in range(3):
+                frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), 90, np.uint8), "rgb24")
+                for pkt in s.encode(frame):
+                    c.mux(pkt)
+            for pkt in s.encode():
+                c.mux(pkt)
+        parts.append(part.read_bytes())
+    video = tmp_path / "changes.h264"
+    video.write_bytes(b"".join(parts))
+    out = _fresh_dir(tmp_path, "out")
+    for command, dst in (("upscale", out / "up.mp4"), ("encode", out / "x.fcv")):
+        run = run_main(command, video, "-o", dst)
+        assert (f"{video}: frame 3 is 200x120 but the first 96x96: a video whose picture size "
+                "changes is not supported") in assert_one_line_error(run, code=2)
+    assert list(out.iterdir()) == []
+
+
 def test_demo_rejects_an_impossible_rate_before_writing(run_main: Run, tmp_path: Path) -> None:
     out = tmp_path / "demo"
     r = run_main("demo", "--target-kbps", "500", "--out", out)

@@ -7,9 +7,11 @@ the `ReferenceFn` signature.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -146,12 +148,19 @@ def reference_clip(
         except (OSError, ValueError, KeyError):
             pass  # a damaged entry is recomputed below
     clip = crop(path, size, max_frames)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     # Write under temporary names, rename when complete: a killed run leaves no half entry.
     tmp_npy = npy.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp_npy, clip.frames)
-    os.replace(tmp_npy, npy)
     tmp_meta = meta.with_suffix(f".{os.getpid()}.tmp")
-    tmp_meta.write_text(json.dumps({"fps": str(clip.fps), "name": clip.name}))
-    os.replace(tmp_meta, meta)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        np.save(tmp_npy, clip.frames)
+        os.replace(tmp_npy, npy)
+        tmp_meta.write_text(json.dumps({"fps": str(clip.fps), "name": clip.name}))
+        os.replace(tmp_meta, meta)
+    except OSError as e:  # a file in the cache's way, a full disk: the run goes on uncached
+        for tmp in (tmp_npy, tmp_meta):
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        print(f"warning: reference crops not cached in {cache_dir}: {e.strerror or e}",
+              file=sys.stderr)
     return clip

@@ -394,8 +394,12 @@ def _anchor_lines(res: dict[str, Any]) -> list[str]:
 def _markdown(result: dict[str, Any], plots: list[Path]) -> str:
     lines = ["# facecodec bench report", ""]
     cfg = result["config"]
+    names = [Path(c).name for c in cfg["clips"]]
+    done = cfg.get("clips_done")
+    if done is not None and len(done) < len(names):  # a run stopped (or failed) part-way
+        names.append(f"(scored so far: {len(done)} of {len(names)})")
     lines += [
-        f"Clips: {', '.join(Path(c).name for c in cfg['clips'])}; "
+        f"Clips: {', '.join(names)}; "
         f"reference crop: {cfg.get('reference', '?')}; frames per clip: up to {cfg['max_frames']}; "
         f"quick: {cfg['quick']}; metric sampling: {cfg['sampling']}.",
         "",

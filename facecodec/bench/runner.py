@@ -102,14 +102,21 @@ def run_bench(
     # Progress only on a terminal: a bar in a log or a pipe is noise beside an error line.
     quiet = not sys.stderr.isatty()
     for clip in tqdm(clips, desc="clips", unit="clip", disable=quiet):
-        ref = reference_clip(clip, 256, frames, cache_dir, reference_fn)
+        try:
+            ref = reference_clip(clip, 256, frames, cache_dir, reference_fn)
+        except FacecodecError as e:
+            raise FacecodecError(_about(clip, e)) from None
         feats = ReferenceFeatures.compute(ref.frames, **sampling)
         fps = float(ref.fps)
         for name, fn in tqdm(runners.items(), desc=ref.name, unit="system", leave=False,
                              disable=quiet):
             earlier = reused.get((ref.name, name), []) if name in systems else []
             points += earlier
-            for p in [] if earlier else fn(ref, clip):
+            try:
+                fresh = [] if earlier else fn(ref, clip)
+            except FacecodecError as e:
+                raise FacecodecError(f"{name}: {_about(clip, e)}") from None
+            for p in fresh:
                 if p.frames.shape != ref.frames.shape:
                     raise FacecodecError(
                         f"{name} {p.setting} on {ref.name}: gave frames {p.frames.shape}, "
@@ -141,6 +148,19 @@ def run_bench(
     return result
 
 
+def _about(clip: Path, e: FacecodecError) -> str:
+    """`e`'s message, naming the clip (once) and without the encoder's advice on an option
+    the bench does not have."""
+    text = str(e).replace(" (use --face largest to code the largest face)", "")
+    return text if str(clip) in text else f"{clip}: {text}"
+
+
+# What each reused point must hold, and of what kind: the report reads all of them.
+_POINT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "clip": str, "system": str, "setting": str, "family": str, "frames": int,
+    "fps": (int, float), "bytes_all": int, "kbps_all": (int, float)}
+
+
 def _reusable(
     reuse: dict[str, Any] | None, reference_fn: ReferenceFn, frames: int,
     sampling: dict[str, int], quick: bool,
@@ -148,19 +168,31 @@ def _reusable(
     """Points of an earlier run by (clip, system), after checking it scored the same way."""
     if not reuse:
         return {}
-    cfg = reuse.get("config", {})
+    check_results(reuse)
+    cfg = reuse["config"]
     want = {"reference": getattr(reference_fn, "__name__", "?"), "max_frames": frames,
             "sampling": sampling, "quick": quick}
     diff = [k for k, v in want.items() if cfg.get(k) != v]
     if diff:
         raise FacecodecError(f"cannot reuse the earlier results: {', '.join(diff)} differ")
     out: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for p in reuse.get("points", []):
-        if not (isinstance(p, dict) and isinstance(p.get("clip"), str)
-                and isinstance(p.get("system"), str)):
-            raise FacecodecError("cannot reuse the earlier results: a point without clip/system")
+    for p in reuse["points"]:
         out.setdefault((p["clip"], p["system"]), []).append(p)
     return out
+
+
+def check_results(results: object) -> None:
+    """Refuse (one line) what is not a bench's results.json, before a run that reuses it."""
+    if not (isinstance(results, dict) and isinstance(results.get("config"), dict)
+            and isinstance(results.get("points"), list)):
+        raise FacecodecError("cannot reuse the earlier results: not a bench's results.json")
+    for p in results["points"]:
+        bad = [k for k, kind in _POINT_FIELDS.items()
+               if not (isinstance(p, dict) and isinstance(p.get(k), kind)
+                       and not isinstance(p.get(k), bool))]
+        if bad:
+            raise FacecodecError(f"cannot reuse the earlier results: a point without "
+                                 f"{', '.join(bad)} (or of the wrong kind)")
 
 
 def resolve_clips(items: list[str], quick: bool) -> list[Path]:
@@ -215,6 +247,9 @@ def bench_main(args: argparse.Namespace) -> int:
             known = ", ".join(SYSTEM_FACTORIES) or "none registered"
             raise FacecodecError(f"unknown renderer(s) {', '.join(unknown)}; known: {known}")
         codecs = chosen_codecs(args.codecs, args.quick)
+        if not codecs and not args.renderers:
+            raise FacecodecError("nothing to bench: name codecs after --codecs or systems "
+                                 "after --renderers")
         refs = {SYSTEM_REFERENCES[r] for r in args.renderers}
         if len(refs) > 1:
             raise FacecodecError("the chosen renderers need different reference crops")
@@ -225,6 +260,7 @@ def bench_main(args: argparse.Namespace) -> int:
                 reuse = json.loads(args.reuse.read_text())
             except (OSError, ValueError) as e:
                 raise FacecodecError(f"cannot read {args.reuse}: {e}") from None
+            check_results(reuse)
         extra = {r: SYSTEM_FACTORIES[r](args.quick) for r in args.renderers}
         make_folder(args.out)  # inputs checked first; an unwritable --out fails before the run
         result = run_bench(

@@ -119,15 +119,23 @@ def frame_count(path: str | Path, info: VideoInfo | None = None) -> int:
 
 def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
     """RGB uint8 frames in display order, upright as a player shows them. A stream that
-    breaks mid-way ends with an error."""
+    breaks mid-way, or whose picture size changes (a raw H.264 stream may), ends with an
+    error: every consumer sizes its work by the first frame."""
     probe(path)
     with _open(path) as c:
         s = c.streams.video[0]
         s.thread_type = "AUTO"
-        n = 0
+        n, first = 0, None
         try:
             for frame in c.decode(s):
-                yield upright(frame)
+                rgb = upright(frame)
+                first = first or rgb.shape
+                if rgb.shape != first:
+                    raise FacecodecError(
+                        f"{path}: frame {n} is {rgb.shape[1]}x{rgb.shape[0]} but the first "
+                        f"{first[1]}x{first[0]}: a video whose picture size changes is not "
+                        "supported")
+                yield rgb
                 n += 1
                 if max_frames is not None and n >= max_frames:
                     return
