@@ -484,6 +484,18 @@ def test_a_video_whose_picture_size_changes_is_refused(run_main: Run, tmp_path: 
     assert list(out.iterdir()) == []
 
 
+def test_an_output_where_nothing_can_be_made_is_refused_first(
+    inputs: Inputs, run_main: Run
+) -> None:
+    """/sys takes no new files, but as root access() says it is writable: the output was
+    refused only after the whole encode. A clip without a face shows the order: its own
+    error would come from the analysis, after the output check."""
+    if not Path("/sys").is_dir():
+        pytest.skip("no /sys on this system")
+    run = run_main("encode", inputs.no_face_corner, "-o", "/sys/x.fcv")
+    assert "cannot write /sys/x.fcv" in assert_one_line_error(run, code=2)
+
+
 def test_demo_rejects_an_impossible_rate_before_writing(run_main: Run, tmp_path: Path) -> None:
     out = tmp_path / "demo"
     r = run_main("demo", "--target-kbps", "500", "--out", out)
