@@ -148,7 +148,7 @@ def test_the_torchrun_form_reports_bad_input_in_one_line(tmp_path: Path) -> None
                         str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == (f"facecodec: error: bad training config {tmp_path / 'list.json'}: "
-                                "not a JSON object")
+                                "config must be a JSON object")
 
 
 @pytest.fixture(autouse=True)

@@ -97,29 +97,12 @@ class TrainConfig:
         """The config in `path`; FacecodecError (one line) for a missing or malformed file or a
         value out of its range."""
         try:
-            d = json.loads(path.read_text())
-            if not isinstance(d, dict):
-                raise ValueError("not a JSON object")
-            known = {f.name for f in fields(cls)}
-            unknown = set(d) - known
-            if unknown:
-                raise ValueError(f"unknown config keys {sorted(unknown)}")
-            raw_model = d.pop("model", {})
-            if not isinstance(raw_model, dict):
-                raise ValueError("model must be a JSON object")
-            unknown = set(raw_model) - {f.name for f in fields(RefinerConfig)}
-            if unknown:
-                raise ValueError(f"unknown model keys {sorted(unknown)}")
+            d = _only_fields(json.loads(path.read_text()), "config", cls)
+            raw_model = _only_fields(d.pop("model", {}), "model", RefinerConfig)
             problem = _model_problem(raw_model)  # before RefinerConfig converts the values
             if problem:
                 raise ValueError(problem)
-            raw_loss = d.pop("loss", {})
-            if not isinstance(raw_loss, dict):
-                raise ValueError("loss must be a JSON object")
-            unknown = set(raw_loss) - {f.name for f in fields(LossWeights)}
-            if unknown:
-                raise ValueError(f"unknown loss keys {sorted(unknown)}")
-            loss = LossWeights(**raw_loss)
+            loss = LossWeights(**_only_fields(d.pop("loss", {}), "loss", LossWeights))
             model = RefinerConfig.from_dict(raw_model)
             cfg = cls(**d, loss=loss, model=model)
             problem = cfg.problem()
@@ -188,6 +171,16 @@ _REAL: dict[str, tuple[float, float]] = {
     "ckpt_every_min": (0.0, 1e7), "min_opening": (0.0, float(SIZE * SIZE))}
 MAX_LOSS_WEIGHT = 1e4
 MAX_WIDTH = 1024
+
+
+def _only_fields(d: object, name: str, kind: type) -> dict[str, Any]:
+    """`d`, which must be a JSON object of `kind`'s fields (`name`: the config's word for it)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{name} must be a JSON object")
+    unknown = set(d) - {f.name for f in fields(kind)}
+    if unknown:
+        raise ValueError(f"unknown {name} keys {sorted(unknown)}")
+    return d
 
 
 def _whole(v: object) -> bool:
