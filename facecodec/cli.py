@@ -319,7 +319,10 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
         argv = [command, *argv]
     args = build_parser(argv).parse_args(argv)
     if quiet:
-        _quiet_native_stderr()
+        # Under torchrun the native libraries' own messages (NCCL, a collective's timeout)
+        # are the ones that explain a failed run: they keep the terminal.
+        if not (args.command == "train" and "WORLD_SIZE" in os.environ):
+            _quiet_native_stderr()
         signal.signal(signal.SIGTERM, _terminate)
     if not os.environ.get("FACECODEC_DEBUG"):
         # MediaPipe's use of a deprecated protobuf call: not the user's concern.
@@ -347,13 +350,13 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
         print(f"facecodec: internal error: {e.__class__.__name__}: {e} "
               "(set FACECODEC_DEBUG=1 for details)", file=sys.stderr)
         code = 1
+    settle_made_folders(failed=code != 0)
     if quiet:
         # The command has its result. A signal from here on (a second Ctrl-C or SIGTERM, sent
         # while the interpreter's exit runs library cleanup) ends the process as signals do,
         # not with a traceback from whatever cleanup it lands in.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-    settle_made_folders(failed=code != 0)
     return code
 
 

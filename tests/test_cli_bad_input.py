@@ -741,6 +741,30 @@ def test_a_device_or_folder_is_not_a_stream(run_main: Run, tmp_path: Path) -> No
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_stream_reads_from_a_pipe_within_its_limit(
+    encoded_grid: EncodedClip, run_main: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`facecodec info <(cat x.fcv)` reads the pipe to its end; past MAX_STREAM_BYTES (a file
+    or a pipe) it stops reading and says so, without reserving the limit's memory first."""
+    import threading
+
+    import facecodec.bitstream.container as container
+
+    data = encoded_grid.fcv.read_bytes()
+
+    def piped() -> str:
+        r, w = os.pipe()
+        threading.Thread(target=lambda: (os.write(w, data), os.close(w)), daemon=True).start()
+        return f"/dev/fd/{r}"
+
+    run = run_main("info", piped())
+    assert run.returncode == 0 and "frames (END)" in run.stdout, run.stderr
+    monkeypatch.setattr(container, "MAX_STREAM_BYTES", len(data) - 1)
+    for source in (piped(), encoded_grid.fcv):
+        run = run_main("info", source)
+        assert "too large for an .fcv stream" in assert_one_line_error(run, code=2)
+
+
 def test_info_into_a_reader_that_went_away(encoded_grid: EncodedClip) -> None:
     """`facecodec info x.fcv | head -1`: the reader may close the pipe before info writes;
     that is no error (exit 0, nothing on stderr)."""

@@ -6,6 +6,7 @@ import csv
 import faulthandler
 import gc
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -109,7 +110,7 @@ def test_train_command_refuses_before_making_the_run_folder(
     tmp_path: Path, run_cli: Callable[..., CliRun]
 ) -> None:
     """Malformed splits, a missing device, a run folder that is a file, a deeply nested
-    config: one line each, and no run folder (or cache) left behind."""
+    config: one line each, and no run folder left behind."""
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(TINY))
     run = tmp_path / "run"
@@ -221,6 +222,56 @@ def test_resume_refuses_a_damaged_checkpoint_or_another_model(
     damaged("state.json", good["state.json"], "another model config",
             model={"widths": [8, 8, 16, 32]})
     assert sorted(f.name for f in out.iterdir()) == sorted(good)  # no temporary left
+
+
+def test_a_checkpoint_stopped_while_renamed_is_finished_and_one_stopped_while_written_dropped(
+    data_dir: Path, cache: Path, tmp_path: Path
+) -> None:
+    from facecodec.render.neural import model_id_of
+    from facecodec.train.trainer import _staged
+
+    cpu = torch.device("cpu")
+    out, ahead = tmp_path / "run", tmp_path / "ahead"
+    train(_config(tmp_path, steps=2), data_dir, out, cache, cpu, progress=False)
+    shutil.copytree(out, ahead)
+    train(_config(tmp_path, steps=3), data_dir, ahead, cache, cpu, progress=False)
+    # Stopped while renaming step 3's checkpoint: its weights are in place, the rest staged.
+    (out / "last.safetensors").write_bytes((ahead / "last.safetensors").read_bytes())
+    (out / "last.json").write_bytes((ahead / "last.json").read_bytes())
+    for name in ("optim.pt", "state.json"):
+        _staged(out, name).write_bytes((ahead / name).read_bytes())
+    train(_config(tmp_path, steps=4), data_dir, out, cache, cpu, progress=False)
+    assert [int(r["step"]) for r in csv.DictReader((out / "train.csv").open())] == [1, 2, 4]
+    assert not list(out.glob(".*"))
+    # Stopped while writing: the staged files are dropped and the checkpoint before stands.
+    _staged(out, "last.safetensors").write_bytes(b"half written")
+    state = json.loads((out / "state.json").read_text())
+    train(_config(tmp_path, steps=5), data_dir, out, cache, cpu, progress=False)
+    assert state["step"] == 4 and not list(out.glob(".*"))
+    assert json.loads((out / "state.json").read_text())["step"] == 5
+    assert json.loads((out / "state.json").read_text())["model_id"] == model_id_of(
+        load_net(out / "last.safetensors"))
+
+
+def test_a_run_needs_a_validation_clip_and_trains_a_discriminator_at_lr_0(
+    data_dir: Path, cache: Path, tmp_path: Path
+) -> None:
+    """best.safetensors is chosen by validation: a run without it is refused. And lr 0 (a
+    refiner held still while only its discriminator learns) divided by zero."""
+    real = json.loads((data_dir / "splits.json").read_text())["train"][0]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "splits.json").write_text(json.dumps({"train": [str(data_dir / real)],
+                                                  "validation": ["nope.mp4"]}))
+    cpu = torch.device("cpu")
+    with pytest.raises(FacecodecError, match="no validation clip gives a pair"):
+        train(_config(tmp_path, steps=1), data, tmp_path / "run", cache, cpu, progress=False)
+    assert not (tmp_path / "run").exists()
+    cfg = _config(tmp_path, steps=2, lr=0.0, disc_lr=1e-3,
+                  loss={"adversarial": 0.1, "feature_matching": 0.1})
+    train(cfg, data_dir, tmp_path / "gan", cache, cpu, progress=False)
+    rows = list(csv.DictReader((tmp_path / "gan" / "train.csv").open()))
+    assert [float(r["lr"]) for r in rows] == [0.0, 0.0] and all(r["disc"] for r in rows)
 
 
 def test_resume_logs_each_step_once(data_dir: Path, cache: Path, tmp_path: Path) -> None:

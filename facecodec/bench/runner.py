@@ -157,7 +157,7 @@ def _about(clip: Path, e: FacecodecError) -> str:
 
 # What each reused point must hold, and of what kind: the report reads all of them.
 _POINT_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "clip": str, "system": str, "setting": str, "family": str, "frames": int,
+    "clip": str, "system": str, "setting": str, "frames": int,
     "fps": (int, float), "bytes_all": int, "kbps_all": (int, float)}
 
 

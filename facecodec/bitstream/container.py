@@ -355,6 +355,21 @@ class SkippedPacket:
     size: int
 
 
+def _read_at_most(f: BinaryIO, limit: int) -> bytes | None:
+    """All of `f`, or None when it holds more than `limit` bytes. A file's size is known
+    beforehand; a pipe's is read in pieces (one read of `limit` would reserve it all)."""
+    size = os.fstat(f.fileno()).st_size
+    if size > limit:
+        return None
+    pieces, total = [], 0
+    while piece := f.read(1 << 20):
+        total += len(piece)
+        if total > limit:
+            return None
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
 class FcvReader:
     """Read an .fcv file: `header` at once, packets by iterating.
 
@@ -372,12 +387,13 @@ class FcvReader:
                     self.path.is_socket():
                 raise FacecodecError(f"{self.path}: a device, not an .fcv stream")
             with self.path.open("rb") as f:  # a pipe (`<(cat x.fcv)`) is read to its end
-                self._data = f.read(MAX_STREAM_BYTES + 1)
+                data = _read_at_most(f, MAX_STREAM_BYTES)
         except OSError as e:
             raise FacecodecError(f"cannot read {self.path}: {e.strerror or e}") from None
-        if len(self._data) > MAX_STREAM_BYTES:
+        if data is None:
             raise FacecodecError(f"{self.path}: over {MAX_STREAM_BYTES >> 20} MiB, too large "
                                  "for an .fcv stream")
+        self._data = data
         try:
             self.header, self.header_size, self.version = parse_header(self._data)
         except BitstreamError as e:

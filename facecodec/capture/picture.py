@@ -36,7 +36,7 @@ def read_picture(path: Path, what: str = "picture") -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise FacecodecError(f"{path}: declares a {what} larger than {MAX_SIDE}x{MAX_SIDE} "
                              "pixels") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - Pillow's decoders fail in many ways on damage
         raise FacecodecError(f"{path}: damaged or truncated image ({e})") from None
     try:
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)

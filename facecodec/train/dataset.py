@@ -75,7 +75,7 @@ def build_clip(path: Path, out_dir: Path, max_frames: int, stride: int) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / "crops.npy", np.ascontiguousarray(crops[idx]))
     # meta.npz marks the clip as built: it is written whole or not at all.
-    tmp = out_dir / "meta.npz.tmp"
+    tmp = out_dir / f"meta.npz.{os.getpid()}.tmp"  # two processes may build one clip
     with tmp.open("wb") as f:
         np.savez(f, points=pts, segment=seg, index=idx)
     os.replace(tmp, out_dir / "meta.npz")
@@ -83,11 +83,14 @@ def build_clip(path: Path, out_dir: Path, max_frames: int, stride: int) -> None:
 
 def build_cache(
     data_dir: Path, split: str, cache_dir: Path, max_frames: int = 150, stride: int = 2,
-    max_clips: int | None = None, progress: bool = True,
+    max_clips: int | None = None, progress: bool = True, build: bool = True,
 ) -> list[ClipData]:
-    """Build (missing clips only) and load the cache of one split (its first `max_clips`)."""
+    """Build (missing clips only) and load the cache of one split (its first `max_clips`);
+    `build` False: only load what another process built."""
     root = cache_dir / f"{split}_f{max_frames}_s{stride}_v{CACHE_VERSION}"
     clips = load_split(data_dir, split)[:max_clips]
+    if not build:
+        return load_cache(root, [p.stem for p in clips])
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -298,10 +298,52 @@ def _resume_state(out: Path, cfg: TrainConfig) -> dict[str, Any]:
         saved = json.loads((out / "config.json").read_text()).get("model")
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
         saved = None  # the weights' own shapes are checked when they load
-    if saved is not None and saved != json.loads(json.dumps(asdict(cfg.model))):
+    if not isinstance(saved, dict):
+        saved = None
+    try:  # read as the config reads it: a field added since has its default
+        other = saved is not None and RefinerConfig.from_dict(saved) != cfg.model
+    except (FacecodecError, TypeError, ValueError):
+        other = True
+    if other:
         raise FacecodecError(f"cannot resume {out}: it trains another model config (its "
                              "config.json); use a new --out for this one")
     return state
+
+
+# A checkpoint's files, in the order they are renamed into place: state.json, last, commits.
+CHECKPOINT_FILES = ("last.safetensors", "last.json", "optim.pt", "disc.safetensors",
+                    "optim_disc.pt", "best.safetensors", "best.json", "state.json")
+
+
+def _staged(out: Path, name: str) -> Path:
+    """Where checkpoint file `name` is written before it is renamed into place (a weights
+    file's .json sidecar lands beside it under the matching name)."""
+    final = out / name
+    return out / f".{final.stem}.tmp{final.suffix}"
+
+
+def _commit_staged(out: Path) -> None:
+    for name in CHECKPOINT_FILES:
+        tmp = _staged(out, name)
+        if tmp.exists():
+            tmp.replace(out / name)
+
+
+def _drop_staged(out: Path) -> None:
+    for name in CHECKPOINT_FILES:
+        tmp = _staged(out, name)
+        for leftover in (tmp, tmp.with_suffix(".tmp")):  # and save_weights' own temporary
+            leftover.unlink(missing_ok=True)
+
+
+def _settle_checkpoint(out: Path) -> None:
+    """Complete or discard a checkpoint a stopped run was writing: with its state.json
+    written every file of it was, and the renames are finished; without, it is dropped and
+    the checkpoint before stands."""
+    if _staged(out, "state.json").exists():
+        _commit_staged(out)
+    else:
+        _drop_staged(out)
 
 
 def _init_weights(path: str) -> dict[str, torch.Tensor]:
@@ -351,6 +393,8 @@ def train(
     # Everything that can be refused is, before the run folder is made or touched.
     if out.exists() and not out.is_dir():
         raise FacecodecError(f"cannot use {out} as the run folder: it is a file")
+    if main and out.is_dir():
+        _settle_checkpoint(out)
     state = _resume_state(out, cfg) if state_path.exists() else None
     init = _init_weights(cfg.init) if cfg.init and state is None else None
     if main:
@@ -360,9 +404,9 @@ def train(
                                 cfg.max_clips, progress)
     if world > 1:
         dist.barrier()  # rank 0 built the cache; the others only read it
-    if not main:
+    if not main:  # rank 0 built it (and named the clips it skipped)
         train_clips = build_cache(data_dir, "train", cache, cfg.max_frames, cfg.stride,
-                                  cfg.max_clips, False)
+                                  cfg.max_clips, False, build=False)
     rq = (int(cfg.ref_quality[0]), int(cfg.ref_quality[1])) if cfg.ref_quality else None
     try:
         sampler = PairSampler(train_clips, cfg.seed * 1000 + rank, cfg.patch, rq,
@@ -371,6 +415,10 @@ def train(
         raise FacecodecError(f"no train clip gives a pair of frames of one face crop in "
                              f"{data_dir} (max_frames {cfg.max_frames}, stride {cfg.stride})"
                              ) from None
+    val_samples = list(validation_pairs(val_clips, cfg.val_per_clip)) if main else []
+    if main and not val_samples:  # best.safetensors is chosen by validation
+        raise FacecodecError(f"no validation clip gives a pair of frames of one face crop in "
+                             f"{data_dir} (max_frames {cfg.max_frames}, stride {cfg.stride})")
     net = RefinerNet(cfg.model).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     # The discriminator and its optimiser exist together or not at all.
@@ -423,13 +471,13 @@ def train(
         model = DistributedDataParallel(net)
         judge = DistributedDataParallel(judge) if judge is not None else None
 
-    val_samples = list(validation_pairs(val_clips, cfg.val_per_clip)) if main else []
 
-    def lr_at(s: int, elapsed_s: float) -> float:
+    def decay(s: int, elapsed_s: float) -> float:
+        """The share of its starting rate each optimiser takes at step `s` (cosine)."""
         t = min(1.0, s / max(1, cfg.steps))
         if cfg.lr_by_time and cfg.time_limit_min > 0:
             t = max(t, min(1.0, elapsed_s / (cfg.time_limit_min * 60)))
-        return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * t)))
+        return cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * t))
 
     def checkpoint(scores: dict[str, float] | None) -> None:
         nonlocal best
@@ -443,33 +491,29 @@ def train(
             rng = gathered  # type: ignore[assignment]
         if not main:  # the weights are the same on every rank: one writer
             return
-        # Each file is written under a temporary name and the set renamed together, the
-        # state last: a run stopped while it writes resumes from one checkpoint or the other.
-        staged: list[tuple[Path, Path]] = []
-
-        def stage(name: str, sidecar: bool = False) -> Path:
-            final = out / name
-            tmp = out / f".{final.stem}.tmp{final.suffix}"
-            staged.append((tmp, final))
-            if sidecar:  # save_weights writes the model's .json beside its tensors
-                staged.append((tmp.with_suffix(".json"), final.with_suffix(".json")))
-            return tmp
-
-        save_weights(net, stage("last.safetensors", sidecar=True), meta)
-        torch.save(opt.state_dict(), stage("optim.pt"))
-        if gan is not None:
-            save_file({k: v.cpu() for k, v in gan[0].state_dict().items()},
-                      str(stage("disc.safetensors")))
-            torch.save(gan[1].state_dict(), stage("optim_disc.pt"))
-        if scores is not None and scores["psnr_refined"] > best:
-            best = scores["psnr_refined"]
-            save_weights(net, stage("best.safetensors", sidecar=True),
-                         {**meta, "validation": scores})
-        stage("state.json").write_text(json.dumps({
-            "step": step, "elapsed_s": elapsed, "best_psnr": best,
-            "model_id": model_id_of(net), "rng": rng}))
-        for tmp, final in staged:
-            tmp.replace(final)
+        # Each file is written under a temporary name, state.json last; then the set is
+        # renamed into place (_commit_staged), state.json last again. A run stopped while it
+        # writes resumes from the checkpoint before; one stopped while it renames finishes
+        # the renames when it resumes (_settle_checkpoint).
+        try:
+            save_weights(net, _staged(out, "last.safetensors"), meta)
+            torch.save(opt.state_dict(), _staged(out, "optim.pt"))
+            if gan is not None:
+                save_file({k: v.cpu() for k, v in gan[0].state_dict().items()},
+                          str(_staged(out, "disc.safetensors")))
+                torch.save(gan[1].state_dict(), _staged(out, "optim_disc.pt"))
+            score = scores["psnr_refined"] if scores is not None else -math.inf
+            if score > best:
+                save_weights(net, _staged(out, "best.safetensors"),
+                             {**meta, "validation": scores})
+            _staged(out, "state.json").write_text(json.dumps({
+                "step": step, "elapsed_s": elapsed, "best_psnr": max(best, score),
+                "model_id": model_id_of(net), "rng": rng}))
+        except OSError as e:  # a full disk, a removed folder
+            _drop_staged(out)
+            raise FacecodecError(f"cannot write a checkpoint in {out}: {e.strerror or e}") from None
+        best = max(best, score)
+        _commit_staged(out)
 
     if cfg.workers > 0:
         batches = PairStream(train_clips, cfg.seed * 1000 + rank, step, cfg.batch, cfg.patch, rq,
@@ -484,7 +528,8 @@ def train(
     while step < cfg.steps:
         t0 = time.monotonic()
         x, c, t = (v.to(device, non_blocking=True) for v in next(batches))
-        lr = lr_at(step, elapsed)
+        share = decay(step, elapsed)
+        lr = cfg.lr * share
         for g in opt.param_groups:
             g["lr"] = lr
         # While the discriminator warms up the refiner only draws (its losses still logged).
@@ -499,7 +544,12 @@ def train(
                 loss = loss + cfg.loss.adversarial * adv + cfg.loss.feature_matching * fm
                 parts.update(adv=float(adv.detach()), fm=float(fm.detach()),
                              loss=float(loss.detach()))
-        if not math.isfinite(parts["loss"]):
+        finite = math.isfinite(parts["loss"])
+        if world > 1:  # every rank stops together, or the others wait in the all-reduce
+            flag = torch.tensor([float(finite)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = bool(flag.item())
+        if not finite:
             raise FacecodecError(f"training diverged at step {step + 1}: the loss is not "
                                  f"finite (a lower lr may help); {out} keeps the last checkpoint")
         if not warm:
@@ -511,7 +561,7 @@ def train(
             # must (every forward needs its backward), so they are dropped here.
             opt_disc = gan[1]
             for g in opt_disc.param_groups:
-                g["lr"] = lr * (cfg.disc_lr or cfg.lr) / cfg.lr
+                g["lr"] = (cfg.disc_lr if cfg.disc_lr is not None else cfg.lr) * share
             d_loss = discriminator_loss(judge, out_t, t, c, cfg.disc_crop)
             opt_disc.zero_grad(set_to_none=True)
             d_loss.backward()
