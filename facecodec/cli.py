@@ -152,6 +152,14 @@ OUTPUT_HELP = ("video to write: .mp4, .mov or .mkv (H.264, crf 18), or .y4m (the
                "uncompressed, for scoring with other tools)")
 
 
+def _output_file(text: str) -> Path:
+    """An output file's name. One ending in a slash means a folder, which Path would drop
+    (`-o out/` wrote a file named `out`)."""
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text!r} names a folder; give a file name")
+    return Path(text)
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The full parser; `argv` (without the program name) says which command will run."""
     from facecodec.motion.coder import DEFAULT_PRESET, PRESETS
@@ -162,7 +170,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     e = sub.add_parser("encode", help="encode a video into an .fcv stream")
     e.add_argument("input", type=Path)
-    e.add_argument("-o", "--output", type=Path, required=True)
+    e.add_argument("-o", "--output", type=_output_file, required=True)
     e.add_argument("--quality", choices=PRESETS, default=None,
                    help=f"preset (default {DEFAULT_PRESET}); --target-kbps picks one itself")
     e.add_argument("--target-kbps", type=float, default=None,
@@ -195,7 +203,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     d = sub.add_parser("decode", help="decode an .fcv stream into a video")
     d.add_argument("input", type=Path)
-    d.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
+    d.add_argument("-o", "--output", type=_output_file, required=True, help=OUTPUT_HELP)
     d.add_argument("--renderer", default=DEFAULT_RENDERER,
                    help=f"{' or '.join(RENDERERS)} (default {DEFAULT_RENDERER})")
     add_pose_arguments(d, "the head")
@@ -213,7 +221,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     u = sub.add_parser("upscale", help="upscale a video two times (super-resolution network)")
     u.add_argument("input", type=Path)
-    u.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
+    u.add_argument("-o", "--output", type=_output_file, required=True, help=OUTPUT_HELP)
     u.set_defaults(func=_upscale)
 
     i = sub.add_parser("info", help="describe an .fcv stream")

@@ -615,7 +615,7 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
 
 
 def test_an_output_that_is_a_link_a_pipe_or_the_input(
-    encoded_grid: EncodedClip, run_main: Run, tmp_path: Path
+    encoded_grid: EncodedClip, run_main: Run, run_cli: Run, tmp_path: Path
 ) -> None:
     """A symbolic link is written through to its target (not replaced by a file); a pipe or
     device is refused before any work (an output is renamed into place, and as root
@@ -655,6 +655,12 @@ def test_an_output_that_is_a_link_a_pipe_or_the_input(
             run, code=2)
     run = run_main("decode", encoded_grid.fcv, "-o", portrait, "--avatar", portrait)
     assert "it is the --avatar portrait" in assert_one_line_error(run, code=2)
+    for command, src in (("encode", clip), ("upscale", clip), ("decode", encoded_grid.fcv)):
+        run = run_cli(command, src, "-o", f"{out_dir / 'new'}/")  # a folder, not a file
+        assert run.returncode == 2 and len(run.stderr_lines) == 1, run.stderr
+        assert f"facecodec {command}: error: argument -o/--output: " in run.stderr
+        assert "names a folder; give a file name" in run.stderr
+        assert not (out_dir / "new").exists()
     run = run_main("encode", clip, "-o", out_dir / "clip.JPG")
     assert "not a .JPG picture (use -o NAME.fcv)" in assert_one_line_error(run, code=2)
     assert portrait.read_bytes() == require(PORTRAITS / "liveportrait_s0.jpg").read_bytes()
