@@ -715,6 +715,29 @@ def test_decode_refuses_values_no_encoder_writes(
     assert _frame_count(mp4) < GRID_FRAMES + 1 and not list(out_dir.glob(".*.tmp"))
 
 
+def test_decode_refuses_many_short_gaps_adding_up(
+    encoded_grid: EncodedClip, run_main: Run, tmp_path: Path
+) -> None:
+    """Each gap within MAX_HOLD_S, chained: 20 bytes a packet made the decoder write ten
+    seconds of held frames each, an hour of output from 10 kB. After the face appears, a
+    file's held frames count in all."""
+    from facecodec.bitstream.packets import EndPayload
+    from facecodec.codec.decoder import MAX_HOLD_S
+
+    fps = float(encoded_grid.result.header.fps)
+    step = round(0.9 * MAX_HOLD_S * fps)  # each gap alone (a packet's frames less) is allowed
+    packets = list(encoded_grid.result.packets)
+    motion = [p for p in packets if p.type == PacketType.RESYNC][:3]
+    assert len(motion) == 3
+    chained = [packets[0], *(replace(p, timestamp=i * step) for i, p in enumerate(motion)),
+               replace(packets[-1], payload=EndPayload(len(motion) * step).to_bytes())]
+    data = encoded_grid.result.header.to_bytes() + b"".join(encode_packet(p) for p in chained)
+    run, out_dir, mp4 = _decode(run_main, data, tmp_path)
+    line = assert_one_line_error(run, code=3)
+    assert "frames with no motion (damaged timing), counted since the face appeared" in line
+    assert _frame_count(mp4) < 2 * step + 1 and not list(out_dir.glob(".*.tmp"))
+
+
 def test_a_video_writer_that_cannot_start_leaves_nothing(tmp_path: Path) -> None:
     from facecodec.capture.video import VideoWriter
     from facecodec.errors import FacecodecError

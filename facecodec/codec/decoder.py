@@ -502,8 +502,9 @@ MIN_FACE_PX = 2.0
 
 # A file's frames each have their motion once the face has appeared (frames without it hold
 # the last pose), so the frames held between two drawn ones, or after the last one up to the
-# END packet's count, are damage's doing: they are refused past this many seconds' worth,
-# and a stream with a forged timestamp or count does not keep the decoder writing for hours.
+# END packet's count, are damage's doing: past this many seconds' worth in all (not a gap:
+# many short gaps chained would add up to hours) they are refused, and a stream with forged
+# timestamps or count does not keep the decoder writing for hours.
 # Before the first face a video may run long: up to MAX_LEAD_S is held as the first picture.
 MAX_HOLD_S = 10.0
 MAX_LEAD_S = 3600.0
@@ -518,6 +519,7 @@ class FrameSink:
         self.next = 0
         self.last: np.ndarray | None = None
         self.held = 0
+        self.held_after_face = 0  # what MAX_HOLD_S bounds
         self.max_hold = round(MAX_HOLD_S * fps)
         self.max_lead = round(MAX_LEAD_S * fps)
 
@@ -526,6 +528,8 @@ class FrameSink:
             return
         self._check_hold(index, "frame")
         fill = self.last if self.last is not None else frame
+        if self.last is not None:
+            self.held_after_face += index - self.next
         while self.next < index:
             self.writer.write(fill)
             self.held += 1
@@ -545,10 +549,14 @@ class FrameSink:
             self.next += 1
 
     def _check_hold(self, index: int, what: str) -> None:
-        most = self.max_hold if self.last is not None else self.max_lead
-        if index - self.next > most:
+        gap = index - self.next
+        if self.last is None and gap > self.max_lead:
+            raise BitstreamError(f"{what} {index} after frame {self.next - 1}: {gap} frames "
+                                 "with no motion (damaged timing)")
+        if self.last is not None and self.held_after_face + gap > self.max_hold:
             raise BitstreamError(f"{what} {index} after frame {self.next - 1}: "
-                                 f"{index - self.next} frames with no motion (damaged timing)")
+                                 f"{self.held_after_face + gap} frames with no motion (damaged "
+                                 "timing), counted since the face appeared")
 
 
 @dataclass
