@@ -431,6 +431,25 @@ def test_frames_counted_without_end_and_unknown_types_skipped(tmp_path: Path) ->
     assert d["packets"]["type 99"]["count"] == 1 and d["skipped_unknown"] == 1
 
 
+def test_many_unknown_packets_are_counted_not_each_kept(tmp_path: Path) -> None:
+    """A record for each unknown packet made a file of 13-byte packets take 15 times its
+    size in memory; they are counted by type, the first MAX_SKIPPED_LISTED listed."""
+    from facecodec.bitstream.container import MAX_SKIPPED_LISTED
+
+    path = tmp_path / "c.fcv"
+    pkts = small_stream()[:-1]
+    n = MAX_SKIPPED_LISTED + 500
+    write_stream(path, [*pkts[:2], *(Packet(99, i, 1, b"x") for i in range(n)), *pkts[2:]])
+    reader = FcvReader(path)
+    assert list(reader) == [p for p in pkts if p.known]
+    assert len(reader.skipped) == MAX_SKIPPED_LISTED and reader.skipped[0].index == 2
+    size = reader.skipped[0].size
+    assert reader.skipped_types == {99: [n, n * size]}
+    d = describe(path)
+    assert d["skipped_unknown"] == n and d["packets"]["type 99"] == {
+        "count": n, "bytes": n * size, "kbps": pytest.approx(n * size * 8 / d["duration_s"] / 1000)}
+
+
 def test_truncation_at_every_offset(tmp_path: Path) -> None:
     full = tmp_path / "full.fcv"
     pkts = small_stream()

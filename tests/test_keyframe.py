@@ -106,6 +106,34 @@ def test_garbage_bytes_raise_bitstream_error(face: np.ndarray, codec: str) -> No
         kf.decode_image(cid, good, 128)  # a valid picture of the wrong size
 
 
+def test_a_picture_declaring_another_size_or_format_is_refused_before_decoding(
+    face: np.ndarray,
+) -> None:
+    """OpenCV decodes a still picture whole at the size its header declares (a 964-byte
+    JPEG declaring 32768x32768 took 6 GB), and any format it knows under any codec id; the
+    FFmpeg decoders allocate what an AV1 or HEVC header declares."""
+    import struct
+
+    import av
+    import cv2
+
+    _, jpeg = kf.encode_image(face, 40, "jpeg")
+    sof = jpeg.index(b"\xff\xc0")  # baseline frame header: length, precision, height, width
+    for side, message in ((9000, "declares 9000x9000, expected 256x256"),
+                          (32768, "declares a huge picture")):
+        forged = jpeg[:sof + 5] + struct.pack(">HH", side, side) + jpeg[sof + 9:]
+        with pytest.raises(BitstreamError, match=f"jpeg keyframe image {message}"):
+            kf.decode_image(kf.JPEG, forged, SIZE)
+    png = cv2.imencode(".png", face)[1].tobytes()
+    with pytest.raises(BitstreamError, match="image is PNG, expected JPEG"):
+        kf.decode_image(kf.JPEG, png, SIZE)
+    _, av1 = kf.encode_image(face, 40, "av1")
+    assert kf.decode_image(kf.AV1, av1, SIZE).shape == (SIZE, SIZE, 3)
+    small = kf.decoder_context("libdav1d", 64 * 64)  # the same picture over a lower limit
+    with pytest.raises((OverflowError, av.FFmpegError)):
+        list(small.decode(av.Packet(av1))) + list(small.decode(None))
+
+
 def test_unknown_codec_id_and_bad_size() -> None:
     for cid in (0, 6, 255):
         with pytest.raises(BitstreamError, match="unknown keyframe image codec"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -296,6 +297,33 @@ def test_a_share_that_comes_after_the_motion_applies_from_then_on(
     assert renderer.restore_share == share > 0
     expected = blend(decoded, restore(renderer.restorer, decoded), share)
     assert np.array_equal(renderer._restored, expected)
+
+
+def test_a_picture_takes_a_bounded_number_of_shares(
+    encoded_grid: EncodedClip, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every share taken runs the restorer over the picture again: a stream alternating two
+    shares (16 bytes a frame) made decoding 38 times slower. A picture takes its own share
+    and retries up to MAX_SHARES; a share equal to the one it has costs nothing."""
+    import facecodec.render.neural as neural
+    from facecodec.codec.decoder import MAX_SHARES
+
+    runs = []
+    real = neural.restore
+    monkeypatch.setattr(neural, "restore", lambda *a, **kw: runs.append(1) or real(*a, **kw))
+    keyframe, share_packet, motion = _first_keyframe(encoded_grid)
+    share = RestorePayload.from_bytes(share_packet.payload).share
+    renderer = NeuralRenderer(load_basis(), SIZE, net=RefinerNet())
+    dec = PacketDecoder(encoded_grid.result.header, renderer=renderer)
+    dec.push(keyframe)
+    dec.push(motion[0])
+    assert all(m.type == PacketType.RESYNC for m in motion)  # each stands alone
+    for i in range(MAX_SHARES + 2):
+        shares = (share, share // 2)[i % 2]  # alternating, frames drawn after each
+        dec.push(Packet(PacketType.RESTORE, 200 + i, 0, RestorePayload(0, shares).to_bytes()))
+        dec.push(replace(motion[i % len(motion)], seq=300 + i, timestamp=25 * (i + 1)))
+    assert dec.stats.frames_rendered > MAX_SHARES + 2
+    assert dec.keyframes[0].shares_taken == MAX_SHARES and len(runs) == MAX_SHARES
 
 
 def test_a_call_draws_from_the_shared_picture_once_the_background_has_made_it(

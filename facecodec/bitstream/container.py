@@ -370,6 +370,9 @@ def _read_at_most(f: BinaryIO, limit: int) -> bytes | None:
     return b"".join(pieces)
 
 
+MAX_SKIPPED_LISTED = 1000
+
+
 class FcvReader:
     """Read an .fcv file: `header` at once, packets by iterating.
 
@@ -399,7 +402,8 @@ class FcvReader:
         except BitstreamError as e:
             raise BitstreamError(f"{self.path}: {e}") from None
         self.file_size = len(self._data)
-        self.skipped: list[SkippedPacket] = []
+        self.skipped: list[SkippedPacket] = []  # the first MAX_SKIPPED_LISTED of them
+        self.skipped_types: dict[int, list[int]] = {}  # all of them: type -> [packets, bytes]
 
     def __iter__(self) -> Iterator[Packet]:
         return (packet for packet, _, _ in self.entries())
@@ -407,6 +411,7 @@ class FcvReader:
     def entries(self) -> Iterator[tuple[Packet, int, int]]:
         """(packet, byte offset, size in bytes) of each packet of a known type."""
         self.skipped.clear()
+        self.skipped_types.clear()
         offset, index = self.header_size, 0
         while offset < len(self._data):
             try:
@@ -416,9 +421,12 @@ class FcvReader:
             if packet.known:
                 yield packet, offset, end - offset
             else:
-                self.skipped.append(
-                    SkippedPacket(index, packet.type, packet.seq, offset, end - offset)
-                )
+                kind = self.skipped_types.setdefault(packet.type, [0, 0])
+                kind[0] += 1
+                kind[1] += end - offset
+                if len(self.skipped) < MAX_SKIPPED_LISTED:  # a record each would grow without
+                    self.skipped.append(  # bound: 15 times a file of 13-byte packets
+                        SkippedPacket(index, packet.type, packet.seq, offset, end - offset))
             if packet.type == PacketType.END and end != len(self._data):
                 raise BitstreamError(
                     f"packet {index + 1} (at byte {end}): {len(self._data) - end} bytes "

@@ -35,9 +35,9 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     counted = 0
     damaged: str | None = None
 
-    def add(name: str, size: int) -> None:
+    def add(name: str, size: int, count: int = 1) -> None:
         entry = per_type.setdefault(name, {"count": 0, "bytes": 0})
-        entry["count"] += 1
+        entry["count"] += count
         entry["bytes"] += size
 
     try:
@@ -54,8 +54,8 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
                 end_frames = _end_frames(packet.payload)
     except BitstreamError as e:
         damaged = str(e)
-    for s in reader.skipped:
-        add(type_name(s.type), s.size)
+    for kind, (count, size) in reader.skipped_types.items():
+        add(type_name(kind), size, count)
 
     frames = end_frames if end_frames is not None else counted
     fps = float(h.fps)
@@ -87,7 +87,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         "header_bytes": reader.header_size,
         "file_bytes": reader.file_size,
         "packets": per_type,
-        "skipped_unknown": len(reader.skipped),
+        "skipped_unknown": sum(count for count, _ in reader.skipped_types.values()),
         "motion_kbps": _kbps(motion_bytes, duration),
         "layer": None if lay is None else {
             "codec": lay.codec, "size": lay.size, "divisor": lay.divisor, "model": lay.model,

@@ -49,6 +49,7 @@ class Keyframe:
     crop: tuple[float, float, float]
     timestamp: int = 0
     restore_share: float | None = None  # from a RESTORE packet
+    shares_taken: int = 0  # RESTORE packets applied to this picture (MAX_SHARES)
 
 
 @dataclass
@@ -295,6 +296,9 @@ class PacketDecoder:
         kf = self.keyframes.get(p.keyframe_id)
         if kf is None or not self.restore_applies:  # keyframe lost, or another restorer
             return
+        if kf.shares_taken >= MAX_SHARES or (kf.shares_taken and p.fraction == kf.restore_share):
+            return  # each share taken runs the restorer over the picture again
+        kf.shares_taken += 1
         if self.restore_behind and kf.image is not None:
             job = background().submit(self.renderer.restoration, kf.image, p.fraction)
             self._restoring = (p.keyframe_id, p.fraction, job)  # a newer share replaces it
@@ -498,6 +502,10 @@ class _LayerState:
 # The most a decoded face may span (crops) or be centred away from its crop, and the least
 # it may span (px): PacketDecoder._check_face.
 MAX_FACE_CROPS = 4.0
+# RESTORE shares a picture takes: its own and a live sender's retries. Past them a forged
+# stream alternating shares (16 bytes a frame) would have the restorer rerun on every frame,
+# 38 times the decoding time of the same frames.
+MAX_SHARES = 3
 MIN_FACE_PX = 2.0
 
 # A file's frames each have their motion once the face has appeared (frames without it hold

@@ -13,7 +13,9 @@ Codec ids are part of the bitstream spec; never renumber them.
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,6 +26,7 @@ os.environ.setdefault("SVT_LOG", "1")
 import av  # noqa: E402  (after SVT_LOG on purpose)
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from facecodec.bitstream.packets import MAX_PAYLOAD  # noqa: E402
 from facecodec.codec.scheduling import ordinary_scheduling  # noqa: E402
@@ -87,9 +90,17 @@ def encode_intra(encoder: str, rgb: np.ndarray, options: dict[str, str]) -> byte
     return b"".join(bytes(p) for p in packets)
 
 
+def decoder_context(decoder: str, max_pixels: int) -> av.CodecContext:
+    """An FFmpeg decoder that refuses a picture over `max_pixels` from its header, before it
+    allocates it: a few hundred bytes of AV1 or HEVC may declare 16384x8704 pixels."""
+    ctx = av.CodecContext.create(decoder, "r")
+    ctx.options = {"max_pixels": str(max_pixels)}
+    return ctx
+
+
 def decode_intra(decoder: str, data: bytes) -> np.ndarray:
     """The one picture of `data`, a single intra frame (see `encode_intra`), as RGB."""
-    ctx = av.CodecContext.create(decoder, "r")
+    ctx = decoder_context(decoder, MAX_SIDE * MAX_SIDE)
     ctx.thread_count = 1  # one small picture: threads cost more than they save
     frames = list(ctx.decode(av.Packet(data))) + list(ctx.decode(None))
     if len(frames) != 1:
@@ -147,6 +158,32 @@ def _decode_cv2(data: bytes) -> np.ndarray:
     if bgr is None:
         raise BitstreamError("image could not be decoded")
     return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+# What Pillow calls the still-picture formats OpenCV decodes here. OpenCV decodes a picture
+# whole at whatever size its header declares (a 964-byte JPEG may declare 32768x32768 and
+# take 6 GB); Pillow reads the header alone first.
+_PILLOW_FORMATS = {JPEG: "JPEG", WEBP: "WEBP", AVIF: "AVIF"}
+
+
+def _check_still_header(codec_id: int, data: bytes, size: int) -> None:
+    """Refuse a still picture whose header names another format or size than the stream's."""
+    fmt = _PILLOW_FORMATS.get(codec_id)
+    if fmt is None:
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                found, (w, h) = im.format, im.size
+    except Image.DecompressionBombError:
+        raise BitstreamError("image declares a huge picture") from None
+    except Exception:  # noqa: BLE001 - Pillow fails in many ways on damage
+        raise BitstreamError("image header could not be read") from None
+    if found != fmt:
+        raise BitstreamError(f"image is {found}, expected {fmt}")
+    if (w, h) != (size, size):
+        raise BitstreamError(f"image declares {w}x{h}, expected {size}x{size}")
 
 
 @dataclass(frozen=True)
@@ -220,10 +257,12 @@ def decode_image(codec_id: int, data: bytes, size: int) -> np.ndarray:
         raise BitstreamError(f"keyframe image of {len(data)} bytes")
     name = CODEC_NAMES[codec_id]
     try:
+        _check_still_header(codec_id, bytes(data), size)
         rgb = spec.decode(bytes(data))
     except BitstreamError as e:
         raise BitstreamError(f"{name} keyframe {e}") from None
-    except (av.FFmpegError, cv2.error, ValueError, RuntimeError, MemoryError) as e:
+    except (av.FFmpegError, cv2.error, ValueError, RuntimeError, MemoryError,
+            OverflowError) as e:  # OverflowError: a picture over the decoder's max_pixels
         raise BitstreamError(f"{name} keyframe image could not be decoded: {e}") from None
     if rgb.shape != (size, size, 3) or rgb.dtype != np.uint8:
         raise BitstreamError(

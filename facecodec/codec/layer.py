@@ -27,6 +27,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facecodec.bitstream.container import LAYER_SIZES  # noqa: E402
+from facecodec.codec.keyframe import decoder_context  # noqa: E402
 from facecodec.codec.scheduling import ordinary_scheduling  # noqa: E402
 from facecodec.errors import BitstreamError, FacecodecError  # noqa: E402
 
@@ -151,7 +152,9 @@ class LayerDecoder:
         """The RGB picture, or None while waiting for an intra picture. Raises
         BitstreamError on data that does not decode to one `size` x `size` picture."""
         if intra:
-            self.ctx = av.CodecContext.create(self.spec.decoder, "r")
+            # A picture declaring more than the layer's size is refused from its header (a
+            # 716-byte AV1 picture may declare 16384x8704, decoded whole before any check).
+            self.ctx = decoder_context(self.spec.decoder, self.size * self.size)
             self.ctx.thread_count = 1
         if self.ctx is None:
             return None
@@ -159,8 +162,8 @@ class LayerDecoder:
             data = _AV1_TEMPORAL_DELIMITER + data
         try:
             frames = self.ctx.decode(av.Packet(data))
-        except (av.FFmpegError, ValueError, MemoryError) as e:
-            self.ctx = None
+        except (av.FFmpegError, ValueError, MemoryError, OverflowError) as e:
+            self.ctx = None  # OverflowError: a picture over the decoder's max_pixels
             raise BitstreamError(f"layer picture could not be decoded: {e}") from None
         if len(frames) != 1:
             self.ctx = None
