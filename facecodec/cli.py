@@ -148,7 +148,7 @@ def _bench(a: argparse.Namespace) -> int:
     return bench_main(a)
 
 
-OUTPUT_HELP = ("video to write: .mp4, .mov or .mkv (H.264, crf 18), or .y4m (the frames "
+OUTPUT_HELP = ("video to write: .mp4, .m4v, .mov or .mkv (H.264, crf 18), or .y4m (the frames "
                "uncompressed, for scoring with other tools)")
 
 
@@ -167,6 +167,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = OneLineParser(prog="facecodec", description="Talking-head video codec")
     p.add_argument("--version", action="version", version=f"facecodec {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    # An argument no command takes is found by the top parser: `main` has the command's
+    # parser report it, which points to that command's --help.
+    p.set_defaults(command_parsers=sub.choices)
 
     e = sub.add_parser("encode", help="encode a video into an .fcv stream")
     e.add_argument("input", type=Path)
@@ -325,7 +328,9 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
         quiet = False
     if command is not None:
         argv = [command, *argv]
-    args = build_parser(argv).parse_args(argv)
+    args, extra = build_parser(argv).parse_known_args(argv)
+    if extra:
+        args.command_parsers[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     if quiet:
         # Under torchrun the native libraries' own messages (NCCL, a collective's timeout)
         # are the ones that explain a failed run: they keep the terminal.

@@ -51,7 +51,9 @@ def run_demo(
     scores = evaluate(feats, rendered[:n], metrics=DEMO_METRICS).mean
     total_kbps = enc.total_kbps
     steady_kbps = enc.motion_kbps
-    print(f"\nclip          {src}  ({n} frames, {float(enc.header.fps):.2f} fps, {size}x{size})")
+    h = enc.header
+    print(f"\nclip          {src}  ({n} frames, {float(h.fps):.2f} fps, "
+          f"{h.source_width}x{h.source_height}; scored on its {size}x{size} face crop)")
     layer = f", layer {enc.layer_kbps:.2f} kbps" if enc.header.layer else ""
     print(f"facecodec     total {total_kbps:6.2f} kbps (keyframe included), "
           f"motion {steady_kbps:.2f} kbps{layer}")

@@ -297,6 +297,7 @@ def test_decode_truncated_in_first_keyframe(
     run, out_dir, _ = _decode(run_main, layout.data[:cut], tmp_path)
     line = assert_one_line_error(run, code=3)
     assert f"{layout.name(0)}: truncated" in line
+    assert f"{tmp_path / 'damaged.fcv'}: " in line  # which file, as for later damage
     assert list(out_dir.iterdir()) == []
 
 
@@ -515,8 +516,10 @@ def test_a_mistyped_argument_is_one_line_naming_it(run_cli: Run, tmp_path: Path)
          "argument --size: invalid int value: 'big'"),
         (("decode", "x.fcv"), "facecodec decode", "required: -o/--output"),
         (("signal", "--port", "http"), "facecodec signal", "argument --port: invalid int"),
-        (("call", "room1", "--no-such-option"), "facecodec",
+        (("call", "room1", "--no-such-option"), "facecodec call",  # its own --help
          "unrecognized arguments: --no-such-option"),
+        (("encode", "x.mp4", "-o", out / "x.fcv", "--qualty", "high"), "facecodec encode",
+         "unrecognized arguments: --qualty high"),
     ):
         run = run_cli(*args, timeout=60)
         assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr

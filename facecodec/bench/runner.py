@@ -250,6 +250,9 @@ def bench_main(args: argparse.Namespace) -> int:
         if not codecs and not args.renderers:
             raise FacecodecError("nothing to bench: name codecs after --codecs or systems "
                                  "after --renderers")
+        if not args.renderers:
+            print("note: no --renderers: only the conventional codecs are scored, with no "
+                  "headline (add --renderers neural warp to bench facecodec)", file=sys.stderr)
         refs = {SYSTEM_REFERENCES[r] for r in args.renderers}
         if len(refs) > 1:
             raise FacecodecError("the chosen renderers need different reference crops")

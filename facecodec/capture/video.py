@@ -156,7 +156,7 @@ class VideoWriter:
         fmt = CONTAINERS.get(self.path.suffix.lower())
         if fmt is None:
             raise FacecodecError(f"cannot write {self.path}: unknown video container "
-                                 f"'{self.path.suffix}' (use .mp4, .mov, .mkv, or .y4m for "
+                                 f"'{self.path.suffix}' (use .mp4, .m4v, .mov, .mkv, or .y4m for "
                                  "uncompressed frames)")
         check_writable(self.path)  # a folder in the way fails now, not after the work
         fd, self._tmp = temp_beside(self.path)

@@ -611,8 +611,8 @@ def decode_file(
             sink.finish(dec.total_frames)
         except BitstreamError as e:  # the frames before the damage are kept
             error = str(e)
-        if sink.last is None:
-            raise BitstreamError(error or f"{src}: the stream holds no decodable frame")
+        if sink.last is None:  # nothing written: the damage is the command's error
+            raise BitstreamError(f"{src}: {error or 'the stream holds no decodable frame'}")
         writer.close()
     except BaseException:  # a full disk, an interruption: nothing half-written is left
         writer.abort()
