@@ -310,7 +310,8 @@ def _resume_state(out: Path, cfg: TrainConfig) -> dict[str, Any]:
     return state
 
 
-# A checkpoint's files, in the order they are renamed into place: state.json, last, commits.
+# A checkpoint's files, in the order they are renamed into place: state.json's rename, the
+# last, commits the checkpoint.
 CHECKPOINT_FILES = ("last.safetensors", "last.json", "optim.pt", "disc.safetensors",
                     "optim_disc.pt", "best.safetensors", "best.json", "state.json")
 
