@@ -75,16 +75,21 @@ def publish(tmp: Path, dst: Path) -> None:
         raise FacecodecError(f"cannot write {dst}: {e.strerror or e}") from None
 
 
-def check_readable(path: Path, kind: str) -> None:
+def check_readable(path: Path, kind: str, pipe: bool = False) -> None:
     """Fail with one line unless `path` is a regular file (`kind`: what it should hold, "a
-    video file"). A pipe or device is refused: an input is opened more than once, and a
-    device such as /dev/zero never ends."""
+    video file"). A pipe is refused unless `pipe` (an input read once, to its end, such as
+    `<(cat x.fcv)`): most inputs are opened more than once. A device is always refused: one
+    such as /dev/zero never ends. With `pipe`, a missing file is left to the reader's open."""
     try:
         if path.is_dir():
             raise FacecodecError(f"{path}: is a folder, not {kind}")
         if path.exists() and not path.is_file():
-            raise FacecodecError(f"{path}: not a regular file (a pipe or device); give {kind}")
-        if not path.is_file():
+            if not pipe:
+                raise FacecodecError(f"{path}: not a regular file (a pipe or device); give "
+                                     f"{kind}")
+            if not path.is_fifo():
+                raise FacecodecError(f"{path}: a device, not {kind}")
+        if not pipe and not path.is_file():
             raise FacecodecError(f"{path}: no such file")
     except OSError as e:  # a name too long, a loop of links ...
         raise FacecodecError(f"{path}: {e.strerror or e}") from None

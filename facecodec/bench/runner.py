@@ -27,6 +27,7 @@ from facecodec.bench.reference import (
 from facecodec.bench.report import anchor_summary, write_report
 from facecodec.bench.system import SystemFn
 from facecodec.errors import FacecodecError
+from facecodec.face.tracker import SEVERAL_FACES_ADVICE
 from facecodec.files import make_folder
 
 VIDEO_SUFFIXES = {".mp4", ".mpg", ".mov", ".avi", ".mkv", ".webm", ".y4m"}
@@ -151,7 +152,7 @@ def run_bench(
 def _about(clip: Path, e: FacecodecError) -> str:
     """`e`'s message, naming the clip (once) and without the encoder's advice on an option
     the bench does not have."""
-    text = str(e).replace(" (use --face largest to code the largest face)", "")
+    text = str(e).replace(SEVERAL_FACES_ADVICE, "")
     return text if str(clip) in text else f"{clip}: {text}"
 
 

@@ -28,7 +28,7 @@ from facecodec.bitstream.packets import (
     encode_packet,
 )
 from facecodec.errors import BitstreamError, FacecodecError
-from facecodec.files import publish, temp_beside
+from facecodec.files import check_readable, publish, temp_beside
 
 MAGIC = b"FCDC"
 VERSION_MAJOR = 1
@@ -383,12 +383,8 @@ class FcvReader:
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
+        check_readable(self.path, "an .fcv stream", pipe=True)
         try:
-            if self.path.is_dir():
-                raise FacecodecError(f"{self.path}: is a folder, not an .fcv stream")
-            if self.path.is_char_device() or self.path.is_block_device() or \
-                    self.path.is_socket():
-                raise FacecodecError(f"{self.path}: a device, not an .fcv stream")
             with self.path.open("rb") as f:  # a pipe (`<(cat x.fcv)`) is read to its end
                 data = _read_at_most(f, MAX_STREAM_BYTES)
         except OSError as e:

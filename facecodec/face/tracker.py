@@ -15,6 +15,8 @@ import numpy as np
 from facecodec.errors import FacecodecError
 
 N_LANDMARKS = 478
+# The encoder's way out of several faces, which commands without `--face` leave out.
+SEVERAL_FACES_ADVICE = " (use --face largest to code the largest face)"
 
 
 @contextlib.contextmanager
@@ -142,10 +144,8 @@ class FaceTracker:
         if len(faces) > 1:
             self.several_seen += 1
             if not self.allow_several and not self._started:
-                raise FacecodecError(
-                    f"{len(faces)} faces in frame {frame_index}; facecodec codes one person "
-                    "(use --face largest to code the largest face)"
-                )
+                raise FacecodecError(f"{len(faces)} faces in frame {frame_index}; facecodec "
+                                     f"codes one person{SEVERAL_FACES_ADVICE}")
         last = self._last
         if last is not None:
             return max(faces, key=lambda f: iou(f.box, last.box) + 1e-6 * f.size)
