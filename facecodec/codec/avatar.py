@@ -3,10 +3,15 @@ that the face drives, so that the face itself is never coded (a call's `--avatar
 file's `encode --avatar`).
 
 Every keyframe carries the portrait and the portrait's own Motion; every frame carries the
-sender's change of expression, gaze, openness and pose since the first frame of the current
-crop, applied to the portrait's Motion (`AvatarDriver`, as a receiver's `--avatar` drives a
-portrait). The sender must also leave out what is measured from its own pictures: the
-surround (measured around its face), refreshed reference pictures and the layer."""
+sender's change of expression, gaze, openness and pose since its first frame, applied to the
+portrait's Motion (`AvatarDriver`, as a receiver's `--avatar` drives a portrait). The sender
+must also leave out what is measured from its own pictures: the surround (measured around
+its face), refreshed reference pictures and the layer.
+
+A new crop of the sender's own video (its face re-centred, or back after leaving) sends no
+keyframe: the portrait has not changed, and the driver places the avatar again itself. Only
+the first keyframe, and those a receiver asks for or `--refresh` sets, resend the
+portrait."""
 
 from __future__ import annotations
 
@@ -18,6 +23,9 @@ from facecodec.motion.basis import ExpressionBasis
 from facecodec.motion.motion import Motion
 from facecodec.render.edits import Avatar, AvatarDriver
 
+# Keyframe reasons (analysis.KeyframeEvent) that only a new crop of the sender's video sets.
+CROP_ONLY = frozenset({"recentre", "reappeared"})
+
 
 class AvatarEvents:
     """Maps a sender's events onto the portrait at `portrait` (refused in one line if it is
@@ -26,14 +34,19 @@ class AvatarEvents:
     def __init__(self, portrait: Path, basis: ExpressionBasis, size: int, k: int) -> None:
         self.driver = AvatarDriver(Avatar(portrait, basis, size, k))
         self.last: Motion | None = None  # the last frame's Motion as sent
+        self.sent_keyframe = False
 
     @property
     def avatar(self) -> Avatar:
         return self.driver.avatar
 
-    def __call__(self, event: KeyframeEvent | MotionEvent) -> KeyframeEvent | MotionEvent:
+    def __call__(self, event: KeyframeEvent | MotionEvent) -> KeyframeEvent | MotionEvent | None:
+        """The event as the portrait's; None for a keyframe only the sender's crop needs."""
         if isinstance(event, KeyframeEvent):
             self.driver.keyframe(event.crop)
+            if self.sent_keyframe and event.reason in CROP_ONLY:
+                return None
+            self.sent_keyframe = True
             return replace(event, image=self.avatar.image, motion=self.avatar.motion,
                            picture_index=None)
         self.last = self.driver(event.motion).with_surround(None)

@@ -843,7 +843,8 @@ def encode_file(
         settings = replace(settings, reference="first", surround=False)
     analysis = analyze_file(src, settings, progress)
     if avatar is not None:
-        analysis = replace(analysis, events=[avatar(e) for e in analysis.events])
+        events = (avatar(e) for e in analysis.events)
+        analysis = replace(analysis, events=[e for e in events if e is not None])
     result = code_analysis(analysis, settings)
     if dst is not None:
         with FcvWriter(dst) as w:

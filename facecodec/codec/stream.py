@@ -346,6 +346,8 @@ class StreamEncoder:
         for event in map(self.stabiliser, self.analyzer.push(frame_rgb, index)):
             if self.avatar is not None:
                 event = self.avatar(event)
+                if event is None:
+                    continue
             if self.layer is not None:
                 self._layer_picture(event, frame_rgb)
             packets += self.packetizer.push(event)

