@@ -11,9 +11,10 @@ call's receiver (`StreamDecoder`, the call's renderer) draws each stream. Printe
 - identity: the dlib embedding distance (the bench's AED) of the drawn frames to the
   sender's own crops, frame by frame, and to the portrait's crop (under 0.6 is dlib's
   "same person"), every 5th frame;
-- following: the correlation over frames of the mouth's opening and of the head's turn
-  (`bench.landmarks.mouth_and_turn`) between the drawn frames and the sender's crops,
-  landmarks tracked on both (MediaPipe, as the bench's AKD);
+- following: the correlation over frames of the mouth's opening, of the head's sideways
+  turn (`bench.landmarks.mouth_and_turn`) and of its tilt (`bench.landmarks.tilt`) between
+  the drawn frames and the sender's crops, landmarks tracked on both (MediaPipe, as the
+  bench's AKD);
 - cost: kbps of every byte sent, and the sender's ms a frame (after its warm-up, as in a
   call; tracking, coding and, with the sender's own face, its surround and scout).
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecodec.bench.landmarks import mouth_and_turn, track_landmarks
+from facecodec.bench.landmarks import mouth_and_turn, tilt, track_landmarks
 from facecodec.bench.metrics import face_embeddings, landmark_boxes
 from facecodec.capture.video import probe, read_frames
 from facecodec.codec.stream import StreamDecoder, StreamEncoder
@@ -98,6 +99,7 @@ def eval_clip(job: tuple[Path, int, Path]) -> tuple[str, dict[str, dict[str, flo
             "to_portrait": float(np.nanmean(np.linalg.norm(emb - portrait_emb, axis=1))),
             "mouth_r": _correlation(opening, sender_motion[0]),
             "turn_r": _correlation(turn, sender_motion[1]),
+            "tilt_r": _correlation(tilt(lm), tilt(sender_lm)),
             "kbps": size * 8 / 1000 / seconds,
             "sender_ms": ms,
         }

@@ -120,6 +120,18 @@ def test_shift_is_akd_not_jitter(ref: ReferenceClip, feats: M.ReferenceFeatures)
     assert j.mean["jitter"] == pytest.approx(3.0, abs=1.0)
 
 
+def test_tilt_is_the_eye_lines_angle(ref: ReferenceClip) -> None:
+    """A frame turned 12 degrees counter-clockwise (as shown) reads 12 degrees less tilt."""
+    from facecodec.bench.landmarks import tilt, track_landmarks
+
+    frame = ref.frames[0]
+    h, w = frame.shape[:2]
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), 12.0, 1.0)
+    turned = cv2.warpAffine(frame, turn, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    upright, tilted = tilt(track_landmarks(np.stack([frame, turned]), static=True))
+    assert tilted - upright == pytest.approx(-12.0, abs=1.5), (upright, tilted)
+
+
 def test_vmaf_sampling_and_chunking_match_one_pass(
     ref: ReferenceClip, feats: M.ReferenceFeatures
 ) -> None:

@@ -60,3 +60,11 @@ def mouth_and_turn(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     turn = np.sum((lm[:, NOSE_TIP] - (left + right) / 2) * across, axis=1) / np.sum(
         across * across, axis=1)
     return opening, turn
+
+
+def tilt(lm: np.ndarray) -> np.ndarray:
+    """Per frame of landmarks [T, 478, 2]: the head's tilt in the picture (roll), the angle in
+    degrees of the line through the eyes (0 level); NaN where no face."""
+    left, right = (lm[:, list(eye)].mean(axis=1) for eye in EYE_CORNERS)
+    across = right - left
+    return np.degrees(np.arctan2(across[:, 1], across[:, 0]))
