@@ -5,6 +5,8 @@ webcam read live, newest picture first."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -104,6 +106,134 @@ def test_a_degenerate_display_matrix_reads_as_stored(
     info = probe(path)
     assert (info.width, info.height, info.quarter_turns) == (512, 480, 0)
     assert np.array_equal(next(read_frames(path)), d9_frames[0])
+
+
+def _write_stored(path: Path, stored: list[np.ndarray], matrix: list[int] | None = None,
+                  **stream: object) -> None:
+    """A lossless H.264 file of `stored` pictures, with this display matrix (9 numbers,
+    FFmpeg's layout) and stream attributes."""
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264rgb", rate=25)
+        s.width, s.height, s.pix_fmt, s.options = (stored[0].shape[1], stored[0].shape[0],
+                                                   "rgb24", {"qp": "0"})
+        for name, value in stream.items():
+            setattr(s, name, value)
+        if matrix is not None:
+            s.set_display_matrix(matrix)
+        for f in stored:
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f),
+                                                         format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+
+
+ONE = 1 << 16  # 1.0 in the display matrix's 16.16 fixed point
+
+
+# Display matrices as `ffmpeg -display_hflip`, `-display_vflip` and `-display_rotation 90
+# -display_hflip` write them, and the stored picture that each shows as the clip (FFmpeg
+# itself turns, then mirrors, a picture so).
+@pytest.mark.parametrize("name, linear, stored", [
+    ("mirrored", (-ONE, 0, 0, ONE), lambda f: f[:, ::-1]),
+    ("upside down", (ONE, 0, 0, -ONE), lambda f: f[::-1]),
+    ("turned and mirrored", (0, -ONE, -ONE, 0), lambda f: np.rot90(f[:, ::-1], -1)),
+])
+def test_a_mirrored_display_is_shown_as_a_player_shows_it(
+    name: str, linear: tuple[int, int, int, int], stored: Callable[[np.ndarray], np.ndarray],
+    d9_frames: list[np.ndarray], tmp_path: Path,
+) -> None:
+    """A mirror alone was read as a half turn (the face upside down), and a flip upside
+    down not at all."""
+    a, b, c, d = linear
+    path = tmp_path / "display.mp4"
+    _write_stored(path, [stored(f) for f in d9_frames[:3]], [a, b, 0, c, d, 0, 0, 0, 1 << 30])
+    info = probe(path)
+    assert (info.width, info.height) == (512, 480), name
+    assert np.array_equal(next(read_frames(path)), d9_frames[0]), name
+
+
+def test_a_turn_between_quarter_turns_is_refused(
+    tmp_path: Path, d9_frames: list[np.ndarray]
+) -> None:
+    path = tmp_path / "turned45.mp4"
+    cos = round(ONE * np.cos(np.pi / 4))
+    _write_stored(path, d9_frames[:2], [cos, -cos, 0, cos, cos, 0, 0, 0, 1 << 30])
+    with pytest.raises(FacecodecError, match="turned by 45 degrees; facecodec reads videos "
+                       "turned by quarter turns only"):
+        probe(path)
+
+
+def test_the_video_a_player_shows_is_read(tmp_path: Path, d9_frames: list[np.ndarray]) -> None:
+    """Of two video streams the one marked default (a cover picture first was coded
+    instead, without a word); a file whose only picture is a cover is named as such."""
+    path = tmp_path / "two.mkv"
+    grey = np.full_like(d9_frames[0], 128)
+    with av.open(str(path), "w") as out:
+        streams = []
+        for default in (False, True):
+            s = out.add_stream("libx264rgb", rate=25)
+            s.width, s.height, s.pix_fmt, s.options = 512, 480, "rgb24", {"qp": "0"}
+            s.disposition = av.stream.Disposition.default if default else 0
+            streams.append(s)
+        for f in d9_frames[:4]:
+            for s, pic in zip(streams, (grey, f), strict=True):
+                for p in s.encode(av.VideoFrame.from_ndarray(pic, format="rgb24")):
+                    out.mux(p)
+        for s in streams:
+            for p in s.encode():
+                out.mux(p)
+    got = list(read_frames(path))
+    assert len(got) == 4 and np.array_equal(got[0], d9_frames[0])
+    song = tmp_path / "song.m4a"  # a song with its album's cover
+    with av.open(str(song), "w", format="mp4") as out:
+        sound = out.add_stream("aac", rate=44100)
+        s = out.add_stream("mjpeg", rate=1)
+        s.width, s.height, s.pix_fmt = 512, 480, "yuvj420p"
+        s.disposition = av.stream.Disposition.attached_pic
+        for p in s.encode(av.VideoFrame.from_ndarray(d9_frames[0], format="rgb24")):
+            out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+        quiet = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                           layout="mono")
+        quiet.sample_rate = 44100
+        for p in [*sound.encode(quiet), *sound.encode()]:
+            out.mux(p)
+    with pytest.raises(FacecodecError, match="contains no video, only a cover picture"):
+        probe(song)
+
+
+def test_a_file_cut_short_is_an_error_not_a_shorter_video(tmp_path: Path) -> None:
+    """The first half of an mp4 whose index comes first (as made for the web) opens and
+    decodes; it read as a shorter video before, without a word."""
+    whole, half = tmp_path / "whole.mp4", tmp_path / "half.mp4"
+    frames = list(read_frames(require(D9), 50))
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 512, 480, "yuv420p"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    assert len(list(read_frames(whole))) == 50
+    data = whole.read_bytes()
+    half.write_bytes(data[: len(data) // 2])
+    assert probe(half).frames == 50  # the index still states every frame
+    with pytest.raises(FacecodecError, match=r"half.mp4: the file is cut short after frame "
+                       r"\d+ \(incomplete\)"):
+        list(read_frames(half))
+
+
+def test_anamorphic_pixels_are_stated(tmp_path: Path, d9_frames: list[np.ndarray]) -> None:
+    """The shared liveportrait_d9 is stored 512x480 with pixels 15/16 as wide as tall."""
+    assert probe(require(D9)).pixel_aspect == Fraction(15, 16)
+    path = tmp_path / "sideways_anamorphic.mp4"
+    _write_stored(path, [np.rot90(f, -1) for f in d9_frames[:2]],
+                  [0, -ONE, 0, ONE, 0, 0, 0, 0, 1 << 30], sample_aspect_ratio=Fraction(2))
+    info = probe(path)  # a quarter turn turns the pixels too
+    assert (info.width, info.height, info.pixel_aspect) == (512, 480, Fraction(1, 2))
 
 
 def test_turned_phone_video_encodes_as_the_upright_one(turned: dict[int, Path]) -> None:

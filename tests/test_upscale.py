@@ -4,12 +4,13 @@ odd and oversized frames, `facecodec upscale` and `decode --upscale`, and bad in
 from __future__ import annotations
 
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import CLIPS, GRID_FRAMES, CliRun, EncodedClip, require
+from conftest import CLIPS, GRID_CLIP, GRID_FRAMES, CliRun, EncodedClip, require
 
 from facecodec.bench.metrics import image_psnr_y
 from facecodec.capture.video import probe, read_frames
@@ -63,6 +64,63 @@ def test_upscale_command_doubles_a_video(tmp_path: Path, run_main: Callable[...,
     info, n = probe(out), sum(1 for _ in read_frames(src))
     assert (info.width, info.height) == (352, 288)
     assert sum(1 for _ in read_frames(out)) == n
+    # Its pixels are 128/117 as wide as tall, and stay so: shown in the input's shape.
+    assert probe(src).pixel_aspect == info.pixel_aspect == Fraction(128, 117)
+
+
+def _sound(path: Path) -> np.ndarray:
+    """The first sound stream's first channel, decoded."""
+    import av
+
+    with av.open(str(path)) as c:
+        frames = list(c.decode(c.streams.audio[0]))
+    # Planar sound has a row a channel; packed sound interleaves them in one row.
+    return np.concatenate([f.to_ndarray()[0] if f.format.is_planar
+                           else f.to_ndarray()[0][::len(f.layout.channels)] for f in frames])
+
+
+def test_upscale_keeps_the_sound(tmp_path: Path, run_main: Callable[..., CliRun]) -> None:
+    """A talking-head clip's speech comes through (it was dropped without a word), as long
+    as the pictures last; .y4m holds no sound."""
+    import av
+
+    clip = require(GRID_CLIP)  # a speaker, with MPEG audio sound
+    src, out = tmp_path / "small.mkv", tmp_path / "small_x2.mp4"
+    frames = [cv2.resize(f, (128, 128), interpolation=cv2.INTER_AREA)
+              for f in read_frames(clip, 30)]
+    with av.open(str(clip)) as c, av.open(str(src), "w") as box:
+        video = box.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = 128, 128, "yuv420p"
+        sound = box.add_stream("pcm_s16le", rate=44100, layout="stereo")  # not for mp4
+        for f in frames:
+            for p in video.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                box.mux(p)
+        for p in video.encode():
+            box.mux(p)
+        to_s16 = av.AudioResampler(format="s16", layout="stereo", rate=44100)
+        for frame in c.decode(c.streams.audio[0]):  # all of it: longer than the pictures
+            for piece in to_s16.resample(frame):
+                piece.pts = None
+                for p in sound.encode(piece):
+                    box.mux(p)
+        for p in sound.encode():
+            box.mux(p)
+    r = run_main("upscale", src, "-o", out)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    with av.open(str(out)) as c:
+        assert [s.type for s in c.streams] == ["video", "audio"]
+        assert c.streams.audio[0].codec_context.name == "aac"
+    before, after = _sound(src), _sound(out)
+    assert abs(len(after) - 44100) < 2048  # the pictures' second, not the clip's 3 s
+    n = 30000
+    piece = after[2048:2048 + n]  # found again in the source, within 4096 samples
+    lag = int(np.argmax(np.correlate(before[:n + 4096].astype(np.float64), piece, "valid")))
+    match = np.corrcoef(piece, before[lag:lag + n])[0, 1]
+    assert match > 0.99, (lag, match)  # the same speech, coded once more
+    raw = tmp_path / "small_x2.y4m"
+    assert run_main("upscale", src, "-o", raw).returncode == 0
+    with av.open(str(raw)) as c:
+        assert not c.streams.audio
 
 
 def test_decode_upscale_writes_512(

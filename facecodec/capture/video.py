@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
 
 from facecodec.bitstream.container import MAX_FPS
 from facecodec.errors import FacecodecError
@@ -36,60 +39,101 @@ class VideoInfo:
     fps: Fraction
     frames: int | None  # as the container claims; may be absent or wrong
     quarter_turns: int = 0  # counter-clockwise turns that show a decoded picture upright
+    # A pixel's width over its height as shown (anamorphic video); the frames are read as
+    # stored, one pixel each.
+    pixel_aspect: Fraction = Fraction(1)
 
 
-def _open(path: str | Path) -> av.container.InputContainer:
+def _open(path: str | Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    """The file opened, and the video stream a player shows (`_shown_stream`)."""
     p = Path(path)
     check_readable(p, "a video file")  # it is opened more than once: probed, then read
     try:
         c = av.open(str(p), "r")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise FacecodecError(f"{p}: not a video file PyAV can read ({e.__class__.__name__})") from e
-    if not c.streams.video:
+        raise FacecodecError(f"{p}: not a video file PyAV can read, or an incomplete one "
+                             f"({e.__class__.__name__})") from e
+    s = _shown_stream(c)
+    if s is None:
+        cover = bool(c.streams.video)
         c.close()
-        raise FacecodecError(f"{p}: contains no video stream")
-    return c
+        raise FacecodecError(f"{p}: contains no video, only a cover picture" if cover
+                             else f"{p}: contains no video stream")
+    return c, s
 
 
-def quarter_turns(frame: av.VideoFrame) -> int:
-    """Counter-clockwise quarter turns the container's display matrix asks for (0..3).
+def _shown_stream(c: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The video stream a player picks: not a cover picture (an attached picture of a song
+    or a film), and of several the one marked default, else the first."""
+    flags = av.stream.Disposition
+    videos = [s for s in c.streams.video if not s.disposition & flags.attached_pic]
+    marked = [s for s in videos if s.disposition & flags.default]
+    return (marked or videos or [None])[0]
 
-    Phones store portrait video as landscape pictures plus this matrix; a face lying on
-    its side is neither tracked nor shown the way the sender filmed it.
-    """
-    degrees = frame.rotation
-    if not (math.isfinite(degrees) and abs(degrees) <= 360):
-        return 0  # a degenerate matrix (PyAV gives -2**31 for an all-zero one): as stored
+
+def _display(frame: av.VideoFrame) -> tuple[float, bool]:
+    """(degrees counter-clockwise, mirrored) the container's display matrix asks for: a
+    player turns the decoded picture by the angle, then mirrors it left to right.
+
+    Phones store portrait video as landscape pictures plus this matrix (a front camera's
+    may mirror too); a face lying on its side or upside down is neither tracked nor shown
+    the way the sender filmed it. No matrix, or a degenerate one: as stored."""
+    side = frame.side_data.get(SideDataType.DISPLAYMATRIX)
+    if side is None or len(bytes(side)) != 36:
+        return 0.0, False
+    a, b, _, c, d, *_ = struct.unpack("=9i", bytes(side))  # 16.16 fixed point, row-major
+    det = a * d - b * c
+    if det == 0:
+        return 0.0, False
+    if det < 0:  # a mirror: the same turn as its first column negated, then mirrored
+        a, c = -a, -c
+    return math.degrees(math.atan2(c, a)), det < 0
+
+
+def quarter_turns(degrees: float) -> int:
+    """Counter-clockwise quarter turns nearest `degrees` (0..3)."""
     return round(degrees / 90) % 4
 
 
 def upright(frame: av.VideoFrame) -> np.ndarray:
-    """An RGB picture of `frame` as a player shows it (display rotation applied)."""
+    """An RGB picture of `frame` as a player shows it (display turn and mirror applied)."""
     rgb = frame.to_ndarray(format="rgb24")
-    turns = quarter_turns(frame)
-    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+    degrees, mirrored = _display(frame)
+    turns = quarter_turns(degrees)
+    if not turns and not mirrored:
+        return rgb
+    rgb = np.rot90(rgb, turns)
+    return np.ascontiguousarray(rgb[:, ::-1] if mirrored else rgb)
 
 
-def _first_turns(c: av.container.InputContainer) -> int:
-    """Display rotation of the first picture; 0 when none decodes (read_frames says why)."""
+def _first_display(c: av.container.InputContainer, s: av.video.stream.VideoStream) -> float:
+    """Display turn of the first picture in degrees; 0 when none decodes (read_frames says
+    why)."""
     try:
-        for frame in c.decode(c.streams.video[0]):
-            return quarter_turns(frame)
+        for frame in c.decode(s):
+            return _display(frame)[0]
     except av.error.FFmpegError:
         pass
-    return 0
+    return 0.0
 
 
 def probe(path: str | Path) -> VideoInfo:
     """Size as shown and frame rate, checked against the limits the codec supports."""
-    with _open(path) as c:
-        s = c.streams.video[0]
+    c, s = _open(path)
+    with c:
         w, h = s.codec_context.width, s.codec_context.height
         rate = s.average_rate or s.guessed_rate or Fraction(25)
         frames = s.frames or None
-        turns = _first_turns(c)
+        aspect = Fraction(s.sample_aspect_ratio or 1)
+        degrees = _first_display(c, s)
+    turns = quarter_turns(degrees)
+    if abs(degrees - 90 * round(degrees / 90)) > 1:
+        raise FacecodecError(f"{path}: shown turned by {degrees:g} degrees; facecodec reads "
+                             "videos turned by quarter turns only")
     if turns % 2:
-        w, h = h, w
+        w, h, aspect = h, w, 1 / aspect
+    if not 0.1 <= aspect <= 10:  # an unset or nonsense ratio: square pixels
+        aspect = Fraction(1)
     if min(w, h) <= 0:  # e.g. text named .png, which FFmpeg's picture reader opens
         raise FacecodecError(f"{path}: not a video file PyAV can read (no picture size)")
     if min(w, h) < MIN_SIDE:
@@ -100,7 +144,7 @@ def probe(path: str | Path) -> VideoInfo:
     if not (1 <= fps <= MAX_FPS):
         raise FacecodecError(f"{path}: implausible frame rate {float(fps):.3f} (facecodec "
                              f"takes 1..{MAX_FPS} frames a second)")
-    return VideoInfo(w, h, fps, frames, turns)
+    return VideoInfo(w, h, fps, frames, turns, aspect)
 
 
 def frame_count(path: str | Path, info: VideoInfo | None = None) -> int:
@@ -110,49 +154,61 @@ def frame_count(path: str | Path, info: VideoInfo | None = None) -> int:
     stated = (info or probe(path)).frames
     if stated:
         return stated
-    with _open(path) as c:
+    c, s = _open(path)
+    with c:
         try:
-            return sum(1 for p in c.demux(c.streams.video[0]) if p.size)
+            return sum(1 for p in c.demux(s) if p.size)
         except av.error.FFmpegError as e:
             raise FacecodecError(f"{path}: video data is damaged ({e.__class__.__name__})") from e
 
 
 def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
     """RGB uint8 frames in display order, upright as a player shows them. A stream that
-    breaks mid-way, or whose picture size changes (a raw H.264 stream may), ends with an
-    error: every consumer sizes its work by the first frame."""
+    breaks mid-way, is cut short (a file copied or downloaded in part), or whose picture
+    size changes (a raw H.264 stream may), ends with an error: every consumer sizes its work
+    by the first frame, and would otherwise make a shorter output without a word."""
     probe(path)
-    with _open(path) as c:
-        s = c.streams.video[0]
+    c, s = _open(path)
+    with c:
         s.thread_type = "AUTO"
-        n, first = 0, None
+        n, first, cut = 0, None, False
         try:
-            for frame in c.decode(s):
-                rgb = upright(frame)
-                first = first or rgb.shape
-                if rgb.shape != first:
-                    raise FacecodecError(
-                        f"{path}: frame {n} is {rgb.shape[1]}x{rgb.shape[0]} but the first "
-                        f"{first[1]}x{first[0]}: a video whose picture size changes is not "
-                        "supported")
-                yield rgb
-                n += 1
-                if max_frames is not None and n >= max_frames:
-                    return
+            for packet in c.demux(s):
+                # A packet the file ends inside of: the demuxer read less than its index says.
+                cut = cut or packet.is_corrupt
+                for frame in packet.decode():
+                    rgb = upright(frame)
+                    first = first or rgb.shape
+                    if rgb.shape != first:
+                        raise FacecodecError(
+                            f"{path}: frame {n} is {rgb.shape[1]}x{rgb.shape[0]} but the first "
+                            f"{first[1]}x{first[0]}: a video whose picture size changes is not "
+                            "supported")
+                    yield rgb
+                    n += 1
+                    if max_frames is not None and n >= max_frames:
+                        return
         except av.error.FFmpegError as e:
             if n == 0:
                 raise FacecodecError(f"{path}: cannot decode video ({e.__class__.__name__})") from e
             raise FacecodecError(f"{path}: video data is damaged after frame {n}") from e
     if n == 0:
         raise FacecodecError(f"{path}: video has no decodable frames")
+    if cut:
+        raise FacecodecError(f"{path}: the file is cut short after frame {n} (incomplete)")
 
 
 class VideoWriter:
     """H.264 mp4 / mov / mkv (or uncompressed .y4m) writer that only makes the output appear
     when it is complete."""
 
-    def __init__(self, path: str | Path, fps: Fraction, width: int, height: int, crf: int = 18):
+    def __init__(self, path: str | Path, fps: Fraction, width: int, height: int, crf: int = 18,
+                 pixel_aspect: Fraction = Fraction(1), sound_from: Path | None = None):
+        """`pixel_aspect`: a pixel's width over its height as the output is to be shown.
+        `sound_from`: a video whose sound the output keeps (as AAC, from its start, as long
+        as the frames written last), where it has sound and the container holds it."""
         self.path = Path(path)
+        self.fps = fps
         fmt = CONTAINERS.get(self.path.suffix.lower())
         if fmt is None:
             raise FacecodecError(f"cannot write {self.path}: unknown video container "
@@ -168,8 +224,12 @@ class VideoWriter:
             self._s = self._c.add_stream("rawvideo" if raw else "libx264", rate=fps)
             self._s.width, self._s.height = width, height
             self._s.pix_fmt = "yuv420p"
+            if pixel_aspect != 1:
+                self._s.codec_context.sample_aspect_ratio = pixel_aspect
             if not raw:
                 self._s.options = {"crf": str(crf), "preset": "veryfast"}
+            self._sound = None if raw or sound_from is None else _SoundCopy.of(sound_from,
+                                                                              self._c)
         except (OSError, ValueError, OverflowError, av.error.FFmpegError) as e:
             self.abort()
             raise FacecodecError(f"cannot write {self.path}: {e}") from None
@@ -191,6 +251,8 @@ class VideoWriter:
         try:
             for pkt in self._s.encode():
                 self._container.mux(pkt)
+            if self._sound is not None:
+                self._sound.copy(self._container, self.frames / self.fps)
             self._container.close()
         except OSError as e:
             self.abort()
@@ -219,3 +281,46 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+class _SoundCopy:
+    """A video's sound carried into a VideoWriter's output: decoded, and coded again as AAC
+    (its own codec may not fit the output's container)."""
+
+    def __init__(self, src: Path, out: av.audio.stream.AudioStream) -> None:
+        self.src, self.out = src, out
+
+    @classmethod
+    def of(cls, src: Path, container: av.container.OutputContainer) -> _SoundCopy | None:
+        """The copy of `src`'s first sound stream into `container` (None: it has none)."""
+        with av.open(str(src)) as c:
+            if not c.streams.audio:
+                return None
+            sound = c.streams.audio[0]
+            rate = sound.rate or 48000
+            layout = "mono" if sound.channels == 1 else "stereo"  # more channels mixed down
+        out = container.add_stream("aac", rate=rate, layout=layout)
+        return cls(src, out)
+
+    def copy(self, container: av.container.OutputContainer, seconds: Fraction) -> None:
+        """Code the sound of the first `seconds`. Damaged sound ends the copy with a warning:
+        the pictures, the output's purpose, are whole."""
+        rate = self.out.rate
+        resample = av.AudioResampler(format="fltp", layout=self.out.layout.name, rate=rate)
+        limit, done = int(seconds * rate), 0
+        try:
+            with av.open(str(self.src)) as c:
+                for frame in c.decode(c.streams.audio[0]):
+                    for piece in resample.resample(frame):
+                        if done >= limit:
+                            break
+                        piece.pts, done = done, done + piece.samples
+                        for pkt in self.out.encode(piece):
+                            container.mux(pkt)
+                    if done >= limit:
+                        break
+        except av.error.FFmpegError:
+            print(f"warning: {self.src}: sound damaged after {done / rate:.1f} s; the output's "
+                  "sound ends there", file=sys.stderr)
+        for pkt in self.out.encode():
+            container.mux(pkt)

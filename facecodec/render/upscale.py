@@ -103,8 +103,10 @@ def upscale_file(src: Path, dst: Path, weights: Path = DEFAULT_WEIGHTS) -> int:
     info = probe(src)
     check_size(info.width, info.height, f"{src}: frames")  # before any output is created
     up = Upscaler(weights)
-    # H.264 in yuv420p needs even sides; doubling makes them even.
-    with VideoWriter(dst, info.fps, 2 * info.width, 2 * info.height) as w:
+    # H.264 in yuv420p needs even sides; doubling makes them even. Anamorphic pixels stay
+    # so, so that the output is shown in the input's shape.
+    with VideoWriter(dst, info.fps, 2 * info.width, 2 * info.height,
+                     pixel_aspect=info.pixel_aspect, sound_from=src) as w:
         for frame in read_frames(src):
             w.write(up(frame))
         return w.frames
