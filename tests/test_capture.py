@@ -117,7 +117,7 @@ def _write_stored(path: Path, stored: list[np.ndarray], matrix: list[int] | None
         s.width, s.height, s.pix_fmt, s.options = (stored[0].shape[1], stored[0].shape[0],
                                                    "rgb24", {"qp": "0"})
         for name, value in stream.items():
-            setattr(s, name, value)
+            setattr(s.codec_context if name.startswith("color") else s, name, value)
         if matrix is not None:
             s.set_display_matrix(matrix)
         for f in stored:
@@ -224,6 +224,22 @@ def test_a_file_cut_short_is_an_error_not_a_shorter_video(tmp_path: Path) -> Non
     with pytest.raises(FacecodecError, match=r"half.mp4: the file is cut short after frame "
                        r"\d+ \(incomplete\)"):
         list(read_frames(half))
+
+
+def test_hdr_video_is_noted_once(
+    tmp_path: Path, d9_frames: list[np.ndarray], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A phone's HLG recording is read as standard video (darker and paler than shown): said
+    once, though a command probes a file more than once."""
+    path = tmp_path / "phone_hlg.mp4"
+    _write_stored(path, d9_frames[:2], color_trc=18, color_primaries=9, colorspace=9)
+    probe(path)
+    assert len(list(read_frames(path))) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"note: {path} is HDR video (HLG)"), err
+    _write_stored(tmp_path / "sdr.mp4", d9_frames[:2], color_trc=1)
+    probe(tmp_path / "sdr.mp4")
+    assert capsys.readouterr().err == ""
 
 
 def test_anamorphic_pixels_are_stated(tmp_path: Path, d9_frames: list[np.ndarray]) -> None:

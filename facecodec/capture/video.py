@@ -117,6 +117,23 @@ def _first_display(c: av.container.InputContainer, s: av.video.stream.VideoStrea
     return 0.0
 
 
+# Transfer characteristics (FFmpeg's AVColorTransferCharacteristic) of HDR video.
+HDR_TRANSFERS = {16: "PQ", 18: "HLG"}
+_hdr_noted: set[Path] = set()  # said once a file, though a command may probe it again
+
+
+def _note_hdr(path: Path, transfer: int | None) -> None:
+    """HDR video (a phone's HLG recording) is read as standard video: FFmpeg's converters here
+    cannot map its light levels and wider colours, so say so instead of showing it wrong
+    silently."""
+    kind = HDR_TRANSFERS.get(transfer or 0)
+    if kind is not None and path not in _hdr_noted:
+        _hdr_noted.add(path)
+        print(f"note: {path} is HDR video ({kind}); it is read as standard video, so its "
+              "colours come out darker and paler (convert it to SDR first for true colours)",
+              file=sys.stderr)
+
+
 def probe(path: str | Path) -> VideoInfo:
     """Size as shown and frame rate, checked against the limits the codec supports."""
     c, s = _open(path)
@@ -126,6 +143,7 @@ def probe(path: str | Path) -> VideoInfo:
         frames = s.frames or None
         aspect = Fraction(s.sample_aspect_ratio or 1)
         degrees = _first_display(c, s)
+        _note_hdr(Path(path), s.codec_context.color_trc)
     turns = quarter_turns(degrees)
     if abs(degrees - 90 * round(degrees / 90)) > 1:
         raise FacecodecError(f"{path}: shown turned by {degrees:g} degrees; facecodec reads "
