@@ -600,7 +600,8 @@ class FileAudioTrack(_SoundTrack):
         super().__init__()
         self._sound = FileSound(path)
         self._follow = follow_video
-        self._loop = round(loop_s * RATE) if loop_s else None  # samples
+        # The loop's length in samples (`_loop` is the event loop of pyee's event emitter).
+        self._loop_samples = round(loop_s * RATE) if loop_s else None
         self._t0: float | None = None  # time.time() at which the picture's frame 0 is due
         self._start: float | None = None  # time.monotonic() of the first sample sent
         self._own = 0  # on its own: the next sample of the file
@@ -630,9 +631,10 @@ class FileAudioTrack(_SoundTrack):
             return out  # the picture has not started
         pos = round((due - self._t0) * RATE)  # samples since the picture's frame 0
         i = max(0, -pos)
+        loop = self._loop_samples
         while i < FRAME:
-            sample = pos + i if self._loop is None else (pos + i) % self._loop
-            n = FRAME - i if self._loop is None else min(FRAME - i, self._loop - sample)
+            sample = pos + i if loop is None else (pos + i) % loop
+            n = FRAME - i if loop is None else min(FRAME - i, loop - sample)
             out[i:i + n] = self._sound.read(sample, n)
             i += n
         return out
