@@ -23,6 +23,7 @@ test: $(BIN)/facecodec
 
 lint: $(BIN)/facecodec
 	$(BIN)/ruff check facecodec tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) out

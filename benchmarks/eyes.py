@@ -69,8 +69,8 @@ def calibrate(basis: ExpressionBasis) -> None:
             m0 = basis.fit(found[0].points, 256, 1)
             inside = eye_mask(found[0].points, 256)[..., None] > 0
             for dx, dy in ((3, 0), (-3, 0), (0, 2), (0, -2)):
-                moved = cv2.warpAffine(crop, np.float32([[1, 0, dx], [0, 1, dy]]), (256, 256),
-                                       borderMode=cv2.BORDER_REPLICATE)
+                shift = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
+                moved = cv2.warpAffine(crop, shift, (256, 256), borderMode=cv2.BORDER_REPLICATE)
                 if not (again := mesh(np.where(inside, moved, crop))):
                     continue
                 axis = 0 if dx else 1

@@ -143,8 +143,8 @@ def fuzz_calls(a: argparse.Namespace) -> int:
     rng = random.Random(a.seed)
     streams = []
     for path in a.streams:
-        header, packets = read_fcv(path)
-        streams.append((header.to_bytes(), [encode_packet(p) for p in packets]))
+        fcv_header, fcv_packets = read_fcv(path)
+        streams.append((fcv_header.to_bytes(), [encode_packet(p) for p in fcv_packets]))
     a.findings.mkdir(parents=True, exist_ok=True)
     end, n, found, refused_cases, packets_refused = time.monotonic() + a.minutes * 60, 0, 0, 0, 0
     while time.monotonic() < end:

@@ -66,11 +66,11 @@ def main() -> None:
     av1 = [(f"av1 preset {p}", p, kf.AV1_PARAMS) for p in (0, 1, 2, 4, 6, 8)]
     av1 += [(f"av1 p{p} scm auto", p, "") for p in (1, 6)]
     for name, preset, params in av1:
-        coders[name] = _variant(
-            "libsvtav1", "libdav1d",
-            lambda q, p=preset, x=params: {"crf": str(kf._ladder(q, 63, 1)), "preset": str(p),
-                                           **({"svtav1-params": x} if x else {})},
-        )
+        def options(q: int, p: int = preset, x: str = params) -> dict[str, str]:
+            return {"crf": str(kf._ladder(q, 63, 1)), "preset": str(p),
+                    **({"svtav1-params": x} if x else {})}
+
+        coders[name] = _variant("libsvtav1", "libdav1d", options)
     coders["hevc slow"] = _variant(
         "libx265",
         "hevc",

@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
+    if a.repeat < 1:
+        ap.error("--repeat must be at least 1")
     torch.set_num_threads(a.threads)
     r = code_analysis(analyze_file(a.clip, EncoderSettings(), max_frames=150),
                       EncoderSettings(layer_kbps=a.layer_kbps))

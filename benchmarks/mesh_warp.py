@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -36,7 +37,7 @@ def validation_clips() -> list[str]:
     return list(json.loads((DATA / "splits.json").read_text())["validation"])
 
 
-def _face_mesh(static: bool):  # type: ignore[no-untyped-def]
+def _face_mesh(static: bool) -> Any:  # mediapipe's FaceMesh (untyped)
     os.environ.setdefault("GLOG_minloglevel", "2")
     with contextlib.redirect_stderr(io.StringIO()):
         import mediapipe as mp
@@ -46,7 +47,7 @@ def _face_mesh(static: bool):  # type: ignore[no-untyped-def]
         )
 
 
-def _landmarks(mesh, rgb: np.ndarray) -> np.ndarray | None:  # type: ignore[no-untyped-def]
+def _landmarks(mesh: Any, rgb: np.ndarray) -> np.ndarray | None:
     res = mesh.process(rgb)
     if not res.multi_face_landmarks:
         return None
@@ -72,7 +73,8 @@ def load_clip(path: Path, max_frames: int = 150, size: int = 256) -> tuple[np.nd
     lo, hi = first.min(axis=0), first.max(axis=0)
     side = int(round(1.6 * float((hi - lo).max())))
     x0, y0 = np.round((lo + hi) / 2 - side / 2).astype(int)
-    crops, marks = [], []
+    crops: list[np.ndarray] = []
+    marks: list[np.ndarray] = []
     with _face_mesh(static=False) as mesh:
         for f in frames:
             pad = cv2.copyMakeBorder(f, side, side, side, side, cv2.BORDER_REPLICATE)

@@ -105,9 +105,9 @@ def landmarks_to_motion(pts: np.ndarray, k: int) -> list[Motion]:
         roll = np.arctan2(r[1, 0], r[0, 0])
         gaze = [a[i, :2] - a[list(c)].mean(0)[:2] for i, c in zip(_IRIS, _EYE_CORNERS, strict=True)]
         open_ = [np.linalg.norm(a[u] - a[lo]) for u, lo in (*_EYELIDS, _LIPS)]
-        out.append(Motion(rotation=[yaw, pitch, roll], translation=t[:2],
+        out.append(Motion(rotation=np.asarray([yaw, pitch, roll]), translation=t[:2],
                           log_scale=np.log(s), gaze=np.concatenate(gaze),
-                          openness=open_, expression=e))
+                          openness=np.asarray(open_), expression=e))
     return out
 
 

@@ -93,6 +93,7 @@ def eval_clip(job: tuple[Path, int, int, int]) -> tuple[str, dict]:
             cid, data = encode_image(k.image, quality)
             ref_bytes.append(len(data))
             warp.set_reference(decode_image(cid, data, SIZE), k.motion)
+            assert warp.reference is not None  # set just above
             end = next((s for s in starts if s > i), len(crops))
             seg = {j: warp.points(motions[j]) for j in range(i, end) if j in motions}
             src = max(seg, key=lambda j: mouth_area(seg[j]))

@@ -28,12 +28,13 @@ from neural_validation import DATA, SIZE, render_clip, write_means  # noqa: E402
 
 from facecodec.bench.metrics import ReferenceFeatures, evaluate, luma, psnr_y  # noqa: E402
 from facecodec.codec.keyframe import round_trip  # noqa: E402
-from facecodec.motion.basis import load_basis  # noqa: E402
+from facecodec.motion.basis import ExpressionBasis, load_basis  # noqa: E402
 from facecodec.motion.motion import Motion  # noqa: E402
 from facecodec.render.base import Renderer  # noqa: E402
 from facecodec.render.restore import (  # noqa: E402
     DEFAULT_WEIGHTS,
     SHARE_STEPS,
+    RestoreNet,
     best_share,
     blend,
     load_net,
@@ -51,7 +52,7 @@ class CodedReference(WarpRenderer):
     restored when `net` is given, by the sender's share of its change with `share`. Records
     each reference's PSNR-Y against the crop, and the shares."""
 
-    def __init__(self, basis, quality: int, net=None,  # type: ignore[no-untyped-def]
+    def __init__(self, basis: ExpressionBasis, quality: int, net: RestoreNet | None = None,
                  share: bool = False) -> None:
         super().__init__(basis, SIZE)
         self.quality, self.net, self.share = quality, net, share
@@ -85,11 +86,11 @@ def eval_clip(job: tuple[Path, int, tuple[int, ...], Path]) -> tuple[str, dict]:
     out = {}
     for n, r in rec.items():
         s = evaluate(feats, r, metrics=METRICS).mean
-        r = renderers[n]
-        assert isinstance(r, CodedReference)
-        s["reference_psnr_y"] = float(np.mean(r.ref_psnr))
+        coded = renderers[n]
+        assert isinstance(coded, CodedReference)
+        s["reference_psnr_y"] = float(np.mean(coded.ref_psnr))
         # as decoded: none of the change; restored: all of it
-        s["share"] = float(np.mean(r.shares)) if r.shares else float(r.net is not None)
+        s["share"] = float(np.mean(coded.shares)) if coded.shares else float(coded.net is not None)
         out[n] = s
     return clip.stem, out
 

@@ -105,7 +105,7 @@ def run(clip: Path, out: Path) -> None:
         what = "yaw +20 deg" if name == "redirect" else f"avatar {AVATAR.stem}"
         panels = [original]
         for renderer in ("warp", "neural"):
-            f = decode_packets(r.header, r.packets, n, renderer, **edit)  # type: ignore[arg-type]
+            f = decode_packets(r.header, r.packets, n, renderer, **edit)
             panels.append(([f"{renderer}, {what}"], f))
         _write(out / f"{ref.name}_{name}.mp4", fps, panels)
 

@@ -1627,3 +1627,25 @@ def test_a_files_sound_goes_with_its_looped_picture() -> None:
     frames = [own.samples(0.0) for _ in range(len(sound) // FRAME + 2)]
     assert np.array_equal(np.concatenate(frames[:-2]), sound[:len(frames[:-2]) * FRAME])
     assert np.array_equal(frames[-1], sound[:FRAME])  # its own loop
+
+
+def test_a_looped_file_sound_stops_with_an_async_listener() -> None:
+    """The loop's length in samples is the track's own: the event loop its event emitter
+    schedules an async "ended" listener on stays an event loop, and stop() runs it."""
+    from facecodec.stream.peer import FileAudioTrack
+
+    clip = str(require(CLIP_WITH_AUDIO))
+
+    async def body() -> None:
+        track = FileAudioTrack(clip, follow_video=True, loop_s=3.0)
+        assert not isinstance(track._loop, int)
+        ended = asyncio.Event()
+
+        @track.on("ended")
+        async def on_ended() -> None:
+            ended.set()
+
+        track.stop()
+        await asyncio.wait_for(ended.wait(), 5)
+
+    asyncio.run(body())

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -167,7 +168,7 @@ def dispensable_bytes(packet: bytes, bitstream: str) -> int:
 def encode_decode(ref: ReferenceClip, cfg: CodecConfig, value: int) -> SystemPoint:
     """Encode the reference with one setting, decode it back, count the bytes."""
     t, size = len(ref.frames), ref.size
-    enc = av.CodecContext.create(cfg.encoder, "w")
+    enc = cast(av.VideoCodecContext, av.CodecContext.create(cfg.encoder, "w"))
     enc.width = enc.height = size
     enc.pix_fmt = "yuv420p"
     enc.time_base = Fraction(1) / ref.fps
@@ -189,7 +190,7 @@ def encode_decode(ref: ReferenceClip, cfg: CodecConfig, value: int) -> SystemPoi
     if not packets:
         raise RuntimeError(f"{cfg.system} {cfg.param}={value}: encoder produced nothing")
 
-    dec = av.CodecContext.create(cfg.decoder, "r")
+    dec = cast(av.VideoCodecContext, av.CodecContext.create(cfg.decoder, "r"))
     rgbs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     for data in [*packets, None]:

@@ -27,7 +27,8 @@ def envelope(
     ok = np.isfinite(r) & np.isfinite(g) & (r > 0)
     r, g = r[ok], g[ok]
     order = np.lexsort((-g, r))
-    keep_r, keep_g = [], []
+    keep_r: list[float] = []
+    keep_g: list[float] = []
     for ri, gi in zip(r[order], g[order], strict=True):
         if not keep_g or gi > keep_g[-1]:
             keep_r.append(math.log(ri))

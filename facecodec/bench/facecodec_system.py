@@ -138,6 +138,7 @@ def register_renderers() -> None:
     from facecodec.render.registry import RENDERERS
 
     for name in RENDERERS:
-        register_system(
-            name, lambda quick, n=name: facecodec_system((n,), quick), facecodec_reference
-        )
+        def factory(quick: bool, n: str = name) -> SystemFn:
+            return facecodec_system((n,), quick)
+
+        register_system(name, factory, facecodec_reference)

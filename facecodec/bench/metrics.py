@@ -14,12 +14,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from facecodec.bench.landmarks import track_landmarks
 from facecodec.psnr import image_psnr_y  # noqa: F401  (re-exported: single pictures)
+
+if TYPE_CHECKING:
+    import dlib
+    from vmaf_torch import VMAF
 
 PSNR_CAP = 100.0  # identical frames: FFmpeg says inf; a cap keeps means finite
 ALL_METRICS = ("psnr_y", "ms_ssim", "vmaf", "akd", "aed", "jitter")
@@ -89,7 +94,7 @@ def ms_ssim(ref: np.ndarray, rec: np.ndarray, batch: int = 16) -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
-def _vmaf_model() -> torch.nn.Module:
+def _vmaf_model() -> VMAF:
     from vmaf_torch import VMAF
 
     # vmaf_torch ships vmaf_v0.6.1 as its default model: nothing is downloaded.
@@ -162,7 +167,7 @@ def landmark_jitter(ref_lm: np.ndarray, rec_lm: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
-def _dlib_models() -> tuple[object, object]:
+def _dlib_models() -> tuple[dlib.shape_predictor, dlib.face_recognition_model_v1]:
     import dlib
 
     spec = importlib.util.find_spec("face_recognition_models")
@@ -267,6 +272,7 @@ def evaluate(
     s = Scores()
     y = rec_y if rec_y is not None else (luma(rec) if {"psnr_y", "vmaf"} & set(metrics) else None)
     if "psnr_y" in metrics:
+        assert y is not None  # rec_y, or rec's luma for these metrics
         s.frames["psnr_y"] = psnr_y(ref.y, y)
     if "ms_ssim" in metrics:
         sel = slice(None, None, ref.ssim_every)
@@ -274,6 +280,7 @@ def evaluate(
         per[sel] = ms_ssim(ref.frames[sel], rec[sel])
         s.frames["ms_ssim"] = per
     if "vmaf" in metrics:
+        assert y is not None  # rec_y, or rec's luma for these metrics
         s.frames["vmaf"] = vmaf(ref.y, y, ref.vmaf_every, ref.motion2)
     if {"akd", "jitter"} & set(metrics):
         rec_lm = track_landmarks(rec)

@@ -227,8 +227,9 @@ def parse_header(data: bytes | memoryview) -> tuple[StreamHeader, int, tuple[int
     # A later minor version may append fields; this build reads the ones it knows.
     if pos != len(fields) and minor <= VERSION_MINOR:
         raise BitstreamError(f".fcv header has {len(fields) - pos} unexpected trailing bytes")
-    header = StreamHeader(size, fps_num, fps_den, width, height, *texts, resync, config, layer,
-                          restorer)
+    basis_id, model_id, preset = texts
+    header = StreamHeader(size, fps_num, fps_den, width, height, basis_id, model_id, preset,
+                          resync, config, layer, restorer)
     header.validate()
     return header, total, (major, minor)
 

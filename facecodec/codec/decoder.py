@@ -255,8 +255,10 @@ class PacketDecoder:
                 continue
             cheap = self._cheap_draws()
             if self.layer is not None:  # renders only if the layer leaves it anything to do
-                frame = self.layer.fuse(packet.timestamp + i, p.keyframe_id,
-                                        lambda plain, t=target: self._draw(t, plain), m, hurry)
+                def render(plain: bool, t: Motion = target) -> np.ndarray:
+                    return self._draw(t, plain)
+
+                frame = self.layer.fuse(packet.timestamp + i, p.keyframe_id, render, m, hurry)
             else:
                 frame = self.renderer.render(target)
             self.stats.frames_hurried += self._cheap_draws() != cheap
@@ -639,9 +641,11 @@ def decode_packets(
     if first is None:
         raise BitstreamError("the stream holds no decodable frame")
     last = first
-    for i, f in enumerate(out):
-        out[i] = last = f if f is not None else last
-    return np.stack(out)  # type: ignore[arg-type]
+    filled: list[np.ndarray] = []
+    for held in out:
+        last = held if held is not None else last
+        filled.append(last)
+    return np.stack(filled)
 
 
 def warm_up(renderer: str, size: int) -> None:

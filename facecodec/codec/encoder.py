@@ -386,8 +386,8 @@ class Packetizer:
             if self.layer_groups and self.packet_frames > 1:
                 self.layer_pending.append((event.index, intra, data))
             else:  # with the motion packet that covers this frame, just before it
-                payload = LayerPayload(self.keyframe_id, intra, data).to_bytes()
-                self.layer_held.append(self._packet(PacketType.LAYER, event.index, payload))
+                layer_payload = LayerPayload(self.keyframe_id, intra, data).to_bytes()
+                self.layer_held.append(self._packet(PacketType.LAYER, event.index, layer_payload))
         self.pending.append(event)
         if len(self.pending) >= self.packet_frames:
             out += self.flush()

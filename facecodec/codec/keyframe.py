@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import cast
 
 # SVT-AV1 prints a banner per encoder unless told otherwise; read when an encoder starts.
 os.environ.setdefault("SVT_LOG", "1")
@@ -77,7 +78,7 @@ def encode_intra(encoder: str, rgb: np.ndarray, options: dict[str, str]) -> byte
     alone caps PSNR-Y near 46 dB on face crops, OpenCV's near 57 dB.
     """
     h, w = rgb.shape[:2]
-    ctx = av.CodecContext.create(encoder, "w")
+    ctx = cast(av.VideoCodecContext, av.CodecContext.create(encoder, "w"))
     ctx.width, ctx.height = w, h
     ctx.pix_fmt = "yuv420p"
     ctx.time_base = Fraction(1, 25)
@@ -90,10 +91,10 @@ def encode_intra(encoder: str, rgb: np.ndarray, options: dict[str, str]) -> byte
     return b"".join(bytes(p) for p in packets)
 
 
-def decoder_context(decoder: str, max_pixels: int) -> av.CodecContext:
+def decoder_context(decoder: str, max_pixels: int) -> av.VideoCodecContext:
     """An FFmpeg decoder that refuses a picture over `max_pixels` from its header, before it
     allocates it: a few hundred bytes of AV1 or HEVC may declare 16384x8704 pixels."""
-    ctx = av.CodecContext.create(decoder, "r")
+    ctx = cast(av.VideoCodecContext, av.CodecContext.create(decoder, "r"))
     ctx.options = {"max_pixels": str(max_pixels)}
     return ctx
 

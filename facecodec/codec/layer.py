@@ -19,6 +19,7 @@ import contextlib
 import os
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from typing import cast
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its configuration otherwise
 
@@ -98,7 +99,7 @@ class LayerEncoder:
         if not MIN_Q <= q <= MAX_Q:
             raise FacecodecError(f"layer quantiser {q} out of range ({MIN_Q}..{MAX_Q})")
         self.size, self.q, self.spec = size, q, spec
-        self.ctx: av.CodecContext | None = None
+        self.ctx: av.VideoCodecContext | None = None
         self.pts = 0
 
     def restart(self) -> None:
@@ -114,7 +115,7 @@ class LayerEncoder:
         """(coded picture, intra) of one 256 px crop; the first after a restart is intra."""
         intra = self.ctx is None
         if self.ctx is None:
-            ctx = av.CodecContext.create(self.spec.encoder, "w")
+            ctx = cast(av.VideoCodecContext, av.CodecContext.create(self.spec.encoder, "w"))
             ctx.width = ctx.height = self.size
             ctx.pix_fmt = "yuv420p"
             ctx.time_base = Fraction(1, 25)
@@ -143,7 +144,7 @@ class LayerDecoder:
         if spec is None:
             raise BitstreamError(f"unknown layer codec id {codec_id}")
         self.size, self.spec = size, spec
-        self.ctx: av.CodecContext | None = None
+        self.ctx: av.VideoCodecContext | None = None
 
     def reset(self) -> None:
         self.ctx = None
@@ -186,14 +187,14 @@ def code_sequence(
     (coded pictures, decoded RGB pictures). Measurement and training use it; the stream
     encoder uses LayerEncoder directly."""
     enc = LayerEncoder(size, q, spec) if spec.encoder == "libsvtav1" else _AnySpec(size, q, spec)
-    dec_ctx: av.CodecContext | None = None
+    dec_ctx: av.VideoCodecContext | None = None
     coded, decoded = [], []
     for i, crop in enumerate(crops):
         if i in intra_at:
             enc.restart()
         data, intra = enc.encode(crop)
         if intra:
-            dec_ctx = av.CodecContext.create(spec.decoder, "r")
+            dec_ctx = cast(av.VideoCodecContext, av.CodecContext.create(spec.decoder, "r"))
             dec_ctx.thread_count = 1
         assert dec_ctx is not None
         raw = _AV1_TEMPORAL_DELIMITER + data if spec.bitstream == "av1" else data

@@ -49,6 +49,11 @@ def set_moves(packets: list[Packet], move_of: Callable[[int], int]) -> list[Pack
     return out
 
 
+def _always(move: int) -> Callable[[int], int]:
+    """`move` for every picture (a `move_of` for `set_moves`)."""
+    return lambda _: move
+
+
 def _y(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
 
@@ -91,7 +96,7 @@ def choose_moves(header: StreamHeader, packets: list[Packet], crops: Iterable[np
     if (layer is None or layer.size != header.size
             or not any(p.type == PacketType.LAYER_GROUP for p in packets)):
         return packets
-    shown = [_Shown(header, set_moves(packets, lambda _, m=m: m)) for m in MOVE_CANDIDATES]
+    shown = [_Shown(header, set_moves(packets, _always(m))) for m in MOVE_CANDIDATES]
     errors: dict[int, np.ndarray] = {}
     for i, crop in zip(range(n_frames), crops, strict=False):  # crops may run on
         drawn = [s.at(i) for s in shown]

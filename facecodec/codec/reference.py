@@ -111,8 +111,8 @@ def choose_references(
         elif picture is not None and resurround and len(e.motion.surround):
             if e.face_seen:
                 assert frames is not None
-                points = basis.landmarks(e.motion, size)[:, :2]
-                surround = meter(_crop_at(frames, e.index), points)
+                face = basis.landmarks(e.motion, size)[:, :2]
+                surround = meter(_crop_at(frames, e.index), face)
                 last = e.motion.with_surround(surround)
             if last is not None:
                 e = replace(e, motion=last)

@@ -345,9 +345,10 @@ class StreamEncoder:
         packets = []
         for event in map(self.stabiliser, self.analyzer.push(frame_rgb, index)):
             if self.avatar is not None:
-                event = self.avatar(event)
-                if event is None:
+                portrait = self.avatar(event)
+                if portrait is None:
                     continue
+                event = portrait
             if self.layer is not None:
                 self._layer_picture(event, frame_rgb)
             packets += self.packetizer.push(event)

@@ -9,6 +9,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _import_mediapipe():  # type: ignore[no-untyped-def]
+def _import_mediapipe() -> ModuleType:
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:

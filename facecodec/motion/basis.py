@@ -106,7 +106,7 @@ class ExpressionBasis:
             ]
         )
         return Motion(
-            rotation=matrix_to_euler(rot),
+            rotation=np.asarray(matrix_to_euler(rot)),
             translation=t[:2] / size,
             log_scale=float(np.log(s / size)),
             expression=expr,

@@ -24,6 +24,7 @@ quantised 4:2:0 chroma of a low-rate AV1 picture, and returns its luma unchanged
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -103,6 +104,7 @@ class FusionNet(nn.Module):
         self.lat = nn.Conv2d(c2, c1, 1)
         self.head = nn.Conv2d(c1, 3 * 16, 3, padding=1)
         nn.init.zeros_(self.head.weight)
+        assert self.head.bias is not None  # a Conv2d made with one
         nn.init.zeros_(self.head.bias)
 
     def forward(
@@ -128,7 +130,7 @@ def model_id_of(net: FusionNet) -> str:
     return content_id(net, MODEL_PREFIX)
 
 
-def save_fusion(net: FusionNet, path: Path, meta: dict[str, object] | None = None) -> str:
+def save_fusion(net: FusionNet, path: Path, meta: Mapping[str, object] | None = None) -> str:
     """safetensors + a JSON beside it (config, model id, `meta`); returns the model id."""
     return save_model(net, path, model_id_of(net), meta)
 

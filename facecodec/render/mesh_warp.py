@@ -194,7 +194,8 @@ class MeshWarper:
         cen = outer_pts[dl].mean(axis=1)
         outer = outer_ids[dl[~_inside(oval, cen)]]
 
-        eyes, cores = [], []
+        eyes: list[np.ndarray] = []
+        cores: list[tuple[tuple[int, ...], np.ndarray]] = []
         first = n_lm + n_ring + len(border)
         for iris, loop in _EYES:
             share = _core_shares(ref, iris, loop) if self.iris_core else np.zeros(0)

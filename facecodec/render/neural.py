@@ -44,6 +44,7 @@ around the region (`RefinerNet.window`; benchmarks/neural_renderer.py).
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,6 +159,7 @@ class RefinerNet(nn.Module):
         self.up3, self.up2, self.up1 = _conv(c3, c3), _conv(c2, c2), _conv(c1, c1)
         self.head = _conv(c1, 7)
         nn.init.zeros_(self.head.weight)
+        assert self.head.bias is not None  # a Conv2d made with one
         nn.init.zeros_(self.head.bias)
         if self.config.full_res:
             # One 3x3 convolution at full resolution over the upsampled features and the
@@ -166,6 +168,7 @@ class RefinerNet(nn.Module):
             # it starts from exactly its previous output.
             self.full = _conv(c1 + 6, 4)
             nn.init.zeros_(self.full.weight)
+            assert self.full.bias is not None  # a Conv2d made with one
             nn.init.zeros_(self.full.bias)
 
     def forward(
@@ -266,7 +269,7 @@ def model_id_of(net: nn.Module) -> str:
     return content_id(net, MODEL_PREFIX)
 
 
-def save_weights(net: RefinerNet, path: Path, meta: dict[str, object] | None = None) -> str:
+def save_weights(net: RefinerNet, path: Path, meta: Mapping[str, object] | None = None) -> str:
     """Write safetensors + a JSON beside it (config, model id, `meta`); returns the model id."""
     return save_model(net, path, model_id_of(net), meta)
 
@@ -515,8 +518,9 @@ def onnx_model(net: RefinerNet, size: int = 256) -> bytes:
     c = torch.zeros(1, COND_CHANNELS, size // 2, size // 2)
     axes = {0: "batch", 2: "h", 3: "w"}
     buf = io.BytesIO()
+    # torch types `f` as a path only; its TorchScript exporter (dynamo=False) takes a file too.
     torch.onnx.export(
-        _Exported(net.eval()), (x, c, torch.ones(1, 1, 1, 1)), buf,
+        _Exported(net.eval()), (x, c, torch.ones(1, 1, 1, 1)), buf,  # type: ignore[arg-type]
         input_names=["image", "cond", "opening"], output_names=["frame"],
         dynamic_axes={"image": axes, "cond": {0: "batch", 2: "h2", 3: "w2"},
                       "opening": {0: "batch"}, "frame": axes},

@@ -17,6 +17,7 @@ the picture unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,7 @@ class RestoreNet(nn.Module):
         self.dec1 = ResBlock(c1)
         self.head = nn.Conv2d(c1, 12, 3, padding=1)
         nn.init.zeros_(self.head.weight)
+        assert self.head.bias is not None  # a Conv2d made with one
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +81,7 @@ def model_id_of(net: RestoreNet) -> str:
     return content_id(net, MODEL_PREFIX)
 
 
-def save_weights(net: RestoreNet, path: Path, meta: dict[str, object] | None = None) -> str:
+def save_weights(net: RestoreNet, path: Path, meta: Mapping[str, object] | None = None) -> str:
     return save_model(net, path, model_id_of(net), meta)
 
 

@@ -8,6 +8,7 @@ near 2 GFLOPs on the CPU, and predicts only the detail bicubic misses.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class UpscaleNet(nn.Module):
         self.body = nn.Sequential(*[ResBlock(c) for _ in range(self.config.blocks)])
         self.head = nn.Conv2d(c, 3 * 16, 3, padding=1)
         nn.init.zeros_(self.head.weight)  # starts as plain bicubic
+        assert self.head.bias is not None  # a Conv2d made with one
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,7 +62,7 @@ def model_id_of(net: UpscaleNet) -> str:
     return content_id(net, MODEL_PREFIX)
 
 
-def save_upscaler(net: UpscaleNet, path: Path, meta: dict[str, object] | None = None) -> str:
+def save_upscaler(net: UpscaleNet, path: Path, meta: Mapping[str, object] | None = None) -> str:
     return save_model(net, path, model_id_of(net), meta)
 
 
@@ -79,7 +81,8 @@ class Upscaler:
     """uint8 RGB frame (H, W, 3) -> (2H, 2W, 3) with the shipped network."""
 
     def __init__(self, weights: Path = DEFAULT_WEIGHTS) -> None:
-        self.net = load_upscaler(weights).to(memory_format=torch.channels_last)
+        # torch's stubs leave memory_format out of Module.to
+        self.net = load_upscaler(weights).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model_id = model_id_of(self.net)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:

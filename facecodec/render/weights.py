@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,14 +33,16 @@ def content_id(net: nn.Module, prefix: str) -> str:
     return f"{prefix}-{h.hexdigest()[:8]}"
 
 
-def save_model(net: nn.Module, path: Path, model_id: str, meta: dict[str, object] | None) -> str:
+def save_model(net: nn.Module, path: Path, model_id: str,
+               meta: Mapping[str, object] | None) -> str:
     """Write `path` (safetensors) and `path`.json (model id, config, `meta`); return the id."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
               str(tmp))
     tmp.replace(path)
-    info = {"model_id": model_id, "config": asdict(net.config), **(meta or {})}  # type: ignore[arg-type]
+    config: Any = net.config  # the network's dataclass, which nn.Module types as a submodule
+    info = {"model_id": model_id, "config": asdict(config), **(meta or {})}
     path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
     return model_id
 

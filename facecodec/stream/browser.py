@@ -90,4 +90,4 @@ async def devtools(profile: Path, method: str, params: dict[str, Any] | None = N
             await ws.send_json({"id": 1, "method": method, "params": params or {}})
             while (reply := await ws.receive_json(timeout=timeout)).get("id") != 1:
                 pass
-    return reply["result"]  # type: ignore[no-any-return]
+    return reply["result"]

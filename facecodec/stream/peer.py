@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aioice.ice
 import av
@@ -117,6 +117,13 @@ class _Sound:
 
 _SOUND = _Sound()
 
+if TYPE_CHECKING:
+    class _Opus(OpusEncoder):
+        """aiortc's Opus encoder as `use_opus` patches it."""
+
+        setting: tuple[float, int]  # the (kbps, frame ms) it codes at
+        gate: SpeechGate | None
+
 
 def use_opus(kbps: float, frame_ms: int, dtx: bool = True) -> None:
     """The rate and frame length of the Opus encoders aiortc builds from now on (this
@@ -125,7 +132,7 @@ def use_opus(kbps: float, frame_ms: int, dtx: bool = True) -> None:
     check_opus(kbps, frame_ms)
     _SOUND.kbps, _SOUND.frame_ms, _SOUND.dtx, _SOUND.thin = kbps, frame_ms, dtx, False
 
-    def configure(self: OpusEncoder) -> None:
+    def configure(self: _Opus) -> None:
         """Code at the process's setting from the next frame on."""
         rate, frame = self.setting = _SOUND.setting()
         first = getattr(self, "first_packet_pts", None)
@@ -139,7 +146,7 @@ def use_opus(kbps: float, frame_ms: int, dtx: bool = True) -> None:
                                            frame_size=RATE * frame // 1000)
         self.gate = SpeechGate(frame) if _SOUND.dtx else None
 
-    def encode(self: OpusEncoder, frame: av.AudioFrame,
+    def encode(self: _Opus, frame: av.AudioFrame,
                force_keyframe: bool = False) -> tuple[list[bytes], int | None]:
         # aiortc's encode, but a packet the gate refuses is coded (the encoder's state runs
         # on) and not returned; aiortc sends nothing for a call that returns none.
@@ -156,10 +163,13 @@ def use_opus(kbps: float, frame_ms: int, dtx: bool = True) -> None:
         if not kept:
             return [], None
         _SOUND.last_sent = time.monotonic()
-        return [bytes(p) for p in kept], kept[0].pts - self.first_packet_pts
+        pts, first = kept[0].pts, self.first_packet_pts
+        assert pts is not None and first is not None  # coded from frames with a pts
+        return [bytes(p) for p in kept], pts - first
 
-    OpusEncoder.__init__ = configure  # type: ignore[method-assign]
-    OpusEncoder.encode = encode  # type: ignore[method-assign]
+    # aiortc's own encode() also returns None where its type says int.
+    OpusEncoder.__init__ = configure  # type: ignore[method-assign, assignment]
+    OpusEncoder.encode = encode  # type: ignore[method-assign, assignment]
 
 
 def set_thin_sound(thin: bool) -> None:
@@ -600,7 +610,8 @@ class FileAudioTrack(_SoundTrack):
         super().__init__()
         self._sound = FileSound(path)
         self._follow = follow_video
-        self._loop = round(loop_s * RATE) if loop_s else None  # samples
+        # The loop's length in samples (`_loop` is the event loop of pyee's event emitter).
+        self._loop_samples = round(loop_s * RATE) if loop_s else None
         self._t0: float | None = None  # time.time() at which the picture's frame 0 is due
         self._start: float | None = None  # time.monotonic() of the first sample sent
         self._own = 0  # on its own: the next sample of the file
@@ -630,9 +641,10 @@ class FileAudioTrack(_SoundTrack):
             return out  # the picture has not started
         pos = round((due - self._t0) * RATE)  # samples since the picture's frame 0
         i = max(0, -pos)
+        loop = self._loop_samples
         while i < FRAME:
-            sample = pos + i if self._loop is None else (pos + i) % self._loop
-            n = FRAME - i if self._loop is None else min(FRAME - i, self._loop - sample)
+            sample = pos + i if loop is None else (pos + i) % loop
+            n = FRAME - i if loop is None else min(FRAME - i, loop - sample)
             out[i:i + n] = self._sound.read(sample, n)
             i += n
         return out

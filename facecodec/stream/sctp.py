@@ -252,13 +252,13 @@ _ORIGINAL_DATA_CHANNEL_RECEIVE = RTCSctpTransport._data_channel_receive
 _dropped: weakref.WeakKeyDictionary[RTCSctpTransport, int] = weakref.WeakKeyDictionary()
 
 
-async def _data_channel_receive(transport: RTCSctpTransport, stream_id: int, pp_id: int,
+async def _data_channel_receive(self: RTCSctpTransport, stream_id: int, pp_id: int,
                                 data: bytes) -> None:
     try:
-        await _ORIGINAL_DATA_CHANNEL_RECEIVE(transport, stream_id, pp_id, data)
+        await _ORIGINAL_DATA_CHANNEL_RECEIVE(self, stream_id, pp_id, data)
     except (UnicodeDecodeError, AssertionError, ValueError, KeyError, IndexError,
             struct.error):
-        _dropped[transport] = _dropped.get(transport, 0) + 1
+        _dropped[self] = _dropped.get(self, 0) + 1
 
 
 def guard_data_channels() -> None:

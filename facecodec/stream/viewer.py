@@ -347,12 +347,11 @@ class Viewer:
         sent_index = -2
         try:
             while not self._stopping:
+                def ready(last: int = sent_index) -> bool:
+                    return self._stopping or (latest()[0] is not None and latest()[1] != last)
+
                 async with new:
-                    await new.wait_for(
-                        lambda last=sent_index: (
-                            self._stopping or (latest()[0] is not None and latest()[1] != last)
-                        )
-                    )
+                    await new.wait_for(ready)
                     jpeg, sent_index = latest()
                 if self._stopping or jpeg is None:
                     break

@@ -60,7 +60,7 @@ def write_frames(path: Path, frames: np.ndarray, crf: int = CRF) -> None:
 def read_frames(path: Path, n: int) -> np.ndarray:
     """The `n` frames of a stream written by `write_frames`, decoded by OpenCV."""
     cap = cv2.VideoCapture(str(path))
-    frames = []
+    frames: list[np.ndarray] = []
     while len(frames) <= n:
         ok, bgr = cap.read()
         if not ok:

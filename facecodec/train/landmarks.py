@@ -19,7 +19,7 @@ def track_clip(path: Path, stride: int = 1, max_frames: int | None = None) -> np
     info = probe(path)
     scale = min(1.0, TRACK_MAX_SIDE / max(info.width, info.height))
     tracker = FaceTracker(allow_several=True)
-    out = []
+    out: list[np.ndarray] = []
     for i, frame in enumerate(read_frames(path)):
         if max_frames is not None and len(out) >= max_frames:
             break

@@ -86,11 +86,12 @@ def prepare_clip(
     segs = [np.flatnonzero(clip.segment == s) for s in np.unique(clip.segment)]
     starts = frozenset(int(r[0]) for r in segs)
     refs = {}
-    for rows in segs if ref_quality is not None else []:
+    if ref_quality is not None:
         lo, hi = ref_quality  # a fixed quality draws nothing: v1's random stream is kept
-        q = lo if lo == hi else int(rng.integers(lo, hi + 1))
-        crop = np.asarray(clip.crops[rows[0]])
-        refs[int(rows[0])] = round_trip(crop, q, fast=True)  # fast: as the weights were trained
+        for rows in segs:
+            q = lo if lo == hi else int(rng.integers(lo, hi + 1))
+            crop = np.asarray(clip.crops[rows[0]])
+            refs[int(rows[0])] = round_trip(crop, q, fast=True)  # fast: as the weights were trained
     layers = []
     for _ in range(variants):
         size = int(rng.choice([s for s, _ in sizes], p=[p for _, p in sizes]))

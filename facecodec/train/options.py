@@ -7,7 +7,7 @@ import argparse
 import os
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +62,8 @@ def command_line(prog: str, argv: list[str] | None) -> str:
 
 
 def save_best(
-    save: Callable[[Any, Path, dict[str, object]], str], net: Any, out: Path,
-    export: Path | None, meta: dict[str, object],
+    save: Callable[[Any, Path, Mapping[str, object]], str], net: Any, out: Path,
+    export: Path | None, meta: Mapping[str, object],
 ) -> str:
     """`out`/best.safetensors (and `export`, when asked) with the training record; the id."""
     mid = save(net, out / "best.safetensors", meta)

@@ -59,7 +59,8 @@ def make_pool(
     jobs: int,
 ) -> dict[str, np.ndarray]:
     """{crops (N,S,S,3), decoded (N*codes,S,S,3), owner (N*codes,), quality (N*codes,)}."""
-    crops, tasks, owner, qs = [], [], [], []
+    crops: list[np.ndarray] = []
+    tasks, owner, qs = [], [], []
     for clip in clips:
         n = len(clip.crops)
         for row in np.linspace(0, n - 1, frames).astype(int):
@@ -136,7 +137,8 @@ def evaluate(net: RestoreNet, pool: dict[str, torch.Tensor], qualities: np.ndarr
     """Mean PSNR-Y (whole pictures, 0..255 luma) of the decoded and restored references,
     overall and by quality band."""
     net.eval()
-    err_in, err_out = [], []
+    err_in: list[torch.Tensor] = []
+    err_out: list[torch.Tensor] = []
     with torch.inference_mode():
         for s in range(0, len(pool["owner"]), batch):
             x = pool["decoded"][s:s + batch].float() / 255.0

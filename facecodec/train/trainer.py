@@ -124,10 +124,10 @@ class TrainConfig:
             v = getattr(self, name)
             if not _whole(v) or not lo <= v <= hi:
                 return f"{name} must be a whole number in {lo}..{hi} (got {v!r})"
-        for name, (lo, hi) in _REAL.items():
+        for name, (low, high) in _REAL.items():
             v = getattr(self, name)
-            if not _real(v) or not lo <= v <= hi:
-                return f"{name} must be a number in {lo:g}..{hi:g} (got {v!r})"
+            if not _real(v) or not low <= v <= high:
+                return f"{name} must be a number in {low:g}..{high:g} (got {v!r})"
         if self.disc_lr is not None and not (_real(self.disc_lr)
                                              and _REAL["lr"][0] <= self.disc_lr <= _REAL["lr"][1]):
             return f"disc_lr must be null or a number in {_REAL['lr'][0]:g}..{_REAL['lr'][1]:g}"
@@ -195,7 +195,7 @@ def _model_problem(m: dict[str, object]) -> str | None:
     """The refiner's settings as written: of the kinds RefinerConfig expects."""
     widths = m.get("widths", RefinerConfig.widths)
     if not (isinstance(widths, list | tuple) and len(widths) == 4
-            and all(_whole(x) and 1 <= x <= MAX_WIDTH for x in widths)):  # type: ignore[operator]
+            and all(_whole(x) and 1 <= x <= MAX_WIDTH for x in widths)):
         return f"model.widths must be 4 whole numbers in 1..{MAX_WIDTH}"
     for name in ("residual", "region_eyes", "full_res", "disocclusion"):
         if not isinstance(m.get(name, False), bool):
@@ -608,6 +608,6 @@ def train(
         # Free the DDP wrappers now: they sit in a reference cycle, so they would outlive the
         # process group (their reducers hold it and gloo's pending work) until some later
         # collection, at worst at interpreter exit, where freeing gloo's work can abort.
-        model = judge = None
+        del model, judge
         gc.collect()
     return scores
