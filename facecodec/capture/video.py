@@ -14,7 +14,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-from av.sidedata.sidedata import Type as SideDataType
 
 from facecodec.bitstream.container import MAX_FPS
 from facecodec.errors import FacecodecError
@@ -68,7 +67,9 @@ def _shown_stream(c: av.container.InputContainer) -> av.video.stream.VideoStream
     flags = av.stream.Disposition
     videos = [s for s in c.streams.video if not s.disposition & flags.attached_pic]
     marked = [s for s in videos if s.disposition & flags.default]
-    return (marked or videos or [None])[0]
+    if marked:
+        return marked[0]
+    return videos[0] if videos else None
 
 
 def _display(frame: av.VideoFrame) -> tuple[float, bool]:
@@ -78,10 +79,11 @@ def _display(frame: av.VideoFrame) -> tuple[float, bool]:
     Phones store portrait video as landscape pictures plus this matrix (a front camera's
     may mirror too); a face lying on its side or upside down is neither tracked nor shown
     the way the sender filmed it. No matrix, or a degenerate one: as stored."""
-    side = frame.side_data.get(SideDataType.DISPLAYMATRIX)
-    if side is None or len(bytes(side)) != 36:
+    side = frame.side_data.get("DISPLAYMATRIX")  # a SideData (a buffer), typed as object
+    raw = b"" if side is None else memoryview(side).tobytes()  # type: ignore[arg-type]
+    if len(raw) != 36:
         return 0.0, False
-    a, b, _, c, d, *_ = struct.unpack("=9i", bytes(side))  # 16.16 fixed point, row-major
+    a, b, _, c, d, *_ = struct.unpack("=9i", raw)  # 16.16 fixed point, row-major
     det = a * d - b * c
     if det == 0:
         return 0.0, False
