@@ -98,3 +98,20 @@ def test_a_call_as_an_avatar_sends_the_portrait_once() -> None:
     sent = enc.push(frames[-1], FRAMES)
     assert sum(decode_packet(d)[0].type == PacketType.KEYFRAME for d in sent) == 1
     enc.close()
+
+
+def test_a_request_on_a_new_crop_is_answered() -> None:
+    """A receiver's request that falls on the frame where the sender's crop changes: that
+    keyframe carries the portrait (it was dropped as the crop's own, and the request with
+    it)."""
+    frames = list(read_frames(require(CLIP), 80))
+    h, w = frames[0].shape[:2]
+    enc = StreamEncoder(SIZE, 30, "medium", source_size=(w, h), avatar=require(PORTRAIT))
+    sent = []
+    for i, f in enumerate(frames):
+        if i == 76:
+            enc.analyzer.request_keyframe()
+        sent += [i for d in enc.push(f, i) if decode_packet(d)[0].type == PacketType.KEYFRAME]
+    assert enc.analyzer.report.keyframes[1] == (76, "recentre")
+    assert sent == [0, 76]
+    enc.close()

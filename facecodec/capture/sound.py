@@ -1,10 +1,12 @@
-"""A media file's sound as 48 kHz stereo 16-bit samples, read forward from any sample: what a
-call sends when its picture comes from that file (paced so that the sound of each moment goes
-with its frame, stream/peer.py FileAudioTrack)."""
+"""A media file's sound as 48 kHz stereo 16-bit samples, read forward from any sample, sample 0
+at the file's first picture: what a call sends when its picture comes from that file (paced so
+that the sound of each moment goes with its frame, stream/peer.py FileAudioTrack), and what an
+upscaled video keeps (capture/video.py VideoWriter)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -13,9 +15,12 @@ from facecodec.capture.microphone import RATE
 
 
 class FileSound:
-    """Samples of a file's first sound stream, 48 kHz stereo s16, as (n, 2) arrays. Reading
-    goes forward; a read before the last one starts the file again. Memory holds a frame or
-    two of decoded sound, whatever the file's length."""
+    """Samples of a file's first sound stream, 48 kHz stereo s16, as (n, 2) arrays, placed
+    against the pictures as the file's timestamps place them (a sound that starts after the
+    first picture starts with silence). Reading goes forward; a read before the last one
+    starts the file again. Memory holds a frame or two of decoded sound, whatever the file's
+    length. A damaged packet is skipped, its time kept silent, as a player does; `damaged`
+    says whether one was."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -29,18 +34,38 @@ class FileSound:
         self._buf = np.zeros((0, 2), np.int16)
         self._pos = 0  # file sample at _buf[0]
         self.ended = False  # the file's last sample has been decoded
+        self.damaged = False
 
     def _decoded(self) -> Iterator[np.ndarray]:
         resampler = av.AudioResampler("s16", "stereo", RATE)
         try:
             with av.open(self.path) as container:
-                for frame in container.decode(container.streams.audio[0]):
-                    for out in resampler.resample(frame):
-                        yield out.to_ndarray().reshape(-1, 2)
+                sound = container.streams.audio[0]
+                lead = _lead(container, sound)
+                while lead > 0:  # silence before the sound, a second at a time
+                    yield np.zeros((min(lead, RATE), 2), np.int16)
+                    lead -= RATE
+                drop = -lead  # samples before the first picture
+                for packet in container.demux(sound):
+                    try:
+                        frames = packet.decode()
+                    except av.FFmpegError:
+                        self.damaged = True
+                        if packet.duration and packet.time_base:
+                            yield np.zeros((round(packet.duration * packet.time_base * RATE),
+                                            2), np.int16)
+                        continue
+                    for frame in frames:
+                        for out in resampler.resample(frame):
+                            samples = out.to_ndarray().reshape(-1, 2)
+                            cut = min(drop, len(samples))
+                            drop -= cut
+                            if cut < len(samples):
+                                yield samples[cut:]
             for out in resampler.resample(None):  # what the resampler still holds
                 yield out.to_ndarray().reshape(-1, 2)
         except (av.FFmpegError, OSError):
-            return  # damaged (or gone) from here on: the sound ends, the call goes on
+            self.damaged = True  # unreadable (or gone) from here on: the sound ends there
 
     def read(self, start: int, n: int) -> np.ndarray:
         """Samples start .. start + n - 1; silence past the file's end."""
@@ -64,3 +89,19 @@ class FileSound:
     def at_end(self, sample: int) -> bool:
         """Whether the file has no sound from `sample` on (known once it was read there)."""
         return self.ended and sample >= self._pos + len(self._buf)
+
+
+# A sound this far from the pictures is a wrong timestamp, not a late start: kept in place.
+MAX_LEAD_S = 60
+
+
+def _lead(container: av.container.InputContainer, sound: av.audio.stream.AudioStream) -> int:
+    """Samples from the first picture to the sound's start (negative: the sound starts first)."""
+    from facecodec.capture.video import shown_stream
+
+    video = shown_stream(container)
+    if video is None or video.start_time is None or sound.start_time is None:
+        return 0
+    seconds = (sound.start_time * Fraction(sound.time_base or 0)
+               - video.start_time * Fraction(video.time_base or 0))
+    return round(seconds * RATE) if abs(seconds) <= MAX_LEAD_S else 0

@@ -16,6 +16,8 @@ import av
 import numpy as np
 
 from facecodec.bitstream.container import MAX_FPS
+from facecodec.capture.microphone import RATE
+from facecodec.capture.sound import FileSound
 from facecodec.errors import FacecodecError
 from facecodec.files import check_readable, check_writable, publish, temp_beside
 
@@ -44,7 +46,7 @@ class VideoInfo:
 
 
 def _open(path: str | Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
-    """The file opened, and the video stream a player shows (`_shown_stream`)."""
+    """The file opened, and the video stream a player shows (`shown_stream`)."""
     p = Path(path)
     check_readable(p, "a video file")  # it is opened more than once: probed, then read
     try:
@@ -52,7 +54,7 @@ def _open(path: str | Path) -> tuple[av.container.InputContainer, av.video.strea
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
         raise FacecodecError(f"{p}: not a video file PyAV can read, or an incomplete one "
                              f"({e.__class__.__name__})") from e
-    s = _shown_stream(c)
+    s = shown_stream(c)
     if s is None:
         cover = bool(c.streams.video)
         c.close()
@@ -61,7 +63,7 @@ def _open(path: str | Path) -> tuple[av.container.InputContainer, av.video.strea
     return c, s
 
 
-def _shown_stream(c: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+def shown_stream(c: av.container.InputContainer) -> av.video.stream.VideoStream | None:
     """The video stream a player picks: not a cover picture (an attached picture of a song
     or a film), and of several the one marked default, else the first."""
     flags = av.stream.Disposition
@@ -218,6 +220,11 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.
         raise FacecodecError(f"{path}: the file is cut short after frame {n} (incomplete)")
 
 
+def _has_sound(path: Path) -> bool:
+    with av.open(str(path)) as c:
+        return bool(c.streams.audio)
+
+
 class VideoWriter:
     """H.264 mp4 / mov / mkv (or uncompressed .y4m) writer that only makes the output appear
     when it is complete."""
@@ -225,8 +232,9 @@ class VideoWriter:
     def __init__(self, path: str | Path, fps: Fraction, width: int, height: int, crf: int = 18,
                  pixel_aspect: Fraction = Fraction(1), sound_from: Path | None = None):
         """`pixel_aspect`: a pixel's width over its height as the output is to be shown.
-        `sound_from`: a video whose sound the output keeps (as AAC, from its start, as long
-        as the frames written last), where it has sound and the container holds it."""
+        `sound_from`: a video whose sound the output keeps beside its frames (capture/sound.py
+        FileSound: as the file places it against its pictures, as long as the frames written,
+        coded again as AAC), where it has sound and the container holds it (not .y4m)."""
         self.path = Path(path)
         self.fps = fps
         fmt = CONTAINERS.get(self.path.suffix.lower())
@@ -248,8 +256,10 @@ class VideoWriter:
                 self._s.codec_context.sample_aspect_ratio = pixel_aspect
             if not raw:
                 self._s.options = {"crf": str(crf), "preset": "veryfast"}
-            self._sound = None if raw or sound_from is None else _SoundCopy.of(sound_from,
-                                                                              self._c)
+            self._sound: FileSound | None = None
+            if not raw and sound_from is not None and _has_sound(sound_from):
+                self._sound = FileSound(str(sound_from))
+                self._a = self._c.add_stream("aac", rate=RATE, layout="stereo")
         except (OSError, ValueError, OverflowError, av.error.FFmpegError) as e:
             self.abort()
             raise FacecodecError(f"cannot write {self.path}: {e}") from None
@@ -263,20 +273,40 @@ class VideoWriter:
         try:
             for pkt in self._s.encode(f):
                 self._container.mux(pkt)
+            if self._sound is not None:
+                self._write_sound()
         except OSError as e:  # a full disk: the caller aborts
             raise FacecodecError(f"cannot write {self.path}: {e.strerror or e}") from None
         self.frames += 1
+
+    def _write_sound(self) -> None:
+        """The sound of this frame's time, written beside it (interleaved, as a player reads)."""
+        assert self._sound is not None
+        start = round(self.frames * RATE / self.fps)
+        end = round((self.frames + 1) * RATE / self.fps)
+        samples = self._sound.read(start, end - start)
+        piece = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="stereo")
+        piece.sample_rate, piece.pts = RATE, start
+        for pkt in self._a.encode(piece):
+            self._container.mux(pkt)
 
     def close(self) -> None:
         try:
             for pkt in self._s.encode():
                 self._container.mux(pkt)
             if self._sound is not None:
-                self._sound.copy(self._container, self.frames / self.fps)
+                for pkt in self._a.encode():
+                    self._container.mux(pkt)
+                if self._sound.damaged:
+                    print(f"warning: {self._sound.path}: damaged sound; its damaged parts are "
+                          "silent in the output", file=sys.stderr)
             self._container.close()
         except OSError as e:
             self.abort()
             raise FacecodecError(f"cannot write {self.path}: {e.strerror or e}") from None
+        except BaseException:
+            self.abort()
+            raise
         publish(self._tmp, self.path)
 
     @property
@@ -302,45 +332,3 @@ class VideoWriter:
         else:
             self.abort()
 
-
-class _SoundCopy:
-    """A video's sound carried into a VideoWriter's output: decoded, and coded again as AAC
-    (its own codec may not fit the output's container)."""
-
-    def __init__(self, src: Path, out: av.audio.stream.AudioStream) -> None:
-        self.src, self.out = src, out
-
-    @classmethod
-    def of(cls, src: Path, container: av.container.OutputContainer) -> _SoundCopy | None:
-        """The copy of `src`'s first sound stream into `container` (None: it has none)."""
-        with av.open(str(src)) as c:
-            if not c.streams.audio:
-                return None
-            sound = c.streams.audio[0]
-            rate = sound.rate or 48000
-            layout = "mono" if sound.channels == 1 else "stereo"  # more channels mixed down
-        out = container.add_stream("aac", rate=rate, layout=layout)
-        return cls(src, out)
-
-    def copy(self, container: av.container.OutputContainer, seconds: Fraction) -> None:
-        """Code the sound of the first `seconds`. Damaged sound ends the copy with a warning:
-        the pictures, the output's purpose, are whole."""
-        rate = self.out.rate
-        resample = av.AudioResampler(format="fltp", layout=self.out.layout.name, rate=rate)
-        limit, done = int(seconds * rate), 0
-        try:
-            with av.open(str(self.src)) as c:
-                for frame in c.decode(c.streams.audio[0]):
-                    for piece in resample.resample(frame):
-                        if done >= limit:
-                            break
-                        piece.pts, done = done, done + piece.samples
-                        for pkt in self.out.encode(piece):
-                            container.mux(pkt)
-                    if done >= limit:
-                        break
-        except av.error.FFmpegError:
-            print(f"warning: {self.src}: sound damaged after {done / rate:.1f} s; the output's "
-                  "sound ends there", file=sys.stderr)
-        for pkt in self.out.encode():
-            container.mux(pkt)

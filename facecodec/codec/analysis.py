@@ -35,6 +35,9 @@ class KeyframeEvent:
     # file's chosen reference, facecodec/codec/reference.py) or an earlier one (a call's,
     # facecodec/codec/scout.py).
     picture_index: int | None = None
+    # Whether a receiver asked for a keyframe, or a refresh was due, here whatever `reason`
+    # says: a keyframe of a new crop answers those too, so they are not kept waiting.
+    asked: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class FaceAnalyzer:
                 return []  # nothing to show yet: the receiver fills these with the first frame
             return [MotionEvent(index, self.last, face_seen=False)]
         events: list[KeyframeEvent | MotionEvent] = []
+        asked = self.want_keyframe or bool(self.refresh and index - self.last_key >= self.refresh)
         reason = ""
         if self.crop is None:
             reason = "start"
@@ -132,7 +136,7 @@ class FaceAnalyzer:
             if pick is None:
                 motion = key_motion
             events.append(KeyframeEvent(index, self.crop, key_image, key_motion, reason,
-                                        None if pick is None else pick.index))
+                                        None if pick is None else pick.index, asked))
             self.report.keyframes.append((index, reason))
             self.last_key, self.lost, self.want_keyframe = index, False, False
         if self.meter is not None and (not reason or pick is not None):

@@ -10,8 +10,8 @@ its face), refreshed reference pictures and the layer.
 
 A new crop of the sender's own video (its face re-centred, or back after leaving) sends no
 keyframe: the portrait has not changed, and the driver places the avatar again itself. Only
-the first keyframe, and those a receiver asks for or `--refresh` sets, resend the
-portrait."""
+the first keyframe, and those a receiver asks for or a file's `--refresh` sets (on whatever
+frame they fall), resend the portrait."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class AvatarEvents:
         """The event as the portrait's; None for a keyframe only the sender's crop needs."""
         if isinstance(event, KeyframeEvent):
             self.driver.keyframe(event.crop)
-            if self.sent_keyframe and event.reason in CROP_ONLY:
+            if self.sent_keyframe and event.reason in CROP_ONLY and not event.asked:
                 return None
             self.sent_keyframe = True
             return replace(event, image=self.avatar.image, motion=self.avatar.motion,
