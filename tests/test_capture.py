@@ -225,6 +225,23 @@ def test_a_file_cut_short_is_an_error_not_a_shorter_video(tmp_path: Path) -> Non
                        r"\d+ \(incomplete\)"):
         list(read_frames(half))
 
+    # A clip with sound, cut inside a packet of its sound: the pictures before the cut are
+    # whole, and the file reads as shorter unless every stream's packets are looked at.
+    clip, web = require(CLIPS / "liveportrait_d19.mp4"), tmp_path / "web.mp4"
+    with av.open(str(clip)) as c, av.open(str(web), "w", options={"movflags": "faststart"}) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in c.streams}
+        for p in c.demux():
+            if p.dts is not None:
+                p.stream = streams[p.stream.index]
+                out.mux(p)
+    with av.open(str(web)) as c:
+        sound = [p for p in c.demux(c.streams.audio[0]) if p.size]
+    middle = sound[len(sound) // 2]
+    cut = tmp_path / "cut_in_sound.mp4"
+    cut.write_bytes(web.read_bytes()[: middle.pos + middle.size // 2])
+    with pytest.raises(FacecodecError, match="cut_in_sound.mp4: the file is cut short"):
+        list(read_frames(cut))
+
 
 def test_hdr_video_is_noted_once(
     tmp_path: Path, d9_frames: list[np.ndarray], capsys: pytest.CaptureFixture[str]

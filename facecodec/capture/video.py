@@ -195,9 +195,11 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.
         s.thread_type = "AUTO"
         n, first, cut = 0, None, False
         try:
-            for packet in c.demux(s):
+            for packet in c.demux():  # every stream's, for a cut inside the sound's data
                 # A packet the file ends inside of: the demuxer read less than its index says.
                 cut = cut or packet.is_corrupt
+                if packet.stream is not s:
+                    continue
                 for frame in packet.decode():
                     rgb = upright(frame)
                     first = first or rgb.shape
