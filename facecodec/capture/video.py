@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -201,7 +202,7 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.
                 if packet.stream is not s:
                     continue
                 for frame in packet.decode():
-                    rgb = upright(frame)
+                    rgb = upright(cast(av.VideoFrame, frame))  # the video stream's packet
                     first = first or rgb.shape
                     if rgb.shape != first:
                         raise FacecodecError(
