@@ -115,3 +115,13 @@ def test_a_request_on_a_new_crop_is_answered() -> None:
     assert enc.analyzer.report.keyframes[1] == (76, "recentre")
     assert sent == [0, 76]
     enc.close()
+
+
+def test_a_files_refresh_keeps_its_period_across_new_crops() -> None:
+    """`encode --avatar --refresh 1`: the portrait every 30 frames, though a new crop of the
+    sender's picture (frame 76) sends nothing (it restarted the period, so the next refresh
+    came at 106; a face that keeps moving got none)."""
+    settings = EncoderSettings(size=SIZE, avatar=require(PORTRAIT), refresh_s=1.0)
+    r = encode_file(require(CLIP), None, settings)
+    assert [(k.index, k.reason) for k in r.keyframes] == [
+        (0, "start"), (30, "refresh"), (60, "refresh"), (90, "refresh")]

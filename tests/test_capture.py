@@ -10,6 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 from conftest import CLIPS, GRID_CLIP, require
@@ -358,19 +359,18 @@ def _with_sound(path: Path, clip: Path, sound_codec: str, sound_starts_s: float 
 
 
 def test_a_files_sound_keeps_its_place_and_outlives_a_damaged_packet(tmp_path: Path) -> None:
-    """A sound that starts a second after the first picture is heard a second in (it was
-    heard at once, a second early); damaged packets are a short silence, not the end of the
-    sound."""
+    """A sound that starts 1.5 s after the first picture is heard 1.5 s in (it was heard at
+    once); damaged packets are a short silence, not the end of the sound."""
     from facecodec.capture.sound import FileSound
 
     clip = require(GRID_CLIP)
     first, late = tmp_path / "first.mkv", tmp_path / "late.mkv"
     _with_sound(first, clip, "pcm_s16le")
-    _with_sound(late, clip, "pcm_s16le", sound_starts_s=1.0)
-    at_once, second_in = FileSound(str(first)).read(0, 4 * 48000), FileSound(str(late))
-    got = second_in.read(0, 4 * 48000)
-    assert not got[:48000].any() and np.abs(got[48000:]).max() > 1000
-    assert np.array_equal(got[48000:], at_once[:3 * 48000]) and not second_in.damaged
+    _with_sound(late, clip, "pcm_s16le", sound_starts_s=1.5)
+    at_once, later = FileSound(str(first)).read(0, 4 * 48000), FileSound(str(late))
+    got = later.read(0, 4 * 48000)
+    assert not got[:72000].any() and np.abs(got[72000:]).max() > 1000
+    assert np.array_equal(got[72000:], at_once[:4 * 48000 - 72000]) and not later.damaged
 
     coded = tmp_path / "coded.mp4"  # its index says where each packet lies
     _with_sound(coded, clip, "aac")
@@ -390,6 +390,44 @@ def test_a_files_sound_keeps_its_place_and_outlives_a_damaged_packet(tmp_path: P
     # The same speech in the same place (the decoder's state after the damage differs a
     # little; a shift of the sound by the damaged packets' time would not correlate).
     assert np.corrcoef(got[tail, 0], whole[tail, 0])[0, 1] > 0.99
+
+
+def _segment(path: Path, frames: list[np.ndarray], rate: int, layout: str) -> None:
+    """An MPEG-TS recording of `frames` with a second of a 440 Hz tone at this rate."""
+    with av.open(str(path), "w", format="mpegts") as box:
+        video = box.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+        sound = box.add_stream("aac", rate=rate, layout=layout)
+        for f in frames:
+            for p in video.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                box.mux(p)
+        for p in video.encode():
+            box.mux(p)
+        channels = 1 if layout == "mono" else 2
+        t = np.arange(rate) / rate
+        tone = np.tile((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), (channels, 1))
+        piece = av.AudioFrame.from_ndarray(tone, format="fltp", layout=layout)
+        piece.sample_rate, piece.pts = rate, 0
+        for p in [*sound.encode(piece), *sound.encode()]:
+            box.mux(p)
+
+
+def test_joined_recordings_read_whole(tmp_path: Path, d9_frames: list[np.ndarray]) -> None:
+    """Two MPEG-TS recordings joined end to end (as HLS segments are), the second's sound
+    at another rate and layout: every frame is read (the join's corrupt packet was taken for
+    a cut), and the sound goes on past the change (it ended in an internal error)."""
+    from facecodec.capture.sound import FileSound
+
+    small = [cv2.resize(f, (64, 64), interpolation=cv2.INTER_AREA) for f in d9_frames]
+    one, two, joined = tmp_path / "one.ts", tmp_path / "two.ts", tmp_path / "joined.ts"
+    _segment(one, small[:12], 44100, "mono")
+    _segment(two, small[12:24], 48000, "stereo")
+    joined.write_bytes(one.read_bytes() + two.read_bytes())
+    assert len(list(read_frames(joined))) == 24
+    sound = FileSound(str(joined))
+    got = sound.read(0, 3 * 48000)
+    heard = np.flatnonzero(np.abs(got[:, 0]) > 1000)
+    assert heard[-1] > 48000 + 24000, heard[-1]  # the second recording's tone is heard too
 
 
 def test_missing_camera_is_a_one_line_error(tmp_path: Path) -> None:

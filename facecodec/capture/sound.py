@@ -40,12 +40,14 @@ class FileSound:
         resampler = av.AudioResampler("s16", "stereo", RATE)
         try:
             with av.open(self.path) as container:
-                sound = container.streams.audio[0]
+                sound = heard_stream(container)
+                if sound is None:
+                    return
                 lead = _lead(container, sound)
-                while lead > 0:  # silence before the sound, a second at a time
-                    yield np.zeros((min(lead, RATE), 2), np.int16)
-                    lead -= RATE
-                drop = -lead  # samples before the first picture
+                silence, drop = max(lead, 0), max(-lead, 0)  # drop: before the first picture
+                while silence > 0:  # a second at a time
+                    yield np.zeros((min(silence, RATE), 2), np.int16)
+                    silence -= RATE
                 for packet in container.demux(sound):
                     try:
                         frames = packet.decode()
@@ -56,7 +58,13 @@ class FileSound:
                                             2), np.int16)
                         continue
                     for frame in frames:
-                        for out in resampler.resample(frame):
+                        try:
+                            outs = resampler.resample(frame)
+                        except ValueError:  # its rate or layout changed (joined recordings)
+                            outs = resampler.resample(None)
+                            resampler = av.AudioResampler("s16", "stereo", RATE)
+                            outs += resampler.resample(frame)
+                        for out in outs:
                             samples = out.to_ndarray().reshape(-1, 2)
                             cut = min(drop, len(samples))
                             drop -= cut
@@ -93,6 +101,15 @@ class FileSound:
 
 # A sound this far from the pictures is a wrong timestamp, not a late start: kept in place.
 MAX_LEAD_S = 60
+
+
+def heard_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream | None:
+    """The sound stream a player picks: of several, the one marked default, else the first."""
+    sounds = list(container.streams.audio)
+    marked = [s for s in sounds if s.disposition & av.stream.Disposition.default]
+    if marked:
+        return marked[0]
+    return sounds[0] if sounds else None
 
 
 def _lead(container: av.container.InputContainer, sound: av.audio.stream.AudioStream) -> int:

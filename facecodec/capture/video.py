@@ -194,11 +194,15 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.
     c, s = _open(path)
     with c:
         s.thread_type = "AUTO"
-        n, first, cut = 0, None, False
+        n, first = 0, None
+        # Per stream, whether its last packet was flagged corrupt: the demuxer read less than
+        # the file promised (a file that ends inside it). Corrupt packets mid-way (where two
+        # recordings were joined) are damage a decoder gets over, not an end.
+        ends_cut: dict[int, bool] = {}
         try:
             for packet in c.demux():  # every stream's, for a cut inside the sound's data
-                # A packet the file ends inside of: the demuxer read less than its index says.
-                cut = cut or packet.is_corrupt
+                if packet.size:
+                    ends_cut[packet.stream.index] = packet.is_corrupt
                 if packet.stream is not s:
                     continue
                 for frame in packet.decode():
@@ -219,7 +223,7 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.
             raise FacecodecError(f"{path}: video data is damaged after frame {n}") from e
     if n == 0:
         raise FacecodecError(f"{path}: video has no decodable frames")
-    if cut:
+    if any(ends_cut.values()):
         raise FacecodecError(f"{path}: the file is cut short after frame {n} (incomplete)")
 
 

@@ -21,6 +21,9 @@ from facecodec.motion.motion import SURROUND_SIZE, Motion
 from facecodec.motion.stabilize import MotionStabiliser
 from facecodec.motion.surround import SurroundMeter
 
+# Keyframe reasons (KeyframeEvent.reason) that only a new crop of the sender's video sets.
+CROP_ONLY = frozenset({"recentre", "reappeared"})
+
 
 @dataclass(frozen=True)
 class KeyframeEvent:
@@ -66,8 +69,11 @@ class FaceAnalyzer:
         refresh_s: float = 0.0,
         surround: bool = True,
         scout: bool = False,
+        crops_refresh: bool = True,
     ) -> None:
-        """`scout`: a call's choice of reference picture as it goes (codec/scout.py)."""
+        """`scout`: a call's choice of reference picture as it goes (codec/scout.py).
+        `crops_refresh` False: a keyframe of a new crop does not restart the refresh period,
+        for a sender that does not send those (an avatar's, codec/avatar.py)."""
         self.basis, self.size = basis, size
         # Every Motion carries its surround; a coder beside a layer drops it.
         self.meter = SurroundMeter(size) if surround else None
@@ -79,7 +85,8 @@ class FaceAnalyzer:
         self.anchor: tuple[float, float] = (0.0, 0.0)
         self.anchor_size = 1.0
         self.last: Motion | None = None
-        self.last_key = -1
+        self.crops_refresh = crops_refresh
+        self.refreshed = -1  # the last keyframe that restarted the refresh period
         self.lost = False
         self.want_keyframe = False
         self.report = AnalysisReport()
@@ -98,7 +105,8 @@ class FaceAnalyzer:
                 return []  # nothing to show yet: the receiver fills these with the first frame
             return [MotionEvent(index, self.last, face_seen=False)]
         events: list[KeyframeEvent | MotionEvent] = []
-        asked = self.want_keyframe or bool(self.refresh and index - self.last_key >= self.refresh)
+        due = bool(self.refresh) and index - self.refreshed >= self.refresh
+        asked = self.want_keyframe or due
         reason = ""
         if self.crop is None:
             reason = "start"
@@ -108,7 +116,7 @@ class FaceAnalyzer:
             reason = "recentre"
         elif self.want_keyframe:
             reason = "requested"
-        elif self.refresh and index - self.last_key >= self.refresh:
+        elif due:
             reason = "refresh"
         pick = self.scout.take() if self.scout is not None else None
         if pick is not None and not reason:
@@ -138,7 +146,9 @@ class FaceAnalyzer:
             events.append(KeyframeEvent(index, self.crop, key_image, key_motion, reason,
                                         None if pick is None else pick.index, asked))
             self.report.keyframes.append((index, reason))
-            self.last_key, self.lost, self.want_keyframe = index, False, False
+            self.lost, self.want_keyframe = False, False
+            if self.crops_refresh or reason not in CROP_ONLY:
+                self.refreshed = index
         if self.meter is not None and (not reason or pick is not None):
             motion = motion.with_surround(self.meter(image, points))
         if self.scout is not None:

@@ -11,20 +11,18 @@ its face), refreshed reference pictures and the layer.
 A new crop of the sender's own video (its face re-centred, or back after leaving) sends no
 keyframe: the portrait has not changed, and the driver places the avatar again itself. Only
 the first keyframe, and those a receiver asks for or a file's `--refresh` sets (on whatever
-frame they fall), resend the portrait."""
+frame they fall), resend the portrait; a new crop does not restart the refresh period
+(analysis.FaceAnalyzer `crops_refresh`)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 
-from facecodec.codec.analysis import KeyframeEvent, MotionEvent
+from facecodec.codec.analysis import CROP_ONLY, KeyframeEvent, MotionEvent
 from facecodec.motion.basis import ExpressionBasis
 from facecodec.motion.motion import Motion
 from facecodec.render.edits import Avatar, AvatarDriver
-
-# Keyframe reasons (analysis.KeyframeEvent) that only a new crop of the sender's video sets.
-CROP_ONLY = frozenset({"recentre", "reappeared"})
 
 
 class AvatarEvents:

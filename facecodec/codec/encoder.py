@@ -608,6 +608,7 @@ def analyze_file(
         load_basis(), settings.size, float(info.fps), allow_several=settings.allow_several,
         refresh_s=settings.refresh_s,
         surround=codes_surround(settings.surround, settings.with_layer),
+        crops_refresh=settings.avatar is None,
     )
     events: list[KeyframeEvent | MotionEvent] = []
     try:
