@@ -12,6 +12,7 @@ import av
 import numpy as np
 
 from facecodec.capture.microphone import RATE
+from facecodec.capture.streams import heard_stream, shown_stream
 
 
 class FileSound:
@@ -103,19 +104,8 @@ class FileSound:
 MAX_LEAD_S = 60
 
 
-def heard_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream | None:
-    """The sound stream a player picks: of several, the one marked default, else the first."""
-    sounds = list(container.streams.audio)
-    marked = [s for s in sounds if s.disposition & av.stream.Disposition.default]
-    if marked:
-        return marked[0]
-    return sounds[0] if sounds else None
-
-
 def _lead(container: av.container.InputContainer, sound: av.audio.stream.AudioStream) -> int:
     """Samples from the first picture to the sound's start (negative: the sound starts first)."""
-    from facecodec.capture.video import shown_stream
-
     video = shown_stream(container)
     if video is None or video.start_time is None or sound.start_time is None:
         return 0

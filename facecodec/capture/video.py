@@ -19,6 +19,7 @@ import numpy as np
 from facecodec.bitstream.container import MAX_FPS
 from facecodec.capture.microphone import RATE
 from facecodec.capture.sound import FileSound
+from facecodec.capture.streams import heard_stream, shown_stream
 from facecodec.errors import FacecodecError
 from facecodec.files import check_readable, check_writable, publish, temp_beside
 
@@ -62,17 +63,6 @@ def _open(path: str | Path) -> tuple[av.container.InputContainer, av.video.strea
         raise FacecodecError(f"{p}: contains no video, only a cover picture" if cover
                              else f"{p}: contains no video stream")
     return c, s
-
-
-def shown_stream(c: av.container.InputContainer) -> av.video.stream.VideoStream | None:
-    """The video stream a player picks: not a cover picture (an attached picture of a song
-    or a film), and of several the one marked default, else the first."""
-    flags = av.stream.Disposition
-    videos = [s for s in c.streams.video if not s.disposition & flags.attached_pic]
-    marked = [s for s in videos if s.disposition & flags.default]
-    if marked:
-        return marked[0]
-    return videos[0] if videos else None
 
 
 def _display(frame: av.VideoFrame) -> tuple[float, bool]:
@@ -229,7 +219,7 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.
 
 def _has_sound(path: Path) -> bool:
     with av.open(str(path)) as c:
-        return bool(c.streams.audio)
+        return heard_stream(c) is not None
 
 
 class VideoWriter:
@@ -338,4 +328,3 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
-

@@ -32,7 +32,6 @@ class AvatarEvents:
     def __init__(self, portrait: Path, basis: ExpressionBasis, size: int, k: int) -> None:
         self.driver = AvatarDriver(Avatar(portrait, basis, size, k))
         self.last: Motion | None = None  # the last frame's Motion as sent
-        self.sent_keyframe = False
 
     @property
     def avatar(self) -> Avatar:
@@ -42,9 +41,8 @@ class AvatarEvents:
         """The event as the portrait's; None for a keyframe only the sender's crop needs."""
         if isinstance(event, KeyframeEvent):
             self.driver.keyframe(event.crop)
-            if self.sent_keyframe and event.reason in CROP_ONLY and not event.asked:
+            if event.reason in CROP_ONLY and not event.asked:  # never the first: "start"
                 return None
-            self.sent_keyframe = True
             return replace(event, image=self.avatar.image, motion=self.avatar.motion,
                            picture_index=None)
         self.last = self.driver(event.motion).with_surround(None)
