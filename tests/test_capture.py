@@ -31,17 +31,26 @@ def _write(path: Path, frames: list[np.ndarray], display_ccw: int) -> None:
     """A lossless H.264 file holding `frames` turned so that its display rotation of
     `display_ccw` degrees (counter-clockwise) shows them upright again."""
     k = -display_ccw // 90
+    _write_stored(path, [np.rot90(f, k) for f in frames], rotation=display_ccw)
+
+
+def _write_stored(path: Path, stored: list[np.ndarray], matrix: list[int] | None = None,
+                  rotation: int = 0, **stream: object) -> None:
+    """A lossless H.264 file of `stored` pictures, with this display matrix (9 numbers,
+    FFmpeg's layout) or rotation, and stream attributes."""
     with av.open(str(path), "w") as out:
         s = out.add_stream("libx264rgb", rate=25)
-        stored = np.rot90(frames[0], k)
-        s.width, s.height = stored.shape[1], stored.shape[0]
-        s.pix_fmt = "rgb24"
-        s.options = {"qp": "0"}
-        if display_ccw:
-            s.set_display_rotation(display_ccw)
-        for f in frames:
-            pic = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(f, k)), format="rgb24")
-            for p in s.encode(pic):
+        s.width, s.height, s.pix_fmt, s.options = (stored[0].shape[1], stored[0].shape[0],
+                                                   "rgb24", {"qp": "0"})
+        for name, value in stream.items():
+            setattr(s.codec_context if name.startswith("color") else s, name, value)
+        if matrix is not None:
+            s.set_display_matrix(matrix)
+        if rotation:
+            s.set_display_rotation(rotation)
+        for f in stored:
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f),
+                                                         format="rgb24")):
                 out.mux(p)
         for p in s.encode():
             out.mux(p)
@@ -95,38 +104,10 @@ def test_a_degenerate_display_matrix_reads_as_stored(
     tmp_path: Path, d9_frames: list[np.ndarray]
 ) -> None:
     path = tmp_path / "zero_matrix.mp4"
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264rgb", rate=25)
-        s.width, s.height, s.pix_fmt, s.options = 512, 480, "rgb24", {"qp": "0"}
-        s.set_display_matrix([0] * 9)
-        for f in d9_frames[:3]:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
+    _write_stored(path, d9_frames[:3], [0] * 9)
     info = probe(path)
     assert (info.width, info.height, info.quarter_turns) == (512, 480, 0)
     assert np.array_equal(next(read_frames(path)), d9_frames[0])
-
-
-def _write_stored(path: Path, stored: list[np.ndarray], matrix: list[int] | None = None,
-                  **stream: object) -> None:
-    """A lossless H.264 file of `stored` pictures, with this display matrix (9 numbers,
-    FFmpeg's layout) and stream attributes."""
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264rgb", rate=25)
-        s.width, s.height, s.pix_fmt, s.options = (stored[0].shape[1], stored[0].shape[0],
-                                                   "rgb24", {"qp": "0"})
-        for name, value in stream.items():
-            setattr(s.codec_context if name.startswith("color") else s, name, value)
-        if matrix is not None:
-            s.set_display_matrix(matrix)
-        for f in stored:
-            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f),
-                                                         format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
 
 
 ONE = 1 << 16  # 1.0 in the display matrix's 16.16 fixed point
