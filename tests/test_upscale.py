@@ -144,3 +144,60 @@ def test_upscale_bad_input(tmp_path: Path, run_main: Callable[..., CliRun]) -> N
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "not a video" in r.stderr and not out.exists()
     assert list(tmp_path.iterdir()) == [junk]  # no temporary file left either
+
+
+def _flash_and_beep(path: Path, gap_s: float) -> None:
+    """A 128 px clip whose pictures (25 a second, times in ms) stop for `gap_s` after the
+    first second, with a white picture and a 1 kHz beep together 0.4 s after the gap."""
+    import av
+
+    grey, white = (np.full((128, 128, 3), v, np.uint8) for v in (96, 255))
+    after = 1000 + round(gap_s * 1000)
+    with av.open(str(path), "w") as box:
+        video = box.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 128, 128, "yuv420p"
+        video.time_base = video.codec_context.time_base = Fraction(1, 1000)
+        video.options = {"bf": "0"}
+        sound = box.add_stream("pcm_s16le", rate=RATE, layout="mono")
+        times = [*range(0, 1000, 40), *range(after, after + 1000, 40)]
+        for ms in times:
+            pic = av.VideoFrame.from_ndarray(white if ms == after + 400 else grey, "rgb24")
+            pic.pts, pic.time_base = ms, Fraction(1, 1000)
+            for p in video.encode(pic):
+                box.mux(p)
+        for p in video.encode():
+            box.mux(p)
+        pcm = np.zeros(RATE * (after + 1000) // 1000, np.int16)
+        beep = RATE * (after + 400) // 1000
+        pcm[beep:beep + RATE // 10] = (8000 * np.sin(np.arange(RATE // 10) * 2 * np.pi / 48))
+        piece = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        piece.sample_rate, piece.pts = RATE, 0
+        for p in [*sound.encode(piece), *sound.encode()]:
+            box.mux(p)
+
+
+def test_upscale_keeps_a_variable_rate_videos_sound_in_sync(
+    tmp_path: Path, run_main: Callable[..., CliRun]
+) -> None:
+    """A phone's video whose pictures pause (a variable frame rate): the picture is held
+    through the pause, so a flash and its beep come out together (the flash came a second
+    early: pictures were written one a frame by count, the sound by time)."""
+    src, out = tmp_path / "paused.mkv", tmp_path / "paused_x2.mp4"
+    _flash_and_beep(src, gap_s=1.0)
+    r = run_main("upscale", src, "-o", out)
+    assert r.returncode == 0, r.stderr
+    fps = float(probe(out).fps)
+    light = [float(f.mean()) for f in read_frames(out)]
+    assert abs(len(light) / fps - 3.0) < 0.1  # the clip's 3 s
+    flash_s = int(np.argmax(light)) / fps
+    sound = np.abs(_sound(out))
+    heard = np.flatnonzero(sound > sound.max() / 2)
+    beep_s = heard[0] / RATE
+    assert abs(flash_s - 2.4) < 1.5 / fps and abs(beep_s - 2.4) < 0.03, (flash_s, beep_s)
+
+
+def test_a_jump_in_the_timestamps_is_not_held_for(tmp_path: Path) -> None:
+    """Timestamps that jump a minute (a broken clock) are not a minute of one picture."""
+    src = tmp_path / "jump.mkv"
+    _flash_and_beep(src, gap_s=60.0)
+    assert sum(1 for _ in read_frames(src)) == 50

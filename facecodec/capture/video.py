@@ -175,12 +175,45 @@ def frame_count(path: str | Path, info: VideoInfo | None = None) -> int:
             raise FacecodecError(f"{path}: video data is damaged ({e.__class__.__name__})") from e
 
 
+# A jump in the pictures' timestamps longer than this is a clock that broke or started again,
+# not a pause to hold the picture through (which could write hours of one picture).
+MAX_HOLD_S = 10
+
+
+class _ConstantRate:
+    """Places decoded pictures on the stated frame rate, as a player shows them: the n-th
+    frame read is the picture on screen at n / fps seconds. A picture is held through a gap
+    in the timestamps (a phone's variable frame rate, a dropped frame) and one falling on a
+    slot already filled is skipped, so a sound kept beside the frames stays in sync."""
+
+    def __init__(self, fps: Fraction) -> None:
+        self.fps = float(fps)
+        self.start: float | None = None  # the time of slot 0
+        self.filled = 0  # slots given a picture so far
+
+    def copies(self, time: float | None) -> int:
+        """How many frames `time`'s picture fills (0: skipped); no time: the next slot."""
+        if time is None:
+            self.filled += 1
+            return 1
+        if self.start is None:
+            self.start = time - self.filled / self.fps
+        slot = round((time - self.start) * self.fps)
+        if slot < self.filled - 1 or slot - self.filled > MAX_HOLD_S * self.fps:
+            self.start = time - self.filled / self.fps  # joined recordings: a new clock
+            slot = self.filled
+        n = max(0, slot + 1 - self.filled)
+        self.filled += n
+        return n
+
+
 def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """RGB uint8 frames in display order, upright as a player shows them. A stream that
-    breaks mid-way, is cut short (a file copied or downloaded in part), or whose picture
-    size changes (a raw H.264 stream may), ends with an error: every consumer sizes its work
-    by the first frame, and would otherwise make a shorter output without a word."""
-    probe(path)
+    """RGB uint8 frames in display order, upright as a player shows them, at the probed
+    frame rate (`_ConstantRate`). A stream that breaks mid-way, is cut short (a file copied
+    or downloaded in part), or whose picture size changes (a raw H.264 stream may), ends with
+    an error: every consumer sizes its work by the first frame, and would otherwise make a
+    shorter output without a word."""
+    timing = _ConstantRate(probe(path).fps)
     c, s = _open(path)
     with c:
         s.thread_type = "AUTO"
@@ -203,10 +236,11 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.
                             f"{path}: frame {n} is {rgb.shape[1]}x{rgb.shape[0]} but the first "
                             f"{first[1]}x{first[0]}: a video whose picture size changes is not "
                             "supported")
-                    yield rgb
-                    n += 1
-                    if max_frames is not None and n >= max_frames:
-                        return
+                    for _ in range(timing.copies(frame.time)):
+                        yield rgb
+                        n += 1
+                        if max_frames is not None and n >= max_frames:
+                            return
         except av.error.FFmpegError as e:
             if n == 0:
                 raise FacecodecError(f"{path}: cannot decode video ({e.__class__.__name__})") from e
