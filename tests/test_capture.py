@@ -440,3 +440,25 @@ def test_a_files_sound_reads_from_any_sample_and_ends_quietly_where_it_is_damage
     assert 20_000 < held < 142_943 and damaged.at_end(150_000)
     # The same samples up to the cut (the resampler's last few differ: its flush comes early).
     assert np.array_equal(got[:held - 4800], whole[:held - 4800])
+
+
+def test_b_pictures_in_avi_are_read_in_order_once_each(tmp_path: Path) -> None:
+    """AVI stamps pictures with decoding times, out of order where B-pictures are: each
+    picture is still read once, in order (a stamp out of order was read as a new clock, and a
+    10 s AVI as 24 s of repeated pictures)."""
+    path = tmp_path / "b.avi"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt, s.options = 64, 64, "yuv420p", {"bf": "3", "crf": "10"}
+        for i in range(60):  # each picture's level is its number; a blinking corner
+            pic = np.full((64, 64, 3), 40 + 3 * i, np.uint8)
+            pic[:8, :8] = 255 * (i % 2)
+            for p in s.encode(av.VideoFrame.from_ndarray(pic, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    with av.open(str(path)) as c:
+        stamps = [f.pts for f in c.decode(video=0)]
+    assert stamps != sorted(stamps)  # the file is what the test is about
+    levels = [round((float(f[16:, 16:].mean()) - 40) / 3) for f in read_frames(path)]
+    assert levels == list(range(60))

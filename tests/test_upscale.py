@@ -146,9 +146,11 @@ def test_upscale_bad_input(tmp_path: Path, run_main: Callable[..., CliRun]) -> N
     assert list(tmp_path.iterdir()) == [junk]  # no temporary file left either
 
 
-def _flash_and_beep(path: Path, gap_s: float) -> None:
-    """A 128 px clip whose pictures (25 a second, times in ms) stop for `gap_s` after the
-    first second, with a white picture and a 1 kHz beep together 0.4 s after the gap."""
+def _flash_and_beep(path: Path, gap_s: float, sound_gap: bool = False,
+                    options: dict[str, str] | None = None) -> None:
+    """A 128 px clip whose pictures (25 a second, times in ms) pause for `gap_s` after the
+    first second (its sound too, if `sound_gap`), with a white picture and a 1 kHz beep
+    together on the first picture after the pause."""
     import av
 
     grey, white = (np.full((128, 128, 3), v, np.uint8) for v in (96, 255))
@@ -157,47 +159,73 @@ def _flash_and_beep(path: Path, gap_s: float) -> None:
         video = box.add_stream("libx264", rate=25)
         video.width, video.height, video.pix_fmt = 128, 128, "yuv420p"
         video.time_base = video.codec_context.time_base = Fraction(1, 1000)
-        video.options = {"bf": "0"}
-        sound = box.add_stream("pcm_s16le", rate=RATE, layout="mono")
-        times = [*range(0, 1000, 40), *range(after, after + 1000, 40)]
-        for ms in times:
-            pic = av.VideoFrame.from_ndarray(white if ms == after + 400 else grey, "rgb24")
+        video.options = {"bf": "0", **(options or {})}
+        sound = box.add_stream("mp2" if path.suffix == ".ts" else "pcm_s16le", rate=RATE,
+                               layout="mono")
+        for ms in [*range(0, 1000, 40), *range(after, after + 1000, 40)]:
+            pic = av.VideoFrame.from_ndarray(white if ms == after else grey, "rgb24")
             pic.pts, pic.time_base = ms, Fraction(1, 1000)
             for p in video.encode(pic):
                 box.mux(p)
         for p in video.encode():
             box.mux(p)
         pcm = np.zeros(RATE * (after + 1000) // 1000, np.int16)
-        beep = RATE * (after + 400) // 1000
+        beep = RATE * after // 1000
         pcm[beep:beep + RATE // 10] = (8000 * np.sin(np.arange(RATE // 10) * 2 * np.pi / 48))
-        piece = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        piece.sample_rate, piece.pts = RATE, 0
-        for p in [*sound.encode(piece), *sound.encode()]:
+        pieces = [(0, pcm)] if not sound_gap else [(0, pcm[:RATE]), (beep, pcm[beep:])]
+        for at, part in pieces:
+            piece = av.AudioFrame.from_ndarray(part.reshape(1, -1), format="s16", layout="mono")
+            piece.sample_rate, piece.pts, piece.time_base = RATE, at, Fraction(1, RATE)
+            for p in sound.encode(piece):
+                box.mux(p)
+        for p in sound.encode():
             box.mux(p)
 
 
+def _flash_and_beep_times(path: Path) -> tuple[int, float, float]:
+    """(frames, the flash's time, the beep's time) in an output video, by its frame rate and
+    its sound's samples."""
+    fps = float(probe(path).fps)
+    light = [float(f.mean()) for f in read_frames(path)]
+    sound = np.abs(_sound(path))
+    beep = np.flatnonzero(sound > sound.max() / 2)[0]
+    return len(light), int(np.argmax(light)) / fps, beep / RATE
+
+
+@pytest.mark.parametrize("sound_gap", [False, True], ids=["sound-goes-on", "sound-stops-too"])
 def test_upscale_keeps_a_variable_rate_videos_sound_in_sync(
-    tmp_path: Path, run_main: Callable[..., CliRun]
+    tmp_path: Path, run_main: Callable[..., CliRun], sound_gap: bool
 ) -> None:
-    """A phone's video whose pictures pause (a variable frame rate): the picture is held
-    through the pause, so a flash and its beep come out together (the flash came a second
-    early: pictures were written one a frame by count, the sound by time)."""
+    """A video whose pictures pause for a second (a phone's variable frame rate, a camera
+    turned off), its sound going on or pausing too: the last picture is held through the
+    pause, the sound is silent where it has none, and a flash and its beep come out together
+    (the flash came a second early: pictures were written one a frame by count)."""
     src, out = tmp_path / "paused.mkv", tmp_path / "paused_x2.mp4"
-    _flash_and_beep(src, gap_s=1.0)
+    _flash_and_beep(src, gap_s=1.0, sound_gap=sound_gap)
     r = run_main("upscale", src, "-o", out)
     assert r.returncode == 0, r.stderr
-    fps = float(probe(out).fps)
-    light = [float(f.mean()) for f in read_frames(out)]
-    assert abs(len(light) / fps - 3.0) < 0.1  # the clip's 3 s
-    flash_s = int(np.argmax(light)) / fps
-    sound = np.abs(_sound(out))
-    heard = np.flatnonzero(sound > sound.max() / 2)
-    beep_s = heard[0] / RATE
-    assert abs(flash_s - 2.4) < 1.5 / fps and abs(beep_s - 2.4) < 0.03, (flash_s, beep_s)
+    frames, flash_s, beep_s = _flash_and_beep_times(out)
+    assert frames == 75 and float(probe(out).fps) == 25  # the clip's 3 s
+    assert abs(flash_s - 2.0) < 0.001 and abs(beep_s - 2.0) < 0.005, (flash_s, beep_s)
+
+
+def test_a_stream_cut_inside_a_group_of_pictures_keeps_its_sound_in_place(
+    tmp_path: Path, run_main: Callable[..., CliRun]
+) -> None:
+    """An MPEG-TS recording joined mid-way (its first pictures cannot decode): the sound is
+    placed from the first picture that decodes, not from the stream's first packet (it came
+    as late as the pictures lost)."""
+    whole, cut, out = tmp_path / "whole.ts", tmp_path / "cut.ts", tmp_path / "cut_x2.mp4"
+    _flash_and_beep(whole, gap_s=0.0, options={"g": "20", "sc_threshold": "0"})
+    data = whole.read_bytes()
+    cut.write_bytes(data[188 * (len(data) // 188 // 4):])  # a quarter of its packets off
+    assert run_main("upscale", cut, "-o", out).returncode == 0
+    frames, flash_s, beep_s = _flash_and_beep_times(out)
+    assert frames < 45 and abs(flash_s - beep_s) < 0.005, (frames, flash_s, beep_s)
 
 
 def test_a_jump_in_the_timestamps_is_not_held_for(tmp_path: Path) -> None:
-    """Timestamps that jump a minute (a broken clock) are not a minute of one picture."""
+    """Timestamps that jump 90 s (a clock that broke) are not 90 s of one picture."""
     src = tmp_path / "jump.mkv"
-    _flash_and_beep(src, gap_s=60.0)
+    _flash_and_beep(src, gap_s=90.0)
     assert sum(1 for _ in read_frames(src)) == 50

@@ -6,19 +6,20 @@ upscaled video keeps (capture/video.py VideoWriter)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from fractions import Fraction
 
 import av
 import numpy as np
 
 from facecodec.capture.microphone import RATE
-from facecodec.capture.streams import heard_stream, shown_stream
+from facecodec.capture.streams import heard_stream
+from facecodec.capture.timing import SoundClock, first_picture_time
 
 
 class FileSound:
-    """Samples of a file's first sound stream, 48 kHz stereo s16, as (n, 2) arrays, placed
-    against the pictures as the file's timestamps place them (a sound that starts after the
-    first picture starts with silence). Reading goes forward; a read before the last one
+    """Samples of the sound stream a player plays, 48 kHz stereo s16, as (n, 2) arrays,
+    placed against the pictures as the file's timestamps place them (capture/timing.py
+    SoundClock: a sound that starts after the first picture starts with silence, a gap in
+    it is silent). Reading goes forward; a read before the last one
     starts the file again. Memory holds a frame or two of decoded sound, whatever the file's
     length. A damaged packet is skipped, its time kept silent, as a player does; `damaged`
     says whether one was."""
@@ -44,19 +45,16 @@ class FileSound:
                 sound = heard_stream(container)
                 if sound is None:
                     return
-                lead = _lead(container, sound)
-                silence, drop = max(lead, 0), max(-lead, 0)  # drop: before the first picture
-                while silence > 0:  # a second at a time
-                    yield np.zeros((min(silence, RATE), 2), np.int16)
-                    silence -= RATE
+                clock = SoundClock(first_picture_time(self.path), RATE)
                 for packet in container.demux(sound):
                     try:
                         frames = packet.decode()
                     except av.FFmpegError:
                         self.damaged = True
                         if packet.duration and packet.time_base:
-                            yield np.zeros((round(packet.duration * packet.time_base * RATE),
-                                            2), np.int16)
+                            n = round(packet.duration * packet.time_base * RATE)
+                            clock.skip(n)
+                            yield np.zeros((n, 2), np.int16)
                         continue
                     for frame in frames:
                         try:
@@ -65,12 +63,14 @@ class FileSound:
                             outs = resampler.resample(None)
                             resampler = av.AudioResampler("s16", "stereo", RATE)
                             outs += resampler.resample(frame)
-                        for out in outs:
-                            samples = out.to_ndarray().reshape(-1, 2)
-                            cut = min(drop, len(samples))
-                            drop -= cut
-                            if cut < len(samples):
-                                yield samples[cut:]
+                        samples = np.concatenate([o.to_ndarray().reshape(-1, 2) for o in outs]
+                                                 or [np.zeros((0, 2), np.int16)])
+                        silence, drop = clock.place(frame.time, len(samples))
+                        while silence > 0:  # a second at a time
+                            yield np.zeros((min(silence, RATE), 2), np.int16)
+                            silence -= RATE
+                        if drop < len(samples):
+                            yield samples[drop:]
             for out in resampler.resample(None):  # what the resampler still holds
                 yield out.to_ndarray().reshape(-1, 2)
         except (av.FFmpegError, OSError):
@@ -98,17 +98,3 @@ class FileSound:
     def at_end(self, sample: int) -> bool:
         """Whether the file has no sound from `sample` on (known once it was read there)."""
         return self.ended and sample >= self._pos + len(self._buf)
-
-
-# A sound this far from the pictures is a wrong timestamp, not a late start: kept in place.
-MAX_LEAD_S = 60
-
-
-def _lead(container: av.container.InputContainer, sound: av.audio.stream.AudioStream) -> int:
-    """Samples from the first picture to the sound's start (negative: the sound starts first)."""
-    video = shown_stream(container)
-    if video is None or video.start_time is None or sound.start_time is None:
-        return 0
-    seconds = (sound.start_time * Fraction(sound.time_base or 0)
-               - video.start_time * Fraction(video.time_base or 0))
-    return round(seconds * RATE) if abs(seconds) <= MAX_LEAD_S else 0

@@ -20,6 +20,7 @@ from facecodec.bitstream.container import MAX_FPS
 from facecodec.capture.microphone import RATE
 from facecodec.capture.sound import FileSound
 from facecodec.capture.streams import heard_stream, shown_stream
+from facecodec.capture.timing import PictureClock, in_time_order
 from facecodec.errors import FacecodecError
 from facecodec.files import check_readable, check_writable, publish, temp_beside
 
@@ -134,7 +135,12 @@ def probe(path: str | Path) -> VideoInfo:
     c, s = _open(path)
     with c:
         w, h = s.codec_context.width, s.codec_context.height
-        rate = s.average_rate or s.guessed_rate or Fraction(25)
+        # FFmpeg's guess, as its constant-rate output takes (a variable-rate video's
+        # average is lower than the rate its pictures come at, with pauses counted), unless
+        # it is far above the average (a variable-rate video on a fine time grid).
+        average, guessed = s.average_rate, s.guessed_rate
+        far = bool(guessed and average and guessed > max(Fraction(MAX_FPS), 2 * Fraction(average)))
+        rate = (average if far or not guessed else guessed) or Fraction(25)
         frames = s.frames or None
         aspect = Fraction(s.sample_aspect_ratio or 1)
         degrees = _first_display(c, s)
@@ -161,86 +167,61 @@ def probe(path: str | Path) -> VideoInfo:
 
 
 def frame_count(path: str | Path, info: VideoInfo | None = None) -> int:
-    """The video's frames, as its container states them, or else its packets counted (one
-    a frame): how long a looped file's picture lasts before it starts again. `info`: the
-    file's probe, if the caller has it (probing decodes the first picture)."""
-    stated = (info or probe(path)).frames
-    if stated:
-        return stated
+    """The frames `read_frames` gives, from the packets' timestamps (nothing is decoded):
+    how long a looped file's picture lasts before it starts again. `info`: the file's probe,
+    if the caller has it (probing decodes the first picture)."""
+    clock = PictureClock((info or probe(path)).fps)
     c, s = _open(path)
     with c:
         try:
-            return sum(1 for p in c.demux(s) if p.size)
+            # Decoding timestamps: in order within one clock, as pictures' need not be.
+            times = [float(p.dts * p.time_base) if p.dts is not None and p.time_base else None
+                     for p in c.demux(s) if p.size]
         except av.error.FFmpegError as e:
             raise FacecodecError(f"{path}: video data is damaged ({e.__class__.__name__})") from e
-
-
-# A jump in the pictures' timestamps longer than this is a clock that broke or started again,
-# not a pause to hold the picture through (which could write hours of one picture).
-MAX_HOLD_S = 10
-
-
-class _ConstantRate:
-    """Places decoded pictures on the stated frame rate, as a player shows them: the n-th
-    frame read is the picture on screen at n / fps seconds. A picture is held through a gap
-    in the timestamps (a phone's variable frame rate, a dropped frame) and one falling on a
-    slot already filled is skipped, so a sound kept beside the frames stays in sync."""
-
-    def __init__(self, fps: Fraction) -> None:
-        self.fps = float(fps)
-        self.start: float | None = None  # the time of slot 0
-        self.filled = 0  # slots given a picture so far
-
-    def copies(self, time: float | None) -> int:
-        """How many frames `time`'s picture fills (0: skipped); no time: the next slot."""
-        if time is None:
-            self.filled += 1
-            return 1
-        if self.start is None:
-            self.start = time - self.filled / self.fps
-        slot = round((time - self.start) * self.fps)
-        if slot < self.filled - 1 or slot - self.filled > MAX_HOLD_S * self.fps:
-            self.start = time - self.filled / self.fps  # joined recordings: a new clock
-            slot = self.filled
-        n = max(0, slot + 1 - self.filled)
-        self.filled += n
-        return n
+    return sum(sum(clock.place(t)) for t in times)
 
 
 def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
     """RGB uint8 frames in display order, upright as a player shows them, at the probed
-    frame rate (`_ConstantRate`). A stream that breaks mid-way, is cut short (a file copied
-    or downloaded in part), or whose picture size changes (a raw H.264 stream may), ends with
-    an error: every consumer sizes its work by the first frame, and would otherwise make a
-    shorter output without a word."""
-    timing = _ConstantRate(probe(path).fps)
+    frame rate (capture/timing.py PictureClock). A stream that breaks mid-way, is cut short
+    (a file copied or downloaded in part), or whose picture size changes (a raw H.264 stream
+    may), ends with an error: every consumer sizes its work by the first frame, and would
+    otherwise make a shorter output without a word."""
+    fps = probe(path).fps
+    clock = PictureClock(fps)
     c, s = _open(path)
     with c:
         s.thread_type = "AUTO"
-        n, first = 0, None
+        n, first, last = 0, None, None
         # Per stream, whether its last packet was flagged corrupt: the demuxer read less than
         # the file promised (a file that ends inside it). Corrupt packets mid-way (where two
         # recordings were joined) are damage a decoder gets over, not an end.
         ends_cut: dict[int, bool] = {}
-        try:
+
+        def decoded() -> Iterator[av.VideoFrame]:
             for packet in c.demux():  # every stream's, for a cut inside the sound's data
                 if packet.size:
                     ends_cut[packet.stream.index] = packet.is_corrupt
-                if packet.stream is not s:
-                    continue
-                for frame in packet.decode():
-                    rgb = upright(cast(av.VideoFrame, frame))  # the video stream's packet
-                    first = first or rgb.shape
-                    if rgb.shape != first:
-                        raise FacecodecError(
-                            f"{path}: frame {n} is {rgb.shape[1]}x{rgb.shape[0]} but the first "
-                            f"{first[1]}x{first[0]}: a video whose picture size changes is not "
-                            "supported")
-                    for _ in range(timing.copies(frame.time)):
-                        yield rgb
-                        n += 1
-                        if max_frames is not None and n >= max_frames:
-                            return
+                if packet.stream is s:
+                    yield from cast(list[av.VideoFrame], packet.decode())
+
+        try:
+            for frame, time in in_time_order(decoded(), fps):
+                rgb = upright(frame)
+                first = first or rgb.shape
+                if rgb.shape != first:
+                    raise FacecodecError(
+                        f"{path}: frame {n} is {rgb.shape[1]}x{rgb.shape[0]} but the first "
+                        f"{first[1]}x{first[0]}: a video whose picture size changes is not "
+                        "supported")
+                held, shown = clock.place(time)
+                for out in ([last] * held if last is not None else []) + [rgb] * shown:
+                    yield out
+                    n += 1
+                    if max_frames is not None and n >= max_frames:
+                        return
+                last = rgb
         except av.error.FFmpegError as e:
             if n == 0:
                 raise FacecodecError(f"{path}: cannot decode video ({e.__class__.__name__})") from e

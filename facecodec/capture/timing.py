@@ -1,0 +1,134 @@
+"""A file's pictures and sound on one clock, as a player plays them: the pictures on a
+constant frame rate, the sound on a continuous line of samples, both from the time of the
+first picture. Gaps in either are held (the picture) or silent (the sound), so that what
+comes after a gap stays together; a jump far from what came before is a clock that
+started again (two recordings joined) or broke, and both go on from where they are."""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from facecodec.capture.streams import shown_stream
+
+# A gap longer than this is a clock that broke, not a pause to hold the picture (or keep
+# the silence) through: it would write that long of one picture.
+MAX_HOLD_S = 60
+# A picture stamped more than this many frames before the slot it would fill is on a clock
+# that started again; nearer, it is out of order (AVI's guessed timestamps) or one of
+# pictures coming faster than the frame rate.
+MAX_BACK_FRAMES = 3
+# Sound this far after where the samples so far end is placed by its timestamp; nearer, it
+# follows on (timestamps round, and coders pad). As far before: a clock that started again.
+SOUND_SLACK_S = 0.1
+
+
+class PictureClock:
+    """Places pictures on a constant frame rate by their timestamps, as FFmpeg's constant
+    frame rate output does: a picture within a frame of the next slot fills it (and the one
+    after, if it is late), so a timestamp out of order by a frame (AVI's guessed ones) does
+    not reorder the pictures; through a longer gap the previous picture is held, and the
+    next shown at its time; one whose slot was filled over a frame ago is skipped."""
+
+    def __init__(self, fps: Fraction) -> None:
+        self.fps = float(fps)
+        self.start: float | None = None  # the time of slot 0: the first picture's
+        self.filled = 0  # slots given a picture so far
+
+    def place(self, time: float | None) -> tuple[int, int]:
+        """(times the previous picture is shown again, times this one is shown) for a
+        picture at `time` seconds; no time: the next slot."""
+        if time is None:
+            self.filled += 1
+            return 0, 1
+        if self.start is None:
+            self.start = time
+        ahead = (time - self.start) * self.fps - self.filled  # of the next slot, in frames
+        if ahead < -MAX_BACK_FRAMES or ahead > MAX_HOLD_S * self.fps:
+            self.start, ahead = time - self.filled / self.fps, 0.0  # a new clock
+        if ahead < -1.1:
+            return 0, 0
+        slots = max(1, round(ahead + 1))  # this one's and those of a gap before it
+        held, shown = (slots - 1, 1) if ahead > 1.1 else (0, slots)
+        self.filled += slots
+        return held, shown
+
+
+class SoundClock:
+    """Places decoded sound by its timestamps on a line of samples whose sample 0 is at the
+    first picture (`start`): sound before the first picture is dropped, sound starting after
+    it starts with silence, and a gap in it is silent."""
+
+    def __init__(self, start: float | None, rate: int) -> None:
+        self.start = start
+        self.rate = rate
+        self.at = 0  # samples placed so far
+
+    def place(self, time: float | None, samples: int) -> tuple[int, int]:
+        """(samples of silence before, samples of it to drop) for `samples` at `time`
+        seconds; the caller then places the rest of it."""
+        silence = drop = 0
+        if time is not None and self.start is not None:
+            off = round((time - self.start) * self.rate) - self.at
+            if self.at == 0:  # where it starts: not as far as a wrong timestamp would put it
+                if abs(off) <= MAX_HOLD_S * self.rate:
+                    silence, drop = max(off, 0), min(max(-off, 0), samples)
+            elif SOUND_SLACK_S * self.rate < off <= MAX_HOLD_S * self.rate:
+                silence = off
+        self.at += silence + samples - drop
+        return silence, drop
+
+    def skip(self, samples: int) -> None:
+        """`samples` placed without a timestamp (silence for a damaged packet)."""
+        self.at += samples
+
+
+# A decoder gives pictures in display order; a container that stores decoding times for
+# them (AVI, ASF) stamps them out of order where B-pictures are. Sorted among this many
+# pictures, the stamps come right.
+REORDER = 4
+
+
+def in_time_order(frames: Iterable[av.VideoFrame],
+                  fps: Fraction) -> Iterator[tuple[av.VideoFrame, float | None]]:
+    """Each picture, as decoded, with its time: the timestamps of a few pictures at a time
+    sorted among them (`REORDER`; a picture comes out that many later), but not across a
+    jump of more pictures than that (a clock that started again), nor across a picture with
+    no timestamp."""
+    window: deque[av.VideoFrame] = deque()
+    times: list[float] = []  # a heap of the window's timestamps
+    for frame in frames:
+        t = frame.time
+        if times and (t is None or t < max(times) - REORDER / float(fps)
+                      or t > max(times) + MAX_HOLD_S):
+            while window:
+                yield window.popleft(), heapq.heappop(times)
+        if t is None:
+            yield frame, None
+            continue
+        window.append(frame)
+        heapq.heappush(times, t)
+        if len(window) > REORDER:
+            yield window.popleft(), heapq.heappop(times)
+    while window:
+        yield window.popleft(), heapq.heappop(times)
+
+
+def first_picture_time(path: str | Path) -> float | None:
+    """The time of the first picture that decodes (where a file's clock starts: a stream cut
+    in the middle of a group of pictures has packets before it), or None when none does."""
+    try:
+        with av.open(str(path)) as c:
+            s = shown_stream(c)
+            if s is None:
+                return None
+            for frame in c.decode(s):
+                return frame.time
+    except (av.FFmpegError, OSError):
+        pass
+    return None
