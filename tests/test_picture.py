@@ -48,6 +48,16 @@ def test_a_huge_declared_picture_is_refused_before_it_is_decoded(tmp_path: Path)
             read_picture(path, "portrait")
 
 
+def test_a_small_portrait_is_refused_for_its_size_not_as_damage(tmp_path: Path) -> None:
+    import cv2
+
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), np.full((50, 50, 3), 128, np.uint8))
+    with pytest.raises(FacecodecError) as e:
+        read_picture(small, "portrait")
+    assert str(e.value) == f"{small}: a portrait of 50x50; its sides must be within 64..8192 pixels"
+
+
 def test_a_truncated_or_damaged_picture_is_refused(tmp_path: Path) -> None:
     data = require(PORTRAIT).read_bytes()
     cut = tmp_path / "cut.jpg"

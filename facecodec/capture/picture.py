@@ -33,6 +33,8 @@ def read_picture(path: Path, what: str = "picture") -> np.ndarray:
                 im.load()
     except UnidentifiedImageError:
         pass
+    except FacecodecError:  # its sides: said as they are, not as damage
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise FacecodecError(f"{path}: declares a {what} larger than {MAX_SIDE}x{MAX_SIDE} "
                              "pixels") from None
