@@ -442,23 +442,39 @@ def test_a_files_sound_reads_from_any_sample_and_ends_quietly_where_it_is_damage
     assert np.array_equal(got[:held - 4800], whole[:held - 4800])
 
 
-def test_b_pictures_in_avi_are_read_in_order_once_each(tmp_path: Path) -> None:
-    """AVI stamps pictures with decoding times, out of order where B-pictures are: each
-    picture is still read once, in order (a stamp out of order was read as a new clock, and a
-    10 s AVI as 24 s of repeated pictures)."""
-    path = tmp_path / "b.avi"
+@pytest.mark.parametrize("suffix", [".avi", ".mkv"])
+def test_b_pictures_are_read_in_order_once_each(tmp_path: Path, suffix: str) -> None:
+    """B-pictures, whose timestamps come out of order: in AVI (which stamps pictures with
+    decoding times) each picture is still read once, in order (a stamp out of order was read
+    as a new clock, and a 10 s AVI as 24 s of repeated pictures). A looped file's length in
+    frames, counted from its packets (in decoding order) without decoding, is what is read,
+    across a 1 s pause too (B-pictures before and after it came out of order)."""
+    from facecodec.capture.video import frame_count
+
+    path = tmp_path / f"b{suffix}"
+    pause = suffix == ".mkv"
     with av.open(str(path), "w") as out:
         s = out.add_stream("libx264", rate=30)
         s.width, s.height, s.pix_fmt, s.options = 64, 64, "yuv420p", {"bf": "3", "crf": "10"}
+        if pause:
+            s.time_base = s.codec_context.time_base = Fraction(1, 1000)
         for i in range(60):  # each picture's level is its number; a blinking corner
             pic = np.full((64, 64, 3), 40 + 3 * i, np.uint8)
             pic[:8, :8] = 255 * (i % 2)
-            for p in s.encode(av.VideoFrame.from_ndarray(pic, format="rgb24")):
+            frame = av.VideoFrame.from_ndarray(pic, format="rgb24")
+            if pause:  # 30 a second, none for a second after the first
+                frame.pts, frame.time_base = round(i * 1000 / 30) + 1000 * (i >= 30), s.time_base
+            for p in s.encode(frame):
                 out.mux(p)
         for p in s.encode():
             out.mux(p)
     with av.open(str(path)) as c:
         stamps = [f.pts for f in c.decode(video=0)]
-    assert stamps != sorted(stamps)  # the file is what the test is about
+    with av.open(str(path)) as c:
+        packets = [p.pts for p in c.demux(c.streams.video[0]) if p.size]
+    # The file is what the test is about: AVI's pictures out of order, Matroska's packets.
+    assert (packets if pause else stamps) != sorted(packets if pause else stamps)
     levels = [round((float(f[16:, 16:].mean()) - 40) / 3) for f in read_frames(path)]
-    assert levels == list(range(60))
+    held = [29] * 30 if pause else []  # the last picture before the pause, for its second
+    assert levels == list(range(30)) + held + list(range(30, 60))
+    assert frame_count(path) == len(levels)

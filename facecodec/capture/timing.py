@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import TypeVar
 
 import av
 
 from facecodec.capture.streams import shown_stream
+
+_T = TypeVar("_T")
 
 # A gap longer than this is a clock that broke, not a pause to hold the picture (or keep
 # the silence) through: it would write that long of one picture.
@@ -94,24 +97,24 @@ class SoundClock:
 REORDER = 4
 
 
-def in_time_order(frames: Iterable[av.VideoFrame],
-                  fps: Fraction) -> Iterator[tuple[av.VideoFrame, float | None]]:
-    """Each picture, as decoded, with its time: the timestamps of a few pictures at a time
-    sorted among them (`REORDER`; a picture comes out that many later), but not across a
-    jump of more pictures than that (a clock that started again), nor across a picture with
-    no timestamp."""
-    window: deque[av.VideoFrame] = deque()
+def in_time_order(items: Iterable[_T], time_of: Callable[[_T], float | None],
+                  fps: Fraction) -> Iterator[tuple[_T, float | None]]:
+    """Each picture (or packet), in the order given, with a time: the timestamps of a few at
+    a time sorted among them (`REORDER`; one comes out that many later), but not across a
+    step back of more pictures than that behind all of them (a clock that started again),
+    nor across one with no timestamp."""
+    window: deque[_T] = deque()
     times: list[float] = []  # a heap of the window's timestamps
-    for frame in frames:
-        t = frame.time
-        if times and (t is None or t < max(times) - REORDER / float(fps)
+    for item in items:
+        t = time_of(item)
+        if times and (t is None or t < times[0] - REORDER / float(fps)
                       or t > max(times) + MAX_HOLD_S):
             while window:
                 yield window.popleft(), heapq.heappop(times)
         if t is None:
-            yield frame, None
+            yield item, None
             continue
-        window.append(frame)
+        window.append(item)
         heapq.heappush(times, t)
         if len(window) > REORDER:
             yield window.popleft(), heapq.heappop(times)
