@@ -110,7 +110,8 @@ def upscale_file(src: Path, dst: Path, weights: Path = DEFAULT_WEIGHTS) -> int:
     # so, so that the output is shown in the input's shape.
     with VideoWriter(dst, info.fps, 2 * info.width, 2 * info.height,
                      pixel_aspect=info.pixel_aspect, sound_from=src) as w:
-        picture = drawn = None
+        picture: np.ndarray | None = None
+        drawn = np.zeros(0, np.uint8)
         for frame in read_frames(src):
             if frame is not picture:  # a picture held through a pause is drawn once
                 picture, drawn = frame, up(frame)
