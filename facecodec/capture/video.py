@@ -166,26 +166,6 @@ def probe(path: str | Path) -> VideoInfo:
     return VideoInfo(w, h, fps, frames, turns, aspect)
 
 
-def frame_count(path: str | Path, info: VideoInfo | None = None) -> int:
-    """The frames `read_frames` gives, from the packets' timestamps (nothing is decoded):
-    how long a looped file's picture lasts before it starts again. `info`: the file's probe,
-    if the caller has it (probing decodes the first picture)."""
-    fps = (info or probe(path)).fps
-    clock = PictureClock(fps)
-    c, s = _open(path)
-    with c:
-        try:
-            packets = [p for p in c.demux(s) if p.size]  # in decoding order
-        except av.error.FFmpegError as e:
-            raise FacecodecError(f"{path}: video data is damaged ({e.__class__.__name__})") from e
-    return sum(sum(clock.place(t)) for _, t in in_time_order(packets, _time, fps))
-
-
-def _time(p: av.Packet | av.VideoFrame) -> float | None:
-    """Seconds a packet or picture is stamped with, if it is."""
-    return float(p.pts * p.time_base) if p.pts is not None and p.time_base else None
-
-
 def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
     """RGB uint8 frames in display order, upright as a player shows them, at the probed
     frame rate (capture/timing.py PictureClock). A stream that breaks mid-way, is cut short
@@ -211,7 +191,7 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.
                     yield from cast(list[av.VideoFrame], packet.decode())
 
         try:
-            for frame, time in in_time_order(decoded(), _time, fps):
+            for frame, time in in_time_order(decoded(), lambda f: f.time, fps):
                 rgb = upright(frame)
                 first = first or rgb.shape
                 if rgb.shape != first:

@@ -32,7 +32,7 @@ import numpy as np
 from facecodec.bitstream.packets import LAYER_TYPES
 from facecodec.capture.camera import STALL_TIMEOUT_S, Camera
 from facecodec.capture.microphone import open_microphone
-from facecodec.capture.video import frame_count, probe, read_frames
+from facecodec.capture.video import probe, read_frames
 from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET, check_layer_kbps
 from facecodec.codec.stream import MAX_CALL_PACKET_FRAMES, check_packet_frames
 from facecodec.errors import BitstreamError, FacecodecError, Terminated
@@ -276,32 +276,42 @@ def _codec() -> tuple[Any, Any]:
 
 
 class _Source:
-    """A video file's frames, looped if asked, read off the event loop."""
+    """A video file's frames, looped if asked, read off the event loop. A loop's end is
+    found `LOOK_AHEAD_S` before its last frame is due, so that the file's sound, which the
+    peer sends on its own clock, starts again exactly with the picture (`restarts`)."""
+
+    LOOK_AHEAD_S = 0.05  # more than a sound frame (20 ms)
 
     def __init__(self, path: str, loop: bool) -> None:
         self.path = path
         self.loop = loop
-        info = probe(path)
-        self.fps = info.fps
-        # How long the picture lasts before it starts again (its sound starts again with it).
-        self.loop_s = frame_count(path, info) / float(self.fps) if loop else None
+        self.fps = probe(path).fps
         self._frames: Iterator[np.ndarray] = read_frames(path)
-        self._first: np.ndarray | None = None
+        self._ahead: deque[np.ndarray] = deque()  # read, not yet given
+        self._read = 0  # frames read so far, over all loops
+        self.restarts: list[int] = []  # frame indices at which the picture starts again
+
+    def _fill(self, n: int) -> None:
+        while len(self._ahead) < n:
+            frame = next(self._frames, None)
+            # At its end a looped file starts again, if it gave a frame since it last did.
+            if frame is None and self.loop and self._read > (self.restarts or [0])[-1]:
+                self.restarts.append(self._read)
+                self._frames = read_frames(self.path)
+                frame = next(self._frames, None)
+            if frame is None:
+                return
+            self._ahead.append(frame)
+            self._read += 1
 
     def first_frame(self) -> np.ndarray | None:
         """The frame `next_frame` gives next, read now (opening the video takes a while)."""
-        if self._first is None:
-            self._first = next(self._frames, None)
-        return self._first
+        self._fill(1)
+        return self._ahead[0] if self._ahead else None
 
     def next_frame(self) -> np.ndarray | None:
-        frame, self._first = self._first, None
-        if frame is None:
-            frame = next(self._frames, None)
-        if frame is None and self.loop:
-            self._frames = read_frames(self.path)
-            frame = next(self._frames, None)
-        return frame
+        self._fill(1 + (math.ceil(self.LOOK_AHEAD_S * float(self.fps)) if self.loop else 0))
+        return self._ahead.popleft() if self._ahead else None
 
     def close(self) -> None:
         pass
@@ -429,7 +439,6 @@ class _Call:
         peer = Peer(replace(
             self.options.peer, audio=audio_file, send_audio=send_audio,
             audio_follows_video=own is not None,
-            audio_loop_s=own.loop_s if own is not None else None,
         ))
         if self.viewer is not None:
             peer.on_audio = self.viewer.publish_audio
@@ -486,8 +495,13 @@ class _Call:
         t0 = start - self.next_index / fps
         peer.send_control(start_message(self.encoder.header_bytes(), t0, fps))
         peer.start_sound_at(t0)  # the file's sound goes with its frames
+        restarts = self.source.restarts if isinstance(self.source, _Source) else []
+        told = 0  # restarts of a looped file's picture the peer knows (its sound restarts)
         try:
             while True:
+                for at in restarts[told:]:
+                    peer.restart_sound_at(t0 + at / fps)
+                told = len(restarts)
                 index = self.next_index
                 if camera is None:
                     delay = t0 + index / fps - time.time()

@@ -19,6 +19,7 @@ somebody speaks (facecodec/stream/speech.py).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import math
 import time
@@ -225,9 +226,8 @@ class PeerOptions:
     relay_only: bool = False
     audio: str | None = None  # media file whose audio track is sent; None sends silence
     # That file is the picture's too: its sound goes with the frames (FileAudioTrack), and
-    # starts again with a looped picture every `audio_loop_s`.
+    # starts again with a looped picture (Peer.restart_sound_at).
     audio_follows_video: bool = False
-    audio_loop_s: float | None = None
     microphone: str | None = None  # send this capture device's sound instead ("default")
     # Opus's rate and frame length; they hold for the process's encoders (use_opus), so
     # peers in one process should agree.
@@ -374,7 +374,7 @@ class Peer:
             self._own_tracks.append(track)
         elif self.options.audio is not None and FileAudioTrack.has_audio(self.options.audio):
             track = self._file_sound = FileAudioTrack(
-                self.options.audio, self.options.audio_follows_video, self.options.audio_loop_s)
+                self.options.audio, self.options.audio_follows_video)
         self.pc.addTrack(track)
 
     def start_sound_at(self, t0: float) -> None:
@@ -382,6 +382,11 @@ class Peer:
         it is timed from there."""
         if self._file_sound is not None:
             self._file_sound.start_at(t0)
+
+    def restart_sound_at(self, t: float) -> None:
+        """A looped picture starts again at time.time() `t`, and that sound with it."""
+        if self._file_sound is not None:
+            self._file_sound.start_at(t)
 
     async def negotiate(self, signaling: SignalingClient, initiator: bool) -> None:
         """Offer (initiator) or answer through the signaling server, then wait until both data
@@ -596,23 +601,21 @@ class FileAudioTrack(_SoundTrack):
 
     On its own (`--audio FILE`) it loops its own length from the call's start. As the sound
     of the call's picture (`follow_video`) it goes with the frames: silence until the
-    picture starts (`start_at`), then each moment's sound when its frame is due, each loop
-    of the picture (`loop_s`) starting the sound again, cut or padded to the loop. A clip's
-    sound and picture rarely last exactly as long (grid_swiz3n: 2.978 s of sound, 3.000 s of
-    frames), and looped on their own they drift apart by the difference every loop.
+    picture starts (`start_at`), then each moment's sound when its frame is due, from its
+    start again each time the picture starts again (`start_at` once more: a looped picture),
+    cut or padded to the loop. A clip's sound and picture rarely last exactly as long
+    (grid_swiz3n: 2.978 s of sound, 3.000 s of frames), and looped on their own they drift
+    apart by the difference every loop.
 
     aiortc's MediaPlayer would also decode (and queue without bound) the file's video, which
     the codec reads on its own; this reads the audio stream only.
     """
 
-    def __init__(self, path: str, follow_video: bool = False,
-                 loop_s: float | None = None) -> None:
+    def __init__(self, path: str, follow_video: bool = False) -> None:
         super().__init__()
         self._sound = FileSound(path)
         self._follow = follow_video
-        # The loop's length in samples (`_loop` is the event loop of pyee's event emitter).
-        self._loop_samples = round(loop_s * RATE) if loop_s else None
-        self._t0: float | None = None  # time.time() at which the picture's frame 0 is due
+        self._starts: list[float] = []  # time.time()s at which the picture's frame 0 is due
         self._start: float | None = None  # time.monotonic() of the first sample sent
         self._own = 0  # on its own: the next sample of the file
 
@@ -624,9 +627,10 @@ class FileAudioTrack(_SoundTrack):
         except (av.FFmpegError, OSError) as exc:
             raise FacecodecError(f"cannot open audio source {path}: {exc}") from None
 
-    def start_at(self, t0: float) -> None:
-        """The picture's frame 0 is due at time.time() `t0`, and its sound with it."""
-        self._t0 = t0
+    def start_at(self, t: float) -> None:
+        """The picture's frame 0 is due at time.time() `t` (again, for a looped picture), and
+        its sound with it; a start told late (a new session's) still takes its place."""
+        bisect.insort(self._starts, t)
 
     def samples(self, due: float) -> np.ndarray:
         """The (FRAME, 2) samples to send at time.time() `due`."""
@@ -636,17 +640,15 @@ class FileAudioTrack(_SoundTrack):
             if self._sound.at_end(self._own):
                 self._own = 0  # its own loop: the last frame ends in silence
             return out
-        out = np.zeros((FRAME, 2), np.int16)
-        if self._t0 is None:
-            return out  # the picture has not started
-        pos = round((due - self._t0) * RATE)  # samples since the picture's frame 0
-        i = max(0, -pos)
-        loop = self._loop_samples
-        while i < FRAME:
-            sample = pos + i if loop is None else (pos + i) % loop
-            n = FRAME - i if loop is None else min(FRAME - i, loop - sample)
-            out[i:i + n] = self._sound.read(sample, n)
-            i += n
+        out = np.zeros((FRAME, 2), np.int16)  # silence before the picture starts
+        # The starts in effect during this frame: the last one by `due`, and those after.
+        first = max(bisect.bisect_right(self._starts, due) - 1, 0)
+        last = bisect.bisect_left(self._starts, due + FRAME / RATE)
+        at = [round((t - due) * RATE) for t in self._starts[first:last]]  # in this frame
+        for k, start in enumerate(at):
+            lo, hi = max(start, 0), min(at[k + 1] if k + 1 < len(at) else FRAME, FRAME)
+            if hi > lo:
+                out[lo:hi] = self._sound.read(lo - start, hi - lo)
         return out
 
     async def recv(self) -> av.AudioFrame:
