@@ -169,10 +169,11 @@ def _flash_and_beep(path: Path, gap_s: float, sound_gap: bool = False,
                 box.mux(p)
         for p in video.encode():
             box.mux(p)
-        pcm = np.zeros(RATE * (after + 1000) // 1000, np.int16)
         beep = RATE * after // 1000
-        pcm[beep:beep + RATE // 10] = (8000 * np.sin(np.arange(RATE // 10) * 2 * np.pi / 48))
-        pieces = [(0, pcm)] if not sound_gap else [(0, pcm[:RATE]), (beep, pcm[beep:])]
+        tone = np.zeros(RATE, np.int16)  # the second after the pause, beginning with a beep
+        tone[:RATE // 10] = 8000 * np.sin(np.arange(RATE // 10) * 2 * np.pi / 48)
+        pieces = ([(0, np.zeros(RATE, np.int16)), (beep, tone)] if sound_gap
+                  else [(0, np.concatenate([np.zeros(beep, np.int16), tone]))])
         for at, part in pieces:
             piece = av.AudioFrame.from_ndarray(part.reshape(1, -1), format="s16", layout="mono")
             piece.sample_rate, piece.pts, piece.time_base = RATE, at, Fraction(1, RATE)
@@ -225,7 +226,13 @@ def test_a_stream_cut_inside_a_group_of_pictures_keeps_its_sound_in_place(
 
 
 def test_a_jump_in_the_timestamps_is_not_held_for(tmp_path: Path) -> None:
-    """Timestamps that jump 90 s (a clock that broke) are not 90 s of one picture."""
+    """Timestamps that jump 700 s (a clock that broke; a pause is held up to 600 s) are not
+    700 s of one picture, nor of silence: pictures and sound both close the jump up."""
+    from facecodec.capture.sound import FileSound
+
     src = tmp_path / "jump.mkv"
-    _flash_and_beep(src, gap_s=90.0)
-    assert sum(1 for _ in read_frames(src)) == 50
+    _flash_and_beep(src, gap_s=700.0, sound_gap=True)
+    light = [float(f.mean()) for f in read_frames(src)]
+    assert len(light) == 50 and int(np.argmax(light)) == 25  # the flash at 1.0 s
+    sound = np.abs(FileSound(str(src)).read(0, 2 * RATE)[:, 0])
+    assert abs(np.flatnonzero(sound > 4000)[0] - RATE) < RATE // 1000  # and its beep

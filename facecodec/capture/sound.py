@@ -26,6 +26,7 @@ class FileSound:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._start = first_picture_time(path)  # the file's clock: sample 0 (None: no picture)
         self._frames: Iterator[np.ndarray] | None = None
         self._restart()
 
@@ -45,16 +46,18 @@ class FileSound:
                 sound = heard_stream(container)
                 if sound is None:
                     return
-                clock = SoundClock(first_picture_time(self.path), RATE)
+                clock = SoundClock(self._start, RATE)
                 for packet in container.demux(sound):
                     try:
                         frames = packet.decode()
                     except av.FFmpegError:
-                        self.damaged = True
+                        self.damaged = True  # its time is silent, placed as sound would be
                         if packet.duration and packet.time_base:
                             n = round(packet.duration * packet.time_base * RATE)
-                            clock.skip(n)
-                            yield np.zeros((n, 2), np.int16)
+                            start = (None if packet.pts is None
+                                     else float(packet.pts * packet.time_base))
+                            silence, drop = clock.place(start, n)
+                            yield np.zeros((silence + n - drop, 2), np.int16)
                         continue
                     for frame in frames:
                         try:

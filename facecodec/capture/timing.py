@@ -2,7 +2,9 @@
 constant frame rate, the sound on a continuous line of samples, both from the time of the
 first picture. Gaps in either are held (the picture) or silent (the sound), so that what
 comes after a gap stays together; a jump far from what came before is a clock that
-started again (two recordings joined) or broke, and both go on from where they are."""
+started again (two recordings joined) or broke, and each goes on from where it is (so
+after a join the sound is off by the difference between the first part's sound and
+pictures: the streams are read apart, and neither knows where the other's clock jumped)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import av
 
@@ -21,14 +23,16 @@ _T = TypeVar("_T")
 
 # A gap longer than this is a clock that broke, not a pause to hold the picture (or keep
 # the silence) through: it would write that long of one picture.
-MAX_HOLD_S = 60
+MAX_HOLD_S = 600
 # A picture stamped more than this many frames before the slot it would fill is on a clock
 # that started again; nearer, it is out of order (AVI's guessed timestamps) or one of
 # pictures coming faster than the frame rate.
 MAX_BACK_FRAMES = 3
-# Sound this far after where the samples so far end is placed by its timestamp; nearer, it
-# follows on (timestamps round, and coders pad). As far before: a clock that started again.
-SOUND_SLACK_S = 0.1
+# Sound stamped this far from where the samples so far end is placed by its timestamp
+# (silence before it, or as much of it dropped); nearer, it follows on (timestamps round,
+# and coders pad). Stamped over SOUND_BACK_S before it: a clock that started again.
+SOUND_SLACK_S = 0.04
+SOUND_BACK_S = 0.2
 
 
 class PictureClock:
@@ -49,8 +53,8 @@ class PictureClock:
         if time is None:
             self.filled += 1
             return 0, 1
-        if self.start is None:
-            self.start = time
+        if self.start is None:  # slots filled by pictures with no time come before it
+            self.start = time - self.filled / self.fps
         ahead = (time - self.start) * self.fps - self.filled  # of the next slot, in frames
         if ahead < -MAX_BACK_FRAMES or ahead > MAX_HOLD_S * self.fps:
             self.start, ahead = time - self.filled / self.fps, 0.0  # a new clock
@@ -64,31 +68,35 @@ class PictureClock:
 
 class SoundClock:
     """Places decoded sound by its timestamps on a line of samples whose sample 0 is at the
-    first picture (`start`): sound before the first picture is dropped, sound starting after
-    it starts with silence, and a gap in it is silent."""
+    first picture (`start`; with no picture, the sound's first timestamp): sound before
+    the first picture is dropped, sound starting after it starts with silence, a gap in it
+    is silent, and sound that has run ahead of its timestamps (a sound card faster than
+    its stated rate) is dropped back to them."""
 
     def __init__(self, start: float | None, rate: int) -> None:
         self.start = start
         self.rate = rate
         self.at = 0  # samples placed so far
+        self.placed = False  # whether any have been (before that, sound may be dropped)
 
     def place(self, time: float | None, samples: int) -> tuple[int, int]:
         """(samples of silence before, samples of it to drop) for `samples` at `time`
         seconds; the caller then places the rest of it."""
         silence = drop = 0
+        if time is not None and self.start is None:
+            self.start = time
         if time is not None and self.start is not None:
             off = round((time - self.start) * self.rate) - self.at
-            if self.at == 0:  # where it starts: not as far as a wrong timestamp would put it
+            if not self.placed:  # where it starts: not as far as a wrong timestamp puts it
                 if abs(off) <= MAX_HOLD_S * self.rate:
                     silence, drop = max(off, 0), min(max(-off, 0), samples)
             elif SOUND_SLACK_S * self.rate < off <= MAX_HOLD_S * self.rate:
                 silence = off
+            elif -SOUND_BACK_S * self.rate <= off < -SOUND_SLACK_S * self.rate:
+                drop = min(-off, samples)
         self.at += silence + samples - drop
+        self.placed = self.placed or self.at > 0
         return silence, drop
-
-    def skip(self, samples: int) -> None:
-        """`samples` placed without a timestamp (silence for a damaged packet)."""
-        self.at += samples
 
 
 # A decoder gives pictures in display order; a container that stores decoding times for
@@ -99,15 +107,16 @@ REORDER = 4
 
 def in_time_order(items: Iterable[_T], time_of: Callable[[_T], float | None],
                   fps: Fraction) -> Iterator[tuple[_T, float | None]]:
-    """Each picture (or packet), in the order given, with a time: the timestamps of a few at
-    a time sorted among them (`REORDER`; one comes out that many later), but not across a
-    step back of more pictures than that behind all of them (a clock that started again),
-    nor across one with no timestamp."""
+    """Each picture, in the order given, with a time: the timestamps of a few at a time
+    sorted among them (`REORDER`; one comes out that many later, so up to REORDER + 1
+    decoded pictures are held), but not across a timestamp over a frame and a half before
+    all of those held (a clock that started again: out of order, it would still be after
+    the earliest), nor across one with no timestamp."""
     window: deque[_T] = deque()
     times: list[float] = []  # a heap of the window's timestamps
     for item in items:
         t = time_of(item)
-        if times and (t is None or t < times[0] - REORDER / float(fps)
+        if times and (t is None or t < times[0] - 1.5 / float(fps)
                       or t > max(times) + MAX_HOLD_S):
             while window:
                 yield window.popleft(), heapq.heappop(times)
@@ -122,16 +131,44 @@ def in_time_order(items: Iterable[_T], time_of: Callable[[_T], float | None],
         yield window.popleft(), heapq.heappop(times)
 
 
+def pictures(c: av.container.InputContainer, s: av.video.stream.VideoStream, fps: Fraction,
+             packet_seen: Callable[[av.Packet], None] | None = None,
+             ) -> Iterator[tuple[av.VideoFrame, float | None]]:
+    """The pictures of stream `s` as decoded, each with its time (`in_time_order`), from the
+    first one that decodes: packets before it that do not (a stream cut inside a group of
+    pictures, a damaged first packet) are passed over, as a player does. Empty packets with a
+    time (a picture that stays, in Ogg) are not decoded: to a decoder they mean the end.
+    `packet_seen` sees every stream's packets."""
+
+    def decoded() -> Iterator[av.VideoFrame]:
+        started = False
+        for packet in c.demux():
+            if packet_seen is not None:
+                packet_seen(packet)
+            if packet.stream is not s or (not packet.size and packet.dts is not None):
+                continue
+            try:
+                frames = cast(list[av.VideoFrame], packet.decode())
+            except av.error.FFmpegError:
+                if started:
+                    raise
+                continue
+            started = started or bool(frames)
+            yield from frames
+
+    return in_time_order(decoded(), lambda f: f.time, fps)
+
+
 def first_picture_time(path: str | Path) -> float | None:
-    """The time of the first picture that decodes (where a file's clock starts: a stream cut
-    in the middle of a group of pictures has packets before it), or None when none does."""
+    """The time of the first picture `pictures` gives (where a file's clock starts), or
+    None when none decodes or it has no time."""
     try:
         with av.open(str(path)) as c:
             s = shown_stream(c)
             if s is None:
                 return None
-            for frame in c.decode(s):
-                return frame.time
-    except (av.FFmpegError, OSError):
-        pass
-    return None
+            s.thread_type = "AUTO"
+            rate = s.guessed_rate or s.average_rate or Fraction(25)
+            return next(iter(pictures(c, s, Fraction(rate))), (None, None))[1]
+    except (av.error.FFmpegError, OSError):
+        return None

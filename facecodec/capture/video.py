@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import statistics
 import struct
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import islice
 from pathlib import Path
-from typing import cast
 
 import av
 import numpy as np
@@ -20,7 +21,7 @@ from facecodec.bitstream.container import MAX_FPS
 from facecodec.capture.microphone import RATE
 from facecodec.capture.sound import FileSound
 from facecodec.capture.streams import heard_stream, shown_stream
-from facecodec.capture.timing import PictureClock, in_time_order
+from facecodec.capture.timing import PictureClock, pictures
 from facecodec.errors import FacecodecError
 from facecodec.files import check_readable, check_writable, publish, temp_beside
 
@@ -102,6 +103,24 @@ def upright(frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(rgb[:, ::-1] if mirrored else rgb)
 
 
+def _rate(path: str | Path, s: av.video.stream.VideoStream) -> Fraction:
+    """The frame rate to read a video at: FFmpeg's guess (what its constant-rate output
+    takes), where the pictures' typical spacing agrees with it; else that spacing's rate. A
+    variable-rate video's average is below the rate its pictures come at (its pauses
+    counted), and FFmpeg's guess for one on a fine time grid with jitter is a multiple of
+    it (120 for a phone's 30 on a 1/600 s grid)."""
+    guessed = Fraction(s.guessed_rate or s.average_rate or 25)
+    with av.open(str(path)) as c:  # its own: the caller's has decoded a picture
+        shown = c.streams[s.index]
+        times = sorted(float(p.pts * p.time_base) for p in islice(c.demux(shown), 240)
+                       if p.pts is not None and p.time_base)
+    steps = [b - a for a, b in zip(times, times[1:], strict=False) if b > a]
+    if not steps:
+        return guessed
+    typical = Fraction(1 / statistics.median_low(steps))
+    return guessed if abs(guessed / typical - 1) < 0.05 else typical
+
+
 def _first_display(c: av.container.InputContainer, s: av.video.stream.VideoStream) -> float:
     """Display turn of the first picture in degrees; 0 when none decodes (read_frames says
     why)."""
@@ -135,12 +154,7 @@ def probe(path: str | Path) -> VideoInfo:
     c, s = _open(path)
     with c:
         w, h = s.codec_context.width, s.codec_context.height
-        # FFmpeg's guess, as its constant-rate output takes (a variable-rate video's
-        # average is lower than the rate its pictures come at, with pauses counted), unless
-        # it is far above the average (a variable-rate video on a fine time grid).
-        average, guessed = s.average_rate, s.guessed_rate
-        far = bool(guessed and average and guessed > max(Fraction(MAX_FPS), 2 * Fraction(average)))
-        rate = (average if far or not guessed else guessed) or Fraction(25)
+        rate = _rate(path, s)
         frames = s.frames or None
         aspect = Fraction(s.sample_aspect_ratio or 1)
         degrees = _first_display(c, s)
@@ -183,15 +197,12 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.
         # recordings were joined) are damage a decoder gets over, not an end.
         ends_cut: dict[int, bool] = {}
 
-        def decoded() -> Iterator[av.VideoFrame]:
-            for packet in c.demux():  # every stream's, for a cut inside the sound's data
-                if packet.size:
-                    ends_cut[packet.stream.index] = packet.is_corrupt
-                if packet.stream is s:
-                    yield from cast(list[av.VideoFrame], packet.decode())
+        def seen(packet: av.Packet) -> None:
+            if packet.size:
+                ends_cut[packet.stream.index] = packet.is_corrupt
 
         try:
-            for frame, time in in_time_order(decoded(), lambda f: f.time, fps):
+            for frame, time in pictures(c, s, fps, seen):  # every stream's packets seen
                 rgb = upright(frame)
                 first = first or rgb.shape
                 if rgb.shape != first:
