@@ -105,20 +105,21 @@ def upright(frame: av.VideoFrame) -> np.ndarray:
 
 def _rate(path: str | Path, s: av.video.stream.VideoStream) -> Fraction:
     """The frame rate to read a video at: FFmpeg's guess (what its constant-rate output
-    takes), where the pictures' typical spacing agrees with it; else that spacing's rate. A
-    variable-rate video's average is below the rate its pictures come at (its pauses
-    counted), and FFmpeg's guess for one on a fine time grid with jitter is a multiple of
-    it (120 for a phone's 30 on a 1/600 s grid)."""
+    takes), unless it is off the pictures' own spacing by half or more; then that spacing's
+    rate (the mean step between pictures, pauses left out). FFmpeg's guess for a phone's
+    variable-rate video on a fine time grid can be a multiple of its rate, and a
+    variable-rate video's average is below the rate its pictures come at (pauses counted)."""
     guessed = Fraction(s.guessed_rate or s.average_rate or 25)
     with av.open(str(path)) as c:  # its own: the caller's has decoded a picture
-        shown = c.streams[s.index]
-        times = sorted(float(p.pts * p.time_base) for p in islice(c.demux(shown), 240)
+        times = sorted(float(p.pts * p.time_base) for p in islice(c.demux(c.streams[s.index]), 240)
                        if p.pts is not None and p.time_base)
     steps = [b - a for a, b in zip(times, times[1:], strict=False) if b > a]
     if not steps:
         return guessed
-    typical = Fraction(1 / statistics.median_low(steps))
-    return guessed if abs(guessed / typical - 1) < 0.05 else typical
+    median = statistics.median(steps)
+    spacing = statistics.mean(x for x in steps if x < 1.5 * median)  # pauses left out
+    own = Fraction(1 / spacing).limit_denominator(1001)
+    return guessed if 2 / 3 < guessed / own < 3 / 2 else own
 
 
 def _first_display(c: av.container.InputContainer, s: av.video.stream.VideoStream) -> float:
