@@ -183,7 +183,8 @@ def probe(path: str | Path) -> VideoInfo:
 
 def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
     """RGB uint8 frames in display order, upright as a player shows them, at the probed
-    frame rate (capture/timing.py PictureClock). A stream that breaks mid-way, is cut short
+    frame rate (capture/timing.py PictureClock; a picture held over several frames is the
+    same array each time, so change a copy). A stream that breaks mid-way, is cut short
     (a file copied or downloaded in part), or whose picture size changes (a raw H.264 stream
     may), ends with an error: every consumer sizes its work by the first frame, and would
     otherwise make a shorter output without a word."""
