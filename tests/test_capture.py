@@ -474,3 +474,30 @@ def test_b_pictures_are_read_in_order_once_each(tmp_path: Path, suffix: str) -> 
     levels = [round((float(f[16:, 16:].mean()) - 40) / 3) for f in read_frames(path)]
     held = [29] * 30 if pause else []  # the last picture before the pause, for its second
     assert levels == list(range(30)) + held + list(range(30, 60))
+
+
+def test_a_stated_rate_the_timestamps_contradict_gives_way_to_them(tmp_path: Path) -> None:
+    """A Matroska file whose header says 10 frames a second but whose pictures are stamped
+    30 a second is read at 30 (it was read at 10, three times too slow, or with two
+    pictures in three dropped); one 30 a second with a pause keeps 30 (its average, 20,
+    would drop a third of them)."""
+    stated, paused = tmp_path / "stated.mkv", tmp_path / "paused.mkv"
+    for path, rate, stamps in ((stated, 10, [round(i * 1000 / 30) for i in range(60)]),
+                               (paused, 30, [round(i * 1000 / 30) + 1000 * (i >= 30)
+                                             for i in range(60)])):
+        with av.open(str(path), "w") as out:
+            s = out.add_stream("libx264", rate=rate)
+            s.width, s.height, s.pix_fmt, s.options = 64, 64, "yuv420p", {"bf": "0"}
+            s.time_base = s.codec_context.time_base = Fraction(1, 1000)
+            for i, ms in enumerate(stamps):
+                frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 4 * i, np.uint8),
+                                                   format="rgb24")
+                frame.pts, frame.time_base = ms, s.time_base
+                for p in s.encode(frame):
+                    out.mux(p)
+            for p in s.encode():
+                out.mux(p)
+    with av.open(str(stated)) as c:
+        assert c.streams.video[0].guessed_rate == 10  # the file is what the test is about
+    assert probe(stated).fps == 30 and sum(1 for _ in read_frames(stated)) == 60
+    assert probe(paused).fps == 30 and sum(1 for _ in read_frames(paused)) == 90

@@ -103,23 +103,32 @@ def upright(frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(rgb[:, ::-1] if mirrored else rgb)
 
 
+# Rates a camera or an encoder uses: a spacing measured near one is taken as it.
+COMMON_RATES = sorted({Fraction(n) for n in range(1, 121)}
+                      | {Fraction(n * 1000, 1001) for n in (24, 30, 48, 60, 120)}
+                      | {Fraction(25, 2)})
+
+
 def _rate(path: str | Path, s: av.video.stream.VideoStream) -> Fraction:
     """The frame rate to read a video at: FFmpeg's guess (what its constant-rate output
-    takes), unless it is off the pictures' own spacing by half or more; then that spacing's
-    rate (the mean step between pictures, pauses left out). FFmpeg's guess for a phone's
-    variable-rate video on a fine time grid can be a multiple of its rate, and a
-    variable-rate video's average is below the rate its pictures come at (pauses counted)."""
+    takes), unless the pictures' spacing contradicts it by half or more: pictures that come
+    far faster (a header rate that is wrong), or none as fast (FFmpeg's guess for a phone's
+    video on a fine time grid with jitter can be a multiple of its rate). Then the rate of
+    their mean spacing, pauses left out (a variable-rate video's average counts them)."""
     guessed = Fraction(s.guessed_rate or s.average_rate or 25)
     with av.open(str(path)) as c:  # its own: the caller's has decoded a picture
         times = sorted(float(p.pts * p.time_base) for p in islice(c.demux(c.streams[s.index]), 240)
                        if p.pts is not None and p.time_base)
-    steps = [b - a for a, b in zip(times, times[1:], strict=False) if b > a]
-    if not steps:
+    steps = sorted(b - a for a, b in zip(times, times[1:], strict=False) if b > a)
+    if len(steps) < 2:
         return guessed
-    median = statistics.median(steps)
-    spacing = statistics.mean(x for x in steps if x < 1.5 * median)  # pauses left out
-    own = Fraction(1 / spacing).limit_denominator(1001)
-    return guessed if 2 / 3 < guessed / own < 3 / 2 else own
+    fastest = 1 / steps[len(steps) // 10]  # the rate the fastest tenth of pictures come at
+    if 2 / 3 < guessed / Fraction(fastest) < 3 / 2:
+        return guessed
+    median = steps[len(steps) // 2]
+    mean = 1 / statistics.mean(x for x in steps if x < 3 * median)  # pauses left out
+    near = min(COMMON_RATES, key=lambda r: abs(float(r) / mean - 1))
+    return near if abs(float(near) / mean - 1) < 0.005 else Fraction(mean).limit_denominator(1001)
 
 
 def _first_display(c: av.container.InputContainer, s: av.video.stream.VideoStream) -> float:
