@@ -1635,25 +1635,26 @@ def test_a_files_sound_goes_with_its_looped_picture() -> None:
 
 def test_a_looped_files_picture_says_where_it_starts_again_before_it_does() -> None:
     """A looped file's source finds its end ahead of time: the frame at which the picture
-    starts again is known over a sound frame (20 ms) before it is due, so the sound starts
-    again with it exactly, however the file's length in frames was stated (a trimmed file's
-    index states the frames it drops; a loop length taken from it drifted every loop)."""
+    starts again is known 0.25 s before it is due (the peer must know 20 ms ahead, after
+    the file is opened again), so the sound starts again with it, however the file's length
+    in frames was stated (a trimmed file's index states the frames it drops; a loop length
+    taken from it drifted every loop)."""
     from facecodec.stream.call import _Source
 
     clip = str(require(CLIP_WITH_AUDIO))  # 75 frames, 25 a second
     looped = _Source(clip, loop=True)
     first = looped.first_frame()
-    given = [looped.next_frame() for _ in range(73)]  # frames 0..72
+    given = [looped.next_frame() for _ in range(68)]  # frames 0..67
     assert first is not None and given[0] is first and looped.restarts == []
-    given.append(looped.next_frame())  # frame 73, given when due: 80 ms before frame 75 is
-    assert looped.restarts == [75]
-    rest = [looped.next_frame() for _ in range(1 + 75 + 1)]  # 74, a loop, its next
+    given.append(looped.next_frame())  # frame 68, given when due: 280 ms before frame 75 is
+    assert looped.restarts == [75] and looped.given == 69
+    rest = [looped.next_frame() for _ in range(6 + 75 + 1)]  # 69..74, a loop, its next
     assert all(f is not None for f in rest)
-    assert np.array_equal(rest[1], given[0]) and np.array_equal(rest[1 + 75], given[0])
-    assert looped.restarts == [75, 150]
+    assert np.array_equal(rest[6], given[0]) and np.array_equal(rest[6 + 75], given[0])
+    assert looped.restarts == [75, 150] and looped.given == 69 + 82
     once = _Source(clip, loop=False)
     assert [once.next_frame() is None for _ in range(76)] == [False] * 75 + [True]
-    assert once.restarts == []
+    assert once.restarts == [] and once.given == 75
 
 
 def test_a_looped_file_sound_stops_with_an_async_listener() -> None:

@@ -75,7 +75,9 @@ def test_a_gap_in_the_sound_is_silent_and_a_sound_ahead_of_its_time_drops_back()
     assert _place(clock, 0.04 + 0.03) == (0, 0)  # within 40 ms: follows on
     assert _place(clock, 1.0) == (RATE - 3 * 960, 0)  # a gap: silence up to its time
     assert _place(clock, 1.02 - 0.1, 9600) == (0, round(0.1 * RATE))  # 100 ms ahead: dropped
-    assert _place(clock, 0.0) == (0, 0)  # a second back: a clock that started again
+    assert _place(clock, 0.0) == (0, 0)  # a second back: a clock that started again,
+    assert _place(clock, 0.02) == (0, 0)  # going on from where the sound is,
+    assert _place(clock, 0.5) == (round(0.46 * RATE), 0)  # its gaps silent as before
 
 
 def test_sound_damaged_before_the_first_picture_is_dropped_too() -> None:

@@ -57,7 +57,7 @@ class FileSound:
                             start = (None if packet.pts is None
                                      else float(packet.pts * packet.time_base))
                             silence, drop = clock.place(start, n)
-                            yield np.zeros((silence + n - drop, 2), np.int16)
+                            yield from _silence(silence + n - drop)
                         continue
                     for frame in frames:
                         try:
@@ -69,9 +69,7 @@ class FileSound:
                         samples = np.concatenate([o.to_ndarray().reshape(-1, 2) for o in outs]
                                                  or [np.zeros((0, 2), np.int16)])
                         silence, drop = clock.place(frame.time, len(samples))
-                        while silence > 0:  # a second at a time
-                            yield np.zeros((min(silence, RATE), 2), np.int16)
-                            silence -= RATE
+                        yield from _silence(silence)
                         if drop < len(samples):
                             yield samples[drop:]
             for out in resampler.resample(None):  # what the resampler still holds
@@ -101,3 +99,10 @@ class FileSound:
     def at_end(self, sample: int) -> bool:
         """Whether the file has no sound from `sample` on (known once it was read there)."""
         return self.ended and sample >= self._pos + len(self._buf)
+
+
+def _silence(n: int) -> Iterator[np.ndarray]:
+    """`n` samples of silence, a second at a time (a gap may be minutes)."""
+    while n > 0:
+        yield np.zeros((min(n, RATE), 2), np.int16)
+        n -= RATE

@@ -90,9 +90,11 @@ class SoundClock:
             if not self.placed:  # where it starts: not as far as a wrong timestamp puts it
                 if abs(off) <= MAX_HOLD_S * self.rate:
                     silence, drop = max(off, 0), min(max(-off, 0), samples)
-            elif SOUND_SLACK_S * self.rate < off <= MAX_HOLD_S * self.rate:
+            elif off > MAX_HOLD_S * self.rate or off < -SOUND_BACK_S * self.rate:
+                self.start = time - self.at / self.rate  # a new clock, from here
+            elif off > SOUND_SLACK_S * self.rate:
                 silence = off
-            elif -SOUND_BACK_S * self.rate <= off < -SOUND_SLACK_S * self.rate:
+            elif off < -SOUND_SLACK_S * self.rate:
                 drop = min(-off, samples)
         self.at += silence + samples - drop
         self.placed = self.placed or self.at > 0

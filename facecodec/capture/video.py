@@ -116,7 +116,7 @@ def _rate(path: str | Path, s: av.video.stream.VideoStream) -> Fraction:
     video on a fine time grid with jitter can be a multiple of its rate). Then the rate of
     their mean spacing, pauses left out (a variable-rate video's average counts them)."""
     guessed = Fraction(s.guessed_rate or s.average_rate or 25)
-    with av.open(str(path)) as c:  # its own: the caller's has decoded a picture
+    with av.open(str(path)) as c:  # its own: the caller's goes on to decode a picture
         times = sorted(float(p.pts * p.time_base) for p in islice(c.demux(c.streams[s.index]), 240)
                        if p.pts is not None and p.time_base)
     steps = sorted(b - a for a, b in zip(times, times[1:], strict=False) if b > a)
@@ -127,6 +127,8 @@ def _rate(path: str | Path, s: av.video.stream.VideoStream) -> Fraction:
         return guessed
     median = steps[len(steps) // 2]
     mean = 1 / statistics.mean(x for x in steps if x < 3 * median)  # pauses left out
+    if abs(float(guessed) / mean - 1) < 0.01:  # jitter made some steps short, not the rate
+        return guessed
     near = min(COMMON_RATES, key=lambda r: abs(float(r) / mean - 1))
     return near if abs(float(near) / mean - 1) < 0.005 else Fraction(mean).limit_denominator(1001)
 

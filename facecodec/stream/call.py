@@ -277,10 +277,12 @@ def _codec() -> tuple[Any, Any]:
 
 class _Source:
     """A video file's frames, looped if asked, read off the event loop. A loop's end is
-    found `LOOK_AHEAD_S` before its last frame is due, so that the file's sound, which the
-    peer sends on its own clock, starts again exactly with the picture (`restarts`)."""
+    found as the frame `LOOK_AHEAD_S` before the next loop's first is given, so that the
+    file's sound, which the peer sends on its own clock, starts again with the picture
+    (`restarts`): the peer must know 20 ms (a sound frame) ahead, after the file is opened
+    again (up to ~75 ms measured) and the frame given is coded."""
 
-    LOOK_AHEAD_S = 0.05  # more than a sound frame (20 ms)
+    LOOK_AHEAD_S = 0.25
 
     def __init__(self, path: str, loop: bool) -> None:
         self.path = path
@@ -289,6 +291,7 @@ class _Source:
         self._frames: Iterator[np.ndarray] = read_frames(path)
         self._ahead: deque[np.ndarray] = deque()  # read, not yet given
         self._read = 0  # frames read so far, over all loops
+        self.given = 0  # frames given so far: the next one's index
         self.restarts: list[int] = []  # frame indices at which the picture starts again
 
     def _fill(self, n: int) -> None:
@@ -311,7 +314,10 @@ class _Source:
 
     def next_frame(self) -> np.ndarray | None:
         self._fill(1 + (math.ceil(self.LOOK_AHEAD_S * float(self.fps)) if self.loop else 0))
-        return self._ahead.popleft() if self._ahead else None
+        if not self._ahead:
+            return None
+        self.given += 1
+        return self._ahead.popleft()
 
     def close(self) -> None:
         pass
@@ -492,6 +498,10 @@ class _Call:
             # jitter, and latency counts from there.
             pending = await loop.run_in_executor(self._encode_pool, camera.next_frame)
         start = camera.arrived if camera is not None and pending is not None else time.time()
+        if isinstance(self.source, _Source):
+            # A frame a session ended while reading is gone: the file's frame indices (its
+            # restarts') go on from the source's count.
+            self.next_index = max(self.next_index, self.source.given)
         t0 = start - self.next_index / fps
         peer.send_control(start_message(self.encoder.header_bytes(), t0, fps))
         peer.start_sound_at(t0)  # the file's sound goes with its frames
@@ -499,9 +509,10 @@ class _Call:
         told = 0  # restarts of a looped file's picture the peer knows (its sound restarts)
         try:
             while True:
-                for at in restarts[told:]:
-                    peer.restart_sound_at(t0 + at / fps)
-                told = len(restarts)
+                new = restarts[told:]  # appended to on the reading thread
+                for at in new:
+                    peer.start_sound_at(t0 + at / fps)
+                told += len(new)
                 index = self.next_index
                 if camera is None:
                     delay = t0 + index / fps - time.time()

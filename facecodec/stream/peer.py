@@ -226,7 +226,7 @@ class PeerOptions:
     relay_only: bool = False
     audio: str | None = None  # media file whose audio track is sent; None sends silence
     # That file is the picture's too: its sound goes with the frames (FileAudioTrack), and
-    # starts again with a looped picture (Peer.restart_sound_at).
+    # starts again with a looped picture (Peer.start_sound_at).
     audio_follows_video: bool = False
     microphone: str | None = None  # send this capture device's sound instead ("default")
     # Opus's rate and frame length; they hold for the process's encoders (use_opus), so
@@ -378,15 +378,10 @@ class Peer:
         self.pc.addTrack(track)
 
     def start_sound_at(self, t0: float) -> None:
-        """The picture's frame 0 is due at time.time() `t0`: a file's sound that goes with
-        it is timed from there."""
+        """The picture's frame 0 is due at time.time() `t0` (again, for a looped file): a
+        file's sound that goes with it is timed from there."""
         if self._file_sound is not None:
             self._file_sound.start_at(t0)
-
-    def restart_sound_at(self, t: float) -> None:
-        """A looped picture starts again at time.time() `t`, and that sound with it."""
-        if self._file_sound is not None:
-            self._file_sound.start_at(t)
 
     async def negotiate(self, signaling: SignalingClient, initiator: bool) -> None:
         """Offer (initiator) or answer through the signaling server, then wait until both data
