@@ -1678,3 +1678,34 @@ def test_a_looped_file_sound_stops_with_an_async_listener() -> None:
         await asyncio.wait_for(ended.wait(), 5)
 
     asyncio.run(body())
+
+
+def test_a_looped_calls_sound_is_told_each_time_its_picture_starts_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a call sending a looped file with its sound, the peer's sound is timed from the
+    picture's frame 0 and told, ahead of time, each moment the picture starts again: every
+    75 frames of the 3 s clip (a file's own sound track then starts again there)."""
+    from facecodec.stream.call import CallOptions
+
+    clip = require(CLIP_WITH_AUDIO)  # 75 frames, 25 a second, with sound
+    told: list[tuple[float, float]] = []  # (when, the moment told)
+    start_sound_at = Peer.start_sound_at
+
+    def tell(peer: Peer, t: float) -> None:
+        if peer._file_sound is not None:
+            told.append((time.time(), t))
+        start_sound_at(peer, t)
+
+    monkeypatch.setattr(Peer, "start_sound_at", tell)
+
+    async def body(url: str) -> None:
+        sender = CallOptions(seconds=7.5, peer=LOOPBACK, audio="auto", loop_source=True)
+        receiver = CallOptions(seconds=9.5, peer=LOOPBACK, audio="none")
+        sent, _ = await call_pair(url, "loopsound", sender, receiver, clip)
+        assert sent.frames_sent > 150
+
+    run(body, timeout=120)
+    (_, t0), *restarts = told
+    assert [round(t - t0, 3) for _, t in restarts] == [3.0, 6.0]
+    assert all(when < t - 0.1 for when, t in restarts)  # told over 0.1 s ahead
