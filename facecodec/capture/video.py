@@ -116,9 +116,13 @@ def _rate(path: str | Path, s: av.video.stream.VideoStream) -> Fraction:
     video on a fine time grid with jitter can be a multiple of its rate). Then the rate of
     their mean spacing, pauses left out (a variable-rate video's average counts them)."""
     guessed = Fraction(s.guessed_rate or s.average_rate or 25)
-    with av.open(str(path)) as c:  # its own: the caller's goes on to decode a picture
-        times = sorted(float(p.pts * p.time_base) for p in islice(c.demux(c.streams[s.index]), 240)
-                       if p.pts is not None and p.time_base)
+    try:
+        with av.open(str(path)) as c:  # its own: the caller's goes on to decode a picture
+            packets = islice(c.demux(c.streams[s.index]), 240)
+            times = sorted(float(p.pts * p.time_base) for p in packets
+                           if p.pts is not None and p.time_base)
+    except (av.error.FFmpegError, OSError):  # damage: reading the pictures will say where
+        return guessed
     steps = sorted(b - a for a, b in zip(times, times[1:], strict=False) if b > a)
     if len(steps) < 2:
         return guessed
