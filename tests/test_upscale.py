@@ -236,3 +236,29 @@ def test_a_jump_in_the_timestamps_is_not_held_for(tmp_path: Path) -> None:
     assert len(light) == 50 and int(np.argmax(light)) == 25  # the flash at 1.0 s
     sound = np.abs(FileSound(str(src)).read(0, 2 * RATE)[:, 0])
     assert abs(np.flatnonzero(sound > 4000)[0] - RATE) < RATE // 1000  # and its beep
+
+
+def test_upscale_keeps_a_slow_motion_videos_rate(
+    tmp_path: Path, run_main: Callable[..., CliRun]
+) -> None:
+    """A phone's slow motion, 240 pictures a second, upscales at its rate (it was refused as
+    beyond the 120 a `.fcv` stream may have); `encode` still refuses it in one line."""
+    import av
+
+    src, out = tmp_path / "slow.mp4", tmp_path / "slow_x2.mp4"
+    with av.open(str(src), "w") as box:
+        video = box.add_stream("libx264", rate=240)
+        video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+        for i in range(120):
+            level = np.full((64, 64, 3), 2 * i, np.uint8)
+            for p in video.encode(av.VideoFrame.from_ndarray(level, format="rgb24")):
+                box.mux(p)
+        for p in video.encode():
+            box.mux(p)
+    r = run_main("upscale", src, "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert probe(out, 1000).fps == 240 and sum(1 for _ in read_frames(out, max_fps=1000)) == 120
+    r = run_main("encode", src, "-o", tmp_path / "slow.fcv")
+    assert r.returncode == 2 and r.stderr.strip().endswith(
+        "frame rate 240.000 out of range (1..120 frames a second)")
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "slow.fcv").exists()

@@ -165,8 +165,9 @@ def _note_hdr(path: Path, transfer: int | None) -> None:
               file=sys.stderr)
 
 
-def probe(path: str | Path) -> VideoInfo:
-    """Size as shown and frame rate, checked against the limits the codec supports."""
+def probe(path: str | Path, max_fps: int = MAX_FPS) -> VideoInfo:
+    """Size as shown and frame rate, checked against the limits the codec supports (a
+    stream's rate for `encode`; `upscale` takes more)."""
     c, s = _open(path)
     with c:
         w, h = s.codec_context.width, s.codec_context.height
@@ -190,20 +191,21 @@ def probe(path: str | Path) -> VideoInfo:
     if max(w, h) > MAX_SIDE:
         raise FacecodecError(f"{path}: frames of {w}x{h} are too large (maximum side {MAX_SIDE})")
     fps = Fraction(rate).limit_denominator(1001)
-    if not (1 <= fps <= MAX_FPS):
-        raise FacecodecError(f"{path}: implausible frame rate {float(fps):.3f} (facecodec "
-                             f"takes 1..{MAX_FPS} frames a second)")
+    if not (1 <= fps <= max_fps):
+        raise FacecodecError(f"{path}: frame rate {float(fps):.3f} out of range (1..{max_fps} "
+                             "frames a second)")
     return VideoInfo(w, h, fps, frames, turns, aspect)
 
 
-def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
+def read_frames(path: str | Path, max_frames: int | None = None,
+                max_fps: int = MAX_FPS) -> Iterator[np.ndarray]:
     """RGB uint8 frames in display order, upright as a player shows them, at the probed
     frame rate (capture/timing.py PictureClock; a picture held over several frames is the
     same array each time, so change a copy). A stream that breaks mid-way, is cut short
     (a file copied or downloaded in part), or whose picture size changes (a raw H.264 stream
     may), ends with an error: every consumer sizes its work by the first frame, and would
     otherwise make a shorter output without a word."""
-    fps = probe(path).fps
+    fps = probe(path, max_fps).fps
     clock = PictureClock(fps)
     c, s = _open(path)
     with c:

@@ -26,6 +26,9 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEFAULT_WEIGHTS = ASSETS / "upscale_v1.safetensors"
 MODEL_PREFIX = "upscale-v1"
 MAX_OUTPUT_SIDE = 4096  # larger outputs are refused rather than exhausting memory
+# An ordinary video keeps its rate, a phone's slow motion (240 fps) included; a .fcv
+# stream's limit (120) is the codec's, not a video's.
+MAX_FPS = 1000
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ def upscale_file(src: Path, dst: Path, weights: Path = DEFAULT_WEIGHTS) -> int:
     Nothing is left at `dst` unless the whole video was written."""
     from facecodec.capture.video import VideoWriter, probe, read_frames
 
-    info = probe(src)
+    info = probe(src, MAX_FPS)
     check_size(info.width, info.height, f"{src}: frames")  # before any output is created
     up = Upscaler(weights)
     # H.264 in yuv420p needs even sides; doubling makes them even. Anamorphic pixels stay
@@ -112,7 +115,7 @@ def upscale_file(src: Path, dst: Path, weights: Path = DEFAULT_WEIGHTS) -> int:
                      pixel_aspect=info.pixel_aspect, sound_from=src) as w:
         picture: np.ndarray | None = None
         drawn = np.zeros(0, np.uint8)
-        for frame in read_frames(src):
+        for frame in read_frames(src, max_fps=MAX_FPS):
             if frame is not picture:  # a picture held through a pause is drawn once
                 picture, drawn = frame, up(frame)
             w.write(drawn)
