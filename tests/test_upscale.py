@@ -257,7 +257,8 @@ def test_upscale_keeps_a_slow_motion_videos_rate(
             box.mux(p)
     r = run_main("upscale", src, "-o", out)
     assert r.returncode == 0, r.stderr
-    assert probe(out, 1000).fps == 240 and sum(1 for _ in read_frames(out, max_fps=1000)) == 120
+    info = probe(out, 1000)
+    assert info.fps == 240 and sum(1 for _ in read_frames(out, info=info)) == 120
     r = run_main("encode", src, "-o", tmp_path / "slow.fcv")
     assert r.returncode == 2 and r.stderr.strip().endswith(
         "frame rate 240.000 out of range (1..120 frames a second)")

@@ -6,6 +6,7 @@ upscaled video keeps (capture/video.py VideoWriter)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import av
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 from facecodec.capture.microphone import RATE
 from facecodec.capture.streams import heard_stream
 from facecodec.capture.timing import SoundClock, first_picture_time
+from facecodec.errors import FacecodecError
 
 
 class FileSound:
@@ -99,6 +101,16 @@ class FileSound:
     def at_end(self, sample: int) -> bool:
         """Whether the file has no sound from `sample` on (known once it was read there)."""
         return self.ended and sample >= self._pos + len(self._buf)
+
+
+def has_sound(path: str | Path) -> bool:
+    """Whether the file has a sound stream to play; one that cannot be opened is a one-line
+    error."""
+    try:
+        with av.open(str(path)) as container:
+            return heard_stream(container) is not None
+    except (av.FFmpegError, OSError) as exc:
+        raise FacecodecError(f"cannot open audio source {path}: {exc}") from None
 
 
 def _silence(n: int) -> Iterator[np.ndarray]:

@@ -11,16 +11,16 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from itertools import islice
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
 
 from facecodec.bitstream.container import MAX_FPS
 from facecodec.capture.microphone import RATE
-from facecodec.capture.sound import FileSound
-from facecodec.capture.streams import heard_stream, shown_stream
+from facecodec.capture.sound import FileSound, has_sound
+from facecodec.capture.streams import shown_stream
 from facecodec.capture.timing import PictureClock, pictures
 from facecodec.errors import FacecodecError
 from facecodec.files import check_readable, check_writable, publish, temp_beside
@@ -109,20 +109,43 @@ COMMON_RATES = sorted({Fraction(n) for n in range(1, 121)}
                       | {Fraction(25, 2)})
 
 
-def _rate(path: str | Path, s: av.video.stream.VideoStream) -> Fraction:
-    """The frame rate to read a video at: FFmpeg's guess (what its constant-rate output
-    takes), unless the pictures' spacing contradicts it by half or more: pictures that come
-    far faster (a header rate that is wrong), or none as fast (FFmpeg's guess for a phone's
-    video on a fine time grid with jitter can be a multiple of its rate). Then the rate of
-    their mean spacing, pauses left out (a variable-rate video's average counts them)."""
-    guessed = Fraction(s.guessed_rate or s.average_rate or 25)
+# Packets whose timestamps `_rate` measures: 8 s at 30 fps, read when probing anyway.
+RATE_PACKETS = 240
+
+
+def _look(c: av.container.InputContainer,
+          s: av.video.stream.VideoStream) -> tuple[float, list[float]]:
+    """In one pass over the stream's first packets: the display turn of the first picture
+    that decodes, in degrees (0 when none does: read_frames says why), and the packets'
+    times, in order, for `_rate`."""
+    degrees: float | None = None
+    times: list[float] = []
     try:
-        with av.open(str(path)) as c:  # its own: the caller's goes on to decode a picture
-            packets = islice(c.demux(c.streams[s.index]), 240)
-            times = sorted(float(p.pts * p.time_base) for p in packets
-                           if p.pts is not None and p.time_base)
-    except (av.error.FFmpegError, OSError):  # damage: reading the pictures will say where
-        return guessed
+        for packet in c.demux(s):
+            if packet.pts is not None and packet.time_base:
+                times.append(float(packet.pts * packet.time_base))
+            if degrees is None and (packet.size or packet.dts is None):  # as `pictures`
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    frames = []
+                if frames:
+                    degrees = _display(cast(av.VideoFrame, frames[0]))[0]
+            if degrees is not None and len(times) >= RATE_PACKETS:
+                break
+    except av.error.FFmpegError:  # damage: reading the pictures will say where
+        pass
+    return degrees or 0.0, sorted(times)
+
+
+def _rate(s: av.video.stream.VideoStream, times: list[float]) -> Fraction:
+    """The frame rate to read a video at, from its first pictures' `times`: FFmpeg's guess
+    (what its constant-rate output takes), unless the pictures' spacing contradicts it by
+    half or more: pictures that come far faster (a header rate that is wrong), or none as
+    fast (FFmpeg's guess for a phone's video on a fine time grid with jitter can be a
+    multiple of its rate). Then the rate of their mean spacing, pauses left out (a
+    variable-rate video's average counts them)."""
+    guessed = Fraction(s.guessed_rate or s.average_rate or 25)
     steps = sorted(b - a for a, b in zip(times, times[1:], strict=False) if b > a)
     if len(steps) < 2:
         return guessed
@@ -135,17 +158,6 @@ def _rate(path: str | Path, s: av.video.stream.VideoStream) -> Fraction:
         return guessed
     near = min(COMMON_RATES, key=lambda r: abs(float(r) / mean - 1))
     return near if abs(float(near) / mean - 1) < 0.005 else Fraction(mean).limit_denominator(1001)
-
-
-def _first_display(c: av.container.InputContainer, s: av.video.stream.VideoStream) -> float:
-    """Display turn of the first picture in degrees; 0 when none decodes (read_frames says
-    why)."""
-    try:
-        for frame in c.decode(s):
-            return _display(frame)[0]
-    except av.error.FFmpegError:
-        pass
-    return 0.0
 
 
 # Transfer characteristics (FFmpeg's AVColorTransferCharacteristic) of HDR video.
@@ -171,10 +183,10 @@ def probe(path: str | Path, max_fps: int = MAX_FPS) -> VideoInfo:
     c, s = _open(path)
     with c:
         w, h = s.codec_context.width, s.codec_context.height
-        rate = _rate(path, s)
         frames = s.frames or None
         aspect = Fraction(s.sample_aspect_ratio or 1)
-        degrees = _first_display(c, s)
+        degrees, times = _look(c, s)
+        rate = _rate(s, times)
         _note_hdr(Path(path), s.codec_context.color_trc)
     turns = quarter_turns(degrees)
     if abs(degrees - 90 * round(degrees / 90)) > 1:
@@ -198,14 +210,15 @@ def probe(path: str | Path, max_fps: int = MAX_FPS) -> VideoInfo:
 
 
 def read_frames(path: str | Path, max_frames: int | None = None,
-                max_fps: int = MAX_FPS) -> Iterator[np.ndarray]:
+                info: VideoInfo | None = None) -> Iterator[np.ndarray]:
     """RGB uint8 frames in display order, upright as a player shows them, at the probed
     frame rate (capture/timing.py PictureClock; a picture held over several frames is the
     same array each time, so change a copy). A stream that breaks mid-way, is cut short
     (a file copied or downloaded in part), or whose picture size changes (a raw H.264 stream
     may), ends with an error: every consumer sizes its work by the first frame, and would
-    otherwise make a shorter output without a word."""
-    fps = probe(path, max_fps).fps
+    otherwise make a shorter output without a word. `info`: the file's probe, if the
+    caller has it (probing decodes a picture)."""
+    fps = (info or probe(path)).fps
     clock = PictureClock(fps)
     c, s = _open(path)
     with c:
@@ -246,11 +259,6 @@ def read_frames(path: str | Path, max_frames: int | None = None,
         raise FacecodecError(f"{path}: the file is cut short after frame {n} (incomplete)")
 
 
-def _has_sound(path: Path) -> bool:
-    with av.open(str(path)) as c:
-        return heard_stream(c) is not None
-
-
 class VideoWriter:
     """H.264 mp4 / mov / mkv (or uncompressed .y4m) writer that only makes the output appear
     when it is complete."""
@@ -283,7 +291,7 @@ class VideoWriter:
             if not raw:
                 self._s.options = {"crf": str(crf), "preset": "veryfast"}
             self._sound: FileSound | None = None
-            if not raw and sound_from is not None and _has_sound(sound_from):
+            if not raw and sound_from is not None and has_sound(sound_from):
                 self._sound = FileSound(str(sound_from))
                 self._a = self._c.add_stream("aac", rate=RATE, layout="stereo")
         except (OSError, ValueError, OverflowError, av.error.FFmpegError) as e:

@@ -612,7 +612,7 @@ def analyze_file(
     )
     events: list[KeyframeEvent | MotionEvent] = []
     try:
-        frames = read_frames(src, max_frames)
+        frames = read_frames(src, max_frames, info)
         if progress:
             frames = tqdm(frames, total=info.frames, desc="encode", unit="frame", leave=False)
         for i, frame in enumerate(frames):

@@ -115,7 +115,7 @@ def upscale_file(src: Path, dst: Path, weights: Path = DEFAULT_WEIGHTS) -> int:
                      pixel_aspect=info.pixel_aspect, sound_from=src) as w:
         picture: np.ndarray | None = None
         drawn = np.zeros(0, np.uint8)
-        for frame in read_frames(src, max_fps=MAX_FPS):
+        for frame in read_frames(src, info=info):
             if frame is not picture:  # a picture held through a pause is drawn once
                 picture, drawn = frame, up(frame)
             w.write(drawn)

@@ -32,6 +32,7 @@ import numpy as np
 from facecodec.bitstream.packets import LAYER_TYPES
 from facecodec.capture.camera import STALL_TIMEOUT_S, Camera
 from facecodec.capture.microphone import open_microphone
+from facecodec.capture.sound import has_sound
 from facecodec.capture.video import probe, read_frames
 from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET, check_layer_kbps
 from facecodec.codec.stream import MAX_CALL_PACKET_FRAMES, check_packet_frames
@@ -47,7 +48,6 @@ from facecodec.stream.peer import (
     AUDIO_FRAME_MS,
     AUDIO_KBPS,
     ControlReceived,
-    FileAudioTrack,
     IceServer,
     PacketReceived,
     Peer,
@@ -287,8 +287,9 @@ class _Source:
     def __init__(self, path: str, loop: bool) -> None:
         self.path = path
         self.loop = loop
-        self.fps = probe(path).fps
-        self._frames: Iterator[np.ndarray] = read_frames(path)
+        self.info = probe(path)
+        self.fps = self.info.fps
+        self._frames: Iterator[np.ndarray] = read_frames(path, info=self.info)
         self._ahead: deque[np.ndarray] = deque()  # read, not yet given
         self._read = 0  # frames read so far, over all loops
         self.given = 0  # frames given so far: the next one's index
@@ -300,7 +301,7 @@ class _Source:
             # At its end a looped file starts again, if it gave a frame since it last did.
             if frame is None and self.loop and self._read > (self.restarts or [0])[-1]:
                 self.restarts.append(self._read)
-                self._frames = read_frames(self.path)
+                self._frames = read_frames(self.path, info=self.info)  # probed once
                 frame = next(self._frames, None)
             if frame is None:
                 return
@@ -859,7 +860,7 @@ def call_main(args: argparse.Namespace) -> int:
         device = None if args.microphone == "default" else args.microphone
         open_microphone(device).close()  # one that cannot be opened is refused now
     elif args.audio not in ("auto", "silence", "none"):
-        FileAudioTrack.has_audio(args.audio)  # likewise a file that cannot be read
+        has_sound(args.audio)  # likewise a file that cannot be read
     if args.signal_ca is not None:
         client_tls(args.signal_ca)
     for flag, value in (("--late-ms", args.late_ms), ("--hurry-ms", args.hurry_ms)):

@@ -46,7 +46,7 @@ from aiortc.rtcicetransport import parse_stun_turn_uri
 
 from facecodec.bitstream.packets import LAYER_TYPES
 from facecodec.capture.microphone import FRAME, RATE, Microphone
-from facecodec.capture.sound import FileSound
+from facecodec.capture.sound import FileSound, has_sound
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.stream.impair import Impairment
 from facecodec.stream.sctp import (
@@ -372,7 +372,7 @@ class Peer:
         if self.options.microphone is not None:
             track = MicrophoneTrack(self.options.microphone)
             self._own_tracks.append(track)
-        elif self.options.audio is not None and FileAudioTrack.has_audio(self.options.audio):
+        elif self.options.audio is not None and has_sound(self.options.audio):
             track = self._file_sound = FileAudioTrack(
                 self.options.audio, self.options.audio_follows_video)
         self.pc.addTrack(track)
@@ -613,14 +613,6 @@ class FileAudioTrack(_SoundTrack):
         self._starts: list[float] = []  # time.time()s at which the picture's frame 0 is due
         self._start: float | None = None  # time.monotonic() of the first sample sent
         self._own = 0  # on its own: the next sample of the file
-
-    @staticmethod
-    def has_audio(path: str) -> bool:
-        try:
-            with av.open(path) as container:
-                return bool(container.streams.audio)
-        except (av.FFmpegError, OSError) as exc:
-            raise FacecodecError(f"cannot open audio source {path}: {exc}") from None
 
     def start_at(self, t: float) -> None:
         """The picture's frame 0 is due at time.time() `t` (again, for a looped picture), and
