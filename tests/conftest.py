@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import pytest
 
 from facecodec import cli
@@ -134,3 +135,16 @@ def self_signed(root: Path, name: str = "127.0.0.1") -> tuple[Path, Path]:
                                           serialization.NoEncryption()))
     return cert_pem, key_pem
 
+
+def break_video_packets(clip: Path, out: Path, first: int, count: int = 1) -> float:
+    """`clip` with `count` of its video packets in decoding order, from `first`, made
+    undecodable (each NAL length prefix set beyond the packet): the time of the first."""
+    with av.open(str(clip)) as c:
+        s = c.streams.video[0]
+        packets = [p for p in c.demux(s) if p.size]
+        start = s.start_time or 0
+    data = bytearray(clip.read_bytes())
+    for p in packets[first:first + count]:
+        data[p.pos:p.pos + 4] = b"\xff\xff\xff\xff"
+    out.write_bytes(bytes(data))
+    return float((packets[first].pts - start) * packets[first].time_base)

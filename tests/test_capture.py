@@ -4,6 +4,7 @@ webcam read live, newest picture first."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from fractions import Fraction
@@ -13,10 +14,11 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import CLIPS, GRID_CLIP, require
+from conftest import CLIPS, GRID_CLIP, break_video_packets, require
 
 from facecodec.capture.camera import Camera
 from facecodec.capture.feed import LiveFeed
+from facecodec.capture.timing import MAX_DAMAGED_RUN
 from facecodec.capture.video import probe, read_frames
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, encode_file
@@ -223,6 +225,65 @@ def test_a_file_cut_short_is_an_error_not_a_shorter_video(tmp_path: Path) -> Non
     cut.write_bytes(web.read_bytes()[: middle.pos + middle.size // 2])
     with pytest.raises(FacecodecError, match="cut_in_sound.mp4: the file is cut short"):
         list(read_frames(cut))
+
+
+def test_a_damaged_packet_mid_way_is_passed_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A player goes on over a damaged packet; so does the reader, with a warning (it ended
+    the whole read with an error before). A stream that stays undecodable still ends with
+    one: it is not a video going on."""
+    clip = require(CLIPS / "liveportrait_d19.mp4")
+    whole = list(read_frames(clip))
+    damaged = tmp_path / "damaged.mp4"
+    at = break_video_packets(clip, damaged, 60)
+    got = list(read_frames(damaged))
+    assert len(got) == len(whole) == 250
+    # The frames before the damage are as they were; the B-pictures shown just before the
+    # damaged one are drawn from it.
+    first_changed = next(i for i in range(len(whole)) if not np.array_equal(got[i], whole[i]))
+    assert round(at * 30) - 3 <= first_changed <= round(at * 30)
+    err = capsys.readouterr().err.splitlines()
+    said = re.fullmatch(rf"warning: {re.escape(str(damaged))}: damaged video data near "
+                        r"([\d.]+) s; passed over as a player does \(the picture before it is "
+                        r"held, and what follows may show the damage until the next keyframe\)",
+                        err[0] if len(err) == 1 else "")
+    assert said and abs(float(said[1]) - at) < 0.2, err  # the decoder tells it a little late
+    assert len(list(read_frames(damaged, 80))) == 80 and capsys.readouterr().err == ""
+
+    broken = tmp_path / "broken.mp4"
+    break_video_packets(clip, broken, 60, MAX_DAMAGED_RUN + 1)
+    with pytest.raises(FacecodecError, match=r"broken.mp4: video data is damaged after frame "
+                       r"\d+$"):
+        list(read_frames(broken))
+
+
+def test_a_file_shorter_than_it_says_is_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Matroska writes its length at its start, so a file cut short says how long it was
+    (no packet of it is flagged, and it read as a shorter video without a word before).
+    Sound that outlasts the pictures is no cut (tests/test_upscale.py)."""
+    frames = list(read_frames(require(D9), 50))
+    whole, cut = tmp_path / "whole.mkv", tmp_path / "cut.mkv"
+    with av.open(str(whole), "w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 512, 480, "yuv420p"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    assert len(list(read_frames(whole))) == 50 and capsys.readouterr().err == ""
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    n = len(list(read_frames(cut)))
+    assert 10 < n < 40
+    err = capsys.readouterr().err.splitlines()
+    said = re.fullmatch(rf"warning: {re.escape(str(cut))}: the file ends at ([\d.]+) s, though "
+                        r"it says it lasts 2.00 s \(cut short\?\); read as far as it goes",
+                        err[0] if len(err) == 1 else "")
+    assert said and abs(float(said[1]) - n / 25) < 0.05, err
 
 
 def test_hdr_video_is_noted_once(

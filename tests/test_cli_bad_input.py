@@ -21,7 +21,15 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import CLIPS, GRID_FRAMES, PORTRAITS, CliRun, EncodedClip, require
+from conftest import (
+    CLIPS,
+    GRID_FRAMES,
+    PORTRAITS,
+    CliRun,
+    EncodedClip,
+    break_video_packets,
+    require,
+)
 
 from facecodec.bitstream.packets import PacketType, encode_packet, type_name
 from facecodec.capture.video import read_frames
@@ -212,6 +220,22 @@ def test_face_leaving_frame_is_held(
     run = run_main("decode", fcv, "-o", mp4)
     assert run.returncode == 0, run.stderr
     assert _frame_count(mp4) == GRID_FRAMES
+
+
+def test_a_damaged_packet_mid_way_is_a_warning(
+    run_cli: Run, run_main: Run, tmp_path: Path
+) -> None:
+    """A recording with one damaged packet is coded whole, as a player shows it, with one
+    warning line (it ended in an error before)."""
+    damaged, fcv, mp4 = tmp_path / "damaged.mp4", tmp_path / "damaged.fcv", tmp_path / "out.mp4"
+    break_video_packets(require(CLIPS / "liveportrait_d19.mp4"), damaged, 100)
+    run = run_cli("encode", damaged, "-o", fcv)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert len(run.stderr_lines) == 1, run.stderr  # said once, though the encoder reads twice
+    assert run.stderr_lines[0].startswith(f"warning: {damaged}: damaged video data near 3.")
+    run = run_main("decode", fcv, "-o", mp4)
+    assert run.returncode == 0, run.stderr
+    assert _frame_count(mp4) == 250
 
 
 def test_carphone_qcif_encodes_and_decodes(

@@ -33,6 +33,11 @@ MAX_BACK_FRAMES = 3
 # and coders pad). Stamped over SOUND_BACK_S before it: a clock that started again.
 SOUND_SLACK_S = 0.04
 SOUND_BACK_S = 0.2
+# Packets in a row that do not decode, after the first picture, before the stream counts as
+# broken rather than damaged: a player passes over a damaged packet (its picture held, and
+# the pictures after it drawn from whatever the decoder has) and so does the reader, but a
+# stream that stays undecodable is not a video going on.
+MAX_DAMAGED_RUN = 50
 
 
 class PictureClock:
@@ -135,15 +140,19 @@ def in_time_order(items: Iterable[_T], time_of: Callable[[_T], float | None],
 
 def pictures(c: av.container.InputContainer, s: av.video.stream.VideoStream, fps: Fraction,
              packet_seen: Callable[[av.Packet], None] | None = None,
+             damaged: Callable[[av.Packet], None] | None = None,
              ) -> Iterator[tuple[av.VideoFrame, float | None]]:
     """The pictures of stream `s` as decoded, each with its time (`in_time_order`), from the
-    first one that decodes: packets before it that do not (a stream cut inside a group of
-    pictures, a damaged first packet) are passed over, as a player does. Empty packets with a
-    time (a picture that stays, in Ogg) are not decoded: to a decoder they mean the end.
-    `packet_seen` sees every stream's packets."""
+    first one that decodes. Packets that do not decode are passed over, as a player does:
+    before the first picture (a stream cut inside a group of pictures, a damaged first
+    packet) silently; after it, handing the first of each run of them to `damaged` once a
+    packet after it decodes; a run longer than MAX_DAMAGED_RUN, or one that lasts to the
+    end, raises the decoder's error. Empty packets with a time (a picture that stays,
+    in Ogg) are not decoded: to a decoder they mean the end. `packet_seen` sees every
+    stream's packets."""
 
     def decoded() -> Iterator[av.VideoFrame]:
-        started = False
+        started, run, error = False, [], None
         for packet in c.demux():
             if packet_seen is not None:
                 packet_seen(packet)
@@ -151,12 +160,21 @@ def pictures(c: av.container.InputContainer, s: av.video.stream.VideoStream, fps
                 continue
             try:
                 frames = cast(list[av.VideoFrame], packet.decode())
-            except av.error.FFmpegError:
+            except av.error.FFmpegError as e:
                 if started:
-                    raise
+                    run.append(packet)
+                    if len(run) > MAX_DAMAGED_RUN:
+                        raise
+                    error = e
                 continue
+            if run and packet.size:  # the flush at the end is not the stream going on
+                if damaged is not None:
+                    damaged(run[0])
+                run = []
             started = started or bool(frames)
             yield from frames
+        if run and error is not None:  # nothing decoded after the damage: where it broke
+            raise error
 
     return in_time_order(decoded(), lambda f: f.time, fps)
 

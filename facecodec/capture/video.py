@@ -162,7 +162,13 @@ def _rate(s: av.video.stream.VideoStream, times: list[float]) -> Fraction:
 
 # Transfer characteristics (FFmpeg's AVColorTransferCharacteristic) of HDR video.
 HDR_TRANSFERS = {16: "PQ", 18: "HLG"}
-_hdr_noted: set[Path] = set()  # said once a file, though a command may probe it again
+_said: set[tuple[Path, str]] = set()  # (file, what): once a file, though a command reads it again
+
+
+def _say_once(path: Path, what: str, line: str) -> None:
+    if (path, what) not in _said:
+        _said.add((path, what))
+        print(line, file=sys.stderr)
 
 
 def _note_hdr(path: Path, transfer: int | None) -> None:
@@ -170,11 +176,10 @@ def _note_hdr(path: Path, transfer: int | None) -> None:
     cannot map its light levels and wider colours, so say so instead of showing it wrong
     silently."""
     kind = HDR_TRANSFERS.get(transfer or 0)
-    if kind is not None and path not in _hdr_noted:
-        _hdr_noted.add(path)
-        print(f"note: {path} is HDR video ({kind}); it is read as standard video, so its "
-              "colours come out darker and paler (convert it to SDR first for true colours)",
-              file=sys.stderr)
+    if kind is not None:
+        _say_once(path, "hdr", f"note: {path} is HDR video ({kind}); it is read as standard "
+                  "video, so its colours come out darker and paler (convert it to SDR first "
+                  "for true colours)")
 
 
 def probe(path: str | Path, max_fps: int = MAX_FPS) -> VideoInfo:
@@ -216,25 +221,41 @@ def read_frames(path: str | Path, max_frames: int | None = None,
     same array each time, so change a copy). A stream that breaks mid-way, is cut short
     (a file copied or downloaded in part), or whose picture size changes (a raw H.264 stream
     may), ends with an error: every consumer sizes its work by the first frame, and would
-    otherwise make a shorter output without a word. `info`: the file's probe, if the
-    caller has it (probing decodes a picture)."""
+    otherwise make a shorter output without a word. A damaged packet mid-way is passed over
+    as a player does, with a warning (`pictures`). `info`: the file's probe, if the caller
+    has it (probing decodes a picture)."""
     fps = (info or probe(path)).fps
     clock = PictureClock(fps)
     c, s = _open(path)
     with c:
         s.thread_type = "AUTO"
+        origin, stated = _start(c, s), _stated_end(c)
         n, first, last = 0, None, None
         # Per stream, whether its last packet was flagged corrupt: the demuxer read less than
         # the file promised (a file that ends inside it). Corrupt packets mid-way (where two
         # recordings were joined) are damage a decoder gets over, not an end.
         ends_cut: dict[int, bool] = {}
 
+        packets_end = 0.0  # the latest end of any stream's packets, in seconds
+
         def seen(packet: av.Packet) -> None:
+            nonlocal packets_end
             if packet.size:
                 ends_cut[packet.stream.index] = packet.is_corrupt
+                if packet.pts is not None and packet.time_base is not None:
+                    end = packet.pts + (packet.duration or 0)
+                    packets_end = max(packets_end, float(end * packet.time_base))
+
+        def damaged(packet: av.Packet) -> None:
+            tb = packet.time_base
+            at = "" if packet.pts is None or tb is None else \
+                f" near {float(packet.pts * tb) - origin:.2f} s"
+            _say_once(Path(path), "damaged", f"warning: {path}: damaged video data{at}; passed "
+                      "over as a player does (the picture before it is held, and what follows "
+                      "may show the damage until the next keyframe)")
 
         try:
-            for frame, time in pictures(c, s, fps, seen):  # every stream's packets seen
+            for frame, time in pictures(c, s, fps, seen, damaged):  # every stream's packets
                 rgb = upright(frame)
                 first = first or rgb.shape
                 if rgb.shape != first:
@@ -257,6 +278,31 @@ def read_frames(path: str | Path, max_frames: int | None = None,
         raise FacecodecError(f"{path}: video has no decodable frames")
     if any(ends_cut.values()):
         raise FacecodecError(f"{path}: the file is cut short after frame {n} (incomplete)")
+    if stated is not None and stated - packets_end > SHORT_OF_STATED_S:
+        _say_once(Path(path), "short", f"warning: {path}: the file ends at "
+                  f"{packets_end - origin:.2f} s, though it says it lasts {stated - origin:.2f} "
+                  "s (cut short?); read as far as it goes")
+
+
+# A file whose packets, of every stream, end this far before the length it states is cut
+# short where no packet says so (a Matroska file cut anywhere: its length is written at its
+# start), or its index promises more than it holds; nearer, coders' padding and rounding.
+SHORT_OF_STATED_S = 0.5
+
+
+def _start(c: av.container.InputContainer, s: av.video.stream.VideoStream) -> float:
+    """Where the file's clock starts, in seconds: its video stream's first time."""
+    if s.start_time is not None and s.time_base is not None:
+        return float(s.start_time * s.time_base)
+    return c.start_time / av.time_base if c.start_time is not None else 0.0
+
+
+def _stated_end(c: av.container.InputContainer) -> float | None:
+    """Where the file says it ends, in seconds on its clock (the end of its longest stream:
+    an mp4's index, Matroska's stated length)."""
+    if not c.duration:
+        return None
+    return (c.start_time or 0) / av.time_base + c.duration / av.time_base
 
 
 class VideoWriter:
