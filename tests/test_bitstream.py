@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,10 @@ headers = st.builds(
     resync_interval=st.integers(0, 65535),
     coder_config=st.binary(max_size=300),
     restorer=ascii_text,
+    pixel_aspect=st.one_of(
+        st.just(Fraction(1)),
+        st.tuples(st.integers(1, 65535), st.integers(1, 65535)).map(lambda t: Fraction(*t))
+        .filter(lambda a: Fraction(1, 10) <= a <= 10 and max(a.numerator, a.denominator) <= 65535)),
 )
 packets = st.builds(
     Packet,
@@ -348,6 +353,31 @@ def test_headers_before_the_restorer_field_still_parse() -> None:
         StreamHeader(**_with(HEADER, restorer="r" * 65)).to_bytes()
 
 
+def test_the_pixel_aspect_is_carried_only_where_pixels_are_not_square() -> None:
+    """An anamorphic source's pixel shape rides in a 1.10 header, so a decoder shows the
+    crop as wide as the source showed it; a square-pixel stream is the 1.9 header, byte for
+    byte, which readers before the field read."""
+    wide = StreamHeader(**_with(HEADER, pixel_aspect=Fraction(128, 117)))
+    raw = wide.to_bytes()
+    h, size, version = parse_header(raw)
+    assert version == (1, 10) and h == wide and size == len(HEADER.to_bytes()) + 4
+    assert raw[-8:-4] == struct.pack("<HH", 128, 117)
+    assert parse_header(HEADER.to_bytes())[2] == (1, 9)
+    # a 1.9 reader stops after the restorer and skips the rest of a later header: the same
+    # fields up to there (minor version, length and CRC aside) as the square header's
+    square = HEADER.to_bytes()
+    assert raw[:5] + raw[8:-8] == square[:5] + square[8:-4]
+    for num, den in ((0, 1), (1, 0), (11, 1), (1, 11)):
+        body = bytearray(raw[:-8] + struct.pack("<HH", num, den))
+        with pytest.raises(BitstreamError, match=rf"pixel aspect {num}:{den} out of range"):
+            parse_header(_sealed(body))
+        if num and den:
+            with pytest.raises(BitstreamError, match="pixel aspect"):
+                StreamHeader(**_with(HEADER, pixel_aspect=Fraction(num, den))).to_bytes()
+    with pytest.raises(BitstreamError, match="truncated .fcv header in pixel aspect"):
+        parse_header(_sealed(bytearray(raw[:-6])))
+
+
 def test_header_crc_and_length_checks() -> None:
     data = bytearray(HEADER.to_bytes())
     data[12] ^= 0x10
@@ -359,8 +389,8 @@ def test_header_crc_and_length_checks() -> None:
 
 def test_newer_minor_version_fields_are_skipped() -> None:
     data = HEADER.to_bytes()[:-4]
-    no_layer = bytes(5)  # the minor-1 layer fields: codec 0, size 0, divisor 0, empty model
-    body = bytearray(data + no_layer + b"new field")
+    square = struct.pack("<HH", 1, 1)  # the minor-10 pixel aspect
+    body = bytearray(data + square + b"new field")
     body[5] = VERSION_MINOR + 1  # a later minor version appended a field this build does not know
     struct.pack_into("<H", body, 6, len(body) + 4)
     h, size, version = parse_header(bytes(body) + struct.pack("<I", zlib.crc32(body)))
@@ -402,7 +432,7 @@ def test_file_round_trip_and_info(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name != "a.fcv"]  # no temp file left
 
     d = describe(path)
-    assert d["version"] == f"1.{VERSION_MINOR}" and d["frames"] == 6 and d["frames_from"] == "END"
+    assert d["version"] == f"1.{HEADER.minor}" and d["frames"] == 6 and d["frames_from"] == "END"
     assert d["damaged"] is None and d["basis_id"] == HEADER.basis_id
     assert d["duration_s"] == pytest.approx(6 * 1001 / 30000)
     sizes = [len(encode_packet(p)) for p in pkts]

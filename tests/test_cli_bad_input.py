@@ -248,6 +248,18 @@ def test_carphone_qcif_encodes_and_decodes(
     run = run_main("decode", fcv, "-o", mp4)
     assert run.returncode == 0, run.stderr
     assert _frame_count(mp4) == 120
+    # Its pixels are 128:117 (anamorphic): the stream says so and the decoded video is
+    # shown that wide, as the source is (it was shown 9 % narrower before); an avatar is
+    # the portrait's square pixels.
+    assert "(pixels 128:117)" in run_main("info", fcv).stdout
+    avatar = tmp_path / "avatar.mp4"
+    run = run_main("decode", fcv, "-o", avatar, "--avatar",
+                   require(PORTRAITS / "sadtalker_art_2.png"), "--renderer", "warp")
+    assert run.returncode == 0, run.stderr
+    for video, aspect in ((src, Fraction(128, 117)), (mp4, Fraction(128, 117)),
+                          (avatar, Fraction(1))):
+        with av.open(str(video)) as c:
+            assert Fraction(c.streams.video[0].sample_aspect_ratio or 1) == aspect, video
 
 
 # --- decode: damaged streams -------------------------------------------------------------------

@@ -40,7 +40,7 @@ VERSION_MAJOR = 1
 # written as 1.9 (motion-only ones with empty layer fields); an older reader stops at a
 # coder config it does not know with one line, drops layer pictures whose moves it does not
 # know as damaged, and skips RESTORE packets.
-VERSION_MINOR = 9
+VERSION_MINOR = 10
 MAX_HEADER = 0xFFFF  # header_length is a u16
 MAX_FPS = 120  # frames a second a stream (and an input video) may have
 # Encoders write rates as fractions with denominators up to 1001 (29.97 = 30000/1001); a
@@ -53,6 +53,7 @@ _LEAD = struct.Struct("<4sBBH")  # magic, major, minor, header_length
 _FIXED = struct.Struct("<HIIHHH")  # size, fps_num, fps_den, source w, h, resync_interval
 _CRC = struct.Struct("<I")
 MIN_HEADER = _LEAD.size + _FIXED.size + 3 + 2 + _CRC.size  # three empty strings, empty config
+_ASPECT = struct.Struct("<HH")  # pixel aspect numerator, denominator (minor >= 10)
 _LAYER = struct.Struct("<BHB")  # layer codec, layer size, layer divisor (minor >= 1)
 # SVT-AV1 needs 64 px; 128 px measured best up to ~5.5 kbps, 256 above (docs/layer.md).
 LAYER_SIZES = (64, 96, 128, 192, 256)
@@ -93,7 +94,9 @@ class StreamHeader:
     (0: none); `coder_config`: opaque bytes owned by the motion coder; `layer`: the
     low-resolution layer, if the stream has one (written as minor version 1); `restorer`:
     the reference restorer whose share of change the RESTORE packets give ('' if none;
-    minor version 9).
+    minor version 9); `pixel_aspect`: a source pixel's width over its height as shown
+    (anamorphic video: the crop is square in stored pixels, so its pictures are shown this
+    wide; minor version 10, written only when not 1).
     """
 
     size: int
@@ -108,6 +111,13 @@ class StreamHeader:
     coder_config: bytes = b""
     layer: LayerParams | None = None
     restorer: str = ""
+    pixel_aspect: Fraction = Fraction(1)
+
+    @property
+    def minor(self) -> int:
+        """The minor version this header is written as: a square-pixel stream is written as
+        1.9, byte for byte as before the pixel aspect."""
+        return VERSION_MINOR if self.pixel_aspect != 1 else 9
 
     @property
     def fps(self) -> Fraction:
@@ -128,6 +138,11 @@ class StreamHeader:
                 raise BitstreamError(f"{name} {v} out of range (1..{hi})")
         if not 1 <= self.fps <= MAX_FPS:
             raise BitstreamError(f"frame rate {float(self.fps):.3f} out of range (1..{MAX_FPS})")
+        aspect = self.pixel_aspect
+        if not (1 <= aspect.numerator <= 0xFFFF and 1 <= aspect.denominator <= 0xFFFF
+                and Fraction(1, 10) <= aspect <= 10):
+            raise BitstreamError(f"pixel aspect {aspect.numerator}:{aspect.denominator} out of "
+                                 "range (0.1..10, terms up to 65535)")
         if not 0 <= self.resync_interval <= 0xFFFF:
             raise BitstreamError(f"resync interval {self.resync_interval} out of range (0..65535)")
         for name, text in (
@@ -145,6 +160,7 @@ class StreamHeader:
         # The layer's fields are written (empty) without a layer too.
         room = (MAX_HEADER - MIN_HEADER - len(self.basis_id) - len(self.model_id)
                 - len(self.preset) - 1 - len(self.restorer) - _LAYER.size - 1
+                - (_ASPECT.size if self.minor >= 10 else 0)
                 - (len(self.layer.model) if self.layer is not None else 0))
         if len(self.coder_config) > room:
             raise BitstreamError(f"coder config of {len(self.coder_config)} bytes is too large")
@@ -165,7 +181,7 @@ class StreamHeader:
             raw = text.encode("ascii")
             fields += bytes([len(raw)]) + raw
         fields += struct.pack("<H", len(self.coder_config)) + bytes(self.coder_config)
-        minor = VERSION_MINOR
+        minor = self.minor
         if self.layer is not None:
             lay = self.layer
             model = lay.model.encode("ascii")
@@ -174,6 +190,8 @@ class StreamHeader:
             fields += _LAYER.pack(0, 0, 0) + b"\x00"
         raw = self.restorer.encode("ascii")
         fields += bytes([len(raw)]) + raw
+        if minor >= 10:
+            fields += _ASPECT.pack(self.pixel_aspect.numerator, self.pixel_aspect.denominator)
         total = _LEAD.size + len(fields) + _CRC.size
         body = _LEAD.pack(MAGIC, VERSION_MAJOR, minor, total) + fields
         return body + _CRC.pack(zlib.crc32(body))
@@ -224,12 +242,21 @@ def parse_header(data: bytes | memoryview) -> tuple[StreamHeader, int, tuple[int
     restorer = ""
     if minor >= 9:
         restorer, pos = _parse_text(fields, pos, "restorer id")
+    aspect = Fraction(1)
+    if minor >= 10:
+        if pos + _ASPECT.size > len(fields):
+            raise BitstreamError("truncated .fcv header in pixel aspect")
+        num, den = _ASPECT.unpack_from(fields, pos)
+        if not num or not den:
+            raise BitstreamError(f"pixel aspect {num}:{den} out of range (0.1..10, terms up "
+                                 "to 65535)")
+        aspect, pos = Fraction(num, den), pos + _ASPECT.size
     # A later minor version may append fields; this build reads the ones it knows.
     if pos != len(fields) and minor <= VERSION_MINOR:
         raise BitstreamError(f".fcv header has {len(fields) - pos} unexpected trailing bytes")
     basis_id, model_id, preset = texts
     header = StreamHeader(size, fps_num, fps_den, width, height, basis_id, model_id, preset,
-                          resync, config, layer, restorer)
+                          resync, config, layer, restorer, aspect)
     header.validate()
     return header, total, (major, minor)
 

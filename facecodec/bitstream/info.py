@@ -77,6 +77,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         "basis_id": h.basis_id,
         "model_id": h.model_id,
         "restorer": h.restorer,
+        "pixel_aspect": f"{h.pixel_aspect.numerator}:{h.pixel_aspect.denominator}",
         "preset": h.preset,
         "resync_interval": h.resync_interval,
         "coder_config_bytes": len(h.coder_config),
@@ -119,8 +120,9 @@ def format_info(d: dict[str, Any]) -> str:
     """A readable multi-line report of `describe()`'s result."""
     lines = [
         f"{d['path']}: .fcv {d['version']}",
-        f"  crop {d['size']}x{d['size']} from {d['source_width']}x{d['source_height']}, "
-        f"{d['fps']:.3f} fps ({d['fps_num']}/{d['fps_den']})",
+        f"  crop {d['size']}x{d['size']} from {d['source_width']}x{d['source_height']}"
+        + ("" if d.get("pixel_aspect", "1:1") == "1:1" else f" (pixels {d['pixel_aspect']})")
+        + f", {d['fps']:.3f} fps ({d['fps_num']}/{d['fps_den']})",
         f"  {d['frames']} frames ({d['frames_from']}), {d['duration_s']:.2f} s",
         f"  basis {d['basis_id'] or '-'}, model {d['model_id'] or '-'}, "
         f"restorer {d['restorer'] or '-'},",

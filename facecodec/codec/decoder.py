@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -600,7 +601,9 @@ def decode_file(
 
         up = Upscaler()
     side = header.size * (2 if up is not None else 1)
-    writer = VideoWriter(dst, header.fps, side, side)
+    # An avatar's pictures are the portrait's (square pixels), not the source's.
+    aspect = header.pixel_aspect if avatar is None else Fraction(1)
+    writer = VideoWriter(dst, header.fps, side, side, pixel_aspect=aspect)
     sink = FrameSink(writer, float(header.fps))
     error = None
     try:

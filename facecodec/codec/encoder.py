@@ -692,6 +692,8 @@ def _code(
             fusion_model_for(layer_kbps, layer.size, settings.size)
         ),
         restorer=share_meter().model_id,
+        # The crop is square in stored pixels: a player shows it as wide as the source's.
+        pixel_aspect=info.pixel_aspect if settings.avatar is None else Fraction(1),
     )
     packets = packetize(events, config, settings, fps, report.frames, layer,
                         layer_kbps if layer is not None else 0.0, share_meter())
