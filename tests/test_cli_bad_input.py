@@ -232,7 +232,7 @@ def test_a_damaged_packet_mid_way_is_a_warning(
     run = run_cli("encode", damaged, "-o", fcv)
     assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
     assert len(run.stderr_lines) == 1, run.stderr  # said once, though the encoder reads twice
-    assert run.stderr_lines[0].startswith(f"warning: {damaged}: damaged video data near 3.")
+    assert run.stderr_lines[0].startswith(f"warning: {damaged}: damaged video data after 3.")
     run = run_main("decode", fcv, "-o", mp4)
     assert run.returncode == 0, run.stderr
     assert _frame_count(mp4) == 250

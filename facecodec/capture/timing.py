@@ -138,43 +138,72 @@ def in_time_order(items: Iterable[_T], time_of: Callable[[_T], float | None],
         yield window.popleft(), heapq.heappop(times)
 
 
+class VideoDamaged(Exception):
+    """The stream's pictures end in damage: its last packets do not decode, or the pictures
+    end short of their times (with frame threading a decoder may drop the last pictures
+    without a word)."""
+
+
 def pictures(c: av.container.InputContainer, s: av.video.stream.VideoStream, fps: Fraction,
              packet_seen: Callable[[av.Packet], None] | None = None,
-             damaged: Callable[[av.Packet], None] | None = None,
+             damaged: Callable[[float | None], None] | None = None,
              ) -> Iterator[tuple[av.VideoFrame, float | None]]:
     """The pictures of stream `s` as decoded, each with its time (`in_time_order`), from the
     first one that decodes. Packets that do not decode are passed over, as a player does:
-    before the first picture (a stream cut inside a group of pictures, a damaged first
-    packet) silently; after it, handing the first of each run of them to `damaged` once a
-    packet after it decodes; a run longer than MAX_DAMAGED_RUN, or one that lasts to the
-    end, raises the decoder's error. Empty packets with a time (a picture that stays,
-    in Ogg) are not decoded: to a decoder they mean the end. `packet_seen` sees every
-    stream's packets."""
+    before the first keyframe or picture (a stream cut inside a group of pictures, a damaged
+    first packet) silently; after it, telling `damaged` the time of the last picture before
+    each run of them once a packet after it decodes. A run longer than MAX_DAMAGED_RUN
+    raises the decoder's error; one that lasts to the end, or pictures that end over a
+    frame and a half short of the last packets' times, raise VideoDamaged. A picture far
+    before the one before it that the next does not follow (a stale one a decoder gives
+    after damage) is dropped: it is not a clock that started again. Empty packets with a
+    time (a picture that stays, in Ogg) are not decoded: to a decoder they mean the end.
+    `packet_seen` sees every stream's packets."""
+    back = MAX_BACK_FRAMES / float(fps)
 
     def decoded() -> Iterator[av.VideoFrame]:
-        started, run, error = False, [], None
+        started, run = False, 0
+        shown: float | None = None  # the time of the last picture given
+        stray: av.VideoFrame | None = None  # a picture far back, until the next says why
+        tail: deque[float] = deque(maxlen=16)  # the last packets' times (B-pictures reorder)
         for packet in c.demux():
             if packet_seen is not None:
                 packet_seen(packet)
             if packet.stream is not s or (not packet.size and packet.dts is not None):
                 continue
+            if packet.size and packet.pts is not None and packet.time_base is not None \
+                    and not packet.is_discard:  # one an edit list cuts off is not shown
+                tail.append(float(packet.pts * packet.time_base))
             try:
                 frames = cast(list[av.VideoFrame], packet.decode())
-            except av.error.FFmpegError as e:
+            except av.error.FFmpegError:
                 if started:
-                    run.append(packet)
-                    if len(run) > MAX_DAMAGED_RUN:
+                    run += 1
+                    if run > MAX_DAMAGED_RUN:
                         raise
-                    error = e
                 continue
             if run and packet.size:  # the flush at the end is not the stream going on
                 if damaged is not None:
-                    damaged(run[0])
-                run = []
-            started = started or bool(frames)
-            yield from frames
-        if run and error is not None:  # nothing decoded after the damage: where it broke
-            raise error
+                    damaged(shown)
+                run = 0
+            # Frame threading gives a keyframe's picture some packets later.
+            started = started or bool(frames) or bool(packet.is_keyframe and packet.size)
+            for f in frames:
+                t = f.time
+                if stray is not None:
+                    if t is not None and shown is not None and t < shown - back:
+                        yield stray  # two pictures far back: a clock that started again
+                    stray = None
+                if t is not None and shown is not None and t < shown - back:
+                    stray = f
+                    continue
+                shown = t if t is not None else shown
+                yield f
+        if stray is not None:
+            yield stray
+        if run or (started and tail and shown is not None
+                   and max(tail) - shown > 1.5 / float(fps)):
+            raise VideoDamaged()  # nothing decoded after the damage: where it broke
 
     return in_time_order(decoded(), lambda f: f.time, fps)
 

@@ -21,7 +21,7 @@ from facecodec.bitstream.container import MAX_FPS
 from facecodec.capture.microphone import RATE
 from facecodec.capture.sound import FileSound, has_sound
 from facecodec.capture.streams import shown_stream
-from facecodec.capture.timing import PictureClock, pictures
+from facecodec.capture.timing import PictureClock, VideoDamaged, pictures
 from facecodec.errors import FacecodecError
 from facecodec.files import check_readable, check_writable, publish, temp_beside
 
@@ -201,6 +201,9 @@ def probe(path: str | Path, max_fps: int = MAX_FPS) -> VideoInfo:
         w, h, aspect = h, w, 1 / aspect
     if not 0.1 <= aspect <= 10:  # an unset or nonsense ratio: square pixels
         aspect = Fraction(1)
+    # Within 1e-7 of it, in terms that fit 16 bits (H.264's and the .fcv header's; an mp4
+    # may state 32-bit ones).
+    aspect = aspect.limit_denominator(6553)
     if min(w, h) <= 0:  # e.g. text named .png, which FFmpeg's picture reader opens
         raise FacecodecError(f"{path}: not a video file PyAV can read (no picture size)")
     if min(w, h) < MIN_SIDE:
@@ -246,10 +249,8 @@ def read_frames(path: str | Path, max_frames: int | None = None,
                     end = packet.pts + (packet.duration or 0)
                     packets_end = max(packets_end, float(end * packet.time_base))
 
-        def damaged(packet: av.Packet) -> None:
-            tb = packet.time_base
-            at = "" if packet.pts is None or tb is None else \
-                f" near {float(packet.pts * tb) - origin:.2f} s"
+        def damaged(after: float | None) -> None:
+            at = "" if after is None else f" after {after - origin:.2f} s"
             _say_once(Path(path), "damaged", f"warning: {path}: damaged video data{at}; passed "
                       "over as a player does (the picture before it is held, and what follows "
                       "may show the damage until the next keyframe)")
@@ -270,9 +271,14 @@ def read_frames(path: str | Path, max_frames: int | None = None,
                     if max_frames is not None and n >= max_frames:
                         return
                 last = rgb
-        except av.error.FFmpegError as e:
+        except (av.error.FFmpegError, VideoDamaged) as e:
             if n == 0:
-                raise FacecodecError(f"{path}: cannot decode video ({e.__class__.__name__})") from e
+                why = "video has no decodable frames" if isinstance(e, VideoDamaged) else \
+                    f"cannot decode video ({e.__class__.__name__})"
+                raise FacecodecError(f"{path}: {why}") from e
+            if isinstance(e, VideoDamaged) and any(ends_cut.values()):  # damage at the end
+                raise FacecodecError(f"{path}: the file is cut short after frame {n} "
+                                     "(incomplete)") from e
             raise FacecodecError(f"{path}: video data is damaged after frame {n}") from e
     if n == 0:
         raise FacecodecError(f"{path}: video has no decodable frames")
@@ -302,7 +308,10 @@ def _stated_end(c: av.container.InputContainer) -> float | None:
     an mp4's index, Matroska's stated length)."""
     if not c.duration:
         return None
-    return (c.start_time or 0) / av.time_base + c.duration / av.time_base
+    # Some demuxers count the length from the clock's start, others (Matroska, FLV, NUT)
+    # from 0: a file is short only where both readings say so.
+    length = c.duration / av.time_base
+    return min(length, (c.start_time or 0) / av.time_base + length)
 
 
 class VideoWriter:
