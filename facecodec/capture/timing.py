@@ -219,5 +219,5 @@ def first_picture_time(path: str | Path) -> float | None:
             s.thread_type = "AUTO"
             rate = s.guessed_rate or s.average_rate or Fraction(25)
             return next(iter(pictures(c, s, Fraction(rate))), (None, None))[1]
-    except (av.error.FFmpegError, OSError):
+    except (av.error.FFmpegError, OSError, VideoDamaged):
         return None
