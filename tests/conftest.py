@@ -137,14 +137,18 @@ def self_signed(root: Path, name: str = "127.0.0.1") -> tuple[Path, Path]:
 
 
 def break_video_packets(clip: Path, out: Path, first: int, count: int = 1) -> float:
-    """`clip` with `count` of its video packets in decoding order, from `first`, made
-    undecodable (each NAL length prefix set beyond the packet): the time of the first."""
+    """`clip` (an mp4 of H.264) with `count` of its video packets in decoding order, from
+    `first`, made undecodable (each one's first 4 bytes, its first NAL unit's length, set
+    beyond the packet): the time of the first."""
     with av.open(str(clip)) as c:
         s = c.streams.video[0]
         packets = [p for p in c.demux(s) if p.size]
         start = s.start_time or 0
     data = bytearray(clip.read_bytes())
     for p in packets[first:first + count]:
+        assert p.pos is not None
         data[p.pos:p.pos + 4] = b"\xff\xff\xff\xff"
     out.write_bytes(bytes(data))
-    return float((packets[first].pts - start) * packets[first].time_base)
+    pts, tb = packets[first].pts, packets[first].time_base
+    assert pts is not None and tb is not None
+    return float((pts - start) * tb)

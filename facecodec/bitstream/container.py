@@ -36,11 +36,13 @@ VERSION_MAJOR = 1
 # the layer's (IMAGE_FROM_LAYER); 1.4: motion coder configs built from the basis (version 2,
 # 12 bytes instead of 8 + 12 a dimension); 1.5: coder config version 3 (the surround);
 # 1.6: version 4 (the surround as its DCT); 1.7: layer pictures' moves (bits 1-2 of their
-# flags); 1.8: move 3, a fade into the next picture; 1.9: RESTORE packets. Every stream is
-# written as 1.9 (motion-only ones with empty layer fields); an older reader stops at a
-# coder config it does not know with one line, drops layer pictures whose moves it does not
-# know as damaged, and skips RESTORE packets.
+# flags); 1.8: move 3, a fade into the next picture; 1.9: RESTORE packets; 1.10: the
+# source's pixel shape. A stream from square pixels is written as 1.9 (motion-only ones with
+# empty layer fields), others as 1.10; an older reader stops at a coder config it does not
+# know with one line, drops layer pictures whose moves it does not know as damaged, skips
+# RESTORE packets and ignores the pixel shape.
 VERSION_MINOR = 10
+SQUARE_PIXELS_MINOR = 9  # the minor version a square-pixel stream is written as
 MAX_HEADER = 0xFFFF  # header_length is a u16
 MAX_FPS = 120  # frames a second a stream (and an input video) may have
 # Encoders write rates as fractions with denominators up to 1001 (29.97 = 30000/1001); a
@@ -117,7 +119,7 @@ class StreamHeader:
     def minor(self) -> int:
         """The minor version this header is written as: a square-pixel stream is written as
         1.9, byte for byte as before the pixel aspect."""
-        return VERSION_MINOR if self.pixel_aspect != 1 else 9
+        return VERSION_MINOR if self.pixel_aspect != 1 else SQUARE_PIXELS_MINOR
 
     @property
     def fps(self) -> Fraction:

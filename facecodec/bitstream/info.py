@@ -121,7 +121,7 @@ def format_info(d: dict[str, Any]) -> str:
     lines = [
         f"{d['path']}: .fcv {d['version']}",
         f"  crop {d['size']}x{d['size']} from {d['source_width']}x{d['source_height']}"
-        + ("" if d.get("pixel_aspect", "1:1") == "1:1" else f" (pixels {d['pixel_aspect']})")
+        + ("" if d["pixel_aspect"] == "1:1" else f" (pixels {d['pixel_aspect']})")
         + f", {d['fps']:.3f} fps ({d['fps_num']}/{d['fps_den']})",
         f"  {d['frames']} frames ({d['frames_from']}), {d['duration_s']:.2f} s",
         f"  basis {d['basis_id'] or '-'}, model {d['model_id'] or '-'}, "

@@ -33,10 +33,10 @@ MAX_BACK_FRAMES = 3
 # and coders pad). Stamped over SOUND_BACK_S before it: a clock that started again.
 SOUND_SLACK_S = 0.04
 SOUND_BACK_S = 0.2
-# Packets in a row that do not decode, after the first picture, before the stream counts as
-# broken rather than damaged: a player passes over a damaged packet (its picture held, and
-# the pictures after it drawn from whatever the decoder has) and so does the reader, but a
-# stream that stays undecodable is not a video going on.
+# Undecodable packets in a row, after the first keyframe or picture, before the stream
+# counts as broken rather than damaged: a player passes over a damaged packet (its picture
+# held, and the pictures after it drawn from whatever the decoder has) and so does the
+# reader, but a stream that stays undecodable is not a video going on.
 MAX_DAMAGED_RUN = 50
 
 
@@ -156,7 +156,8 @@ def pictures(c: av.container.InputContainer, s: av.video.stream.VideoStream, fps
     raises the decoder's error; one that lasts to the end, or pictures that end over a
     frame and a half short of the last packets' times, raise VideoDamaged. A picture far
     before the one before it that the next does not follow (a stale one a decoder gives
-    after damage) is dropped: it is not a clock that started again. Empty packets with a
+    after damage), or that ends the stream, is dropped: it is not a clock that started
+    again. Empty packets with a
     time (a picture that stays, in Ogg) are not decoded: to a decoder they mean the end.
     `packet_seen` sees every stream's packets."""
     back = MAX_BACK_FRAMES / float(fps)
@@ -164,6 +165,7 @@ def pictures(c: av.container.InputContainer, s: av.video.stream.VideoStream, fps
     def decoded() -> Iterator[av.VideoFrame]:
         started, run = False, 0
         shown: float | None = None  # the time of the last picture given
+        latest: float | None = None  # the latest time given (AVI's last stamps reorder)
         stray: av.VideoFrame | None = None  # a picture far back, until the next says why
         tail: deque[float] = deque(maxlen=16)  # the last packets' times (B-pictures reorder)
         for packet in c.demux():
@@ -193,17 +195,18 @@ def pictures(c: av.container.InputContainer, s: av.video.stream.VideoStream, fps
                 if stray is not None:
                     if t is not None and shown is not None and t < shown - back:
                         yield stray  # two pictures far back: a clock that started again
+                        shown = stray.time
                     stray = None
                 if t is not None and shown is not None and t < shown - back:
                     stray = f
                     continue
-                shown = t if t is not None else shown
+                if t is not None:
+                    shown, latest = t, t if latest is None else max(latest, t)
                 yield f
-        if stray is not None:
-            yield stray
-        if run or (started and tail and shown is not None
-                   and max(tail) - shown > 1.5 / float(fps)):
-            raise VideoDamaged()  # nothing decoded after the damage: where it broke
+        # Damage that lasts to the end, or pictures missing at the end: where it broke.
+        if run or (started and tail and latest is not None
+                   and max(tail) - latest > 1.5 / float(fps)):
+            raise VideoDamaged()
 
     return in_time_order(decoded(), lambda f: f.time, fps)
 

@@ -201,8 +201,8 @@ def probe(path: str | Path, max_fps: int = MAX_FPS) -> VideoInfo:
         w, h, aspect = h, w, 1 / aspect
     if not 0.1 <= aspect <= 10:  # an unset or nonsense ratio: square pixels
         aspect = Fraction(1)
-    # Within 1e-7 of it, in terms that fit 16 bits (H.264's and the .fcv header's; an mp4
-    # may state 32-bit ones).
+    # The nearest ratio whose terms fit 16 bits (H.264's and the .fcv header's; an mp4 may
+    # state 32-bit ones).
     aspect = aspect.limit_denominator(6553)
     if min(w, h) <= 0:  # e.g. text named .png, which FFmpeg's picture reader opens
         raise FacecodecError(f"{path}: not a video file PyAV can read (no picture size)")
@@ -246,8 +246,12 @@ def read_frames(path: str | Path, max_frames: int | None = None,
             if packet.size:
                 ends_cut[packet.stream.index] = packet.is_corrupt
                 if packet.pts is not None and packet.time_base is not None:
-                    end = packet.pts + (packet.duration or 0)
-                    packets_end = max(packets_end, float(end * packet.time_base))
+                    end = float(packet.pts * packet.time_base)
+                    if packet.duration:
+                        end += float(packet.duration * packet.time_base)
+                    elif packet.stream is s:  # FLV's pictures state no length: a frame's
+                        end += 1 / fps
+                    packets_end = max(packets_end, end)
 
         def damaged(after: float | None) -> None:
             at = "" if after is None else f" after {after - origin:.2f} s"
@@ -273,8 +277,8 @@ def read_frames(path: str | Path, max_frames: int | None = None,
                 last = rgb
         except (av.error.FFmpegError, VideoDamaged) as e:
             if n == 0:
-                why = "video has no decodable frames" if isinstance(e, VideoDamaged) else \
-                    f"cannot decode video ({e.__class__.__name__})"
+                why = "video data is damaged in its first frames" if isinstance(
+                    e, VideoDamaged) else f"cannot decode video ({e.__class__.__name__})"
                 raise FacecodecError(f"{path}: {why}") from e
             if isinstance(e, VideoDamaged) and any(ends_cut.values()):  # damage at the end
                 raise FacecodecError(f"{path}: the file is cut short after frame {n} "
