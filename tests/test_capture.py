@@ -188,19 +188,30 @@ def test_the_video_a_player_shows_is_read(tmp_path: Path, d9_frames: list[np.nda
         probe(song)
 
 
-def test_a_file_cut_short_is_an_error_not_a_shorter_video(tmp_path: Path) -> None:
-    """The first half of an mp4 whose index comes first (as made for the web) opens and
-    decodes; it read as a shorter video before, without a word."""
-    whole, half = tmp_path / "whole.mp4", tmp_path / "half.mp4"
-    frames = list(read_frames(require(D9), 50))
-    with av.open(str(whole), "w", options={"movflags": "faststart"}) as out:
-        s = out.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 512, 480, "yuv420p"
-        for f in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+def _encoded(path: Path, frames: list[np.ndarray], rate: int = 25, codec: str = "libx264",
+             first_pts: int | None = None, options: dict[str, str] | None = None) -> Path:
+    """`frames` coded to `path` (container options `options`), stamped from `first_pts`
+    frames if given."""
+    with av.open(str(path), "w", options=options or {}) as out:
+        s = out.add_stream(codec, rate=rate)
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for i, f in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(f, format="rgb24")
+            if first_pts is not None:
+                picture.pts, picture.time_base = first_pts + i, Fraction(1, rate)
+            for p in s.encode(picture):
                 out.mux(p)
         for p in s.encode():
             out.mux(p)
+    return path
+
+
+def test_a_file_cut_short_is_an_error_not_a_shorter_video(tmp_path: Path) -> None:
+    """The first half of an mp4 whose index comes first (as made for the web) opens and
+    decodes; it read as a shorter video before, without a word."""
+    half = tmp_path / "half.mp4"
+    whole = _encoded(tmp_path / "whole.mp4", list(read_frames(require(D9), 50)),
+                     options={"movflags": "faststart"})
     assert len(list(read_frames(whole))) == 50
     data = whole.read_bytes()
     half.write_bytes(data[: len(data) // 2])
@@ -273,15 +284,7 @@ def test_a_file_shorter_than_it_says_is_told(
     (no packet of it is flagged, and it read as a shorter video without a word before).
     Sound that outlasts the pictures is no cut (tests/test_upscale.py)."""
     frames = list(read_frames(require(D9), 50))
-    whole, cut = tmp_path / "whole.mkv", tmp_path / "cut.mkv"
-    with av.open(str(whole), "w") as out:
-        s = out.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 512, 480, "yuv420p"
-        for f in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
+    whole, cut = _encoded(tmp_path / "whole.mkv", frames), tmp_path / "cut.mkv"
     assert len(list(read_frames(whole))) == 50 and capsys.readouterr().err == ""
     data = whole.read_bytes()
     cut.write_bytes(data[: len(data) // 2])
@@ -294,30 +297,12 @@ def test_a_file_shorter_than_it_says_is_told(
     assert said and abs(float(said[1]) - n / 25) < 0.05, err
 
     # Matroska counts its length from 0, not from where its clock starts.
-    late = tmp_path / "starts_at_5s.mkv"
-    with av.open(str(late), "w") as out:
-        s = out.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 512, 480, "yuv420p"
-        for i, f in enumerate(frames):
-            picture = av.VideoFrame.from_ndarray(f, format="rgb24")
-            picture.pts, picture.time_base = 125 + i, Fraction(1, 25)
-            for p in s.encode(picture):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
+    late = _encoded(tmp_path / "starts_at_5s.mkv", frames, first_pts=125)
     assert len(list(read_frames(late))) == 50 and capsys.readouterr().err == ""
 
     # FLV's own coding states no picture's length: the last one lasts a frame (at 1 fps, a
     # second).
-    slow = tmp_path / "slow.flv"
-    with av.open(str(slow), "w") as out:
-        s = out.add_stream("flv", rate=1)
-        s.width, s.height, s.pix_fmt = 512, 480, "yuv420p"
-        for f in frames[:8]:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
+    slow = _encoded(tmp_path / "slow.flv", frames[:8], rate=1, codec="flv")
     assert len(list(read_frames(slow))) == 8 and capsys.readouterr().err == ""
 
 
