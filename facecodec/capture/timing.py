@@ -157,9 +157,8 @@ def pictures(c: av.container.InputContainer, s: av.video.stream.VideoStream, fps
     frame and a half short of the last packets' times, raise VideoDamaged. A picture far
     before the one before it that the next does not follow (a stale one a decoder gives
     after damage), or that ends the stream, is dropped: it is not a clock that started
-    again. Empty packets with a
-    time (a picture that stays, in Ogg) are not decoded: to a decoder they mean the end.
-    `packet_seen` sees every stream's packets."""
+    again. Empty packets with a time (a picture that stays, in Ogg) are not decoded: to a
+    decoder they mean the end. `packet_seen` sees every stream's packets."""
     back = MAX_BACK_FRAMES / float(fps)
 
     def decoded() -> Iterator[av.VideoFrame]:

@@ -217,6 +217,12 @@ def probe(path: str | Path, max_fps: int = MAX_FPS) -> VideoInfo:
     return VideoInfo(w, h, fps, frames, turns, aspect)
 
 
+# A file whose packets, of every stream, end this far before the length it states is cut
+# short where no packet says so (a Matroska file cut anywhere: its length is written at its
+# start), or its index promises more than it holds; nearer, coders' padding and rounding.
+SHORT_OF_STATED_S = 0.5
+
+
 def read_frames(path: str | Path, max_frames: int | None = None,
                 info: VideoInfo | None = None) -> Iterator[np.ndarray]:
     """RGB uint8 frames in display order, upright as a player shows them, at the probed
@@ -292,12 +298,6 @@ def read_frames(path: str | Path, max_frames: int | None = None,
         _say_once(Path(path), "short", f"warning: {path}: the file ends at "
                   f"{packets_end - origin:.2f} s, though it says it lasts {stated - origin:.2f} "
                   "s (cut short?); read as far as it goes")
-
-
-# A file whose packets, of every stream, end this far before the length it states is cut
-# short where no packet says so (a Matroska file cut anywhere: its length is written at its
-# start), or its index promises more than it holds; nearer, coders' padding and rounding.
-SHORT_OF_STATED_S = 0.5
 
 
 def _start(c: av.container.InputContainer, s: av.video.stream.VideoStream) -> float:
