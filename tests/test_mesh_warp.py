@@ -194,7 +194,7 @@ def test_bad_input_is_refused(warper: MeshWarper, grid: tuple[np.ndarray, np.nda
     with pytest.raises(ValueError, match="478"):
         warper.warp(marks[0][:468])
     with pytest.raises(ValueError):
-        MeshWarper(100)
+        MeshWarper(48)
     with pytest.raises(ValueError):
         MeshWarper(256).set_reference(frames[0][:128], marks[0])
     with pytest.raises(ValueError, match="collapsed"):

@@ -37,7 +37,8 @@ from scipy.spatial import Delaunay
 from facecodec.motion.surround import face_mask, surround_map
 from facecodec.render import topology as topo
 
-MIN_SIZE, MAX_SIZE = 128, 512
+# 64: the neural renderer's coordinate map is half the crop, and crops go down to 128.
+MIN_SIZE, MAX_SIZE = 64, 512
 
 # Control-point rings, as scalings of the face oval about its centroid: (scale, share of the
 # head motion followed above / below the face, share of the oval's own non-rigid motion such

@@ -303,8 +303,7 @@ class Conditioner:
         self.size, self.half = size, size // 2
         self.warper = MeshWarper(size)
         # Bilinear, as the net was trained: bicubic moves the coordinate channels by a grey
-        # level on ~9 % of pixels and rings at the mouth mask's edge. Raises for sizes below
-        # 2 * MIN_SIZE.
+        # level on ~9 % of pixels and rings at the mouth mask's edge.
         self.coords = MeshWarper(self.half, interpolation=cv2.INTER_LINEAR)
         g = np.arange(self.half, dtype=np.float32)
         self._gx, self._gy = np.meshgrid(g, g)
