@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -134,3 +135,12 @@ def write_text(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def content_id(path: Path) -> str:
+    """What a file holds, as a short digest: two data sets may name different clips alike."""
+    try:
+        with path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()[:32]
+    except OSError as e:
+        raise FacecodecError(f"cannot read {path}: {e.strerror or e}") from None

@@ -58,6 +58,31 @@ def test_rerun_reuses_conventional_points(tmp_path: Path) -> None:
         run_bench([CLIP], tmp_path / "c", reuse=first, **{**kw, "max_frames": 9})
     with pytest.raises(FacecodecError, match="without clip"):
         run_bench([CLIP], tmp_path / "c", reuse={**first, "points": [1]}, **kw)
+    high = {**first["points"][0], "psnr_y": "high"}
+    with pytest.raises(FacecodecError, match="psnr_y"):
+        run_bench([CLIP], tmp_path / "c", reuse={**first, "points": [high]}, **kw)
+
+
+def test_a_rerun_takes_earlier_points_only_for_the_same_video(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Points are told apart by clip name: another video of that name took the first one's
+    # anchor points, and every ratio of the report compared two videos.
+    kw = {"systems": ["x264-rt"], "quick": True, "max_frames": 8, "metrics": ("psnr_y",),
+          "cache_dir": tmp_path / "cache"}
+    first = run_bench([CLIP], tmp_path / "a", **kw)
+    assert list(first["config"]["clip_ids"]) == ["grid_swiz3n"]
+    other = tmp_path / "elsewhere" / CLIP.name
+    other.parent.mkdir()
+    other.symlink_to(DATA / "clips" / "grid_lbbc2a.mpg")
+    capsys.readouterr()
+    again = run_bench([other], tmp_path / "b", reuse=first, **kw)
+    assert "is not the video the earlier results call grid_swiz3n" in capsys.readouterr().err
+    assert {p["kbps_all"] for p in again["points"]}.isdisjoint(
+        p["kbps_all"] for p in first["points"])
+    # Results that did not record their videos are still taken by name.
+    old = {**first, "config": {k: v for k, v in first["config"].items() if k != "clip_ids"}}
+    assert run_bench([CLIP], tmp_path / "c", reuse=old, **kw)["points"] == first["points"]
 
 
 def test_plugin_with_wrong_frame_count_is_rejected(tmp_path: Path) -> None:
@@ -99,6 +124,11 @@ def test_bench_main_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     # Named codecs none and no renderer: nothing would run, and an empty report said "done".
     assert bench_main(_args(str(CLIP), "--codecs", "--out", out)) == 2
     assert "nothing to bench" in capsys.readouterr().err
+    same_name = tmp_path / "elsewhere" / CLIP.name
+    same_name.parent.mkdir()
+    same_name.symlink_to(CLIP)
+    assert bench_main(_args(str(CLIP), str(same_name), "--out", out)) == 2
+    assert "two clips are named grid_swiz3n" in capsys.readouterr().err
     for reuse, why in (("[1]", "not a bench's results.json"),
                        ('{"config": {}, "points": 5}', "not a bench's results.json")):
         (tmp_path / "bad.json").write_text(reuse)

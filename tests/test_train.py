@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -333,6 +334,49 @@ def test_the_cache_names_every_skipped_clip_and_refuses_a_damaged_one(
     (copy / "meta.npz").write_bytes((built / "meta.npz").read_bytes()[:50])
     with pytest.raises(FacecodecError, match="damaged pair cache"):
         load_cache(copy.parent, [built.name])
+
+
+def test_the_cache_follows_a_clips_bytes_not_its_name(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Built from one data set, the cache was taken for another whose clips bear the same
+    # names: a run trained on faces its --data did not hold, without a word.
+    real = data_dir / json.loads((data_dir / "splits.json").read_text())["train"][0]
+    other = data_dir / json.loads((data_dir / "splits.json").read_text())["train"][1]
+    cache_dir = tmp_path / "pairs"
+
+    def data_with(name: str, clip: Path | None) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "splits.json").write_text(json.dumps({"train": ["clip.mp4"]}))
+        if clip is not None:
+            (d / "clip.mp4").symlink_to(clip)
+        return d
+
+    first = build_cache(data_with("a", real), "train", cache_dir, 16, 2, progress=False)
+    assert len(first) == 1
+    was = np.array(first[0].crops[0])
+    second = build_cache(data_with("b", other), "train", cache_dir, 16, 2, progress=False)
+    assert len(second) == 1
+    assert not np.array_equal(was, second[0].crops[0])  # built again
+    # A clip without a face under that name: skipped, not the earlier clip's pairs.
+    faceless = tmp_path / "faceless.mp4"
+    with av.open(str(faceless), "w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 128, 128, "yuv420p"
+        for _ in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((128, 128, 3), 90, np.uint8), "rgb24")
+            out.mux(s.encode(frame))
+        out.mux(s.encode())
+    assert build_cache(data_with("c", faceless), "train", cache_dir, 16, 2,
+                       progress=False) == []
+    # No clip at all (a cache carried to a machine without the videos): taken as built, and
+    # said. The faceless build left nothing, so build the real one again first.
+    build_cache(data_with("d", real), "train", cache_dir, 16, 2, progress=False)
+    capsys.readouterr()
+    kept = build_cache(data_with("e", None), "train", cache_dir, 16, 2, progress=False)
+    assert len(kept) == 1 and np.array_equal(kept[0].crops[0], was)
+    assert "train clips not in" in capsys.readouterr().err
 
 
 def test_discriminator_learns_to_tell_blurred_faces(data_dir: Path, cache: Path) -> None:

@@ -28,7 +28,7 @@ from facecodec.bench.report import anchor_summary, write_report
 from facecodec.bench.system import SystemFn
 from facecodec.errors import FacecodecError
 from facecodec.face.tracker import SEVERAL_FACES_ADVICE
-from facecodec.files import make_folder
+from facecodec.files import check_writable, content_id, make_folder
 
 VIDEO_SUFFIXES = {".mp4", ".mpg", ".mov", ".avi", ".mkv", ".webm", ".y4m"}
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -96,7 +96,10 @@ def run_bench(
     tested: list[str] = []
     frames = max_frames or (40 if quick else 150)
     sampling = SAMPLING
-    reused = _reusable(reuse, reference_fn, frames, sampling, quick)
+    reused, earlier_ids = _reusable(reuse, reference_fn, frames, sampling, quick)
+    # Points are told apart by clip name: what each name held, so a later run reusing these
+    # points takes them only for the same video.
+    clip_ids: dict[str, str] = {}
     points: list[dict[str, Any]] = []
     result: dict[str, Any] = {}
     t0 = time.time()
@@ -109,9 +112,14 @@ def run_bench(
             raise FacecodecError(_about(clip, e)) from None
         feats = ReferenceFeatures.compute(ref.frames, **sampling)
         fps = float(ref.fps)
+        clip_ids[ref.name] = content_id(clip)
+        same = earlier_ids.get(ref.name, clip_ids[ref.name]) == clip_ids[ref.name]
+        if not same and any(c == ref.name for c, _ in reused):
+            print(f"note: {clip} is not the video the earlier results call {ref.name}: its "
+                  "codecs are run again", file=sys.stderr)
         for name, fn in tqdm(runners.items(), desc=ref.name, unit="system", leave=False,
                              disable=quiet):
-            earlier = reused.get((ref.name, name), []) if name in systems else []
+            earlier = reused.get((ref.name, name), []) if name in systems and same else []
             points += earlier
             try:
                 fresh = [] if earlier else fn(ref, clip)
@@ -137,6 +145,7 @@ def run_bench(
         # complete results for the clips it finished.
         config = {
             "clips": [str(c) for c in clips], "clips_done": sorted({p["clip"] for p in points}),
+            "clip_ids": clip_ids,
             "systems": list(runners), "reference": getattr(reference_fn, "__name__", "?"),
             "quick": quick, "max_frames": frames,
             "sampling": sampling, "anchor": HEADLINE_ANCHOR,
@@ -156,19 +165,23 @@ def _about(clip: Path, e: FacecodecError) -> str:
     return text if str(clip) in text else f"{clip}: {text}"
 
 
-# What each reused point must hold, and of what kind: the report reads all of them.
+# What each reused point must hold, and of what kind: the report reads all of them. Any
+# other field is a metric: a number, or null where it could not be scored.
 _POINT_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "clip": str, "system": str, "setting": str, "frames": int,
-    "fps": (int, float), "bytes_all": int, "kbps_all": (int, float)}
+    "clip": str, "system": str, "setting": str, "family": str, "frames": int,
+    "fps": (int, float), "bytes_all": int, "bytes_net": int, "bytes_steady": int,
+    "kbps_all": (int, float), "kbps_net": (int, float), "kbps_steady": (int, float),
+    "no_face_frames": list}
 
 
 def _reusable(
     reuse: dict[str, Any] | None, reference_fn: ReferenceFn, frames: int,
     sampling: dict[str, int], quick: bool,
-) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """Points of an earlier run by (clip, system), after checking it scored the same way."""
+) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], dict[str, str]]:
+    """Points of an earlier run by (clip, system), after checking it scored the same way,
+    and what video each of its clip names held (none for results that did not record it)."""
     if not reuse:
-        return {}
+        return {}, {}
     check_results(reuse)
     cfg = reuse["config"]
     want = {"reference": getattr(reference_fn, "__name__", "?"), "max_frames": frames,
@@ -179,7 +192,8 @@ def _reusable(
     out: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for p in reuse["points"]:
         out.setdefault((p["clip"], p["system"]), []).append(p)
-    return out
+    ids = cfg.get("clip_ids", {})
+    return out, ids if isinstance(ids, dict) else {}
 
 
 def check_results(results: object) -> None:
@@ -191,6 +205,9 @@ def check_results(results: object) -> None:
         bad = [k for k, kind in _POINT_FIELDS.items()
                if not (isinstance(p, dict) and isinstance(p.get(k), kind)
                        and not isinstance(p.get(k), bool))]
+        if not bad:
+            bad = [k for k, v in p.items() if k not in _POINT_FIELDS and not (
+                v is None or isinstance(v, (int, float)) and not isinstance(v, bool))]
         if bad:
             raise FacecodecError(f"cannot reuse the earlier results: a point without "
                                  f"{', '.join(bad)} (or of the wrong kind)")
@@ -216,6 +233,14 @@ def resolve_clips(items: list[str], quick: bool) -> list[Path]:
             out.append(p)
         else:
             raise FacecodecError(f"no such file or folder: {p}")
+    # The report, its curves and --reuse tell clips by name.
+    named: dict[str, Path] = {}
+    for p in out:
+        if p.stem in named:
+            raise FacecodecError(f"two clips are named {p.stem} ({named[p.stem]} and {p}); "
+                                 "the bench tells clips by name: give each once, under its "
+                                 "own name")
+        named[p.stem] = p
     return out
 
 
@@ -267,6 +292,7 @@ def bench_main(args: argparse.Namespace) -> int:
             check_results(reuse)
         extra = {r: SYSTEM_FACTORIES[r](args.quick) for r in args.renderers}
         make_folder(args.out)  # inputs checked first; an unwritable --out fails before the run
+        check_writable(args.out / "results.json")
         result = run_bench(
             clips, args.out, codecs, args.quick, extra, reference, reuse=reuse
         )

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from facecodec.errors import FacecodecError
+from facecodec.files import content_id
 from facecodec.render.neural import Conditioner
 from facecodec.render.topology import N_LANDMARKS
 from facecodec.train.splits import load_split
@@ -51,8 +52,20 @@ class ClipData:
         self.crops = np.load(self.path / "crops.npy", mmap_mode="r")
 
 
-def build_clip(path: Path, out_dir: Path, max_frames: int, stride: int) -> None:
-    """Analyse one clip like the encoder does and store what the pairs need."""
+def built_from(out_dir: Path) -> str | None:
+    """The content id a built clip records; None if it is not built (or was built before
+    clips were recorded, and must be built again)."""
+    try:
+        with np.load(out_dir / "meta.npz") as meta:
+            return str(meta["source"]) if "source" in meta.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None  # damaged: built again
+
+
+def build_clip(path: Path, out_dir: Path, max_frames: int, stride: int,
+               source: str = "") -> None:
+    """Analyse one clip like the encoder does and store what the pairs need; `source`: its
+    content id, recorded."""
     # Imported here: a built cache trains without the video and face stack (a GPU machine
     # may have neither).
     from facecodec.codec.analysis import MotionEvent, stabilise
@@ -73,11 +86,15 @@ def build_clip(path: Path, out_dir: Path, max_frames: int, stride: int) -> None:
     seg = np.array([max(k for k in keys if k <= i) if i >= keys[0] else keys[0] for i in idx])
     pts = np.stack([basis.landmarks(e.motion, SIZE)[:, :2] for e in rows]).astype(np.float32)
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.save(out_dir / "crops.npy", np.ascontiguousarray(crops[idx]))
-    # meta.npz marks the clip as built: it is written whole or not at all.
-    tmp = out_dir / f"meta.npz.{os.getpid()}.tmp"  # two processes may build one clip
+    # Both written aside and renamed: a clip built again leaves a mapped earlier one intact,
+    # and meta.npz, renamed last, marks the clip as built.
+    tmp = out_dir / f"crops.npy.{os.getpid()}.tmp"  # two processes may build one clip
     with tmp.open("wb") as f:
-        np.savez(f, points=pts, segment=seg, index=idx)
+        np.save(f, np.ascontiguousarray(crops[idx]))
+    os.replace(tmp, out_dir / "crops.npy")
+    tmp = out_dir / f"meta.npz.{os.getpid()}.tmp"
+    with tmp.open("wb") as f:
+        np.savez(f, points=pts, segment=seg, index=idx, source=np.array(source))
     os.replace(tmp, out_dir / "meta.npz")
 
 
@@ -96,16 +113,26 @@ def build_cache(
     except OSError as e:
         raise FacecodecError(f"cannot use {cache_dir} as the pair cache: {e.strerror}") from None
     skipped: dict[str, str] = {}
+    absent = 0
     bar = progress and sys.stderr.isatty()  # a bar's redraws only litter a log
     for path in tqdm(clips, desc=f"cache {split}", unit="clip", disable=not bar):
         d = root / path.stem
-        if not (d / "meta.npz").exists():
+        if not path.is_file() and (d / "meta.npz").exists():
+            # Taken as built: a cache carried to a machine without the videos (cache_pack).
+            absent += 1
+            continue
+        source = content_id(path) if path.is_file() else ""
+        if not source or built_from(d) != source:  # not built, or built from other bytes
+            (d / "meta.npz").unlink(missing_ok=True)
             try:
-                build_clip(path, d, max_frames, stride)
+                build_clip(path, d, max_frames, stride, source)
             except Exception as e:  # a clip without a face, or no video: skip it, say so
                 skipped[path.stem] = (str(e).splitlines() or [e.__class__.__name__])[0]
                 print(f"warning: {split} clip {path} skipped: {skipped[path.stem]}",
                       file=sys.stderr, flush=True)
+    if absent:
+        print(f"note: {split} clips not in {data_dir}: {absent}; their pairs are taken from "
+              f"{root} as they were built", file=sys.stderr, flush=True)
     record = root / "skipped.json"  # this build's skipped clips (they are tried again)
     if skipped:
         record.write_text(json.dumps(skipped, indent=1) + "\n")
