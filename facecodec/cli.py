@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from facecodec import __version__
@@ -340,9 +341,27 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
     if not os.environ.get("FACECODEC_DEBUG"):
         # MediaPipe's use of a deprecated protobuf call: not the user's concern.
         warnings.filterwarnings("ignore", category=UserWarning, module="google.protobuf")
-    try:
+
+    def work() -> int:
         _check_output(args)
-        code = int(args.func(args) or 0)
+        return int(args.func(args) or 0)
+
+    code = run_guarded(work)
+    if quiet:
+        # The command has its result. A signal from here on (a second Ctrl-C or SIGTERM, sent
+        # while the interpreter's exit runs library cleanup) ends the process as signals do,
+        # not with a traceback from whatever cleanup it lands in.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    return code
+
+
+def run_guarded(work: Callable[[], int]) -> int:
+    """Run a command's work as the command line promises: an error is one line and an exit
+    code, never a traceback, and a failed command leaves no folder it made empty. Also for
+    the trainers run as modules (`python -m facecodec.train.layer`)."""
+    try:
+        code = work()
         sys.stdout.flush()  # a closed pipe (`| head`) shows here, not at exit
     except BrokenPipeError:
         # The reader went away (`facecodec info x.fcv | head -1`): what it wanted it has.
@@ -364,12 +383,6 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
               "(set FACECODEC_DEBUG=1 for details)", file=sys.stderr)
         code = 1
     settle_made_folders(failed=code != 0)
-    if quiet:
-        # The command has its result. A signal from here on (a second Ctrl-C or SIGTERM, sent
-        # while the interpreter's exit runs library cleanup) ends the process as signals do,
-        # not with a traceback from whatever cleanup it lands in.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
     return code
 
 

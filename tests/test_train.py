@@ -142,6 +142,29 @@ def test_train_command_refuses_before_making_the_run_folder(
     assert not run.exists()
 
 
+@pytest.mark.parametrize("trainer", ["layer", "restore", "upscale"])
+def test_the_module_trainers_report_bad_input_in_one_line(trainer: str, tmp_path: Path) -> None:
+    # They printed tracebacks, found a file in the way of --out only after the data was
+    # prepared, and ran 0 steps into "best" weights that were never trained.
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "splits.json").write_text('{"train": [], "validation": []}')
+    for args, message in (
+        (["--data", tmp_path, "--out", tmp_path / "run"], "cannot read"),
+        (["--data", tmp_path / "ok", "--out", blocked], "a file is in the way"),
+        (["--data", tmp_path / "ok", "--out", tmp_path / "run", "--steps", "0"],
+         "--steps: must be 1 or more"),
+        (["--data", tmp_path / "ok", "--out", tmp_path / "run", "--time-limit-min", "nan"],
+         "--time-limit-min: must be above 0"),
+    ):
+        r = subprocess.run([sys.executable, "-m", f"facecodec.train.{trainer}",
+                            *map(str, args)], capture_output=True, text=True, timeout=120)
+        lines = [x for x in r.stderr.splitlines() if x.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr
+        assert not (tmp_path / "run").exists()
+
+
 def test_the_torchrun_form_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     """`python -m facecodec.train` (what torchrun launches) is the command line's train."""
     (tmp_path / "list.json").write_text("[1]")

@@ -50,8 +50,8 @@ from facecodec.train.dataset import ClipData, build_cache
 from facecodec.train.options import (
     command_line,
     hardware,
+    prepare_run,
     save_best,
-    seeded,
     training_parser,
 )
 
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     crop = 256
     if a.reference == "layer" and any(s != crop for s, _ in a.sizes):
         ap.error(f"--reference layer needs layers as large as the crop ({crop} px)")
-    rng = seeded(a)
+    rng = prepare_run(a)
     t0 = time.time()
     train_clips = build_cache(a.data, "train", a.cache, max_clips=a.max_clips)
     val_clips = build_cache(a.data, "validation", a.cache, max_clips=a.max_clips)
@@ -327,4 +327,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from facecodec.cli import run_guarded
+
+    sys.exit(run_guarded(main))

@@ -4,6 +4,7 @@ names mean the same thing in each."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 
 from facecodec.errors import OneLineParser
+from facecodec.files import make_folder
+from facecodec.train.splits import load_split
 
 
 def training_parser(
@@ -26,18 +29,50 @@ def training_parser(
     ap = OneLineParser(prog=prog, description=doc)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--steps", type=int, default=steps)
-    ap.add_argument("--time-limit-min", type=float, default=minutes)
-    ap.add_argument("--batch", type=int, default=batch)
-    ap.add_argument("--patch", type=int, default=patch)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--val-every", type=int, default=250)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=_count, default=steps)
+    ap.add_argument("--time-limit-min", type=_amount, default=minutes)
+    ap.add_argument("--batch", type=_count, default=batch)
+    ap.add_argument("--patch", type=_count, default=patch)
+    ap.add_argument("--lr", type=_amount, default=1e-3)
+    ap.add_argument("--val-every", type=_count, default=250)
+    ap.add_argument("--threads", type=_count, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-clips", type=int, default=None)
+    ap.add_argument("--max-clips", type=_count, default=None)
     ap.add_argument("--export", type=Path, default=None,
                     help=f"also write the best weights here (the shipped ones: {weights})")
     return ap
+
+
+def _count(text: str) -> int:
+    """A whole number from 1 up (0 steps would write untrained weights as the best)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
+    return n
+
+
+def _amount(text: str) -> float:
+    """A finite number above 0."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return x
+
+
+def prepare_run(a: argparse.Namespace, splits: bool = True) -> np.random.Generator:
+    """Check what a run needs before its data is prepared (minutes): the splits read (unless
+    not `splits`: data from elsewhere) and the run folder made, each or one line; then seed
+    (`seeded`)."""
+    for split in ("train", "validation") if splits else ():
+        load_split(a.data, split)
+    make_folder(a.out)
+    return seeded(a)
 
 
 def seeded(a: argparse.Namespace) -> np.random.Generator:

@@ -39,8 +39,8 @@ from facecodec.render.restore import (
 from facecodec.train.options import (
     command_line,
     hardware,
+    prepare_run,
     save_best,
-    seeded,
     training_parser,
 )
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--widths", type=int, nargs=2, default=(48, 96))
     ap.add_argument("--blocks", type=int, nargs=2, default=(3, 3))
     a = ap.parse_args(argv)
-    rng = seeded(a)
+    rng = prepare_run(a, splits=a.pool is None)
     t0 = time.time()
     if a.pool is not None:
         try:
@@ -257,4 +257,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from facecodec.cli import run_guarded
+
+    sys.exit(run_guarded(main))

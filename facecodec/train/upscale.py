@@ -30,8 +30,8 @@ from facecodec.render.upscale import (
 from facecodec.train.options import (
     command_line,
     hardware,
+    prepare_run,
     save_best,
-    seeded,
     training_parser,
 )
 from facecodec.train.splits import load_split
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = training_parser("python -m facecodec.train.upscale", __doc__, steps=6000,
                          minutes=20.0, batch=16, patch=96, weights=DEFAULT_WEIGHTS)
     a = ap.parse_args(argv)
-    rng = seeded(a)
+    rng = prepare_run(a)
     t0 = time.monotonic()
     train = [f for c in load_split(a.data, "train")[: a.max_clips] for f in _frames(c, 6, 60)]
     train = [f for f in train if min(f.shape[:2]) >= a.patch]
@@ -154,4 +154,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from facecodec.cli import run_guarded
+
+    sys.exit(run_guarded(main))
