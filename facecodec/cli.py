@@ -49,6 +49,8 @@ def _encode(a: argparse.Namespace) -> int:
               file=sys.stderr)
     if rep.several_faces and a.face == "largest":
         print("note: several faces seen; the largest/tracked one was coded", file=sys.stderr)
+    for line in _moot_motion_options(a, r.header.layer is not None):
+        print(line, file=sys.stderr)
     total_kbps = r.total_kbps
     layer = ""
     if r.header.layer is not None:
@@ -60,6 +62,18 @@ def _encode(a: argparse.Namespace) -> int:
         f"motion {r.motion_kbps:.2f} kbps{layer}, total {total_kbps:.2f} kbps"
     )
     return 0
+
+
+def _moot_motion_options(a: argparse.Namespace, layered: bool) -> list[str]:
+    """Notes on the options for motion alone where they could not act: the stream is what
+    they ask for anyway (beside a layer the surround is never sent and the references are
+    the segments' first frames; an avatar sends neither surround nor references)."""
+    beside = "beside a layer" if layered else "with --avatar" if a.avatar else None
+    if beside is None:
+        return []
+    given = [flag for flag, on in (("--no-surround", a.no_surround),
+                                   ("--reference first", a.reference == "first")) if on]
+    return [f"note: {flag} changes nothing {beside}: it is for motion alone" for flag in given]
 
 
 def _no_face_warning(missing: list[int], frames: int, first_face: int) -> str:
@@ -101,6 +115,9 @@ def _decode(a: argparse.Namespace) -> int:
         layer = (f", {st.frames_fused} with the layer ({st.layer_pictures} layer pictures"
                  + (f", {st.layer_lost} lost" if st.layer_lost else "")
                  + (f", {st.layer_bad} bad" if st.layer_bad else "") + ")")
+    if r.header.layer is None and a.layer != "net":
+        print(f"note: --layer {a.layer} changes nothing: {a.input} has no low-resolution layer",
+              file=sys.stderr)
     bad = f"; {st.restore_bad} bad RESTORE packets ignored" if st.restore_bad else ""
     print(f"{a.output}: {r.frames_written} frames ({st.frames_rendered} rendered{layer}){bad}")
     return 0

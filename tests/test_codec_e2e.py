@@ -316,9 +316,29 @@ def test_encode_as_an_avatar_sends_the_portrait_not_the_face(
                  "--layer-kbps", "8")
     assert r.returncode == 2 and "--avatar sends motion only" in r.stderr_lines[0]
     r = run_main("encode", encoded_grid.source, "-o", fcv, "--avatar", AVATAR,
-                 "--target-kbps", "12")
+                 "--target-kbps", "12", "--no-surround", "--reference", "first")
     assert r.returncode == 0, r.stderr
     assert read_fcv(fcv)[0].layer is None
+    # Options for motion alone that cannot act here are said, not silently dropped.
+    assert r.stderr_lines == [
+        "note: --no-surround changes nothing with --avatar: it is for motion alone",
+        "note: --reference first changes nothing with --avatar: it is for motion alone"]
+
+
+def test_options_for_motion_alone_are_noted_where_they_cannot_act(
+    encoded_grid: EncodedClip, tmp_path: Path, run_main: Callable[..., CliRun]
+) -> None:
+    import argparse
+
+    given = argparse.Namespace(avatar=None, no_surround=True, reference="first")
+    assert cli._moot_motion_options(given, layered=False) == []
+    assert cli._moot_motion_options(given, layered=True) == [
+        "note: --no-surround changes nothing beside a layer: it is for motion alone",
+        "note: --reference first changes nothing beside a layer: it is for motion alone"]
+    r = run_main("decode", encoded_grid.fcv, "-o", tmp_path / "x.mp4", "--layer", "off",
+                 "--renderer", "warp")
+    assert r.returncode == 0 and r.stderr_lines == [
+        f"note: --layer off changes nothing: {encoded_grid.fcv} has no low-resolution layer"]
 
 
 def test_a_receiver_asks_for_a_keyframe_only_when_none_is_on_its_way(
