@@ -6,7 +6,9 @@ quality next to what H.264 (x264 real-time, the video-call anchor) and AV1 in lo
 from __future__ import annotations
 
 import math
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +19,12 @@ from facecodec.bench.reference import ReferenceClip
 from facecodec.capture.video import VideoWriter, read_frames
 from facecodec.codec.decoder import decode_file
 from facecodec.codec.encoder import EncoderSettings, encode_file, original_crops
-from facecodec.files import make_folder
+from facecodec.errors import FacecodecError
+from facecodec.face.tracker import SEVERAL_FACES_ADVICE
+from facecodec.files import check_writable, make_folder, publish
 
 DEMO_METRICS = ("psnr_y", "ms_ssim", "vmaf")
+FCV, RECON, SIDE = "clip.fcv", "reconstruction.mp4", "side_by_side.mp4"
 ANCHORS = (("x264-rt", "H.264 (x264 real-time)"), ("svtav1-ld", "AV1 (SVT-AV1 low delay)"))
 
 
@@ -37,14 +42,34 @@ def run_demo(
     settings = EncoderSettings(preset=quality, target_kbps=target_kbps)
     settings.validate()  # before any output exists
     make_folder(out)
-    fcv, recon = out / "clip.fcv", out / "reconstruction.mp4"
-    enc = encode_file(src, fcv, settings, progress=sys.stderr.isatty())
-    dec = decode_file(fcv, recon)
+    for name in (FCV, RECON, SIDE):
+        check_writable(out / name)
+    # The three outputs are made aside and moved in together once scored: a run stopped or
+    # failed part-way leaves the last run's set as it was, never a mix of two runs.
+    try:
+        work = Path(tempfile.mkdtemp(prefix=".demo.", dir=out))
+    except OSError as e:
+        raise FacecodecError(f"cannot write in {out}: {e.strerror or e}") from None
+    try:
+        return _demo(src, out, work, settings)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _demo(src: Path, out: Path, work: Path, settings: EncoderSettings) -> int:
+    try:
+        enc = encode_file(src, work / FCV, settings, progress=sys.stderr.isatty())
+    except FacecodecError as e:
+        if SEVERAL_FACES_ADVICE not in str(e):
+            raise
+        # The encoder's advice names an option the demo does not have.
+        raise FacecodecError(str(e).replace(SEVERAL_FACES_ADVICE, "")) from None
+    dec = decode_file(work / FCV, work / RECON)
     size = enc.header.size
     original = original_crops(src, enc.keyframes, size)
-    rendered = np.stack(list(read_frames(recon)))
+    rendered = np.stack(list(read_frames(work / RECON)))
     n = min(len(original), len(rendered))
-    side_by_side(original[:n], rendered[:n], out / "side_by_side.mp4", enc.header.fps)
+    side_by_side(original[:n], rendered[:n], work / SIDE, enc.header.fps)
 
     ref = ReferenceClip(original[:n], enc.header.fps, src.stem)
     feats = ReferenceFeatures.compute(ref.frames, **SAMPLING)
@@ -52,12 +77,12 @@ def run_demo(
     total_kbps = enc.total_kbps
     steady_kbps = enc.motion_kbps
     h = enc.header
-    print(f"\nclip          {src}  ({n} frames, {float(h.fps):.2f} fps, "
-          f"{h.source_width}x{h.source_height}; scored on its {size}x{size} face crop)")
+    lines = [f"\nclip          {src}  ({n} frames, {float(h.fps):.2f} fps, "
+             f"{h.source_width}x{h.source_height}; scored on its {size}x{size} face crop)"]
     layer = f", layer {enc.layer_kbps:.2f} kbps" if enc.header.layer else ""
-    print(f"facecodec     total {total_kbps:6.2f} kbps (keyframe included), "
-          f"motion {steady_kbps:.2f} kbps{layer}")
-    print("quality       " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    lines.append(f"facecodec     total {total_kbps:6.2f} kbps (keyframe included), "
+                 f"motion {steady_kbps:.2f} kbps{layer}")
+    lines.append("quality       " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     targets = {metric: scores[metric] for metric in ("vmaf", "ms_ssim")}
     for system, name in ANCHORS:
         for metric, need in anchor_rates_for_quality(ref, targets, system).items():
@@ -65,8 +90,11 @@ def run_demo(
                 verdict = "not reached on its ladder"
             else:
                 verdict = f"{need:6.2f} kbps ({need / total_kbps:.1f}x facecodec's total)"
-            print(f"{name} for equal {metric}: {verdict}")
-    print(f"\nwrote {fcv}, {recon}, {out / 'side_by_side.mp4'}")
+            lines.append(f"{name} for equal {metric}: {verdict}")
+    for name in (FCV, RECON, SIDE):
+        publish(work / name, out / name)
+    print("\n".join(lines))
+    print(f"\nwrote {out / FCV}, {out / RECON}, {out / SIDE}")
     if dec.error:
         print(f"decode stopped early: {dec.error}")
         return 3

@@ -179,6 +179,23 @@ def test_encode_rejects_bad_input_subprocess(
     _check_encode_error(case, inputs, run_cli, tmp_path)
 
 
+def test_a_failed_demo_leaves_the_last_runs_outputs_as_they_were(
+    inputs: Inputs, run_main: Run, tmp_path: Path
+) -> None:
+    # The demo wrote its three files one after the other: a run stopped or failed between
+    # them left a new stream beside the last run's videos. Its error also advised an option
+    # (--face) the demo does not have.
+    out = tmp_path / "demo"
+    out.mkdir()
+    earlier = {name: f"last run's {name}" for name in
+               ("clip.fcv", "reconstruction.mp4", "side_by_side.mp4")}
+    for name, text in earlier.items():
+        (out / name).write_text(text)
+    line = assert_one_line_error(run_main("demo", inputs.two_faces, "--out", out), code=2)
+    assert "2 faces" in line and "--face" not in line
+    assert {p.name: p.read_text() for p in out.iterdir()} == earlier
+
+
 @pytest.mark.parametrize("value", ["-1", "nan", "0.5", "4000"])
 def test_encode_rejects_a_refresh_period_out_of_range(
     value: str, inputs: Inputs, run_main: Run, tmp_path: Path
