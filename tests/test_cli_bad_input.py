@@ -8,6 +8,7 @@ must be that one line. The inputs are built from real clips with PyAV, once per 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from conftest import (
     require,
 )
 
+from facecodec.bitstream.info import describe
 from facecodec.bitstream.packets import PacketType, encode_packet, type_name
 from facecodec.capture.video import read_frames
 
@@ -489,6 +491,19 @@ def test_a_target_below_what_the_clip_allows_is_refused(run_main: Run, tmp_path:
     line = assert_one_line_error(run, code=2)
     assert "--target-kbps 1 is below the lowest rate this clip allows" in line
     assert "reference pictures" in line and not fcv.exists()
+    # The rate it names is met, whatever target was asked first (it named the rate without
+    # the framing, and a target a little above it took a finer reference and was refused
+    # with a higher one).
+    lowest = re.search(r"allows \(([0-9.]+) kbps", line)
+    assert lowest is not None
+    for target in ("0.5", lowest[1]):
+        again = run_main("encode", require(CLIPS / "grid_swiz3n.mpg"), "-o", fcv,
+                         "--target-kbps", target)
+        if target == lowest[1]:
+            assert again.returncode == 0, again.stderr
+        else:
+            assert f"allows ({lowest[1]} kbps" in assert_one_line_error(again, code=2)
+    assert describe(fcv)["total_kbps"] <= float(lowest[1])
 
 
 def test_a_target_refuses_the_choices_it_makes_itself(run_main: Run, tmp_path: Path) -> None:

@@ -495,12 +495,11 @@ def _search_config(
     fps: Fraction,
     total: int,
     budget: float,
-    rest: float,
-) -> CoderConfig:
+) -> CoderConfig | None:
     """The finest quantiser whose motion stream fits `budget` kbps (bisection on quality;
     the Motions are smoothed for each candidate quantiser, as they will be coded). With the
-    surround if even the coarsest quantiser leaves room for it, else without. `rest`: the
-    kbps the rest of the file takes (for the message when nothing fits)."""
+    surround if even the coarsest quantiser leaves room for it, else without; None if not
+    even the coarsest fits."""
     def kbps(cfg: CoderConfig) -> float:
         return motion_rate(events, basis, cfg, settings, fps, total, beside_layer=False)
 
@@ -515,11 +514,7 @@ def _search_config(
     if not surround:
         floor = kbps(config(0.0))
     if floor > budget:
-        raise FacecodecError(
-            f"--target-kbps {settings.target_kbps:g} is below the lowest rate this clip allows "
-            f"({floor + rest:.2f} kbps: motion {floor:.2f}, reference pictures and framing "
-            f"{rest:.2f})"
-        )
+        return None
     lo, hi = 0.0, 1.0
     for _ in range(10):
         mid = (lo + hi) / 2
@@ -774,8 +769,9 @@ def motion_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeRes
             cost[q] = sum(len(encode_image(p, q)[1]) for p in pictures) * 8 / 1000 / duration
         return cost[q]
 
-    quality = settings.keyframe_quality
-    if quality is None:  # the finest that fits its share (rates rise with quality: bisect)
+    if settings.keyframe_quality is not None:
+        qualities: tuple[int, ...] = (settings.keyframe_quality,)
+    else:  # the finest that fits its share (rates rise with quality: bisect), then coarser
         lo, hi = 0, len(TARGET_KEYFRAME_QUALITIES) - 1
         while lo < hi:
             mid = (lo + hi + 1) // 2
@@ -783,19 +779,36 @@ def motion_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeRes
                 lo = mid
             else:
                 hi = mid - 1
-        quality = TARGET_KEYFRAME_QUALITIES[lo]
-    settings = replace(settings, keyframe_quality=quality)
+        qualities = TARGET_KEYFRAME_QUALITIES[lo::-1]
     label = f"target{target:g}"
-    rest = reference_kbps(quality)  # with the header and framing, corrected below
+    for quality in qualities:
+        settings = replace(settings, keyframe_quality=quality)
+        rest = reference_kbps(quality)  # with the header and framing, corrected below
+        for _ in range(3):
+            config = _search_config(basis, events, settings, fps, frames, target - rest)
+            if config is None:
+                break
+            result = _code(analysis, settings, events, config, label, 0.0)
+            if result.total_kbps <= target:
+                return result
+            rest += result.total_kbps - target + 0.005 * target
+    # The coarsest of everything: the lowest rate this clip allows, every byte counted.
+    coarsest = make_config_q(0.0, 2 * K_MEDIUM, basis.std, surround=False)
+    low = _code(analysis, settings, events, coarsest, label, 0.0)
+    if low.total_kbps <= target:
+        return low
+    # The rate named is met when asked for: counted with the label that target gives the
+    # header ("target2.32"), rounded up.
     for _ in range(3):
-        config = _search_config(basis, events, settings, fps, frames, target - rest, rest)
-        result = _code(analysis, settings, events, config, label, 0.0)
-        total = result.total_kbps
-        if total <= target:
-            return result
-        rest += total - target + 0.005 * target
-    raise FacecodecError(f"--target-kbps {target:g} could not be met by motion alone "
-                         f"(its last coding came to {total:.2f} kbps)")
+        lowest = math.ceil(low.total_kbps * 100) / 100
+        if len(f"target{lowest:g}") == len(label):
+            break
+        label = f"target{lowest:g}"
+        low = _code(analysis, settings, events, coarsest, label, 0.0)
+    raise FacecodecError(
+        f"--target-kbps {target:g} is below the lowest rate this clip allows ({lowest:.2f} "
+        f"kbps: motion {low.motion_kbps:.2f}, reference pictures and framing "
+        f"{low.total_kbps - low.motion_kbps:.2f})")
 
 
 def layer_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeResult:
