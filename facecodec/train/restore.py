@@ -171,15 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--widths", type=int, nargs=2, default=(48, 96))
     ap.add_argument("--blocks", type=int, nargs=2, default=(3, 3))
     a = ap.parse_args(argv)
-    rng = prepare_run(a, splits=a.pool is None)
     t0 = time.time()
-    if a.pool is not None:
+    if a.pool is not None:  # read before the run folder is made: a bad pool leaves none
         try:
             pools = {s: load_pool(a.pool, s) for s in ("train", "validation")}
         except (FacecodecError, OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             print(f"facecodec: error: pool {a.pool}: {e}", file=sys.stderr)
             return 2
-    else:
+    rng = prepare_run(a, splits=a.pool is None)
+    if a.pool is None:
         from facecodec.train.dataset import build_cache
 
         pools = {}
