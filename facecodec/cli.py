@@ -68,12 +68,18 @@ def _moot_motion_options(a: argparse.Namespace, layered: bool) -> list[str]:
     """Notes on the options for motion alone where they could not act: the stream is what
     they ask for anyway (beside a layer the surround is never sent and the references are
     the segments' first frames; an avatar sends neither surround nor references)."""
-    beside = "beside a layer" if layered else "with --avatar" if a.avatar else None
-    if beside is None:
+    if layered:
+        why = {"--no-surround": "beside a layer: the surround is sent with motion alone",
+               "--reference first": "beside a layer: its references are the segments' first "
+                                    "frames already"}
+    elif a.avatar:
+        why = {"--no-surround": "with --avatar: an avatar stream sends no surround",
+               "--reference first": "with --avatar: the portrait is the reference"}
+    else:
         return []
     given = [flag for flag, on in (("--no-surround", a.no_surround),
                                    ("--reference first", a.reference == "first")) if on]
-    return [f"note: {flag} changes nothing {beside}: it is for motion alone" for flag in given]
+    return [f"note: {flag} changes nothing {why[flag]}" for flag in given]
 
 
 def _no_face_warning(missing: list[int], frames: int, first_face: int) -> str:

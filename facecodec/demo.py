@@ -20,7 +20,7 @@ from facecodec.capture.video import VideoWriter, read_frames
 from facecodec.codec.decoder import decode_file
 from facecodec.codec.encoder import EncoderSettings, encode_file, original_crops
 from facecodec.errors import FacecodecError
-from facecodec.face.tracker import SEVERAL_FACES_ADVICE
+from facecodec.face.tracker import without_face_advice
 from facecodec.files import check_writable, make_folder, publish
 
 DEMO_METRICS = ("psnr_y", "ms_ssim", "vmaf")
@@ -60,10 +60,9 @@ def _demo(src: Path, out: Path, work: Path, settings: EncoderSettings) -> int:
     try:
         enc = encode_file(src, work / FCV, settings, progress=sys.stderr.isatty())
     except FacecodecError as e:
-        if SEVERAL_FACES_ADVICE not in str(e):
+        if without_face_advice(str(e)) == str(e):
             raise
-        # The encoder's advice names an option the demo does not have.
-        raise FacecodecError(str(e).replace(SEVERAL_FACES_ADVICE, "")) from None
+        raise FacecodecError(without_face_advice(str(e))) from None
     dec = decode_file(work / FCV, work / RECON)
     size = enc.header.size
     original = original_crops(src, enc.keyframes, size)

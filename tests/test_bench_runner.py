@@ -80,9 +80,12 @@ def test_a_rerun_takes_earlier_points_only_for_the_same_video(
     assert "is not the video the earlier results call grid_swiz3n" in capsys.readouterr().err
     assert {p["kbps_all"] for p in again["points"]}.isdisjoint(
         p["kbps_all"] for p in first["points"])
-    # Results that did not record their videos are still taken by name.
+    # Results that did not record their videos are still taken by name, and said; what the
+    # new results record is only what was checked.
     old = {**first, "config": {k: v for k, v in first["config"].items() if k != "clip_ids"}}
-    assert run_bench([CLIP], tmp_path / "c", reuse=old, **kw)["points"] == first["points"]
+    again = run_bench([CLIP], tmp_path / "c", reuse=old, **kw)
+    assert again["points"] == first["points"] and again["config"]["clip_ids"] == {}
+    assert "do not record which video grid_swiz3n was" in capsys.readouterr().err
 
 
 def test_plugin_with_wrong_frame_count_is_rejected(tmp_path: Path) -> None:

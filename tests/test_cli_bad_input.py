@@ -34,7 +34,7 @@ from conftest import (
 
 from facecodec.bitstream.info import describe
 from facecodec.bitstream.packets import PacketType, encode_packet, type_name
-from facecodec.capture.video import read_frames
+from facecodec.capture.video import VideoWriter, read_frames
 
 Run = Callable[..., CliRun]
 SHORT = 50  # frames in the synthetic clips: 2 s at 25 fps
@@ -182,11 +182,13 @@ def test_encode_rejects_bad_input_subprocess(
 
 
 def test_a_failed_demo_leaves_the_last_runs_outputs_as_they_were(
-    inputs: Inputs, run_main: Run, tmp_path: Path
+    inputs: Inputs, run_main: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The demo wrote its three files one after the other: a run stopped or failed between
     # them left a new stream beside the last run's videos. Its error also advised an option
     # (--face) the demo does not have.
+    from facecodec import demo
+
     out = tmp_path / "demo"
     out.mkdir()
     earlier = {name: f"last run's {name}" for name in
@@ -195,6 +197,18 @@ def test_a_failed_demo_leaves_the_last_runs_outputs_as_they_were(
         (out / name).write_text(text)
     line = assert_one_line_error(run_main("demo", inputs.two_faces, "--out", out), code=2)
     assert "2 faces" in line and "--face" not in line
+    assert {p.name: p.read_text() for p in out.iterdir()} == earlier
+
+    # Stopped once the stream and both videos are made, while the anchors are coded.
+    def stopped(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "anchor_rates_for_quality", stopped)
+    clip = tmp_path / "short.mp4"
+    with VideoWriter(clip, Fraction(25), 360, 288) as w:
+        for frame in read_frames(require(CLIPS / "grid_swiz3n.mpg"), max_frames=12):
+            w.write(frame)
+    assert run_main("demo", clip, "--out", out).returncode == 130
     assert {p.name: p.read_text() for p in out.iterdir()} == earlier
 
 

@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from facecodec.errors import FacecodecError
 from facecodec.render.neural import RefinerConfig, RefinerNet, load_net
+from facecodec.train import dataset
 from facecodec.train.adversarial import (
     PatchDiscriminator,
     discriminator_loss,
@@ -143,26 +144,30 @@ def test_train_command_refuses_before_making_the_run_folder(
 
 
 @pytest.mark.parametrize("trainer", ["layer", "restore", "upscale"])
-def test_the_module_trainers_report_bad_input_in_one_line(trainer: str, tmp_path: Path) -> None:
+def test_the_module_trainers_report_bad_input_in_one_line(
+    trainer: str, data_dir: Path, tmp_path: Path
+) -> None:
     # They printed tracebacks, found a file in the way of --out only after the data was
-    # prepared, and ran 0 steps into "best" weights that were never trained.
+    # prepared (no pair cache is made here first), and ran 0 steps into "best" weights that
+    # were never trained.
     blocked = tmp_path / "a_file"
     blocked.write_text("")
-    (tmp_path / "ok").mkdir()
-    (tmp_path / "ok" / "splits.json").write_text('{"train": [], "validation": []}')
-    for args, message in (
-        (["--data", tmp_path, "--out", tmp_path / "run"], "cannot read"),
-        (["--data", tmp_path / "ok", "--out", blocked], "a file is in the way"),
-        (["--data", tmp_path / "ok", "--out", tmp_path / "run", "--steps", "0"],
-         "--steps: must be 1 or more"),
-        (["--data", tmp_path / "ok", "--out", tmp_path / "run", "--time-limit-min", "nan"],
-         "--time-limit-min: must be above 0"),
-    ):
-        r = subprocess.run([sys.executable, "-m", f"facecodec.train.{trainer}",
+    cases = [(["--data", data_dir, "--out", blocked], "a file is in the way"),
+             (["--data", data_dir, "--out", tmp_path / "run", "--export", tmp_path],
+              "it is a folder")]
+    if trainer == "layer":  # the options and splits are checked by code the three share
+        cases += [(["--data", tmp_path, "--out", tmp_path / "run"], "cannot read"),
+                  (["--data", data_dir, "--out", tmp_path / "run", "--steps", "0"],
+                   "--steps: must be 1 or more"),
+                  (["--data", data_dir, "--out", tmp_path / "run", "--time-limit-min", "inf"],
+                   "--time-limit-min: must be a finite number above 0")]
+    for args, message in cases:
+        cache = [] if trainer == "upscale" else ["--cache", str(tmp_path / "cache")]
+        r = subprocess.run([sys.executable, "-m", f"facecodec.train.{trainer}", *cache,
                             *map(str, args)], capture_output=True, text=True, timeout=120)
         lines = [x for x in r.stderr.splitlines() if x.strip()]
         assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr
-        assert not (tmp_path / "run").exists()
+        assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
 
 def test_the_torchrun_form_reports_bad_input_in_one_line(tmp_path: Path) -> None:
@@ -360,7 +365,8 @@ def test_the_cache_names_every_skipped_clip_and_refuses_a_damaged_one(
 
 
 def test_the_cache_follows_a_clips_bytes_not_its_name(
-    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Built from one data set, the cache was taken for another whose clips bear the same
     # names: a run trained on faces its --data did not hold, without a word.
@@ -379,6 +385,10 @@ def test_the_cache_follows_a_clips_bytes_not_its_name(
     first = build_cache(data_with("a", real), "train", cache_dir, 16, 2, progress=False)
     assert len(first) == 1
     was = np.array(first[0].crops[0])
+    meta = first[0].path / "meta.npz"
+    stamp = meta.stat().st_mtime_ns
+    assert len(build_cache(tmp_path / "a", "train", cache_dir, 16, 2, progress=False)) == 1
+    assert meta.stat().st_mtime_ns == stamp  # the same bytes: not built again
     second = build_cache(data_with("b", other), "train", cache_dir, 16, 2, progress=False)
     assert len(second) == 1
     assert not np.array_equal(was, second[0].crops[0])  # built again
@@ -400,6 +410,27 @@ def test_the_cache_follows_a_clips_bytes_not_its_name(
     kept = build_cache(data_with("e", None), "train", cache_dir, 16, 2, progress=False)
     assert len(kept) == 1 and np.array_equal(kept[0].crops[0], was)
     assert "train clips not in" in capsys.readouterr().err
+    # Another video of that name that cannot be built (no tracker on this machine): the
+    # first one's pairs are dropped, not used for it.
+    def no_tracker(*_: object, **__: object) -> None:
+        raise ImportError("No module named 'mediapipe'")
+
+    monkeypatch.setattr(dataset, "build_clip", no_tracker)
+    assert build_cache(tmp_path / "b", "train", cache_dir, 16, 2, progress=False) == []
+    assert not any(kept[0].path.iterdir())
+    # An entry built before clips were recorded is built again; where that fails, it is
+    # kept, as it was used before, with a warning.
+    monkeypatch.undo()
+    build_cache(tmp_path / "a", "train", cache_dir, 16, 2, progress=False)
+    with np.load(meta) as m:
+        old = {k: m[k] for k in m.files if k != "source"}
+    with meta.open("wb") as f:
+        np.savez(f, **old)
+    monkeypatch.setattr(dataset, "build_clip", no_tracker)
+    capsys.readouterr()
+    kept = build_cache(tmp_path / "a", "train", cache_dir, 16, 2, progress=False)
+    assert len(kept) == 1 and np.array_equal(kept[0].crops[0], was)
+    assert "could not be built again" in capsys.readouterr().err
 
 
 def test_discriminator_learns_to_tell_blurred_faces(data_dir: Path, cache: Path) -> None:

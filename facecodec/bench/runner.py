@@ -27,7 +27,7 @@ from facecodec.bench.reference import (
 from facecodec.bench.report import anchor_summary, write_report
 from facecodec.bench.system import SystemFn
 from facecodec.errors import FacecodecError
-from facecodec.face.tracker import SEVERAL_FACES_ADVICE
+from facecodec.face.tracker import without_face_advice
 from facecodec.files import check_writable, content_id, make_folder
 
 VIDEO_SUFFIXES = {".mp4", ".mpg", ".mov", ".avi", ".mkv", ".webm", ".y4m"}
@@ -86,8 +86,7 @@ def run_bench(
     conventional codecs are taken instead of coding those clips again (plug-ins always run).
     Returns what results.json holds.
     """
-    if not clips:
-        raise FacecodecError("no clips to bench")
+    check_names(clips)
     systems = chosen_codecs(systems, quick)
     runners: dict[str, SystemFn] = {s: conventional_system(s, quick) for s in systems}
     runners.update(extra or {})
@@ -112,11 +111,19 @@ def run_bench(
             raise FacecodecError(_about(clip, e)) from None
         feats = ReferenceFeatures.compute(ref.frames, **sampling)
         fps = float(ref.fps)
-        clip_ids[ref.name] = content_id(clip)
-        same = earlier_ids.get(ref.name, clip_ids[ref.name]) == clip_ids[ref.name]
-        if not same and any(c == ref.name for c, _ in reused):
-            print(f"note: {clip} is not the video the earlier results call {ref.name}: its "
-                  "codecs are run again", file=sys.stderr)
+        digest = content_id(clip)
+        earlier_digest = earlier_ids.get(ref.name)
+        same = earlier_digest in (None, digest)
+        if any(c == ref.name for c, _ in reused):
+            if not same:
+                print(f"note: {clip} is not the video the earlier results call {ref.name}: "
+                      "its codecs are run again", file=sys.stderr)
+            elif earlier_digest is None:
+                print(f"note: the earlier results do not record which video {ref.name} was; "
+                      "its points are taken by name", file=sys.stderr)
+        # Recorded where every point is this video's (taken by name, a point may not be).
+        if earlier_digest is not None or not any(c == ref.name for c, _ in reused):
+            clip_ids[ref.name] = digest
         for name, fn in tqdm(runners.items(), desc=ref.name, unit="system", leave=False,
                              disable=quiet):
             earlier = reused.get((ref.name, name), []) if name in systems and same else []
@@ -158,10 +165,24 @@ def run_bench(
     return result
 
 
+def check_names(clips: list[Path]) -> None:
+    """Refuse no clips, or two of one name: the report, its curves and --reuse tell clips
+    by name."""
+    if not clips:
+        raise FacecodecError("no clips to bench")
+    named: dict[str, Path] = {}
+    for c in clips:
+        if c.stem in named:
+            raise FacecodecError(f"two clips are named {c.stem} ({named[c.stem]} and {c}); "
+                                 "the bench tells clips by name: give each once, under its "
+                                 "own name")
+        named[c.stem] = c
+
+
 def _about(clip: Path, e: FacecodecError) -> str:
     """`e`'s message, naming the clip (once) and without the encoder's advice on an option
     the bench does not have."""
-    text = str(e).replace(SEVERAL_FACES_ADVICE, "")
+    text = without_face_advice(str(e))
     return text if str(clip) in text else f"{clip}: {text}"
 
 
@@ -233,14 +254,6 @@ def resolve_clips(items: list[str], quick: bool) -> list[Path]:
             out.append(p)
         else:
             raise FacecodecError(f"no such file or folder: {p}")
-    # The report, its curves and --reuse tell clips by name.
-    named: dict[str, Path] = {}
-    for p in out:
-        if p.stem in named:
-            raise FacecodecError(f"two clips are named {p.stem} ({named[p.stem]} and {p}); "
-                                 "the bench tells clips by name: give each once, under its "
-                                 "own name")
-        named[p.stem] = p
     return out
 
 
@@ -268,6 +281,7 @@ def bench_main(args: argparse.Namespace) -> int:
     """Run the bench from parsed options; one-line error and exit code 2 on bad input."""
     try:
         clips = resolve_clips(list(args.clips), args.quick)
+        check_names(clips)
         unknown = [r for r in args.renderers if r not in SYSTEM_FACTORIES]
         if unknown:
             known = ", ".join(SYSTEM_FACTORIES) or "none registered"

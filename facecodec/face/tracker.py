@@ -20,6 +20,11 @@ N_LANDMARKS = 478
 SEVERAL_FACES_ADVICE = " (use --face largest to code the largest face)"
 
 
+def without_face_advice(message: str) -> str:
+    """`message` without the encoder's advice, for a command that has no --face."""
+    return message.replace(SEVERAL_FACES_ADVICE, "")
+
+
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
     """MediaPipe's C++ side prints start-up chatter straight to file descriptor 2; a codec's

@@ -53,13 +53,13 @@ class ClipData:
 
 
 def built_from(out_dir: Path) -> str | None:
-    """The content id a built clip records; None if it is not built (or was built before
-    clips were recorded, and must be built again)."""
+    """The content id a built clip records: None if it is not built (or is damaged), ""
+    if it was built before clips were recorded."""
     try:
         with np.load(out_dir / "meta.npz") as meta:
-            return str(meta["source"]) if "source" in meta.files else None
+            return str(meta["source"]) if "source" in meta.files else ""
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        return None  # damaged: built again
+        return None  # built again
 
 
 def build_clip(path: Path, out_dir: Path, max_frames: int, stride: int,
@@ -86,11 +86,16 @@ def build_clip(path: Path, out_dir: Path, max_frames: int, stride: int,
     seg = np.array([max(k for k in keys if k <= i) if i >= keys[0] else keys[0] for i in idx])
     pts = np.stack([basis.landmarks(e.motion, SIZE)[:, :2] for e in rows]).astype(np.float32)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Both written aside and renamed: a clip built again leaves a mapped earlier one intact,
-    # and meta.npz, renamed last, marks the clip as built.
+    # Written aside and renamed (a process that mapped the earlier crops keeps them); the
+    # earlier meta.npz goes first and the new one, renamed last, marks the clip as built.
     tmp = out_dir / f"crops.npy.{os.getpid()}.tmp"  # two processes may build one clip
-    with tmp.open("wb") as f:
-        np.save(f, np.ascontiguousarray(crops[idx]))
+    try:
+        with tmp.open("wb") as f:
+            np.save(f, np.ascontiguousarray(crops[idx]))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    (out_dir / "meta.npz").unlink(missing_ok=True)
     os.replace(tmp, out_dir / "crops.npy")
     tmp = out_dir / f"meta.npz.{os.getpid()}.tmp"
     with tmp.open("wb") as f:
@@ -122,14 +127,22 @@ def build_cache(
             absent += 1
             continue
         source = content_id(path) if path.is_file() else ""
-        if not source or built_from(d) != source:  # not built, or built from other bytes
-            (d / "meta.npz").unlink(missing_ok=True)
+        was = built_from(d)
+        if not source or was != source:  # not built, or built from other (or unknown) bytes
             try:
                 build_clip(path, d, max_frames, stride, source)
             except Exception as e:  # a clip without a face, or no video: skip it, say so
-                skipped[path.stem] = (str(e).splitlines() or [e.__class__.__name__])[0]
-                print(f"warning: {split} clip {path} skipped: {skipped[path.stem]}",
-                      file=sys.stderr, flush=True)
+                why = (str(e).splitlines() or [e.__class__.__name__])[0]
+                if was == "":  # built before clips were recorded: kept, as it was used
+                    print(f"warning: {split} clip {path} could not be built again ({why}); "
+                          f"its earlier pairs in {d} are used", file=sys.stderr, flush=True)
+                    continue
+                if was:  # pairs of another video of that name
+                    for f in ("meta.npz", "crops.npy"):
+                        (d / f).unlink(missing_ok=True)
+                skipped[path.stem] = why
+                print(f"warning: {split} clip {path} skipped: {why}", file=sys.stderr,
+                      flush=True)
     if absent:
         print(f"note: {split} clips not in {data_dir}: {absent}; their pairs are taken from "
               f"{root} as they were built", file=sys.stderr, flush=True)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from facecodec.errors import OneLineParser
-from facecodec.files import make_folder
+from facecodec.files import check_writable, make_folder
 from facecodec.train.splits import load_split
 
 
@@ -61,17 +61,19 @@ def _amount(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not (math.isfinite(x) and x > 0):
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
     return x
 
 
 def prepare_run(a: argparse.Namespace, splits: bool = True) -> np.random.Generator:
     """Check what a run needs before its data is prepared (minutes): the splits read (unless
-    not `splits`: data from elsewhere) and the run folder made, each or one line; then seed
-    (`seeded`)."""
+    not `splits`: data from elsewhere), the run folder made and --export writable, each or
+    one line; then seed (`seeded`)."""
     for split in ("train", "validation") if splits else ():
         load_split(a.data, split)
     make_folder(a.out)
+    if a.export is not None:
+        check_writable(a.export)
     return seeded(a)
 
 
