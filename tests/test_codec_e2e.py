@@ -321,8 +321,8 @@ def test_encode_as_an_avatar_sends_the_portrait_not_the_face(
     assert read_fcv(fcv)[0].layer is None
     # Options for motion alone that cannot act here are said, not silently dropped.
     assert r.stderr_lines == [
-        "note: --no-surround changes nothing with --avatar: it is for motion alone",
-        "note: --reference first changes nothing with --avatar: it is for motion alone"]
+        "note: --no-surround changes nothing with --avatar: an avatar stream sends no surround",
+        "note: --reference first changes nothing with --avatar: the portrait is the reference"]
 
 
 def test_options_for_motion_alone_are_noted_where_they_cannot_act(
@@ -333,8 +333,10 @@ def test_options_for_motion_alone_are_noted_where_they_cannot_act(
     given = argparse.Namespace(avatar=None, no_surround=True, reference="first")
     assert cli._moot_motion_options(given, layered=False) == []
     assert cli._moot_motion_options(given, layered=True) == [
-        "note: --no-surround changes nothing beside a layer: it is for motion alone",
-        "note: --reference first changes nothing beside a layer: it is for motion alone"]
+        "note: --no-surround changes nothing beside a layer: the surround is sent with motion "
+        "alone",
+        "note: --reference first changes nothing beside a layer: its references are the "
+        "segments' first frames already"]
     r = run_main("decode", encoded_grid.fcv, "-o", tmp_path / "x.mp4", "--layer", "off",
                  "--renderer", "warp")
     assert r.returncode == 0 and r.stderr_lines == [
