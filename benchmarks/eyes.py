@@ -31,6 +31,7 @@ import numpy as np
 from facecodec.bench.landmarks import track_landmarks
 from facecodec.bench.metrics import luma, psnr_y
 from facecodec.capture.video import read_frames
+from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, analyze_file, code_analysis, original_crops
 from facecodec.errors import FacecodecError
@@ -139,4 +140,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_guarded(main))

@@ -33,6 +33,7 @@ import torch
 
 from facecodec.bitstream.container import read_fcv
 from facecodec.bitstream.packets import encode_packet
+from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_file
 from facecodec.codec.stream import StreamDecoder
 from facecodec.errors import BitstreamError, FacecodecError
@@ -171,4 +172,4 @@ def fuzz_calls(a: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_guarded(main))

@@ -11,6 +11,7 @@ then PSNR-Y interpolated at fixed byte budgets: the table behind the default cod
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 
 from facecodec.bench.metrics import image_psnr_y
 from facecodec.bench.reference import centre_square
+from facecodec.cli import run_guarded
 from facecodec.codec import keyframe as kf
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -125,4 +127,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

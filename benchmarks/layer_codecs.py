@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from facecodec.bench.conventional import dispensable_bytes
 from facecodec.bench.curves import bd_rate
 from facecodec.bench.facecodec_system import facecodec_reference
 from facecodec.bench.metrics import luma, ms_ssim, psnr_y, vmaf
+from facecodec.cli import run_guarded
 from facecodec.codec.layer import (
     LAYER_PACKET_OVERHEAD,
     SPEC_AV1,
@@ -182,4 +184,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

@@ -11,6 +11,7 @@ its GFLOPs per 256 px frame (torch's FLOP counter; one multiply-add = 2 FLOPs).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from facecodec.cli import run_guarded
 from facecodec.codec.decoder import PacketDecoder
 from facecodec.codec.encoder import EncoderSettings, analyze_file, code_analysis
 from facecodec.render.layer_fusion import FusionNet, LayerFusion
@@ -75,4 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

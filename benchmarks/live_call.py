@@ -47,6 +47,7 @@ from typing import Any
 
 from facecodec.capture.feed import LiveFeed
 from facecodec.capture.video import probe, read_frames
+from facecodec.cli import run_guarded
 from facecodec.errors import FacecodecError
 from facecodec.render.registry import CALL_RENDERER
 from facecodec.stream.browser import devtools, find_chromium, headless_chromium
@@ -736,4 +737,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_guarded(main))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from facecodec.bench.metrics import ReferenceFeatures, evaluate
 from facecodec.bitstream.container import StreamHeader
 from facecodec.bitstream.packets import Packet, decode_packet
 from facecodec.capture.video import probe, read_frames
+from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.stream import StreamEncoder
 from facecodec.train.splits import load_split
@@ -98,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

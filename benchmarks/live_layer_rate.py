@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -24,6 +25,7 @@ import numpy as np
 
 from facecodec.bench.metrics import luma, psnr_y
 from facecodec.capture.video import probe, read_frames
+from facecodec.cli import run_guarded
 from facecodec.codec.layer import LayerDecoder, downscale
 from facecodec.codec.layer_rate import LiveLayer, layer_packet_bytes
 from facecodec.train.splits import load_split
@@ -101,8 +103,13 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--compare", type=Path, default=None, help="an earlier --json output")
     a = ap.parse_args()
+    if not a.seconds >= START_S:
+        ap.error(f"--seconds must be at least {START_S:g} (the start is measured over that)")
     clips = {c.stem: c for split in ("validation", "validation_unseen", "train")
              for c in load_split(DATA, split)}
+    unknown = [c for c in a.clips if c not in clips]
+    if unknown:
+        ap.error(f"no clip named {', '.join(unknown)} in {DATA / 'splits.json'}")
     rows = []
     for stem in a.clips:
         crops, fps = forth_and_back(clips[stem], a.seconds)
@@ -131,4 +138,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import torch
 from facecodec.bench.metrics import ReferenceFeatures, evaluate
 from facecodec.bitstream.packets import PacketType, decode_packet
 from facecodec.capture.video import probe, read_frames
+from facecodec.cli import run_guarded
 from facecodec.codec.analysis import KeyframeEvent, MotionEvent
 from facecodec.codec.encoder import iter_crops
 from facecodec.codec.stream import StreamDecoder, StreamEncoder
@@ -126,4 +128,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

@@ -27,6 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from facecodec.cli import run_guarded  # noqa: E402
 from facecodec.render.mesh_warp import MeshWarper  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -175,4 +176,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

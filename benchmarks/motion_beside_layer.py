@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 
 import numpy as np
 from layer_schedule import METRICS, scored_clips  # a sibling script
 
 import facecodec.codec.encoder as encoder
 from facecodec.bench.metrics import evaluate
+from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, code_analysis
 from facecodec.motion.coder import PRESETS
@@ -65,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

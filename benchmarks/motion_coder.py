@@ -14,12 +14,14 @@ import argparse
 import contextlib
 import io
 import os
+import sys
 import time
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from facecodec.cli import run_guarded
 from facecodec.motion.coder import (
     CoderConfig,
     MotionDecoder,
@@ -173,4 +175,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

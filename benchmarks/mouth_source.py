@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from neural_validation import DATA, SIZE  # noqa: E402
 
 from facecodec.bench.metrics import ReferenceFeatures, evaluate  # noqa: E402
+from facecodec.cli import run_guarded
 from facecodec.codec.analysis import KeyframeEvent, MotionEvent  # noqa: E402
 from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops  # noqa: E402
 from facecodec.codec.keyframe import decode_image, encode_image  # noqa: E402
@@ -173,4 +174,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from facecodec.cli import run_guarded
 from facecodec.codec.analysis import MotionEvent
 from facecodec.codec.encoder import EncoderSettings, analyze_file
 from facecodec.motion.basis import load_basis
@@ -79,6 +81,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.weights != DEFAULT_WEIGHTS and not a.weights.is_file():
+        p.error(f"no weights at {a.weights}")
     net = load_net(a.weights) if a.weights.exists() else RefinerNet()
     size = 256
     params = sum(t.numel() for t in net.parameters())
@@ -141,4 +145,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

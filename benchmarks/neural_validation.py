@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import sys
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -28,6 +29,7 @@ import torch
 
 from facecodec.bench.metrics import ReferenceFeatures, evaluate
 from facecodec.capture.video import VideoWriter
+from facecodec.cli import run_guarded
 from facecodec.codec.analysis import MotionEvent
 from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops
 from facecodec.motion.basis import load_basis
@@ -127,4 +129,4 @@ def write_means(results: dict[str, dict[str, dict[str, float]]], names: Sequence
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

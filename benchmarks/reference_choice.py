@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from facecodec.bench.metrics import ReferenceFeatures, evaluate
+from facecodec.cli import run_guarded
 from facecodec.codec.analysis import KeyframeEvent, MotionEvent
 from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops
 from facecodec.codec.keyframe import decode_image, encode_image
@@ -93,4 +95,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from neural_validation import DATA, SIZE, render_clip, write_means  # noqa: E402
 
 from facecodec.bench.metrics import ReferenceFeatures, evaluate, luma, psnr_y  # noqa: E402
+from facecodec.cli import run_guarded
 from facecodec.codec.keyframe import round_trip  # noqa: E402
 from facecodec.motion.basis import ExpressionBasis, load_basis  # noqa: E402
 from facecodec.motion.motion import Motion  # noqa: E402
@@ -117,4 +118,4 @@ def main() -> None:
                 model_id_of(load_net(a.weights)), a.split, a.frames, a.out)
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

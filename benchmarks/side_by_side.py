@@ -26,6 +26,7 @@ from facecodec.bench.facecodec_system import analysis_of, facecodec_reference
 from facecodec.bench.metrics import SAMPLING, ReferenceFeatures, evaluate
 from facecodec.bench.system import SystemPoint
 from facecodec.capture.video import VideoWriter
+from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, code_analysis
 from facecodec.codec.layer_rate import LAYER_MOTION_PRESET
@@ -126,4 +127,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_guarded(main))

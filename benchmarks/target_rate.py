@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from facecodec.bench.metrics import ReferenceFeatures, evaluate
+from facecodec.cli import run_guarded
 from facecodec.codec import encoder
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops
@@ -111,4 +113,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

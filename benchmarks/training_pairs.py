@@ -12,6 +12,7 @@ split's cache first if it is missing (about 85 s on 2 cores).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import cv2
 import torch
 
+from facecodec.cli import run_guarded
 from facecodec.train.dataset import PairSampler, PairStream, build_cache
 from facecodec.train.trainer import DEFAULT_CACHE, TrainConfig
 
@@ -60,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from facecodec.bench.metrics import image_psnr_y
 from facecodec.capture.video import read_frames
+from facecodec.cli import run_guarded
 from facecodec.render.upscale import Upscaler
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -100,4 +102,4 @@ def reconstructions(
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_guarded(main))

@@ -379,12 +379,12 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
     return code
 
 
-def run_guarded(work: Callable[[], int]) -> int:
+def run_guarded(work: Callable[[], int | None]) -> int:
     """Run a command's work as the command line promises: an error is one line and an exit
     code, never a traceback, and a failed command leaves no folder it made empty. Also for
-    the trainers run as modules (`python -m facecodec.train.layer`)."""
+    the trainers run as modules (`python -m facecodec.train.layer`) and the benchmarks."""
     try:
-        code = work()
+        code = int(work() or 0)
         sys.stdout.flush()  # a closed pipe (`| head`) shows here, not at exit
     except BrokenPipeError:
         # The reader went away (`facecodec info x.fcv | head -1`): what it wanted it has.

@@ -18,7 +18,9 @@ def load_split(data_dir: Path, split: str) -> list[Path]:
         raise FacecodecError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
     if not isinstance(splits, dict):
         raise FacecodecError(f"{path}: not a JSON object of splits")
-    names = splits.get(split)
+    if split not in splits:
+        raise FacecodecError(f"{path}: no split '{split}' (it has: {', '.join(map(str, splits))})")
+    names = splits[split]
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise FacecodecError(f"{path}: '{split}' must be a list of clip names")
     return [data_dir / n for n in names]
