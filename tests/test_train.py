@@ -119,6 +119,7 @@ def test_train_command_refuses_before_making_the_run_folder(
     for splits, message in (("[1, 2]", "not a JSON object of splits"),
                             ('{"train": "a.mp4", "validation": []}', "'train' must be a list"),
                             ('{"train": [], "validation": [3]}', "'validation' must be a list"),
+                            ('{"train": []}', "no split 'validation' (it has: train)"),
                             ('{"train": [', "cannot read")):
         (tmp_path / "splits.json").write_text(splits)
         r = run_cli("train", "--config", cfg, "--data", tmp_path, "--out", run)
