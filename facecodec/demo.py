@@ -6,6 +6,7 @@ quality next to what H.264 (x264 real-time, the video-call anchor) and AV1 in lo
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -21,7 +22,7 @@ from facecodec.codec.decoder import decode_file
 from facecodec.codec.encoder import EncoderSettings, encode_file, original_crops
 from facecodec.errors import FacecodecError
 from facecodec.face.tracker import without_face_advice
-from facecodec.files import check_writable, make_folder, publish
+from facecodec.files import check_writable, make_folder, publish, temp_beside
 
 DEMO_METRICS = ("psnr_y", "ms_ssim", "vmaf")
 FCV, RECON, SIDE = "clip.fcv", "reconstruction.mp4", "side_by_side.mp4"
@@ -54,6 +55,25 @@ def run_demo(
         return _demo(src, out, work, settings)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _publish_together(work: Path, out: Path) -> None:
+    """Move the three outputs in: each first copied beside where it lands (a link in --out
+    may lead to another file system, where a rename cannot reach), then all renamed."""
+    staged: list[Path] = []
+    try:
+        for name in (FCV, RECON, SIDE):
+            fd, tmp = temp_beside(out / name)
+            os.close(fd)
+            staged.append(tmp)
+            shutil.copyfile(work / name, tmp)
+        for name, tmp in zip((FCV, RECON, SIDE), staged, strict=True):
+            publish(tmp, out / name)
+    except OSError as e:
+        raise FacecodecError(f"cannot write in {out}: {e.strerror or e}") from None
+    finally:
+        for tmp in staged:
+            tmp.unlink(missing_ok=True)
 
 
 def _demo(src: Path, out: Path, work: Path, settings: EncoderSettings) -> int:
@@ -90,8 +110,7 @@ def _demo(src: Path, out: Path, work: Path, settings: EncoderSettings) -> int:
             else:
                 verdict = f"{need:6.2f} kbps ({need / total_kbps:.1f}x facecodec's total)"
             lines.append(f"{name} for equal {metric}: {verdict}")
-    for name in (FCV, RECON, SIDE):
-        publish(work / name, out / name)
+    _publish_together(work, out)
     print("\n".join(lines))
     print(f"\nwrote {out / FCV}, {out / RECON}, {out / SIDE}")
     if dec.error:

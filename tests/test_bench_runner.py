@@ -132,7 +132,16 @@ def test_bench_main_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     same_name.symlink_to(CLIP)
     assert bench_main(_args(str(CLIP), str(same_name), "--out", out)) == 2
     assert "two clips are named grid_swiz3n" in capsys.readouterr().err
-    for reuse, why in (("[1]", "not a bench's results.json"),
+    # Every file a run writes is checked before it: a folder at report.md failed after the
+    # whole run and left a temporary file.
+    (tmp_path / "busy" / "report.md").mkdir(parents=True)
+    assert bench_main(_args(str(CLIP), "--out", str(tmp_path / "busy"))) == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["report.md"]
+    for reuse, why in (('{"config": {"clip_ids": []}, "points": []}', "its clip_ids are not"),
+                       ('{"config": {"clip_ids": {"a": null}}, "points": []}',
+                        "its clip_ids are not"),
+                       ("[1]", "not a bench's results.json"),
                        ('{"config": {}, "points": 5}', "not a bench's results.json")):
         (tmp_path / "bad.json").write_text(reuse)
         assert bench_main(_args(*argv)) == 2

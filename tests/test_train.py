@@ -160,6 +160,8 @@ def test_the_module_trainers_report_bad_input_in_one_line(
         cases += [(["--data", tmp_path, "--out", tmp_path / "run"], "cannot read"),
                   (["--data", data_dir, "--out", tmp_path / "run", "--steps", "0"],
                    "--steps: must be 1 or more"),
+                  (["--data", data_dir, "--out", tmp_path / "run", "--variants", "0"],
+                   "--variants: must be 1 or more"),
                   (["--data", data_dir, "--out", tmp_path / "run", "--time-limit-min", "inf"],
                    "--time-limit-min: must be a finite number above 0")]
     for args, message in cases:
@@ -411,6 +413,13 @@ def test_the_cache_follows_a_clips_bytes_not_its_name(
     kept = build_cache(data_with("e", None), "train", cache_dir, 16, 2, progress=False)
     assert len(kept) == 1 and np.array_equal(kept[0].crops[0], was)
     assert "train clips not in" in capsys.readouterr().err
+    # Two clips of one name in a split would share a folder, each built over the other.
+    both = data_with("f", real)
+    (both / "again").mkdir()
+    (both / "again" / "clip.mp4").symlink_to(other)
+    (both / "splits.json").write_text(json.dumps({"train": ["clip.mp4", "again/clip.mp4"]}))
+    with pytest.raises(FacecodecError, match="two train clips are named clip"):
+        build_cache(both, "train", cache_dir, 16, 2, progress=False)
     # Another video of that name that cannot be built (no tracker on this machine): the
     # first one's pairs are dropped, not used for it.
     def no_tracker(*_: object, **__: object) -> None:

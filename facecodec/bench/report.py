@@ -25,6 +25,7 @@ from facecodec.bench.curves import (
     ratio_at,
 )
 from facecodec.bench.metrics import ALL_METRICS, HIGHER_IS_BETTER
+from facecodec.files import write_text
 
 RATE_KINDS = ("kbps_all", "kbps_net", "kbps_steady")
 ANCHOR = "x264-rt"
@@ -251,9 +252,7 @@ def per_clip_rates_at_targets(
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(path, text)  # one line, and no temporary file left, where it cannot be
 
 
 def _json_safe(v: Any) -> Any:

@@ -31,6 +31,9 @@ from facecodec.face.tracker import without_face_advice
 from facecodec.files import check_writable, content_id, make_folder
 
 VIDEO_SUFFIXES = {".mp4", ".mpg", ".mov", ".avi", ".mkv", ".webm", ".y4m"}
+# What a run writes into --out (report.write_report), each checked before the run.
+REPORT_FILES = ("results.json", "results.csv", "report.md",
+                *(f"rd_{metric}.png" for metric in ALL_METRICS))
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 QUICK_CODECS = ("x264-rt", "svtav1-ld")
 QUICK_CLIPS = ("clips/grid_swiz3n.mpg", "clips/liveportrait_d19.mp4")
@@ -213,8 +216,7 @@ def _reusable(
     out: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for p in reuse["points"]:
         out.setdefault((p["clip"], p["system"]), []).append(p)
-    ids = cfg.get("clip_ids", {})
-    return out, ids if isinstance(ids, dict) else {}
+    return out, cfg.get("clip_ids", {})
 
 
 def check_results(results: object) -> None:
@@ -222,6 +224,10 @@ def check_results(results: object) -> None:
     if not (isinstance(results, dict) and isinstance(results.get("config"), dict)
             and isinstance(results.get("points"), list)):
         raise FacecodecError("cannot reuse the earlier results: not a bench's results.json")
+    ids = results["config"].get("clip_ids", {})
+    if not (isinstance(ids, dict) and all(isinstance(v, str) for v in ids.values())):
+        raise FacecodecError("cannot reuse the earlier results: its clip_ids are not clip "
+                             "names with their digests")
     for p in results["points"]:
         bad = [k for k, kind in _POINT_FIELDS.items()
                if not (isinstance(p, dict) and isinstance(p.get(k), kind)
@@ -306,7 +312,8 @@ def bench_main(args: argparse.Namespace) -> int:
             check_results(reuse)
         extra = {r: SYSTEM_FACTORIES[r](args.quick) for r in args.renderers}
         make_folder(args.out)  # inputs checked first; an unwritable --out fails before the run
-        check_writable(args.out / "results.json")
+        for name in REPORT_FILES:
+            check_writable(args.out / name)
         result = run_bench(
             clips, args.out, codecs, args.quick, extra, reference, reuse=reuse
         )

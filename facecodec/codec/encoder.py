@@ -797,14 +797,14 @@ def motion_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeRes
     low = _code(analysis, settings, events, coarsest, label, 0.0)
     if low.total_kbps <= target:
         return low
-    # The rate named is met when asked for: counted with the label that target gives the
-    # header ("target2.32"), rounded up.
-    for _ in range(3):
-        lowest = math.ceil(low.total_kbps * 100) / 100
-        if len(f"target{lowest:g}") == len(label):
-            break
-        label = f"target{lowest:g}"
+    # The rate named is met when asked for: rounded up, and counted with a header label as
+    # long as any that target gives ("target4.70" is "target4.7"); a longer label only adds
+    # bytes, so this settles within a few rounds.
+    lowest = math.ceil(low.total_kbps * 100) / 100
+    while len(f"target{lowest:.2f}") > len(label):
+        label = f"target{lowest:.2f}"
         low = _code(analysis, settings, events, coarsest, label, 0.0)
+        lowest = math.ceil(low.total_kbps * 100) / 100
     raise FacecodecError(
         f"--target-kbps {target:g} is below the lowest rate this clip allows ({lowest:.2f} "
         f"kbps: motion {low.motion_kbps:.2f}, reference pictures and framing "

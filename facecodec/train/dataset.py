@@ -111,6 +111,12 @@ def build_cache(
     `build` False: only load what another process built."""
     root = cache_dir / f"{split}_f{max_frames}_s{stride}_v{CACHE_VERSION}"
     clips = load_split(data_dir, split)[:max_clips]
+    named: dict[str, Path] = {}
+    for path in clips:  # one cache folder a name
+        if path.stem in named:
+            raise FacecodecError(f"two {split} clips are named {path.stem} ({named[path.stem]} "
+                                 f"and {path}); the pair cache tells clips by name")
+        named[path.stem] = path
     if not build:
         return load_cache(root, [p.stem for p in clips])
     try:

@@ -49,6 +49,7 @@ from facecodec.render.mesh_warp import MeshWarper
 from facecodec.train.dataset import ClipData, build_cache
 from facecodec.train.options import (
     command_line,
+    count,
     hardware,
     prepare_run,
     save_best,
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = training_parser("python -m facecodec.train.layer", __doc__, steps=4000, minutes=25.0,
                          batch=8, patch=128, weights=DEFAULT_WEIGHTS)
     ap.add_argument("--cache", type=Path, default=Path("cache/refiner"))
-    ap.add_argument("--variants", type=int, default=3, help="coded layer streams per clip")
+    ap.add_argument("--variants", type=count, default=3, help="coded layer streams per clip")
     ap.add_argument("--ref-quality", type=int, nargs=2, default=(60, 60), metavar=("LO", "HI"),
                     help="keyframe quality range of the references (v1: 60 60)")
     ap.add_argument("--reference", choices=("keyframe", "layer"), default="keyframe",

@@ -29,21 +29,21 @@ def training_parser(
     ap = OneLineParser(prog=prog, description=doc)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--steps", type=_count, default=steps)
+    ap.add_argument("--steps", type=count, default=steps)
     ap.add_argument("--time-limit-min", type=_amount, default=minutes)
-    ap.add_argument("--batch", type=_count, default=batch)
-    ap.add_argument("--patch", type=_count, default=patch)
+    ap.add_argument("--batch", type=count, default=batch)
+    ap.add_argument("--patch", type=count, default=patch)
     ap.add_argument("--lr", type=_amount, default=1e-3)
-    ap.add_argument("--val-every", type=_count, default=250)
-    ap.add_argument("--threads", type=_count, default=2)
+    ap.add_argument("--val-every", type=count, default=250)
+    ap.add_argument("--threads", type=count, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-clips", type=_count, default=None)
+    ap.add_argument("--max-clips", type=count, default=None)
     ap.add_argument("--export", type=Path, default=None,
                     help=f"also write the best weights here (the shipped ones: {weights})")
     return ap
 
 
-def _count(text: str) -> int:
+def count(text: str) -> int:
     """A whole number from 1 up (0 steps would write untrained weights as the best)."""
     try:
         n = int(text)

@@ -38,6 +38,7 @@ from facecodec.render.restore import (
 )
 from facecodec.train.options import (
     command_line,
+    count,
     hardware,
     prepare_run,
     save_best,
@@ -161,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = training_parser("python -m facecodec.train.restore", __doc__, steps=20000,
                          minutes=25.0, batch=16, patch=128, weights=DEFAULT_WEIGHTS)
     ap.add_argument("--cache", type=Path, default=Path("cache/refiner"))
-    ap.add_argument("--frames", type=int, default=6, help="crops taken from each clip")
-    ap.add_argument("--codes", type=int, default=4, help="random qualities per crop")
+    ap.add_argument("--frames", type=count, default=6, help="crops taken from each clip")
+    ap.add_argument("--codes", type=count, default=4, help="random qualities per crop")
     ap.add_argument("--quality", type=int, nargs=2, default=(10, 70), metavar=("LO", "HI"))
-    ap.add_argument("--jobs", type=int, default=2, help="processes coding the pool")
+    ap.add_argument("--jobs", type=count, default=2, help="processes coding the pool")
     ap.add_argument("--save-pool", type=Path, default=None)
     ap.add_argument("--pool", type=Path, default=None, help="train from a saved pool")
     ap.add_argument("--device", default="cpu")
