@@ -144,3 +144,13 @@ def content_id(path: Path) -> str:
             return hashlib.file_digest(f, "sha256").hexdigest()[:32]
     except OSError as e:
         raise FacecodecError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def same_name(paths: list[Path]) -> tuple[Path, Path] | None:
+    """The first two of `paths` with one name (stem), for what tells files by name."""
+    named: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in named:
+            return named[path.stem], path
+        named[path.stem] = path
+    return None

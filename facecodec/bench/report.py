@@ -468,6 +468,11 @@ def _markdown(result: dict[str, Any], plots: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# What write_report writes into its folder.
+REPORT_FILES = ("results.json", "results.csv", "report.md",
+                *(f"rd_{metric}.png" for metric in ALL_METRICS))
+
+
 def write_report(
     points: list[dict[str, Any]],
     out_dir: Path,

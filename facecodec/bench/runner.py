@@ -24,16 +24,13 @@ from facecodec.bench.reference import (
     baselines_reference,
     reference_clip,
 )
-from facecodec.bench.report import anchor_summary, write_report
+from facecodec.bench.report import REPORT_FILES, anchor_summary, write_report
 from facecodec.bench.system import SystemFn
 from facecodec.errors import FacecodecError
 from facecodec.face.tracker import without_face_advice
-from facecodec.files import check_writable, content_id, make_folder
+from facecodec.files import check_writable, content_id, make_folder, same_name
 
 VIDEO_SUFFIXES = {".mp4", ".mpg", ".mov", ".avi", ".mkv", ".webm", ".y4m"}
-# What a run writes into --out (report.write_report), each checked before the run.
-REPORT_FILES = ("results.json", "results.csv", "report.md",
-                *(f"rd_{metric}.png" for metric in ALL_METRICS))
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 QUICK_CODECS = ("x264-rt", "svtav1-ld")
 QUICK_CLIPS = ("clips/grid_swiz3n.mpg", "clips/liveportrait_d19.mp4")
@@ -117,15 +114,14 @@ def run_bench(
         digest = content_id(clip)
         earlier_digest = earlier_ids.get(ref.name)
         same = earlier_digest in (None, digest)
-        if any(c == ref.name for c, _ in reused):
-            if not same:
-                print(f"note: {clip} is not the video the earlier results call {ref.name}: "
-                      "its codecs are run again", file=sys.stderr)
-            elif earlier_digest is None:
-                print(f"note: the earlier results do not record which video {ref.name} was; "
-                      "its points are taken by name", file=sys.stderr)
-        # Recorded where every point is this video's (taken by name, a point may not be).
-        if earlier_digest is not None or not any(c == ref.name for c, _ in reused):
+        by_name = earlier_digest is None and any(c == ref.name for c, _ in reused)
+        if not same:
+            print(f"note: {clip} is not the video the earlier results call {ref.name}: its "
+                  "codecs are run again", file=sys.stderr)
+        elif by_name:
+            print(f"note: the earlier results do not record which video {ref.name} was; its "
+                  "points are taken by name", file=sys.stderr)
+        if not by_name:  # recorded only where every point is this video's
             clip_ids[ref.name] = digest
         for name, fn in tqdm(runners.items(), desc=ref.name, unit="system", leave=False,
                              disable=quiet):
@@ -173,13 +169,11 @@ def check_names(clips: list[Path]) -> None:
     by name."""
     if not clips:
         raise FacecodecError("no clips to bench")
-    named: dict[str, Path] = {}
-    for c in clips:
-        if c.stem in named:
-            raise FacecodecError(f"two clips are named {c.stem} ({named[c.stem]} and {c}); "
-                                 "the bench tells clips by name: give each once, under its "
-                                 "own name")
-        named[c.stem] = c
+    pair = same_name(clips)
+    if pair:
+        raise FacecodecError(f"two clips are named {pair[0].stem} ({pair[0]} and {pair[1]}); "
+                             "the bench tells clips by name: give each once, under its own "
+                             "name")
 
 
 def _about(clip: Path, e: FacecodecError) -> str:
@@ -312,7 +306,7 @@ def bench_main(args: argparse.Namespace) -> int:
             check_results(reuse)
         extra = {r: SYSTEM_FACTORIES[r](args.quick) for r in args.renderers}
         make_folder(args.out)  # inputs checked first; an unwritable --out fails before the run
-        for name in REPORT_FILES:
+        for name in REPORT_FILES:  # each checked before the run
             check_writable(args.out / name)
         result = run_bench(
             clips, args.out, codecs, args.quick, extra, reference, reuse=reuse

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from facecodec.errors import FacecodecError
-from facecodec.files import content_id
+from facecodec.files import content_id, same_name
 from facecodec.render.neural import Conditioner
 from facecodec.render.topology import N_LANDMARKS
 from facecodec.train.splits import load_split
@@ -111,12 +111,10 @@ def build_cache(
     `build` False: only load what another process built."""
     root = cache_dir / f"{split}_f{max_frames}_s{stride}_v{CACHE_VERSION}"
     clips = load_split(data_dir, split)[:max_clips]
-    named: dict[str, Path] = {}
-    for path in clips:  # one cache folder a name
-        if path.stem in named:
-            raise FacecodecError(f"two {split} clips are named {path.stem} ({named[path.stem]} "
-                                 f"and {path}); the pair cache tells clips by name")
-        named[path.stem] = path
+    pair = same_name(clips)  # one cache folder a name
+    if pair:
+        raise FacecodecError(f"two {split} clips are named {pair[0].stem} ({pair[0]} and "
+                             f"{pair[1]}); the pair cache tells clips by name")
     if not build:
         return load_cache(root, [p.stem for p in clips])
     try:

@@ -261,7 +261,6 @@ def main(argv: list[str] | None = None) -> int:
 
     net = FusionNet(FusionConfig(moved=a.move, keep_luma=a.keep_luma))
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
-    a.out.mkdir(parents=True, exist_ok=True)
     best = evaluate(net, val)
     print(f"step 0 val {json.dumps({k: round(v, 3) for k, v in best.items()})}", flush=True)
     best_state = {k: v.clone() for k, v in net.state_dict().items()}

@@ -199,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(a.seed)
     net = RestoreNet(RestoreConfig(tuple(a.widths), tuple(a.blocks))).to(a.device)
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
-    a.out.mkdir(parents=True, exist_ok=True)
     best = evaluate(net, val, val_q)
     print(f"step 0 val {json.dumps({k: round(v, 3) for k, v in best.items()})}", flush=True)
     best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}

@@ -94,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
 
     net = UpscaleNet(UpscaleConfig())
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
-    a.out.mkdir(parents=True, exist_ok=True)
     log = (a.out / "log.csv").open("w")
     log.write("step,seconds,loss,psnr_net,psnr_bicubic\n")
     best, best_step, step, losses = -1.0, 0, 0, []
