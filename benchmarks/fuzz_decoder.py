@@ -37,6 +37,7 @@ from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_file
 from facecodec.codec.stream import StreamDecoder
 from facecodec.errors import BitstreamError, FacecodecError
+from facecodec.files import make_folder
 
 
 class Hang(Exception):
@@ -107,7 +108,7 @@ def main() -> int:
     signal.signal(signal.SIGALRM, _alarm)
     rng = random.Random(a.seed)
     sources = [s.read_bytes() for s in a.streams]
-    a.findings.mkdir(parents=True, exist_ok=True)
+    make_folder(a.findings)
     case, out = a.findings / f"case_{a.seed}.fcv", a.findings / f"case_{a.seed}.mp4"
     end, n, found, refused, damaged = time.monotonic() + a.minutes * 60, 0, 0, 0, 0
     while time.monotonic() < end:
@@ -146,7 +147,7 @@ def fuzz_calls(a: argparse.Namespace) -> int:
     for path in a.streams:
         fcv_header, fcv_packets = read_fcv(path)
         streams.append((fcv_header.to_bytes(), [encode_packet(p) for p in fcv_packets]))
-    a.findings.mkdir(parents=True, exist_ok=True)
+    make_folder(a.findings)
     end, n, found, refused_cases, packets_refused = time.monotonic() + a.minutes * 60, 0, 0, 0, 0
     while time.monotonic() < end:
         header, packets = rng.choice(streams)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facecodec.bench.choice import containing
 from facecodec.bench.metrics import image_psnr_y
 from facecodec.bench.reference import centre_square
 from facecodec.cli import run_guarded
@@ -83,7 +84,7 @@ def main() -> None:
         },
     )
 
-    coders = {k: v for k, v in coders.items() if args.only in k}
+    coders = {k: coders[k] for k in containing(args.only, coders, "coder")}
     print(f"{len(images)} crops of {args.size}x{args.size}: " + ", ".join(args.clips))
     print(f"\n{'codec':<14} {'quality':>7} {'bytes':>8} {'PSNR-Y':>7} {'enc ms':>7}")
     curves: dict[str, list[list[tuple[float, float]]]] = {}

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facecodec.bench.choice import writable
 from facecodec.bench.conventional import dispensable_bytes
 from facecodec.bench.curves import bd_rate
 from facecodec.bench.facecodec_system import facecodec_reference
@@ -41,6 +42,7 @@ from facecodec.codec.layer import (
     code_sequence,
     upsample,
 )
+from facecodec.files import write_text
 from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -153,6 +155,9 @@ def main() -> None:
                     default="codecs")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
+    if a.clips < 1:
+        ap.error("--clips must be 1 or more")
+    writable(a.json)
     clips = load_split(DATA, "validation")
     if a.stage not in ("large", "presets", "params"):
         clips = [p for p in clips if "liveportrait" in p.stem][: a.clips]
@@ -161,7 +166,7 @@ def main() -> None:
         rows = compare(data, PRESETS, (1, 3)) if a.stage == "presets" else \
             compare(data, with_params(), (1,))
         if a.json:
-            a.json.write_text(json.dumps(rows, indent=1))
+            write_text(a.json, json.dumps(rows, indent=1))
         return
     if a.stage == "codecs":
         grid = [(n, 64, d) for n in SPECS for d in (1, 2)]
@@ -180,7 +185,7 @@ def main() -> None:
             print(f"{name:10s} {size:4d}px 1/{divisor} q={q:3d}  {m['kbps']:6.2f} kbps  "
                   f"PSNR-Y {m['psnr_y']:5.2f}  VMAF {m['vmaf']:5.1f}", flush=True)
     if a.json:
-        a.json.write_text(json.dumps(rows, indent=1))
+        write_text(a.json, json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import facecodec.codec.layer_rate as layer_rate
+from facecodec.bench.choice import writable
 from facecodec.bench.facecodec_system import analysis_of, facecodec_reference
 from facecodec.bench.metrics import ReferenceFeatures, evaluate
 from facecodec.bench.reference import ReferenceClip
@@ -29,6 +30,7 @@ from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import Analysis, EncoderSettings, code_analysis
 from facecodec.codec.layer_rate import LAYER_MOTION_PRESET
+from facecodec.files import write_text
 from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -60,6 +62,7 @@ def main() -> None:
     ap.add_argument("--split", default="train")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
+    writable(a.json)
     rows = []
     for clip, ref, feats, analysis in scored_clips(a.split):
         for rate, size, divisor in a.combos:
@@ -81,7 +84,7 @@ def main() -> None:
               f"total {m['total_kbps']:6.2f}  PSNR-Y {m['psnr_y']:5.2f}  MS-SSIM "
               f"{m['ms_ssim']:.4f}  VMAF {m['vmaf']:5.1f}")
     if a.json:
-        a.json.write_text(json.dumps(rows, indent=1))
+        write_text(a.json, json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

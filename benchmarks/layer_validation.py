@@ -18,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from facecodec.bench.choice import chosen, clips_named, writable
 from facecodec.bench.facecodec_system import analysis_of, facecodec_reference
 from facecodec.bench.metrics import ReferenceFeatures, evaluate
 from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, code_analysis
+from facecodec.files import write_text
 from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -38,10 +40,11 @@ def main() -> None:
     ap.add_argument("--clips", nargs="+", default=None, help="clip stems (default: all)")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
+    a.modes = chosen(a.modes, MODES, "layer mode")
+    clips = clips_named(load_split(DATA, a.split), a.clips, f"split {a.split!r}")
+    writable(a.json)
     rows = []
-    for clip in load_split(DATA, a.split):
-        if a.clips and clip.stem not in a.clips:
-            continue
+    for clip in clips:
         ref = facecodec_reference(clip)
         feats = ReferenceFeatures.pixels(ref.frames)
         analysis = analysis_of(clip, ref.size, len(ref.frames))
@@ -67,7 +70,7 @@ def main() -> None:
                   f"  {mode:8s} PSNR-Y {m['psnr_y']:5.2f}  MS-SSIM {m['ms_ssim']:.4f}  "
                   f"VMAF {m['vmaf']:5.1f}")
     if a.json:
-        a.json.write_text(json.dumps(rows, indent=1))
+        write_text(a.json, json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from facecodec.capture.feed import LiveFeed
 from facecodec.capture.video import probe, read_frames
 from facecodec.cli import run_guarded
 from facecodec.errors import FacecodecError
+from facecodec.files import check_writable, write_text
 from facecodec.render.registry import CALL_RENDERER
 from facecodec.stream.browser import devtools, find_chromium, headless_chromium
 from facecodec.stream.call import CallOptions, run_call
@@ -722,16 +723,13 @@ def main(argv: list[str] | None = None) -> int:
         if clip is not None and not clip.is_file():
             print(f"error: {clip}: no such file", file=sys.stderr)
             return 2
+    check_writable(args.json)
     try:
         result = asyncio.run(_bench(args))
     except FacecodecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.json.parent, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, args.json)
+    write_text(args.json, json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "peers"}, indent=2))
     return 0
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facecodec.bench.choice import clips_named, writable
 from facecodec.bench.metrics import ReferenceFeatures, evaluate
 from facecodec.bitstream.container import StreamHeader
 from facecodec.bitstream.packets import Packet, decode_packet
@@ -32,6 +33,7 @@ from facecodec.capture.video import probe, read_frames
 from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.stream import StreamEncoder
+from facecodec.files import write_text
 from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -68,10 +70,10 @@ def main() -> None:
     ap.add_argument("--clips", nargs="+", default=None, help="clip stems (default: all)")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
+    clips = clips_named(load_split(DATA, a.split), a.clips, f"split {a.split!r}")
+    writable(a.json)
     rows = []
-    for clip in load_split(DATA, a.split):
-        if a.clips and clip.stem not in a.clips:
-            continue
+    for clip in clips:
         for rate in a.rates:
             header, packets, crops, kbps = live_stream(clip, rate)
             feats = ReferenceFeatures.pixels(crops)
@@ -96,7 +98,7 @@ def main() -> None:
                   f"{'hurried' if hurry else '':7s} PSNR-Y {m['psnr_y']:5.2f}  MS-SSIM "
                   f"{m['ms_ssim']:.4f}  VMAF {m['vmaf']:5.1f}")
     if a.json:
-        a.json.write_text(json.dumps(rows, indent=1))
+        write_text(a.json, json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

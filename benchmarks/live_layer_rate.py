@@ -23,11 +23,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facecodec.bench.choice import writable
 from facecodec.bench.metrics import luma, psnr_y
 from facecodec.capture.video import probe, read_frames
 from facecodec.cli import run_guarded
 from facecodec.codec.layer import LayerDecoder, downscale
 from facecodec.codec.layer_rate import LiveLayer, layer_packet_bytes
+from facecodec.files import write_text
 from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -110,6 +112,7 @@ def main() -> None:
     unknown = [c for c in a.clips if c not in clips]
     if unknown:
         ap.error(f"no clip named {', '.join(unknown)} in {DATA / 'splits.json'}")
+    writable(a.json)
     rows = []
     for stem in a.clips:
         crops, fps = forth_and_back(clips[stem], a.seconds)
@@ -121,7 +124,7 @@ def main() -> None:
                   f"({r['size']} px); first {START_S:g} s {r['start_kbps']:6.2f} kbps, "
                   f"peak {r['peak_kbps']:6.2f}", flush=True)
     if a.json:
-        a.json.write_text(json.dumps(rows, indent=1))
+        write_text(a.json, json.dumps(rows, indent=1))
     if a.compare:
         old = json.loads(a.compare.read_text())
         print(f"\nagainst {a.compare} (256 px rates): rate at equal PSNR-Y, and at equal "

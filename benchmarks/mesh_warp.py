@@ -27,6 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from facecodec.bench.choice import writable  # noqa: E402
 from facecodec.cli import run_guarded  # noqa: E402
 from facecodec.render.mesh_warp import MeshWarper  # noqa: E402
 
@@ -155,6 +156,7 @@ def main() -> None:
     args = ap.parse_args()
 
     args.clips = args.clips or validation_clips()
+    writable(args.video)
     data = {c: load_clip(DATA / c, args.frames) for c in args.clips}
     if args.video:
         frames, marks = data[args.clips[0]]

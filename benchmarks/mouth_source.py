@@ -32,11 +32,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from neural_validation import DATA, SIZE  # noqa: E402
 
+from facecodec.bench.choice import writable
 from facecodec.bench.metrics import ReferenceFeatures, evaluate  # noqa: E402
 from facecodec.cli import run_guarded
 from facecodec.codec.analysis import KeyframeEvent, MotionEvent  # noqa: E402
 from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops  # noqa: E402
 from facecodec.codec.keyframe import decode_image, encode_image  # noqa: E402
+from facecodec.files import write_text
 from facecodec.motion.basis import load_basis  # noqa: E402
 from facecodec.render import topology as topo  # noqa: E402
 from facecodec.render.mesh_warp import MeshWarper  # noqa: E402
@@ -147,6 +149,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("out/mouth_source"))
     a = p.parse_args()
     clips = load_split(DATA, a.split)
+    writable(a.out / f"{a.split}.json")
     summary = {}
     for q in a.quality:
         jobs = [(c, a.frames, q, a.patch) for c in clips]
@@ -169,8 +172,7 @@ def main() -> None:
             print(f"  {n:13s} " + "  ".join(f"{m} {v:.4f}" for m, v in s.items()))
         summary[f"q{q}"] = {"mean": mean, "patch_bytes": bytes_mean, "reference_bytes": ref_mean,
                             "clips": dict(sorted(results.items()))}
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / f"{a.split}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_text(a.out / f"{a.split}.json", json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":

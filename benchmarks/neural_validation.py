@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facecodec.bench.choice import writable
 from facecodec.bench.metrics import ReferenceFeatures, evaluate
 from facecodec.capture.video import VideoWriter
 from facecodec.cli import run_guarded
 from facecodec.codec.analysis import MotionEvent
 from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops
+from facecodec.files import write_text
 from facecodec.motion.basis import load_basis
 from facecodec.render.base import Renderer
 from facecodec.render.neural import DEFAULT_WEIGHTS, NeuralRenderer, load_net, model_id_of
@@ -100,6 +102,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("out/neural"))
     a = p.parse_args()
     clips = load_split(DATA, a.split)[::a.every][:a.clips]
+    writable(a.out / f"{a.split}.json")
     jobs = [(c, a.frames, a.weights, a.out / f"{c.stem}_side_by_side.mp4" if k < a.videos
              else None) for k, c in enumerate(clips)]
     results: dict[str, dict[str, dict[str, float]]] = {}
@@ -122,8 +125,7 @@ def write_means(results: dict[str, dict[str, dict[str, float]]], names: Sequence
     print(f"mean over {len(results)} clips (weighted equally)")
     for n, s in mean.items():
         print(f"  {n:12s} " + "  ".join(f"{m} {v:.4f}" for m, v in s.items()))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{split}.json").write_text(json.dumps(
+    write_text(out / f"{split}.json", json.dumps(
         {"model_id": model_id, "split": split, "frames": frames, "mean": mean,
          "clips": dict(sorted(results.items()))}, indent=1) + "\n")
 

@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from neural_validation import DATA, SIZE, render_clip, write_means  # noqa: E402
 
+from facecodec.bench.choice import writable
 from facecodec.bench.metrics import ReferenceFeatures, evaluate, luma, psnr_y  # noqa: E402
 from facecodec.cli import run_guarded
 from facecodec.codec.keyframe import round_trip  # noqa: E402
@@ -106,6 +107,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("out/restore"))
     a = p.parse_args()
     clips = load_split(DATA, a.split)
+    writable(a.out / f"{a.split}.json")
     jobs = [(c, a.frames, tuple(a.quality), a.weights) for c in clips]
     results: dict[str, dict] = {}
     with mp.get_context("spawn").Pool(a.jobs) as pool:

@@ -30,6 +30,7 @@ from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, code_analysis
 from facecodec.codec.layer_rate import LAYER_MOTION_PRESET
+from facecodec.files import make_folder
 from facecodec.render.edits import PoseEdit
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -117,12 +118,16 @@ def main() -> int:
                     help="validation clip names (files under ../shared/data/clips)")
     ap.add_argument("--out", type=Path, default=Path("out/video"))
     args = ap.parse_args()
+    clips = []
     for name in args.clips:
         matches = sorted((DATA / "clips").glob(f"{name}.*"))
         if not matches:
             print(f"error: no clip named {name} in {DATA / 'clips'}", file=sys.stderr)
             return 2
-        run(matches[0], args.out)
+        clips.append(matches[0])
+    make_folder(args.out)
+    for clip in clips:
+        run(clip, args.out)
     return 0
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facecodec.bench.choice import chosen, writable
 from facecodec.bench.metrics import luma, ms_ssim, psnr_y
 from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
@@ -28,6 +29,7 @@ from facecodec.codec.encoder import (
     original_crops,
 )
 from facecodec.demo import side_by_side
+from facecodec.files import write_text
 from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -40,10 +42,14 @@ def main() -> None:
     ap.add_argument("--side-by-side", default=None, help="clip stem to write a video for")
     ap.add_argument("--out", type=Path, default=Path("out/validation"))
     a = ap.parse_args()
+    clips = load_split(DATA, a.split)
+    if a.side_by_side is not None:
+        chosen([a.side_by_side], [c.stem for c in clips], f"clip in split {a.split!r}")
+    writable(a.json, a.out / f"{a.side_by_side}_side_by_side.mp4" if a.side_by_side else None)
     rows = []
     print(f"{'clip':28} {'preset':7} {'frames':>6} {'motion':>8} {'total':>8} {'PSNR-Y':>7} "
           f"{'MS-SSIM':>7}")
-    for clip in load_split(DATA, a.split):
+    for clip in clips:
         analysis = analyze_file(clip)
         crops = original_crops(clip, analysis.keyframes, 256)
         for preset in PRESETS:
@@ -74,8 +80,7 @@ def main() -> None:
               f"{np.mean([r['psnr_y'] for r in sel]):7.2f} "
               f"{np.mean([r['ms_ssim'] for r in sel]):7.4f}")
     if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(rows, indent=1))
+        write_text(a.json, json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
