@@ -289,8 +289,13 @@ def test_carphone_qcif_encodes_and_decodes(
     run = run_main("decode", fcv, "-o", avatar, "--avatar",
                    require(PORTRAITS / "sadtalker_art_2.png"), "--renderer", "warp")
     assert run.returncode == 0, run.stderr
+    y4m = tmp_path / "carphone.y4m"  # FFmpeg's muxer alone would write "A0:0" (unknown)
+    run = run_main("decode", fcv, "-o", y4m, "--renderer", "warp")
+    assert run.returncode == 0, run.stderr
+    assert b" A128:117 " in y4m.read_bytes()[:80]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     for video, aspect in ((src, Fraction(128, 117)), (mp4, Fraction(128, 117)),
-                          (avatar, Fraction(1))):
+                          (avatar, Fraction(1)), (y4m, Fraction(128, 117))):
         with av.open(str(video)) as c:
             assert Fraction(c.streams.video[0].sample_aspect_ratio or 1) == aspect, video
 

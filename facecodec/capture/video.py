@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import statistics
 import struct
 import sys
@@ -318,6 +319,21 @@ def _stated_end(c: av.container.InputContainer) -> float | None:
     return min(length, (c.start_time or 0) / av.time_base + length)
 
 
+def _tag_y4m_aspect(path: Path, aspect: Fraction) -> None:
+    """Give a y4m file's header its pixel shape ("A128:117") in place of "unknown": the
+    file is written again behind its new first line."""
+    tagged = path.with_name(path.name + ".a")
+    try:
+        with path.open("rb") as src, tagged.open("wb") as dst:
+            fields = src.readline().rstrip(b"\n").split(b" ")
+            shape = f"A{aspect.numerator}:{aspect.denominator}".encode()
+            dst.write(b" ".join(shape if f.startswith(b"A") else f for f in fields) + b"\n")
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.replace(tagged, path)
+    finally:
+        tagged.unlink(missing_ok=True)
+
+
 class VideoWriter:
     """H.264 mp4 / mov / mkv (or uncompressed .y4m) writer that only makes the output appear
     when it is complete."""
@@ -342,6 +358,8 @@ class VideoWriter:
         try:
             self._c = av.open(str(self._tmp), "w", format=fmt)
             raw = fmt in RAW_CONTAINERS
+            # FFmpeg's y4m muxer writes "A0:0" (unknown) whatever the stream says: tagged on close.
+            self._y4m_aspect = pixel_aspect if raw and pixel_aspect != 1 else None
             self._s = self._c.add_stream("rawvideo" if raw else "libx264", rate=fps)
             self._s.width, self._s.height = width, height
             self._s.pix_fmt = "yuv420p"
@@ -394,6 +412,8 @@ class VideoWriter:
                     print(f"warning: {self._sound.path}: damaged sound; its damaged parts are "
                           "silent in the output", file=sys.stderr)
             self._container.close()
+            if self._y4m_aspect is not None:
+                _tag_y4m_aspect(self._tmp, self._y4m_aspect)
         except OSError as e:
             self.abort()
             raise FacecodecError(f"cannot write {self.path}: {e.strerror or e}") from None
