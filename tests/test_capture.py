@@ -137,6 +137,33 @@ def test_a_mirrored_display_is_shown_as_a_player_shows_it(
     assert np.array_equal(next(read_frames(path)), d9_frames[0]), name
 
 
+@pytest.mark.parametrize("orientation, shown", [
+    (None, lambda f: f),  # EXIF with no turn at all (a camera's make)
+    (6, lambda f: np.rot90(f, -1)),  # turn 90 degrees clockwise to show
+    (2, lambda f: f[:, ::-1]),  # mirrored
+], ids=["make-only", "turned", "mirrored"])
+def test_a_photo_with_exif_is_read_as_a_viewer_shows_it(
+    orientation: int | None, shown: Callable[[np.ndarray], np.ndarray], tmp_path: Path,
+) -> None:
+    """FFmpeg attaches a JPEG's EXIF as frame side data that PyAV does not know; reading
+    the frame's side data then failed ("31 is not a valid Type"), so a camera's photo could
+    be neither encoded nor upscaled, and its turn was lost with it."""
+    from PIL import Image
+
+    stored = np.zeros((96, 128, 3), np.uint8)
+    stored[:48, :64] = (250, 20, 20)  # a red corner: where it lands tells the turn
+    exif = Image.Exif()
+    exif[0x010F] = "Camera"
+    if orientation is not None:
+        exif[0x0112] = orientation
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(stored).save(path, quality=98, exif=exif)
+    frame = next(read_frames(path))
+    expected = shown(stored)
+    assert frame.shape == expected.shape
+    assert np.abs(frame.astype(int) - expected).mean() < 4
+
+
 def test_a_turn_between_quarter_turns_is_refused(
     tmp_path: Path, d9_frames: list[np.ndarray]
 ) -> None:

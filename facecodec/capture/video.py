@@ -17,6 +17,7 @@ from typing import cast
 
 import av
 import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
 
 from facecodec.bitstream.container import MAX_FPS
 from facecodec.capture.microphone import RATE
@@ -66,6 +67,22 @@ def _open(path: str | Path) -> tuple[av.container.InputContainer, av.video.strea
         raise FacecodecError(f"{p}: contains no video, only a cover picture" if cover
                              else f"{p}: contains no video stream")
     return c, s
+
+
+def _unknown_side_data(cls: type[SideDataType], value: object) -> SideDataType | None:
+    """A kind of frame side data that FFmpeg gives and PyAV's list lacks (FFmpeg 8 attaches
+    a picture's EXIF, number 31): PyAV refuses the frame's whole side data for it, the
+    display matrix beside it included, so every photo from a camera failed to read. It is
+    named by its number instead."""
+    if not isinstance(value, int):
+        return None
+    member = object.__new__(cls)
+    member._name_ = f"UNKNOWN_{value}"
+    member._value_ = value  # type: ignore[assignment]
+    return member
+
+
+SideDataType._missing_ = classmethod(_unknown_side_data)  # type: ignore[assignment]
 
 
 def _display(frame: av.VideoFrame) -> tuple[float, bool]:
