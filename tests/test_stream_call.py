@@ -144,6 +144,16 @@ def test_peek_and_control_messages() -> None:
         '{"type": "start", "t0": 1, "fps": Infinity, "header": ""}',
         '{"type": "start", "t0": 1, "fps": NaN, "header": ""}',
         '{"type": "start", "t0": 1, "fps": 25, "header": "!!"}',
+        # Numbers that passed once and then ended the call (an integer too large for a
+        # float) or the receiver (latencies of infinity milliseconds):
+        '{"type": "start", "t0": 1' + "0" * 400 + ', "fps": 25, "header": ""}',
+        '{"type": "start", "t0": 1e308, "fps": 25, "header": ""}',
+        '{"type": "start", "t0": -1, "fps": 25, "header": ""}',
+        '{"type": "start", "t0": 1, "fps": 1e-308, "header": ""}',
+        '{"type": "start", "t0": 1, "fps": 0.5, "header": ""}',
+        '{"type": "start", "t0": 1, "fps": 121, "header": ""}',
+        '{"type": "loss", "fraction": 0, "queue_ms": 1' + "0" * 400 + "}",
+        '{"type": "loss", "fraction": 0, "rate_kbps": -1' + "0" * 400 + "}",
     ):
         with pytest.raises(BitstreamError):
             parse_control(bad)

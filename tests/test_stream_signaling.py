@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from conftest import self_signed
 
 from facecodec.errors import FacecodecError
@@ -351,3 +353,78 @@ def test_sigterm_stops_the_server_as_ctrl_c_does() -> None:
                 await server.wait()
 
     asyncio.run(body())
+
+
+async def _fake_server(script: Callable[[web.WebSocketResponse], Awaitable[None]]
+                       ) -> tuple[web.AppRunner, str]:
+    """A signaling server that answers a join with `script` (a broken or hostile one)."""
+
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=0.2)  # pings well within each wait below
+        await ws.prepare(request)
+        await ws.receive()  # the join
+        await script(ws)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"ws://127.0.0.1:{port}/"
+
+
+async def _joined_then(ws: web.WebSocketResponse, *then: Any) -> None:
+    await ws.send_json({"type": "joined", "room": "r", "peers": 1})
+    for step in then:
+        if isinstance(step, bytes):
+            await ws.send_bytes(step)
+        elif isinstance(step, dict):
+            await ws.send_json(step)
+    async for _ in ws:  # then silence (pinged) until the client leaves
+        pass
+
+
+@pytest.mark.parametrize(("script", "message"), [
+    (lambda ws: ws.send_json({"type": "joined", "room": "r"}), "malformed message"),
+    (lambda ws: ws.send_json({"type": "joined", "room": "r", "peers": "abc"}),
+     "malformed message"),
+    (lambda ws: ws.send_json({"type": "joined", "room": "r", "peers": [1]}),
+     "malformed message"),
+    (lambda ws: ws.send_bytes(b"\x00"), "malformed message"),
+    (lambda ws: ws.close(), "the signaling server closed the connection"),
+    (lambda ws: _joined_then(ws, {"type": "ready"}), "malformed message"),
+    (lambda ws: _joined_then(ws, {"type": "ready", "initiator": 1}), "malformed message"),
+    (lambda ws: _joined_then(ws, b"\x00"), "malformed message"),
+    (lambda ws: _joined_then(ws), None),  # nobody comes: pings do not make the wait endless
+], ids=["no-peers", "peers-text", "peers-list", "binary", "closed", "no-initiator",
+        "initiator-int", "binary-later", "silence"])
+def test_a_call_refuses_a_broken_signaling_server_in_one_line_and_in_time(
+        script: Callable[[web.WebSocketResponse], Awaitable[None]], message: str | None) -> None:
+    """A server's malformed answers were internal errors (KeyError, TypeError), a server
+    that closed was "no peer joined within 60 s" at once, and a wait for a peer never
+    ended: aiohttp's receive timeout starts again at each ping (the server's every 20 s)."""
+    from facecodec.stream.call import _wait_ready
+
+    async def main() -> None:
+        runner, url = await _fake_server(script)
+        client = await SignalingClient.connect(url)
+        start = time.monotonic()
+        try:
+            if message is None:
+                await client.join("r")
+                assert await _wait_ready(client, 1.0) is None
+                assert time.monotonic() - start < 3
+                with pytest.raises(FacecodecError, match="did not answer in time"):
+                    await client.receive(timeout=0.8)
+            else:
+                with pytest.raises(FacecodecError, match=message):
+                    await client.join("r")
+                    await _wait_ready(client, 5.0)
+        finally:
+            await client.close()
+            await runner.cleanup()
+
+    asyncio.run(asyncio.wait_for(main(), 20))

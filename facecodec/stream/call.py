@@ -417,12 +417,17 @@ class _Call:
                 )
                 if wait <= 0:
                     break
-                msg = await _wait_ready(signaling, wait)
-                if msg is None:
+                try:
+                    initiator = await _wait_ready(signaling, wait)
+                except FacecodecError:
+                    if self.stats.sessions == 0:
+                        raise
+                    break  # the server went while waiting for a peer to come back
+                if initiator is None:
                     if self.stats.sessions == 0:
                         raise FacecodecError(f"no peer joined room {room} within {wait:.0f} s")
                     break
-                left = await self.session(signaling, bool(msg["initiator"]))
+                left = await self.session(signaling, initiator)
                 if not (left and self.options.reconnect):
                     break
         finally:
@@ -708,19 +713,22 @@ class _Call:
             self.options.on_frame(index, rgb)
 
 
-async def _wait_ready(signaling: SignalingClient, timeout: float) -> dict[str, Any] | None:
-    """Wait for the server to pair us with a peer; None on timeout or a closed server."""
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = await signaling.receive(timeout=left)
-        except FacecodecError:
-            return None
-        if msg.get("type") == "ready":
-            return msg
-        if msg.get("type") == "closed":
-            return None
-    return None
+async def _wait_ready(signaling: SignalingClient, timeout: float) -> bool | None:
+    """Wait for the server to pair us with a peer: whether this side makes the offer (the
+    initiator); None on timeout. A closed server or a malformed message is an error."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await signaling.receive()
+                if msg.get("type") == "closed":
+                    raise FacecodecError("the signaling server closed the connection")
+                if msg.get("type") == "ready":
+                    initiator = msg.get("initiator")
+                    if not isinstance(initiator, bool):
+                        raise FacecodecError("signaling server sent a malformed message")
+                    return initiator
+    except TimeoutError:
+        return None
 
 
 async def _wait_bye(signaling: SignalingClient) -> None:

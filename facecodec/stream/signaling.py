@@ -338,11 +338,15 @@ class SignalingClient:
         await self._ws.send_str(json.dumps(msg))
 
     async def receive(self, timeout: float | None = None) -> dict[str, Any]:
-        """Next server message; {"type": "closed"} once the server is gone."""
+        """Next server message; {"type": "closed"} once the server is gone. `timeout` is
+        over the whole wait (aiohttp's own starts again at each of the server's pings)."""
         try:
-            frame = await self._ws.receive(timeout=timeout)
+            async with asyncio.timeout(timeout):
+                frame = await self._ws.receive()
         except TimeoutError:
             raise FacecodecError("signaling server did not answer in time") from None
+        if frame.type == WSMsgType.BINARY:
+            raise FacecodecError("signaling server sent a malformed message")
         if frame.type != WSMsgType.TEXT:
             return {"type": "closed"}
         try:
@@ -357,9 +361,15 @@ class SignalingClient:
         """Join a room; return how many peers are in it now."""
         await self.send({"type": "join", "room": room})
         reply = await self.receive(timeout)
+        if reply.get("type") == "closed":
+            raise FacecodecError(f"cannot join room {room!r}: the signaling server closed "
+                                 "the connection")
         if reply.get("type") != "joined":
             raise FacecodecError(f"cannot join room {room!r}: {reply.get('message', reply)}")
-        return int(reply["peers"])
+        peers = reply.get("peers")
+        if type(peers) is not int or not 1 <= peers <= 2:
+            raise FacecodecError("signaling server sent a malformed message")
+        return peers
 
     @property
     def closed(self) -> bool:

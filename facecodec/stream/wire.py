@@ -11,11 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import struct
 from dataclasses import dataclass
 from typing import Any
 
+from facecodec.bitstream.container import MAX_FPS as STREAM_MAX_FPS
 from facecodec.bitstream.packets import MOTION_TYPES, SYNC
 from facecodec.errors import BitstreamError
 
@@ -24,7 +24,8 @@ MAX_CONTROL_BYTES = 4096
 MAX_HEADER_BYTES = 1 << 16
 MAX_QUEUE_MS = 60000.0
 MAX_RATE_KBPS = 1e6
-MAX_FPS = 1000.0  # a stream's frame rate, as the start message states it
+MAX_FPS = float(STREAM_MAX_FPS)  # a stream's frame rate, as the start message states it
+MAX_T0 = 1e10  # a start message's clock time, seconds since 1970: up to the year 2286
 
 # What an SCTP packet costs on the wire beyond its own bytes: IP and UDP (28) and the DTLS
 # record (13, and 24 for the cipher).
@@ -128,6 +129,14 @@ def untrusted_json(text: str | bytes) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
+def _within(value: object, lo: float, hi: float) -> float | None:
+    """`value` as a float if it is a JSON number within lo..hi; None for anything else (a
+    boolean, NaN, an infinity, an integer too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        return None
+    return float(value)
+
+
 def parse_control(text: str) -> dict[str, Any]:
     """Validate a control message; raise BitstreamError on anything unexpected."""
     if len(text) > MAX_CONTROL_BYTES + MAX_HEADER_BYTES * 4 // 3:
@@ -142,25 +151,26 @@ def parse_control(text: str) -> dict[str, Any]:
     if kind in ("pli", "resync"):
         return {"type": kind}
     if kind == "loss":
-        f = msg.get("fraction")
-        if isinstance(f, bool) or not isinstance(f, int | float) or not 0 <= f <= 1:
+        f = _within(msg.get("fraction"), 0.0, 1.0)
+        if f is None:
             raise BitstreamError("loss report needs a fraction between 0 and 1")
-        q = msg.get("queue_ms", 0.0)  # absent from older receivers' reports
-        if isinstance(q, bool) or not isinstance(q, int | float) or not 0 <= q <= MAX_QUEUE_MS:
+        q = _within(msg.get("queue_ms", 0.0), 0.0, MAX_QUEUE_MS)  # absent from older reports
+        if q is None:
             raise BitstreamError(f"loss report's queue_ms must be within 0..{MAX_QUEUE_MS:g}")
-        report = {"type": "loss", "fraction": float(f), "queue_ms": float(q)}
+        report = {"type": "loss", "fraction": f, "queue_ms": q}
         if "rate_kbps" in msg:  # absent until the receiver has an estimate, and from older ones
-            r = msg["rate_kbps"]
-            if isinstance(r, bool) or not isinstance(r, int | float) or not 0 <= r <= MAX_RATE_KBPS:
+            r = _within(msg["rate_kbps"], 0.0, MAX_RATE_KBPS)
+            if r is None:
                 raise BitstreamError(
                     f"loss report's rate_kbps must be within 0..{MAX_RATE_KBPS:g}")
-            report["rate_kbps"] = float(r)
+            report["rate_kbps"] = r
         return report
     if kind == "start":
-        t0, fps, header = msg.get("t0"), msg.get("fps"), msg.get("header")
-        if (not isinstance(t0, int | float) or not isinstance(fps, int | float)
-                or not math.isfinite(t0) or not 0 < fps <= MAX_FPS):
-            raise BitstreamError(f"start message needs a finite t0 and fps in 0..{MAX_FPS:g}")
+        t0, fps, header = _within(msg.get("t0"), 0.0, MAX_T0), _within(msg.get("fps"), 1.0,
+                                                                       MAX_FPS), msg.get("header")
+        if t0 is None or fps is None:
+            raise BitstreamError(f"start message needs a t0 (a clock's time) and fps in "
+                                 f"1..{MAX_FPS:g}")
         if not isinstance(header, str):
             raise BitstreamError("start message needs a base64 header")
         try:
@@ -169,5 +179,5 @@ def parse_control(text: str) -> dict[str, Any]:
             raise BitstreamError("start message header is not base64") from None
         if len(raw) > MAX_HEADER_BYTES:
             raise BitstreamError("stream header too large")
-        return {"type": "start", "header": raw, "t0": float(t0), "fps": float(fps)}
+        return {"type": "start", "header": raw, "t0": t0, "fps": fps}
     raise BitstreamError(f"unknown control message type {kind!r}")
