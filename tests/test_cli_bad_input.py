@@ -674,7 +674,10 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
                       (("--viewer-port", "70000"), "--viewer-port must be within 0..65535"),
                       (("--seconds", "nan"), "--seconds must be a finite number above 0"),
                       (("--seconds", "-5"), "--seconds must be a finite number above 0"),
-                      (("--jitter-ms", "nan"), "jitter must be >= 0 ms"),
+                      (("--jitter-ms", "nan"), "jitter must be within 0..10000 ms"),
+                      (("--jitter-ms", "inf"), "jitter must be within 0..10000 ms"),
+                      (("--stun", "stun:127.0.0.1:99999"), "port must be within 1..65535"),
+                      (("--stats-json", ""), "--stats-json needs a file name"),
                       (("--layer-kbps", "500"), "--layer-kbps must be within 0..60"),
                       (("--audio", blocker), "cannot open audio source"),
                       (("--audio", out_dir / "none.wav"), "cannot open audio source"),
@@ -701,6 +704,16 @@ def test_outputs_that_cannot_be_written_are_refused_at_once(
         run = run_main("call", "room1", "--source", clip, "--render", "none", *args)
         assert why in assert_one_line_error(run, code=2)
     assert "viewer" not in run.stdout
+    # The summary would replace the video sent (its bytes are checked below: unchanged).
+    copy = out_dir / "sent.mpg"
+    copy.write_bytes(clip.read_bytes())
+    run = run_main("call", "room1", "--source", copy, "--stats-json", copy)
+    assert "it is one of the call's inputs" in assert_one_line_error(run, code=2)
+    assert copy.read_bytes() == clip.read_bytes()
+    copy.unlink()
+    portrait = require(PORTRAITS / "liveportrait_s0.jpg")  # a picture: nothing to hear
+    run = run_main("call", "room1", "--audio", portrait)
+    assert f"--audio {portrait}: has no sound stream" in assert_one_line_error(run, code=2)
     assert list(out_dir.iterdir()) == [] and blocker.read_text() == ""
 
 

@@ -1061,6 +1061,8 @@ def test_ice_servers_are_checked_before_any_connection() -> None:
         ("turn:host?transport=sctp", "user", "pw", "udp or tcp"),
         ("turns:host?transport=udp", "user", "pw", "tcp only"),
         ("stun:host", "user", "pw", "no username"),
+        ("stun:127.0.0.1:99999", None, None, "port must be within 1..65535"),
+        ("turn:host:0", "user", "pw", "port must be within 1..65535"),
     ):
         with pytest.raises(FacecodecError, match=why):
             IceServer(url, user, password)

@@ -37,7 +37,7 @@ from facecodec.capture.video import probe, read_frames
 from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET, check_layer_kbps
 from facecodec.codec.stream import MAX_CALL_PACKET_FRAMES, check_packet_frames
 from facecodec.errors import BitstreamError, FacecodecError, Terminated
-from facecodec.files import check_writable, write_text
+from facecodec.files import check_writable, same_file, write_text
 from facecodec.motion.coder import PRESETS
 from facecodec.render.edits import EyeContact, PoseEdit, add_pose_arguments, pose_of
 from facecodec.render.registry import CALL_RENDERER
@@ -860,7 +860,14 @@ def ice_servers(args: argparse.Namespace) -> tuple[IceServer, ...]:
 
 def call_main(args: argparse.Namespace) -> int:
     """Run one side of a call from parsed arguments; print a one-line summary."""
-    if args.stats_json:
+    if args.stats_json is not None:
+        if not args.stats_json:
+            raise FacecodecError("--stats-json needs a file name")
+        sound = None if args.audio in ("auto", "silence", "none") else args.audio
+        inputs = (args.source, sound, args.avatar, args.signal_ca)
+        if any(p is not None and same_file(Path(p), Path(args.stats_json)) for p in inputs):
+            raise FacecodecError(f"cannot write {args.stats_json}: it is one of the call's "
+                                 "inputs")
         check_writable(Path(args.stats_json))  # now, not when the call has ended
     impairment = None
     if args.loss or args.jitter_ms:
@@ -873,8 +880,9 @@ def call_main(args: argparse.Namespace) -> int:
             raise FacecodecError("send a microphone (--microphone) or --audio, not both")
         device = None if args.microphone == "default" else args.microphone
         open_microphone(device).close()  # one that cannot be opened is refused now
-    elif args.audio not in ("auto", "silence", "none"):
-        has_sound(args.audio)  # likewise a file that cannot be read
+    elif args.audio not in ("auto", "silence", "none") and not has_sound(args.audio):
+        # Likewise a file that cannot be read, or one with nothing to hear (silence it is not).
+        raise FacecodecError(f"--audio {args.audio}: has no sound stream")
     if args.signal_ca is not None:
         client_tls(args.signal_ca)
     for flag, value in (("--late-ms", args.late_ms), ("--hurry-ms", args.hurry_ms)):
@@ -936,7 +944,7 @@ def call_main(args: argparse.Namespace) -> int:
         if terminated and stats.sessions == 0:
             raise Terminated  # likewise SIGTERM
     s = stats.summary()
-    if args.stats_json:
+    if args.stats_json is not None:
         write_text(Path(args.stats_json), json.dumps(s, indent=2))
     print(
         f"sent {s['frames_sent']} frames, rendered {s['frames_rendered']} at {s['fps']:.1f} fps, "

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from facecodec.errors import FacecodecError
 
+MAX_JITTER_MS = 10_000.0  # a path's extra delay; more is a broken path, not a slow one
+
 
 @dataclass
 class Impairment:
@@ -39,8 +41,9 @@ class Impairment:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise FacecodecError(f"{name} must be a probability in [0, 1], got {value}")
-        if not self.jitter_ms >= 0:  # also refuses NaN
-            raise FacecodecError(f"jitter must be >= 0 ms, got {self.jitter_ms}")
+        if not 0 <= self.jitter_ms <= MAX_JITTER_MS:  # also refuses NaN
+            raise FacecodecError(f"jitter must be within 0..{MAX_JITTER_MS:g} ms, got "
+                                 f"{self.jitter_ms:g}")
         self._rng = random.Random(self.seed)
 
     @property

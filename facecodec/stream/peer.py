@@ -200,6 +200,8 @@ class IceServer:
         except ValueError as exc:
             raise FacecodecError(f"ICE server {self.url!r}: {exc} (expected stun:HOST[:PORT] "
                                  "or turn:HOST[:PORT][?transport=udp|tcp])") from None
+        if not 1 <= parsed["port"] <= 65535:
+            raise FacecodecError(f"ICE server {self.url}: port must be within 1..65535")
         relay = parsed["scheme"] in ("turn", "turns")
         if relay and not (self.username and self.password):
             raise FacecodecError(f"TURN server {self.url}: needs a username and a password")
