@@ -834,6 +834,28 @@ def test_corrupt_packets_are_delivered_for_the_decoder_to_reject() -> None:
     run(body)
 
 
+def test_forged_sequence_numbers_do_not_count_as_loss() -> None:
+    """Packets whose prefix reads but whose CRC does not hold are still delivered (the
+    decoder refuses them), but their sequence numbers are not counted: random ones made a
+    12 s call report 200,000 packets lost, and the loss reports the sender acts on read so."""
+    import random
+
+    async def body(url: str) -> None:
+        sa, pa, sb, pb = await connect_pair(url, "forged", LOOPBACK, LOOPBACK)
+        rng = random.Random(4)
+        for seq in range(10):
+            pa.send_packet(packet(PacketType.MOTION, seq, seq, b"m" * 20))
+            forged = bytearray(packet(PacketType.MOTION, rng.randrange(1 << 16), seq, b"x" * 20))
+            forged[-1] ^= 0xFF  # the CRC no longer holds
+            pa.send_packet(bytes(forged))
+        got = await drain(pb, lambda g: len(packets_of(g)) >= 20)
+        assert len(packets_of(got)) == 20  # all delivered, for the decoder to judge
+        assert pb.stats.motion_seq.received == 10 and pb.stats.packets_lost == 0
+        await close_pair(sa, pa, sb, pb)
+
+    run(body)
+
+
 def test_a_hostile_peers_messages_are_dropped_and_the_call_goes_on() -> None:
     """What the other side could send to end a call as quietly as a hang-up: a control
     message nested past the JSON parser's depth, a text message that is not UTF-8 (raised

@@ -160,6 +160,14 @@ def decode_packet(buf: bytes | bytearray | memoryview, offset: int = 0) -> tuple
     return Packet(kind, seq, timestamp, bytes(view[pos:end])), end + _CRC.size
 
 
+def is_intact(data: bytes) -> bool:
+    """Whether `data` is one whole packet whose CRC holds."""
+    try:
+        return decode_packet(data)[1] == len(data)
+    except BitstreamError:
+        return False
+
+
 # --- payloads -------------------------------------------------------------------------------
 
 

@@ -44,7 +44,7 @@ from aiortc.codecs.opus import OpusEncoder
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
-from facecodec.bitstream.packets import LAYER_TYPES
+from facecodec.bitstream.packets import LAYER_TYPES, is_intact
 from facecodec.capture.microphone import FRAME, RATE, Microphone
 from facecodec.capture.sound import FileSound, has_sound
 from facecodec.errors import BitstreamError, FacecodecError
@@ -526,7 +526,8 @@ class Peer:
             self.stats.packets_dropped_congestion += 1  # the consumer is behind: shed motion
             return
         self.stats.packets_received += 1
-        self.stats.note_seq(info.seq, info.reliable)
+        if is_intact(data):  # a damaged or forged number would count thousands lost
+            self.stats.note_seq(info.seq, info.reliable)
         if info.reliable:
             self.stats.keyframe_bytes_received += len(data)
         else:
