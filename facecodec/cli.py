@@ -13,7 +13,7 @@ from pathlib import Path
 
 from facecodec import __version__
 from facecodec.errors import FacecodecError, OneLineParser, Terminated
-from facecodec.files import same_file, settle_made_folders
+from facecodec.files import path_arg, same_file, settle_made_folders
 from facecodec.render.edits import add_pose_arguments, pose_of
 from facecodec.render.registry import DEFAULT_RENDERER, RENDERERS
 
@@ -181,7 +181,7 @@ def _output_file(text: str) -> Path:
     (`-o out/` wrote a file named `out`)."""
     if text.endswith(("/", os.sep)):
         raise argparse.ArgumentTypeError(f"{text!r} names a folder; give a file name")
-    return Path(text)
+    return path_arg(text)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -196,7 +196,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.set_defaults(command_parsers=sub.choices)
 
     e = sub.add_parser("encode", help="encode a video into an .fcv stream")
-    e.add_argument("input", type=Path)
+    e.add_argument("input", type=path_arg)
     e.add_argument("-o", "--output", type=_output_file, required=True)
     e.add_argument("--quality", choices=PRESETS, default=None,
                    help=f"preset (default {DEFAULT_PRESET}); --target-kbps picks one itself")
@@ -223,18 +223,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="a refresh keyframe every N s (1..3600; 0: only when needed)")
     e.add_argument("--face", choices=("single", "largest"), default="single",
                    help="several faces: error out (single) or code the largest")
-    e.add_argument("--avatar", type=Path, default=None, metavar="PORTRAIT",
+    e.add_argument("--avatar", type=path_arg, default=None, metavar="PORTRAIT",
                    help="appear as this portrait, driven by the video's face: the face "
                         "itself is not coded (motion only)")
     e.set_defaults(func=_encode)
 
     d = sub.add_parser("decode", help="decode an .fcv stream into a video")
-    d.add_argument("input", type=Path)
+    d.add_argument("input", type=path_arg)
     d.add_argument("-o", "--output", type=_output_file, required=True, help=OUTPUT_HELP)
     d.add_argument("--renderer", default=DEFAULT_RENDERER,
                    help=f"{' or '.join(RENDERERS)} (default {DEFAULT_RENDERER})")
     add_pose_arguments(d, "the head")
-    d.add_argument("--avatar", type=Path, default=None,
+    d.add_argument("--avatar", type=path_arg, default=None,
                    help="portrait of one person to drive instead")
     d.add_argument("--eye-contact", type=float, nargs="?", const=10.0, default=None,
                    metavar="DEG", help="draw the eyes turned up into the camera, DEG degrees "
@@ -247,20 +247,20 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     d.set_defaults(func=_decode)
 
     u = sub.add_parser("upscale", help="upscale a video two times (super-resolution network)")
-    u.add_argument("input", type=Path)
+    u.add_argument("input", type=path_arg)
     u.add_argument("-o", "--output", type=_output_file, required=True, help=OUTPUT_HELP)
     u.set_defaults(func=_upscale)
 
     i = sub.add_parser("info", help="describe an .fcv stream")
-    i.add_argument("input", type=Path)
+    i.add_argument("input", type=path_arg)
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_info)
 
     m = sub.add_parser("demo", help="encode + decode a clip, compare with H.264 and AV1")
-    m.add_argument("input", type=Path, nargs="?", default=None,
+    m.add_argument("input", type=path_arg, nargs="?", default=None,
                    help=f"a talking-head clip (default: {DEMO_CLIP}, beside the current "
                         "folder or this checkout)")
-    m.add_argument("--out", type=Path, default=Path("out/demo"))
+    m.add_argument("--out", type=path_arg, default=Path("out/demo"))
     m.add_argument("--target-kbps", type=float,
                    help="rate, every byte counted (above 5 kbps the low-resolution layer "
                         "is tried too)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import tempfile
@@ -12,6 +13,14 @@ from facecodec.errors import FacecodecError
 # Folders made for outputs by this command, in the order made: a command that fails removes
 # those still empty (`settle_made_folders`), so it leaves nothing behind.
 _made: list[Path] = []
+
+
+def path_arg(text: str) -> Path:
+    """A path given on the command line (argparse `type=`): an empty one is refused, since
+    Path("") is the current folder and an error would name "." instead."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty name; give a path")
+    return Path(text)
 
 
 def make_folder(path: Path) -> None:

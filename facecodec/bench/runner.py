@@ -28,7 +28,7 @@ from facecodec.bench.report import REPORT_FILES, anchor_summary, write_report
 from facecodec.bench.system import SystemFn
 from facecodec.errors import FacecodecError
 from facecodec.face.tracker import without_face_advice
-from facecodec.files import check_writable, content_id, make_folder, same_name
+from facecodec.files import check_writable, content_id, make_folder, path_arg, same_name
 
 VIDEO_SUFFIXES = {".mp4", ".mpg", ".mov", ".avi", ".mkv", ".webm", ".y4m"}
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -260,7 +260,7 @@ def resolve_clips(items: list[str], quick: bool) -> list[Path]:
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare `facecodec bench` options on the CLI's sub-parser."""
     parser.add_argument("clips", nargs="*", help="video files or folders (default: validation)")
-    parser.add_argument("--out", type=Path, default=Path("out/bench"), help="output folder")
+    parser.add_argument("--out", type=path_arg, default=Path("out/bench"), help="output folder")
     parser.add_argument("--quick", action="store_true", help="short clips, sparse ladders")
     parser.add_argument(
         "--codecs", nargs="*", default=None, metavar="NAME",
@@ -272,7 +272,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="registered facecodec systems to bench against the codecs",
     )
     parser.add_argument(
-        "--reuse", type=Path, default=None, metavar="RESULTS_JSON",
+        "--reuse", type=path_arg, default=None, metavar="RESULTS_JSON",
         help="take conventional-codec points from an earlier run with the same protocol",
     )
 

@@ -37,7 +37,7 @@ from facecodec.capture.video import probe, read_frames
 from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET, check_layer_kbps
 from facecodec.codec.stream import MAX_CALL_PACKET_FRAMES, check_packet_frames
 from facecodec.errors import BitstreamError, FacecodecError, Terminated
-from facecodec.files import check_writable, same_file, write_text
+from facecodec.files import check_writable, path_arg, same_file, write_text
 from facecodec.motion.coder import PRESETS
 from facecodec.render.edits import EyeContact, PoseEdit, add_pose_arguments, pose_of
 from facecodec.render.registry import CALL_RENDERER
@@ -769,8 +769,9 @@ async def run_call(
 def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("room", help="room name shared by both peers ([A-Za-z0-9_-]{1,64})")
     parser.add_argument("--signal", default="ws://127.0.0.1:8765/", help="signaling server URL")
-    parser.add_argument("--signal-ca", type=Path, metavar="PEM", help="trust a wss:// signaling "
-                        "server whose certificate this authority (or self-signed file) issued")
+    parser.add_argument("--signal-ca", type=path_arg, metavar="PEM",
+                        help="trust a wss:// signaling server whose certificate this authority "
+                        "(or self-signed file) issued")
     parser.add_argument("--source", help="video file to send (omit to only receive)")
     parser.add_argument("--camera", nargs="?", const="0", metavar="DEVICE",
                         help="send a webcam instead: its index or device path (default 0)")
@@ -835,7 +836,7 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", choices=("best", "first"), default="best",
                         help="motion only: send a recent frame as a new reference picture when "
                              "it draws the recent frames better (best), or keep the first (first)")
-    parser.add_argument("--avatar", type=Path, default=None, metavar="PORTRAIT",
+    parser.add_argument("--avatar", type=path_arg, default=None, metavar="PORTRAIT",
                         help="appear as this portrait, driven by your face: your own face is "
                              "never sent (motion only: no layer)")
     parser.add_argument("--stats-json", help="write this side's call summary to this JSON file")
@@ -860,9 +861,11 @@ def ice_servers(args: argparse.Namespace) -> tuple[IceServer, ...]:
 
 def call_main(args: argparse.Namespace) -> int:
     """Run one side of a call from parsed arguments; print a one-line summary."""
+    for flag, value in (("--source", args.source), ("--audio", args.audio),
+                        ("--stats-json", args.stats_json)):
+        if value == "":
+            raise FacecodecError(f"{flag} needs a file name")
     if args.stats_json is not None:
-        if not args.stats_json:
-            raise FacecodecError("--stats-json needs a file name")
         sound = None if args.audio in ("auto", "silence", "none") else args.audio
         inputs = (args.source, sound, args.avatar, args.signal_ca)
         if any(p is not None and same_file(Path(p), Path(args.stats_json)) for p in inputs):

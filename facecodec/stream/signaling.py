@@ -38,6 +38,7 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from facecodec.errors import FacecodecError
+from facecodec.files import path_arg
 from facecodec.stream.shutdown import until_sigterm
 from facecodec.stream.wire import untrusted_json
 
@@ -387,8 +388,8 @@ def add_signal_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-message-kb", type=int, default=64, help="largest accepted message, KiB"
     )
     parser.add_argument("--rate", type=float, default=10.0, help="messages per second per peer")
-    parser.add_argument("--cert", type=Path, help="TLS certificate chain (PEM): serve wss://")
-    parser.add_argument("--key", type=Path, help="the certificate's private key (PEM)")
+    parser.add_argument("--cert", type=path_arg, help="TLS certificate chain (PEM): serve wss://")
+    parser.add_argument("--key", type=path_arg, help="the certificate's private key (PEM)")
 
 
 def signal_main(args: argparse.Namespace) -> int:

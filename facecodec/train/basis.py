@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facecodec.files import path_arg
 from facecodec.motion.basis import N_MESH, RIGID, ExpressionBasis
 from facecodec.motion.geometry import umeyama
 from facecodec.train.landmarks import build_cache
@@ -88,9 +89,9 @@ def fit(data: Path, cache: Path, out: Path, stride: int = 2) -> ExpressionBasis:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
-    ap.add_argument("--cache", type=Path, default=Path("cache/landmarks"))
-    ap.add_argument("--out", type=Path, default=Path("facecodec/assets/basis_v1"))
+    ap.add_argument("--data", type=path_arg, default=Path("../shared/data"))
+    ap.add_argument("--cache", type=path_arg, default=Path("cache/landmarks"))
+    ap.add_argument("--out", type=path_arg, default=Path("facecodec/assets/basis_v1"))
     args = ap.parse_args()
     b = fit(args.data, args.cache, args.out)
     print(b.basis_id)

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from facecodec.errors import FacecodecError
+from facecodec.files import path_arg
 
 CRF = 8
 VIDEO = "crops.mp4"
@@ -107,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m facecodec.train.cache_pack",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=("pack", "unpack"))
-    ap.add_argument("src", type=Path)
-    ap.add_argument("dst", type=Path)
+    ap.add_argument("src", type=path_arg)
+    ap.add_argument("dst", type=path_arg)
     a = ap.parse_args(argv)
     try:
         n = pack(a.src, a.dst) if a.action == "pack" else unpack(a.src, a.dst)

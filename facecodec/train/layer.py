@@ -36,6 +36,7 @@ from pytorch_msssim import ms_ssim
 
 from facecodec.codec.keyframe import round_trip
 from facecodec.codec.layer import code_sequence, downscale
+from facecodec.files import path_arg
 from facecodec.render.fusion_model import DEFAULT_WEIGHTS
 from facecodec.render.layer_fusion import (
     FusionConfig,
@@ -224,7 +225,7 @@ def evaluate(net: FusionNet, val: list[tuple]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = training_parser("python -m facecodec.train.layer", __doc__, steps=4000, minutes=25.0,
                          batch=8, patch=128, weights=DEFAULT_WEIGHTS)
-    ap.add_argument("--cache", type=Path, default=Path("cache/refiner"))
+    ap.add_argument("--cache", type=path_arg, default=Path("cache/refiner"))
     ap.add_argument("--variants", type=count, default=3, help="coded layer streams per clip")
     ap.add_argument("--ref-quality", type=int, nargs=2, default=(60, 60), metavar=("LO", "HI"),
                     help="keyframe quality range of the references (v1: 60 60)")

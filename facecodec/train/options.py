@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from facecodec.errors import OneLineParser
-from facecodec.files import check_writable, make_folder
+from facecodec.files import check_writable, make_folder, path_arg
 from facecodec.train.splits import load_split
 
 
@@ -27,8 +27,8 @@ def training_parser(
     """--data --out --steps --time-limit-min --batch --patch --lr --val-every --threads --seed
     --max-clips --export, with this trainer's defaults; add its own options to the result."""
     ap = OneLineParser(prog=prog, description=doc)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--data", type=path_arg, required=True)
+    ap.add_argument("--out", type=path_arg, required=True)
     ap.add_argument("--steps", type=count, default=steps)
     ap.add_argument("--time-limit-min", type=_amount, default=minutes)
     ap.add_argument("--batch", type=count, default=batch)
@@ -38,7 +38,7 @@ def training_parser(
     ap.add_argument("--threads", type=count, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-clips", type=count, default=None)
-    ap.add_argument("--export", type=Path, default=None,
+    ap.add_argument("--export", type=path_arg, default=None,
                     help=f"also write the best weights here (the shipped ones: {weights})")
     return ap
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from pytorch_msssim import ms_ssim
 
 from facecodec.errors import FacecodecError
+from facecodec.files import path_arg
 from facecodec.render.restore import (
     DEFAULT_WEIGHTS,
     RestoreConfig,
@@ -161,13 +162,13 @@ def evaluate(net: RestoreNet, pool: dict[str, torch.Tensor], qualities: np.ndarr
 def main(argv: list[str] | None = None) -> int:
     ap = training_parser("python -m facecodec.train.restore", __doc__, steps=20000,
                          minutes=25.0, batch=16, patch=128, weights=DEFAULT_WEIGHTS)
-    ap.add_argument("--cache", type=Path, default=Path("cache/refiner"))
+    ap.add_argument("--cache", type=path_arg, default=Path("cache/refiner"))
     ap.add_argument("--frames", type=count, default=6, help="crops taken from each clip")
     ap.add_argument("--codes", type=count, default=4, help="random qualities per crop")
     ap.add_argument("--quality", type=int, nargs=2, default=(10, 70), metavar=("LO", "HI"))
     ap.add_argument("--jobs", type=count, default=2, help="processes coding the pool")
-    ap.add_argument("--save-pool", type=Path, default=None)
-    ap.add_argument("--pool", type=Path, default=None, help="train from a saved pool")
+    ap.add_argument("--save-pool", type=path_arg, default=None)
+    ap.add_argument("--pool", type=path_arg, default=None, help="train from a saved pool")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--widths", type=int, nargs=2, default=(48, 96))
     ap.add_argument("--blocks", type=int, nargs=2, default=(3, 3))

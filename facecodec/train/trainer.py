@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from facecodec.errors import FacecodecError
+from facecodec.files import path_arg
 from facecodec.render.neural import RefinerConfig, RefinerNet, model_id_of, save_weights
 from facecodec.train.adversarial import PatchDiscriminator, discriminator_loss, generator_terms
 from facecodec.train.dataset import (
@@ -209,10 +210,10 @@ def _model_problem(m: dict[str, object]) -> str | None:
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, required=True, help="JSON training config")
-    p.add_argument("--data", type=Path, required=True, help="data dir with splits.json")
-    p.add_argument("--out", type=Path, required=True, help="run dir (resumed if it exists)")
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="pair cache dir")
+    p.add_argument("--config", type=path_arg, required=True, help="JSON training config")
+    p.add_argument("--data", type=path_arg, required=True, help="data dir with splits.json")
+    p.add_argument("--out", type=path_arg, required=True, help="run dir (resumed if it exists)")
+    p.add_argument("--cache", type=path_arg, default=DEFAULT_CACHE, help="pair cache dir")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
