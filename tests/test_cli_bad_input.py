@@ -903,6 +903,59 @@ def test_a_stream_reads_from_a_pipe_within_its_limit(
         assert "too large for an .fcv stream" in assert_one_line_error(run, code=2)
 
 
+def test_a_pipe_is_read_only_until_its_stream_is_damaged(
+    encoded_grid: EncodedClip, run_main: Run, tmp_path: Path
+) -> None:
+    """A pipe that goes on with garbage (`<(cat cut.fcv /dev/urandom)`) was read to the
+    limit, a GiB in memory, then refused as too large, its good frames unwritten. Reading
+    stops where the stream cannot go on: the frames before are written and the damage named,
+    as for a file; bytes after the END packet likewise."""
+    import random
+    import threading
+
+    from facecodec.bitstream.container import FcvReader
+    from facecodec.bitstream.packets import PacketType
+
+    data = encoded_grid.fcv.read_bytes()
+    end = next(at for p, at, _ in FcvReader(encoded_grid.fcv).entries()
+               if p.type == PacketType.END)
+    sent: list[int] = []
+
+    def piped(head: bytes) -> tuple[str, int]:
+        r, w = os.pipe()
+
+        def write() -> None:  # then garbage until the reader goes (or 2 GiB)
+            rng, total = random.Random(5), 0
+            try:
+                os.write(w, head)
+                while total < 2 << 30:
+                    total += os.write(w, rng.randbytes(1 << 20))
+            except OSError:  # the reader closed the pipe
+                pass
+            finally:
+                sent.append(total)
+                os.close(w)
+
+        threading.Thread(target=write, daemon=True).start()
+        return f"/dev/fd/{r}", r
+
+    out = tmp_path / "cut.mp4"
+    source, r = piped(data[:end])
+    run = run_main("decode", source, "-o", out, "--renderer", "warp")
+    os.close(r)  # the last reader: the writer's next write fails
+    line = assert_one_line_error(run, code=3)
+    assert "bad sync byte" in line and "too large" not in line, line
+    assert _frame_count(out) == GRID_FRAMES  # every frame came before the END packet
+    source, r = piped(data)
+    run = run_main("info", source)
+    os.close(r)
+    assert "bytes after the END packet" in assert_one_line_error(run, code=3)
+    deadline = time.monotonic() + 10
+    while len(sent) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(sent) == 2 and max(sent) < 64 << 20, sent  # MiBs read, not a GiB
+
+
 def test_info_into_a_reader_that_went_away(encoded_grid: EncodedClip) -> None:
     """`facecodec info x.fcv | head -1`: the reader may close the pipe before info writes;
     that is no error (exit 0, nothing on stderr)."""

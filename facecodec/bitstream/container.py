@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Iterator
@@ -204,7 +205,8 @@ class StreamHeader:
         return parse_header(data)[0]
 
 
-def parse_header(data: bytes | memoryview) -> tuple[StreamHeader, int, tuple[int, int]]:
+def parse_header(data: bytes | bytearray | memoryview
+                 ) -> tuple[StreamHeader, int, tuple[int, int]]:
     """Header at the start of `data`: (header, its length in bytes, (major, minor))."""
     view = memoryview(data).cast("B")
     if len(view) < 4 or bytes(view[:4]) != MAGIC:
@@ -385,19 +387,51 @@ class SkippedPacket:
     size: int
 
 
-def _read_at_most(f: BinaryIO, limit: int) -> bytes | None:
-    """All of `f`, or None when it holds more than `limit` bytes. A file's size is known
-    beforehand; a pipe's is read in pieces (one read of `limit` would reserve it all)."""
-    size = os.fstat(f.fileno()).st_size
-    if size > limit:
+def _read_at_most(f: BinaryIO, limit: int) -> tuple[bytes, bool] | None:
+    """All of `f` and True, or None when it holds more than `limit` bytes. A file's size is
+    known beforehand; a pipe's is read in pieces (one read of `limit` would reserve it all),
+    and only until what came cannot begin a stream (then with False): damage, or bytes after
+    the END packet. The bytes after that change nothing the reader says, and a pipe may
+    never end (`<(cat x.fcv /dev/urandom)` was read to the limit, a GiB, before a word)."""
+    st = os.fstat(f.fileno())
+    if st.st_size > limit:
         return None
-    pieces, total = [], 0
+    data, damage = bytearray(), None if stat.S_ISREG(st.st_mode) else _DamageScan()
     while piece := f.read(1 << 20):
-        total += len(piece)
-        if total > limit:
+        data += piece
+        if len(data) > limit:
             return None
-        pieces.append(piece)
-    return b"".join(pieces)
+        if damage is not None and damage.found(data):
+            return bytes(data), False
+    return bytes(data), True
+
+
+class _DamageScan:
+    """Finds, piece by piece, where a stream read so far stops being the start of a whole
+    one; each packet is checked once."""
+
+    def __init__(self) -> None:
+        self.offset: int | None = None  # of the next packet, once the header is whole
+        self.ended = False
+
+    def found(self, data: bytearray) -> bool:
+        if self.ended:
+            return True  # bytes after the END packet
+        if self.offset is None:
+            try:
+                self.offset = parse_header(data)[1]
+            except BitstreamError as e:
+                return "truncated" not in str(e) or len(data) > MAX_HEADER
+        while self.offset < len(data):
+            try:
+                packet, end = decode_packet(data, self.offset)
+            except PacketError as e:
+                return not e.reason.startswith("truncated")
+            self.offset = end
+            if packet.type == PacketType.END:
+                self.ended = True
+                return end < len(data)
+        return False
 
 
 MAX_SKIPPED_LISTED = 1000
@@ -416,13 +450,13 @@ class FcvReader:
         check_readable(self.path, "an .fcv stream", pipe=True)
         try:
             with self.path.open("rb") as f:  # a pipe (`<(cat x.fcv)`) is read to its end
-                data = _read_at_most(f, MAX_STREAM_BYTES)
+                read = _read_at_most(f, MAX_STREAM_BYTES)
         except OSError as e:
             raise FacecodecError(f"cannot read {self.path}: {e.strerror or e}") from None
-        if data is None:
+        if read is None:
             raise FacecodecError(f"{self.path}: over {MAX_STREAM_BYTES >> 20} MiB, too large "
                                  "for an .fcv stream")
-        self._data = data
+        self._data, self._whole = read
         try:
             self.header, self.header_size, self.version = parse_header(self._data)
         except BitstreamError as e:
@@ -455,8 +489,8 @@ class FcvReader:
                         SkippedPacket(index, packet.type, packet.seq, offset, end - offset))
             if packet.type == PacketType.END and end != len(self._data):
                 raise BitstreamError(
-                    f"packet {index + 1} (at byte {end}): {len(self._data) - end} bytes "
-                    "after the END packet"
+                    f"packet {index + 1} (at byte {end}): {'' if self._whole else 'at least '}"
+                    f"{len(self._data) - end} bytes after the END packet"
                 )
             offset, index = end, index + 1
 
