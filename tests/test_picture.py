@@ -70,6 +70,19 @@ def test_a_truncated_or_damaged_picture_is_refused(tmp_path: Path) -> None:
         read_picture(text, "portrait")
 
 
+def test_a_picture_of_floating_point_samples_is_named_as_such(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A TIFF of 32-bit float samples is a picture, but not one OpenCV reads: it was called
+    "not an image file", after a warning of OpenCV's own on stderr."""
+    from PIL import Image
+
+    path = tmp_path / "float.tiff"
+    Image.fromarray(np.random.default_rng(1).random((96, 96), np.float32)).save(path)
+    with pytest.raises(FacecodecError, match="a TIFF picture of mode F, which cannot be read"):
+        read_picture(path, "portrait")
+    assert capfd.readouterr().err == ""
+
+
 def test_a_folder_or_device_is_not_a_picture(tmp_path: Path) -> None:
     with pytest.raises(FacecodecError, match="is a folder, not a portrait"):
         read_picture(tmp_path, "portrait")
