@@ -612,6 +612,7 @@ def test_a_mistyped_argument_is_one_line_naming_it(run_cli: Run, tmp_path: Path)
          "name; give a path"),
         (("encode", "", "-o", out / "x.fcv"), "facecodec encode", "argument input: an empty"),
         (("bench", "--out", ""), "facecodec bench", "argument --out: an empty name"),
+        (("bench", ""), "facecodec bench", "argument clips: an empty name"),
     ):
         run = run_cli(*args, timeout=60)
         assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr

@@ -279,13 +279,21 @@ def test_rate_limit() -> None:
 
 
 def test_join_timeout_closes_idle_connection() -> None:
+    """Also one that pings (aiohttp's receive timeout started again at each ping, so a
+    client that never joined but pinged kept its connection for ever)."""
     async def body(url: str, server: SignalingServer) -> None:
         session, ws = await raw_ws(url)
         frame = await ws.receive(timeout=5)
         assert frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         await session.close()
+        async with aiohttp.ClientSession() as pinging:
+            ws = await pinging.ws_connect(url, heartbeat=0.05)
+            start = time.monotonic()
+            frame = await ws.receive(timeout=5)
+            assert frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            assert time.monotonic() - start < 2
 
-    run(body, join_timeout_s=0.2)
+    run(body, join_timeout_s=0.3)
 
 
 def test_signaling_over_tls(tmp_path: Path) -> None:

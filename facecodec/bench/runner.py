@@ -234,7 +234,7 @@ def check_results(results: object) -> None:
                                  f"{', '.join(bad)} (or of the wrong kind)")
 
 
-def resolve_clips(items: list[str], quick: bool) -> list[Path]:
+def resolve_clips(items: list[Path], quick: bool) -> list[Path]:
     """Video files from files and folders; none given: the validation split."""
     if not items:
         splits = DATA_DIR / "splits.json"
@@ -243,8 +243,7 @@ def resolve_clips(items: list[str], quick: bool) -> list[Path]:
         names = QUICK_CLIPS if quick else json.loads(splits.read_text())["validation"]
         return [DATA_DIR / n for n in names]
     out: list[Path] = []
-    for item in items:
-        p = Path(item)
+    for p in items:
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.suffix.lower() in VIDEO_SUFFIXES)
             if not found:
@@ -259,7 +258,8 @@ def resolve_clips(items: list[str], quick: bool) -> list[Path]:
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare `facecodec bench` options on the CLI's sub-parser."""
-    parser.add_argument("clips", nargs="*", help="video files or folders (default: validation)")
+    parser.add_argument("clips", nargs="*", type=path_arg,
+                        help="video files or folders (default: validation)")
     parser.add_argument("--out", type=path_arg, default=Path("out/bench"), help="output folder")
     parser.add_argument("--quick", action="store_true", help="short clips, sparse ladders")
     parser.add_argument(

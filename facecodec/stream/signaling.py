@@ -180,10 +180,13 @@ class SignalingServer:
         bucket = _TokenBucket(self.limits.rate_per_s, self.limits.burst)
         errors = 0
         room: str | None = None
+        # From the connection, not from each message: aiohttp's own receive timeout starts
+        # again at every ping, so a client that only pinged was never closed.
+        join_by = asyncio.get_running_loop().time() + self.limits.join_timeout_s
         while not ws.closed:
-            timeout = self.limits.join_timeout_s if room is None else None
             try:
-                frame = await ws.receive(timeout=timeout)
+                async with asyncio.timeout_at(join_by if room is None else None):
+                    frame = await ws.receive()
             except TimeoutError:
                 await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"join timeout")
                 break
