@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
-import shutil
 import statistics
 import struct
 import sys
@@ -73,13 +73,13 @@ def _unknown_side_data(cls: type[SideDataType], value: object) -> SideDataType |
     """A kind of frame side data that FFmpeg gives and PyAV's list lacks (FFmpeg 8 attaches
     a picture's EXIF, number 31): PyAV refuses the frame's whole side data for it, the
     display matrix beside it included, so every photo from a camera failed to read. It is
-    named by its number instead."""
+    named by its number instead, once (one member per number, as Flag's pseudo-members)."""
     if not isinstance(value, int):
         return None
     member = object.__new__(cls)
     member._name_ = f"UNKNOWN_{value}"
     member._value_ = value  # type: ignore[assignment]
-    return member
+    return cls._value2member_map_.setdefault(value, member)  # type: ignore[return-value]
 
 
 SideDataType._missing_ = classmethod(_unknown_side_data)  # type: ignore[assignment]
@@ -336,19 +336,34 @@ def _stated_end(c: av.container.InputContainer) -> float | None:
     return min(length, (c.start_time or 0) / av.time_base + length)
 
 
-def _tag_y4m_aspect(path: Path, aspect: Fraction) -> None:
-    """Give a y4m file's header its pixel shape ("A128:117") in place of "unknown": the
-    file is written again behind its new first line."""
-    tagged = path.with_name(path.name + ".a")
-    try:
-        with path.open("rb") as src, tagged.open("wb") as dst:
-            fields = src.readline().rstrip(b"\n").split(b" ")
-            shape = f"A{aspect.numerator}:{aspect.denominator}".encode()
-            dst.write(b" ".join(shape if f.startswith(b"A") else f for f in fields) + b"\n")
-            shutil.copyfileobj(src, dst, 1 << 20)
-        os.replace(tagged, path)
-    finally:
-        tagged.unlink(missing_ok=True)
+class _Y4mShape(io.RawIOBase):
+    """The file a y4m muxer writes, its header's pixel shape set on the way: FFmpeg writes
+    the stream's, which PyAV cannot set (only the codec's), so "A0:0" (unknown) becomes
+    "A128:117". The header is the first line; the frames pass through."""
+
+    def __init__(self, path: Path, aspect: Fraction) -> None:
+        self._file = path.open("wb")
+        self._shape = f"A{aspect.numerator}:{aspect.denominator}".encode()
+        self._head: bytearray | None = bytearray()  # until the header's line is whole
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        if self._head is None:
+            return self._file.write(data)
+        self._head += data
+        if b"\n" in self._head:
+            line, rest = self._head.split(b"\n", 1)
+            fields = [self._shape if f.startswith(b"A") else f for f in line.split(b" ")]
+            self._file.write(b" ".join(fields) + b"\n" + rest)
+            self._head = None
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+        super().close()
 
 
 class VideoWriter:
@@ -372,11 +387,12 @@ class VideoWriter:
         fd, self._tmp = temp_beside(self.path)
         os.close(fd)
         self._c: av.container.OutputContainer | None = None
+        self._shaped: _Y4mShape | None = None
         try:
-            self._c = av.open(str(self._tmp), "w", format=fmt)
+            self._shaped = (_Y4mShape(self._tmp, pixel_aspect)
+                            if fmt == "yuv4mpegpipe" and pixel_aspect != 1 else None)
+            self._c = av.open(self._shaped or str(self._tmp), "w", format=fmt)
             raw = fmt in RAW_CONTAINERS
-            # FFmpeg's y4m muxer writes "A0:0" (unknown) whatever the stream says: tagged on close.
-            self._y4m_aspect = pixel_aspect if raw and pixel_aspect != 1 else None
             self._s = self._c.add_stream("rawvideo" if raw else "libx264", rate=fps)
             self._s.width, self._s.height = width, height
             self._s.pix_fmt = "yuv420p"
@@ -429,8 +445,8 @@ class VideoWriter:
                     print(f"warning: {self._sound.path}: damaged sound; its damaged parts are "
                           "silent in the output", file=sys.stderr)
             self._container.close()
-            if self._y4m_aspect is not None:
-                _tag_y4m_aspect(self._tmp, self._y4m_aspect)
+            if self._shaped is not None:
+                self._shaped.close()
         except OSError as e:
             self.abort()
             raise FacecodecError(f"cannot write {self.path}: {e.strerror or e}") from None
@@ -450,6 +466,9 @@ class VideoWriter:
             if self._c is not None:
                 with contextlib.suppress(OSError, av.error.FFmpegError):
                     self._c.close()
+            if self._shaped is not None:
+                with contextlib.suppress(OSError):
+                    self._shaped.close()
         finally:
             self._tmp.unlink(missing_ok=True)
 
