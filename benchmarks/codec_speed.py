@@ -23,6 +23,7 @@ from facecodec.cli import run_guarded
 from facecodec.codec.analysis import FaceAnalyzer
 from facecodec.codec.decoder import PacketDecoder
 from facecodec.codec.encoder import EncoderSettings, Packetizer, coder_config
+from facecodec.files import path_arg
 from facecodec.motion.basis import load_basis
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -30,7 +31,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("clip", nargs="?", type=Path, default=DATA / "clips/liveportrait_d19.mp4")
+    ap.add_argument("clip", nargs="?", type=path_arg, default=DATA / "clips/liveportrait_d19.mp4")
     ap.add_argument("--frames", type=int, default=250)
     ap.add_argument("--size", type=int, default=256)
     a = ap.parse_args()

@@ -37,7 +37,7 @@ from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_file
 from facecodec.codec.stream import StreamDecoder
 from facecodec.errors import BitstreamError, FacecodecError
-from facecodec.files import make_folder
+from facecodec.files import make_folder, path_arg
 
 
 class Hang(Exception):
@@ -95,11 +95,11 @@ def call_case(header: bytes, packets: list[bytes], rng: random.Random,
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("streams", type=Path, nargs="+")
+    p.add_argument("streams", type=path_arg, nargs="+")
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--hang-s", type=int, default=120, help="a decode longer than this hangs")
-    p.add_argument("--findings", type=Path, default=Path("out/fuzz"))
+    p.add_argument("--findings", type=path_arg, default=Path("out/fuzz"))
     p.add_argument("--call", action="store_true", help="fuzz a call's receiver")
     a = p.parse_args()
     if a.call:

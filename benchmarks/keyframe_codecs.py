@@ -61,7 +61,6 @@ def main() -> None:
     ap.add_argument("--clips", nargs="*", default=CLIPS, help="paths relative to shared/data")
     ap.add_argument("--only", default="", help="run only the coders whose name contains this")
     args = ap.parse_args()
-    images = [centre_square(DATA / c, args.size) for c in args.clips]
 
     coders = {name: _shipped(name) for name in kf.CODEC_IDS}
     # Presets as shipped, and two with SVT-AV1's own screen-content guess (what
@@ -85,6 +84,7 @@ def main() -> None:
     )
 
     coders = {k: coders[k] for k in containing(args.only, coders, "coder")}
+    images = [centre_square(DATA / c, args.size) for c in args.clips]
     print(f"{len(images)} crops of {args.size}x{args.size}: " + ", ".join(args.clips))
     print(f"\n{'codec':<14} {'quality':>7} {'bytes':>8} {'PSNR-Y':>7} {'enc ms':>7}")
     curves: dict[str, list[list[tuple[float, float]]]] = {}

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecodec.bench.choice import writable
+from facecodec.bench.choice import check_outputs
 from facecodec.bench.conventional import dispensable_bytes
 from facecodec.bench.curves import bd_rate
 from facecodec.bench.facecodec_system import facecodec_reference
@@ -42,7 +42,7 @@ from facecodec.codec.layer import (
     code_sequence,
     upsample,
 )
-from facecodec.files import write_text
+from facecodec.files import path_arg, write_text
 from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -153,11 +153,11 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=3)
     ap.add_argument("--stage", choices=("codecs", "sizes", "large", "presets", "params"),
                     default="codecs")
-    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--json", type=path_arg, default=None)
     a = ap.parse_args()
     if a.clips < 1:
         ap.error("--clips must be 1 or more")
-    writable(a.json)
+    check_outputs(a.json)
     clips = load_split(DATA, "validation")
     if a.stage not in ("large", "presets", "params"):
         clips = [p for p in clips if "liveportrait" in p.stem][: a.clips]

@@ -22,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from facecodec.cli import run_guarded
 from facecodec.codec.decoder import PacketDecoder
 from facecodec.codec.encoder import EncoderSettings, analyze_file, code_analysis
+from facecodec.files import path_arg
 from facecodec.render.layer_fusion import FusionNet, LayerFusion
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -36,7 +37,7 @@ def gflops(net: FusionNet, size: int = 256) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--clip", type=Path, default=DATA / "clips" / "liveportrait_d14.mp4")
+    ap.add_argument("--clip", type=path_arg, default=DATA / "clips" / "liveportrait_d14.mp4")
     ap.add_argument("--layer-kbps", type=float, default=8.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import facecodec.codec.layer_rate as layer_rate
-from facecodec.bench.choice import writable
+from facecodec.bench.choice import check_outputs
 from facecodec.bench.facecodec_system import analysis_of, facecodec_reference
 from facecodec.bench.metrics import ReferenceFeatures, evaluate
 from facecodec.bench.reference import ReferenceClip
@@ -30,7 +30,7 @@ from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import Analysis, EncoderSettings, code_analysis
 from facecodec.codec.layer_rate import LAYER_MOTION_PRESET
-from facecodec.files import write_text
+from facecodec.files import path_arg, write_text
 from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -60,9 +60,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("combos", nargs="+", type=parse_combo, help="RATE,SIZE,DIVISOR")
     ap.add_argument("--split", default="train")
-    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--json", type=path_arg, default=None)
     a = ap.parse_args()
-    writable(a.json)
+    check_outputs(a.json)
     rows = []
     for clip, ref, feats, analysis in scored_clips(a.split):
         for rate, size, divisor in a.combos:

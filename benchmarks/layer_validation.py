@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from facecodec.bench.choice import chosen, clips_named, writable
+from facecodec.bench.choice import check_outputs, chosen, clips_named
 from facecodec.bench.facecodec_system import analysis_of, facecodec_reference
 from facecodec.bench.metrics import ReferenceFeatures, evaluate
 from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, code_analysis
-from facecodec.files import write_text
+from facecodec.files import path_arg, write_text
 from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -38,11 +38,11 @@ def main() -> None:
     ap.add_argument("--rates", type=float, nargs="+", default=[4.0, 8.0, 15.0])
     ap.add_argument("--modes", nargs="+", default=list(MODES))
     ap.add_argument("--clips", nargs="+", default=None, help="clip stems (default: all)")
-    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--json", type=path_arg, default=None)
     a = ap.parse_args()
     a.modes = chosen(a.modes, MODES, "layer mode")
     clips = clips_named(load_split(DATA, a.split), a.clips, f"split {a.split!r}")
-    writable(a.json)
+    check_outputs(a.json)
     rows = []
     for clip in clips:
         ref = facecodec_reference(clip)

@@ -45,11 +45,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from facecodec.bench.choice import check_outputs
 from facecodec.capture.feed import LiveFeed
 from facecodec.capture.video import probe, read_frames
 from facecodec.cli import run_guarded
 from facecodec.errors import FacecodecError
-from facecodec.files import check_writable, write_text
+from facecodec.files import path_arg, write_text
 from facecodec.render.registry import CALL_RENDERER
 from facecodec.stream.browser import devtools, find_chromium, headless_chromium
 from facecodec.stream.call import CallOptions, run_call
@@ -666,9 +667,9 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, help="video clip to send")
+    parser.add_argument("--source", type=path_arg, help="video clip to send")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--json", type=Path, help="where to write the results")
+    parser.add_argument("--json", type=path_arg, help="where to write the results")
     parser.add_argument(
         "--loss", type=float, default=0.0, help="packet loss probability (loopback: motion only)"
     )
@@ -685,13 +686,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="both peers' Opus frame length (facecodec call --audio-frame-ms)")
     parser.add_argument("--camera", action="store_true",
                         help="send the clip as a webcam (played live into a named pipe)")
-    parser.add_argument("--reverse", type=Path, metavar="CLIP",
+    parser.add_argument("--reverse", type=path_arg, metavar="CLIP",
                         help="a two-way call (--netns): the receiving side sends this clip")
     parser.add_argument("--follow-link", action=argparse.BooleanOptionalAction,
                         default=True, help="the sender's `facecodec call --follow-link`")
     parser.add_argument("--packet-frames", type=int, default=1,
                         help="frames a motion packet carries (facecodec call --packet-frames)")
-    parser.add_argument("--avatar", type=Path, metavar="PORTRAIT",
+    parser.add_argument("--avatar", type=path_arg, metavar="PORTRAIT",
                         help="the sender appears as this portrait (`facecodec call --avatar`)")
     parser.add_argument("--netns", action="store_true", help="call across network namespaces")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay (--netns)")
@@ -700,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--buffer-ms", type=float, default=200.0,
                         help="the bottleneck's drop-tail buffer (--netns --rate-kbps)")
     parser.add_argument(
-        "--screenshot", type=Path, help="instead: PNG of the receiver's viewer page in Chromium"
+        "--screenshot", type=path_arg, help="instead: PNG of the receiver's viewer page in Chromium"
     )
     parser.add_argument("--relay", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -723,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
         if clip is not None and not clip.is_file():
             print(f"error: {clip}: no such file", file=sys.stderr)
             return 2
-    check_writable(args.json)
+    check_outputs(args.json)
     try:
         result = asyncio.run(_bench(args))
     except FacecodecError as exc:

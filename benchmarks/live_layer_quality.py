@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecodec.bench.choice import clips_named, writable
+from facecodec.bench.choice import check_outputs, clips_named
 from facecodec.bench.metrics import ReferenceFeatures, evaluate
 from facecodec.bitstream.container import StreamHeader
 from facecodec.bitstream.packets import Packet, decode_packet
@@ -33,7 +33,7 @@ from facecodec.capture.video import probe, read_frames
 from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.stream import StreamEncoder
-from facecodec.files import write_text
+from facecodec.files import path_arg, write_text
 from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -68,10 +68,10 @@ def main() -> None:
     ap.add_argument("--split", default="validation")
     ap.add_argument("--rates", type=float, nargs="+", default=[4.0])
     ap.add_argument("--clips", nargs="+", default=None, help="clip stems (default: all)")
-    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--json", type=path_arg, default=None)
     a = ap.parse_args()
     clips = clips_named(load_split(DATA, a.split), a.clips, f"split {a.split!r}")
-    writable(a.json)
+    check_outputs(a.json)
     rows = []
     for clip in clips:
         for rate in a.rates:

@@ -23,13 +23,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facecodec.bench.choice import writable
+from facecodec.bench.choice import check_outputs, chosen
 from facecodec.bench.metrics import luma, psnr_y
 from facecodec.capture.video import probe, read_frames
 from facecodec.cli import run_guarded
 from facecodec.codec.layer import LayerDecoder, downscale
 from facecodec.codec.layer_rate import LiveLayer, layer_packet_bytes
-from facecodec.files import write_text
+from facecodec.files import path_arg, write_text
 from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -102,17 +102,15 @@ def main() -> None:
     ap.add_argument("--clips", nargs="+", default=list(CLIPS), help="clip stems")
     ap.add_argument("--rates", type=float, nargs="+", default=[5.0, 8.0, 12.0, 15.0])
     ap.add_argument("--seconds", type=float, default=45.0)
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--compare", type=Path, default=None, help="an earlier --json output")
+    ap.add_argument("--json", type=path_arg, default=None)
+    ap.add_argument("--compare", type=path_arg, default=None, help="an earlier --json output")
     a = ap.parse_args()
     if not a.seconds >= START_S:
         ap.error(f"--seconds must be at least {START_S:g} (the start is measured over that)")
     clips = {c.stem: c for split in ("validation", "validation_unseen", "train")
              for c in load_split(DATA, split)}
-    unknown = [c for c in a.clips if c not in clips]
-    if unknown:
-        ap.error(f"no clip named {', '.join(unknown)} in {DATA / 'splits.json'}")
-    writable(a.json)
+    a.clips = chosen(a.clips, clips, f"clip in {DATA / 'splits.json'}")
+    check_outputs(a.json)
     rows = []
     for stem in a.clips:
         crops, fps = forth_and_back(clips[stem], a.seconds)

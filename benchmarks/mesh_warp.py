@@ -27,8 +27,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from facecodec.bench.choice import writable  # noqa: E402
+from facecodec.bench.choice import check_outputs  # noqa: E402
 from facecodec.cli import run_guarded  # noqa: E402
+from facecodec.files import path_arg  # noqa: E402
 from facecodec.render.mesh_warp import MeshWarper  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -152,11 +153,11 @@ def main() -> None:
     ap.add_argument("--clips", nargs="*", default=None,
                     help="paths under shared/data (default: the validation split)")
     ap.add_argument("--frames", type=int, default=150)
-    ap.add_argument("--video", type=Path, help="write original | warp of the first clip")
+    ap.add_argument("--video", type=path_arg, help="write original | warp of the first clip")
     args = ap.parse_args()
 
     args.clips = args.clips or validation_clips()
-    writable(args.video)
+    check_outputs(args.video)
     data = {c: load_clip(DATA / c, args.frames) for c in args.clips}
     if args.video:
         frames, marks = data[args.clips[0]]

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from facecodec.cli import run_guarded
+from facecodec.files import path_arg
 from facecodec.motion.coder import (
     CoderConfig,
     MotionDecoder,
@@ -144,7 +145,7 @@ GROUPS = {"rotation": slice(0, 3), "translation": slice(3, 5), "log_scale": slic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
+    ap.add_argument("--clip", type=path_arg, default=DEFAULT_CLIP)
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--k", type=int, default=16, help="expression coefficients (medium preset)")
     args = ap.parse_args()

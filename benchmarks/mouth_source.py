@@ -32,13 +32,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from neural_validation import DATA, SIZE  # noqa: E402
 
-from facecodec.bench.choice import writable
+from facecodec.bench.choice import check_outputs
 from facecodec.bench.metrics import ReferenceFeatures, evaluate  # noqa: E402
 from facecodec.cli import run_guarded
 from facecodec.codec.analysis import KeyframeEvent, MotionEvent  # noqa: E402
 from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops  # noqa: E402
 from facecodec.codec.keyframe import decode_image, encode_image  # noqa: E402
-from facecodec.files import write_text
+from facecodec.files import path_arg, write_text
 from facecodec.motion.basis import load_basis  # noqa: E402
 from facecodec.render import topology as topo  # noqa: E402
 from facecodec.render.mesh_warp import MeshWarper  # noqa: E402
@@ -146,10 +146,10 @@ def main() -> None:
     p.add_argument("--quality", type=int, nargs="+", default=[40, 60])
     p.add_argument("--patch", type=int, default=64)
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path("out/mouth_source"))
+    p.add_argument("--out", type=path_arg, default=Path("out/mouth_source"))
     a = p.parse_args()
     clips = load_split(DATA, a.split)
-    writable(a.out / f"{a.split}.json")
+    check_outputs(a.out / f"{a.split}.json")
     summary = {}
     for q in a.quality:
         jobs = [(c, a.frames, q, a.patch) for c in clips]

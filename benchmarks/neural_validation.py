@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facecodec.bench.choice import writable
+from facecodec.bench.choice import check_outputs
 from facecodec.bench.metrics import ReferenceFeatures, evaluate
 from facecodec.capture.video import VideoWriter
 from facecodec.cli import run_guarded
 from facecodec.codec.analysis import MotionEvent
 from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops
-from facecodec.files import write_text
+from facecodec.files import path_arg, write_text
 from facecodec.motion.basis import load_basis
 from facecodec.render.base import Renderer
 from facecodec.render.neural import DEFAULT_WEIGHTS, NeuralRenderer, load_net, model_id_of
@@ -94,15 +94,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--split", default="validation")
     p.add_argument("--frames", type=int, default=150)
-    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--weights", type=path_arg, default=DEFAULT_WEIGHTS)
     p.add_argument("--videos", type=int, default=2)
     p.add_argument("--clips", type=int, default=None, help="first N clips only")
     p.add_argument("--every", type=int, default=1, help="every N-th clip of the split")
     p.add_argument("--jobs", type=int, default=2, help="clips scored in parallel")
-    p.add_argument("--out", type=Path, default=Path("out/neural"))
+    p.add_argument("--out", type=path_arg, default=Path("out/neural"))
     a = p.parse_args()
     clips = load_split(DATA, a.split)[::a.every][:a.clips]
-    writable(a.out / f"{a.split}.json")
+    check_outputs(a.out / f"{a.split}.json")
     jobs = [(c, a.frames, a.weights, a.out / f"{c.stem}_side_by_side.mp4" if k < a.videos
              else None) for k, c in enumerate(clips)]
     results: dict[str, dict[str, dict[str, float]]] = {}

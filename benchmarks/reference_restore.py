@@ -26,10 +26,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from neural_validation import DATA, SIZE, render_clip, write_means  # noqa: E402
 
-from facecodec.bench.choice import writable
+from facecodec.bench.choice import check_outputs
 from facecodec.bench.metrics import ReferenceFeatures, evaluate, luma, psnr_y  # noqa: E402
 from facecodec.cli import run_guarded
 from facecodec.codec.keyframe import round_trip  # noqa: E402
+from facecodec.files import path_arg  # noqa: E402
 from facecodec.motion.basis import ExpressionBasis, load_basis  # noqa: E402
 from facecodec.motion.motion import Motion  # noqa: E402
 from facecodec.render.base import Renderer  # noqa: E402
@@ -102,12 +103,12 @@ def main() -> None:
     p.add_argument("--split", default="validation")
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--quality", type=int, nargs="+", default=[25, 40, 60, 92])
-    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--weights", type=path_arg, default=DEFAULT_WEIGHTS)
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path("out/restore"))
+    p.add_argument("--out", type=path_arg, default=Path("out/restore"))
     a = p.parse_args()
     clips = load_split(DATA, a.split)
-    writable(a.out / f"{a.split}.json")
+    check_outputs(a.out / f"{a.split}.json")
     jobs = [(c, a.frames, tuple(a.quality), a.weights) for c in clips]
     results: dict[str, dict] = {}
     with mp.get_context("spawn").Pool(a.jobs) as pool:

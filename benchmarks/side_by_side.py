@@ -30,7 +30,7 @@ from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, code_analysis
 from facecodec.codec.layer_rate import LAYER_MOTION_PRESET
-from facecodec.files import make_folder
+from facecodec.files import make_folder, path_arg
 from facecodec.render.edits import PoseEdit
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -116,7 +116,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clips", nargs="+", default=["liveportrait_d19", "grid_swiz3n"],
                     help="validation clip names (files under ../shared/data/clips)")
-    ap.add_argument("--out", type=Path, default=Path("out/video"))
+    ap.add_argument("--out", type=path_arg, default=Path("out/video"))
     args = ap.parse_args()
     clips = []
     for name in args.clips:

@@ -21,6 +21,7 @@ import cv2
 import torch
 
 from facecodec.cli import run_guarded
+from facecodec.files import path_arg
 from facecodec.train.dataset import PairSampler, PairStream, build_cache
 from facecodec.train.trainer import DEFAULT_CACHE, TrainConfig
 
@@ -40,10 +41,10 @@ def rate(batches: Iterable[object], batch: int, seconds: float) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", type=Path, default=Path("configs/refiner_gpu_open.json"))
+    p.add_argument("--config", type=path_arg, default=Path("configs/refiner_gpu_open.json"))
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     p.add_argument("--seconds", type=float, default=20.0)
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--cache", type=path_arg, default=DEFAULT_CACHE)
     a = p.parse_args()
     cfg = TrainConfig.load(a.config)
     torch.set_num_threads(1)

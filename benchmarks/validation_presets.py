@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecodec.bench.choice import chosen, writable
+from facecodec.bench.choice import check_outputs, clips_named
 from facecodec.bench.metrics import luma, ms_ssim, psnr_y
 from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
@@ -29,7 +29,7 @@ from facecodec.codec.encoder import (
     original_crops,
 )
 from facecodec.demo import side_by_side
-from facecodec.files import write_text
+from facecodec.files import path_arg, write_text
 from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -38,14 +38,14 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--split", default="validation")
-    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--json", type=path_arg, default=None)
     ap.add_argument("--side-by-side", default=None, help="clip stem to write a video for")
-    ap.add_argument("--out", type=Path, default=Path("out/validation"))
+    ap.add_argument("--out", type=path_arg, default=Path("out/validation"))
     a = ap.parse_args()
     clips = load_split(DATA, a.split)
     if a.side_by_side is not None:
-        chosen([a.side_by_side], [c.stem for c in clips], f"clip in split {a.split!r}")
-    writable(a.json, a.out / f"{a.side_by_side}_side_by_side.mp4" if a.side_by_side else None)
+        clips_named(clips, [a.side_by_side], f"split {a.split!r}")
+    check_outputs(a.json, a.out / f"{a.side_by_side}_side_by_side.mp4" if a.side_by_side else None)
     rows = []
     print(f"{'clip':28} {'preset':7} {'frames':>6} {'motion':>8} {'total':>8} {'PSNR-Y':>7} "
           f"{'MS-SSIM':>7}")

@@ -4,13 +4,14 @@ the measuring."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from facecodec.bench.choice import chosen, clips_named, containing, writable
+from facecodec.bench.choice import check_outputs, chosen, clips_named, containing
 from facecodec.errors import FacecodecError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,13 +33,13 @@ def test_names_are_chosen_in_the_order_asked_and_unknown_ones_refused() -> None:
 
 def test_an_output_is_checked_and_its_folder_made_before_the_work(tmp_path: Path) -> None:
     out = tmp_path / "deep" / "er" / "rows.json"
-    writable(None, out)
+    check_outputs(None, out)
     assert out.parent.is_dir() and not out.exists()
     (tmp_path / "file").write_text("x")
     with pytest.raises(FacecodecError, match="cannot create folder .*file"):
-        writable(tmp_path / "file" / "rows.json")
+        check_outputs(tmp_path / "file" / "rows.json")
     with pytest.raises(FacecodecError, match="it is a folder"):
-        writable(tmp_path / "deep")
+        check_outputs(tmp_path / "deep")
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -60,7 +61,9 @@ def test_a_benchmark_refuses_its_arguments_in_one_line_before_it_works(
     script, *rest = args
     cmd = [sys.executable, str(ROOT / "benchmarks" / script),
            *(a.replace("{file}", str(blocker)) for a in rest)]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    # This checkout's code, whatever is installed.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], p.stderr

@@ -834,20 +834,20 @@ def test_corrupt_packets_are_delivered_for_the_decoder_to_reject() -> None:
     run(body)
 
 
-def test_forged_sequence_numbers_do_not_count_as_loss() -> None:
+def test_damaged_sequence_numbers_do_not_count_as_loss() -> None:
     """Packets whose prefix reads but whose CRC does not hold are still delivered (the
     decoder refuses them), but their sequence numbers are not counted: random ones made a
     12 s call report 200,000 packets lost, and the loss reports the sender acts on read so."""
     import random
 
     async def body(url: str) -> None:
-        sa, pa, sb, pb = await connect_pair(url, "forged", LOOPBACK, LOOPBACK)
+        sa, pa, sb, pb = await connect_pair(url, "damaged", LOOPBACK, LOOPBACK)
         rng = random.Random(4)
         for seq in range(10):
             pa.send_packet(packet(PacketType.MOTION, seq, seq, b"m" * 20))
-            forged = bytearray(packet(PacketType.MOTION, rng.randrange(1 << 16), seq, b"x" * 20))
-            forged[-1] ^= 0xFF  # the CRC no longer holds
-            pa.send_packet(bytes(forged))
+            damaged = bytearray(packet(PacketType.MOTION, rng.randrange(1 << 16), seq, b"x" * 20))
+            damaged[-1] ^= 0xFF  # the CRC no longer holds
+            pa.send_packet(bytes(damaged))
         got = await drain(pb, lambda g: len(packets_of(g)) >= 20)
         assert len(packets_of(got)) == 20  # all delivered, for the decoder to judge
         assert pb.stats.motion_seq.received == 10 and pb.stats.packets_lost == 0

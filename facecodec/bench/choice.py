@@ -17,7 +17,7 @@ def chosen(asked: Sequence[str] | None, known: Iterable[str], what: str) -> list
     known = list(known)
     if not asked:
         return known
-    unknown = [a for a in asked if a not in known]
+    unknown = list(dict.fromkeys(a for a in asked if a not in known))
     if unknown:
         raise FacecodecError(f"no {what} named {', '.join(unknown)} (there are: "
                              f"{', '.join(known) or 'none'})")
@@ -37,11 +37,11 @@ def containing(part: str, known: Iterable[str], what: str) -> list[str]:
     hits = [k for k in known if part in k]
     if not hits:
         raise FacecodecError(f"no {what} name contains {part!r} (there are: "
-                             f"{', '.join(known)})")
+                             f"{', '.join(known) or 'none'})")
     return hits
 
 
-def writable(*paths: Path | None) -> None:
+def check_outputs(*paths: Path | None) -> None:
     """Fail with one line now if an output (a file, made with its folders) cannot be
     written; None stands for an output not asked for."""
     for path in paths:

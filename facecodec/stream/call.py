@@ -42,7 +42,7 @@ from facecodec.motion.coder import PRESETS
 from facecodec.render.edits import EyeContact, PoseEdit, add_pose_arguments, pose_of
 from facecodec.render.registry import CALL_RENDERER
 from facecodec.stream.congestion import LinkRate, QueueDelay, SoundRate
-from facecodec.stream.impair import Impairment
+from facecodec.stream.impair import MAX_JITTER_MS, Impairment
 from facecodec.stream.peer import (
     AUDIO_FRAME_CHOICES,
     AUDIO_FRAME_MS,
@@ -80,6 +80,7 @@ __all__ = [
 ]
 
 RENDER_MODES = ("local", "cloud", "none")
+AUDIO_WORDS = ("auto", "silence", "none")  # what --audio takes besides a file
 # The viewer's small picture of the face this side sends: a few pictures a second are enough
 # to frame oneself, and each costs a crop and a JPEG on the call's event loop (about 1 ms).
 SELF_VIEW_EVERY = 3
@@ -701,14 +702,15 @@ class _Call:
 
     async def show(self, index: int, rgb: np.ndarray, captured: float) -> None:
         self.stats.rendered(time.time(), captured)
-        shown = square_pixels(rgb, self.shown_aspect)
-        if self.viewer is not None:
-            await self.viewer.publish_frame(shown, index)
-        if self.window:
-            import cv2
+        if self.viewer is not None or self.window:
+            shown = square_pixels(rgb, self.shown_aspect)
+            if self.viewer is not None:
+                await self.viewer.publish_frame(shown, index)
+            if self.window:
+                import cv2
 
-            cv2.imshow("facecodec", cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
-            cv2.waitKey(1)
+                cv2.imshow("facecodec", cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+                cv2.waitKey(1)
         if self.options.on_frame is not None:
             self.options.on_frame(index, rgb)
 
@@ -778,7 +780,7 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--render", choices=RENDER_MODES, default="local")
     parser.add_argument("--seconds", type=float, help="hang up after this many seconds")
     parser.add_argument("--loop", action="store_true", help="loop the source file")
-    parser.add_argument("--audio", default="auto", help="auto | silence | none | FILE")
+    parser.add_argument("--audio", default="auto", help=" | ".join((*AUDIO_WORDS, "FILE")))
     parser.add_argument("--microphone", nargs="?", const="default", metavar="DEVICE",
                         help="send a microphone's sound (default: the system's default one)")
     parser.add_argument("--audio-kbps", type=float, default=AUDIO_KBPS,
@@ -815,7 +817,8 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--viewer-port", type=int, default=8080)
     parser.add_argument("--window", action="store_true", help="also try a desktop window")
     parser.add_argument("--loss", type=float, default=0.0, help="drop this share of packets")
-    parser.add_argument("--jitter-ms", type=float, default=0.0, help="random extra delay")
+    parser.add_argument("--jitter-ms", type=float, default=0.0,
+                        help=f"random extra delay, 0..{MAX_JITTER_MS:g} ms")
     parser.add_argument("--preset", choices=PRESETS,
                         help="motion preset (default medium; low with a layer)")
     parser.add_argument("--renderer", default=CALL_RENDERER)
@@ -839,7 +842,8 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--avatar", type=path_arg, default=None, metavar="PORTRAIT",
                         help="appear as this portrait, driven by your face: your own face is "
                              "never sent (motion only: no layer)")
-    parser.add_argument("--stats-json", help="write this side's call summary to this JSON file")
+    parser.add_argument("--stats-json", type=path_arg,
+                        help="write this side's call summary to this JSON file")
 
 
 def ice_servers(args: argparse.Namespace) -> tuple[IceServer, ...]:
@@ -861,17 +865,16 @@ def ice_servers(args: argparse.Namespace) -> tuple[IceServer, ...]:
 
 def call_main(args: argparse.Namespace) -> int:
     """Run one side of a call from parsed arguments; print a one-line summary."""
-    for flag, value in (("--source", args.source), ("--audio", args.audio),
-                        ("--stats-json", args.stats_json)):
+    for flag, value in (("--source", args.source), ("--audio", args.audio)):
         if value == "":
             raise FacecodecError(f"{flag} needs a file name")
+    sound_file = None if args.audio in AUDIO_WORDS else args.audio
     if args.stats_json is not None:
-        sound = None if args.audio in ("auto", "silence", "none") else args.audio
-        inputs = (args.source, sound, args.avatar, args.signal_ca)
-        if any(p is not None and same_file(Path(p), Path(args.stats_json)) for p in inputs):
+        inputs = (args.source, sound_file, args.avatar, args.signal_ca)
+        if any(p is not None and same_file(Path(p), args.stats_json) for p in inputs):
             raise FacecodecError(f"cannot write {args.stats_json}: it is one of the call's "
                                  "inputs")
-        check_writable(Path(args.stats_json))  # now, not when the call has ended
+        check_writable(args.stats_json)  # now, not when the call has ended
     impairment = None
     if args.loss or args.jitter_ms:
         impairment = Impairment(loss=args.loss, jitter_ms=args.jitter_ms)
@@ -883,7 +886,7 @@ def call_main(args: argparse.Namespace) -> int:
             raise FacecodecError("send a microphone (--microphone) or --audio, not both")
         device = None if args.microphone == "default" else args.microphone
         open_microphone(device).close()  # one that cannot be opened is refused now
-    elif args.audio not in ("auto", "silence", "none") and not has_sound(args.audio):
+    elif sound_file is not None and not has_sound(sound_file):
         # Likewise a file that cannot be read, or one with nothing to hear (silence it is not).
         raise FacecodecError(f"--audio {args.audio}: has no sound stream")
     if args.signal_ca is not None:
@@ -948,7 +951,7 @@ def call_main(args: argparse.Namespace) -> int:
             raise Terminated  # likewise SIGTERM
     s = stats.summary()
     if args.stats_json is not None:
-        write_text(Path(args.stats_json), json.dumps(s, indent=2))
+        write_text(args.stats_json, json.dumps(s, indent=2))
     print(
         f"sent {s['frames_sent']} frames, rendered {s['frames_rendered']} at {s['fps']:.1f} fps, "
         f"motion {s['motion_kbps']:.2f} kbps, layer {s['layer_kbps']:.2f} kbps, "

@@ -526,7 +526,7 @@ class Peer:
             self.stats.packets_dropped_congestion += 1  # the consumer is behind: shed motion
             return
         self.stats.packets_received += 1
-        if is_intact(data):  # a damaged or forged number would count thousands lost
+        if is_intact(data):  # a damaged number would count thousands lost
             self.stats.note_seq(info.seq, info.reliable)
         if info.reliable:
             self.stats.keyframe_bytes_received += len(data)

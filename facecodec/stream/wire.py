@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from facecodec.bitstream.container import MAX_FPS as STREAM_MAX_FPS
+from facecodec.bitstream.container import MAX_FPS
 from facecodec.bitstream.packets import MOTION_TYPES, SYNC
 from facecodec.errors import BitstreamError
 
@@ -24,7 +24,6 @@ MAX_CONTROL_BYTES = 4096
 MAX_HEADER_BYTES = 1 << 16
 MAX_QUEUE_MS = 60000.0
 MAX_RATE_KBPS = 1e6
-MAX_FPS = float(STREAM_MAX_FPS)  # a stream's frame rate, as the start message states it
 MAX_T0 = 1e10  # a start message's clock time, seconds since 1970: up to the year 2286
 
 # What an SCTP packet costs on the wire beyond its own bytes: IP and UDP (28) and the DTLS
@@ -166,8 +165,9 @@ def parse_control(text: str) -> dict[str, Any]:
             report["rate_kbps"] = r
         return report
     if kind == "start":
-        t0, fps, header = _within(msg.get("t0"), 0.0, MAX_T0), _within(msg.get("fps"), 1.0,
-                                                                       MAX_FPS), msg.get("header")
+        t0 = _within(msg.get("t0"), 0.0, MAX_T0)
+        fps = _within(msg.get("fps"), 1.0, MAX_FPS)  # as its stream's header says
+        header = msg.get("header")
         if t0 is None or fps is None:
             raise BitstreamError(f"start message needs a t0 (a clock's time) and fps in "
                                  f"1..{MAX_FPS:g}")
