@@ -1391,13 +1391,32 @@ def test_a_camera_slower_than_it_says_leaves_slots_empty(tmp_path: Path) -> None
     feed.join()
 
 
+async def first_viewer_picture(urls: list[str], endpoint: str) -> np.ndarray:
+    """The first picture (RGB) a call's viewer streams at `endpoint`, once the call has put
+    its viewer's address in `urls`."""
+    import aiohttp
+    import cv2
+
+    while not urls:
+        await asyncio.sleep(0.05)
+    async with aiohttp.ClientSession() as http:
+        stream = await http.get(urls[0] + endpoint)
+        body = b""
+        while b"\xff\xd9" not in body:
+            chunk = await asyncio.wait_for(stream.content.read(65536), 20)
+            assert chunk, "stream ended early"
+            body += chunk
+        stream.close()
+    jpeg = body[body.index(b"\xff\xd8"):body.index(b"\xff\xd9") + 2]
+    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 @pytest.mark.parametrize("avatar", [False, True], ids=["own-face", "avatar"])
 def test_a_senders_viewer_shows_the_face_it_sends(avatar: bool) -> None:
     """With a viewer (`--render local`), the sending side's page also streams, small, the
     face it sends: the crop it codes, or (`--avatar`) the portrait driven by it; what the
     other side reproduces."""
-    import aiohttp
-    import cv2
 
     from facecodec.motion.basis import load_basis
     from facecodec.psnr import image_psnr_y
@@ -1410,19 +1429,7 @@ def test_a_senders_viewer_shows_the_face_it_sends(avatar: bool) -> None:
     pictures: list[np.ndarray] = []
 
     async def watch() -> None:
-        while not urls:
-            await asyncio.sleep(0.05)
-        async with aiohttp.ClientSession() as http:
-            own = await http.get(urls[0] + "self.mjpg")
-            body = b""
-            while b"\xff\xd9" not in body:
-                chunk = await asyncio.wait_for(own.content.read(65536), 20)
-                assert chunk, "stream ended early"
-                body += chunk
-            own.close()
-        jpeg = body[body.index(b"\xff\xd8"):body.index(b"\xff\xd9") + 2]
-        bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-        pictures.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        pictures.append(await first_viewer_picture(urls, "self.mjpg"))
 
     async def body(url: str) -> None:
         sender = CallOptions(seconds=5, peer=LOOPBACK, audio="none", on_viewer=urls.append,
@@ -1447,8 +1454,6 @@ def test_a_call_shows_an_anamorphic_sources_pixels_square() -> None:
     """carphone's pixels are 128:117 wide: the stream header says so, and both viewers
     (the receiver's picture and the sender's own face) show the 256 px crop 280 px wide,
     as a player shows the source; what the receiver decodes stays square in stored pixels."""
-    import aiohttp
-    import cv2
 
     from facecodec.stream.call import CallOptions, run_call
 
@@ -1458,18 +1463,7 @@ def test_a_call_shows_an_anamorphic_sources_pixels_square() -> None:
     decoded: list[tuple[int, ...]] = []
 
     async def first_picture(side: str, endpoint: str) -> None:
-        while not urls[side]:
-            await asyncio.sleep(0.05)
-        async with aiohttp.ClientSession() as http:
-            stream = await http.get(urls[side][0] + endpoint)
-            body = b""
-            while b"\xff\xd9" not in body:
-                chunk = await asyncio.wait_for(stream.content.read(65536), 20)
-                assert chunk, "stream ended early"
-                body += chunk
-            stream.close()
-        jpeg = body[body.index(b"\xff\xd8"):body.index(b"\xff\xd9") + 2]
-        shapes[side] = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape
+        shapes[side] = (await first_viewer_picture(urls[side], endpoint)).shape
 
     async def body(url: str) -> None:
         sender = CallOptions(seconds=5, peer=LOOPBACK, audio="none", loop_source=True,
