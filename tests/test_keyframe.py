@@ -134,6 +134,26 @@ def test_a_picture_declaring_another_size_or_format_is_refused_before_decoding(
         list(small.decode(av.Packet(av1))) + list(small.decode(None))
 
 
+def test_an_av1_picture_holding_many_pictures_is_refused_before_decoding(
+    face: np.ndarray,
+) -> None:
+    """dav1d decodes and keeps every picture a packet holds before the count is checked:
+    3.4 kB of one large picture and 60 inter pictures took 1.66 GB. The OBU headers are
+    counted first; damaged OBU framing is refused the same way."""
+    _, av1 = kf.encode_image(face, 40, "av1")
+    kf.check_one_av1_picture(av1)  # a picture as the encoder writes it
+    for data, message in ((av1 * 2, "holds more than one picture"),
+                          (av1 + av1[:40], "more than one picture|cut inside"),
+                          (av1[:-5], "cut inside an AV1 OBU"),
+                          (b"\x12\x00", "holds no picture"),  # a temporal delimiter alone
+                          (b"\x92\x00", "forbidden bit"),
+                          (b"\x32" + b"\xff" * 12, "damaged size")):
+        with pytest.raises(BitstreamError, match=message):
+            kf.check_one_av1_picture(data)
+    with pytest.raises(BitstreamError, match="av1 keyframe image holds more than one picture"):
+        kf.decode_image(kf.AV1, av1 * 2, SIZE)
+
+
 def test_unknown_codec_id_and_bad_size() -> None:
     for cid in (0, 6, 255):
         with pytest.raises(BitstreamError, match="unknown keyframe image codec"):

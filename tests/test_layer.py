@@ -548,6 +548,28 @@ def test_fuzzed_layer_payloads_raise_only_bitstream_errors(single: EncodeResult)
         dec.push(Packet(PacketType.LAYER, int(rng.integers(65536)), 0, data))
 
 
+def _picture_of(p: Packet) -> tuple[bool, bytes, int]:
+    one = LayerPayload.from_bytes(p.payload)
+    return one.intra, one.picture, one.move
+
+
+def test_a_layer_picture_holding_many_pictures_is_refused_before_decoding(
+        layered: EncodeResult) -> None:
+    """Thousands of tiny inter pictures in one layer packet were all decoded and kept
+    (176 kB took 1.1 GB); the packet is now refused from its OBU headers."""
+    pictures = [(intra, picture) for p in _layer_packets(layered)
+                for _, intra, picture, _ in (LayerGroupPayload.from_bytes(p.payload).pictures
+                                             if p.type == PacketType.LAYER_GROUP else
+                                             [(0, *_picture_of(p))])]
+    first = next(picture for intra, picture in pictures if intra)
+    inter = [picture for intra, picture in pictures if not intra][:3]
+    ld = LayerDecoder(layered.header.layer.size)  # type: ignore[union-attr]
+    assert ld.decode(first, True) is not None
+    with pytest.raises(BitstreamError, match="holds more than one picture"):
+        ld.decode(b"".join(inter * 100), False)
+    assert ld.decode(inter[0], False) is None  # waits for an intra picture again, as after loss
+
+
 def test_fuzzed_layer_groups_raise_only_bitstream_errors(layered: EncodeResult) -> None:
     rng = np.random.default_rng(1)
     lay = _layer_packets(layered)

@@ -28,7 +28,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facecodec.bitstream.container import LAYER_SIZES  # noqa: E402
-from facecodec.codec.keyframe import decoder_context  # noqa: E402
+from facecodec.codec.keyframe import check_one_av1_picture, decoder_context  # noqa: E402
 from facecodec.codec.scheduling import ordinary_scheduling  # noqa: E402
 from facecodec.errors import BitstreamError, FacecodecError  # noqa: E402
 
@@ -159,11 +159,12 @@ class LayerDecoder:
             self.ctx.thread_count = 1
         if self.ctx is None:
             return None
-        if self.spec.bitstream == "av1":
-            data = _AV1_TEMPORAL_DELIMITER + data
         try:
+            if self.spec.bitstream == "av1":
+                check_one_av1_picture(data)
+                data = _AV1_TEMPORAL_DELIMITER + data
             frames = self.ctx.decode(av.Packet(data))
-        except (av.FFmpegError, ValueError, MemoryError, OverflowError) as e:
+        except (BitstreamError, av.FFmpegError, ValueError, MemoryError, OverflowError) as e:
             self.ctx = None  # OverflowError: a picture over the decoder's max_pixels
             raise BitstreamError(f"layer picture could not be decoded: {e}") from None
         if len(frames) != 1:
