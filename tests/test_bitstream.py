@@ -59,7 +59,7 @@ fps_fractions = st.integers(1, MAX_FPS_DEN).flatmap(
     lambda den: st.tuples(st.integers(den, MAX_FPS * den), st.just(den)))
 headers = st.builds(
     lambda fps, **fields: StreamHeader(fps_num=fps[0], fps_den=fps[1], **fields),
-    size=st.integers(64, 256).map(lambda half: 2 * half),
+    size=st.integers(8, 32).map(lambda n: 16 * n),
     fps=fps_fractions,
     source_width=st.integers(1, 65535),
     source_height=st.integers(1, 65535),
@@ -298,6 +298,7 @@ def test_header_validation() -> None:
         {"size": 64},
         {"size": 1024},
         {"size": 255},
+        {"size": 130},  # even, but no renderer draws it (the layer fusion crashed on it)
         {"fps_num": 0},
         {"fps_num": 121, "fps_den": 1},
         {"fps_num": 1, "fps_den": 2},

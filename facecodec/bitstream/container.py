@@ -46,6 +46,7 @@ VERSION_MINOR = 10
 SQUARE_PIXELS_MINOR = 9  # the minor version a square-pixel stream is written as
 MAX_HEADER = 0xFFFF  # header_length is a u16
 MAX_FPS = 120  # frames a second a stream (and an input video) may have
+SIZE_STEP = 16  # crop sides are multiples of this: the networks halve the picture four times
 # Encoders write rates as fractions with denominators up to 1001 (29.97 = 30000/1001); a
 # larger one is no camera's, and past 2^31 video writers cannot take it.
 MAX_FPS_DEN = 1_000_000
@@ -129,8 +130,8 @@ class StreamHeader:
     def validate(self) -> None:
         if not 128 <= self.size <= 512:
             raise BitstreamError(f"crop size {self.size} out of range (128..512)")
-        if self.size % 2:
-            raise BitstreamError(f"crop size {self.size} is odd (pictures have even sides)")
+        if self.size % SIZE_STEP:  # the only sizes encoders write, and the renderers draw
+            raise BitstreamError(f"crop size {self.size} is not a multiple of {SIZE_STEP}")
         for name, v, hi in (
             ("fps numerator", self.fps_num, 0xFFFFFFFF),
             ("fps denominator", self.fps_den, MAX_FPS_DEN),

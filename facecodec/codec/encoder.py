@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from facecodec.bitstream.container import FcvWriter, LayerParams, StreamHeader
+from facecodec.bitstream.container import SIZE_STEP, FcvWriter, LayerParams, StreamHeader
 from facecodec.bitstream.packets import (
     IMAGE_FROM_LAYER,
     LAYER_TYPES,
@@ -83,7 +83,6 @@ REFERENCES = ("best", "first")
 MAX_REFRESH_S = 3600.0  # --refresh: an hour between keyframes is as good as none
 K_MEDIUM = 16  # expression coefficients at the medium preset (lowest: 4, low: 8, high: 32)
 # The crop's side is a multiple of this: the neural renderer's U-Net halves it four times.
-SIZE_STEP = 16
 
 
 @dataclass(frozen=True)
