@@ -379,3 +379,67 @@ def test_a_receiver_asks_for_a_keyframe_only_when_none_is_on_its_way(
     dec.push(newer)
     assert not dec.needs_keyframe()
     assert dec.push(motion) == [] and dec.needs_keyframe()  # older than the newest: gone
+
+
+def test_held_keyframes_are_the_last_to_come_across_the_id_wrap(
+    encoded_grid: EncodedClip,
+) -> None:
+    """Keyframe ids wrap at 16 bits. The decoder kept the four highest numbers, so after
+    the wrap each new keyframe put out the one before it (in use) and kept 65533..65535;
+    motion for keyframe 0 that came after keyframe 1 could not be drawn."""
+    from dataclasses import replace
+
+    from facecodec.bitstream.packets import KeyframePayload, MotionPayload, Packet, PacketType
+    from facecodec.codec.decoder import PacketDecoder
+
+    header, packets = encoded_grid.result.header, encoded_grid.result.packets
+    key = next(p for p in packets if p.type == PacketType.KEYFRAME)
+    motion = next(p for p in packets if p.type == PacketType.RESYNC)
+    payload = KeyframePayload.from_bytes(key.payload)
+    dec = PacketDecoder(header, "warp")
+    for n, kid in enumerate((65532, 65533, 65534, 65535, 0, 1)):
+        dec.push(Packet(key.type, n, key.timestamp,
+                        replace(payload, keyframe_id=kid).to_bytes()))
+    assert list(dec.keyframes) == [65534, 65535, 0, 1]
+    for_zero = replace(MotionPayload.from_bytes(motion.payload), keyframe_id=0)
+    assert dec.push(Packet(motion.type, motion.seq, motion.timestamp, for_zero.to_bytes()))
+    assert not dec.needs_keyframe()
+
+
+def test_switching_between_held_references_restores_each_once(
+    encoded_grid: EncodedClip, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Motion that names two held keyframes in turn ran the restorer (the dear part of a
+    switch) on every frame: a few renderings are kept."""
+    from dataclasses import replace
+
+    import facecodec.render.neural as neural
+    from facecodec.bitstream.packets import (
+        KeyframePayload,
+        MotionPayload,
+        Packet,
+        PacketType,
+        RestorePayload,
+    )
+    from facecodec.codec.decoder import PacketDecoder
+
+    passes: list[int] = []
+    restore = neural.restore
+    monkeypatch.setattr(neural, "restore", lambda *a: passes.append(1) or restore(*a))
+    header, packets = encoded_grid.result.header, encoded_grid.result.packets
+    key = next(p for p in packets if p.type == PacketType.KEYFRAME)
+    motion = next(p for p in packets if p.type == PacketType.RESYNC)
+    payload, moves = KeyframePayload.from_bytes(key.payload), MotionPayload.from_bytes(
+        motion.payload)
+    dec = PacketDecoder(header, "neural")
+    for kid in (1, 2):  # each with a share of the restorer's change, as a sender sends it
+        dec.push(Packet(key.type, kid, key.timestamp, replace(payload, keyframe_id=kid).to_bytes()))
+        dec.push(Packet(PacketType.RESTORE, 10 + kid, key.timestamp,
+                        RestorePayload(kid, 128).to_bytes()))
+    drawn = 0
+    for n in range(8):  # each packet's frames after the last's
+        kid = 1 + n % 2
+        at = motion.timestamp + n * moves.frame_count
+        drawn += len(dec.push(Packet(motion.type, motion.seq + n, at,
+                                     replace(moves, keyframe_id=kid).to_bytes())))
+    assert drawn >= 8 and len(passes) == 2

@@ -347,12 +347,14 @@ class PacketDecoder:
         # off the sending loop): until it comes the picture is drawn as decoded, which is
         # what a share of 0 gives, instead of restored whole and then again with the share.
         share = 0.0 if image is not None and self.restore_applies else None
+        # Held in the order they came (ids wrap at 16 bits: by number, keyframe 1 went
+        # before the stale 65533..65535), and only a few: a live stream refreshes them
+        # indefinitely.
+        self.keyframes.pop(p.keyframe_id, None)
         self.keyframes[p.keyframe_id] = Keyframe(image, motion, p.crop, packet.timestamp,
                                                  share)
-        # Keep only a few references: a live stream refreshes them indefinitely.
-        for old in sorted(self.keyframes)[:-4]:
-            if old != p.keyframe_id:
-                del self.keyframes[old]
+        while len(self.keyframes) > HELD_KEYFRAMES:
+            del self.keyframes[next(iter(self.keyframes))]
         if self.active not in self.keyframes:
             self.active = None
         self.stats.keyframes += 1
@@ -509,6 +511,7 @@ MAX_FACE_CROPS = 4.0
 # stream alternating shares (16 bytes a frame) would have the restorer rerun on every frame,
 # 38 times the decoding time of the same frames.
 MAX_SHARES = 3
+HELD_KEYFRAMES = 4  # references a decoder keeps (a RESYNC may name any of them)
 MIN_FACE_PX = 2.0
 
 # A file's frames each have their motion once the face has appeared (frames without it hold

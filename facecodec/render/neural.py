@@ -44,6 +44,7 @@ around the region (`RefinerNet.window`; benchmarks/neural_renderer.py).
 from __future__ import annotations
 
 import io
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,7 @@ DEFAULT_WEIGHTS = ASSETS / "refiner_v1.safetensors"
 MODEL_PREFIX = "refiner-v1"
 COND_CHANNELS = 5  # flow dx, dy; warped reference mouth; target mouth; target eyes
 ALIGN = 16  # the U-Net downsamples four times
+RESTORATIONS_KEPT = 4  # as many as a decoder holds references (codec/decoder.py)
 OPENING_SIDE = 128  # the opening gate counts pixels as on a 256 px frame's half-res cond
 # Context kept around the pixels the net may change when it runs on a window of the frame:
 # at 64 px the window's frame is within 1 grey level of the whole frame's on every frame the
@@ -406,8 +408,10 @@ class NeuralRenderer(Renderer):
         if self._restorer_id:
             self._model_id += "+" + self._restorer_id
         self._restored: np.ndarray | None = None
-        # The last `restoration`: (picture, share, result).
-        self._restoration: tuple[np.ndarray, float | None, np.ndarray] | None = None
+        # The last few `restoration`s, (picture, share, result): a stream may draw from its
+        # held references in turn, and the restorer is the dear part of a switch.
+        self._restorations: deque[tuple[np.ndarray, float | None, np.ndarray]] = deque(
+            maxlen=RESTORATIONS_KEPT)
         self.cond = Conditioner(size)
         self._gates = self.net.config.gates_frames()
         self.ort: OnnxRefiner | None = None
@@ -442,14 +446,14 @@ class NeuralRenderer(Renderer):
     def restoration(self, image: np.ndarray, share: float | None) -> np.ndarray:
         # Without the sender's share (a stream before RESTORE packets, an avatar's
         # portrait) the restorer's whole change is taken.
-        made = self._restoration
-        if made is not None and made[0] is image and made[1] == share:
-            return made[2]  # made ahead, off the drawing thread
+        for picture, given, out in list(self._restorations):  # appended to on other threads
+            if picture is image and given == share:
+                return out  # made ahead, off the drawing thread, or drawn from before
         s = 1.0 if share is None else share
         out = image
         if self.restorer is not None and s > 0.0:
             out = blend(image, restore(self.restorer, image), s)
-        self._restoration = (image, share, out)
+        self._restorations.append((image, share, out))
         return out
 
     def _prepare(self, image: np.ndarray, motion: Motion) -> None:
