@@ -24,6 +24,7 @@ from facecodec.bitstream.packets import (
     PacketType,
     RestorePayload,
     layer_pictures,
+    type_name,
 )
 from facecodec.capture.video import VideoWriter
 from facecodec.codec.background import background
@@ -611,8 +612,13 @@ def decode_file(
     error = None
     try:
         try:
-            for packet in reader:
-                for index, frame in dec.push(packet):
+            for packet, offset, _ in reader.entries():
+                try:
+                    drawn = dec.push(packet)
+                except BitstreamError as e:  # named as the reader names its own damage
+                    raise BitstreamError(f"{type_name(packet.type)} packet (seq {packet.seq}, "
+                                         f"at byte {offset}): {e}") from None
+                for index, frame in drawn:
                     sink.put(index, up(frame) if up is not None else frame)
                     if callable(on_frame):
                         on_frame(index, frame)
