@@ -450,7 +450,7 @@ class FcvReader:
         self.path = Path(path)
         check_readable(self.path, "an .fcv stream", pipe=True)
         try:
-            with self.path.open("rb") as f:  # a pipe (`<(cat x.fcv)`) is read to its end
+            with self.path.open("rb") as f:  # a pipe (`<(cat x.fcv)`) too, until its END
                 read = _read_at_most(f, MAX_STREAM_BYTES)
         except OSError as e:
             raise FacecodecError(f"cannot read {self.path}: {e.strerror or e}") from None

@@ -82,7 +82,6 @@ MAX_FILE_PACKET_FRAMES = 60
 REFERENCES = ("best", "first")
 MAX_REFRESH_S = 3600.0  # --refresh: an hour between keyframes is as good as none
 K_MEDIUM = 16  # expression coefficients at the medium preset (lowest: 4, low: 8, high: 32)
-# The crop's side is a multiple of this: the neural renderer's U-Net halves it four times.
 
 
 @dataclass(frozen=True)
