@@ -24,7 +24,7 @@ def read_picture(path: Path, what: str = "picture") -> np.ndarray:
     every other picture). A format only OpenCV knows goes to it directly, within its own
     pixel limit."""
     check_readable(path, f"a {what}")
-    kind = None  # what Pillow read it as, if it could
+    kind, floats = None, False  # what Pillow read it as, if it could
     try:
         with warnings.catch_warnings():
             # Pillow's own guard, at over 89 M pixels: far beyond MAX_SIDE, say so in one line.
@@ -33,9 +33,7 @@ def read_picture(path: Path, what: str = "picture") -> np.ndarray:
                 _check_sides(path, what, *im.size)
                 im.load()
                 kind = f"{im.format} picture of mode {im.mode}"
-                if im.mode == "F":  # floating-point samples, which OpenCV cannot take
-                    raise FacecodecError(f"{path}: a {kind}, which cannot be read; give an "
-                                         "8- or 16-bit picture")
+                floats = im.mode == "F"  # samples OpenCV cannot take (it warns on stderr)
     except UnidentifiedImageError:
         pass
     except FacecodecError:  # its sides: said as they are, not as damage
@@ -46,7 +44,7 @@ def read_picture(path: Path, what: str = "picture") -> np.ndarray:
     except Exception as e:  # noqa: BLE001 - Pillow's decoders fail in many ways on damage
         raise FacecodecError(f"{path}: damaged or truncated image ({e})") from None
     try:
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        img = None if floats else cv2.imread(str(path), cv2.IMREAD_COLOR)
     except cv2.error:
         img = None
     if img is None and kind is not None:  # such as a TIFF of floating-point samples

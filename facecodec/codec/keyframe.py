@@ -54,7 +54,7 @@ AV1_SLOW_CRF_OFFSET = 3
 # byte budget (+0.00 to +0.07 dB) and their slowest picture took 207 / 29 ms (519 / 214).
 AV1_PARAMS = "scm=0"
 MIN_SIDE, MAX_SIDE = 64, 4096  # SVT-AV1 needs 64 px; 4096 bounds decoder allocations
-_AV1_TEMPORAL_DELIMITER = b"\x12\x00"  # 2 bytes per picture a lone decoder does not need
+AV1_TEMPORAL_DELIMITER = b"\x12\x00"  # 2 bytes per picture a lone decoder does not need
 
 
 def _clamp_quality(quality: int) -> int:
@@ -167,7 +167,7 @@ def _enc_av1(rgb: np.ndarray, quality: int, fast: bool) -> bytes:
     preset = AV1_PRESET_FAST if fast else AV1_PRESET
     data = encode_intra("libsvtav1", rgb,
                         {"crf": str(crf), "preset": str(preset), "svtav1-params": AV1_PARAMS})
-    return data.removeprefix(_AV1_TEMPORAL_DELIMITER)
+    return data.removeprefix(AV1_TEMPORAL_DELIMITER)
 
 
 # --- still-image codecs through OpenCV -------------------------------------------------------

@@ -28,7 +28,11 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facecodec.bitstream.container import LAYER_SIZES  # noqa: E402
-from facecodec.codec.keyframe import check_one_av1_picture, decoder_context  # noqa: E402
+from facecodec.codec.keyframe import (  # noqa: E402
+    AV1_TEMPORAL_DELIMITER,
+    check_one_av1_picture,
+    decoder_context,
+)
 from facecodec.codec.scheduling import ordinary_scheduling  # noqa: E402
 from facecodec.errors import BitstreamError, FacecodecError  # noqa: E402
 
@@ -36,7 +40,6 @@ AV1 = 1  # LAYER_CODEC_NAMES in the container module
 MIN_Q, MAX_Q = 20, 70  # SVT-AV1 crf; above 63 only through svtav1-params
 LAYER_PAYLOAD_HEADER = 3  # keyframe id u16, flags u8
 LAYER_PACKET_OVERHEAD = 13 + LAYER_PAYLOAD_HEADER  # packet framing of a picture under 128 B
-_AV1_TEMPORAL_DELIMITER = b"\x12\x00"  # one per picture; the packet boundary says as much
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ class LayerEncoder:
         if not data:  # low delay: every picture comes out at once
             raise FacecodecError(f"{self.spec.encoder} held a layer picture back")
         if self.spec.bitstream == "av1":
-            data = data.removeprefix(_AV1_TEMPORAL_DELIMITER)
+            data = data.removeprefix(AV1_TEMPORAL_DELIMITER)
         return data, intra
 
 
@@ -162,7 +165,7 @@ class LayerDecoder:
         try:
             if self.spec.bitstream == "av1":
                 check_one_av1_picture(data)
-                data = _AV1_TEMPORAL_DELIMITER + data
+                data = AV1_TEMPORAL_DELIMITER + data
             frames = self.ctx.decode(av.Packet(data))
         except (BitstreamError, av.FFmpegError, ValueError, MemoryError, OverflowError) as e:
             self.ctx = None  # OverflowError: a picture over the decoder's max_pixels
@@ -198,7 +201,7 @@ def code_sequence(
             dec_ctx = cast(av.VideoCodecContext, av.CodecContext.create(spec.decoder, "r"))
             dec_ctx.thread_count = 1
         assert dec_ctx is not None
-        raw = _AV1_TEMPORAL_DELIMITER + data if spec.bitstream == "av1" else data
+        raw = AV1_TEMPORAL_DELIMITER + data if spec.bitstream == "av1" else data
         (frame,) = dec_ctx.decode(av.Packet(raw))
         coded.append(data)
         decoded.append(cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420))
