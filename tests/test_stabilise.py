@@ -10,7 +10,13 @@ import pytest
 from conftest import GRID_CLIP, require
 
 from facecodec.codec.analysis import KeyframeEvent, MotionEvent, stabilise
-from facecodec.codec.encoder import Analysis, EncoderSettings, analyze_file, code_analysis
+from facecodec.codec.encoder import (
+    Analysis,
+    EncoderSettings,
+    analyze_file,
+    code_analysis,
+    layer_to_target,
+)
 from facecodec.motion.basis import load_basis
 from facecodec.motion.coder import CoderConfig
 from facecodec.motion.stabilize import QUICK_BETA, SLOW_BETA, beta_for
@@ -72,14 +78,18 @@ def test_finer_motion_quantisers_get_quicker_filters() -> None:
 
 def test_streams_code_the_motion_smoothed_for_them(analysis: Analysis) -> None:
     basis, fps = load_basis(), float(analysis.info.fps)
-    cases = ((EncoderSettings(preset="medium"), False),
-             (EncoderSettings(preset="low"), False),
-             (EncoderSettings(target_kbps=3.0), False),  # motion only, searched quantiser
-             (EncoderSettings(preset="lowest", layer_kbps=8.0, layer_crf=61), True),
-             (EncoderSettings(target_kbps=12.0), True))  # the layer gets what motion leaves
+    cases = ((code_analysis, EncoderSettings(preset="medium"), False),
+             (code_analysis, EncoderSettings(preset="low"), False),
+             # motion only, searched quantiser
+             (code_analysis, EncoderSettings(target_kbps=3.0), False),
+             (code_analysis, EncoderSettings(preset="lowest", layer_kbps=8.0, layer_crf=61),
+              True),
+             # The layer gets what motion leaves: the stream with the layer a target codes
+             # (and keeps on this clip, tests/test_layer.py), without the motion-alone one.
+             (layer_to_target, EncoderSettings(target_kbps=12.0), True))
     betas = []
-    for settings, layer in cases:
-        r = code_analysis(analysis, settings)
+    for code, settings, layer in cases:
+        r = code(analysis, settings)
         assert (r.header.layer is not None) == layer
         beta = beta_for(CoderConfig.from_bytes(r.header.coder_config, basis.std).step_mul, layer)
         want = {e.index: e.motion for e in stabilise(analysis.events, basis, fps, beta)

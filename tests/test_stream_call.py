@@ -1774,12 +1774,16 @@ def test_a_looped_calls_sound_is_told_each_time_its_picture_starts_again(
     monkeypatch.setattr(Peer, "start_sound_at", tell)
 
     async def body(url: str) -> None:
-        sender = CallOptions(seconds=7.5, peer=LOOPBACK, audio="auto", loop_source=True)
-        receiver = CallOptions(seconds=9.5, peer=LOOPBACK, audio="none")
+        # --seconds counts the setup too, which takes seconds on a busy machine: 9 s leave
+        # room for two restarts (150 frames) however slow it is to connect.
+        sender = CallOptions(seconds=9, peer=LOOPBACK, audio="auto", loop_source=True)
+        receiver = CallOptions(seconds=11, peer=LOOPBACK, audio="none")
         sent, _ = await call_pair(url, "loopsound", sender, receiver, clip)
         assert sent.frames_sent > 150
 
     run(body, timeout=120)
     (_, t0), *restarts = told
-    assert [round(t - t0, 3) for _, t in restarts] == [3.0, 6.0]
+    offsets = [round(t - t0, 3) for _, t in restarts]
+    # A quick setup leaves time for a third restart to be read ahead and told.
+    assert offsets in ([3.0, 6.0], [3.0, 6.0, 9.0]), offsets
     assert all(when < t - 0.1 for when, t in restarts)  # told over 0.1 s ahead
