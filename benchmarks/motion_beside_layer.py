@@ -27,7 +27,7 @@ from facecodec.bench.metrics import evaluate
 from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, code_analysis
-from facecodec.motion.coder import PRESETS
+from facecodec.motion.presets import PRESETS
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, code_analysis
 from facecodec.codec.layer_rate import LAYER_MOTION_PRESET
 from facecodec.files import make_folder, path_arg
-from facecodec.render.edits import PoseEdit
+from facecodec.render.pose import PoseEdit
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # (label, preset, keyframe quality, layer kbps): motion + layer near 5 and 15 kbps in all

@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import sys
+import tempfile
+import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -14,13 +16,13 @@ from pathlib import Path
 from facecodec import __version__
 from facecodec.errors import FacecodecError, OneLineParser, Terminated
 from facecodec.files import path_arg, same_file, settle_made_folders
-from facecodec.render.edits import add_pose_arguments, pose_of
+from facecodec.motion.presets import DEFAULT_PRESET, PRESETS
+from facecodec.render.pose import add_pose_arguments, pose_of
 from facecodec.render.registry import DEFAULT_RENDERER, RENDERERS
 
 
 def _encode(a: argparse.Namespace) -> int:
     from facecodec.codec.encoder import EncoderSettings, encode_file
-    from facecodec.motion.coder import DEFAULT_PRESET
 
     if a.target_kbps is not None:
         # The target picks the preset and the layer itself; a second choice would be ignored.
@@ -98,10 +100,11 @@ def _no_face_warning(missing: list[int], frames: int, first_face: int) -> str:
 
 
 def _decode(a: argparse.Namespace) -> int:
+    pose = pose_of(a)  # angles out of range are refused before the decoder loads
+
     from facecodec.codec.decoder import decode_file
     from facecodec.render.edits import EyeContact
 
-    pose = pose_of(a)
     eyes = EyeContact(a.eye_contact) if a.eye_contact is not None else None
     r = decode_file(a.input, a.output, renderer=a.renderer, pose=pose, avatar=a.avatar,
                     layer=a.layer, upscale=a.upscale, eye_contact=eyes)
@@ -186,8 +189,6 @@ def _output_file(text: str) -> Path:
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The full parser; `argv` (without the program name) says which command will run."""
-    from facecodec.motion.coder import DEFAULT_PRESET, PRESETS
-
     p = OneLineParser(prog="facecodec", description="Talking-head video codec")
     p.add_argument("--version", action="version", version=f"facecodec {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -402,11 +403,26 @@ def run_guarded(work: Callable[[], int | None]) -> int:
     except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
         if os.environ.get("FACECODEC_DEBUG"):
             raise
+        saved = _save_traceback()
+        where = f"its traceback is in {saved}; " if saved is not None else ""
         print(f"facecodec: internal error: {e.__class__.__name__}: {e} "
-              "(set FACECODEC_DEBUG=1 for details)", file=sys.stderr)
+              f"({where}FACECODEC_DEBUG=1 prints it)", file=sys.stderr)
         code = 1
     settle_made_folders(failed=code != 0)
     return code
+
+
+def _save_traceback() -> Path | None:
+    """The traceback of the exception being handled, in a file of its own in the temporary
+    folder: a bug met hours into a run (a training) is located without running it again."""
+    try:
+        fd, name = tempfile.mkstemp(prefix="facecodec-error-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"facecodec {__version__}: {' '.join(sys.argv)}\n")
+            traceback.print_exc(file=f)
+    except OSError:
+        return None
+    return Path(name)
 
 
 if __name__ == "__main__":

@@ -628,6 +628,36 @@ def test_a_mistyped_argument_is_one_line_naming_it(run_cli: Run, tmp_path: Path)
     assert run.returncode == 0 and run.stdout.startswith("usage: facecodec encode")
 
 
+def test_an_internal_error_is_one_line_naming_where_its_traceback_is(
+    run_main: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault of facecodec's own (here one put into `info`) is one line and exit 1, and its
+    traceback is kept in the file that line names: a training that fails after hours need not
+    be run again to see where. With FACECODEC_DEBUG=1 it is raised as it is."""
+    import tempfile
+
+    import facecodec.bitstream.info as info
+
+    def broken(path: Path) -> None:
+        raise ZeroDivisionError("a fault")
+
+    monkeypatch.setattr(info, "describe", broken)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("FACECODEC_DEBUG", raising=False)
+    run = run_main("info", tmp_path / "x.fcv")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    [line] = run.stderr_lines
+    assert line.startswith("facecodec: internal error: ZeroDivisionError: a fault (its "
+                           "traceback is in "), line
+    [saved] = tmp_path.glob("facecodec-error-*.txt")
+    assert str(saved) in line and line.endswith("; FACECODEC_DEBUG=1 prints it)")
+    text = saved.read_text()
+    assert "Traceback" in text and "in broken" in text and "ZeroDivisionError: a fault" in text
+    monkeypatch.setenv("FACECODEC_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        run_main("info", tmp_path / "x.fcv")
+
+
 # --- outputs that cannot be written -----------------------------------------------------------
 
 

@@ -279,7 +279,7 @@ def test_layer_picture_moves_round_trip_and_unknown_ones_are_refused() -> None:
 
 
 def test_receiver_side_edits_leave_the_layer_out(layered: EncodeResult) -> None:
-    from facecodec.render.edits import PoseEdit
+    from facecodec.render.pose import PoseEdit
 
     plain = PacketDecoder(layered.header)
     edited = PacketDecoder(layered.header, pose=PoseEdit(yaw=15.0))

@@ -464,7 +464,7 @@ def test_a_receiver_with_a_frontal_pose_draws_the_head_facing_the_camera() -> No
     the mouth still moves as sent."""
     from facecodec.bench.landmarks import mouth_and_turn, track_landmarks
     from facecodec.codec.stream import StreamDecoder, StreamEncoder
-    from facecodec.render.edits import PoseEdit
+    from facecodec.render.pose import PoseEdit
 
     frames = list(read_frames(str(require(DATA / "clips" / "liveportrait_d9.mp4")), 90))
     enc = StreamEncoder(fps=30, source_size=(frames[0].shape[1], frames[0].shape[0]))

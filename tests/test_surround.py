@@ -21,7 +21,7 @@ from facecodec.codec.encoder import (
 from facecodec.motion.basis import load_basis
 from facecodec.motion.motion import SURROUND_SIZE, Motion
 from facecodec.motion.surround import face_mask
-from facecodec.render.edits import PoseEdit
+from facecodec.render.pose import PoseEdit
 from facecodec.render.warp import WarpRenderer
 
 SIZE = 256

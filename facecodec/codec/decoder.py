@@ -35,9 +35,10 @@ from facecodec.motion.basis import ExpressionBasis, basis_for_id, load_basis
 from facecodec.motion.coder import CoderConfig, MotionDecoder
 from facecodec.motion.motion import Motion
 from facecodec.render.base import Renderer
-from facecodec.render.edits import Avatar, AvatarDriver, EyeContact, PoseEdit, eye_radius
+from facecodec.render.edits import Avatar, AvatarDriver, EyeContact, eye_radius
 from facecodec.render.fusion_model import GATE_MODEL_ID, shipped_fusion_ids
 from facecodec.render.held import FlowMover, fade
+from facecodec.render.pose import PoseEdit
 from facecodec.render.registry import DEFAULT_RENDERER, make_renderer
 from facecodec.render.warp import WarpRenderer
 

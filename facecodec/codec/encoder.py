@@ -60,8 +60,6 @@ from facecodec.errors import FacecodecError
 from facecodec.files import check_writable
 from facecodec.motion.basis import ExpressionBasis, load_basis
 from facecodec.motion.coder import (
-    DEFAULT_PRESET,
-    PRESETS,
     CoderConfig,
     MotionEncoder,
     make_config,
@@ -69,6 +67,7 @@ from facecodec.motion.coder import (
     make_config_steps,
 )
 from facecodec.motion.motion import Motion
+from facecodec.motion.presets import DEFAULT_PRESET, PRESETS
 from facecodec.motion.stabilize import beta_for
 from facecodec.render.fusion_model import FULL_SIZE_WEIGHTS, GATE_MODEL_ID, default_fusion_id
 

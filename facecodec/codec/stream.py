@@ -34,7 +34,8 @@ from facecodec.codec.layer_rate import LayerPlan, LiveLayer
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.motion.basis import load_basis
 from facecodec.motion.stabilize import beta_for
-from facecodec.render.edits import EyeContact, PoseEdit
+from facecodec.render.edits import EyeContact
+from facecodec.render.pose import PoseEdit
 from facecodec.render.registry import DEFAULT_RENDERER
 from facecodec.render.warp import WarpRenderer
 from facecodec.stream.wire import CHUNK_OVERHEAD, wire_bytes

@@ -31,6 +31,7 @@ from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.motion import entropy
 from facecodec.motion.entropy import QMAX
 from facecodec.motion.motion import FIXED_SIZE, SURROUND_GRID, SURROUND_SIZE, Motion
+from facecodec.motion.presets import PRESET_STEPS, PRESETS
 from facecodec.motion.surround import surround_from_dct, surround_to_dct
 
 K_MAX = 64
@@ -60,10 +61,6 @@ _INTRA = np.array([0.2] * 3 + [0.1] * 2 + [0.3] + [0.03] * 4 + [0.08] * 3)
 # for the two mean coefficients, which are g times the mean shift of the g x g cells.
 _SURROUND_STEP, _SURROUND_INTRA = 1.0 / 256, 4.0 / 256
 _SURROUND_LIMIT = 1e3  # crop fractions; only garbage reaches it, and it still quantises to QMAX
-_PRESETS = {"lowest": (0.25, 2.5), "low": (0.5, 1.6), "medium": (1.0, 1.0),
-            "high": (2.0, 0.6)}  # k factor, step multiplier
-PRESETS = tuple(_PRESETS)  # coarsest first
-DEFAULT_PRESET = "medium"
 
 
 def _f32(a: np.ndarray | list[float], n: int, name: str) -> np.ndarray:
@@ -252,9 +249,9 @@ def make_config(preset: str, k: int, expr_std: np.ndarray, surround: bool = Fals
     """Preset config. `k` is the medium preset's coefficient count; "low" codes k//2
     coefficients with 1.6x coarser steps, "lowest" k//4 with 2.5x (the motion beside a
     layer), "high" up to 2k (as many as `expr_std` has) with 0.6x the steps."""
-    if preset not in _PRESETS:
-        raise FacecodecError(f"unknown motion preset {preset!r} (use {', '.join(_PRESETS)})")
-    kf, mul = _PRESETS[preset]
+    if preset not in PRESET_STEPS:
+        raise FacecodecError(f"unknown motion preset {preset!r} (use {', '.join(PRESETS)})")
+    kf, mul = PRESET_STEPS[preset]
     n = len(np.asarray(expr_std).reshape(-1))
     if not 1 <= k <= min(n, K_MAX):
         raise FacecodecError(f"motion preset needs 1 <= k <= {min(n, K_MAX)} (expr_std), got {k}")

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from facecodec.errors import FacecodecError
-from facecodec.motion.basis import ExpressionBasis
-from facecodec.render.base import Renderer
-from facecodec.render.warp import WarpRenderer
+
+if TYPE_CHECKING:  # the renderers load on use: the command line names them without loading
+    from facecodec.motion.basis import ExpressionBasis
+    from facecodec.render.base import Renderer
+
+
+def _warp(basis: ExpressionBasis, size: int) -> Renderer:
+    from facecodec.render.warp import WarpRenderer
+
+    return WarpRenderer(basis, size)
 
 
 def _neural(basis: ExpressionBasis, size: int) -> Renderer:
@@ -26,7 +34,7 @@ def _neural_onnx(basis: ExpressionBasis, size: int) -> Renderer:
 
 
 RENDERERS: dict[str, Callable[[ExpressionBasis, int], Renderer]] = {
-    "warp": WarpRenderer,
+    "warp": _warp,
     "neural": _neural,
     "neural-onnx": _neural_onnx,
 }

@@ -38,8 +38,9 @@ from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET, check_layer_kbp
 from facecodec.codec.stream import MAX_CALL_PACKET_FRAMES, check_packet_frames
 from facecodec.errors import BitstreamError, FacecodecError, Terminated
 from facecodec.files import check_writable, path_arg, same_file, write_text
-from facecodec.motion.coder import PRESETS
-from facecodec.render.edits import EyeContact, PoseEdit, add_pose_arguments, pose_of
+from facecodec.motion.presets import PRESETS
+from facecodec.render.edits import EyeContact
+from facecodec.render.pose import PoseEdit, add_pose_arguments, pose_of
 from facecodec.render.registry import CALL_RENDERER
 from facecodec.stream.congestion import LinkRate, QueueDelay, SoundRate
 from facecodec.stream.impair import MAX_JITTER_MS, Impairment
