@@ -12,10 +12,11 @@ import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from facecodec import __version__
 from facecodec.errors import FacecodecError, OneLineParser, Terminated
-from facecodec.files import path_arg, same_file, settle_made_folders
+from facecodec.files import path_arg, same_file, settle_made_folders, to_stdout
 from facecodec.motion.presets import DEFAULT_PRESET, PRESETS
 from facecodec.render.pose import add_pose_arguments, pose_of
 from facecodec.render.registry import DEFAULT_RENDERER, RENDERERS
@@ -108,10 +109,11 @@ def _decode(a: argparse.Namespace) -> int:
     eyes = EyeContact(a.eye_contact) if a.eye_contact is not None else None
     r = decode_file(a.input, a.output, renderer=a.renderer, pose=pose, avatar=a.avatar,
                     layer=a.layer, upscale=a.upscale, eye_contact=eyes)
+    written = "standard output" if to_stdout(a.output) else a.output
     if r.error:
         print(
             f"facecodec: error: {a.input}: {r.error}; the {r.frames_written} frames before it were "
-            f"written to {a.output}",
+            f"written to {written}",
             file=sys.stderr,
         )
         return 3
@@ -128,7 +130,8 @@ def _decode(a: argparse.Namespace) -> int:
         print(f"note: --layer {a.layer} changes nothing: {a.input} has no low-resolution layer",
               file=sys.stderr)
     bad = f"; {st.restore_bad} bad RESTORE packets ignored" if st.restore_bad else ""
-    print(f"{a.output}: {r.frames_written} frames ({st.frames_rendered} rendered{layer}){bad}")
+    print(f"{written}: {r.frames_written} frames ({st.frames_rendered} rendered{layer}){bad}",
+          file=_report_to(a.output))
     return 0
 
 
@@ -136,8 +139,14 @@ def _upscale(a: argparse.Namespace) -> int:
     from facecodec.render.upscale import upscale_file
 
     n = upscale_file(a.input, a.output)
-    print(f"{a.output}: {n} frames, two times the input's size")
+    written = "standard output" if to_stdout(a.output) else a.output
+    print(f"{written}: {n} frames, two times the input's size", file=_report_to(a.output))
     return 0
+
+
+def _report_to(output: Path) -> TextIO:
+    """Where a command says what it wrote: not among the frames it wrote to standard output."""
+    return sys.stderr if to_stdout(output) else sys.stdout
 
 
 def _info(a: argparse.Namespace) -> int:
@@ -326,6 +335,11 @@ def _check_output(a: argparse.Namespace) -> None:
     a video or a picture."""
     src, dst = getattr(a, "input", None), getattr(a, "output", None)
     if not isinstance(src, Path) or not isinstance(dst, Path):
+        return
+    if to_stdout(dst):
+        if a.command == "encode":
+            raise FacecodecError("encode writes an .fcv file: give -o NAME.fcv (-o - is "
+                                 "decode's and upscale's, for frames on standard output)")
         return
     if same_file(src, dst):
         raise FacecodecError(f"cannot write {dst}: it is the input")

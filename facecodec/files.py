@@ -23,6 +23,15 @@ def path_arg(text: str) -> Path:
     return Path(text)
 
 
+# The output name of standard output, where a video's frames go as y4m, as a player reads
+# them from a pipe (`facecodec decode x.fcv -o - | mpv -`); a file of that name is ./-.
+STDOUT = "-"
+
+
+def to_stdout(path: str | Path) -> bool:
+    return str(path) == STDOUT
+
+
 def make_folder(path: Path) -> None:
     """Create an output folder (and its parents), or fail with one line."""
     missing = []

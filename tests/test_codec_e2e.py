@@ -4,6 +4,10 @@ presets, target rate and the receiver-side edits (frontal pose, eye contact, ava
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,6 +79,71 @@ def test_decode_frame_count_and_size(
     assert r.error is None
     assert r.frames_written == GRID_FRAMES
     assert plain_frames.shape == (GRID_FRAMES, SIZE, SIZE, 3)
+
+
+def _to_stdout(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """`facecodec ARGS` with its standard output a pipe, read whole."""
+    return subprocess.run([sys.executable, "-m", "facecodec.cli", *map(str, args)],
+                          capture_output=True, timeout=300, cwd=cwd, check=False)
+
+
+def test_decode_to_standard_output_writes_the_frames_of_a_y4m_file(
+    encoded_grid: EncodedClip, tmp_path: Path
+) -> None:
+    """`-o -` writes y4m to standard output, as a player reads a pipe (`| mpv -`): the bytes
+    `-o x.y4m` writes, square pixels said as such (A1:1), and the summary on standard error.
+    It wrote an mp4 file named "-" before."""
+    y4m = tmp_path / "x.y4m"
+    assert cli.main(["decode", str(encoded_grid.fcv), "-o", str(y4m), "--renderer", "warp"]) == 0
+    run = _to_stdout("decode", encoded_grid.fcv, "-o", "-", "--renderer", "warp", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(b"YUV4MPEG2 W256 H256 F25:1 Ip A1:1 ")
+    assert run.stdout.count(b"FRAME\n") == GRID_FRAMES and run.stdout == y4m.read_bytes()
+    assert run.stderr.decode().splitlines() == [
+        f"standard output: {GRID_FRAMES} frames ({GRID_FRAMES} rendered)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.y4m"]
+
+
+def test_decode_to_standard_output_ends_well_when_its_reader_goes_or_the_stream_is_damaged(
+    encoded_grid: EncodedClip, tmp_path: Path
+) -> None:
+    """A player that closes the pipe ends the command quietly (exit 0), as `| head` does; a
+    damaged stream writes the frames before the damage and exits 3 with its one line; a
+    terminal is refused (raw video there is noise), and `encode` does not take `-o -`."""
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "facecodec.cli", "decode", str(encoded_grid.fcv), "-o", "-",
+         "--renderer", "warp"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    assert reader.stdout is not None and reader.stderr is not None
+    head = reader.stdout.read(100_000)
+    reader.stdout.close()
+    assert reader.wait(timeout=300) == 0 and head.startswith(b"YUV4MPEG2 ")
+    assert reader.stderr.read() == b""
+
+    data = encoded_grid.fcv.read_bytes()
+    cut = tmp_path / "cut.fcv"
+    cut.write_bytes(data[:-60])  # into the last motion packet
+    run = _to_stdout("decode", cut, "-o", "-", "--renderer", "warp", cwd=tmp_path)
+    [line] = run.stderr.decode().splitlines()
+    written = run.stdout.count(b"FRAME\n")
+    assert run.returncode == 3 and 0 < written < GRID_FRAMES, line
+    assert line.startswith(f"facecodec: error: {cut}: ") and line.endswith(
+        f"the {written} frames before it were written to standard output"), line
+
+    main, tty = pty.openpty()
+    try:
+        run = subprocess.run([sys.executable, "-m", "facecodec.cli", "decode", str(
+            encoded_grid.fcv), "-o", "-"], stdout=tty, stderr=subprocess.PIPE, timeout=300,
+            cwd=tmp_path, check=False)
+    finally:
+        os.close(tty)
+        os.close(main)
+    assert run.returncode == 2 and run.stderr.decode().splitlines() == [
+        "facecodec: error: -o - writes uncompressed video to standard output, not to a "
+        "terminal: pipe it to a player (| mpv -)"]
+
+    run = _to_stdout("encode", encoded_grid.source, "-o", "-", cwd=tmp_path)
+    assert run.returncode == 2 and b"encode writes an .fcv file" in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.fcv"]
 
 
 def test_decode_under_onnxruntime_draws_the_same_video(

@@ -25,7 +25,7 @@ from facecodec.capture.sound import FileSound, has_sound
 from facecodec.capture.streams import shown_stream
 from facecodec.capture.timing import PictureClock, VideoDamaged, pictures
 from facecodec.errors import FacecodecError
-from facecodec.files import check_readable, check_writable, publish, temp_beside
+from facecodec.files import check_readable, check_writable, publish, temp_beside, to_stdout
 
 MIN_SIDE = 64  # below this no face can be tracked reliably
 MAX_SIDE = 8192  # above this a frame is almost certainly not a camera picture
@@ -339,10 +339,10 @@ def _stated_end(c: av.container.InputContainer) -> float | None:
 class _Y4mShape(io.RawIOBase):
     """The file a y4m muxer writes, its header's pixel shape set on the way: FFmpeg writes
     the stream's, which PyAV cannot set (only the codec's), so "A0:0" (unknown) becomes
-    "A128:117". The header is the first line; the frames pass through."""
+    "A1:1" or "A128:117". The header is the first line; the frames pass through."""
 
-    def __init__(self, path: Path, aspect: Fraction) -> None:
-        self._file = path.open("wb")
+    def __init__(self, file: io.BufferedWriter, aspect: Fraction) -> None:
+        self._file = file
         self._shape = f"A{aspect.numerator}:{aspect.denominator}".encode()
         self._head: bytearray | None = bytearray()  # until the header's line is whole
 
@@ -366,9 +366,19 @@ class _Y4mShape(io.RawIOBase):
         super().close()
 
 
+def _take_stdout() -> io.BufferedWriter:
+    """Standard output, for the frames alone: from now on what else is printed there (by
+    this program or a library) goes to standard error."""
+    sys.stdout.flush()
+    out = sys.stdout.fileno()
+    frames = os.dup(out)
+    os.dup2(sys.stderr.fileno(), out)
+    return os.fdopen(frames, "wb")
+
+
 class VideoWriter:
     """H.264 mp4 / mov / mkv (or uncompressed .y4m) writer that only makes the output appear
-    when it is complete."""
+    when it is complete; or y4m frames on standard output (`path` "-") as they come."""
 
     def __init__(self, path: str | Path, fps: Fraction, width: int, height: int, crf: int = 18,
                  pixel_aspect: Fraction = Fraction(1), sound_from: Path | None = None):
@@ -378,19 +388,31 @@ class VideoWriter:
         coded again as AAC), where it has sound and the container holds it (not .y4m)."""
         self.path = Path(path)
         self.fps = fps
-        fmt = CONTAINERS.get(self.path.suffix.lower())
-        if fmt is None:
-            raise FacecodecError(f"cannot write {self.path}: unknown video container "
-                                 f"'{self.path.suffix}' (use .mp4, .m4v, .mov, .mkv, or .y4m for "
-                                 "uncompressed frames)")
-        check_writable(self.path)  # a folder in the way fails now, not after the work
-        fd, self._tmp = temp_beside(self.path)
-        os.close(fd)
+        self._tmp: Path | None = None
+        if to_stdout(path):
+            self.name = "standard output"
+            if sys.stdout.isatty():
+                raise FacecodecError("-o - writes uncompressed video to standard output, "
+                                     "not to a terminal: pipe it to a player (| mpv -)")
+            fmt = "yuv4mpegpipe"
+        else:
+            self.name = str(self.path)
+            known = CONTAINERS.get(self.path.suffix.lower())
+            if known is None:
+                raise FacecodecError(f"cannot write {self.path}: unknown video container "
+                                     f"'{self.path.suffix}' (use .mp4, .m4v, .mov, .mkv, or .y4m "
+                                     "for uncompressed frames, or - for y4m on standard output)")
+            fmt = known
+            check_writable(self.path)  # a folder in the way fails now, not after the work
+            fd, self._tmp = temp_beside(self.path)
+            os.close(fd)
         self._c: av.container.OutputContainer | None = None
         self._shaped: _Y4mShape | None = None
         try:
-            self._shaped = (_Y4mShape(self._tmp, pixel_aspect)
-                            if fmt == "yuv4mpegpipe" and pixel_aspect != 1 else None)
+            if self._tmp is None:
+                self._shaped = _Y4mShape(_take_stdout(), pixel_aspect)
+            elif fmt == "yuv4mpegpipe":  # square pixels too: "A1:1", not "unknown"
+                self._shaped = _Y4mShape(self._tmp.open("wb"), pixel_aspect)
             self._c = av.open(self._shaped or str(self._tmp), "w", format=fmt)
             raw = fmt in RAW_CONTAINERS
             self._s = self._c.add_stream("rawvideo" if raw else "libx264", rate=fps)
@@ -406,7 +428,7 @@ class VideoWriter:
                 self._a = self._c.add_stream("aac", rate=RATE, layout="stereo")
         except (OSError, ValueError, OverflowError, av.error.FFmpegError) as e:
             self.abort()
-            raise FacecodecError(f"cannot write {self.path}: {e}") from None
+            raise FacecodecError(f"cannot write {self.name}: {e}") from None
         except BaseException:
             self.abort()
             raise
@@ -419,8 +441,10 @@ class VideoWriter:
                 self._container.mux(pkt)
             if self._sound is not None:
                 self._write_sound()
+        except BrokenPipeError:  # the reader of standard output went: the command ends
+            raise
         except OSError as e:  # a full disk: the caller aborts
-            raise FacecodecError(f"cannot write {self.path}: {e.strerror or e}") from None
+            raise FacecodecError(f"cannot write {self.name}: {e.strerror or e}") from None
         self.frames += 1
 
     def _write_sound(self) -> None:
@@ -447,13 +471,17 @@ class VideoWriter:
             self._container.close()
             if self._shaped is not None:
                 self._shaped.close()
+        except BrokenPipeError:
+            self.abort()
+            raise
         except OSError as e:
             self.abort()
-            raise FacecodecError(f"cannot write {self.path}: {e.strerror or e}") from None
+            raise FacecodecError(f"cannot write {self.name}: {e.strerror or e}") from None
         except BaseException:
             self.abort()
             raise
-        publish(self._tmp, self.path)
+        if self._tmp is not None:
+            publish(self._tmp, self.path)
 
     @property
     def _container(self) -> av.container.OutputContainer:
@@ -470,7 +498,8 @@ class VideoWriter:
                 with contextlib.suppress(OSError):
                     self._shaped.close()
         finally:
-            self._tmp.unlink(missing_ok=True)
+            if self._tmp is not None:
+                self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> VideoWriter:
         return self
