@@ -7,7 +7,8 @@ one extreme of its motion: mid-blink, mouth shut before a sentence, head still t
 A file encoder sees the whole segment, so it picks the picture by analysis-by-synthesis:
 each candidate (up to `CANDIDATES` frames spread over the segment) is drawn by the mesh warp
 into up to `PROBES` frames spread over the segment, and the candidate whose drawings come
-closest to the original crops (mean PSNR-Y) becomes the reference. On the 6 validation
+closest to the original crops (mean PSNR-Y) becomes the reference; a candidate blurred
+or with an eye shut, next to the others, is not tried (`_able`). On the 6 validation
 clips (unquantised Motions, references coded at quality 40) this raised VMAF from 56.2 to
 66.4 and PSNR-Y from 32.1 to 34.5 dB (benchmarks/reference_choice.py; docs/bitstream.md,
 "KeyframePayload").
@@ -23,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
+import cv2
 import numpy as np
 
 from facecodec.codec.analysis import KeyframeEvent, MotionEvent
@@ -35,6 +37,13 @@ from facecodec.render.warp import WarpRenderer
 
 CANDIDATES = 16  # pictures tried per segment
 PROBES = 48  # frames each candidate is drawn into
+# Pictures that cannot show what the segment's other frames show are not tried: a face
+# blurred (autofocus hunting, a fast move) to under this share of the sharpest candidate's
+# detail, whose blur every frame drawn from it would keep (PSNR-Y favours it over a sharp
+# picture a little misaligned), and an eye shut to under this share of its median opening
+# over the candidates, which the warp cannot open again.
+MIN_SHARPNESS_SHARE = 0.4
+MIN_EYE_SHARE = 0.6
 
 Event = KeyframeEvent | MotionEvent
 
@@ -85,6 +94,7 @@ def choose_references(
             key_index, cands, probes = plans[i]
             meter = SurroundMeter(size) if len(by_index[key_index].motion.surround) else None
             points = {t: basis.landmarks(by_index[t].motion, size)[:, :2] for t in probes}
+            cands = _able(cands, held, by_index, basis, size)
             scores = [_score(warp, meter, held, by_index, points, c, probes) for c in cands]
             best = cands[int(np.argmax(scores))]
             if best != key_index:
@@ -118,6 +128,30 @@ def choose_references(
                 e = replace(e, motion=last)
         out.append(e)
     return out
+
+
+def _able(cands: list[int], crops: dict[int, np.ndarray], motions: dict[int, MotionEvent],
+          basis: ExpressionBasis, size: int) -> list[int]:
+    """The candidates sharp enough, with both eyes open enough (MIN_SHARPNESS_SHARE,
+    MIN_EYE_SHARE); all of them where none is."""
+    sharp = np.array([_sharpness(crops[c], basis.landmarks(motions[c].motion, size))
+                      for c in cands])
+    eyes = np.array([motions[c].motion.openness[:2] for c in cands])
+    median = np.median(eyes, axis=0)
+    able = [c for c, s, e in zip(cands, sharp, eyes, strict=True)
+            if s >= MIN_SHARPNESS_SHARE * sharp.max() and np.all(e >= MIN_EYE_SHARE * median)]
+    return able or cands
+
+
+def _sharpness(crop: np.ndarray, landmarks: np.ndarray) -> float:
+    """Detail of the face: the variance of the luma's Laplacian within its landmarks' box."""
+    h, w = crop.shape[:2]
+    x0, y0 = np.clip(np.floor(landmarks[:, :2].min(axis=0)).astype(int), 0, [w - 1, h - 1])
+    x1, y1 = np.clip(np.ceil(landmarks[:, :2].max(axis=0)).astype(int) + 1, 1, [w, h])
+    if x1 - x0 < 3 or y1 - y0 < 3:  # a face out of the crop: no detail to judge
+        return 0.0
+    luma = cv2.cvtColor(np.ascontiguousarray(crop[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(luma, cv2.CV_32F).var())
 
 
 def _crop_at(frames: Iterator[tuple[int, np.ndarray]], index: int) -> np.ndarray:
