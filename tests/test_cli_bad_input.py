@@ -840,7 +840,8 @@ def _forged(encoded_grid: EncodedClip, change: str) -> bytes:
 
     packets = list(encoded_grid.result.packets)
     if change == "end_count":
-        packets[-1] = replace(packets[-1], payload=EndPayload(10_000_000).to_bytes())
+        packets[-1] = replace(packets[-1], timestamp=10_000_000,
+                              payload=EndPayload(10_000_000).to_bytes())
     elif change == "motion_timestamp":
         i = [k for k, p in enumerate(packets) if p.type == PacketType.RESYNC][1]
         packets[i] = replace(packets[i], timestamp=10_000_000)
@@ -876,14 +877,44 @@ def test_decode_refuses_values_no_encoder_writes(
     assert _frame_count(mp4) < GRID_FRAMES + 1 and not list(out_dir.glob(".*.tmp"))
 
 
+@pytest.mark.parametrize(("timestamp", "payload", "decoded", "told"), [
+    (50, (50).to_bytes(4, "little"), "count of 50 frames is short of the 75 frames before it",
+     "count of 50 frames is short of the 75 frames with motion"),
+    (80, (75).to_bytes(4, "little"), "END packet's timestamp 80 is not its count of 75",
+     "its timestamp 80 is not its count of 75 frames"),
+    (75, (75).to_bytes(5, "little"), "END", "END packet (seq "),
+    (10_000_000, (10_000_000).to_bytes(4, "little"), "frames with no motion (damaged timing)",
+     "past the last frame with motion (damaged timing)"),
+])
+def test_an_end_packet_out_of_line_with_the_motion_is_damage_to_decode_and_info(
+    timestamp: int, payload: bytes, decoded: str, told: str, encoded_grid: EncodedClip,
+    run_main: Run, tmp_path: Path
+) -> None:
+    """END's timestamp is its frame count, which covers every frame with motion: a count
+    short of them was drawn past without a word while `info` said the shorter count, and a
+    malformed END left `info` counting frames itself, the stream called intact."""
+    packets = list(encoded_grid.result.packets)
+    assert packets[-1].type == PacketType.END and packets[-1].timestamp == GRID_FRAMES
+    packets[-1] = replace(packets[-1], timestamp=timestamp, payload=payload)
+    data = encoded_grid.result.header.to_bytes() + b"".join(encode_packet(p) for p in packets)
+    run, out_dir, mp4 = _decode(run_main, data, tmp_path)
+    line = assert_one_line_error(run, code=3)
+    assert decoded in line, line
+    assert 0 < _frame_count(mp4) <= GRID_FRAMES and not list(out_dir.glob(".*.tmp"))
+    d = describe(tmp_path / "damaged.fcv")
+    assert d["damaged"] is not None and told in d["damaged"], d["damaged"]
+    assert d["frames"] == GRID_FRAMES and d["frames_from"] == "counted"
+    assert describe(encoded_grid.fcv)["damaged"] is None
+
+
 def test_decode_refuses_many_short_gaps_adding_up(
     encoded_grid: EncodedClip, run_main: Run, tmp_path: Path
 ) -> None:
     """Each gap within MAX_HOLD_S, chained: 20 bytes a packet made the decoder write ten
     seconds of held frames each, an hour of output from 10 kB. After the face appears, a
     file's held frames count in all."""
+    from facecodec.bitstream.container import MAX_HOLD_S
     from facecodec.bitstream.packets import EndPayload
-    from facecodec.codec.decoder import MAX_HOLD_S
 
     fps = float(encoded_grid.result.header.fps)
     step = round(0.9 * MAX_HOLD_S * fps)  # each gap alone (a packet's frames less) is allowed
@@ -891,7 +922,8 @@ def test_decode_refuses_many_short_gaps_adding_up(
     motion = [p for p in packets if p.type == PacketType.RESYNC][:3]
     assert len(motion) == 3
     chained = [packets[0], *(replace(p, timestamp=i * step) for i, p in enumerate(motion)),
-               replace(packets[-1], payload=EndPayload(len(motion) * step).to_bytes())]
+               replace(packets[-1], timestamp=len(motion) * step,
+                       payload=EndPayload(len(motion) * step).to_bytes())]
     data = encoded_grid.result.header.to_bytes() + b"".join(encode_packet(p) for p in chained)
     run, out_dir, mp4 = _decode(run_main, data, tmp_path)
     line = assert_one_line_error(run, code=3)

@@ -13,11 +13,13 @@ from hypothesis import strategies as st
 from facecodec.errors import BitstreamError, FacecodecError
 from facecodec.motion.coder import (
     MAX_FRAMES,
+    MUL_RANGE,
     CoderConfig,
     MotionDecoder,
     MotionEncoder,
     make_config,
     make_config_q,
+    make_config_steps,
 )
 from facecodec.motion.entropy import QMAX
 from facecodec.motion.motion import FIXED_SIZE, SURROUND_GRID, SURROUND_SIZE, Motion
@@ -226,6 +228,9 @@ def test_config_bytes_rejected() -> None:
     for b in bad_built:
         with pytest.raises(BitstreamError):
             CoderConfig.from_bytes(b, EXPR_STD)
+    for mul in MUL_RANGE:  # the ends of the range, which f32 holds inexactly, are readable
+        end = make_config_steps(16, mul, EXPR_STD)
+        assert CoderConfig.from_bytes(end.to_bytes(), EXPR_STD) == end
     with pytest.raises(BitstreamError, match="needs the stream's basis"):
         CoderConfig.from_bytes(built)
     with pytest.raises(BitstreamError, match="expr_std needs"):  # basis too small for k

@@ -46,6 +46,12 @@ VERSION_MINOR = 10
 SQUARE_PIXELS_MINOR = 9  # the minor version a square-pixel stream is written as
 MAX_HEADER = 0xFFFF  # header_length is a u16
 MAX_FPS = 120  # frames a second a stream (and an input video) may have
+# A file's frames each have their motion once the face has appeared (frames without it hold
+# the last pose), so the frames held between two drawn ones, or after the last one up to the
+# END packet's count, are damage's doing: past this many seconds' worth in all (not a gap:
+# many short gaps chained would add up to hours) they are refused, and a stream with forged
+# timestamps or count does not keep the decoder writing for hours.
+MAX_HOLD_S = 10.0
 SIZE_STEP = 16  # crop sides are multiples of this: the networks halve the picture four times
 # Encoders write rates as fractions with denominators up to 1001 (29.97 = 30000/1001); a
 # larger one is no camera's, and past 2^31 video writers cannot take it.

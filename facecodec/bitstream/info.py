@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from facecodec.bitstream.container import LAYER_CODEC_NAMES, FcvReader
+from facecodec.bitstream.container import LAYER_CODEC_NAMES, MAX_HOLD_S, FcvReader
 from facecodec.bitstream.packets import (
     LAYER_TYPES,
     MOTION_TYPES,
@@ -51,7 +51,11 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
                     continue
                 counted = max(counted, packet.timestamp + m.frame_count)
             elif packet.type == PacketType.END:
-                end_frames = _end_frames(packet.payload)
+                try:
+                    end_frames = _end_frames(packet.timestamp, packet.payload, counted,
+                                             float(h.fps))
+                except BitstreamError as e:
+                    damaged = damaged or f"END packet (seq {packet.seq}): {e}"
     except BitstreamError as e:
         damaged = str(e)
     for kind, (count, size) in reader.skipped_types.items():
@@ -100,11 +104,19 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
-def _end_frames(payload: bytes) -> int | None:
-    try:
-        return EndPayload.from_bytes(payload).total_frames
-    except BitstreamError:
-        return None
+def _end_frames(timestamp: int, payload: bytes, counted: int, fps: float) -> int:
+    """The END packet's frame count, checked as the decoder checks it: its timestamp is the
+    count, which covers every frame with motion and holds the last for at most MAX_HOLD_S."""
+    total = EndPayload.from_bytes(payload).total_frames
+    if timestamp != total:
+        raise BitstreamError(f"its timestamp {timestamp} is not its count of {total} frames")
+    if total < counted:
+        raise BitstreamError(f"its count of {total} frames is short of the {counted} frames "
+                             "with motion")
+    if total - counted > MAX_HOLD_S * fps:
+        raise BitstreamError(f"its count of {total} frames is {total - counted} past the last "
+                             "frame with motion (damaged timing)")
+    return total
 
 
 def _layer_line(d: dict[str, Any]) -> str:
@@ -145,5 +157,5 @@ def format_info(d: dict[str, Any]) -> str:
         lines.append(f"  skipped    {d['skipped_unknown']} packets of unknown type")
     # A packet's contents (motion, pictures) are checked by decoding them: `decode` does.
     lines.append(f"  damaged    {d['damaged']}" if d["damaged"] else
-                 "  intact     every packet whole, its checksum right")
+                 "  intact     every packet whole, its checksum right, its END count in line")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecodec.bitstream.container import FcvReader, StreamHeader
+from facecodec.bitstream.container import MAX_HOLD_S, FcvReader, StreamHeader
 from facecodec.bitstream.packets import (
     IMAGE_FROM_LAYER,
     LAYER_TYPES,
@@ -206,7 +206,11 @@ class PacketDecoder:
                 self.layer.push(packet)
             return []
         if packet.type == PacketType.END:
-            self.total_frames = EndPayload.from_bytes(packet.payload).total_frames
+            total = EndPayload.from_bytes(packet.payload).total_frames
+            if packet.timestamp != total:
+                raise BitstreamError(f"END packet's timestamp {packet.timestamp} is not its "
+                                     f"count of {total} frames")
+            self.total_frames = total
             return []
         if packet.type == PacketType.RESTORE:
             try:
@@ -516,13 +520,8 @@ MAX_SHARES = 3
 HELD_KEYFRAMES = 4  # references a decoder keeps (a RESYNC may name any of them)
 MIN_FACE_PX = 2.0
 
-# A file's frames each have their motion once the face has appeared (frames without it hold
-# the last pose), so the frames held between two drawn ones, or after the last one up to the
-# END packet's count, are damage's doing: past this many seconds' worth in all (not a gap:
-# many short gaps chained would add up to hours) they are refused, and a stream with forged
-# timestamps or count does not keep the decoder writing for hours.
-# Before the first face a video may run long: up to MAX_LEAD_S is held as the first picture.
-MAX_HOLD_S = 10.0
+# Before the first face a video may run long: up to MAX_LEAD_S is held as the first picture
+# (after it, MAX_HOLD_S bounds the frames held: bitstream/container.py).
 MAX_LEAD_S = 3600.0
 
 
@@ -558,6 +557,9 @@ class FrameSink:
         if self.last is None:
             return
         if total is not None:
+            if total < self.next:
+                raise BitstreamError(f"the END packet's count of {total} frames is short of "
+                                     f"the {self.next} frames before it")
             self._check_hold(total, "the END packet's count of")
         while total is not None and self.next < total:
             self.writer.write(self.last)

@@ -180,7 +180,8 @@ class CoderConfig:
             want = _HEAD.size + _MUL.size
             raise BitstreamError(f"motion coder config: {len(b)} bytes, expected {want}")
         (mul,) = _MUL.unpack_from(b, _HEAD.size)
-        if not MUL_RANGE[0] <= mul <= MUL_RANGE[1]:  # NaN fails too
+        # The bounds as f32 holds them: a writer's 0.01 is read back as 0.0099999998.
+        if not np.float32(MUL_RANGE[0]) <= mul <= np.float32(MUL_RANGE[1]):  # NaN fails too
             raise BitstreamError(f"motion coder config: step multiplier {mul} outside "
                                  f"{MUL_RANGE[0]}..{MUL_RANGE[1]}")
         if expr_std is None:
