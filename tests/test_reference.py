@@ -19,7 +19,7 @@ from conftest import CLIPS, PORTRAITS, require
 from facecodec import cli
 from facecodec.capture.video import VideoWriter, read_frames
 from facecodec.codec import reference
-from facecodec.codec.analysis import KeyframeEvent, MotionEvent, stabilise
+from facecodec.codec.analysis import LIGHT_HOLD_S, KeyframeEvent, MotionEvent, stabilise
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import (
     Analysis,
@@ -180,3 +180,25 @@ def test_a_blurred_picture_is_not_chosen(
     [key] = [e for e in a.events_with_chosen_references(SIZE) if isinstance(e, KeyframeEvent)]
     picture = key.index if key.picture_index is None else key.picture_index
     assert (40 <= picture < 80) == (sharp_share == 0.0), picture
+
+
+def test_a_change_of_light_takes_a_new_picture(tmp_path: Path) -> None:
+    """A lamp switched on mid-clip (+90 grey levels from frame 45): every frame is drawn from
+    its segment's picture, and one picture drew half such a clip at 9 dB. A new picture is
+    taken once the new light has held LIGHT_HOLD_S, and frames on both sides decode close."""
+    src, lit = require(CLIPS / "liveportrait_d19.mp4"), tmp_path / "lit.mp4"
+    with av.open(str(src)) as c:
+        fps = c.streams.video[0].average_rate
+    frames = list(read_frames(src, max_frames=90))
+    with VideoWriter(lit, Fraction(fps), frames[0].shape[1], frames[0].shape[0]) as w:
+        for i, f in enumerate(frames):
+            w.write(np.clip(f.astype(np.int16) + (90 if i >= 45 else 0), 0, 255).astype(np.uint8))
+    a = analyze_file(lit, EncoderSettings(size=SIZE))
+    changed = 45 + round(LIGHT_HOLD_S * float(fps)) - 1
+    assert a.report.keyframes == [(0, "start"), (changed, "light")]
+    r = code_analysis(a, EncoderSettings(size=SIZE))
+    crops = original_crops(a.source, a.keyframes, SIZE)
+    drawn = decode_packets(r.header, r.packets, len(crops), renderer="warp")
+    before = np.mean([_psnr(crops[i], drawn[i]) for i in range(45)])
+    after = np.mean([_psnr(crops[i], drawn[i]) for i in range(changed, len(crops))])
+    assert before > 25 and after > 25, (before, after)

@@ -15,7 +15,7 @@ import numpy as np
 
 from facecodec.codec.scout import ReferenceScout
 from facecodec.face.crop import CropBox, drifted
-from facecodec.face.tracker import FaceTracker
+from facecodec.face.tracker import Face, FaceTracker
 from facecodec.motion.basis import ExpressionBasis
 from facecodec.motion.motion import SURROUND_SIZE, Motion
 from facecodec.motion.stabilize import MotionStabiliser
@@ -23,6 +23,12 @@ from facecodec.motion.surround import SurroundMeter
 
 # Keyframe reasons (KeyframeEvent.reason) that only a new crop of the sender's video sets.
 CROP_ONLY = frozenset({"recentre", "reappeared"})
+# Light on the face that changed this many grey levels (mean luma over its landmarks' box)
+# from the reference picture's, for LIGHT_HOLD_S, takes a new picture: every frame is drawn
+# from the reference, and a lamp switched on left half a clip drawn at 9 dB. A flash or a
+# hand passing is shorter; auto-exposure drifting that far is a change too.
+LIGHT_STEP = 24.0
+LIGHT_HOLD_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,7 @@ class KeyframeEvent:
     crop: CropBox
     image: np.ndarray  # (size, size, 3) uint8
     motion: Motion  # the picture's
-    reason: str  # "start", "recentre", "reappeared", "refresh", "requested"
+    reason: str  # "start", "recentre", "reappeared", "light", "refresh", "requested"
     # The frame the picture shows, if not frame `index`: a later frame of the same crop (a
     # file's chosen reference, facecodec/codec/reference.py) or an earlier one (a call's,
     # facecodec/codec/scout.py).
@@ -73,7 +79,8 @@ class FaceAnalyzer:
     ) -> None:
         """`scout`: a call's choice of reference picture as it goes (codec/scout.py).
         `crops_refresh` False: a keyframe of a new crop does not restart the refresh period,
-        for a sender that does not send those (an avatar's, codec/avatar.py)."""
+        nor does a change of light take one, for a sender that does not send its own
+        pictures (an avatar's, codec/avatar.py)."""
         self.basis, self.size = basis, size
         # Every Motion carries its surround; a coder beside a layer drops it.
         self.meter = SurroundMeter(size) if surround else None
@@ -89,6 +96,9 @@ class FaceAnalyzer:
         self.refreshed = -1  # the last keyframe that restarted the refresh period
         self.lost = False
         self.want_keyframe = False
+        self.light_hold = max(1, round(LIGHT_HOLD_S * fps))
+        self.key_light = 0.0  # the reference picture's light on the face
+        self.light_off = 0  # frames in a row whose light is LIGHT_STEP off it
         self.report = AnalysisReport()
 
     def request_keyframe(self) -> None:
@@ -114,6 +124,8 @@ class FaceAnalyzer:
             reason = "reappeared"
         elif drifted(self.anchor, self.anchor_size, face.centre, face.size, self.crop.side):
             reason = "recentre"
+        elif self.crops_refresh and self._light_changed(frame, face):
+            reason = "light"
         elif self.want_keyframe:
             reason = "requested"
         elif due:
@@ -145,6 +157,7 @@ class FaceAnalyzer:
                 motion = key_motion
             events.append(KeyframeEvent(index, self.crop, key_image, key_motion, reason,
                                         None if pick is None else pick.index, asked))
+            self.key_light, self.light_off = face_light(frame, face), 0
             self.report.keyframes.append((index, reason))
             self.lost, self.want_keyframe = False, False
             if self.crops_refresh or reason not in CROP_ONLY:
@@ -163,8 +176,25 @@ class FaceAnalyzer:
         events.append(MotionEvent(index, motion, face_seen=True))
         return events
 
+    def _light_changed(self, frame: np.ndarray, face: Face) -> bool:
+        """Whether the light on the face has stayed LIGHT_STEP off the reference's for
+        LIGHT_HOLD_S (a scout's earlier picture is of the same light, moments before)."""
+        off = abs(face_light(frame, face) - self.key_light) > LIGHT_STEP
+        self.light_off = self.light_off + 1 if off else 0
+        return self.light_off >= self.light_hold
+
     def close(self) -> None:
         self.tracker.close()
+
+
+def face_light(frame: np.ndarray, face: Face) -> float:
+    """Mean luma (BT.601) of the face's landmarks' box in the frame, every 4th pixel."""
+    h, w = frame.shape[:2]
+    x0, y0, x1, y1 = face.box
+    box = frame[max(0, int(y0)):min(h, int(y1) + 1):4, max(0, int(x0)):min(w, int(x1) + 1):4]
+    if box.size == 0:
+        return 0.0
+    return float(np.mean(box.reshape(-1, 3) @ np.array([0.299, 0.587, 0.114])))
 
 
 class EventStabiliser:
