@@ -48,8 +48,8 @@ def _encode(a: argparse.Namespace) -> int:
     r = encode_file(a.input, a.output, settings, progress=sys.stderr.isatty())
     rep = r.report
     if rep.frames_without_face:
-        print(_no_face_warning(rep.frames_without_face, rep.frames, r.keyframes[0].index),
-              file=sys.stderr)
+        print(_no_face_warning(rep.frames_without_face, rep.frames, r.keyframes[0].index,
+                               r.header.layer is not None), file=sys.stderr)
     if rep.several_faces and a.face == "largest":
         print("note: several faces seen; the largest/tracked one was coded", file=sys.stderr)
     for line in _moot_motion_options(a, r.header.layer is not None):
@@ -85,14 +85,17 @@ def _moot_motion_options(a: argparse.Namespace, layered: bool) -> list[str]:
     return [f"note: {flag} changes nothing {why[flag]}" for flag in given]
 
 
-def _no_face_warning(missing: list[int], frames: int, first_face: int) -> str:
+def _no_face_warning(missing: list[int], frames: int, first_face: int, layer: bool) -> str:
     """What became of the frames without a face: before it appeared, the first picture is
-    shown; after, the last pose is held, until it came back (a new keyframe) or to the end."""
+    shown; after, the last pose is held, until it came back (a new keyframe) or to the end,
+    and a low-resolution layer goes on showing them as they are."""
     what = []
     if missing[0] < first_face:
         what.append(f"the first {first_face} show the face's first picture")
     later = [i for i in missing if i > first_face]
-    if later:
+    if later and layer:
+        what.append("after it, the low-resolution layer shows them as they are")
+    elif later:
         back = ("to the end" if later[-1] == frames - 1
                 else "until the face came back (a new keyframe)")
         what.append(f"after it, the last pose is held {back}")

@@ -253,6 +253,11 @@ def test_face_leaving_frame_is_held(
     run = run_main("decode", fcv, "-o", mp4)
     assert run.returncode == 0, run.stderr
     assert _frame_count(mp4) == GRID_FRAMES
+    # Beside a layer the frames show what the layer shows, not a held face.
+    run = run_main("encode", inputs.face_leaves, "-o", fcv, "--layer-kbps", "8")
+    assert run.returncode == 0, run.stderr
+    assert run.stderr_lines[0].endswith("after it, the low-resolution layer shows them as "
+                                        "they are"), run.stderr
 
 
 def test_a_damaged_packet_mid_way_is_a_warning(
