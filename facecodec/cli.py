@@ -52,6 +52,9 @@ def _encode(a: argparse.Namespace) -> int:
                                r.header.layer is not None), file=sys.stderr)
     if rep.several_faces and a.face == "largest":
         print("note: several faces seen; the largest/tracked one was coded", file=sys.stderr)
+    elif rep.face_joined is not None:
+        print(f"note: another face appeared in frame {rep.face_joined}; the face followed "
+              "from the start was coded", file=sys.stderr)
     for line in _moot_motion_options(a, r.header.layer is not None):
         print(line, file=sys.stderr)
     total_kbps = r.total_kbps
@@ -235,7 +238,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--refresh", type=float, default=0.0,
                    help="a refresh keyframe every N s (1..3600; 0: only when needed)")
     e.add_argument("--face", choices=("single", "largest"), default="single",
-                   help="several faces: error out (single) or code the largest")
+                   help="several faces at the start: error out (single) or code the "
+                        "largest; a face that joins later is noted, the first one followed")
     e.add_argument("--avatar", type=path_arg, default=None, metavar="PORTRAIT",
                    help="appear as this portrait, driven by the video's face: the face "
                         "itself is not coded (motion only)")

@@ -119,6 +119,15 @@ def inputs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Inputs:
                   face_leaves, tiny, huge)
 
 
+def describe_keyframes(fcv: Path) -> list[tuple[float, float, float]]:
+    """Each keyframe's crop (x, y, side) in the source's pixels."""
+    from facecodec.bitstream.container import FcvReader
+    from facecodec.bitstream.packets import KeyframePayload
+
+    return [KeyframePayload.from_bytes(p.payload).crop for p in FcvReader(fcv)
+            if p.type == PacketType.KEYFRAME]
+
+
 def assert_one_line_error(run: CliRun, code: int | None = None) -> str:
     """Non-zero exit (or exactly `code`), one `facecodec: error:` line on stderr, no traceback.
     Returns the error line."""
@@ -235,6 +244,41 @@ def test_encode_several_faces_largest(inputs: Inputs, run_main: Run, tmp_path: P
     run = run_main("decode", fcv, "-o", mp4)
     assert run.returncode == 0, run.stderr
     assert _frame_count(mp4) == SHORT
+
+
+def test_a_face_that_joins_later_is_noted_and_a_swung_camera_keeps_its_face(
+    data_dir: Path, run_main: Run, tmp_path: Path
+) -> None:
+    """A second person who comes in at frame 20 was never noticed (only the start was
+    looked at); now a note names when, and the first face is still the one coded. A camera
+    swung so that the face jumps across the picture said "no face" for a frame."""
+    from facecodec.face.tracker import RECHECK_FRAMES
+
+    grid = list(read_frames(require(CLIPS / "grid_swiz3n.mpg"), max_frames=SHORT))
+    other = list(read_frames(require(CLIPS / "grid_lbbc2a.mpg"), max_frames=SHORT))
+    joins = _write_video(tmp_path / "joins.mp4", [
+        np.hstack([a, b if i >= 20 else np.full_like(b, 128)])
+        for i, (a, b) in enumerate(zip(grid, other, strict=True))])
+    run = run_main("encode", joins, "-o", tmp_path / "joins.fcv")
+    assert run.returncode == 0, run.stderr
+    [note] = run.stderr_lines
+    seen = re.fullmatch(r"note: another face appeared in frame (\d+); the face followed from "
+                        r"the start was coded", note)
+    assert seen is not None and 20 <= int(seen[1]) <= 20 + RECHECK_FRAMES, note
+    crop = describe_keyframes(tmp_path / "joins.fcv")
+    assert len(crop) == 1 and crop[0][0] + crop[0][2] / 2 < 360  # the speaker on the left
+
+    swung = []
+    for i, f in enumerate(grid):
+        canvas = np.full((f.shape[0], 2 * f.shape[1], 3), 128, np.uint8)
+        x = 0 if i < 25 else f.shape[1]
+        canvas[:, x:x + f.shape[1]] = f
+        swung.append(canvas)
+    run = run_main("encode", _write_video(tmp_path / "swung.mp4", swung), "-o",
+                   tmp_path / "swung.fcv")
+    assert run.returncode == 0 and run.stderr_lines == [], run.stderr
+    centres = [c[0] + c[2] / 2 for c in describe_keyframes(tmp_path / "swung.fcv")]
+    assert [round(x) // 360 for x in centres] == [0, 1], centres
 
 
 def test_face_leaving_frame_is_held(

@@ -62,6 +62,7 @@ class AnalysisReport:
     frames_without_face: list[int] = field(default_factory=list)
     keyframes: list[tuple[int, str]] = field(default_factory=list)
     several_faces: int = 0
+    face_joined: int | None = None  # the first frame where another face was seen, later on
 
 
 class FaceAnalyzer:
@@ -108,6 +109,7 @@ class FaceAnalyzer:
         self.report.frames += 1
         face = self.tracker(frame, index)
         self.report.several_faces = self.tracker.several_seen
+        self.report.face_joined = self.tracker.joined
         if face is None:
             self.report.frames_without_face.append(index)
             self.lost = self.crop is not None

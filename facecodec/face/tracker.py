@@ -127,12 +127,19 @@ class FaceMesh:
         self._mesh.close()
 
 
+# While one face is followed and several are not allowed, the multi-face detector looks
+# again every this many frames (about 25 ms a look: 1 ms a frame), so that a person who joins
+# mid-way is noticed and said, not only one present at the start.
+RECHECK_FRAMES = 30
+
+
 class FaceTracker:
     """Follows one face through a video.
 
     Tracking runs MediaPipe with one face (fast: detection only when tracking is lost). A
     second, multi-face detector runs when tracking (re)starts, to notice several people and
-    to keep following the same person rather than whoever the tracker locks onto.
+    to keep following the same person rather than whoever the tracker locks onto, and (where
+    several are not allowed) every RECHECK_FRAMES while it follows one.
     """
 
     def __init__(self, allow_several: bool = False, max_faces: int = 4):
@@ -141,21 +148,27 @@ class FaceTracker:
         self._detect = FaceMesh(max_faces=max_faces, static=True)
         self._last: Face | None = None
         self._started = False
+        self._followed = 0  # frames followed since the detector last looked
         self.several_seen = 0  # frames at (re)acquisition where more than one face was found
+        self.joined: int | None = None  # the first frame where another face was seen later
 
-    def _acquire(self, rgb: np.ndarray, frame_index: int) -> Face | None:
+    def _acquire(self, rgb: np.ndarray, frame_index: int) -> tuple[Face | None, int]:
+        """The face to follow in this frame, and how many faces the detector found."""
         faces = self._detect(rgb)
+        self._followed = 0
         if not faces:
-            return None
+            return None, 0
         if len(faces) > 1:
             self.several_seen += 1
             if not self.allow_several and not self._started:
                 raise FacecodecError(f"{len(faces)} faces in frame {frame_index}; facecodec "
                                      f"codes one person{SEVERAL_FACES_ADVICE}")
+            if self.joined is None and self._started:
+                self.joined = frame_index
         last = self._last
         if last is not None:
-            return max(faces, key=lambda f: iou(f.box, last.box) + 1e-6 * f.size)
-        return max(faces, key=lambda f: f.size)
+            return max(faces, key=lambda f: iou(f.box, last.box) + 1e-6 * f.size), len(faces)
+        return max(faces, key=lambda f: f.size), len(faces)
 
     def __call__(self, rgb: np.ndarray, frame_index: int = 0) -> Face | None:
         """The tracked face in this frame, or None when it is not visible."""
@@ -163,10 +176,14 @@ class FaceTracker:
         tracked = self._track(rgb)
         if last is not None and tracked and iou(tracked[0].box, last.box) > 0.3:
             self._last = tracked[0]
+            self._followed += 1
+            if not self.allow_several and self._followed >= RECHECK_FRAMES:
+                self._acquire(rgb, frame_index)  # counts another face; ours is followed
             return self._last
-        # (Re)acquisition, or the tracker jumped to somebody else: look for our face.
-        face = self._acquire(rgb, frame_index)
-        if face is not None and (last is None or iou(face.box, last.box) > 0.1):
+        # (Re)acquisition, or the tracker jumped to somebody else: look for our face. The
+        # only face in the picture is ours however far it moved (a camera swung, a cut).
+        face, found = self._acquire(rgb, frame_index)
+        if face is not None and (last is None or found == 1 or iou(face.box, last.box) > 0.1):
             if tracked and iou(tracked[0].box, face.box) > 0.5:
                 face = tracked[0]  # same face; the tracker's landmarks are temporally smoother
             self._last = face
