@@ -19,7 +19,13 @@ from conftest import CLIPS, PORTRAITS, require
 from facecodec import cli
 from facecodec.capture.video import VideoWriter, read_frames
 from facecodec.codec import reference
-from facecodec.codec.analysis import LIGHT_HOLD_S, KeyframeEvent, MotionEvent, stabilise
+from facecodec.codec.analysis import (
+    LIGHT_HOLD_S,
+    ROLL_STEP_DEG,
+    KeyframeEvent,
+    MotionEvent,
+    stabilise,
+)
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import (
     Analysis,
@@ -202,3 +208,23 @@ def test_a_change_of_light_takes_a_new_picture(tmp_path: Path) -> None:
     before = np.mean([_psnr(crops[i], drawn[i]) for i in range(45)])
     after = np.mean([_psnr(crops[i], drawn[i]) for i in range(changed, len(crops))])
     assert before > 25 and after > 25, (before, after)
+
+
+def test_a_rolled_head_takes_a_new_picture_every_roll_step(tmp_path: Path) -> None:
+    """A camera rolled from 0 to 80 degrees over 3 s kept one picture: the warp turned it,
+    its far corners drawn from pixels it does not have (19 dB at both ends). A new picture is
+    taken each time the roll is ROLL_STEP_DEG past the last one's."""
+    src, rolled = require(CLIPS / "liveportrait_d19.mp4"), tmp_path / "rolled.mp4"
+    with av.open(str(src)) as c:
+        fps = c.streams.video[0].average_rate
+    frames = list(read_frames(src, max_frames=90))
+    h, w = frames[0].shape[:2]
+    step = 80.0 / (len(frames) - 1)
+    with VideoWriter(rolled, Fraction(fps), w, h) as out:
+        for i, f in enumerate(frames):
+            turn = cv2.getRotationMatrix2D((w / 2, h / 2), i * step, 1.0)
+            out.write(cv2.warpAffine(f, turn, (w, h), borderMode=cv2.BORDER_REFLECT))
+    keys = analyze_file(rolled, EncoderSettings(size=SIZE)).report.keyframes
+    assert [reason for _, reason in keys] == ["start", "turn", "turn"], keys
+    for (at, _), n in zip(keys[1:], (1, 2), strict=True):  # past n steps, give or take
+        assert abs(at * step - n * ROLL_STEP_DEG) < 5.0, keys

@@ -22,13 +22,17 @@ from facecodec.motion.stabilize import MotionStabiliser
 from facecodec.motion.surround import SurroundMeter
 
 # Keyframe reasons (KeyframeEvent.reason) that only a new crop of the sender's video sets.
-CROP_ONLY = frozenset({"recentre", "reappeared"})
+CROP_ONLY = frozenset({"recentre", "reappeared", "turn"})
 # Light on the face that changed this many grey levels (mean luma over its landmarks' box)
 # from the reference picture's, for LIGHT_HOLD_S, takes a new picture: every frame is drawn
 # from the reference, and a lamp switched on left half a clip drawn at 9 dB. A flash or a
 # hand passing is shorter; auto-exposure drifting that far is a change too.
 LIGHT_STEP = 24.0
 LIGHT_HOLD_S = 0.25
+# A head (or camera) rolled this far from the reference picture's takes a new one: the warp
+# turns the picture with it, and its corners and the face's far side were drawn from pixels
+# the picture does not have (an 80 degree roll drew its ends at 19 dB).
+ROLL_STEP_DEG = 30.0
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class KeyframeEvent:
     crop: CropBox
     image: np.ndarray  # (size, size, 3) uint8
     motion: Motion  # the picture's
-    reason: str  # "start", "recentre", "reappeared", "light", "refresh", "requested"
+    reason: str  # "start", "recentre", "reappeared", "turn", "light", "refresh", "requested"
     # The frame the picture shows, if not frame `index`: a later frame of the same crop (a
     # file's chosen reference, facecodec/codec/reference.py) or an earlier one (a call's,
     # facecodec/codec/scout.py).
@@ -100,6 +104,7 @@ class FaceAnalyzer:
         self.light_hold = max(1, round(LIGHT_HOLD_S * fps))
         self.key_light = 0.0  # the reference picture's light on the face
         self.light_off = 0  # frames in a row whose light is LIGHT_STEP off it
+        self.key_roll = 0.0  # the reference picture's roll, degrees
         self.report = AnalysisReport()
 
     def request_keyframe(self) -> None:
@@ -126,6 +131,8 @@ class FaceAnalyzer:
             reason = "reappeared"
         elif drifted(self.anchor, self.anchor_size, face.centre, face.size, self.crop.side):
             reason = "recentre"
+        elif abs((face_roll(face) - self.key_roll + 180.0) % 360.0 - 180.0) > ROLL_STEP_DEG:
+            reason = "turn"
         elif self.crops_refresh and self._light_changed(frame, face):
             reason = "light"
         elif self.want_keyframe:
@@ -160,6 +167,7 @@ class FaceAnalyzer:
             events.append(KeyframeEvent(index, self.crop, key_image, key_motion, reason,
                                         None if pick is None else pick.index, asked))
             self.key_light, self.light_off = face_light(frame, face), 0
+            self.key_roll = face_roll(face)
             self.report.keyframes.append((index, reason))
             self.lost, self.want_keyframe = False, False
             if self.crops_refresh or reason not in CROP_ONLY:
@@ -187,6 +195,13 @@ class FaceAnalyzer:
 
     def close(self) -> None:
         self.tracker.close()
+
+
+def face_roll(face: Face) -> float:
+    """The face's roll in the picture, degrees: the slope of the line through the outer eye
+    corners (the subject's right eye, 33, is on the picture's left)."""
+    (x0, y0), (x1, y1) = face.points[33, :2], face.points[263, :2]
+    return float(np.degrees(np.arctan2(y1 - y0, x1 - x0)))
 
 
 def face_light(frame: np.ndarray, face: Face) -> float:
