@@ -57,6 +57,7 @@ from facecodec.codec.layer_rate import (
 from facecodec.codec.moves import choose_moves
 from facecodec.codec.reference import choose_references
 from facecodec.errors import FacecodecError
+from facecodec.face.tracker import SMALL_FACE_ADVICE
 from facecodec.files import check_writable
 from facecodec.motion.basis import ExpressionBasis, load_basis
 from facecodec.motion.coder import (
@@ -612,7 +613,8 @@ def analyze_file(
     finally:
         analyzer.close()
     if not any(isinstance(e, KeyframeEvent) for e in events):
-        raise FacecodecError(f"{src}: no face found in {analyzer.report.frames} frames")
+        raise FacecodecError(f"{src}: no face found in {analyzer.report.frames} frames "
+                             f"({SMALL_FACE_ADVICE})")
     return Analysis(info, events, analyzer.report, Path(src), max_frames)
 
 
