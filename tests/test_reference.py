@@ -228,3 +228,29 @@ def test_a_rolled_head_takes_a_new_picture_every_roll_step(tmp_path: Path) -> No
     assert [reason for _, reason in keys] == ["start", "turn", "turn"], keys
     for (at, _), n in zip(keys[1:], (1, 2), strict=True):  # past n steps, give or take
         assert abs(at * step - n * ROLL_STEP_DEG) < 5.0, keys
+
+
+def test_a_crop_past_the_frame_carries_its_edge_on_blurred_not_in_streaks() -> None:
+    """A face that fills the picture gets a crop larger than the frame. Its edge pixels
+    replicated outward made streaks across the crop, on the reference picture and so on every
+    frame drawn from it; the frame's edge is now carried on blurred. Inside the frame the
+    crop is the frame's pixels as before."""
+    from facecodec.face.crop import CropBox
+
+    frame = next(iter(read_frames(require(CLIPS / "liveportrait_d19.mp4"))))  # 480x480
+    crop = CropBox(-80.0, 40.0, 560.0)  # past the left and bottom edges
+    out = crop.cut(frame, 256)
+    k = 256 / crop.side
+    small = cv2.resize(frame, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+    kx, ky = k * 480 / small.shape[1], k * 480 / small.shape[0]  # as `cut` samples it
+    replicated = cv2.warpAffine(small, np.array([[kx, 0, -crop.x * k], [0, ky, -crop.y * k]]),
+                                (256, 256), borderMode=cv2.BORDER_REPLICATE)
+    left, bottom = round(-crop.x * k), round((480 - crop.y) * k)  # where the frame ends
+    np.testing.assert_allclose(out[:bottom - 12, left + 12:], replicated[:bottom - 12, left + 12:],
+                               atol=1)
+
+    def across(a: np.ndarray) -> float:  # change from column to column below the frame
+        band = a[bottom + 4:, left + 4:].astype(np.float64)
+        return float(np.abs(np.diff(band, axis=1)).mean())
+
+    assert across(out) < 0.25 * across(replicated), (across(out), across(replicated))

@@ -66,7 +66,10 @@ class CropBox:
         return out
 
     def cut(self, frame: np.ndarray, size: int) -> np.ndarray:
-        """The crop resized to size x size; edges replicated where it leaves the frame."""
+        """The crop resized to size x size. Where it leaves the frame (a face that fills the
+        picture), the frame's edge is carried on blurred: replicated edge pixels alone make
+        streaks across the picture, which every frame drawn from it shows."""
+        h, w = frame.shape[:2]
         k = size / self.side
         m = np.array([[k, 0, -self.x * k], [0, k, -self.y * k]], dtype=np.float64)
         if k < 1:
@@ -75,6 +78,14 @@ class CropBox:
             kb = (blur.shape[1] / frame.shape[1], blur.shape[0] / frame.shape[0])
             m = np.array([[k / kb[0], 0, -self.x * k], [0, k / kb[1], -self.y * k]])
             frame = blur
-        return cv2.warpAffine(
+        out = cv2.warpAffine(
             frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
+        if self.x >= 0 and self.y >= 0 and self.x + self.side <= w and self.y + self.side <= h:
+            return out
+        inside = cv2.warpAffine(np.ones(frame.shape[:2], np.float32), m, (size, size),
+                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        # Soft towards the frame's edge too, so that no seam shows where the fill starts.
+        inside = np.minimum(inside, cv2.GaussianBlur(inside, (0, 0), size / 64))[..., None]
+        fill = cv2.GaussianBlur(out, (0, 0), size / 16)
+        return (inside * out + (1 - inside) * fill).round().astype(np.uint8)
