@@ -16,7 +16,14 @@ from typing import TextIO
 
 from facecodec import __version__
 from facecodec.errors import FacecodecError, OneLineParser, Terminated
-from facecodec.files import path_arg, same_file, settle_made_folders, to_stdout
+from facecodec.files import (
+    STDOUT_TERMINAL,
+    output_arg,
+    path_arg,
+    same_file,
+    settle_made_folders,
+    to_stdout,
+)
 from facecodec.motion.presets import DEFAULT_PRESET, PRESETS
 from facecodec.render.pose import add_pose_arguments, pose_of
 from facecodec.render.registry import DEFAULT_RENDERER, RENDERERS
@@ -191,15 +198,8 @@ def _bench(a: argparse.Namespace) -> int:
 
 
 OUTPUT_HELP = ("video to write: .mp4, .m4v, .mov or .mkv (H.264, crf 18), or .y4m (the frames "
-               "uncompressed, for scoring with other tools)")
-
-
-def _output_file(text: str) -> Path:
-    """An output file's name. One ending in a slash means a folder, which Path would drop
-    (`-o out/` wrote a file named `out`)."""
-    if text.endswith(("/", os.sep)):
-        raise argparse.ArgumentTypeError(f"{text!r} names a folder; give a file name")
-    return path_arg(text)
+               "uncompressed, for scoring with other tools); - for y4m on standard output, "
+               "for a player reading a pipe (| mpv -)")
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -213,7 +213,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     e = sub.add_parser("encode", help="encode a video into an .fcv stream")
     e.add_argument("input", type=path_arg)
-    e.add_argument("-o", "--output", type=_output_file, required=True)
+    e.add_argument("-o", "--output", type=output_arg, required=True)
     e.add_argument("--quality", choices=PRESETS, default=None,
                    help=f"preset (default {DEFAULT_PRESET}); --target-kbps picks one itself")
     e.add_argument("--target-kbps", type=float, default=None,
@@ -238,8 +238,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--refresh", type=float, default=0.0,
                    help="a refresh keyframe every N s (1..3600; 0: only when needed)")
     e.add_argument("--face", choices=("single", "largest"), default="single",
-                   help="several faces at the start: error out (single) or code the "
-                        "largest; a face that joins later is noted, the first one followed")
+                   help="several faces at the start: error out (single: a face that joins "
+                        "later is noted, the first one followed) or code the largest")
     e.add_argument("--avatar", type=path_arg, default=None, metavar="PORTRAIT",
                    help="appear as this portrait, driven by the video's face: the face "
                         "itself is not coded (motion only)")
@@ -247,7 +247,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     d = sub.add_parser("decode", help="decode an .fcv stream into a video")
     d.add_argument("input", type=path_arg)
-    d.add_argument("-o", "--output", type=_output_file, required=True, help=OUTPUT_HELP)
+    d.add_argument("-o", "--output", type=output_arg, required=True, help=OUTPUT_HELP)
     d.add_argument("--renderer", default=DEFAULT_RENDERER,
                    help=f"{' or '.join(RENDERERS)} (default {DEFAULT_RENDERER})")
     add_pose_arguments(d, "the head")
@@ -265,7 +265,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     u = sub.add_parser("upscale", help="upscale a video two times (super-resolution network)")
     u.add_argument("input", type=path_arg)
-    u.add_argument("-o", "--output", type=_output_file, required=True, help=OUTPUT_HELP)
+    u.add_argument("-o", "--output", type=output_arg, required=True, help=OUTPUT_HELP)
     u.set_defaults(func=_upscale)
 
     i = sub.add_parser("info", help="describe an .fcv stream")
@@ -347,6 +347,8 @@ def _check_output(a: argparse.Namespace) -> None:
         if a.command == "encode":
             raise FacecodecError("encode writes an .fcv file: give -o NAME.fcv (-o - is "
                                  "decode's and upscale's, for frames on standard output)")
+        if sys.stdout.isatty():
+            raise FacecodecError(STDOUT_TERMINAL)
         return
     if same_file(src, dst):
         raise FacecodecError(f"cannot write {dst}: it is the input")

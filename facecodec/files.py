@@ -23,13 +23,28 @@ def path_arg(text: str) -> Path:
     return Path(text)
 
 
-# The output name of standard output, where a video's frames go as y4m, as a player reads
-# them from a pipe (`facecodec decode x.fcv -o - | mpv -`); a file of that name is ./-.
-STDOUT = "-"
+# Standard output as an output: `-o -` names it (a file named so is `-o ./-`), and a video's
+# frames go there as y4m, as a player reads them from a pipe (`decode x.fcv -o - | mpv -`).
+STDOUT = Path("/dev/stdout")
+
+
+STDOUT_TERMINAL = ("-o - writes uncompressed video to standard output, not to a terminal: "
+                   "pipe it to a player (| mpv -)")
 
 
 def to_stdout(path: str | Path) -> bool:
-    return str(path) == STDOUT
+    return Path(path) == STDOUT
+
+
+def output_arg(text: str) -> Path:
+    """An output file's name on the command line (argparse `type=`): `-` is standard output.
+    One ending in a slash means a folder, which Path would drop (`-o out/` wrote a file
+    named `out`)."""
+    if text == "-":
+        return STDOUT
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text!r} names a folder; give a file name")
+    return path_arg(text)
 
 
 def make_folder(path: Path) -> None:

@@ -102,6 +102,17 @@ def test_decode_to_standard_output_writes_the_frames_of_a_y4m_file(
     assert run.stderr.decode().splitlines() == [
         f"standard output: {GRID_FRAMES} frames ({GRID_FRAMES} rendered)"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.y4m"]
+    # A file named "-" is ./-; and standard output is given back after the frames (a caller
+    # in the same process prints there again).
+    probe = ("import sys\nfrom facecodec.cli import main\n"
+             f"main(['decode', {str(encoded_grid.fcv)!r}, '-o', '-', '--renderer', 'warp'])\n"
+             "print('AFTER')\n")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=300,
+                         cwd=tmp_path, check=False)
+    assert run.returncode == 0 and run.stdout == y4m.read_bytes() + b"AFTER\n", run.stderr
+    assert _to_stdout("decode", encoded_grid.fcv, "-o", "./-", "--renderer", "warp",
+                      cwd=tmp_path).returncode == 0
+    assert (tmp_path / "-").is_file() and _frames(tmp_path / "-").shape[0] == GRID_FRAMES
 
 
 def test_decode_to_standard_output_ends_well_when_its_reader_goes_or_the_stream_is_damaged(

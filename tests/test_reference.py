@@ -20,8 +20,10 @@ from facecodec import cli
 from facecodec.capture.video import VideoWriter, read_frames
 from facecodec.codec import reference
 from facecodec.codec.analysis import (
+    LIGHT_GAP_S,
     LIGHT_HOLD_S,
     ROLL_STEP_DEG,
+    FaceAnalyzer,
     KeyframeEvent,
     MotionEvent,
     stabilise,
@@ -208,6 +210,18 @@ def test_a_change_of_light_takes_a_new_picture(tmp_path: Path) -> None:
     before = np.mean([_psnr(crops[i], drawn[i]) for i in range(45)])
     after = np.mean([_psnr(crops[i], drawn[i]) for i in range(changed, len(crops))])
     assert before > 25 and after > 25, (before, after)
+
+    # A light that flickers (a screen's glow, toggled every 10 frames) takes a picture at
+    # most once a LIGHT_GAP_S, not at every change; an avatar's sender (no pictures of its
+    # own) takes none.
+    for follow, most in ((True, 1), (False, 0)):
+        flicker = FaceAnalyzer(load_basis(), SIZE, float(fps), follow_light=follow)
+        for i, f in enumerate(frames):
+            lit_now = (i // 10) % 2 == 1
+            flicker.push(np.clip(f.astype(np.int16) + (50 if lit_now else 0), 0, 255)
+                         .astype(np.uint8), i)
+        taken = [r for _, r in flicker.report.keyframes if r == "light"]
+        assert len(taken) == most and len(frames) / float(fps) <= LIGHT_GAP_S, taken
 
 
 def test_a_rolled_head_takes_a_new_picture_every_roll_step(tmp_path: Path) -> None:

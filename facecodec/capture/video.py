@@ -25,7 +25,14 @@ from facecodec.capture.sound import FileSound, has_sound
 from facecodec.capture.streams import shown_stream
 from facecodec.capture.timing import PictureClock, VideoDamaged, pictures
 from facecodec.errors import FacecodecError
-from facecodec.files import check_readable, check_writable, publish, temp_beside, to_stdout
+from facecodec.files import (
+    STDOUT_TERMINAL,
+    check_readable,
+    check_writable,
+    publish,
+    temp_beside,
+    to_stdout,
+)
 
 MIN_SIDE = 64  # below this no face can be tracked reliably
 MAX_SIDE = 8192  # above this a frame is almost certainly not a camera picture
@@ -366,19 +373,29 @@ class _Y4mShape(io.RawIOBase):
         super().close()
 
 
-def _take_stdout() -> io.BufferedWriter:
-    """Standard output, for the frames alone: from now on what else is printed there (by
-    this program or a library) goes to standard error."""
-    sys.stdout.flush()
-    out = sys.stdout.fileno()
-    frames = os.dup(out)
-    os.dup2(sys.stderr.fileno(), out)
-    return os.fdopen(frames, "wb")
+class _TakenStdout:
+    """Standard output, for the frames alone: while they are written, what else is printed
+    there (by this program or a library) goes to standard error; `give_back` ends that."""
+
+    def __init__(self) -> None:
+        sys.stdout.flush()
+        self.fd = sys.stdout.fileno()
+        self.frames = os.fdopen(os.dup(self.fd), "wb")
+        self._kept = os.dup(self.fd)
+        os.dup2(sys.stderr.fileno(), self.fd)
+
+    def give_back(self) -> None:
+        if self._kept >= 0:
+            sys.stdout.flush()
+            os.dup2(self._kept, self.fd)
+            os.close(self._kept)
+            self._kept = -1
 
 
 class VideoWriter:
     """H.264 mp4 / mov / mkv (or uncompressed .y4m) writer that only makes the output appear
-    when it is complete; or y4m frames on standard output (`path` "-") as they come."""
+    when it is complete; or y4m frames on standard output (`path` files.STDOUT) as they
+    come."""
 
     def __init__(self, path: str | Path, fps: Fraction, width: int, height: int, crf: int = 18,
                  pixel_aspect: Fraction = Fraction(1), sound_from: Path | None = None):
@@ -389,11 +406,11 @@ class VideoWriter:
         self.path = Path(path)
         self.fps = fps
         self._tmp: Path | None = None
+        self._stdout: _TakenStdout | None = None
         if to_stdout(path):
             self.name = "standard output"
             if sys.stdout.isatty():
-                raise FacecodecError("-o - writes uncompressed video to standard output, "
-                                     "not to a terminal: pipe it to a player (| mpv -)")
+                raise FacecodecError(STDOUT_TERMINAL)
             fmt = "yuv4mpegpipe"
         else:
             self.name = str(self.path)
@@ -410,7 +427,8 @@ class VideoWriter:
         self._shaped: _Y4mShape | None = None
         try:
             if self._tmp is None:
-                self._shaped = _Y4mShape(_take_stdout(), pixel_aspect)
+                self._stdout = _TakenStdout()
+                self._shaped = _Y4mShape(self._stdout.frames, pixel_aspect)
             elif fmt == "yuv4mpegpipe":  # square pixels too: "A1:1", not "unknown"
                 self._shaped = _Y4mShape(self._tmp.open("wb"), pixel_aspect)
             self._c = av.open(self._shaped or str(self._tmp), "w", format=fmt)
@@ -482,6 +500,8 @@ class VideoWriter:
             raise
         if self._tmp is not None:
             publish(self._tmp, self.path)
+        if self._stdout is not None:
+            self._stdout.give_back()
 
     @property
     def _container(self) -> av.container.OutputContainer:
@@ -500,6 +520,8 @@ class VideoWriter:
         finally:
             if self._tmp is not None:
                 self._tmp.unlink(missing_ok=True)
+            if self._stdout is not None:
+                self._stdout.give_back()
 
     def __enter__(self) -> VideoWriter:
         return self

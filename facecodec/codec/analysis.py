@@ -15,7 +15,7 @@ import numpy as np
 
 from facecodec.codec.scout import ReferenceScout
 from facecodec.face.crop import CropBox, drifted
-from facecodec.face.tracker import Face, FaceTracker
+from facecodec.face.tracker import FaceTracker
 from facecodec.motion.basis import ExpressionBasis
 from facecodec.motion.motion import SURROUND_SIZE, Motion
 from facecodec.motion.stabilize import MotionStabiliser
@@ -23,16 +23,22 @@ from facecodec.motion.surround import SurroundMeter
 
 # Keyframe reasons (KeyframeEvent.reason) that only a new crop of the sender's video sets.
 CROP_ONLY = frozenset({"recentre", "reappeared", "turn"})
-# Light on the face that changed this many grey levels (mean luma over its landmarks' box)
-# from the reference picture's, for LIGHT_HOLD_S, takes a new picture: every frame is drawn
-# from the reference, and a lamp switched on left half a clip drawn at 9 dB. A flash or a
-# hand passing is shorter; auto-exposure drifting that far is a change too.
+# Light on the face (mean luma of the crop's middle) that changed this many grey levels from
+# the reference picture's, for LIGHT_HOLD_S, takes a new picture, at most one a LIGHT_GAP_S:
+# every frame of motion alone is drawn from the reference, and a lamp switched on left half
+# a clip drawn at 9 dB. A flash or a hand passing is shorter; a flickering light (a screen's
+# glow) would otherwise take a picture three times a second; auto-exposure drifting that far
+# is a change too. A layer carries the light itself: beside one this is off.
 LIGHT_STEP = 24.0
 LIGHT_HOLD_S = 0.25
+LIGHT_GAP_S = 3.0
 # A head (or camera) rolled this far from the reference picture's takes a new one: the warp
 # turns the picture with it, and its corners and the face's far side were drawn from pixels
-# the picture does not have (an 80 degree roll drew its ends at 19 dB).
+# the picture does not have (an 80 degree roll drew its ends at 19 dB). The fitted roll, which
+# a turned head's yaw does not change (the eye line's slope in the picture it does).
 ROLL_STEP_DEG = 30.0
+# Reasons that keep the crop: the face is where it was.
+SAME_CROP = frozenset({"light", "requested", "refresh"})
 
 
 @dataclass(frozen=True)
@@ -81,11 +87,13 @@ class FaceAnalyzer:
         surround: bool = True,
         scout: bool = False,
         crops_refresh: bool = True,
+        follow_light: bool = False,
     ) -> None:
         """`scout`: a call's choice of reference picture as it goes (codec/scout.py).
         `crops_refresh` False: a keyframe of a new crop does not restart the refresh period,
-        nor does a change of light take one, for a sender that does not send its own
-        pictures (an avatar's, codec/avatar.py)."""
+        for a sender that does not send those (an avatar's, codec/avatar.py).
+        `follow_light`: a change of light takes a new picture (LIGHT_STEP), for a sender of
+        its own face without a layer."""
         self.basis, self.size = basis, size
         # Every Motion carries its surround; a coder beside a layer drops it.
         self.meter = SurroundMeter(size) if surround else None
@@ -101,10 +109,13 @@ class FaceAnalyzer:
         self.refreshed = -1  # the last keyframe that restarted the refresh period
         self.lost = False
         self.want_keyframe = False
+        self.follow_light = follow_light
         self.light_hold = max(1, round(LIGHT_HOLD_S * fps))
+        self.light_gap = round(LIGHT_GAP_S * fps)
         self.key_light = 0.0  # the reference picture's light on the face
         self.light_off = 0  # frames in a row whose light is LIGHT_STEP off it
-        self.key_roll = 0.0  # the reference picture's roll, degrees
+        self.last_light = -self.light_gap  # the frame of the last keyframe light took
+        self.key_roll = 0.0  # the reference picture's fitted roll, radians
         self.report = AnalysisReport()
 
     def request_keyframe(self) -> None:
@@ -125,37 +136,49 @@ class FaceAnalyzer:
         due = bool(self.refresh) and index - self.refreshed >= self.refresh
         asked = self.want_keyframe or due
         reason = ""
+        fitted: Motion | None = None
+        image: np.ndarray | None = None
         if self.crop is None:
             reason = "start"
         elif self.lost:
             reason = "reappeared"
         elif drifted(self.anchor, self.anchor_size, face.centre, face.size, self.crop.side):
             reason = "recentre"
-        elif abs((face_roll(face) - self.key_roll + 180.0) % 360.0 - 180.0) > ROLL_STEP_DEG:
-            reason = "turn"
-        elif self.crops_refresh and self._light_changed(frame, face):
-            reason = "light"
-        elif self.want_keyframe:
-            reason = "requested"
-        elif due:
-            reason = "refresh"
+        else:
+            # The crop stays for now: the frame's fit and picture in it, kept unless a
+            # keyframe below takes a new crop.
+            fitted = self.basis.fit(self.crop.to_crop(face.points, self.size), self.size,
+                                    self.k)
+            if self.follow_light:
+                image = self.crop.cut(frame, self.size)
+            if abs(_turn(fitted.rotation[2] - self.key_roll)) > np.radians(ROLL_STEP_DEG):
+                reason = "turn"
+            elif image is not None and self._light_changed(image, index):
+                reason = "light"
+            elif self.want_keyframe:
+                reason = "requested"
+            elif due:
+                reason = "refresh"
         pick = self.scout.take() if self.scout is not None else None
         if pick is not None and not reason:
             reason = "refresh"
         elif pick is not None:
             pick = None  # another keyframe comes first; the scout starts over from it
-        if reason:
-            if reason != "refresh" and reason != "requested":
-                h, w = frame.shape[:2]
-                self.crop = CropBox.around(face.centre, face.size, (w, h))
-                self.anchor, self.anchor_size = face.centre, face.size
+        if reason and reason not in SAME_CROP:
+            h, w = frame.shape[:2]
+            self.crop = CropBox.around(face.centre, face.size, (w, h))
+            self.anchor, self.anchor_size = face.centre, face.size
+            fitted = image = None
         assert self.crop is not None
         points = self.crop.to_crop(face.points, self.size)
-        fitted = motion = self.basis.fit(points, self.size, self.k)
+        if fitted is None:
+            fitted = self.basis.fit(points, self.size, self.k)
+        motion = fitted
         scouting = self.scout is not None and not reason and self.scout.wants(index)
-        if reason or scouting or self.meter is not None:
+        if image is None and (reason or scouting or self.meter is not None):
             image = self.crop.cut(frame, self.size)
         if reason:
+            assert image is not None
             # The keyframe's picture and its Motion: this frame's, or the scout's pick.
             key_image, key_motion = (image, motion) if pick is None else (pick.picture,
                                                                           pick.motion)
@@ -166,52 +189,52 @@ class FaceAnalyzer:
                 motion = key_motion
             events.append(KeyframeEvent(index, self.crop, key_image, key_motion, reason,
                                         None if pick is None else pick.index, asked))
-            self.key_light, self.light_off = face_light(frame, face), 0
-            self.key_roll = face_roll(face)
+            self.key_light, self.light_off = crop_light(key_image), 0
+            self.key_roll = float(key_motion.rotation[2])
+            if reason == "light":
+                self.last_light = index
             self.report.keyframes.append((index, reason))
             self.lost, self.want_keyframe = False, False
             if self.crops_refresh or reason not in CROP_ONLY:
                 self.refreshed = index
         if self.meter is not None and (not reason or pick is not None):
+            assert image is not None
             motion = motion.with_surround(self.meter(image, points))
         if self.scout is not None:
             if pick is not None:
                 self.scout.adopted(pick, index)
             elif reason:
+                assert image is not None
                 self.scout.restart(index, image, fitted)
             elif scouting:
+                assert image is not None
                 self.scout.add(index, image, fitted)
             self.scout.step(index)
         self.last = motion
         events.append(MotionEvent(index, motion, face_seen=True))
         return events
 
-    def _light_changed(self, frame: np.ndarray, face: Face) -> bool:
-        """Whether the light on the face has stayed LIGHT_STEP off the reference's for
-        LIGHT_HOLD_S (a scout's earlier picture is of the same light, moments before)."""
-        off = abs(face_light(frame, face) - self.key_light) > LIGHT_STEP
+    def _light_changed(self, image: np.ndarray, index: int) -> bool:
+        """Whether the light on the face has stayed LIGHT_STEP off the reference picture's
+        for LIGHT_HOLD_S, LIGHT_GAP_S or more after the last keyframe light took."""
+        off = abs(crop_light(image) - self.key_light) > LIGHT_STEP
         self.light_off = self.light_off + 1 if off else 0
-        return self.light_off >= self.light_hold
+        return self.light_off >= self.light_hold and index - self.last_light >= self.light_gap
 
     def close(self) -> None:
         self.tracker.close()
 
 
-def face_roll(face: Face) -> float:
-    """The face's roll in the picture, degrees: the slope of the line through the outer eye
-    corners (the subject's right eye, 33, is on the picture's left)."""
-    (x0, y0), (x1, y1) = face.points[33, :2], face.points[263, :2]
-    return float(np.degrees(np.arctan2(y1 - y0, x1 - x0)))
+def _turn(radians: float) -> float:
+    """An angle brought within -pi..pi."""
+    return float((radians + np.pi) % (2 * np.pi) - np.pi)
 
 
-def face_light(frame: np.ndarray, face: Face) -> float:
-    """Mean luma (BT.601) of the face's landmarks' box in the frame, every 4th pixel."""
-    h, w = frame.shape[:2]
-    x0, y0, x1, y1 = face.box
-    box = frame[max(0, int(y0)):min(h, int(y1) + 1):4, max(0, int(x0)):min(w, int(x1) + 1):4]
-    if box.size == 0:
-        return 0.0
-    return float(np.mean(box.reshape(-1, 3) @ np.array([0.299, 0.587, 0.114])))
+def crop_light(image: np.ndarray) -> float:
+    """Mean luma (BT.601) of a crop's middle half, where the face is, every 2nd pixel."""
+    q = image.shape[0] // 4
+    middle = image[q:3 * q:2, q:3 * q:2].reshape(-1, 3)
+    return float(np.mean(middle @ np.array([0.299, 0.587, 0.114])))
 
 
 class EventStabiliser:

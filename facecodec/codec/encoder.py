@@ -602,6 +602,7 @@ def analyze_file(
         refresh_s=settings.refresh_s,
         surround=codes_surround(settings.surround, settings.with_layer),
         crops_refresh=settings.avatar is None,
+        follow_light=settings.avatar is None and not settings.with_layer,
     )
     events: list[KeyframeEvent | MotionEvent] = []
     try:

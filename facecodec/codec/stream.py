@@ -149,7 +149,7 @@ class StreamEncoder:
         # Beside a layer the reference picture matters less, and a keyframe restarts the layer.
         own_face = self.layer is None and self.avatar is None
         self.analyzer = FaceAnalyzer(basis, size, float(fps), allow_several=allow_several,
-                                     surround=own_face,
+                                     surround=own_face, follow_light=own_face,
                                      scout=live and reference == "best" and own_face)
         self.stabiliser = EventStabiliser(basis, float(fps),
                                           beta_for(config.step_mul, layer_kbps > 0))

@@ -154,7 +154,7 @@ class FaceTracker:
         self._last: Face | None = None
         self._started = False
         self._followed = 0  # frames followed since the detector last looked
-        self.several_seen = 0  # frames at (re)acquisition where more than one face was found
+        self.several_seen = 0  # detector looks (at (re)acquisition or a recheck) finding several
         self.joined: int | None = None  # the first frame where another face was seen later
 
     def _acquire(self, rgb: np.ndarray, frame_index: int) -> tuple[Face | None, int]:

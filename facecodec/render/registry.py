@@ -52,8 +52,8 @@ CALL_RENDERER = "warp"
 
 def make_renderer(name: str, basis: ExpressionBasis, size: int) -> Renderer:
     try:
-        cls = RENDERERS[name]
+        make = RENDERERS[name]
     except KeyError:
         known = ", ".join(sorted(RENDERERS))
         raise FacecodecError(f"unknown renderer {name!r} (available: {known})") from None
-    return cls(basis, size)
+    return make(basis, size)
