@@ -20,8 +20,10 @@ from facecodec.motion.basis import ExpressionBasis
 from facecodec.motion.motion import SURROUND_SIZE, Motion
 from facecodec.motion.stabilize import MotionStabiliser
 from facecodec.motion.surround import SurroundMeter
+from facecodec.psnr import picture_luma
 
-# Keyframe reasons (KeyframeEvent.reason) that only a new crop of the sender's video sets.
+# Keyframe reasons (KeyframeEvent.reason) that only a new crop of the sender's video sets;
+# "start" takes a crop too, and the other reasons keep the one there is.
 CROP_ONLY = frozenset({"recentre", "reappeared", "turn"})
 # Light on the face (mean luma of the crop's middle) that changed this many grey levels from
 # the reference picture's, for LIGHT_HOLD_S, takes a new picture, at most one a LIGHT_GAP_S:
@@ -37,8 +39,6 @@ LIGHT_GAP_S = 3.0
 # the picture does not have (an 80 degree roll drew its ends at 19 dB). The fitted roll, which
 # a turned head's yaw does not change (the eye line's slope in the picture it does).
 ROLL_STEP_DEG = 30.0
-# Reasons that keep the crop: the face is where it was.
-SAME_CROP = frozenset({"light", "requested", "refresh"})
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ class FaceAnalyzer:
             reason = "refresh"
         elif pick is not None:
             pick = None  # another keyframe comes first; the scout starts over from it
-        if reason and reason not in SAME_CROP:
+        if reason == "start" or reason in CROP_ONLY:  # the others keep the crop
             h, w = frame.shape[:2]
             self.crop = CropBox.around(face.centre, face.size, (w, h))
             self.anchor, self.anchor_size = face.centre, face.size
@@ -231,10 +231,9 @@ def _turn(radians: float) -> float:
 
 
 def crop_light(image: np.ndarray) -> float:
-    """Mean luma (BT.601) of a crop's middle half, where the face is, every 2nd pixel."""
+    """Mean luma of a crop's middle half, where the face is, every 2nd pixel."""
     q = image.shape[0] // 4
-    middle = image[q:3 * q:2, q:3 * q:2].reshape(-1, 3)
-    return float(np.mean(middle @ np.array([0.299, 0.587, 0.114])))
+    return float(np.mean(picture_luma(image[q:3 * q:2, q:3 * q:2])))
 
 
 class EventStabiliser:

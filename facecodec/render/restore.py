@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facecodec.psnr import picture_luma
 from facecodec.render.blocks import ResBlock
 from facecodec.render.weights import content_id, load_model, save_model
 
@@ -106,7 +107,6 @@ def restore(net: RestoreNet, image: np.ndarray) -> np.ndarray:
 # eyes' and lips' edges) and applied to all three colours alike. A second share for chroma
 # was tried on the 6 validation clips: AKD 0.9318 against 0.9346 at quality 60 but 0.8856
 # against 0.8816 at 92, VMAF level; one share keeps the packet's payload 3 bytes.
-_LUMA = np.array([0.299, 0.587, 0.114])
 SHARE_STEPS = 255  # a share travels as a byte (docs/bitstream.md, RestorePayload)
 
 
@@ -124,8 +124,8 @@ def best_share(original: np.ndarray, decoded: np.ndarray, restored: np.ndarray) 
     """The share, in 255ths, of the change from `decoded` to `restored` that brings its luma
     closest to `original`'s in squared error (least squares, clipped to 0..1): what a
     sender, which holds the original, tells the receiver."""
-    change = (restored.astype(np.float64) - decoded) @ _LUMA
-    error = (original.astype(np.float64) - decoded) @ _LUMA
+    change = picture_luma(restored.astype(np.float64) - decoded)
+    error = picture_luma(original.astype(np.float64) - decoded)
     den = float((change * change).sum())
     a = float((change * error).sum()) / den if den > 0 else 0.0
     return round(min(max(a, 0.0), 1.0) * SHARE_STEPS)
