@@ -550,6 +550,7 @@ def test_a_receiver_that_lost_motion_asks_for_a_resync_and_draws_again_at_once(
                 enc.request_resync()
     enc.close()
     assert dropped is not None and asked_at == 4  # seen at the next packet, which it holds
+    assert dec.stats.motion_holds == 1
     held = sorted(set(range(max(shown))) - set(shown))  # the last frames may be pending
     assert held[0] == dropped and held == list(range(dropped, held[-1] + 1))
     if ask:
@@ -582,8 +583,10 @@ def test_motion_that_overtook_its_keyframe_asks_for_a_resync_only_once_it_is_her
     for i in motion[:3]:  # the RESYNC and two MOTION packets, before their keyframe
         assert dec.push(packets[i]) == [] and not dec.needs_resync()
     assert not dec.needs_keyframe()  # on its way: not asked for either
+    assert dec.stats.motion_holds == 0
     dec.push(packets[keyframe])
     assert dec.push(packets[motion[3]]) == [] and dec.needs_resync()
+    assert dec.push(packets[motion[4]]) == [] and dec.stats.motion_holds == 1  # one hold
 
 
 def test_a_call_sends_the_restore_share_it_measured_after_its_keyframe() -> None:

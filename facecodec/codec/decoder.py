@@ -72,6 +72,9 @@ class DecodeStats:
     # Frames drawn the cheap way when asked (`hurry`) that would have been drawn otherwise:
     # the neural renderer's warp without its refiner, the layer's training-free fusion.
     frames_hurried: int = 0
+    # Times lost motion held the picture with its keyframe here: a live receiver asks for a
+    # RESYNC then (lost before the keyframe came, it is the keyframe that ends the hold).
+    motion_holds: int = 0
     restore_bad: int = 0  # RESTORE packets that did not parse (ignored: the share is advice)
     notes: list[str] = field(default_factory=list)
 
@@ -154,6 +157,10 @@ class PacketDecoder:
         RESYNC packet, which a live sender can be asked to send now."""
         return self._needs_resync
 
+    def _hold(self, held: bool) -> None:
+        self.stats.motion_holds += held and not self._needs_resync
+        self._needs_resync = held
+
     def _use(self, kid: int) -> bool:
         if kid == self.active:
             return True
@@ -233,7 +240,7 @@ class PacketDecoder:
             self.next_seq = None
             # Hold until the next RESYNC, which is worth asking for once the keyframe it
             # names is here (one on its way would only discard it again).
-            self._needs_resync = p.keyframe_id in self.keyframes
+            self._hold(p.keyframe_id in self.keyframes)
             return []
         if not self._use(p.keyframe_id):
             self.motion.reset()
@@ -246,7 +253,7 @@ class PacketDecoder:
         except BitstreamError:
             self.motion.reset()
             self.next_seq = None
-            self._needs_resync = True
+            self._hold(True)
             raise
         self._needs_resync = False
         self.next_seq = (packet.seq + 1) & 0xFFFF

@@ -164,6 +164,7 @@ class CallStats:
     # Drawn the cheap way (the refiner, or the layer's fusion network, skipped): the
     # receiver was behind.
     frames_hurried: int = 0
+    motion_holds: int = 0  # lost motion held the picture (codec/decoder.py, DecodeStats)
     decode_errors: int = 0
     malformed_received: int = 0  # messages from the other side dropped as malformed
     keyframe_requests_sent: int = 0
@@ -224,6 +225,7 @@ class CallStats:
             "frames_late": self.frames_late,
             "frames_fused": self.frames_fused,
             "frames_hurried": self.frames_hurried,
+            "motion_holds": self.motion_holds,
             "decode_errors": self.decode_errors,
             "malformed_received": self.malformed_received,
             "keyframe_requests_sent": self.keyframe_requests_sent,
@@ -629,7 +631,7 @@ class _Call:
                 continue  # motion that overtook the stream start on the other channel
             fused, undrawn = decoder.stats.frames_fused, decoder.stats.frames_undrawn
             newest = decoder.last_frame
-            hurried = decoder.stats.frames_hurried
+            hurried, holds = decoder.stats.frames_hurried, decoder.stats.motion_holds
             waited = time.time() - event.arrival
             late, hurry_s = self.options.late_s, self.options.hurry_s
             draw = late is None or waited <= late
@@ -653,6 +655,7 @@ class _Call:
                 link.motion(event.arrival, t0 + sent_frame / fps, len(event.data))
             self.stats.frames_fused += decoder.stats.frames_fused - fused
             self.stats.frames_hurried += decoder.stats.frames_hurried - hurried
+            self.stats.motion_holds += decoder.stats.motion_holds - holds
             if decoder.stats.frames_undrawn > undrawn:  # skipped, not lost: not concealed
                 self.stats.frames_late += decoder.stats.frames_undrawn - undrawn
                 last_index = max(last_index or 0, decoder.last_frame or 0)
