@@ -29,16 +29,21 @@ from facecodec.render.pose import add_pose_arguments, pose_of
 from facecodec.render.registry import DEFAULT_RENDERER, RENDERERS
 
 
+def _refuse_beside_target(a: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """--target-kbps picks the preset and the layer itself: a choice of them given beside it
+    would be ignored without a word."""
+    if a.target_kbps is None:
+        return
+    given = ["--" + name.replace("_", "-") for name in names if getattr(a, name)]
+    if given:
+        raise FacecodecError(f"--target-kbps picks the quality and the layer itself: drop "
+                             f"{' and '.join(given)}")
+
+
 def _encode(a: argparse.Namespace) -> int:
     from facecodec.codec.encoder import EncoderSettings, encode_file
 
-    if a.target_kbps is not None:
-        # The target picks the preset and the layer itself; a second choice would be ignored.
-        given = [flag for flag, value in (("--quality", a.quality), ("--layer-kbps", a.layer_kbps),
-                                          ("--layer-crf", a.layer_crf)) if value]
-        if given:
-            raise FacecodecError(f"--target-kbps picks the quality and the layer itself: drop "
-                                 f"{' and '.join(given)}")
+    _refuse_beside_target(a, ("quality", "layer_kbps", "layer_crf"))
     settings = EncoderSettings(
         size=a.size,
         preset=a.quality or DEFAULT_PRESET,
@@ -176,7 +181,9 @@ def _info(a: argparse.Namespace) -> int:
 def _demo(a: argparse.Namespace) -> int:
     from facecodec.demo import run_demo
 
-    return run_demo(a.input or _demo_clip(), a.out, a.quality, a.target_kbps)
+    _refuse_beside_target(a, ("quality",))
+    return run_demo(a.input or _demo_clip(), a.out, a.quality or DEFAULT_PRESET, a.target_kbps,
+                    a.renderer)
 
 
 # The shared data set lives beside the checkout; the demo may be run from anywhere.
@@ -281,7 +288,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     m.add_argument("--target-kbps", type=float,
                    help="rate, every byte counted (above 5 kbps the low-resolution layer "
                         "is tried too)")
-    m.add_argument("--quality", choices=PRESETS, default="medium")
+    m.add_argument("--quality", choices=PRESETS, default=None,
+                   help=f"motion preset (default {DEFAULT_PRESET})")
+    m.add_argument("--renderer", default=DEFAULT_RENDERER,
+                   help=f"{' or '.join(RENDERERS)} draws the stream (default {DEFAULT_RENDERER})")
     m.set_defaults(func=_demo)
 
     # The bench and live-call modules pull in torch and aiortc (seconds of imports): declare

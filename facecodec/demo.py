@@ -23,6 +23,7 @@ from facecodec.codec.encoder import EncoderSettings, encode_file, original_crops
 from facecodec.errors import FacecodecError
 from facecodec.face.tracker import without_face_advice
 from facecodec.files import check_writable, make_folder, publish, temp_beside
+from facecodec.render.registry import DEFAULT_RENDERER, check_renderer
 
 DEMO_METRICS = ("psnr_y", "ms_ssim", "vmaf")
 FCV, RECON, SIDE = "clip.fcv", "reconstruction.mp4", "side_by_side.mp4"
@@ -36,12 +37,14 @@ def side_by_side(left: np.ndarray, right: np.ndarray, dst: Path, fps: object) ->
 
 
 def run_demo(
-    src: Path, out: Path, quality: str = "medium", target_kbps: float | None = None
+    src: Path, out: Path, quality: str = "medium", target_kbps: float | None = None,
+    renderer: str = DEFAULT_RENDERER,
 ) -> int:
     """`target_kbps`: every byte counted; above 5 also tries motion + the low-resolution
-    layer (docs/layer.md)."""
+    layer (docs/layer.md). `renderer` draws the stream."""
     settings = EncoderSettings(preset=quality, target_kbps=target_kbps)
     settings.validate()  # before any output exists
+    check_renderer(renderer)
     make_folder(out)
     for name in (FCV, RECON, SIDE):
         check_writable(out / name)
@@ -52,7 +55,7 @@ def run_demo(
     except OSError as e:
         raise FacecodecError(f"cannot write in {out}: {e.strerror or e}") from None
     try:
-        return _demo(src, out, work, settings)
+        return _demo(src, out, work, settings, renderer)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -76,14 +79,14 @@ def _publish_together(work: Path, out: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _demo(src: Path, out: Path, work: Path, settings: EncoderSettings) -> int:
+def _demo(src: Path, out: Path, work: Path, settings: EncoderSettings, renderer: str) -> int:
     try:
         enc = encode_file(src, work / FCV, settings, progress=sys.stderr.isatty())
     except FacecodecError as e:
         if without_face_advice(str(e)) == str(e):
             raise
         raise FacecodecError(without_face_advice(str(e))) from None
-    dec = decode_file(work / FCV, work / RECON)
+    dec = decode_file(work / FCV, work / RECON, renderer=renderer)
     size = enc.header.size
     original = original_crops(src, enc.keyframes, size)
     rendered = np.stack(list(read_frames(work / RECON)))

@@ -22,6 +22,12 @@ class BitstreamError(FacecodecError):
     exit_code = 3
 
 
+class NotAStream(BitstreamError):
+    """A file that is not an .fcv stream at all (no signature): bad input, not damage."""
+
+    exit_code = 2
+
+
 class Terminated(BaseException):
     """SIGTERM (`kill`, `timeout`, a service manager stopping the command), raised where the
     program is so that open outputs are removed as for any error: Python's default is to

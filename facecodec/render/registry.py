@@ -50,10 +50,13 @@ DEFAULT_RENDERER = "neural"
 CALL_RENDERER = "warp"
 
 
-def make_renderer(name: str, basis: ExpressionBasis, size: int) -> Renderer:
-    try:
-        make = RENDERERS[name]
-    except KeyError:
+def check_renderer(name: str) -> None:
+    """Refuse a renderer name not in RENDERERS."""
+    if name not in RENDERERS:
         known = ", ".join(sorted(RENDERERS))
-        raise FacecodecError(f"unknown renderer {name!r} (available: {known})") from None
-    return make(basis, size)
+        raise FacecodecError(f"unknown renderer {name!r} (available: {known})")
+
+
+def make_renderer(name: str, basis: ExpressionBasis, size: int) -> Renderer:
+    check_renderer(name)
+    return RENDERERS[name](basis, size)
