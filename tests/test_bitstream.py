@@ -38,7 +38,7 @@ from facecodec.bitstream.packets import (
     encode_packet,
     encode_varint,
 )
-from facecodec.errors import BitstreamError, FacecodecError
+from facecodec.errors import BitstreamError, FacecodecError, NotAStream
 
 HEADER = StreamHeader(
     size=256,
@@ -412,11 +412,15 @@ def test_unknown_major_version(tmp_path: Path) -> None:
 
 
 def test_not_an_fcv_file(tmp_path: Path) -> None:
-    for content in (b"", b"FCD", b"\x00\x00\x00\x18ftypisom" + b"\x00" * 50):
-        path = tmp_path / "clip.mp4"
+    path = tmp_path / "clip.mp4"
+    for content in (b"", b"\x00\x00\x00\x18ftypisom" + b"\x00" * 50):
         path.write_bytes(content)
-        with pytest.raises(BitstreamError, match="not an .fcv file"):
+        with pytest.raises(NotAStream, match="not an .fcv file"):  # the wrong input
             read_fcv(path)
+    path.write_bytes(b"FCD")  # the start of a stream: damage
+    with pytest.raises(BitstreamError, match="truncated .fcv header in its FCDC") as e:
+        read_fcv(path)
+    assert not isinstance(e.value, NotAStream)
     with pytest.raises(FacecodecError, match="cannot read"):
         read_fcv(tmp_path / "missing.fcv")
 

@@ -107,13 +107,15 @@ def test_call_survives_delay_jitter_and_loss(
         assert received["packets_lost"] < 0.5 * sent["frames_sent"], received
         # The receiver reported the loss and the sender answered with intra-only motion,
         # two frames a packet. Motion lost before that, once its keyframe was here, held the
-        # picture and was answered by asking for a RESYNC; lost before the keyframe came
-        # (a lost chunk of it is resent after a second or more), the keyframe ends the
-        # hold, and a sender already intra-only by then leaves nothing to ask for.
+        # picture and was answered by asking for a RESYNC (or a keyframe, where one was due
+        # at that moment). The keyframe's own packets cross the lossy path too, and a lost
+        # one is resent after a second or more: motion that came before it is dropped, and a
+        # sender already intra-only by then sends RESYNCs only, with no hold to ask about.
         assert received["loss_reports_sent"] > 0, received
         assert sent["resilient_reports"] > 0 and sent["congested_reports"] > 0, sent
         asked, held = received["resync_requests_sent"], received["motion_holds"]
-        assert (asked > 0) == (held > 0) and asked <= sent["frames_sent"], received
+        assert asked == 0 or held > 0, received  # never asked without a hold
+        assert held == 0 or asked + received["keyframe_requests_sent"] > 0, received
 
 
 def test_call_through_a_thin_link_keeps_drawing(netns_ok: None, tmp_path: Path) -> None:

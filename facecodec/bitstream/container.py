@@ -469,7 +469,8 @@ class FcvReader:
         try:
             self.header, self.header_size, self.version = parse_header(self._data)
         except BitstreamError as e:
-            raise type(e)(f"{self.path}: {e}") from None
+            kind = NotAStream if isinstance(e, NotAStream) else BitstreamError
+            raise kind(f"{self.path}: {e}") from None
         self.file_size = len(self._data)
         self.skipped: list[SkippedPacket] = []  # the first MAX_SKIPPED_LISTED of them
         self.skipped_types: dict[int, list[int]] = {}  # all of them: type -> [packets, bytes]

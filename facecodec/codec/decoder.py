@@ -72,8 +72,9 @@ class DecodeStats:
     # Frames drawn the cheap way when asked (`hurry`) that would have been drawn otherwise:
     # the neural renderer's warp without its refiner, the layer's training-free fusion.
     frames_hurried: int = 0
-    # Times lost motion held the picture with its keyframe here: a live receiver asks for a
-    # RESYNC then (lost before the keyframe came, it is the keyframe that ends the hold).
+    # Times lost motion made a RESYNC worth asking for (the picture held, its keyframe here):
+    # a live receiver asks then. Motion that came before its keyframe is dropped without a
+    # hold; the first MOTION packet after the keyframe starts one, a RESYNC draws at once.
     motion_holds: int = 0
     restore_bad: int = 0  # RESTORE packets that did not parse (ignored: the share is advice)
     notes: list[str] = field(default_factory=list)
