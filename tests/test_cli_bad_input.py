@@ -541,6 +541,18 @@ def test_decode_video_instead_of_fcv(data_dir: Path, run_main: Run, tmp_path: Pa
         assert f"{src}: not an .fcv file" in assert_one_line_error(run, code=2)
 
 
+def test_a_stream_given_for_a_video_says_so(
+    encoded_grid: EncodedClip, run_main: Run, tmp_path: Path
+) -> None:
+    """An .fcv where a video belongs was "not a video file PyAV can read", as for any file."""
+    out_dir = _fresh_dir(tmp_path, "out")
+    for args in (("encode", encoded_grid.fcv, "-o", out_dir / "again.fcv"),
+                 ("upscale", encoded_grid.fcv, "-o", out_dir / "up.mp4")):
+        line = assert_one_line_error(run_main(*args), code=2)
+        assert f"{encoded_grid.fcv}: an .fcv stream, not a video (`facecodec decode`" in line
+    assert list(out_dir.iterdir()) == []
+
+
 def test_damage_errors_subprocess(layout: Layout, run_cli: Run, tmp_path: Path) -> None:
     """The real process: exit 3 and exactly one error line for a stream cut mid-packet and for
     an unknown major version; the frames before the cut are written."""

@@ -19,7 +19,7 @@ import av
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 
-from facecodec.bitstream.container import MAX_FPS
+from facecodec.bitstream.container import MAGIC, MAX_FPS
 from facecodec.capture.microphone import RATE
 from facecodec.capture.sound import FileSound, has_sound
 from facecodec.capture.streams import shown_stream
@@ -58,6 +58,18 @@ class VideoInfo:
     pixel_aspect: Fraction = Fraction(1)
 
 
+def _is_fcv(path: Path) -> bool:
+    """Whether `path` starts with an .fcv stream's signature (regular files only: a pipe
+    the reader has drained would wait for a writer)."""
+    try:
+        if not path.is_file():
+            return False
+        with path.open("rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
 def _open(path: str | Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     """The file opened, and the video stream a player shows (`shown_stream`)."""
     p = Path(path)
@@ -65,6 +77,9 @@ def _open(path: str | Path) -> tuple[av.container.InputContainer, av.video.strea
     try:
         c = av.open(str(p), "r")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        if _is_fcv(p):
+            raise FacecodecError(f"{p}: an .fcv stream, not a video (`facecodec decode` makes "
+                                 "a video of it)") from None
         raise FacecodecError(f"{p}: not a video file PyAV can read, or an incomplete one "
                              f"({e.__class__.__name__})") from e
     s = shown_stream(c)
