@@ -104,7 +104,8 @@ def _demo(src: Path, out: Path, work: Path, settings: EncoderSettings, renderer:
     layer = f", layer {enc.layer_kbps:.2f} kbps" if enc.header.layer else ""
     lines.append(f"facecodec     total {total_kbps:6.2f} kbps (keyframe included), "
                  f"motion {steady_kbps:.2f} kbps{layer}")
-    lines.append("quality       " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    lines.append("quality       " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items())
+                 + f"  (drawn by the {renderer} renderer)")
     targets = {metric: scores[metric] for metric in ("vmaf", "ms_ssim")}
     for system, name in ANCHORS:
         for metric, need in anchor_rates_for_quality(ref, targets, system).items():

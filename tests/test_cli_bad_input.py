@@ -222,6 +222,32 @@ def test_a_failed_demo_leaves_the_last_runs_outputs_as_they_were(
     assert {p.name: p.read_text() for p in out.iterdir()} == earlier
 
 
+def test_a_short_demo_scores_what_it_drew_beside_the_anchors(
+    run_main: Run, tmp_path: Path
+) -> None:
+    """The main job, through: a stream, the video drawn from it and the side-by-side, and
+    lines giving its rate, its scores, the renderer that drew it and what x264 and AV1 need
+    for that quality."""
+    clip = tmp_path / "short.mp4"
+    with VideoWriter(clip, Fraction(25), 360, 288) as w:
+        for frame in read_frames(require(CLIPS / "grid_swiz3n.mpg"), max_frames=25):
+            w.write(frame)
+    out = tmp_path / "demo"
+    run = run_main("demo", clip, "--out", out, "--renderer", "warp")
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["clip.fcv", "reconstruction.mp4",
+                                                     "side_by_side.mp4"]
+    assert len(list(read_frames(out / "side_by_side.mp4"))) == 25
+    lines = run.stdout.splitlines()
+    total = next(x for x in lines if x.startswith("facecodec     total"))
+    assert 0 < float(total.split()[2]) < 100
+    quality = next(x for x in lines if x.startswith("quality"))
+    assert "(drawn by the warp renderer)" in quality
+    assert 20 < float(quality.split()[2]) < 60  # PSNR-Y, dB
+    for anchor in ("H.264 (x264 real-time)", "AV1 (SVT-AV1 low delay)"):
+        assert sum(x.startswith(f"{anchor} for equal ") for x in lines) == 2, lines
+
+
 @pytest.mark.parametrize("value", ["-1", "nan", "0.5", "4000"])
 def test_encode_rejects_a_refresh_period_out_of_range(
     value: str, inputs: Inputs, run_main: Run, tmp_path: Path
