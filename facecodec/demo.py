@@ -23,6 +23,7 @@ from facecodec.codec.encoder import EncoderSettings, encode_file, original_crops
 from facecodec.errors import FacecodecError
 from facecodec.face.tracker import without_face_advice
 from facecodec.files import check_writable, make_folder, publish, temp_beside
+from facecodec.motion.presets import DEFAULT_PRESET
 from facecodec.render.registry import DEFAULT_RENDERER, check_renderer
 
 DEMO_METRICS = ("psnr_y", "ms_ssim", "vmaf")
@@ -37,7 +38,7 @@ def side_by_side(left: np.ndarray, right: np.ndarray, dst: Path, fps: object) ->
 
 
 def run_demo(
-    src: Path, out: Path, quality: str = "medium", target_kbps: float | None = None,
+    src: Path, out: Path, quality: str = DEFAULT_PRESET, target_kbps: float | None = None,
     renderer: str = DEFAULT_RENDERER,
 ) -> int:
     """`target_kbps`: every byte counted; above 5 also tries motion + the low-resolution

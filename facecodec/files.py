@@ -26,8 +26,6 @@ def path_arg(text: str) -> Path:
 # Standard output as an output: `-o -` names it (a file named so is `-o ./-`), and a video's
 # frames go there as y4m, as a player reads them from a pipe (`decode x.fcv -o - | mpv -`).
 STDOUT = Path("/dev/stdout")
-
-
 STDOUT_TERMINAL = ("-o - writes uncompressed video to standard output, not to a terminal: "
                    "pipe it to a player (| mpv -)")
 

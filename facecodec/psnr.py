@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-LUMA = np.array([0.299, 0.587, 0.114])
+_LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def picture_luma(rgb: np.ndarray) -> np.ndarray:
     """Full-range BT.601 luma of an RGB picture (or of differences of pictures), float64:
     for single pictures the encoder judges; clips are scored on FFmpeg's Y plane
     (`facecodec.bench.metrics.luma`)."""
-    return rgb.astype(np.float64) @ LUMA
+    return rgb.astype(np.float64) @ _LUMA
 
 
 def image_psnr_y(ref: np.ndarray, rec: np.ndarray) -> float:
