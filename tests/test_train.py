@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import faulthandler
 import gc
+import importlib
 import json
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ import torch.multiprocessing as mp
 from conftest import CliRun
 from torch.nn.parallel import DistributedDataParallel
 
+from facecodec.cli import run_guarded
 from facecodec.errors import FacecodecError
 from facecodec.render.neural import RefinerConfig, RefinerNet, load_net
 from facecodec.train import dataset
@@ -109,10 +111,11 @@ def test_config_refuses_values_out_of_their_range(tmp_path: Path, key: str, valu
 
 
 def test_train_command_refuses_before_making_the_run_folder(
-    tmp_path: Path, run_cli: Callable[..., CliRun]
+    tmp_path: Path, run_main: Callable[..., CliRun]
 ) -> None:
     """Malformed splits, a missing device, a run folder that is a file, a deeply nested
-    config: one line each, and no run folder left behind."""
+    config: one line each, and no run folder left behind. In this process: the test above
+    runs the command as its own process, and each run here would load torch again."""
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(TINY))
     run = tmp_path / "run"
@@ -122,31 +125,31 @@ def test_train_command_refuses_before_making_the_run_folder(
                             ('{"train": []}', "no split 'validation' (it has: train)"),
                             ('{"train": [', "cannot read")):
         (tmp_path / "splits.json").write_text(splits)
-        r = run_cli("train", "--config", cfg, "--data", tmp_path, "--out", run)
+        r = run_main("train", "--config", cfg, "--data", tmp_path, "--out", run)
         assert r.returncode == 2 and message in r.stderr and len(r.stderr_lines) == 1, r.stderr
         assert not run.exists()
     (tmp_path / "splits.json").write_text('{"train": [], "validation": []}')
-    r = run_cli("train", "--config", cfg, "--data", tmp_path, "--out", run, "--device", "tpu9")
+    r = run_main("train", "--config", cfg, "--data", tmp_path, "--out", run, "--device", "tpu9")
     assert r.returncode == 2 and r.stderr_lines == [
         "facecodec: error: unknown device 'tpu9' (auto, cpu or cuda)"]
     if not torch.cuda.is_available():
-        r = run_cli("train", "--config", cfg, "--data", tmp_path, "--out", run, "--device", "cuda")
+        r = run_main("train", "--config", cfg, "--data", tmp_path, "--out", run, "--device", "cuda")
         assert r.returncode == 2 and "no CUDA GPU" in r.stderr and len(r.stderr_lines) == 1
-    r = run_cli("train", "--config", cfg, "--data", tmp_path, "--out", cfg)
+    r = run_main("train", "--config", cfg, "--data", tmp_path, "--out", cfg)
     assert r.returncode == 2 and "it is a file" in r.stderr and len(r.stderr_lines) == 1
-    r = run_cli("train", "--config", cfg, "--data", tmp_path, "--out", run,
+    r = run_main("train", "--config", cfg, "--data", tmp_path, "--out", run,
                 "--cache", tmp_path / "cache")
     assert r.returncode == 2 and "no train clip gives a pair" in r.stderr
     assert len(r.stderr_lines) == 1 and not run.exists()
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
-    r = run_cli("train", "--config", tmp_path / "deep.json", "--data", tmp_path, "--out", run)
+    r = run_main("train", "--config", tmp_path / "deep.json", "--data", tmp_path, "--out", run)
     assert r.returncode == 2 and "nested too deeply" in r.stderr and len(r.stderr_lines) == 1
     assert not run.exists()
 
 
 @pytest.mark.parametrize("trainer", ["layer", "restore", "upscale"])
 def test_the_module_trainers_report_bad_input_in_one_line(
-    trainer: str, data_dir: Path, tmp_path: Path
+    trainer: str, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # They printed tracebacks, found a file in the way of --out only after the data was
     # prepared (no pair cache is made here first), and ran 0 steps into "best" weights that
@@ -164,12 +167,23 @@ def test_the_module_trainers_report_bad_input_in_one_line(
                    "--variants: must be 1 or more"),
                   (["--data", data_dir, "--out", tmp_path / "run", "--time-limit-min", "inf"],
                    "--time-limit-min: must be a finite number above 0")]
-    for args, message in cases:
-        cache = [] if trainer == "upscale" else ["--cache", str(tmp_path / "cache")]
-        r = subprocess.run([sys.executable, "-m", f"facecodec.train.{trainer}", *cache,
-                            *map(str, args)], capture_output=True, text=True, timeout=120)
-        lines = [x for x in r.stderr.splitlines() if x.strip()]
-        assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr
+    module = importlib.import_module(f"facecodec.train.{trainer}")
+    for n, (args, message) in enumerate(cases):
+        argv = [*([] if trainer == "upscale" else ["--cache", str(tmp_path / "cache")]),
+                *map(str, args)]
+        if n == 0:  # as its own process, as it is run
+            r = subprocess.run([sys.executable, "-m", f"facecodec.train.{trainer}", *argv],
+                               capture_output=True, text=True, timeout=120)
+            code, err = r.returncode, r.stderr
+        else:  # the rest in this process: each run would load torch again
+            capsys.readouterr()
+            try:
+                code = run_guarded(lambda argv=argv: module.main(argv))
+            except SystemExit as e:  # an option's refusal (argparse exits)
+                code = e.code
+            err = capsys.readouterr().err
+        lines = [x for x in err.splitlines() if x.strip()]
+        assert code == 2 and len(lines) == 1 and message in lines[0], err
         assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
 
