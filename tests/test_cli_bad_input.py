@@ -1040,6 +1040,35 @@ def test_a_video_writer_that_cannot_start_leaves_nothing(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, OSError(28, "No space left on device")])
+def test_what_a_y4m_write_raises_inside_the_muxer_stops_the_writer(
+    tmp_path: Path, raised: BaseException | type[BaseException]
+) -> None:
+    """FFmpeg's muxer calls back into Python to write .y4m, and PyAV prints and drops a
+    KeyboardInterrupt raised there: a Ctrl-C or SIGTERM landing in it was lost (the decode
+    wrote on, for gigabytes). A write error was passed on, and still is."""
+    from facecodec.capture.video import VideoWriter
+    from facecodec.errors import FacecodecError
+
+    class Failing:
+        def write(self, data: bytes) -> int:
+            raise raised
+
+        def close(self) -> None:
+            pass
+
+    frame = np.zeros((64, 64, 3), np.uint8)
+    writer = VideoWriter(tmp_path / "x.y4m", Fraction(25), 64, 64)
+    writer.write(frame)
+    assert writer._shaped is not None
+    writer._shaped._file = Failing()  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt if raised is KeyboardInterrupt else FacecodecError,
+                       match="" if raised is KeyboardInterrupt else "No space left"):
+        writer.write(frame)
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_no_writable_cache_folder_adds_no_line(inputs: Inputs) -> None:
     """A user whose home is not writable (a service account): the libraries under the face
     tracker find no folder for their caches, and the error is still one line."""

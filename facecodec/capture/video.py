@@ -367,11 +367,30 @@ class _Y4mShape(io.RawIOBase):
         self._file = file
         self._shape = f"A{aspect.numerator}:{aspect.denominator}".encode()
         self._head: bytearray | None = bytearray()  # until the header's line is whole
+        # What a write raised. PyAV calls write from FFmpeg's muxer; it passes an error on,
+        # but prints and drops a KeyboardInterrupt or a SIGTERM's Terminated: a Ctrl-C landing
+        # there was lost and the command wrote on. VideoWriter raises it after the mux.
+        self.failed: BaseException | None = None
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
+        if self.failed is not None:
+            return len(data)  # the output is dropped: VideoWriter is raising
+        try:
+            return self._write(data)
+        except BaseException as e:  # noqa: BLE001 - kept for VideoWriter to raise
+            self.failed = e
+            return len(data)
+
+    def raise_failure(self) -> None:
+        """Raise what a write raised inside the muxer (once)."""
+        if self.failed is not None:
+            failed, self.failed = self.failed, None
+            raise failed
+
+    def _write(self, data: bytes) -> int:
         if self._head is None:
             return self._file.write(data)
         self._head += data
@@ -474,6 +493,8 @@ class VideoWriter:
                 self._container.mux(pkt)
             if self._sound is not None:
                 self._write_sound()
+            if self._shaped is not None:
+                self._shaped.raise_failure()
         except BrokenPipeError:  # the reader of standard output went: the command ends
             raise
         except OSError as e:  # a full disk: the caller aborts
@@ -503,6 +524,7 @@ class VideoWriter:
                           "silent in the output", file=sys.stderr)
             self._container.close()
             if self._shaped is not None:
+                self._shaped.raise_failure()
                 self._shaped.close()
         except BrokenPipeError:
             self.abort()
