@@ -98,7 +98,7 @@ def eval_clip(job: tuple[Path, int, int, int]) -> tuple[str, dict]:
             warp.set_reference(decode_image(cid, data, SIZE), k.motion)
             assert warp.reference is not None  # set just above
             end = next((s for s in starts if s > i), len(crops))
-            seg = {j: warp.points(motions[j]) for j in range(i, end) if j in motions}
+            seg = {j: warp.points(motions[j])[:, :2] for j in range(i, end) if j in motions}
             src = max(seg, key=lambda j: mouth_area(seg[j]))
             picture, size = with_patch(warp.reference, crops[src],
                                        seg[src][INNER].mean(0), side, quality)
@@ -115,7 +115,7 @@ def eval_clip(job: tuple[Path, int, int, int]) -> tuple[str, dict]:
         m = motions[i]
         base = warp.render(m)
         plain.append(base)
-        pts = warp.points(m)
+        pts = warp.points(m)[:, :2]
         gap = src_area - ref_area
         w = float(np.clip(2 * (mouth_area(pts) - ref_area) / gap, 0, 1)) if gap > 0 else 0.0
         acts.append(w > 0)

@@ -133,12 +133,14 @@ class ExpressionBasis:
         out[RIGHT_IRIS] = iris[1]
         return out
 
-    def landmarks(self, m: Motion, size: int) -> np.ndarray:
-        """478x2 pixel positions in a size x size crop (orthographic projection)."""
+    def landmarks(self, m: Motion, size: int, depth: bool = False) -> np.ndarray:
+        """478x2 pixel positions in a size x size crop (orthographic projection); `depth`:
+        478x3, the third column each point's distance from the camera (px, larger farther)."""
         rot = euler_to_matrix(*m.rotation)
         s = np.exp(m.log_scale) * size
         pts = s * self.shape(m) @ rot.T
-        return pts[:, :2] + m.translation * size
+        pts[:, :2] += m.translation * size
+        return pts if depth else pts[:, :2]
 
     # -- storage -------------------------------------------------------------------------
     def save(self, path_stem: Path) -> None:

@@ -72,12 +72,13 @@ class Renderer(ABC):
         self._prepare(image, motion)
 
     def points(self, target: Motion) -> np.ndarray:
-        """The landmarks (478, 2) px a frame is drawn to: the target's, each iris moved from
-        the reference's by IRIS_GAIN times the change of gaze."""
+        """The landmarks a frame is drawn to, (478, 3): x, y px and the distance from the
+        camera; the target's, each iris moved from the reference's by IRIS_GAIN times the
+        change of gaze."""
         assert self.ref_motion is not None
         gain = np.tile(self.iris_gain, 2)
         gaze = self.ref_motion.gaze + gain * (target.gaze - self.ref_motion.gaze)
-        return self.basis.landmarks(replace(target, gaze=gaze), self.size)
+        return self.basis.landmarks(replace(target, gaze=gaze), self.size, depth=True)
 
     def render(self, target: Motion) -> np.ndarray:
         if self.reference is None or self.ref_motion is None:

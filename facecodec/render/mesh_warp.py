@@ -205,8 +205,10 @@ class MeshWarper:
             cores.append((iris, share))
         self._cores = cores
         mouth = topo.strip_triangles(topo.LIPS_INNER_UPPER, topo.LIPS_INNER_LOWER)
-        # Painter's order: later triangles win where the target mesh folds over itself.
+        # Painter's order: later triangles win where the target mesh folds over itself; with
+        # a target's depth the face mesh's own triangles are painted far to near.
         self._tris = np.concatenate([outer, *eyes, mouth, topo.MESH_TRIANGLES]).astype(np.int32)
+        self._mesh_from = len(self._tris) - len(topo.MESH_TRIANGLES)
         self._ref_all = np.concatenate([ref, ring, border, self._core_points(ref)])
         self._ref_tri = self._ref_all[self._tris]  # (T, 3, 2)
         self._image = np.ascontiguousarray(image)
@@ -242,17 +244,21 @@ class MeshWarper:
                for iris, share in self._cores if len(share)]
         return np.concatenate([np.zeros((0, 2)), *out])
 
-    def warp(self, dst_points: np.ndarray, surround: np.ndarray | None = None) -> np.ndarray:
+    def warp(self, dst_points: np.ndarray, surround: np.ndarray | None = None,
+             depth: np.ndarray | None = None) -> np.ndarray:
         """The reference warped so its landmarks land on `dst_points` (478, 2) px; outside the
-        face as `surround` says if given (a Motion's surround, non-empty)."""
-        return self.resample(self.backward_map(dst_points, surround)[0])
+        face as `surround` says if given (a Motion's surround, non-empty); `depth`: each
+        target landmark's distance from the camera (478,), any unit, for where the face
+        folds over itself (a turned head's far cheek)."""
+        return self.resample(self.backward_map(dst_points, surround, depth)[0])
 
-    def backward_map(self, dst_points: np.ndarray,
-                     surround: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def backward_map(self, dst_points: np.ndarray, surround: np.ndarray | None = None,
+                     depth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(map, head): for each pixel of the target at map resolution (lo, lo, 2) float32,
         where it comes from in the reference (full-resolution px); and the head's similarity
         reference -> target (2x3). With a `surround`, the map outside the target's face oval
-        is the surround's (the rings and border only shape the seam)."""
+        is the surround's (the rings and border only shape the seam). With a `depth`, where
+        face triangles overlap the nearest is drawn."""
         pts, head = self._targets(dst_points)
         n, lo, s = self.size, self._lo, self._s
 
@@ -280,9 +286,18 @@ class MeshWarper:
 
         # Triangle-index map of the target at low resolution; slivers first so that any
         # proper triangle overwrites them.
-        order = np.concatenate([np.flatnonzero(~usable), np.flatnonzero(usable)])
+        drawn = np.flatnonzero(usable)
+        if depth is not None:
+            z = np.asarray(depth, dtype=np.float64)
+            if z.shape != (topo.N_LANDMARKS,) or not np.isfinite(z).all():
+                raise ValueError(f"depth must be {topo.N_LANDMARKS} finite numbers")
+            mesh = drawn[drawn >= self._mesh_from]
+            far = z[self._tris[mesh]].mean(axis=1)
+            drawn = np.concatenate([drawn[drawn < self._mesh_from],
+                                    mesh[np.argsort(-far, kind="stable")]])
+        order = np.concatenate([np.flatnonzero(~usable), drawn])
         idx = np.full((lo, lo), len(d), dtype=np.int32)
-        _rasterise(idx, (d + 0.5) * s - 0.5, order)
+        _rasterise(idx, (d + 0.5) * s - 0.5, order, ranked=depth is not None)
 
         a = aff[idx]  # (lo, lo, 2, 3)
         gx, gy = self._gx, self._gy
@@ -385,13 +400,14 @@ _OFFSETS = {
 }
 
 
-def _rasterise(idx: np.ndarray, tri: np.ndarray, order: np.ndarray) -> None:
+def _rasterise(idx: np.ndarray, tri: np.ndarray, order: np.ndarray, ranked: bool = False) -> None:
     """Paint triangle ids into `idx` (pixel centres at integer coordinates), `order` last wins.
 
     Hundreds of small face triangles are tested in vectorised passes over the pixels of their
     bounding boxes, several times faster than one OpenCV call each; only big triangles use
     cv2.fillConvexPoly (which also paints boundary pixels, so the outside has no cracks).
-    Where bulk and single calls overlap (folds only) the bulk ones win.
+    Where bulk and single calls overlap (folds only) the bulk ones win; among bulk ones the
+    larger size class wins, unless `ranked`: then the later in `order`, whatever its size.
     """
     h, w = idx.shape
     t = tri[order].astype(np.float32)
@@ -403,6 +419,8 @@ def _rasterise(idx: np.ndarray, tri: np.ndarray, order: np.ndarray) -> None:
         cv2.fillConvexPoly(idx, poly, k, cv2.LINE_8, 4)
     cls = np.searchsorted(np.array(BULK_SIDES), side)
     flat = idx.reshape(-1)
+    hits: list[np.ndarray] = []
+    places: list[np.ndarray] = []  # each hit's triangle, as its place in `order`
     for c, k in enumerate(BULK_SIDES):
         sel = cls == c
         if not sel.any():
@@ -418,4 +436,13 @@ def _rasterise(idx: np.ndarray, tri: np.ndarray, order: np.ndarray) -> None:
             d = v - u
             inside &= (d[..., 0] * (y - u[..., 1]) - d[..., 1] * (x - u[..., 0])) * sign >= 0
         hit = (y * w + x)[inside].astype(np.intp)
-        flat[hit] = np.broadcast_to(order[sel][:, None], inside.shape)[inside]
+        at = np.broadcast_to(np.flatnonzero(sel)[:, None], inside.shape)[inside]
+        if ranked:
+            hits.append(hit)
+            places.append(at)
+        else:
+            flat[hit] = order[at]
+    if ranked and hits:
+        place = np.concatenate(places)
+        first = np.argsort(place, kind="stable")  # so that the later in `order` is written last
+        flat[np.concatenate(hits)[first]] = order[place[first]]

@@ -338,11 +338,13 @@ class Conditioner:
 
     def __call__(self, dst_points: np.ndarray,
                  surround: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(warped (size,size,3) uint8, cond (half,half,5) float32); `surround`: the target
-        Motion's, for the warp outside the face."""
-        warped = self.warper.warp(dst_points, surround)
+        """(warped (size,size,3) uint8, cond (half,half,5) float32); `dst_points` (478, 2)
+        px, or (478, 3) with each point's distance from the camera (MeshWarper.warp's
+        `depth`); `surround`: the target Motion's, for the warp outside the face."""
+        depth = dst_points[:, 2] if dst_points.shape[1] > 2 else None
+        warped = self.warper.warp(dst_points[:, :2], surround, depth)
         hp = dst_points[:, :2] * 0.5
-        c = self.coords.warp(hp)
+        c = self.coords.warp(hp, depth=depth)
         cond = np.empty((self.half, self.half, COND_CHANNELS), np.float32)
         k = FLOW_SCALE / self.half
         cond[..., 0] = (c[..., 0] / self._step - self._gx) * k

@@ -22,5 +22,5 @@ class WarpRenderer(Renderer):
 
     def _render(self, target: Motion) -> np.ndarray:
         assert self.ref_motion is not None  # render() checks
-        return self.warper.warp(self.points(target),
-                                target.surround_towards(self.ref_motion))
+        pts = self.points(target)
+        return self.warper.warp(pts[:, :2], target.surround_towards(self.ref_motion), pts[:, 2])
