@@ -138,8 +138,11 @@ def _decode(a: argparse.Namespace) -> int:
     st = r.stats
     layer = ""
     if r.header.layer is not None and (pose.active or a.avatar is not None or eyes):
+        # The motion beside a layer is coded coarsely (the layer carries the detail): drawn
+        # from it alone, the mouth barely moves.
         layer = ("; the low-resolution layer is not used with --pose/--yaw/--pitch/--roll/"
-                 "--avatar/--eye-contact")
+                 "--avatar/--eye-contact, and the motion beside it is coarse (lips and "
+                 "expression barely move)")
     elif r.header.layer is not None:
         layer = (f", {st.frames_fused} with the layer ({st.layer_pictures} layer pictures"
                  + (f", {st.layer_lost} lost" if st.layer_lost else "")
@@ -158,7 +161,8 @@ def _upscale(a: argparse.Namespace) -> int:
 
     n = upscale_file(a.input, a.output)
     written = "standard output" if to_stdout(a.output) else a.output
-    print(f"{written}: {n} frames, two times the input's size", file=_report_to(a.output))
+    print(f"{written}: {n} frame{'' if n == 1 else 's'}, two times the input's size",
+          file=_report_to(a.output))
     return 0
 
 

@@ -577,7 +577,7 @@ class FrameSink:
     def _check_hold(self, index: int, what: str) -> None:
         gap = index - self.next
         if self.last is None and gap > self.max_lead:
-            raise BitstreamError(f"{what} {index} after frame {self.next - 1}: {gap} frames "
+            raise BitstreamError(f"{what} {index} with no frame drawn before it: {gap} frames "
                                  "with no motion (damaged timing)")
         if self.last is not None and self.held_after_face + gap > self.max_hold:
             raise BitstreamError(f"{what} {index} after frame {self.next - 1}: "
