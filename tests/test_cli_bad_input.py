@@ -975,6 +975,10 @@ def test_decode_refuses_values_no_encoder_writes(
         return
     assert "frames with no motion (damaged timing)" in line
     assert _frame_count(mp4) < GRID_FRAMES + 1 and not list(out_dir.glob(".*.tmp"))
+    # `info` counts the held frames as the decoder does (it called a stream whose motion
+    # jumped ten million frames ahead, with no END, intact).
+    damage = describe(tmp_path / "damaged.fcv")["damaged"]
+    assert damage is not None and "frames with no motion (damaged timing)" in damage, damage
 
 
 @pytest.mark.parametrize(("timestamp", "payload", "decoded", "told"), [
@@ -984,7 +988,7 @@ def test_decode_refuses_values_no_encoder_writes(
      "its timestamp 80 is not its count of 75 frames"),
     (75, (75).to_bytes(5, "little"), "END", "END packet (seq "),
     (10_000_000, (10_000_000).to_bytes(4, "little"), "frames with no motion (damaged timing)",
-     "past the last frame with motion (damaged timing)"),
+     "its count of 10000000 after frame 74: 9999925 frames with no motion (damaged timing)"),
 ])
 def test_an_end_packet_out_of_line_with_the_motion_is_damage_to_decode_and_info(
     timestamp: int, payload: bytes, decoded: str, told: str, encoded_grid: EncodedClip,
@@ -1029,6 +1033,9 @@ def test_decode_refuses_many_short_gaps_adding_up(
     line = assert_one_line_error(run, code=3)
     assert "frames with no motion (damaged timing), counted since the face appeared" in line
     assert _frame_count(mp4) < 2 * step + 1 and not list(out_dir.glob(".*.tmp"))
+    damage = describe(tmp_path / "damaged.fcv")["damaged"]  # `info` called it intact
+    assert damage is not None and damage.startswith("RESYNC packet (seq ") and (
+        "frames with no motion (damaged timing), counted since the face appeared" in damage)
 
 
 def test_a_video_writer_that_cannot_start_leaves_nothing(tmp_path: Path) -> None:

@@ -52,6 +52,8 @@ MAX_FPS = 120  # frames a second a stream (and an input video) may have
 # many short gaps chained would add up to hours) they are refused, and a stream with forged
 # timestamps or count does not keep the decoder writing for hours.
 MAX_HOLD_S = 10.0
+# Before the first face a video may run long: up to this much is held as the first picture.
+MAX_LEAD_S = 3600.0
 SIZE_STEP = 16  # crop sides are multiples of this: the networks halve the picture four times
 # Encoders write rates as fractions with denominators up to 1001 (29.97 = 30000/1001); a
 # larger one is no camera's, and past 2^31 video writers cannot take it.
@@ -210,6 +212,43 @@ class StreamHeader:
     def from_bytes(cls, data: bytes | memoryview) -> StreamHeader:
         """Parse a header at the start of `data` (bytes after it are ignored)."""
         return parse_header(data)[0]
+
+
+class HoldBudget:
+    """The frames a file decoder holds over gaps in its frames' motion, counted as the spec
+    bounds them (MAX_LEAD_S before the first frame drawn, MAX_HOLD_S in all after it):
+    `FrameSink` as it writes, `facecodec info` as it reads the same timestamps."""
+
+    def __init__(self, fps: float) -> None:
+        self.next = 0  # the frame after the last one drawn or held
+        self.started = False  # a frame has been drawn
+        self.held_after_start = 0
+        self.max_lead = round(MAX_LEAD_S * fps)
+        self.max_hold = round(MAX_HOLD_S * fps)
+
+    def hold_to(self, index: int, what: str) -> int:
+        """The frames held from `next` up to frame `index` (0 when it is not later),
+        counted; BitstreamError when that takes them past their bound. `what` names the
+        number in the error ("frame", "the END packet's count of")."""
+        gap = index - self.next
+        if gap <= 0:
+            return 0
+        if not self.started and gap > self.max_lead:
+            raise BitstreamError(f"{what} {index} with no frame drawn before it: {gap} frames "
+                                 "with no motion (damaged timing)")
+        if self.started and self.held_after_start + gap > self.max_hold:
+            raise BitstreamError(f"{what} {index} after frame {self.next - 1}: "
+                                 f"{self.held_after_start + gap} frames with no motion "
+                                 "(damaged timing), counted since the face appeared")
+        if self.started:
+            self.held_after_start += gap
+        self.next = index
+        return gap
+
+    def drawn(self, index: int) -> None:
+        """Frame `index` (not before `next`) is drawn."""
+        self.started = True
+        self.next = index + 1
 
 
 def parse_header(data: bytes | bytearray | memoryview

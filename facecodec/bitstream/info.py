@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from facecodec.bitstream.container import LAYER_CODEC_NAMES, MAX_HOLD_S, FcvReader
+from facecodec.bitstream.container import LAYER_CODEC_NAMES, FcvReader, HoldBudget
 from facecodec.bitstream.packets import (
     LAYER_TYPES,
     MOTION_TYPES,
@@ -40,20 +40,24 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         entry["count"] += count
         entry["bytes"] += size
 
+    # The frames held over gaps in the motion, bounded as the decoder bounds them.
+    holds = HoldBudget(float(h.fps))
     try:
         for packet, _, size in reader.entries():
             add(type_name(packet.type), size)
             if packet.type in MOTION_TYPES:
                 try:
                     m = MotionPayload.from_bytes(packet.payload)
+                    if m.frame_count and packet.timestamp + m.frame_count > holds.next:
+                        holds.hold_to(packet.timestamp, "frame")
+                        holds.drawn(packet.timestamp + m.frame_count - 1)
                 except BitstreamError as e:
-                    damaged = damaged or f"packet seq {packet.seq}: {e}"
+                    damaged = damaged or f"{type_name(packet.type)} packet (seq {packet.seq}): {e}"
                     continue
                 counted = max(counted, packet.timestamp + m.frame_count)
             elif packet.type == PacketType.END:
                 try:
-                    end_frames = _end_frames(packet.timestamp, packet.payload, counted,
-                                             float(h.fps))
+                    end_frames = _end_frames(packet.timestamp, packet.payload, counted, holds)
                 except BitstreamError as e:
                     damaged = damaged or f"END packet (seq {packet.seq}): {e}"
     except BitstreamError as e:
@@ -104,18 +108,18 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
-def _end_frames(timestamp: int, payload: bytes, counted: int, fps: float) -> int:
+def _end_frames(timestamp: int, payload: bytes, counted: int, holds: HoldBudget) -> int:
     """The END packet's frame count, checked as the decoder checks it: its timestamp is the
-    count, which covers every frame with motion and holds the last for at most MAX_HOLD_S."""
+    count, which covers every frame with motion, and the frames it holds after the last are
+    within the file's bound (HoldBudget)."""
     total = EndPayload.from_bytes(payload).total_frames
     if timestamp != total:
         raise BitstreamError(f"its timestamp {timestamp} is not its count of {total} frames")
     if total < counted:
         raise BitstreamError(f"its count of {total} frames is short of the {counted} frames "
                              "with motion")
-    if total - counted > MAX_HOLD_S * fps:
-        raise BitstreamError(f"its count of {total} frames is {total - counted} past the last "
-                             "frame with motion (damaged timing)")
+    if holds.started:
+        holds.hold_to(total, "its count of")
     return total
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecodec.bitstream.container import MAX_HOLD_S, FcvReader, StreamHeader
+from facecodec.bitstream.container import FcvReader, HoldBudget, StreamHeader
 from facecodec.bitstream.packets import (
     IMAGE_FROM_LAYER,
     LAYER_TYPES,
@@ -528,61 +528,44 @@ MAX_SHARES = 3
 HELD_KEYFRAMES = 4  # references a decoder keeps (a RESYNC may name any of them)
 MIN_FACE_PX = 2.0
 
-# Before the first face a video may run long: up to MAX_LEAD_S is held as the first picture
-# (after it, MAX_HOLD_S bounds the frames held: bitstream/container.py).
-MAX_LEAD_S = 3600.0
-
-
 class FrameSink:
     """Writes rendered frames in order, holding the last frame over gaps (no face before the
-    first frame, lost packets) so that the output has exactly one frame per input frame."""
+    first frame, lost packets) so that the output has exactly one frame per input frame;
+    HoldBudget bounds the frames held."""
 
     def __init__(self, writer: VideoWriter, fps: float) -> None:
         self.writer = writer
-        self.next = 0
+        self.budget = HoldBudget(fps)
         self.last: np.ndarray | None = None
         self.held = 0
-        self.held_after_face = 0  # what MAX_HOLD_S bounds
-        self.max_hold = round(MAX_HOLD_S * fps)
-        self.max_lead = round(MAX_LEAD_S * fps)
+
+    @property
+    def next(self) -> int:
+        """The number of frames written."""
+        return self.budget.next
 
     def put(self, index: int, frame: np.ndarray) -> None:
         if index < self.next:
             return
-        self._check_hold(index, "frame")
+        gap = self.budget.hold_to(index, "frame")
         fill = self.last if self.last is not None else frame
-        if self.last is not None:
-            self.held_after_face += index - self.next
-        while self.next < index:
+        for _ in range(gap):
             self.writer.write(fill)
-            self.held += 1
-            self.next += 1
+        self.held += gap
         self.writer.write(frame)
         self.last = frame
-        self.next = index + 1
+        self.budget.drawn(index)
 
     def finish(self, total: int | None) -> None:
-        if self.last is None:
+        if self.last is None or total is None:
             return
-        if total is not None:
-            if total < self.next:
-                raise BitstreamError(f"the END packet's count of {total} frames is short of "
-                                     f"the {self.next} frames before it")
-            self._check_hold(total, "the END packet's count of")
-        while total is not None and self.next < total:
+        if total < self.next:
+            raise BitstreamError(f"the END packet's count of {total} frames is short of "
+                                 f"the {self.next} frames before it")
+        gap = self.budget.hold_to(total, "the END packet's count of")
+        for _ in range(gap):
             self.writer.write(self.last)
-            self.held += 1
-            self.next += 1
-
-    def _check_hold(self, index: int, what: str) -> None:
-        gap = index - self.next
-        if self.last is None and gap > self.max_lead:
-            raise BitstreamError(f"{what} {index} with no frame drawn before it: {gap} frames "
-                                 "with no motion (damaged timing)")
-        if self.last is not None and self.held_after_face + gap > self.max_hold:
-            raise BitstreamError(f"{what} {index} after frame {self.next - 1}: "
-                                 f"{self.held_after_face + gap} frames with no motion (damaged "
-                                 "timing), counted since the face appeared")
+        self.held += gap
 
 
 @dataclass
@@ -609,7 +592,10 @@ def decode_file(
     `upscale`: write frames at twice the stream's size (render/upscale.py)."""
     reader = FcvReader(src)
     header = reader.header
-    dec = PacketDecoder(header, renderer, pose, avatar, layer, eye_contact=eye_contact)
+    try:
+        dec = PacketDecoder(header, renderer, pose, avatar, layer, eye_contact=eye_contact)
+    except BitstreamError as e:  # what the header asks that no decoder here has
+        raise type(e)(f"{src}: {e}") from None
     up = None
     if upscale:
         from facecodec.render.upscale import Upscaler
