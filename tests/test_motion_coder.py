@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facecodec.errors import BitstreamError, FacecodecError
+from facecodec.errors import BitstreamError, FacecodecError, Terminated
 from facecodec.motion.coder import (
     MAX_FRAMES,
     MUL_RANGE,
@@ -176,6 +176,24 @@ def test_truncated_and_corrupted_packets(clip: tuple[list[Motion], float]) -> No
         dec.decode(data + b"\x55" * 64, len(ms), False)
     with pytest.raises(BitstreamError):  # a failed packet leaves the decoder without state
         dec.decode(MotionEncoder(cfg).encode([Motion()], True)[:0], 1, False)
+
+
+@pytest.mark.parametrize("raised", [Terminated, KeyboardInterrupt])
+def test_a_signal_while_motion_decodes_is_not_damage(
+    raised: type[BaseException], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decoder turns whatever the entropy coder raises (its panics are BaseExceptions)
+    into damage, but a SIGTERM landing there was turned into "corrupt motion packet": the
+    file decoder then wrote its frames and exited 3, not 143."""
+    cfg = make_config("medium", 16, EXPR_STD)
+    data = MotionEncoder(cfg).encode([Motion()], intra=True)
+
+    def interrupted(*args: object) -> None:
+        raise raised
+
+    monkeypatch.setattr(MotionDecoder, "_decode", interrupted)
+    with pytest.raises(raised):
+        MotionDecoder(cfg).decode(data, 1, intra=True)
 
 
 @settings(max_examples=40, deadline=None)

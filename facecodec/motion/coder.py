@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facecodec.errors import BitstreamError, FacecodecError
+from facecodec.errors import BitstreamError, FacecodecError, Terminated
 from facecodec.motion import entropy
 from facecodec.motion.entropy import QMAX
 from facecodec.motion.motion import FIXED_SIZE, SURROUND_GRID, SURROUND_SIZE, Motion
@@ -379,10 +379,11 @@ class MotionDecoder:
             self.reset()
             raise
         except BaseException as e:  # constriction's Rust panics derive from BaseException
-            if isinstance(e, KeyboardInterrupt | SystemExit | MemoryError):
+            if isinstance(e, KeyboardInterrupt | SystemExit | MemoryError | Terminated):
                 raise
             self.reset()
-            raise BitstreamError(f"corrupt motion packet ({e.__class__.__name__})") from None
+            raise BitstreamError("corrupt motion packet: its entropy code does not decode "
+                                 f"({e.__class__.__name__})") from None
         self._state = state
         return [cfg.dequantize(np.array(q, dtype=np.int32)) for q in frames]
 
