@@ -39,6 +39,43 @@ def test_a_portrait_reads_upright_in_rgb() -> None:
     assert np.array_equal(rgb, bgr[:, :, ::-1])
 
 
+def test_a_cut_out_portrait_is_drawn_over_grey_not_over_what_its_file_kept(
+    tmp_path: Path
+) -> None:
+    """A portrait with transparency (a cut-out PNG) showed whatever colour its file kept
+    under the transparent pixels, black or white by the tool that made it; its opaque pixels
+    read as they are, the transparent ones as mid-grey, half-transparent ones between, and
+    the transparency follows the picture's EXIF turn."""
+    from PIL import Image
+
+    rgb = read_picture(require(PORTRAIT), "portrait")
+    h, w = rgb.shape[:2]
+    alpha = np.full((h, w), 255, np.uint8)
+    alpha[:, : w // 4] = 0  # the left quarter cut away
+    alpha[:, w // 4: w // 4 + 10] = 128
+    for under in (0, 255):
+        kept = rgb.copy()
+        kept[alpha == 0] = under
+        path = tmp_path / f"cut{under}.png"
+        Image.fromarray(np.dstack([kept, alpha]), "RGBA").save(path)
+        got = read_picture(path, "portrait")
+        assert (got[alpha == 0] == 128).all()
+        assert np.array_equal(got[alpha == 255], rgb[alpha == 255])
+        half = got[alpha == 128].astype(int)
+        want = np.round(rgb[alpha == 128] * (128 / 255) + 128 * (127 / 255))
+        assert np.abs(half - want).max() <= 1
+    # Turned by its EXIF tag (6: shown turned a quarter clockwise), the cut follows the turn.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.dstack([kept, alpha]), "RGBA").save(tmp_path / "turned.png", exif=exif)
+    turned = read_picture(tmp_path / "turned.png", "portrait")
+    assert turned.shape == (w, h, 3) and (turned[: w // 4] == 128).all()
+    # Opaque everywhere: the picture as it is.
+    Image.fromarray(np.dstack([rgb, np.full((h, w), 255, np.uint8)]), "RGBA").save(
+        tmp_path / "opaque.png")
+    assert np.array_equal(read_picture(tmp_path / "opaque.png", "portrait"), rgb)
+
+
 def test_a_huge_declared_picture_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
     for side, message in ((9000, "a portrait of 9000x9000; its sides must be within"),
                           (20000, "declares a portrait larger than 8192x8192"),

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facecodec.capture.video import MAX_SIDE, MIN_SIDE
 from facecodec.errors import FacecodecError
 from facecodec.files import check_readable
+
+TRANSPARENT_GREY = 128.0  # what a portrait's transparent pixels show
 
 
 def read_picture(path: Path, what: str = "picture") -> np.ndarray:
@@ -25,6 +27,7 @@ def read_picture(path: Path, what: str = "picture") -> np.ndarray:
     pixel limit."""
     check_readable(path, f"a {what}")
     kind, floats = None, False  # what Pillow read it as, if it could
+    alpha: np.ndarray | None = None  # its transparency, upright, if it has any
     try:
         with warnings.catch_warnings():
             # Pillow's own guard, at over 89 M pixels: far beyond MAX_SIDE, say so in one line.
@@ -34,6 +37,9 @@ def read_picture(path: Path, what: str = "picture") -> np.ndarray:
                 im.load()
                 kind = f"{im.format} picture of mode {im.mode}"
                 floats = im.mode == "F"  # samples OpenCV cannot take (it warns on stderr)
+                if im.has_transparency_data:
+                    upright = ImageOps.exif_transpose(im).convert("RGBA")
+                    alpha = np.asarray(upright.getchannel("A"))
     except UnidentifiedImageError:
         pass
     except FacecodecError:  # its sides: said as they are, not as damage
@@ -53,7 +59,14 @@ def read_picture(path: Path, what: str = "picture") -> np.ndarray:
     if img is None:
         raise FacecodecError(f"{path}: not an image file")
     _check_sides(path, what, img.shape[1], img.shape[0])
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if alpha is not None and alpha.shape == rgb.shape[:2] and (alpha < 255).any():
+        # A cut-out: what lies under its transparent pixels is whatever colour the file
+        # kept there (often black). Drawn over a plain mid-grey, as a viewer shows it on
+        # a neutral background.
+        a = alpha[..., None].astype(np.float32) / 255.0
+        rgb = np.round(rgb * a + TRANSPARENT_GREY * (1.0 - a)).astype(np.uint8)
+    return rgb
 
 
 def _check_sides(path: Path, what: str, w: int, h: int) -> None:

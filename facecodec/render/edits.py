@@ -42,7 +42,7 @@ class Avatar:
         if not faces:
             raise FacecodecError(f"{portrait}: no face found in the portrait (give a head-"
                                  "and-shoulders picture: a face that fills very little or all "
-                                 "of it is not found)")
+                                 "of it, or is cut by its edge, is not found)")
         if len(faces) > 1:  # which one is meant is the user's to say, as for encoding
             raise FacecodecError(f"{portrait}: several faces in the portrait; an avatar is "
                                  "drawn from a portrait of one person")
