@@ -954,6 +954,21 @@ def _forged(encoded_grid: EncodedClip, change: str) -> bytes:
     return encoded_grid.result.header.to_bytes() + b"".join(encode_packet(p) for p in packets)
 
 
+def test_a_layer_codec_this_decoder_lacks_is_named_with_the_file(
+    encoded_grid: EncodedClip, run_main: Run, tmp_path: Path
+) -> None:
+    """A header naming a layer codec id no decoder here has (a newer writer's): one line
+    naming the file, as for the header's other refusals (it named neither before)."""
+    from facecodec.bitstream.container import LayerParams
+
+    header = replace(encoded_grid.result.header, layer=LayerParams(2, 128, 2, "m"))
+    data = header.to_bytes() + b"".join(encode_packet(p) for p in encoded_grid.result.packets)
+    run, out_dir, _ = _decode(run_main, data, tmp_path)
+    line = assert_one_line_error(run, code=3)
+    assert line == f"facecodec: error: {tmp_path / 'damaged.fcv'}: unknown layer codec id 2"
+    assert list(out_dir.iterdir()) == []
+
+
 @pytest.mark.parametrize("change", ["end_count", "motion_timestamp", "keyframe_position",
                                     "keyframe_scale"])
 def test_decode_refuses_values_no_encoder_writes(
