@@ -130,8 +130,8 @@ def _decode(a: argparse.Namespace) -> int:
     written = "standard output" if to_stdout(a.output) else a.output
     if r.error:
         print(
-            f"facecodec: error: {a.input}: {r.error}; the {r.frames_written} frames before it were "
-            f"written to {written}",
+            f"facecodec: error: {a.input}: {r.error}; {_frames(r.frames_written, 'the ')} "
+            f"before it {'was' if r.frames_written == 1 else 'were'} written to {written}",
             file=sys.stderr,
         )
         return 3
@@ -151,7 +151,7 @@ def _decode(a: argparse.Namespace) -> int:
         print(f"note: --layer {a.layer} changes nothing: {a.input} has no low-resolution layer",
               file=sys.stderr)
     bad = f"; {st.restore_bad} bad RESTORE packets ignored" if st.restore_bad else ""
-    print(f"{written}: {r.frames_written} frames ({st.frames_rendered} rendered{layer}){bad}",
+    print(f"{written}: {_frames(r.frames_written)} ({st.frames_rendered} rendered{layer}){bad}",
           file=_report_to(a.output))
     return 0
 
@@ -161,7 +161,7 @@ def _upscale(a: argparse.Namespace) -> int:
 
     n = upscale_file(a.input, a.output)
     written = "standard output" if to_stdout(a.output) else a.output
-    print(f"{written}: {n} frame{'' if n == 1 else 's'}, two times the input's size",
+    print(f"{written}: {_frames(n)}, two times the input's size",
           file=_report_to(a.output))
     return 0
 
@@ -378,6 +378,11 @@ def _check_output(a: argparse.Namespace) -> None:
 
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated
+
+
+def _frames(n: int, the: str = "") -> str:
+    """'1 frame', '2 frames' (`the`: 'the ' before a count over one: 'the 2 frames')."""
+    return "1 frame" if n == 1 else f"{the}{n} frames"
 
 
 def main(argv: list[str] | None = None, command: str | None = None) -> int:

@@ -16,9 +16,12 @@ from facecodec.bitstream.container import (
     MAGIC,
     MAX_FPS,
     MAX_FPS_DEN,
+    MAX_HOLD_S,
+    MAX_LEAD_S,
     VERSION_MINOR,
     FcvReader,
     FcvWriter,
+    HoldBudget,
     LayerParams,
     StreamHeader,
     parse_header,
@@ -612,3 +615,30 @@ def test_writer_misuse(tmp_path: Path) -> None:
     assert list(FcvReader(path)) == []
     with pytest.raises(FacecodecError, match="cannot write"):
         FcvWriter(tmp_path / "no" / "such" / "dir.fcv")
+
+
+def test_the_hold_budget_bounds_the_lead_and_the_frames_held_after_it() -> None:
+    """The rule `decode` and `info` share: up to MAX_LEAD_S of frames before the first one
+    drawn, then MAX_HOLD_S of held frames in all, however they are split into gaps."""
+    fps = 25.0
+    lead, hold = round(MAX_LEAD_S * fps), round(MAX_HOLD_S * fps)
+    b = HoldBudget(fps)
+    assert b.hold_to(lead, "frame") == lead  # an hour before the face: kept
+    b.drawn(lead)
+    assert b.next == lead + 1 and b.hold_to(lead, "frame") == 0  # not later: nothing held
+    for _ in range(3):  # gaps of a third each add up to the bound
+        start = b.next
+        assert b.hold_to(start + hold // 3, "frame") == hold // 3
+        b.drawn(start + hold // 3)
+    with pytest.raises(BitstreamError, match=r"after frame \d+: \d+ frames with no motion "
+                       r"\(damaged timing\), counted since the face appeared"):
+        b.hold_to(b.next + hold - 3 * (hold // 3) + 1, "the END packet's count of")
+    before = b.next
+    assert b.hold_to(before + hold - 3 * (hold // 3), "frame") == hold - 3 * (hold // 3)
+    with pytest.raises(BitstreamError):  # nothing is left
+        b.hold_to(b.next + 1, "frame")
+    fresh = HoldBudget(fps)
+    with pytest.raises(BitstreamError, match=f"frame {lead + 1} with no frame drawn before it: "
+                       f"{lead + 1} frames with no motion"):
+        fresh.hold_to(lead + 1, "frame")
+    assert fresh.next == 0 and not fresh.started  # a refusal changes nothing

@@ -33,8 +33,9 @@ from conftest import (
 )
 
 from facecodec.bitstream.info import describe
-from facecodec.bitstream.packets import PacketType, encode_packet, type_name
+from facecodec.bitstream.packets import Packet, PacketType, encode_packet, type_name
 from facecodec.capture.video import VideoWriter, read_frames
+from facecodec.errors import Terminated
 
 Run = Callable[..., CliRun]
 SHORT = 50  # frames in the synthetic clips: 2 s at 25 fps
@@ -990,8 +991,8 @@ def test_decode_refuses_values_no_encoder_writes(
         return
     assert "frames with no motion (damaged timing)" in line
     assert _frame_count(mp4) < GRID_FRAMES + 1 and not list(out_dir.glob(".*.tmp"))
-    # `info` counts the held frames as the decoder does (it called a stream whose motion
-    # jumped ten million frames ahead, with no END, intact).
+    # `info` counts the held frames as the decoder does (a stream whose motion jumped ten
+    # million frames ahead was damaged to it only because END fell short of that).
     damage = describe(tmp_path / "damaged.fcv")["damaged"]
     assert damage is not None and "frames with no motion (damaged timing)" in damage, damage
 
@@ -1053,6 +1054,50 @@ def test_decode_refuses_many_short_gaps_adding_up(
         "frames with no motion (damaged timing), counted since the face appeared" in damage)
 
 
+def test_info_counts_held_frames_over_the_packets_the_decoder_draws(
+    encoded_grid: EncodedClip, tmp_path: Path
+) -> None:
+    """`info` counted every motion packet as drawn. The decoder skips one overtaken by frames
+    already drawn, and one whose keyframe has not come: a stream with the one was intact to
+    `info` and refused by `decode`, with the other the reverse."""
+    from facecodec.bitstream.container import MAX_HOLD_S
+    from facecodec.bitstream.packets import EndPayload, MotionPayload
+    from facecodec.codec.decoder import decode_file
+
+    packets = list(encoded_grid.result.packets)
+    head = [p for p in packets if p.type not in (PacketType.RESYNC, PacketType.MOTION,
+                                                  PacketType.END)]
+    r0, r1, r2 = [p for p in packets if p.type == PacketType.RESYNC][:3]
+    n0, n1 = (MotionPayload.from_bytes(p.payload).frame_count for p in (r0, r1))
+    hold = round(MAX_HOLD_S * float(encoded_grid.result.header.fps))
+
+    def stream(name: str, body: list[Packet], total: int) -> Path:
+        end = replace(packets[-1], timestamp=total, payload=EndPayload(total).to_bytes())
+        path = tmp_path / f"{name}.fcv"
+        path.write_bytes(encoded_grid.result.header.to_bytes()
+                         + b"".join(encode_packet(p) for p in [*body, end]))
+        return path
+
+    # r1 starts on r0's last frame (overtaken: skipped), then r2 comes just within the bound
+    # counted from r1's end, past it counted from r0's.
+    late = n0 - 1 + n1 + hold - 5
+    overlap = stream("overlap", [*head, replace(r0, timestamp=0),
+                                 replace(r1, timestamp=n0 - 1), replace(r2, timestamp=late)],
+                     late + n1)
+    # r0 before its keyframe (skipped: the frames before the first drawn are a lead), then
+    # r1 and r2 past the bound counted from r0's frames.
+    first = n0 + hold + 10
+    early = stream("early", [replace(r0, timestamp=0), *head, replace(r1, timestamp=first),
+                             replace(r2, timestamp=first + n1)], first + 2 * n1)
+    for path, refused in ((overlap, True), (early, False)):
+        result = decode_file(path, tmp_path / f"{path.stem}.mp4", renderer="warp")
+        damage = describe(path)["damaged"]
+        assert (result.error is not None) == refused == (damage is not None), (result, damage)
+        if refused:
+            assert "frames with no motion (damaged timing)" in str(damage)
+            assert str(damage).endswith(str(result.error)), (damage, result.error)
+
+
 def test_a_video_writer_that_cannot_start_leaves_nothing(tmp_path: Path) -> None:
     from facecodec.capture.video import VideoWriter
     from facecodec.errors import FacecodecError
@@ -1062,13 +1107,15 @@ def test_a_video_writer_that_cannot_start_leaves_nothing(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("raised", [KeyboardInterrupt, OSError(28, "No space left on device")])
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, Terminated,
+                                    OSError(28, "No space left on device")])
 def test_what_a_y4m_write_raises_inside_the_muxer_stops_the_writer(
     tmp_path: Path, raised: BaseException | type[BaseException]
 ) -> None:
     """FFmpeg's muxer calls back into Python to write .y4m, and PyAV prints and drops a
-    KeyboardInterrupt raised there: a Ctrl-C or SIGTERM landing in it was lost (the decode
-    wrote on, for gigabytes). A write error was passed on, and still is."""
+    KeyboardInterrupt, or the Terminated a SIGTERM raises, raised there: a Ctrl-C or SIGTERM
+    landing in it was lost (the decode wrote on, for gigabytes). A write error was passed
+    on, and still is."""
     from facecodec.capture.video import VideoWriter
     from facecodec.errors import FacecodecError
 
@@ -1084,8 +1131,9 @@ def test_what_a_y4m_write_raises_inside_the_muxer_stops_the_writer(
     writer.write(frame)
     assert writer._shaped is not None
     writer._shaped._file = Failing()  # type: ignore[assignment]
-    with pytest.raises(KeyboardInterrupt if raised is KeyboardInterrupt else FacecodecError,
-                       match="" if raised is KeyboardInterrupt else "No space left"):
+    signal_like = raised in (KeyboardInterrupt, Terminated)
+    with pytest.raises(raised if signal_like else FacecodecError,  # type: ignore[arg-type]
+                       match=None if signal_like else "No space left"):
         writer.write(frame)
     writer.abort()
     assert list(tmp_path.iterdir()) == []

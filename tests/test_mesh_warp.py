@@ -246,22 +246,22 @@ def test_other_sizes(grid: tuple[np.ndarray, np.ndarray], size: int) -> None:
     assert w.warp(marks[10] * s).shape == (size, size, 3)
 
 
-@pytest.mark.parametrize("yaw", [-25.0, 25.0])
-def test_a_turned_head_draws_the_nearest_face_where_the_mesh_folds(yaw: float) -> None:
+@pytest.mark.parametrize(("size", "yaw"), [(256, -25.0), (256, 25.0), (512, 40.0)])
+def test_a_turned_head_draws_the_nearest_face_where_the_mesh_folds(size: int, yaw: float) -> None:
     """Turned by --yaw, the far cheek's mesh folds over itself, and the triangles painted last
     won: the temples' pixels (hair, in a portrait) were drawn over the cheek. With the
     target's depth the nearer triangle is drawn. The reference is a picture of triangle
     numbers, resampled nearest-neighbour, so the warp's output names the triangle it drew;
-    a pixel drawn from a triangle over 20 px (a tenth of the head) farther from the camera
-    than the nearest triangle covering it shows what is hidden. Measured: 240 and 246 such
-    pixels in the tessellation's order, 2 and 2 with the depth (the map's half resolution
-    blurs a few at the fold's edge)."""
+    a pixel drawn from a triangle over a tenth of the head farther from the camera than the
+    nearest triangle covering it shows what is hidden. Measured: 240, 246 and 5,144 such
+    pixels in the tessellation's order, 2, 2 and 2 with the depth (the map's half resolution
+    blurs a few at the fold's edge); 120 at 512 px while a big triangle (painted by OpenCV)
+    lost to any small one whatever their depths."""
     from dataclasses import replace
 
     from facecodec.motion.basis import load_basis
     from facecodec.motion.motion import Motion
 
-    size = 256
     basis = load_basis()
     vec = np.zeros(13 + 8)
     vec[3:6] = 0.5, 0.55, np.log(0.25)  # centred, the face about half the crop wide
@@ -279,8 +279,8 @@ def test_a_turned_head_draws_the_nearest_face_where_the_mesh_folds(yaw: float) -
     far = dst[tris, 2].mean(axis=1)  # each triangle's distance from the camera
 
     def too_far(out: np.ndarray) -> int:
-        """Pixels drawn from a face triangle over 20 px farther than the nearest face
-        triangle whose inside covers the pixel."""
+        """Pixels drawn from a face triangle over a tenth of the head (20 px in a 256 px
+        crop) farther than the nearest face triangle whose inside covers the pixel."""
         drawn = out[..., 0].astype(int) + 256 * out[..., 1].astype(int) - 1
         face = (out[..., 2] == 255) & (drawn >= 0) & (drawn < len(tris))
         ys, xs = np.nonzero(face)
@@ -296,7 +296,7 @@ def test_a_turned_head_draws_the_nearest_face_where_the_mesh_folds(yaw: float) -
             inside = (u > 0.05) & (v > 0.05) & (u + v < 0.95)  # well inside, not on an edge
             nearest[inside] = np.minimum(nearest[inside], far[k])
         seen = np.isfinite(nearest)
-        return int((far[drawn[ys, xs]][seen] > nearest[seen] + 20.0).sum())
+        return int((far[drawn[ys, xs]][seen] > nearest[seen] + 20.0 * size / 256).sum())
 
     assert too_far(warper.warp(dst[:, :2], depth=dst[:, 2])) <= 10
     # Without the depth the painter's order is the tessellation's: the fold shows.

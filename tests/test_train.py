@@ -180,7 +180,7 @@ def test_the_module_trainers_report_bad_input_in_one_line(
             try:
                 code = run_guarded(lambda argv=argv: module.main(argv))
             except SystemExit as e:  # an option's refusal (argparse exits)
-                code = e.code
+                code = e.code if isinstance(e.code, int) else 1
             err = capsys.readouterr().err
         lines = [x for x in err.splitlines() if x.strip()]
         assert code == 2 and len(lines) == 1 and message in lines[0], err

@@ -6,6 +6,7 @@ because that is what a file or a data channel actually carries.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -14,6 +15,7 @@ from facecodec.bitstream.packets import (
     LAYER_TYPES,
     MOTION_TYPES,
     EndPayload,
+    KeyframePayload,
     MotionPayload,
     PacketType,
     type_name,
@@ -40,17 +42,30 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         entry["count"] += count
         entry["bytes"] += size
 
-    # The frames held over gaps in the motion, bounded as the decoder bounds them.
+    # The frames held over gaps in the motion, bounded as the decoder bounds them: counted
+    # over the packets a decoder draws (not one overtaken by frames drawn, a MOTION after a
+    # lost packet, or motion whose keyframe has not come).
     holds = HoldBudget(float(h.fps))
+    keyframes: set[int] = set()
+    next_seq: int | None = None
     try:
         for packet, _, size in reader.entries():
             add(type_name(packet.type), size)
-            if packet.type in MOTION_TYPES:
+            if packet.type == PacketType.KEYFRAME:
+                with contextlib.suppress(BitstreamError):  # its picture's damage: decode's
+                    keyframes.add(KeyframePayload.from_bytes(packet.payload).keyframe_id)
+            elif packet.type in MOTION_TYPES:
                 try:
                     m = MotionPayload.from_bytes(packet.payload)
-                    if m.frame_count and packet.timestamp + m.frame_count > holds.next:
+                    if holds.started and packet.timestamp < holds.next:
+                        pass  # overtaken by frames drawn: skipped
+                    elif ((packet.type == PacketType.RESYNC or packet.seq == next_seq)
+                          and m.keyframe_id in keyframes):
                         holds.hold_to(packet.timestamp, "frame")
                         holds.drawn(packet.timestamp + m.frame_count - 1)
+                        next_seq = (packet.seq + 1) & 0xFFFF
+                    else:
+                        next_seq = None
                 except BitstreamError as e:
                     damaged = damaged or f"{type_name(packet.type)} packet (seq {packet.seq}): {e}"
                     continue

@@ -13,7 +13,7 @@ from facecodec.capture.video import MAX_SIDE, MIN_SIDE
 from facecodec.errors import FacecodecError
 from facecodec.files import check_readable
 
-TRANSPARENT_GREY = 128.0  # what a portrait's transparent pixels show
+TRANSPARENT_GREY = 128  # what a portrait's transparent pixels show
 
 
 def read_picture(path: Path, what: str = "picture") -> np.ndarray:
@@ -23,11 +23,14 @@ def read_picture(path: Path, what: str = "picture") -> np.ndarray:
     picture is refused before gigabytes are allocated for it, and decodes the whole file,
     so a truncated one is refused instead of shown with a grey end. OpenCV then gives the
     pixels (it scales 16-bit pictures and converts CMYK and palettes the same way as for
-    every other picture). A format only OpenCV knows goes to it directly, within its own
-    pixel limit."""
+    every other picture), but for a picture with transparency (a cut-out): Pillow gives its
+    colour and transparency, turned upright together, and it is drawn over a plain
+    mid-grey, as a viewer shows it on a neutral background (under its transparent pixels
+    lies whatever colour the file kept there, often black). A format only OpenCV knows goes
+    to it directly, within its own pixel limit."""
     check_readable(path, f"a {what}")
     kind, floats = None, False  # what Pillow read it as, if it could
-    alpha: np.ndarray | None = None  # its transparency, upright, if it has any
+    cut_out: np.ndarray | None = None  # upright RGBA, if it has transparency
     try:
         with warnings.catch_warnings():
             # Pillow's own guard, at over 89 M pixels: far beyond MAX_SIDE, say so in one line.
@@ -38,8 +41,7 @@ def read_picture(path: Path, what: str = "picture") -> np.ndarray:
                 kind = f"{im.format} picture of mode {im.mode}"
                 floats = im.mode == "F"  # samples OpenCV cannot take (it warns on stderr)
                 if im.has_transparency_data:
-                    upright = ImageOps.exif_transpose(im).convert("RGBA")
-                    alpha = np.asarray(upright.getchannel("A"))
+                    cut_out = np.asarray(ImageOps.exif_transpose(im).convert("RGBA"))
     except UnidentifiedImageError:
         pass
     except FacecodecError:  # its sides: said as they are, not as damage
@@ -49,6 +51,9 @@ def read_picture(path: Path, what: str = "picture") -> np.ndarray:
                              "pixels") from None
     except Exception as e:  # noqa: BLE001 - Pillow's decoders fail in many ways on damage
         raise FacecodecError(f"{path}: damaged or truncated image ({e})") from None
+    if cut_out is not None and (cut_out[..., 3] < 255).any():
+        _check_sides(path, what, cut_out.shape[1], cut_out.shape[0])
+        return _over_grey(cut_out)
     try:
         img = None if floats else cv2.imread(str(path), cv2.IMREAD_COLOR)
     except cv2.error:
@@ -59,14 +64,18 @@ def read_picture(path: Path, what: str = "picture") -> np.ndarray:
     if img is None:
         raise FacecodecError(f"{path}: not an image file")
     _check_sides(path, what, img.shape[1], img.shape[0])
-    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    if alpha is not None and alpha.shape == rgb.shape[:2] and (alpha < 255).any():
-        # A cut-out: what lies under its transparent pixels is whatever colour the file
-        # kept there (often black). Drawn over a plain mid-grey, as a viewer shows it on
-        # a neutral background.
-        a = alpha[..., None].astype(np.float32) / 255.0
-        rgb = np.round(rgb * a + TRANSPARENT_GREY * (1.0 - a)).astype(np.uint8)
-    return rgb
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _over_grey(rgba: np.ndarray) -> np.ndarray:
+    """RGB of an RGBA picture drawn over TRANSPARENT_GREY, rounded; in bands of rows, so an
+    8192 px portrait does not take gigabytes of temporaries."""
+    out = np.empty(rgba.shape[:2] + (3,), np.uint8)
+    for r in range(0, len(rgba), 256):
+        band = rgba[r:r + 256].astype(np.uint32)
+        a = band[..., 3:]
+        out[r:r + 256] = (band[..., :3] * a + TRANSPARENT_GREY * (255 - a) + 127) // 255
+    return out
 
 
 def _check_sides(path: Path, what: str, w: int, h: int) -> None:

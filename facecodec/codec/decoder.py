@@ -528,6 +528,7 @@ MAX_SHARES = 3
 HELD_KEYFRAMES = 4  # references a decoder keeps (a RESYNC may name any of them)
 MIN_FACE_PX = 2.0
 
+
 class FrameSink:
     """Writes rendered frames in order, holding the last frame over gaps (no face before the
     first frame, lost packets) so that the output has exactly one frame per input frame;

@@ -135,7 +135,8 @@ class ExpressionBasis:
 
     def landmarks(self, m: Motion, size: int, depth: bool = False) -> np.ndarray:
         """478x2 pixel positions in a size x size crop (orthographic projection); `depth`:
-        478x3, the third column each point's distance from the camera (px, larger farther)."""
+        478x3, the third column each point's depth (px from the head's centre, larger farther
+        from the camera)."""
         rot = euler_to_matrix(*m.rotation)
         s = np.exp(m.log_scale) * size
         pts = s * self.shape(m) @ rot.T

@@ -248,8 +248,8 @@ class MeshWarper:
              depth: np.ndarray | None = None) -> np.ndarray:
         """The reference warped so its landmarks land on `dst_points` (478, 2) px; outside the
         face as `surround` says if given (a Motion's surround, non-empty); `depth`: each
-        target landmark's distance from the camera (478,), any unit, for where the face
-        folds over itself (a turned head's far cheek)."""
+        target landmark's depth (478,), larger farther from the camera, any unit, for where
+        the face folds over itself (a turned head's far cheek)."""
         return self.resample(self.backward_map(dst_points, surround, depth)[0])
 
     def backward_map(self, dst_points: np.ndarray, surround: np.ndarray | None = None,
@@ -406,8 +406,9 @@ def _rasterise(idx: np.ndarray, tri: np.ndarray, order: np.ndarray, ranked: bool
     Hundreds of small face triangles are tested in vectorised passes over the pixels of their
     bounding boxes, several times faster than one OpenCV call each; only big triangles use
     cv2.fillConvexPoly (which also paints boundary pixels, so the outside has no cracks).
-    Where bulk and single calls overlap (folds only) the bulk ones win; among bulk ones the
-    larger size class wins, unless `ranked`: then the later in `order`, whatever its size.
+    Where bulk and single calls overlap (folds only) the bulk ones win, and among bulk ones
+    the larger size class; unless `ranked`: then the later in `order`, whatever its size
+    (each pixel keeps the largest place in `order` painted on it).
     """
     h, w = idx.shape
     t = tri[order].astype(np.float32)
@@ -415,8 +416,11 @@ def _rasterise(idx: np.ndarray, tri: np.ndarray, order: np.ndarray, ranked: bool
     side = (np.ceil(t.max(axis=1)) - lo).max(axis=1) + 1
     big = side > BULK_SIDES[-1]
     q = np.round(np.clip(t[big], -4.0 * w, 5.0 * w) * 16.0).astype(np.int32)
-    for k, poly in zip(order[big].tolist(), q, strict=True):
-        cv2.fillConvexPoly(idx, poly, k, cv2.LINE_8, 4)
+    # Ranked, the big triangles paint their places (in rising order: the later wins).
+    painted = np.full((h, w), -1, np.int32) if ranked else idx
+    marks = np.flatnonzero(big) if ranked else order[big]
+    for k, poly in zip(marks.tolist(), q, strict=True):
+        cv2.fillConvexPoly(painted, poly, k, cv2.LINE_8, 4)
     cls = np.searchsorted(np.array(BULK_SIDES), side)
     flat = idx.reshape(-1)
     hits: list[np.ndarray] = []
@@ -442,7 +446,12 @@ def _rasterise(idx: np.ndarray, tri: np.ndarray, order: np.ndarray, ranked: bool
             places.append(at)
         else:
             flat[hit] = order[at]
-    if ranked and hits:
-        place = np.concatenate(places)
-        first = np.argsort(place, kind="stable")  # so that the later in `order` is written last
-        flat[np.concatenate(hits)[first]] = order[place[first]]
+    if ranked:
+        if hits:
+            place = np.concatenate(places)
+            first = np.argsort(place, kind="stable")  # the later in `order` written last
+            bulk = np.full(h * w, -1, np.int32)
+            bulk[np.concatenate(hits)[first]] = place[first]
+            np.maximum(painted, bulk.reshape(h, w), out=painted)
+        drawn = painted >= 0
+        idx[drawn] = order[painted[drawn]]

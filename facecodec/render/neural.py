@@ -296,7 +296,10 @@ def _fill(shape: int, polys: list[np.ndarray]) -> np.ndarray:
 class Conditioner:
     """Warps a reference and rasterises the refiner's conditioning channels per target.
 
-    Shared by the renderer and the training data so both see exactly the same inputs.
+    Shared by the renderer and the training data so both see the same inputs, but for one
+    thing: the renderer passes the target's depth (the face's folds drawn nearest first),
+    the training pairs' cached landmarks have none (tessellation order). The shipped weights
+    were trained before the depth order; the two differ only where the mesh folds.
     """
 
     def __init__(self, size: int) -> None:
@@ -339,7 +342,7 @@ class Conditioner:
     def __call__(self, dst_points: np.ndarray,
                  surround: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(warped (size,size,3) uint8, cond (half,half,5) float32); `dst_points` (478, 2)
-        px, or (478, 3) with each point's distance from the camera (MeshWarper.warp's
+        px, or (478, 3) with each point's depth (larger is farther; MeshWarper.warp's
         `depth`); `surround`: the target Motion's, for the warp outside the face."""
         depth = dst_points[:, 2] if dst_points.shape[1] > 2 else None
         warped = self.warper.warp(dst_points[:, :2], surround, depth)
