@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from facecodec.bench.choice import check_outputs
+from facecodec.bench.report import REPORT_FILES
 from facecodec.bench.runner import DATA_DIR, run_bench
 from facecodec.cli import run_guarded
 from facecodec.files import path_arg
@@ -31,6 +33,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.clips < 1:
         ap.error("--clips must be 1 or more")
+    check_outputs(*(args.out / name for name in REPORT_FILES))  # not after the first clip
     names = json.loads((DATA_DIR / "splits.json").read_text())["validation"]
     # Most different clips first, so a run cut short still covers each kind of source.
     names = sorted(names, key=lambda n: FIRST.index(n) if n in FIRST else len(FIRST))

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import torch
 
-from facecodec.bitstream.container import StreamHeader
+from facecodec.bitstream.container import SIZE_STEP, StreamHeader
 from facecodec.capture.video import probe, read_frames
 from facecodec.cli import run_guarded
 from facecodec.codec.analysis import FaceAnalyzer
@@ -25,6 +25,7 @@ from facecodec.codec.decoder import PacketDecoder
 from facecodec.codec.encoder import EncoderSettings, Packetizer, coder_config
 from facecodec.files import path_arg
 from facecodec.motion.basis import load_basis
+from facecodec.train.options import count
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -32,9 +33,12 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("clip", nargs="?", type=path_arg, default=DATA / "clips/liveportrait_d19.mp4")
-    ap.add_argument("--frames", type=int, default=250)
-    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--frames", type=count, default=250)
+    ap.add_argument("--size", type=int, default=256, help="crop side: a multiple of "
+                    f"{SIZE_STEP} within 128..512, as for encode")
     a = ap.parse_args()
+    if not 128 <= a.size <= 512 or a.size % SIZE_STEP:
+        ap.error(f"--size must be a multiple of {SIZE_STEP} within 128..512, got {a.size}")
     torch.set_num_threads(2)
     fps = probe(a.clip).fps
     frames = [

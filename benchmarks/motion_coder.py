@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facecodec.capture.video import probe
 from facecodec.cli import run_guarded
 from facecodec.files import path_arg
 from facecodec.motion.coder import (
@@ -30,6 +31,7 @@ from facecodec.motion.coder import (
     make_config,
 )
 from facecodec.motion.motion import FIXED_SIZE, Motion
+from facecodec.train.options import count
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEFAULT_CLIP = DATA / "clips" / "liveportrait_d19.mp4"
@@ -146,9 +148,10 @@ GROUPS = {"rotation": slice(0, 3), "translation": slice(3, 5), "log_scale": slic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clip", type=path_arg, default=DEFAULT_CLIP)
-    ap.add_argument("--frames", type=int, default=300)
-    ap.add_argument("--k", type=int, default=16, help="expression coefficients (medium preset)")
+    ap.add_argument("--frames", type=count, default=300)
+    ap.add_argument("--k", type=count, default=16, help="expression coefficients (medium preset)")
     args = ap.parse_args()
+    probe(args.clip)  # a missing file or one that is not a video: one line, before the work
 
     motions, fps = clip_motion(args.clip, args.frames, 2 * args.k)
     vecs = np.stack([m.to_vector() for m in motions])

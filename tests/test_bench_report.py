@@ -238,3 +238,11 @@ def test_report_reads_the_target_against_both_low_delay_anchors(tmp_path: Path) 
                                           "quick": True, "sampling": {}}, "facecodec")
     assert res["against_anchors"]["target"]["kbps_all/vmaf"]["met"] == []
     assert "vmaf: not met; the curves overlap over 30..75" in (tmp_path / "report.md").read_text()
+    # Better than every anchor point (its worst VMAF above their best): no quality both
+    # reach, so the target is neither met nor missed (it said "not met").
+    for p in test:
+        p["vmaf"] += 100
+    write_report(points, tmp_path, {"clips": ["a", "b"], "max_frames": 10, "quick": True,
+                                    "sampling": {}}, "facecodec")
+    assert "vmaf: cannot be judged: the curves do not overlap" in (
+        tmp_path / "report.md").read_text()

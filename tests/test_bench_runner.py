@@ -54,7 +54,7 @@ def test_rerun_reuses_conventional_points(tmp_path: Path) -> None:
     x264 = [p for p in again["points"] if p["system"] == "x264-rt"]
     assert x264 == [p for p in first["points"] if p["system"] == "x264-rt"]
     assert calls == ["grid_swiz3n"]  # the plug-in still ran
-    with pytest.raises(FacecodecError, match="max_frames differ"):
+    with pytest.raises(FacecodecError, match="scored with another max_frames 8, here 9"):
         run_bench([CLIP], tmp_path / "c", reuse=first, **{**kw, "max_frames": 9})
     with pytest.raises(FacecodecError, match="without clip"):
         run_bench([CLIP], tmp_path / "c", reuse={**first, "points": [1]}, **kw)
@@ -123,7 +123,19 @@ def test_bench_main_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     blocked = tmp_path / "a_file"
     blocked.write_text("")
     assert bench_main(_args(str(CLIP), "--out", str(blocked / "bench"))) == 2
-    assert "facecodec: error: cannot create folder" in capsys.readouterr().err
+    # One line: the note on running without --renderers came first.
+    assert capsys.readouterr().err.startswith("facecodec: error: cannot create folder")
+    # A picture is read by FFmpeg as a one-frame video: it was benched, exit 0, a report of
+    # rates over one frame. Text named .mp4 is refused before the run, in one line.
+    notvideo = tmp_path / "notes.mp4"
+    notvideo.write_text("not a video")
+    for clip, why in ((DATA / "portraits" / "grid_bbaf2n_frame000.png",
+                       "a still picture, not a video"),
+                      (notvideo, "not a video file PyAV can read")):
+        assert bench_main(_args(str(clip), "--out", out)) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"facecodec: error: {clip}: ")
+        assert why in err, err
     # Named codecs none and no renderer: nothing would run, and an empty report said "done".
     assert bench_main(_args(str(CLIP), "--codecs", "--out", out)) == 2
     assert "nothing to bench" in capsys.readouterr().err

@@ -53,6 +53,8 @@ def test_an_output_is_checked_and_its_folder_made_before_the_work(tmp_path: Path
     (["layer_schedule.py", "4,64,1", "--json", "{file}/rows.json"], "cannot create folder"),
     (["neural_validation.py", "--out", "{file}/out"], "cannot create folder"),
     (["side_by_side.py", "--out", "{file}/out"], "cannot create folder"),
+    (["bench_crosscheck.py", "--clips", "1", "--out", "{file}/out"], "cannot create folder"),
+    (["motion_coder.py", "--clip", "{file}"], "not a video file PyAV can read"),
 ])
 def test_a_benchmark_refuses_its_arguments_in_one_line_before_it_works(
         data_dir: Path, tmp_path: Path, args: list[str], message: str) -> None:

@@ -337,8 +337,9 @@ def _ratio_cell(all_bytes: float | None, steady: float | None) -> str:
 def _target_text(key: str, t: dict[str, Any]) -> str:
     rate, metric = key.split("/")
     met = ", ".join(f"{lo:.4g}..{hi:.4g}" for lo, hi in t["met"])
-    over = ("the curves overlap over {:.4g}..{:.4g}".format(*t["overlap"])
-            if t["overlap"] else "the curves do not overlap")
+    if not t["overlap"]:  # no quality both reach: neither met nor missed
+        return f"({rate}) {metric}: cannot be judged: the curves do not overlap"
+    over = "the curves overlap over {:.4g}..{:.4g}".format(*t["overlap"])
     return f"({rate}) {metric}: " + (f"met over {met}" if met else "not met") + f"; {over}"
 
 
@@ -441,7 +442,8 @@ def _markdown(result: dict[str, Any], plots: list[Path]) -> str:
         cells = [" / ".join(per_clip[k][system][key] for k in RATE_KINDS) for key in keys]
         lines.append(f"| {system} | " + " | ".join(cells) + " |")
     chosen = result["bd_rate_system"]
-    lines += ["", f"## BD-rate of {chosen} against each system (%, negative = saves rate)", ""]
+    lines += ["", f"## BD-rate of {chosen} against each system (%, all bytes, negative = "
+              "saves rate)", ""]
     lines.append("| against | " + " | ".join(ALL_METRICS) + " |")
     lines.append("|---" * (1 + len(ALL_METRICS)) + "|")
     for other, per in result["bd_rate"].items():

@@ -26,6 +26,7 @@ from facecodec.bench.reference import (
 )
 from facecodec.bench.report import REPORT_FILES, anchor_summary, write_report
 from facecodec.bench.system import SystemFn
+from facecodec.capture.video import is_still_picture
 from facecodec.errors import FacecodecError
 from facecodec.face.tracker import without_face_advice
 from facecodec.files import check_writable, content_id, make_folder, path_arg, same_name
@@ -204,9 +205,12 @@ def _reusable(
     cfg = reuse["config"]
     want = {"reference": getattr(reference_fn, "__name__", "?"), "max_frames": frames,
             "sampling": sampling, "quick": quick}
-    diff = [k for k, v in want.items() if cfg.get(k) != v]
+    diff = [f"{k} {cfg.get(k)!r}, here {v!r}" for k, v in want.items() if cfg.get(k) != v]
     if diff:
-        raise FacecodecError(f"cannot reuse the earlier results: {', '.join(diff)} differ")
+        # The reference crop differs between a run of the codecs alone (BASELINES.md's crop)
+        # and one with facecodec (its own sender's crop): README, "Benchmarks".
+        raise FacecodecError(f"cannot reuse the earlier results: they were scored with "
+                             f"another {'; '.join(diff)}")
     out: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for p in reuse["points"]:
         out.setdefault((p["clip"], p["system"]), []).append(p)
@@ -287,6 +291,10 @@ def bench_main(args: argparse.Namespace) -> int:
     try:
         clips = resolve_clips(list(args.clips), args.quick)
         check_names(clips)
+        for clip in clips:
+            if clip.is_file() and is_still_picture(clip):  # a missing one: named in the run
+                raise FacecodecError(f"{clip}: a still picture, not a video: the bench codes "
+                                     "and scores clips")
         unknown = [r for r in args.renderers if r not in SYSTEM_FACTORIES]
         if unknown:
             known = ", ".join(SYSTEM_FACTORIES) or "none registered"
@@ -295,9 +303,6 @@ def bench_main(args: argparse.Namespace) -> int:
         if not codecs and not args.renderers:
             raise FacecodecError("nothing to bench: name codecs after --codecs or systems "
                                  "after --renderers")
-        if not args.renderers:
-            print("note: no --renderers: only the conventional codecs are scored, with no "
-                  "headline (add --renderers neural warp to bench facecodec)", file=sys.stderr)
         refs = {SYSTEM_REFERENCES[r] for r in args.renderers}
         if len(refs) > 1:
             raise FacecodecError("the chosen renderers need different reference crops")
@@ -313,6 +318,9 @@ def bench_main(args: argparse.Namespace) -> int:
         make_folder(args.out)  # inputs checked first; an unwritable --out fails before the run
         for name in REPORT_FILES:  # each checked before the run
             check_writable(args.out / name)
+        if not args.renderers:  # after the checks: a refusal is one line
+            print("note: no --renderers: only the conventional codecs are scored, with no "
+                  "headline (add --renderers neural warp to bench facecodec)", file=sys.stderr)
         result = run_bench(
             clips, args.out, codecs, args.quick, extra, reference, cache_dir=args.cache,
             reuse=reuse,
@@ -324,7 +332,7 @@ def bench_main(args: argparse.Namespace) -> int:
     if head.get("status") == "ok":
         for per_rate in head["metrics"].values():
             if "kbps_all" in per_rate:
-                print(per_rate["kbps_all"]["text"])
+                print(f"(all bytes) {per_rate['kbps_all']['text']}")
     for line in anchor_summary(result.get("against_anchors", {})):
         print(line)
     print(f"report: {args.out / 'report.md'} ({result['config']['seconds']} s)")

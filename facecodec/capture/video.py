@@ -91,6 +91,14 @@ def _open(path: str | Path) -> tuple[av.container.InputContainer, av.video.strea
     return c, s
 
 
+def is_still_picture(path: str | Path) -> bool:
+    """Whether `path` is a picture file FFmpeg reads as a one-frame video (its image
+    readers), not a video."""
+    c, _ = _open(path)
+    with c:
+        return c.format.name == "image2" or c.format.name.endswith("_pipe")
+
+
 def _unknown_side_data(cls: type[SideDataType], value: object) -> SideDataType | None:
     """A kind of frame side data that FFmpeg gives and PyAV's list lacks (FFmpeg 8 attaches
     a picture's EXIF, number 31): PyAV refuses the frame's whole side data for it, the
