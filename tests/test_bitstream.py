@@ -642,3 +642,18 @@ def test_the_hold_budget_bounds_the_lead_and_the_frames_held_after_it() -> None:
                        f"{lead + 1} frames with no motion"):
         fresh.hold_to(lead + 1, "frame")
     assert fresh.next == 0 and not fresh.started  # a refusal changes nothing
+
+
+@pytest.mark.parametrize(("total", "damaged"), [(0, None), (100, None), (2**32 - 1, "past")])
+def test_info_on_a_stream_of_an_end_packet_alone(tmp_path: Path, total: int,
+                                                 damaged: str | None) -> None:
+    """With no motion there is nothing to hold: an END count within MAX_HOLD_S of nothing
+    is taken, a larger one is damage (as before the decoder's hold count was shared)."""
+    path = tmp_path / "end.fcv"
+    path.write_bytes(HEADER.to_bytes() + encode_packet(
+        Packet(PacketType.END, 0, total, EndPayload(total).to_bytes())))
+    d = describe(path)
+    if damaged is None:
+        assert d["damaged"] is None and d["frames"] == total
+    else:
+        assert d["damaged"] is not None and damaged in d["damaged"]

@@ -135,6 +135,9 @@ def _end_frames(timestamp: int, payload: bytes, counted: int, holds: HoldBudget)
                              "with motion")
     if holds.started:
         holds.hold_to(total, "its count of")
+    elif total - counted > holds.max_hold:  # no frame drawn: decode has nothing to hold
+        raise BitstreamError(f"its count of {total} frames is {total - counted} past the last "
+                             "frame with motion (damaged timing)")
     return total
 
 
