@@ -23,9 +23,8 @@ from facecodec.cli import run_guarded
 from facecodec.codec.analysis import FaceAnalyzer
 from facecodec.codec.decoder import PacketDecoder
 from facecodec.codec.encoder import EncoderSettings, Packetizer, coder_config
-from facecodec.files import path_arg
+from facecodec.files import count, path_arg
 from facecodec.motion.basis import load_basis
-from facecodec.train.options import count
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from facecodec.capture.video import probe
 from facecodec.cli import run_guarded
-from facecodec.files import path_arg
+from facecodec.files import count, path_arg
 from facecodec.motion.coder import (
     CoderConfig,
     MotionDecoder,
@@ -31,7 +31,6 @@ from facecodec.motion.coder import (
     make_config,
 )
 from facecodec.motion.motion import FIXED_SIZE, Motion
-from facecodec.train.options import count
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEFAULT_CLIP = DATA / "clips" / "liveportrait_d19.mp4"

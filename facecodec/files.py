@@ -23,6 +23,18 @@ def path_arg(text: str) -> Path:
     return Path(text)
 
 
+def count(text: str) -> int:
+    """A whole number from 1 up (argparse `type=`): 0 steps would write untrained weights
+    as the best, 0 frames measure nothing."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
+    return n
+
+
 # Standard output as an output: `-o -` names it (a file named so is `-o ./-`), and a video's
 # frames go there as y4m, as a player reads them from a pipe (`decode x.fcv -o - | mpv -`).
 STDOUT = Path("/dev/stdout")

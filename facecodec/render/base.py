@@ -73,8 +73,8 @@ class Renderer(ABC):
 
     def points(self, target: Motion) -> np.ndarray:
         """The landmarks a frame is drawn to, (478, 3): x, y and depth px (larger is farther
-        from the camera); the target's, each iris moved from the reference's by IRIS_GAIN times the
-        change of gaze."""
+        from the camera); the target's, each iris moved from the reference's by IRIS_GAIN
+        times the change of gaze."""
         assert self.ref_motion is not None
         gain = np.tile(self.iris_gain, 2)
         gaze = self.ref_motion.gaze + gain * (target.gaze - self.ref_motion.gaze)

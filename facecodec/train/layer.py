@@ -36,7 +36,7 @@ from pytorch_msssim import ms_ssim
 
 from facecodec.codec.keyframe import round_trip
 from facecodec.codec.layer import code_sequence, downscale
-from facecodec.files import path_arg
+from facecodec.files import count, path_arg
 from facecodec.render.fusion_model import DEFAULT_WEIGHTS
 from facecodec.render.layer_fusion import (
     FusionConfig,
@@ -50,7 +50,6 @@ from facecodec.render.mesh_warp import MeshWarper
 from facecodec.train.dataset import ClipData, build_cache
 from facecodec.train.options import (
     command_line,
-    count,
     hardware,
     prepare_run,
     save_best,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from facecodec.errors import OneLineParser
-from facecodec.files import check_writable, make_folder, path_arg
+from facecodec.files import check_writable, count, make_folder, path_arg
 from facecodec.train.splits import load_split
 
 
@@ -41,17 +41,6 @@ def training_parser(
     ap.add_argument("--export", type=path_arg, default=None,
                     help=f"also write the best weights here (the shipped ones: {weights})")
     return ap
-
-
-def count(text: str) -> int:
-    """A whole number from 1 up (0 steps would write untrained weights as the best)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
-    return n
 
 
 def _amount(text: str) -> float:

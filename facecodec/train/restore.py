@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pytorch_msssim import ms_ssim
 
 from facecodec.errors import FacecodecError
-from facecodec.files import path_arg
+from facecodec.files import count, path_arg
 from facecodec.render.restore import (
     DEFAULT_WEIGHTS,
     RestoreConfig,
@@ -39,7 +39,6 @@ from facecodec.render.restore import (
 )
 from facecodec.train.options import (
     command_line,
-    count,
     hardware,
     prepare_run,
     save_best,
