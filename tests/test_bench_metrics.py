@@ -40,6 +40,17 @@ def test_reference_clip_shape_fps_and_cache(ref: ReferenceClip, tmp_path: Path) 
     again = reference_clip(CLIP, 128, 4, cache_dir=tmp_path)
     np.testing.assert_array_equal(first.frames, again.frames)
     assert again.fps == first.fps
+    # Another crop (facecodec's follows its sender) is cut each time: a kept one would be
+    # read back unchanged after the sender changed.
+    calls: list[int] = []
+
+    def own(path: Path, size: int, frames: int) -> ReferenceClip:
+        calls.append(size)
+        return first
+
+    for _ in range(2):
+        assert reference_clip(CLIP, 128, 4, cache_dir=tmp_path, crop=own) is first
+    assert calls == [128, 128] and len(list(tmp_path.glob("*.npy"))) == 1
 
 
 def test_crop_is_fixed_square_and_edge_replicated() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facecodec.bench.reference import ReferenceClip
+from facecodec.bench.reference import ReferenceClip, baselines_reference
 from facecodec.bench.runner import add_bench_arguments, bench_main, run_bench
 from facecodec.bench.still import still_system
 from facecodec.bench.system import SystemPoint
@@ -88,6 +88,39 @@ def test_a_rerun_takes_earlier_points_only_for_the_same_video(
     assert "do not record which video grid_swiz3n was" in capsys.readouterr().err
 
 
+def test_a_rerun_codes_again_a_clip_cut_otherwise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # facecodec's crop follows its sender: after a change there, the earlier anchor points
+    # were scored against other frames than the ones facecodec now draws.
+    kw = {"systems": ["x264-rt"], "quick": True, "max_frames": 8, "metrics": ("psnr_y",),
+          "cache_dir": tmp_path / "cache"}
+    first = run_bench([CLIP], tmp_path / "a", **kw)
+    crop = first["config"]["crop_ids"]["grid_swiz3n"]
+
+    def moved(path: Path, size: int, frames: int) -> ReferenceClip:
+        ref = baselines_reference(path, size, frames)
+        return ReferenceClip(np.ascontiguousarray(ref.frames[:, ::-1]), ref.fps, ref.name)
+
+    moved.__name__ = "baselines_reference"  # the same crop by name, cut otherwise
+    capsys.readouterr()
+    again = run_bench([CLIP], tmp_path / "b", reuse=first, reference_fn=moved, **kw)
+    assert "grid_swiz3n is cut otherwise than in the earlier results" in capsys.readouterr().err
+    assert again["config"]["crop_ids"]["grid_swiz3n"] != crop
+    assert {p["psnr_y"] for p in again["points"]}.isdisjoint(
+        p["psnr_y"] for p in first["points"])
+    # The same crop: every point taken, nothing said. Results that recorded the video but
+    # not its crop: taken, and said.
+    same = run_bench([CLIP], tmp_path / "c", reuse=first, **kw)
+    assert same["points"] == first["points"] and same["config"]["crop_ids"] == {
+        "grid_swiz3n": crop}
+    assert "note" not in capsys.readouterr().err
+    old = {**first, "config": {k: v for k, v in first["config"].items() if k != "crop_ids"}}
+    again = run_bench([CLIP], tmp_path / "d", reuse=old, **kw)
+    assert again["points"] == first["points"] and again["config"]["crop_ids"] == {}
+    assert "do not record how grid_swiz3n was cut" in capsys.readouterr().err
+
+
 def test_plugin_with_wrong_frame_count_is_rejected(tmp_path: Path) -> None:
     def short(ref: ReferenceClip, source: Path) -> list[SystemPoint]:
         return [SystemPoint("short", "s", ref.frames[:-1], 10, 10, 5)]
@@ -151,6 +184,8 @@ def test_bench_main_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "cannot write" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["report.md"]
     for reuse, why in (('{"config": {"clip_ids": []}, "points": []}', "its clip_ids are not"),
+                       ('{"config": {"crop_ids": {"a": 1}}, "points": []}',
+                        "its crop_ids are not"),
                        ('{"config": {"clip_ids": {"a": null}}, "points": []}',
                         "its clip_ids are not"),
                        ("[1]", "not a bench's results.json"),

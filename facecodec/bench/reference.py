@@ -103,6 +103,13 @@ def centre_square(path: Path, size: int) -> np.ndarray:
     return cut_square(frame, w / 2, h / 2, min(h, w), size)
 
 
+def frames_id(frames: np.ndarray) -> str:
+    """A short digest of a clip's reference frames: what every system was scored against."""
+    h = hashlib.sha256(str((frames.shape, frames.dtype.str)).encode())
+    h.update(np.ascontiguousarray(frames).data)
+    return h.hexdigest()[:32]
+
+
 def _cache_key(path: Path, size: int, max_frames: int) -> str:
     st = path.stat()
     raw = f"{_PROTOCOL}|{path.resolve()}|{st.st_mtime_ns}|{st.st_size}|{size}|{max_frames}"
@@ -128,17 +135,19 @@ def reference_clip(
     """The reference clip of `path`, from the on-disk cache when possible.
 
     Tracking a clip costs seconds; the bench asks for the same crops many times. The cache
-    key covers path, mtime, size, parameters and the crop function's name, so a changed
-    file or protocol never reads a stale entry.
+    key covers path, mtime, size, parameters and the protocol, so a changed file or
+    protocol never reads a stale entry. Only the BASELINES.md crop is kept: it depends on
+    nothing else. Another crop (facecodec's follows its sender, whose analysis its system
+    runs anyway) is cut again each time, where a kept one would go stale unseen.
     """
     path = Path(path)
     if size < 32 or max_frames < 1:
         raise FacecodecError(f"bad reference parameters: size={size}, max_frames={max_frames}")
     if not path.is_file():
         raise FacecodecError(f"no such video file: {path}")
-    if cache_dir is None:
+    if cache_dir is None or crop is not baselines_reference:
         return crop(path, size, max_frames)
-    key = _cache_key(path, size, max_frames) + "-" + getattr(crop, "__name__", "crop")
+    key = _cache_key(path, size, max_frames) + "-" + crop.__name__
     npy, meta = cache_dir / f"{path.stem}-{key}.npy", cache_dir / f"{path.stem}-{key}.json"
     if npy.is_file() and meta.is_file():
         try:

@@ -22,6 +22,7 @@ from facecodec.bench.reference import (
     DEFAULT_CACHE,
     ReferenceFn,
     baselines_reference,
+    frames_id,
     reference_clip,
 )
 from facecodec.bench.report import REPORT_FILES, anchor_summary, write_report
@@ -96,10 +97,12 @@ def run_bench(
     tested: list[str] = []
     frames = max_frames or (40 if quick else 150)
     sampling = SAMPLING
-    reused, earlier_ids = _reusable(reuse, reference_fn, frames, sampling, quick)
-    # Points are told apart by clip name: what each name held, so a later run reusing these
-    # points takes them only for the same video.
+    reused, earlier_ids, earlier_crops = _reusable(reuse, reference_fn, frames, sampling, quick)
+    # Points are told apart by clip name: what each name held and the crop every system was
+    # given, so a later run reusing these points takes them only for the same video cut the
+    # same way (facecodec's crop follows its sender, which may change between runs).
     clip_ids: dict[str, str] = {}
+    crop_ids: dict[str, str] = {}
     points: list[dict[str, Any]] = []
     result: dict[str, Any] = {}
     t0 = time.time()
@@ -112,18 +115,28 @@ def run_bench(
             raise FacecodecError(_about(clip, e)) from None
         feats = ReferenceFeatures.compute(ref.frames, **sampling)
         fps = float(ref.fps)
-        digest = content_id(clip)
-        earlier_digest = earlier_ids.get(ref.name)
-        same = earlier_digest in (None, digest)
-        by_name = earlier_digest is None and any(c == ref.name for c, _ in reused)
-        if not same:
+        digest, crop = content_id(clip), frames_id(ref.frames)
+        earlier_digest, earlier_crop = earlier_ids.get(ref.name), earlier_crops.get(ref.name)
+        same = earlier_digest in (None, digest) and earlier_crop in (None, crop)
+        had = any(c == ref.name for c, _ in reused)
+        if earlier_digest not in (None, digest):
             print(f"note: {clip} is not the video the earlier results call {ref.name}: its "
                   "codecs are run again", file=sys.stderr)
-        elif by_name:
+        elif not same:
+            print(f"note: {ref.name} is cut otherwise than in the earlier results (the "
+                  f"{getattr(reference_fn, '__name__', '?')} crop changed): its codecs are run "
+                  "again", file=sys.stderr)
+        elif had and earlier_digest is None:
             print(f"note: the earlier results do not record which video {ref.name} was; its "
                   "points are taken by name", file=sys.stderr)
-        if not by_name:  # recorded only where every point is this video's
+        elif had and earlier_crop is None:
+            print(f"note: the earlier results do not record how {ref.name} was cut; its "
+                  "points are taken as scored against this crop", file=sys.stderr)
+        # Recorded only where every point is checked to be this video's, on this crop.
+        if not (had and same and earlier_digest is None):
             clip_ids[ref.name] = digest
+        if not (had and same and earlier_crop is None):
+            crop_ids[ref.name] = crop
         for name, fn in tqdm(runners.items(), desc=ref.name, unit="system", leave=False,
                              disable=quiet):
             earlier = reused.get((ref.name, name), []) if name in systems and same else []
@@ -152,7 +165,7 @@ def run_bench(
         # complete results for the clips it finished.
         config = {
             "clips": [str(c) for c in clips], "clips_done": sorted({p["clip"] for p in points}),
-            "clip_ids": clip_ids,
+            "clip_ids": clip_ids, "crop_ids": crop_ids,
             "systems": list(runners), "reference": getattr(reference_fn, "__name__", "?"),
             "quick": quick, "max_frames": frames,
             "sampling": sampling, "anchor": HEADLINE_ANCHOR,
@@ -196,11 +209,12 @@ _POINT_FIELDS: dict[str, type | tuple[type, ...]] = {
 def _reusable(
     reuse: dict[str, Any] | None, reference_fn: ReferenceFn, frames: int,
     sampling: dict[str, int], quick: bool,
-) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], dict[str, str]]:
+) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], dict[str, str], dict[str, str]]:
     """Points of an earlier run by (clip, system), after checking it scored the same way,
-    and what video each of its clip names held (none for results that did not record it)."""
+    what video each of its clip names held and how it was cut (none for results that did
+    not record it)."""
     if not reuse:
-        return {}, {}
+        return {}, {}, {}
     check_results(reuse)
     cfg = reuse["config"]
     want = {"reference": getattr(reference_fn, "__name__", "?"), "max_frames": frames,
@@ -214,7 +228,7 @@ def _reusable(
     out: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for p in reuse["points"]:
         out.setdefault((p["clip"], p["system"]), []).append(p)
-    return out, cfg.get("clip_ids", {})
+    return out, cfg.get("clip_ids", {}), cfg.get("crop_ids", {})
 
 
 def check_results(results: object) -> None:
@@ -222,10 +236,11 @@ def check_results(results: object) -> None:
     if not (isinstance(results, dict) and isinstance(results.get("config"), dict)
             and isinstance(results.get("points"), list)):
         raise FacecodecError("cannot reuse the earlier results: not a bench's results.json")
-    ids = results["config"].get("clip_ids", {})
-    if not (isinstance(ids, dict) and all(isinstance(v, str) for v in ids.values())):
-        raise FacecodecError("cannot reuse the earlier results: its clip_ids are not clip "
-                             "names with their digests")
+    for key in ("clip_ids", "crop_ids"):
+        ids = results["config"].get(key, {})
+        if not (isinstance(ids, dict) and all(isinstance(v, str) for v in ids.values())):
+            raise FacecodecError(f"cannot reuse the earlier results: its {key} are not clip "
+                                 "names with their digests")
     for p in results["points"]:
         bad = [k for k, kind in _POINT_FIELDS.items()
                if not (isinstance(p, dict) and isinstance(p.get(k), kind)
@@ -281,8 +296,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--cache", type=path_arg, default=DEFAULT_CACHE, metavar="DIR",
-        help=f"where the clips' tracked face crops are kept for later runs "
-        f"(default {DEFAULT_CACHE})",
+        help=f"where the clips' tracked BASELINES.md crops are kept for later runs "
+        f"(default {DEFAULT_CACHE}; facecodec's own crop is cut each run)",
     )
 
 
