@@ -81,9 +81,13 @@ def _sound(path: Path) -> np.ndarray:
                            else f.to_ndarray()[0][::len(f.layout.channels)] for f in frames])
 
 
-def test_upscale_keeps_the_sound(tmp_path: Path, run_main: Callable[..., CliRun]) -> None:
+@pytest.mark.parametrize("layout", ["stereo", "mono"])
+def test_upscale_keeps_the_sound(
+    tmp_path: Path, run_main: Callable[..., CliRun], layout: str
+) -> None:
     """A talking-head clip's speech comes through (it was dropped without a word), as long
-    as the pictures last; .y4m holds no sound."""
+    as the pictures last, in as many channels (mono was made stereo); .y4m holds no
+    sound."""
     import av
 
     clip = require(GRID_CLIP)  # a speaker, with MPEG audio sound
@@ -93,13 +97,13 @@ def test_upscale_keeps_the_sound(tmp_path: Path, run_main: Callable[..., CliRun]
     with av.open(str(clip)) as c, av.open(str(src), "w") as box:
         video = box.add_stream("libx264", rate=30)
         video.width, video.height, video.pix_fmt = 128, 128, "yuv420p"
-        sound = box.add_stream("pcm_s16le", rate=44100, layout="stereo")  # not for mp4
+        sound = box.add_stream("pcm_s16le", rate=44100, layout=layout)  # not for mp4
         for f in frames:
             for p in video.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 box.mux(p)
         for p in video.encode():
             box.mux(p)
-        to_s16 = av.AudioResampler(format="s16", layout="stereo", rate=44100)
+        to_s16 = av.AudioResampler(format="s16", layout=layout, rate=44100)
         for frame in c.decode(c.streams.audio[0]):  # all of it: longer than the pictures
             for piece in to_s16.resample(frame):
                 piece.pts = None
@@ -112,6 +116,7 @@ def test_upscale_keeps_the_sound(tmp_path: Path, run_main: Callable[..., CliRun]
     with av.open(str(out)) as c:
         assert [s.type for s in c.streams] == ["video", "audio"]
         assert c.streams.audio[0].codec_context.name == "aac"
+        assert c.streams.audio[0].layout.name == layout
     before = FileSound(str(src)).read(0, 3 * RATE)[:, 0].astype(np.float32)  # at 48 kHz
     after = _sound(out)
     assert abs(len(after) - RATE) < 2048  # the pictures' second, not the clip's 3 s

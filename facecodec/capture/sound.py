@@ -1,7 +1,8 @@
-"""A media file's sound as 48 kHz stereo 16-bit samples, read forward from any sample, sample 0
-at the file's first picture: what a call sends when its picture comes from that file (paced so
-that the sound of each moment goes with its frame, stream/peer.py FileAudioTrack), and what an
-upscaled video keeps (capture/video.py VideoWriter)."""
+"""A media file's sound as 48 kHz 16-bit samples (stereo, or mono where the file's is), read
+forward from any sample, sample 0 at the file's first picture: what a call sends when its
+picture comes from that file (paced so that the sound of each moment goes with its frame,
+stream/peer.py FileAudioTrack), and what an upscaled video keeps (capture/video.py
+VideoWriter)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from facecodec.errors import FacecodecError
 
 
 class FileSound:
-    """Samples of the sound stream a player plays, 48 kHz stereo s16, as (n, 2) arrays,
+    """Samples of the sound stream a player plays, 48 kHz s16, as (n, channels) arrays
+    (stereo by default, as a call sends; 1: mono, as a mono file's copy keeps it),
     placed against the pictures as the file's timestamps place them (capture/timing.py
     SoundClock: a sound that starts after the first picture starts with silence, a gap in
     it is silent). Reading goes forward; a read before the last one
@@ -26,8 +28,12 @@ class FileSound:
     length. A damaged packet is skipped, its time kept silent, as a player does; `damaged`
     says whether one was."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, channels: int = 2) -> None:
+        if channels not in (1, 2):
+            raise ValueError(f"sound is read as 1 or 2 channels, not {channels}")
         self.path = path
+        self.channels = channels
+        self.layout = "mono" if channels == 1 else "stereo"
         self._start = first_picture_time(path)  # the file's clock: sample 0 (None: no picture)
         self._frames: Iterator[np.ndarray] | None = None
         self._restart()
@@ -36,13 +42,13 @@ class FileSound:
         if self._frames is not None:
             self._frames.close()  # type: ignore[attr-defined]  # closes the file
         self._frames = self._decoded()
-        self._buf = np.zeros((0, 2), np.int16)
+        self._buf = np.zeros((0, self.channels), np.int16)
         self._pos = 0  # file sample at _buf[0]
         self.ended = False  # the file's last sample has been decoded
         self.damaged = False
 
     def _decoded(self) -> Iterator[np.ndarray]:
-        resampler = av.AudioResampler("s16", "stereo", RATE)
+        resampler = av.AudioResampler("s16", self.layout, RATE)
         try:
             with av.open(self.path) as container:
                 sound = heard_stream(container)
@@ -59,23 +65,24 @@ class FileSound:
                             start = (None if packet.pts is None
                                      else float(packet.pts * packet.time_base))
                             silence, drop = clock.place(start, n)
-                            yield from _silence(silence + n - drop)
+                            yield from self._silence(silence + n - drop)
                         continue
                     for frame in frames:
                         try:
                             outs = resampler.resample(frame)
                         except ValueError:  # its rate or layout changed (joined recordings)
                             outs = resampler.resample(None)
-                            resampler = av.AudioResampler("s16", "stereo", RATE)
+                            resampler = av.AudioResampler("s16", self.layout, RATE)
                             outs += resampler.resample(frame)
-                        samples = np.concatenate([o.to_ndarray().reshape(-1, 2) for o in outs]
-                                                 or [np.zeros((0, 2), np.int16)])
+                        samples = np.concatenate(
+                            [o.to_ndarray().reshape(-1, self.channels) for o in outs]
+                            or [np.zeros((0, self.channels), np.int16)])
                         silence, drop = clock.place(frame.time, len(samples))
-                        yield from _silence(silence)
+                        yield from self._silence(silence)
                         if drop < len(samples):
                             yield samples[drop:]
             for out in resampler.resample(None):  # what the resampler still holds
-                yield out.to_ndarray().reshape(-1, 2)
+                yield out.to_ndarray().reshape(-1, self.channels)
         except (av.FFmpegError, OSError):
             self.damaged = True  # unreadable (or gone) from here on: the sound ends there
 
@@ -92,7 +99,7 @@ class FileSound:
             drop = min(max(0, start - self._pos), len(self._buf))  # samples before `start`
             self._buf = np.concatenate([self._buf[drop:], more])
             self._pos += drop
-        out = np.zeros((n, 2), np.int16)
+        out = np.zeros((n, self.channels), np.int16)
         lo, hi = max(start, self._pos), min(start + n, self._pos + len(self._buf))
         if hi > lo:
             out[lo - start:hi - start] = self._buf[lo - self._pos:hi - self._pos]
@@ -103,18 +110,27 @@ class FileSound:
         return self.ended and sample >= self._pos + len(self._buf)
 
 
-def has_sound(path: str | Path) -> bool:
-    """Whether the file has a sound stream to play; one that cannot be opened is a one-line
+    def _silence(self, n: int) -> Iterator[np.ndarray]:
+        """`n` samples of silence, a second at a time (a gap may be minutes)."""
+        while n > 0:
+            yield np.zeros((min(n, RATE), self.channels), np.int16)
+            n -= RATE
+
+
+def sound_channels(path: str | Path) -> int | None:
+    """The channels a copy of the file's sound keeps: 1 for mono, 2 for anything more (down-
+    mixed), None where it has no sound to play. One that cannot be opened is a one-line
     error."""
     try:
         with av.open(str(path)) as container:
-            return heard_stream(container) is not None
+            sound = heard_stream(container)
+            if sound is None:
+                return None
+            return 1 if sound.codec_context.channels == 1 else 2
     except (av.FFmpegError, OSError) as exc:
         raise FacecodecError(f"cannot open audio source {path}: {exc}") from None
 
 
-def _silence(n: int) -> Iterator[np.ndarray]:
-    """`n` samples of silence, a second at a time (a gap may be minutes)."""
-    while n > 0:
-        yield np.zeros((min(n, RATE), 2), np.int16)
-        n -= RATE
+def has_sound(path: str | Path) -> bool:
+    """Whether the file has a sound stream to play (see sound_channels)."""
+    return sound_channels(path) is not None

@@ -21,7 +21,7 @@ from av.sidedata.sidedata import Type as SideDataType
 
 from facecodec.bitstream.container import MAGIC, MAX_FPS
 from facecodec.capture.microphone import RATE
-from facecodec.capture.sound import FileSound, has_sound
+from facecodec.capture.sound import FileSound, sound_channels
 from facecodec.capture.streams import shown_stream
 from facecodec.capture.timing import PictureClock, VideoDamaged, pictures
 from facecodec.errors import FacecodecError
@@ -444,7 +444,8 @@ class VideoWriter:
         """`pixel_aspect`: a pixel's width over its height as the output is to be shown.
         `sound_from`: a video whose sound the output keeps beside its frames (capture/sound.py
         FileSound: as the file places it against its pictures, as long as the frames written,
-        coded again as AAC), where it has sound and the container holds it (not .y4m)."""
+        coded again as AAC, mono if it was), where it has sound and the container holds it
+        (not .y4m)."""
         self.path = Path(path)
         self.fps = fps
         self._tmp: Path | None = None
@@ -483,9 +484,13 @@ class VideoWriter:
             if not raw:
                 self._s.options = {"crf": str(crf), "preset": "veryfast"}
             self._sound: FileSound | None = None
-            if not raw and sound_from is not None and has_sound(sound_from):
-                self._sound = FileSound(str(sound_from))
-                self._a = self._c.add_stream("aac", rate=RATE, layout="stereo")
+            channels = None if raw or sound_from is None else sound_channels(sound_from)
+            if channels is not None:  # a mono source stays mono
+                self._sound = FileSound(str(sound_from), channels)
+                self._a = self._c.add_stream("aac", rate=RATE, layout=self._sound.layout)
+                # FFmpeg's AAC defaults to 128 kbps stereo but 69 kbps mono, which smears
+                # speech (waveform correlation 0.92 against 0.99); 96 kbps mono keeps it.
+                self._a.bit_rate = 96_000 if channels == 1 else 128_000
         except (OSError, ValueError, OverflowError, av.error.FFmpegError) as e:
             self.abort()
             raise FacecodecError(f"cannot write {self.name}: {e}") from None
@@ -515,7 +520,8 @@ class VideoWriter:
         start = round(self.frames * RATE / self.fps)
         end = round((self.frames + 1) * RATE / self.fps)
         samples = self._sound.read(start, end - start)
-        piece = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="stereo")
+        piece = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16",
+                                           layout=self._sound.layout)
         piece.sample_rate, piece.pts = RATE, start
         for pkt in self._a.encode(piece):
             self._container.mux(pkt)
