@@ -30,7 +30,14 @@ from facecodec.bench.system import SystemFn
 from facecodec.capture.video import is_still_picture
 from facecodec.errors import FacecodecError
 from facecodec.face.tracker import without_face_advice
-from facecodec.files import check_writable, content_id, make_folder, path_arg, same_name
+from facecodec.files import (
+    check_writable,
+    content_id,
+    count,
+    make_folder,
+    path_arg,
+    same_name,
+)
 
 VIDEO_SUFFIXES = {".mp4", ".mpg", ".mov", ".avi", ".mkv", ".webm", ".y4m"}
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -281,6 +288,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="video files or folders (default: validation)")
     parser.add_argument("--out", type=path_arg, default=Path("out/bench"), help="output folder")
     parser.add_argument("--quick", action="store_true", help="short clips, sparse ladders")
+    parser.add_argument("--frames", type=count, default=None, metavar="N",
+                        help="frames scored from the start of each clip (default 150; "
+                        "quick: 40)")
     parser.add_argument(
         "--codecs", nargs="*", default=None, metavar="NAME",
         help=f"conventional codecs to run (default: all; quick: {' '.join(QUICK_CODECS)}); "
@@ -337,8 +347,8 @@ def bench_main(args: argparse.Namespace) -> int:
             print("note: no --renderers: only the conventional codecs are scored, with no "
                   "headline (add --renderers neural warp to bench facecodec)", file=sys.stderr)
         result = run_bench(
-            clips, args.out, codecs, args.quick, extra, reference, cache_dir=args.cache,
-            reuse=reuse,
+            clips, args.out, codecs, args.quick, extra, reference, max_frames=args.frames,
+            cache_dir=args.cache, reuse=reuse,
         )
     except FacecodecError as e:
         print(f"facecodec: error: {e}", file=sys.stderr)
