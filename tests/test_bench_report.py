@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -238,6 +239,23 @@ def test_report_reads_the_target_against_both_low_delay_anchors(tmp_path: Path) 
                                           "quick": True, "sampling": {}}, "facecodec")
     assert res["against_anchors"]["target"]["kbps_all/vmaf"]["met"] == []
     assert "vmaf: not met; the curves overlap over 30..75" in (tmp_path / "report.md").read_text()
+    # Where an anchor has no rate at a VMAF facecodec reaches, the table says why: x264's
+    # curve stops below it (facecodec reaches what x264 does not), or AV1's cheapest point
+    # is above it already (there is nothing to compare). Both were "-", as is a VMAF
+    # facecodec does not reach.
+    points = _points("x264-rt", 1.0, -10.0) + _points("svtav1-ld", 0.5, 12.0) + test
+    res = write_report(points, tmp_path, {"clips": ["a", "b"], "max_frames": 10,
+                                          "quick": True, "sampling": {}}, "facecodec")
+    rows = {r["vmaf"]: r for r in res["against_anchors"]["vmaf_levels"]}
+    assert rows[40]["svtav1-ld/kbps_all/none"] == "below range"
+    assert rows[40]["x264-rt/kbps_all"] is not None and "x264-rt/kbps_all/none" not in rows[40]
+    assert rows[75]["x264-rt/kbps_steady/none"] == "not reached"
+    text = (tmp_path / "report.md").read_text()
+    assert re.search(r"\| 40 \| [0-9.]+ / [0-9.]+ \| [0-9.]+x / [0-9.]+x \| below range / "
+                     r"below range \|", text)
+    assert re.search(r"\| 75 \| [0-9.]+ / [0-9.]+ \| not reached / not reached \| [0-9.]+x",
+                     text)
+    assert "not reached: the anchor's curve stops below this VMAF" in text
     # Better than every anchor point (its worst VMAF above their best): no quality both
     # reach, so the target is neither met nor missed (it said "not met").
     for p in test:

@@ -40,6 +40,8 @@ LOW_DELAY_ANCHORS = ("x264-rt", "svtav1-ld", "svtav1-ld-p4")
 TARGET_RATIOS = {"x264-rt": 1 / 3, "svtav1-ld": 1 / 2}
 TARGET_METRICS = ("vmaf", "ms_ssim")
 VMAF_LEVELS = tuple(range(40, 95, 5))
+# Why the VMAF-levels table has no ratio where facecodec has a rate.
+NOT_REACHED, BELOW_RANGE = "not reached", "below range"
 
 
 def mean_curves(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -180,8 +182,15 @@ def against_anchors(
             rt, qt = _curve(curves[test], rate, "vmaf")
             row[rate] = rate_at_quality(rt, qt, v) if len(rt) else None
             for a in anchors:
-                got = ratio_at(*_curve(curves[a], rate, "vmaf"), rt, qt, np.array([v]))
+                ra, qa = _curve(curves[a], rate, "vmaf")
+                got = ratio_at(ra, qa, rt, qt, np.array([v]))
                 row[f"{a}/{rate}"] = float(got[0]) if np.isfinite(got[0]) else None
+                if row[rate] is not None and row[f"{a}/{rate}"] is None and len(ra):
+                    # Where facecodec reaches v but the anchor has no rate there: either
+                    # its curve stops below v (facecodec reaches what it does not) or its
+                    # cheapest point is above v already (no rate of its to compare with).
+                    row[f"{a}/{rate}/none"] = (BELOW_RANGE if beats_floor(ra, qa, v)
+                                               else NOT_REACHED)
         levels.append(row)
     return {"test": test, "anchors": anchors, "ratios": ratios,
             "target_ratios": {a: TARGET_RATIOS[a] for a in judged}, "target": target,
@@ -330,8 +339,11 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}g}"
 
 
-def _ratio_cell(all_bytes: float | None, steady: float | None) -> str:
-    return " / ".join("-" if v is None else f"{v:.2f}x" for v in (all_bytes, steady))
+def _ratio_cell(all_bytes: float | None, steady: float | None,
+                why: tuple[str, str] = ("-", "-")) -> str:
+    """Two ratios, or in place of a missing one why it is missing."""
+    return " / ".join(w if v is None else f"{v:.2f}x"
+                      for v, w in zip((all_bytes, steady), why, strict=True))
 
 
 def _target_text(key: str, t: dict[str, Any]) -> str:
@@ -386,8 +398,13 @@ def _anchor_lines(res: dict[str, Any]) -> list[str]:
             continue
         kbps = " / ".join("-" if row[r] is None else f"{row[r]:.2f}"
                           for r in ("kbps_all", "kbps_steady"))
-        cells = [_ratio_cell(row[f"{a}/kbps_all"], row[f"{a}/kbps_steady"]) for a in anchors]
+        cells = [_ratio_cell(row[f"{a}/kbps_all"], row[f"{a}/kbps_steady"],
+                             (row.get(f"{a}/kbps_all/none", "-"),
+                              row.get(f"{a}/kbps_steady/none", "-"))) for a in anchors]
         lines.append(f"| {row['vmaf']} | {kbps} | " + " | ".join(cells) + " |")
+    lines += ["", f"{NOT_REACHED}: the anchor's curve stops below this VMAF; {BELOW_RANGE}: "
+              "the anchor's cheapest point is above it already, so there is no rate of its "
+              f"to compare with; -: {test} does not reach it."]
     return lines
 
 
