@@ -16,6 +16,11 @@ class FacecodecError(Exception):
     exit_code = 2
 
 
+class RateTooLow(FacecodecError):
+    """A rate asked for that this clip cannot be coded within (a short clip spreads its
+    reference pictures over few seconds): the bench skips that setting for the clip."""
+
+
 class BitstreamError(FacecodecError):
     """A stream that cannot be parsed: truncated, corrupt, or of an unknown version."""
 

@@ -222,6 +222,22 @@ def test_a_clip_the_bench_cannot_use_is_named(
     assert "warning: reference crops not cached" in capsys.readouterr().err
 
 
+def test_a_rung_a_short_clip_cannot_be_coded_at_is_left_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Over 2 frames the layer's intra picture alone is 19 kbps: the 8 kbps layer rung
+    cannot be met. It ended the whole bench; it is left out, and said."""
+    from facecodec.bench.facecodec_system import facecodec_reference, facecodec_system
+
+    res = run_bench([CLIP], tmp_path / "out", systems=[], quick=True,
+                    extra={"warp": facecodec_system(("warp",), quick=True)},
+                    reference_fn=facecodec_reference, max_frames=2, metrics=("psnr_y",),
+                    cache_dir=None)
+    assert sorted(p["setting"] for p in res["points"]) == ["low-k40", "medium-k60"]
+    assert ("note: grid_swiz3n: lowest-layer8 skipped: layer rate 8 kbps is below the lowest "
+            "this clip allows") in capsys.readouterr().err
+
+
 def test_bench_scores_the_frames_asked_for(tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = (str(CLIP), "--codecs", "x264-rt", "--frames", "6", "--out", str(out),
@@ -235,6 +251,22 @@ def test_bench_scores_the_frames_asked_for(tmp_path: Path) -> None:
     assert kept == [".json", ".npy"], kept
 
 
+def test_a_training_clip_is_told_apart(tmp_path: Path) -> None:
+    """The bench notes a training clip (its scores flatter the networks), a copy of one
+    too; a validation clip, or another video under a training clip's name, is not one."""
+    from facecodec.bench.runner import trained_on
+
+    train = DATA / json.loads((DATA / "splits.json").read_text())["train"][0]
+    copy = tmp_path / train.name
+    copy.write_bytes(train.read_bytes())
+    other = tmp_path / "other" / train.name
+    other.parent.mkdir()
+    other.write_bytes(CLIP.read_bytes())
+    assert trained_on(train) and trained_on(copy)
+    assert not trained_on(CLIP) and not trained_on(other)
+    assert not trained_on(tmp_path / "missing" / train.name)
+
+
 def test_still_system_points(tmp_path: Path) -> None:
     frames = np.full((4, 64, 64, 3), 100, np.uint8)
     pts = still_system((10, 90))(ReferenceClip(frames, 25, "flat"), tmp_path)
@@ -242,7 +274,9 @@ def test_still_system_points(tmp_path: Path) -> None:
     assert all(p.frames.shape == frames.shape and p.bytes_steady == 0 for p in pts)
 
 
-def test_bench_facecodec_renderer_on_its_own_crop(tmp_path: Path) -> None:
+def test_bench_facecodec_renderer_on_its_own_crop(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from facecodec.bench.facecodec_system import facecodec_reference, register_renderers
 
     register_renderers()
@@ -251,6 +285,7 @@ def test_bench_facecodec_renderer_on_its_own_crop(tmp_path: Path) -> None:
     argv = (str(CLIP), "--quick", "--renderers", "warp", "--codecs", "x264-rt", "--out", str(out),
             "--cache", str(cache))
     assert bench_main(_args(*argv)) == 0
+    assert "training clip" not in capsys.readouterr().err  # a validation clip
     # facecodec's crop follows its sender: it is cut from the analysis each run, not kept,
     # where a kept one would be read back unchanged after the sender changed.
     assert not cache.exists()

@@ -7,6 +7,7 @@ re-framing; conventional codecs code exactly those frames.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -26,7 +27,7 @@ from facecodec.bitstream.packets import (
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import Analysis, EncoderSettings, analyze_file, code_analysis
 from facecodec.codec.encoder import original_crops as _crops
-from facecodec.errors import FacecodecError
+from facecodec.errors import FacecodecError, RateTooLow
 
 
 class Rung(NamedTuple):
@@ -115,10 +116,14 @@ def facecodec_system(renderers: tuple[str, ...] = ("warp",), quick: bool = False
         a = analysis_of(source, ref.size, len(ref.frames))
         points = []
         for rung in ladder:
-            r = code_analysis(a, EncoderSettings(
-                size=ref.size, preset=rung.preset, keyframe_quality=rung.keyframe_quality,
-                layer_kbps=rung.layer_kbps, layer_crf=rung.layer_crf,
-                surround=rung.surround))
+            try:
+                r = code_analysis(a, EncoderSettings(
+                    size=ref.size, preset=rung.preset, keyframe_quality=rung.keyframe_quality,
+                    layer_kbps=rung.layer_kbps, layer_crf=rung.layer_crf,
+                    surround=rung.surround))
+            except RateTooLow as e:  # a short clip: the report leaves the rung out
+                print(f"note: {ref.name}: {rung.label} skipped: {e}", file=sys.stderr)
+                continue
             total = r.total_bytes
             steady = total - len(r.header.to_bytes()) - first_reference_bytes(r.packets)
             for renderer in renderers:

@@ -260,6 +260,20 @@ def check_results(results: object) -> None:
                                  f"{', '.join(bad)} (or of the wrong kind)")
 
 
+def trained_on(clip: Path) -> bool:
+    """Whether `clip` is one of the shared train split's clips (by name and content: a copy
+    elsewhere is one too)."""
+    try:
+        train = json.loads((DATA_DIR / "splits.json").read_text())["train"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # no shared data here: nothing to tell
+    same = [DATA_DIR / t for t in train if isinstance(t, str) and Path(t).name == clip.name]
+    try:
+        return any(t.is_file() and content_id(t) == content_id(clip) for t in same)
+    except FacecodecError:  # an unreadable clip is named by the run itself
+        return False
+
+
 def resolve_clips(items: list[Path], quick: bool) -> list[Path]:
     """Video files from files and folders; none given: the validation split."""
     if not items:
@@ -346,6 +360,11 @@ def bench_main(args: argparse.Namespace) -> int:
         if not args.renderers:  # after the checks: a refusal is one line
             print("note: no --renderers: only the conventional codecs are scored, with no "
                   "headline (add --renderers neural warp to bench facecodec)", file=sys.stderr)
+        for clip in clips if args.renderers else []:
+            if trained_on(clip):
+                print(f"note: {clip} is a training clip: facecodec's networks learnt from it, "
+                      "so its scores there flatter them (the validation split holds clips "
+                      "they never saw)", file=sys.stderr)
         result = run_bench(
             clips, args.out, codecs, args.quick, extra, reference, max_frames=args.frames,
             cache_dir=args.cache, reuse=reuse,

@@ -56,7 +56,7 @@ from facecodec.codec.layer_rate import (
 )
 from facecodec.codec.moves import choose_moves
 from facecodec.codec.reference import choose_references
-from facecodec.errors import FacecodecError
+from facecodec.errors import FacecodecError, RateTooLow
 from facecodec.face.tracker import SMALL_FACE_ADVICE
 from facecodec.files import check_writable
 from facecodec.motion.basis import ExpressionBasis, load_basis
@@ -805,7 +805,7 @@ def motion_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeRes
         label = f"target{lowest:.2f}"
         low = _code(analysis, settings, events, coarsest, label, 0.0)
         lowest = math.ceil(low.total_kbps * 100) / 100
-    raise FacecodecError(
+    raise RateTooLow(
         f"--target-kbps {target:g} is below the lowest rate this clip allows ({lowest:.2f} "
         f"kbps: motion {low.motion_kbps:.2f}, reference pictures and framing "
         f"{low.total_kbps - low.motion_kbps:.2f})")

@@ -23,7 +23,7 @@ from facecodec.bitstream.container import LAYER_SIZES
 from facecodec.bitstream.packets import encode_varint
 from facecodec.codec.analysis import KeyframeEvent
 from facecodec.codec.layer import AV1, MAX_Q, MIN_Q, SPEC_AV1_LIVE, LayerEncoder
-from facecodec.errors import FacecodecError
+from facecodec.errors import FacecodecError, RateTooLow
 
 if TYPE_CHECKING:
     from facecodec.codec.encoder import Analysis
@@ -219,7 +219,7 @@ def plan_layer(
 
     while rate(MAX_Q) > kbps * (1.0 if at_most else 1.1):
         if divisor >= MAX_DIVISOR_FALLBACK:
-            raise FacecodecError(
+            raise RateTooLow(
                 f"layer rate {kbps:g} kbps is below the lowest this clip allows "
                 f"({rate(MAX_Q):.2f} kbps at {size} px, 1 picture in {divisor} frames)"
             )
