@@ -404,9 +404,6 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
         if not (args.command == "train" and "WORLD_SIZE" in os.environ):
             _quiet_native_stderr()
         signal.signal(signal.SIGTERM, _terminate)
-    if not os.environ.get("FACECODEC_DEBUG"):
-        # MediaPipe's use of a deprecated protobuf call: not the user's concern.
-        warnings.filterwarnings("ignore", category=UserWarning, module="google.protobuf")
 
     def work() -> int:
         _check_output(args)
@@ -426,6 +423,9 @@ def run_guarded(work: Callable[[], int | None]) -> int:
     """Run a command's work as the command line promises: an error is one line and an exit
     code, never a traceback, and a failed command leaves no folder it made empty. Also for
     the trainers run as modules (`python -m facecodec.train.layer`) and the benchmarks."""
+    if not os.environ.get("FACECODEC_DEBUG"):
+        # MediaPipe's use of a deprecated protobuf call: not the user's concern.
+        warnings.filterwarnings("ignore", category=UserWarning, module="google.protobuf")
     try:
         code = int(work() or 0)
         sys.stdout.flush()  # a closed pipe (`| head`) shows here, not at exit

@@ -31,7 +31,7 @@ def without_face_advice(message: str) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
+def quiet_stderr() -> Iterator[None]:
     """MediaPipe's C++ side prints start-up chatter straight to file descriptor 2; a codec's
     command line should print only its own one-line messages."""
     sys.stderr.flush()
@@ -47,11 +47,11 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _import_mediapipe() -> ModuleType:
+def import_mediapipe() -> ModuleType:
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        with _quiet_stderr():
+        with quiet_stderr():
             import mediapipe as mp
     except ImportError as e:  # pragma: no cover - install problem
         raise FacecodecError("mediapipe==0.10.14 is not installed (run `make`)") from e
@@ -98,9 +98,9 @@ class FaceMesh:
     """Thin wrapper that returns `Face` values instead of protobufs."""
 
     def __init__(self, max_faces: int = 1, static: bool = False, min_confidence: float = 0.5):
-        mp = _import_mediapipe()
+        mp = import_mediapipe()
         self._warm = False
-        with _quiet_stderr():
+        with quiet_stderr():
             self._mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=static,
                 max_num_faces=max_faces,
@@ -112,7 +112,7 @@ class FaceMesh:
     def __call__(self, rgb: np.ndarray) -> list[Face]:
         h, w = rgb.shape[:2]
         if not self._warm:  # the first call prints more chatter
-            with _quiet_stderr():
+            with quiet_stderr():
                 res = self._mesh.process(np.ascontiguousarray(rgb))
             self._warm = True
         else:
