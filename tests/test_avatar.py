@@ -5,6 +5,8 @@ sends the portrait once, in a file and in a call, not again for its own crop's s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import CLIPS, PORTRAITS, require
@@ -125,3 +127,26 @@ def test_a_files_refresh_keeps_its_period_across_new_crops() -> None:
     r = encode_file(require(CLIP), None, settings)
     assert [(k.index, k.reason) for k in r.keyframes] == [
         (0, "start"), (30, "refresh"), (60, "refresh"), (90, "refresh")]
+
+
+def test_a_portrait_lying_on_its_side_or_upside_down_is_stood_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A photograph taken sideways with no orientation tag drew a lying avatar, and an
+    upside-down one an avatar of a false face the mesh found in the background: each is
+    turned upright (and said), to the avatar the upright picture gives."""
+    import cv2
+
+    basis = load_basis()
+    source = require(PORTRAITS / "liveportrait_s0.jpg")
+    upright = Avatar(source, basis, SIZE, basis.k_max)
+    assert capsys.readouterr().err == ""  # nothing said of an upright face
+    rgb = cv2.cvtColor(cv2.imread(str(source)), cv2.COLOR_BGR2RGB)
+    for turns, said in ((1, "on its right side"), (2, "upside down"), (3, "on its left side")):
+        lying = tmp_path / f"lying{turns}.png"
+        cv2.imwrite(str(lying), cv2.cvtColor(np.rot90(rgb, turns), cv2.COLOR_RGB2BGR))
+        avatar = Avatar(lying, basis, SIZE, basis.k_max)
+        assert f"the face was {said}; the portrait is turned upright" in capsys.readouterr().err
+        diff = np.abs(avatar.image.astype(np.int16) - upright.image).mean()
+        assert diff < 3, (turns, diff)
+        assert np.allclose(avatar.motion.rotation, upright.motion.rotation, atol=0.02)

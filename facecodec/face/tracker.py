@@ -94,6 +94,32 @@ def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, floa
     return inter / union if union > 0 else 0.0
 
 
+# How much surer the face detector must be of a face turned by a quarter or a half than
+# of the picture as it is (measured on portraits: 0.94 upright, 0.68-0.75 turned) before
+# the picture is taken as lying.
+UPRIGHT_MARGIN = 0.1
+
+
+def upright_turns(rgb: np.ndarray) -> int:
+    """Quarter turns of the picture (as np.rot90 counts them) that stand its face upright:
+    the turn MediaPipe's face detector is surest of. The face mesh cannot tell: on an
+    upside-down picture it fits an upright face where there is none."""
+    mp = import_mediapipe()
+    with quiet_stderr():
+        detector = mp.solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=0.5)
+    try:
+        scores = []
+        for k in range(4):
+            with quiet_stderr():
+                found = detector.process(np.ascontiguousarray(np.rot90(rgb, k)))
+            scores.append(max((d.score[0] for d in found.detections or []), default=0.0))
+    finally:
+        detector.close()
+    best = int(np.argmax(scores))
+    return best if scores[best] > scores[0] + UPRIGHT_MARGIN else 0
+
+
 class FaceMesh:
     """Thin wrapper that returns `Face` values instead of protobufs."""
 

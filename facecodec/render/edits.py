@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 from facecodec.capture.picture import read_picture
 from facecodec.errors import FacecodecError
 from facecodec.face.crop import CropBox
-from facecodec.face.tracker import FaceMesh
+from facecodec.face.tracker import FaceMesh, upright_turns
 from facecodec.motion.basis import ExpressionBasis
 from facecodec.motion.motion import Motion
 from facecodec.render import topology as T
@@ -36,6 +37,14 @@ class Avatar:
 
     def __init__(self, portrait: Path, basis: ExpressionBasis, size: int, k: int) -> None:
         rgb = read_picture(portrait, "portrait")
+        # A picture taken on its side or upside down, with no orientation tag to stand it
+        # up, made an avatar lying as the face lay (upside down, of a false face found in
+        # the background): it is turned upright, and said.
+        turn = upright_turns(rgb)
+        if turn:
+            rgb = np.ascontiguousarray(np.rot90(rgb, turn))
+            print(f"note: {portrait}: the face was {_TURNED[turn]}; the portrait is turned "
+                  "upright", file=sys.stderr)
         mesh = FaceMesh(max_faces=2, static=True)
         faces = mesh(rgb)
         mesh.close()
@@ -70,6 +79,10 @@ class Avatar:
             gaze=own.gaze + (m.gaze - sender_ref.gaze),
             openness=np.maximum(own.openness + (m.openness - sender_ref.openness), 0.0),
         )
+
+
+# How the face lay, by the quarter turns (np.rot90's, anticlockwise) that stand it up.
+_TURNED = {1: "on its left side", 2: "upside down", 3: "on its right side"}
 
 
 class AvatarDriver:
