@@ -151,8 +151,11 @@ def _decode(a: argparse.Namespace) -> int:
         print(f"note: --layer {a.layer} changes nothing: {a.input} has no low-resolution layer",
               file=sys.stderr)
     bad = f"; {st.restore_bad} bad RESTORE packets ignored" if st.restore_bad else ""
-    print(f"{written}: {_frames(r.frames_written)} ({st.frames_rendered} rendered{layer}){bad}",
-          file=_report_to(a.output))
+    # Whom the picture shows is the viewer's to know: a portrait the sender drives is not them.
+    whom = ("; the sender appears as an avatar (a portrait they drive, not their own face)"
+            if r.header.avatar else "")
+    print(f"{written}: {_frames(r.frames_written)} ({st.frames_rendered} rendered{layer})"
+          f"{bad}{whom}", file=_report_to(a.output))
     return 0
 
 

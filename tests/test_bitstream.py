@@ -76,6 +76,7 @@ headers = st.builds(
         st.just(Fraction(1)),
         st.tuples(st.integers(1, 65535), st.integers(1, 65535)).map(lambda t: Fraction(*t))
         .filter(lambda a: Fraction(1, 10) <= a <= 10)),
+    avatar=st.booleans(),
 )
 packets = st.builds(
     Packet,
@@ -382,6 +383,29 @@ def test_the_pixel_aspect_is_carried_only_where_pixels_are_not_square() -> None:
         parse_header(_sealed(bytearray(raw[:-6])))
 
 
+def test_an_avatar_is_marked_so_a_receiver_can_say_whom_it_shows() -> None:
+    """An avatar's stream says so in a 1.11 header (after a square pixel aspect); every
+    other stream keeps its 1.9 or 1.10 header, byte for byte, which earlier readers read
+    (and they read the 1.11 header as far as they know it)."""
+    avatar = StreamHeader(**_with(HEADER, avatar=True))
+    raw = avatar.to_bytes()
+    h, size, version = parse_header(raw)
+    assert version == (1, 11) and h == avatar and h.avatar
+    assert size == len(HEADER.to_bytes()) + 5 and raw[-9:-4] == struct.pack("<HHB", 1, 1, 1)
+    square = HEADER.to_bytes()
+    assert raw[:5] + raw[8:-9] == square[:5] + square[8:-4]
+    assert not parse_header(square)[0].avatar and parse_header(square)[2] == (1, 9)
+    wide = StreamHeader(**_with(HEADER, pixel_aspect=Fraction(128, 117)))
+    assert parse_header(wide.to_bytes())[2] == (1, 10) and not wide.avatar
+    # 0 marks the sender's own face (no writer here writes it: their streams stay 1.9/1.10)
+    own = bytearray(raw[:-5] + b"\x00")
+    assert parse_header(_sealed(own))[0] == HEADER
+    with pytest.raises(BitstreamError, match=r"avatar mark 2 out of range \(0: the sender's "):
+        parse_header(_sealed(bytearray(raw[:-5] + b"\x02")))
+    with pytest.raises(BitstreamError, match="truncated .fcv header in avatar mark"):
+        parse_header(_sealed(bytearray(raw[:-5])))
+
+
 def test_header_crc_and_length_checks() -> None:
     data = bytearray(HEADER.to_bytes())
     data[12] ^= 0x10
@@ -393,7 +417,7 @@ def test_header_crc_and_length_checks() -> None:
 
 def test_newer_minor_version_fields_are_skipped() -> None:
     data = HEADER.to_bytes()[:-4]
-    square = struct.pack("<HH", 1, 1)  # the minor-10 pixel aspect
+    square = struct.pack("<HHB", 1, 1, 0)  # the minor-10 pixel aspect, minor-11 avatar mark
     body = bytearray(data + square + b"new field")
     body[5] = VERSION_MINOR + 1  # a later minor version appended a field this build does not know
     struct.pack_into("<H", body, 6, len(body) + 4)

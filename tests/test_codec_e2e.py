@@ -381,13 +381,19 @@ def test_encode_as_an_avatar_sends_the_portrait_not_the_face(
     assert r.returncode == 0, r.stderr
     header, packets = read_fcv(fcv)
     keys = [KeyframePayload.from_bytes(p.payload) for p in packets if p.type == PacketType.KEYFRAME]
-    assert header.layer is None and keys
+    assert header.layer is None and keys and header.avatar
+    # Whom it shows is said wherever the stream is read: a portrait is not the sender.
+    r = run_main("info", fcv)
+    assert r.returncode == 0 and ".fcv 1.11" in r.stdout
+    assert "avatar: the face is a portrait the sender drives, not the sender's own" in r.stdout
     for k in keys:
         picture = decode_image(k.codec_id, k.image, 256)
         assert image_psnr_y(portrait, picture) > 35  # the portrait, coded
         assert image_psnr_y(plain_frames[0], picture) < 16  # not the video's face
     r = run_main("decode", fcv, "-o", out, "--renderer", "warp")
     assert r.returncode == 0, r.stderr
+    assert r.stdout.endswith("; the sender appears as an avatar (a portrait they drive, not "
+                             "their own face)\n"), r.stdout
     frames = _frames(out)
     assert frames.shape == plain_frames.shape
     assert _mean_abs_diff(frames, plain_frames) > 20.0  # another person entirely

@@ -1444,6 +1444,7 @@ def test_a_senders_viewer_shows_the_face_it_sends(avatar: bool) -> None:
             watch(),
         ))[:2]
         assert got.frames_rendered > 20
+        assert got.other_side_avatar == avatar  # the receiver says whom it shows
         assert pictures and pictures[0].shape == (256, 256, 3)
         assert pictures[0].std() > 20  # a picture, not a blank
         # The portrait (a different person) drawn to the sender's expression, or not at all.
@@ -1501,6 +1502,7 @@ def test_a_sender_appearing_as_an_avatar_never_sends_its_face() -> None:
     own = StreamEncoder(fps=30, source_size=(w, h))  # the same face sent as itself
     dec = StreamDecoder(enc.header_bytes(), "warp")
     assert enc.avatar is not None
+    assert dec.decoder.header.avatar and not own.header.avatar  # marked for the receiver
     portrait = enc.avatar.avatar.image
     pictures: list[np.ndarray] = []
     drawn: dict[int, np.ndarray] = {}

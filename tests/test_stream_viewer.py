@@ -89,7 +89,13 @@ def test_endpoints_serve_frames_audio_and_reject_bad_reports() -> None:
                 ok = await http.post(
                     url + "report", data=b'{"frames": 4, "width": 48, "height": 64}'
                 )
-                assert ok.status == 204 and viewer.stats.browser_frames_shown == 4
+                assert ok.status == 200 and viewer.stats.browser_frames_shown == 4
+                # The answer says whether the other side is an avatar, for the page to say.
+                assert await ok.json() == {"avatar": False} and 'id="who" hidden' in page
+                viewer.other_side_avatar = True
+                again = await http.post(
+                    url + "report", data=b'{"frames": 4, "width": 48, "height": 64}')
+                assert await again.json() == {"avatar": True}
                 for field in (b'"audio_ms": -5', b'"audio_lead_ms": NaN', b'"audio_gaps": -1',
                               b'"audio_ms": "x"', b'"audio_gaps": 1e400'):
                     bad = await http.post(url + "report", data=b'{"frames": 5, "width": 48, '
@@ -98,12 +104,13 @@ def test_endpoints_serve_frames_audio_and_reject_bad_reports() -> None:
                 ok = await http.post(url + "report", data=b'{"frames": 5, "width": 48, '
                                      b'"height": 64, "audio_ms": 1500, "audio_lead_ms": 80, '
                                      b'"audio_gaps": 2}')
-                assert ok.status == 204 and viewer.stats.browser_audio_ms == 1500
+                assert ok.status == 200 and viewer.stats.browser_audio_ms == 1500
                 assert viewer.stats.browser_audio_lead_ms == 80
                 assert viewer.stats.browser_audio_gaps == 2
                 assert viewer.stats.browser_frames_shown == 5
                 status = await (await http.get(url + "status")).json()
                 assert status["frames_published"] == 3 and status["frame_index"] == 2
+                assert status["other_side_avatar"] is True
         finally:
             await viewer.stop()
 

@@ -38,12 +38,15 @@ VERSION_MAJOR = 1
 # 12 bytes instead of 8 + 12 a dimension); 1.5: coder config version 3 (the surround);
 # 1.6: version 4 (the surround as its DCT); 1.7: layer pictures' moves (bits 1-2 of their
 # flags); 1.8: move 3, a fade into the next picture; 1.9: RESTORE packets; 1.10: the
-# source's pixel shape. A stream from square pixels is written as 1.9 (motion-only ones with
-# empty layer fields), others as 1.10; an older reader stops at a coder config it does not
-# know with one line, drops layer pictures whose moves it does not know as damaged, skips
-# RESTORE packets and ignores the pixel shape.
-VERSION_MINOR = 10
+# source's pixel shape; 1.11: whether the face is an avatar's. A stream of the sender's own
+# face from square pixels is written as 1.9 (motion-only ones with empty layer fields), one
+# from other pixels as 1.10, an avatar's as 1.11; an older reader stops at a coder config it
+# does not know with one line, drops layer pictures whose moves it does not know as damaged,
+# skips RESTORE packets and ignores the pixel shape and the avatar mark.
+VERSION_MINOR = 11
 SQUARE_PIXELS_MINOR = 9  # the minor version a square-pixel stream is written as
+ASPECT_MINOR = 10  # the first minor version with the pixel aspect
+AVATAR_MINOR = 11  # the first minor version with the avatar mark
 MAX_HEADER = 0xFFFF  # header_length is a u16
 MAX_FPS = 120  # frames a second a stream (and an input video) may have
 # A file's frames each have their motion once the face has appeared (frames without it hold
@@ -108,7 +111,9 @@ class StreamHeader:
     the reference restorer whose share of change the RESTORE packets give ('' if none;
     minor version 9); `pixel_aspect`: a source pixel's width over its height as shown
     (anamorphic video: the crop is square in stored pixels, so its pictures are shown this
-    wide; minor version 10, written only when not 1).
+    wide; minor version 10, written only when not 1); `avatar`: the face is a portrait the
+    sender drives, not the sender's own (minor version 11, written only for an avatar), so
+    a receiver can say whom it shows.
     """
 
     size: int
@@ -124,12 +129,16 @@ class StreamHeader:
     layer: LayerParams | None = None
     restorer: str = ""
     pixel_aspect: Fraction = Fraction(1)
+    avatar: bool = False
 
     @property
     def minor(self) -> int:
-        """The minor version this header is written as: a square-pixel stream is written as
-        1.9, byte for byte as before the pixel aspect."""
-        return VERSION_MINOR if self.pixel_aspect != 1 else SQUARE_PIXELS_MINOR
+        """The minor version this header is written as: the first that carries what it
+        holds, so a square-pixel stream of the sender's own face is 1.9, byte for byte as
+        before the pixel aspect and the avatar mark."""
+        if self.avatar:
+            return AVATAR_MINOR
+        return ASPECT_MINOR if self.pixel_aspect != 1 else SQUARE_PIXELS_MINOR
 
     @property
     def fps(self) -> Fraction:
@@ -172,7 +181,8 @@ class StreamHeader:
         # The layer's fields are written (empty) without a layer too.
         room = (MAX_HEADER - MIN_HEADER - len(self.basis_id) - len(self.model_id)
                 - len(self.preset) - 1 - len(self.restorer) - _LAYER.size - 1
-                - (_ASPECT.size if self.minor >= 10 else 0)
+                - (_ASPECT.size if self.minor >= ASPECT_MINOR else 0)
+                - (1 if self.minor >= AVATAR_MINOR else 0)
                 - (len(self.layer.model) if self.layer is not None else 0))
         if len(self.coder_config) > room:
             raise BitstreamError(f"coder config of {len(self.coder_config)} bytes is too large")
@@ -202,8 +212,10 @@ class StreamHeader:
             fields += _LAYER.pack(0, 0, 0) + b"\x00"
         raw = self.restorer.encode("ascii")
         fields += bytes([len(raw)]) + raw
-        if minor >= 10:
+        if minor >= ASPECT_MINOR:
             fields += _ASPECT.pack(self.pixel_aspect.numerator, self.pixel_aspect.denominator)
+        if minor >= AVATAR_MINOR:
+            fields += bytes([int(self.avatar)])
         total = _LEAD.size + len(fields) + _CRC.size
         body = _LEAD.pack(MAGIC, VERSION_MAJOR, minor, total) + fields
         return body + _CRC.pack(zlib.crc32(body))
@@ -295,7 +307,7 @@ def parse_header(data: bytes | bytearray | memoryview
     if minor >= 9:
         restorer, pos = _parse_text(fields, pos, "restorer id")
     aspect = Fraction(1)
-    if minor >= 10:
+    if minor >= ASPECT_MINOR:
         if pos + _ASPECT.size > len(fields):
             raise BitstreamError("truncated .fcv header in pixel aspect")
         num, den = _ASPECT.unpack_from(fields, pos)
@@ -303,12 +315,20 @@ def parse_header(data: bytes | bytearray | memoryview
             raise BitstreamError(f"pixel aspect {num}:{den} out of range (0.1..10, terms up "
                                  "to 65535)")
         aspect, pos = Fraction(num, den), pos + _ASPECT.size
+    avatar = False
+    if minor >= AVATAR_MINOR:
+        if pos >= len(fields):
+            raise BitstreamError("truncated .fcv header in avatar mark")
+        if fields[pos] > 1:
+            raise BitstreamError(f"avatar mark {fields[pos]} out of range (0: the sender's "
+                                 "own face, 1: an avatar)")
+        avatar, pos = bool(fields[pos]), pos + 1
     # A later minor version may append fields; this build reads the ones it knows.
     if pos != len(fields) and minor <= VERSION_MINOR:
         raise BitstreamError(f".fcv header has {len(fields) - pos} unexpected trailing bytes")
     basis_id, model_id, preset = texts
     header = StreamHeader(size, fps_num, fps_den, width, height, basis_id, model_id, preset,
-                          resync, config, layer, restorer, aspect)
+                          resync, config, layer, restorer, aspect, avatar)
     header.validate()
     return header, total, (major, minor)
 

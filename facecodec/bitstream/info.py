@@ -101,6 +101,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         "model_id": h.model_id,
         "restorer": h.restorer,
         "pixel_aspect": f"{h.pixel_aspect.numerator}:{h.pixel_aspect.denominator}",
+        "avatar": h.avatar,
         "preset": h.preset,
         "resync_interval": h.resync_interval,
         "coder_config_bytes": len(h.coder_config),
@@ -158,6 +159,8 @@ def format_info(d: dict[str, Any]) -> str:
         + ("" if d["pixel_aspect"] == "1:1" else f" (pixels {d['pixel_aspect']})")
         + f", {d['fps']:.3f} fps ({d['fps_num']}/{d['fps_den']})",
         f"  {d['frames']} frames ({d['frames_from']}), {d['duration_s']:.2f} s",
+        *(["  avatar: the face is a portrait the sender drives, not the sender's own"]
+          if d.get("avatar") else []),
         f"  basis {d['basis_id'] or '-'}, model {d['model_id'] or '-'}, "
         f"restorer {d['restorer'] or '-'},",
         f"  preset {d['preset'] or '-'}, resync every {d['resync_interval'] or '-'} frames, "

@@ -689,6 +689,7 @@ def _code(
         restorer=share_meter().model_id,
         # The crop is square in stored pixels: a player shows it as wide as the source's.
         pixel_aspect=info.pixel_aspect if settings.avatar is None else Fraction(1),
+        avatar=settings.avatar is not None,  # the receiver says whom it shows
     )
     packets = packetize(events, config, settings, fps, report.frames, layer,
                         layer_kbps if layer is not None else 0.0, share_meter())

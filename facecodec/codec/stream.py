@@ -144,6 +144,7 @@ class StreamEncoder:
                 fusion_model_for(layer_kbps, self.layer.size, size, live)),
             restorer=share_meter().model_id,
             pixel_aspect=pixel_aspect if avatar is None else Fraction(1),
+            avatar=avatar is not None,
         )
         # A call keeps going when someone walks behind the speaker: follow the largest face.
         # Beside a layer the reference picture matters less, and a keyframe restarts the layer.

@@ -146,6 +146,8 @@ class CallOptions:
     on_viewer: Callable[[str], None] | None = None  # told the viewer URL once it listens
     on_frame: Callable[[int, np.ndarray], None] | None = None  # every rendered frame
     on_connected: Callable[[], None] | None = None  # each time a session's channels are open
+    # Each time the other side's stream starts: whether it appears as an avatar.
+    on_other_side: Callable[[bool], None] | None = None
 
 
 RECENT_FRAMES = 3000  # per-frame detail CallStats keeps: two minutes at 25 fps
@@ -197,6 +199,7 @@ class CallStats:
     first_render: float | None = None
     max_render_gap_s: float | None = None
     viewer_url: str | None = None
+    other_side_avatar: bool = False  # the other side's last stream was an avatar's
 
     def rendered(self, now: float, captured: float) -> None:
         """A frame captured at `captured` was shown at `now` (both time.time())."""
@@ -624,6 +627,12 @@ class _Call:
                         raise BitstreamError(f"the other side's stream header: {e}") from None
                     t0, fps, last_index = msg["t0"], msg["fps"], None
                     self.shown_aspect = decoder.decoder.header.pixel_aspect
+                    avatar = decoder.decoder.header.avatar
+                    self.stats.other_side_avatar = avatar
+                    if self.viewer is not None:
+                        self.viewer.other_side_avatar = avatar
+                    if self.options.on_other_side is not None:
+                        self.options.on_other_side(avatar)
                     queue, link, reported_kbps = QueueDelay(), LinkRate(), None
                 continue
             assert isinstance(event, PacketReceived)
@@ -867,6 +876,13 @@ def ice_servers(args: argparse.Namespace) -> tuple[IceServer, ...]:
     return tuple(servers)
 
 
+def _say_whom(avatar: bool) -> None:
+    """Whom the other side's picture shows is the user's to know: a portrait is not them."""
+    if avatar:
+        print("the other side appears as an avatar (a portrait they drive, not their own face)",
+              flush=True)
+
+
 def call_main(args: argparse.Namespace) -> int:
     """Run one side of a call from parsed arguments; print a one-line summary."""
     for flag, value in (("--source", args.source), ("--audio", args.audio)):
@@ -939,6 +955,7 @@ def call_main(args: argparse.Namespace) -> int:
         hurry_s=args.hurry_ms / 1000 if args.hurry_ms > 0 else None,
         on_viewer=lambda url: print(f"viewer: {url}", flush=True),
         on_connected=lambda: print("connected", flush=True),
+        on_other_side=_say_whom,
     )
     stats = CallStats()
     try:

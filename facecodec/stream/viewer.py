@@ -44,6 +44,8 @@ img{{image-rendering:auto;width:512px;height:512px;background:#000;object-fit:co
 </head><body>
 <h1>{title}</h1>
 <img id="video" alt="waiting for the first frame">{self_view}
+<p id="who" hidden>The other side appears as an avatar: a portrait they drive, not their
+own face.</p>
 <p id="stats">connecting&hellip;</p>
 <p id="audio-state">{audio_text}</p>
 <button id="play-audio" {audio_disabled}>Play audio</button>
@@ -52,6 +54,7 @@ img{{image-rendering:auto;width:512px;height:512px;background:#000;object-fit:co
 // page knows exactly how many it has decoded and can report it back.
 const img = document.getElementById("video");
 const stats = document.getElementById("stats");
+const who = document.getElementById("who");  // shown while the other side is an avatar
 // Size of the last frame shown: img.naturalWidth reads 0 while the next frame loads.
 let shown = 0, lastUrl = null, started = performance.now(), width = 0, height = 0;
 // Sound: seconds played out, dropped to catch up, and queued ahead of the speaker.
@@ -62,7 +65,7 @@ function report() {{
     width: width, height: height, audio_ms: Math.max(0, scheduled - lead()) * 1000,
     audio_dropped_ms: dropped * 1000, audio_lead_ms: lead() * 1000, audio_gaps: gaps,
     video_delay_ms: soundDelay() * 1000}})
-  }}).catch(() => {{}});
+  }}).then(r => r.json()).then(m => {{ who.hidden = !m.avatar; }}).catch(() => {{}});
 }}
 setInterval(report, 500);
 function indexOf(buf, len, pattern) {{
@@ -211,6 +214,9 @@ class Viewer:
         self._new_self = asyncio.Condition()
         self.jpeg_quality = jpeg_quality
         self.stats = ViewerStats()
+        # Whether the other side appears as an avatar (its stream says so): the page says
+        # whom it shows, in the answer to each of its reports.
+        self.other_side_avatar = False
         self._jpeg: bytes | None = None
         self._frame_index = -1
         self._new_frame = asyncio.Condition()
@@ -398,6 +404,7 @@ class Viewer:
                 "browser_frames_shown": self.stats.browser_frames_shown,
                 "frame_index": self._frame_index,
                 "has_audio": self.has_audio,
+                "other_side_avatar": self.other_side_avatar,
                 "uptime_s": round(time.monotonic() - self._started, 1),
             }
         )
@@ -419,7 +426,7 @@ class Viewer:
         (self.stats.browser_audio_ms, self.stats.browser_audio_dropped_ms,
          self.stats.browser_audio_lead_ms, self.stats.browser_video_delay_ms) = sound
         self.stats.browser_audio_gaps = gaps
-        return web.Response(status=204)
+        return web.json_response({"avatar": self.other_side_avatar})
 
 
 def square_pixels(rgb: np.ndarray, pixel_aspect: Fraction) -> np.ndarray:
