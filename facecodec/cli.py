@@ -121,6 +121,7 @@ def _no_face_warning(missing: list[int], frames: int, first_face: int, layer: bo
 def _decode(a: argparse.Namespace) -> int:
     pose = pose_of(a)  # angles out of range are refused before the decoder loads
 
+    from facecodec.bitstream.container import AVATAR_WORDS
     from facecodec.codec.decoder import decode_file
     from facecodec.render.edits import EyeContact
 
@@ -151,9 +152,10 @@ def _decode(a: argparse.Namespace) -> int:
         print(f"note: --layer {a.layer} changes nothing: {a.input} has no low-resolution layer",
               file=sys.stderr)
     bad = f"; {st.restore_bad} bad RESTORE packets ignored" if st.restore_bad else ""
-    # Whom the picture shows is the viewer's to know: a portrait the sender drives is not them.
-    whom = ("; the sender appears as an avatar (a portrait they drive, not their own face)"
-            if r.header.avatar else "")
+    whom = ""
+    if r.header.avatar:  # whom the picture shows is the viewer's to know
+        whom = f"; the sender {AVATAR_WORDS}" + (
+            ", which drives your --avatar portrait here" if a.avatar is not None else "")
     print(f"{written}: {_frames(r.frames_written)} ({st.frames_rendered} rendered{layer})"
           f"{bad}{whom}", file=_report_to(a.output))
     return 0

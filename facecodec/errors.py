@@ -17,8 +17,9 @@ class FacecodecError(Exception):
 
 
 class RateTooLow(FacecodecError):
-    """A rate asked for that this clip cannot be coded within (a short clip spreads its
-    reference pictures over few seconds): the bench skips that setting for the clip."""
+    """A rate asked for (`--target-kbps`, a layer's) below the lowest this clip can be coded
+    at: its motion alone costs more, or, in a short clip, its reference and layer pictures
+    over few seconds. The bench leaves that setting out for the clip."""
 
 
 class BitstreamError(FacecodecError):

@@ -264,3 +264,19 @@ def test_report_reads_the_target_against_both_low_delay_anchors(tmp_path: Path) 
                                     "sampling": {}}, "facecodec")
     assert "vmaf: cannot be judged: the curves do not overlap" in (
         tmp_path / "report.md").read_text()
+
+
+def test_a_setting_not_scored_on_every_clip_is_said_to_be_left_out(tmp_path: Path) -> None:
+    """A rung a short clip cannot be coded at is missing on that clip: the mean curves
+    leave it out (a mean over other clips would mix clip sets), and the report says so."""
+    points = [p for p in _points("facecodec", 1.0, 0.0)
+              if not (p["clip"] == "b" and p["setting"] == "q3")] + _points("x264-rt", 1.0, 0.0)
+    res = write_report(points, tmp_path, {"clips": ["a", "b"], "max_frames": 10,
+                                          "quick": True, "sampling": {}}, "facecodec")
+    assert res["left_out"] == ["facecodec q3 (1 of 2 clips)"]
+    assert [r["setting"] for r in res["curves"]["facecodec"]] == ["q0", "q1", "q2"]
+    assert ("Left out of the mean curves, as not scored on every clip: facecodec q3 (1 of 2 "
+            "clips).") in (tmp_path / "report.md").read_text()
+    full = write_report(_points("facecodec", 1.0, 0.0), tmp_path, {
+        "clips": ["a", "b"], "max_frames": 10, "quick": True, "sampling": {}}, "facecodec")
+    assert full["left_out"] == [] and "Left out" not in (tmp_path / "report.md").read_text()

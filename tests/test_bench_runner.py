@@ -251,9 +251,12 @@ def test_bench_scores_the_frames_asked_for(tmp_path: Path) -> None:
     assert kept == [".json", ".npy"], kept
 
 
-def test_a_training_clip_is_told_apart(tmp_path: Path) -> None:
+def test_a_training_clip_is_told_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The bench notes a training clip (its scores flatter the networks), a copy of one
     too; a validation clip, or another video under a training clip's name, is not one."""
+    from facecodec.bench.facecodec_system import register_renderers
     from facecodec.bench.runner import trained_on
 
     train = DATA / json.loads((DATA / "splits.json").read_text())["train"][0]
@@ -265,6 +268,12 @@ def test_a_training_clip_is_told_apart(tmp_path: Path) -> None:
     assert trained_on(train) and trained_on(copy)
     assert not trained_on(CLIP) and not trained_on(other)
     assert not trained_on(tmp_path / "missing" / train.name)
+    register_renderers()
+    argv = (str(copy), "--quick", "--frames", "2", "--renderers", "warp", "--codecs", "x264-rt",
+            "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"))
+    assert bench_main(_args(*argv)) == 0
+    assert (f"note: {copy} is a training clip: facecodec's networks learnt from it, so its "
+            "scores there flatter them") in capsys.readouterr().err
 
 
 def test_still_system_points(tmp_path: Path) -> None:

@@ -396,7 +396,8 @@ def test_an_avatar_is_marked_so_a_receiver_can_say_whom_it_shows() -> None:
     assert raw[:5] + raw[8:-9] == square[:5] + square[8:-4]
     assert not parse_header(square)[0].avatar and parse_header(square)[2] == (1, 9)
     wide = StreamHeader(**_with(HEADER, pixel_aspect=Fraction(128, 117)))
-    assert parse_header(wide.to_bytes())[2] == (1, 10) and not wide.avatar
+    assert parse_header(wide.to_bytes())[2] == (1, 10)
+    assert not parse_header(wide.to_bytes())[0].avatar
     # 0 marks the sender's own face (no writer here writes it: their streams stay 1.9/1.10)
     own = bytearray(raw[:-5] + b"\x00")
     assert parse_header(_sealed(own))[0] == HEADER

@@ -385,7 +385,8 @@ def test_encode_as_an_avatar_sends_the_portrait_not_the_face(
     # Whom it shows is said wherever the stream is read: a portrait is not the sender.
     r = run_main("info", fcv)
     assert r.returncode == 0 and ".fcv 1.11" in r.stdout
-    assert "avatar: the face is a portrait the sender drives, not the sender's own" in r.stdout
+    assert "the sender appears as an avatar (a portrait they drive, not their own face)" in (
+        r.stdout)
     for k in keys:
         picture = decode_image(k.codec_id, k.image, 256)
         assert image_psnr_y(portrait, picture) > 35  # the portrait, coded

@@ -1437,14 +1437,17 @@ def test_a_senders_viewer_shows_the_face_it_sends(avatar: bool) -> None:
     async def body(url: str) -> None:
         sender = CallOptions(seconds=5, peer=LOOPBACK, audio="none", on_viewer=urls.append,
                              avatar=PORTRAIT if avatar else None)
-        receiver = CallOptions(seconds=7, peer=LOOPBACK, audio="none")
+        said: list[bool] = []
+        receiver = CallOptions(seconds=7, peer=LOOPBACK, audio="none",
+                               on_other_side=said.append)
         sent, got = (await asyncio.gather(
             run_call("selfview", url, str(CLIP), "local", sender),
             run_call("selfview", url, None, "none", receiver),
             watch(),
         ))[:2]
         assert got.frames_rendered > 20
-        assert got.other_side_avatar == avatar  # the receiver says whom it shows
+        # The receiver says whom it shows, once, and nothing of a sender's own face.
+        assert got.other_side_avatar == avatar and said == ([True] if avatar else [])
         assert pictures and pictures[0].shape == (256, 256, 3)
         assert pictures[0].std() > 20  # a picture, not a blank
         # The portrait (a different person) drawn to the sender's expression, or not at all.

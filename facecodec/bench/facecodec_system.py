@@ -77,10 +77,13 @@ _analyses: dict[tuple[str, int, int], Analysis] = {}
 
 
 def analysis_of(path: Path, size: int, max_frames: int) -> Analysis:
-    """The sender's analysis of a clip (tracking, crops, Motion), once per process."""
+    """The sender's analysis of a clip (tracking, crops, Motion), once per process: also
+    kept under the frames it read, which the system asks for (a clip shorter than
+    `max_frames` was analysed twice)."""
     key = (str(Path(path).resolve()), size, max_frames)
     if key not in _analyses:
-        _analyses[key] = analyze_file(path, EncoderSettings(size=size), max_frames=max_frames)
+        a = analyze_file(path, EncoderSettings(size=size), max_frames=max_frames)
+        _analyses[key] = _analyses[(key[0], size, a.report.frames)] = a
     return _analyses[key]
 
 

@@ -69,6 +69,18 @@ def mean_curves(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return dict(curves)
 
 
+def partial_settings(points: list[dict[str, Any]]) -> list[str]:
+    """The settings mean_curves leaves out, each as "system setting (n of m clips)": run on
+    some of the system's clips only (a rung a short clip cannot be coded at)."""
+    clips_of: dict[str, set[str]] = defaultdict(set)
+    on: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for p in points:
+        clips_of[p["system"]].add(p["clip"])
+        on[(p["system"], p["setting"])].add(p["clip"])
+    return [f"{system} {setting} ({len(clips)} of {len(clips_of[system])} clips)"
+            for (system, setting), clips in on.items() if clips != clips_of[system]]
+
+
 def _points(rows: list[dict[str, Any]], rate: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
     ok = [r for r in rows if rate in r and metric in r]
     return np.array([r[rate] for r in ok]), np.array([r[metric] for r in ok])
@@ -402,9 +414,12 @@ def _anchor_lines(res: dict[str, Any]) -> list[str]:
                              (row.get(f"{a}/kbps_all/none", "-"),
                               row.get(f"{a}/kbps_steady/none", "-"))) for a in anchors]
         lines.append(f"| {row['vmaf']} | {kbps} | " + " | ".join(cells) + " |")
-    lines += ["", f"{NOT_REACHED}: the anchor's curve stops below this VMAF; {BELOW_RANGE}: "
-              "the anchor's cheapest point is above it already, so there is no rate of its "
-              f"to compare with; -: {test} does not reach it."]
+    if any(r["kbps_all"] is not None or r["kbps_steady"] is not None
+           for r in res["vmaf_levels"]):
+        lines += ["", f"{NOT_REACHED}: the anchor's curve stops below this VMAF; "
+                  f"{BELOW_RANGE}: the anchor's cheapest point is above it already, so there "
+                  f"is no rate of its to compare with; -: {test} does not reach it (or the "
+                  "anchor has no VMAF scores)."]
     return lines
 
 
@@ -419,6 +434,8 @@ def _markdown(result: dict[str, Any], plots: list[Path]) -> str:
         f"Clips: {', '.join(names)}; "
         f"reference crop: {cfg.get('reference', '?')}; frames per clip: up to {cfg['max_frames']}; "
         f"quick: {cfg['quick']}; metric sampling: {cfg['sampling']}.",
+        *(["", "Left out of the mean curves, as not scored on every clip: "
+           + "; ".join(result["left_out"]) + "."] if result.get("left_out") else []),
         "",
         "## Headline",
         "",
@@ -521,6 +538,7 @@ def write_report(
             kind: per_clip_rates_at_targets(points, kind) for kind in RATE_KINDS
         },
         "curves": curves,
+        "left_out": partial_settings(points),
         "points": points,
     }
     _atomic_write(out_dir / "results.json", json.dumps(_json_safe(result), indent=1))

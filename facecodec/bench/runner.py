@@ -130,9 +130,10 @@ def run_bench(
             print(f"note: {clip} is not the video the earlier results call {ref.name}: its "
                   "codecs are run again", file=sys.stderr)
         elif not same:
-            print(f"note: {ref.name} is cut otherwise than in the earlier results (the "
-                  f"{getattr(reference_fn, '__name__', '?')} crop changed): its codecs are run "
-                  "again", file=sys.stderr)
+            crop_name = ("the BASELINES.md crop" if reference_fn is baselines_reference
+                         else "facecodec's crop, which follows its sender,")
+            print(f"note: {ref.name} is cut otherwise than in the earlier results ({crop_name} "
+                  "changed): its codecs are run again", file=sys.stderr)
         elif had and earlier_digest is None:
             print(f"note: the earlier results do not record which video {ref.name} was; its "
                   "points are taken by name", file=sys.stderr)

@@ -48,6 +48,9 @@ SQUARE_PIXELS_MINOR = 9  # the minor version a square-pixel stream is written as
 ASPECT_MINOR = 10  # the first minor version with the pixel aspect
 AVATAR_MINOR = 11  # the first minor version with the avatar mark
 MAX_HEADER = 0xFFFF  # header_length is a u16
+# What a receiver says of a stream the header marks as an avatar's, after "the sender" or
+# "the other side": whom the picture shows is the viewer's to know.
+AVATAR_WORDS = "appears as an avatar (a portrait they drive, not their own face)"
 MAX_FPS = 120  # frames a second a stream (and an input video) may have
 # A file's frames each have their motion once the face has appeared (frames without it hold
 # the last pose), so the frames held between two drawn ones, or after the last one up to the
@@ -215,7 +218,7 @@ class StreamHeader:
         if minor >= ASPECT_MINOR:
             fields += _ASPECT.pack(self.pixel_aspect.numerator, self.pixel_aspect.denominator)
         if minor >= AVATAR_MINOR:
-            fields += bytes([int(self.avatar)])
+            fields += b"\x01"  # an avatar: only its header is written as 1.11
         total = _LEAD.size + len(fields) + _CRC.size
         body = _LEAD.pack(MAGIC, VERSION_MAJOR, minor, total) + fields
         return body + _CRC.pack(zlib.crc32(body))

@@ -10,7 +10,12 @@ import contextlib
 import os
 from typing import Any
 
-from facecodec.bitstream.container import LAYER_CODEC_NAMES, FcvReader, HoldBudget
+from facecodec.bitstream.container import (
+    AVATAR_WORDS,
+    LAYER_CODEC_NAMES,
+    FcvReader,
+    HoldBudget,
+)
 from facecodec.bitstream.packets import (
     LAYER_TYPES,
     MOTION_TYPES,
@@ -159,8 +164,7 @@ def format_info(d: dict[str, Any]) -> str:
         + ("" if d["pixel_aspect"] == "1:1" else f" (pixels {d['pixel_aspect']})")
         + f", {d['fps']:.3f} fps ({d['fps_num']}/{d['fps_den']})",
         f"  {d['frames']} frames ({d['frames_from']}), {d['duration_s']:.2f} s",
-        *(["  avatar: the face is a portrait the sender drives, not the sender's own"]
-          if d.get("avatar") else []),
+        *([f"  the sender {AVATAR_WORDS}"] if d.get("avatar") else []),
         f"  basis {d['basis_id'] or '-'}, model {d['model_id'] or '-'}, "
         f"restorer {d['restorer'] or '-'},",
         f"  preset {d['preset'] or '-'}, resync every {d['resync_interval'] or '-'} frames, "

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from facecodec.bitstream.container import AVATAR_WORDS
 from facecodec.bitstream.packets import LAYER_TYPES
 from facecodec.capture.camera import STALL_TIMEOUT_S, Camera
 from facecodec.capture.microphone import open_microphone
@@ -146,7 +147,7 @@ class CallOptions:
     on_viewer: Callable[[str], None] | None = None  # told the viewer URL once it listens
     on_frame: Callable[[int, np.ndarray], None] | None = None  # every rendered frame
     on_connected: Callable[[], None] | None = None  # each time a session's channels are open
-    # Each time the other side's stream starts: whether it appears as an avatar.
+    # When the other side starts appearing as an avatar, or stops: whether it now does.
     on_other_side: Callable[[bool], None] | None = None
 
 
@@ -257,6 +258,7 @@ class CallStats:
             "cpu_seconds": self.cpu_seconds,
             "cpu_percent": 100 * self.cpu_seconds / max(self.wall_seconds, 1e-9),
             "wall_seconds": self.wall_seconds,
+            "other_side_avatar": self.other_side_avatar,
         }
 
 
@@ -367,6 +369,7 @@ class _Call:
         self._encode_pool = ThreadPoolExecutor(1, thread_name_prefix="facecodec-encode")
         self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="facecodec-decode")
         self.viewer: Viewer | None = None
+        self._avatar_said = False  # whether the user was last told the other side is an avatar
         self.window = False
         self.next_index = 0  # frame indices keep counting across sessions
         self.shown_aspect = Fraction(1)  # the pixel shape of the pictures received
@@ -498,6 +501,10 @@ class _Call:
             self.stats.keyframe_bytes_sent += peer.stats.keyframe_bytes_sent
             self.stats.layer_bytes_sent += peer.stats.layer_bytes_sent
             await peer.close()
+            # The next peer says for itself whom it shows.
+            self._avatar_said = False
+            if self.viewer is not None:
+                self.viewer.other_side_avatar = False
 
     async def send(self, peer: Peer) -> None:
         """Encode the source in real time; returns when it ends (then the call hangs up)."""
@@ -631,8 +638,9 @@ class _Call:
                     self.stats.other_side_avatar = avatar
                     if self.viewer is not None:
                         self.viewer.other_side_avatar = avatar
-                    if self.options.on_other_side is not None:
-                        self.options.on_other_side(avatar)
+                    if avatar != self._avatar_said and self.options.on_other_side is not None:
+                        self.options.on_other_side(avatar)  # said when it changes
+                    self._avatar_said = avatar
                     queue, link, reported_kbps = QueueDelay(), LinkRate(), None
                 continue
             assert isinstance(event, PacketReceived)
@@ -878,9 +886,8 @@ def ice_servers(args: argparse.Namespace) -> tuple[IceServer, ...]:
 
 def _say_whom(avatar: bool) -> None:
     """Whom the other side's picture shows is the user's to know: a portrait is not them."""
-    if avatar:
-        print("the other side appears as an avatar (a portrait they drive, not their own face)",
-              flush=True)
+    print(f"the other side {AVATAR_WORDS if avatar else 'now shows their own face'}",
+          flush=True)
 
 
 def call_main(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 from aiohttp import web
 
+from facecodec.bitstream.container import AVATAR_WORDS
 from facecodec.errors import FacecodecError
 from facecodec.stream.wire import untrusted_json
 
@@ -44,8 +45,7 @@ img{{image-rendering:auto;width:512px;height:512px;background:#000;object-fit:co
 </head><body>
 <h1>{title}</h1>
 <img id="video" alt="waiting for the first frame">{self_view}
-<p id="who" hidden>The other side appears as an avatar: a portrait they drive, not their
-own face.</p>
+<p id="who" hidden>The other side {avatar_words}.</p>
 <p id="stats">connecting&hellip;</p>
 <p id="audio-state">{audio_text}</p>
 <button id="play-audio" {audio_disabled}>Play audio</button>
@@ -319,6 +319,7 @@ class Viewer:
         body = _PAGE.format(
             title=self.title,
             self_view=self_view,
+            avatar_words=AVATAR_WORDS,
             audio_text=audio_text,
             audio_disabled="" if self.has_audio else "disabled",
             lead_s=AUDIO_LEAD_S,
