@@ -9,7 +9,6 @@ the beep minus the flash in ms (0: in sync).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from facecodec.capture.microphone import RATE
 from facecodec.capture.sound import FileSound
 from facecodec.capture.video import probe, read_frames
 from facecodec.cli import run_guarded
+from facecodec.errors import OneLineParser
 
 SIDE = 64
 
@@ -85,7 +85,7 @@ def _measure(path: Path) -> tuple[float, int, list[int | None]]:
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
+    OneLineParser(description=__doc__.split("\n\n")[0]).parse_args()
     every = [round(i * 1000 / 30) for i in range(90)]
     cases: list[tuple[str, str, Callable[[Path], None], int]] = [
         ("constant 30 fps", ".mp4", lambda p: _write(p, every, [500, 1500, 2500]), 90),

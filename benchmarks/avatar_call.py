@@ -21,7 +21,6 @@ call's receiver (`StreamDecoder`, the call's renderer) draws each stream. Printe
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import sys
 import time
@@ -34,6 +33,7 @@ from facecodec.bench.metrics import face_embeddings, landmark_boxes
 from facecodec.capture.video import probe, read_frames
 from facecodec.cli import run_guarded
 from facecodec.codec.stream import StreamDecoder, StreamEncoder
+from facecodec.errors import OneLineParser
 from facecodec.files import path_arg
 from facecodec.motion.basis import load_basis
 from facecodec.render.edits import Avatar
@@ -110,7 +110,7 @@ def eval_clip(job: tuple[Path, int, Path]) -> tuple[str, dict[str, dict[str, flo
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = OneLineParser(description=__doc__)
     p.add_argument("--split", default="validation")
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--portrait", type=path_arg, default=PORTRAIT)

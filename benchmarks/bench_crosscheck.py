@@ -9,7 +9,6 @@ Only the metrics BASELINES reports are computed, to keep the run short.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from facecodec.bench.reference import DEFAULT_CACHE
 from facecodec.bench.report import REPORT_FILES
 from facecodec.bench.runner import DATA_DIR, run_bench
 from facecodec.cli import run_guarded
+from facecodec.errors import OneLineParser
 from facecodec.files import count, path_arg
 
 FIRST = [
@@ -27,15 +27,19 @@ FIRST = [
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=count, default=6, help="first N validation clips")
     ap.add_argument("--out", type=path_arg, default=Path("out/crosscheck"))
     ap.add_argument("--codecs", nargs="*", default=None)
     ap.add_argument("--cache", type=path_arg, default=DEFAULT_CACHE, metavar="DIR",
                     help=f"where the clips' tracked crops are kept (default {DEFAULT_CACHE})")
     args = ap.parse_args()
-    check_outputs(*(args.out / name for name in REPORT_FILES))  # not after the first clip
+    if args.codecs == []:
+        ap.error("--codecs names no codec: nothing to cross-check")
     names = json.loads((DATA_DIR / "splits.json").read_text())["validation"]
+    if args.clips > len(names):
+        ap.error(f"--clips {args.clips}: the validation split has {len(names)}")
+    check_outputs(*(args.out / name for name in REPORT_FILES))  # not after the first clip
     # Most different clips first, so a run cut short still covers each kind of source.
     names = sorted(names, key=lambda n: FIRST.index(n) if n in FIRST else len(FIRST))
     names = names[: args.clips]

@@ -9,7 +9,6 @@ parsing + motion decoding + mesh-warp rendering, without writing a video file.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from facecodec.cli import run_guarded
 from facecodec.codec.analysis import FaceAnalyzer
 from facecodec.codec.decoder import PacketDecoder
 from facecodec.codec.encoder import EncoderSettings, Packetizer, coder_config
+from facecodec.errors import OneLineParser
 from facecodec.files import count, path_arg
 from facecodec.motion.basis import load_basis
 
@@ -30,7 +30,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = OneLineParser()
     ap.add_argument("clip", nargs="?", type=path_arg, default=DATA / "clips/liveportrait_d19.mp4")
     ap.add_argument("--frames", type=count, default=250)
     ap.add_argument("--size", type=int, default=256, help="crop side: a multiple of "

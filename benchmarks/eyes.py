@@ -22,7 +22,6 @@ tracker.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import cv2
@@ -34,7 +33,7 @@ from facecodec.capture.video import read_frames
 from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, analyze_file, code_analysis, original_crops
-from facecodec.errors import FacecodecError
+from facecodec.errors import FacecodecError, OneLineParser
 from facecodec.face.crop import CropBox
 from facecodec.face.tracker import FaceMesh
 from facecodec.motion.basis import ExpressionBasis, load_basis
@@ -112,7 +111,7 @@ def clip_scores(clip: Path) -> list[tuple[float, float, float, float]]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calibrate", action="store_true")
     ap.add_argument("--split", choices=("train", "validation"), default="validation")
     a = ap.parse_args()

@@ -36,7 +36,7 @@ from facecodec.bitstream.packets import encode_packet
 from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_file
 from facecodec.codec.stream import StreamDecoder
-from facecodec.errors import BitstreamError, FacecodecError
+from facecodec.errors import BitstreamError, FacecodecError, OneLineParser
 from facecodec.files import make_folder, path_arg
 
 
@@ -94,7 +94,7 @@ def call_case(header: bytes, packets: list[bytes], rng: random.Random,
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("streams", type=path_arg, nargs="+")
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=1)

@@ -10,7 +10,6 @@ then PSNR-Y interpolated at fixed byte budgets: the table behind the default cod
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from facecodec.bench.metrics import image_psnr_y
 from facecodec.bench.reference import centre_square
 from facecodec.cli import run_guarded
 from facecodec.codec import keyframe as kf
+from facecodec.errors import OneLineParser
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIPS = [
@@ -56,7 +56,7 @@ def _shipped(name: str):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--clips", nargs="*", default=CLIPS, help="paths relative to shared/data")
     ap.add_argument("--only", default="", help="run only the coders whose name contains this")

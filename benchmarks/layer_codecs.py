@@ -21,7 +21,6 @@ each one's BD-rate against the settings as shipped.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import replace
@@ -42,6 +41,7 @@ from facecodec.codec.layer import (
     code_sequence,
     upsample,
 )
+from facecodec.errors import OneLineParser
 from facecodec.files import path_arg, write_text
 from facecodec.train.splits import load_split
 
@@ -149,7 +149,7 @@ def with_params() -> tuple[str, ...]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = OneLineParser()
     ap.add_argument("--clips", type=int, default=3)
     ap.add_argument("--stage", choices=("codecs", "sizes", "large", "presets", "params"),
                     default="codecs")

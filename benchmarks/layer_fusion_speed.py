@@ -10,7 +10,6 @@ its GFLOPs per 256 px frame (torch's FLOP counter; one multiply-add = 2 FLOPs).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from facecodec.cli import run_guarded
 from facecodec.codec.decoder import PacketDecoder
 from facecodec.codec.encoder import EncoderSettings, analyze_file, code_analysis
+from facecodec.errors import OneLineParser
 from facecodec.files import path_arg
 from facecodec.render.layer_fusion import FusionNet, LayerFusion
 
@@ -36,7 +36,7 @@ def gflops(net: FusionNet, size: int = 256) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = OneLineParser()
     ap.add_argument("--clip", type=path_arg, default=DATA / "clips" / "liveportrait_d14.mp4")
     ap.add_argument("--layer-kbps", type=float, default=8.0)
     ap.add_argument("--threads", type=int, default=2)

@@ -12,7 +12,6 @@ the layer's defaults were chosen on (docs/layer.md), so choices are not made on 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -30,6 +29,7 @@ from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import Analysis, EncoderSettings, code_analysis
 from facecodec.codec.layer_rate import LAYER_MOTION_PRESET
+from facecodec.errors import OneLineParser
 from facecodec.files import path_arg, write_text
 from facecodec.train.splits import load_split
 
@@ -57,7 +57,7 @@ def scored_clips(split: str) -> Iterator[tuple[Path, ReferenceClip, ReferenceFea
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = OneLineParser()
     ap.add_argument("combos", nargs="+", type=parse_combo, help="RATE,SIZE,DIVISOR")
     ap.add_argument("--split", default="train")
     ap.add_argument("--json", type=path_arg, default=None)

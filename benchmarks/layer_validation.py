@@ -11,7 +11,6 @@ keyframe, motion, layer) per second, and the layer alone.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from facecodec.bench.metrics import ReferenceFeatures, evaluate
 from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, code_analysis
+from facecodec.errors import OneLineParser
 from facecodec.files import path_arg, write_text
 from facecodec.train.splits import load_split
 
@@ -33,7 +33,7 @@ METRICS = ("psnr_y", "ms_ssim", "vmaf")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = OneLineParser()
     ap.add_argument("--split", default="validation")
     ap.add_argument("--rates", type=float, nargs="+", default=[4.0, 8.0, 15.0])
     ap.add_argument("--modes", nargs="+", default=list(MODES))

@@ -49,7 +49,7 @@ from facecodec.bench.choice import check_outputs
 from facecodec.capture.feed import LiveFeed
 from facecodec.capture.video import probe, read_frames
 from facecodec.cli import run_guarded
-from facecodec.errors import FacecodecError
+from facecodec.errors import FacecodecError, OneLineParser
 from facecodec.files import path_arg, write_text
 from facecodec.render.registry import CALL_RENDERER
 from facecodec.stream.browser import devtools, find_chromium, headless_chromium
@@ -666,7 +666,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=path_arg, help="video clip to send")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--json", type=path_arg, help="where to write the results")

@@ -18,7 +18,6 @@ hold wherever the live crop moved. Rates are the stream's bytes per second.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -33,6 +32,7 @@ from facecodec.capture.video import probe, read_frames
 from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.stream import StreamEncoder
+from facecodec.errors import OneLineParser
 from facecodec.files import path_arg, write_text
 from facecodec.train.splits import load_split
 
@@ -64,7 +64,7 @@ def live_stream(clip: Path, kbps: float) -> tuple[StreamHeader, list[Packet], np
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = OneLineParser()
     ap.add_argument("--split", default="validation")
     ap.add_argument("--rates", type=float, nargs="+", default=[4.0])
     ap.add_argument("--clips", nargs="+", default=None, help="clip stems (default: all)")

@@ -15,7 +15,6 @@ given with `--compare` (earlier JSON outputs, e.g. from another commit).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from facecodec.capture.video import probe, read_frames
 from facecodec.cli import run_guarded
 from facecodec.codec.layer import LayerDecoder, downscale
 from facecodec.codec.layer_rate import LiveLayer, layer_packet_bytes
+from facecodec.errors import OneLineParser
 from facecodec.files import path_arg, write_text
 from facecodec.train.splits import load_split
 
@@ -98,7 +98,7 @@ def rate_ratio(new: list[dict], old: list[dict]) -> float | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = OneLineParser()
     ap.add_argument("--clips", nargs="+", default=list(CLIPS), help="clip stems")
     ap.add_argument("--rates", type=float, nargs="+", default=[5.0, 8.0, 12.0, 15.0])
     ap.add_argument("--seconds", type=float, default=45.0)

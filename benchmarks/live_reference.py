@@ -16,7 +16,6 @@ processes, so the times are rough).
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import sys
 import time
@@ -32,6 +31,7 @@ from facecodec.cli import run_guarded
 from facecodec.codec.analysis import KeyframeEvent, MotionEvent
 from facecodec.codec.encoder import iter_crops
 from facecodec.codec.stream import StreamDecoder, StreamEncoder
+from facecodec.errors import OneLineParser
 from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -93,7 +93,7 @@ def eval_clip(job: tuple[Path, str]) -> tuple[str, dict[str, dict[str, object]]]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = OneLineParser(description=__doc__)
     p.add_argument("--splits", nargs="+", default=["validation", "validation_unseen"])
     p.add_argument("--preset", default="medium")
     p.add_argument("--jobs", type=int, default=2)

@@ -10,7 +10,6 @@ compared with that frame (PSNR on Y), against the static frame 0.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -29,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from facecodec.bench.choice import check_outputs  # noqa: E402
 from facecodec.cli import run_guarded  # noqa: E402
+from facecodec.errors import OneLineParser  # noqa: E402
 from facecodec.files import path_arg  # noqa: E402
 from facecodec.render.mesh_warp import MeshWarper  # noqa: E402
 
@@ -149,7 +149,7 @@ def write_video(out: Path, frames: np.ndarray, marks: np.ndarray, fps: int = 25)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = OneLineParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clips", nargs="*", default=None,
                     help="paths under shared/data (default: the validation split)")
     ap.add_argument("--frames", type=int, default=150)

@@ -15,7 +15,6 @@ the encoder does, the default).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 
@@ -27,11 +26,12 @@ from facecodec.bench.metrics import evaluate
 from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, code_analysis
+from facecodec.errors import OneLineParser
 from facecodec.motion.presets import PRESETS
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = OneLineParser()
     ap.add_argument("--presets", nargs="+", choices=PRESETS, default=["low", "lowest"])
     ap.add_argument("--targets", nargs="+", type=float, default=[6.5, 10.0, 17.0])
     ap.add_argument("--split", default="train")

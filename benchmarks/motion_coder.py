@@ -10,7 +10,6 @@ jitter, spread) are those of real tracked faces, which is what the coder's rate 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import os
@@ -23,6 +22,7 @@ import numpy as np
 
 from facecodec.capture.video import probe
 from facecodec.cli import run_guarded
+from facecodec.errors import OneLineParser
 from facecodec.files import count, path_arg
 from facecodec.motion.coder import (
     CoderConfig,
@@ -145,7 +145,7 @@ GROUPS = {"rotation": slice(0, 3), "translation": slice(3, 5), "log_scale": slic
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clip", type=path_arg, default=DEFAULT_CLIP)
     ap.add_argument("--frames", type=count, default=300)
     ap.add_argument("--k", type=count, default=16, help="expression coefficients (medium preset)")

@@ -19,7 +19,6 @@ the coded bytes of the patch and of the reference picture.
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import sys
@@ -38,6 +37,7 @@ from facecodec.cli import run_guarded
 from facecodec.codec.analysis import KeyframeEvent, MotionEvent  # noqa: E402
 from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops  # noqa: E402
 from facecodec.codec.keyframe import decode_image, encode_image  # noqa: E402
+from facecodec.errors import OneLineParser
 from facecodec.files import path_arg, write_text
 from facecodec.motion.basis import load_basis  # noqa: E402
 from facecodec.render import topology as topo  # noqa: E402
@@ -140,7 +140,7 @@ def eval_clip(job: tuple[Path, int, int, int]) -> tuple[str, dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = OneLineParser(description=__doc__)
     p.add_argument("--split", default="validation")
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--quality", type=int, nargs="+", default=[40, 60])

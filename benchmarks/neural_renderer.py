@@ -11,7 +11,6 @@ other processes on a shared machine inflate the numbers less.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import sys
@@ -26,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from facecodec.cli import run_guarded
 from facecodec.codec.analysis import MotionEvent
 from facecodec.codec.encoder import EncoderSettings, analyze_file
+from facecodec.errors import OneLineParser
 from facecodec.files import path_arg
 from facecodec.motion.basis import load_basis
 from facecodec.render.neural import (
@@ -76,7 +76,7 @@ def timed_ms(fn: object, n: int, repeats: int = 3) -> tuple[float, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = OneLineParser(description=__doc__)
     p.add_argument("--weights", type=path_arg, default=DEFAULT_WEIGHTS)
     p.add_argument("--frames", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)

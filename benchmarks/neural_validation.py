@@ -16,7 +16,6 @@ each). Writes `<out>/<split>.json` and, for the first `videos` clips, side-by-si
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import sys
@@ -33,6 +32,7 @@ from facecodec.capture.video import VideoWriter
 from facecodec.cli import run_guarded
 from facecodec.codec.analysis import MotionEvent
 from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops
+from facecodec.errors import OneLineParser
 from facecodec.files import path_arg, write_text
 from facecodec.motion.basis import load_basis
 from facecodec.render.base import Renderer
@@ -91,7 +91,7 @@ def eval_clip(job: tuple[Path, int, Path, Path | None]) -> tuple[str, dict[str, 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = OneLineParser(description=__doc__)
     p.add_argument("--split", default="validation")
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--weights", type=path_arg, default=DEFAULT_WEIGHTS)

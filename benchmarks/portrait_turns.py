@@ -12,7 +12,6 @@ Prints every wrong case, the count and the time a picture takes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -25,6 +24,7 @@ from PIL import Image
 from facecodec.capture.picture import read_picture
 from facecodec.capture.video import read_frames
 from facecodec.cli import run_guarded
+from facecodec.errors import OneLineParser
 from facecodec.face.tracker import FaceMesh
 from facecodec.render.edits import stand_upright
 
@@ -55,7 +55,7 @@ def cases(rgb: np.ndarray) -> Iterator[tuple[str, np.ndarray, int]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("source", nargs="?", choices=("portraits", "clips"), default="portraits")
     args = ap.parse_args()
     mesh = FaceMesh(max_faces=2, static=True)

@@ -14,7 +14,6 @@ the choice took. Clips run in parallel worker processes, one thread each.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import sys
 import time
@@ -28,6 +27,7 @@ from facecodec.cli import run_guarded
 from facecodec.codec.analysis import KeyframeEvent, MotionEvent
 from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops
 from facecodec.codec.keyframe import decode_image, encode_image
+from facecodec.errors import OneLineParser
 from facecodec.motion.basis import load_basis
 from facecodec.render.warp import WarpRenderer
 from facecodec.train.splits import load_split
@@ -70,7 +70,7 @@ def eval_clip(job: tuple[Path, int, int]) -> tuple[str, dict[str, object]]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = OneLineParser(description=__doc__)
     p.add_argument("--split", default="validation")
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--quality", type=int, default=40, help="keyframe quality of the pictures")

@@ -14,7 +14,6 @@ references themselves. Writes `<out>/<split>.json`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import sys
@@ -30,6 +29,7 @@ from facecodec.bench.choice import check_outputs
 from facecodec.bench.metrics import ReferenceFeatures, evaluate, luma, psnr_y  # noqa: E402
 from facecodec.cli import run_guarded
 from facecodec.codec.keyframe import round_trip  # noqa: E402
+from facecodec.errors import OneLineParser
 from facecodec.files import path_arg  # noqa: E402
 from facecodec.motion.basis import ExpressionBasis, load_basis  # noqa: E402
 from facecodec.motion.motion import Motion  # noqa: E402
@@ -99,7 +99,7 @@ def eval_clip(job: tuple[Path, int, tuple[int, ...], Path]) -> tuple[str, dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = OneLineParser(description=__doc__)
     p.add_argument("--split", default="validation")
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--quality", type=int, nargs="+", default=[25, 40, 60, 92])

@@ -14,7 +14,6 @@ frames), each panel labelled with its system, rate and VMAF:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from facecodec.cli import run_guarded
 from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, code_analysis
 from facecodec.codec.layer_rate import LAYER_MOTION_PRESET
+from facecodec.errors import OneLineParser
 from facecodec.files import make_folder, path_arg
 from facecodec.render.pose import PoseEdit
 
@@ -113,7 +113,7 @@ def run(clip: Path, out: Path) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = OneLineParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clips", nargs="+", default=["liveportrait_d19", "grid_swiz3n"],
                     help="validation clip names (files under ../shared/data/clips)")
     ap.add_argument("--out", type=path_arg, default=Path("out/video"))

@@ -15,7 +15,6 @@ parallel worker processes, one thread each.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ from facecodec.codec.decoder import decode_packets
 from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops
 from facecodec.codec.layer_rate import uses_layer
 from facecodec.codec.scoring import score_streams
-from facecodec.errors import FacecodecError
+from facecodec.errors import FacecodecError, OneLineParser
 from facecodec.train.splits import load_split
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -70,7 +69,7 @@ def eval_clip(job: tuple[Path, int, list[float]]) -> tuple[str, list[dict[str, o
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = OneLineParser(description=__doc__)
     p.add_argument("--split", default="validation")
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--targets", type=float, nargs="+", default=[3, 6, 8, 12, 16])

@@ -11,7 +11,6 @@ split's cache first if it is missing (about 85 s on 2 cores).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Iterable
@@ -21,6 +20,7 @@ import cv2
 import torch
 
 from facecodec.cli import run_guarded
+from facecodec.errors import OneLineParser
 from facecodec.files import path_arg
 from facecodec.train.dataset import PairSampler, PairStream, build_cache
 from facecodec.train.trainer import DEFAULT_CACHE, TrainConfig
@@ -40,7 +40,7 @@ def rate(batches: Iterable[object], batch: int, seconds: float) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", type=path_arg, default=Path("configs/refiner_gpu_open.json"))
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     p.add_argument("--seconds", type=float, default=20.0)

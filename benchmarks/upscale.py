@@ -14,7 +14,6 @@ with a K kbps low-resolution layer as well (the upscaler then works on the fused
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -28,13 +27,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from facecodec.bench.metrics import image_psnr_y
 from facecodec.capture.video import read_frames
 from facecodec.cli import run_guarded
+from facecodec.errors import OneLineParser
 from facecodec.render.upscale import Upscaler
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = OneLineParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--layer-kbps", type=float, default=0.0,
                     help="code the reconstructions with a layer of this rate")

@@ -10,7 +10,6 @@ reconstruction against the source cut with the encoder's own crops.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from facecodec.codec.encoder import (
     original_crops,
 )
 from facecodec.demo import side_by_side
+from facecodec.errors import OneLineParser
 from facecodec.files import path_arg, write_text
 from facecodec.train.splits import load_split
 
@@ -36,7 +36,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = OneLineParser()
     ap.add_argument("--split", default="validation")
     ap.add_argument("--json", type=path_arg, default=None)
     ap.add_argument("--side-by-side", default=None, help="clip stem to write a video for")

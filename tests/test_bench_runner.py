@@ -61,6 +61,12 @@ def test_rerun_reuses_conventional_points(tmp_path: Path) -> None:
     high = {**first["points"][0], "psnr_y": "high"}
     with pytest.raises(FacecodecError, match="psnr_y"):
         run_bench([CLIP], tmp_path / "c", reuse={**first, "points": [high]}, **kw)
+    # Numbers a run cannot have made: an infinite score or rate, a negative rate.
+    for field, value in (("psnr_y", float("inf")), ("kbps_all", 1e400), ("kbps_steady", -5.0),
+                         ("bytes_all", -1)):
+        bad = {**first["points"][0], field: value}
+        with pytest.raises(FacecodecError, match=f"without {field}"):
+            run_bench([CLIP], tmp_path / "c", reuse={**first, "points": [bad]}, **kw)
 
 
 def test_a_rerun_takes_earlier_points_only_for_the_same_video(
@@ -234,8 +240,13 @@ def test_a_rung_a_short_clip_cannot_be_coded_at_is_left_out(
                     reference_fn=facecodec_reference, max_frames=2, metrics=("psnr_y",),
                     cache_dir=None)
     assert sorted(p["setting"] for p in res["points"]) == ["low-k40", "medium-k60"]
-    assert ("note: grid_swiz3n: lowest-layer8 skipped: layer rate 8 kbps is below the lowest "
-            "this clip allows") in capsys.readouterr().err
+    assert ("note: facecodec-warp lowest-layer8 skipped on grid_swiz3n: layer rate 8 kbps is "
+            "below the lowest this clip allows") in capsys.readouterr().err
+    # Said in the report too, which a rung skipped on every clip left without a word.
+    [skip] = res["config"]["skipped"]
+    assert skip.startswith("facecodec-warp lowest-layer8 on grid_swiz3n (layer rate 8 kbps")
+    assert f"Not scored (the system could not code the clip at the setting): {skip}." in (
+        tmp_path / "out" / "report.md").read_text()
 
 
 def test_bench_scores_the_frames_asked_for(tmp_path: Path) -> None:
@@ -269,11 +280,25 @@ def test_a_training_clip_is_told_apart(
     assert not trained_on(CLIP) and not trained_on(other)
     assert not trained_on(tmp_path / "missing" / train.name)
     register_renderers()
+    renamed = tmp_path / "renamed.mp4"
+    renamed.write_bytes(train.read_bytes())
+    assert trained_on(renamed)  # by content, whatever its name
     argv = (str(copy), "--quick", "--frames", "2", "--renderers", "warp", "--codecs", "x264-rt",
             "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"))
     assert bench_main(_args(*argv)) == 0
     assert (f"note: {copy} is a training clip: facecodec's networks learnt from it, so its "
             "scores there flatter them") in capsys.readouterr().err
+    assert f"Training clips (facecodec's networks learnt from them, so its scores there " \
+           f"flatter them): {copy.stem}." in (tmp_path / "out" / "report.md").read_text()
+    # A run refused for its --reuse is one line: no note comes before the error.
+    earlier = json.loads((tmp_path / "out" / "results.json").read_text())
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    again = (*argv[:3], "3", *argv[4:-4], "--out", str(tmp_path / "again"),
+             "--reuse", str(tmp_path / "earlier.json"))
+    assert bench_main(_args(*again)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("facecodec: error: cannot reuse the earlier results: they were "
+                          "scored with another max_frames 2, here 3") and err.count("\n") == 1
 
 
 def test_still_system_points(tmp_path: Path) -> None:

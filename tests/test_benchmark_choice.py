@@ -55,6 +55,12 @@ def test_an_output_is_checked_and_its_folder_made_before_the_work(tmp_path: Path
     (["side_by_side.py", "--out", "{file}/out"], "cannot create folder"),
     (["bench_crosscheck.py", "--clips", "1", "--out", "{file}/out"], "cannot create folder"),
     (["motion_coder.py", "--clip", "{file}"], "not a video file PyAV can read"),
+    # A mistyped argument is one line too (argparse printed its usage block first), and
+    # bench_crosscheck refuses what it would have run as nothing or quietly cut.
+    (["bench_crosscheck.py", "--clips", "0"], "argument --clips: must be 1 or more"),
+    (["bench_crosscheck.py", "--clips", "9"], "--clips 9: the validation split has 6"),
+    (["bench_crosscheck.py", "--codecs"], "--codecs names no codec"),
+    (["neural_renderer.py", "--no-such-option"], "unrecognized arguments: --no-such-option"),
 ])
 def test_a_benchmark_refuses_its_arguments_in_one_line_before_it_works(
         data_dir: Path, tmp_path: Path, args: list[str], message: str) -> None:

@@ -716,6 +716,7 @@ def test_a_mistyped_argument_is_one_line_naming_it(run_cli: Run, tmp_path: Path)
         (("bench", "--out", ""), "facecodec bench", "argument --out: an empty name"),
         (("bench", ""), "facecodec bench", "argument clips: an empty name"),
         (("bench", "--frames", "0"), "facecodec bench", "argument --frames: must be 1 or more"),
+        (("bench", "--frames", "1"), "facecodec bench", "argument --frames: must be 2 or more"),
         (("call", "room1", "--stats-json", ""), "facecodec call", "argument --stats-json: an "
          "empty name"),
     ):

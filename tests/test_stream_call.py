@@ -1457,6 +1457,30 @@ def test_a_senders_viewer_shows_the_face_it_sends(avatar: bool) -> None:
     run(body, timeout=40)
 
 
+def test_a_receiver_says_when_the_other_side_stops_appearing_as_an_avatar() -> None:
+    """A peer that comes back as their own face after one that appeared as an avatar is said
+    to: the last thing the terminal said was the avatar."""
+    from facecodec.stream.call import CallOptions, run_call
+
+    require(CLIP)
+    said: list[bool] = []
+
+    async def body(url: str) -> None:
+        receiver = CallOptions(seconds=20, peer=LOOPBACK, audio="none", reconnect=True,
+                               on_other_side=said.append)
+
+        async def senders() -> None:
+            for avatar in (require(PORTRAIT), None):
+                await run_call("whom", url, str(CLIP), "none", CallOptions(
+                    seconds=3, peer=LOOPBACK, audio="none", avatar=avatar))
+
+        got = (await asyncio.gather(run_call("whom", url, None, "none", receiver),
+                                    senders()))[0]
+        assert said == [True, False] and not got.other_side_avatar and got.sessions == 2
+
+    run(body, timeout=45)
+
+
 def test_a_call_shows_an_anamorphic_sources_pixels_square() -> None:
     """carphone's pixels are 128:117 wide: the stream header says so, and both viewers
     (the receiver's picture and the sender's own face) show the 256 px crop 280 px wide,

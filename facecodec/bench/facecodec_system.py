@@ -7,14 +7,13 @@ re-framing; conventional codecs code exactly those frames.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from facecodec.bench.reference import ReferenceClip
 from facecodec.bench.runner import register_system
-from facecodec.bench.system import SystemFn, SystemPoint
+from facecodec.bench.system import Skipped, SystemFn, SystemPoint
 from facecodec.bitstream.packets import (
     IMAGE_FROM_LAYER,
     LAYER_TYPES,
@@ -115,9 +114,9 @@ def facecodec_system(renderers: tuple[str, ...] = ("warp",), quick: bool = False
     `facecodec-<renderer>`; the rate counts every byte of the .fcv stream."""
     ladder = QUICK_LADDER if quick else LADDER
 
-    def run(ref: ReferenceClip, source: Path) -> list[SystemPoint]:
+    def run(ref: ReferenceClip, source: Path) -> list[SystemPoint | Skipped]:
         a = analysis_of(source, ref.size, len(ref.frames))
-        points = []
+        points: list[SystemPoint | Skipped] = []
         for rung in ladder:
             try:
                 r = code_analysis(a, EncoderSettings(
@@ -125,7 +124,8 @@ def facecodec_system(renderers: tuple[str, ...] = ("warp",), quick: bool = False
                     layer_kbps=rung.layer_kbps, layer_crf=rung.layer_crf,
                     surround=rung.surround))
             except RateTooLow as e:  # a short clip: the report leaves the rung out
-                print(f"note: {ref.name}: {rung.label} skipped: {e}", file=sys.stderr)
+                points += [Skipped(f"facecodec-{renderer}", rung.label, str(e))
+                           for renderer in renderers]
                 continue
             total = r.total_bytes
             steady = total - len(r.header.to_bytes()) - first_reference_bytes(r.packets)

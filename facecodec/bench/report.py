@@ -434,6 +434,11 @@ def _markdown(result: dict[str, Any], plots: list[Path]) -> str:
         f"Clips: {', '.join(names)}; "
         f"reference crop: {cfg.get('reference', '?')}; frames per clip: up to {cfg['max_frames']}; "
         f"quick: {cfg['quick']}; metric sampling: {cfg['sampling']}.",
+        *(["", "Training clips (facecodec's networks learnt from them, so its scores there "
+           "flatter them): " + ", ".join(cfg["training_clips"]) + "."]
+          if cfg.get("training_clips") else []),
+        *(["", "Not scored (the system could not code the clip at the setting): "
+           + "; ".join(cfg["skipped"]) + "."] if cfg.get("skipped") else []),
         *(["", "Left out of the mean curves, as not scored on every clip: "
            + "; ".join(result["left_out"]) + "."] if result.get("left_out") else []),
         "",

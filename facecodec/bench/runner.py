@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from facecodec.bench.reference import (
     reference_clip,
 )
 from facecodec.bench.report import REPORT_FILES, anchor_summary, write_report
-from facecodec.bench.system import SystemFn
+from facecodec.bench.system import Skipped, SystemFn
 from facecodec.capture.video import is_still_picture
 from facecodec.errors import FacecodecError
 from facecodec.face.tracker import without_face_advice
@@ -110,6 +111,8 @@ def run_bench(
     # same way (facecodec's crop follows its sender, which may change between runs).
     clip_ids: dict[str, str] = {}
     crop_ids: dict[str, str] = {}
+    skipped: list[str] = []  # settings a system could not code a clip at, and why
+    training: list[str] = []  # training clips facecodec's networks were benched on
     points: list[dict[str, Any]] = []
     result: dict[str, Any] = {}
     t0 = time.time()
@@ -120,6 +123,11 @@ def run_bench(
             ref = reference_clip(clip, 256, frames, cache_dir, reference_fn)
         except FacecodecError as e:
             raise FacecodecError(_about(clip, e)) from None
+        if extra and trained_on(clip):
+            training.append(ref.name)
+            print(f"note: {clip} is a training clip: facecodec's networks learnt from it, "
+                  "so its scores there flatter them (the validation split holds clips "
+                  "they never saw)", file=sys.stderr)
         feats = ReferenceFeatures.compute(ref.frames, **sampling)
         fps = float(ref.fps)
         digest, crop = content_id(clip), frames_id(ref.frames)
@@ -154,6 +162,11 @@ def run_bench(
             except FacecodecError as e:
                 raise FacecodecError(f"{name}: {_about(clip, e)}") from None
             for p in fresh:
+                if isinstance(p, Skipped):
+                    skipped.append(f"{p.system} {p.setting} on {ref.name} ({p.why})")
+                    print(f"note: {p.system} {p.setting} skipped on {ref.name}: {p.why}",
+                          file=sys.stderr)
+                    continue
                 if p.frames.shape != ref.frames.shape:
                     raise FacecodecError(
                         f"{name} {p.setting} on {ref.name}: gave frames {p.frames.shape}, "
@@ -173,7 +186,8 @@ def run_bench(
         # complete results for the clips it finished.
         config = {
             "clips": [str(c) for c in clips], "clips_done": sorted({p["clip"] for p in points}),
-            "clip_ids": clip_ids, "crop_ids": crop_ids,
+            "clip_ids": clip_ids, "crop_ids": crop_ids, "skipped": skipped,
+            "training_clips": training,
             "systems": list(runners), "reference": getattr(reference_fn, "__name__", "?"),
             "quick": quick, "max_frames": frames,
             "sampling": sampling, "anchor": HEADLINE_ANCHOR,
@@ -253,25 +267,30 @@ def check_results(results: object) -> None:
         bad = [k for k, kind in _POINT_FIELDS.items()
                if not (isinstance(p, dict) and isinstance(p.get(k), kind)
                        and not isinstance(p.get(k), bool))]
-        if not bad:
+        if not bad:  # scores: numbers (None where unscored); rates and bytes not negative
             bad = [k for k, v in p.items() if k not in _POINT_FIELDS and not (
-                v is None or isinstance(v, (int, float)) and not isinstance(v, bool))]
+                v is None or isinstance(v, (int, float)) and not isinstance(v, bool)
+                and math.isfinite(v))]
+            bad += [k for k in _POINT_FIELDS if k.startswith(("kbps", "bytes"))
+                    and not (math.isfinite(p[k]) and p[k] >= 0)]
         if bad:
             raise FacecodecError(f"cannot reuse the earlier results: a point without "
                                  f"{', '.join(bad)} (or of the wrong kind)")
 
 
 def trained_on(clip: Path) -> bool:
-    """Whether `clip` is one of the shared train split's clips (by name and content: a copy
-    elsewhere is one too)."""
+    """Whether `clip` is one of the shared train split's clips, by content: a copy under
+    any name is one too."""
     try:
         train = json.loads((DATA_DIR / "splits.json").read_text())["train"]
     except (OSError, ValueError, KeyError, TypeError):
         return False  # no shared data here: nothing to tell
-    same = [DATA_DIR / t for t in train if isinstance(t, str) and Path(t).name == clip.name]
     try:
-        return any(t.is_file() and content_id(t) == content_id(clip) for t in same)
-    except FacecodecError:  # an unreadable clip is named by the run itself
+        size = clip.stat().st_size
+        same = [DATA_DIR / t for t in train if isinstance(t, str)
+                and (DATA_DIR / t).is_file() and (DATA_DIR / t).stat().st_size == size]
+        return any(content_id(t) == content_id(clip) for t in same)
+    except (OSError, FacecodecError):  # an unreadable clip is named by the run itself
         return False
 
 
@@ -297,15 +316,25 @@ def resolve_clips(items: list[Path], quick: bool) -> list[Path]:
     return out
 
 
+def _frames_arg(text: str) -> int:
+    """--frames: a whole number from 2 (steady-state rates and jitter leave the first frame
+    out: over one frame there is nothing to score them on)."""
+    n = count(text)
+    if n < 2:
+        raise argparse.ArgumentTypeError(f"must be 2 or more, got {n} (steady-state rates "
+                                         "leave out the first frame)")
+    return n
+
+
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare `facecodec bench` options on the CLI's sub-parser."""
     parser.add_argument("clips", nargs="*", type=path_arg,
                         help="video files or folders (default: validation)")
     parser.add_argument("--out", type=path_arg, default=Path("out/bench"), help="output folder")
     parser.add_argument("--quick", action="store_true", help="short clips, sparse ladders")
-    parser.add_argument("--frames", type=count, default=None, metavar="N",
-                        help="frames scored from the start of each clip (default 150; "
-                        "quick: 40)")
+    parser.add_argument("--frames", type=_frames_arg, default=None, metavar="N",
+                        help="frames scored from the start of each clip, 2 or more (default "
+                        "150; quick: 40)")
     parser.add_argument(
         "--codecs", nargs="*", default=None, metavar="NAME",
         help=f"conventional codecs to run (default: all; quick: {' '.join(QUICK_CODECS)}); "
@@ -354,6 +383,9 @@ def bench_main(args: argparse.Namespace) -> int:
             except (OSError, ValueError) as e:
                 raise FacecodecError(f"cannot read {args.reuse}: {e}") from None
             check_results(reuse)
+            # Scored another way: refused now, before any note (a refusal is one line).
+            _reusable(reuse, reference, args.frames or (40 if args.quick else 150), SAMPLING,
+                      args.quick)
         extra = {r: SYSTEM_FACTORIES[r](args.quick) for r in args.renderers}
         make_folder(args.out)  # inputs checked first; an unwritable --out fails before the run
         for name in REPORT_FILES:  # each checked before the run
@@ -361,11 +393,6 @@ def bench_main(args: argparse.Namespace) -> int:
         if not args.renderers:  # after the checks: a refusal is one line
             print("note: no --renderers: only the conventional codecs are scored, with no "
                   "headline (add --renderers neural warp to bench facecodec)", file=sys.stderr)
-        for clip in clips if args.renderers else []:
-            if trained_on(clip):
-                print(f"note: {clip} is a training clip: facecodec's networks learnt from it, "
-                      "so its scores there flatter them (the validation split holds clips "
-                      "they never saw)", file=sys.stderr)
         result = run_bench(
             clips, args.out, codecs, args.quick, extra, reference, max_frames=args.frames,
             cache_dir=args.cache, reuse=reuse,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +55,17 @@ class SystemPoint:
         }
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A setting a system could not code this clip at (`why`, one line): the bench says so
+    and records it, and the report's mean curves leave the setting out."""
+
+    system: str
+    setting: str
+    why: str
+
+
 # The plug-in point for the codec under test: given the reference clip (and the source
 # file, for systems that crop or track on their own), return one point per rate setting,
-# each with exactly as many decoded frames as the reference has.
-SystemFn = Callable[[ReferenceClip, Path], list[SystemPoint]]
+# each with exactly as many decoded frames as the reference has, or a Skipped in its place.
+SystemFn = Callable[[ReferenceClip, Path], Sequence[SystemPoint | Skipped]]

@@ -369,7 +369,9 @@ class _Call:
         self._encode_pool = ThreadPoolExecutor(1, thread_name_prefix="facecodec-encode")
         self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="facecodec-decode")
         self.viewer: Viewer | None = None
-        self._avatar_said = False  # whether the user was last told the other side is an avatar
+        # Whether the user was last told the other side is an avatar: told again only when
+        # that changes, across peers too (one that comes back as their own face says so).
+        self._avatar_said = False
         self.window = False
         self.next_index = 0  # frame indices keep counting across sessions
         self.shown_aspect = Fraction(1)  # the pixel shape of the pictures received
@@ -501,9 +503,7 @@ class _Call:
             self.stats.keyframe_bytes_sent += peer.stats.keyframe_bytes_sent
             self.stats.layer_bytes_sent += peer.stats.layer_bytes_sent
             await peer.close()
-            # The next peer says for itself whom it shows.
-            self._avatar_said = False
-            if self.viewer is not None:
+            if self.viewer is not None:  # the page shows no one now
                 self.viewer.other_side_avatar = False
 
     async def send(self, peer: Peer) -> None:
@@ -884,6 +884,11 @@ def ice_servers(args: argparse.Namespace) -> tuple[IceServer, ...]:
     return tuple(servers)
 
 
+def _count(n: int, thing: str) -> str:
+    """'1 frame', '2 frames'."""
+    return f"{n} {thing}" + ("" if n == 1 else "s")
+
+
 def _say_whom(avatar: bool) -> None:
     """Whom the other side's picture shows is the user's to know: a portrait is not them."""
     print(f"the other side {AVATAR_WORDS if avatar else 'now shows their own face'}",
@@ -985,11 +990,12 @@ def call_main(args: argparse.Namespace) -> int:
         f"motion {s['motion_kbps']:.2f} kbps, layer {s['layer_kbps']:.2f} kbps, "
         f"audio {s['audio_kbps']:.1f} kbps, "
         f"latency p50 {s['latency_p50_ms'] or 0:.0f} ms"
-        + (f", {s['frames_concealed']} frames lost on the way (longest freeze "
+        + (f", {_count(s['frames_concealed'], 'frame')} lost on the way (longest freeze "
            f"{s['max_render_gap_ms'] or 0:.0f} ms)" if s["frames_concealed"] else "")
-        + (f", {s['frames_late']} frames not drawn (behind real time)" if s["frames_late"] else "")
+        + (f", {_count(s['frames_late'], 'frame')} not drawn (behind real time)"
+           if s["frames_late"] else "")
         + (f", {s['frames_hurried']} drawn the cheap way" if s["frames_hurried"] else "")
-        + (f", {s['malformed_received']} malformed messages dropped"
+        + (f", {_count(s['malformed_received'], 'malformed message')} dropped"
            if s["malformed_received"] else ""),
         flush=True,
     )
