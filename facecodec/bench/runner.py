@@ -382,8 +382,8 @@ def bench_main(args: argparse.Namespace) -> int:
                 reuse = json.loads(args.reuse.read_text())
             except (OSError, ValueError) as e:
                 raise FacecodecError(f"cannot read {args.reuse}: {e}") from None
-            check_results(reuse)
-            # Scored another way: refused now, before any note (a refusal is one line).
+            # Not a bench's results, or scored another way: refused now, before any note
+            # (a refusal is one line).
             _reusable(reuse, reference, args.frames or (40 if args.quick else 150), SAMPLING,
                       args.quick)
         extra = {r: SYSTEM_FACTORIES[r](args.quick) for r in args.renderers}

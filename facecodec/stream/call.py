@@ -369,9 +369,6 @@ class _Call:
         self._encode_pool = ThreadPoolExecutor(1, thread_name_prefix="facecodec-encode")
         self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="facecodec-decode")
         self.viewer: Viewer | None = None
-        # Whether the user was last told the other side is an avatar: told again only when
-        # that changes, across peers too (one that comes back as their own face says so).
-        self._avatar_said = False
         self.window = False
         self.next_index = 0  # frame indices keep counting across sessions
         self.shown_aspect = Fraction(1)  # the pixel shape of the pictures received
@@ -635,12 +632,14 @@ class _Call:
                     t0, fps, last_index = msg["t0"], msg["fps"], None
                     self.shown_aspect = decoder.decoder.header.pixel_aspect
                     avatar = decoder.decoder.header.avatar
+                    # Said when it changes, across peers too: one that comes back as their
+                    # own face after an avatar says so.
+                    if (avatar != self.stats.other_side_avatar
+                            and self.options.on_other_side is not None):
+                        self.options.on_other_side(avatar)
                     self.stats.other_side_avatar = avatar
                     if self.viewer is not None:
                         self.viewer.other_side_avatar = avatar
-                    if avatar != self._avatar_said and self.options.on_other_side is not None:
-                        self.options.on_other_side(avatar)  # said when it changes
-                    self._avatar_said = avatar
                     queue, link, reported_kbps = QueueDelay(), LinkRate(), None
                 continue
             assert isinstance(event, PacketReceived)
