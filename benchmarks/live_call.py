@@ -622,6 +622,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "frames_skipped": sent["frames_skipped"],
         "frames_rendered": received["frames_rendered"],
         "frames_concealed": received["frames_concealed"],
+        "frames_unsent": received["frames_unsent"],
         "frames_late": received["frames_late"],
         "frames_hurried": received["frames_hurried"],
         "keyframe_requests": received["keyframe_requests_sent"],

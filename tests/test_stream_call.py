@@ -1273,6 +1273,7 @@ def test_loopback_call_renders_frames_with_loss() -> None:
         assert got.latencies_ms and min(got.latencies_ms) >= 0
         # Lost motion was answered by asking for a RESYNC (only what comes in is lost).
         assert 0 < sent.resync_requests_received <= got.resync_requests_sent
+        assert got.frames_concealed > 0, got
 
     run(body, timeout=40)
 
@@ -1387,6 +1388,8 @@ def test_a_camera_slower_than_it_says_leaves_slots_empty(tmp_path: Path) -> None
         sent, got = await call_pair(url, "slow", sender, receiver, None)
         assert sent.frames_sent > 20 and 20 < got.frames_rendered <= sent.frames_sent
         assert 0.7 < sent.frames_skipped / sent.frames_sent < 1.4, sent
+        # The receiver holds a frame over each empty slot, and knows nobody lost it.
+        assert got.frames_concealed == 0 and got.frames_unsent > 0.5 * got.frames_rendered, got
         assert sent.layer_bytes_sent > 0 and got.frames_fused > 0.5 * got.frames_rendered
         assert got.latencies_ms and 0 <= min(got.latencies_ms) < 500
 

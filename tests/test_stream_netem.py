@@ -95,10 +95,12 @@ def test_call_survives_delay_jitter_and_loss(
     assert received["fps"] >= 1.0, received
     # 30 +- 10 ms one way: no frame is shown sooner than that after its capture slot.
     assert received["latency_p50_ms"] >= 20.0, received
-    # Concealed frames are indices skipped between rendered ones: frames lost in transit, or
-    # never encoded because the sender fell behind real time (frames_skipped).
+    # Indices skipped between rendered ones are frames lost in transit (concealed), or never
+    # encoded because the sender fell behind real time (its frames_skipped, our unsent).
     captured = sent["frames_sent"] + sent["frames_skipped"]
-    assert 0 <= received["frames_concealed"] <= captured - rendered, (sent, received)
+    gaps = received["frames_concealed"] + received["frames_unsent"]
+    assert 0 <= gaps <= captured - rendered, (sent, received)
+    assert received["frames_unsent"] <= sent["frames_skipped"], (sent, received)
     if loss >= 0.2:
         # The kernel path really dropped motion (P(no loss in 25 packets) < 0.4 %), the
         # receiver concealed it, and ICE, DTLS, SCTP and audio over the same path still worked.

@@ -162,6 +162,9 @@ class CallStats:
     frames_skipped: int = 0  # captured while the encoder was behind real time: not encoded
     frames_rendered: int = 0
     frames_concealed: int = 0  # frame indices lost, never decoded (last frame held instead)
+    # Frame indices the other side never sent (its sender was behind real time, or its
+    # camera left slots empty): the last frame held as for a loss, though nothing was lost.
+    frames_unsent: int = 0
     frames_late: int = 0  # decoded but not drawn: their packet came while the receiver was behind
     frames_fused: int = 0  # frames drawn with the low-resolution layer
     # Drawn the cheap way (the refiner, or the layer's fusion network, skipped): the
@@ -226,6 +229,7 @@ class CallStats:
             "frames_skipped": self.frames_skipped,
             "frames_rendered": self.frames_rendered,
             "frames_concealed": self.frames_concealed,
+            "frames_unsent": self.frames_unsent,
             "frames_late": self.frames_late,
             "frames_fused": self.frames_fused,
             "frames_hurried": self.frames_hurried,
@@ -587,6 +591,9 @@ class _Call:
         last_report = time.monotonic()
         reported = (0, 0)  # motion packets (lost, received) at the last loss report
         last_index: int | None = None
+        # Whether motion went missing since the last frame drawn (lost on the way, or came
+        # and could not be drawn): a gap in frame indices with none is the sender's.
+        missed, seen_lost = False, 0
         queue, link = QueueDelay(), LinkRate()
         reported_kbps: float | None = None
         sound = SoundRate()  # this peer's sound starts at the asked rate (Peer: use_opus)
@@ -648,6 +655,8 @@ class _Call:
             fused, undrawn = decoder.stats.frames_fused, decoder.stats.frames_undrawn
             newest = decoder.last_frame
             hurried, holds = decoder.stats.frames_hurried, decoder.stats.motion_holds
+            missed |= peer.stats.motion_seq.lost > seen_lost
+            seen_lost = peer.stats.motion_seq.lost
             waited = time.time() - event.arrival
             late, hurry_s = self.options.late_s, self.options.hurry_s
             draw = late is None or waited <= late
@@ -659,6 +668,8 @@ class _Call:
             except BitstreamError:
                 self.stats.decode_errors += 1
                 frames = []
+            if not event.info.reliable and draw and not frames:
+                missed = True  # held (a loss before it, its keyframe missing) or stale
             if event.info.reliable:
                 link.other(event.arrival, t0 + event.info.timestamp / fps, len(event.data),
                            shared=event.info.type in LAYER_TYPES)
@@ -686,7 +697,11 @@ class _Call:
                 if first is None:
                     first = (index, time.time())
                 if last_index is not None and index > last_index + 1:
-                    self.stats.frames_concealed += index - last_index - 1
+                    if missed:
+                        self.stats.frames_concealed += index - last_index - 1
+                    else:
+                        self.stats.frames_unsent += index - last_index - 1
+                missed = False
                 last_index = index if last_index is None else max(last_index, index)
             # A drop in the link's estimate is reported at once: the link is full now.
             dropped = (reported_kbps is not None and link.kbps is not None
@@ -991,6 +1006,8 @@ def call_main(args: argparse.Namespace) -> int:
         f"latency p50 {s['latency_p50_ms'] or 0:.0f} ms"
         + (f", {_count(s['frames_concealed'], 'frame')} lost on the way (longest freeze "
            f"{s['max_render_gap_ms'] or 0:.0f} ms)" if s["frames_concealed"] else "")
+        + (f", {_count(s['frames_unsent'], 'frame')} not sent by the other side (its camera or encoder was behind)"
+           if s["frames_unsent"] else "")
         + (f", {_count(s['frames_late'], 'frame')} not drawn (behind real time)"
            if s["frames_late"] else "")
         + (f", {s['frames_hurried']} drawn the cheap way" if s["frames_hurried"] else "")
