@@ -121,13 +121,19 @@ def _no_face_warning(missing: list[int], frames: int, first_face: int, layer: bo
 def _decode(a: argparse.Namespace) -> int:
     pose = pose_of(a)  # angles out of range are refused before the decoder loads
 
-    from facecodec.bitstream.container import AVATAR_WORDS
+    from facecodec.bitstream.container import AVATAR_WORDS, StreamHeader
     from facecodec.codec.decoder import decode_file
     from facecodec.render.edits import EyeContact
 
     eyes = EyeContact(a.eye_contact) if a.eye_contact is not None else None
+
+    def whom(header: StreamHeader) -> None:
+        # Frames on standard output are watched as they come: the summary line is too late.
+        if header.avatar and to_stdout(a.output):
+            print(f"note: the sender {AVATAR_WORDS}", file=sys.stderr, flush=True)
+
     r = decode_file(a.input, a.output, renderer=a.renderer, pose=pose, avatar=a.avatar,
-                    layer=a.layer, upscale=a.upscale, eye_contact=eyes)
+                    layer=a.layer, upscale=a.upscale, eye_contact=eyes, on_header=whom)
     written = "standard output" if to_stdout(a.output) else a.output
     if r.error:
         print(
@@ -152,12 +158,13 @@ def _decode(a: argparse.Namespace) -> int:
         print(f"note: --layer {a.layer} changes nothing: {a.input} has no low-resolution layer",
               file=sys.stderr)
     bad = f"; {st.restore_bad} bad RESTORE packets ignored" if st.restore_bad else ""
-    whom = ""
+    avatar = ""
     if r.header.avatar:  # whom the picture shows is the viewer's to know
-        whom = f"; the sender {AVATAR_WORDS}" + (
+        avatar = f"; the sender {AVATAR_WORDS}" + (
             ", which drives your --avatar portrait here" if a.avatar is not None else "")
+    cut = "" if r.ended else "; no END packet: the stream was cut short or is still being written"
     print(f"{written}: {_frames(r.frames_written)} ({st.frames_rendered} rendered{layer})"
-          f"{bad}{whom}", file=_report_to(a.output))
+          f"{bad}{cut}{avatar}", file=_report_to(a.output))
     return 0
 
 

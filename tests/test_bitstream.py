@@ -479,6 +479,7 @@ def test_file_round_trip_and_info(tmp_path: Path) -> None:
     assert d["total_kbps"] == pytest.approx(path.stat().st_size * 8 / d["duration_s"] / 1000)
     text = format_info(d)
     assert "KEYFRAME" in text and "intact" in text
+    assert d["ended"] and d["drawable"]
 
 
 def test_frames_counted_without_end_and_unknown_types_skipped(tmp_path: Path) -> None:
@@ -492,6 +493,19 @@ def test_frames_counted_without_end_and_unknown_types_skipped(tmp_path: Path) ->
     d = describe(path)
     assert d["frames"] == 6 and d["frames_from"] == "counted"
     assert d["packets"]["type 99"]["count"] == 1 and d["skipped_unknown"] == 1
+    assert not d["ended"] and d["drawable"] and d["damaged"] is None
+    assert format_info(d).splitlines()[-1].startswith("  unfinished ")
+
+
+@pytest.mark.parametrize("kept", [0, 1], ids=["header-only", "keyframe-only"])
+def test_info_calls_a_stream_with_no_frame_to_draw_empty(kept: int, tmp_path: Path) -> None:
+    """A header, or a header and a keyframe, is whole but has nothing to draw: decode
+    refuses it, so info does not call it intact."""
+    path = tmp_path / "e.fcv"
+    write_stream(path, small_stream()[:kept])
+    d = describe(path)
+    assert d["frames"] == 0 and not d["drawable"] and d["damaged"] is None
+    assert format_info(d).splitlines()[-1].startswith("  empty "), format_info(d)
 
 
 def test_many_unknown_packets_are_counted_not_each_kept(tmp_path: Path) -> None:

@@ -509,6 +509,11 @@ def test_decode_cut_on_packet_boundary_is_valid(
     run, _, mp4 = _decode(run_main, layout.data[: layout.offsets[i]], tmp_path)
     assert run.returncode == 0, run.stderr
     assert _frame_count(mp4) == layout.timestamps[i]
+    # Said, so a file cut by accident is not taken for the whole recording.
+    assert "no END packet: the stream was cut short" in run.stdout, run.stdout
+    info = run_main("info", tmp_path / "damaged.fcv")
+    assert info.returncode == 0 and info.stdout.splitlines()[-1].startswith(
+        "  unfinished "), info.stdout
 
 
 @pytest.mark.parametrize("byte", ["first_payload_byte", "last_payload_byte", "crc_byte"])

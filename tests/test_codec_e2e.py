@@ -395,6 +395,13 @@ def test_encode_as_an_avatar_sends_the_portrait_not_the_face(
     assert r.returncode == 0, r.stderr
     assert r.stdout.endswith("; the sender appears as an avatar (a portrait they drive, not "
                              "their own face)\n"), r.stdout
+    # Frames on standard output are watched as they come: it is said before them.
+    piped = _to_stdout("decode", fcv, "-o", "-", "--renderer", "warp", cwd=tmp_path)
+    assert piped.returncode == 0 and piped.stdout.startswith(b"YUV4MPEG2"), piped.stderr
+    note, summary = piped.stderr.decode().splitlines()
+    assert note == ("note: the sender appears as an avatar (a portrait they drive, not their "
+                    "own face)")
+    assert summary.startswith("standard output: ")
     frames = _frames(out)
     assert frames.shape == plain_frames.shape
     assert _mean_abs_diff(frames, plain_frames) > 20.0  # another person entirely

@@ -126,6 +126,8 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         "keyframe_bytes": per_type.get(PacketType.KEYFRAME.name, {}).get("bytes", 0),
         "total_kbps": _kbps(reader.file_size, duration),
         "damaged": damaged,
+        "ended": end_frames is not None,
+        "drawable": holds.started,
     }
 
 
@@ -184,7 +186,19 @@ def format_info(d: dict[str, Any]) -> str:
     ]
     if d["skipped_unknown"]:
         lines.append(f"  skipped    {d['skipped_unknown']} packets of unknown type")
-    # A packet's contents (motion, pictures) are checked by decoding them: `decode` does.
-    lines.append(f"  damaged    {d['damaged']}" if d["damaged"] else
-                 "  intact     every packet whole, its checksum right, its END count in line")
+    lines.append(_state_line(d))
     return "\n".join(lines)
+
+
+def _state_line(d: dict[str, Any]) -> str:
+    """What the packets' whole state says. A packet's contents (motion, pictures) are
+    checked by decoding them: `decode` does."""
+    if d["damaged"]:
+        return f"  damaged    {d['damaged']}"
+    if not d["drawable"]:
+        return ("  empty      no frame a decoder can draw (no motion whose keyframe came): "
+                "decode refuses it")
+    if not d["ended"]:
+        return ("  unfinished every packet whole and its checksum right, but no END packet: "
+                "cut short, or still being written")
+    return "  intact     every packet whole, its checksum right, its END count in line"

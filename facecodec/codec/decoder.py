@@ -575,6 +575,7 @@ class DecodeResult:
     frames_written: int
     stats: DecodeStats
     error: str | None = None  # damage that stopped decoding; frames before it were written
+    ended: bool = True  # the stream's END packet came (a stream cut at a packet's end has none)
 
 
 def decode_file(
@@ -583,20 +584,24 @@ def decode_file(
     renderer: str = DEFAULT_RENDERER,
     pose: PoseEdit | None = None,
     avatar: Path | None = None,
-    on_frame: object = None,
+    on_frame: Callable[[int, np.ndarray], None] | None = None,
     layer: str = "net",
     upscale: bool = False,
     eye_contact: EyeContact | None = None,
+    on_header: Callable[[StreamHeader], None] | None = None,
 ) -> DecodeResult:
     """Decode an .fcv file to a video. On damage, the frames before it are still written and
     the result carries the error; nothing is written if no frame could be rendered.
-    `upscale`: write frames at twice the stream's size (render/upscale.py)."""
+    `upscale`: write frames at twice the stream's size (render/upscale.py). `on_header`
+    sees the header once a decoder for it is ready, before any frame."""
     reader = FcvReader(src)
     header = reader.header
     try:
         dec = PacketDecoder(header, renderer, pose, avatar, layer, eye_contact=eye_contact)
     except BitstreamError as e:  # what the header asks that no decoder here has
         raise type(e)(f"{src}: {e}") from None
+    if on_header is not None:
+        on_header(header)
     up = None
     if upscale:
         from facecodec.render.upscale import Upscaler
@@ -618,7 +623,7 @@ def decode_file(
                                          f"at byte {offset}): {e}") from None
                 for index, frame in drawn:
                     sink.put(index, up(frame) if up is not None else frame)
-                    if callable(on_frame):
+                    if on_frame is not None:
                         on_frame(index, frame)
             sink.finish(dec.total_frames)
         except BitstreamError as e:  # the frames before the damage are kept
@@ -629,7 +634,7 @@ def decode_file(
     except BaseException:  # a full disk, an interruption: nothing half-written is left
         writer.abort()
         raise
-    return DecodeResult(header, sink.next, dec.stats, error)
+    return DecodeResult(header, sink.next, dec.stats, error, dec.total_frames is not None)
 
 
 def decode_packets(
