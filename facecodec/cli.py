@@ -27,6 +27,7 @@ from facecodec.files import (
 from facecodec.motion.presets import DEFAULT_PRESET, PRESETS
 from facecodec.render.pose import add_pose_arguments, pose_of
 from facecodec.render.registry import DEFAULT_RENDERER, RENDERERS
+from facecodec.words import count
 
 
 def _refuse_beside_target(a: argparse.Namespace, names: tuple[str, ...]) -> None:
@@ -76,7 +77,7 @@ def _encode(a: argparse.Namespace) -> int:
         layer = (f", layer {r.layer_kbps:.2f} kbps ({lay.size} px, 1 picture in "
                  f"{lay.divisor} frames)")
     print(
-        f"{a.output}: {rep.frames} frames, {len(r.keyframes)} keyframe(s), "
+        f"{a.output}: {count(rep.frames, 'frame')}, {count(len(r.keyframes), 'keyframe')}, "
         f"motion {r.motion_kbps:.2f} kbps{layer}, total {total_kbps:.2f} kbps"
     )
     return 0
@@ -137,7 +138,7 @@ def _decode(a: argparse.Namespace) -> int:
     written = "standard output" if to_stdout(a.output) else a.output
     if r.error:
         print(
-            f"facecodec: error: {a.input}: {r.error}; {_frames(r.frames_written, 'the ')} "
+            f"facecodec: error: {a.input}: {r.error}; {count(r.frames_written, 'frame', 'the ')} "
             f"before it {'was' if r.frames_written == 1 else 'were'} written to {written}",
             file=sys.stderr,
         )
@@ -163,7 +164,7 @@ def _decode(a: argparse.Namespace) -> int:
         avatar = f"; the sender {AVATAR_WORDS}" + (
             ", which drives your --avatar portrait here" if a.avatar is not None else "")
     cut = "" if r.ended else "; no END packet: the stream was cut short or is still being written"
-    print(f"{written}: {_frames(r.frames_written)} ({st.frames_rendered} rendered{layer})"
+    print(f"{written}: {count(r.frames_written, 'frame')} ({st.frames_rendered} rendered{layer})"
           f"{bad}{cut}{avatar}", file=_report_to(a.output))
     return 0
 
@@ -173,7 +174,7 @@ def _upscale(a: argparse.Namespace) -> int:
 
     n = upscale_file(a.input, a.output)
     written = "standard output" if to_stdout(a.output) else a.output
-    print(f"{written}: {_frames(n)}, two times the input's size",
+    print(f"{written}: {count(n, 'frame')}, two times the input's size",
           file=_report_to(a.output))
     return 0
 
@@ -390,11 +391,6 @@ def _check_output(a: argparse.Namespace) -> None:
 
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated
-
-
-def _frames(n: int, the: str = "") -> str:
-    """'1 frame', '2 frames' (`the`: 'the ' before a count over one: 'the 2 frames')."""
-    return "1 frame" if n == 1 else f"{the}{n} frames"
 
 
 def main(argv: list[str] | None = None, command: str | None = None) -> int:

@@ -70,6 +70,7 @@ from facecodec.stream.signaling import (
 )
 from facecodec.stream.viewer import Viewer, square_pixels, try_open_window
 from facecodec.stream.wire import keyframe_request, loss_report, resync_request, start_message
+from facecodec.words import count
 
 __all__ = [
     "CallOptions",
@@ -898,11 +899,6 @@ def ice_servers(args: argparse.Namespace) -> tuple[IceServer, ...]:
     return tuple(servers)
 
 
-def _count(n: int, thing: str) -> str:
-    """'1 frame', '2 frames'."""
-    return f"{n} {thing}" + ("" if n == 1 else "s")
-
-
 def _say_whom(avatar: bool) -> None:
     """Whom the other side's picture shows is the user's to know: a portrait is not them."""
     print(f"the other side {AVATAR_WORDS if avatar else 'now shows their own face'}",
@@ -1004,14 +1000,15 @@ def call_main(args: argparse.Namespace) -> int:
         f"motion {s['motion_kbps']:.2f} kbps, layer {s['layer_kbps']:.2f} kbps, "
         f"audio {s['audio_kbps']:.1f} kbps, "
         f"latency p50 {s['latency_p50_ms'] or 0:.0f} ms"
-        + (f", {_count(s['frames_concealed'], 'frame')} lost on the way (longest freeze "
+        + (f", {count(s['frames_concealed'], 'frame')} lost on the way (longest freeze "
            f"{s['max_render_gap_ms'] or 0:.0f} ms)" if s["frames_concealed"] else "")
-        + (f", {_count(s['frames_unsent'], 'frame')} not sent by the other side (its camera or encoder was behind)"
+        + (f", {count(s['frames_unsent'], 'frame')} not sent by the other side (its camera "
+           "or encoder was behind)"
            if s["frames_unsent"] else "")
-        + (f", {_count(s['frames_late'], 'frame')} not drawn (behind real time)"
+        + (f", {count(s['frames_late'], 'frame')} not drawn (behind real time)"
            if s["frames_late"] else "")
         + (f", {s['frames_hurried']} drawn the cheap way" if s["frames_hurried"] else "")
-        + (f", {_count(s['malformed_received'], 'malformed message')} dropped"
+        + (f", {count(s['malformed_received'], 'malformed message')} dropped"
            if s["malformed_received"] else ""),
         flush=True,
     )
