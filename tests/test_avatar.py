@@ -182,3 +182,32 @@ def test_a_tilted_or_covered_face_is_left_as_it_is(name: str, tilt: int) -> None
     finally:
         mesh.close()
     assert turn == 0 and picture is rgb and len(faces) == 1
+
+
+def test_a_small_face_in_a_large_picture_is_found(tmp_path: Path) -> None:
+    """A face under about 1/8 of a picture's width (a photograph of a whole person) escaped
+    the mesh's own detector: "no face", even at 4000 px with the face 240 px wide. The
+    full-range detector finds it, to the avatar the close-up gives; two such faces are two."""
+    import cv2
+
+    from facecodec.capture.picture import read_picture
+    from facecodec.errors import FacecodecError
+
+    basis = load_basis()
+    source = require(PORTRAITS / "liveportrait_s0.jpg")  # its face 86 px wide
+    close = Avatar(source, basis, SIZE, basis.k_max)
+    rgb = read_picture(source, "portrait")
+    small = cv2.resize(rgb, None, fx=2.8, fy=2.8, interpolation=cv2.INTER_AREA)  # 6 %
+    canvas = np.full((3000, 4000, 3), 120, np.uint8)
+    canvas[500:500 + small.shape[0], 800:800 + small.shape[1]] = small
+    far = tmp_path / "far.png"
+    cv2.imwrite(str(far), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    avatar = Avatar(far, basis, SIZE, basis.k_max)
+    diff = np.abs(avatar.image.astype(np.int16) - close.image).mean()
+    assert diff < 4, diff
+    assert np.allclose(avatar.motion.rotation, close.motion.rotation, atol=0.05)
+
+    canvas[500:500 + small.shape[0], 2300:2300 + small.shape[1]] = small
+    cv2.imwrite(str(far), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    with pytest.raises(FacecodecError, match="several faces"):
+        Avatar(far, basis, SIZE, basis.k_max)

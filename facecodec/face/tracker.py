@@ -11,15 +11,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 
+import cv2
 import numpy as np
 
 from facecodec.errors import FacecodecError
 
 N_LANDMARKS = 478
-# What the detector does not find (MediaPipe's short-range detector, measured on a face
-# shrunk into 640x480, 1280x720 and 1920x1080 pictures: found from 12 % of the width, not at
-# 10 %): said where no face was found.
-SMALL_FACE_ADVICE = ("a face narrower than about 1/8 of the picture is not found: cut the "
+# What the detectors do not find: MediaPipe's short-range detector (the mesh's own) finds
+# faces from 12 % of the picture's width (a face shrunk into 640x480, 1280x720 and 1920x1080
+# pictures), not at 10 %; its full-range one (FarFaces) from about 4 % (the GRID clip's face
+# in 1920x1080: found in 75 of 75 frames at 5.2 %, 69 of 75 at 3.5 %). Said where no face
+# was found.
+SMALL_FACE_ADVICE = ("a face narrower than about 1/25 of the picture is not found: cut the "
                      "video closer around it")
 # The encoder's way out of several faces, which commands without `--face` leave out.
 SEVERAL_FACES_ADVICE = " (use --face largest to code the largest face)"
@@ -85,6 +88,14 @@ class Face:
         x0, y0, x1, y1 = self.box
         return (x0 + x1) / 2, (y0 + y1) / 2
 
+    def placed(self, left: float, top: float, scale: float = 1.0) -> Face:
+        """This face, found in a part of a picture (at `left`, `top`, resized by `scale`),
+        in the whole picture's pixels."""
+        points = self.points / scale
+        points[:, 0] += left
+        points[:, 1] += top
+        return Face(points.astype(np.float32))
+
 
 def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -121,6 +132,96 @@ class FaceCheck:
 
     def close(self) -> None:
         self._detector.close()
+
+
+# A face found by the full-range detector is given to the mesh in a square this many times
+# its box's side: the mesh's own detector then sees it as a close-up.
+SMALL_FACE_CONTEXT = 3.0
+# The mesh is run on such a square at this side at most.
+SMALL_FACE_SIDE = 512
+FAR_SIDE = 640  # FarFaces looks at a picture this large at most
+
+
+class FarFaces:
+    """MediaPipe's full-range face detector: it finds faces the mesh's own short-range
+    detector misses, under about 1/8 of the picture's width (a person sitting back from the
+    camera, a photograph of a whole person): measured from 4-6 % of the width. Each is a
+    square `SMALL_FACE_CONTEXT` times the face's box, where the mesh sees a close-up."""
+
+    def __init__(self) -> None:
+        mp = import_mediapipe()
+        with quiet_stderr():
+            self._detector = mp.solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=0.5)
+
+    def __call__(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """The squares (x0, y0, x1, y1, within the picture) around each face found."""
+        h, w = rgb.shape[:2]
+        # The detector sees 192x192 whatever it is given: a smaller copy loses nothing, and
+        # handing it a large picture took 35 ms of a 1920x1080 look.
+        scale = min(1.0, FAR_SIDE / max(h, w))
+        small = rgb if scale == 1 else cv2.resize(
+            rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
+            interpolation=cv2.INTER_AREA)
+        with quiet_stderr():
+            found = self._detector.process(np.ascontiguousarray(small)).detections or []
+        squares = []
+        for d in found:
+            b = d.location_data.relative_bounding_box
+            side = SMALL_FACE_CONTEXT * max(b.width * w, b.height * h)
+            cx, cy = (b.xmin + b.width / 2) * w, (b.ymin + b.height / 2) * h
+            squares.append(window_around(cx, cy, side, w, h))
+        return squares
+
+    def close(self) -> None:
+        self._detector.close()
+
+
+def window_around(cx: float, cy: float, side: float, w: int, h: int
+                  ) -> tuple[int, int, int, int]:
+    """A square of `side` centred on (cx, cy), moved inside a w x h picture (cut where it
+    is larger)."""
+    side_x, side_y = min(side, w), min(side, h)
+    x0 = int(round(min(max(cx - side_x / 2, 0), w - side_x)))
+    y0 = int(round(min(max(cy - side_y / 2, 0), h - side_y)))
+    return x0, y0, x0 + int(round(side_x)), y0 + int(round(side_y))
+
+
+def mesh_in(mesh: FaceMesh, rgb: np.ndarray, window: tuple[int, int, int, int],
+            most: int | None = None) -> list[Face]:
+    """The mesh's faces in a part of a picture (resized to `most` pixels a side at most),
+    in the whole picture's pixels."""
+    x0, y0, x1, y1 = window
+    part = rgb[y0:y1, x0:x1]
+    scale = 1.0 if most is None else min(1.0, most / max(part.shape[:2]))
+    if scale < 1:
+        part = cv2.resize(part, (max(1, round(part.shape[1] * scale)),
+                                 max(1, round(part.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA)
+    return [f.placed(x0, y0, scale) for f in mesh(np.ascontiguousarray(part))]
+
+
+def find_small_faces(rgb: np.ndarray, mesh: FaceMesh) -> list[Face]:
+    """Faces too small in a still picture for the mesh alone (`FarFaces`), each fitted by
+    the mesh in its own square; landmarks in `rgb`'s pixels."""
+    far = FarFaces()
+    try:
+        squares = far(rgb)
+    finally:
+        far.close()
+    faces: list[Face] = []
+    for square in squares:
+        if min(square[2] - square[0], square[3] - square[1]) < 16:
+            continue
+        near = mesh_in(mesh, rgb, square, SMALL_FACE_SIDE)
+        if not near:
+            continue
+        # The one at the detection's centre: the square may hold part of a neighbour.
+        middle = np.array([square[0] + square[2], square[1] + square[3]], np.float32) / 2
+        face = min(near, key=lambda f: float(np.hypot(*(np.array(f.centre) - middle))))
+        if all(iou(face.box, f.box) < 0.3 for f in faces):
+            faces.append(face)
+    return faces
 
 
 class FaceMesh:
@@ -161,6 +262,15 @@ class FaceMesh:
         self._mesh.close()
 
 
+# A face found only by FarFaces is followed in a square this many times its size, moved
+# once its centre strays this share of the square's side from the middle.
+WINDOW_FACES, WINDOW_STRAY = 4.0, 0.2
+# A face wider than this share of the picture is followed in the whole picture again: the
+# mesh's own detector finds faces from 12 % of the width.
+NEAR_SHARE = 1 / 6
+# With no face in view, FarFaces looks only every this many frames: a look costs 10-13 ms
+# (640x480 to 1920x1080, 2 cores), three times the mesh's own at 640x480.
+FAR_LOOK_EVERY = 3
 # While one face is followed and several are not allowed, the multi-face detector looks
 # again every this many frames (about 25 ms a look: 1 ms a frame), so that a person who joins
 # mid-way is noticed and said, not only one present at the start.
@@ -185,20 +295,35 @@ class FaceTracker:
         self._followed = 0  # frames followed since the detector last looked
         self.several_seen = 0  # detector looks (at (re)acquisition or a recheck) finding several
         self.joined: int | None = None  # the first frame where another face was seen later
+        self._far: FarFaces | None = None  # made when the mesh first finds no face
+        self._far_wait = 0  # faceless frames until FarFaces looks again
+        # Where a face too small for the mesh's own detector is followed (FarFaces); None:
+        # the whole picture.
+        self.window: tuple[int, int, int, int] | None = None
+        self._new_window = False  # the tracking mesh has not yet seen the window as it is
+        self.windowed = 0  # frames whose face was followed in a window
+
+    def _mesh(self, mesh: FaceMesh, rgb: np.ndarray) -> list[Face]:
+        return mesh(rgb) if self.window is None else mesh_in(mesh, rgb, self.window)
+
+    def _several(self, n: int, frame_index: int) -> None:
+        """The detector saw `n` (> 1) faces: refused before one is followed, unless allowed;
+        later, the first such frame is kept."""
+        self.several_seen += 1
+        if not self.allow_several and not self._started:
+            raise FacecodecError(f"{n} faces in frame {frame_index}; facecodec "
+                                 f"codes one person{SEVERAL_FACES_ADVICE}")
+        if self.joined is None and self._started:
+            self.joined = frame_index
 
     def _acquire(self, rgb: np.ndarray, frame_index: int) -> tuple[Face | None, int]:
         """The face to follow in this frame, and how many faces the detector found."""
-        faces = self._detect(rgb)
+        faces = self._mesh(self._detect, rgb)
         self._followed = 0
         if not faces:
             return None, 0
         if len(faces) > 1:
-            self.several_seen += 1
-            if not self.allow_several and not self._started:
-                raise FacecodecError(f"{len(faces)} faces in frame {frame_index}; facecodec "
-                                     f"codes one person{SEVERAL_FACES_ADVICE}")
-            if self.joined is None and self._started:
-                self.joined = frame_index
+            self._several(len(faces), frame_index)
         last = self._last
         if last is not None:
             return max(faces, key=lambda f: iou(f.box, last.box) + 1e-6 * f.size), len(faces)
@@ -206,9 +331,70 @@ class FaceTracker:
 
     def __call__(self, rgb: np.ndarray, frame_index: int = 0) -> Face | None:
         """The tracked face in this frame, or None when it is not visible."""
+        face = self._follow(rgb, frame_index)
+        if face is None and self.window is not None:
+            self.window = None  # lost in its window (gone, grown, moved out): look at all
+            face = self._follow(rgb, frame_index)
+        if face is None:
+            face = self._look_far(rgb, frame_index)
+        if face is not None and self.window is not None:
+            self._move_window(face, rgb.shape[1], rgb.shape[0])
+            self.windowed += 1
+        return face
+
+    def _look_far(self, rgb: np.ndarray, frame_index: int) -> Face | None:
+        """A face too small for the mesh's own detector, followed from now on in a window."""
+        if self._far_wait > 0:
+            self._far_wait -= 1
+            return None
+        self._far_wait = FAR_LOOK_EVERY - 1
+        if self._far is None:
+            self._far = FarFaces()
+        h, w = rgb.shape[:2]
+        # A square of the whole picture is where the mesh has just looked.
+        squares = [q for q in self._far(rgb) if q != (0, 0, w, h)]
+        if not squares:
+            return None
+        if len(squares) > 1:
+            self._several(len(squares), frame_index)
+        x0, y0, x1, y1 = max(squares, key=lambda q: q[2] - q[0])
+        side = WINDOW_FACES / SMALL_FACE_CONTEXT * (x1 - x0)
+        self.window = window_around((x0 + x1) / 2, (y0 + y1) / 2, side, w, h)
+        self._new_window = True
+        face = self._follow(rgb, frame_index)
+        if face is None:
+            self.window = None
+        return face
+
+    def _move_window(self, face: Face, w: int, h: int) -> None:
+        """Keep the window about the face: moved when the face strays from its middle or
+        its size changes, dropped when the face has grown large enough for the mesh in the
+        whole picture (or the window would hold all of it)."""
+        assert self.window is not None
+        if face.size > NEAR_SHARE * w:
+            self.window = None  # the mesh finds it in the whole picture, and any other face
+            return
+        x0, y0, x1, y1 = self.window
+        side = max(x1 - x0, y1 - y0)
+        want = WINDOW_FACES * face.size
+        cx, cy = face.centre
+        stray = max(abs(cx - (x0 + x1) / 2), abs(cy - (y0 + y1) / 2))
+        if stray < WINDOW_STRAY * side and want / 1.5 < side < want * 1.5:
+            return
+        window = window_around(cx, cy, want, w, h)
+        if window == (0, 0, w, h):
+            self.window = None
+        elif window != self.window:
+            self.window, self._new_window = window, True
+
+    def _follow(self, rgb: np.ndarray, frame_index: int) -> Face | None:
+        """The face in this frame, where the tracker last followed it or found afresh."""
         last = self._last
-        tracked = self._track(rgb)
-        if last is not None and tracked and iou(tracked[0].box, last.box) > 0.3:
+        tracked = self._mesh(self._track, rgb)
+        # In a window just moved, the tracking mesh's own idea of where the face was is off
+        # by the move: the detector is asked, as at a start.
+        fresh, self._new_window = self._new_window, False
+        if not fresh and last is not None and tracked and iou(tracked[0].box, last.box) > 0.3:
             self._last = tracked[0]
             self._followed += 1
             if not self.allow_several and self._followed >= RECHECK_FRAMES:
@@ -236,3 +422,5 @@ class FaceTracker:
     def close(self) -> None:
         self._track.close()
         self._detect.close()
+        if self._far is not None:
+            self._far.close()

@@ -20,7 +20,7 @@ import numpy as np
 from facecodec.capture.picture import read_picture
 from facecodec.errors import FacecodecError
 from facecodec.face.crop import CropBox
-from facecodec.face.tracker import Face, FaceCheck, FaceMesh
+from facecodec.face.tracker import Face, FaceCheck, FaceMesh, find_small_faces
 from facecodec.motion.basis import ExpressionBasis
 from facecodec.motion.motion import Motion
 from facecodec.render import topology as T
@@ -48,8 +48,9 @@ class Avatar:
                   "upright", file=sys.stderr)
         if not faces:
             raise FacecodecError(f"{portrait}: no face found in the portrait (give a head-"
-                                 "and-shoulders picture: a face that fills very little or all "
-                                 "of it, or is cut by its edge, is not found)")
+                                 "and-shoulders picture: a face narrower than about 1/15 of "
+                                 "it, one that fills all of it, or one cut by its edge is not "
+                                 "found)")
         if len(faces) > 1:  # which one is meant is the user's to say, as for encoding
             raise FacecodecError(f"{portrait}: several faces in the portrait; an avatar is "
                                  "drawn from a portrait of one person")
@@ -133,7 +134,8 @@ def stand_upright(rgb: np.ndarray, mesh: FaceMesh) -> tuple[np.ndarray, list[Fac
     turn = best if best and belief[best] >= TURNED_FACE_SCORE and (
         belief[best] > as_is + TURNED_FACE_MARGIN) else 0
     picture = np.ascontiguousarray(np.rot90(rgb, turn)) if turn else rgb
-    return picture, found[turn] if scale == 1 else mesh(picture), turn
+    faces = found[turn] if scale == 1 else mesh(picture)
+    return picture, faces or find_small_faces(picture, mesh), turn
 
 
 class AvatarDriver:
