@@ -37,6 +37,7 @@ from facecodec.stream.wire import (
     parse_control,
     peek_packet,
     resync_request,
+    seq_ahead,
     start_message,
 )
 
@@ -730,6 +731,8 @@ def test_sequence_loss_accounting_wraps_per_channel() -> None:
     for seq in (3, 1, 4):  # 1 overtook by jitter; 0 and 2 are lost or still to come
         late.note_seq(seq)
     assert late.packets_lost == 1
+    # How far a packet is past the newest taken (the receiver's gaps in frame indices).
+    assert [seq_ahead(65535, s) for s in (0, 1, 65535, 65534, 40000)] == [1, 2, 0, 0, 0]
 
 
 def test_impairment_validates_and_is_seeded() -> None:

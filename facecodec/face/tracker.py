@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import sys
 import warnings
@@ -140,6 +141,7 @@ SMALL_FACE_CONTEXT = 3.0
 # The mesh is run on such a square at this side at most.
 SMALL_FACE_SIDE = 512
 FAR_SIDE = 640  # FarFaces looks at a picture this large at most
+MIN_WINDOW = 16  # pixels a side: a smaller part of a picture is not given to the mesh
 
 
 class FarFaces:
@@ -181,10 +183,14 @@ def window_around(cx: float, cy: float, side: float, w: int, h: int
                   ) -> tuple[int, int, int, int]:
     """A square of `side` centred on (cx, cy), moved inside a w x h picture (cut where it
     is larger)."""
-    side_x, side_y = min(side, w), min(side, h)
-    x0 = int(round(min(max(cx - side_x / 2, 0), w - side_x)))
-    y0 = int(round(min(max(cy - side_y / 2, 0), h - side_y)))
-    return x0, y0, x0 + int(round(side_x)), y0 + int(round(side_y))
+    side_x, side_y = min(int(round(side)), w), min(int(round(side)), h)
+    x0 = min(max(int(round(cx - side_x / 2)), 0), w - side_x)
+    y0 = min(max(int(round(cy - side_y / 2)), 0), h - side_y)
+    return x0, y0, x0 + side_x, y0 + side_y
+
+
+def _middle(square: tuple[int, int, int, int]) -> tuple[float, float]:
+    return (square[0] + square[2]) / 2, (square[1] + square[3]) / 2
 
 
 def mesh_in(mesh: FaceMesh, rgb: np.ndarray, window: tuple[int, int, int, int],
@@ -211,14 +217,13 @@ def find_small_faces(rgb: np.ndarray, mesh: FaceMesh) -> list[Face]:
         far.close()
     faces: list[Face] = []
     for square in squares:
-        if min(square[2] - square[0], square[3] - square[1]) < 16:
+        if min(square[2] - square[0], square[3] - square[1]) < MIN_WINDOW:
             continue
         near = mesh_in(mesh, rgb, square, SMALL_FACE_SIDE)
         if not near:
             continue
         # The one at the detection's centre: the square may hold part of a neighbour.
-        middle = np.array([square[0] + square[2], square[1] + square[3]], np.float32) / 2
-        face = min(near, key=lambda f: float(np.hypot(*(np.array(f.centre) - middle))))
+        face = min(near, key=lambda f: math.dist(f.centre, _middle(square)))
         if all(iou(face.box, f.box) < 0.3 for f in faces):
             faces.append(face)
     return faces
@@ -265,11 +270,15 @@ class FaceMesh:
 # A face found only by FarFaces is followed in a square this many times its size, moved
 # once its centre strays this share of the square's side from the middle.
 WINDOW_FACES, WINDOW_STRAY = 4.0, 0.2
-# A face wider than this share of the picture is followed in the whole picture again: the
-# mesh's own detector finds faces from 12 % of the width.
+# A face wider than this share of the picture's longer side is looked for in the whole
+# picture again: the mesh's own detector finds faces from 12 % of it.
 NEAR_SHARE = 1 / 6
-# With no face in view, FarFaces looks only every this many frames: a look costs 10-13 ms
-# (640x480 to 1920x1080, 2 cores), three times the mesh's own at 640x480.
+GROWN_RECHECK_FRAMES = 5  # how often the whole picture is looked at for a face that large
+# For this many frames after a face is lost, FarFaces looks every frame, and takes only a
+# face where it was (not a stranger far behind).
+FAR_GRACE_FRAMES = 25
+# Later it looks every this many frames: a look costs 10-13 ms (640x480 to 1920x1080, 2
+# cores), three times the mesh's own at 640x480.
 FAR_LOOK_EVERY = 3
 # While one face is followed and several are not allowed, the multi-face detector looks
 # again every this many frames (about 25 ms a look: 1 ms a frame), so that a person who joins
@@ -300,8 +309,12 @@ class FaceTracker:
         # Where a face too small for the mesh's own detector is followed (FarFaces); None:
         # the whole picture.
         self.window: tuple[int, int, int, int] | None = None
-        self._new_window = False  # the tracking mesh has not yet seen the window as it is
+        # The picture the meshes see changed (a window taken, moved or left): the tracking
+        # mesh's own idea of where the face was is off.
+        self._new_window = False
+        self._window_frames = 0  # frames followed in a window since the whole picture was seen
         self.windowed = 0  # frames whose face was followed in a window
+        self._seen: tuple[Face, int] | None = None  # the last face followed, and its frame
 
     def _mesh(self, mesh: FaceMesh, rgb: np.ndarray) -> list[Face]:
         return mesh(rgb) if self.window is None else mesh_in(mesh, rgb, self.window)
@@ -333,66 +346,90 @@ class FaceTracker:
         """The tracked face in this frame, or None when it is not visible."""
         face = self._follow(rgb, frame_index)
         if face is None and self.window is not None:
-            self.window = None  # lost in its window (gone, grown, moved out): look at all
+            # Lost in its window (gone, grown, moved out): the whole picture.
+            self.window, self._new_window = None, True
             face = self._follow(rgb, frame_index)
         if face is None:
             face = self._look_far(rgb, frame_index)
-        if face is not None and self.window is not None:
-            self._move_window(face, rgb.shape[1], rgb.shape[0])
+        if face is None:
+            return None
+        if self.window is not None:
             self.windowed += 1
+            face = self._keep_window(face, rgb, frame_index)
+        self._seen = (face, frame_index)
         return face
 
     def _look_far(self, rgb: np.ndarray, frame_index: int) -> Face | None:
-        """A face too small for the mesh's own detector, followed from now on in a window."""
-        if self._far_wait > 0:
+        """A face too small for the mesh's own detector, followed from now on in a window.
+        Within FAR_GRACE_FRAMES of losing a face, only one where it was is taken (a person
+        stepping back, a hand over the face)."""
+        recent = self._seen is not None and frame_index - self._seen[1] <= FAR_GRACE_FRAMES
+        if self._far_wait > 0 and not recent:  # a face just lost is looked for every frame
             self._far_wait -= 1
             return None
         self._far_wait = FAR_LOOK_EVERY - 1
         if self._far is None:
             self._far = FarFaces()
         h, w = rgb.shape[:2]
-        # A square of the whole picture is where the mesh has just looked.
-        squares = [q for q in self._far(rgb) if q != (0, 0, w, h)]
-        if not squares:
-            return None
+        squares = self._far(rgb)
         if len(squares) > 1:
             self._several(len(squares), frame_index)
-        x0, y0, x1, y1 = max(squares, key=lambda q: q[2] - q[0])
-        side = WINDOW_FACES / SMALL_FACE_CONTEXT * (x1 - x0)
-        self.window = window_around((x0 + x1) / 2, (y0 + y1) / 2, side, w, h)
+        if recent:
+            assert self._seen is not None
+            lost = self._seen[0]
+            squares = [q for q in squares if math.dist(_middle(q), lost.centre) < lost.size]
+        windows = [window_around(*_middle(q), WINDOW_FACES / SMALL_FACE_CONTEXT * (q[2] - q[0]),
+                                 w, h) for q in squares]
+        # A window of the whole picture is where the mesh has just looked.
+        windows = [q for q in windows if q != (0, 0, w, h)
+                   and min(q[2] - q[0], q[3] - q[1]) >= MIN_WINDOW]
+        if not windows:
+            return None
+        self.window = max(windows, key=lambda q: q[2] - q[0])
         self._new_window = True
         face = self._follow(rgb, frame_index)
         if face is None:
             self.window = None
         return face
 
-    def _move_window(self, face: Face, w: int, h: int) -> None:
-        """Keep the window about the face: moved when the face strays from its middle or
-        its size changes, dropped when the face has grown large enough for the mesh in the
-        whole picture (or the window would hold all of it)."""
+    def _keep_window(self, face: Face, rgb: np.ndarray, frame_index: int) -> Face:
+        """Keep the window about the face (moved when the face strays from its middle or its
+        size changes), and look at the whole picture every RECHECK_FRAMES and once the face
+        has grown: a face the mesh finds there is followed there, ours grown or a person
+        near the camera (a far face is followed only while nobody near is in view)."""
         assert self.window is not None
-        if face.size > NEAR_SHARE * w:
-            self.window = None  # the mesh finds it in the whole picture, and any other face
-            return
+        h, w = rgb.shape[:2]
+        self._window_frames += 1
+        grown = face.size > NEAR_SHARE * max(w, h)
+        if self._window_frames >= (GROWN_RECHECK_FRAMES if grown else RECHECK_FRAMES):
+            self._window_frames = 0
+            near = self._detect(rgb)
+            if near:
+                ours = [f for f in near if iou(f.box, face.box) > 0.3]
+                if len(near) + (not ours) > 1:
+                    self._several(len(near) + (not ours), frame_index)
+                self.window, self._new_window = None, True
+                self._last = ours[0] if ours else max(near, key=lambda f: f.size)
+                return self._last
         x0, y0, x1, y1 = self.window
         side = max(x1 - x0, y1 - y0)
         want = WINDOW_FACES * face.size
         cx, cy = face.centre
         stray = max(abs(cx - (x0 + x1) / 2), abs(cy - (y0 + y1) / 2))
         if stray < WINDOW_STRAY * side and want / 1.5 < side < want * 1.5:
-            return
+            return face
         window = window_around(cx, cy, want, w, h)
-        if window == (0, 0, w, h):
-            self.window = None
-        elif window != self.window:
+        if window != self.window and min(window[2] - window[0], window[3] - window[1]) >= (
+                MIN_WINDOW):
+            # A window of the whole picture stays one until the mesh finds the face there.
             self.window, self._new_window = window, True
+        return face
 
     def _follow(self, rgb: np.ndarray, frame_index: int) -> Face | None:
         """The face in this frame, where the tracker last followed it or found afresh."""
         last = self._last
         tracked = self._mesh(self._track, rgb)
-        # In a window just moved, the tracking mesh's own idea of where the face was is off
-        # by the move: the detector is asked, as at a start.
+        # In a window just taken, moved or left, the detector is asked, as at a start.
         fresh, self._new_window = self._new_window, False
         if not fresh and last is not None and tracked and iou(tracked[0].box, last.box) > 0.3:
             self._last = tracked[0]
@@ -413,11 +450,15 @@ class FaceTracker:
         return None
 
     def warm_up(self, width: int, height: int) -> None:
-        """Run both meshes once on a faceless picture: their first pass sets up the models
-        (20-30 ms each), and finding no face leaves the tracking state as it was."""
+        """Run both meshes and the far detector once on a faceless picture: their first
+        pass sets up the models (20-60 ms each), and finding no face leaves the tracking
+        state as it was."""
         grey = np.full((height, width, 3), 128, np.uint8)
         self._detect(grey)
         self._track(grey)
+        if self._far is None:  # its first look would otherwise cost about 60 ms mid-call
+            self._far = FarFaces()
+        self._far(grey)
 
     def close(self) -> None:
         self._track.close()

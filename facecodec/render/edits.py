@@ -48,7 +48,7 @@ class Avatar:
                   "upright", file=sys.stderr)
         if not faces:
             raise FacecodecError(f"{portrait}: no face found in the portrait (give a head-"
-                                 "and-shoulders picture: a face narrower than about 1/15 of "
+                                 "and-shoulders picture: a face narrower than about 1/25 of "
                                  "it, one that fills all of it, or one cut by its edge is not "
                                  "found)")
         if len(faces) > 1:  # which one is meant is the user's to say, as for encoding

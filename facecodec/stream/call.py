@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from facecodec.bitstream.container import AVATAR_WORDS
-from facecodec.bitstream.packets import LAYER_TYPES
+from facecodec.bitstream.packets import LAYER_TYPES, is_intact
 from facecodec.capture.camera import STALL_TIMEOUT_S, Camera
 from facecodec.capture.microphone import open_microphone
 from facecodec.capture.sound import has_sound
@@ -69,7 +69,13 @@ from facecodec.stream.signaling import (
     signal_main,
 )
 from facecodec.stream.viewer import Viewer, square_pixels, try_open_window
-from facecodec.stream.wire import keyframe_request, loss_report, resync_request, start_message
+from facecodec.stream.wire import (
+    keyframe_request,
+    loss_report,
+    resync_request,
+    seq_ahead,
+    start_message,
+)
 from facecodec.words import count
 
 __all__ = [
@@ -593,8 +599,9 @@ class _Call:
         reported = (0, 0)  # motion packets (lost, received) at the last loss report
         last_index: int | None = None
         # Whether motion went missing since the last frame drawn (lost on the way, or came
-        # and could not be drawn): a gap in frame indices with none is the sender's.
-        missed, seen_lost = False, 0
+        # and could not be drawn): a gap in frame indices with none is the sender's. Seen
+        # in the order packets are taken here, not as they arrive (a queue may hold both).
+        missed, motion_seq = False, None
         queue, link = QueueDelay(), LinkRate()
         reported_kbps: float | None = None
         sound = SoundRate()  # this peer's sound starts at the asked rate (Peer: use_opus)
@@ -637,7 +644,7 @@ class _Call:
                         )
                     except BitstreamError as e:  # nothing it sends can be drawn
                         raise BitstreamError(f"the other side's stream header: {e}") from None
-                    t0, fps, last_index = msg["t0"], msg["fps"], None
+                    t0, fps, last_index, motion_seq = msg["t0"], msg["fps"], None, None
                     self.shown_aspect = decoder.decoder.header.pixel_aspect
                     avatar = decoder.decoder.header.avatar
                     # Said when it changes, across peers too: one that comes back as their
@@ -656,8 +663,13 @@ class _Call:
             fused, undrawn = decoder.stats.frames_fused, decoder.stats.frames_undrawn
             newest = decoder.last_frame
             hurried, holds = decoder.stats.frames_hurried, decoder.stats.motion_holds
-            missed |= peer.stats.motion_seq.lost > seen_lost
-            seen_lost = peer.stats.motion_seq.lost
+            stale = decoder.stats.motion_packets_stale
+            # A damaged number says nothing; a reordered packet is older than the newest.
+            if not event.info.reliable and is_intact(event.data):
+                ahead = 1 if motion_seq is None else seq_ahead(motion_seq, event.info.seq)
+                if ahead:
+                    missed |= ahead > 1  # lost on the way, or shed by either side's queue
+                    motion_seq = event.info.seq
             waited = time.time() - event.arrival
             late, hurry_s = self.options.late_s, self.options.hurry_s
             draw = late is None or waited <= late
@@ -669,8 +681,9 @@ class _Call:
             except BitstreamError:
                 self.stats.decode_errors += 1
                 frames = []
-            if not event.info.reliable and draw and not frames:
-                missed = True  # held (a loss before it, its keyframe missing) or stale
+            if (not event.info.reliable and draw and not frames
+                    and decoder.stats.motion_packets_stale == stale):
+                missed = True  # came but held: a loss before it, its keyframe missing
             if event.info.reliable:
                 link.other(event.arrival, t0 + event.info.timestamp / fps, len(event.data),
                            shared=event.info.type in LAYER_TYPES)

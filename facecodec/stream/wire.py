@@ -73,10 +73,11 @@ def peek_packet(data: bytes) -> PacketInfo:
     return PacketInfo(ptype, seq, timestamp)
 
 
-def seq_gap(previous: int, current: int) -> int:
-    """Packets missing between two sequence numbers (u16, wrapping); 0 for reordering/dups."""
+def seq_ahead(previous: int, current: int) -> int:
+    """How far sequence number `current` is past `previous` (u16, wrapping): 1 for the next
+    packet, more after a loss, 0 for a repeated or reordered (older) one."""
     delta = (current - previous) & 0xFFFF
-    return delta - 1 if 0 < delta < 0x8000 else 0
+    return delta if delta < 0x8000 else 0
 
 
 # --- control messages (text frames on the reliable channel) ---------------------------------
