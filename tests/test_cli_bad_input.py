@@ -160,7 +160,8 @@ ENCODE_ERRORS = {
     "random_bytes_mp4": ("random_mp4", None),
     "empty_file": ("empty_mp4", None),
     "no_face_background_corner": ("no_face_corner", "no face found in 50 frames (a face "
-                                  "narrower than about 1/25 of the picture is not found"),
+                                  "narrower than about 1/25 of the picture's longer side, "
+                                  "here 8 px, is not found: cut the video closer around it)"),
     "no_face_speaker_blanked": ("no_face_blanked", "no face found"),
     "several_faces": ("two_faces", "--face largest"),
     "tiny_48x48": ("tiny", "too small"),

@@ -7,11 +7,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import GRID_CLIP, require
+from conftest import CLIPS, GRID_CLIP, require
 
 from facecodec.capture.video import read_frames
 from facecodec.errors import FacecodecError
-from facecodec.face.tracker import RECHECK_FRAMES, FaceTracker
+from facecodec.face.tracker import FAR_LOOK_EVERY, RECHECK_FRAMES, FaceTracker
 
 WIDE = (1080, 1920)
 
@@ -107,15 +107,14 @@ def _speaker_and_stranger(frames: list[np.ndarray], i: int, hidden: range) -> np
     return canvas
 
 
-@pytest.mark.parametrize("hidden, stranger", [(range(20, 25), []), (range(20, 60), [50, 55])],
-                         ids=["a-moment", "a-while"])
-def test_a_stranger_far_behind_does_not_take_the_speakers_place(
-    frames: list[np.ndarray], hidden: range, stranger: list[int]
+@pytest.mark.parametrize("hidden", [range(20, 25), range(20, 60), range(20, 120)],
+                         ids=["a-moment", "a-while", "long"])
+def test_a_stranger_far_behind_never_takes_the_speakers_place(
+    frames: list[np.ndarray], hidden: range
 ) -> None:
-    """A speaker out of view for a moment (a hand, a turn) is waited for: the face far
-    behind is not taken in their place (the first version took it and, looking only in
-    its window, never saw the speaker again). Out of view for longer, the far face is
-    followed, and the speaker again once back: a face near the camera goes first."""
+    """A speaker out of view (a hand, a turn, gone for coffee) is waited for: the face far
+    behind is not taken in their place. The first version took it at once and, looking
+    only in its window, never saw the speaker again; the second after a second away."""
     tracker = FaceTracker(allow_several=True)
     where: list[float | None] = []
     try:
@@ -124,13 +123,39 @@ def test_a_stranger_far_behind_does_not_take_the_speakers_place(
             where.append(None if face is None else face.centre[0])
     finally:
         tracker.close()
-    back = hidden.stop if not stranger else hidden.stop + RECHECK_FRAMES + 1
     for i, x in enumerate(where):
-        if i in stranger:
-            assert x is not None and x > 1000, (i, where)
-        elif i < hidden.start or i >= back:
+        if i in hidden:
+            assert x is None, (i, where)
+        else:
             assert x is not None and x < 700, (i, where)  # the speaker
-    assert all(where[i] is None for i in hidden[:5])
+
+
+def test_a_small_speaker_is_waited_for_and_a_small_stranger_counted(
+    frames: list[np.ndarray]
+) -> None:
+    """Both faces far: the speaker's (8 %) followed, out of view from frame 40 to 99 while a
+    stranger (7 %) stays in view from frame 20; the stranger is said (joined), not taken."""
+    tracker = FaceTracker()
+    where: list[float | None] = []
+    try:
+        for i in range(2 * len(frames)):
+            canvas = np.full((*WIDE, 3), 90, np.uint8)
+            if not 40 <= i < 100:
+                canvas = _far(frames[i % len(frames)], 1.4, 300)
+            if i >= 20:
+                canvas[:, 1300:] = _far(frames[(i + 30) % len(frames)], 1.2, 1400)[:, 1300:]
+            face = tracker(canvas, i)
+            where.append(None if face is None else face.centre[0])
+        assert tracker.joined is not None and 20 <= tracker.joined <= 20 + RECHECK_FRAMES
+    finally:
+        tracker.close()
+    for i, x in enumerate(where):
+        if 40 <= i < 100:
+            assert x is None, (i, where)
+        elif i < 100 or i >= 100 + FAR_LOOK_EVERY:  # found again at the next far look
+            assert x is not None and x < 1000, (i, where)
+        else:
+            assert x is None or x < 1000, (i, where)
 
 
 def test_an_upright_picture_keeps_its_small_face(frames: list[np.ndarray]) -> None:
@@ -159,3 +184,34 @@ def test_a_small_face_out_of_view_for_a_frame_is_found_again_the_next(
     finally:
         tracker.close()
     assert [i for i, ok in enumerate(found) if not ok] == [30]
+
+
+def test_far_faces_are_looked_for_in_parts_of_a_wide_picture_and_checked() -> None:
+    """On a busy background the detector, given a whole 1280x720 picture squeezed into its
+    square input, missed a 7 % face near the sides or the top (4 of 9 places); looking at
+    two overlapping squares finds it, and the false faces those squares also give in the
+    background are dropped, the mesh finding none there."""
+    from facecodec.face.tracker import FaceMesh, FarFaces, find_small_faces
+
+    face = next(iter(read_frames(require(CLIPS / "liveportrait_d19.mp4"))))  # face 281 px
+    rng = np.random.default_rng(0)
+    h, w = 720, 1280
+    blobs = rng.integers(60, 200, (h // 40 + 2, w // 40 + 2, 3), dtype=np.uint8)
+    background = cv2.GaussianBlur(cv2.resize(blobs, (w, h), interpolation=cv2.INTER_CUBIC),
+                                  (0, 0), 5)
+    side = round(480 * 0.07 * w / 281)
+    small = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+    far, mesh = FarFaces(), FaceMesh(max_faces=4, static=True)
+    try:
+        for cx, cy in [(0.5, 0.5), (0.9, 0.5), (0.94, 0.5), (0.96, 0.5), (0.06, 0.5),
+                       (0.5, 0.15), (0.5, 0.1), (0.5, 0.08), (0.5, 0.9)]:
+            picture = background.copy()
+            x0, y0 = round(cx * w - side / 2), round(cy * h - side / 2)
+            xa, ya, xb, yb = max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side)
+            picture[ya:yb, xa:xb] = small[ya - y0:yb - y0, xa - x0:xb - x0]
+            found = find_small_faces(picture, mesh, far)
+            assert len(found) == 1, (cx, cy, [f.box for f in found])
+            assert np.hypot(found[0].centre[0] - cx * w, found[0].centre[1] - cy * h) < side / 4
+    finally:
+        far.close()
+        mesh.close()

@@ -57,7 +57,7 @@ from facecodec.codec.layer_rate import (
 from facecodec.codec.moves import choose_moves
 from facecodec.codec.reference import choose_references
 from facecodec.errors import FacecodecError, RateTooLow
-from facecodec.face.tracker import SMALL_FACE_ADVICE
+from facecodec.face.tracker import small_face_advice
 from facecodec.files import check_writable
 from facecodec.motion.basis import ExpressionBasis, load_basis
 from facecodec.motion.coder import (
@@ -615,7 +615,8 @@ def analyze_file(
         analyzer.close()
     if not any(isinstance(e, KeyframeEvent) for e in events):
         raise FacecodecError(f"{src}: no face found in {analyzer.report.frames} frames "
-                             f"({SMALL_FACE_ADVICE})")
+                             f"({small_face_advice(info.width, info.height)}: cut the video "
+                             "closer around it)")
     return Analysis(info, events, analyzer.report, Path(src), max_frames)
 
 

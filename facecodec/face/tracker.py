@@ -21,10 +21,14 @@ N_LANDMARKS = 478
 # What the detectors do not find: MediaPipe's short-range detector (the mesh's own) finds
 # faces from 12 % of the picture's width (a face shrunk into 640x480, 1280x720 and 1920x1080
 # pictures), not at 10 %; its full-range one (FarFaces) from about 4 % (the GRID clip's face
-# in 1920x1080: found in 75 of 75 frames at 5.2 %, 69 of 75 at 3.5 %). Said where no face
-# was found.
-SMALL_FACE_ADVICE = ("a face narrower than about 1/25 of the picture is not found: cut the "
-                     "video closer around it")
+# in 1920x1080: found in 75 of 75 frames at 5.2 %, 69 of 75 at 3.5 %).
+SMALLEST_FACE = 1 / 25  # of the picture's longer side
+
+
+def small_face_advice(width: int, height: int) -> str:
+    """What to say where no face was found in a width x height picture."""
+    return (f"a face narrower than about 1/25 of the picture's longer side, here "
+            f"{round(SMALLEST_FACE * max(width, height))} px, is not found")
 # The encoder's way out of several faces, which commands without `--face` leave out.
 SEVERAL_FACES_ADVICE = " (use --face largest to code the largest face)"
 
@@ -142,12 +146,13 @@ SMALL_FACE_CONTEXT = 3.0
 SMALL_FACE_SIDE = 512
 FAR_SIDE = 640  # FarFaces looks at a picture this large at most
 MIN_WINDOW = 16  # pixels a side: a smaller part of a picture is not given to the mesh
+FAR_TILES = 3  # parts of a long picture FarFaces looks at, at most
 
 
 class FarFaces:
     """MediaPipe's full-range face detector: it finds faces the mesh's own short-range
-    detector misses, under about 1/8 of the picture's width (a person sitting back from the
-    camera, a photograph of a whole person): measured from 4-6 % of the width. Each is a
+    detector misses, under about 1/8 of the picture's longer side (a person sitting back
+    from the camera, a photograph of a whole person): measured from 4-6 % of it. Each is a
     square `SMALL_FACE_CONTEXT` times the face's box, where the mesh sees a close-up."""
 
     def __init__(self) -> None:
@@ -159,24 +164,44 @@ class FarFaces:
     def __call__(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
         """The squares (x0, y0, x1, y1, within the picture) around each face found."""
         h, w = rgb.shape[:2]
-        # The detector sees 192x192 whatever it is given: a smaller copy loses nothing, and
-        # handing it a large picture took 35 ms of a 1920x1080 look.
-        scale = min(1.0, FAR_SIDE / max(h, w))
-        small = rgb if scale == 1 else cv2.resize(
-            rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
-            interpolation=cv2.INTER_AREA)
-        with quiet_stderr():
-            found = self._detector.process(np.ascontiguousarray(small)).detections or []
-        squares = []
-        for d in found:
-            b = d.location_data.relative_bounding_box
-            side = SMALL_FACE_CONTEXT * max(b.width * w, b.height * h)
-            cx, cy = (b.xmin + b.width / 2) * w, (b.ymin + b.height / 2) * h
-            squares.append(window_around(cx, cy, side, w, h))
+        squares: list[tuple[int, int, int, int]] = []
+        for x0, y0, x1, y1 in far_tiles(w, h):
+            tile = rgb[y0:y1, x0:x1]
+            # The detector sees 192x192 whatever it is given: a smaller copy loses nothing,
+            # and handing it a large picture took 35 ms of a 1920x1080 look.
+            scale = min(1.0, FAR_SIDE / max(tile.shape[:2]))
+            if scale < 1:
+                tile = cv2.resize(tile, (max(1, round(tile.shape[1] * scale)),
+                                         max(1, round(tile.shape[0] * scale))),
+                                  interpolation=cv2.INTER_AREA)
+            with quiet_stderr():
+                found = self._detector.process(np.ascontiguousarray(tile)).detections or []
+            tw, th = x1 - x0, y1 - y0
+            for d in found:
+                b = d.location_data.relative_bounding_box
+                side = SMALL_FACE_CONTEXT * max(b.width * tw, b.height * th)
+                cx, cy = x0 + (b.xmin + b.width / 2) * tw, y0 + (b.ymin + b.height / 2) * th
+                square = window_around(cx, cy, side, w, h)
+                if all(iou(square, q) < 0.3 for q in squares):  # once, where tiles overlap
+                    squares.append(square)
         return squares
 
     def close(self) -> None:
         self._detector.close()
+
+
+def far_tiles(w: int, h: int) -> list[tuple[int, int, int, int]]:
+    """The parts of a w x h picture FarFaces looks at: squares along its longer side,
+    overlapping, at most FAR_TILES (longer parts beyond that). The detector squeezes what
+    it is given into a square: a whole 1280x720 picture missed a 7 % face near its side
+    that a 720x720 part of it found at 0.81-0.91."""
+    long, short = max(w, h), min(w, h)
+    n = min(FAR_TILES, math.ceil(long / short - 0.4))  # 4:3 is looked at whole
+    if n <= 1:
+        return [(0, 0, w, h)]
+    part = max(short, math.ceil(long / n))
+    starts = [round(i * (long - part) / (n - 1)) for i in range(n)]
+    return [(a, 0, a + part, h) if w >= h else (0, a, w, a + part) for a in starts]
 
 
 def window_around(cx: float, cy: float, side: float, w: int, h: int
@@ -207,14 +232,19 @@ def mesh_in(mesh: FaceMesh, rgb: np.ndarray, window: tuple[int, int, int, int],
     return [f.placed(x0, y0, scale) for f in mesh(np.ascontiguousarray(part))]
 
 
-def find_small_faces(rgb: np.ndarray, mesh: FaceMesh) -> list[Face]:
-    """Faces too small in a still picture for the mesh alone (`FarFaces`), each fitted by
-    the mesh in its own square; landmarks in `rgb`'s pixels."""
-    far = FarFaces()
+def find_small_faces(rgb: np.ndarray, mesh: FaceMesh, far: FarFaces | None = None
+                     ) -> list[Face]:
+    """Faces too small in a picture for the mesh alone (`FarFaces`), each fitted by the mesh
+    in its own square, landmarks in `rgb`'s pixels. A square where the mesh finds no face is
+    none: the detector, looking at parts of a picture, also finds faces in a busy
+    background."""
+    own = far is None
+    far = FarFaces() if far is None else far
     try:
         squares = far(rgb)
     finally:
-        far.close()
+        if own:
+            far.close()
     faces: list[Face] = []
     for square in squares:
         if min(square[2] - square[0], square[3] - square[1]) < MIN_WINDOW:
@@ -274,11 +304,13 @@ WINDOW_FACES, WINDOW_STRAY = 4.0, 0.2
 # picture again: the mesh's own detector finds faces from 12 % of it.
 NEAR_SHARE = 1 / 6
 GROWN_RECHECK_FRAMES = 5  # how often the whole picture is looked at for a face that large
-# For this many frames after a face is lost, FarFaces looks every frame, and takes only a
-# face where it was (not a stranger far behind).
-FAR_GRACE_FRAMES = 25
-# Later it looks every this many frames: a look costs 10-13 ms (640x480 to 1920x1080, 2
-# cores), three times the mesh's own at 640x480.
+# A far face is taken for one lost when its centre is within this many of the lost face's
+# sizes of where that was last seen.
+FAR_SAME_PLACE = 1.5
+# A window whose face is lost is kept this many frames, for a face out of view a moment.
+WINDOW_PATIENCE_FRAMES = 25
+# With no face in view, FarFaces looks every this many frames: a look costs 10-13 ms
+# a part (640x480 to 1920x1080, 2 cores; two parts for 16:9), three times the mesh's own.
 FAR_LOOK_EVERY = 3
 # While one face is followed and several are not allowed, the multi-face detector looks
 # again every this many frames (about 25 ms a look: 1 ms a frame), so that a person who joins
@@ -346,9 +378,13 @@ class FaceTracker:
         """The tracked face in this frame, or None when it is not visible."""
         face = self._follow(rgb, frame_index)
         if face is None and self.window is not None:
-            # Lost in its window (gone, grown, moved out): the whole picture.
-            self.window, self._new_window = None, True
+            # Lost in its window: the whole picture (grown, or moved out). The window is
+            # kept a while for a face out of view a moment (a hand, a turn).
+            kept, self.window, self._new_window = self.window, None, True
             face = self._follow(rgb, frame_index)
+            if (face is None and self._seen is not None
+                    and frame_index - self._seen[1] < WINDOW_PATIENCE_FRAMES):
+                self.window, self._new_window = kept, True
         if face is None:
             face = self._look_far(rgb, frame_index)
         if face is None:
@@ -361,31 +397,31 @@ class FaceTracker:
 
     def _look_far(self, rgb: np.ndarray, frame_index: int) -> Face | None:
         """A face too small for the mesh's own detector, followed from now on in a window.
-        Within FAR_GRACE_FRAMES of losing a face, only one where it was is taken (a person
-        stepping back, a hand over the face)."""
-        recent = self._seen is not None and frame_index - self._seen[1] <= FAR_GRACE_FRAMES
-        if self._far_wait > 0 and not recent:  # a face just lost is looked for every frame
+        Once a face has been followed, only one where it was last seen is taken (the same
+        person, further away): a stranger far behind never takes the place of a speaker
+        out of view."""
+        if self._far_wait > 0:
             self._far_wait -= 1
             return None
         self._far_wait = FAR_LOOK_EVERY - 1
         if self._far is None:
             self._far = FarFaces()
         h, w = rgb.shape[:2]
-        squares = self._far(rgb)
-        if len(squares) > 1:
-            self._several(len(squares), frame_index)
-        if recent:
-            assert self._seen is not None
-            lost = self._seen[0]
-            squares = [q for q in squares if math.dist(_middle(q), lost.centre) < lost.size]
-        windows = [window_around(*_middle(q), WINDOW_FACES / SMALL_FACE_CONTEXT * (q[2] - q[0]),
-                                 w, h) for q in squares]
+        faces = find_small_faces(rgb, self._detect, self._far)
+        if len(faces) > 1:
+            self._several(len(faces), frame_index)
+        if self._seen is not None:
+            last = self._seen[0]
+            faces = [f for f in faces
+                     if math.dist(f.centre, last.centre) < FAR_SAME_PLACE * last.size]
+        windows = [window_around(*f.centre, WINDOW_FACES * f.size, w, h)
+                   for f in sorted(faces, key=lambda f: -f.size)]
         # A window of the whole picture is where the mesh has just looked.
         windows = [q for q in windows if q != (0, 0, w, h)
                    and min(q[2] - q[0], q[3] - q[1]) >= MIN_WINDOW]
         if not windows:
             return None
-        self.window = max(windows, key=lambda q: q[2] - q[0])
+        self.window = windows[0]
         self._new_window = True
         face = self._follow(rgb, frame_index)
         if face is None:
@@ -394,9 +430,9 @@ class FaceTracker:
 
     def _keep_window(self, face: Face, rgb: np.ndarray, frame_index: int) -> Face:
         """Keep the window about the face (moved when the face strays from its middle or its
-        size changes), and look at the whole picture every RECHECK_FRAMES and once the face
-        has grown: a face the mesh finds there is followed there, ours grown or a person
-        near the camera (a far face is followed only while nobody near is in view)."""
+        size changes). Every RECHECK_FRAMES, and often once the face has grown, the whole
+        picture is looked at: the mesh finding our face there takes it out of the window,
+        and another face, near or far, is counted as the whole-picture tracker counts it."""
         assert self.window is not None
         h, w = rgb.shape[:2]
         self._window_frames += 1
@@ -404,13 +440,19 @@ class FaceTracker:
         if self._window_frames >= (GROWN_RECHECK_FRAMES if grown else RECHECK_FRAMES):
             self._window_frames = 0
             near = self._detect(rgb)
-            if near:
-                ours = [f for f in near if iou(f.box, face.box) > 0.3]
-                if len(near) + (not ours) > 1:
-                    self._several(len(near) + (not ours), frame_index)
+            ours = [f for f in near if iou(f.box, face.box) > 0.3]
+            others = len(near) - len(ours)
+            if not self.allow_several:
+                if self._far is None:
+                    self._far = FarFaces()
+                others = max(others, sum(iou(f.box, face.box) < 0.3 for f in
+                                         find_small_faces(rgb, self._detect, self._far)))
+            if others:
+                self._several(others + 1, frame_index)
+            if ours:
                 self.window, self._new_window = None, True
-                self._last = ours[0] if ours else max(near, key=lambda f: f.size)
-                return self._last
+                self._last = ours[0]
+                return ours[0]
         x0, y0, x1, y1 = self.window
         side = max(x1 - x0, y1 - y0)
         want = WINDOW_FACES * face.size

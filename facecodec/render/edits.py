@@ -20,7 +20,13 @@ import numpy as np
 from facecodec.capture.picture import read_picture
 from facecodec.errors import FacecodecError
 from facecodec.face.crop import CropBox
-from facecodec.face.tracker import Face, FaceCheck, FaceMesh, find_small_faces
+from facecodec.face.tracker import (
+    Face,
+    FaceCheck,
+    FaceMesh,
+    find_small_faces,
+    small_face_advice,
+)
 from facecodec.motion.basis import ExpressionBasis
 from facecodec.motion.motion import Motion
 from facecodec.render import topology as T
@@ -47,10 +53,10 @@ class Avatar:
             print(f"note: {portrait}: the face was {_TURNED[turn]}; the portrait is turned "
                   "upright", file=sys.stderr)
         if not faces:
+            h, w = rgb.shape[:2]
             raise FacecodecError(f"{portrait}: no face found in the portrait (give a head-"
-                                 "and-shoulders picture: a face narrower than about 1/25 of "
-                                 "it, one that fills all of it, or one cut by its edge is not "
-                                 "found)")
+                                 f"and-shoulders picture: {small_face_advice(w, h)}, nor one "
+                                 "that fills all of it or is cut by its edge)")
         if len(faces) > 1:  # which one is meant is the user's to say, as for encoding
             raise FacecodecError(f"{portrait}: several faces in the portrait; an avatar is "
                                  "drawn from a portrait of one person")
