@@ -309,9 +309,10 @@ GROWN_RECHECK_FRAMES = 5  # how often the whole picture is looked at for a face 
 FAR_SAME_PLACE = 1.5
 # A window whose face is lost is kept this many frames, for a face out of view a moment.
 WINDOW_PATIENCE_FRAMES = 25
-# With no face in view, FarFaces looks every this many frames: a look costs 10-13 ms
-# a part (640x480 to 1920x1080, 2 cores; two parts for 16:9), three times the mesh's own.
-FAR_LOOK_EVERY = 3
+# With no face in view, FarFaces looks every this many frames: a look costs 10-13 ms a
+# part (640x480 to 1920x1080, 2 cores; two parts for 16:9), three times the mesh's own (a
+# faceless 1280x720 frame took 13 ms instead of 8).
+FAR_LOOK_EVERY = 5
 # While one face is followed and several are not allowed, the multi-face detector looks
 # again every this many frames (about 25 ms a look: 1 ms a frame), so that a person who joins
 # mid-way is noticed and said, not only one present at the start.
