@@ -187,7 +187,8 @@ def test_a_tilted_or_covered_face_is_left_as_it_is(name: str, tilt: int) -> None
 def test_a_small_face_in_a_large_picture_is_found(tmp_path: Path) -> None:
     """A face under about 1/8 of a picture's width (a photograph of a whole person) escaped
     the mesh's own detector: "no face", even at 4000 px with the face 240 px wide. The
-    full-range detector finds it, to the avatar the close-up gives; two such faces are two."""
+    full-range detector finds it, to the avatar the close-up gives; two such faces are two,
+    and one lying on its side is none."""
     import cv2
 
     from facecodec.capture.picture import read_picture
@@ -210,4 +211,12 @@ def test_a_small_face_in_a_large_picture_is_found(tmp_path: Path) -> None:
     canvas[500:500 + small.shape[0], 2300:2300 + small.shape[1]] = small
     cv2.imwrite(str(far), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
     with pytest.raises(FacecodecError, match="several faces"):
+        Avatar(far, basis, SIZE, basis.k_max)
+    # A small face lying on its side is not taken as it lies: the mesh fits a standing face
+    # to whatever it is given (the portrait is stood up only from a face it finds near).
+    lying = np.full((3000, 4000, 3), 120, np.uint8)
+    turned = np.rot90(small)
+    lying[500:500 + turned.shape[0], 800:800 + turned.shape[1]] = turned
+    cv2.imwrite(str(far), cv2.cvtColor(lying, cv2.COLOR_RGB2BGR))
+    with pytest.raises(FacecodecError, match="no face found"):
         Avatar(far, basis, SIZE, basis.k_max)

@@ -199,7 +199,9 @@ def far_tiles(w: int, h: int) -> list[tuple[int, int, int, int]]:
     n = min(FAR_TILES, math.ceil(long / short - 0.4))  # 4:3 is looked at whole
     if n <= 1:
         return [(0, 0, w, h)]
-    part = max(short, math.ceil(long / n))
+    # Overlapping by a quarter of the short side, so that no face at the limit lies across
+    # a seam (parts that only touched missed a face in the middle of a 2:1 picture).
+    part = min(long, max(short, math.ceil((long + (n - 1) * (short // 4)) / n)))
     starts = [round(i * (long - part) / (n - 1)) for i in range(n)]
     return [(a, 0, a + part, h) if w >= h else (0, a, w, a + part) for a in starts]
 
@@ -305,8 +307,9 @@ WINDOW_FACES, WINDOW_STRAY = 4.0, 0.2
 NEAR_SHARE = 1 / 6
 GROWN_RECHECK_FRAMES = 5  # how often the whole picture is looked at for a face that large
 # A far face is taken for one lost when its centre is within this many of the lost face's
-# sizes of where that was last seen.
-FAR_SAME_PLACE = 1.5
+# sizes of where that was last seen, and it is at least this share of its size (a person
+# stepping back shrinks a little at a time; a stranger far behind a speaker is far smaller).
+FAR_SAME_PLACE, FAR_SAME_SIZE = 1.5, 0.5
 # A window whose face is lost is kept this many frames, for a face out of view a moment.
 WINDOW_PATIENCE_FRAMES = 25
 # With no face in view, FarFaces looks every this many frames: a look costs 10-13 ms a
@@ -390,6 +393,7 @@ class FaceTracker:
             face = self._look_far(rgb, frame_index)
         if face is None:
             return None
+        self._far_wait = 0  # the first faceless frame after a face looks far
         if self.window is not None:
             self.windowed += 1
             face = self._keep_window(face, rgb, frame_index)
@@ -398,9 +402,9 @@ class FaceTracker:
 
     def _look_far(self, rgb: np.ndarray, frame_index: int) -> Face | None:
         """A face too small for the mesh's own detector, followed from now on in a window.
-        Once a face has been followed, only one where it was last seen is taken (the same
-        person, further away): a stranger far behind never takes the place of a speaker
-        out of view."""
+        Once a face has been followed, only one where it was last seen, of about its size,
+        is taken (the same person, a little further away): a stranger far behind never
+        takes the place of a speaker out of view."""
         if self._far_wait > 0:
             self._far_wait -= 1
             return None
@@ -414,7 +418,8 @@ class FaceTracker:
         if self._seen is not None:
             last = self._seen[0]
             faces = [f for f in faces
-                     if math.dist(f.centre, last.centre) < FAR_SAME_PLACE * last.size]
+                     if math.dist(f.centre, last.centre) < FAR_SAME_PLACE * last.size
+                     and f.size > FAR_SAME_SIZE * last.size]
         windows = [window_around(*f.centre, WINDOW_FACES * f.size, w, h)
                    for f in sorted(faces, key=lambda f: -f.size)]
         # A window of the whole picture is where the mesh has just looked.
@@ -422,11 +427,11 @@ class FaceTracker:
                    and min(q[2] - q[0], q[3] - q[1]) >= MIN_WINDOW]
         if not windows:
             return None
-        self.window = windows[0]
-        self._new_window = True
+        kept = self.window
+        self.window, self._new_window, self._window_frames = windows[0], True, 0
         face = self._follow(rgb, frame_index)
         if face is None:
-            self.window = None
+            self.window = kept
         return face
 
     def _keep_window(self, face: Face, rgb: np.ndarray, frame_index: int) -> Face:
@@ -442,16 +447,16 @@ class FaceTracker:
             self._window_frames = 0
             near = self._detect(rgb)
             ours = [f for f in near if iou(f.box, face.box) > 0.3]
-            others = len(near) - len(ours)
-            if not self.allow_several:
+            if not self.allow_several:  # counted as the whole-picture tracker's rechecks count
                 if self._far is None:
                     self._far = FarFaces()
-                others = max(others, sum(iou(f.box, face.box) < 0.3 for f in
-                                         find_small_faces(rgb, self._detect, self._far)))
-            if others:
-                self._several(others + 1, frame_index)
+                others = max(len(near) - len(ours), sum(
+                    iou(f.box, face.box) < 0.3
+                    for f in find_small_faces(rgb, self._detect, self._far)))
+                if others:
+                    self._several(others + 1, frame_index)
             if ours:
-                self.window, self._new_window = None, True
+                self.window, self._new_window, self._window_frames = None, True, 0
                 self._last = ours[0]
                 return ours[0]
         x0, y0, x1, y1 = self.window

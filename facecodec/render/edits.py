@@ -141,7 +141,15 @@ def stand_upright(rgb: np.ndarray, mesh: FaceMesh) -> tuple[np.ndarray, list[Fac
         belief[best] > as_is + TURNED_FACE_MARGIN) else 0
     picture = np.ascontiguousarray(np.rot90(rgb, turn)) if turn else rgb
     faces = found[turn] if scale == 1 else mesh(picture)
-    return picture, faces or find_small_faces(picture, mesh), turn
+    if not faces:  # a small face (a photograph of a whole person), taken only standing
+        check = FaceCheck()
+        try:
+            faces = [f for f in find_small_faces(picture, mesh)
+                     if standing_turns(f.points) == 0
+                     and check(picture, f) >= TURNED_FACE_SCORE]
+        finally:
+            check.close()
+    return picture, faces, turn
 
 
 class AvatarDriver:
