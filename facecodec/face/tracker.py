@@ -144,7 +144,7 @@ class FaceCheck:
 SMALL_FACE_CONTEXT = 3.0
 # The mesh is run on such a square at this side at most.
 SMALL_FACE_SIDE = 512
-FAR_SIDE = 640  # FarFaces looks at a picture this large at most
+FAR_SIDE = 640  # FarFaces gives its detector a part of a picture this large at most
 MIN_WINDOW = 16  # pixels a side: a smaller part of a picture is not given to the mesh
 FAR_TILES = 3  # parts of a long picture FarFaces looks at, at most
 
@@ -191,8 +191,8 @@ class FarFaces:
 
 
 def far_tiles(w: int, h: int) -> list[tuple[int, int, int, int]]:
-    """The parts of a w x h picture FarFaces looks at: squares along its longer side,
-    overlapping, at most FAR_TILES (longer parts beyond that). The detector squeezes what
+    """The parts of a w x h picture FarFaces looks at: about square, along its longer
+    side, overlapping, at most FAR_TILES (longer parts beyond that). The detector squeezes what
     it is given into a square: a whole 1280x720 picture missed a 7 % face near its side
     that a 720x720 part of it found at 0.81-0.91."""
     long, short = max(w, h), min(w, h)
@@ -328,7 +328,8 @@ class FaceTracker:
     Tracking runs MediaPipe with one face (fast: detection only when tracking is lost). A
     second, multi-face detector runs when tracking (re)starts, to notice several people and
     to keep following the same person rather than whoever the tracker locks onto, and (where
-    several are not allowed) every RECHECK_FRAMES while it follows one.
+    several are not allowed) every RECHECK_FRAMES while it follows one. Where the mesh finds
+    no face, FarFaces looks for one too small for it, followed in a window (`_look_far`).
     """
 
     def __init__(self, allow_several: bool = False, max_faces: int = 4):
