@@ -168,7 +168,7 @@ class CallStats:
     frames_sent: int = 0
     frames_skipped: int = 0  # captured while the encoder was behind real time: not encoded
     frames_rendered: int = 0
-    frames_concealed: int = 0  # frame indices lost, never decoded (last frame held instead)
+    frames_concealed: int = 0  # frame indices whose motion was lost or could not be drawn
     # Frame indices the other side never sent (its sender was behind real time, or its
     # camera left slots empty): the last frame held as for a loss, though nothing was lost.
     frames_unsent: int = 0
