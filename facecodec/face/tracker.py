@@ -166,14 +166,9 @@ class FarFaces:
         h, w = rgb.shape[:2]
         squares: list[tuple[int, int, int, int]] = []
         for x0, y0, x1, y1 in far_tiles(w, h):
-            tile = rgb[y0:y1, x0:x1]
             # The detector sees 192x192 whatever it is given: a smaller copy loses nothing,
             # and handing it a large picture took 35 ms of a 1920x1080 look.
-            scale = min(1.0, FAR_SIDE / max(tile.shape[:2]))
-            if scale < 1:
-                tile = cv2.resize(tile, (max(1, round(tile.shape[1] * scale)),
-                                         max(1, round(tile.shape[0] * scale))),
-                                  interpolation=cv2.INTER_AREA)
+            tile, _ = shrunk(rgb[y0:y1, x0:x1], FAR_SIDE)
             with quiet_stderr():
                 found = self._detector.process(np.ascontiguousarray(tile)).detections or []
             tw, th = x1 - x0, y1 - y0
@@ -206,6 +201,17 @@ def far_tiles(w: int, h: int) -> list[tuple[int, int, int, int]]:
     return [(a, 0, a + part, h) if w >= h else (0, a, w, a + part) for a in starts]
 
 
+def shrunk(rgb: np.ndarray, most: int) -> tuple[np.ndarray, float]:
+    """`rgb` resized (area-averaged) to `most` pixels on its longer side at most, and the
+    scale it was resized by (1: as it is)."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, most / max(h, w))
+    if scale == 1:
+        return rgb, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale
+
+
 def window_around(cx: float, cy: float, side: float, w: int, h: int
                   ) -> tuple[int, int, int, int]:
     """A square of `side` centred on (cx, cy), moved inside a w x h picture (cut where it
@@ -225,12 +231,7 @@ def mesh_in(mesh: FaceMesh, rgb: np.ndarray, window: tuple[int, int, int, int],
     """The mesh's faces in a part of a picture (resized to `most` pixels a side at most),
     in the whole picture's pixels."""
     x0, y0, x1, y1 = window
-    part = rgb[y0:y1, x0:x1]
-    scale = 1.0 if most is None else min(1.0, most / max(part.shape[:2]))
-    if scale < 1:
-        part = cv2.resize(part, (max(1, round(part.shape[1] * scale)),
-                                 max(1, round(part.shape[0] * scale))),
-                          interpolation=cv2.INTER_AREA)
+    part, scale = (rgb[y0:y1, x0:x1], 1.0) if most is None else shrunk(rgb[y0:y1, x0:x1], most)
     return [f.placed(x0, y0, scale) for f in mesh(np.ascontiguousarray(part))]
 
 
@@ -341,7 +342,7 @@ class FaceTracker:
         self._followed = 0  # frames followed since the detector last looked
         self.several_seen = 0  # detector looks (at (re)acquisition or a recheck) finding several
         self.joined: int | None = None  # the first frame where another face was seen later
-        self._far: FarFaces | None = None  # made when the mesh first finds no face
+        self._far: FarFaces | None = None  # see _far_faces
         self._far_wait = 0  # faceless frames until FarFaces looks again
         # Where a face too small for the mesh's own detector is followed (FarFaces); None:
         # the whole picture.
@@ -352,6 +353,12 @@ class FaceTracker:
         self._window_frames = 0  # frames followed in a window since the whole picture was seen
         self.windowed = 0  # frames whose face was followed in a window
         self._seen: tuple[Face, int] | None = None  # the last face followed, and its frame
+
+    def _far_faces(self) -> FarFaces:
+        """The far detector, made when first needed (most videos never need it)."""
+        if self._far is None:
+            self._far = FarFaces()
+        return self._far
 
     def _mesh(self, mesh: FaceMesh, rgb: np.ndarray) -> list[Face]:
         return mesh(rgb) if self.window is None else mesh_in(mesh, rgb, self.window)
@@ -410,10 +417,8 @@ class FaceTracker:
             self._far_wait -= 1
             return None
         self._far_wait = FAR_LOOK_EVERY - 1
-        if self._far is None:
-            self._far = FarFaces()
         h, w = rgb.shape[:2]
-        faces = find_small_faces(rgb, self._detect, self._far)
+        faces = find_small_faces(rgb, self._detect, self._far_faces())
         if len(faces) > 1:
             self._several(len(faces), frame_index)
         if self._seen is not None:
@@ -449,11 +454,9 @@ class FaceTracker:
             near = self._detect(rgb)
             ours = [f for f in near if iou(f.box, face.box) > 0.3]
             if not self.allow_several:  # counted as the whole-picture tracker's rechecks count
-                if self._far is None:
-                    self._far = FarFaces()
                 others = max(len(near) - len(ours), sum(
                     iou(f.box, face.box) < 0.3
-                    for f in find_small_faces(rgb, self._detect, self._far)))
+                    for f in find_small_faces(rgb, self._detect, self._far_faces())))
                 if others:
                     self._several(others + 1, frame_index)
             if ours:
@@ -505,9 +508,7 @@ class FaceTracker:
         grey = np.full((height, width, 3), 128, np.uint8)
         self._detect(grey)
         self._track(grey)
-        if self._far is None:  # its first look would otherwise cost about 60 ms mid-call
-            self._far = FarFaces()
-        self._far(grey)
+        self._far_faces()(grey)  # its first look would otherwise cost about 60 ms mid-call
 
     def close(self) -> None:
         self._track.close()

@@ -14,7 +14,6 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from facecodec.capture.picture import read_picture
@@ -25,6 +24,7 @@ from facecodec.face.tracker import (
     FaceCheck,
     FaceMesh,
     find_small_faces,
+    shrunk,
     small_face_advice,
 )
 from facecodec.motion.basis import ExpressionBasis
@@ -120,35 +120,28 @@ def stand_upright(rgb: np.ndarray, mesh: FaceMesh) -> tuple[np.ndarray, list[Fac
     it finds one face standing that the face detector believes (FaceCheck) clearly more
     than the face found as it is. The mesh alone cannot tell: on an upside-down picture it
     fits a standing face to the background. A face tilted between is left as it is."""
-    scale = min(1.0, SEARCH_SIDE / max(rgb.shape[:2]))
-    search = rgb if scale == 1 else cv2.resize(
-        rgb, (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))),
-        interpolation=cv2.INTER_AREA)
+    search, scale = shrunk(rgb, SEARCH_SIDE)
     turned = [np.ascontiguousarray(np.rot90(search, k)) for k in range(4)]
     found = [mesh(picture) for picture in turned]
     check = FaceCheck()
     try:
         belief = [check(turned[k], found[k][0]) if len(found[k]) == 1 else 0.0
                   for k in range(4)]
-    finally:
-        check.close()
-    lying = len(found[0]) == 1 and bool(standing_turns(found[0][0].points))
-    as_is = 0.0 if lying else belief[0]
-    standing = [k for k in (1, 2, 3)
-                if len(found[k]) == 1 and standing_turns(found[k][0].points) == 0]
-    best = max(standing, key=lambda k: belief[k], default=0)
-    turn = best if best and belief[best] >= TURNED_FACE_SCORE and (
-        belief[best] > as_is + TURNED_FACE_MARGIN) else 0
-    picture = np.ascontiguousarray(np.rot90(rgb, turn)) if turn else rgb
-    faces = found[turn] if scale == 1 else mesh(picture)
-    if not faces:  # a small face (a photograph of a whole person), taken only standing
-        check = FaceCheck()
-        try:
+        lying = len(found[0]) == 1 and bool(standing_turns(found[0][0].points))
+        as_is = 0.0 if lying else belief[0]
+        standing = [k for k in (1, 2, 3)
+                    if len(found[k]) == 1 and standing_turns(found[k][0].points) == 0]
+        best = max(standing, key=lambda k: belief[k], default=0)
+        turn = best if best and belief[best] >= TURNED_FACE_SCORE and (
+            belief[best] > as_is + TURNED_FACE_MARGIN) else 0
+        picture = np.ascontiguousarray(np.rot90(rgb, turn)) if turn else rgb
+        faces = found[turn] if scale == 1 else mesh(picture)
+        if not faces:  # a small face (a photograph of a whole person), taken only standing
             faces = [f for f in find_small_faces(picture, mesh)
                      if standing_turns(f.points) == 0
                      and check(picture, f) >= TURNED_FACE_SCORE]
-        finally:
-            check.close()
+    finally:
+        check.close()
     return picture, faces, turn
 
 
