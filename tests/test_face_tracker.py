@@ -4,6 +4,9 @@ about it, to the landmarks the close-up gives."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -230,3 +233,28 @@ def test_far_faces_are_looked_for_in_parts_of_a_wide_picture_and_checked() -> No
     finally:
         far.close()
         mesh.close()
+
+
+def test_a_library_user_sees_no_native_chatter() -> None:
+    """MediaPipe's graph threads log to file descriptor 2 as they start, after its
+    constructors return; a script that follows a face, far or near, prints nothing there
+    (before: four "Feedback manager" lines and a protobuf warning)."""
+    script = (
+        "import sys, numpy as np, cv2\n"
+        "from facecodec.capture.video import read_frames\n"
+        "from facecodec.face.tracker import FaceTracker\n"
+        "frames = [f for _, f in zip(range(3), read_frames(sys.argv[1]))]\n"
+        "near, far = FaceTracker(), FaceTracker()\n"
+        "wide = np.full((1080, 1920, 3), 90, np.uint8)\n"
+        "for i, f in enumerate(frames):\n"
+        "    s = cv2.resize(f, None, fx=0.6, fy=0.6)\n"
+        "    wide[300:300 + s.shape[0], 900:900 + s.shape[1]] = s\n"
+        "    assert near(f, i) is not None and far(wide, i) is not None\n"
+        "near.close(); far.close()\n"
+        "print('followed')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(require(GRID_CLIP))],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "followed\n"
+    assert done.stderr == ""

@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import cv2
 import numpy as np
@@ -55,9 +56,22 @@ def quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def opened(solution: Any) -> Any:
+    """`solution` (a MediaPipe solution just made) once its graph is running. MediaPipe opens
+    the graph's calculators in its own threads after the constructor returns, and they log to
+    file descriptor 2 as they open: one blank picture through it waits for them, in silence."""
+    with quiet_stderr():
+        solution.process(np.zeros((64, 64, 3), np.uint8))
+    return solution
+
+
 def import_mediapipe() -> ModuleType:
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # MediaPipe 0.10.14 calls a protobuf function newer protobufs deprecate, on the first
+    # picture with a face: a warning its users can do nothing about.
+    warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated",
+                            category=UserWarning)
     try:
         with quiet_stderr():
             import mediapipe as mp
@@ -120,8 +134,8 @@ class FaceCheck:
     def __init__(self) -> None:
         mp = import_mediapipe()
         with quiet_stderr():
-            self._detector = mp.solutions.face_detection.FaceDetection(
-                model_selection=0, min_detection_confidence=0.3)
+            self._detector = opened(mp.solutions.face_detection.FaceDetection(
+                model_selection=0, min_detection_confidence=0.3))
 
     def __call__(self, rgb: np.ndarray, face: Face) -> float:
         x0, y0, x1, y1 = face.box
@@ -158,8 +172,8 @@ class FarFaces:
     def __init__(self) -> None:
         mp = import_mediapipe()
         with quiet_stderr():
-            self._detector = mp.solutions.face_detection.FaceDetection(
-                model_selection=1, min_detection_confidence=0.5)
+            self._detector = opened(mp.solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=0.5))
 
     def __call__(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
         """The squares (x0, y0, x1, y1, within the picture) around each face found."""
@@ -267,24 +281,18 @@ class FaceMesh:
 
     def __init__(self, max_faces: int = 1, static: bool = False, min_confidence: float = 0.5):
         mp = import_mediapipe()
-        self._warm = False
         with quiet_stderr():
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
+            self._mesh = opened(mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=static,
                 max_num_faces=max_faces,
                 refine_landmarks=True,
                 min_detection_confidence=min_confidence,
                 min_tracking_confidence=min_confidence,
-            )
+            ))
 
     def __call__(self, rgb: np.ndarray) -> list[Face]:
         h, w = rgb.shape[:2]
-        if not self._warm:  # the first call prints more chatter
-            with quiet_stderr():
-                res = self._mesh.process(np.ascontiguousarray(rgb))
-            self._warm = True
-        else:
-            res = self._mesh.process(np.ascontiguousarray(rgb))
+        res = self._mesh.process(np.ascontiguousarray(rgb))
         faces = []
         for lm in res.multi_face_landmarks or []:
             a = np.array([(p.x, p.y, p.z) for p in lm.landmark], dtype=np.float32)
