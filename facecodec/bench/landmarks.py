@@ -23,29 +23,25 @@ def track_landmarks(frames: Iterable[np.ndarray], static: bool = False) -> np.nd
     Tracking mode (static=False) follows the BASELINES protocol: the detector runs only when
     the tracker loses the face, which is both faster and steadier than per-frame detection.
     """
-    # Heavy import, only when landmarks are needed; MediaPipe's start-up chatter (on making
-    # the graph and on its first picture) is kept off the bench's own lines.
-    from facecodec.face.tracker import import_mediapipe, quiet_stderr
+    # Heavy import, only when landmarks are needed; MediaPipe's start-up chatter is kept off
+    # the bench's own lines.
+    from facecodec.face.tracker import import_mediapipe, opened, quiet_stderr
 
     mp = import_mediapipe()
     out: list[np.ndarray] = []
     with quiet_stderr():
-        mesh = mp.solutions.face_mesh.FaceMesh(
+        mesh = opened(mp.solutions.face_mesh.FaceMesh(
             static_image_mode=static,
             max_num_faces=1,
             refine_landmarks=True,
             min_detection_confidence=0.5,
             min_tracking_confidence=0.5,
-        )
+        ))
     with mesh:
         for frame in frames:
             rgb = np.ascontiguousarray(frame)
             h, w = rgb.shape[:2]
-            if out:
-                res = mesh.process(rgb)
-            else:
-                with quiet_stderr():
-                    res = mesh.process(rgb)
+            res = mesh.process(rgb)
             if not res.multi_face_landmarks:
                 out.append(np.full((N_LANDMARKS, 2), np.nan, np.float32))
                 continue
