@@ -258,3 +258,31 @@ def test_a_library_user_sees_no_native_chatter() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == "followed\n"
     assert done.stderr == ""
+
+
+def test_two_small_faces_side_by_side_are_two() -> None:
+    """Two 5 % faces whose centres are 1.3 detection widths apart (92 px, boxes about 70
+    px wide, in 1920x1080): the detector finds both, and their squares, three times as
+    wide, overlapped enough that they were taken for one face seen twice."""
+    from facecodec.face.tracker import FaceMesh, FarFaces, find_small_faces
+
+    a, b = (cv2.resize(next(iter(read_frames(require(CLIPS / name)))), (120, 120),
+                       interpolation=cv2.INTER_AREA)
+            for name in ("liveportrait_d19.mp4", "liveportrait_d9.mp4"))
+    picture = np.full((1080, 1920, 3), 90, np.uint8)
+    picture[400:520, 800:920] = a
+    picture[400:520, 892:1012] = b  # its face lies right of where it covers a's square
+    far, mesh = FarFaces(), FaceMesh(max_faces=4, static=True)
+    try:
+        found = sorted(find_small_faces(picture, mesh, far), key=lambda f: f.centre[0])
+    finally:
+        far.close()
+        mesh.close()
+    assert len(found) == 2
+    assert 80 < found[1].centre[0] - found[0].centre[0] < 110
+    tracker = FaceTracker()
+    try:
+        with pytest.raises(FacecodecError, match="2 faces in frame 0"):
+            tracker(picture, 0)
+    finally:
+        tracker.close()
