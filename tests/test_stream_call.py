@@ -552,6 +552,9 @@ def test_a_receiver_that_lost_motion_asks_for_a_resync_and_draws_again_at_once(
     enc.close()
     assert dropped is not None and asked_at == 4  # seen at the next packet, which it holds
     assert dec.stats.motion_holds == 1
+    # One packet lost, however many come while the picture is held (each was counted lost).
+    assert dec.stats.motion_packets_lost == 1
+    assert (dec.stats.motion_packets_held == 0) == ask
     held = sorted(set(range(max(shown))) - set(shown))  # the last frames may be pending
     assert held[0] == dropped and held == list(range(dropped, held[-1] + 1))
     if ask:
@@ -663,6 +666,40 @@ def test_packets_of_several_frames_draw_the_same_frames_for_fewer_bytes() -> Non
     assert sizes[0] > 1.2 * sizes[1] and sizes[1] > sizes[2], sizes
     with pytest.raises(FacecodecError, match="carry 1 to 3 frames"):
         StreamEncoder(fps=30, source_size=size, packet_frames=4)
+
+
+def test_packets_of_several_frames_never_span_frames_not_sent() -> None:
+    """A packet says only its first frame and its count. A call leaves frames out (a camera
+    slower than it says, a sender behind): a packet across such a gap drew frame 6's pose
+    at 5 and never drew 6 (frames 5, 33, 34 and 50 left out: 8, 34, 52 and 53 were never
+    drawn with three frames a packet). Each packet now ends at a gap."""
+    from facecodec.bitstream.packets import MotionPayload, decode_packet
+    from facecodec.codec.decoder import PacketDecoder
+    from facecodec.codec.stream import StreamEncoder
+
+    frames = list(read_frames(str(require(CLIP))))[:60]
+    size = (frames[0].shape[1], frames[0].shape[0])
+    sent = [i for i in range(60) if i not in (5, 33, 34, 50)]
+    drawn: dict[int, dict[int, np.ndarray]] = {}
+    for per_packet in (1, 2, 3):
+        enc = StreamEncoder(fps=30, source_size=size, packet_frames=per_packet,
+                            reference="first")
+        dec = PacketDecoder(enc.header, "warp")
+        drawn[per_packet] = {}
+        for i in sent:
+            for data in enc.push(frames[i], i):
+                p, _ = decode_packet(data)
+                if p.type in (PacketType.MOTION, PacketType.RESYNC):
+                    count = MotionPayload.from_bytes(p.payload).frame_count
+                    assert all(p.timestamp + k in sent for k in range(count)), p.timestamp
+                drawn[per_packet].update(dec.push(p))
+        enc.close()
+        got = sorted(drawn[per_packet])  # the last packet's frames may still be pending
+        assert got == sent[:len(got)] and len(got) > len(sent) - per_packet, per_packet
+    for per_packet in (2, 3):
+        both = drawn[per_packet].keys() & drawn[1].keys()
+        assert len(both) > len(sent) - 3
+        assert all(np.array_equal(drawn[per_packet][i], drawn[1][i]) for i in both)
 
 
 def test_a_call_shows_the_frames_of_a_packet_a_frame_apart() -> None:

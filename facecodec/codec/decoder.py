@@ -59,7 +59,11 @@ class Keyframe:
 class DecodeStats:
     frames_rendered: int = 0
     frames_undrawn: int = 0  # decoded but not drawn when asked (a receiver behind real time)
+    # Motion packets missing from the sequence before a MOTION packet, which cannot be drawn
+    # without them (a RESYNC can: a gap before one is not counted).
     motion_packets_lost: int = 0
+    # Motion packets that came while the picture was held after a loss, waiting for a RESYNC.
+    motion_packets_held: int = 0
     # Motion packets that came after a later one (a call's motion channel is unordered):
     # their frames are past, so they are dropped, neither drawn late nor counted as lost.
     motion_packets_stale: int = 0
@@ -236,7 +240,10 @@ class PacketDecoder:
             return []
         intra = packet.type == PacketType.RESYNC
         if not intra and packet.seq != self.next_seq:
-            self.stats.motion_packets_lost += 1
+            if self.next_seq is None:
+                self.stats.motion_packets_held += 1
+            else:
+                self.stats.motion_packets_lost += (packet.seq - self.next_seq) & 0xFFFF
             self.motion.reset()
             self.next_seq = None
             # Hold until the next RESYNC, which is worth asking for once the keyframe it

@@ -376,6 +376,10 @@ class Packetizer:
         if self.keyframe_id < 0:
             return out
         picture = self.layer.pictures.get(event.index) if self.layer is not None else None
+        if self.pending and event.index != self.pending[-1].index + 1:
+            # A packet says only its first frame and its count: frames a call skipped (a
+            # camera's empty slot, a sender behind) or a faceless stretch end it.
+            out += self.flush()
         if event.index - self.last_resync >= self.resync_interval:
             out += self.flush()
             self.force_intra, self.last_resync = True, event.index
