@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import GRID_CLIP, require
 
-from facecodec.codec.analysis import KeyframeEvent, MotionEvent, stabilise
+from facecodec.codec.analysis import EventStabiliser, KeyframeEvent, MotionEvent, stabilise
 from facecodec.codec.encoder import (
     Analysis,
     EncoderSettings,
@@ -50,6 +50,32 @@ def test_motion_alone_follows_the_face_closer(analysis: Analysis) -> None:
     assert np.percentile(beside, 95) > np.percentile(alone, 95)
 
 
+def _landmarks(events: list[KeyframeEvent | MotionEvent]) -> dict[int, np.ndarray]:
+    basis = load_basis()
+    return {e.index: basis.landmarks(e.motion, 256)[:, :2] for e in events
+            if isinstance(e, MotionEvent)}
+
+
+def test_a_file_is_smoothed_without_lag(analysis: Analysis) -> None:
+    """A call's filter is causal, and lags a moving face: its Motions lie nearer the fit of
+    the frame before than their own. A file's is run backwards too, and the two averaged:
+    it does not lag, and lies nearer each frame's own fit."""
+    basis, fps = load_basis(), float(analysis.info.fps)
+    raw = _landmarks(analysis.events)
+    causal = EventStabiliser(basis, fps, SLOW_BETA)
+    smoothed = {"call": _landmarks([causal(e) for e in analysis.events]),
+                "file": _landmarks(stabilise(analysis.events, basis, fps, SLOW_BETA))}
+
+    def distance(kind: str, behind: int) -> float:  # px at 256, from the fit `behind` before
+        s = smoothed[kind]
+        return float(np.mean([np.linalg.norm(s[i] - raw[i - behind], axis=1).mean()
+                              for i in s if i - behind in raw and i - 1 in raw]))
+
+    assert distance("call", 1) < distance("call", 0)
+    assert distance("file", 0) < distance("file", 1)
+    assert distance("file", 0) < 0.8 * distance("call", 0)
+
+
 def test_keyframes_restart_the_filter_and_faceless_frames_hold(analysis: Analysis) -> None:
     basis, fps = load_basis(), float(analysis.info.fps)
     key = next(e for e in analysis.events if isinstance(e, KeyframeEvent))
@@ -88,11 +114,13 @@ def test_streams_code_the_motion_smoothed_for_them(analysis: Analysis) -> None:
              # (and keeps on this clip, tests/test_layer.py), without the motion-alone one.
              (layer_to_target, EncoderSettings(target_kbps=12.0), True))
     betas = []
+    chosen = analysis.events_with_chosen_references(256)  # motion alone: the best picture
     for code, settings, layer in cases:
         r = code(analysis, settings)
         assert (r.header.layer is not None) == layer
         beta = beta_for(CoderConfig.from_bytes(r.header.coder_config, basis.std).step_mul, layer)
-        want = {e.index: e.motion for e in stabilise(analysis.events, basis, fps, beta)
+        events = analysis.events if layer else chosen
+        want = {e.index: e.motion for e in stabilise(events, basis, fps, beta)
                 if isinstance(e, MotionEvent)}
         assert r.motions.keys() == want.keys()
         assert all(np.array_equal(r.motions[i].to_vector(), want[i].to_vector())

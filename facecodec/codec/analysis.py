@@ -268,6 +268,32 @@ class EventStabiliser:
 def stabilise(
     events: list[KeyframeEvent | MotionEvent], basis: ExpressionBasis, fps: float, beta: float,
 ) -> list[KeyframeEvent | MotionEvent]:
-    """The analysis' events with their Motions smoothed (see EventStabiliser)."""
-    s = EventStabiliser(basis, fps, beta)
-    return [s(e) for e in events]
+    """A file's events with their Motions smoothed: a call's causal filter (EventStabiliser)
+    run forwards and, over each keyframe's frames, backwards too, and the two averaged. The
+    causal filter lags a moving face (on 4 of the 6 validation clips a decoded frame matched
+    the source frame before it better than its own); backwards it leads by as much, so their
+    mean does not lag. A keyframe's own Motion, which describes its picture, is kept."""
+    ahead = EventStabiliser(basis, fps, beta)
+    forward = [ahead(e) for e in events]
+    out = list(forward)
+    starts = [i for i, e in enumerate(events) if isinstance(e, KeyframeEvent)]
+    for s, t in zip(starts, [*starts[1:], len(events)], strict=True):
+        key = events[s]
+        assert isinstance(key, KeyframeEvent)
+        own = key.index if key.picture_index is None else None  # its frame drawn as its picture
+        smoothed = [i for i in range(s + 1, t) if isinstance(e := events[i], MotionEvent)
+                    and e.face_seen and e.index != own]
+        behind = MotionStabiliser(basis, key.motion.k, fps, beta=beta)
+        back = {i: behind(events[i].motion) for i in reversed(smoothed)}
+        last = forward[s].motion if own is not None else None
+        for i in range(s + 1, t):
+            if i in back:
+                last = mean_motion(forward[i].motion, back[i])
+            if last is not None:  # a frame without a face holds the last, as forwards
+                out[i] = replace(forward[i], motion=last)
+    return out
+
+
+def mean_motion(a: Motion, b: Motion) -> Motion:
+    surround = (a.surround + b.surround) / 2 if len(a.surround) else None
+    return Motion.from_vector((a.to_vector() + b.to_vector()) / 2, surround)
