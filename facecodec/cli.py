@@ -41,10 +41,24 @@ def _refuse_beside_target(a: argparse.Namespace, names: tuple[str, ...]) -> None
                              f"{' and '.join(given)}")
 
 
+def _refuse_still_picture(path: Path) -> None:
+    """A picture would be coded as a one-frame video, its rate counted over 1/25 s."""
+    from facecodec.capture.video import is_still_picture
+
+    try:
+        still = path.is_file() and is_still_picture(path)
+    except FacecodecError:
+        return  # not a video either: encode says so in its own words
+    if still:
+        raise FacecodecError(f"{path}: a still picture, not a video: encode codes a video "
+                             "(a portrait to appear as is --avatar's)")
+
+
 def _encode(a: argparse.Namespace) -> int:
     from facecodec.codec.encoder import EncoderSettings, encode_file
 
     _refuse_beside_target(a, ("quality", "layer_kbps", "layer_crf"))
+    _refuse_still_picture(a.input)
     settings = EncoderSettings(
         size=a.size,
         preset=a.quality or DEFAULT_PRESET,
@@ -151,6 +165,8 @@ def _decode(a: argparse.Namespace) -> int:
         layer = ("; the low-resolution layer is not used with --pose/--yaw/--pitch/--roll/"
                  "--avatar/--eye-contact, and the motion beside it is coarse (lips and "
                  "expression barely move)")
+    elif r.header.layer is not None and a.layer == "off":
+        layer = "; the low-resolution layer left out (--layer off)"
     elif r.header.layer is not None:
         layer = (f", {st.frames_fused} with the layer ({st.layer_pictures} layer pictures"
                  + (f", {st.layer_lost} lost" if st.layer_lost else "")

@@ -186,6 +186,15 @@ def test_encode_rejects_bad_input(
     _check_encode_error(case, inputs, run_main, tmp_path)
 
 
+def test_a_still_picture_is_not_a_video_to_encode(run_main: Run, tmp_path: Path) -> None:
+    """A portrait was coded as a one-frame video at "576.60 kbps" (its bytes over 1/25 s)."""
+    out_dir = _fresh_dir(tmp_path, "out")
+    line = assert_one_line_error(run_main("encode", require(PORTRAITS / "liveportrait_s0.jpg"),
+                                          "-o", out_dir / "x.fcv"), code=2)
+    assert "a still picture, not a video" in line and "--avatar" in line
+    assert list(out_dir.iterdir()) == []
+
+
 @pytest.mark.parametrize("case", ["text_file", "no_face_background_corner", "several_faces"])
 def test_encode_rejects_bad_input_subprocess(
     case: str, inputs: Inputs, run_cli: Run, tmp_path: Path

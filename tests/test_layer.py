@@ -682,6 +682,10 @@ def test_info_json_reports_layer_kbps(
     assert r.returncode == 0 and "layer is not used with --pose" in r.stdout
     r = run_main("decode", fcv, "-o", tmp_path / "eyes.mp4", "--eye-contact")
     assert r.returncode == 0 and "--eye-contact" in r.stdout
+    # Left out, it is not said to be drawn with ("0 with the layer (N layer pictures)").
+    r = run_main("decode", fcv, "-o", tmp_path / "off.mp4", "--layer", "off")
+    assert r.returncode == 0 and "the low-resolution layer left out (--layer off)" in r.stdout
+    assert "with the layer" not in r.stdout
 
 
 @pytest.mark.parametrize("value", ["-3", "500"])

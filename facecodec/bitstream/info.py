@@ -26,6 +26,7 @@ from facecodec.bitstream.packets import (
     type_name,
 )
 from facecodec.errors import BitstreamError
+from facecodec.words import count
 
 
 def _kbps(nbytes: int, duration_s: float) -> float:
@@ -82,8 +83,8 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
                     damaged = damaged or f"END packet (seq {packet.seq}): {e}"
     except BitstreamError as e:
         damaged = str(e)
-    for kind, (count, size) in reader.skipped_types.items():
-        add(type_name(kind), size, count)
+    for kind, (n, size) in reader.skipped_types.items():
+        add(type_name(kind), size, n)
 
     frames = end_frames if end_frames is not None else counted
     fps = float(h.fps)
@@ -165,7 +166,7 @@ def format_info(d: dict[str, Any]) -> str:
         f"  crop {d['size']}x{d['size']} from {d['source_width']}x{d['source_height']}"
         + ("" if d["pixel_aspect"] == "1:1" else f" (pixels {d['pixel_aspect']})")
         + f", {d['fps']:.3f} fps ({d['fps_num']}/{d['fps_den']})",
-        f"  {d['frames']} frames ({d['frames_from']}), {d['duration_s']:.2f} s",
+        f"  {count(d['frames'], 'frame')} ({d['frames_from']}), {d['duration_s']:.2f} s",
         *([f"  the sender {AVATAR_WORDS}"] if d.get("avatar") else []),
         f"  basis {d['basis_id'] or '-'}, model {d['model_id'] or '-'}, "
         f"restorer {d['restorer'] or '-'},",
