@@ -55,6 +55,7 @@ def _refuse_still_picture(path: Path) -> None:
 
 
 def _encode(a: argparse.Namespace) -> int:
+    from facecodec.capture.sound import has_sound
     from facecodec.codec.encoder import EncoderSettings, encode_file
 
     _refuse_beside_target(a, ("quality", "layer_kbps", "layer_crf"))
@@ -90,9 +91,13 @@ def _encode(a: argparse.Namespace) -> int:
         lay = r.header.layer
         layer = (f", layer {r.layer_kbps:.2f} kbps ({lay.size} px, 1 picture in "
                  f"{lay.divisor} frames)")
+    if has_sound(a.input):  # a call sends sound beside the motion; a file has no room for it
+        print("note: the sound is not coded: an .fcv stream carries the picture alone",
+              file=sys.stderr)
+    avatar = f"; the face drives {a.avatar.name}, an avatar" if a.avatar is not None else ""
     print(
         f"{a.output}: {count(rep.frames, 'frame')}, {count(len(r.keyframes), 'keyframe')}, "
-        f"motion {r.motion_kbps:.2f} kbps{layer}, total {total_kbps:.2f} kbps"
+        f"motion {r.motion_kbps:.2f} kbps{layer}, total {total_kbps:.2f} kbps{avatar}"
     )
     return 0
 

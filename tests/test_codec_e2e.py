@@ -379,6 +379,10 @@ def test_encode_as_an_avatar_sends_the_portrait_not_the_face(
     fcv, out = tmp_path / "avatar.fcv", tmp_path / "avatar.mp4"
     r = run_main("encode", encoded_grid.source, "-o", fcv, "--avatar", AVATAR)
     assert r.returncode == 0, r.stderr
+    assert r.stdout.rstrip().endswith(f"; the face drives {AVATAR.name}, an avatar"), r.stdout
+    # The clip has sound, which a file does not carry: said, not dropped without a word.
+    assert r.stderr_lines == ["note: the sound is not coded: an .fcv stream carries the "
+                              "picture alone"]
     header, packets = read_fcv(fcv)
     keys = [KeyframePayload.from_bytes(p.payload) for p in packets if p.type == PacketType.KEYFRAME]
     assert header.layer is None and keys and header.avatar
@@ -416,7 +420,8 @@ def test_encode_as_an_avatar_sends_the_portrait_not_the_face(
     # Options for motion alone that cannot act here are said, not silently dropped.
     assert r.stderr_lines == [
         "note: --no-surround changes nothing with --avatar: an avatar stream sends no surround",
-        "note: --reference first changes nothing with --avatar: the portrait is the reference"]
+        "note: --reference first changes nothing with --avatar: the portrait is the reference",
+        "note: the sound is not coded: an .fcv stream carries the picture alone"]
 
 
 def test_options_for_motion_alone_are_noted_where_they_cannot_act(
