@@ -5,7 +5,8 @@ than a still picture on a calm face. A One Euro filter (Casiez et al., CHI 2012)
 without lagging fast motion: its cutoff rises with the filtered speed, so a still face is
 smoothed hard and a fast mouth passes almost unfiltered. It runs on the Motion vector
 (pose, gaze, openness, expression) because those few numbers are what the receiver sees,
-and it is causal so that a live call can use the same filter.
+and it is causal so that a live call can use it; a file, whose frames are all there, runs it
+backwards too and takes the mean, which does not lag (`analysis.stabilise`).
 
 How hard to smooth depends on what the motion is coded beside. Every frame's fit is kept
 unsmoothed by the analysis and the encoder stabilises the events for the stream it codes
