@@ -1,7 +1,7 @@
-"""Rate and quality of every preset on the validation clips (mesh-warp renderer).
+"""Rate and quality of every preset on the validation clips (the default renderer, neural).
 
-    .venv/bin/python benchmarks/validation_presets.py [--split validation] [--json OUT]
-        [--side-by-side CLIP_STEM --out DIR]
+    .venv/bin/python benchmarks/validation_presets.py [--split validation] [--frames N]
+        [--json OUT] [--side-by-side CLIP_STEM --out DIR]
 
 Per clip and preset: motion kbps (MOTION + RESYNC packets with their overhead), total kbps
 (header, keyframes and motion over the clip's duration), and PSNR-Y / MS-SSIM of the
@@ -38,6 +38,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def main() -> None:
     ap = OneLineParser()
     ap.add_argument("--split", default="validation")
+    ap.add_argument("--frames", type=int, default=None, help="the first N of each clip")
     ap.add_argument("--json", type=path_arg, default=None)
     ap.add_argument("--side-by-side", default=None, help="clip stem to write a video for")
     ap.add_argument("--out", type=path_arg, default=Path("out/validation"))
@@ -50,8 +51,8 @@ def main() -> None:
     print(f"{'clip':28} {'preset':7} {'frames':>6} {'motion':>8} {'total':>8} {'PSNR-Y':>7} "
           f"{'MS-SSIM':>7}")
     for clip in clips:
-        analysis = analyze_file(clip)
-        crops = original_crops(clip, analysis.keyframes, 256)
+        analysis = analyze_file(clip, max_frames=a.frames)
+        crops = original_crops(clip, analysis.keyframes, 256, a.frames)
         for preset in PRESETS:
             r = code_analysis(analysis, EncoderSettings(preset=preset))
             rec = decode_packets(r.header, r.packets, len(crops))
