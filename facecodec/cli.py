@@ -85,6 +85,8 @@ def _encode(a: argparse.Namespace) -> int:
               "from the start was coded", file=sys.stderr)
     for line in _moot_motion_options(a, r.header.layer is not None):
         print(line, file=sys.stderr)
+    if r.choice is not None:
+        print(f"note: {r.choice}", file=sys.stderr)
     total_kbps = r.total_kbps
     layer = ""
     if r.header.layer is not None:

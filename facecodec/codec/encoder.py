@@ -408,6 +408,8 @@ class EncodeResult:
     report: AnalysisReport
     keyframes: list[KeyframeEvent]
     motions: dict[int, Motion] = field(default_factory=dict)
+    # A target's choice between motion alone and a layer, and the scores that made it.
+    choice: str | None = None
 
     @property
     def duration_s(self) -> float:
@@ -742,15 +744,16 @@ def _code_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeResu
         raise error
     if len(results) == 1:
         return results[0]
-    return results[1] if layer_wins(analysis, results[0], results[1], settings.size) else results[0]
-
-
-def layer_wins(analysis: Analysis, motion: EncodeResult, layered: EncodeResult,
-               size: int) -> bool:
-    """Whether the stream with the layer scores LAYER_MARGIN_VMAF higher than motion alone."""
     from facecodec.codec.scoring import score_streams  # it imports this module
 
-    return keeps_layer(*score_streams(analysis, [motion, layered], size))
+    motion, layered = results
+    alone, beside = score_streams(analysis, [motion, layered], settings.size)
+    scores = (f"VMAF {beside.vmaf:.1f} with a {layered.layer_kbps:.2f} kbps layer, "
+              f"{alone.vmaf:.1f} with motion alone")
+    if keeps_layer(alone, beside):
+        return replace(layered, choice=f"the layer kept: {scores}")
+    return replace(motion, choice=f"motion alone kept: {scores} (the layer is kept only "
+                                  f"{LAYER_MARGIN_VMAF:g} higher)")
 
 
 def keeps_layer(motion: StreamScore, layered: StreamScore) -> bool:
