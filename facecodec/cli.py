@@ -51,7 +51,7 @@ def _refuse_still_picture(path: Path) -> None:
         return  # not a video either: encode says so in its own words
     if still:
         raise FacecodecError(f"{path}: a still picture, not a video: encode codes a video "
-                             "(a portrait to appear as is --avatar's)")
+                             "(to appear as a portrait, give it to --avatar)")
 
 
 def _encode(a: argparse.Namespace) -> int:

@@ -700,6 +700,15 @@ def test_packets_of_several_frames_never_span_frames_not_sent() -> None:
         both = drawn[per_packet].keys() & drawn[1].keys()
         assert len(both) > len(sent) - 3
         assert all(np.array_equal(drawn[per_packet][i], drawn[1][i]) for i in both)
+    # Under loss every packet is a RESYNC, after a gap too: a loss costs only its frames.
+    enc = StreamEncoder(fps=30, source_size=size, packet_frames=3, reference="first")
+    for _ in range(2):
+        enc.report_loss(0.2)
+    lossy = [i for i in range(60) if i not in (4, 20, 33, 34)]  # a gap after a packet's start
+    types = [p.type for i in lossy for data in enc.push(frames[i], i)
+             if (p := decode_packet(data)[0]).type in (PacketType.MOTION, PacketType.RESYNC)]
+    enc.close()
+    assert len(types) > 15 and set(types) == {PacketType.RESYNC}, types
 
 
 def test_a_call_shows_the_frames_of_a_packet_a_frame_apart() -> None:

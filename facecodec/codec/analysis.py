@@ -57,6 +57,9 @@ class KeyframeEvent:
     # Whether a receiver asked for a keyframe, or a refresh was due, here whatever `reason`
     # says: a keyframe of a new crop answers those too, so they are not kept waiting.
     asked: bool = False
+    # The picture is an avatar's portrait, no frame of the video: frame `index` is drawn
+    # from its own (driven) Motion, as every other frame, not as the picture.
+    portrait: bool = False
 
 
 @dataclass(frozen=True)
@@ -252,7 +255,7 @@ class EventStabiliser:
             if self.filter is None or self.filter.k != e.motion.k:
                 self.filter = MotionStabiliser(self.basis, e.motion.k, self.fps, beta=self.beta)
             self.filter.reset()
-            if e.picture_index is not None:
+            if e.picture_index is not None or e.portrait:
                 # The picture's Motion describes that picture; the segment's frames are
                 # smoothed from its first frame on.
                 self.last, self.last_key = None, -1
@@ -280,7 +283,8 @@ def stabilise(
     for s, t in zip(starts, [*starts[1:], len(events)], strict=True):
         key = events[s]
         assert isinstance(key, KeyframeEvent)
-        own = key.index if key.picture_index is None else None  # its frame drawn as its picture
+        # Its frame drawn as its picture, or (another frame's picture, a portrait) smoothed.
+        own = key.index if key.picture_index is None and not key.portrait else None
         smoothed = [i for i in range(s + 1, t) if isinstance(e := events[i], MotionEvent)
                     and e.face_seen and e.index != own]
         behind = MotionStabiliser(basis, key.motion.k, fps, beta=beta)

@@ -44,6 +44,6 @@ class AvatarEvents:
             if event.reason in CROP_ONLY and not event.asked:  # never the first: "start"
                 return None
             return replace(event, image=self.avatar.image, motion=self.avatar.motion,
-                           picture_index=None)
+                           picture_index=None, portrait=True)
         self.last = self.driver(event.motion).with_surround(None)
         return replace(event, motion=self.last)

@@ -60,7 +60,8 @@ class DecodeStats:
     frames_rendered: int = 0
     frames_undrawn: int = 0  # decoded but not drawn when asked (a receiver behind real time)
     # Motion packets missing from the sequence before a MOTION packet, which cannot be drawn
-    # without them (a RESYNC can: a gap before one is not counted).
+    # without them, counted from the last packet drawn (a RESYNC can be drawn: a gap before
+    # one is not counted, nor are packets lost before the first one drawn).
     motion_packets_lost: int = 0
     # Motion packets that came while the picture was held after a loss, waiting for a RESYNC.
     motion_packets_held: int = 0

@@ -378,8 +378,10 @@ class Packetizer:
         picture = self.layer.pictures.get(event.index) if self.layer is not None else None
         if self.pending and event.index != self.pending[-1].index + 1:
             # A packet says only its first frame and its count: frames a call skipped (a
-            # camera's empty slot, a sender behind) or a faceless stretch end it.
+            # camera's empty slot, a sender behind) end it.
             out += self.flush()
+            if self.resync_interval <= self.packet_frames:  # every packet a RESYNC (loss)
+                self.force_intra, self.last_resync = True, event.index
         if event.index - self.last_resync >= self.resync_interval:
             out += self.flush()
             self.force_intra, self.last_resync = True, event.index
@@ -753,7 +755,7 @@ def _code_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeResu
     if keeps_layer(alone, beside):
         return replace(layered, choice=f"the layer kept: {scores}")
     return replace(motion, choice=f"motion alone kept: {scores} (the layer is kept only "
-                                  f"{LAYER_MARGIN_VMAF:g} higher)")
+                                  f"when it scores {LAYER_MARGIN_VMAF:g} higher)")
 
 
 def keeps_layer(motion: StreamScore, layered: StreamScore) -> bool:

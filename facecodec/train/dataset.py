@@ -68,7 +68,7 @@ def build_clip(path: Path, out_dir: Path, max_frames: int, stride: int,
     content id, recorded."""
     # Imported here: a built cache trains without the video and face stack (a GPU machine
     # may have neither).
-    from facecodec.codec.analysis import MotionEvent, stabilise
+    from facecodec.codec.analysis import EventStabiliser, MotionEvent
     from facecodec.codec.encoder import EncoderSettings, analyze_file, original_crops
     from facecodec.motion.basis import load_basis
     from facecodec.motion.stabilize import SLOW_BETA
@@ -77,8 +77,11 @@ def build_clip(path: Path, out_dir: Path, max_frames: int, stride: int,
     analysis = analyze_file(path, EncoderSettings(size=SIZE), max_frames=max_frames)
     keys = sorted(k.index for k in analysis.keyframes)
     crops = original_crops(path, analysis.keyframes, SIZE, max_frames)
-    # Smoothed as beside a layer: the shipped refiner and fusion networks were trained so.
-    events = stabilise(analysis.events, basis, float(analysis.info.fps), SLOW_BETA)
+    # Smoothed as beside a layer, by the causal filter alone (as a call smooths; a file's
+    # smoothing now also runs backwards): the shipped refiner and fusion networks were
+    # trained so.
+    smooth = EventStabiliser(basis, float(analysis.info.fps), SLOW_BETA)
+    events = [smooth(e) for e in analysis.events]
     rows = [e for e in events
             if isinstance(e, MotionEvent) and e.face_seen and e.index % stride == 0
             and e.index < len(crops)]
