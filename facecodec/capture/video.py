@@ -93,10 +93,12 @@ def _open(path: str | Path) -> tuple[av.container.InputContainer, av.video.strea
 
 def is_still_picture(path: str | Path) -> bool:
     """Whether `path` is a picture file FFmpeg reads as a one-frame video (its image
-    readers), not a video."""
-    c, _ = _open(path)
+    readers), not a video. A file named like a picture that holds none (no picture size) is
+    not one: what reads it says what it is."""
+    c, s = _open(path)
     with c:
-        return c.format.name == "image2" or c.format.name.endswith("_pipe")
+        image = c.format.name == "image2" or c.format.name.endswith("_pipe")
+        return image and s.codec_context.width > 0
 
 
 def _unknown_side_data(cls: type[SideDataType], value: object) -> SideDataType | None:
