@@ -60,6 +60,10 @@ def _encode(a: argparse.Namespace) -> int:
 
     _refuse_beside_target(a, ("quality", "layer_kbps", "layer_crf"))
     _refuse_still_picture(a.input)
+    try:  # asked before the stream is written: nothing may fail after it
+        sound = a.input.is_file() and has_sound(a.input)
+    except FacecodecError:
+        sound = False  # encode says what is wrong with the file in its own words
     settings = EncoderSettings(
         size=a.size,
         preset=a.quality or DEFAULT_PRESET,
@@ -93,7 +97,7 @@ def _encode(a: argparse.Namespace) -> int:
         lay = r.header.layer
         layer = (f", layer {r.layer_kbps:.2f} kbps ({lay.size} px, 1 picture in "
                  f"{lay.divisor} frames)")
-    if has_sound(a.input):  # a call sends sound beside the motion; a file has no room for it
+    if sound:  # a call sends sound beside the motion; a file has no room for it
         print("note: the sound is not coded: an .fcv stream carries the picture alone",
               file=sys.stderr)
     avatar = f"; the face drives {a.avatar.name}, an avatar" if a.avatar is not None else ""
