@@ -43,15 +43,10 @@ def _refuse_beside_target(a: argparse.Namespace, names: tuple[str, ...]) -> None
 
 def _refuse_still_picture(path: Path) -> None:
     """A picture would be coded as a one-frame video, its rate counted over 1/25 s."""
-    from facecodec.capture.video import is_still_picture
+    from facecodec.capture.video import refuse_still_picture
 
-    try:
-        still = path.is_file() and is_still_picture(path)
-    except FacecodecError:
-        return  # not a video either: encode says so in its own words
-    if still:
-        raise FacecodecError(f"{path}: a still picture, not a video: encode codes a video "
-                             "(to appear as a portrait, give it to --avatar)")
+    refuse_still_picture(path, "encode codes a video (to appear as a portrait, give it to "
+                               "--avatar)")
 
 
 def _encode(a: argparse.Namespace) -> int:

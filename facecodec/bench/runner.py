@@ -28,7 +28,7 @@ from facecodec.bench.reference import (
 )
 from facecodec.bench.report import REPORT_FILES, anchor_summary, write_report
 from facecodec.bench.system import Skipped, SystemFn
-from facecodec.capture.video import is_still_picture
+from facecodec.capture.video import refuse_still_picture
 from facecodec.errors import FacecodecError
 from facecodec.face.tracker import without_face_advice
 from facecodec.files import (
@@ -361,9 +361,7 @@ def bench_main(args: argparse.Namespace) -> int:
         clips = resolve_clips(list(args.clips), args.quick)
         check_names(clips)
         for clip in clips:
-            if clip.is_file() and is_still_picture(clip):  # a missing one: named in the run
-                raise FacecodecError(f"{clip}: a still picture, not a video: the bench codes "
-                                     "and scores clips")
+            refuse_still_picture(clip, "the bench codes and scores clips")
         unknown = [r for r in args.renderers if r not in SYSTEM_FACTORIES]
         if unknown:
             known = ", ".join(SYSTEM_FACTORIES) or "none registered"

@@ -101,6 +101,13 @@ def is_still_picture(path: str | Path) -> bool:
         return image and s.codec_context.width > 0
 
 
+def refuse_still_picture(path: Path, why: str) -> None:
+    """Refuse in one line a picture given where a video is wanted: FFmpeg reads it as a
+    one-frame video. A missing file is left to what reads it."""
+    if path.is_file() and is_still_picture(path):
+        raise FacecodecError(f"{path}: a still picture, not a video: {why}")
+
+
 def _unknown_side_data(cls: type[SideDataType], value: object) -> SideDataType | None:
     """A kind of frame side data that FFmpeg gives and PyAV's list lacks (FFmpeg 8 attaches
     a picture's EXIF, number 31): PyAV refuses the frame's whole side data for it, the
