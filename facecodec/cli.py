@@ -52,6 +52,7 @@ def _refuse_still_picture(path: Path) -> None:
 def _encode(a: argparse.Namespace) -> int:
     from facecodec.capture.sound import has_sound
     from facecodec.codec.encoder import EncoderSettings, encode_file
+    from facecodec.codec.encoder_watch import stalls
 
     _refuse_beside_target(a, ("quality", "layer_kbps", "layer_crf"))
     _refuse_still_picture(a.input)
@@ -72,7 +73,9 @@ def _encode(a: argparse.Namespace) -> int:
         reference=a.reference,
         avatar=a.avatar,
     )
+    stalled = stalls()
     r = encode_file(a.input, a.output, settings, progress=sys.stderr.isatty())
+    stalled = stalls() - stalled
     rep = r.report
     if rep.frames_without_face:
         print(_no_face_warning(rep.frames_without_face, rep.frames, r.keyframes[0].index,
@@ -86,6 +89,9 @@ def _encode(a: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     if r.choice is not None:
         print(f"note: {r.choice}", file=sys.stderr)
+    if stalled:
+        print(f"note: an encoder stopped answering ({count(stalled, 'time')}); a fresh one "
+              "coded its pictures again", file=sys.stderr)
     total_kbps = r.total_kbps
     layer = ""
     if r.header.layer is not None:

@@ -12,6 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -21,6 +22,7 @@ import numpy as np
 from facecodec.bench.curves import rate_at_quality
 from facecodec.bench.reference import ReferenceClip
 from facecodec.bench.system import SystemFn, SystemPoint
+from facecodec.codec.encoder_watch import retried, watched
 from facecodec.codec.scheduling import ordinary_scheduling
 
 # SVT-AV1 prints its whole configuration at info level on every encoder it opens.
@@ -165,9 +167,10 @@ def dispensable_bytes(packet: bytes, bitstream: str) -> int:
     return drop
 
 
-def encode_decode(ref: ReferenceClip, cfg: CodecConfig, value: int) -> SystemPoint:
-    """Encode the reference with one setting, decode it back, count the bytes."""
-    t, size = len(ref.frames), ref.size
+def _encode(ref: ReferenceClip, cfg: CodecConfig, value: int) -> list[bytes]:
+    """The packets of the reference coded with one setting, each call watched (a fresh
+    encoder does it all again if one stalls: see encoder_watch)."""
+    size = ref.size
     enc = cast(av.VideoCodecContext, av.CodecContext.create(cfg.encoder, "w"))
     enc.width = enc.height = size
     enc.pix_fmt = "yuv420p"
@@ -180,13 +183,23 @@ def encode_decode(ref: ReferenceClip, cfg: CodecConfig, value: int) -> SystemPoi
     if cfg.bit_rate is not None:
         enc.bit_rate = cfg.bit_rate
     enc.options = cfg.encoder_options(value)
+
+    def code(frame: av.VideoFrame | None) -> list[bytes]:
+        with ordinary_scheduling():  # SVT-AV1 would leave this process real-time
+            return [bytes(p) for p in enc.encode(frame)]
+
     packets: list[bytes] = []
-    with ordinary_scheduling():  # SVT-AV1 would leave this process real-time
-        for i, rgb in enumerate(ref.frames):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-            frame.pts = i
-            packets += [bytes(p) for p in enc.encode(frame)]
-        packets += [bytes(p) for p in enc.encode(None)]
+    for i, rgb in enumerate(ref.frames):
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        packets += watched(partial(code, frame), cfg.encoder)
+    return packets + watched(lambda: code(None), cfg.encoder)
+
+
+def encode_decode(ref: ReferenceClip, cfg: CodecConfig, value: int) -> SystemPoint:
+    """Encode the reference with one setting, decode it back, count the bytes."""
+    t, size = len(ref.frames), ref.size
+    packets = retried(lambda: _encode(ref, cfg, value), cfg.encoder)
     if not packets:
         raise RuntimeError(f"{cfg.system} {cfg.param}={value}: encoder produced nothing")
 

@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from facecodec.bitstream.packets import MAX_PAYLOAD  # noqa: E402
+from facecodec.codec.encoder_watch import retried, watched  # noqa: E402
 from facecodec.codec.scheduling import ordinary_scheduling  # noqa: E402
 from facecodec.errors import BitstreamError, FacecodecError  # noqa: E402
 
@@ -78,17 +79,24 @@ def encode_intra(encoder: str, rgb: np.ndarray, options: dict[str, str]) -> byte
     alone caps PSNR-Y near 46 dB on face crops, OpenCV's near 57 dB.
     """
     h, w = rgb.shape[:2]
-    ctx = cast(av.VideoCodecContext, av.CodecContext.create(encoder, "w"))
-    ctx.width, ctx.height = w, h
-    ctx.pix_fmt = "yuv420p"
-    ctx.time_base = Fraction(1, 25)
-    ctx.options = options
     i420 = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420)
-    frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
-    frame.pts = 0
-    with ordinary_scheduling():  # SVT-AV1 starts its threads here
-        packets = list(ctx.encode(frame)) + list(ctx.encode(None))
-    return b"".join(bytes(p) for p in packets)
+
+    def start() -> bytes:  # a fresh encoder each try (see encoder_watch)
+        ctx = cast(av.VideoCodecContext, av.CodecContext.create(encoder, "w"))
+        ctx.width, ctx.height = w, h
+        ctx.pix_fmt = "yuv420p"
+        ctx.time_base = Fraction(1, 25)
+        ctx.options = options
+        frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+        frame.pts = 0
+
+        def code() -> list[av.Packet]:
+            with ordinary_scheduling():  # SVT-AV1 starts its threads here
+                return list(ctx.encode(frame)) + list(ctx.encode(None))
+
+        return b"".join(bytes(p) for p in watched(code, encoder))
+
+    return retried(start, encoder)
 
 
 def decoder_context(decoder: str, max_pixels: int) -> av.VideoCodecContext:

@@ -28,6 +28,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facecodec.bitstream.container import LAYER_SIZES  # noqa: E402
+from facecodec.codec.encoder_watch import EncoderStalled, retried, watched  # noqa: E402
 from facecodec.codec.keyframe import (  # noqa: E402
     AV1_TEMPORAL_DELIMITER,
     check_one_av1_picture,
@@ -107,15 +108,28 @@ class LayerEncoder:
 
     def restart(self) -> None:
         """End the current run: the next picture is intra, from a fresh encoder."""
-        if self.ctx is not None:
+        ctx, self.ctx = self.ctx, None
+        if ctx is not None:
             # Tell the encoder the run ended (SVT-AV1 complains on stderr otherwise); low
             # delay holds nothing back, so this returns no packets.
-            with contextlib.suppress(av.FFmpegError):
-                self.ctx.encode(None)
-        self.ctx = None
+            with contextlib.suppress(av.FFmpegError, EncoderStalled):
+                watched(lambda: ctx.encode(None), self.spec.encoder)
 
     def encode(self, crop: np.ndarray) -> tuple[bytes, bool]:
-        """(coded picture, intra) of one 256 px crop; the first after a restart is intra."""
+        """(coded picture, intra) of one 256 px crop; the first after a restart is intra,
+        and so is one whose encoder stalled (a fresh encoder codes it again)."""
+        picture = downscale(crop, self.size)
+
+        def start() -> tuple[bytes, bool]:
+            try:
+                return self._code(picture)
+            except EncoderStalled:
+                self.ctx = None  # abandoned, not flushed: it answers no more calls
+                raise
+
+        return retried(start, self.spec.encoder)
+
+    def _code(self, picture: np.ndarray) -> tuple[bytes, bool]:
         intra = self.ctx is None
         if self.ctx is None:
             ctx = cast(av.VideoCodecContext, av.CodecContext.create(self.spec.encoder, "w"))
@@ -127,9 +141,14 @@ class LayerEncoder:
                 ctx.bit_rate = 0
             ctx.options = self.spec.options(self.q)
             self.ctx, self.pts = ctx, 0
-        # A fresh encoder starts its threads with its first picture.
-        with ordinary_scheduling() if intra else contextlib.nullcontext():
-            packets = self.ctx.encode(_to_frame(downscale(crop, self.size), self.pts))
+        ctx, pts = self.ctx, self.pts
+
+        def code() -> list[av.Packet]:
+            # A fresh encoder starts its threads with its first picture.
+            with ordinary_scheduling() if intra else contextlib.nullcontext():
+                return ctx.encode(_to_frame(picture, pts))
+
+        packets = watched(code, self.spec.encoder)
         self.pts += 1
         data = b"".join(bytes(p) for p in packets)
         if not data:  # low delay: every picture comes out at once

@@ -1,0 +1,78 @@
+"""A time limit on encoder calls that may never return.
+
+SVT-AV1 (the PyAV wheel's libSvtAv1Enc) has been seen to deadlock inside the call that
+codes a picture: every one of its threads idle on a semaphore, the call never returning,
+and the same picture coded fine by a fresh encoder. Public reports of SVT-AV1 3.1 and later
+describe the same fault. PyAV releases the GIL inside that call, so it can be watched from
+beside it: `watched` runs the call in a thread of its own and raises `EncoderStalled` when
+it has not returned within `STALL_LIMIT_S`. Nothing can stop the stuck thread; it is left
+behind (a daemon, so the process still exits), and the caller starts a fresh encoder.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from facecodec.errors import FacecodecError
+
+T = TypeVar("T")
+
+# Far above any call's normal time: SVT-AV1's slowest here (a file's keyframe at preset 1)
+# takes about 0.2 s, a whole 1080p picture at preset 4 about 2 s, on 2 loaded cores.
+STALL_LIMIT_S = 60.0
+
+_stalls = 0  # calls given up on in this process (the command line notes them)
+_stalls_lock = threading.Lock()
+
+
+class EncoderStalled(FacecodecError):
+    """An encoder call that did not return within the limit (the encoder is abandoned)."""
+
+    exit_code = 1
+
+
+def stalls() -> int:
+    """How many encoder calls this process has given up on."""
+    return _stalls
+
+
+def watched(call: Callable[[], T], what: str, limit_s: float | None = None) -> T:
+    """`call()`, run in a thread of its own; EncoderStalled if it has not returned within
+    `limit_s` seconds (STALL_LIMIT_S by default). Its exceptions are raised here."""
+    global _stalls
+    limit = STALL_LIMIT_S if limit_s is None else limit_s
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(call())
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread as is
+            failure.append(e)
+
+    worker = threading.Thread(target=run, name=f"{what} call", daemon=True)
+    worker.start()
+    worker.join(limit)
+    if worker.is_alive():
+        with _stalls_lock:
+            _stalls += 1
+        raise EncoderStalled(f"the {what} encoder stopped answering for {limit:g} s")
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+def retried(start: Callable[[], T], what: str) -> T:
+    """`start()`, which makes a fresh encoder and runs its calls through `watched`, once
+    more if one of them stalls: the fault is a race, and a second encoder codes the same
+    pictures. A second stall is raised."""
+    try:
+        return start()
+    except EncoderStalled:
+        pass
+    try:
+        return start()
+    except EncoderStalled as e:
+        raise EncoderStalled(f"{e}, twice in a row: run the command again") from None
