@@ -439,11 +439,13 @@ def test_layer_rate_of_the_8_kbps_stream(layered: EncodeResult) -> None:
 
 
 def test_target_kbps_above_motion_range_keeps_the_stream_vmaf_prefers(
-        analysis: Analysis, monkeypatch: pytest.MonkeyPatch) -> None:
+        analysis: Analysis, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """Above 5 kbps the encoder codes motion alone and motion + layer, every byte of each
     within the target, and keeps the layer when its decoded frames score LAYER_MARGIN_VMAF
     higher (on this 3 s clip at 12 kbps they do, and at 3 kbps only motion is coded). The
-    candidates and their scores are recorded as the encoder makes them."""
+    candidates and their scores are recorded as the encoder makes them; a progress bar
+    names each step as it starts."""
     made: dict[str, list[object]] = {}
 
     def record(module: object, name: str) -> None:
@@ -461,7 +463,13 @@ def test_target_kbps_above_motion_range_keeps_the_stream_vmaf_prefers(
     record(encoder, "layer_to_target")
     record(scoring, "score_streams")
     target = 12.0
-    kept = code_analysis(analysis, EncoderSettings(target_kbps=target))
+    capsys.readouterr()
+    kept = code_analysis(analysis, EncoderSettings(target_kbps=target), progress=True)
+    bar = capsys.readouterr().err
+    steps = ("12 kbps, coding motion alone:   0%", "12 kbps, coding motion + layer:   1%",
+             "12 kbps, scoring both:   3%")
+    assert all(step in bar for step in steps), bar
+    assert [bar.index(step) for step in steps] == sorted(bar.index(step) for step in steps)
     [motion], [layered], [scores] = (made[n] for n in ("motion_to_target", "layer_to_target",
                                                        "score_streams"))
     assert isinstance(motion, EncodeResult) and isinstance(layered, EncodeResult)

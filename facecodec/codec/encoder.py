@@ -631,11 +631,13 @@ def analyze_file(
 def code_analysis(
     analysis: Analysis,
     settings: EncoderSettings = EncoderSettings(),  # noqa: B008 - frozen dataclass
+    progress: bool = False,
 ) -> EncodeResult:
-    """Packets for an analysed file at the settings' preset, or at their target rate."""
+    """Packets for an analysed file at the settings' preset, or at their target rate
+    (`progress`: a bar on stderr through the target's trials, which take a while)."""
     settings.validate()
     if settings.target_kbps is not None:
-        return _code_to_target(analysis, settings)
+        return _code_to_target(analysis, settings, progress)
     layer_kbps = settings.layer_kbps
     # Beside a layer the references stay at their segments' first frames: a layer as large as
     # the crop gives them (its intra pictures), and a smaller one replaces them within frames.
@@ -725,7 +727,8 @@ TARGET_REFERENCE_SHARE = 0.5
 LAYER_MARGIN_VMAF = 0.5
 
 
-def _code_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeResult:
+def _code_to_target(analysis: Analysis, settings: EncoderSettings,
+                    progress: bool = False) -> EncodeResult:
     """The file at `settings.target_kbps`, every byte counted. Up to MOTION_ONLY_MAX_KBPS
     motion alone; above, motion alone and motion + layer are both coded, and the layer is
     kept when its decoded frames score LAYER_MARGIN_VMAF higher: which wins depends on the
@@ -736,20 +739,30 @@ def _code_to_target(analysis: Analysis, settings: EncoderSettings) -> EncodeResu
         return motion_to_target(analysis, settings)
     results: list[EncodeResult] = []
     error: FacecodecError | None = None
-    for code in (motion_to_target, layer_to_target):
-        try:
-            results.append(code(analysis, settings))
-        except FacecodecError as e:  # a clip whose pictures leave one of them no room
-            error = error or e
-    if not results:
-        assert error is not None
-        raise error
-    if len(results) == 1:
-        return results[0]
-    from facecodec.codec.scoring import score_streams  # it imports this module
+    # Both streams are coded, then decoded and scored frame by frame: a step each. Steps
+    # differ in cost (coding one takes as long as scoring a third to all of the frames), so
+    # the bar gives the time taken, not a time left.
+    bar = tqdm(total=2 + analysis.report.frames, leave=False, disable=not progress,
+               bar_format="{desc}{percentage:3.0f}%|{bar}| {elapsed}")
+    with bar:
+        for code, what in ((motion_to_target, "motion alone"),
+                           (layer_to_target, "motion + layer")):
+            bar.set_description(f"{settings.target_kbps:g} kbps, coding {what}", refresh=True)
+            try:
+                results.append(code(analysis, settings))
+            except FacecodecError as e:  # a clip whose pictures leave one of them no room
+                error = error or e
+            bar.update()
+        if not results:
+            assert error is not None
+            raise error
+        if len(results) == 1:
+            return results[0]
+        from facecodec.codec.scoring import score_streams  # it imports this module
 
-    motion, layered = results
-    alone, beside = score_streams(analysis, [motion, layered], settings.size)
+        motion, layered = results
+        bar.set_description(f"{settings.target_kbps:g} kbps, scoring both")
+        alone, beside = score_streams(analysis, [motion, layered], settings.size, bar.update)
     scores = (f"VMAF {beside.vmaf:.1f} with a {layered.layer_kbps:.2f} kbps layer, "
               f"{alone.vmaf:.1f} with motion alone")
     if keeps_layer(alone, beside):
@@ -872,7 +885,7 @@ def encode_file(
     if avatar is not None:
         events = (avatar(e) for e in analysis.events)
         analysis = replace(analysis, events=[e for e in events if e is not None])
-    result = code_analysis(analysis, settings)
+    result = code_analysis(analysis, settings, progress)
     if dst is not None:
         with FcvWriter(dst) as w:
             w.write_header(result.header)

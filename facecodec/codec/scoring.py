@@ -8,7 +8,7 @@ long clip needs no more memory than a short one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,12 +36,13 @@ def _decoded(result: EncodeResult) -> Iterator[tuple[int, np.ndarray]]:
         yield from decoder.push(packet)
 
 
-def score_streams(analysis: Analysis, results: Sequence[EncodeResult],
-                  size: int) -> list[StreamScore]:
+def score_streams(analysis: Analysis, results: Sequence[EncodeResult], size: int,
+                  each_frame: Callable[[], object] | None = None) -> list[StreamScore]:
     """PSNR-Y and VMAF of each stream's decoded frames against the original crops cut at
     `size`. A frame a stream does not draw shows its last one, as a player holds it; frames
     before every stream has drawn one (before the first face) are left out. VMAF's motion
-    feature restarts at each chunk, which moves every stream's score alike."""
+    feature restarts at each chunk, which moves every stream's score alike. `each_frame` is
+    called as each source frame is taken (a progress bar's)."""
     from facecodec.bench.metrics import luma, psnr_y, vmaf, vmaf_motion2
 
     if analysis.source is None:
@@ -67,6 +68,8 @@ def score_streams(analysis: Analysis, results: Sequence[EncodeResult],
 
     for i, crop in enumerate(iter_crops(analysis.source, analysis.keyframes, size,
                                         analysis.max_frames)):
+        if each_frame is not None:
+            each_frame()
         for s, stream in enumerate(streams):
             while (p := pending[s]) is not None and p[0] <= i:
                 shown[s] = p[1]
