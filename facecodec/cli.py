@@ -160,7 +160,8 @@ def _decode(a: argparse.Namespace) -> int:
             print(f"note: the sender {AVATAR_WORDS}", file=sys.stderr, flush=True)
 
     r = decode_file(a.input, a.output, renderer=a.renderer, pose=pose, avatar=a.avatar,
-                    layer=a.layer, upscale=a.upscale, eye_contact=eyes, on_header=whom)
+                    layer=a.layer, upscale=a.upscale, eye_contact=eyes, on_header=whom,
+                    progress=_progress(a.output))
     written = "standard output" if to_stdout(a.output) else a.output
     if r.error:
         print(
@@ -200,11 +201,17 @@ def _decode(a: argparse.Namespace) -> int:
 def _upscale(a: argparse.Namespace) -> int:
     from facecodec.render.upscale import upscale_file
 
-    n = upscale_file(a.input, a.output)
+    n = upscale_file(a.input, a.output, progress=_progress(a.output))
     written = "standard output" if to_stdout(a.output) else a.output
     print(f"{written}: {count(n, 'frame')}, two times the input's size",
           file=_report_to(a.output))
     return 0
+
+
+def _progress(output: Path) -> bool:
+    """Whether to show a progress bar: on a terminal, unless frames go to standard output
+    (a player reading them writes to the terminal too)."""
+    return sys.stderr.isatty() and not to_stdout(output)
 
 
 def _report_to(output: Path) -> TextIO:

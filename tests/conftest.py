@@ -96,6 +96,50 @@ def run_cli() -> Callable[..., CliRun]:
     return run
 
 
+@pytest.fixture(scope="session")
+def run_on_terminal() -> Callable[..., CliRun]:
+    """Run `python -m facecodec.cli ARGS...` with its stderr on a terminal (a pseudo-terminal
+    100 columns wide, as a user's), where it draws progress bars: the terminal's output is
+    the result's `stderr`, carriage returns and all."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    env = dict(os.environ)
+    env.pop("FACECODEC_DEBUG", None)
+
+    def run(*args: str | Path, timeout: float = 300) -> CliRun:
+        main, tty = pty.openpty()
+        fcntl.ioctl(tty, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+        seen = bytearray()
+
+        def read() -> None:  # drained as it comes: a full terminal would stop the command
+            while True:
+                try:
+                    data = os.read(main, 65536)
+                except OSError:  # the other end closed
+                    return
+                if not data:
+                    return
+                seen.extend(data)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            proc = subprocess.run([sys.executable, "-m", "facecodec.cli", *map(str, args)],
+                                  stdout=subprocess.PIPE, stderr=tty, env=env,
+                                  timeout=timeout, check=False)
+        finally:
+            os.close(tty)
+            reader.join(10)
+            os.close(main)
+        return CliRun(proc.returncode, proc.stdout.decode(), seen.decode(errors="replace"))
+
+    return run
+
+
 @pytest.fixture
 def run_main(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliRun]:
     """Call `facecodec.cli.main(ARGS)` in this process; stdout and Python's stderr captured.

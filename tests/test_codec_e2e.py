@@ -17,6 +17,7 @@ import pytest
 from conftest import GRID_CLIP, GRID_FRAMES, PORTRAITS, CliRun, EncodedClip, require
 
 from facecodec import cli
+from facecodec.bitstream.container import FcvReader
 from facecodec.bitstream.info import describe
 from facecodec.capture.video import read_frames
 from facecodec.codec.decoder import DecodeResult, decode_file, decode_packets
@@ -155,6 +156,34 @@ def test_decode_to_standard_output_ends_well_when_its_reader_goes_or_the_stream_
     run = _to_stdout("encode", encoded_grid.source, "-o", "-", cwd=tmp_path)
     assert run.returncode == 2 and b"encode writes an .fcv file" in run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.fcv"]
+
+
+def test_decode_counts_its_frames_on_a_terminal_only(
+    encoded_grid: EncodedClip, tmp_path: Path, run_on_terminal: Callable[..., CliRun],
+    run_cli: Callable[..., CliRun],
+) -> None:
+    reader = FcvReader(encoded_grid.fcv)
+    assert reader.frames_said() == GRID_FRAMES
+    out = tmp_path / "bar.mp4"
+    r = run_on_terminal("decode", encoded_grid.fcv, "-o", out, "--renderer", "warp")
+    assert r.returncode == 0, r.stderr
+    assert "decode:   0%" in r.stderr and f"| 0/{GRID_FRAMES} [" in r.stderr, r.stderr
+    assert r.stdout.startswith(f"{out}: {GRID_FRAMES} frames")
+    assert r.stderr.split("\r")[-2:] == [" " * 99, ""]  # the bar wiped once done
+    # Without an END packet (a stream still being written) it counts without a total.
+    data = encoded_grid.fcv.read_bytes()
+    cut = tmp_path / "cut.fcv"
+    cut.write_bytes(data[:-17])  # the END packet
+    assert FcvReader(cut).frames_said() is None
+    r = run_on_terminal("decode", cut, "-o", tmp_path / "cut.mp4", "--renderer", "warp")
+    assert r.returncode == 0 and "decode: 0frame [" in r.stderr and "%|" not in r.stderr, r.stderr
+    damaged = tmp_path / "damaged.fcv"
+    damaged.write_bytes(data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 1])
+                        + data[len(data) // 2 + 1:])
+    assert FcvReader(damaged).frames_said() is None
+    # Not on a terminal, nothing but the summary.
+    r = run_cli("decode", encoded_grid.fcv, "-o", tmp_path / "plain.mp4", "--renderer", "warp")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
 
 
 def test_decode_under_onnxruntime_draws_the_same_video(

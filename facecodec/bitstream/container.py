@@ -8,6 +8,7 @@ player can show everything up to the damage.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import stat
@@ -21,6 +22,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 from facecodec.bitstream.packets import (
+    EndPayload,
     Packet,
     PacketError,
     PacketType,
@@ -565,6 +567,20 @@ class FcvReader:
                     f"{len(self._data) - end} bytes after the END packet"
                 )
             offset, index = end, index + 1
+
+    def frames_said(self) -> int | None:
+        """The frame count the stream's END packet states (for a progress bar's total), or
+        None: no END, a damaged one, or damage before it (a decoder finds that itself)."""
+        try:
+            last = collections.deque(self, maxlen=1)
+        except BitstreamError:
+            return None
+        if not last or last[0].type != PacketType.END:
+            return None
+        try:
+            return EndPayload.from_bytes(last[0].payload).total_frames
+        except BitstreamError:
+            return None
 
 
 def read_fcv(path: str | os.PathLike[str]) -> tuple[StreamHeader, Iterator[Packet]]:

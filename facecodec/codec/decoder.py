@@ -9,6 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from facecodec.bitstream.container import FcvReader, HoldBudget, StreamHeader
 from facecodec.bitstream.packets import (
@@ -597,11 +598,13 @@ def decode_file(
     upscale: bool = False,
     eye_contact: EyeContact | None = None,
     on_header: Callable[[StreamHeader], None] | None = None,
+    progress: bool = False,
 ) -> DecodeResult:
     """Decode an .fcv file to a video. On damage, the frames before it are still written and
     the result carries the error; nothing is written if no frame could be rendered.
     `upscale`: write frames at twice the stream's size (render/upscale.py). `on_header`
-    sees the header once a decoder for it is ready, before any frame."""
+    sees the header once a decoder for it is ready, before any frame. `progress`: a bar on
+    stderr counting the frames drawn."""
     reader = FcvReader(src)
     header = reader.header
     try:
@@ -621,6 +624,8 @@ def decode_file(
     writer = VideoWriter(dst, header.fps, side, side, pixel_aspect=aspect)
     sink = FrameSink(writer, float(header.fps))
     error = None
+    bar = tqdm(total=reader.frames_said() if progress else None, desc="decode", unit="frame",
+               leave=False, disable=not progress)
     try:
         try:
             for packet, offset, _ in reader.entries():
@@ -633,6 +638,7 @@ def decode_file(
                     sink.put(index, up(frame) if up is not None else frame)
                     if on_frame is not None:
                         on_frame(index, frame)
+                bar.update(len(drawn))
             sink.finish(dec.total_frames)
         except BitstreamError as e:  # the frames before the damage are kept
             error = str(e)
@@ -642,6 +648,8 @@ def decode_file(
     except BaseException:  # a full disk, an interruption: nothing half-written is left
         writer.abort()
         raise
+    finally:
+        bar.close()
     return DecodeResult(header, sink.next, dec.stats, error, dec.total_frames is not None)
 
 

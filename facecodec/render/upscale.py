@@ -101,9 +101,13 @@ class Upscaler:
         return out.permute(1, 2, 0).to(torch.uint8).contiguous().numpy()
 
 
-def upscale_file(src: Path, dst: Path, weights: Path = DEFAULT_WEIGHTS) -> int:
+def upscale_file(src: Path, dst: Path, weights: Path = DEFAULT_WEIGHTS,
+                 progress: bool = False) -> int:
     """Upscale every frame of a video two times into an mp4; returns the frame count.
-    Nothing is left at `dst` unless the whole video was written."""
+    Nothing is left at `dst` unless the whole video was written. `progress`: a bar on
+    stderr."""
+    from tqdm import tqdm
+
     from facecodec.capture.video import VideoWriter, probe, read_frames
 
     info = probe(src, MAX_FPS)
@@ -115,7 +119,9 @@ def upscale_file(src: Path, dst: Path, weights: Path = DEFAULT_WEIGHTS) -> int:
                      pixel_aspect=info.pixel_aspect, sound_from=src) as w:
         picture: np.ndarray | None = None
         drawn = np.zeros(0, np.uint8)
-        for frame in read_frames(src, info=info):
+        frames = tqdm(read_frames(src, info=info), total=info.frames, desc="upscale",
+                      unit="frame", leave=False, disable=not progress)
+        for frame in frames:
             if frame is not picture:  # a picture held through a pause is drawn once
                 picture, drawn = frame, up(frame)
             w.write(drawn)
