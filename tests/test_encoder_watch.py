@@ -8,7 +8,7 @@ its watched thread (at the point where it would start coding) until the watch gi
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +19,9 @@ import facecodec.bench.conventional as conventional
 import facecodec.codec.encoder_watch as watch
 import facecodec.codec.keyframe as kf
 import facecodec.codec.layer as layer
+import facecodec.stream.call as call
 from facecodec.bench.reference import ReferenceClip, centre_square, reference_clip
-from facecodec.codec.encoder_watch import EncoderStalled, stalls, watched
+from facecodec.codec.encoder_watch import EncoderStalled, stall_limit, stalls, watched
 from facecodec.psnr import image_psnr_y
 
 CLIP = CLIPS / "liveportrait_d19.mp4"
@@ -75,6 +76,27 @@ def test_a_call_is_answered_or_given_up_on(short_limit: None, release: threading
     with pytest.raises(EncoderStalled, match="the test encoder stopped answering for 0.5 s"):
         watched(lambda: release.wait(60), "test")
     assert stalls() == before + 1
+
+
+# The stand-in never starts the call it is given (nor, so, the coroutine inside it).
+@pytest.mark.filterwarnings("ignore:coroutine 'run_call' was never awaited")
+def test_a_live_call_gives_up_sooner(release: threading.Event, monkeypatch: pytest.MonkeyPatch,
+                                     run_main: Callable[..., CliRun]) -> None:
+    with stall_limit(0.2), pytest.raises(EncoderStalled, match="for 0.2 s"):
+        watched(lambda: release.wait(60), "test")
+    assert watch.STALL_LIMIT_S == 60
+    # A call runs under CALL_STALL_LIMIT_S (its run stood in for: no peer comes here).
+    during: list[float] = []
+
+    def run(work: Coroutine[object, object, bool]) -> bool:
+        work.close()
+        during.append(watch.STALL_LIMIT_S)
+        return False
+
+    monkeypatch.setattr(call.asyncio, "run", run)
+    r = run_main("call", "room", "--signal", "ws://127.0.0.1:9/", "--source", require(GRID_CLIP))
+    assert during == [call.CALL_STALL_LIMIT_S] and 1 <= call.CALL_STALL_LIMIT_S <= 10, r
+    assert watch.STALL_LIMIT_S == 60
 
 
 def test_a_keyframe_whose_encoder_stalls_is_coded_by_a_fresh_one(

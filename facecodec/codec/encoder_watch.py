@@ -11,8 +11,9 @@ behind (a daemon, so the process still exits), and the caller starts a fresh enc
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from facecodec.errors import FacecodecError
@@ -31,6 +32,18 @@ class EncoderStalled(FacecodecError):
     """An encoder call that did not return within the limit (the encoder is abandoned)."""
 
     exit_code = 1
+
+
+@contextlib.contextmanager
+def stall_limit(seconds: float) -> Iterator[None]:
+    """Calls made within the block are given up on after `seconds` (a live call gives up
+    sooner than a file: its stalled sender freezes the picture the other side sees)."""
+    global STALL_LIMIT_S
+    kept, STALL_LIMIT_S = STALL_LIMIT_S, seconds
+    try:
+        yield
+    finally:
+        STALL_LIMIT_S = kept
 
 
 def stalls() -> int:

@@ -35,6 +35,7 @@ from facecodec.capture.camera import STALL_TIMEOUT_S, Camera
 from facecodec.capture.microphone import open_microphone
 from facecodec.capture.sound import has_sound
 from facecodec.capture.video import probe, read_frames
+from facecodec.codec.encoder_watch import stall_limit
 from facecodec.codec.layer_rate import LIVE_LAYER_MOTION_PRESET, check_layer_kbps
 from facecodec.codec.stream import MAX_CALL_PACKET_FRAMES, check_packet_frames
 from facecodec.errors import BitstreamError, FacecodecError, Terminated
@@ -158,6 +159,10 @@ class CallOptions:
     on_other_side: Callable[[bool], None] | None = None
 
 
+# A call's encoder calls take a few ms (a reference picture about 20): one that has not
+# returned in this long is given up on (codec/encoder_watch.py) before the picture the
+# other side sees has frozen for a minute, as a file's limit would let it.
+CALL_STALL_LIMIT_S = 5.0
 RECENT_FRAMES = 3000  # per-frame detail CallStats keeps: two minutes at 25 fps
 RECENT_REPORTS = 600  # link estimates CallStats keeps: ten minutes of reports
 
@@ -994,8 +999,9 @@ def call_main(args: argparse.Namespace) -> int:
     )
     stats = CallStats()
     try:
-        terminated = asyncio.run(until_sigterm(
-            run_call(args.room, args.signal, args.source, args.render, options, stats)))
+        with stall_limit(CALL_STALL_LIMIT_S):
+            terminated = asyncio.run(until_sigterm(
+                run_call(args.room, args.signal, args.source, args.render, options, stats)))
     except KeyboardInterrupt:
         # Ctrl-C is how a call is hung up: the call has said goodbye and closed (run's
         # cleanup) and its summary follows, as ping's does. Before any peer came it is an
