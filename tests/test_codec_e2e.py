@@ -177,9 +177,13 @@ def test_decode_counts_its_frames_on_a_terminal_only(
     assert FcvReader(cut).frames_said() is None
     r = run_on_terminal("decode", cut, "-o", tmp_path / "cut.mp4", "--renderer", "warp")
     assert r.returncode == 0 and "decode: 0frame [" in r.stderr and "%|" not in r.stderr, r.stderr
+    # The count is read from the END packet alone: whole, after damage before it; not
+    # otherwise.
     damaged = tmp_path / "damaged.fcv"
-    damaged.write_bytes(data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 1])
-                        + data[len(data) // 2 + 1:])
+    for at, said in ((len(data) // 2, GRID_FRAMES), (len(data) - 5, None)):
+        damaged.write_bytes(data[:at] + bytes([data[at] ^ 1]) + data[at + 1:])
+        assert FcvReader(damaged).frames_said() == said
+    damaged.write_bytes(data + b"\0\0\0")
     assert FcvReader(damaged).frames_said() is None
     # Not on a terminal, nothing but the summary.
     r = run_cli("decode", encoded_grid.fcv, "-o", tmp_path / "plain.mp4", "--renderer", "warp")

@@ -19,9 +19,17 @@ import facecodec.bench.conventional as conventional
 import facecodec.codec.encoder_watch as watch
 import facecodec.codec.keyframe as kf
 import facecodec.codec.layer as layer
+import facecodec.codec.layer_rate as layer_rate
 import facecodec.stream.call as call
 from facecodec.bench.reference import ReferenceClip, centre_square, reference_clip
-from facecodec.codec.encoder_watch import EncoderStalled, stall_limit, stalls, watched
+from facecodec.codec.encoder import EncoderSettings, analyze_file
+from facecodec.codec.encoder_watch import (
+    EncoderStalled,
+    retried,
+    stall_limit,
+    stalls,
+    watched,
+)
 from facecodec.psnr import image_psnr_y
 
 CLIP = CLIPS / "liveportrait_d19.mp4"
@@ -75,6 +83,15 @@ def test_a_call_is_answered_or_given_up_on(short_limit: None, release: threading
     before = stalls()
     with pytest.raises(EncoderStalled, match="the test encoder stopped answering for 0.5 s"):
         watched(lambda: release.wait(60), "test")
+    # Counted when a fresh encoder is started, as `retried` does.
+    assert stalls() == before
+    tries: list[int] = []
+
+    def start() -> int:
+        tries.append(1)
+        return watched(lambda: release.wait(60) if len(tries) == 1 else 7, "test")
+
+    assert retried(start, "test") == 7 and len(tries) == 2
     assert stalls() == before + 1
 
 
@@ -139,6 +156,21 @@ def test_a_layer_picture_whose_encoder_stalls_is_coded_intra_by_a_fresh_one(
         picture = decoder.decode(data, intra)
         assert picture is not None
         assert image_psnr_y(crop, layer.upsample(picture, 256)) > 28
+
+
+def test_a_files_layer_whose_encoder_stalls_is_coded_again_whole(
+    short_limit: None, release: threading.Event, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file's layer must not change when its encoder stalls: the picture a fresh encoder
+    would code intra mid-run, and the rate it would measure, would change the file."""
+    analysis = analyze_file(require(GRID_CLIP), EncoderSettings(), max_frames=30)
+    pictures = analysis.layer_pictures(256, 256)
+    expected = layer_rate.code_layer(analysis, pictures, 256, 2, 52)
+    assert sum(intra for intra, _ in expected.values()) == 1
+    monkeypatch.setattr(layer, "_to_frame", _held(release, {5})(layer._to_frame))
+    before = stalls()
+    assert layer_rate.code_layer(analysis, pictures, 256, 2, 52) == expected
+    assert stalls() == before + 1
 
 
 def test_a_conventional_codec_whose_encoder_stalls_codes_the_clip_again(

@@ -466,8 +466,10 @@ def test_target_kbps_above_motion_range_keeps_the_stream_vmaf_prefers(
     capsys.readouterr()
     kept = code_analysis(analysis, EncoderSettings(target_kbps=target), progress=True)
     bar = capsys.readouterr().err
-    steps = ("12 kbps, coding motion alone:   0%", "12 kbps, coding motion + layer:   1%",
-             "12 kbps, scoring both:   3%")
+    # A step for each stream coded, then one for each frame scored.
+    done = [f"{100 * k / (analysis.report.frames + 2):3.0f}%" for k in range(3)]
+    steps = (f"12 kbps, coding motion alone: {done[0]}",
+             f"12 kbps, coding motion + layer: {done[1]}", f"12 kbps, scoring both: {done[2]}")
     assert all(step in bar for step in steps), bar
     assert [bar.index(step) for step in steps] == sorted(bar.index(step) for step in steps)
     [motion], [layered], [scores] = (made[n] for n in ("motion_to_target", "layer_to_target",

@@ -8,7 +8,6 @@ player can show everything up to the damage.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import stat
@@ -33,6 +32,8 @@ from facecodec.bitstream.packets import (
 from facecodec.errors import BitstreamError, FacecodecError, NotAStream
 from facecodec.files import check_readable, publish, temp_beside
 
+# An END packet's size: its payload (a u32) is always 4 bytes.
+_END_PACKET_SIZE = len(encode_packet(Packet(PacketType.END, 0, 0, EndPayload(0).to_bytes())))
 MAGIC = b"FCDC"
 VERSION_MAJOR = 1
 # 1.1: the low-resolution layer; 1.2: LAYER_GROUP packets; 1.3: keyframes whose picture is
@@ -569,16 +570,17 @@ class FcvReader:
             offset, index = end, index + 1
 
     def frames_said(self) -> int | None:
-        """The frame count the stream's END packet states (for a progress bar's total), or
-        None: no END, a damaged one, or damage before it (a decoder finds that itself)."""
-        try:
-            last = collections.deque(self, maxlen=1)
-        except BitstreamError:
-            return None
-        if not last or last[0].type != PacketType.END:
+        """The frame count of the END packet the stream ends with, read from its last bytes
+        alone (a progress bar's total, known before the packets are read), or None: the
+        stream does not end with an intact END packet."""
+        at = len(self._data) - _END_PACKET_SIZE
+        if at < self.header_size:
             return None
         try:
-            return EndPayload.from_bytes(last[0].payload).total_frames
+            packet, end = decode_packet(self._data, at)
+            if packet.type != PacketType.END or end != len(self._data):
+                return None
+            return EndPayload.from_bytes(packet.payload).total_frames
         except BitstreamError:
             return None
 

@@ -618,14 +618,14 @@ def decode_file(
         from facecodec.render.upscale import Upscaler
 
         up = Upscaler()
+    total = reader.frames_said()  # before the writer's file: its guard starts below
     side = header.size * (2 if up is not None else 1)
     # An avatar's pictures are the portrait's (square pixels), not the source's.
     aspect = header.pixel_aspect if avatar is None else Fraction(1)
     writer = VideoWriter(dst, header.fps, side, side, pixel_aspect=aspect)
     sink = FrameSink(writer, float(header.fps))
     error = None
-    bar = tqdm(total=reader.frames_said() if progress else None, desc="decode", unit="frame",
-               leave=False, disable=not progress)
+    bar = tqdm(total=total, desc="decode", unit="frame", leave=False, disable=not progress)
     try:
         try:
             for packet, offset, _ in reader.entries():

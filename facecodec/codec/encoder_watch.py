@@ -24,7 +24,7 @@ T = TypeVar("T")
 # takes about 0.2 s, a whole 1080p picture at preset 4 about 2 s, on 2 loaded cores.
 STALL_LIMIT_S = 60.0
 
-_stalls = 0  # calls given up on in this process (the command line notes them)
+_stalls = 0  # encoders given up on and started again in this process (`encode` notes it)
 _stalls_lock = threading.Lock()
 
 
@@ -36,8 +36,10 @@ class EncoderStalled(FacecodecError):
 
 @contextlib.contextmanager
 def stall_limit(seconds: float) -> Iterator[None]:
-    """Calls made within the block are given up on after `seconds` (a live call gives up
-    sooner than a file: its stalled sender freezes the picture the other side sees)."""
+    """Calls made within the block, by any thread, are given up on after `seconds` (a live
+    call gives up sooner than a file: its stalled sender freezes the picture the other side
+    sees). Process-wide on purpose: a call's encoder runs in executor threads, which a
+    context variable set here would not reach."""
     global STALL_LIMIT_S
     kept, STALL_LIMIT_S = STALL_LIMIT_S, seconds
     try:
@@ -47,14 +49,13 @@ def stall_limit(seconds: float) -> Iterator[None]:
 
 
 def stalls() -> int:
-    """How many encoder calls this process has given up on."""
+    """How many times this process has given up on an encoder and started a fresh one."""
     return _stalls
 
 
 def watched(call: Callable[[], T], what: str, limit_s: float | None = None) -> T:
     """`call()`, run in a thread of its own; EncoderStalled if it has not returned within
     `limit_s` seconds (STALL_LIMIT_S by default). Its exceptions are raised here."""
-    global _stalls
     limit = STALL_LIMIT_S if limit_s is None else limit_s
     result: list[T] = []
     failure: list[BaseException] = []
@@ -69,8 +70,6 @@ def watched(call: Callable[[], T], what: str, limit_s: float | None = None) -> T
     worker.start()
     worker.join(limit)
     if worker.is_alive():
-        with _stalls_lock:
-            _stalls += 1
         raise EncoderStalled(f"the {what} encoder stopped answering for {limit:g} s")
     if failure:
         raise failure[0]
@@ -81,10 +80,12 @@ def retried(start: Callable[[], T], what: str) -> T:
     """`start()`, which makes a fresh encoder and runs its calls through `watched`, once
     more if one of them stalls: the fault is a race, and a second encoder codes the same
     pictures. A second stall is raised."""
+    global _stalls
     try:
         return start()
     except EncoderStalled:
-        pass
+        with _stalls_lock:
+            _stalls += 1
     try:
         return start()
     except EncoderStalled as e:

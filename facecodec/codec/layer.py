@@ -38,6 +38,7 @@ from facecodec.codec.scheduling import ordinary_scheduling  # noqa: E402
 from facecodec.errors import BitstreamError, FacecodecError  # noqa: E402
 
 AV1 = 1  # LAYER_CODEC_NAMES in the container module
+FLUSH_LIMIT_S = 1.0  # what an encoder ending its run is given (it returns at once)
 MIN_Q, MAX_Q = 20, 70  # SVT-AV1 crf; above 63 only through svtav1-params
 LAYER_PAYLOAD_HEADER = 3  # keyframe id u16, flags u8
 LAYER_PACKET_OVERHEAD = 13 + LAYER_PAYLOAD_HEADER  # packet framing of a picture under 128 B
@@ -105,29 +106,39 @@ class LayerEncoder:
         self.size, self.q, self.spec = size, q, spec
         self.ctx: av.VideoCodecContext | None = None
         self.pts = 0
+        self.stalled = 0  # pictures a fresh encoder coded intra after a stall
 
     def restart(self) -> None:
         """End the current run: the next picture is intra, from a fresh encoder."""
         ctx, self.ctx = self.ctx, None
         if ctx is not None:
             # Tell the encoder the run ended (SVT-AV1 complains on stderr otherwise); low
-            # delay holds nothing back, so this returns no packets.
+            # delay holds nothing back, so this returns no packets. The encoder is done
+            # with: one that does not answer at once is left (not counted as a stall).
             with contextlib.suppress(av.FFmpegError, EncoderStalled):
-                watched(lambda: ctx.encode(None), self.spec.encoder)
+                watched(lambda: ctx.encode(None), self.spec.encoder, FLUSH_LIMIT_S)
 
     def encode(self, crop: np.ndarray) -> tuple[bytes, bool]:
         """(coded picture, intra) of one 256 px crop; the first after a restart is intra,
         and so is one whose encoder stalled (a fresh encoder codes it again)."""
         picture = downscale(crop, self.size)
 
+        tries = 0
+
         def start() -> tuple[bytes, bool]:
+            nonlocal tries
+            tries += 1
             try:
                 return self._code(picture)
-            except EncoderStalled:
-                self.ctx = None  # abandoned, not flushed: it answers no more calls
+            except BaseException:
+                # Abandoned, not flushed: a stalled call (or one an interruption left
+                # running) may still be inside it.
+                self.ctx = None
                 raise
 
-        return retried(start, self.spec.encoder)
+        out = retried(start, self.spec.encoder)
+        self.stalled += tries > 1
+        return out
 
     def _code(self, picture: np.ndarray) -> tuple[bytes, bool]:
         intra = self.ctx is None

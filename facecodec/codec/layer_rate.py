@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from statistics import mean
 from typing import TYPE_CHECKING
@@ -165,11 +165,24 @@ def full_size_layer(kbps: float, crop_size: int) -> bool:
 
 
 def code_layer(
-    analysis: Analysis, pictures: Iterator[np.ndarray], size: int, divisor: int, q: int
+    analysis: Analysis, pictures: Callable[[], Iterator[np.ndarray]], size: int, divisor: int,
+    q: int,
 ) -> dict[int, tuple[bool, bytes]]:
-    """Code the layer of an analysed clip from its frames' `pictures` (in frame order): an
+    """Code the layer of an analysed clip from its frames' `pictures()` (in frame order): an
     intra picture at every keyframe (a fresh encoder: the crop may have moved), then one
-    picture every `divisor` frames."""
+    picture every `divisor` frames. A stalled encoder's picture is coded intra by a fresh
+    one (LayerEncoder); a file would then hold a picture it would not have held, and the
+    rate measured would move the plan, so the whole layer is coded again instead."""
+    for _ in range(2):
+        out, stalled = _code_layer(analysis, pictures(), size, divisor, q)
+        if not stalled:
+            break
+    return out
+
+
+def _code_layer(
+    analysis: Analysis, pictures: Iterator[np.ndarray], size: int, divisor: int, q: int
+) -> tuple[dict[int, tuple[bool, bytes]], int]:
     enc = LayerEncoder(size, q)
     out: dict[int, tuple[bool, bytes]] = {}
     phase: int | None = None
@@ -191,7 +204,7 @@ def code_layer(
         data, intra = enc.encode(picture)
         out[e.index] = (intra, data)
     enc.restart()
-    return out
+    return out, enc.stalled
 
 
 def plan_layer(
@@ -207,7 +220,7 @@ def plan_layer(
     def plan(q: int) -> LayerPlan:
         key = (size, crop_size, divisor, q)
         if key not in analysis.layer_codes:
-            analysis.layer_codes[key] = code_layer(analysis, pictures(), size, divisor, q)
+            analysis.layer_codes[key] = code_layer(analysis, pictures, size, divisor, q)
         return LayerPlan(AV1, size, divisor, q, analysis.layer_codes[key])
 
     if crf is not None:
