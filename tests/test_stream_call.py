@@ -951,6 +951,22 @@ def test_an_offer_or_answer_that_cannot_be_used_is_one_line() -> None:
             await peer._take_description(other.localDescription.sdp, "offer")
         await peer.close()
         await other.close()
+        # A data channel but no audio section (an answer adding its sound failed inside
+        # aiortc: an internal error), and no DTLS fingerprint (an assertion in aiortc's
+        # task, printed as a traceback, then a 20 s wait).
+        other = RTCPeerConnection()
+        other.createDataChannel("x")
+        await other.setLocalDescription(await other.createOffer())
+        bare = other.localDescription.sdp
+        unsigned = "".join(line for line in bare.splitlines(keepends=True)
+                           if not line.startswith("a=fingerprint:"))
+        for sdp, why in ((bare, "offer has no audio section: it is not a facecodec call"),
+                         (unsigned, "offer has no DTLS fingerprint")):
+            peer = Peer(LOOPBACK)
+            with pytest.raises(FacecodecError, match=why):
+                await peer._take_description(sdp, "offer")
+            await peer.close()
+        await other.close()
 
     asyncio.run(asyncio.wait_for(main(), 30))
 

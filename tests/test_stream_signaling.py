@@ -436,3 +436,30 @@ def test_a_call_refuses_a_broken_signaling_server_in_one_line_and_in_time(
             await runner.cleanup()
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_a_server_that_never_answers_the_handshake_is_refused_in_time() -> None:
+    """A port that accepts the connection and says nothing (not a signaling server, or one
+    hung) kept a call waiting 5 minutes, aiohttp's limit on the handshake, then said
+    nothing of why."""
+
+    async def main() -> None:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1 << 20)  # the request is read and never answered
+            await asyncio.sleep(30)
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        start = time.monotonic()
+        try:
+            with pytest.raises(FacecodecError, match=(
+                    f"signaling server ws://127.0.0.1:{port}/ did not answer in 0.5 s")):
+                await SignalingClient.connect(f"ws://127.0.0.1:{port}/", timeout=0.5)
+            assert time.monotonic() - start < 3
+            with pytest.raises(FacecodecError, match="ws://127.0.0.1:99999/ is not a valid "
+                                                     "signaling server address"):
+                await SignalingClient.connect("ws://127.0.0.1:99999/")
+        finally:
+            server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))

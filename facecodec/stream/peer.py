@@ -43,6 +43,7 @@ from aiortc import (
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 from aiortc.rtcicetransport import parse_stun_turn_uri
+from aiortc.sdp import SessionDescription
 
 from facecodec.bitstream.packets import LAYER_TYPES, is_intact
 from facecodec.capture.microphone import FRAME, RATE, Microphone
@@ -420,7 +421,10 @@ class Peer:
     async def _take_description(self, sdp: str, kind: str) -> None:
         """The other side's offer or answer, refused in one line when aiortc cannot use it
         (it raises what its parsers meet: a malformed line, sections that do not match the
-        offer) or when it carries no data channel, which a call cannot do without."""
+        offer), when it carries no data channel, which a call cannot do without, and where
+        aiortc would fail later on it with an assertion or an internal error: a section
+        without a DTLS fingerprint, an offer without the audio section every facecodec
+        offer has (an answer adds its sound to it)."""
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp, kind))
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
@@ -428,6 +432,13 @@ class Peer:
                                  f"{e}") from None
         if self.pc.sctp is None:
             raise FacecodecError(f"the other side's {kind} has no data channel")
+        media = SessionDescription.parse(sdp).media  # parsed above, so it parses
+        if any(m.dtls is None or not m.dtls.fingerprints for m in media):
+            raise FacecodecError(f"the other side's {kind} has no DTLS fingerprint (it could "
+                                 "not be encrypted)")
+        if kind == "offer" and not any(m.kind == "audio" for m in media):
+            raise FacecodecError("the other side's offer has no audio section: it is not a "
+                                 "facecodec call")
 
     @property
     def malformed(self) -> int:

@@ -331,8 +331,17 @@ class SignalingClient:
         tls = client_tls(ca)
         session = aiohttp.ClientSession()
         try:
-            ws = await session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
-                                          ssl=tls)
+            # The whole opening handshake is timed: aiohttp's own limit on it is 5 minutes.
+            async with asyncio.timeout(timeout):
+                ws = await session.ws_connect(
+                    url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout), ssl=tls)
+        except TimeoutError:
+            await session.close()
+            raise FacecodecError(f"signaling server {url} did not answer in {timeout:g} s "
+                                 "(is it a facecodec signal server?)") from None
+        except aiohttp.InvalidURL:
+            await session.close()
+            raise FacecodecError(f"{url} is not a valid signaling server address") from None
         except (aiohttp.ClientError, OSError) as exc:
             await session.close()
             raise FacecodecError(f"cannot reach signaling server {url}: {exc}") from None
