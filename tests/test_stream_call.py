@@ -1887,3 +1887,42 @@ def test_a_looped_calls_sound_is_told_each_time_its_picture_starts_again(
     # A quick setup leaves time for a third restart to be read ahead and told.
     assert offsets in ([3.0, 6.0], [3.0, 6.0, 9.0]), offsets
     assert all(when < t - 0.1 for when, t in restarts)  # told over 0.1 s ahead
+
+
+def test_a_call_goes_on_when_the_signaling_server_goes_away() -> None:
+    """The media goes from peer to peer: a signaling server restarted mid-call ended every
+    call at once, each side saying nothing of why. Now the call goes on to its end, and
+    each side is told once."""
+    from facecodec.stream.call import CallOptions, run_call
+
+    require(CLIP)
+
+    async def main() -> None:
+        server = SignalingServer()
+        url = await server.start()
+        told: list[str] = []
+        stopping: list[asyncio.Task[None]] = []
+
+        def connected() -> None:  # the server goes a second into the call
+            async def stop() -> None:
+                await asyncio.sleep(1.0)
+                await server.stop()
+
+            stopping.append(asyncio.ensure_future(stop()))
+
+        sender = CallOptions(seconds=6, peer=LOOPBACK, audio="none",
+                             on_signaling_lost=lambda: told.append("sender"))
+        receiver = CallOptions(seconds=12, peer=LOOPBACK, audio="none", on_connected=connected,
+                               on_signaling_lost=lambda: told.append("receiver"))
+        start = time.monotonic()
+        sent, got = await asyncio.gather(run_call("gone", url, str(CLIP), "none", sender),
+                                         run_call("gone", url, None, "none", receiver))
+        await asyncio.gather(*stopping)
+        assert sorted(told) == ["receiver", "sender"]
+        assert sent.signaling_lost and got.signaling_lost and got.sessions == 1
+        # Drawn to the sender's end (6 s, about 4 of them after the server went), which
+        # ended the receiver's call too, well before its own 12 s.
+        assert got.frames_rendered > 75, got.summary()
+        assert time.monotonic() - start < 11
+
+    asyncio.run(asyncio.wait_for(main(), 40))

@@ -157,6 +157,9 @@ class CallOptions:
     on_connected: Callable[[], None] | None = None  # each time a session's channels are open
     # When the other side starts appearing as an avatar, or stops: whether it now does.
     on_other_side: Callable[[bool], None] | None = None
+    # The signaling server went away mid-call: the call goes on (its media goes from peer
+    # to peer), but a peer that leaves can no longer be replaced.
+    on_signaling_lost: Callable[[], None] | None = None
 
 
 # A call's encoder calls take a few ms (a reference picture about 20): one that has not
@@ -170,6 +173,7 @@ RECENT_REPORTS = 600  # link estimates CallStats keeps: ten minutes of reports
 @dataclass
 class CallStats:
     sessions: int = 0
+    signaling_lost: bool = False  # the signaling server went away while a session ran
     frames_sent: int = 0
     frames_skipped: int = 0  # captured while the encoder was behind real time: not encoded
     frames_rendered: int = 0
@@ -237,6 +241,7 @@ class CallStats:
         gap = self.max_render_gap_s
         return {
             "sessions": self.sessions,
+            "signaling_lost": self.signaling_lost,
             "frames_sent": self.frames_sent,
             "frames_skipped": self.frames_skipped,
             "frames_rendered": self.frames_rendered,
@@ -470,6 +475,11 @@ class _Call:
             self.stats.cpu_seconds = time.process_time() - cpu0
         return self.stats
 
+    def _signaling_lost(self) -> None:
+        if not self.stats.signaling_lost and self.options.on_signaling_lost is not None:
+            self.options.on_signaling_lost()
+        self.stats.signaling_lost = True
+
     async def session(self, signaling: SignalingClient, initiator: bool) -> bool:
         """One connection to the other peer; True if it ended because that peer left."""
         send_audio, audio_file = self.audio_source()
@@ -494,7 +504,7 @@ class _Call:
             if self.options.on_connected is not None:
                 self.options.on_connected()
             receiver = asyncio.ensure_future(self.receive(peer))
-            watcher = asyncio.ensure_future(_wait_bye(signaling))
+            watcher = asyncio.ensure_future(_wait_bye(signaling, self._signaling_lost))
             tasks = [receiver, watcher]
             if self.encoder is not None:
                 tasks.append(asyncio.ensure_future(self.send(peer)))
@@ -787,12 +797,17 @@ async def _wait_ready(signaling: SignalingClient, timeout: float) -> bool | None
         return None
 
 
-async def _wait_bye(signaling: SignalingClient) -> None:
-    """Return when the other peer leaves (or the signaling server goes away)."""
+async def _wait_bye(signaling: SignalingClient, lost: Callable[[], None]) -> None:
+    """Return when the other peer says it leaves. The signaling server going away does not
+    end the session (it ended every call at once, without a word): `lost` is told, and the
+    session goes on until the other peer's connection ends or the call's time is up."""
     while True:
         msg = await signaling.receive()
-        if msg.get("type") in ("bye", "closed"):
+        if msg.get("type") == "bye":
             return
+        if msg.get("type") == "closed":
+            lost()
+            await asyncio.Event().wait()  # cancelled with the session
 
 
 async def run_call(
@@ -996,6 +1011,9 @@ def call_main(args: argparse.Namespace) -> int:
         on_viewer=lambda url: print(f"viewer: {url}", flush=True),
         on_connected=lambda: print("connected", flush=True),
         on_other_side=_say_whom,
+        on_signaling_lost=lambda: print(
+            "the signaling server went away: the call goes on"
+            + (", but no other peer can join it" if args.reconnect else ""), flush=True),
     )
     stats = CallStats()
     try:
