@@ -593,6 +593,33 @@ def test_motion_that_overtook_its_keyframe_asks_for_a_resync_only_once_it_is_her
     assert dec.push(packets[motion[4]]) == [] and dec.stats.motion_holds == 1  # one hold
 
 
+def test_a_keyframe_that_came_damaged_is_asked_for_again() -> None:
+    """A KEYFRAME packet that fails its checksum was dropped as if it had never come: the
+    motion after it waited for it as one on its way, and nothing was drawn or asked for
+    for the rest of the call. Its type byte says what it was: another is asked for."""
+    from facecodec.bitstream.packets import decode_packet
+    from facecodec.codec.stream import StreamDecoder, StreamEncoder
+
+    frames = list(read_frames(str(require(CLIP))))[:8]
+    enc = StreamEncoder(fps=25, source_size=(frames[0].shape[1], frames[0].shape[0]),
+                        reference="first")
+    packets = [d for i, f in enumerate(frames) for d in enc.push(f, i)]
+    header = enc.header_bytes()
+    enc.close()
+    kinds = [decode_packet(d)[0].type for d in packets]
+    keyframe = kinds.index(PacketType.KEYFRAME)
+    motion = [i for i, t in enumerate(kinds) if t in (PacketType.MOTION, PacketType.RESYNC)]
+    dec = StreamDecoder(header, "warp")
+    damaged = bytearray(packets[keyframe])
+    damaged[len(damaged) // 2] ^= 0xFF
+    with pytest.raises(BitstreamError, match="CRC"):
+        dec.push(bytes(damaged))
+    assert dec.needs_keyframe() and dec.stats.keyframes_bad == 1
+    assert dec.push(packets[motion[0]]) == [] and dec.needs_keyframe()
+    dec.push(packets[keyframe])  # the one asked for
+    assert not dec.needs_keyframe()
+
+
 def test_a_call_sends_the_restore_share_it_measured_after_its_keyframe() -> None:
     from facecodec.bitstream.packets import KeyframePayload, RestorePayload, decode_packet
     from facecodec.codec.encoder import share_meter

@@ -339,6 +339,12 @@ class PacketDecoder:
         if self.active == keyframe_id:  # already drawn from: prepare it again with it
             self.active = None
 
+    def keyframe_damaged(self) -> None:
+        """A KEYFRAME packet came too damaged to read (a receiver tells it by its type
+        byte): a live sender is asked for another, as for one whose picture is damaged."""
+        self.stats.keyframes_bad += 1
+        self._needs_keyframe = True
+
     def _on_its_way(self, kid: int) -> bool:
         """Whether keyframe `kid` is newer (keyframe ids wrap at 16 bits) than every
         keyframe packet that came, whole or not."""

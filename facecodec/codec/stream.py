@@ -16,7 +16,13 @@ from statistics import mean
 import numpy as np
 
 from facecodec.bitstream.container import LayerParams, StreamHeader
-from facecodec.bitstream.packets import LAYER_TYPES, MOTION_TYPES, decode_packet, encode_packet
+from facecodec.bitstream.packets import (
+    LAYER_TYPES,
+    MOTION_TYPES,
+    PacketType,
+    decode_packet,
+    encode_packet,
+)
 from facecodec.codec.analysis import EventStabiliser, FaceAnalyzer, KeyframeEvent, MotionEvent
 from facecodec.codec.avatar import AvatarEvents
 from facecodec.codec.decoder import DecodeStats, PacketDecoder, warm_up
@@ -430,7 +436,14 @@ class StreamDecoder:
              hurry: bool = False) -> list[tuple[int, np.ndarray]]:
         """`draw` False: decode without drawing (PacketDecoder.push). `hurry`: draw the
         cheapest way there is (PacketDecoder.push)."""
-        p, end = decode_packet(packet)
+        try:
+            p, end = decode_packet(packet)
+        except BitstreamError:
+            # A damaged keyframe came (its type byte says so): it is not on its way, and
+            # motion that refers to it would otherwise wait for it forever.
+            if len(packet) > 1 and packet[1] == PacketType.KEYFRAME:
+                self.decoder.keyframe_damaged()
+            raise
         if end != len(packet):
             raise BitstreamError(f"{len(packet) - end} stray bytes after a packet")
         return self.decoder.push(p, draw, hurry)
