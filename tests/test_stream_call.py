@@ -1953,3 +1953,34 @@ def test_a_call_goes_on_when_the_signaling_server_goes_away() -> None:
         assert time.monotonic() - start < 11
 
     asyncio.run(asyncio.wait_for(main(), 40))
+
+
+def test_a_call_from_a_source_without_a_face_says_so(tmp_path: Path) -> None:
+    """`encode` refuses a video with no face; a call waits for one, and sent such a source
+    to its end as if all were well ("motion 0.00 kbps"), the other side seeing nothing."""
+    import av
+
+    from facecodec.stream.call import CallOptions, run_call
+
+    grey = tmp_path / "grey.mp4"
+    with av.open(str(grey), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
+        for _ in range(75):
+            for p in s.encode(av.VideoFrame.from_ndarray(
+                    np.full((240, 320, 3), 128, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+    async def body(url: str) -> None:
+        sent, got = await asyncio.gather(
+            run_call("faceless", url, str(grey), "none",
+                     CallOptions(seconds=4, peer=LOOPBACK, audio="none")),
+            run_call("faceless", url, None, "none",
+                     CallOptions(seconds=6, peer=LOOPBACK, audio="none")))
+        assert sent.frames_sent > 25 and sent.frames_without_face == sent.frames_sent
+        assert sent.summary()["frames_without_face"] == sent.frames_sent
+        assert got.frames_rendered == 0
+
+    run(body, timeout=40)

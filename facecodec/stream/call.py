@@ -175,6 +175,9 @@ class CallStats:
     sessions: int = 0
     signaling_lost: bool = False  # the signaling server went away while a session ran
     frames_sent: int = 0
+    # Of them, found without a face: the last pose held, or, before the first face, nothing
+    # sent at all (a file encode refuses such a video; a call waits for a face).
+    frames_without_face: int = 0
     frames_skipped: int = 0  # captured while the encoder was behind real time: not encoded
     frames_rendered: int = 0
     frames_concealed: int = 0  # frame indices whose motion was lost or could not be drawn
@@ -243,6 +246,7 @@ class CallStats:
             "sessions": self.sessions,
             "signaling_lost": self.signaling_lost,
             "frames_sent": self.frames_sent,
+            "frames_without_face": self.frames_without_face,
             "frames_skipped": self.frames_skipped,
             "frames_rendered": self.frames_rendered,
             "frames_concealed": self.frames_concealed,
@@ -593,6 +597,8 @@ class _Call:
                 for packet in packets:
                     peer.send_packet(packet)
                 self.stats.frames_sent += 1
+                self.stats.frames_without_face = len(
+                    self.encoder.analyzer.report.frames_without_face)
                 if self.viewer is not None and index % SELF_VIEW_EVERY == 0:
                     face = await loop.run_in_executor(
                         self._encode_pool, self.encoder.sent_face, frame)
@@ -1037,6 +1043,10 @@ def call_main(args: argparse.Namespace) -> int:
         f"motion {s['motion_kbps']:.2f} kbps, layer {s['layer_kbps']:.2f} kbps, "
         f"audio {s['audio_kbps']:.1f} kbps, "
         f"latency p50 {s['latency_p50_ms'] or 0:.0f} ms"
+        + (f", {count(s['frames_without_face'], 'frame')} sent without a face in it"
+           + (" (no face was found: the other side saw nothing)"
+              if s["frames_without_face"] == s["frames_sent"] else "")
+           if s["frames_without_face"] else "")
         + (f", {count(s['frames_concealed'], 'frame')} lost on the way (longest freeze "
            f"{s['max_render_gap_ms'] or 0:.0f} ms)" if s["frames_concealed"] else "")
         + (f", {count(s['frames_unsent'], 'frame')} not sent by the other side (its camera "
