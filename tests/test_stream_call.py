@@ -994,6 +994,21 @@ def test_an_offer_or_answer_that_cannot_be_used_is_one_line() -> None:
                 await peer._take_description(sdp, "offer")
             await peer.close()
         await other.close()
+        # An answer without one is refused before aiortc starts connecting with it.
+        peer = Peer(LOOPBACK)
+        peer._open_channels()
+        peer._add_audio(offering=True)
+        await peer.pc.setLocalDescription(await peer.pc.createOffer())
+        other = RTCPeerConnection()
+        await other.setRemoteDescription(peer.pc.localDescription)
+        await other.setLocalDescription(await other.createAnswer())
+        unsigned = "".join(line for line in other.localDescription.sdp.splitlines(keepends=True)
+                           if not line.startswith("a=fingerprint:"))
+        with pytest.raises(FacecodecError, match="answer has no DTLS fingerprint"):
+            await peer._take_description(unsigned, "answer")
+        assert peer.pc.remoteDescription is None
+        await peer.close()
+        await other.close()
 
     asyncio.run(asyncio.wait_for(main(), 30))
 

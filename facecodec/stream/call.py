@@ -453,10 +453,12 @@ class _Call:
                     break
                 try:
                     initiator = await _wait_ready(signaling, wait)
-                except FacecodecError:
+                except FacecodecError as e:
                     if self.stats.sessions == 0:
                         raise
-                    break  # the server went while waiting for a peer to come back
+                    if isinstance(e, SignalingClosed):
+                        self._signaling_lost()  # while waiting for a peer to come back
+                    break
                 if initiator is None:
                     if self.stats.sessions == 0:
                         raise FacecodecError(f"no peer joined room {room} within {wait:.0f} s")
@@ -785,6 +787,10 @@ class _Call:
             self.options.on_frame(index, rgb)
 
 
+class SignalingClosed(FacecodecError):
+    """The signaling server closed the connection (stopped, restarted, or gone)."""
+
+
 async def _wait_ready(signaling: SignalingClient, timeout: float) -> bool | None:
     """Wait for the server to pair us with a peer: whether this side makes the offer (the
     initiator); None on timeout. A closed server or a malformed message is an error."""
@@ -793,7 +799,7 @@ async def _wait_ready(signaling: SignalingClient, timeout: float) -> bool | None
             while True:
                 msg = await signaling.receive()
                 if msg.get("type") == "closed":
-                    raise FacecodecError("the signaling server closed the connection")
+                    raise SignalingClosed("the signaling server closed the connection")
                 if msg.get("type") == "ready":
                     initiator = msg.get("initiator")
                     if not isinstance(initiator, bool):

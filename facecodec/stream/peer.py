@@ -421,24 +421,26 @@ class Peer:
     async def _take_description(self, sdp: str, kind: str) -> None:
         """The other side's offer or answer, refused in one line when aiortc cannot use it
         (it raises what its parsers meet: a malformed line, sections that do not match the
-        offer), when it carries no data channel, which a call cannot do without, and where
-        aiortc would fail later on it with an assertion or an internal error: a section
-        without a DTLS fingerprint, an offer without the audio section every facecodec
-        offer has (an answer adds its sound to it)."""
+        offer) or when it carries no data channel, which a call cannot do without; and,
+        before aiortc takes it (it would fail on them later, with an assertion in its own
+        task or an internal error), a section without a DTLS fingerprint or an offer
+        without the audio section every facecodec offer has (an answer adds its sound)."""
+        bad = (ValueError, TypeError, KeyError, IndexError, AttributeError)
         try:
+            media = SessionDescription.parse(sdp).media
+            if any(m.kind == "application" for m in media):
+                if any(m.dtls is None or not m.dtls.fingerprints for m in media):
+                    raise FacecodecError(f"the other side's {kind} has no DTLS fingerprint "
+                                         "(it could not be encrypted)")
+                if kind == "offer" and not any(m.kind == "audio" for m in media):
+                    raise FacecodecError("the other side's offer has no audio section: it is "
+                                         "not a facecodec call")
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp, kind))
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        except bad as e:
             raise FacecodecError(f"the other side sent an {kind} that cannot be used: "
                                  f"{e}") from None
         if self.pc.sctp is None:
             raise FacecodecError(f"the other side's {kind} has no data channel")
-        media = SessionDescription.parse(sdp).media  # parsed above, so it parses
-        if any(m.dtls is None or not m.dtls.fingerprints for m in media):
-            raise FacecodecError(f"the other side's {kind} has no DTLS fingerprint (it could "
-                                 "not be encrypted)")
-        if kind == "offer" and not any(m.kind == "audio" for m in media):
-            raise FacecodecError("the other side's offer has no audio section: it is not a "
-                                 "facecodec call")
 
     @property
     def malformed(self) -> int:
