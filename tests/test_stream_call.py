@@ -567,12 +567,11 @@ def test_a_receiver_that_lost_motion_asks_for_a_resync_and_draws_again_at_once(
         assert held[-1] == 24 and not dec.needs_resync()
 
 
-def test_motion_that_overtook_its_keyframe_asks_for_a_resync_only_once_it_is_here() -> None:
-    """The motion channel may overtake the keyframe on the reliable one: the first RESYNC
-    then names a keyframe not yet here and is dropped. Asking for another before the
-    keyframe comes would have it dropped too; once it is here, the held motion asks."""
+def _call_packets() -> tuple[bytes, list[bytes], int, list[int]]:
+    """A call's first 8 frames of CLIP as its sender codes them: (stream header, packets,
+    the keyframe's place among them, the motion packets' places)."""
     from facecodec.bitstream.packets import decode_packet
-    from facecodec.codec.stream import StreamDecoder, StreamEncoder
+    from facecodec.codec.stream import StreamEncoder
 
     frames = list(read_frames(str(require(CLIP))))[:8]
     enc = StreamEncoder(fps=25, source_size=(frames[0].shape[1], frames[0].shape[0]),
@@ -581,8 +580,17 @@ def test_motion_that_overtook_its_keyframe_asks_for_a_resync_only_once_it_is_her
     header = enc.header_bytes()
     enc.close()
     kinds = [decode_packet(d)[0].type for d in packets]
-    keyframe = kinds.index(PacketType.KEYFRAME)
     motion = [i for i, t in enumerate(kinds) if t in (PacketType.MOTION, PacketType.RESYNC)]
+    return header, packets, kinds.index(PacketType.KEYFRAME), motion
+
+
+def test_motion_that_overtook_its_keyframe_asks_for_a_resync_only_once_it_is_here() -> None:
+    """The motion channel may overtake the keyframe on the reliable one: the first RESYNC
+    then names a keyframe not yet here and is dropped. Asking for another before the
+    keyframe comes would have it dropped too; once it is here, the held motion asks."""
+    from facecodec.codec.stream import StreamDecoder
+
+    header, packets, keyframe, motion = _call_packets()
     dec = StreamDecoder(header, "warp")
     for i in motion[:3]:  # the RESYNC and two MOTION packets, before their keyframe
         assert dec.push(packets[i]) == [] and not dec.needs_resync()
@@ -597,18 +605,9 @@ def test_a_keyframe_that_came_damaged_is_asked_for_again() -> None:
     """A KEYFRAME packet that fails its checksum was dropped as if it had never come: the
     motion after it waited for it as one on its way, and nothing was drawn or asked for
     for the rest of the call. Its type byte says what it was: another is asked for."""
-    from facecodec.bitstream.packets import decode_packet
-    from facecodec.codec.stream import StreamDecoder, StreamEncoder
+    from facecodec.codec.stream import StreamDecoder
 
-    frames = list(read_frames(str(require(CLIP))))[:8]
-    enc = StreamEncoder(fps=25, source_size=(frames[0].shape[1], frames[0].shape[0]),
-                        reference="first")
-    packets = [d for i, f in enumerate(frames) for d in enc.push(f, i)]
-    header = enc.header_bytes()
-    enc.close()
-    kinds = [decode_packet(d)[0].type for d in packets]
-    keyframe = kinds.index(PacketType.KEYFRAME)
-    motion = [i for i, t in enumerate(kinds) if t in (PacketType.MOTION, PacketType.RESYNC)]
+    header, packets, keyframe, motion = _call_packets()
     dec = StreamDecoder(header, "warp")
     damaged = bytearray(packets[keyframe])
     damaged[len(damaged) // 2] ^= 0xFF
