@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from conftest import require, self_signed
+from conftest import CliRun, require, self_signed
 
 from facecodec.bitstream.packets import Packet, PacketType, encode_packet
 from facecodec.capture.feed import LiveFeed
@@ -1998,3 +1999,62 @@ def test_a_call_from_a_source_without_a_face_says_so(tmp_path: Path) -> None:
         assert got.frames_rendered == 0
 
     run(body, timeout=40)
+
+
+def test_a_reconnecting_call_leaves_a_peer_whose_stream_it_cannot_draw_for_the_next() -> None:
+    """A peer whose stream header is refused (another version, damage) ended the whole call,
+    `--reconnect` or not. Under `--reconnect` the call now says why and waits for the next
+    peer, whom it draws."""
+    from facecodec.stream.call import CallOptions, run_call
+
+    require(CLIP)
+    told: list[str] = []
+
+    async def body(url: str) -> None:
+        receiver = CallOptions(seconds=12, peer=LOOPBACK, audio="none", reconnect=True,
+                               on_peer_refused=told.append)
+
+        async def peers() -> None:
+            sb = await SignalingClient.connect(url)
+            await sb.join("refused")
+            ready = await sb.receive(5)
+            pb = Peer(LOOPBACK)
+            await pb.negotiate(sb, ready["initiator"])
+            assert pb.send_control(start_message(b"\x5b" * 40, time.time(), 25.0))
+            for _ in range(100):
+                if told:
+                    break
+                await asyncio.sleep(0.05)
+            await pb.close()
+            await sb.close()
+            await run_call("refused", url, str(CLIP), "none",
+                           CallOptions(seconds=4, peer=LOOPBACK, audio="none"))
+
+        got = (await asyncio.gather(run_call("refused", url, None, "none", receiver),
+                                    peers()))[0]
+        assert len(told) == 1 and told[0].startswith("the other side's stream header: "), told
+        assert got.sessions == 2 and got.frames_rendered > 25, got.summary()
+
+    run(body, timeout=45)
+
+
+def test_a_call_that_ends_in_an_error_still_writes_its_stats(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        run_main: Callable[..., CliRun]) -> None:
+    """`--stats-json` was written only by a call that ended well: one ended by an error (a
+    peer's stream refused, without `--reconnect`) said nothing of what it did until then."""
+    import facecodec.stream.call as call
+
+    async def refused(room: str, url: str, source: str | None, render: str,
+                      options: object, stats: call.CallStats) -> call.CallStats:
+        stats.sessions, stats.frames_rendered = 1, 7
+        raise call.StreamRefused("the other side's stream header: unsupported .fcv version")
+
+    monkeypatch.setattr(call, "run_call", refused)
+    out = tmp_path / "stats.json"
+    r = run_main("call", "room", "--signal", "ws://127.0.0.1:9/", "--render", "none",
+                 "--stats-json", out)
+    assert r.returncode == 3 and r.stderr.strip() == (
+        "facecodec: error: the other side's stream header: unsupported .fcv version"), r.stderr
+    stats = json.loads(out.read_text())
+    assert stats["sessions"] == 1 and stats["frames_rendered"] == 7

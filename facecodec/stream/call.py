@@ -160,6 +160,8 @@ class CallOptions:
     # The signaling server went away mid-call: the call goes on (its media goes from peer
     # to peer), but a peer that leaves can no longer be replaced.
     on_signaling_lost: Callable[[], None] | None = None
+    # Under `reconnect`, a peer whose stream cannot be drawn (why) is left for the next one.
+    on_peer_refused: Callable[[str], None] | None = None
 
 
 # A call's encoder calls take a few ms (a reference picture about 20): one that has not
@@ -519,7 +521,15 @@ class _Call:
                 tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
             )
             for task in done:
-                task.result()  # surface errors from any side of the session
+                try:
+                    task.result()  # surface errors from any side of the session
+                except StreamRefused as e:
+                    if not self.options.reconnect:
+                        raise
+                    # That peer's stream cannot be drawn: the call waits for the next one.
+                    if self.options.on_peer_refused is not None:
+                        self.options.on_peer_refused(str(e))
+                    return True
             return watcher in done or receiver in done
         finally:
             for task in tasks:
@@ -666,7 +676,7 @@ class _Call:
                             self.options.eye_contact, self.options.pose,
                         )
                     except BitstreamError as e:  # nothing it sends can be drawn
-                        raise BitstreamError(f"the other side's stream header: {e}") from None
+                        raise StreamRefused(f"the other side's stream header: {e}") from None
                     t0, fps, last_index, motion_seq = msg["t0"], msg["fps"], None, None
                     self.shown_aspect = decoder.decoder.header.pixel_aspect
                     avatar = decoder.decoder.header.avatar
@@ -785,6 +795,10 @@ class _Call:
                 cv2.waitKey(1)
         if self.options.on_frame is not None:
             self.options.on_frame(index, rgb)
+
+
+class StreamRefused(BitstreamError):
+    """The other side's stream cannot be drawn here at all (its header is refused)."""
 
 
 class SignalingClosed(FacecodecError):
@@ -1023,6 +1037,7 @@ def call_main(args: argparse.Namespace) -> int:
         on_viewer=lambda url: print(f"viewer: {url}", flush=True),
         on_connected=lambda: print("connected", flush=True),
         on_other_side=_say_whom,
+        on_peer_refused=lambda why: print(f"{why}: waiting for the next peer", flush=True),
         on_signaling_lost=lambda: print(
             "the signaling server went away: the call goes on"
             + (", but no other peer can join it" if args.reconnect else ""), flush=True),
@@ -1038,6 +1053,11 @@ def call_main(args: argparse.Namespace) -> int:
         # interruption.
         if stats.sessions == 0:
             raise
+    except FacecodecError:
+        # A call that ended in an error still says, where asked, what it did until then.
+        if args.stats_json is not None and stats.sessions:
+            write_text(args.stats_json, json.dumps(stats.summary(), indent=2))
+        raise
     else:
         if terminated and stats.sessions == 0:
             raise Terminated  # likewise SIGTERM
