@@ -8,6 +8,7 @@ offline effort reaches, and low-delay AV1 / VP9 are the fair modern live-call an
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -185,7 +186,10 @@ def _encode(ref: ReferenceClip, cfg: CodecConfig, value: int) -> list[bytes]:
     enc.options = cfg.encoder_options(value)
 
     def code(frame: av.VideoFrame | None) -> list[bytes]:
-        with ordinary_scheduling():  # SVT-AV1 would leave this process real-time
+        # The encoder starts its threads with its first picture (SVT-AV1's real-time):
+        # only that call needs them put back (listing every thread costs, at each frame).
+        first = frame is not None and frame.pts == 0
+        with ordinary_scheduling() if first else contextlib.nullcontext():
             return [bytes(p) for p in enc.encode(frame)]
 
     packets: list[bytes] = []

@@ -747,7 +747,7 @@ def _code_to_target(analysis: Analysis, settings: EncoderSettings,
     with bar:
         for code, what in ((motion_to_target, "motion alone"),
                            (layer_to_target, "motion + layer")):
-            bar.set_description(f"{settings.target_kbps:g} kbps, coding {what}", refresh=True)
+            bar.set_description(f"{settings.target_kbps:g} kbps, coding {what}")
             try:
                 results.append(code(analysis, settings))
             except FacecodecError as e:  # a clip whose pictures leave one of them no room
